@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* xlb: limits and constants shared by the data plane and userspace. */
+#ifndef XLB_CONSTS_H
+#define XLB_CONSTS_H
+
+/* Default map sizes; userspace may resize before load (set_max_entries). */
+#define XLB_MAX_FRONTENDS	262144	/* services map entries */
+#define XLB_MAX_SVC		131072	/* svc_id space (per Service port) */
+#define XLB_MAX_BACKENDS	262144	/* backends array */
+#define XLB_MAGLEV_SLOTS	(1 << 23)	/* one big slot array, 8 Mi slots */
+#define XLB_CT_ENTRIES		(1 << 20)
+#define XLB_AFFINITY_ENTRIES	(1 << 18)
+#define XLB_SRC_RANGES		65536
+#define XLB_TUNNEL_ENTRIES	16384
+#define XLB_LOCAL_ADDRS		256
+
+/* services key kind */
+#define XLB_KIND_ADDR		0	/* ClusterIP, LoadBalancer ingress, ExternalIP: matched by address */
+#define XLB_KIND_NODEPORT	1	/* addr 0: any address in local_addrs */
+
+/* services value fe_type (what the frontend was made from; for display and policy) */
+#define XLB_FE_CLUSTERIP	0
+#define XLB_FE_NODEPORT		1
+#define XLB_FE_LOADBALANCER	2
+#define XLB_FE_EXTERNALIP	3
+
+/* services value flags */
+#define XLB_SVC_F_AFFINITY	(1 << 0)	/* sessionAffinity ClientIP */
+#define XLB_SVC_F_LOCAL		(1 << 1)	/* externalTrafficPolicy / internalTrafficPolicy Local */
+#define XLB_SVC_F_SRC_RANGES	(1 << 2)	/* check src_ranges (loadBalancerSourceRanges) */
+
+/* backends value flags */
+#define XLB_BE_F_ACTIVE		(1 << 0)	/* slot holds a live backend */
+#define XLB_BE_F_TERMINATING	(1 << 1)	/* serving but terminating */
+
+/* ct value flags */
+#define XLB_CT_F_REVERSE	(1 << 0)	/* reply direction entry: reverse NAT */
+#define XLB_CT_F_TUNNEL		(1 << 1)	/* flow arrived by tunnel: return through tunnel_peer */
+#define XLB_CT_F_REMOTE		(1 << 2)	/* forward entry whose backend is on another node */
+
+/* config flags */
+#define XLB_CFG_F_VXLAN		(1 << 0)	/* decap VXLAN addressed to this node */
+#define XLB_CFG_F_REJECT	(1 << 1)	/* answer RST / ICMP unreachable for Services w/o endpoints */
+
+#define XLB_VXLAN_PORT_DEFAULT	8472
+#define XLB_VNI_DEFAULT		1
+
+/* Connection tracking timeouts (ns) */
+#define XLB_CT_TIMEOUT_TCP_NS	(3600ULL * 1000000000ULL)
+#define XLB_CT_TIMEOUT_UDP_NS	(120ULL * 1000000000ULL)
+
+/*
+ * stats map layout (PERCPU_ARRAY of struct xlb_counter):
+ *   [0, XLB_NR_REASONS)                  per-reason counters (enum xlb_reason)
+ *   [XLB_STATS_SVC_BASE + svc_id]         per-Service-port packets/bytes
+ */
+#define XLB_NR_REASONS		64
+#define XLB_STATS_SVC_BASE	XLB_NR_REASONS
+#define XLB_STATS_ENTRIES	(XLB_STATS_SVC_BASE + XLB_MAX_SVC)
+
+/* Why a packet was passed untouched, dropped, or answered. Names in Rust: Reason. */
+enum xlb_reason {
+	XLB_R_PASS_NOT_IP = 0,		/* ARP, IPv6, anything not IPv4 */
+	XLB_R_PASS_NOT_SERVICE = 1,	/* IPv4 that matched no Service */
+	XLB_R_PASS_FRAGMENT = 2,	/* non-first IPv4 fragment */
+	XLB_R_PASS_L4_OTHER = 3,	/* IPv4 protocol we do not balance (ICMP, SCTP, ...) */
+	XLB_R_DROP_TRUNC_ETH = 4,
+	XLB_R_DROP_TRUNC_IP = 5,	/* truncated/bad IPv4 header (passed to the stack, counted) */
+	XLB_R_DROP_TRUNC_L4 = 6,
+	XLB_R_DROP_TRUNC_VXLAN = 7,
+	XLB_R_DROP_NO_BACKEND = 8,	/* Service without usable endpoints (rejected) */
+	XLB_R_DROP_SRC_RANGE = 9,	/* loadBalancerSourceRanges denied */
+	XLB_R_DROP_ETP_LOCAL = 10,	/* externalTrafficPolicy Local without local backend */
+	XLB_R_DROP_CT_FULL = 11,	/* ct update failed */
+	XLB_R_DROP_NO_TUNNEL = 12,	/* remote backend without tunnel entry */
+	XLB_R_DROP_FIB = 13,		/* fib lookup failed */
+	XLB_R_PASS_FIB_NO_NEIGH = 14,	/* neighbour unknown: passed to stack once */
+	XLB_R_TX_FRAG_NEEDED = 15,	/* answered ICMP fragmentation needed */
+	XLB_R_TX_REJECT = 16,		/* answered TCP RST / ICMP port unreachable */
+	XLB_R_PASS_LOCAL = 17,		/* DNAT to a local backend, passed */
+	XLB_R_TX_REMOTE = 18,		/* DNAT + encap to a remote backend, transmitted */
+	XLB_R_PASS_DECAP = 19,		/* VXLAN decapsulated, passed */
+	XLB_R_PASS_REVNAT = 20,		/* reply reverse-NATed */
+	XLB_R_TX_TUNNEL_RETURN = 21,	/* reply sent back through the tunnel */
+	XLB_R_DROP_BAD_MAGLEV = 22,	/* Maglev slot pointed outside backends or at a dead one */
+	XLB_R_AFFINITY_FULL = 23,	/* affinity update failed (packet still balanced) */
+	XLB_R_PASS_IP_OPTIONS = 24,	/* reserved: IPv4 with options handled (counted) */
+	XLB_R_DROP_ADJUST = 25,		/* bpf_xdp_adjust_head/tail failed */
+	XLB_R_PASS_VXLAN_OTHER = 26,	/* VXLAN not for us (other VNI / not our address) */
+	XLB_R__MAX
+};
+
+#endif /* XLB_CONSTS_H */

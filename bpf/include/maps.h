@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * xlb: every map of the data plane, BTF-style. The uplink XDP object and the
+ * pod-veth tc object both include this file; the loader shares the maps
+ * between them (pinned by name under the pin directory, or reuse_fd).
+ */
+#ifndef XLB_MAPS_H
+#define XLB_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "consts.h"
+#include "types.h"
+
+/* frontend (VIP | NodePort) -> Service port and its Maglev region */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XLB_MAX_FRONTENDS);
+	__type(key, struct xlb_svc_key);
+	__type(value, struct xlb_svc_val);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} services SEC(".maps");
+
+/* backend_id -> endpoint address, port, node, generation */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XLB_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct xlb_backend);
+} backends SEC(".maps");
+
+/* Maglev slot -> backend_id; each frontend owns [table_off, table_off + table_size) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XLB_MAGLEV_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} maglev SEC(".maps");
+
+/* connection tracking: forward (client -> VIP) and reverse (backend -> client) entries */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, XLB_CT_ENTRIES);
+	__type(key, struct xlb_ct_key);
+	__type(value, struct xlb_ct_val);
+} ct SEC(".maps");
+
+/* sessionAffinity ClientIP: {svc_id, client} -> backend */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, XLB_AFFINITY_ENTRIES);
+	__type(key, struct xlb_affinity_key);
+	__type(value, struct xlb_affinity_val);
+} affinity SEC(".maps");
+
+/* loadBalancerSourceRanges: {svc_id, prefix} -> allow (1) */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, XLB_SRC_RANGES);
+	__type(key, struct xlb_src_range_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} src_ranges SEC(".maps");
+
+/* pod CIDR -> node underlay address and VTEP MAC */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, XLB_TUNNEL_ENTRIES);
+	__type(key, struct xlb_tunnel_key);
+	__type(value, struct xlb_tunnel_val);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} tunnel SEC(".maps");
+
+/* this node's addresses (NodePort matches any of them) -> 1 */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XLB_LOCAL_ADDRS);
+	__type(key, __be32);
+	__type(value, __u32);
+} local_addrs SEC(".maps");
+
+/* runtime settings: VXLAN port/VNI, uplink, feature flags */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xlb_config);
+} config SEC(".maps");
+
+/* per-reason and per-Service-port counters (layout in consts.h) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XLB_STATS_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct xlb_counter);
+} stats SEC(".maps");
+
+#endif /* XLB_MAPS_H */

@@ -1,0 +1,186 @@
+//! # xlb-loader
+//!
+//! Opens and loads the data plane (the uplink XDP object and the pod-veth tc
+//! object), sharing one set of maps between them: pinned by name under a pin
+//! directory for a real node, or private (unpinned) for tests.
+
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{MapCore, OpenObject};
+use xlb_bpf::tc::{TcSkel, TcSkelBuilder};
+use xlb_bpf::xdp::{XdpSkel, XdpSkelBuilder};
+use xlb_bpf::Maps;
+
+/// Default pin directory.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xlb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Bpf {
+        what: String,
+        source: libbpf_rs::Error,
+    },
+    #[error(transparent)]
+    Maps(#[from] xlb_bpf::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn ctx(what: impl Into<String>) -> impl FnOnce(libbpf_rs::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Bpf { what, source }
+}
+
+/// Load-time settings: where to pin, and map sizes that override consts.h.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Pin (and reuse) maps under this directory; `None` = private maps.
+    pub pin_dir: Option<PathBuf>,
+    /// Size of the one Maglev slot array.
+    pub maglev_slots: Option<u32>,
+    /// Connection-tracking entries.
+    pub ct_entries: Option<u32>,
+    /// Backend slots.
+    pub backends: Option<u32>,
+}
+
+/// A loaded data plane: both programs and typed handles on the shared maps.
+pub struct DataPlane {
+    pub xdp: XdpSkel<'static>,
+    pub tc: TcSkel<'static>,
+    pub maps: Maps,
+}
+
+fn storage() -> &'static mut MaybeUninit<OpenObject> {
+    // The skeleton borrows its object storage for its whole life; a loaded data
+    // plane lives as long as its owner, so one small box per load is leaked
+    // (the bpf_object itself is closed when the skeleton drops).
+    Box::leak(Box::new(MaybeUninit::uninit()))
+}
+
+impl DataPlane {
+    /// Opens and loads both objects.
+    pub fn load(opts: &LoadOptions) -> Result<Self> {
+        let mut open = XdpSkelBuilder::default()
+            .open(storage())
+            .map_err(ctx("opening the XDP object"))?;
+        {
+            let m = &mut open.maps;
+            if let Some(n) = opts.maglev_slots {
+                m.maglev.set_max_entries(n).map_err(ctx("sizing maglev"))?;
+            }
+            if let Some(n) = opts.ct_entries {
+                m.ct.set_max_entries(n).map_err(ctx("sizing ct"))?;
+            }
+            if let Some(n) = opts.backends {
+                m.backends
+                    .set_max_entries(n)
+                    .map_err(ctx("sizing backends"))?;
+            }
+        }
+        if let Some(dir) = &opts.pin_dir {
+            for map in open.open_object_mut().maps_mut() {
+                let path = dir.join(map.name());
+                let mut map = map;
+                map.set_pin_path(&path)
+                    .map_err(ctx(format!("setting pin path {}", path.display())))?;
+            }
+        }
+        let xdp = open.load().map_err(|source| Error::Bpf {
+            what: match &opts.pin_dir {
+                Some(d) => format!(
+                    "loading the XDP object (pins under {} may be stale or of another size: \
+                     `xlb detach --all --pin-dir {}` removes them)",
+                    d.display(),
+                    d.display()
+                ),
+                None => "loading the XDP object".into(),
+            },
+            source,
+        })?;
+
+        let mut open_tc = TcSkelBuilder::default()
+            .open(storage())
+            .map_err(ctx("opening the tc object"))?;
+        {
+            let shared = xdp.object().maps();
+            let mut by_name: std::collections::HashMap<_, _> =
+                shared.map(|m| (m.name().to_owned(), m)).collect();
+            for mut map in open_tc.open_object_mut().maps_mut() {
+                let name = map.name().to_owned();
+                if let Some(src) = by_name.remove(&name) {
+                    use std::os::fd::AsFd;
+                    map.reuse_fd(src.as_fd())
+                        .map_err(ctx(format!("sharing map {}", name.to_string_lossy())))?;
+                }
+            }
+        }
+        let tc = open_tc.load().map_err(ctx("loading the tc object"))?;
+        let maps = Maps::from_skel(&xdp)?;
+        Ok(Self { xdp, tc, maps })
+    }
+
+    /// A private, unpinned data plane (tests, benchmarks).
+    pub fn load_private() -> Result<Self> {
+        Self::load(&LoadOptions::default())
+    }
+
+    /// The uplink XDP program.
+    pub fn xdp_prog(&self) -> &libbpf_rs::ProgramMut<'static> {
+        &self.xdp.progs.xlb_xdp
+    }
+
+    /// The pod-veth tc program.
+    pub fn tc_prog(&self) -> &libbpf_rs::ProgramMut<'static> {
+        &self.tc.progs.xlb_tc
+    }
+}
+
+/// Whether `dir` is on a bpf filesystem.
+pub fn is_bpffs(dir: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out pointer.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
+}
+
+/// Helpers for tests that need root (BPF load, netns, XDP).
+pub mod testutil {
+    /// True when the test may run privileged work. Without root it returns
+    /// false (the test skips), except under `CI=true` or `XLB_REQUIRE_PRIV`,
+    /// where a skip would hide a failure: then it panics.
+    pub fn privileged() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let required = std::env::var("CI").as_deref() == Ok("true")
+            || std::env::var_os("XLB_REQUIRE_PRIV").is_some();
+        if !root && required {
+            panic!("this test needs root (BPF, netns, XDP) and CI=true / XLB_REQUIRE_PRIV forbids skipping");
+        }
+        if !root {
+            eprintln!("skipping: not root");
+        }
+        root
+    }
+
+    /// A name unique to this process and call, for namespaces, links and pins
+    /// (at most 15 bytes with a short prefix, to fit IFNAMSIZ).
+    pub fn unique_name(prefix: &str) -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id() % 100_000;
+        let mut s = format!("{prefix}{pid:x}{n:x}");
+        s.truncate(15);
+        s
+    }
+}

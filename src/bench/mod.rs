@@ -1,0 +1,1 @@
+//! # Benchmarks (being built): `xlb bench prog|run|sync`.

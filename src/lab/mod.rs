@@ -1,0 +1,2 @@
+//! # Lab (being built): netns topology, backend server.
+pub mod backend;

@@ -1,0 +1,17 @@
+//! # xlb
+//!
+//! XDP service load balancer for Kubernetes: the model (Kubernetes objects to
+//! desired state), Maglev, sync (desired state to BPF maps), the sources
+//! (Kubernetes API, manifest directory), the CLI, metrics, the netns lab and
+//! the benchmarks. The data plane lives in `xlb-bpf`, loading in `xlb-loader`,
+//! the packet generator in `xlb-pktgen`.
+
+pub mod agent;
+pub mod bench;
+pub mod cli;
+pub mod lab;
+pub mod maglev;
+pub mod metrics;
+pub mod model;
+pub mod sources;
+pub mod sync;

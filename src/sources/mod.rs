@@ -1,0 +1,1 @@
+//! # Sources (being built): Kubernetes API and manifest directory.

@@ -1,0 +1,1 @@
+//! # Sync (being built): desired state -> maps.
