@@ -10,6 +10,9 @@
 pub mod xdp {
     include!(concat!(env!("OUT_DIR"), "/xdp.skel.rs"));
 }
+pub mod baseline {
+    include!(concat!(env!("OUT_DIR"), "/baseline.skel.rs"));
+}
 pub mod tc {
     include!(concat!(env!("OUT_DIR"), "/tc.skel.rs"));
 }

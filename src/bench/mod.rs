@@ -1,1 +1,4 @@
-//! # Benchmarks (being built): `xlb bench prog|run|sync`.
+//! # Benchmarks: `xlb bench prog|run|sync`.
+pub mod prog;
+pub mod run;
+pub mod sync;
