@@ -14,6 +14,8 @@ fn main() {
     };
     let include = manifest.join("include");
     println!("cargo:rerun-if-changed={}", include.display());
+    // New entry files appear here: watch the directory itself.
+    println!("cargo:rerun-if-changed={}", manifest.display());
     gen_consts(&include.join("consts.h"), &out.join("consts.rs"));
     let mut entries: Vec<PathBuf> = std::fs::read_dir(&manifest)
         .expect("read bpf/")
