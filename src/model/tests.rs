@@ -92,7 +92,7 @@ fn sa(s: &str) -> SocketAddrV4 {
     s.parse().unwrap()
 }
 
-fn fe<'a>(d: &'a Desired, kind: Kind) -> Vec<&'a Frontend> {
+fn fe(d: &Desired, kind: Kind) -> Vec<&Frontend> {
     d.frontends()
         .map(|(_, f)| f)
         .filter(|f| f.kind == kind)
