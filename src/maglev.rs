@@ -248,6 +248,9 @@ mod tests {
         }
     }
 
+    const PINNED_PERM: (u32, u32) = (31, 199);
+    const PINNED_HEAD: [u32; 12] = [1, 1, 0, 2, 0, 0, 1, 2, 2, 0, 1, 2];
+
     #[test]
     fn fixed_vectors() {
         // Pinned outputs: any change here changes every table in a cluster.
@@ -257,6 +260,8 @@ mod tests {
         assert_eq!(t.len(), 251);
         let again = owners(&[be(2), b, be(1)], 251);
         assert_eq!(t, again);
+        assert_eq!(permutation(&b, 251), PINNED_PERM);
+        assert_eq!(&table(&[b, be(1), be(2)], 251)[..12], &PINNED_HEAD);
     }
 
     #[test]
