@@ -53,10 +53,17 @@ pub fn sa(s: &str) -> SocketAddrV4 {
 // --- frames -------------------------------------------------------------
 
 /// RFC 1071 sum (no fold) over bytes, as big-endian words.
-fn sum16(b: &[u8]) -> u32 {
-    b.chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
+pub fn sum16(b: &[u8]) -> u32 {
+    let mut s = 0u32;
+    let mut i = 0;
+    while i + 1 < b.len() {
+        s += u32::from(b[i]) << 8 | u32::from(b[i + 1]);
+        i += 2;
+    }
+    if i < b.len() {
+        s += u32::from(b[i]) << 8;
+    }
+    s
 }
 
 fn fold(mut s: u32) -> u16 {
