@@ -104,6 +104,7 @@ impl Hook {
     }
 
     fn pin_name(&self, iface: &str) -> String {
+        let iface = &encode_iface(iface);
         match self {
             Hook::Xdp(_) => format!("xdp_{iface}"),
             Hook::Tcx => format!("tcx_{iface}"),
@@ -144,7 +145,7 @@ fn attach_err(iface: &str, what: impl Into<String>, e: io::Error, hint: impl Int
     Error::Attach {
         iface: iface.to_owned(),
         what: what.into(),
-        source: e,
+        err: e,
         hint: hint.into(),
     }
 }
@@ -257,7 +258,7 @@ pub fn attach_uplink(
                         "{iface}: {} has no native XDP ({e}); attached in generic mode, which is much slower",
                         driver_desc(iface)
                     );
-                    tracing::warn!("{w}");
+                    tracing::info!("{w}");
                     (l, AttachMode::Generic, Some(w))
                 }
                 AttachMode::Native => {
@@ -450,7 +451,7 @@ pub fn attach_pod(pin_dir: &Path, prog: BorrowedFd<'_>, iface: &str) -> Result<A
         warning = Some(format!("{iface}: tcx disabled by {NO_TCX_ENV}; using a classic tc filter on clsact"));
     }
     if let Some(w) = &warning {
-        tracing::warn!("{w}");
+        tracing::info!("{w}");
     }
     let created = tc_classic_attach(ifindex, prog).map_err(|e| {
         attach_err(
@@ -472,6 +473,15 @@ pub fn attach_pod(pin_dir: &Path, prog: BorrowedFd<'_>, iface: &str) -> Result<A
         replaced: false,
         warning,
     })
+}
+
+/// bpffs refuses names with '.', which interface names may hold (VLANs).
+fn encode_iface(iface: &str) -> String {
+    iface.replace('%', "%25").replace('.', "%2e")
+}
+
+fn decode_iface(s: &str) -> String {
+    s.replace("%2e", ".").replace("%25", "%")
 }
 
 fn parse_pin_name(name: &str) -> Option<(Hook, &str)> {
@@ -497,7 +507,7 @@ pub fn list(pin_dir: &Path) -> Result<Vec<Attachment>> {
         Err(e) => {
             return Err(Error::Io {
                 what: format!("reading {}", dir.display()),
-                source: e,
+                err: e,
                 hint: "run as root".into(),
             })
         }
@@ -508,6 +518,7 @@ pub fn list(pin_dir: &Path) -> Result<Vec<Attachment>> {
         let Some((mut hook, iface)) = parse_pin_name(&name) else {
             continue;
         };
+        let iface = &decode_iface(iface);
         let path = ent.path();
         let Ok(fd) = sys::obj_get(&path) else {
             continue;
@@ -565,7 +576,7 @@ fn detach_one(a: &Attachment) -> Result<()> {
     }
     pin::unpin(&a.pin).map_err(|e| Error::Io {
         what: format!("removing pin {}", a.pin.display()),
-        source: e,
+        err: e,
         hint: "run as root".into(),
     })
 }
@@ -607,7 +618,7 @@ pub fn detach_all(pin_dir: &Path) -> Result<Vec<Attachment>> {
     if pin_dir.exists() {
         std::fs::remove_dir_all(pin_dir).map_err(|e| Error::Io {
             what: format!("removing {}", pin_dir.display()),
-            source: e,
+            err: e,
             hint: "run as root".into(),
         })?;
     }
@@ -625,7 +636,7 @@ pub fn pinned_tc_prog(pin_dir: &Path) -> Result<OwnedFd> {
     let path = progs_dir(pin_dir).join("tc");
     sys::obj_get(&path).map_err(|e| Error::Io {
         what: format!("opening {}", path.display()),
-        source: e,
+        err: e,
         hint: "attach the data plane first: `xlb attach --iface IF`".into(),
     })
 }

@@ -36,17 +36,17 @@ pub enum Error {
     },
     #[error(transparent)]
     Maps(#[from] xlb_bpf::Error),
-    #[error("{what}: {source}; {hint}")]
+    #[error("{what}: {err}; {hint}")]
     Io {
         what: String,
-        source: std::io::Error,
+        err: std::io::Error,
         hint: String,
     },
-    #[error("{iface}: {what}: {source}; {hint}")]
+    #[error("{iface}: {what}: {err}; {hint}")]
     Attach {
         iface: String,
         what: String,
-        source: std::io::Error,
+        err: std::io::Error,
         hint: String,
     },
     #[error("interface {0:?} does not exist (in this network namespace); `ip link` lists them")]

@@ -9,8 +9,8 @@
 //! ```
 //!
 //! bpffs holds no regular files, so the file lives in `/run/xlb/` and
-//! `<pin_dir>/names.json` is a symlink to it; readers just open
-//! `<pin_dir>/names.json`. A missing or unreadable file means "no names".
+//! `<pin_dir>/names` is a symlink to it (bpffs also refuses names with a
+//! dot); readers just open `<pin_dir>/names`. A missing or unreadable file means "no names".
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ pub const STATE_DIR: &str = "/run/xlb";
 
 /// The link readers open.
 pub fn link_path(pin_dir: &Path) -> PathBuf {
-    pin_dir.join("names.json")
+    pin_dir.join("names")
 }
 
 /// The real file for a pin directory (one per pin directory).
@@ -41,7 +41,7 @@ pub fn write(pin_dir: &Path, names: &BTreeMap<u32, String>) -> Result<()> {
     let io = |what: String| {
         move |e| Error::Io {
             what,
-            source: e,
+            err: e,
             hint: "run as root; /run must be writable".into(),
         }
     };

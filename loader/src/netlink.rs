@@ -367,7 +367,7 @@ pub fn apply_event(pin_dir: &Path, ev: &IfaceEvent) -> Result<()> {
                 if &a.iface == name && !matches!(a.hook, crate::attach::Hook::Xdp(_)) {
                     crate::pin::unpin(&a.pin).map_err(|e| Error::Io {
                         what: format!("removing pin {}", a.pin.display()),
-                        source: e,
+                        err: e,
                         hint: "run as root".into(),
                     })?;
                 }
@@ -389,7 +389,7 @@ pub fn follow_pods(
 ) -> Result<()> {
     let mut w = PodIfaceWatcher::new(patterns).map_err(|e| Error::Io {
         what: "opening a NETLINK_ROUTE socket".into(),
-        source: e,
+        err: e,
         hint: "run as root (CAP_NET_ADMIN)".into(),
     })?;
     let mut events = w.initial();
@@ -401,7 +401,7 @@ pub fn follow_pods(
         }
         events = w.poll(tick).map_err(|e| Error::Io {
             what: "reading link events".into(),
-            source: e,
+            err: e,
             hint: "run as root".into(),
         })?;
     }

@@ -77,13 +77,13 @@ pub fn ensure_pin_dir(pin_dir: &Path) -> Result<()> {
     if !crate::is_bpffs(anc) {
         std::fs::create_dir_all(parent).map_err(|e| Error::Io {
             what: format!("creating {}", parent.display()),
-            source: e,
+            err: e,
             hint: "pass a --pin-dir under a writable directory".into(),
         })?;
         tracing::info!(dir = %parent.display(), "mounting bpffs");
         sys::mount_bpffs(parent).map_err(|e| Error::Io {
             what: format!("mounting bpffs at {}", parent.display()),
-            source: e,
+            err: e,
             hint: format!(
                 "run as root, or mount it yourself: `mount -t bpf bpf {}`",
                 parent.display()
@@ -92,7 +92,7 @@ pub fn ensure_pin_dir(pin_dir: &Path) -> Result<()> {
     }
     std::fs::create_dir_all(pin_dir).map_err(|e| Error::Io {
         what: format!("creating pin directory {}", pin_dir.display()),
-        source: e,
+        err: e,
         hint: "run as root (bpffs needs CAP_SYS_ADMIN or a delegated mount)".into(),
     })?;
     Ok(())
@@ -166,22 +166,23 @@ pub fn repin(fd: impl AsFd, path: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::Io {
             what: format!("creating {}", dir.display()),
-            source: e,
+            err: e,
             hint: "is the pin directory on bpffs? `xlb doctor` checks".into(),
         })?;
     }
     // Pin under a temporary name and rename over the old pin: there is never
     // a moment without one.
-    let tmp = path.with_extension("new");
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!("new_{name}"));
     unpin(&tmp).ok();
     sys::obj_pin(fd.as_fd(), &tmp).map_err(|e| Error::Io {
         what: format!("pinning {}", tmp.display()),
-        source: e,
+        err: e,
         hint: "is the pin directory on bpffs? `xlb doctor` checks".into(),
     })?;
     std::fs::rename(&tmp, path).map_err(|e| Error::Io {
         what: format!("renaming pin {} to {}", tmp.display(), path.display()),
-        source: e,
+        err: e,
         hint: "remove the stale pin with `xlb detach --all`".into(),
     })
 }

@@ -245,3 +245,20 @@ pub fn prog_exists(id: u32) -> bool {
         -rc != libc::ENOENT
     }
 }
+
+/// Probe: can this process create a BPF map (syscall present, privileges)?
+pub fn probe_map_create() -> io::Result<()> {
+    let name = CString::new("xlb_probe").expect("no NUL");
+    // SAFETY: valid name; null opts = defaults.
+    fd_ret(unsafe {
+        libbpf_sys::bpf_map_create(
+            libbpf_sys::BPF_MAP_TYPE_ARRAY,
+            name.as_ptr(),
+            4,
+            4,
+            1,
+            std::ptr::null(),
+        )
+    })
+    .map(drop)
+}

@@ -193,8 +193,8 @@ pub fn run_attach(a: AttachArgs, pin_dir: &Path) -> anyhow::Result<()> {
     if let Some(w) = watcher.as_mut() {
         // SAFETY: the handler only stores to an atomic.
         unsafe {
-            libc::signal(libc::SIGINT, on_signal as libc::sighandler_t);
-            libc::signal(libc::SIGTERM, on_signal as libc::sighandler_t);
+            libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+            libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         }
         eprintln!("following pod interfaces {} (Ctrl-C stops)", a.pod_ifaces);
         while !STOP.load(Ordering::Relaxed) {

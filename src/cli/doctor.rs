@@ -101,14 +101,7 @@ pub fn run(a: DoctorArgs, pin_dir: &Path) -> anyhow::Result<()> {
     }
 
     // bpf() syscall and privileges: a tiny map.
-    let bpf_ok = match libbpf_rs::MapHandle::create(
-        libbpf_rs::MapType::Array,
-        Some("xlb_probe"),
-        4,
-        4,
-        1,
-        &Default::default(),
-    ) {
+    let bpf_ok = match sys::probe_map_create() {
         Ok(_) => {
             check(&mut c, "bpf syscall", Level::Ok, "maps can be created", None);
             true
