@@ -252,7 +252,7 @@ fn maps_tables_and_json_match_what_was_written() {
     let s7 = rows_j.iter().find(|r| r["svc_id"] == 7).unwrap();
     assert_eq!(s7["packets"].as_u64(), Some(2 * ncpu));
     let out = stdout(&ok(xlb(None, p, &["maps", "stats"])));
-    let want = ["svc", "7", "(default/web:80/TCP)", &(2 * ncpu).to_string(), &(200 * ncpu).to_string()];
+    let want = ["svc", "7", "(default/web:80/TCP)", &(2 * ncpu).to_string(), &(100 * ncpu).to_string()];
     assert!(rows(&out).iter().any(|r| r == &want), "{out}");
     let all = json(&ok(xlb(None, p, &["maps", "stats", "--all", "--json"])));
     assert!(all["total"].as_u64().unwrap() > 3);
