@@ -174,7 +174,15 @@ pub fn run(a: DoctorArgs, pin_dir: &Path) -> anyhow::Result<()> {
     }
 
     // Pinned state.
-    if pin_dir.exists() {
+    if !pin_dir.join("services").exists() {
+        check(
+            &mut c,
+            "pins",
+            Level::Ok,
+            format!("nothing pinned under {} yet", pin_dir.display()),
+            None,
+        );
+    } else {
         match xlb_bpf::Maps::from_pin_dir(pin_dir) {
             Ok(_) => {
                 let att = xlb_loader::attach::list(pin_dir).unwrap_or_default();

@@ -122,9 +122,22 @@ pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
 /// Runs the built `xlb` with `--pin-dir pin`, inside `ns` when given (only the
 /// network namespace changes: the bpffs mount stays the test's).
 pub fn xlb(ns: Option<&Netns>, pin: &Path, args: &[&str]) -> std::process::Output {
+    xlb_env(ns, pin, args, &[])
+}
+
+/// [`xlb`] with extra environment variables.
+pub fn xlb_env(
+    ns: Option<&Netns>,
+    pin: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xlb"));
     cmd.arg("--pin-dir").arg(pin).args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     if let Some(ns) = ns {
         let f = std::fs::File::open(ns.path()).expect("open netns");
         // SAFETY: setns is async-signal-safe; the fd stays open until spawn returns.
