@@ -118,7 +118,12 @@ pub fn run_attach(a: AttachArgs, pin_dir: &Path) -> anyhow::Result<()> {
         pin_dir: Some(pin_dir.to_owned()),
         ..Default::default()
     })
-    .with_context(|| format!("loading the data plane with maps under {}", pin_dir.display()))?;
+    .with_context(|| {
+        format!(
+            "loading the data plane with maps under {}",
+            pin_dir.display()
+        )
+    })?;
 
     // Watch before listing so no pod interface slips between the two.
     let mut watcher = if a.follow {
