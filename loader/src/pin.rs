@@ -10,7 +10,7 @@
 //! <pin>/links/tcx_<ifname>              bpf_link of a pod veth's tcx ingress program
 //! <pin>/links/tc_<ifname>               classic tc (clsact) fallback: the program, pinned
 //!                                       so detach knows the filter is ours
-//! <pin>/names.json                      symlink to the Service-name file (see [`crate::names`])
+//! (Service names live outside bpffs, in /run/xlb: see [`crate::names`])
 //! ```
 //!
 //! bpffs holds only BPF objects, directories and symlinks.
