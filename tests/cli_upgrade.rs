@@ -1,6 +1,8 @@
-//! An upgrade under traffic loses nothing: UDP packets flow from a client
-//! namespace through the XDP-attached uplink of a node namespace to a
-//! receiving socket while `xlb attach` is run again and again (each run
+//! An upgrade under traffic loses nothing: UDP packets to a ClusterIP
+//! (10.96.0.10:9999, which only xlb's DNAT turns into the node's backend
+//! 198.18.0.2:9999: a packet that missed the program would be dropped by the
+//! kernel, which has no such address) flow from a client namespace through
+//! the XDP-attached uplink of a node namespace to a receiving socket while `xlb attach` is run again and again (each run
 //! loads the programs anew and swaps them inside the pinned links). Every
 //! packet sent arrives at the socket, and every one of them was run through
 //! one of the XDP program versions (the kernel's per-program run counters
@@ -86,6 +88,7 @@ fn upgrade_under_traffic_drops_zero_packets() {
         "nud",
         "permanent",
     ]);
+    client.ip(&["route", "add", "10.96.0.0/16", "via", "198.18.0.2"]);
 
     let pin = PinDir::new();
     let o = xlb(
@@ -94,6 +97,28 @@ fn upgrade_under_traffic_drops_zero_packets() {
         &["attach", "--iface", "up0", "--pod-ifaces", ""],
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    // The Service: 10.96.0.10:9999/UDP -> local backend 198.18.0.2:9999.
+    let maps = xlb_bpf::Maps::from_pin_dir(&pin.path).unwrap();
+    let vip = "10.96.0.10:9999".parse().unwrap();
+    maps.put_backend(
+        1,
+        &xlb_bpf::types::xlb_backend::new("198.18.0.2:9999".parse().unwrap(), None, 1),
+    )
+    .unwrap();
+    maps.write_maglev(0, &[1; 7]).unwrap();
+    let svc = xlb_bpf::types::xlb_svc_val {
+        svc_id: 1,
+        table_off: 0,
+        table_size: 7,
+        n_local: 1,
+        fe_type: xlb_bpf::Kind::ClusterIp.fe_type(),
+        ..Default::default()
+    };
+    maps.put_service(
+        &xlb_bpf::types::xlb_svc_key::addr(vip, xlb_bpf::Proto::Udp),
+        &svc,
+    )
+    .unwrap();
 
     // Sink: a UDP socket in the node namespace.
     let received = Arc::new(AtomicU64::new(0));
@@ -108,7 +133,7 @@ fn upgrade_under_traffic_drops_zero_packets() {
         );
         std::thread::spawn(move || {
             enter(&path);
-            let s = UdpSocket::bind(("198.18.0.2", PORT)).unwrap();
+            let s = UdpSocket::bind(("0.0.0.0", PORT)).unwrap();
             set_rcvbuf(&s, 64 << 20);
             s.set_read_timeout(Some(Duration::from_millis(200)))
                 .unwrap();
@@ -137,7 +162,7 @@ fn upgrade_under_traffic_drops_zero_packets() {
         std::thread::spawn(move || {
             enter(&path);
             let s = UdpSocket::bind("198.18.0.1:0").unwrap();
-            s.connect(("198.18.0.2", PORT)).unwrap();
+            s.connect(("10.96.0.10", PORT)).unwrap();
             let mut n = 0u64;
             while !stop.load(Ordering::SeqCst) && n < MAX_PACKETS {
                 for _ in 0..20 {
