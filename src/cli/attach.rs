@@ -139,7 +139,8 @@ pub fn run_attach(a: AttachArgs, pin_dir: &Path) -> anyhow::Result<()> {
         a.mode,
         a.fallback_generic,
     )
-    .with_context(|| format!("attaching XDP to {}", a.iface))?];
+    // (the loader's errors name the interface and the way out already)
+    ?];
 
     let mut failures = Vec::new();
     let pods: Vec<String> = xlb_loader::sys::interfaces()
