@@ -43,13 +43,13 @@ fn upgrade_under_traffic_drops_zero_packets() {
     let client = Netns::new();
     let node = Netns::new();
     // Only our UDP stream may reach up0: no IPv6 (router/neighbour solicitations).
+    // (/proc/sys/net is the opener's namespace's.)
     for ns in [&client, &node] {
-        for k in [
-            "net.ipv6.conf.all.disable_ipv6=1",
-            "net.ipv6.conf.default.disable_ipv6=1",
-        ] {
-            cli_support::sh(&["ip", "netns", "exec", &ns.name, "sysctl", "-qw", k]);
-        }
+        ns.run(|| {
+            for k in ["all", "default"] {
+                std::fs::write(format!("/proc/sys/net/ipv6/conf/{k}/disable_ipv6"), "1").unwrap();
+            }
+        });
     }
     // client a0 (198.18.0.1) <-> node up0 (198.18.0.2), static neighbours so
     // no packet waits for ARP.

@@ -379,7 +379,9 @@ fn tc_classic_detach(ifindex: u32, destroy_qdisc: bool) -> io::Result<()> {
     let opts = tc_opts(None, false);
     // SAFETY: valid hook and opts.
     let r = neg_errno(unsafe { libbpf_sys::bpf_tc_detach(&hook, &opts) });
-    if destroy_qdisc {
+    // Only remove the qdisc when our filter was really there: never touch a
+    // clsact that holds someone else's filters only.
+    if destroy_qdisc && r.is_ok() {
         hook.attach_point = libbpf_sys::BPF_TC_INGRESS | libbpf_sys::BPF_TC_EGRESS;
         // SAFETY: valid hook.
         let _ = unsafe { libbpf_sys::bpf_tc_hook_destroy(&mut hook) };
