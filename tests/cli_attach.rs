@@ -127,6 +127,7 @@ fn attach_errors_are_clear_and_exit_1() {
         "{}",
         stderr(&o)
     );
+    assert!(!p.join("services").exists(), "a failed attach pins nothing");
 
     // A kernel/driver feature that is missing: offload on a veth.
     let o = xlb(
@@ -347,5 +348,68 @@ fn doctor_reports_and_exit_codes() {
     assert!(
         out.contains("[FAIL] interface") && out.contains("xlb cannot run here"),
         "{out}"
+    );
+}
+
+#[test]
+fn follow_attaches_pod_interfaces_as_they_appear() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let ns = Netns::new();
+    ns.veth("up0", "peer0");
+    let pin = PinDir::new();
+    let f = std::fs::File::open(ns.path()).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_xlb"));
+    cmd.arg("--pin-dir")
+        .arg(&pin.path)
+        .args(["attach", "--iface", "up0", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setns is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Kill(cmd.spawn().unwrap());
+    drop(f);
+    assert!(
+        eventually(|| pin.path.join("links/xdp_up0").exists()),
+        "uplink attached"
+    );
+    ns.veth("vethlate", "eth0l");
+    assert!(
+        eventually(|| pin.path.join("links/tcx_vethlate").exists()),
+        "a pod interface that appeared later is attached"
+    );
+    ns.ip(&["link", "del", "vethlate"]);
+    assert!(
+        eventually(|| !pin.path.join("links/tcx_vethlate").exists()),
+        "its pin goes with it"
+    );
+    // SAFETY: plain kill of our own child.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let status = child.0.wait().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM ends --follow cleanly: {status:?}"
+    );
+    assert_ne!(
+        xdp_prog_on(&ns, "up0"),
+        0,
+        "and leaves the data plane attached"
     );
 }

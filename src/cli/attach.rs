@@ -114,6 +114,10 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 pub fn run_attach(a: AttachArgs, pin_dir: &Path) -> anyhow::Result<()> {
+    // Before loading (which pins maps): a typo must not leave state behind.
+    if xlb_loader::sys::ifindex(&a.iface).is_none() {
+        return Err(xlb_loader::Error::NoSuchInterface(a.iface).into());
+    }
     let dp = DataPlane::load(&LoadOptions {
         pin_dir: Some(pin_dir.to_owned()),
         ..Default::default()
