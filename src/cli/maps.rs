@@ -129,10 +129,16 @@ impl Table {
         for (cells, _) in self.rows.iter().take(shown) {
             line(cells);
         }
+        // "frontends" -> "frontend" for exactly one.
+        let noun = match (total, self.noun.strip_suffix("ies")) {
+            (1, Some(stem)) => format!("{stem}y"),
+            (1, None) => self.noun.strip_suffix('s').unwrap_or(self.noun).to_string(),
+            _ => self.noun.to_string(),
+        };
         if shown < total {
-            println!("{shown} of {total} {}", self.noun);
+            println!("{shown} of {total} {noun}");
         } else {
-            println!("{total} {}", self.noun);
+            println!("{total} {noun}");
         }
         if let Some(e) = self.extra {
             println!("{e}");
