@@ -36,6 +36,17 @@ use tokio::sync::{watch, Notify};
 
 use super::{sort_snapshot, Error, Result, Snapshot, SnapshotRx, SourceOptions};
 
+/// (API group, resource plural) of everything this source watches, taken
+/// from the same k8s-openapi types the watchers use. The RBAC rules in
+/// `deploy/rbac.yaml` must grant get/list/watch on exactly these
+/// (`tests/deploy_manifests.rs` checks it).
+pub fn watched_resources() -> [(&'static str, &'static str); 3] {
+    fn gr<K: k8s_openapi::Resource>() -> (&'static str, &'static str) {
+        (K::GROUP, K::URL_PATH_SEGMENT)
+    }
+    [gr::<Service>(), gr::<EndpointSlice>(), gr::<Node>()]
+}
+
 /// A client from `kubeconfig` when given, else inferred the way kubectl
 /// does: `KUBECONFIG` / `~/.kube/config`, then the in-cluster service
 /// account (`KUBERNETES_SERVICE_HOST` and the mounted token).
