@@ -1,0 +1,1 @@
+//! Model unit tests.
