@@ -6,8 +6,8 @@
 //! - `/metrics`: Prometheus text format 0.0.4, read from the maps at scrape
 //!   time (nothing on the packet path):
 //!   - `xlb_service_packets_total` / `xlb_service_bytes_total`
-//!     `{namespace, service, port, protocol, frontend}`: per Service port
-//!     and frontend, from the `stats` map (summed over CPUs);
+//!     `{namespace, service, port, protocol}`: per Service port (all its
+//!     frontends), from the `stats` map (summed over CPUs);
 //!   - `xlb_reason_packets_total{action, reason}`: every pass/drop/tx reason
 //!     counter (`action` is `pass`, `drop` or `tx`, `reason` the
 //!     `xlb_bpf::Reason` name such as `drop_no_backend`), and
@@ -42,18 +42,33 @@ pub const SYNC_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Labels of one Service port frontend (one `svc_id`).
+/// Labels of one Service port (one `svc_id`; its counters cover every
+/// frontend of the port: ClusterIP, NodePort, LoadBalancer, ExternalIPs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceLabel {
     pub svc_id: u32,
     pub namespace: String,
     pub service: String,
-    /// Port name, or the number when unnamed.
+    /// The Service port number.
     pub port: String,
-    /// `tcp` / `udp`.
+    /// `TCP` / `UDP`.
     pub protocol: String,
-    /// `ClusterIP`, `NodePort`, `LoadBalancer`, `ExternalIP`.
-    pub frontend: String,
+}
+
+impl ServiceLabel {
+    /// From sync's Service port name `"namespace/name:port/PROTO"`.
+    pub fn parse(svc_id: u32, port_name: &str) -> Self {
+        let (svc, port_proto) = port_name.rsplit_once(':').unwrap_or((port_name, ""));
+        let (namespace, service) = svc.split_once('/').unwrap_or(("", svc));
+        let (port, protocol) = port_proto.split_once('/').unwrap_or((port_proto, ""));
+        Self {
+            svc_id,
+            namespace: namespace.into(),
+            service: service.into(),
+            port: port.into(),
+            protocol: protocol.into(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -184,20 +199,19 @@ impl Metrics {
         for l in &labels {
             let c = maps.svc_counter(l.svc_id)?;
             let lab = format!(
-                "namespace=\"{}\",service=\"{}\",port=\"{}\",protocol=\"{}\",frontend=\"{}\"",
+                "namespace=\"{}\",service=\"{}\",port=\"{}\",protocol=\"{}\"",
                 esc(&l.namespace),
                 esc(&l.service),
                 esc(&l.port),
-                esc(&l.protocol),
-                esc(&l.frontend)
+                esc(&l.protocol)
             );
             let _ = writeln!(pk, "xlb_service_packets_total{{{lab}}} {}", c.packets);
             let _ = writeln!(by, "xlb_service_bytes_total{{{lab}}} {}", c.bytes);
         }
-        let _ = writeln!(o, "# HELP xlb_service_packets_total Packets balanced per Service port and frontend.");
+        let _ = writeln!(o, "# HELP xlb_service_packets_total Packets balanced per Service port.");
         let _ = writeln!(o, "# TYPE xlb_service_packets_total counter");
         o.push_str(&pk);
-        let _ = writeln!(o, "# HELP xlb_service_bytes_total Bytes balanced per Service port and frontend.");
+        let _ = writeln!(o, "# HELP xlb_service_bytes_total Bytes balanced per Service port.");
         let _ = writeln!(o, "# TYPE xlb_service_bytes_total counter");
         o.push_str(&by);
 
@@ -376,6 +390,16 @@ mod tests {
         assert!(t.contains("xlb_ready 0\n"));
         m.set_ready();
         assert!(m.render().contains("xlb_ready 1\n"));
+    }
+
+    #[test]
+    fn service_label_from_port_name() {
+        let l = ServiceLabel::parse(7, "shop/web:80/TCP");
+        assert_eq!(
+            (l.namespace.as_str(), l.service.as_str(), l.port.as_str(), l.protocol.as_str()),
+            ("shop", "web", "80", "TCP")
+        );
+        assert_eq!(ServiceLabel::parse(1, "odd").service, "odd");
     }
 
     #[test]
