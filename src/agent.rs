@@ -291,6 +291,9 @@ impl Agent {
         };
         tracing::info!(node = %agent.node_name, "agent started");
 
+        // A source may hold a complete snapshot already (a manifest directory
+        // is read before it returns): handle it as a change.
+        rx.mark_changed();
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
         let result = loop {
@@ -372,10 +375,6 @@ impl Agent {
                     .map(|(id, n)| ServiceLabel::parse(*id, n))
                     .collect(),
             );
-            // `xlb maps` reads names through the pin directory's link.
-            if let Err(e) = xlb_loader::names::write(&self.pin_dir, &self.names) {
-                tracing::warn!("writing Service names for `xlb maps`: {e}");
-            }
         }
         Ok(())
     }
