@@ -1,7 +1,6 @@
 //! This node's network facts: interfaces, their addresses, MAC and MTU.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
 
 /// What the data plane needs to know about the uplink.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,9 +52,32 @@ pub fn iface_with_addr(addr: Ipv4Addr) -> std::io::Result<Option<String>> {
         .map(|(n, _)| n))
 }
 
-fn read_sys(name: &str, attr: &str) -> std::io::Result<String> {
-    let p = Path::new("/sys/class/net").join(name).join(attr);
-    Ok(std::fs::read_to_string(p)?.trim().to_owned())
+/// An `ifreq` ioctl on `name` (in the calling thread's network namespace:
+/// no sysfs involved, so it works under `nsenter` too).
+fn ifreq_ioctl(name: &str, req: libc::c_ulong) -> std::io::Result<libc::ifreq> {
+    // SAFETY: a zeroed ifreq is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    let b = name.as_bytes();
+    if b.len() >= ifr.ifr_name.len() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "name too long"));
+    }
+    for (d, s) in ifr.ifr_name.iter_mut().zip(b) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: plain socket creation.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is ours; ifr is a valid ifreq for SIOCGIF* requests.
+    let rc = unsafe { libc::ioctl(fd, req as _, &mut ifr) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing our own fd.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return Err(err);
+    }
+    Ok(ifr)
 }
 
 /// Looks up an interface by name.
@@ -70,8 +92,16 @@ pub fn iface(name: &str) -> std::io::Result<Iface> {
             format!("no interface {name}"),
         ));
     }
-    let mac = xlb_bpf::wire::parse_mac(&read_sys(name, "address")?).unwrap_or_default();
-    let mtu = read_sys(name, "mtu")?.parse().unwrap_or(1500);
+    let hw = ifreq_ioctl(name, libc::SIOCGIFHWADDR)?;
+    let mut mac = [0u8; 6];
+    // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
+    let data = unsafe { hw.ifr_ifru.ifru_hwaddr.sa_data };
+    for (m, d) in mac.iter_mut().zip(data.iter()) {
+        *m = *d as u8;
+    }
+    let m = ifreq_ioctl(name, libc::SIOCGIFMTU)?;
+    // SAFETY: SIOCGIFMTU filled the mtu member of the union.
+    let mtu = unsafe { m.ifr_ifru.ifru_mtu }.clamp(0, i32::from(u16::MAX)) as u16;
     let addrs = ipv4_addrs()?
         .into_iter()
         .filter(|(n, _)| n == name)
@@ -108,6 +138,8 @@ mod tests {
         let lo = iface("lo").unwrap();
         assert!(lo.ifindex > 0);
         assert!(lo.addrs.contains(&Ipv4Addr::LOCALHOST));
+        assert_eq!(lo.mac, [0; 6]);
+        assert!(lo.mtu >= 1500);
         assert_eq!(
             iface_with_addr(Ipv4Addr::LOCALHOST).unwrap().as_deref(),
             Some("lo")
