@@ -63,7 +63,12 @@ pub mod net;
 pub struct AgentArgs {
     /// Directory of Kubernetes YAML (Services, EndpointSlices, Nodes) to use
     /// instead of the API; re-read when a file changes.
-    #[arg(long, env = "XLB_MANIFESTS", value_name = "DIR", conflicts_with = "kubeconfig")]
+    #[arg(
+        long,
+        env = "XLB_MANIFESTS",
+        value_name = "DIR",
+        conflicts_with = "kubeconfig"
+    )]
     pub manifests: Option<PathBuf>,
 
     /// kubeconfig file (default: KUBECONFIG, ~/.kube/config, then in-cluster).
@@ -245,7 +250,12 @@ impl Agent {
             pin_dir: Some(pin_dir.clone()),
             ..Default::default()
         })
-        .with_context(|| format!("loading the data plane with maps pinned under {}", pin_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "loading the data plane with maps pinned under {}",
+                pin_dir.display()
+            )
+        })?;
         attach::pin_programs(&pin_dir, &dp).context("pinning the programs")?;
         metrics.set_maps(Maps::from_pin_dir(&pin_dir)?);
         let syncer = Syncer::adopt(
@@ -433,7 +443,9 @@ impl Agent {
         for (_, name) in xlb_loader::sys::interfaces() {
             if name != iface.name && self.args.pod_ifaces.matches(&name) {
                 match attach::attach_pod(&self.pin_dir, self.dp.tc_prog().as_fd(), &name) {
-                    Ok(p) => tracing::debug!(iface = %p.iface, hook = %p.hook.describe(), "pod interface attached"),
+                    Ok(p) => {
+                        tracing::debug!(iface = %p.iface, hook = %p.hook.describe(), "pod interface attached")
+                    }
                     Err(e) => tracing::warn!("pod interface {name}: {e}"),
                 }
             }
@@ -441,11 +453,17 @@ impl Agent {
         attach::pin_programs(&self.pin_dir, &self.dp).context("pinning the programs")?;
         if !self.args.pod_ifaces.is_empty() {
             let stop = Arc::new(AtomicBool::new(false));
-            let (s, pin, pats) = (stop.clone(), self.pin_dir.clone(), self.args.pod_ifaces.clone());
+            let (s, pin, pats) = (
+                stop.clone(),
+                self.pin_dir.clone(),
+                self.args.pod_ifaces.clone(),
+            );
             let h = std::thread::Builder::new()
                 .name("xlb-pod-ifaces".into())
                 .spawn(move || {
-                    if let Err(e) = xlb_loader::netlink::follow_pods(&pin, pats, &s, Duration::from_millis(200)) {
+                    if let Err(e) =
+                        xlb_loader::netlink::follow_pods(&pin, pats, &s, Duration::from_millis(200))
+                    {
                         tracing::error!("following pod interfaces stopped: {e}");
                     }
                 })

@@ -187,7 +187,14 @@ impl FakeApi {
         st.log.clear();
         for path in [SERVICES, SLICES, NODES] {
             let seq = st.live.len() as u64;
-            st.live.push((seq, Ev { rv, path, line: gone(rv) }));
+            st.live.push((
+                seq,
+                Ev {
+                    rv,
+                    path,
+                    line: gone(rv),
+                },
+            ));
         }
         drop(st);
         self.wake.notify_waiters();
@@ -209,7 +216,10 @@ impl FakeApi {
 
     fn list_requests(&self, path: &str) -> usize {
         let st = self.state.lock().unwrap();
-        st.requests.iter().filter(|(p, w, _)| p == path && !*w).count()
+        st.requests
+            .iter()
+            .filter(|(p, w, _)| p == path && !*w)
+            .count()
     }
 
     async fn serve(self: Arc<Self>, mut s: TcpStream) {
@@ -236,7 +246,9 @@ impl FakeApi {
             NODES => NODES,
             _ => {
                 let _ = s
-                    .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    )
                     .await;
                 return;
             }
@@ -583,7 +595,11 @@ async fn list_watch_bookmark_gone_and_reconnect() {
         &mut rx,
         "after reconnect",
         (
-            &["cache=10.96.0.30:6379", "db=10.96.0.20:5432", "web=10.96.0.10:80"],
+            &[
+                "cache=10.96.0.30:6379",
+                "db=10.96.0.20:5432",
+                "web=10.96.0.10:80",
+            ],
             &["web-1=10.244.1.5,10.244.2.7"],
             &[
                 "node-a=10.244.1.0/24",
@@ -601,7 +617,11 @@ async fn list_watch_bookmark_gone_and_reconnect() {
         Some(bm.to_string().as_str()),
         "re-watch resumes from the bookmark's version"
     );
-    assert_eq!(api.list_requests(SERVICES), 1, "a reconnect does not relist");
+    assert_eq!(
+        api.list_requests(SERVICES),
+        1,
+        "a reconnect does not relist"
+    );
 
     // 5. 410 Gone: history is compacted while changes happen that no watch
     // event will ever report; the watchers must relist and see them.
@@ -614,7 +634,11 @@ async fn list_watch_bookmark_gone_and_reconnect() {
         &mut rx,
         "after 410 relist",
         (
-            &["cache=10.96.0.30:6379", "db=10.96.0.20:5432", "web=10.96.0.11:8080"],
+            &[
+                "cache=10.96.0.30:6379",
+                "db=10.96.0.20:5432",
+                "web=10.96.0.11:8080",
+            ],
             &["web-2=10.244.1.9"],
             &[
                 "node-c=10.244.3.0/24",
@@ -634,7 +658,11 @@ async fn list_watch_bookmark_gone_and_reconnect() {
         &mut rx,
         "watch after relist",
         (
-            &["cache=10.96.0.30:6379", "db=10.96.0.20:5432", "web=10.96.0.11:8080"],
+            &[
+                "cache=10.96.0.30:6379",
+                "db=10.96.0.20:5432",
+                "web=10.96.0.11:8080",
+            ],
             &["web-2=10.244.1.9"],
             &[
                 "node-c=10.244.3.0/24",

@@ -80,7 +80,8 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store::<K>();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
@@ -145,7 +146,11 @@ pub fn watch(client: Client, opts: SourceOptions) -> SnapshotRx {
 pub fn watch_stores(client: Client, opts: SourceOptions) -> (SnapshotRx, Stores) {
     let changed = Arc::new(Notify::new());
     let stores = Stores {
-        services: drive(Api::<Service>::all(client.clone()), "services", changed.clone()),
+        services: drive(
+            Api::<Service>::all(client.clone()),
+            "services",
+            changed.clone(),
+        ),
         slices: drive(
             Api::<EndpointSlice>::all(client.clone()),
             "endpointslices",
