@@ -21,7 +21,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
+use xlb::model::{self, ModelConfig};
 use xlb::sources::{Snapshot, SnapshotRx, SourceOptions};
+use xlb::sync::{FakeMaps, SyncOptions, Syncer};
 
 const SERVICES: &str = "/api/v1/services";
 const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
@@ -481,7 +483,11 @@ fn strs(v: &[&str]) -> Vec<String> {
 
 /// Waits until the published snapshot has `want`; panics (with the last
 /// snapshot seen) if it does not come within a generous bound.
-async fn expect(rx: &mut SnapshotRx, step: &str, want: (&[&str], &[&str], &[&str])) {
+async fn expect(
+    rx: &mut SnapshotRx,
+    step: &str,
+    want: (&[&str], &[&str], &[&str]),
+) -> std::sync::Arc<Snapshot> {
     let want = (strs(want.0), strs(want.1), strs(want.2));
     let mut last = None;
     let r = tokio::time::timeout(Duration::from_secs(60), async {
@@ -489,7 +495,7 @@ async fn expect(rx: &mut SnapshotRx, step: &str, want: (&[&str], &[&str], &[&str
             if let Some(s) = rx.borrow_and_update().clone() {
                 let d = digest(&s);
                 if d == want {
-                    return;
+                    return s;
                 }
                 last = Some(d);
             }
@@ -497,10 +503,47 @@ async fn expect(rx: &mut SnapshotRx, step: &str, want: (&[&str], &[&str], &[&str
         }
     })
     .await;
-    assert!(
-        r.is_ok(),
-        "step {step}: wanted {want:?}, last snapshot {last:?}"
-    );
+    match r {
+        Ok(s) => s,
+        Err(_) => panic!("step {step}: wanted {want:?}, last snapshot {last:?}"),
+    }
+}
+
+/// The model and sync fed with each snapshot, on the in-memory map fake.
+struct Plane(Syncer<FakeMaps>);
+
+impl Plane {
+    fn new() -> Self {
+        Plane(Syncer::adopt(FakeMaps::small(), SyncOptions::default()).unwrap())
+    }
+
+    /// Applies `snap` and checks the frontends (`ip:port`) and active
+    /// backends the maps then hold.
+    fn check(&mut self, step: &str, snap: &Snapshot, frontends: &[&str], backends: &[&str]) {
+        let cfg = ModelConfig {
+            node_name: "node-a".into(),
+            ..Default::default()
+        };
+        let rep = self.0.apply(&model::build(snap, &cfg)).unwrap();
+        assert!(rep.failed.is_empty(), "{step}: {:?}", rep.failed);
+        let m = self.0.maps();
+        assert!(m.violations().is_empty(), "{step}: {:?}", m.violations());
+        let mut fe: Vec<String> = m
+            .services
+            .values()
+            .map(|(k, _)| format!("{}:{}", k.ip(), k.port()))
+            .collect();
+        fe.sort();
+        let mut be: Vec<String> = m
+            .backends
+            .iter()
+            .filter(|b| b.is_active())
+            .map(|b| b.sockaddr().to_string())
+            .collect();
+        be.sort();
+        assert_eq!(fe, strs(frontends), "{step}: frontends");
+        assert_eq!(be, strs(backends), "{step}: backends");
+    }
 }
 
 fn opts() -> SourceOptions {
@@ -519,9 +562,10 @@ async fn list_watch_bookmark_gone_and_reconnect() {
     api.put(node("node-b", "10.244.2.0/24"), true);
 
     let mut rx = xlb::sources::kube::watch(FakeApi::client(&url), opts());
+    let mut plane = Plane::new();
 
     // 1. Initial list of all three resources.
-    expect(
+    let snap = expect(
         &mut rx,
         "initial list",
         (
@@ -531,6 +575,12 @@ async fn list_watch_bookmark_gone_and_reconnect() {
         ),
     )
     .await;
+    plane.check(
+        "initial list",
+        &snap,
+        &["10.96.0.10:80"],
+        &["10.244.1.5:8080"],
+    );
     assert_eq!(api.list_requests(SERVICES), 1);
 
     // Wait for the watches to be open before streaming events.
@@ -547,7 +597,7 @@ async fn list_watch_bookmark_gone_and_reconnect() {
     api.put(service("db", "10.96.0.20", 5432), true);
     api.put(slice("web-1", "web", &["10.244.1.5", "10.244.2.7"]), true);
     api.delete(node("node-b", ""), true);
-    expect(
+    let snap = expect(
         &mut rx,
         "watch events",
         (
@@ -557,6 +607,12 @@ async fn list_watch_bookmark_gone_and_reconnect() {
         ),
     )
     .await;
+    plane.check(
+        "watch events",
+        &snap,
+        &["10.96.0.10:80", "10.96.0.20:5432"],
+        &["10.244.1.5:8080", "10.244.2.7:8080"],
+    );
     assert_eq!(api.list_requests(SERVICES), 1, "no relist for plain events");
 
     // 3. BOOKMARK: other resources move the global revision; a bookmark on
@@ -566,7 +622,7 @@ async fn list_watch_bookmark_gone_and_reconnect() {
     api.put(node("node-d", "10.244.4.0/24"), true);
     let bm = api.bookmark(SERVICES);
     let watches_before = api.watch_requests(SERVICES).len();
-    expect(
+    let snap = expect(
         &mut rx,
         "nodes before bookmark",
         (
@@ -580,6 +636,12 @@ async fn list_watch_bookmark_gone_and_reconnect() {
         ),
     )
     .await;
+    plane.check(
+        "nodes before bookmark",
+        &snap,
+        &["10.96.0.10:80", "10.96.0.20:5432"],
+        &["10.244.1.5:8080", "10.244.2.7:8080"],
+    );
     wait_for(|| api.state.lock().unwrap().bookmarks_sent >= 1).await;
     // A bookmark produces no event to wait for; give the client a moment to
     // read it off the socket before the cut (the check below is exact).
@@ -591,7 +653,7 @@ async fn list_watch_bookmark_gone_and_reconnect() {
     api.cut_connections();
     api.put(service("cache", "10.96.0.30", 6379), true);
     api.put(node("node-e", "10.244.5.0/24"), true);
-    expect(
+    let snap = expect(
         &mut rx,
         "after reconnect",
         (
@@ -610,6 +672,12 @@ async fn list_watch_bookmark_gone_and_reconnect() {
         ),
     )
     .await;
+    plane.check(
+        "after reconnect",
+        &snap,
+        &["10.96.0.10:80", "10.96.0.20:5432", "10.96.0.30:6379"],
+        &["10.244.1.5:8080", "10.244.2.7:8080"],
+    );
     let w = api.watch_requests(SERVICES);
     assert!(w.len() > watches_before, "services were re-watched");
     assert_eq!(
@@ -630,7 +698,7 @@ async fn list_watch_bookmark_gone_and_reconnect() {
     api.put(slice("web-2", "web", &["10.244.1.9"]), false);
     api.delete(node("node-a", ""), false);
     api.expire();
-    expect(
+    let snap = expect(
         &mut rx,
         "after 410 relist",
         (
@@ -648,13 +716,19 @@ async fn list_watch_bookmark_gone_and_reconnect() {
         ),
     )
     .await;
+    plane.check(
+        "after 410 relist",
+        &snap,
+        &["10.96.0.11:8080", "10.96.0.20:5432", "10.96.0.30:6379"],
+        &["10.244.1.9:8080"],
+    );
     assert_eq!(api.list_requests(SERVICES), 2, "410 forced a relist");
     assert_eq!(api.list_requests(SLICES), 2);
     assert_eq!(api.list_requests(NODES), 2);
 
     // 6. Still watching after the relist.
     api.put(node("node-f", "10.244.6.0/24"), true);
-    expect(
+    let snap = expect(
         &mut rx,
         "watch after relist",
         (
@@ -673,6 +747,12 @@ async fn list_watch_bookmark_gone_and_reconnect() {
         ),
     )
     .await;
+    plane.check(
+        "watch after relist",
+        &snap,
+        &["10.96.0.11:8080", "10.96.0.20:5432", "10.96.0.30:6379"],
+        &["10.244.1.9:8080"],
+    );
 }
 
 /// Nothing is published until every resource has been listed: a partial view
