@@ -114,6 +114,11 @@ pub struct AgentArgs {
           value_parser = parse_patterns)]
     pub pod_ifaces: IfacePatterns,
 
+    /// Only handle Services with these labels (equality-based selector, e.g.
+    /// `xlb.io/enabled=true`): run beside kube-proxy on a subset first.
+    #[arg(long, env = "XLB_SERVICE_SELECTOR", value_name = "SELECTOR")]
+    pub service_selector: Option<crate::sources::LabelSelector>,
+
     /// Node annotation with the VTEP MAC (flannel's JSON or a plain MAC).
     #[arg(long, env = "XLB_VTEP_ANNOTATION", default_value = crate::model::FLANNEL_VTEP_ANNOTATION)]
     pub vtep_annotation: String,
@@ -170,6 +175,7 @@ impl AgentArgs {
             "fallback_generic": self.fallback_generic,
             "pod_ifaces": self.pod_ifaces.to_string(),
             "vtep_annotation": self.vtep_annotation,
+            "service_selector": self.service_selector.as_ref().map(|s| s.to_string()),
             "metrics_addr": self.metrics_addr.to_string(),
             "debounce_ms": self.debounce_ms,
             "pin_dir": pin_dir,
@@ -275,8 +281,12 @@ impl Agent {
 
         let opts = SourceOptions {
             debounce: Duration::from_millis(args.debounce_ms),
+            service_selector: args.service_selector.clone(),
             ..Default::default()
         };
+        if let Some(sel) = &opts.service_selector {
+            tracing::info!(selector = %sel, "handling only the Services this selector matches");
+        }
         let mut rx = match &args.manifests {
             Some(dir) => crate::sources::manifests::watch_dir(dir.clone(), opts)
                 .with_context(|| format!("reading manifests from {}", dir.display()))?,
@@ -417,7 +427,8 @@ impl Agent {
             .node_addr
             .or(from_node)
             .or_else(|| iface.as_ref().and_then(|i| i.addrs.first().copied()));
-        if addr.is_none() {
+        let had_addr = self.node.as_ref().map(|n| n.addr.is_some());
+        if addr.is_none() && had_addr != Some(false) {
             tracing::warn!(
                 node = %self.node_name,
                 "no node address yet (no --node-addr, no InternalIP on the Node, no --iface): \

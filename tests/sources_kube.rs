@@ -75,6 +75,8 @@ struct State {
     /// Watches from a version below this get 410 Gone.
     compacted: u64,
     bookmarks_sent: u32,
+    /// Request targets seen (path?query), in order.
+    targets: Vec<String>,
     /// Requests seen: (path, watch?, resourceVersion param).
     requests: Vec<(String, bool, Option<String>)>,
 }
@@ -240,6 +242,7 @@ impl FakeApi {
             .split('&')
             .filter_map(|kv| kv.split_once('='))
             .collect();
+        self.state.lock().unwrap().targets.push(target.clone());
         let is_watch = matches!(params.get("watch"), Some(&"true") | Some(&"1"));
         let rv_param = params.get("resourceVersion").map(|s| s.to_string());
         let path: &'static str = match path {
@@ -809,4 +812,37 @@ async fn wait_for(mut f: impl FnMut() -> bool) {
     })
     .await;
     assert!(r.is_ok(), "condition not reached");
+}
+
+/// `--service-selector`: sent to the API server as a labelSelector on the
+/// Services list/watch (and applied again on the client, so a server that
+/// ignored it would not widen what xlb handles).
+#[tokio::test]
+async fn service_selector_reaches_the_server_and_filters() {
+    let (api, url) = FakeApi::start().await;
+    let mut on = service("on", "10.96.0.1", 80);
+    on.metadata.labels = Some([("xlb.io/enabled".to_string(), "true".to_string())].into());
+    api.put(on, true);
+    api.put(service("off", "10.96.0.2", 80), true);
+    api.put(node("node-a", "10.244.1.0/24"), true);
+    let opts = SourceOptions {
+        service_selector: Some("xlb.io/enabled=true".parse().unwrap()),
+        ..opts()
+    };
+    let mut rx = xlb::sources::kube::watch(FakeApi::client(&url), opts);
+    expect(
+        &mut rx,
+        "selected only",
+        (&["on=10.96.0.1:80"], &[], &["node-a=10.244.1.0/24"]),
+    )
+    .await;
+    let targets = api.state.lock().unwrap().targets.clone();
+    let svc: Vec<&String> = targets.iter().filter(|t| t.starts_with(SERVICES)).collect();
+    assert!(!svc.is_empty());
+    for t in svc {
+        assert!(t.contains("labelSelector=xlb.io%2Fenabled%3Dtrue"), "{t}");
+    }
+    for t in targets.iter().filter(|t| !t.starts_with(SERVICES)) {
+        assert!(!t.contains("labelSelector"), "{t}");
+    }
 }

@@ -296,7 +296,8 @@ pub fn fingerprint(dir: &Path) -> Result<Vec<(PathBuf, u64, Option<SystemTime>)>
 /// Must be called inside a Tokio runtime; the watch task ends when every
 /// receiver is dropped.
 pub fn watch_dir(dir: PathBuf, opts: SourceOptions) -> Result<SnapshotRx> {
-    let first = load_dir(&dir)?;
+    let mut first = load_dir(&dir)?;
+    opts.filter(&mut first.snapshot);
     let mut last = fingerprint(&dir)?;
     tracing::info!(
         dir = %dir.display(),
@@ -332,12 +333,14 @@ pub fn watch_dir(dir: PathBuf, opts: SourceOptions) -> Result<SnapshotRx> {
         }
     });
 
+    let debounce = opts.debounce;
     tokio::spawn(super::publish_debounced(
         tx,
         changed,
-        opts.debounce,
+        debounce,
         move || match load_dir(&dir) {
-            Ok(p) => {
+            Ok(mut p) => {
+                opts.filter(&mut p.snapshot);
                 tracing::info!(
                     services = p.snapshot.services.len(),
                     slices = p.snapshot.slices.len(),
