@@ -256,11 +256,18 @@ impl Agent {
             pin_dir: Some(pin_dir.clone()),
             ..Default::default()
         })
-        .with_context(|| {
-            format!(
-                "loading the data plane with maps pinned under {}",
-                pin_dir.display()
-            )
+        .map_err(|e| {
+            let eperm = e.to_string().contains("Operation not permitted");
+            anyhow::Error::new(e).context(format!(
+                "loading the data plane with maps pinned under {}{}",
+                pin_dir.display(),
+                if eperm {
+                    " (not permitted: the agent needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, \
+                     or root; kernels older than 5.8 need CAP_SYS_ADMIN)"
+                } else {
+                    ""
+                }
+            ))
         })?;
         attach::pin_programs(&pin_dir, &dp).context("pinning the programs")?;
         metrics.set_maps(Maps::from_pin_dir(&pin_dir)?);
