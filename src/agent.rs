@@ -44,6 +44,9 @@ use crate::sync::{SyncOptions, Syncer};
 
 pub mod net;
 
+/// Delay before a failed or partial sync is retried with the last snapshot.
+const RETRY: Duration = Duration::from_secs(5);
+
 /// Run the node agent: keep the maps in sync with Services, EndpointSlices
 /// and Nodes, from the Kubernetes API or a directory of manifests.
 ///
@@ -323,20 +326,39 @@ impl Agent {
         rx.mark_changed();
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        // A sync that failed (maps unusable) or left ports unapplied (a full
+        // map) is retried with the last snapshot, not only on the next change.
+        let mut last: Option<Arc<Snapshot>> = None;
+        let mut retry: Option<tokio::time::Instant> = None;
         let result = loop {
+            let retry_at = retry;
             tokio::select! {
                 _ = term.recv() => break Ok(()),
                 _ = int.recv() => break Ok(()),
+                _ = async { tokio::time::sleep_until(retry_at.unwrap()).await }, if retry_at.is_some() => {
+                    retry = None;
+                    if let Some(snap) = last.clone() {
+                        tracing::info!("retrying the last sync");
+                        match tokio::task::block_in_place(|| agent.on_snapshot(&snap)) {
+                            Ok(true) => retry = Some(tokio::time::Instant::now() + RETRY),
+                            Ok(false) => {}
+                            Err(e) => break Err(e),
+                        }
+                    }
+                }
                 r = rx.changed() => {
                     if r.is_err() {
                         break Err(anyhow::anyhow!("the source stopped"));
                     }
                     let snap = rx.borrow_and_update().clone();
                     if let Some(snap) = snap {
-                        if let Err(e) = tokio::task::block_in_place(|| agent.on_snapshot(&snap)) {
+                        match tokio::task::block_in_place(|| agent.on_snapshot(&snap)) {
+                            Ok(true) => retry = Some(tokio::time::Instant::now() + RETRY),
+                            Ok(false) => retry = None,
                             // Fatal: the data plane cannot be set up (attach, config).
-                            break Err(e);
+                            Err(e) => break Err(e),
                         }
+                        last = Some(snap);
                     }
                 }
             }
@@ -346,7 +368,8 @@ impl Agent {
     }
 
     /// One complete snapshot: node facts, attach (first time), config, sync.
-    fn on_snapshot(&mut self, snap: &Snapshot) -> anyhow::Result<()> {
+    /// `Ok(true)`: something was not applied and is worth retrying.
+    fn on_snapshot(&mut self, snap: &Snapshot) -> anyhow::Result<bool> {
         let started = Instant::now();
         let node = self.resolve_node(snap)?;
         if !self.attached {
@@ -368,7 +391,7 @@ impl Agent {
         for (obj, why) in &desired.skipped {
             tracing::debug!("model skipped {obj}: {why}");
         }
-        match self.syncer.apply(&desired) {
+        let retry = match self.syncer.apply(&desired) {
             Ok(rep) => {
                 let took = started.elapsed();
                 self.metrics.observe_sync(took, true);
@@ -385,12 +408,14 @@ impl Agent {
                         "first complete sync applied: ready"
                     );
                 }
+                !rep.failed.is_empty()
             }
             Err(e) => {
                 self.metrics.observe_sync(started.elapsed(), false);
-                tracing::error!("sync failed: {e}; retrying with the next change");
+                tracing::error!("sync failed: {e}; retrying in {RETRY:?} or with the next change");
+                true
             }
-        }
+        };
         self.metrics
             .set_objects(snap.services.len(), snap.slices.len(), snap.nodes.len());
         let names = self.syncer.service_names();
@@ -403,7 +428,7 @@ impl Agent {
                     .collect(),
             );
         }
-        Ok(())
+        Ok(retry)
     }
 
     /// This node's address and uplink: flags first, then the Node object.
