@@ -471,7 +471,9 @@ pub(crate) fn service<'a>(
             cfg,
             reasons,
         );
-        ports.push(p);
+        if !p.frontends.is_empty() {
+            ports.push(p);
+        }
     }
     if ports.is_empty() {
         if spec.ports.as_ref().is_none_or(|p| p.is_empty()) {

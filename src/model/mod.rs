@@ -279,7 +279,9 @@ impl Model {
         let mut m = Self::new(cfg);
         for n in &snap.nodes {
             if let Some(name) = n.metadata.name.clone().filter(|n| !n.is_empty()) {
-                let info = compute::node_info(n, &m.cfg, &mut Vec::new());
+                let mut reasons = Vec::new();
+                let info = compute::node_info(n, &m.cfg, &mut reasons);
+                m.set_reasons(&format!("Node {name}"), reasons);
                 m.nodes.insert(name, info);
             } else {
                 m.skip_one("Node ?", "Node", "metadata.name missing");

@@ -215,7 +215,7 @@ impl MapOps for FakeMaps {
         self.maglev
             .get(off as usize..end)
             .map(|s| s.to_vec())
-            .ok_or(xlb_bpf::Error::OutOfRange {
+            .ok_or_else(|| xlb_bpf::Error::OutOfRange {
                 map: "maglev",
                 index: end as u64 - 1,
                 max: self.maglev.len() as u32,
