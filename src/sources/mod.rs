@@ -189,6 +189,23 @@ pub(crate) async fn publish_debounced<F>(
     }
 }
 
+/// `namespace/name` of an object, for logs and sorting.
+pub fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    match (&meta.namespace, &meta.name) {
+        (Some(ns), Some(n)) => format!("{ns}/{n}"),
+        (None, Some(n)) => n.clone(),
+        (_, None) => "<unnamed>".into(),
+    }
+}
+
+/// Sorts a snapshot's objects by namespace/name so that equal contents compare
+/// equal whatever order the source delivered them in.
+pub fn sort_snapshot(s: &mut Snapshot) {
+    s.services.sort_by_cached_key(|o| object_key(&o.metadata));
+    s.slices.sort_by_cached_key(|o| object_key(&o.metadata));
+    s.nodes.sort_by_cached_key(|o| object_key(&o.metadata));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,21 +244,4 @@ mod tests {
         assert!("".parse::<LabelSelector>().is_err());
         assert_eq!(s.to_string(), "xlb.io/enabled=true, tier!=db,app,!legacy");
     }
-}
-
-/// `namespace/name` of an object, for logs and sorting.
-pub fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    match (&meta.namespace, &meta.name) {
-        (Some(ns), Some(n)) => format!("{ns}/{n}"),
-        (None, Some(n)) => n.clone(),
-        (_, None) => "<unnamed>".into(),
-    }
-}
-
-/// Sorts a snapshot's objects by namespace/name so that equal contents compare
-/// equal whatever order the source delivered them in.
-pub fn sort_snapshot(s: &mut Snapshot) {
-    s.services.sort_by_cached_key(|o| object_key(&o.metadata));
-    s.slices.sort_by_cached_key(|o| object_key(&o.metadata));
-    s.nodes.sort_by_cached_key(|o| object_key(&o.metadata));
 }
