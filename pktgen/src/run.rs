@@ -399,3 +399,22 @@ impl Pktgen {
 }
 
 use std::os::fd::AsFd;
+
+/// Attaches the XDP program `prog_fd` to `ifindex` (in the calling thread's
+/// namespace) through a BPF link; dropping the returned fd detaches it.
+/// Takes a raw program fd so it can run on a thread inside another namespace.
+pub fn attach_xdp_link(prog_fd: i32, ifindex: u32) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain syscall wrapper; opts may be NULL.
+    let fd = unsafe {
+        libbpf_sys::bpf_link_create(prog_fd, ifindex as i32, libbpf_sys::BPF_XDP, std::ptr::null())
+    };
+    if fd < 0 {
+        return Err(Error::Os {
+            what: format!("attaching XDP to ifindex {ifindex}"),
+            source: std::io::Error::from_raw_os_error(-fd),
+        });
+    }
+    // SAFETY: a fresh fd we own.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
