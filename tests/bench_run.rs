@@ -87,9 +87,20 @@ fn iptables_run_reports_consistent_json() {
     if !privileged() {
         return;
     }
-    let v = bench(&["--scenario", "iptables", "--services", "20", "--flows", "50"]);
+    let v = bench(&[
+        "--scenario",
+        "iptables",
+        "--services",
+        "20",
+        "--flows",
+        "50",
+    ]);
     consistent(&v, "iptables", 1);
-    assert_eq!(v.as_object().unwrap().len(), KEYS.len(), "exactly the keys: {v}");
+    assert_eq!(
+        v.as_object().unwrap().len(),
+        KEYS.len(),
+        "exactly the keys: {v}"
+    );
     // the kernel forwards these: some arrive at the sink
     assert!(u(&v, "received") > 0, "{v}");
 }
@@ -174,7 +185,14 @@ fn bad_arguments_fail_cleanly() {
     }
     // a size too small for VXLAN + stamp: a clear error before any namespace
     let out = Command::new(env!("CARGO_BIN_EXE_xlb"))
-        .args(["bench", "run", "--scenario", "clusterip-decap", "--size", "64"])
+        .args([
+            "bench",
+            "run",
+            "--scenario",
+            "clusterip-decap",
+            "--size",
+            "64",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

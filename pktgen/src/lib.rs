@@ -25,7 +25,10 @@ mod run;
 mod sink;
 mod template;
 
-pub use run::{attach_xdp_link, enter_netns, pin_to_cpu, CoreReport, Limit, Pktgen, Progress, RunOptions, RunReport};
+pub use run::{
+    attach_xdp_link, enter_netns, pin_to_cpu, CoreReport, Limit, Pktgen, Progress, RunOptions,
+    RunReport,
+};
 pub use sink::{bucket_value, Latency, SinkCpu, SinkStats, HIST_BUCKETS};
 pub use template::{
     PacketSpec, Template, Vary, Vxlan, L4, MAX_SIZE, MIN_SIZE, STAMP_LEN, STAMP_MAGIC, TMPL_MAX,

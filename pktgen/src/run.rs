@@ -407,7 +407,12 @@ pub fn attach_xdp_link(prog_fd: i32, ifindex: u32) -> Result<std::os::fd::OwnedF
     use std::os::fd::FromRawFd;
     // SAFETY: plain syscall wrapper; opts may be NULL.
     let fd = unsafe {
-        libbpf_sys::bpf_link_create(prog_fd, ifindex as i32, libbpf_sys::BPF_XDP, std::ptr::null())
+        libbpf_sys::bpf_link_create(
+            prog_fd,
+            ifindex as i32,
+            libbpf_sys::BPF_XDP,
+            std::ptr::null(),
+        )
     };
     if fd < 0 {
         return Err(Error::Os {

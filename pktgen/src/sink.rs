@@ -71,12 +71,14 @@ impl SinkStats {
 
     /// Sum over CPUs.
     pub fn total(&self) -> SinkCpu {
-        self.per_cpu.iter().fold(SinkCpu::default(), |a, c| SinkCpu {
-            packets: a.packets + c.packets,
-            bytes: a.bytes + c.bytes,
-            stamped: a.stamped + c.stamped,
-            vxlan: a.vxlan + c.vxlan,
-        })
+        self.per_cpu
+            .iter()
+            .fold(SinkCpu::default(), |a, c| SinkCpu {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+                stamped: a.stamped + c.stamped,
+                vxlan: a.vxlan + c.vxlan,
+            })
     }
 
     /// Counters of `cpu` (zero when out of range).
@@ -148,7 +150,19 @@ mod tests {
 
     #[test]
     fn buckets_invert_within_one_sixteenth() {
-        for v in [1u64, 15, 16, 17, 31, 32, 100, 1000, 12_345, 1 << 30, 987_654_321] {
+        for v in [
+            1u64,
+            15,
+            16,
+            17,
+            31,
+            32,
+            100,
+            1000,
+            12_345,
+            1 << 30,
+            987_654_321,
+        ] {
             let b = lat_bucket(v);
             let m = bucket_value(b);
             assert_eq!(lat_bucket(m), b, "{v}");

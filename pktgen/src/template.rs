@@ -187,7 +187,9 @@ impl Template {
             )));
         }
         if u32::from(*base.ip()).checked_add(addrs - 1).is_none() {
-            return Err(Error::Spec("varied addresses run past 255.255.255.255".into()));
+            return Err(Error::Spec(
+                "varied addresses run past 255.255.255.255".into(),
+            ));
         }
 
         let mut f = vec![0u8; spec.size];
@@ -366,7 +368,10 @@ mod tests {
             "198.18.0.2:80".parse().unwrap(),
             L4::TcpSyn,
         );
-        assert!(Template::build(&spec).is_err(), "TCP + stamp needs 72 bytes");
+        assert!(
+            Template::build(&spec).is_err(),
+            "TCP + stamp needs 72 bytes"
+        );
         spec.size = 72;
         assert!(Template::build(&spec).is_ok());
         spec.size = 1501;

@@ -126,6 +126,10 @@ fn frames_have_valid_checksums_and_the_flows_vary() {
             );
             seen.insert(varied);
         }
-        assert_eq!(seen.len(), flows as usize, "{l4:?} {vary:?}: every flow appears");
+        assert_eq!(
+            seen.len(),
+            flows as usize,
+            "{l4:?} {vary:?}: every flow appears"
+        );
     }
 }

@@ -31,8 +31,24 @@ impl Pair {
         };
         ip(&["netns", "add", &p.ns]);
         ip(&[
-            "-n", &p.ns, "link", "add", &p.a, "numtxqueues", "2", "numrxqueues", "2", "type",
-            "veth", "peer", "name", &p.b, "numtxqueues", "2", "numrxqueues", "2",
+            "-n",
+            &p.ns,
+            "link",
+            "add",
+            &p.a,
+            "numtxqueues",
+            "2",
+            "numrxqueues",
+            "2",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &p.b,
+            "numtxqueues",
+            "2",
+            "numrxqueues",
+            "2",
         ]);
         ip(&["-n", &p.ns, "link", "set", &p.a, "up"]);
         ip(&["-n", &p.ns, "link", "set", &p.b, "up"]);

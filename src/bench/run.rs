@@ -153,6 +153,11 @@ pub struct RunArgs {
     /// Frames per live-frames batch.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub batch: u32,
+    /// Where the node sends traffic for the remote node: `same` = back out of
+    /// its ingress veth (one uplink; XDP_TX), `other` = out of a second veth to
+    /// the sink namespace (XDP_REDIRECT).
+    #[arg(long, value_enum, default_value_t = Egress::Same)]
+    pub egress: Egress,
     /// A real NIC instead of the veth topology (not supported yet: the run fails).
     #[arg(long)]
     pub iface: Option<String>,
@@ -242,7 +247,9 @@ fn check_stop(stop: &AtomicBool) -> Result<()> {
 /// Attaches the XDP program `prog_fd` to `ifindex` in namespace `ns` through a
 /// BPF link; closing the returned fd detaches it.
 fn attach_xdp(ns: &str, prog_fd: i32, ifindex: u32) -> Result<OwnedFd> {
-    Topo::within(ns, move || Ok(xlb_pktgen::attach_xdp_link(prog_fd, ifindex)?))
+    Topo::within(ns, move || {
+        Ok(xlb_pktgen::attach_xdp_link(prog_fd, ifindex)?)
+    })
 }
 
 fn prog_fd(p: &libbpf_rs::ProgramMut<'_>) -> i32 {
@@ -260,7 +267,10 @@ const TABLE: u32 = 251;
 
 fn svc_addr(i: u32) -> SocketAddrV4 {
     let base = u32::from(Ipv4Addr::new(10, 96, 0, 1));
-    SocketAddrV4::new(Ipv4Addr::from(base + i % 65534), SVC_PORT + (i / 65534) as u16)
+    SocketAddrV4::new(
+        Ipv4Addr::from(base + i % 65534),
+        SVC_PORT + (i / 65534) as u16,
+    )
 }
 
 fn backend_addr(j: u32) -> SocketAddrV4 {
@@ -358,13 +368,24 @@ fn monotonic_ns() -> u64 {
 /// Fills the data plane's maps: config, local addresses, tunnel, backends on
 /// the remote node, K ClusterIP Services (each with its own Maglev region; the
 /// target one also as NodePort) and, for reply-revnat, a reverse ct entry per flow.
-fn fill_maps(m: &Maps, t: &Topo, s: Scenario, a: &RunArgs, services: u32, tmpl: &Template) -> Result<()> {
+fn fill_maps(
+    m: &Maps,
+    t: &Topo,
+    s: Scenario,
+    a: &RunArgs,
+    services: u32,
+    tmpl: &Template,
+) -> Result<()> {
     m.put_config(&xlb_config {
         node_addr: be32(NODE),
         vxlan_port: be16(XLB_VXLAN_PORT_DEFAULT as u16),
         mtu: MTU,
         vni: XLB_VNI_DEFAULT,
-        ifindex: t.ifindex_n0,
+        ifindex: match t.egress {
+            Egress::Same => t.ifindex_n0,
+            Egress::Other => t.ifindex_n1,
+        },
+        // decapsulated frames are passed up on xn0: its MAC
         mac: MAC_N0,
         flags: XLB_CFG_F_VXLAN,
         ..Default::default()
@@ -373,14 +394,17 @@ fn fill_maps(m: &Maps, t: &Topo, s: Scenario, a: &RunArgs, services: u32, tmpl: 
     m.put_local_addr(NODE_SINK_SIDE)?;
     m.put_tunnel(
         &xlb_tunnel_key::new(REMOTE_PODS, 24),
-        &xlb_tunnel_val::new(REMOTE_NODE, MAC_S0),
+        &xlb_tunnel_val::new(REMOTE_NODE, t.egress.remote_mac()),
     )?;
     m.put_tunnel(
         &xlb_tunnel_key::new(CLIENT_PODS, 24),
         &xlb_tunnel_val::new(CLIENT, MAC_C0),
     )?;
     for j in 0..BACKENDS {
-        m.put_backend(j + 1, &xlb_backend::new(backend_addr(j), Some(REMOTE_NODE), 0))?;
+        m.put_backend(
+            j + 1,
+            &xlb_backend::new(backend_addr(j), Some(REMOTE_NODE), 0),
+        )?;
     }
     let p = proto(a.proto);
     let tgt = target(services);
@@ -399,7 +423,10 @@ fn fill_maps(m: &Maps, t: &Topo, s: Scenario, a: &RunArgs, services: u32, tmpl: 
             fe_type: fe.fe_type(),
             ..Default::default()
         };
-        m.put_service(&xlb_svc_key::addr(svc_addr(i), p), &val(xlb_bpf::Kind::ClusterIp))?;
+        m.put_service(
+            &xlb_svc_key::addr(svc_addr(i), p),
+            &val(xlb_bpf::Kind::ClusterIp),
+        )?;
         if i == tgt {
             m.put_service(
                 &xlb_svc_key::nodeport(NODEPORT, p),
@@ -446,7 +473,11 @@ fn iptables_rules(a: &RunArgs, services: u32) -> String {
     let tgt = target(services);
     for i in 0..services {
         let s = svc_addr(i);
-        let chain = if i == tgt { "KUBE-SVC-BENCH" } else { "KUBE-SVC-OTHER" };
+        let chain = if i == tgt {
+            "KUBE-SVC-BENCH"
+        } else {
+            "KUBE-SVC-OTHER"
+        };
         let _ = writeln!(
             r,
             "-A KUBE-SERVICES -d {}/32 -p {pr} -m {pr} --dport {} -j {chain}",
@@ -455,7 +486,10 @@ fn iptables_rules(a: &RunArgs, services: u32) -> String {
         );
     }
     r.push_str("-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS\n");
-    let _ = writeln!(r, "-A KUBE-NODEPORTS -p {pr} -m {pr} --dport {NODEPORT} -j KUBE-SVC-BENCH");
+    let _ = writeln!(
+        r,
+        "-A KUBE-NODEPORTS -p {pr} -m {pr} --dport {NODEPORT} -j KUBE-SVC-BENCH"
+    );
     for j in 0..BACKENDS {
         let left = BACKENDS - j;
         if left > 1 {
@@ -484,9 +518,16 @@ fn nft_rules(a: &RunArgs, services: u32) -> String {
     let tgt = target(services);
     let mut r = String::from("table ip xlb-bench {\n chain svc-other {\n }\n");
     for j in 0..BACKENDS {
-        let _ = writeln!(r, " chain sep-{j} {{\n  meta l4proto {pr} dnat to {}\n }}", backend_addr(j));
+        let _ = writeln!(
+            r,
+            " chain sep-{j} {{\n  meta l4proto {pr} dnat to {}\n }}",
+            backend_addr(j)
+        );
     }
-    let _ = write!(r, " chain svc-bench {{\n  numgen random mod {BACKENDS} vmap {{ ");
+    let _ = write!(
+        r,
+        " chain svc-bench {{\n  numgen random mod {BACKENDS} vmap {{ "
+    );
     for j in 0..BACKENDS {
         let _ = write!(r, "{}{j} : goto sep-{j}", if j > 0 { ", " } else { "" });
     }
@@ -554,7 +595,8 @@ impl Bench<'_> {
     fn measure(&self, label: &str, point: Point) -> Result<Measure> {
         let secs = self.a.seconds;
         let warm = Duration::from_secs_f64((secs / 5.0).clamp(0.05, 0.5));
-        self.gen.run(&self.run_opts(Limit::Duration(warm)), |_| {})?;
+        self.gen
+            .run(&self.run_opts(Limit::Duration(warm)), |_| {})?;
         check_stop(&self.stop)?;
         std::thread::sleep(Duration::from_millis(20));
         let sink0 = self.gen.sink_stats()?;
@@ -692,10 +734,13 @@ impl Bench<'_> {
             Ok((m, note))
         } else {
             match s {
-                Scenario::Iptables => {
-                    Topo::exec_stdin(ns, "iptables-restore", &[], &iptables_rules(self.a, services))
-                        .context("installing iptables rules (apt-get install iptables)")?
-                }
+                Scenario::Iptables => Topo::exec_stdin(
+                    ns,
+                    "iptables-restore",
+                    &[],
+                    &iptables_rules(self.a, services),
+                )
+                .context("installing iptables rules (apt-get install iptables)")?,
                 _ => Topo::exec_stdin(ns, "nft", &["-f", "-"], &nft_rules(self.a, services))
                     .context("installing nftables rules (apt-get install nftables)")?,
             }
@@ -773,7 +818,12 @@ fn table_header(first: &str) -> String {
 /// A line chart of Mpps per sweep point, with the baselines as dashed lines.
 fn svg(axis: &str, rows: &[(u32, f64)], drop: f64, tx: f64) -> String {
     let (w, h, l, r, t, b) = (640.0, 360.0, 60.0, 20.0, 30.0, 50.0);
-    let ymax = rows.iter().map(|x| x.1).fold(drop.max(tx), f64::max).max(0.001) * 1.1;
+    let ymax = rows
+        .iter()
+        .map(|x| x.1)
+        .fold(drop.max(tx), f64::max)
+        .max(0.001)
+        * 1.1;
     let n = rows.len().max(2) as f64 - 1.0;
     let x = |i: usize| l + (w - l - r) * i as f64 / n;
     let y = |v: f64| t + (h - t - b) * (1.0 - v / ymax);
@@ -866,7 +916,7 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
         .context("--size / --flows do not fit this scenario's frames")?;
     let stop = stop_flag();
 
-    let topo = Topo::new(ncpu)?;
+    let topo = Topo::new(ncpu, a.egress)?;
     let gen = Pktgen::load().context("loading the generator")?;
     let sinks = vec![
         attach_xdp(&topo.client, prog_fd(gen.sink_prog()), topo.ifindex_c0)
@@ -884,8 +934,9 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
     };
     if !a.json {
         eprintln!(
-            "xlb bench run: {} | {} core(s) | {} flow(s) | {} service(s) | {} bytes {:?} | {} s per phase",
+            "xlb bench run: {} | egress {:?} | {} core(s) | {} flow(s) | {} service(s) | {} bytes {:?} | {} s per phase",
             a.scenario.name(),
+            a.egress,
             a.cores,
             a.flows,
             a.services,
@@ -895,9 +946,10 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
         );
     }
     // baselines on the scenario's own frames
-    bench
-        .gen
-        .set_template(&Template::build(&spec(a.scenario, &a, a.flows, a.services))?, 0)?;
+    bench.gen.set_template(
+        &Template::build(&spec(a.scenario, &a, a.flows, a.services))?,
+        0,
+    )?;
     let (drop, tx) = bench.baselines()?;
 
     let Some(sw) = &a.sweep else {
@@ -1008,6 +1060,7 @@ mod tests {
             proto: ProtoArg::Udp,
             rate: None,
             batch: 64,
+            egress: Egress::Same,
             iface: None,
             sweep: None,
             svg: None,
@@ -1015,7 +1068,10 @@ mod tests {
         };
         let r = iptables_rules(&a, 10);
         assert_eq!(r.matches("-A KUBE-SERVICES -d ").count(), 10);
-        assert_eq!(r.matches("DNAT --to-destination").count(), BACKENDS as usize);
+        assert_eq!(
+            r.matches("DNAT --to-destination").count(),
+            BACKENDS as usize
+        );
         let n = nft_rules(&a, 10);
         assert_eq!(n.matches(" : goto svc-").count(), 11);
         assert!(svg("flows", &[(1, 1.0), (10, 0.9)], 2.0, 1.5).contains("<polyline"));

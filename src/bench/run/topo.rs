@@ -6,8 +6,13 @@
 //!  xc0 198.18.0.1/28 ---- xn0 198.18.0.2/28
 //!                         xn1 198.18.0.17/28 -------------- xs0 198.18.0.18/28
 //! ```
-//! Flow sources live in 198.18.0.64/26 (routed via xc0), remote pods in
-//! 10.244.1.0/24 (via xs0), pods of the client's node in 10.244.2.0/24 (via xc0).
+//! Flow sources live in 198.18.0.64/26 (routed via xc0), pods of the client's
+//! node in 10.244.2.0/24 (via xc0). The remote node 198.18.0.18 and its pods
+//! 10.244.1.0/24 are reached, by [`Egress`]:
+//! - `same`: out of the ingress veth xn0 (one uplink, as on a real node: the
+//!   remote node shares the client's underlay; xlb answers with XDP_TX and the
+//!   frames arrive at the client-side sink on xc0);
+//! - `other`: out of xn1 to the sink namespace (xlb redirects to xn1).
 //! Neighbours are static so nothing waits for ARP, and every link has as many
 //! queues as the machine has CPUs so each generator CPU keeps its own queue.
 
@@ -37,6 +42,33 @@ pub const N0: &str = "xn0";
 pub const N1: &str = "xn1";
 pub const S0: &str = "xs0";
 
+/// Where the node sends traffic for the remote node and its pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Egress {
+    /// Back out of the ingress interface (XDP_TX), to the client-side sink.
+    Same,
+    /// Out of the other interface (XDP_REDIRECT), to the sink namespace.
+    Other,
+}
+
+impl Egress {
+    /// The node's uplink towards the remote node.
+    pub fn dev(self) -> &'static str {
+        match self {
+            Egress::Same => N0,
+            Egress::Other => N1,
+        }
+    }
+
+    /// MAC of the remote node's next hop (the sink that receives its frames).
+    pub fn remote_mac(self) -> [u8; 6] {
+        match self {
+            Egress::Same => MAC_C0,
+            Egress::Other => MAC_S0,
+        }
+    }
+}
+
 /// Runs a command, failing with its stderr.
 pub fn sh(prog: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(prog)
@@ -63,6 +95,7 @@ pub struct Topo {
     pub node: String,
     pub sink: String,
     pub queues: usize,
+    pub egress: Egress,
     pub ifindex_c0: u32,
     pub ifindex_n0: u32,
     pub ifindex_n1: u32,
@@ -72,13 +105,14 @@ pub struct Topo {
 
 impl Topo {
     /// Builds the topology with `queues` queues per link.
-    pub fn new(queues: usize) -> Result<Self> {
+    pub fn new(queues: usize, egress: Egress) -> Result<Self> {
         let tag = xlb_loader::testutil::unique_name("");
         let mut t = Topo {
             client: format!("xlbb-c-{tag}"),
             node: format!("xlbb-n-{tag}"),
             sink: format!("xlbb-s-{tag}"),
             queues: queues.max(1),
+            egress,
             ifindex_c0: 0,
             ifindex_n0: 0,
             ifindex_n1: 0,
@@ -106,8 +140,25 @@ impl Topo {
             sh(
                 "ip",
                 &[
-                    "-n", ns_a, "link", "add", a, "numtxqueues", &q, "numrxqueues", &q, "type",
-                    "veth", "peer", "name", b, "netns", ns_b, "numtxqueues", &q, "numrxqueues",
+                    "-n",
+                    ns_a,
+                    "link",
+                    "add",
+                    a,
+                    "numtxqueues",
+                    &q,
+                    "numrxqueues",
+                    &q,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    b,
+                    "netns",
+                    ns_b,
+                    "numtxqueues",
+                    &q,
+                    "numrxqueues",
                     &q,
                 ],
             )?;
@@ -129,33 +180,51 @@ impl Topo {
             "net.ipv4.conf.all.rp_filter=0",
             "net.ipv4.conf.default.rp_filter=0",
             "net.ipv4.conf.all.accept_local=1",
+            "net.ipv4.conf.all.send_redirects=0",
+            "net.ipv4.conf.default.send_redirects=0",
         ] {
             sh("ip", &["netns", "exec", &n, "sysctl", "-qw", kv])?;
         }
         for dev in [N0, N1] {
-            for k in ["rp_filter=0", "accept_local=1"] {
+            for k in ["rp_filter=0", "accept_local=1", "send_redirects=0"] {
                 let kv = format!("net.ipv4.conf.{dev}.{k}");
                 sh("ip", &["netns", "exec", &n, "sysctl", "-qw", &kv])?;
             }
         }
         self.ip(
             &n,
-            &format!("neigh replace {CLIENT} lladdr {} dev {N0} nud permanent", mac(&MAC_C0)),
+            &format!(
+                "neigh replace {CLIENT} lladdr {} dev {N0} nud permanent",
+                mac(&MAC_C0)
+            ),
         )?;
+        let up = self.egress.dev();
+        if self.egress == Egress::Same {
+            self.ip(&n, &format!("route add {REMOTE_NODE}/32 dev {N0}"))?;
+        }
         self.ip(
             &n,
             &format!(
-                "neigh replace {REMOTE_NODE} lladdr {} dev {N1} nud permanent",
-                mac(&MAC_S0)
+                "neigh replace {REMOTE_NODE} lladdr {} dev {up} nud permanent",
+                mac(&self.egress.remote_mac())
             ),
         )?;
         self.ip(&n, &format!("route add {CLIENTS}/26 via {CLIENT} dev {N0}"))?;
-        self.ip(&n, &format!("route add {CLIENT_PODS}/24 via {CLIENT} dev {N0}"))?;
-        self.ip(&n, &format!("route add {REMOTE_PODS}/24 via {REMOTE_NODE} dev {N1}"))?;
+        self.ip(
+            &n,
+            &format!("route add {CLIENT_PODS}/24 via {CLIENT} dev {N0}"),
+        )?;
+        self.ip(
+            &n,
+            &format!("route add {REMOTE_PODS}/24 via {REMOTE_NODE} dev {up}"),
+        )?;
         // veth peers receive XDP_TX/redirected frames only with NAPI: GRO on
         // everywhere (the sink and data plane also attach XDP programs)
         for (ns, dev) in [(&c, C0), (&n, N0), (&n, N1), (&s, S0)] {
-            sh("ip", &["netns", "exec", ns, "ethtool", "-K", dev, "gro", "on"])?;
+            sh(
+                "ip",
+                &["netns", "exec", ns, "ethtool", "-K", dev, "gro", "on"],
+            )?;
         }
         self.ifindex_c0 = self.ifindex(&c, C0)?;
         self.ifindex_n0 = self.ifindex(&n, N0)?;
