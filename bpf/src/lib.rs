@@ -76,6 +76,19 @@ const _: () = {
     assert!(size_of::<tc::types::xlb_config>() == size_of::<types::xlb_config>());
 };
 
+// The generator's and sink's structs (`pktgen.bpf.c`), for xlb-pktgen.
+// SAFETY: plain C structs of fixed-width integers and byte arrays without
+// implicit padding; any bit pattern is valid.
+unsafe impl plain::Plain for pktgen::types::pg_conf {}
+unsafe impl plain::Plain for pktgen::types::pg_gen_state {}
+unsafe impl plain::Plain for pktgen::types::pg_sink_stats {}
+const _: () = {
+    use std::mem::size_of;
+    assert!(size_of::<pktgen::types::pg_conf>() == 208);
+    assert!(size_of::<pktgen::types::pg_gen_state>() == 16);
+    assert!(size_of::<pktgen::types::pg_sink_stats>() == 32 + 8 * 640);
+};
+
 #[cfg(test)]
 mod tests {
     use super::types::*;
@@ -104,16 +117,3 @@ mod tests {
         assert!((crate::consts::REASONS.len() as u32) < crate::consts::XLB_NR_REASONS);
     }
 }
-
-// The generator's and sink's structs (`pktgen.bpf.c`), for xlb-pktgen.
-// SAFETY: plain C structs of fixed-width integers and byte arrays without
-// implicit padding; any bit pattern is valid.
-unsafe impl plain::Plain for pktgen::types::pg_conf {}
-unsafe impl plain::Plain for pktgen::types::pg_gen_state {}
-unsafe impl plain::Plain for pktgen::types::pg_sink_stats {}
-const _: () = {
-    use std::mem::size_of;
-    assert!(size_of::<pktgen::types::pg_conf>() == 208);
-    assert!(size_of::<pktgen::types::pg_gen_state>() == 16);
-    assert!(size_of::<pktgen::types::pg_sink_stats>() == 32 + 8 * 640);
-};

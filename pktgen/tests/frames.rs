@@ -46,9 +46,11 @@ fn run_once(gen: &Pktgen, t: &Template) -> Vec<u8> {
     let mut junk = vec![0u8; t.size()];
     junk[..end].fill(0xa5);
     let mut out = vec![0u8; t.size()];
-    let mut input = ProgramInput::default();
-    input.data_in = Some(&junk);
-    input.data_out = Some(&mut out);
+    let input = ProgramInput {
+        data_in: Some(&junk),
+        data_out: Some(&mut out),
+        ..Default::default()
+    };
     let r = gen.gen_prog().test_run(input).unwrap();
     assert_eq!(r.return_value, 3, "XDP_TX");
     out
@@ -68,7 +70,9 @@ fn frames_have_valid_checksums_and_the_flows_vary() {
         port: 8472,
         vni: 1,
     };
-    let cases: &[(L4, Option<Vxlan>, Vary, usize, u32, u32)] = &[
+    /// (l4, encapsulation, varied side, size, flows, addresses)
+    type Case = (L4, Option<Vxlan>, Vary, usize, u32, u32);
+    let cases: &[Case] = &[
         (L4::Udp, None, Vary::Source, 64, 10, 1),
         (L4::Udp, None, Vary::Source, 1500, 7, 3),
         (L4::TcpSyn, None, Vary::Source, 72, 5, 1),

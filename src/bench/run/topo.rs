@@ -13,6 +13,7 @@
 //!   remote node shares the client's underlay; xlb answers with XDP_TX and the
 //!   frames arrive at the client-side sink on xc0);
 //! - `other`: out of xn1 to the sink namespace (xlb redirects to xn1).
+//!
 //! Neighbours are static so nothing waits for ARP, and every link has as many
 //! queues as the machine has CPUs so each generator CPU keeps its own queue.
 
