@@ -135,6 +135,8 @@ fn xlb_scenarios_run_and_report() {
             "3",
         ]);
         consistent(&v, s, 1);
+        // the real data plane forwards them (DNAT + encap, or reverse NAT)
+        assert!(u(&v, "received") > 0, "{s}: {v}");
     }
 }
 

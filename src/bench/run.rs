@@ -167,6 +167,9 @@ pub struct RunArgs {
     /// With --sweep: write an SVG plot of Mpps per point here.
     #[arg(long, requires = "sweep")]
     pub svg: Option<PathBuf>,
+    /// Measure every phase this many times (interleaved) and report the median.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub repeat: u32,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -213,6 +216,8 @@ struct Measure {
     per_core: Vec<f64>,
     sent: u64,
     received: u64,
+    /// Of `received`, frames that arrived VXLAN-encapsulated.
+    vxlan: u64,
     latency: Option<Latency>,
 }
 
@@ -566,7 +571,15 @@ struct Bench<'a> {
     gen: Pktgen,
     cpus: Vec<usize>,
     stop: Arc<AtomicBool>,
+    base: xlb_bpf::baseline::BaselineSkel<'static>,
     _sinks: Vec<OwnedFd>,
+}
+
+/// The run with the median Mpps.
+fn median(mut v: Vec<Measure>) -> Measure {
+    v.sort_by(|a, b| a.mpps.total_cmp(&b.mpps));
+    let mid = v.len() / 2;
+    v.swap_remove(mid)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -639,6 +652,7 @@ impl Bench<'_> {
         let sink = self.gen.sink_stats()?.since(&sink0);
         let mut per_core = Vec::new();
         let mut received = 0;
+        let mut vxlan = 0;
         let drops1 = if point == Point::DropAtNode {
             self.drops()?
         } else {
@@ -646,7 +660,10 @@ impl Bench<'_> {
         };
         for c in &rep.cores {
             let got = match point {
-                Point::Sink => sink.cpu(c.cpu).stamped,
+                Point::Sink => {
+                    vxlan += sink.cpu(c.cpu).vxlan;
+                    sink.cpu(c.cpu).stamped
+                }
                 Point::DropAtNode => {
                     let q = c.cpu % drops1.len().max(1);
                     drops1.get(q).copied().unwrap_or(0) - drops0.get(q).copied().unwrap_or(0)
@@ -660,6 +677,7 @@ impl Bench<'_> {
             per_core,
             sent: rep.sent(),
             received,
+            vxlan,
             latency: if point == Point::Sink {
                 sink.latency()
             } else {
@@ -675,12 +693,7 @@ impl Bench<'_> {
     }
 
     fn baselines(&self) -> Result<(Measure, Measure)> {
-        let storage = Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
-        let base = xlb_bpf::baseline::BaselineSkelBuilder::default()
-            .open(storage)
-            .context("opening the baseline object")?
-            .load()
-            .context("loading the baseline object")?;
+        let base = &self.base;
         let drop = self.with_node_prog(
             prog_fd(&base.progs.xlb_base_drop),
             "xdp-drop baseline",
@@ -714,23 +727,39 @@ impl Bench<'_> {
             tracing::info!("maps filled in {:?}", t0.elapsed());
             check_stop(&self.stop)?;
             let m = self.with_node_prog(prog_fd(dp.xdp_prog()), s.name(), Point::Sink)?;
-            let note = (m.received == 0).then(|| {
-                let reasons = dp
-                    .maps
-                    .reasons()
-                    .map(|v| {
-                        v.into_iter()
-                            .filter(|(_, c)| c.packets > 0)
-                            .map(|(r, c)| format!("{r}={}", c.packets))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .unwrap_or_default();
-                format!(
-                    "no frame reached the sink through the data plane (its reason counters: {})",
-                    if reasons.is_empty() { "none" } else { &reasons }
-                )
-            });
+            let reasons = dp
+                .maps
+                .reasons()
+                .map(|v| {
+                    v.into_iter()
+                        .filter(|(_, c)| c.packets > 0)
+                        .map(|(r, c)| format!("{r}={}", c.packets))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            let reasons = if reasons.is_empty() {
+                "none".to_string()
+            } else {
+                reasons
+            };
+            tracing::info!("data plane reason counters: {reasons}");
+            // nodeport-remote and clusterip-decap leave encapsulated, replies plain
+            let encap = s != Scenario::ReplyRevnat;
+            let note = if m.received == 0 {
+                Some(format!(
+                    "no frame reached the sink through the data plane (its reason counters: {reasons})"
+                ))
+            } else if encap != (m.vxlan == m.received) {
+                Some(format!(
+                    "{} of {} frames at the sink were VXLAN-encapsulated, expected {} (reason counters: {reasons})",
+                    m.vxlan,
+                    m.received,
+                    if encap { "all" } else { "none" }
+                ))
+            } else {
+                None
+            };
             Ok((m, note))
         } else {
             match s {
@@ -924,8 +953,15 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
         attach_xdp(&topo.sink, prog_fd(gen.sink_prog()), topo.ifindex_s0)
             .context("attaching the sink on the remote side")?,
     ];
+    let storage = Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
+    let base = xlb_bpf::baseline::BaselineSkelBuilder::default()
+        .open(storage)
+        .context("opening the baseline object")?
+        .load()
+        .context("loading the baseline object")?;
     let bench = Bench {
         a: &a,
+        base,
         topo,
         gen,
         cpus: (0..a.cores as usize).collect(),
@@ -945,15 +981,24 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
             a.seconds
         );
     }
-    // baselines on the scenario's own frames
-    bench.gen.set_template(
-        &Template::build(&spec(a.scenario, &a, a.flows, a.services))?,
-        0,
-    )?;
-    let (drop, tx) = bench.baselines()?;
+    // baselines on the scenario's own frames, interleaved with the scenario
+    let base_tmpl = Template::build(&spec(a.scenario, &a, a.flows, a.services))?;
+    let (mut drops, mut txs, mut ms, mut note) = (Vec::new(), Vec::new(), Vec::new(), None);
+    for _ in 0..a.repeat {
+        bench.gen.set_template(&base_tmpl, 0)?;
+        let (d, t) = bench.baselines()?;
+        drops.push(d);
+        txs.push(t);
+        if a.sweep.is_none() {
+            let (m, n) = bench.scenario(a.flows, a.services)?;
+            ms.push(m);
+            note = note.or(n);
+        }
+    }
+    let (drop, tx) = (median(drops), median(txs));
 
     let Some(sw) = &a.sweep else {
-        let (m, note) = bench.scenario(a.flows, a.services)?;
+        let m = median(ms);
         let rep = report(&a, &m, &drop, &tx);
         if a.json {
             println!("{}", serde_json::to_string(&rep)?);
@@ -985,10 +1030,15 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
             Axis::Flows => (p, a.services),
             Axis::Services => (a.flows, p),
         };
-        let (m, note) = bench.scenario(flows, services)?;
-        if let Some(n) = note {
-            eprintln!("warning ({axis}={p}): {n}");
+        let mut ms = Vec::new();
+        for _ in 0..a.repeat {
+            let (m, note) = bench.scenario(flows, services)?;
+            if let Some(n) = note {
+                eprintln!("warning ({axis}={p}): {n}");
+            }
+            ms.push(m);
         }
+        let m = median(ms);
         rows.push((p, m.mpps));
         if a.json {
             let mut v = serde_json::to_value(report(&a, &m, &drop, &tx))?;
@@ -1064,6 +1114,7 @@ mod tests {
             iface: None,
             sweep: None,
             svg: None,
+            repeat: 1,
             json: false,
         };
         let r = iptables_rules(&a, 10);
