@@ -21,7 +21,7 @@ use crate::{bpf_err, os_err, Error, Result};
 const LIVE_FRAMES: u32 = 1 << 1;
 /// Packets per test-run call when time-bounded or paced (checks of the clock
 /// and the stop flag happen between calls).
-const CHUNK: u64 = 1 << 15;
+const CHUNK: u64 = 1 << 12;
 
 /// When a run stops.
 #[derive(Clone, Copy, Debug)]
