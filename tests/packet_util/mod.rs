@@ -53,10 +53,17 @@ pub fn sa(s: &str) -> SocketAddrV4 {
 // --- frames -------------------------------------------------------------
 
 /// RFC 1071 sum (no fold) over bytes, as big-endian words.
-fn sum16(b: &[u8]) -> u32 {
-    b.chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
+pub fn sum16(b: &[u8]) -> u32 {
+    let mut s = 0u32;
+    let mut i = 0;
+    while i + 1 < b.len() {
+        s += u32::from(b[i]) << 8 | u32::from(b[i + 1]);
+        i += 2;
+    }
+    if i < b.len() {
+        s += u32::from(b[i]) << 8;
+    }
+    s
 }
 
 fn fold(mut s: u32) -> u16 {
@@ -455,6 +462,9 @@ impl Env {
         sh(&["addr", "add", "198.18.0.1/24", "dev", "v0"]);
         sh(&["link", "set", "v0", "up"]);
         sh(&["link", "set", "v1", "up"]);
+        // bpf_fib_lookup requires forwarding on the interface (as on any node).
+        std::fs::write("/proc/sys/net/ipv4/conf/v0/forwarding", "1")
+            .expect("enabling forwarding in the test namespace");
         sh(&[
             "neigh",
             "replace",
@@ -528,17 +538,23 @@ impl Env {
     }
 
     pub fn tc(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.try_tc(frame).expect("tc test_run")
+    }
+
+    /// Like [`Env::tc`]; Err when the kernel refuses the frame before running
+    /// the program (BPF_PROG_RUN for skbs rejects some very short frames).
+    pub fn try_tc(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), libbpf_rs::Error> {
         let mut out = vec![0u8; frame.len() + 512];
         let input = ProgramInput {
             data_in: Some(frame),
             data_out: Some(&mut out),
             ..Default::default()
         };
-        let o = self.dp.tc_prog().test_run(input).expect("tc test_run");
+        let o = self.dp.tc_prog().test_run(input)?;
         let rc = o.return_value;
         let n = o.data.map(|d| d.len()).unwrap_or(0);
         out.truncate(n);
-        (rc, out)
+        Ok((rc, out))
     }
 
     /// Every reason counter (packets), indexed by reason number.
@@ -617,4 +633,189 @@ pub fn moved(before: &[u64], after: &[u64]) -> Vec<(String, u64)> {
         .filter(|(_, (a, b))| a != b)
         .map(|(i, (a, b))| (reason_name(i), b - a))
         .collect()
+}
+
+// --- the fixture every table runs against ------------------------------------
+
+pub const VIP: &str = "10.96.0.10";
+pub const BE_LOCAL: &str = "10.244.1.10:8080";
+pub const BE_UDP: &str = "10.244.1.11:5353";
+pub const BE_REMOTE: &str = "10.244.2.10:8080";
+pub const BE_NONEIGH: &str = "10.244.3.10:8080";
+pub const BE_5: &str = "10.244.1.12:8080";
+pub const BE_6: &str = "10.244.1.13:8080";
+pub const BE_NOTUNNEL: &str = "10.244.4.10:8080";
+pub const BE_DEAD: &str = "10.244.1.99:8080";
+
+pub const AFF_TABLE: [u32; 11] = [1, 5, 6, 1, 5, 6, 1, 5, 6, 1, 5];
+pub const MULTI_TABLE: [u32; 13] = [1, 5, 6, 5, 1, 6, 6, 1, 5, 1, 6, 5, 1];
+
+/// Services (svc_id, frontend, Maglev region) and backends used by the tables:
+///
+/// | id | frontend | backends |
+/// |---|---|---|
+/// | 1 | 10.96.0.10:80/TCP | 1 (local) |
+/// | 2 | 10.96.0.10:53/UDP | 2 (local) |
+/// | 3 | 10.96.0.20:80/TCP | 3 (node PEER) |
+/// | 4 | 10.96.0.21:80/TCP | 4 (node NONEIGH) |
+/// | 5 | 10.96.0.22:80/TCP | 7 (remote, no tunnel entry) |
+/// | 6,7 | 10.96.0.30:80/TCP, :53/UDP | none |
+/// | 8 | 10.96.0.40:80/TCP, Local | 3 (remote only) |
+/// | 9 | 10.96.0.50:80/TCP, source ranges 198.18.0.0/28 | 1 |
+/// | 10 | 10.96.0.60:80/TCP, affinity 100 s | AFF_TABLE |
+/// | 11 | 10.96.0.70:80/TCP | MULTI_TABLE |
+/// | 12 | NodePort 30080/TCP | 1 |
+/// | 13 | 10.96.0.80:80/TCP | 8 (inactive) |
+/// | 14 | 10.96.0.20:53/UDP | 3 (node PEER) |
+pub fn fixture(env: &Env) {
+    let m = env.maps();
+    m.put_config(&env.config()).unwrap();
+    env.backend(1, BE_LOCAL, None);
+    env.backend(2, BE_UDP, None);
+    env.backend(3, BE_REMOTE, Some(PEER));
+    env.backend(4, BE_NONEIGH, Some(NONEIGH));
+    env.backend(5, BE_5, None);
+    env.backend(6, BE_6, None);
+    env.backend(7, BE_NOTUNNEL, Some(PEER));
+    let mut dead = xlb_backend::new(sa(BE_DEAD), None, 1);
+    dead.flags = 0;
+    m.put_backend(8, &dead).unwrap();
+    m.put_tunnel(
+        &xlb_tunnel_key::new(Ipv4Addr::new(10, 244, 2, 0), 24),
+        &xlb_tunnel_val::new(PEER, VTEP_MAC),
+    )
+    .unwrap();
+    m.put_tunnel(
+        &xlb_tunnel_key::new(Ipv4Addr::new(10, 244, 3, 0), 24),
+        &xlb_tunnel_val::new(NONEIGH, VTEP_MAC),
+    )
+    .unwrap();
+    m.put_local_addr(NODE).unwrap();
+    env.service(tcp_key("10.96.0.10:80"), 1, 0, &[1; 7], 0);
+    env.service(udp_key("10.96.0.10:53"), 2, 16, &[2; 7], 0);
+    env.service(tcp_key("10.96.0.20:80"), 3, 32, &[3; 7], 0);
+    env.service(tcp_key("10.96.0.21:80"), 4, 48, &[4; 7], 0);
+    env.service(tcp_key("10.96.0.22:80"), 5, 64, &[7; 7], 0);
+    env.service(tcp_key("10.96.0.30:80"), 6, 80, &[], 0);
+    env.service(udp_key("10.96.0.30:53"), 7, 96, &[], 0);
+    env.service(tcp_key("10.96.0.40:80"), 8, 112, &[3; 7], XLB_SVC_F_LOCAL);
+    env.service(tcp_key("10.96.0.50:80"), 9, 128, &[1; 7], XLB_SVC_F_SRC_RANGES);
+    m.put_src_range(&xlb_src_range_key::new(9, Ipv4Addr::new(198, 18, 0, 0), 28))
+        .unwrap();
+    env.service(tcp_key("10.96.0.60:80"), 10, 144, &AFF_TABLE, XLB_SVC_F_AFFINITY);
+    env.service(tcp_key("10.96.0.70:80"), 11, 160, &MULTI_TABLE, 0);
+    env.service(xlb_svc_key::nodeport(30080, Proto::Tcp), 12, 176, &[1; 7], 0);
+    env.service(tcp_key("10.96.0.80:80"), 13, 192, &[8; 7], 0);
+    env.service(udp_key("10.96.0.20:53"), 14, 208, &[3; 7], 0);
+}
+
+/// CLOCK_MONOTONIC in ns (what bpf_ktime_get_ns returns).
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Backend id the Maglev region [off, off+table.len()) gives a flow.
+pub fn maglev_pick(table: &[u32], src: SocketAddrV4, dst: SocketAddrV4, proto: u8, aff: bool) -> u32 {
+    table[(flow_hash(src, dst, proto, aff) % table.len() as u32) as usize]
+}
+
+/// One row of a packet table.
+pub struct Case {
+    pub name: &'static str,
+    /// Extra map state (and packets) before the frame; the fixture is fresh.
+    pub setup: fn(&Env),
+    pub frame: fn() -> Vec<u8>,
+    /// XDP: run with the uplink as ingress interface (else `lo`).
+    pub on_uplink: bool,
+    pub rc: u32,
+    /// The outcome reason that must count exactly this one frame.
+    pub reason: u32,
+    /// Checks on (env, input, output).
+    pub check: fn(&Env, &[u8], &[u8]),
+}
+
+pub fn no_setup(_: &Env) {}
+
+pub fn unchanged(_: &Env, input: &[u8], out: &[u8]) {
+    assert_eq!(input, out, "frame must pass untouched");
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Prog {
+    Xdp,
+    Tc,
+}
+
+/// Runs a table; every case gets a fresh fixture and empty ct/affinity.
+/// Reports all failing rows at once.
+pub fn run_table(env: &Env, prog: Prog, cases: &[Case]) {
+    let mut failed = Vec::new();
+    for c in cases {
+        env.clear_state();
+        fixture(env);
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (c.setup)(env);
+            let input = (c.frame)();
+            let before = env.reasons();
+            let (rc, out) = match prog {
+                Prog::Xdp => env.xdp_in(&input, c.on_uplink.then_some(env.uplink)),
+                Prog::Tc => env.tc(&input),
+            };
+            let after = env.reasons();
+            assert_eq!(rc, c.rc, "return code (reasons moved: {:?})", moved(&before, &after));
+            let r = c.reason as usize;
+            assert_eq!(
+                after[r] - before[r],
+                1,
+                "reason {} must count the frame once; moved: {:?}",
+                reason_name(r),
+                moved(&before, &after)
+            );
+            (c.check)(env, &input, &out);
+        }));
+        if let Err(e) = res {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failed.push(format!("{}: {msg}", c.name));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases failed:\n  {}",
+        failed.len(),
+        cases.len(),
+        failed.join("\n  ")
+    );
+}
+
+impl Env {
+    /// A second data plane in the same namespace configured as node PEER
+    /// (the backend node of the fixture's remote Service).
+    pub fn second_node(first: &Env) -> Env {
+        let dp = DataPlane::load(&LoadOptions {
+            pin_dir: None,
+            maglev_slots: Some(MAGLEV_SLOTS),
+            ct_entries: Some(65536),
+            backends: Some(1024),
+        })
+        .expect("loading the second data plane");
+        let env = Env {
+            dp,
+            uplink: first.uplink,
+        };
+        let mut c = first.config();
+        c.node_addr = be32(PEER);
+        c.mac = PEER_MAC;
+        env.dp.maps.put_config(&c).unwrap();
+        env
+    }
 }
