@@ -77,7 +77,10 @@ pub fn run(a: ProgArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!("{:<28} {:>10} {:>8}", "path", "ns/packet", "x drop");
-        println!("{:<28} {:>10.1} {:>8.2}", "xdp_drop (baseline)", report.baseline_ns, 1.0);
+        println!(
+            "{:<28} {:>10.1} {:>8.2}",
+            "xdp_drop (baseline)", report.baseline_ns, 1.0
+        );
         for p in &report.paths {
             println!("{:<28} {:>10.1} {:>8.2}", p.name, p.ns, p.ratio);
         }
@@ -184,7 +187,14 @@ fn private_underlay() -> Result<u32> {
     ip_cmd(&["link", "set", "v0", "up"])?;
     ip_cmd(&["link", "set", "v1", "up"])?;
     ip_cmd(&[
-        "neigh", "replace", "198.18.0.2", "lladdr", "02:00:c6:12:00:02", "dev", "v0", "nud",
+        "neigh",
+        "replace",
+        "198.18.0.2",
+        "lladdr",
+        "02:00:c6:12:00:02",
+        "dev",
+        "v0",
+        "nud",
         "permanent",
     ])?;
     std::fs::write("/proc/sys/net/ipv4/conf/v0/forwarding", "1")
@@ -276,7 +286,11 @@ pub fn measure(calls: u32) -> Result<Report> {
     })?;
     m.put_local_addr(NODE)?;
     // Backends: 1..=3 local, 4 on the peer node.
-    for (id, a) in [(1u32, [10, 244, 1, 10]), (2, [10, 244, 1, 11]), (3, [10, 244, 1, 12])] {
+    for (id, a) in [
+        (1u32, [10, 244, 1, 10]),
+        (2, [10, 244, 1, 11]),
+        (3, [10, 244, 1, 12]),
+    ] {
         m.put_backend(id, &xlb_backend::new(sa(a, 8080), None, 1))?;
     }
     m.put_backend(
@@ -318,12 +332,18 @@ pub fn measure(calls: u32) -> Result<Report> {
     // Open the flows the CT-hit paths use.
     for (f, want) in [(&hit, XDP_PASS), (&remote, XDP_TX)] {
         let (rc, _) = run_once(dp.xdp_prog(), f, Some(uplink))?;
-        ensure!(rc == want, "setting up the bench flows: verdict {rc}, want {want}");
+        ensure!(
+            rc == want,
+            "setting up the bench flows: verdict {rc}, want {want}"
+        );
     }
     // New flows for the CT-miss path: one per call.
     let miss: Vec<Vec<u8>> = (0..flows_needed)
         .map(|i| {
-            let src = sa([198, 18, 1 + (i / 60000) as u8, (i % 250) as u8 + 1], 1024 + (i % 60000) as u16);
+            let src = sa(
+                [198, 18, 1 + (i / 60000) as u8, (i % 250) as u8 + 1],
+                1024 + (i % 60000) as u16,
+            );
             tcp_frame(cmac, NODE_MAC, src, sa([10, 96, 0, 11], 80))
         })
         .collect();
@@ -392,7 +412,12 @@ pub fn measure(calls: u32) -> Result<Report> {
                     &p.frames[i % p.frames.len()]
                 };
                 let (rc, d) = run_once(dp.xdp_prog(), f, p.ingress)?;
-                ensure!(rc == p.verdict, "{}: verdict {rc}, want {}", p.name, p.verdict);
+                ensure!(
+                    rc == p.verdict,
+                    "{}: verdict {rc}, want {}",
+                    p.name,
+                    p.verdict
+                );
                 p.durations.push(d);
             }
         }
@@ -405,7 +430,11 @@ pub fn measure(calls: u32) -> Result<Report> {
             PathResult {
                 name: p.name.to_string(),
                 ns,
-                ratio: if baseline_ns > 0.0 { ns / baseline_ns } else { 0.0 },
+                ratio: if baseline_ns > 0.0 {
+                    ns / baseline_ns
+                } else {
+                    0.0
+                },
             }
         })
         .collect();
