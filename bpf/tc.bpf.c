@@ -16,7 +16,8 @@
  * backend is routed to its pod, a remote one through the node's overlay device
  * (the kernel VXLAN device); the remote node's XDP then leaves it alone and the
  * reply comes back through the overlay to this node, whose XDP reverse-NATs it.
- * Services without endpoints are dropped here (counted; no RST to pods yet).
+ * Services without endpoints: TCP is answered with a RST sent back into the
+ * pod's veth (redirect to its egress); other protocols are dropped (counted).
  */
 #include <linux/pkt_cls.h>
 #include "include/maps.h"
@@ -25,6 +26,7 @@
 #include "include/lb.h"
 #include "include/nat.h"
 #include "include/vxlan.h"
+#include "include/icmp.h"
 
 /* L2 + the largest IPv4 header + TCP header: what parsing needs linear. */
 #define XLB_TC_PULL	(ETH_HLEN + 60 + sizeof(struct tcphdr))
@@ -59,6 +61,29 @@ static __always_inline int xlb_tc_reply(struct __sk_buff *skb, struct xlb_config
 	if (!nat_addr)
 		return xlb_tc_done(XLB_R_PASS_NOT_SERVICE, bytes, TC_ACT_OK);
 	return xlb_tc_done(XLB_R_PASS_REVNAT, bytes, TC_ACT_OK);
+}
+
+/* TCP RST back to the pod for a Service without endpoints. */
+static __always_inline int xlb_tc_reject(struct __sk_buff *skb, struct xlb_config *cfg,
+					 struct xlb_pkt *p, __u64 bytes)
+{
+	void *data, *data_end = (void *)(long)skb->data_end;
+	struct xlb_rst_info ri = {};
+
+	if (!(cfg->flags & XLB_CFG_F_REJECT) || p->proto != IPPROTO_TCP ||
+	    !xlb_rst_info(p, data_end, &ri) || ri.rst)
+		return xlb_tc_done(XLB_R_DROP_NO_BACKEND, bytes, TC_ACT_SHOT);
+	__builtin_memcpy(ri.mac_to, p->eth->h_source, ETH_ALEN);
+	__builtin_memcpy(ri.mac_from, p->eth->h_dest, ETH_ALEN);
+	if (bpf_skb_change_tail(skb, XLB_RST_LEN, 0) || bpf_skb_pull_data(skb, XLB_RST_LEN))
+		return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (!xlb_rst_write(data, data_end, &ri))
+		return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+	xlb_count(XLB_R_TX_REJECT, bytes);
+	/* out of the same veth, towards the pod */
+	return bpf_redirect(skb->ifindex, 0);
 }
 
 static __always_inline int xlb_tc_forward(struct __sk_buff *skb, struct xlb_pkt *p,
@@ -123,6 +148,8 @@ int xlb_tc(struct __sk_buff *skb)
 	r = xlb_choose(svc, &t, now, &ch, &event);
 	if (event != XLB_OK)
 		xlb_count(event, bytes);
+	if (r == XLB_R_DROP_NO_BACKEND)
+		return xlb_tc_reject(skb, cfg, &p, bytes);
 	if (r != XLB_OK)
 		return xlb_tc_done(r, bytes, TC_ACT_SHOT);
 	if (xlb_ct_create(&t, &ch, svc->svc_id, 0, now) != XLB_OK)

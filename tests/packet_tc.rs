@@ -164,9 +164,44 @@ fn cases() -> Vec<Case> {
             check: unchanged,
         },
         Case {
-            name: "pod -> Service without endpoints: dropped, counted",
+            name: "pod -> Service without endpoints, TCP: RST back into the pod's veth",
             setup: no_setup,
             frame: || from_pod("10.96.0.30:80").build(),
+            on_uplink: false,
+            rc: TC_ACT_REDIRECT,
+            reason: XLB_R_TX_REJECT,
+            check: |_, _, out| {
+                let (dst, src, p) = check_eth_ipv4(out, "rst");
+                assert_eq!((dst, src), (POD_MAC, VETH_MAC));
+                assert_eq!(out.len(), 54);
+                assert_eq!(p.src(), sa("10.96.0.30:80"));
+                assert_eq!(p.dst(), sa(POD));
+                let t = etherparse::TcpHeader::from_slice(&p.l4).unwrap().0;
+                assert!(t.rst && t.ack);
+                assert_eq!(t.acknowledgment_number, 1001);
+            },
+        },
+        Case {
+            name: "pod -> Service without endpoints, TCP with IPv4 options: RST",
+            setup: no_setup,
+            frame: || {
+                let mut f = from_pod("10.96.0.30:80");
+                f.options = vec![1; 12];
+                f.build()
+            },
+            on_uplink: false,
+            rc: TC_ACT_REDIRECT,
+            reason: XLB_R_TX_REJECT,
+            check: |_, _, out| {
+                let (_, _, p) = check_eth_ipv4(out, "rst");
+                assert_eq!(p.ip.header_len(), 20);
+                assert_eq!(p.dst(), sa(POD));
+            },
+        },
+        Case {
+            name: "pod -> Service without endpoints, UDP: dropped, counted",
+            setup: no_setup,
+            frame: || udp_from_pod("10.96.0.30:53").build(),
             on_uplink: false,
             rc: TC_ACT_SHOT,
             reason: XLB_R_DROP_NO_BACKEND,

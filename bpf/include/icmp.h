@@ -49,67 +49,71 @@ static __always_inline void xlb_answer_l2l3(struct ethhdr *eth, struct iphdr *ip
 	ip->check = xlb_ipv4_csum(ip);
 }
 
-/*
- * TCP RST for the segment in p (RFC 9293 3.10.7.1): with ACK, seq = its ack;
- * else seq 0 and ack = its seq + length. No answer to a RST.
- */
-static __always_inline int xlb_rst_xdp(struct xdp_md *ctx, struct xlb_pkt *p,
-				       const __u8 *mac_to, const __u8 *mac_from, int *reason)
+/* What a RST needs of the segment it answers (read before the frame is rewritten). */
+struct xlb_rst_info {
+	__be32 saddr;
+	__be32 daddr;
+	__be32 seq;
+	__be32 ack_seq;
+	__u32 seglen;		/* payload + SYN + FIN */
+	__be16 sport;
+	__be16 dport;
+	__u8 has_ack;
+	__u8 rst;
+	__u8 mac_to[ETH_ALEN];
+	__u8 mac_from[ETH_ALEN];
+};
+
+/* Reads the TCP segment of p; 0 when its header is not in the frame. */
+static __always_inline int xlb_rst_info(struct xlb_pkt *p, void *data_end,
+					struct xlb_rst_info *ri)
 {
 	struct tcphdr *th = p->l4;
-	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
-	__be32 saddr = p->saddr, daddr = p->daddr, seq, ack_seq;
-	__be16 sport = p->sport, dport = p->dport;
-	__u32 seglen;
-	int has_ack;
-	const __u32 want = sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr);
-	int delta = (int)want - (int)(data_end - data);
-	struct ethhdr *eth;
-	struct iphdr *ip;
-	__u32 *w, s;
 
-	if ((void *)(th + 1) > data_end) {
-		*reason = XLB_R_DROP_TRUNC_L4;
-		return XDP_PASS;
-	}
-	seq = th->seq;
-	ack_seq = th->ack_seq;
-	seglen = p->l3_len - p->ihl_len - th->doff * 4 + th->syn + th->fin;
-	has_ack = th->ack;
-	if (th->rst) {
-		*reason = XLB_R_DROP_NO_BACKEND;
-		return XDP_DROP;
-	}
-	if (delta && bpf_xdp_adjust_tail(ctx, delta)) {
-		*reason = XLB_R_DROP_ADJUST;
-		return XDP_DROP;
-	}
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	eth = data;
-	ip = (void *)(eth + 1);
-	th = (void *)(ip + 1);
-	if ((void *)(th + 1) > data_end) {
-		*reason = XLB_R_DROP_ADJUST;
-		return XDP_DROP;
-	}
-	xlb_answer_l2l3(eth, ip, mac_to, mac_from, daddr, saddr, IPPROTO_TCP,
+	if ((void *)(th + 1) > data_end)
+		return 0;
+	ri->saddr = p->saddr;
+	ri->daddr = p->daddr;
+	ri->sport = p->sport;
+	ri->dport = p->dport;
+	ri->seq = th->seq;
+	ri->ack_seq = th->ack_seq;
+	ri->seglen = p->l3_len - p->ihl_len - th->doff * 4 + th->syn + th->fin;
+	ri->has_ack = th->ack;
+	ri->rst = th->rst;
+	return 1;
+}
+
+/*
+ * Writes Ethernet + IPv4 + TCP RST (RFC 9293 3.10.7.1: with ACK, seq = its
+ * ack; else seq 0 and ack = its seq + length) at data; 0 when the frame is
+ * shorter than the 54 bytes it needs.
+ */
+static __always_inline int xlb_rst_write(void *data, void *data_end, const struct xlb_rst_info *ri)
+{
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct tcphdr *th = (void *)(ip + 1);
+	__u32 *w, s = 0;
+
+	if ((void *)(th + 1) > data_end)
+		return 0;
+	xlb_answer_l2l3(eth, ip, ri->mac_to, ri->mac_from, ri->daddr, ri->saddr, IPPROTO_TCP,
 			sizeof(struct iphdr) + sizeof(struct tcphdr));
 	__builtin_memset(th, 0, sizeof(*th));
-	th->source = dport;
-	th->dest = sport;
+	th->source = ri->dport;
+	th->dest = ri->sport;
 	th->doff = 5;
 	th->rst = 1;
-	if (has_ack) {
-		th->seq = ack_seq;
+	if (ri->has_ack) {
+		th->seq = ri->ack_seq;
 	} else {
 		th->ack = 1;
-		th->ack_seq = bpf_htonl(bpf_ntohl(seq) + seglen);
+		th->ack_seq = bpf_htonl(bpf_ntohl(ri->seq) + ri->seglen);
 	}
 	/* pseudo header + 20-byte header */
-	s = 0;
-	s = xlb_csum_add32(s, daddr);
-	s = xlb_csum_add32(s, saddr);
+	s = xlb_csum_add32(s, ri->daddr);
+	s = xlb_csum_add32(s, ri->saddr);
 	s += bpf_htons(IPPROTO_TCP);
 	s += bpf_htons(sizeof(struct tcphdr));
 	w = (__u32 *)th;
@@ -117,6 +121,39 @@ static __always_inline int xlb_rst_xdp(struct xdp_md *ctx, struct xlb_pkt *p,
 	for (int i = 0; i < 5; i++)
 		s = xlb_csum_add32(s, w[i]);
 	th->check = xlb_csum_fold(s);
+	return 1;
+}
+
+#define XLB_RST_LEN	(sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr))
+
+/* XDP: TCP RST for the segment in p, trimmed to 54 bytes. No answer to a RST. */
+static __always_inline int xlb_rst_xdp(struct xdp_md *ctx, struct xlb_pkt *p,
+				       const __u8 *mac_to, const __u8 *mac_from, int *reason)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	int delta = (int)XLB_RST_LEN - (int)(data_end - data);
+	struct xlb_rst_info ri = {};
+
+	if (!xlb_rst_info(p, data_end, &ri)) {
+		*reason = XLB_R_DROP_TRUNC_L4;
+		return XDP_PASS;
+	}
+	if (ri.rst) {
+		*reason = XLB_R_DROP_NO_BACKEND;
+		return XDP_DROP;
+	}
+	__builtin_memcpy(ri.mac_to, mac_to, ETH_ALEN);
+	__builtin_memcpy(ri.mac_from, mac_from, ETH_ALEN);
+	if (delta && bpf_xdp_adjust_tail(ctx, delta)) {
+		*reason = XLB_R_DROP_ADJUST;
+		return XDP_DROP;
+	}
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (!xlb_rst_write(data, data_end, &ri)) {
+		*reason = XLB_R_DROP_ADJUST;
+		return XDP_DROP;
+	}
 	*reason = XLB_R_TX_REJECT;
 	return XDP_TX;
 }

@@ -169,7 +169,7 @@ impl Frame {
         l4[at..at + 2].copy_from_slice(&csum.to_be_bytes());
 
         let mut opts = self.options.clone();
-        while opts.len() % 4 != 0 {
+        while !opts.len().is_multiple_of(4) {
             opts.push(0);
         }
         let hl = 20 + opts.len();
