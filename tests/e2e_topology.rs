@@ -16,7 +16,11 @@ fn ip_json(ns: &str, args: &[&str]) -> serde_json::Value {
         .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -50,13 +54,19 @@ fn up_builds_the_overlay_and_down_removes_everything() {
     for n in 1..=2 {
         let link = ip_json(&l.ns_node(n), &["link", "show", "dev", lab::VXLAN_DEV]);
         assert_eq!(link[0]["address"], lab::vtep_mac(n));
-        let v = ip_json(&l.ns_node(n), &["-d", "link", "show", "dev", lab::VXLAN_DEV]);
+        let v = ip_json(
+            &l.ns_node(n),
+            &["-d", "link", "show", "dev", lab::VXLAN_DEV],
+        );
         let info = &v[0]["linkinfo"]["info_data"];
         assert_eq!(info["id"], lab::VXLAN_VNI);
         assert_eq!(info["port"], lab::VXLAN_PORT);
         let up = ip_json(&l.ns_node(n), &["addr", "show", "dev", lab::UPLINK]);
         assert_eq!(up[0]["address"], lab::node_mac(n));
-        assert_eq!(up[0]["addr_info"][0]["local"], lab::node_addr(n).to_string());
+        assert_eq!(
+            up[0]["addr_info"][0]["local"],
+            lab::node_addr(n).to_string()
+        );
     }
 
     // Pod to pod on one node, and across the kernel VXLAN overlay: no NAT.
@@ -80,11 +90,23 @@ fn up_builds_the_overlay_and_down_removes_everything() {
         .args(["lab", "up", "--topology-only", "--prefix", g.prefix()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(pids(&g), before);
     // A different size on a running lab is refused, not half-applied.
     let out = Command::new(XLB)
-        .args(["lab", "up", "--topology-only", "--nodes", "3", "--prefix", g.prefix()])
+        .args([
+            "lab",
+            "up",
+            "--topology-only",
+            "--nodes",
+            "3",
+            "--prefix",
+            g.prefix(),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -95,7 +117,11 @@ fn up_builds_the_overlay_and_down_removes_everything() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("pod-to-pod-overlay"), "{text}");
 
     let inodes: Vec<u64> = netns::list()
@@ -107,7 +133,11 @@ fn up_builds_the_overlay_and_down_removes_everything() {
         .args(["lab", "down", "--prefix", g.prefix()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_gone(g.prefix(), &inodes);
     // A second down is a no-op, not an error.
     lab::down(g.prefix()).unwrap();

@@ -157,7 +157,11 @@ fn check(c: CheckArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         let w = |f: fn(&lab::CheckRow) -> &str, h: &str| {
-            rows.iter().map(|r| f(r).len()).max().unwrap_or(0).max(h.len())
+            rows.iter()
+                .map(|r| f(r).len())
+                .max()
+                .unwrap_or(0)
+                .max(h.len())
         };
         let (wp, wf, wt, we) = (
             w(|r| &r.probe, "PROBE"),

@@ -223,10 +223,7 @@ pub fn pin_dir(prefix: &str, n: u8) -> PathBuf {
 
 /// Whether `name` is one of the namespaces a lab with `prefix` creates.
 pub fn is_lab_ns(prefix: &str, name: &str) -> bool {
-    let Some(rest) = name
-        .strip_prefix(prefix)
-        .and_then(|r| r.strip_prefix('-'))
-    else {
+    let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else {
         return false;
     };
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -271,7 +268,13 @@ mod tests {
 
     #[test]
     fn lab_namespaces_are_recognised_exactly() {
-        for ok in ["xlb-ul", "xlb-client", "xlb-node1", "xlb-n1p2", "xlb-node12"] {
+        for ok in [
+            "xlb-ul",
+            "xlb-client",
+            "xlb-node1",
+            "xlb-n1p2",
+            "xlb-node12",
+        ] {
             assert!(is_lab_ns("xlb", ok), "{ok}");
         }
         for no in [

@@ -5,8 +5,8 @@
 //! pid file alone: `down` kills every process whose network namespace is one
 //! of the lab's, which also finds processes whose pid file was lost.
 
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -139,9 +139,7 @@ pub fn of_lab(inodes: &[u64], prefix: &str) -> Vec<u32> {
     rd.filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| pid != me && alive(pid))
-        .filter(|&pid| {
-            netns_inode(pid).is_some_and(|i| inodes.contains(&i)) || tagged(pid, prefix)
-        })
+        .filter(|&pid| netns_inode(pid).is_some_and(|i| inodes.contains(&i)) || tagged(pid, prefix))
         .collect()
 }
 

@@ -112,8 +112,7 @@ impl LabInfo {
             "reading {} (is the lab up? `xlb lab up --prefix {prefix}`)",
             path.display()
         )))?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+        serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
     }
     pub fn lab(&self) -> Result<Lab> {
         Lab::new(&self.prefix, self.nodes, self.pods_per_node)
@@ -218,7 +217,15 @@ fn client(lab: &Lab) -> Result<()> {
     ensure_ns(&c)?;
     uplink(lab, &c, "c0", "02:18:00:00:00:01")?;
     for a in [CLIENT_ADDR, CLIENT_ALT_ADDR] {
-        ip(&["-n", &c, "addr", "replace", &format!("{a}/24"), "dev", "eth0"])?;
+        ip(&[
+            "-n",
+            &c,
+            "addr",
+            "replace",
+            &format!("{a}/24"),
+            "dev",
+            "eth0",
+        ])?;
     }
     // Service addresses (ClusterIP, LoadBalancer, ExternalIP ranges) through node 1.
     ip(&[
@@ -250,7 +257,15 @@ fn node(lab: &Lab, n: u8) -> Result<()> {
     )?;
     uplink(lab, &ns, &format!("n{n}"), &node_mac(n))?;
     let addr = node_addr(n).to_string();
-    ip(&["-n", &ns, "addr", "replace", &format!("{addr}/24"), "dev", UPLINK])?;
+    ip(&[
+        "-n",
+        &ns,
+        "addr",
+        "replace",
+        &format!("{addr}/24"),
+        "dev",
+        UPLINK,
+    ])?;
     // The pods' gateway: a local address answered by ARP on every pod veth.
     ip(&[
         "-n",
@@ -356,8 +371,8 @@ fn pod(lab: &Lab, n: u8, k: u8) -> Result<()> {
             ip(&["-n", &node, "link", "del", &veth])?;
         }
         ip(&[
-            "-n", &node, "link", "add", &veth, "mtu", &mtu, "type", "veth", "peer", "name",
-            "eth0", "mtu", &mtu, "netns", &pns,
+            "-n", &node, "link", "add", &veth, "mtu", &mtu, "type", "veth", "peer", "name", "eth0",
+            "mtu", &mtu, "netns", &pns,
         ])?;
     }
     let addr = pod_addr(n, k).to_string();
@@ -375,9 +390,21 @@ fn pod(lab: &Lab, n: u8, k: u8) -> Result<()> {
         &gw,
     ])?;
     ip(&["-n", &pns, "link", "set", "eth0", "up"])?;
-    ip(&["-n", &pns, "addr", "replace", &format!("{addr}/32"), "dev", "eth0"])?;
-    ip(&["-n", &pns, "route", "replace", &gw, "dev", "eth0", "scope", "link"])?;
-    ip(&["-n", &pns, "route", "replace", "default", "via", &gw, "dev", "eth0"])?;
+    ip(&[
+        "-n",
+        &pns,
+        "addr",
+        "replace",
+        &format!("{addr}/32"),
+        "dev",
+        "eth0",
+    ])?;
+    ip(&[
+        "-n", &pns, "route", "replace", &gw, "dev", "eth0", "scope", "link",
+    ])?;
+    ip(&[
+        "-n", &pns, "route", "replace", "default", "via", &gw, "dev", "eth0",
+    ])?;
     gro_on(&node, &veth)?;
     gro_on(&pns, "eth0")?;
     Ok(())
@@ -389,12 +416,11 @@ fn install_manifests(lab: &Lab, from: Option<&Path>) -> Result<()> {
         None => manifests::install(&dir, lab.nodes),
         Some(src) => {
             std::fs::create_dir_all(&dir).map_err(io_ctx(format!("creating {}", dir.display())))?;
-            let rd = std::fs::read_dir(src).map_err(io_ctx(format!("reading {}", src.display())))?;
+            let rd =
+                std::fs::read_dir(src).map_err(io_ctx(format!("reading {}", src.display())))?;
             for e in rd.filter_map(|e| e.ok()) {
                 let p = e.path();
-                let yaml = p
-                    .extension()
-                    .is_some_and(|x| x == "yaml" || x == "yml");
+                let yaml = p.extension().is_some_and(|x| x == "yaml" || x == "yml");
                 let target = dir.join(e.file_name());
                 if yaml && !target.exists() {
                     std::fs::copy(&p, &target)
@@ -489,6 +515,9 @@ pub const POD_VETH_PATTERN: &str = "vethp*";
 /// `xlb attach` in node `n`: uplink XDP and pod-veth tc, maps pinned in the node's pin dir.
 fn attach(lab: &Lab, xlb: &Path, n: u8) -> Result<()> {
     let pin = lab.pin_dir(n);
+    if pin.join("services").exists() && has_xdp(&lab.ns_node(n), UPLINK)? {
+        return Ok(());
+    }
     let scratch = bpffs_scratch(lab)?;
     let mut cmd = netns::command(&lab.ns_node(n), xlb, Some(&scratch))?;
     let args = [
@@ -502,6 +531,14 @@ fn attach(lab: &Lab, xlb: &Path, n: u8) -> Result<()> {
     ];
     cmd.args(&args);
     checked(cmd, &format!("[{}] xlb {}", lab.ns_node(n), args.join(" "))).map(drop)
+}
+
+/// Whether an XDP program is attached to `dev`.
+fn has_xdp(ns: &str, dev: &str) -> Result<bool> {
+    let out = ip(&["-j", "-n", ns, "link", "show", "dev", dev])?;
+    let v: serde_json::Value =
+        serde_json::from_str(&out).map_err(|e| Error::Invalid(format!("ip -j link show: {e}")))?;
+    Ok(v[0].get("xdp").is_some())
 }
 
 /// The agent's command line for node `n` (what `up` and a restart run).
@@ -600,8 +637,7 @@ pub fn down(prefix: &str) -> Result<DownReport> {
     }
     let state = state_dir(prefix);
     if state.exists() {
-        std::fs::remove_dir_all(&state)
-            .map_err(io_ctx(format!("removing {}", state.display())))?;
+        std::fs::remove_dir_all(&state).map_err(io_ctx(format!("removing {}", state.display())))?;
     }
     if !failed.is_empty() {
         return Err(Error::Command {

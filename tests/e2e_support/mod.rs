@@ -69,7 +69,10 @@ impl LabGuard {
         if let Ok(rd) = std::fs::read_dir(self.lab.state_dir()) {
             let mut paths: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
             paths.sort();
-            for p in paths.iter().filter(|p| p.extension().is_some_and(|x| x == "log")) {
+            for p in paths
+                .iter()
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            {
                 let text = std::fs::read_to_string(p).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(30).collect();
                 s.push_str(&format!("== {}\n", p.display()));
@@ -88,7 +91,12 @@ impl LabGuard {
     }
 
     /// Runs `f` in pod `(n, k)`'s namespace.
-    pub fn pod<R: Send + 'static>(&self, n: u8, k: u8, f: impl FnOnce() -> R + Send + 'static) -> R {
+    pub fn pod<R: Send + 'static>(
+        &self,
+        n: u8,
+        k: u8,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> R {
         netns::run(&self.lab.ns_pod(n, k), f).unwrap()
     }
 
@@ -113,7 +121,10 @@ impl Drop for LabGuard {
 
 /// One lab shared by the tests of a file that run at the same time; the
 /// last one to finish takes it down.
-pub fn shared(slot: &'static Mutex<Weak<LabGuard>>, make: impl FnOnce() -> LabGuard) -> Arc<LabGuard> {
+pub fn shared(
+    slot: &'static Mutex<Weak<LabGuard>>,
+    make: impl FnOnce() -> LabGuard,
+) -> Arc<LabGuard> {
     let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(l) = g.upgrade() {
         return l;
@@ -151,7 +162,10 @@ pub fn eventually<R>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<
         if let Some(r) = f() {
             return r;
         }
-        assert!(start.elapsed() < limit, "{what}: not reached within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "{what}: not reached within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
