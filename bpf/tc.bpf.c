@@ -1,12 +1,133 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* xlb pod-veth tc program: pod-originated Service traffic, reverse NAT, tunnel return. */
+/*
+ * xlb pod-veth tc program (ingress of the host side = traffic leaving a pod).
+ *
+ *   1. ct hit, reverse entry: a reply of a local backend.
+ *      - nat_addr set: this node chose the backend -> reverse NAT (source back
+ *        to the frontend the client dialled);
+ *      - XLB_CT_F_TUNNEL: the flow arrived by tunnel from tunnel_peer (the node
+ *        that chose this backend and holds the NAT pair) -> encapsulate back to
+ *        that node *without* reverse NAT and redirect to the uplink; that node's
+ *        XDP reverse-NATs and answers the client, who sees the frontend address.
+ *   2. ct hit, forward entry with a live backend -> DNAT.
+ *   3. Service match for pod-originated traffic (ClusterIP, NodePort on a local
+ *      address, LoadBalancer, ExternalIP) -> same choice as XDP -> DNAT.
+ * After DNAT the frame goes to the stack (TC_ACT_OK) in both cases: a local
+ * backend is routed to its pod, a remote one through the node's overlay device
+ * (the kernel VXLAN device); the remote node's XDP then leaves it alone and the
+ * reply comes back through the overlay to this node, whose XDP reverse-NATs it.
+ * Services without endpoints are dropped here (counted; no RST to pods yet).
+ */
 #include <linux/pkt_cls.h>
 #include "include/maps.h"
+#include "include/parse.h"
+#include "include/stats.h"
+#include "include/lb.h"
+#include "include/nat.h"
+#include "include/vxlan.h"
+
+/* L2 + the largest IPv4 header + TCP header: what parsing needs linear. */
+#define XLB_TC_PULL	(ETH_HLEN + 60 + sizeof(struct tcphdr))
+
+static __always_inline int xlb_tc_done(int reason, __u64 bytes, int verdict)
+{
+	xlb_count(reason, bytes);
+	return verdict;
+}
+
+static __always_inline int xlb_tc_reply(struct __sk_buff *skb, struct xlb_config *cfg,
+					struct xlb_pkt *p, struct xlb_ct_val *v,
+					const struct xlb_ct_key *t, __u64 bytes)
+{
+	__be32 nat_addr = v->nat_addr, peer = v->tunnel_peer;
+	__be16 nat_port = v->nat_port;
+	__u32 flags = v->flags;
+	__u32 l4_off = ETH_HLEN + p->ihl_len;
+
+	if (nat_addr) {
+		xlb_count_svc(v->svc_id, bytes);
+		if (xlb_nat_skb(skb, ETH_HLEN, l4_off, p->proto, XLB_NAT_SRC, p->saddr, nat_addr,
+				p->sport, nat_port))
+			return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+	}
+	if ((flags & XLB_CT_F_TUNNEL) && peer) {
+		if (xlb_encap_skb(skb, cfg, peer, xlb_flow_hash(t, 0)))
+			return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+		xlb_count(XLB_R_TX_TUNNEL_RETURN, bytes);
+		return bpf_redirect_neigh(cfg->ifindex, NULL, 0, 0);
+	}
+	if (!nat_addr)
+		return xlb_tc_done(XLB_R_PASS_NOT_SERVICE, bytes, TC_ACT_OK);
+	return xlb_tc_done(XLB_R_PASS_REVNAT, bytes, TC_ACT_OK);
+}
+
+static __always_inline int xlb_tc_forward(struct __sk_buff *skb, struct xlb_pkt *p,
+					  struct xlb_choice *ch, __u64 bytes)
+{
+	if (xlb_nat_skb(skb, ETH_HLEN, ETH_HLEN + p->ihl_len, p->proto, XLB_NAT_DST, p->daddr,
+			ch->addr, p->dport, ch->port))
+		return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+	return xlb_tc_done(ch->node ? XLB_R_TX_REMOTE : XLB_R_PASS_LOCAL, bytes, TC_ACT_OK);
+}
 
 SEC("tc")
 int xlb_tc(struct __sk_buff *skb)
 {
-	return TC_ACT_OK;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u64 bytes = skb->len;
+	struct xlb_pkt p = {};
+	struct xlb_ct_key t = {};
+	struct xlb_choice ch = {};
+	struct xlb_config *cfg;
+	struct xlb_svc_val *svc;
+	struct xlb_ct_val *v;
+	__u32 zero = 0;
+	__u64 now = 0;
+	int r, event = XLB_OK;
+
+	if (data + XLB_TC_PULL > data_end && skb->len > data_end - data) {
+		bpf_skb_pull_data(skb, skb->len < XLB_TC_PULL ? skb->len : XLB_TC_PULL);
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+	}
+	r = xlb_parse(data, data_end, &p);
+	if (r != XLB_OK)
+		return xlb_tc_done(r, bytes, TC_ACT_OK);
+	cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return xlb_tc_done(XLB_R_PASS_NOT_SERVICE, bytes, TC_ACT_OK);
+	t.saddr = p.saddr;
+	t.daddr = p.daddr;
+	t.sport = p.sport;
+	t.dport = p.dport;
+	t.proto = p.proto;
+
+	v = bpf_map_lookup_elem(&ct, &t);
+	if (v) {
+		now = bpf_ktime_get_ns();
+		if (v->flags & XLB_CT_F_REVERSE) {
+			if (xlb_ct_reverse_live(v, t.proto, now))
+				return xlb_tc_reply(skb, cfg, &p, v, &t, bytes);
+		} else if (xlb_ct_backend(v, t.proto, now, &ch)) {
+			xlb_count_svc(v->svc_id, bytes);
+			return xlb_tc_forward(skb, &p, &ch, bytes);
+		}
+	}
+	svc = xlb_service(t.daddr, t.dport, t.proto);
+	if (!svc)
+		return xlb_tc_done(XLB_R_PASS_NOT_SERVICE, bytes, TC_ACT_OK);
+	if (!now)
+		now = bpf_ktime_get_ns();
+	xlb_count_svc(svc->svc_id, bytes);
+	r = xlb_choose(svc, &t, now, &ch, &event);
+	if (event != XLB_OK)
+		xlb_count(event, bytes);
+	if (r != XLB_OK)
+		return xlb_tc_done(r, bytes, TC_ACT_SHOT);
+	if (xlb_ct_create(&t, &ch, svc->svc_id, 0, now) != XLB_OK)
+		xlb_count(XLB_R_DROP_CT_FULL, bytes);
+	return xlb_tc_forward(skb, &p, &ch, bytes);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

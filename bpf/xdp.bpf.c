@@ -1,11 +1,262 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* xlb uplink XDP program: VXLAN decap, Service load balancing, reverse NAT. */
+/*
+ * xlb uplink XDP program: VXLAN decap, Service load balancing, reverse NAT.
+ *
+ * Per frame: parse; VXLAN for this node -> look at the inner frame; then
+ *   1. ct hit, reverse entry  -> reverse NAT (source back to the frontend), pass
+ *                                (or back through the tunnel it came from);
+ *   2. ct hit, forward entry with a live backend of the same generation -> forward;
+ *   3. Service match (address, then NodePort when dst is a local address)
+ *      -> source ranges / no endpoint / externalTrafficPolicy Local / affinity /
+ *      Maglev -> ct entries -> forward;
+ *   4. xlb-marked VXLAN (a remote node chose a backend here) -> remember the
+ *      tunnel peer for the replies, decap, pass;
+ *   5. anything else passes untouched (VXLAN stays encapsulated for the kernel).
+ * Forward: local backend -> DNAT, pass; remote -> DNAT + VXLAN to its node.
+ * Every frame counts exactly one outcome reason (stats.h).
+ */
 #include "include/maps.h"
+#include "include/parse.h"
+#include "include/csum.h"
+#include "include/stats.h"
+#include "include/lb.h"
+#include "include/nat.h"
+#include "include/vxlan.h"
+#include "include/icmp.h"
+
+struct xlb_ctx {
+	struct xdp_md *ctx;
+	struct xlb_config *cfg;
+	struct xlb_pkt p;
+	struct xlb_tun tun;
+	__u64 bytes;		/* frame length as received */
+};
+
+static __always_inline int xlb_done(int reason, __u64 bytes, int verdict)
+{
+	xlb_count(reason, bytes);
+	return verdict;
+}
+
+/* Ethernet addresses for an answer: back to where the frame came from on the
+ * wire (the outer header when it arrived by tunnel). */
+static __always_inline void xlb_answer_macs(struct xlb_ctx *x, __u8 *to, __u8 *from)
+{
+	if (x->tun.peer) {
+		__builtin_memcpy(to, x->tun.l2_src, ETH_ALEN);
+		__builtin_memcpy(from, x->tun.l2_dst, ETH_ALEN);
+	} else {
+		__builtin_memcpy(to, x->p.eth->h_source, ETH_ALEN);
+		__builtin_memcpy(from, x->p.eth->h_dest, ETH_ALEN);
+	}
+}
+
+/* Service without usable endpoint: TCP RST / ICMP port unreachable. */
+static __always_inline int xlb_reject(struct xlb_ctx *x)
+{
+	__u8 to[ETH_ALEN], from[ETH_ALEN];
+	int reason = XLB_R_DROP_NO_BACKEND, verdict;
+	int r;
+
+	if (!(x->cfg->flags & XLB_CFG_F_REJECT))
+		return xlb_done(XLB_R_DROP_NO_BACKEND, x->bytes, XDP_DROP);
+	xlb_answer_macs(x, to, from);
+	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
+	if (r != XLB_OK)
+		return xlb_done(r, x->bytes, XDP_DROP);
+	if (x->p.proto == IPPROTO_TCP)
+		verdict = xlb_rst_xdp(x->ctx, &x->p, to, from, &reason);
+	else
+		verdict = xlb_icmp_xdp(x->ctx, &x->p, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, 0,
+				       to, from, &reason);
+	return xlb_done(reason, x->bytes, verdict);
+}
+
+/* Sends the (decapsulated, NATed) frame to node `peer` through VXLAN. */
+static __always_inline int xlb_to_peer(struct xlb_ctx *x, __be32 peer, const __u8 *inner_dmac,
+				       __u32 hash, int ok_reason, int nat_dir, __be32 nat_addr,
+				       __be16 nat_port)
+{
+	struct bpf_fib_lookup fib;
+	void *data_end = (void *)(long)x->ctx->data_end;
+	__u32 inner_l3 = data_end - (void *)x->p.eth - ETH_HLEN;
+	__u32 mtu = x->cfg->mtu ? x->cfg->mtu : 1500;
+	int reason = ok_reason, verdict, rc, r;
+
+	if (inner_l3 + XLB_ENCAP_LEN > mtu) {
+		__u8 to[ETH_ALEN], from[ETH_ALEN];
+
+		xlb_answer_macs(x, to, from);
+		r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
+		if (r != XLB_OK)
+			return xlb_done(r, x->bytes, XDP_DROP);
+		verdict = xlb_icmp_xdp(x->ctx, &x->p, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED,
+				       mtu - XLB_ENCAP_LEN, to, from, &reason);
+		return xlb_done(reason, x->bytes, verdict);
+	}
+	rc = xlb_fib_xdp(x->ctx, x->cfg, peer, inner_l3 + XLB_ENCAP_LEN, &fib);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return xlb_done(XLB_R_DROP_FIB, x->bytes, XDP_DROP);
+	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
+	if (r != XLB_OK)
+		return xlb_done(r, x->bytes, XDP_DROP);
+	if (nat_addr)
+		xlb_nat_xdp(&x->p, nat_dir, nat_addr, nat_port);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		/* Let the kernel route the (NATed) frame through its overlay device:
+		 * that resolves the neighbour; the next frames take the fast path. */
+		return xlb_done(XLB_R_PASS_FIB_NO_NEIGH, x->bytes, XDP_PASS);
+	}
+	verdict = xlb_encap_xdp(x->ctx, x->cfg, peer, inner_dmac, hash, &fib, &reason);
+	return xlb_done(reason, x->bytes, verdict);
+}
+
+/* Forward to the chosen backend: DNAT, then pass (local) or encap (remote). */
+static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
+				       const struct xlb_ct_key *t)
+{
+	struct xlb_tunnel_key tk = { .prefixlen = 32, .addr = ch->addr };
+	struct xlb_tunnel_val *tv;
+	__u8 vtep[ETH_ALEN];
+	int r;
+
+	if (!ch->node) {
+		r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
+		if (r != XLB_OK)
+			return xlb_done(r, x->bytes, XDP_DROP);
+		xlb_nat_xdp(&x->p, XLB_NAT_DST, ch->addr, ch->port);
+		return xlb_done(XLB_R_PASS_LOCAL, x->bytes, XDP_PASS);
+	}
+	tv = bpf_map_lookup_elem(&tunnel, &tk);
+	if (!tv)
+		return xlb_done(XLB_R_DROP_NO_TUNNEL, x->bytes, XDP_DROP);
+	__builtin_memcpy(vtep, tv->vtep_mac, ETH_ALEN);
+	return xlb_to_peer(x, ch->node, vtep, xlb_flow_hash(t, 0), XLB_R_TX_REMOTE,
+			   XLB_NAT_DST, ch->addr, ch->port);
+}
+
+/* A reply of a flow this node balanced (or returns through a tunnel). */
+static __always_inline int xlb_reply(struct xlb_ctx *x, struct xlb_ct_val *v,
+				     const struct xlb_ct_key *t)
+{
+	__be32 nat_addr = v->nat_addr, peer = v->tunnel_peer;
+	__be16 nat_port = v->nat_port;
+	__u32 flags = v->flags;
+	int r;
+
+	if (nat_addr)
+		xlb_count_svc(v->svc_id, x->bytes);
+	if ((flags & XLB_CT_F_TUNNEL) && peer)
+		return xlb_to_peer(x, peer, NULL, xlb_flow_hash(t, 0), XLB_R_TX_TUNNEL_RETURN,
+				   XLB_NAT_SRC, nat_addr, nat_port);
+	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
+	if (r != XLB_OK)
+		return xlb_done(r, x->bytes, XDP_DROP);
+	if (!nat_addr)
+		return xlb_done(XLB_R_PASS_DECAP, x->bytes, XDP_PASS);
+	xlb_nat_xdp(&x->p, XLB_NAT_SRC, nat_addr, nat_port);
+	return xlb_done(XLB_R_PASS_REVNAT, x->bytes, XDP_PASS);
+}
+
+/*
+ * xlb-marked VXLAN whose inner frame is no Service: a remote node chose a
+ * backend on this node. Remember which node to send the replies back to (it
+ * holds the NAT state and reverse-NATs them), decap and pass.
+ */
+static __always_inline int xlb_tunnel_in(struct xlb_ctx *x, __u64 now)
+{
+	struct xlb_ct_key rk = {
+		.saddr = x->p.daddr, .daddr = x->p.saddr, .sport = x->p.dport,
+		.dport = x->p.sport, .proto = x->p.proto,
+	};
+	struct xlb_ct_val *v = bpf_map_lookup_elem(&ct, &rk);
+	int r;
+
+	if (!v || ((v->flags & XLB_CT_F_TUNNEL) && !v->nat_addr &&
+		   v->tunnel_peer != x->tun.peer)) {
+		struct xlb_ct_val nv = {
+			.flags = XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL,
+			.tunnel_peer = x->tun.peer,
+			.last_seen = now,
+		};
+
+		if (bpf_map_update_elem(&ct, &rk, &nv, BPF_ANY))
+			xlb_count(XLB_R_DROP_CT_FULL, x->bytes);
+	} else if (now - v->last_seen > XLB_CT_TOUCH_NS) {
+		v->last_seen = now;
+	}
+	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
+	if (r != XLB_OK)
+		return xlb_done(r, x->bytes, XDP_DROP);
+	return xlb_done(XLB_R_PASS_DECAP, x->bytes, XDP_PASS);
+}
+
+static __always_inline int xlb_balance(struct xlb_ctx *x)
+{
+	struct xlb_ct_key t = {
+		.saddr = x->p.saddr, .daddr = x->p.daddr, .sport = x->p.sport,
+		.dport = x->p.dport, .proto = x->p.proto,
+	};
+	struct xlb_choice ch = {};
+	struct xlb_svc_val *svc;
+	struct xlb_ct_val *v;
+	int r, event = XLB_OK;
+	__u64 now = 0;
+
+	v = bpf_map_lookup_elem(&ct, &t);
+	if (v) {
+		now = bpf_ktime_get_ns();
+		if (v->flags & XLB_CT_F_REVERSE) {
+			if (xlb_ct_reverse_live(v, t.proto, now))
+				return xlb_reply(x, v, &t);
+		} else if (xlb_ct_backend(v, t.proto, now, &ch)) {
+			xlb_count_svc(v->svc_id, x->bytes);
+			return xlb_forward(x, &ch, &t);
+		}
+	}
+	svc = xlb_service(t.daddr, t.dport, t.proto);
+	if (!svc) {
+		if (x->tun.marked)
+			return xlb_tunnel_in(x, now ? now : bpf_ktime_get_ns());
+		return xlb_done(XLB_R_PASS_NOT_SERVICE, x->bytes, XDP_PASS);
+	}
+	if (!now)
+		now = bpf_ktime_get_ns();
+	xlb_count_svc(svc->svc_id, x->bytes);
+	r = xlb_choose(svc, &t, now, &ch, &event);
+	if (event != XLB_OK)
+		xlb_count(event, x->bytes);
+	if (r == XLB_R_DROP_NO_BACKEND)
+		return xlb_reject(x);
+	if (r != XLB_OK)
+		return xlb_done(r, x->bytes, XDP_DROP);
+	if (xlb_ct_create(&t, &ch, svc->svc_id, x->tun.peer, now) != XLB_OK)
+		xlb_count(XLB_R_DROP_CT_FULL, x->bytes);
+	return xlb_forward(x, &ch, &t);
+}
 
 SEC("xdp")
 int xlb_xdp(struct xdp_md *ctx)
 {
-	return XDP_PASS;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct xlb_ctx x = { .ctx = ctx, .bytes = data_end - data };
+	__u32 zero = 0;
+	int r;
+
+	r = xlb_parse(data, data_end, &x.p);
+	if (r != XLB_OK)
+		return xlb_done(r, x.bytes, XDP_PASS);
+	x.cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!x.cfg)
+		return xlb_done(XLB_R_PASS_NOT_SERVICE, x.bytes, XDP_PASS);
+	if (x.p.proto == IPPROTO_UDP && x.p.dport == x.cfg->vxlan_port &&
+	    (x.cfg->flags & XLB_CFG_F_VXLAN)) {
+		r = xlb_vxlan_in(data, data_end, x.cfg, &x.p, &x.tun);
+		if (r != XLB_OK)
+			return xlb_done(r, x.bytes, XDP_PASS);
+	}
+	return xlb_balance(&x);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * xlb: Service match, backend choice (connection tracking, session affinity,
+ * Maglev), and connection-tracking entries. No loops over backends: a choice
+ * is at most one lookup in each of services, affinity, maglev and backends.
+ */
+#ifndef XLB_LB_H
+#define XLB_LB_H
+
+#include "maps.h"
+#include "parse.h"
+
+#define XLB_NSEC		1000000000ULL
+#define XLB_AFFINITY_DEFAULT_S	10800	/* Kubernetes' default timeoutSeconds */
+#define XLB_CT_TOUCH_NS		XLB_NSEC	/* refresh last_seen at most once a second */
+#define XLB_HASH_INIT		0xdeadbeef
+
+/* A backend as chosen, copied out of the map. */
+struct xlb_choice {
+	__u32 backend_id;
+	__u32 generation;
+	__be32 addr;
+	__be32 node;
+	__be16 port;
+	__u16 pad;
+};
+
+#define xlb_rol32(w, s) (((w) << (s)) | ((w) >> (32 - (s))))
+
+/* Jenkins lookup3 final mix of three words (jhash_3words). Userspace tests
+ * reproduce it to predict Maglev slots; every node computes the same value. */
+static __always_inline __u32 xlb_hash3(__u32 a, __u32 b, __u32 c, __u32 init)
+{
+	a += XLB_HASH_INIT + init;
+	b += XLB_HASH_INIT + init;
+	c += XLB_HASH_INIT + init;
+	c ^= b; c -= xlb_rol32(b, 14);
+	a ^= c; a -= xlb_rol32(c, 11);
+	b ^= a; b -= xlb_rol32(a, 25);
+	c ^= b; c -= xlb_rol32(b, 16);
+	a ^= c; a -= xlb_rol32(c, 4);
+	b ^= a; b -= xlb_rol32(a, 14);
+	c ^= b; c -= xlb_rol32(b, 24);
+	return c;
+}
+
+/* Flow hash of a 5-tuple; with session affinity the source port is left out
+ * so that one client always lands on one backend. Words are taken as stored
+ * (network order). */
+static __always_inline __u32 xlb_flow_hash(const struct xlb_ct_key *t, int no_sport)
+{
+	__u32 ports = ((__u32)(no_sport ? 0 : t->sport) << 16) | t->dport;
+
+	return xlb_hash3(t->saddr, t->daddr, ports, t->proto);
+}
+
+static __always_inline __u64 xlb_ct_timeout(__u8 proto)
+{
+	return proto == IPPROTO_TCP ? XLB_CT_TIMEOUT_TCP_NS : XLB_CT_TIMEOUT_UDP_NS;
+}
+
+/* The Service of (daddr, dport, proto): by address first; a NodePort only
+ * when daddr is one of this node's addresses. */
+static __always_inline struct xlb_svc_val *xlb_service(__be32 daddr, __be16 dport, __u8 proto)
+{
+	struct xlb_svc_key k = {
+		.addr = daddr, .port = dport, .proto = proto, .kind = XLB_KIND_ADDR,
+	};
+	struct xlb_svc_val *v;
+
+	v = bpf_map_lookup_elem(&services, &k);
+	if (v)
+		return v;
+	if (!bpf_map_lookup_elem(&local_addrs, &daddr))
+		return NULL;
+	k.addr = 0;
+	k.kind = XLB_KIND_NODEPORT;
+	return bpf_map_lookup_elem(&services, &k);
+}
+
+/* Copies an active backend into ch; 0 when the slot holds none. */
+static __always_inline int xlb_backend_get(__u32 id, struct xlb_choice *ch)
+{
+	struct xlb_backend *b = bpf_map_lookup_elem(&backends, &id);
+
+	if (!b || !(b->flags & XLB_BE_F_ACTIVE))
+		return 0;
+	ch->backend_id = id;
+	ch->generation = b->generation;
+	ch->addr = b->addr;
+	ch->port = b->port;
+	ch->node = b->node;
+	return 1;
+}
+
+/*
+ * Chooses a backend for a new flow t of Service svc: source ranges, no
+ * endpoint, externalTrafficPolicy Local, affinity, then the Maglev slot
+ * hash % table_size + table_off. Returns XLB_OK or the reason to drop/reject;
+ * *events gets XLB_R_AFFINITY_FULL when the affinity entry could not be saved.
+ */
+static __always_inline int xlb_choose(struct xlb_svc_val *svc, const struct xlb_ct_key *t,
+				      __u64 now, struct xlb_choice *ch, int *event)
+{
+	__u32 flags = svc->flags, size = svc->table_size, slot, *id;
+	struct xlb_affinity_key ak = { .svc_id = svc->svc_id, .client = t->saddr };
+	int aff = flags & XLB_SVC_F_AFFINITY;
+
+	if (flags & XLB_SVC_F_SRC_RANGES) {
+		struct xlb_src_range_key rk = {
+			.prefixlen = 64, .svc_id = bpf_htonl(svc->svc_id), .addr = t->saddr,
+		};
+
+		if (!bpf_map_lookup_elem(&src_ranges, &rk))
+			return XLB_R_DROP_SRC_RANGE;
+	}
+	if (!size)
+		return XLB_R_DROP_NO_BACKEND;
+	if ((flags & XLB_SVC_F_LOCAL) && !svc->n_local)
+		return XLB_R_DROP_ETP_LOCAL;
+	if (aff) {
+		struct xlb_affinity_val *av = bpf_map_lookup_elem(&affinity, &ak);
+		__u64 timeout = svc->affinity_timeout ? svc->affinity_timeout : XLB_AFFINITY_DEFAULT_S;
+
+		if (av && now - av->last_seen < timeout * XLB_NSEC &&
+		    xlb_backend_get(av->backend_id, ch) && ch->generation == av->generation) {
+			av->last_seen = now;
+			return XLB_OK;
+		}
+	}
+	slot = svc->table_off + xlb_flow_hash(t, aff) % size;
+	id = bpf_map_lookup_elem(&maglev, &slot);
+	if (!id || !xlb_backend_get(*id, ch))
+		return XLB_R_DROP_BAD_MAGLEV;
+	if (aff) {
+		struct xlb_affinity_val nv = {
+			.backend_id = ch->backend_id, .generation = ch->generation, .last_seen = now,
+		};
+
+		if (bpf_map_update_elem(&affinity, &ak, &nv, BPF_ANY))
+			*event = XLB_R_AFFINITY_FULL;
+	}
+	return XLB_OK;
+}
+
+/*
+ * A forward-entry hit: the backend it names, when still live at the same
+ * generation and the entry has not timed out. 0 = choose again.
+ */
+static __always_inline int xlb_ct_backend(struct xlb_ct_val *v, __u8 proto, __u64 now,
+					  struct xlb_choice *ch)
+{
+	if (now - v->last_seen >= xlb_ct_timeout(proto))
+		return 0;
+	if (!xlb_backend_get(v->backend_id, ch) || ch->generation != v->generation)
+		return 0;
+	if (now - v->last_seen > XLB_CT_TOUCH_NS)
+		v->last_seen = now;
+	return 1;
+}
+
+/*
+ * Writes the forward entry (client -> frontend, as on the wire) and the
+ * reverse entry (backend -> client, nat = frontend). With tunnel_peer, the
+ * flow arrived by tunnel from that node and replies go back through it.
+ */
+static __always_inline int xlb_ct_create(const struct xlb_ct_key *t, const struct xlb_choice *ch,
+					 __u32 svc_id, __be32 tunnel_peer, __u64 now)
+{
+	struct xlb_ct_key rk = {
+		.saddr = ch->addr, .daddr = t->saddr, .sport = ch->port, .dport = t->sport,
+		.proto = t->proto,
+	};
+	struct xlb_ct_val v = {
+		.backend_id = ch->backend_id,
+		.generation = ch->generation,
+		.svc_id = svc_id,
+		.flags = (ch->node ? XLB_CT_F_REMOTE : 0) | (tunnel_peer ? XLB_CT_F_TUNNEL : 0),
+		.tunnel_peer = tunnel_peer,
+		.last_seen = now,
+	};
+	int err;
+
+	err = bpf_map_update_elem(&ct, t, &v, BPF_ANY);
+	v.flags = XLB_CT_F_REVERSE | (tunnel_peer ? XLB_CT_F_TUNNEL : 0);
+	v.nat_addr = t->daddr;
+	v.nat_port = t->dport;
+	err |= bpf_map_update_elem(&ct, &rk, &v, BPF_ANY);
+	return err ? XLB_R_DROP_CT_FULL : XLB_OK;
+}
+
+/* Reverse entry of a live reply (not timed out); refreshes last_seen. */
+static __always_inline int xlb_ct_reverse_live(struct xlb_ct_val *v, __u8 proto, __u64 now)
+{
+	if (now - v->last_seen >= xlb_ct_timeout(proto))
+		return 0;
+	if (now - v->last_seen > XLB_CT_TOUCH_NS)
+		v->last_seen = now;
+	return 1;
+}
+
+#endif /* XLB_LB_H */

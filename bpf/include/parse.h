@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * xlb: header parsing with a bounds-checked cursor. Every read is preceded by
+ * a data_end check; every failure returns the reason to count. Shared by the
+ * XDP and tc programs (they differ only in where data/data_end come from).
+ */
+#ifndef XLB_PARSE_H
+#define XLB_PARSE_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "consts.h"
+
+/* "no reason": parsing (or a step) succeeded */
+#define XLB_OK		(-1)
+
+#define XLB_IP_MF	0x2000
+#define XLB_IP_OFFSET	0x1fff
+
+/* A parsed Ethernet + IPv4 + TCP/UDP frame. Pointers are packet pointers. */
+struct xlb_pkt {
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	void *l4;		/* struct tcphdr * or struct udphdr * (ports first) */
+	__sum16 *l4sum;		/* its checksum field */
+	__u32 ihl_len;		/* IPv4 header length in bytes (20..60) */
+	__u32 l3_len;		/* IPv4 total length (host order) */
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 first_frag;	/* MF set, offset 0 */
+	__u8 pad[2];
+};
+
+/* Cursor: a position in the packet and its end. */
+struct xlb_cursor {
+	void *pos;
+	void *end;
+};
+
+/* Returns the header at the cursor and advances by len, or NULL when the
+ * packet is shorter. */
+#define xlb_pull(c, type, len)						\
+	({								\
+		type *__h = (c)->pos;					\
+		if ((void *)__h + (len) > (c)->end)			\
+			__h = NULL;					\
+		else							\
+			(c)->pos = (void *)__h + (len);			\
+		__h;							\
+	})
+
+/*
+ * Parses Ethernet / IPv4 (any ihl) / TCP or UDP starting at `start`.
+ * Returns XLB_OK with p filled, or the reason the frame is not balanced.
+ */
+static __always_inline int xlb_parse(void *start, void *data_end, struct xlb_pkt *p)
+{
+	struct xlb_cursor c = { .pos = start, .end = data_end };
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__u32 hl, tot;
+	__u16 frag;
+
+	eth = xlb_pull(&c, struct ethhdr, sizeof(struct ethhdr));
+	if (!eth)
+		return XLB_R_DROP_TRUNC_ETH;
+	p->eth = eth;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return XLB_R_PASS_NOT_IP;
+	ip = c.pos;
+	if ((void *)(ip + 1) > data_end)
+		return XLB_R_DROP_TRUNC_IP;
+	hl = ip->ihl * 4;
+	if (ip->version != 4 || hl < sizeof(struct iphdr))
+		return XLB_R_DROP_TRUNC_IP;
+	if (!xlb_pull(&c, struct iphdr, hl))
+		return XLB_R_DROP_TRUNC_IP;
+	tot = bpf_ntohs(ip->tot_len);
+	if (tot < hl || (void *)ip + tot > data_end)
+		return XLB_R_DROP_TRUNC_IP;
+	p->ip = ip;
+	p->ihl_len = hl;
+	p->l3_len = tot;
+	p->saddr = ip->saddr;
+	p->daddr = ip->daddr;
+	p->proto = ip->protocol;
+	frag = bpf_ntohs(ip->frag_off);
+	if (frag & XLB_IP_OFFSET)
+		return XLB_R_PASS_FRAGMENT;
+	p->first_frag = !!(frag & XLB_IP_MF);
+	p->l4 = c.pos;
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *th = xlb_pull(&c, struct tcphdr, sizeof(struct tcphdr));
+
+		if (!th || hl + sizeof(*th) > tot)
+			return XLB_R_DROP_TRUNC_L4;
+		if (th->doff < 5 || hl + th->doff * 4 > tot)
+			return XLB_R_DROP_TRUNC_L4;
+		p->l4sum = &th->check;
+		p->sport = th->source;
+		p->dport = th->dest;
+	} else if (ip->protocol == IPPROTO_UDP) {
+		struct udphdr *uh = xlb_pull(&c, struct udphdr, sizeof(struct udphdr));
+
+		if (!uh || hl + sizeof(*uh) > tot)
+			return XLB_R_DROP_TRUNC_L4;
+		p->l4sum = &uh->check;
+		p->sport = uh->source;
+		p->dport = uh->dest;
+	} else {
+		return XLB_R_PASS_L4_OTHER;
+	}
+	return XLB_OK;
+}
+
+#endif /* XLB_PARSE_H */

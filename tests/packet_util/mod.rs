@@ -1,0 +1,765 @@
+//! # Packet-test harness
+//!
+//! A private (unpinned) data plane, run through BPF_PROG_RUN inside a network
+//! namespace private to the calling test thread (so `bpf_fib_lookup` sees a
+//! known underlay: a veth `v0` with 198.18.0.1/24 and one permanent neighbour),
+//! frame builders, a fixture of Services/backends filled through the typed
+//! `xlb_bpf::Maps`, and independent checks of checksums with etherparse.
+//!
+//! The namespace dies with the test thread: nothing to clean up, and nothing
+//! the tests do can reach the host's interfaces.
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::process::Command;
+
+use etherparse::{Ipv4Header, TcpHeader, UdpHeader};
+use libbpf_rs::ProgramInput;
+use xlb_bpf::consts::*;
+use xlb_bpf::types::*;
+use xlb_bpf::wire::be32;
+use xlb_bpf::{Proto, Reason};
+use xlb_loader::{DataPlane, LoadOptions};
+
+pub const NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// Another node, with a permanent neighbour entry.
+pub const PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// A node on the underlay without neighbour entry.
+pub const NONEIGH: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+pub const NODE_MAC: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0, 0x01];
+pub const PEER_MAC: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0, 0x02];
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0, 0x64];
+pub const VTEP_MAC: [u8; 6] = [0x02, 0xee, 0, 0, 0, 0x02];
+pub const VXLAN_PORT: u16 = 8472;
+pub const VNI: u32 = 1;
+pub const MTU: u16 = 1500;
+
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
+
+pub fn sa(s: &str) -> SocketAddrV4 {
+    s.parse().unwrap()
+}
+
+// --- frames -------------------------------------------------------------
+
+/// RFC 1071 sum (no fold) over bytes, as big-endian words.
+fn sum16(b: &[u8]) -> u32 {
+    b.chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum()
+}
+
+fn fold(mut s: u32) -> u16 {
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// A frame to build: Ethernet / IPv4 (options, fragment fields) / TCP or UDP.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
+    pub proto: u8,
+    pub options: Vec<u8>,
+    pub ttl: u8,
+    pub df: bool,
+    pub mf: bool,
+    pub frag_off: u16,
+    /// TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10).
+    pub tcp_flags: u8,
+    pub seq: u32,
+    pub ack: u32,
+    pub payload: Vec<u8>,
+    /// UDP: send checksum 0 (none).
+    pub udp_no_csum: bool,
+}
+
+impl Frame {
+    pub fn tcp(src: SocketAddrV4, dst: SocketAddrV4) -> Self {
+        Frame {
+            src_mac: CLIENT_MAC,
+            dst_mac: NODE_MAC,
+            src,
+            dst,
+            proto: TCP,
+            options: vec![],
+            ttl: 64,
+            df: true,
+            mf: false,
+            frag_off: 0,
+            tcp_flags: 0x02,
+            seq: 1000,
+            ack: 0,
+            payload: vec![],
+            udp_no_csum: false,
+        }
+    }
+
+    pub fn udp(src: SocketAddrV4, dst: SocketAddrV4) -> Self {
+        Frame {
+            proto: UDP,
+            payload: b"xlb-udp-payload".to_vec(),
+            ..Frame::tcp(src, dst)
+        }
+    }
+
+    pub fn payload(mut self, p: &[u8]) -> Self {
+        self.payload = p.to_vec();
+        self
+    }
+
+    pub fn macs(mut self, src: [u8; 6], dst: [u8; 6]) -> Self {
+        self.src_mac = src;
+        self.dst_mac = dst;
+        self
+    }
+
+    /// Serialises with valid IPv4 and L4 checksums.
+    pub fn build(&self) -> Vec<u8> {
+        let mut l4 = Vec::new();
+        l4.extend_from_slice(&self.src.port().to_be_bytes());
+        l4.extend_from_slice(&self.dst.port().to_be_bytes());
+        if self.proto == TCP {
+            l4.extend_from_slice(&self.seq.to_be_bytes());
+            l4.extend_from_slice(&self.ack.to_be_bytes());
+            l4.push(5 << 4);
+            l4.push(self.tcp_flags);
+            l4.extend_from_slice(&64240u16.to_be_bytes());
+            l4.extend_from_slice(&[0, 0, 0, 0]); // csum, urg
+        } else {
+            l4.extend_from_slice(&((8 + self.payload.len()) as u16).to_be_bytes());
+            l4.extend_from_slice(&[0, 0]);
+        }
+        l4.extend_from_slice(&self.payload);
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&self.src.ip().octets());
+        pseudo.extend_from_slice(&self.dst.ip().octets());
+        pseudo.extend_from_slice(&[0, self.proto]);
+        pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        let csum = fold(sum16(&pseudo) + sum16(&l4));
+        let at = if self.proto == TCP { 16 } else { 6 };
+        let csum = if self.proto == UDP && self.udp_no_csum {
+            0
+        } else if self.proto == UDP && csum == 0 {
+            0xffff
+        } else {
+            csum
+        };
+        l4[at..at + 2].copy_from_slice(&csum.to_be_bytes());
+
+        let mut opts = self.options.clone();
+        while opts.len() % 4 != 0 {
+            opts.push(0);
+        }
+        let hl = 20 + opts.len();
+        let mut ip = vec![0u8; 20];
+        ip[0] = 0x40 | (hl / 4) as u8;
+        ip[2..4].copy_from_slice(&((hl + l4.len()) as u16).to_be_bytes());
+        ip[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+        let frag = (u16::from(self.df) << 14) | (u16::from(self.mf) << 13) | self.frag_off;
+        ip[6..8].copy_from_slice(&frag.to_be_bytes());
+        ip[8] = self.ttl;
+        ip[9] = self.proto;
+        ip[12..16].copy_from_slice(&self.src.ip().octets());
+        ip[16..20].copy_from_slice(&self.dst.ip().octets());
+        ip.extend_from_slice(&opts);
+        let c = fold(sum16(&ip));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+
+        let mut f = Vec::new();
+        f.extend_from_slice(&self.dst_mac);
+        f.extend_from_slice(&self.src_mac);
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&l4);
+        f
+    }
+}
+
+/// Wraps `inner` (a whole Ethernet frame) in Ethernet/IPv4/UDP/VXLAN from
+/// `src` to `dst` (outer UDP checksum 0, as Linux and flannel send it).
+pub fn vxlan(inner: &[u8], src: Ipv4Addr, dst: Ipv4Addr, vni: u32, marked: bool) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&NODE_MAC);
+    f.extend_from_slice(&PEER_MAC);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let tot = 20 + 8 + 8 + inner.len();
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&(tot as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0, 0, 64, UDP, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let c = fold(sum16(&ip));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&51000u16.to_be_bytes());
+    f.extend_from_slice(&VXLAN_PORT.to_be_bytes());
+    f.extend_from_slice(&((8 + 8 + inner.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&[0x08, 0, 0, u8::from(marked)]);
+    f.extend_from_slice(&(vni << 8).to_be_bytes());
+    f.extend_from_slice(inner);
+    f
+}
+
+pub fn arp_frame() -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&0x0806u16.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&CLIENT.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&NODE.octets());
+    f
+}
+
+pub fn ipv6_frame() -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&NODE_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&0x86ddu16.to_be_bytes());
+    let payload = [0u8; 8];
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[UDP, 64]);
+    f.extend_from_slice(&[0xfd; 16]);
+    f.extend_from_slice(&[0xfe; 16]);
+    f.extend_from_slice(&payload);
+    f
+}
+
+pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let mut icmp = vec![8, 0, 0, 0, 0, 1, 0, 1, b'p', b'i', b'n', b'g'];
+    let c = fold(sum16(&icmp));
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 1, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let c = fold(sum16(&ip));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = Vec::new();
+    f.extend_from_slice(&NODE_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+// --- independent checks ---------------------------------------------------
+
+/// An IPv4 packet (starting at the IP header) parsed and checked with
+/// etherparse: header checksum, lengths, L4 checksum. Returns its parts.
+pub struct Parsed {
+    pub ip: Ipv4Header,
+    pub l4: Vec<u8>,
+}
+
+impl Parsed {
+    pub fn src_port(&self) -> u16 {
+        u16::from_be_bytes([self.l4[0], self.l4[1]])
+    }
+    pub fn dst_port(&self) -> u16 {
+        u16::from_be_bytes([self.l4[2], self.l4[3]])
+    }
+    pub fn src(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(self.ip.source.into(), self.src_port())
+    }
+    pub fn dst(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(self.ip.destination.into(), self.dst_port())
+    }
+    pub fn l4_csum(&self) -> u16 {
+        let at = if self.ip.protocol.0 == TCP { 16 } else { 6 };
+        u16::from_be_bytes([self.l4[at], self.l4[at + 1]])
+    }
+}
+
+/// Parses `b` as IPv4 and verifies every checksum it carries; panics with
+/// `what` on any inconsistency. First fragments skip the L4 check (the
+/// checksum covers data that is not here).
+pub fn check_ipv4(b: &[u8], what: &str) -> Parsed {
+    let (ip, rest) = Ipv4Header::from_slice(b).unwrap_or_else(|e| panic!("{what}: ipv4: {e}"));
+    assert_eq!(
+        ip.header_checksum,
+        ip.calc_header_checksum(),
+        "{what}: IPv4 header checksum"
+    );
+    let l4_len = usize::from(ip.total_len) - ip.header_len();
+    assert!(rest.len() >= l4_len, "{what}: total_len beyond the frame");
+    let l4 = rest[..l4_len].to_vec();
+    let p = Parsed { ip, l4 };
+    if p.ip.more_fragments || p.ip.fragment_offset.value() != 0 {
+        return p;
+    }
+    match p.ip.protocol.0 {
+        TCP => {
+            let (th, payload) =
+                TcpHeader::from_slice(&p.l4).unwrap_or_else(|e| panic!("{what}: tcp: {e}"));
+            let want = th.calc_checksum_ipv4(&p.ip, payload).unwrap();
+            assert_eq!(th.checksum, want, "{what}: TCP checksum");
+        }
+        UDP => {
+            let (uh, payload) =
+                UdpHeader::from_slice(&p.l4).unwrap_or_else(|e| panic!("{what}: udp: {e}"));
+            assert_eq!(usize::from(uh.length), p.l4.len(), "{what}: UDP length");
+            if uh.checksum != 0 {
+                let want = uh.calc_checksum_ipv4(&p.ip, payload).unwrap();
+                assert_eq!(uh.checksum, want, "{what}: UDP checksum");
+            }
+        }
+        1 => {
+            assert_eq!(fold(sum16(&p.l4)), 0, "{what}: ICMP checksum");
+        }
+        _ => {}
+    }
+    p
+}
+
+/// An Ethernet frame carrying IPv4: (dst mac, src mac, parsed IPv4).
+pub fn check_eth_ipv4(f: &[u8], what: &str) -> ([u8; 6], [u8; 6], Parsed) {
+    assert!(f.len() >= 14, "{what}: short frame");
+    assert_eq!(&f[12..14], &[0x08, 0x00], "{what}: ethertype");
+    let dst: [u8; 6] = f[..6].try_into().unwrap();
+    let src: [u8; 6] = f[6..12].try_into().unwrap();
+    (dst, src, check_ipv4(&f[14..], what))
+}
+
+/// A VXLAN frame: checks outer headers and returns (outer eth dst, outer eth src,
+/// outer ip, outer udp source port, vxlan flags word, vni, inner frame).
+pub struct Vxlan {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub ip: Ipv4Header,
+    pub sport: u16,
+    pub flags: u32,
+    pub vni: u32,
+    pub inner: Vec<u8>,
+}
+
+pub fn check_vxlan(f: &[u8], what: &str) -> Vxlan {
+    let (dst_mac, src_mac, p) = check_eth_ipv4(f, what);
+    assert_eq!(p.ip.protocol.0, UDP, "{what}: outer proto");
+    assert_eq!(p.ip.header_len(), 20, "{what}: outer ihl");
+    assert_eq!(usize::from(p.ip.total_len) + 14, f.len(), "{what}: outer length");
+    let udp = &p.l4;
+    assert_eq!(p.dst_port(), VXLAN_PORT, "{what}: vxlan port");
+    assert_eq!(&udp[6..8], &[0, 0], "{what}: outer UDP checksum 0");
+    let flags = u32::from_be_bytes(udp[8..12].try_into().unwrap());
+    let vni = u32::from_be_bytes(udp[12..16].try_into().unwrap()) >> 8;
+    Vxlan {
+        dst_mac,
+        src_mac,
+        sport: p.src_port(),
+        ip: p.ip,
+        flags,
+        vni,
+        inner: udp[16..].to_vec(),
+    }
+}
+
+/// The data plane's flow hash (lb.h `xlb_flow_hash`), to predict Maglev slots.
+pub fn flow_hash(src: SocketAddrV4, dst: SocketAddrV4, proto: u8, no_sport: bool) -> u32 {
+    fn rol(w: u32, s: u32) -> u32 {
+        w.rotate_left(s)
+    }
+    let sport = if no_sport { 0 } else { u32::from(src.port().to_be()) };
+    let ports = (sport << 16) | u32::from(dst.port().to_be());
+    let init = 0xdeadbeefu32.wrapping_add(u32::from(proto));
+    let mut a = be32(*src.ip()).wrapping_add(init);
+    let mut b = be32(*dst.ip()).wrapping_add(init);
+    let mut c = ports.wrapping_add(init);
+    c ^= b;
+    c = c.wrapping_sub(rol(b, 14));
+    a ^= c;
+    a = a.wrapping_sub(rol(c, 11));
+    b ^= a;
+    b = b.wrapping_sub(rol(a, 25));
+    c ^= b;
+    c = c.wrapping_sub(rol(b, 16));
+    a ^= c;
+    a = a.wrapping_sub(rol(c, 4));
+    b ^= a;
+    b = b.wrapping_sub(rol(a, 14));
+    c ^= b;
+    c = c.wrapping_sub(rol(b, 24));
+    c
+}
+
+// --- environment -----------------------------------------------------------
+
+fn sh(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("running ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A loaded data plane in a network namespace private to this thread.
+pub struct Env {
+    pub dp: DataPlane,
+    /// ifindex of the uplink `v0` in the private namespace.
+    pub uplink: u32,
+}
+
+pub const MAGLEV_SLOTS: u32 = 4096;
+
+impl Env {
+    /// None when not privileged (the test then skips, or fails under CI).
+    pub fn new() -> Option<Env> {
+        if !xlb_loader::testutil::privileged() {
+            return None;
+        }
+        // SAFETY: unshare only affects this thread's network namespace.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        sh(&["link", "set", "lo", "up"]);
+        sh(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+        sh(&["link", "set", "v0", "address", "02:00:c6:12:00:01"]);
+        sh(&["addr", "add", "198.18.0.1/24", "dev", "v0"]);
+        sh(&["link", "set", "v0", "up"]);
+        sh(&["link", "set", "v1", "up"]);
+        // bpf_fib_lookup requires forwarding on the interface (as on any node).
+        std::fs::write("/proc/sys/net/ipv4/conf/v0/forwarding", "1")
+            .expect("enabling forwarding in the test namespace");
+        sh(&[
+            "neigh", "replace", "198.18.0.2", "lladdr", "02:00:c6:12:00:02", "dev", "v0", "nud",
+            "permanent",
+        ]);
+        let name = std::ffi::CString::new("v0").unwrap();
+        // SAFETY: valid C string.
+        let uplink = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert!(uplink > 0);
+        let dp = DataPlane::load(&LoadOptions {
+            pin_dir: None,
+            maglev_slots: Some(MAGLEV_SLOTS),
+            ct_entries: Some(65536),
+            backends: Some(1024),
+        })
+        .expect("loading the data plane");
+        let env = Env { dp, uplink };
+        env.dp.maps.put_config(&env.config()).unwrap();
+        Some(env)
+    }
+
+    pub fn config(&self) -> xlb_config {
+        xlb_config {
+            node_addr: be32(NODE),
+            vxlan_port: VXLAN_PORT.to_be(),
+            mtu: MTU,
+            vni: VNI,
+            ifindex: self.uplink,
+            mac: NODE_MAC,
+            flags: XLB_CFG_F_VXLAN | XLB_CFG_F_REJECT,
+            ..Default::default()
+        }
+    }
+
+    pub fn maps(&self) -> &xlb_bpf::Maps {
+        &self.dp.maps
+    }
+
+    /// Runs the XDP program once; ingress is `lo` (no ctx) or the given ifindex.
+    pub fn xdp_in(&self, frame: &[u8], ingress: Option<u32>) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 512];
+        let mut ctx = [0u32; 6];
+        ctx[1] = frame.len() as u32;
+        let mut ctx_bytes: Vec<u8> = Vec::new();
+        let mut input = ProgramInput {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        };
+        if let Some(ifindex) = ingress {
+            ctx[3] = ifindex;
+            ctx_bytes = ctx.iter().flat_map(|w| w.to_ne_bytes()).collect();
+            input.context_in = Some(&mut ctx_bytes);
+        }
+        let o = self.dp.xdp_prog().test_run(input).expect("xdp test_run");
+        let rc = o.return_value;
+        let n = o.data.map(|d| d.len()).unwrap_or(0);
+        drop(ctx_bytes);
+        out.truncate(n);
+        (rc, out)
+    }
+
+    pub fn xdp(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.xdp_in(frame, None)
+    }
+
+    pub fn tc(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 512];
+        let input = ProgramInput {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        };
+        let o = self.dp.tc_prog().test_run(input).expect("tc test_run");
+        let rc = o.return_value;
+        let n = o.data.map(|d| d.len()).unwrap_or(0);
+        out.truncate(n);
+        (rc, out)
+    }
+
+    /// Every reason counter (packets), indexed by reason number.
+    pub fn reasons(&self) -> Vec<u64> {
+        self.maps()
+            .reasons()
+            .unwrap()
+            .into_iter()
+            .map(|(_, c)| c.packets)
+            .collect()
+    }
+
+    pub fn clear_state(&self) {
+        for (k, _) in self.maps().ct().unwrap() {
+            self.maps().delete_ct(&k).unwrap();
+        }
+        for (k, _) in self.maps().affinities().unwrap() {
+            self.maps().delete_affinity(&k).unwrap();
+        }
+    }
+
+    pub fn backend(&self, id: u32, addr: &str, node: Option<Ipv4Addr>) {
+        self.maps()
+            .put_backend(id, &xlb_backend::new(sa(addr), node, 1))
+            .unwrap();
+    }
+
+    /// A frontend whose Maglev region holds `table` (backend ids).
+    pub fn service(&self, key: xlb_svc_key, svc_id: u32, off: u32, table: &[u32], flags: u32) {
+        self.maps().write_maglev(off, table).unwrap();
+        let n_local = table
+            .iter()
+            .filter(|id| {
+                self.maps()
+                    .backend(**id)
+                    .unwrap()
+                    .is_some_and(|b| b.node == 0)
+            })
+            .count() as u32;
+        self.maps()
+            .put_service(
+                &key,
+                &xlb_svc_val {
+                    svc_id,
+                    flags,
+                    table_off: off,
+                    table_size: table.len() as u32,
+                    affinity_timeout: 100,
+                    n_local,
+                    fe_type: 0,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+}
+
+pub fn tcp_key(s: &str) -> xlb_svc_key {
+    xlb_svc_key::addr(sa(s), Proto::Tcp)
+}
+
+pub fn udp_key(s: &str) -> xlb_svc_key {
+    xlb_svc_key::addr(sa(s), Proto::Udp)
+}
+
+pub fn reason_name(r: usize) -> String {
+    Reason(r as u32).name()
+}
+
+/// The reason counters that moved between two snapshots.
+pub fn moved(before: &[u64], after: &[u64]) -> Vec<(String, u64)> {
+    before
+        .iter()
+        .zip(after)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, (a, b))| (reason_name(i), b - a))
+        .collect()
+}
+
+// --- the fixture every table runs against ------------------------------------
+
+pub const VIP: &str = "10.96.0.10";
+pub const BE_LOCAL: &str = "10.244.1.10:8080";
+pub const BE_UDP: &str = "10.244.1.11:5353";
+pub const BE_REMOTE: &str = "10.244.2.10:8080";
+pub const BE_NONEIGH: &str = "10.244.3.10:8080";
+pub const BE_5: &str = "10.244.1.12:8080";
+pub const BE_6: &str = "10.244.1.13:8080";
+pub const BE_NOTUNNEL: &str = "10.244.4.10:8080";
+pub const BE_DEAD: &str = "10.244.1.99:8080";
+
+pub const AFF_TABLE: [u32; 11] = [1, 5, 6, 1, 5, 6, 1, 5, 6, 1, 5];
+pub const MULTI_TABLE: [u32; 13] = [1, 5, 6, 5, 1, 6, 6, 1, 5, 1, 6, 5, 1];
+
+/// Services (svc_id, frontend, Maglev region) and backends used by the tables:
+///
+/// | id | frontend | backends |
+/// |---|---|---|
+/// | 1 | 10.96.0.10:80/TCP | 1 (local) |
+/// | 2 | 10.96.0.10:53/UDP | 2 (local) |
+/// | 3 | 10.96.0.20:80/TCP | 3 (node PEER) |
+/// | 4 | 10.96.0.21:80/TCP | 4 (node NONEIGH) |
+/// | 5 | 10.96.0.22:80/TCP | 7 (remote, no tunnel entry) |
+/// | 6,7 | 10.96.0.30:80/TCP, :53/UDP | none |
+/// | 8 | 10.96.0.40:80/TCP, Local | 3 (remote only) |
+/// | 9 | 10.96.0.50:80/TCP, source ranges 198.18.0.0/28 | 1 |
+/// | 10 | 10.96.0.60:80/TCP, affinity 100 s | AFF_TABLE |
+/// | 11 | 10.96.0.70:80/TCP | MULTI_TABLE |
+/// | 12 | NodePort 30080/TCP | 1 |
+/// | 13 | 10.96.0.80:80/TCP | 8 (inactive) |
+/// | 14 | 10.96.0.20:53/UDP | 3 (node PEER) |
+pub fn fixture(env: &Env) {
+    let m = env.maps();
+    m.put_config(&env.config()).unwrap();
+    env.backend(1, BE_LOCAL, None);
+    env.backend(2, BE_UDP, None);
+    env.backend(3, BE_REMOTE, Some(PEER));
+    env.backend(4, BE_NONEIGH, Some(NONEIGH));
+    env.backend(5, BE_5, None);
+    env.backend(6, BE_6, None);
+    env.backend(7, BE_NOTUNNEL, Some(PEER));
+    let mut dead = xlb_backend::new(sa(BE_DEAD), None, 1);
+    dead.flags = 0;
+    m.put_backend(8, &dead).unwrap();
+    m.put_tunnel(
+        &xlb_tunnel_key::new(Ipv4Addr::new(10, 244, 2, 0), 24),
+        &xlb_tunnel_val::new(PEER, VTEP_MAC),
+    )
+    .unwrap();
+    m.put_tunnel(
+        &xlb_tunnel_key::new(Ipv4Addr::new(10, 244, 3, 0), 24),
+        &xlb_tunnel_val::new(NONEIGH, VTEP_MAC),
+    )
+    .unwrap();
+    m.put_local_addr(NODE).unwrap();
+    env.service(tcp_key("10.96.0.10:80"), 1, 0, &[1; 7], 0);
+    env.service(udp_key("10.96.0.10:53"), 2, 16, &[2; 7], 0);
+    env.service(tcp_key("10.96.0.20:80"), 3, 32, &[3; 7], 0);
+    env.service(tcp_key("10.96.0.21:80"), 4, 48, &[4; 7], 0);
+    env.service(tcp_key("10.96.0.22:80"), 5, 64, &[7; 7], 0);
+    env.service(tcp_key("10.96.0.30:80"), 6, 80, &[], 0);
+    env.service(udp_key("10.96.0.30:53"), 7, 96, &[], 0);
+    env.service(tcp_key("10.96.0.40:80"), 8, 112, &[3; 7], XLB_SVC_F_LOCAL);
+    env.service(tcp_key("10.96.0.50:80"), 9, 128, &[1; 7], XLB_SVC_F_SRC_RANGES);
+    m.put_src_range(&xlb_src_range_key::new(9, Ipv4Addr::new(198, 18, 0, 0), 28))
+        .unwrap();
+    env.service(tcp_key("10.96.0.60:80"), 10, 144, &AFF_TABLE, XLB_SVC_F_AFFINITY);
+    env.service(tcp_key("10.96.0.70:80"), 11, 160, &MULTI_TABLE, 0);
+    env.service(xlb_svc_key::nodeport(30080, Proto::Tcp), 12, 176, &[1; 7], 0);
+    env.service(tcp_key("10.96.0.80:80"), 13, 192, &[8; 7], 0);
+    env.service(udp_key("10.96.0.20:53"), 14, 208, &[3; 7], 0);
+}
+
+/// CLOCK_MONOTONIC in ns (what bpf_ktime_get_ns returns).
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Backend id the Maglev region [off, off+table.len()) gives a flow.
+pub fn maglev_pick(table: &[u32], src: SocketAddrV4, dst: SocketAddrV4, proto: u8, aff: bool) -> u32 {
+    table[(flow_hash(src, dst, proto, aff) % table.len() as u32) as usize]
+}
+
+/// One row of a packet table.
+pub struct Case {
+    pub name: &'static str,
+    /// Extra map state (and packets) before the frame; the fixture is fresh.
+    pub setup: fn(&Env),
+    pub frame: fn() -> Vec<u8>,
+    /// XDP: run with the uplink as ingress interface (else `lo`).
+    pub on_uplink: bool,
+    pub rc: u32,
+    /// The outcome reason that must count exactly this one frame.
+    pub reason: u32,
+    /// Checks on (env, input, output).
+    pub check: fn(&Env, &[u8], &[u8]),
+}
+
+pub fn no_setup(_: &Env) {}
+
+pub fn unchanged(_: &Env, input: &[u8], out: &[u8]) {
+    assert_eq!(input, out, "frame must pass untouched");
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Prog {
+    Xdp,
+    Tc,
+}
+
+/// Runs a table; every case gets a fresh fixture and empty ct/affinity.
+/// Reports all failing rows at once.
+pub fn run_table(env: &Env, prog: Prog, cases: &[Case]) {
+    let mut failed = Vec::new();
+    for c in cases {
+        env.clear_state();
+        fixture(env);
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (c.setup)(env);
+            let input = (c.frame)();
+            let before = env.reasons();
+            let (rc, out) = match prog {
+                Prog::Xdp => env.xdp_in(&input, c.on_uplink.then_some(env.uplink)),
+                Prog::Tc => env.tc(&input),
+            };
+            let after = env.reasons();
+            assert_eq!(rc, c.rc, "return code (reasons moved: {:?})", moved(&before, &after));
+            let r = c.reason as usize;
+            assert_eq!(
+                after[r] - before[r],
+                1,
+                "reason {} must count the frame once; moved: {:?}",
+                reason_name(r),
+                moved(&before, &after)
+            );
+            (c.check)(env, &input, &out);
+        }));
+        if let Err(e) = res {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failed.push(format!("{}: {msg}", c.name));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases failed:\n  {}",
+        failed.len(),
+        cases.len(),
+        failed.join("\n  ")
+    );
+}

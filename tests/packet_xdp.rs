@@ -1,0 +1,885 @@
+//! # XDP packet tests
+//!
+//! The uplink program through BPF_PROG_RUN, table-driven (Katran style): each
+//! row gives a frame, the verdict, the one reason counter it must move, and a
+//! check of the exact output bytes (expected frames are rebuilt from scratch,
+//! so the program's incremental checksums must equal full recomputation) and
+//! of the checksums with etherparse.
+mod packet_util;
+
+use std::net::Ipv4Addr;
+
+use packet_util::*;
+use xlb_bpf::consts::*;
+use xlb_bpf::types::*;
+use xlb_bpf::wire::be32;
+
+const CLIENT_SA: &str = "198.18.0.100:40000";
+
+fn syn(dst: &str) -> Frame {
+    Frame::tcp(sa(CLIENT_SA), sa(dst))
+}
+
+/// The frame after DNAT to `to` (same bytes otherwise).
+fn dnat(f: &Frame, to: &str) -> Vec<u8> {
+    Frame { dst: sa(to), ..f.clone() }.build()
+}
+
+fn assert_dnat(f: Frame, to: &str, out: &[u8]) {
+    check_eth_ipv4(out, "dnat");
+    assert_eq!(out, dnat(&f, to).as_slice(), "DNAT output bytes");
+}
+
+/// Forward and reverse ct entries of a client flow to `vip`.
+fn assert_ct_pair(env: &Env, src: &str, vip: &str, backend_id: u32, backend: &str) {
+    let fwd = env
+        .maps()
+        .ct_entry(&xlb_ct_key::new(sa(src), sa(vip), TCP))
+        .unwrap()
+        .expect("forward ct entry");
+    assert_eq!(fwd.backend_id, backend_id);
+    assert!(!fwd.is_reverse());
+    let rev = env
+        .maps()
+        .ct_entry(&xlb_ct_key::new(sa(backend), sa(src), TCP))
+        .unwrap()
+        .expect("reverse ct entry");
+    assert!(rev.is_reverse());
+    assert_eq!(rev.nat(), sa(vip));
+}
+
+fn ct_backend(env: &Env, src: &str, vip: &str, proto: u8) -> u32 {
+    env.maps()
+        .ct_entry(&xlb_ct_key::new(sa(src), sa(vip), proto))
+        .unwrap()
+        .expect("forward ct entry")
+        .backend_id
+}
+
+/// Sends the SYN of CLIENT_SA -> vip once (creates the ct pair).
+fn open(env: &Env, vip: &str) {
+    let (rc, _) = env.xdp(&syn(vip).build());
+    assert!(rc == XDP_PASS || rc == XDP_REDIRECT, "opening {vip}: rc {rc}");
+}
+
+fn big_remote() -> Frame {
+    syn("10.96.0.20:80").payload(&vec![0xab; 1450 - 40 + 1])
+}
+
+fn options(n_words: usize) -> Vec<u8> {
+    // NOPs then an End of options list, n_words * 4 bytes.
+    let mut o = vec![1u8; n_words * 4];
+    o[n_words * 4 - 1] = 0;
+    o
+}
+
+fn with_options(mut f: Frame, words: usize) -> Frame {
+    f.options = options(words);
+    f
+}
+
+fn check_encap_to_peer(env: &Env, input_frame: Frame, backend: &str, out: &[u8]) {
+    let _ = env;
+    let v = check_vxlan(out, "encap");
+    assert_eq!(v.dst_mac, PEER_MAC, "outer dst = next hop");
+    assert_eq!(v.src_mac, NODE_MAC, "outer src = uplink");
+    assert_eq!(Ipv4Addr::from(v.ip.source), NODE);
+    assert_eq!(Ipv4Addr::from(v.ip.destination), PEER);
+    assert_eq!(v.vni, VNI);
+    assert_eq!(v.flags, 0x0800_0001, "I flag + xlb mark");
+    let h = flow_hash(input_frame.src, input_frame.dst, input_frame.proto, false);
+    assert_eq!(v.sport, 0xc000 | (h & 0x3fff) as u16, "outer source port = flow hash");
+    let want = Frame {
+        dst: sa(backend),
+        src_mac: NODE_MAC,
+        dst_mac: VTEP_MAC,
+        ..input_frame
+    }
+    .build();
+    check_eth_ipv4(&v.inner, "inner");
+    assert_eq!(v.inner, want, "inner frame: DNAT + VTEP MAC");
+}
+
+fn reply_from(backend: &str) -> Frame {
+    Frame::tcp(sa(backend), sa(CLIENT_SA)).macs(PEER_MAC, NODE_MAC)
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        // --- not ours -------------------------------------------------------
+        Case {
+            name: "not a Service: TCP passes unchanged",
+            setup: no_setup,
+            frame: || syn("10.96.0.99:80").build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_NOT_SERVICE,
+            check: unchanged,
+        },
+        Case {
+            name: "not a Service: UDP passes unchanged",
+            setup: no_setup,
+            frame: || Frame::udp(sa(CLIENT_SA), sa("198.18.0.1:9999")).build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_NOT_SERVICE,
+            check: unchanged,
+        },
+        Case {
+            name: "ClusterIP on another port passes unchanged",
+            setup: no_setup,
+            frame: || syn("10.96.0.10:81").build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_NOT_SERVICE,
+            check: unchanged,
+        },
+        Case {
+            name: "NodePort port on a foreign address passes unchanged",
+            setup: no_setup,
+            frame: || syn("198.18.0.77:30080").build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_NOT_SERVICE,
+            check: unchanged,
+        },
+        Case {
+            name: "ARP passes untouched",
+            setup: no_setup,
+            frame: arp_frame,
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_NOT_IP,
+            check: unchanged,
+        },
+        Case {
+            name: "IPv6 passes untouched",
+            setup: no_setup,
+            frame: ipv6_frame,
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_NOT_IP,
+            check: unchanged,
+        },
+        Case {
+            name: "VLAN-tagged frame passes untouched",
+            setup: no_setup,
+            frame: || {
+                let mut f = syn("10.96.0.10:80").build();
+                let tag = [0x81, 0x00, 0x00, 0x0a];
+                f.splice(12..12, tag);
+                f
+            },
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_NOT_IP,
+            check: unchanged,
+        },
+        Case {
+            name: "ICMP echo to a ClusterIP passes untouched",
+            setup: no_setup,
+            frame: || icmp_echo(CLIENT, Ipv4Addr::new(10, 96, 0, 10)),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_L4_OTHER,
+            check: unchanged,
+        },
+        Case {
+            name: "non-first fragment passes untouched",
+            setup: no_setup,
+            frame: || {
+                let mut f = Frame::udp(sa(CLIENT_SA), sa("10.96.0.10:53"));
+                f.frag_off = 185;
+                f.df = false;
+                f.build()
+            },
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_FRAGMENT,
+            check: unchanged,
+        },
+        Case {
+            name: "IPv4 total length beyond the frame passes, counted",
+            setup: no_setup,
+            frame: || {
+                let mut f = syn("10.96.0.10:80").build();
+                f[16..18].copy_from_slice(&200u16.to_be_bytes());
+                f
+            },
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_DROP_TRUNC_IP,
+            check: unchanged,
+        },
+        Case {
+            name: "TCP data offset below 5 passes, counted",
+            setup: no_setup,
+            frame: || {
+                let mut f = syn("10.96.0.10:80").build();
+                f[14 + 20 + 12] = 4 << 4;
+                f
+            },
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_DROP_TRUNC_L4,
+            check: unchanged,
+        },
+        // --- local backends ---------------------------------------------------
+        Case {
+            name: "TCP SYN to a ClusterIP: DNAT to the local backend, ct pair written",
+            setup: no_setup,
+            frame: || syn("10.96.0.10:80").build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_LOCAL,
+            check: |env, _, out| {
+                assert_dnat(syn("10.96.0.10:80"), BE_LOCAL, out);
+                assert_ct_pair(env, CLIENT_SA, "10.96.0.10:80", 1, BE_LOCAL);
+            },
+        },
+        Case {
+            name: "UDP to a ClusterIP: DNAT, UDP checksum updated",
+            setup: no_setup,
+            frame: || Frame::udp(sa(CLIENT_SA), sa("10.96.0.10:53")).build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_LOCAL,
+            check: |_, _, out| {
+                let f = Frame::udp(sa(CLIENT_SA), sa("10.96.0.10:53"));
+                assert_dnat(f, BE_UDP, out);
+                assert_ne!(check_eth_ipv4(out, "udp").2.l4_csum(), 0);
+            },
+        },
+        Case {
+            name: "UDP without checksum: DNAT keeps checksum 0",
+            setup: no_setup,
+            frame: || {
+                let mut f = Frame::udp(sa(CLIENT_SA), sa("10.96.0.10:53"));
+                f.udp_no_csum = true;
+                f.build()
+            },
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_LOCAL,
+            check: |_, _, out| {
+                let mut f = Frame::udp(sa(CLIENT_SA), sa("10.96.0.10:53"));
+                f.udp_no_csum = true;
+                assert_dnat(f, BE_UDP, out);
+                assert_eq!(check_eth_ipv4(out, "udp").2.l4_csum(), 0);
+            },
+        },
+        Case {
+            name: "first fragment is balanced (DNAT)",
+            setup: no_setup,
+            frame: || {
+                let mut f = Frame::udp(sa(CLIENT_SA), sa("10.96.0.10:53"));
+                f.mf = true;
+                f.df = false;
+                f.build()
+            },
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_LOCAL,
+            check: |_, _, out| {
+                let mut f = Frame::udp(sa(CLIENT_SA), sa("10.96.0.10:53"));
+                f.mf = true;
+                f.df = false;
+                assert_dnat(f, BE_UDP, out);
+            },
+        },
+        Case {
+            name: "IPv4 options (ihl 6): DNAT keeps the options",
+            setup: no_setup,
+            frame: || with_options(syn("10.96.0.10:80"), 1).build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_LOCAL,
+            check: |_, _, out| assert_dnat(with_options(syn("10.96.0.10:80"), 1), BE_LOCAL, out),
+        },
+        Case {
+            name: "IPv4 options (ihl 15): DNAT keeps the options",
+            setup: no_setup,
+            frame: || with_options(Frame::udp(sa(CLIENT_SA), sa("10.96.0.10:53")), 10).build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_LOCAL,
+            check: |_, _, out| {
+                let f = with_options(Frame::udp(sa(CLIENT_SA), sa("10.96.0.10:53")), 10);
+                assert_dnat(f, BE_UDP, out)
+            },
+        },
+        Case {
+            name: "NodePort on the node address: DNAT",
+            setup: no_setup,
+            frame: || syn("198.18.0.1:30080").build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_LOCAL,
+            check: |env, _, out| {
+                assert_dnat(syn("198.18.0.1:30080"), BE_LOCAL, out);
+                assert_ct_pair(env, CLIENT_SA, "198.18.0.1:30080", 1, BE_LOCAL);
+            },
+        },
+        // --- remote backends ----------------------------------------------------
+        Case {
+            name: "remote backend: DNAT + VXLAN encap, redirected to the uplink",
+            setup: no_setup,
+            frame: || syn("10.96.0.20:80").build(),
+            on_uplink: false,
+            rc: XDP_REDIRECT,
+            reason: XLB_R_TX_REMOTE,
+            check: |env, _, out| {
+                check_encap_to_peer(env, syn("10.96.0.20:80"), BE_REMOTE, out);
+                let fwd = env
+                    .maps()
+                    .ct_entry(&xlb_ct_key::new(sa(CLIENT_SA), sa("10.96.0.20:80"), TCP))
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(fwd.flags, XLB_CT_F_REMOTE);
+            },
+        },
+        Case {
+            name: "remote backend: XDP_TX when the uplink is the ingress",
+            setup: no_setup,
+            frame: || Frame::udp(sa(CLIENT_SA), sa("10.96.0.20:53")).build(),
+            on_uplink: true,
+            rc: XDP_TX,
+            reason: XLB_R_TX_REMOTE,
+            check: |env, _, out| {
+                let f = Frame::udp(sa(CLIENT_SA), sa("10.96.0.20:53"));
+                check_encap_to_peer(env, f, BE_REMOTE, out)
+            },
+        },
+        Case {
+            name: "remote backend without neighbour: DNAT, passed once to the stack",
+            setup: no_setup,
+            frame: || syn("10.96.0.21:80").build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_FIB_NO_NEIGH,
+            check: |_, _, out| assert_dnat(syn("10.96.0.21:80"), BE_NONEIGH, out),
+        },
+        Case {
+            name: "remote backend without tunnel entry: dropped",
+            setup: no_setup,
+            frame: || syn("10.96.0.22:80").build(),
+            on_uplink: false,
+            rc: XDP_DROP,
+            reason: XLB_R_DROP_NO_TUNNEL,
+            check: |_, _, _| {},
+        },
+        Case {
+            name: "remote backend, frame fits the MTU exactly after encap",
+            setup: no_setup,
+            frame: || syn("10.96.0.20:80").payload(&vec![0xab; 1450 - 40]).build(),
+            on_uplink: true,
+            rc: XDP_TX,
+            reason: XLB_R_TX_REMOTE,
+            check: |_, _, out| {
+                let v = check_vxlan(out, "encap");
+                assert_eq!(v.ip.total_len, 1500);
+            },
+        },
+        Case {
+            name: "too big after encap: ICMP fragmentation needed back to the client",
+            setup: no_setup,
+            frame: || big_remote().build(),
+            on_uplink: true,
+            rc: XDP_TX,
+            reason: XLB_R_TX_FRAG_NEEDED,
+            check: |_, input, out| {
+                let (dst, src, p) = check_eth_ipv4(out, "frag needed");
+                assert_eq!((dst, src), (CLIENT_MAC, NODE_MAC));
+                assert_eq!(Ipv4Addr::from(p.ip.source), Ipv4Addr::new(10, 96, 0, 20));
+                assert_eq!(Ipv4Addr::from(p.ip.destination), CLIENT);
+                assert_eq!(p.ip.protocol.0, 1);
+                assert_eq!(&p.l4[..2], &[3, 4], "type 3 code 4");
+                assert_eq!(u16::from_be_bytes([p.l4[6], p.l4[7]]), 1450, "next-hop MTU");
+                assert_eq!(&p.l4[8..], &input[14..14 + 20 + 8], "quote: header + 8 bytes");
+            },
+        },
+        // --- Services without endpoints -----------------------------------------
+        Case {
+            name: "no endpoint, TCP SYN: RST+ACK from the ClusterIP",
+            setup: no_setup,
+            frame: || syn("10.96.0.30:80").build(),
+            on_uplink: true,
+            rc: XDP_TX,
+            reason: XLB_R_TX_REJECT,
+            check: |_, _, out| {
+                let want = Frame {
+                    src_mac: NODE_MAC,
+                    dst_mac: CLIENT_MAC,
+                    src: sa("10.96.0.30:80"),
+                    dst: sa(CLIENT_SA),
+                    tcp_flags: 0x14,
+                    seq: 0,
+                    ack: 1001,
+                    ..syn("10.96.0.30:80")
+                };
+                let (_, _, p) = check_eth_ipv4(out, "rst");
+                assert_eq!(p.ip.time_to_live, 64);
+                let mut w = want.build();
+                w[18..20].copy_from_slice(&[0, 0]); // id 0
+                w[22] = 64;
+                let c = !fold_ip(&w[14..34]);
+                w[24..26].copy_from_slice(&c.to_be_bytes());
+                w[14 + 20 + 14..14 + 20 + 16].copy_from_slice(&[0, 0]); // window 0
+                let t = etherparse::TcpHeader::from_slice(&w[34..]).unwrap().0;
+                let ip = etherparse::Ipv4Header::from_slice(&w[14..]).unwrap().0;
+                let c = t.calc_checksum_ipv4(&ip, &[]).unwrap();
+                w[34 + 16..34 + 18].copy_from_slice(&c.to_be_bytes());
+                assert_eq!(out, w.as_slice(), "RST bytes");
+            },
+        },
+        Case {
+            name: "no endpoint, TCP ACK with data: RST with seq = its ack",
+            setup: no_setup,
+            frame: || {
+                let mut f = syn("10.96.0.30:80").payload(b"GET / HTTP/1.1\r\n\r\n");
+                f.tcp_flags = 0x18;
+                f.ack = 0x1234_5678;
+                f.build()
+            },
+            on_uplink: true,
+            rc: XDP_TX,
+            reason: XLB_R_TX_REJECT,
+            check: |_, _, out| {
+                let (_, _, p) = check_eth_ipv4(out, "rst");
+                assert_eq!(out.len(), 54);
+                let t = etherparse::TcpHeader::from_slice(&p.l4).unwrap().0;
+                assert!(t.rst && !t.ack && !t.syn);
+                assert_eq!(t.sequence_number, 0x1234_5678);
+                assert_eq!(p.src(), sa("10.96.0.30:80"));
+                assert_eq!(p.dst(), sa(CLIENT_SA));
+            },
+        },
+        Case {
+            name: "no endpoint, TCP RST: no answer to a RST",
+            setup: no_setup,
+            frame: || {
+                let mut f = syn("10.96.0.30:80");
+                f.tcp_flags = 0x04;
+                f.build()
+            },
+            on_uplink: true,
+            rc: XDP_DROP,
+            reason: XLB_R_DROP_NO_BACKEND,
+            check: |_, _, _| {},
+        },
+        Case {
+            name: "no endpoint, UDP: ICMP port unreachable quoting the datagram",
+            setup: no_setup,
+            frame: || Frame::udp(sa(CLIENT_SA), sa("10.96.0.30:53")).build(),
+            on_uplink: true,
+            rc: XDP_TX,
+            reason: XLB_R_TX_REJECT,
+            check: |_, input, out| {
+                let (dst, src, p) = check_eth_ipv4(out, "port unreachable");
+                assert_eq!((dst, src), (CLIENT_MAC, NODE_MAC));
+                assert_eq!(Ipv4Addr::from(p.ip.source), Ipv4Addr::new(10, 96, 0, 30));
+                assert_eq!(Ipv4Addr::from(p.ip.destination), CLIENT);
+                assert_eq!(&p.l4[..2], &[3, 3]);
+                assert_eq!(&p.l4[8..], &input[14..14 + 28]);
+                assert_eq!(out.len(), 14 + 20 + 8 + 28);
+            },
+        },
+        Case {
+            name: "no endpoint, UDP with IPv4 options: ICMP quotes the options",
+            setup: no_setup,
+            frame: || with_options(Frame::udp(sa(CLIENT_SA), sa("10.96.0.30:53")), 3).build(),
+            on_uplink: true,
+            rc: XDP_TX,
+            reason: XLB_R_TX_REJECT,
+            check: |_, input, out| {
+                let (_, _, p) = check_eth_ipv4(out, "port unreachable");
+                assert_eq!(&p.l4[8..], &input[14..14 + 32 + 8]);
+            },
+        },
+        Case {
+            name: "no endpoint with reject disabled: dropped, counted",
+            setup: |env| {
+                let mut c = env.config();
+                c.flags &= !XLB_CFG_F_REJECT;
+                env.maps().put_config(&c).unwrap();
+            },
+            frame: || syn("10.96.0.30:80").build(),
+            on_uplink: false,
+            rc: XDP_DROP,
+            reason: XLB_R_DROP_NO_BACKEND,
+            check: |_, _, _| {},
+        },
+        // --- policy ---------------------------------------------------------------
+        Case {
+            name: "externalTrafficPolicy Local without local backend: dropped",
+            setup: no_setup,
+            frame: || syn("10.96.0.40:80").build(),
+            on_uplink: false,
+            rc: XDP_DROP,
+            reason: XLB_R_DROP_ETP_LOCAL,
+            check: |_, _, _| {},
+        },
+        Case {
+            name: "loadBalancerSourceRanges: client outside the ranges dropped",
+            setup: no_setup,
+            frame: || syn("10.96.0.50:80").build(),
+            on_uplink: false,
+            rc: XDP_DROP,
+            reason: XLB_R_DROP_SRC_RANGE,
+            check: |_, _, _| {},
+        },
+        Case {
+            name: "loadBalancerSourceRanges: client inside the ranges balanced",
+            setup: no_setup,
+            frame: || Frame::tcp(sa("198.18.0.5:40000"), sa("10.96.0.50:80")).build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_LOCAL,
+            check: |_, _, out| {
+                let f = Frame::tcp(sa("198.18.0.5:40000"), sa("10.96.0.50:80"));
+                assert_dnat(f, BE_LOCAL, out)
+            },
+        },
+        // --- choice -----------------------------------------------------------------
+        Case {
+            name: "Maglev: backend = table[hash(5-tuple) % M]",
+            setup: no_setup,
+            frame: || syn("10.96.0.70:80").build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_LOCAL,
+            check: |env, _, out| {
+                let id = maglev_pick(&MULTI_TABLE, sa(CLIENT_SA), sa("10.96.0.70:80"), TCP, false);
+                let be = env.maps().backend(id).unwrap().unwrap().sockaddr().to_string();
+                assert_dnat(syn("10.96.0.70:80"), &be, out);
+                assert_eq!(ct_backend(env, CLIENT_SA, "10.96.0.70:80", TCP), id);
+            },
+        },
+        Case {
+            name: "affinity: source port left out of the hash, affinity entry written",
+            setup: no_setup,
+            frame: || syn("10.96.0.60:80").build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_LOCAL,
+            check: |env, _, _| {
+                let id = maglev_pick(&AFF_TABLE, sa(CLIENT_SA), sa("10.96.0.60:80"), TCP, true);
+                assert_eq!(ct_backend(env, CLIENT_SA, "10.96.0.60:80", TCP), id);
+                let a = env
+                    .maps()
+                    .affinity_entry(&xlb_affinity_key::new(10, CLIENT))
+                    .unwrap()
+                    .expect("affinity entry");
+                assert_eq!(a.backend_id, id);
+            },
+        },
+        Case {
+            name: "affinity: a new connection of the client keeps its backend",
+            setup: |env| {
+                let id = maglev_pick(&AFF_TABLE, sa(CLIENT_SA), sa("10.96.0.60:80"), TCP, true);
+                let other = if id == 6 { 5 } else { 6 };
+                env.maps()
+                    .put_affinity(
+                        &xlb_affinity_key::new(10, CLIENT),
+                        &xlb_affinity_val {
+                            backend_id: other,
+                            generation: 1,
+                            last_seen: now_ns(),
+                        },
+                    )
+                    .unwrap();
+            },
+            frame: || Frame::tcp(sa("198.18.0.100:41111"), sa("10.96.0.60:80")).build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_LOCAL,
+            check: |env, _, _| {
+                let id = maglev_pick(&AFF_TABLE, sa(CLIENT_SA), sa("10.96.0.60:80"), TCP, true);
+                let other = if id == 6 { 5 } else { 6 };
+                assert_eq!(ct_backend(env, "198.18.0.100:41111", "10.96.0.60:80", TCP), other);
+            },
+        },
+        Case {
+            name: "affinity expired: chosen again by hash",
+            setup: |env| {
+                let id = maglev_pick(&AFF_TABLE, sa(CLIENT_SA), sa("10.96.0.60:80"), TCP, true);
+                let other = if id == 6 { 5 } else { 6 };
+                env.maps()
+                    .put_affinity(
+                        &xlb_affinity_key::new(10, CLIENT),
+                        &xlb_affinity_val {
+                            backend_id: other,
+                            generation: 1,
+                            last_seen: now_ns() - 200_000_000_000,
+                        },
+                    )
+                    .unwrap();
+            },
+            frame: || syn("10.96.0.60:80").build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_LOCAL,
+            check: |env, _, _| {
+                let id = maglev_pick(&AFF_TABLE, sa(CLIENT_SA), sa("10.96.0.60:80"), TCP, true);
+                assert_eq!(ct_backend(env, CLIENT_SA, "10.96.0.60:80", TCP), id);
+                let a = env
+                    .maps()
+                    .affinity_entry(&xlb_affinity_key::new(10, CLIENT))
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(a.backend_id, id);
+            },
+        },
+        Case {
+            name: "CT hit keeps its backend after the Maglev table changes",
+            setup: |env| {
+                open(env, "10.96.0.70:80");
+                let id = ct_backend(env, CLIENT_SA, "10.96.0.70:80", TCP);
+                let other = if id == 6 { 5 } else { 6 };
+                env.maps().write_maglev(160, &[other; 13]).unwrap();
+            },
+            frame: || syn("10.96.0.70:80").build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_LOCAL,
+            check: |env, _, out| {
+                let id = maglev_pick(&MULTI_TABLE, sa(CLIENT_SA), sa("10.96.0.70:80"), TCP, false);
+                let be = env.maps().backend(id).unwrap().unwrap().sockaddr().to_string();
+                assert_dnat(syn("10.96.0.70:80"), &be, out);
+            },
+        },
+        Case {
+            name: "removed backend: its CT entry is chosen again",
+            setup: |env| {
+                open(env, "10.96.0.10:80");
+                let mut b = env.maps().backend(1).unwrap().unwrap();
+                b.flags = 0;
+                b.generation += 1;
+                env.maps().put_backend(1, &b).unwrap();
+                env.maps().write_maglev(0, &[5; 7]).unwrap();
+            },
+            frame: || syn("10.96.0.10:80").build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_LOCAL,
+            check: |env, _, out| {
+                assert_dnat(syn("10.96.0.10:80"), BE_5, out);
+                assert_ct_pair(env, CLIENT_SA, "10.96.0.10:80", 5, BE_5);
+            },
+        },
+        Case {
+            name: "reused backend id (generation bumped): CT entry chosen again",
+            setup: |env| {
+                open(env, "10.96.0.10:80");
+                env.maps()
+                    .put_backend(1, &xlb_backend::new(sa("10.244.1.50:8080"), None, 2))
+                    .unwrap();
+            },
+            frame: || syn("10.96.0.10:80").build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_LOCAL,
+            check: |env, _, out| {
+                assert_dnat(syn("10.96.0.10:80"), "10.244.1.50:8080", out);
+                let fwd = env
+                    .maps()
+                    .ct_entry(&xlb_ct_key::new(sa(CLIENT_SA), sa("10.96.0.10:80"), TCP))
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(fwd.generation, 2);
+            },
+        },
+        Case {
+            name: "Maglev slot naming an inactive backend: dropped, counted",
+            setup: no_setup,
+            frame: || syn("10.96.0.80:80").build(),
+            on_uplink: false,
+            rc: XDP_DROP,
+            reason: XLB_R_DROP_BAD_MAGLEV,
+            check: |_, _, _| {},
+        },
+        Case {
+            name: "per-Service counters count packets and bytes",
+            setup: no_setup,
+            frame: || syn("10.96.0.10:80").build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_LOCAL,
+            check: |env, input, _| {
+                let before = env.maps().svc_counter(1).unwrap();
+                env.xdp(input);
+                let after = env.maps().svc_counter(1).unwrap();
+                assert_eq!(after.packets - before.packets, 1);
+                assert_eq!(after.bytes - before.bytes, input.len() as u64);
+            },
+        },
+        // --- replies ----------------------------------------------------------------
+        Case {
+            name: "reply of a backend on the uplink: reverse NAT to the ClusterIP",
+            setup: |env| open(env, "10.96.0.10:80"),
+            frame: || reply_from(BE_LOCAL).build(),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_REVNAT,
+            check: |_, _, out| {
+                check_eth_ipv4(out, "revnat");
+                let want = Frame { src: sa("10.96.0.10:80"), ..reply_from(BE_LOCAL) };
+                assert_eq!(out, want.build().as_slice());
+            },
+        },
+        Case {
+            name: "VXLAN decap + reverse NAT of a remote backend's reply",
+            setup: |env| open(env, "10.96.0.20:80"),
+            frame: || vxlan(&reply_from(BE_REMOTE).build(), PEER, NODE, VNI, true),
+            on_uplink: true,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_REVNAT,
+            check: |_, _, out| {
+                check_eth_ipv4(out, "decap revnat");
+                let want = Frame {
+                    src: sa("10.96.0.20:80"),
+                    dst_mac: NODE_MAC,
+                    ..reply_from(BE_REMOTE)
+                };
+                assert_eq!(out, want.build().as_slice());
+            },
+        },
+        Case {
+            name: "VXLAN with another VNI passes untouched",
+            setup: |env| open(env, "10.96.0.20:80"),
+            frame: || vxlan(&reply_from(BE_REMOTE).build(), PEER, NODE, 7, true),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_VXLAN_OTHER,
+            check: unchanged,
+        },
+        Case {
+            name: "VXLAN to another address passes untouched",
+            setup: |env| open(env, "10.96.0.20:80"),
+            frame: || vxlan(&reply_from(BE_REMOTE).build(), PEER, Ipv4Addr::new(198, 18, 0, 9), VNI, true),
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_VXLAN_OTHER,
+            check: unchanged,
+        },
+        Case {
+            name: "VXLAN pod-to-pod (unmarked, no Service) stays encapsulated",
+            setup: no_setup,
+            frame: || {
+                let inner = Frame::tcp(sa("10.244.2.7:5555"), sa("10.244.1.10:8080"));
+                vxlan(&inner.build(), PEER, NODE, VNI, false)
+            },
+            on_uplink: false,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_NOT_SERVICE,
+            check: unchanged,
+        },
+        Case {
+            name: "xlb-marked VXLAN to a local pod: decap, tunnel-return entry",
+            setup: no_setup,
+            frame: || vxlan(&Frame::tcp(sa(CLIENT_SA), sa(BE_LOCAL)).build(), PEER, NODE, VNI, true),
+            on_uplink: true,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_DECAP,
+            check: |env, _, out| {
+                let want = Frame { dst_mac: NODE_MAC, ..Frame::tcp(sa(CLIENT_SA), sa(BE_LOCAL)) };
+                assert_eq!(out, want.build().as_slice());
+                let rev = env
+                    .maps()
+                    .ct_entry(&xlb_ct_key::new(sa(BE_LOCAL), sa(CLIENT_SA), TCP))
+                    .unwrap()
+                    .expect("tunnel-return entry");
+                assert_eq!(rev.flags, XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL);
+                assert_eq!(rev.tunnel_peer(), Some(PEER));
+                assert_eq!(rev.nat_addr, 0, "the peer reverse-NATs, not this node");
+            },
+        },
+        Case {
+            name: "VXLAN inner frame to a ClusterIP: decap + DNAT, ct keeps the tunnel peer",
+            setup: no_setup,
+            frame: || vxlan(&syn("10.96.0.10:80").build(), PEER, NODE, VNI, false),
+            on_uplink: true,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_LOCAL,
+            check: |env, _, out| {
+                let f = Frame { dst_mac: NODE_MAC, ..syn("10.96.0.10:80") };
+                assert_dnat(f, BE_LOCAL, out);
+                let rev = env
+                    .maps()
+                    .ct_entry(&xlb_ct_key::new(sa(BE_LOCAL), sa(CLIENT_SA), TCP))
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(rev.flags, XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL);
+                assert_eq!(rev.tunnel_peer(), Some(PEER));
+                assert_eq!(rev.nat(), sa("10.96.0.10:80"));
+            },
+        },
+        Case {
+            name: "VXLAN inner frame to a remote backend: re-encapsulated",
+            setup: no_setup,
+            frame: || vxlan(&syn("10.96.0.20:80").build(), PEER, NODE, VNI, false),
+            on_uplink: true,
+            rc: XDP_TX,
+            reason: XLB_R_TX_REMOTE,
+            check: |env, _, out| check_encap_to_peer(env, syn("10.96.0.20:80"), BE_REMOTE, out),
+        },
+        Case {
+            name: "VXLAN inner frame to a Service without endpoints: RST on the underlay",
+            setup: no_setup,
+            frame: || vxlan(&syn("10.96.0.30:80").build(), PEER, NODE, VNI, false),
+            on_uplink: true,
+            rc: XDP_TX,
+            reason: XLB_R_TX_REJECT,
+            check: |_, _, out| {
+                let (dst, src, p) = check_eth_ipv4(out, "rst");
+                assert_eq!((dst, src), (PEER_MAC, NODE_MAC), "answered to the outer sender");
+                assert_eq!(p.dst(), sa(CLIENT_SA));
+            },
+        },
+    ]
+}
+
+fn fold_ip(h: &[u8]) -> u16 {
+    let mut w = h.to_vec();
+    w[10] = 0;
+    w[11] = 0;
+    let mut s: u32 = w
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+
+#[test]
+fn xdp_table() {
+    let Some(env) = Env::new() else { return };
+    let cases = cases();
+    assert!(cases.len() >= 40, "{} cases", cases.len());
+    run_table(&env, Prog::Xdp, &cases);
+}
+
+/// Many flows: the choice is always the Maglev slot of the flow hash.
+#[test]
+fn xdp_maglev_choice_matches_hash() {
+    let Some(env) = Env::new() else { return };
+    fixture(&env);
+    for port in 20000..20200u16 {
+        let src = std::net::SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, (port % 200) as u8), port);
+        let f = Frame::tcp(src, sa("10.96.0.70:80"));
+        let (rc, _) = env.xdp(&f.build());
+        assert_eq!(rc, XDP_PASS);
+        let want = maglev_pick(&MULTI_TABLE, src, sa("10.96.0.70:80"), TCP, false);
+        let got = env
+            .maps()
+            .ct_entry(&xlb_ct_key::new(src, sa("10.96.0.70:80"), TCP))
+            .unwrap()
+            .unwrap()
+            .backend_id;
+        assert_eq!(got, want, "flow {src}");
+    }
+    let _ = be32(NODE);
+}
