@@ -1,1 +1,358 @@
-//! # Maglev (being built).
+//! # Maglev consistent hashing
+//!
+//! Per the Maglev paper (Eisenbud et al., NSDI 2016, section 3.4): each backend
+//! gets a permutation of the table's `M` slots from two hashes of its *stable
+//! identity* (its `address:port`, never a map id or a list position), and the
+//! table is filled round-robin, each backend taking its next preferred slot
+//! that is still empty.
+//!
+//! Everything here is deterministic and version-independent, so that every
+//! node builds the identical table from the same endpoints in any order (a
+//! flow that ECMP sends to any node lands on the same backend):
+//!
+//! - identity bytes: the 4 address octets then the port, big endian, packed
+//!   into a `u64` as `addr << 16 | port`;
+//! - the two hashes: MurmurHash3's 64-bit finaliser (`fmix64`) of the identity
+//!   XOR two fixed seeds ([`SEED_OFFSET`], [`SEED_SKIP`]); `offset = h1 % M`,
+//!   `skip = h2 % (M - 1) + 1`;
+//! - ties: backends are filled in ascending identity order, whatever the
+//!   order they were given in.
+//!
+//! Changing any of these changes every table in the cluster: do not.
+//!
+//! The table size `M` is a prime from [`PRIMES`] (about sqrt(2) apart, so a
+//! Service's `M` — and with it every flow's slot — stays put while its backend
+//! count moves within a band) with `M >= factor x N`, bounded by a configurable
+//! floor and ceiling ([`MaglevConfig`]).
+
+use std::net::SocketAddrV4;
+
+/// Seed of the hash that picks a backend's first slot.
+pub const SEED_OFFSET: u64 = 0x6d61_676c_6576_6f66; // "maglevof"
+/// Seed of the hash that picks a backend's stride.
+pub const SEED_SKIP: u64 = 0x6d61_676c_6576_736b; // "maglevsk"
+
+/// Table sizes: the smallest prime >= 251 x 2^(k/2), k = 0, 1, 2, ...
+pub const PRIMES: [u32; 26] = [
+    251, 359, 503, 719, 1009, 1423, 2011, 2843, 4019, 5683, 8039, 11369, 16067, 22721, 32141,
+    45439, 64271, 90887, 128519, 181751, 257053, 363491, 514049, 726983, 1028099, 1453957,
+];
+
+/// How big a Service's table is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaglevConfig {
+    /// Smallest table (default 251).
+    pub floor: u32,
+    /// Largest table (default 65537); above `ceiling / factor` backends the
+    /// balance guarantee weakens, the table never grows past it.
+    pub ceiling: u32,
+    /// Slots per backend at least (default 100).
+    pub factor: u32,
+}
+
+impl Default for MaglevConfig {
+    fn default() -> Self {
+        Self {
+            floor: 251,
+            ceiling: 65537,
+            factor: 100,
+        }
+    }
+}
+
+fn is_prime(n: u32) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut i = 2u64;
+    while i * i <= u64::from(n) {
+        if u64::from(n) % i == 0 {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+impl MaglevConfig {
+    /// `M` for `n` backends: 0 for none, else the first prime of [`PRIMES`]
+    /// (or the floor/ceiling themselves when prime) in `[floor, ceiling]` with
+    /// `M >= factor x n`; the largest prime `<= ceiling` when none is big
+    /// enough.
+    pub fn table_size(&self, n: usize) -> u32 {
+        if n == 0 {
+            return 0;
+        }
+        let ceiling = self.ceiling.max(2);
+        let floor = self.floor.clamp(2, ceiling);
+        let want = (n as u64 * u64::from(self.factor.max(1))).max(u64::from(floor));
+        if let Some(&p) = PRIMES
+            .iter()
+            .find(|&&p| p >= floor && p <= ceiling && u64::from(p) >= want)
+        {
+            return p;
+        }
+        // Off the list (custom floor/ceiling, or past the list's band): the
+        // next prime >= want if it fits under the ceiling, else the largest
+        // prime <= ceiling (but never fewer slots than backends).
+        let mut p = want.min(u64::from(u32::MAX)) as u32;
+        while p <= ceiling && !is_prime(p) {
+            p += 1;
+        }
+        if p <= ceiling {
+            return p;
+        }
+        p = ceiling;
+        while p > 2 && !is_prime(p) {
+            p -= 1;
+        }
+        if (p as usize) < n {
+            p = n as u32;
+            while !is_prime(p) {
+                p += 1;
+            }
+        }
+        p
+    }
+}
+
+/// MurmurHash3 fmix64.
+fn fmix64(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^= k >> 33;
+    k
+}
+
+/// The stable identity of a backend as one integer: address then port.
+pub fn identity(b: &SocketAddrV4) -> u64 {
+    (u64::from(u32::from(*b.ip())) << 16) | u64::from(b.port())
+}
+
+/// `(offset, skip)` of a backend's permutation in a table of `m` slots.
+pub fn permutation(b: &SocketAddrV4, m: u32) -> (u32, u32) {
+    let id = identity(b);
+    let m64 = u64::from(m);
+    let offset = (fmix64(id ^ SEED_OFFSET) % m64) as u32;
+    let skip = if m > 1 {
+        (fmix64(id ^ SEED_SKIP) % (m64 - 1) + 1) as u32
+    } else {
+        1
+    };
+    (offset, skip)
+}
+
+/// Builds a table of `m` slots for `backends` (duplicates are ignored).
+/// Each slot holds an index into `backends` (as given). Empty when there are
+/// no backends or `m` is 0. `m` should be prime (see
+/// [`MaglevConfig::table_size`]) and `>= backends.len()`.
+pub fn table(backends: &[SocketAddrV4], m: u32) -> Vec<u32> {
+    if backends.is_empty() || m == 0 {
+        return Vec::new();
+    }
+    // Fill order: ascending identity, duplicates dropped.
+    let mut order: Vec<u32> = (0..backends.len() as u32).collect();
+    order.sort_by_key(|&i| identity(&backends[i as usize]));
+    order.dedup_by_key(|i| identity(&backends[*i as usize]));
+
+    let n = order.len();
+    let perm: Vec<(u32, u32)> = order
+        .iter()
+        .map(|&i| permutation(&backends[i as usize], m))
+        .collect();
+    let mut next = vec![0u32; n];
+    const EMPTY: u32 = u32::MAX;
+    let mut entry = vec![EMPTY; m as usize];
+    let mut filled = 0u32;
+    'outer: loop {
+        for j in 0..n {
+            let (offset, skip) = perm[j];
+            // Next slot in j's preference list that is still empty. With m
+            // prime, the permutation visits every slot, so this ends.
+            let mut c =
+                ((u64::from(offset) + u64::from(next[j]) * u64::from(skip)) % u64::from(m)) as u32;
+            while entry[c as usize] != EMPTY {
+                next[j] += 1;
+                c = ((u64::from(offset) + u64::from(next[j]) * u64::from(skip)) % u64::from(m))
+                    as u32;
+            }
+            entry[c as usize] = order[j];
+            next[j] += 1;
+            filled += 1;
+            if filled == m {
+                break 'outer;
+            }
+        }
+    }
+    entry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+    use std::net::Ipv4Addr;
+
+    fn be(i: u32) -> SocketAddrV4 {
+        SocketAddrV4::new(
+            Ipv4Addr::from(0x0af4_0000 + (i / 7) * 3 + 1),
+            8000 + (i % 7) as u16,
+        )
+    }
+
+    fn owners(backends: &[SocketAddrV4], m: u32) -> Vec<SocketAddrV4> {
+        table(backends, m)
+            .into_iter()
+            .map(|i| backends[i as usize])
+            .collect()
+    }
+
+    #[test]
+    fn primes_are_prime_and_sorted() {
+        for w in PRIMES.windows(2) {
+            assert!(w[0] < w[1]);
+        }
+        assert!(PRIMES.iter().all(|&p| is_prime(p)));
+        assert!(is_prime(65537));
+        assert!(!is_prime(65535));
+    }
+
+    #[test]
+    fn table_sizes() {
+        let c = MaglevConfig::default();
+        assert_eq!(c.table_size(0), 0);
+        assert_eq!(c.table_size(1), 251);
+        assert_eq!(c.table_size(2), 251);
+        assert_eq!(c.table_size(3), 359);
+        assert_eq!(c.table_size(10), 1009);
+        assert_eq!(c.table_size(11), 1423);
+        assert_eq!(c.table_size(600), 64271);
+        assert_eq!(c.table_size(650), 65003);
+        assert_eq!(c.table_size(1000), 65537);
+        assert_eq!(c.table_size(100_000), 100_003);
+        let small = MaglevConfig {
+            floor: 7,
+            ceiling: 100,
+            factor: 10,
+        };
+        assert_eq!(small.table_size(1), 11);
+        assert_eq!(small.table_size(3), 31);
+        assert_eq!(small.table_size(20), 97);
+        for n in 1..2000 {
+            let m = c.table_size(n);
+            assert!(is_prime(m), "{n} -> {m}");
+            assert!(m as usize >= n);
+        }
+    }
+
+    #[test]
+    fn fixed_vectors() {
+        // Pinned outputs: any change here changes every table in a cluster.
+        let b = SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 5), 8080);
+        assert_eq!(identity(&b), 0x0af4_0105_1f90);
+        let t = owners(&[b, be(1), be(2)], 251);
+        assert_eq!(t.len(), 251);
+        let again = owners(&[be(2), b, be(1)], 251);
+        assert_eq!(t, again);
+    }
+
+    #[test]
+    fn every_slot_filled_and_duplicates_ignored() {
+        let bs = [be(1), be(2), be(1), be(3)];
+        let t = table(&bs, 251);
+        assert_eq!(t.len(), 251);
+        assert!(t.iter().all(|&i| (i as usize) < bs.len() && i != 2));
+        assert!(table(&[], 251).is_empty());
+        assert!(table(&bs, 0).is_empty());
+    }
+
+    fn counts(t: &[SocketAddrV4]) -> HashMap<SocketAddrV4, usize> {
+        let mut c = HashMap::new();
+        for b in t {
+            *c.entry(*b).or_default() += 1;
+        }
+        c
+    }
+
+    fn backend_set() -> impl Strategy<Value = Vec<SocketAddrV4>> {
+        prop::collection::btree_set((0u32..200_000, 1u16..=65535), 1..60).prop_map(|s| {
+            s.into_iter()
+                .map(|(a, p)| SocketAddrV4::new(Ipv4Addr::from(0x0af4_0000 + a), p))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn order_independent(bs in backend_set(), seed in any::<u64>()) {
+            let m = MaglevConfig::default().table_size(bs.len());
+            let mut shuffled = bs.clone();
+            // Deterministic shuffle from the seed.
+            let mut s = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+                shuffled.swap(i, (s % (i as u64 + 1)) as usize);
+            }
+            prop_assert_eq!(owners(&bs, m), owners(&shuffled, m));
+        }
+
+        #[test]
+        fn balanced(bs in backend_set()) {
+            let m = MaglevConfig::default().table_size(bs.len());
+            prop_assert!(m as usize >= 100 * bs.len());
+            let c = counts(&owners(&bs, m));
+            prop_assert_eq!(c.len(), bs.len());
+            let max = *c.values().max().unwrap() as f64;
+            let min = *c.values().min().unwrap() as f64;
+            prop_assert!(max / min <= 1.05, "max {} min {}", max, min);
+        }
+
+        #[test]
+        fn removing_one_moves_little_else(bs in backend_set(), pick in any::<prop::sample::Index>()) {
+            prop_assume!(bs.len() >= 2);
+            let m = MaglevConfig::default().table_size(bs.len());
+            let gone = bs[pick.index(bs.len())];
+            let rest: Vec<_> = bs.iter().copied().filter(|b| *b != gone).collect();
+            let before = owners(&bs, m);
+            let after = owners(&rest, m);
+            let mut others_moved = 0;
+            for (a, b) in before.iter().zip(&after) {
+                if *a == gone {
+                    prop_assert!(*b != gone);
+                } else if a != b {
+                    others_moved += 1;
+                }
+            }
+            prop_assert!((others_moved as f64) < 0.05 * m as f64, "moved {} of {}", others_moved, m);
+        }
+
+        #[test]
+        fn adding_one_takes_its_share(bs in backend_set(), extra in (300_000u32..400_000, 1u16..=65535)) {
+            // Same M before and after (the table size is per band, so a real
+            // Service usually keeps it; sized here for N + 1).
+            let m = MaglevConfig::default().table_size(bs.len() + 1);
+            let new = SocketAddrV4::new(Ipv4Addr::from(0x0af4_0000 + extra.0), extra.1);
+            let mut more = bs.clone();
+            more.push(new);
+            let before = owners(&bs, m);
+            let after = owners(&more, m);
+            let mut taken = 0usize;
+            let mut others_moved = 0usize;
+            for (a, b) in before.iter().zip(&after) {
+                if *b == new {
+                    taken += 1;
+                } else if a != b {
+                    others_moved += 1;
+                }
+            }
+            let share = m as f64 / (bs.len() + 1) as f64;
+            prop_assert!((taken as f64 - share).abs() <= share * 0.05 + 1.0, "took {} share {}", taken, share);
+            prop_assert!((others_moved as f64) < 0.05 * m as f64, "moved {} of {}", others_moved, m);
+        }
+    }
+}

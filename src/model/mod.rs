@@ -1,7 +1,52 @@
-//! # Model (being built): Kubernetes objects -> desired state. Pure, no I/O.
+//! # Model: Kubernetes objects -> desired map contents
+//!
+//! Pure Rust, no I/O. Services, EndpointSlices and Nodes (the k8s-openapi
+//! types the sources hand over, see [`Snapshot`]) become a [`Desired`]: per
+//! Service, its ports, each with its frontends (what the `services` map
+//! matches), the backends they balance over (Maglev identity `addr:port`) and
+//! its source ranges; plus the tunnel entries (other nodes' pod CIDRs) and
+//! this node's addresses.
+//!
+//! [`build`] does it in one go; [`Model`] does it incrementally (a change to
+//! one EndpointSlice recomputes only its Service, and unchanged Services keep
+//! the same `Arc`, so [`crate::sync::Syncer::apply`] skips them by pointer).
+//!
+//! Bad objects and bad fields are skipped with a reason (logged with
+//! `tracing` when first seen, listed in [`Desired::skipped`]); one bad object
+//! never stops the others. Headless Services and ExternalName Services are DNS
+//! only: skipped silently.
+//!
+//! Honoured: ClusterIP (+ clusterIPs), NodePort, LoadBalancer
+//! (status.loadBalancer.ingress IPs), externalIPs, multi-port, named
+//! targetPorts (resolved by the EndpointSlice port of the same name), several
+//! EndpointSlices per Service (label `kubernetes.io/service-name`), endpoint
+//! conditions (ready; serving + terminating only when no ready one exists, per
+//! frontend backend set), nodeName (local vs remote, the node's InternalIP,
+//! VTEP MAC from a configurable annotation, podCIDR(s)),
+//! externalTrafficPolicy and internalTrafficPolicy `Local`, sessionAffinity
+//! ClientIP with timeoutSeconds (default 10800), loadBalancerSourceRanges.
+//! Not used: topology zones and hints (accepted and ignored: every node
+//! balances over all endpoints, which is what `trafficDistribution` unset
+//! means), appProtocol, healthCheckNodePort, IPv6 (IPv6 addresses, slices and
+//! clusterIPs of dual-stack Services are ignored silently).
+//!
+//! An endpoint without nodeName is placed by pod CIDR: on another node's CIDR
+//! it is that node's, else it is treated as local (the kernel routes it, e.g.
+//! an address outside the cluster in a hand-written EndpointSlice).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use xlb_bpf::{Kind, Proto};
+
+pub use crate::maglev::MaglevConfig;
+
+mod compute;
+#[cfg(test)]
+mod tests;
 
 /// Everything the sources know, as the Kubernetes objects themselves. Both
 /// sources (API watchers, manifest directory) produce this; the model turns it
@@ -11,4 +56,504 @@ pub struct Snapshot {
     pub services: Vec<Service>,
     pub slices: Vec<EndpointSlice>,
     pub nodes: Vec<Node>,
+}
+
+/// Flannel's annotation: JSON `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}`.
+pub const FLANNEL_VTEP_ANNOTATION: &str = "flannel.alpha.coreos.com/backend-data";
+/// xlb's own annotation: a plain `aa:bb:cc:dd:ee:ff`. Always accepted.
+pub const XLB_VTEP_ANNOTATION: &str = "xlb.io/vtep-mac";
+/// The EndpointSlice label naming its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// sessionAffinityConfig.clientIP.timeoutSeconds when unset (Kubernetes' default).
+pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
+
+/// What the model needs to know about this node and the tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelConfig {
+    /// This node's name (Node metadata.name; endpoints with this nodeName are local).
+    pub node_name: String,
+    /// This node's addresses (NodePort matches any of them); the own Node's
+    /// InternalIP/ExternalIP addresses are added.
+    pub node_addrs: Vec<Ipv4Addr>,
+    /// Node annotation holding the VTEP MAC: either flannel's JSON
+    /// (`{"VtepMAC": ".."}`) or a plain MAC. [`XLB_VTEP_ANNOTATION`] is always
+    /// accepted as a fallback.
+    pub vtep_mac_annotation: String,
+    /// Maglev table sizes.
+    pub maglev: MaglevConfig,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            node_name: String::new(),
+            node_addrs: Vec::new(),
+            vtep_mac_annotation: FLANNEL_VTEP_ANNOTATION.into(),
+            maglev: MaglevConfig::default(),
+        }
+    }
+}
+
+/// What the `services` map matches: an address (ClusterIP, LoadBalancer
+/// ingress, ExternalIP) or, with `addr: None`, a NodePort on any local address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FrontendKey {
+    pub addr: Option<Ipv4Addr>,
+    pub port: u16,
+    pub proto: Proto,
+}
+
+impl FrontendKey {
+    /// The map key.
+    pub fn svc_key(&self) -> xlb_bpf::types::xlb_svc_key {
+        use xlb_bpf::types::xlb_svc_key;
+        match self.addr {
+            Some(a) => xlb_svc_key::addr(SocketAddrV4::new(a, self.port), self.proto),
+            None => xlb_svc_key::nodeport(self.port, self.proto),
+        }
+    }
+}
+
+impl std::fmt::Display for FrontendKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.addr {
+            Some(a) => write!(f, "{a}:{}/{}", self.port, self.proto),
+            None => write!(f, "*:{}/{} (NodePort)", self.port, self.proto),
+        }
+    }
+}
+
+/// One entry of the `services` map, before ids and regions are assigned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frontend {
+    pub key: FrontendKey,
+    pub kind: Kind,
+    /// `XLB_SVC_F_*`.
+    pub flags: u32,
+    /// Seconds, meaningful with `XLB_SVC_F_AFFINITY`.
+    pub affinity_timeout: u32,
+    /// Maglev `M` for `backends.len()`; 0 when there is no usable backend
+    /// (the data plane rejects).
+    pub table_size: u32,
+    /// The backends to balance over (identities, sorted, unique); each is in
+    /// the port's [`ServicePort::backends`].
+    pub backends: Vec<SocketAddrV4>,
+    /// How many of `backends` are on this node.
+    pub n_local: u32,
+}
+
+/// An endpoint to balance to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    /// Stable identity (and DNAT target).
+    pub addr: SocketAddrV4,
+    /// Underlay address of its node; `None` = this node.
+    pub node: Option<Ipv4Addr>,
+    /// Serving but terminating (used only because no ready endpoint exists).
+    pub terminating: bool,
+}
+
+/// One port of a Service: the unit of svc_id, stats and names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// `"ns/name:port/PROTO"`, e.g. `"default/web:80/TCP"`.
+    pub name: String,
+    pub frontends: Vec<Frontend>,
+    /// Every backend any frontend uses, sorted by address, unique.
+    pub backends: Vec<Backend>,
+    /// loadBalancerSourceRanges `(network, prefix)`, only when a LoadBalancer
+    /// frontend carries `XLB_SVC_F_SRC_RANGES`.
+    pub src_ranges: Vec<(Ipv4Addr, u8)>,
+}
+
+/// What one Service object asks of the data plane.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ServiceDesired {
+    pub ports: Vec<ServicePort>,
+}
+
+/// A tunnel entry: another node's pod CIDR.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelEntry {
+    pub node: Ipv4Addr,
+    pub vtep_mac: [u8; 6],
+}
+
+/// Desired contents of the maps the agent owns.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Desired {
+    /// Per Service object, keyed `"ns/name"`.
+    pub services: BTreeMap<String, Arc<ServiceDesired>>,
+    /// `(network, prefix)` -> node, for every other node with an address,
+    /// a VTEP MAC and pod CIDR(s).
+    pub tunnels: BTreeMap<(Ipv4Addr, u8), TunnelEntry>,
+    /// This node's addresses (NodePort).
+    pub local_addrs: BTreeSet<Ipv4Addr>,
+    /// `(object, reason)` for everything skipped, e.g.
+    /// `("Service default/web port 0/TCP", "port 0 out of range")`.
+    pub skipped: Vec<(String, String)>,
+}
+
+impl Desired {
+    /// Every Service port.
+    pub fn ports(&self) -> impl Iterator<Item = &ServicePort> {
+        self.services.values().flat_map(|s| s.ports.iter())
+    }
+
+    /// Every frontend with its port.
+    pub fn frontends(&self) -> impl Iterator<Item = (&ServicePort, &Frontend)> {
+        self.ports()
+            .flat_map(|p| p.frontends.iter().map(move |f| (p, f)))
+    }
+
+    /// Every backend, by identity.
+    pub fn backends(&self) -> BTreeMap<SocketAddrV4, &Backend> {
+        self.ports()
+            .flat_map(|p| p.backends.iter().map(|b| (b.addr, b)))
+            .collect()
+    }
+
+    /// A Service port by name.
+    pub fn port(&self, name: &str) -> Option<&ServicePort> {
+        self.ports().find(|p| p.name == name)
+    }
+}
+
+/// Builds the desired state from a snapshot in one go.
+pub fn build(snap: &Snapshot, cfg: &ModelConfig) -> Desired {
+    Model::from_snapshot(snap, cfg.clone()).desired().clone()
+}
+
+/// What the model keeps of a Node.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub(crate) struct NodeInfo {
+    /// First IPv4 InternalIP.
+    pub addr: Option<Ipv4Addr>,
+    /// Every IPv4 InternalIP/ExternalIP.
+    pub addrs: Vec<Ipv4Addr>,
+    pub cidrs: Vec<(Ipv4Addr, u8)>,
+    pub vtep_mac: Option<[u8; 6]>,
+}
+
+/// The incremental model: keeps the objects and indexes, and the desired
+/// state, updating only what an event touches.
+#[derive(Debug)]
+pub struct Model {
+    cfg: ModelConfig,
+    services: HashMap<String, Service>,
+    slices: HashMap<String, EndpointSlice>,
+    /// slice key -> owning Service key (from its label).
+    slice_owner: HashMap<String, String>,
+    /// Service key -> its slices' keys.
+    slices_by_svc: HashMap<String, BTreeSet<String>>,
+    nodes: BTreeMap<String, NodeInfo>,
+    /// owner object -> its skip reasons.
+    skipped: BTreeMap<String, Vec<(String, String)>>,
+    desired: Desired,
+}
+
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
+    let name = meta.name.as_deref().filter(|n| !n.is_empty())?;
+    let ns = meta.namespace.as_deref().unwrap_or("default");
+    Some(format!("{ns}/{name}"))
+}
+
+impl Model {
+    pub fn new(cfg: ModelConfig) -> Self {
+        let mut m = Self {
+            cfg,
+            services: HashMap::new(),
+            slices: HashMap::new(),
+            slice_owner: HashMap::new(),
+            slices_by_svc: HashMap::new(),
+            nodes: BTreeMap::new(),
+            skipped: BTreeMap::new(),
+            desired: Desired::default(),
+        };
+        m.refresh_nodes();
+        m
+    }
+
+    /// A model holding every object of `snap`.
+    pub fn from_snapshot(snap: &Snapshot, cfg: ModelConfig) -> Self {
+        let mut m = Self::new(cfg);
+        for n in &snap.nodes {
+            if let Some(name) = n.metadata.name.clone().filter(|n| !n.is_empty()) {
+                let mut reasons = Vec::new();
+                let info = compute::node_info(n, &m.cfg, &mut reasons);
+                m.set_reasons(&format!("Node {name}"), reasons);
+                m.nodes.insert(name, info);
+            } else {
+                m.skip_one("Node ?", "Node", "metadata.name missing");
+            }
+        }
+        for s in &snap.slices {
+            m.index_slice(s);
+        }
+        for s in &snap.services {
+            match key_of(&s.metadata) {
+                Some(k) => {
+                    m.services.insert(k, s.clone());
+                }
+                None => m.skip_one("Service ?", "Service", "metadata.name missing"),
+            }
+        }
+        m.refresh_nodes();
+        let keys: Vec<String> = m.services.keys().cloned().collect();
+        for k in keys {
+            m.recompute(&k);
+        }
+        m.rebuild_skipped();
+        m
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The current desired state.
+    pub fn desired(&self) -> &Desired {
+        &self.desired
+    }
+
+    /// Adds or replaces a Service; returns whether the desired state changed.
+    pub fn upsert_service(&mut self, svc: &Service) -> bool {
+        let Some(k) = key_of(&svc.metadata) else {
+            self.skip_one("Service ?", "Service", "metadata.name missing");
+            self.rebuild_skipped();
+            return false;
+        };
+        self.services.insert(k.clone(), svc.clone());
+        let changed = self.recompute(&k);
+        self.rebuild_skipped();
+        changed
+    }
+
+    /// Removes a Service by `namespace`, `name`.
+    pub fn remove_service(&mut self, namespace: &str, name: &str) -> bool {
+        let k = format!("{namespace}/{name}");
+        self.services.remove(&k);
+        let changed = self.recompute(&k);
+        self.rebuild_skipped();
+        changed
+    }
+
+    /// Adds or replaces an EndpointSlice.
+    pub fn upsert_slice(&mut self, slice: &EndpointSlice) -> bool {
+        let Some(k) = key_of(&slice.metadata) else {
+            self.skip_one("EndpointSlice ?", "EndpointSlice", "metadata.name missing");
+            self.rebuild_skipped();
+            return false;
+        };
+        let old_owner = self.slice_owner.get(&k).cloned();
+        let new_owner = self.index_slice(slice);
+        let mut changed = false;
+        if let Some(o) = old_owner.filter(|o| Some(o) != new_owner.as_ref()) {
+            changed |= self.recompute(&o);
+        }
+        if let Some(o) = new_owner {
+            changed |= self.recompute(&o);
+        }
+        self.rebuild_skipped();
+        changed
+    }
+
+    /// Removes an EndpointSlice by `namespace`, `name`.
+    pub fn remove_slice(&mut self, namespace: &str, name: &str) -> bool {
+        let k = format!("{namespace}/{name}");
+        self.slices.remove(&k);
+        self.skipped.remove(&format!("EndpointSlice {k}"));
+        let mut changed = false;
+        if let Some(o) = self.slice_owner.remove(&k) {
+            if let Some(set) = self.slices_by_svc.get_mut(&o) {
+                set.remove(&k);
+                if set.is_empty() {
+                    self.slices_by_svc.remove(&o);
+                }
+            }
+            changed = self.recompute(&o);
+        }
+        self.rebuild_skipped();
+        changed
+    }
+
+    /// Adds or replaces a Node. Only a change of what the model uses
+    /// (addresses, pod CIDRs, VTEP MAC) recomputes anything.
+    pub fn upsert_node(&mut self, node: &Node) -> bool {
+        let Some(name) = node.metadata.name.clone().filter(|n| !n.is_empty()) else {
+            self.skip_one("Node ?", "Node", "metadata.name missing");
+            self.rebuild_skipped();
+            return false;
+        };
+        let mut reasons = Vec::new();
+        let info = compute::node_info(node, &self.cfg, &mut reasons);
+        let owner = format!("Node {name}");
+        self.set_reasons(&owner, reasons);
+        let changed = if self.nodes.get(&name) != Some(&info) {
+            self.nodes.insert(name, info);
+            self.node_changed()
+        } else {
+            false
+        };
+        self.rebuild_skipped();
+        changed
+    }
+
+    /// Removes a Node by name.
+    pub fn remove_node(&mut self, name: &str) -> bool {
+        self.skipped.remove(&format!("Node {name}"));
+        let changed = self.nodes.remove(name).is_some() && self.node_changed();
+        self.rebuild_skipped();
+        changed
+    }
+
+    fn node_changed(&mut self) -> bool {
+        let mut changed = self.refresh_nodes();
+        let keys: Vec<String> = self.services.keys().cloned().collect();
+        for k in keys {
+            changed |= self.recompute(&k);
+        }
+        changed
+    }
+
+    /// Indexes a slice under its Service; returns the owner key.
+    fn index_slice(&mut self, slice: &EndpointSlice) -> Option<String> {
+        let k = key_of(&slice.metadata)?;
+        if let Some(old) = self.slice_owner.remove(&k) {
+            if let Some(set) = self.slices_by_svc.get_mut(&old) {
+                set.remove(&k);
+                if set.is_empty() {
+                    self.slices_by_svc.remove(&old);
+                }
+            }
+        }
+        self.slices.insert(k.clone(), slice.clone());
+        let owner_obj = format!("EndpointSlice {k}");
+        let svc = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            .filter(|s| !s.is_empty());
+        match svc {
+            Some(svc) => {
+                self.skipped.remove(&owner_obj);
+                let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
+                let owner = format!("{ns}/{svc}");
+                self.slice_owner.insert(k.clone(), owner.clone());
+                self.slices_by_svc
+                    .entry(owner.clone())
+                    .or_default()
+                    .insert(k);
+                Some(owner)
+            }
+            None => {
+                self.set_reasons(
+                    &owner_obj.clone(),
+                    vec![(owner_obj, format!("label {SERVICE_NAME_LABEL} missing"))],
+                );
+                None
+            }
+        }
+    }
+
+    /// Recomputes one Service; returns whether its desired entry changed.
+    fn recompute(&mut self, key: &str) -> bool {
+        let owner = format!("Service {key}");
+        let mut reasons = Vec::new();
+        let new = self.services.get(key).and_then(|svc| {
+            let slices = self
+                .slices_by_svc
+                .get(key)
+                .into_iter()
+                .flatten()
+                .filter_map(|k| self.slices.get(k));
+            compute::service(svc, key, slices, &self.nodes, &self.cfg, &mut reasons)
+        });
+        self.set_reasons(&owner, reasons);
+        match (new, self.desired.services.get(key)) {
+            (None, None) => false,
+            (None, Some(_)) => {
+                self.desired.services.remove(key);
+                true
+            }
+            (Some(n), Some(old)) if **old == n => false,
+            (Some(n), _) => {
+                self.desired.services.insert(key.to_string(), Arc::new(n));
+                true
+            }
+        }
+    }
+
+    /// Tunnel entries and local addresses from the nodes.
+    fn refresh_nodes(&mut self) -> bool {
+        let mut tunnels = BTreeMap::new();
+        let mut reasons = Vec::new();
+        for (name, n) in &self.nodes {
+            if *name == self.cfg.node_name {
+                continue;
+            }
+            let (Some(addr), Some(mac)) = (n.addr, n.vtep_mac) else {
+                if !n.cidrs.is_empty() {
+                    reasons.push((
+                        format!("Node {name}"),
+                        if n.addr.is_none() {
+                            "no IPv4 InternalIP: no tunnel entry for its pod CIDRs".to_string()
+                        } else {
+                            format!(
+                                "no VTEP MAC (annotation {} or {XLB_VTEP_ANNOTATION}): no tunnel entry for its pod CIDRs",
+                                self.cfg.vtep_mac_annotation
+                            )
+                        },
+                    ));
+                }
+                continue;
+            };
+            for c in &n.cidrs {
+                tunnels.insert(
+                    *c,
+                    TunnelEntry {
+                        node: addr,
+                        vtep_mac: mac,
+                    },
+                );
+            }
+        }
+        self.set_reasons("Nodes (tunnels)", reasons);
+        let mut local: BTreeSet<Ipv4Addr> = self.cfg.node_addrs.iter().copied().collect();
+        if let Some(me) = self.nodes.get(&self.cfg.node_name) {
+            local.extend(me.addrs.iter().copied());
+        }
+        let changed = tunnels != self.desired.tunnels || local != self.desired.local_addrs;
+        self.desired.tunnels = tunnels;
+        self.desired.local_addrs = local;
+        changed
+    }
+
+    fn skip_one(&mut self, object: &str, owner_kind: &str, reason: &str) {
+        tracing::warn!(object, reason, "skipped {owner_kind}");
+        self.skipped
+            .entry(format!("{owner_kind} ?"))
+            .or_default()
+            .push((object.to_string(), reason.to_string()));
+    }
+
+    /// Replaces an owner's reasons, logging the new ones once.
+    fn set_reasons(&mut self, owner: &str, reasons: Vec<(String, String)>) {
+        let old = self.skipped.get(owner);
+        for (object, reason) in &reasons {
+            if !old.is_some_and(|o| o.iter().any(|(ob, r)| ob == object && r == reason)) {
+                tracing::warn!(object = %object, reason = %reason, "skipped");
+            }
+        }
+        if reasons.is_empty() {
+            self.skipped.remove(owner);
+        } else {
+            self.skipped.insert(owner.to_string(), reasons);
+        }
+    }
+
+    fn rebuild_skipped(&mut self) {
+        self.desired.skipped = self.skipped.values().flatten().cloned().collect();
+    }
 }

@@ -1,1 +1,180 @@
-//! # Sync (being built): desired state -> maps.
+//! # Sync: desired state -> maps
+//!
+//! [`Syncer`] owns the maps the agent writes (`services`, `backends`,
+//! `maglev`, `src_ranges`, `tunnel`, `local_addrs`) through [`MapOps`],
+//! implemented for the real maps ([`xlb_bpf::Maps`]) and for an in-memory fake
+//! ([`fake::FakeMaps`], which also records every write for ordering tests).
+//!
+//! ## Order
+//! Per Service port, in an order that never lets a packet see missing data:
+//! 1. backends (new ids written, ACTIVE) — before any table names them;
+//! 2. each frontend group's Maglev table into a *free* region of the `maglev`
+//!    slot array (frontends of a port with the same backend set share one);
+//! 3. source ranges to add;
+//! 4. one `services` update per frontend switches it to the new region (one
+//!    map update = one atomic switch);
+//! 5. removed frontends' `services` entries deleted;
+//! 6. source ranges to remove;
+//! 7. regions no frontend points at any more freed (reusable);
+//! 8. backends no region names any more: ACTIVE cleared and the generation
+//!    bumped (connection-tracking entries pointing at them are re-chosen).
+//!
+//! ## Ids
+//! svc_id is stable per Service port name (`"ns/name:port/PROTO"`) while the
+//! port exists (and across restarts through the names file); backend ids are
+//! stable per `addr:port` while any table uses it. Id 0 of `backends` is never
+//! used (an unwritten Maglev slot reads 0 and finds an inactive backend).
+//!
+//! ## Restart
+//! [`Syncer::adopt`] reads what the maps hold (frontends, their regions and
+//! table contents, backend slots and generations, source ranges, tunnels,
+//! local addresses) without writing anything; the first [`Syncer::apply`]
+//! keeps every entry that is already right (same ids, same regions) and
+//! removes the stale rest. Call it only with a complete desired state (after
+//! the sources' first full sync).
+//!
+//! ## Failures
+//! A full map (services, backends, maglev region, svc_id space) fails that
+//! Service port only: its frontends keep what they had (or are not created),
+//! nothing half-written is ever pointed at, and the failure is counted in
+//! [`SyncReport::failed`] with the reason; the other ports go on.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub mod fake;
+mod ops;
+mod regions;
+mod syncer;
+
+pub use fake::FakeMaps;
+pub use ops::MapOps;
+pub use regions::Regions;
+pub use syncer::Syncer;
+
+/// Errors of sync.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Map(#[from] xlb_bpf::Error),
+    #[error("{what} is full ({max})")]
+    Full { what: &'static str, max: u32 },
+    #[error("names file {path}: {source}")]
+    Names {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What one [`Syncer::apply`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Service ports (re)programmed.
+    pub ports_changed: usize,
+    /// Service ports removed.
+    pub ports_removed: usize,
+    /// Map writes (updates + deletes, a Maglev region write counts once).
+    pub writes: usize,
+    /// `services` entries written / deleted.
+    pub frontends_written: usize,
+    pub frontends_deleted: usize,
+    /// Backend ids allocated / released (generation bumped).
+    pub backends_added: usize,
+    pub backends_removed: usize,
+    /// Maglev regions written / freed, and slots written.
+    pub regions_written: usize,
+    pub regions_freed: usize,
+    pub slots_written: usize,
+    /// `(Service port or object, error)` for what could not be applied.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Options of a [`Syncer`].
+#[derive(Clone, Debug, Default)]
+pub struct SyncOptions {
+    /// Where svc_id -> name is persisted (and read back on adopt); `None`:
+    /// not persisted. See [`names_path`].
+    pub names_file: Option<PathBuf>,
+}
+
+/// Occupancy of the agent-owned maps, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Occupancy {
+    pub frontends: usize,
+    pub backends: usize,
+    pub backend_capacity: u32,
+    pub maglev_used: u64,
+    pub maglev_capacity: u32,
+    pub svc_ids: usize,
+    pub tunnels: usize,
+}
+
+/// The names file that goes with a pin directory: bpffs cannot hold regular
+/// files, so it lives under `/run/xlb/`: `/run/xlb/names.json` for the
+/// default pin directory, `/run/xlb/<pin dir with '/' as '_'>.names.json`
+/// otherwise. The agent writes it atomically (temp file + rename) whenever a
+/// svc_id is allocated or freed; `xlb maps` reads it with [`read_names`].
+pub fn names_path(pin_dir: &Path) -> PathBuf {
+    let run = Path::new("/run/xlb");
+    if pin_dir == Path::new(xlb_loader::DEFAULT_PIN_DIR) {
+        return run.join("names.json");
+    }
+    let flat: String = pin_dir
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| if c == '/' { '_' } else { c })
+        .collect();
+    run.join(format!("{flat}.names.json"))
+}
+
+/// Reads a names file: svc_id -> `"ns/name:port/PROTO"`. A missing file is
+/// an empty map.
+pub fn read_names(path: &Path) -> Result<BTreeMap<u32, String>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(source) => {
+            return Err(Error::Names {
+                path: path.into(),
+                source,
+            })
+        }
+    };
+    let file: NamesFile = serde_json::from_str(&text).map_err(|e| Error::Names {
+        path: path.into(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })?;
+    Ok(file.services)
+}
+
+/// Writes a names file atomically.
+pub fn write_names(path: &Path, names: &BTreeMap<u32, String>) -> Result<()> {
+    let err = |source| Error::Names {
+        path: path.into(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let body = serde_json::to_vec(&NamesFile {
+        version: 1,
+        services: names.clone(),
+    })
+    .map_err(|e| err(std::io::Error::other(e)))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, body).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(e)
+    })
+}
+
+/// On-disk form of the names file: `{"version":1,"services":{"7":"default/web:80/TCP"}}`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct NamesFile {
+    version: u32,
+    services: BTreeMap<u32, String>,
+}

@@ -1,0 +1,611 @@
+//! The per-object computations of the model: a Service with its slices, a Node.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use k8s_openapi::api::core::v1::{Node, Service, ServicePort as K8sServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use xlb_bpf::consts::{XLB_SVC_F_AFFINITY, XLB_SVC_F_LOCAL, XLB_SVC_F_SRC_RANGES};
+use xlb_bpf::{Kind, Proto};
+
+use super::{
+    Backend, Frontend, FrontendKey, ModelConfig, NodeInfo, ServiceDesired, ServicePort,
+    DEFAULT_AFFINITY_TIMEOUT, XLB_VTEP_ANNOTATION,
+};
+
+type Reasons = Vec<(String, String)>;
+
+/// Parses `a.b.c.d/n`, masking host bits.
+pub(crate) fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (a, p) = s.trim().split_once('/')?;
+    let a: Ipv4Addr = a.parse().ok()?;
+    let p: u8 = p.parse().ok().filter(|p| *p <= 32)?;
+    let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+    Some((Ipv4Addr::from(u32::from(a) & mask), p))
+}
+
+fn contains(net: (Ipv4Addr, u8), a: Ipv4Addr) -> bool {
+    let mask = if net.1 == 0 {
+        0
+    } else {
+        u32::MAX << (32 - net.1)
+    };
+    u32::from(a) & mask == u32::from(net.0)
+}
+
+fn is_v6(s: &str) -> bool {
+    s.contains(':')
+}
+
+fn parse_proto(p: Option<&str>) -> Result<Proto, String> {
+    match p.unwrap_or("TCP") {
+        "TCP" => Ok(Proto::Tcp),
+        "UDP" => Ok(Proto::Udp),
+        "SCTP" => Err("protocol SCTP not supported yet".into()),
+        other => Err(format!("unknown protocol {other:?}")),
+    }
+}
+
+fn parse_mac_annotation(v: &str) -> Option<[u8; 6]> {
+    let v = v.trim();
+    if let Some(m) = xlb_bpf::wire::parse_mac(v) {
+        return Some(m);
+    }
+    let j: serde_json::Value = serde_json::from_str(v).ok()?;
+    xlb_bpf::wire::parse_mac(j.get("VtepMAC")?.as_str()?)
+}
+
+/// What the model uses of a Node.
+pub(crate) fn node_info(n: &Node, cfg: &ModelConfig, reasons: &mut Reasons) -> NodeInfo {
+    let name = n.metadata.name.as_deref().unwrap_or("?");
+    let obj = format!("Node {name}");
+    let mut info = NodeInfo::default();
+    for a in n
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        if a.type_ != "InternalIP" && a.type_ != "ExternalIP" {
+            continue;
+        }
+        if is_v6(&a.address) {
+            continue;
+        }
+        match a.address.parse::<Ipv4Addr>() {
+            Ok(ip) => {
+                if a.type_ == "InternalIP" && info.addr.is_none() {
+                    info.addr = Some(ip);
+                }
+                info.addrs.push(ip);
+            }
+            Err(_) => reasons.push((obj.clone(), format!("bad address {:?}", a.address))),
+        }
+    }
+    if info.addr.is_none() {
+        reasons.push((obj.clone(), "no IPv4 InternalIP".into()));
+    }
+    let spec = n.spec.as_ref();
+    let mut cidrs: Vec<&String> = spec
+        .and_then(|s| s.pod_cidrs.as_ref())
+        .into_iter()
+        .flatten()
+        .collect();
+    if cidrs.is_empty() {
+        cidrs.extend(spec.and_then(|s| s.pod_cidr.as_ref()));
+    }
+    for c in cidrs {
+        if is_v6(c) {
+            continue;
+        }
+        match parse_cidr(c) {
+            Some(net) if !info.cidrs.contains(&net) => info.cidrs.push(net),
+            Some(_) => {}
+            None => reasons.push((obj.clone(), format!("bad podCIDR {c:?}"))),
+        }
+    }
+    let ann = n.metadata.annotations.as_ref();
+    for key in [cfg.vtep_mac_annotation.as_str(), XLB_VTEP_ANNOTATION] {
+        if let Some(v) = ann.and_then(|a| a.get(key)) {
+            match parse_mac_annotation(v) {
+                Some(m) => {
+                    info.vtep_mac = Some(m);
+                    break;
+                }
+                None => reasons.push((obj.clone(), format!("annotation {key}: no MAC in {v:?}"))),
+            }
+        }
+    }
+    info
+}
+
+/// One endpoint of one port, before selection.
+#[derive(Clone, Debug)]
+struct Candidate {
+    addr: SocketAddrV4,
+    node: Option<Ipv4Addr>,
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+}
+
+impl Candidate {
+    fn local(&self) -> bool {
+        self.node.is_none()
+    }
+}
+
+/// Where an endpoint lives: `Ok(None)` = this node.
+fn place(
+    node_name: Option<&str>,
+    ip: Ipv4Addr,
+    nodes: &BTreeMap<String, NodeInfo>,
+    cfg: &ModelConfig,
+) -> Result<Option<Ipv4Addr>, String> {
+    match node_name.filter(|n| !n.is_empty()) {
+        Some(n) if n == cfg.node_name => Ok(None),
+        Some(n) => match nodes.get(n) {
+            Some(NodeInfo { addr: Some(a), .. }) => Ok(Some(*a)),
+            Some(_) => Err(format!("node {n} has no IPv4 InternalIP")),
+            None => Err(format!("node {n} unknown")),
+        },
+        None => {
+            if let Some(me) = nodes.get(&cfg.node_name) {
+                if me.cidrs.iter().any(|c| contains(*c, ip)) {
+                    return Ok(None);
+                }
+            }
+            for (name, info) in nodes {
+                if *name != cfg.node_name && info.cidrs.iter().any(|c| contains(*c, ip)) {
+                    return info
+                        .addr
+                        .map(Some)
+                        .ok_or_else(|| format!("node {name} has no IPv4 InternalIP"));
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Endpoints of the slices, per (slice port name, proto) -> candidates.
+fn candidates<'a>(
+    slices: impl Iterator<Item = &'a EndpointSlice>,
+    nodes: &BTreeMap<String, NodeInfo>,
+    cfg: &ModelConfig,
+    reasons: &mut Reasons,
+) -> BTreeMap<(String, Proto), BTreeMap<SocketAddrV4, Candidate>> {
+    let mut out: BTreeMap<(String, Proto), BTreeMap<SocketAddrV4, Candidate>> = BTreeMap::new();
+    for s in slices {
+        let sname = format!(
+            "EndpointSlice {}/{}",
+            s.metadata.namespace.as_deref().unwrap_or("default"),
+            s.metadata.name.as_deref().unwrap_or("?")
+        );
+        match s.address_type.as_str() {
+            "IPv4" => {}
+            "IPv6" => continue,
+            other => {
+                reasons.push((sname, format!("addressType {other:?} not supported")));
+                continue;
+            }
+        }
+        let mut ports = Vec::new();
+        for p in s.ports.iter().flatten() {
+            let pname = p.name.clone().unwrap_or_default();
+            let proto = match parse_proto(p.protocol.as_deref()) {
+                Ok(pr) => pr,
+                Err(e) => {
+                    reasons.push((sname.clone(), format!("port {pname:?}: {e}")));
+                    continue;
+                }
+            };
+            match p.port {
+                Some(n) if (1..=65535).contains(&n) => ports.push((pname, proto, n as u16)),
+                other => reasons.push((
+                    sname.clone(),
+                    format!("port {pname:?}: port {other:?} out of range"),
+                )),
+            }
+        }
+        if ports.is_empty() {
+            continue;
+        }
+        for e in &s.endpoints {
+            let Some(first) = e.addresses.first() else {
+                reasons.push((sname.clone(), "endpoint without addresses".into()));
+                continue;
+            };
+            let ip: Ipv4Addr = match first.parse() {
+                Ok(ip) => ip,
+                Err(_) => {
+                    reasons.push((sname.clone(), format!("bad endpoint address {first:?}")));
+                    continue;
+                }
+            };
+            let node = match place(e.node_name.as_deref(), ip, nodes, cfg) {
+                Ok(n) => n,
+                Err(why) => {
+                    reasons.push((sname.clone(), format!("endpoint {ip}: {why}")));
+                    continue;
+                }
+            };
+            let c = e.conditions.as_ref();
+            let ready = c.and_then(|c| c.ready).unwrap_or(true);
+            let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+            let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+            for (pname, proto, port) in &ports {
+                let addr = SocketAddrV4::new(ip, *port);
+                let cand = Candidate {
+                    addr,
+                    node,
+                    ready: ready && !terminating,
+                    serving,
+                    terminating,
+                };
+                let m = out.entry((pname.clone(), *proto)).or_default();
+                // The same endpoint in two slices (during a move): ready wins.
+                match m.get(&addr) {
+                    Some(old) if old.ready || !cand.ready => {}
+                    _ => {
+                        m.insert(addr, cand);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Ready ones; else serving-and-terminating ones.
+fn select<'a>(cands: impl Iterator<Item = &'a Candidate> + Clone) -> Vec<&'a Candidate> {
+    let ready: Vec<_> = cands.clone().filter(|c| c.ready).collect();
+    if !ready.is_empty() {
+        return ready;
+    }
+    cands.filter(|c| c.serving && c.terminating).collect()
+}
+
+struct Policy {
+    flags: u32,
+    affinity_timeout: u32,
+    etp_local: bool,
+    itp_local: bool,
+}
+
+fn local_policy(v: Option<&str>, field: &str, obj: &str, reasons: &mut Reasons) -> bool {
+    match v {
+        None | Some("Cluster") => false,
+        Some("Local") => true,
+        Some(other) => {
+            reasons.push((
+                obj.to_string(),
+                format!("{field} {other:?} unknown, using Cluster"),
+            ));
+            false
+        }
+    }
+}
+
+/// A Service with its slices -> its ports. `None`: nothing to program.
+pub(crate) fn service<'a>(
+    svc: &Service,
+    key: &str,
+    slices: impl Iterator<Item = &'a EndpointSlice>,
+    nodes: &BTreeMap<String, NodeInfo>,
+    cfg: &ModelConfig,
+    reasons: &mut Reasons,
+) -> Option<ServiceDesired> {
+    let obj = format!("Service {key}");
+    let Some(spec) = svc.spec.as_ref() else {
+        reasons.push((obj, "spec missing".into()));
+        return None;
+    };
+    let ty = spec.type_.as_deref().unwrap_or("ClusterIP");
+    match ty {
+        "ExternalName" => return None,
+        "ClusterIP" | "NodePort" | "LoadBalancer" => {}
+        other => {
+            reasons.push((obj, format!("unknown type {other:?}")));
+            return None;
+        }
+    }
+    let ip_strings: Vec<&String> = match spec.cluster_ips.as_ref().filter(|v| !v.is_empty()) {
+        Some(v) => v.iter().collect(),
+        None => spec.cluster_ip.iter().collect(),
+    };
+    if ip_strings.iter().any(|s| s.as_str() == "None") {
+        return None; // headless: DNS only
+    }
+    let mut cluster_ips = Vec::new();
+    for s in &ip_strings {
+        if s.is_empty() || is_v6(s) {
+            continue;
+        }
+        match s.parse::<Ipv4Addr>() {
+            Ok(ip) if !ip.is_unspecified() => cluster_ips.push(ip),
+            _ => reasons.push((obj.clone(), format!("bad clusterIP {s:?}"))),
+        }
+    }
+    if cluster_ips.is_empty() && ip_strings.iter().all(|s| s.is_empty()) {
+        reasons.push((obj.clone(), "no clusterIP allocated".into()));
+    }
+
+    // Policy.
+    let mut flags = 0;
+    let mut affinity_timeout = 0;
+    match spec.session_affinity.as_deref() {
+        None | Some("None") => {}
+        Some("ClientIP") => {
+            flags |= XLB_SVC_F_AFFINITY;
+            affinity_timeout = DEFAULT_AFFINITY_TIMEOUT;
+            if let Some(t) = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+            {
+                if (1..=86400).contains(&t) {
+                    affinity_timeout = t as u32;
+                } else {
+                    reasons.push((
+                        obj.clone(),
+                        format!("sessionAffinity timeoutSeconds {t} out of 1..=86400, using {DEFAULT_AFFINITY_TIMEOUT}"),
+                    ));
+                }
+            }
+        }
+        Some(other) => reasons.push((
+            obj.clone(),
+            format!("sessionAffinity {other:?} unknown, ignored"),
+        )),
+    }
+    let policy = Policy {
+        flags,
+        affinity_timeout,
+        etp_local: local_policy(
+            spec.external_traffic_policy.as_deref(),
+            "externalTrafficPolicy",
+            &obj,
+            reasons,
+        ),
+        itp_local: local_policy(
+            spec.internal_traffic_policy.as_deref(),
+            "internalTrafficPolicy",
+            &obj,
+            reasons,
+        ),
+    };
+
+    // External addresses.
+    let mut external_ips = Vec::new();
+    for s in spec.external_ips.iter().flatten() {
+        if is_v6(s) {
+            continue;
+        }
+        match s.parse::<Ipv4Addr>() {
+            Ok(ip) if !ip.is_unspecified() => external_ips.push(ip),
+            _ => reasons.push((obj.clone(), format!("bad externalIP {s:?}"))),
+        }
+    }
+    let mut lb_ips = Vec::new();
+    let mut src_ranges = Vec::new();
+    if ty == "LoadBalancer" {
+        for ing in svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|l| l.ingress.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            let Some(s) = ing.ip.as_deref() else { continue }; // hostname-only
+            if is_v6(s) {
+                continue;
+            }
+            match s.parse::<Ipv4Addr>() {
+                Ok(ip) if !ip.is_unspecified() => lb_ips.push(ip),
+                _ => reasons.push((obj.clone(), format!("bad loadBalancer ingress ip {s:?}"))),
+            }
+        }
+        for r in spec.load_balancer_source_ranges.iter().flatten() {
+            if is_v6(r) {
+                continue;
+            }
+            match parse_cidr(r) {
+                Some(net) => src_ranges.push(net),
+                None => reasons.push((
+                    obj.clone(),
+                    format!("bad loadBalancerSourceRange {r:?} (ignored: fewer sources allowed)"),
+                )),
+            }
+        }
+        src_ranges.sort();
+        src_ranges.dedup();
+    }
+    let has_src_ranges = !spec
+        .load_balancer_source_ranges
+        .as_ref()
+        .is_none_or(|v| v.is_empty())
+        && ty == "LoadBalancer";
+
+    let cands = candidates(slices, nodes, cfg, reasons);
+
+    let mut ports = Vec::new();
+    let mut seen_ports = BTreeSet::new();
+    for sp in spec.ports.iter().flatten() {
+        let pobj = format!(
+            "{obj} port {}/{}",
+            sp.port,
+            sp.protocol.as_deref().unwrap_or("TCP")
+        );
+        let proto = match parse_proto(sp.protocol.as_deref()) {
+            Ok(p) => p,
+            Err(e) => {
+                reasons.push((pobj, e));
+                continue;
+            }
+        };
+        if !(1..=65535).contains(&sp.port) {
+            reasons.push((pobj, format!("port {} out of range", sp.port)));
+            continue;
+        }
+        if !seen_ports.insert((sp.port, proto)) {
+            reasons.push((pobj, "duplicate port".into()));
+            continue;
+        }
+        let p = service_port(
+            sp,
+            proto,
+            key,
+            &pobj,
+            ty,
+            &cluster_ips,
+            &lb_ips,
+            &external_ips,
+            &policy,
+            has_src_ranges,
+            &src_ranges,
+            &cands,
+            cfg,
+            reasons,
+        );
+        if !p.frontends.is_empty() {
+            ports.push(p);
+        }
+    }
+    if ports.is_empty() {
+        if spec.ports.as_ref().is_none_or(|p| p.is_empty()) {
+            reasons.push((obj, "no ports".into()));
+        }
+        return None;
+    }
+    Some(ServiceDesired { ports })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn service_port(
+    sp: &K8sServicePort,
+    proto: Proto,
+    key: &str,
+    pobj: &str,
+    ty: &str,
+    cluster_ips: &[Ipv4Addr],
+    lb_ips: &[Ipv4Addr],
+    external_ips: &[Ipv4Addr],
+    policy: &Policy,
+    has_src_ranges: bool,
+    src_ranges: &[(Ipv4Addr, u8)],
+    cands: &BTreeMap<(String, Proto), BTreeMap<SocketAddrV4, Candidate>>,
+    cfg: &ModelConfig,
+    reasons: &mut Reasons,
+) -> ServicePort {
+    let port = sp.port as u16;
+    let pname = sp.name.clone().unwrap_or_default();
+    let mine = cands.get(&(pname, proto));
+    let all = mine.into_iter().flat_map(|m| m.values());
+    let cluster_set = select(all.clone());
+    let local_set = select(all.filter(|c| c.local()));
+
+    let mut used: BTreeMap<SocketAddrV4, Backend> = BTreeMap::new();
+    let mut frontends: Vec<Frontend> = Vec::new();
+    let mut add = |key: FrontendKey, kind: Kind, local: bool, extra: u32| {
+        if frontends.iter().any(|f| f.key == key) {
+            return;
+        }
+        let set = if local { &local_set } else { &cluster_set };
+        let mut backends: Vec<SocketAddrV4> = set.iter().map(|c| c.addr).collect();
+        backends.sort();
+        for c in set {
+            used.entry(c.addr).or_insert(Backend {
+                addr: c.addr,
+                node: c.node,
+                terminating: !c.ready,
+            });
+        }
+        let mut flags = policy.flags | extra;
+        if local {
+            flags |= XLB_SVC_F_LOCAL;
+        }
+        frontends.push(Frontend {
+            key,
+            kind,
+            flags,
+            affinity_timeout: policy.affinity_timeout,
+            table_size: cfg.maglev.table_size(backends.len()),
+            n_local: set.iter().filter(|c| c.local()).count() as u32,
+            backends,
+        });
+    };
+    for ip in cluster_ips {
+        add(
+            FrontendKey {
+                addr: Some(*ip),
+                port,
+                proto,
+            },
+            Kind::ClusterIp,
+            policy.itp_local,
+            0,
+        );
+    }
+    if ty == "NodePort" || ty == "LoadBalancer" {
+        match sp.node_port {
+            None | Some(0) => {}
+            Some(np) if (1..=65535).contains(&np) => add(
+                FrontendKey {
+                    addr: None,
+                    port: np as u16,
+                    proto,
+                },
+                Kind::NodePort,
+                policy.etp_local,
+                0,
+            ),
+            Some(np) => reasons.push((pobj.to_string(), format!("nodePort {np} out of range"))),
+        }
+    }
+    let src_flag = if has_src_ranges {
+        XLB_SVC_F_SRC_RANGES
+    } else {
+        0
+    };
+    for ip in lb_ips {
+        add(
+            FrontendKey {
+                addr: Some(*ip),
+                port,
+                proto,
+            },
+            Kind::LoadBalancer,
+            policy.etp_local,
+            src_flag,
+        );
+    }
+    for ip in external_ips {
+        add(
+            FrontendKey {
+                addr: Some(*ip),
+                port,
+                proto,
+            },
+            Kind::ExternalIp,
+            policy.etp_local,
+            0,
+        );
+    }
+    let with_ranges = frontends
+        .iter()
+        .any(|f| f.flags & XLB_SVC_F_SRC_RANGES != 0);
+    ServicePort {
+        name: format!("{key}:{port}/{proto}"),
+        frontends,
+        backends: used.into_values().collect(),
+        src_ranges: if with_ranges {
+            src_ranges.to_vec()
+        } else {
+            Vec::new()
+        },
+    }
+}

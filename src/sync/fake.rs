@@ -1,0 +1,263 @@
+//! An in-memory [`MapOps`] with the real maps' capacities and failure modes,
+//! which records every write (for ordering tests) and can check the
+//! invariants the data plane relies on.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+
+use xlb_bpf::types::{
+    xlb_backend, xlb_src_range_key, xlb_svc_key, xlb_svc_val, xlb_tunnel_key, xlb_tunnel_val,
+};
+
+use super::MapOps;
+
+/// One recorded write.
+#[derive(Clone, Debug)]
+pub enum Op {
+    PutService(xlb_svc_key, xlb_svc_val),
+    DeleteService(xlb_svc_key),
+    PutBackend(u32, xlb_backend),
+    WriteMaglev { off: u32, len: u32 },
+    PutSrcRange(xlb_src_range_key),
+    DeleteSrcRange(xlb_src_range_key),
+    PutTunnel(xlb_tunnel_key, xlb_tunnel_val),
+    DeleteTunnel(xlb_tunnel_key),
+    PutLocalAddr(Ipv4Addr),
+    DeleteLocalAddr(Ipv4Addr),
+}
+
+fn k8(k: &xlb_svc_key) -> [u8; 8] {
+    // SAFETY: Plain struct.
+    unsafe { plain::as_bytes(k) }.try_into().unwrap()
+}
+
+fn k12(k: &xlb_src_range_key) -> [u8; 12] {
+    // SAFETY: Plain struct.
+    unsafe { plain::as_bytes(k) }.try_into().unwrap()
+}
+
+fn kt(k: &xlb_tunnel_key) -> [u8; 8] {
+    // SAFETY: Plain struct.
+    unsafe { plain::as_bytes(k) }.try_into().unwrap()
+}
+
+/// In-memory maps.
+#[derive(Clone, Debug)]
+pub struct FakeMaps {
+    pub services: HashMap<[u8; 8], (xlb_svc_key, xlb_svc_val)>,
+    pub backends: Vec<xlb_backend>,
+    pub maglev: Vec<u32>,
+    pub src_ranges: BTreeMap<[u8; 12], xlb_src_range_key>,
+    pub tunnels: BTreeMap<[u8; 8], (xlb_tunnel_key, xlb_tunnel_val)>,
+    pub local_addrs: BTreeSet<Ipv4Addr>,
+    pub frontend_capacity: u32,
+    /// Every write, in order.
+    pub ops: Vec<Op>,
+    /// Record writes in `ops` (off for big benchmarks).
+    pub record: bool,
+    /// After each write, check that no frontend points at a slot not written
+    /// since it was last freed or at a backend that is not active.
+    pub check: bool,
+    /// Slots written (for `check`).
+    written: Vec<bool>,
+}
+
+impl FakeMaps {
+    pub fn new(frontends: u32, backends: u32, maglev_slots: u32) -> Self {
+        Self {
+            services: HashMap::new(),
+            backends: vec![xlb_backend::default(); backends as usize],
+            maglev: vec![0; maglev_slots as usize],
+            src_ranges: BTreeMap::new(),
+            tunnels: BTreeMap::new(),
+            local_addrs: BTreeSet::new(),
+            frontend_capacity: frontends,
+            ops: Vec::new(),
+            record: true,
+            check: true,
+            written: vec![false; maglev_slots as usize],
+        }
+    }
+
+    /// Small maps for tests: 1024 frontends, 1024 backends, 64 Ki slots.
+    pub fn small() -> Self {
+        Self::new(1024, 1024, 1 << 16)
+    }
+
+    fn rec(&mut self, op: Op) {
+        if self.record {
+            self.ops.push(op);
+        }
+    }
+
+    /// Checks the data plane's invariants: every frontend's region is within
+    /// the array and every slot of it names an active backend. Returns the
+    /// violations.
+    pub fn violations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (k, v) in self.services.values() {
+            let end = u64::from(v.table_off) + u64::from(v.table_size);
+            if end > self.maglev.len() as u64 {
+                out.push(format!("{k:?}: region past the array"));
+                continue;
+            }
+            for s in v.table_off..v.table_off + v.table_size {
+                let id = self.maglev[s as usize];
+                let ok = self
+                    .backends
+                    .get(id as usize)
+                    .is_some_and(|b| b.is_active());
+                if !ok || !self.written[s as usize] {
+                    out.push(format!(
+                        "{}:{} svc_id {} slot {s} -> backend {id} not active/written",
+                        k.ip(),
+                        k.port(),
+                        v.svc_id
+                    ));
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    fn assert_ok(&self, after: &str) {
+        if self.check {
+            let v = self.violations();
+            assert!(v.is_empty(), "after {after}: {v:?}");
+        }
+    }
+
+    /// Forgets which slots were written (call when a region is freed, so a
+    /// later frontend pointing at it without rewriting it is caught).
+    pub fn mark_unwritten(&mut self, off: u32, len: u32) {
+        for s in off..off + len {
+            if let Some(w) = self.written.get_mut(s as usize) {
+                *w = false;
+            }
+        }
+    }
+}
+
+fn full(map: &'static str, max: u32) -> xlb_bpf::Error {
+    xlb_bpf::Error::Full { map, max }
+}
+
+impl MapOps for FakeMaps {
+    fn frontend_capacity(&self) -> u32 {
+        self.frontend_capacity
+    }
+    fn backend_capacity(&self) -> u32 {
+        self.backends.len() as u32
+    }
+    fn maglev_capacity(&self) -> u32 {
+        self.maglev.len() as u32
+    }
+    fn services(&self) -> xlb_bpf::Result<Vec<(xlb_svc_key, xlb_svc_val)>> {
+        Ok(self.services.values().copied().collect())
+    }
+    fn put_service(&mut self, k: &xlb_svc_key, v: &xlb_svc_val) -> xlb_bpf::Result<()> {
+        if !self.services.contains_key(&k8(k))
+            && self.services.len() >= self.frontend_capacity as usize
+        {
+            return Err(full("services", self.frontend_capacity));
+        }
+        self.services.insert(k8(k), (*k, *v));
+        self.rec(Op::PutService(*k, *v));
+        self.assert_ok("put_service");
+        Ok(())
+    }
+    fn delete_service(&mut self, k: &xlb_svc_key) -> xlb_bpf::Result<bool> {
+        let had = self.services.remove(&k8(k)).is_some();
+        self.rec(Op::DeleteService(*k));
+        Ok(had)
+    }
+    fn backend_slots(&self) -> xlb_bpf::Result<Vec<xlb_backend>> {
+        Ok(self.backends.clone())
+    }
+    fn put_backend(&mut self, id: u32, v: &xlb_backend) -> xlb_bpf::Result<()> {
+        let max = self.backends.len() as u32;
+        let slot = self
+            .backends
+            .get_mut(id as usize)
+            .ok_or(xlb_bpf::Error::OutOfRange {
+                map: "backends",
+                index: id.into(),
+                max,
+            })?;
+        *slot = *v;
+        self.rec(Op::PutBackend(id, *v));
+        self.assert_ok("put_backend");
+        Ok(())
+    }
+    fn write_maglev(&mut self, off: u32, table: &[u32]) -> xlb_bpf::Result<()> {
+        let end = off as usize + table.len();
+        if end > self.maglev.len() {
+            return Err(xlb_bpf::Error::OutOfRange {
+                map: "maglev",
+                index: end as u64 - 1,
+                max: self.maglev.len() as u32,
+            });
+        }
+        self.maglev[off as usize..end].copy_from_slice(table);
+        self.written[off as usize..end]
+            .iter_mut()
+            .for_each(|w| *w = true);
+        self.rec(Op::WriteMaglev {
+            off,
+            len: table.len() as u32,
+        });
+        self.assert_ok("write_maglev");
+        Ok(())
+    }
+    fn read_maglev(&self, off: u32, len: u32) -> xlb_bpf::Result<Vec<u32>> {
+        let end = off as usize + len as usize;
+        self.maglev
+            .get(off as usize..end)
+            .map(|s| s.to_vec())
+            .ok_or_else(|| xlb_bpf::Error::OutOfRange {
+                map: "maglev",
+                index: end as u64 - 1,
+                max: self.maglev.len() as u32,
+            })
+    }
+    fn src_ranges(&self) -> xlb_bpf::Result<Vec<xlb_src_range_key>> {
+        Ok(self.src_ranges.values().copied().collect())
+    }
+    fn put_src_range(&mut self, k: &xlb_src_range_key) -> xlb_bpf::Result<()> {
+        self.src_ranges.insert(k12(k), *k);
+        self.rec(Op::PutSrcRange(*k));
+        Ok(())
+    }
+    fn delete_src_range(&mut self, k: &xlb_src_range_key) -> xlb_bpf::Result<bool> {
+        let had = self.src_ranges.remove(&k12(k)).is_some();
+        self.rec(Op::DeleteSrcRange(*k));
+        Ok(had)
+    }
+    fn tunnels(&self) -> xlb_bpf::Result<Vec<(xlb_tunnel_key, xlb_tunnel_val)>> {
+        Ok(self.tunnels.values().copied().collect())
+    }
+    fn put_tunnel(&mut self, k: &xlb_tunnel_key, v: &xlb_tunnel_val) -> xlb_bpf::Result<()> {
+        self.tunnels.insert(kt(k), (*k, *v));
+        self.rec(Op::PutTunnel(*k, *v));
+        Ok(())
+    }
+    fn delete_tunnel(&mut self, k: &xlb_tunnel_key) -> xlb_bpf::Result<bool> {
+        let had = self.tunnels.remove(&kt(k)).is_some();
+        self.rec(Op::DeleteTunnel(*k));
+        Ok(had)
+    }
+    fn local_addrs(&self) -> xlb_bpf::Result<Vec<Ipv4Addr>> {
+        Ok(self.local_addrs.iter().copied().collect())
+    }
+    fn put_local_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<()> {
+        self.local_addrs.insert(a);
+        self.rec(Op::PutLocalAddr(a));
+        Ok(())
+    }
+    fn delete_local_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<bool> {
+        let had = self.local_addrs.remove(&a);
+        self.rec(Op::DeleteLocalAddr(a));
+        Ok(had)
+    }
+}

@@ -1,0 +1,162 @@
+//! The map operations sync needs, over real maps or the fake.
+
+use std::net::Ipv4Addr;
+
+use libbpf_rs::MapCore;
+use xlb_bpf::types::{
+    xlb_backend, xlb_src_range_key, xlb_svc_key, xlb_svc_val, xlb_tunnel_key, xlb_tunnel_val,
+};
+use xlb_bpf::Maps;
+
+/// Map access for [`super::Syncer`]. Errors are the map layer's
+/// ([`xlb_bpf::Error`], `Full` when a map is full).
+pub trait MapOps {
+    /// Capacity of `services` / `backends` / `maglev`.
+    fn frontend_capacity(&self) -> u32;
+    fn backend_capacity(&self) -> u32;
+    fn maglev_capacity(&self) -> u32;
+
+    fn services(&self) -> xlb_bpf::Result<Vec<(xlb_svc_key, xlb_svc_val)>>;
+    fn put_service(&mut self, k: &xlb_svc_key, v: &xlb_svc_val) -> xlb_bpf::Result<()>;
+    fn delete_service(&mut self, k: &xlb_svc_key) -> xlb_bpf::Result<bool>;
+
+    /// Every backend slot (index = id), active or not.
+    fn backend_slots(&self) -> xlb_bpf::Result<Vec<xlb_backend>>;
+    fn put_backend(&mut self, id: u32, v: &xlb_backend) -> xlb_bpf::Result<()>;
+
+    fn write_maglev(&mut self, off: u32, table: &[u32]) -> xlb_bpf::Result<()>;
+    fn read_maglev(&self, off: u32, len: u32) -> xlb_bpf::Result<Vec<u32>>;
+
+    fn src_ranges(&self) -> xlb_bpf::Result<Vec<xlb_src_range_key>>;
+    fn put_src_range(&mut self, k: &xlb_src_range_key) -> xlb_bpf::Result<()>;
+    fn delete_src_range(&mut self, k: &xlb_src_range_key) -> xlb_bpf::Result<bool>;
+
+    fn tunnels(&self) -> xlb_bpf::Result<Vec<(xlb_tunnel_key, xlb_tunnel_val)>>;
+    fn put_tunnel(&mut self, k: &xlb_tunnel_key, v: &xlb_tunnel_val) -> xlb_bpf::Result<()>;
+    fn delete_tunnel(&mut self, k: &xlb_tunnel_key) -> xlb_bpf::Result<bool>;
+
+    fn local_addrs(&self) -> xlb_bpf::Result<Vec<Ipv4Addr>>;
+    fn put_local_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<()>;
+    fn delete_local_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<bool>;
+}
+
+impl MapOps for Maps {
+    fn frontend_capacity(&self) -> u32 {
+        self.services.max_entries()
+    }
+    fn backend_capacity(&self) -> u32 {
+        self.backends.max_entries()
+    }
+    fn maglev_capacity(&self) -> u32 {
+        self.maglev.max_entries()
+    }
+    fn services(&self) -> xlb_bpf::Result<Vec<(xlb_svc_key, xlb_svc_val)>> {
+        Maps::services(self)
+    }
+    fn put_service(&mut self, k: &xlb_svc_key, v: &xlb_svc_val) -> xlb_bpf::Result<()> {
+        Maps::put_service(self, k, v)
+    }
+    fn delete_service(&mut self, k: &xlb_svc_key) -> xlb_bpf::Result<bool> {
+        Maps::delete_service(self, k)
+    }
+    fn backend_slots(&self) -> xlb_bpf::Result<Vec<xlb_backend>> {
+        Maps::backend_slots(self)
+    }
+    fn put_backend(&mut self, id: u32, v: &xlb_backend) -> xlb_bpf::Result<()> {
+        Maps::put_backend(self, id, v)
+    }
+    fn write_maglev(&mut self, off: u32, table: &[u32]) -> xlb_bpf::Result<()> {
+        Maps::write_maglev(self, off, table)
+    }
+    fn read_maglev(&self, off: u32, len: u32) -> xlb_bpf::Result<Vec<u32>> {
+        Maps::read_maglev(self, off, len)
+    }
+    fn src_ranges(&self) -> xlb_bpf::Result<Vec<xlb_src_range_key>> {
+        Maps::src_ranges(self)
+    }
+    fn put_src_range(&mut self, k: &xlb_src_range_key) -> xlb_bpf::Result<()> {
+        Maps::put_src_range(self, k)
+    }
+    fn delete_src_range(&mut self, k: &xlb_src_range_key) -> xlb_bpf::Result<bool> {
+        Maps::delete_src_range(self, k)
+    }
+    fn tunnels(&self) -> xlb_bpf::Result<Vec<(xlb_tunnel_key, xlb_tunnel_val)>> {
+        Maps::tunnels(self)
+    }
+    fn put_tunnel(&mut self, k: &xlb_tunnel_key, v: &xlb_tunnel_val) -> xlb_bpf::Result<()> {
+        Maps::put_tunnel(self, k, v)
+    }
+    fn delete_tunnel(&mut self, k: &xlb_tunnel_key) -> xlb_bpf::Result<bool> {
+        Maps::delete_tunnel(self, k)
+    }
+    fn local_addrs(&self) -> xlb_bpf::Result<Vec<Ipv4Addr>> {
+        Maps::local_addrs(self)
+    }
+    fn put_local_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<()> {
+        Maps::put_local_addr(self, a)
+    }
+    fn delete_local_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<bool> {
+        Maps::delete_local_addr(self, a)
+    }
+}
+
+/// A syncer may also borrow the maps (`Syncer<&mut Maps>`).
+impl<T: MapOps> MapOps for &mut T {
+    fn frontend_capacity(&self) -> u32 {
+        (**self).frontend_capacity()
+    }
+    fn backend_capacity(&self) -> u32 {
+        (**self).backend_capacity()
+    }
+    fn maglev_capacity(&self) -> u32 {
+        (**self).maglev_capacity()
+    }
+    fn services(&self) -> xlb_bpf::Result<Vec<(xlb_svc_key, xlb_svc_val)>> {
+        (**self).services()
+    }
+    fn put_service(&mut self, k: &xlb_svc_key, v: &xlb_svc_val) -> xlb_bpf::Result<()> {
+        (**self).put_service(k, v)
+    }
+    fn delete_service(&mut self, k: &xlb_svc_key) -> xlb_bpf::Result<bool> {
+        (**self).delete_service(k)
+    }
+    fn backend_slots(&self) -> xlb_bpf::Result<Vec<xlb_backend>> {
+        (**self).backend_slots()
+    }
+    fn put_backend(&mut self, id: u32, v: &xlb_backend) -> xlb_bpf::Result<()> {
+        (**self).put_backend(id, v)
+    }
+    fn write_maglev(&mut self, off: u32, table: &[u32]) -> xlb_bpf::Result<()> {
+        (**self).write_maglev(off, table)
+    }
+    fn read_maglev(&self, off: u32, len: u32) -> xlb_bpf::Result<Vec<u32>> {
+        (**self).read_maglev(off, len)
+    }
+    fn src_ranges(&self) -> xlb_bpf::Result<Vec<xlb_src_range_key>> {
+        (**self).src_ranges()
+    }
+    fn put_src_range(&mut self, k: &xlb_src_range_key) -> xlb_bpf::Result<()> {
+        (**self).put_src_range(k)
+    }
+    fn delete_src_range(&mut self, k: &xlb_src_range_key) -> xlb_bpf::Result<bool> {
+        (**self).delete_src_range(k)
+    }
+    fn tunnels(&self) -> xlb_bpf::Result<Vec<(xlb_tunnel_key, xlb_tunnel_val)>> {
+        (**self).tunnels()
+    }
+    fn put_tunnel(&mut self, k: &xlb_tunnel_key, v: &xlb_tunnel_val) -> xlb_bpf::Result<()> {
+        (**self).put_tunnel(k, v)
+    }
+    fn delete_tunnel(&mut self, k: &xlb_tunnel_key) -> xlb_bpf::Result<bool> {
+        (**self).delete_tunnel(k)
+    }
+    fn local_addrs(&self) -> xlb_bpf::Result<Vec<Ipv4Addr>> {
+        (**self).local_addrs()
+    }
+    fn put_local_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<()> {
+        (**self).put_local_addr(a)
+    }
+    fn delete_local_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<bool> {
+        (**self).delete_local_addr(a)
+    }
+}

@@ -1,0 +1,203 @@
+//! Shared by the sync tests: building desired states and checking that maps
+//! hold exactly a desired state.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde_json::json;
+use xlb::model::{build, Desired, ModelConfig, Snapshot};
+use xlb::sync::MapOps;
+
+pub fn cfg() -> ModelConfig {
+    ModelConfig {
+        node_name: "n1".into(),
+        node_addrs: vec![Ipv4Addr::new(198, 18, 0, 11)],
+        ..Default::default()
+    }
+}
+
+pub fn nodes() -> Vec<Node> {
+    (1..=3)
+        .map(|i| {
+            serde_json::from_value(json!({
+                "metadata": {"name": format!("n{i}"),
+                    "annotations": {"xlb.io/vtep-mac": format!("02:00:00:00:00:0{i}")}},
+                "spec": {"podCIDR": format!("10.244.{i}.0/24")},
+                "status": {"addresses": [{"type": "InternalIP", "address": format!("198.18.0.1{i}")}]}
+            }))
+            .unwrap()
+        })
+        .collect()
+}
+
+/// A Service `name` on 10.96.0.`n`:80 (+ NodePort 30000+n, ETP Local when
+/// `local`), endpoints 10.244.`node`.`host`:8080.
+pub fn service(n: u8, local: bool) -> Service {
+    let mut spec = json!({"clusterIP": format!("10.96.0.{n}"), "type": "NodePort",
+        "ports": [{"name": "http", "port": 80, "nodePort": 30000 + n as u32}]});
+    if local {
+        spec["externalTrafficPolicy"] = json!("Local");
+    }
+    serde_json::from_value(
+        json!({"metadata": {"name": format!("s{n}"), "namespace": "default"},
+        "spec": spec}),
+    )
+    .unwrap()
+}
+
+/// A LoadBalancer Service with source ranges and affinity.
+pub fn lb_service(n: u8, ranges: &[&str]) -> Service {
+    serde_json::from_value(
+        json!({"metadata": {"name": format!("s{n}"), "namespace": "default"},
+        "spec": {"clusterIP": format!("10.96.0.{n}"), "type": "LoadBalancer",
+            "sessionAffinity": "ClientIP",
+            "loadBalancerSourceRanges": ranges,
+            "ports": [{"name": "http", "port": 80, "nodePort": 30000 + n as u32}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": format!("203.0.113.{n}")}]}}}),
+    )
+    .unwrap()
+}
+
+/// Endpoints `(node, host)` of Service `s{n}`.
+pub fn slice(n: u8, eps: &[(u8, u8)]) -> EndpointSlice {
+    let eps: Vec<_> = eps
+        .iter()
+        .map(|(node, host)| {
+            json!({"addresses": [format!("10.244.{node}.{host}")], "nodeName": format!("n{node}"),
+                "conditions": {"ready": true}})
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("s{n}-a"), "namespace": "default",
+            "labels": {"kubernetes.io/service-name": format!("s{n}")}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080}],
+        "endpoints": eps}))
+    .unwrap()
+}
+
+pub fn desired(services: Vec<Service>, slices: Vec<EndpointSlice>) -> Desired {
+    build(
+        &Snapshot {
+            services,
+            slices,
+            nodes: nodes(),
+        },
+        &cfg(),
+    )
+}
+
+/// Checks that `maps` hold exactly `d`: every frontend with its flags and a
+/// table equal to Maglev over its backends, exactly the backends in use
+/// active (with node and address), ranges, tunnels, local addresses; and
+/// `names` maps each port's svc_id to its name. Returns the problems.
+pub fn verify<M: MapOps>(maps: &M, d: &Desired, names: &BTreeMap<u32, String>) -> Vec<String> {
+    let mut bad = Vec::new();
+    let slots = maps.backend_slots().unwrap();
+    let services = maps.services().unwrap();
+    let mut by_key = BTreeMap::new();
+    for (k, v) in &services {
+        // SAFETY: plain struct.
+        let kb: [u8; 8] = unsafe { plain::as_bytes(k) }.try_into().unwrap();
+        by_key.insert(kb, *v);
+    }
+    let mut n_fe = 0;
+    let mut want_backends = BTreeSet::new();
+    let mut want_ranges = BTreeSet::new();
+    for (p, f) in d.frontends() {
+        n_fe += 1;
+        let k = f.key.svc_key();
+        // SAFETY: plain struct.
+        let kb: [u8; 8] = unsafe { plain::as_bytes(&k) }.try_into().unwrap();
+        let Some(v) = by_key.get(&kb) else {
+            bad.push(format!("{} {}: missing", p.name, f.key));
+            continue;
+        };
+        if names.get(&v.svc_id) != Some(&p.name) {
+            bad.push(format!(
+                "{} {}: svc_id {} named {:?}",
+                p.name,
+                f.key,
+                v.svc_id,
+                names.get(&v.svc_id)
+            ));
+        }
+        if v.flags != f.flags
+            || v.table_size != f.table_size
+            || v.affinity_timeout != f.affinity_timeout
+            || v.n_local != f.n_local
+            || v.fe_type != f.kind.fe_type()
+        {
+            bad.push(format!("{} {}: value {v:?} vs {f:?}", p.name, f.key));
+        }
+        let ids = maps.read_maglev(v.table_off, v.table_size).unwrap();
+        let want = xlb::maglev::table(&f.backends, f.table_size);
+        let got: Vec<Option<SocketAddrV4>> = ids
+            .iter()
+            .map(|id| {
+                slots
+                    .get(*id as usize)
+                    .filter(|b| b.is_active())
+                    .map(|b| b.sockaddr())
+            })
+            .collect();
+        let want: Vec<Option<SocketAddrV4>> =
+            want.iter().map(|i| Some(f.backends[*i as usize])).collect();
+        if got != want {
+            bad.push(format!("{} {}: table differs", p.name, f.key));
+        }
+        for b in &p.backends {
+            want_backends.insert((b.addr, b.node));
+        }
+        for r in &p.src_ranges {
+            want_ranges.insert((v.svc_id, r.0, r.1));
+        }
+    }
+    if services.len() != n_fe {
+        bad.push(format!(
+            "{} services entries, {} desired",
+            services.len(),
+            n_fe
+        ));
+    }
+    let active: BTreeSet<_> = slots
+        .iter()
+        .filter(|b| b.is_active())
+        .map(|b| (b.sockaddr(), b.node()))
+        .collect();
+    let n_active = slots.iter().filter(|b| b.is_active()).count();
+    if active != want_backends || n_active != want_backends.len() {
+        bad.push(format!("active backends {active:?} vs {want_backends:?}"));
+    }
+    let ranges: BTreeSet<_> = maps
+        .src_ranges()
+        .unwrap()
+        .iter()
+        .map(|k| (k.svc_id(), k.net().0, k.net().1))
+        .collect();
+    if ranges != want_ranges {
+        bad.push(format!("src ranges {ranges:?} vs {want_ranges:?}"));
+    }
+    let tunnels: BTreeMap<_, _> = maps
+        .tunnels()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.net(), (v.node(), v.vtep_mac)))
+        .collect();
+    let want_t: BTreeMap<_, _> = d
+        .tunnels
+        .iter()
+        .map(|(k, v)| (*k, (v.node, v.vtep_mac)))
+        .collect();
+    if tunnels != want_t {
+        bad.push(format!("tunnels {tunnels:?} vs {want_t:?}"));
+    }
+    let la: BTreeSet<_> = maps.local_addrs().unwrap().into_iter().collect();
+    if la != d.local_addrs {
+        bad.push(format!("local addrs {la:?} vs {:?}", d.local_addrs));
+    }
+    bad
+}
