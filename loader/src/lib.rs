@@ -3,6 +3,17 @@
 //! Opens and loads the data plane (the uplink XDP object and the pod-veth tc
 //! object), sharing one set of maps between them: pinned by name under a pin
 //! directory for a real node, or private (unpinned) for tests.
+//!
+//! [`attach`] puts the programs on interfaces through pinned bpf_links and
+//! replaces them in place; [`netlink`] follows pod interfaces; [`pin`] owns
+//! the pin directory (bpffs mount, stale-pin checks); [`names`] the
+//! svc_id -> Service name file `xlb maps` prints.
+
+pub mod attach;
+pub mod names;
+pub mod netlink;
+pub mod pin;
+pub mod sys;
 
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
@@ -25,6 +36,29 @@ pub enum Error {
     },
     #[error(transparent)]
     Maps(#[from] xlb_bpf::Error),
+    #[error("{what}: {err}; {hint}")]
+    Io {
+        what: String,
+        err: std::io::Error,
+        hint: String,
+    },
+    #[error("{iface}: {what}: {err}; {hint}")]
+    Attach {
+        iface: String,
+        what: String,
+        err: std::io::Error,
+        hint: String,
+    },
+    #[error("interface {0:?} does not exist (in this network namespace); `ip link` lists them")]
+    NoSuchInterface(String),
+    #[error("xlb is not attached to {iface} (nothing under {}/links); `xlb detach --all` removes everything", pin_dir.display())]
+    NotAttached { iface: String, pin_dir: PathBuf },
+    #[error("stale pin {}: {why}. Remove the old state with `xlb detach --all --pin-dir {}` (this drops connection tracking), or use another --pin-dir", path.display(), pin_dir.display())]
+    StalePin {
+        path: PathBuf,
+        why: String,
+        pin_dir: PathBuf,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -84,7 +118,25 @@ impl DataPlane {
             }
         }
         if let Some(dir) = &opts.pin_dir {
+            pin::ensure_pin_dir(dir)?;
+            let specs: Vec<pin::MapSpec> = open
+                .open_object()
+                .maps()
+                .filter(|m| is_shared_map(&m.name().to_string_lossy()))
+                .map(|m| pin::MapSpec {
+                    name: m.name().to_string_lossy().into_owned(),
+                    map_type: m.map_type() as u32,
+                    key_size: m.key_size(),
+                    value_size: m.value_size(),
+                    max_entries: m.max_entries(),
+                    flags: m.map_flags(),
+                })
+                .collect();
+            pin::check_pinned_maps(dir, &specs)?;
             for map in open.open_object_mut().maps_mut() {
+                if !is_shared_map(&map.name().to_string_lossy()) {
+                    continue; // .rodata/.bss belong to one program version
+                }
                 let path = dir.join(map.name());
                 let mut map = map;
                 map.set_pin_path(&path)
@@ -139,6 +191,12 @@ impl DataPlane {
     pub fn tc_prog(&self) -> &libbpf_rs::ProgramMut<'static> {
         &self.tc.progs.xlb_tc
     }
+}
+
+/// Maps declared in `maps.h` (pinned and shared); libbpf's internal maps
+/// (`.rodata`, `.bss`, `.data`) are per object and never pinned.
+fn is_shared_map(name: &str) -> bool {
+    !name.contains('.')
 }
 
 /// Whether `dir` is on a bpf filesystem.

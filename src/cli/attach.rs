@@ -1,12 +1,240 @@
-//! `xlb attach` (being built).
+//! `xlb attach` and `xlb detach`: put the data plane on an uplink and the pod
+//! veths, upgrade it in place, take it off.
+
+use std::os::fd::AsFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use xlb_loader::attach::{self, AttachMode, Attached};
+use xlb_loader::netlink::{IfacePatterns, PodIfaceWatcher};
+use xlb_loader::{DataPlane, LoadOptions};
+
+/// Attach xlb: XDP on the uplink, tc (tcx) on every pod veth.
+///
+/// Loads the data plane, reusing the maps pinned under --pin-dir (their state
+/// survives), attaches the XDP program to --iface through a pinned bpf_link
+/// and the tc program to every interface matching --pod-ifaces. Run it again
+/// with a new xlb to upgrade: each attached program is swapped atomically
+/// inside its link, no packet is lost.
+///
+/// Examples:
+///   xlb attach --iface eth0
+///   xlb attach --iface eth0 --mode generic
+///   xlb attach --iface eth0 --fallback-generic --pod-ifaces 'veth*,cni*'
+///   xlb attach --iface eth0 --pod-ifaces '' --follow
 #[derive(Debug, clap::Args)]
-pub struct AttachArgs {}
-#[derive(Debug, clap::Args)]
-pub struct DetachArgs {}
-pub fn run_attach(_a: AttachArgs, _pin: &Path) -> anyhow::Result<()> {
-    anyhow::bail!("attach: not built yet")
+#[command(verbatim_doc_comment)]
+pub struct AttachArgs {
+    /// Uplink interface for the XDP program.
+    #[arg(long, short = 'i', value_name = "IF")]
+    pub iface: String,
+
+    /// XDP mode: native (in the driver), generic (any device, slow), offload (SmartNIC).
+    #[arg(long, default_value = "native", value_parser = parse_mode)]
+    pub mode: AttachMode,
+
+    /// If the driver has no native XDP, attach in generic mode with a warning instead of failing.
+    #[arg(long)]
+    pub fallback_generic: bool,
+
+    /// Pod interface name patterns (comma-separated, * and ?); '' attaches no pod interface.
+    #[arg(long, default_value = xlb_loader::netlink::DEFAULT_POD_PATTERNS, value_parser = parse_patterns)]
+    pub pod_ifaces: IfacePatterns,
+
+    /// Stay in the foreground and attach pod interfaces as they appear (until Ctrl-C).
+    #[arg(long)]
+    pub follow: bool,
+
+    /// Print what was done as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
-pub fn run_detach(_a: DetachArgs, _pin: &Path) -> anyhow::Result<()> {
-    anyhow::bail!("detach: not built yet")
+
+/// Detach xlb from an interface, from every pod interface, or entirely.
+///
+/// --iface removes xlb's hooks on that interface (the maps stay pinned, so a
+/// later attach keeps its state); --pods removes the hooks of every pod
+/// interface; --all removes every hook and every pin, maps included
+/// (connection tracking is lost).
+///
+/// Examples:
+///   xlb detach --iface eth0
+///   xlb detach --pods
+///   xlb detach --all
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+#[group(required = true, multiple = false)]
+pub struct DetachArgs {
+    /// Interface to detach from.
+    #[arg(long, short = 'i', value_name = "IF")]
+    pub iface: Option<String>,
+
+    /// Detach every pod interface (keeps the uplink).
+    #[arg(long)]
+    pub pods: bool,
+
+    /// Detach everything and remove every pin under --pin-dir.
+    #[arg(long)]
+    pub all: bool,
+}
+
+fn parse_mode(s: &str) -> Result<AttachMode, String> {
+    s.parse()
+}
+
+fn parse_patterns(s: &str) -> Result<IfacePatterns, String> {
+    s.parse()
+}
+
+fn describe(a: &Attached) -> String {
+    format!(
+        "{:<16} {:<20} {}",
+        a.iface,
+        a.hook.describe(),
+        if a.replaced { "replaced" } else { "attached" }
+    )
+}
+
+fn json_of(a: &Attached) -> serde_json::Value {
+    serde_json::json!({
+        "iface": a.iface,
+        "ifindex": a.ifindex,
+        "hook": a.hook.describe(),
+        "replaced": a.replaced,
+        "warning": a.warning,
+    })
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+pub fn run_attach(a: AttachArgs, pin_dir: &Path) -> anyhow::Result<()> {
+    let dp = DataPlane::load(&LoadOptions {
+        pin_dir: Some(pin_dir.to_owned()),
+        ..Default::default()
+    })
+    .with_context(|| format!("loading the data plane with maps under {}", pin_dir.display()))?;
+
+    // Watch before listing so no pod interface slips between the two.
+    let mut watcher = if a.follow {
+        Some(PodIfaceWatcher::new(a.pod_ifaces.clone()).context("opening a netlink socket")?)
+    } else {
+        None
+    };
+
+    let mut done = vec![attach::attach_uplink(
+        pin_dir,
+        dp.xdp_prog().as_fd(),
+        &a.iface,
+        a.mode,
+        a.fallback_generic,
+    )
+    .with_context(|| format!("attaching XDP to {}", a.iface))?];
+
+    let mut failures = Vec::new();
+    let pods: Vec<String> = xlb_loader::sys::interfaces()
+        .into_iter()
+        .map(|(_, n)| n)
+        .filter(|n| n != &a.iface && a.pod_ifaces.matches(n))
+        .collect();
+    for name in &pods {
+        match attach::attach_pod(pin_dir, dp.tc_prog().as_fd(), name) {
+            Ok(r) => done.push(r),
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    // Pod interfaces attached earlier and not matched now (pattern changed,
+    // interface gone): their links follow the program too.
+    let seen: Vec<String> = done.iter().map(|d| d.iface.clone()).collect();
+    for old in attach::list(pin_dir)? {
+        if seen.contains(&old.iface) || matches!(old.hook, attach::Hook::Xdp(_)) {
+            continue;
+        }
+        match old.ifindex {
+            Some(_) => match attach::attach_pod(pin_dir, dp.tc_prog().as_fd(), &old.iface) {
+                Ok(r) => done.push(r),
+                Err(e) => failures.push(format!("{}: {e}", old.iface)),
+            },
+            None => {
+                xlb_loader::pin::unpin(&old.pin).ok();
+            }
+        }
+    }
+    attach::pin_programs(pin_dir, &dp).context("pinning the programs")?;
+
+    if a.json {
+        let v = serde_json::json!({
+            "pin_dir": pin_dir,
+            "attached": done.iter().map(json_of).collect::<Vec<_>>(),
+            "failed": failures,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for d in &done {
+            println!("{}", describe(d));
+            if let Some(w) = &d.warning {
+                eprintln!("warning: {w}");
+            }
+        }
+        for f in &failures {
+            eprintln!("error: {f}");
+        }
+        println!(
+            "{} interface(s), maps pinned under {}",
+            done.len(),
+            pin_dir.display()
+        );
+    }
+    if let Some(w) = watcher.as_mut() {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe {
+            libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+            libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        }
+        eprintln!("following pod interfaces {} (Ctrl-C stops)", a.pod_ifaces);
+        while !STOP.load(Ordering::Relaxed) {
+            for ev in w.poll(Duration::from_millis(500))? {
+                match xlb_loader::netlink::apply_event(pin_dir, &ev) {
+                    Ok(()) => println!("{ev:?}"),
+                    Err(e) => eprintln!("error: {ev:?}: {e}"),
+                }
+            }
+        }
+    }
+    if !failures.is_empty() {
+        anyhow::bail!("{} pod interface(s) could not be attached", failures.len());
+    }
+    Ok(())
+}
+
+pub fn run_detach(a: DetachArgs, pin_dir: &Path) -> anyhow::Result<()> {
+    let removed = if a.all {
+        let r = attach::detach_all(pin_dir)
+            .with_context(|| format!("removing everything under {}", pin_dir.display()))?;
+        xlb_loader::names::remove(pin_dir);
+        r
+    } else if a.pods {
+        attach::detach_pods(pin_dir).context("detaching pod interfaces")?
+    } else {
+        let iface = a.iface.as_deref().unwrap_or_default();
+        attach::detach(pin_dir, iface).with_context(|| format!("detaching from {iface}"))?
+    };
+    for r in &removed {
+        println!("{:<16} {:<20} detached", r.iface, r.hook.describe());
+    }
+    if a.all {
+        println!(
+            "{} hook(s) detached, {} removed",
+            removed.len(),
+            pin_dir.display()
+        );
+    } else {
+        println!("{} hook(s) detached", removed.len());
+    }
+    Ok(())
 }

@@ -1,0 +1,188 @@
+//! # The pin directory
+//!
+//! Layout under the pin directory (default `/sys/fs/bpf/xlb`):
+//!
+//! ```text
+//! <pin>/services, backends, ... stats   the maps (by name), reused across restarts
+//! <pin>/progs/xdp, <pin>/progs/tc       the programs last attached (the agent attaches
+//!                                       new pod veths with them; replaced on upgrade)
+//! <pin>/links/xdp_<ifname>              bpf_link of the uplink XDP program
+//! <pin>/links/tcx_<ifname>              bpf_link of a pod veth's tcx ingress program
+//! <pin>/links/tc_<ifname>               classic tc (clsact) fallback: the program, pinned
+//!                                       so detach knows the filter is ours
+//! <pin>/names.json                      symlink to the Service-name file (see [`crate::names`])
+//! ```
+//!
+//! bpffs holds only BPF objects, directories and symlinks.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+
+use crate::{sys, Error, Result};
+
+/// Directory of the pinned links.
+pub fn links_dir(pin_dir: &Path) -> PathBuf {
+    pin_dir.join("links")
+}
+
+/// Directory of the pinned programs.
+pub fn progs_dir(pin_dir: &Path) -> PathBuf {
+    pin_dir.join("progs")
+}
+
+/// Kind of object pinned at a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjKind {
+    Map,
+    Prog,
+    Link,
+}
+
+/// What a pinned fd is, from `/proc/self/fdinfo`.
+pub fn obj_kind(fd: impl AsFd) -> Option<ObjKind> {
+    let s =
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd())).ok()?;
+    if s.contains("\nlink_type:") {
+        Some(ObjKind::Link)
+    } else if s.contains("\nprog_type:") {
+        Some(ObjKind::Prog)
+    } else if s.contains("\nmap_type:") {
+        Some(ObjKind::Map)
+    } else {
+        None
+    }
+}
+
+/// Makes sure `pin_dir` exists on a bpf filesystem: when the nearest existing
+/// ancestor is not on bpffs, mounts one at the pin directory's parent.
+pub fn ensure_pin_dir(pin_dir: &Path) -> Result<()> {
+    if crate::is_bpffs(pin_dir) {
+        return Ok(());
+    }
+    let parent = pin_dir.parent().filter(|p| !p.as_os_str().is_empty());
+    let Some(parent) = parent else {
+        return Err(Error::Other(format!(
+            "pin directory {} has no parent to mount bpffs on; use e.g. --pin-dir /sys/fs/bpf/xlb",
+            pin_dir.display()
+        )));
+    };
+    let mut anc = parent;
+    while !anc.exists() {
+        match anc.parent() {
+            Some(p) => anc = p,
+            None => break,
+        }
+    }
+    if !crate::is_bpffs(anc) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::Io {
+            what: format!("creating {}", parent.display()),
+            err: e,
+            hint: "pass a --pin-dir under a writable directory".into(),
+        })?;
+        tracing::info!(dir = %parent.display(), "mounting bpffs");
+        sys::mount_bpffs(parent).map_err(|e| Error::Io {
+            what: format!("mounting bpffs at {}", parent.display()),
+            err: e,
+            hint: format!(
+                "run as root, or mount it yourself: `mount -t bpf bpf {}`",
+                parent.display()
+            ),
+        })?;
+    }
+    std::fs::create_dir_all(pin_dir).map_err(|e| Error::Io {
+        what: format!("creating pin directory {}", pin_dir.display()),
+        err: e,
+        hint: "run as root (bpffs needs CAP_SYS_ADMIN or a delegated mount)".into(),
+    })?;
+    Ok(())
+}
+
+/// The shape a map must have to be reused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapSpec {
+    pub name: String,
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+}
+
+/// Checks every map already pinned under `pin_dir` against what this xlb
+/// would create; a mismatch is a [`Error::StalePin`] naming the fix.
+pub fn check_pinned_maps(pin_dir: &Path, specs: &[MapSpec]) -> Result<()> {
+    for spec in specs {
+        let path = pin_dir.join(&spec.name);
+        if std::fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        let stale = |why: String| Error::StalePin {
+            path: path.clone(),
+            why,
+            pin_dir: pin_dir.to_owned(),
+        };
+        let fd = sys::obj_get(&path)
+            .map_err(|e| stale(format!("it cannot be opened as a BPF object ({e})")))?;
+        match obj_kind(&fd) {
+            Some(ObjKind::Map) => {}
+            Some(k) => return Err(stale(format!("it is a {k:?}, not a map"))),
+            None => return Err(stale("it is not a BPF map".into())),
+        }
+        let info = libbpf_rs::MapInfo::new(fd.as_fd())
+            .map_err(|e| stale(format!("its map info cannot be read ({e})")))?
+            .info;
+        let mut diffs = Vec::new();
+        let mut cmp = |what: &str, have: u32, want: u32| {
+            if have != want {
+                diffs.push(format!("{what} {have} (expected {want})"));
+            }
+        };
+        cmp("type", info.type_, spec.map_type);
+        cmp("key size", info.key_size, spec.key_size);
+        cmp("value size", info.value_size, spec.value_size);
+        cmp("max entries", info.max_entries, spec.max_entries);
+        cmp("flags", info.map_flags, spec.flags);
+        if !diffs.is_empty() {
+            return Err(stale(format!(
+                "it was made by another xlb version or with other sizes: {}",
+                diffs.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Removes a pin; absent is fine.
+pub fn unpin(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+/// Pins `fd` at `path`, replacing a pin already there.
+pub fn repin(fd: impl AsFd, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+            what: format!("creating {}", dir.display()),
+            err: e,
+            hint: "is the pin directory on bpffs? `xlb doctor` checks".into(),
+        })?;
+    }
+    // Pin under a temporary name and rename over the old pin: there is never
+    // a moment without one.
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!("new_{name}"));
+    unpin(&tmp).ok();
+    sys::obj_pin(fd.as_fd(), &tmp).map_err(|e| Error::Io {
+        what: format!("pinning {}", tmp.display()),
+        err: e,
+        hint: "is the pin directory on bpffs? `xlb doctor` checks".into(),
+    })?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::Io {
+        what: format!("renaming pin {} to {}", tmp.display(), path.display()),
+        err: e,
+        hint: "remove the stale pin with `xlb detach --all`".into(),
+    })
+}

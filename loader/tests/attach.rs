@@ -1,0 +1,283 @@
+//! Attach, replace, detach and pins on a real data plane in a namespace.
+
+mod support;
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use support::{eventually, Netns, PinDir};
+use xlb_loader::attach::{self, AttachMode, Hook};
+use xlb_loader::{sys, DataPlane, Error, LoadOptions};
+
+fn load(pin: &PinDir) -> DataPlane {
+    DataPlane::load(&LoadOptions {
+        pin_dir: Some(pin.path.clone()),
+        ..Default::default()
+    })
+    .expect("load pinned data plane")
+}
+
+fn progs(dp: &DataPlane) -> (OwnedFd, OwnedFd) {
+    (
+        dp.xdp_prog().as_fd().try_clone_to_owned().unwrap(),
+        dp.tc_prog().as_fd().try_clone_to_owned().unwrap(),
+    )
+}
+
+#[test]
+fn attach_then_detach_leaves_no_program_and_no_pin() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.veth("up0", "peer0");
+    ns.veth("vethpod0", "eth0p");
+    let pin = PinDir::new();
+    let dp = load(&pin);
+    let (xdp, tc) = progs(&dp);
+    let xdp_id = sys::prog_id(xdp.as_fd()).unwrap();
+    let tc_id = sys::prog_id(tc.as_fd()).unwrap();
+    let p = pin.path.clone();
+    let (up, pod, listed) = ns.run(move || {
+        let up = attach::attach_uplink(&p, xdp.as_fd(), "up0", AttachMode::Native, false).unwrap();
+        let pod = attach::attach_pod(&p, tc.as_fd(), "vethpod0").unwrap();
+        (up, pod, attach::list(&p).unwrap())
+    });
+    assert_eq!(up.hook, Hook::Xdp(AttachMode::Native));
+    assert!(!up.replaced);
+    assert_eq!(pod.hook, Hook::Tcx);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().any(|a| a.iface == "up0" && a.prog_id == xdp_id));
+    assert!(listed.iter().any(|a| a.iface == "vethpod0" && a.prog_id == tc_id));
+    // The kernel sees xlb's program on the uplink, in native mode.
+    let shown = ns.ip_out(&["-d", "link", "show", "up0"]);
+    assert!(shown.contains("prog/xdp") && shown.contains("xlb_xdp"), "{shown}");
+    assert!(shown.contains("xdp "), "native mode shows as `xdp`: {shown}");
+
+    // The links outlive the loader: drop the data plane, the programs stay.
+    drop(dp);
+    assert!(sys::prog_exists(xdp_id) && sys::prog_exists(tc_id));
+
+    let p = pin.path.clone();
+    let (removed, xdp_after) = ns.run(move || {
+        let r = attach::detach(&p, "up0").unwrap();
+        let q = sys::xdp_query(sys::ifindex("up0").unwrap()).unwrap();
+        (r, q)
+    });
+    assert_eq!(removed.len(), 1);
+    assert_eq!(xdp_after.1, 0, "no XDP program left on up0");
+    assert!(!ns.ip_out(&["-d", "link", "show", "up0"]).contains("prog/xdp"));
+    assert!(!pin.path.join("links/xdp_up0").exists());
+    assert!(pin.path.join("links/tcx_vethpod0").exists(), "only up0 was detached");
+
+    // Detaching again says what is wrong.
+    let p = pin.path.clone();
+    let err = ns.run(move || attach::detach(&p, "up0").unwrap_err());
+    assert!(matches!(err, Error::NotAttached { .. }), "{err}");
+    assert!(err.to_string().contains("not attached to up0"), "{err}");
+
+    // --all: every hook and every pin, maps included; the programs are freed.
+    let p = pin.path.clone();
+    let removed = ns.run(move || attach::detach_all(&p).unwrap());
+    assert_eq!(removed.len(), 1);
+    assert!(!pin.path.exists(), "pin directory removed");
+    let tcx_left = ns.run(|| attach::probe_tcx(sys::ifindex("vethpod0").unwrap()));
+    assert!(tcx_left.is_ok());
+    assert!(
+        eventually(|| !sys::prog_exists(xdp_id) && !sys::prog_exists(tc_id)),
+        "programs {xdp_id}/{tc_id} still loaded after detach --all"
+    );
+}
+
+#[test]
+fn replace_swaps_the_program_inside_the_same_link_and_reuses_maps() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.veth("up0", "peer0");
+    ns.veth("vethpod0", "eth0p");
+    let pin = PinDir::new();
+    let dp1 = load(&pin);
+    // State written through the first load...
+    let k = xlb_bpf::types::xlb_svc_key::nodeport(30080, xlb_bpf::Proto::Tcp);
+    dp1.maps.put_service(&k, &Default::default()).unwrap();
+    let (xdp, tc) = progs(&dp1);
+    let p = pin.path.clone();
+    ns.run(move || {
+        attach::attach_uplink(&p, xdp.as_fd(), "up0", AttachMode::Native, false).unwrap();
+        attach::attach_pod(&p, tc.as_fd(), "vethpod0").unwrap();
+    });
+    attach::pin_programs(&pin.path, &dp1).unwrap();
+    let before = attach::list(&pin.path).unwrap();
+    let link_ids = |dir: &std::path::Path| -> Vec<u32> {
+        let mut v: Vec<u32> = attach::list(dir)
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let fd = sys::obj_get(&a.pin).unwrap();
+                libbpf_rs::query::LinkInfo::from_fd(fd.as_fd()).unwrap().id
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let links_before = link_ids(&pin.path);
+    drop(dp1);
+
+    // ...is seen by the second load (the maps are reused, not recreated).
+    let dp2 = load(&pin);
+    assert!(dp2.maps.service(&k).unwrap().is_some(), "pinned state survives");
+    let new_xdp = sys::prog_id(dp2.xdp_prog().as_fd()).unwrap();
+    let p = pin.path.clone();
+    let replaced = {
+        // replace() needs the data plane on the namespace's thread; it is not
+        // Send, so enter the namespace on this thread and come back after.
+        let me = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
+        support::enter(&ns.path());
+        let r = attach::replace(&p, &dp2);
+        use std::os::fd::AsRawFd;
+        // SAFETY: valid fd of our original namespace.
+        assert_eq!(unsafe { libc::setns(me.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        r.unwrap()
+    };
+    assert_eq!(replaced.len(), 2);
+    assert!(replaced.iter().all(|r| r.replaced));
+    let after = attach::list(&pin.path).unwrap();
+    assert_eq!(links_before, link_ids(&pin.path), "same links, updated in place");
+    let up = after.iter().find(|a| a.iface == "up0").unwrap();
+    assert_eq!(up.prog_id, new_xdp);
+    assert_ne!(
+        before.iter().find(|a| a.iface == "up0").unwrap().prog_id,
+        new_xdp
+    );
+    let on_dev = ns.run(|| sys::xdp_query(sys::ifindex("up0").unwrap()).unwrap().1);
+    assert_eq!(on_dev, new_xdp);
+}
+
+#[test]
+fn stale_pinned_map_is_a_clear_error() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    let pin = PinDir::new();
+    // A "services" map of the wrong value size, as an older xlb might have left.
+    let mut m = libbpf_rs::MapHandle::create(
+        libbpf_rs::MapType::Hash,
+        Some("services"),
+        8,
+        16,
+        1024,
+        &libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+            map_flags: libbpf_sys::BPF_F_NO_PREALLOC,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    m.pin(pin.path.join("services")).unwrap();
+    let err = DataPlane::load(&LoadOptions {
+        pin_dir: Some(pin.path.clone()),
+        ..Default::default()
+    })
+    .err()
+    .expect("a stale pin must fail the load");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::StalePin { .. }), "{msg}");
+    assert!(msg.contains("services"), "{msg}");
+    assert!(msg.contains("value size 16 (expected 32)"), "{msg}");
+    assert!(msg.contains("xlb detach --all"), "{msg}");
+
+    // Something that is not a map at all under a map's name.
+    let pin2 = PinDir::new();
+    let prog = sys::load_trivial(libbpf_sys::BPF_PROG_TYPE_XDP, 2).unwrap();
+    sys::obj_pin(prog.as_fd(), &pin2.path.join("backends")).unwrap();
+    let err = DataPlane::load(&LoadOptions {
+        pin_dir: Some(pin2.path.clone()),
+        ..Default::default()
+    })
+    .err()
+    .expect("a program where a map should be must fail");
+    assert!(err.to_string().contains("not a map"), "{err}");
+}
+
+#[test]
+fn attach_errors_say_what_to_do() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.veth("up0", "peer0");
+    ns.ip(&["link", "add", "br0", "type", "bridge"]);
+    ns.ip(&["link", "set", "br0", "up"]);
+    let pin = PinDir::new();
+    let dp = load(&pin);
+    let (xdp, _tc) = progs(&dp);
+    let p = pin.path.clone();
+    let (missing, offload, native_br, fallback, other) = ns.run(move || {
+        let missing = attach::attach_uplink(&p, xdp.as_fd(), "nosuch0", AttachMode::Native, false)
+            .unwrap_err()
+            .to_string();
+        let offload = attach::attach_uplink(&p, xdp.as_fd(), "up0", AttachMode::Offload, false)
+            .unwrap_err()
+            .to_string();
+        let native_br = attach::attach_uplink(&p, xdp.as_fd(), "br0", AttachMode::Native, false)
+            .unwrap_err()
+            .to_string();
+        let fallback =
+            attach::attach_uplink(&p, xdp.as_fd(), "br0", AttachMode::Native, true).unwrap();
+        // Someone else's XDP program on peer0: xlb refuses to replace it.
+        let foreign = sys::load_trivial(libbpf_sys::BPF_PROG_TYPE_XDP, 2).unwrap();
+        let _l = sys::link_create(
+            foreign.as_fd(),
+            sys::ifindex("peer0").unwrap() as i32,
+            libbpf_sys::BPF_XDP,
+            0,
+        )
+        .unwrap();
+        let other = attach::attach_uplink(&p, xdp.as_fd(), "peer0", AttachMode::Native, false)
+            .unwrap_err()
+            .to_string();
+        (missing, offload, native_br, fallback, other)
+    });
+    assert!(missing.contains("\"nosuch0\" does not exist"), "{missing}");
+    assert!(offload.contains("offload") && offload.contains("--mode native"), "{offload}");
+    assert!(offload.contains("driver veth"), "{offload}");
+    assert!(native_br.contains("driver bridge has no native XDP"), "{native_br}");
+    assert!(native_br.contains("--mode generic"), "{native_br}");
+    assert_eq!(fallback.hook, Hook::Xdp(AttachMode::Generic));
+    assert!(fallback.warning.as_deref().unwrap().contains("generic mode"));
+    assert!(other.contains("already has an XDP program"), "{other}");
+    assert!(other.contains("xdp off"), "{other}");
+}
+
+#[test]
+fn bpffs_is_mounted_when_absent() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    struct Mnt(std::path::PathBuf);
+    impl Drop for Mnt {
+        fn drop(&mut self) {
+            let c = std::ffi::CString::new(self.0.join("mnt").to_str().unwrap()).unwrap();
+            // SAFETY: valid path.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let base = std::env::temp_dir().join(xlb_loader::testutil::unique_name("xlb-t-"));
+    let guard = Mnt(base.clone());
+    let pin = base.join("mnt").join("xlb");
+    assert!(!xlb_loader::is_bpffs(&base));
+    xlb_loader::pin::ensure_pin_dir(&pin).unwrap();
+    assert!(xlb_loader::is_bpffs(&base.join("mnt")), "bpffs mounted at the parent");
+    assert!(xlb_loader::is_bpffs(&pin));
+    // And the maps pin there.
+    let dp = DataPlane::load(&LoadOptions {
+        pin_dir: Some(pin.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(pin.join("services").exists());
+    drop(dp);
+    drop(guard);
+}

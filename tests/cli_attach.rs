@@ -1,0 +1,255 @@
+//! `xlb attach`, `xlb detach` and `xlb doctor` as an operator runs them, in a
+//! namespace: what they leave behind, their errors and exit codes.
+
+mod cli_support;
+
+use cli_support::{eventually, stderr, stdout, xlb, Netns, PinDir};
+use xlb_loader::sys;
+
+fn xdp_prog_on(ns: &Netns, iface: &'static str) -> u32 {
+    ns.run(move || sys::xdp_query(sys::ifindex(iface).unwrap()).unwrap().1)
+}
+
+#[test]
+fn attach_upgrade_detach_leave_nothing_behind() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.veth("up0", "peer0");
+    ns.veth("vethpod0", "eth0p");
+    let pin = PinDir::new();
+    let p = &pin.path;
+
+    let o = xlb(Some(&ns), p, &["attach", "--iface", "up0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("up0") && out.contains("xdp/native") && out.contains("attached"), "{out}");
+    assert!(out.contains("vethpod0") && out.contains("tcx/ingress"), "{out}");
+    assert!(!out.contains("eth0p"), "eth0p does not match the pod patterns: {out}");
+    let shown = ns.ip_out(&["-d", "link", "show", "up0"]);
+    assert!(shown.contains("prog/xdp") && shown.contains("xlb_xdp"), "{shown}");
+    let first = xdp_prog_on(&ns, "up0");
+    for f in ["links/xdp_up0", "links/tcx_vethpod0", "progs/xdp", "progs/tc", "services", "ct"] {
+        assert!(p.join(f).exists(), "{f} pinned");
+    }
+
+    // Upgrade: the same command again swaps the programs in place.
+    let o = xlb(Some(&ns), p, &["attach", "--iface", "up0", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let att = j["attached"].as_array().unwrap();
+    assert_eq!(att.len(), 2);
+    assert!(att.iter().all(|a| a["replaced"] == true), "{j}");
+    let second = xdp_prog_on(&ns, "up0");
+    assert_ne!(first, second);
+    assert!(eventually(|| !sys::prog_exists(first)), "old program freed");
+
+    // Detach the uplink: no XDP program left, the pod hook and maps stay.
+    let o = xlb(Some(&ns), p, &["detach", "--iface", "up0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("up0") && stdout(&o).contains("detached"));
+    assert_eq!(xdp_prog_on(&ns, "up0"), 0);
+    assert!(!ns.ip_out(&["-d", "link", "show", "up0"]).contains("prog/xdp"));
+    assert!(!p.join("links/xdp_up0").exists());
+    assert!(p.join("services").exists(), "maps stay pinned");
+
+    // Detaching what is not attached: exit 1 and what to do.
+    let o = xlb(Some(&ns), p, &["detach", "--iface", "up0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("xlb is not attached to up0"), "{}", stderr(&o));
+
+    // --all: every hook and pin; the programs are freed.
+    let tc_id = sys::prog_id(sys::obj_get(&p.join("progs/tc")).unwrap().as_fd_ref()).unwrap();
+    let o = xlb(Some(&ns), p, &["detach", "--all"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!p.exists(), "pin directory removed");
+    assert!(eventually(|| !sys::prog_exists(second) && !sys::prog_exists(tc_id)));
+    let tcx = ns.run(|| xlb_loader::attach::probe_tcx(sys::ifindex("vethpod0").unwrap()));
+    assert!(tcx.is_ok());
+}
+
+trait AsFdRef {
+    fn as_fd_ref(&self) -> std::os::fd::BorrowedFd<'_>;
+}
+
+impl AsFdRef for std::os::fd::OwnedFd {
+    fn as_fd_ref(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.as_fd()
+    }
+}
+
+#[test]
+fn attach_errors_are_clear_and_exit_1() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.veth("up0", "peer0");
+    ns.ip(&["link", "add", "br0", "type", "bridge"]);
+    ns.ip(&["link", "set", "br0", "up"]);
+    let pin = PinDir::new();
+    let p = &pin.path;
+    let none = ["--pod-ifaces", ""];
+
+    let o = xlb(Some(&ns), p, &["attach", "--iface", "nosuch0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("interface \"nosuch0\" does not exist"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A kernel/driver feature that is missing: offload on a veth.
+    let o = xlb(Some(&ns), p, &["attach", "--iface", "up0", "--mode", "offload"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("offload") && e.contains("driver veth") && e.contains("--mode native"), "{e}");
+
+    // No native XDP on a bridge: error naming the way out, or the explicit fallback.
+    let o = xlb(Some(&ns), p, &["attach", "--iface", "br0", none[0], none[1]]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("driver bridge has no native XDP"), "{}", stderr(&o));
+    let o = xlb(
+        Some(&ns),
+        p,
+        &["attach", "--iface", "br0", "--fallback-generic", none[0], none[1]],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("xdp/generic"));
+    assert!(stderr(&o).contains("warning: br0"), "{}", stderr(&o));
+    let shown = ns.ip_out(&["-d", "link", "show", "br0"]);
+    assert!(shown.contains("xdpgeneric"), "{shown}");
+
+    // Asking for another mode on an attached interface.
+    let o = xlb(Some(&ns), p, &["attach", "--iface", "br0", "--mode", "native", none[0], none[1]]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("xlb detach --iface br0"), "{}", stderr(&o));
+
+    // Usage errors: exit 2.
+    for args in [
+        &["attach", "--iface", "up0", "--mode", "turbo"][..],
+        &["attach"][..],
+        &["detach"][..],
+        &["detach", "--iface", "up0", "--all"][..],
+        &["attach", "--iface", "up0", "--pod-ifaces", "a b"][..],
+    ] {
+        let o = xlb(Some(&ns), p, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn stale_pin_directory_is_a_clear_error() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.veth("up0", "peer0");
+    let pin = PinDir::new();
+    // A "ct" map of the wrong type (HASH instead of LRU_HASH) and size.
+    let mut m = libbpf_rs::MapHandle::create(
+        libbpf_rs::MapType::Hash,
+        Some("ct"),
+        16,
+        40,
+        128,
+        &libbpf_sys_opts(),
+    )
+    .unwrap();
+    m.pin(pin.path.join("ct")).unwrap();
+    let o = xlb(Some(&ns), &pin.path, &["attach", "--iface", "up0"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("stale pin") && e.contains("/ct"), "{e}");
+    assert!(e.contains("type 1 (expected 9)"), "{e}");
+    assert!(e.contains(&format!("xlb detach --all --pin-dir {}", pin.path.display())), "{e}");
+    assert_eq!(xdp_prog_on(&ns, "up0"), 0, "nothing attached");
+    // The advice works.
+    let o = xlb(Some(&ns), &pin.path, &["detach", "--all"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = xlb(Some(&ns), &pin.path, &["attach", "--iface", "up0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+fn libbpf_sys_opts() -> libbpf_sys_shim::Opts {
+    libbpf_sys_shim::opts()
+}
+
+/// The root crate has no direct libbpf-sys dependency; libbpf-rs re-exports it.
+mod libbpf_sys_shim {
+    pub type Opts = libbpf_rs::libbpf_sys::bpf_map_create_opts;
+    pub fn opts() -> Opts {
+        Opts {
+            sz: std::mem::size_of::<Opts>() as _,
+            ..Default::default()
+        }
+    }
+}
+
+#[test]
+fn without_tcx_the_cli_falls_back_to_clsact_and_says_so() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.veth("up0", "peer0");
+    ns.veth("vethpod0", "eth0p");
+    let pin = PinDir::new();
+    let o = cli_support::xlb_env(
+        Some(&ns),
+        &pin.path,
+        &["attach", "--iface", "up0"],
+        &[(xlb_loader::attach::NO_TCX_ENV, "1")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("tc/clsact ingress"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("classic tc filter on clsact"), "{}", stderr(&o));
+    let f = cli_support::sh_out(&["tc", "-n", &ns.name, "filter", "show", "dev", "vethpod0", "ingress"]);
+    assert!(f.contains("xlb_tc"), "{f}");
+    let o = xlb(Some(&ns), &pin.path, &["detach", "--pods"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let f = cli_support::sh_out(&["tc", "-n", &ns.name, "filter", "show", "dev", "vethpod0", "ingress"]);
+    assert!(!f.contains("xlb_tc"), "{f}");
+    assert_ne!(xdp_prog_on(&ns, "up0"), 0, "--pods keeps the uplink");
+}
+
+#[test]
+fn doctor_reports_and_exit_codes() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.veth("up0", "peer0");
+    ns.ip(&["link", "add", "br0", "type", "bridge"]);
+    let pin = PinDir::new();
+
+    let o = xlb(Some(&ns), &pin.path, &["doctor", "--iface", "up0"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    for line in ["[ok  ] kernel", "[ok  ] BTF", "[ok  ] bpffs", "[ok  ] data plane", "[ok  ] tcx"] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
+    assert!(out.contains("[ok  ] native XDP") && out.contains("driver veth"), "{out}");
+    assert!(out.ends_with("xlb can run here\n"), "{out}");
+    // The probe left nothing on the interface.
+    assert_eq!(xdp_prog_on(&ns, "up0"), 0);
+
+    let o = xlb(Some(&ns), &pin.path, &["doctor", "--iface", "br0", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let native = j["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "native XDP")
+        .unwrap();
+    assert_eq!(native["status"], "warn");
+    assert!(native["fix"].as_str().unwrap().contains("--mode generic"), "{native}");
+
+    let o = xlb(Some(&ns), &pin.path, &["doctor", "--iface", "nosuch0"]);
+    assert_eq!(o.status.code(), Some(1), "xlb cannot run on a missing interface");
+    let out = stdout(&o);
+    assert!(out.contains("[FAIL] interface") && out.contains("xlb cannot run here"), "{out}");
+}
