@@ -1,7 +1,522 @@
-//! # Agent (being built): sources -> model -> sync, metrics, health.
-use std::path::Path;
-#[derive(Debug, clap::Args)]
-pub struct AgentArgs {}
-pub fn run(_a: AgentArgs, _pin: &Path) -> anyhow::Result<()> {
-    anyhow::bail!("agent: not built yet")
+//! # `xlb agent`: sources -> model -> sync, with metrics and health
+//!
+//! One agent per node. At start it
+//! 1. binds the metrics/health listener (a port clash fails at once);
+//! 2. loads the data plane with its maps pinned under `--pin-dir`, *reusing*
+//!    the maps already pinned there (a restart or upgrade keeps every entry,
+//!    connection tracking included), and pins the programs;
+//! 3. adopts what the maps hold ([`Syncer::adopt`]: nothing is written yet);
+//! 4. starts the source: `--manifests DIR`, or the Kubernetes API
+//!    (`--kubeconfig`, else KUBECONFIG / ~/.kube/config / in-cluster);
+//! 5. on the source's first *complete* snapshot: works out this node's
+//!    address and uplink, writes the data-plane config, attaches XDP to the
+//!    uplink (replacing an older xlb program in place, atomically) and tc to
+//!    the pod veths (and keeps following new ones), then syncs. Only this
+//!    first full sync removes stale entries; `/readyz` turns 200 after it.
+//! 6. every later snapshot (debounced) is synced the same way.
+//!
+//! SIGTERM / SIGINT stop the agent and leave the data plane as it is: maps
+//! and links stay pinned and keep forwarding until the next agent adopts
+//! them. `xlb agent --cleanup` is the uninstall: it detaches every hook and
+//! removes every pin.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio::signal::unix::{signal, SignalKind};
+use xlb_bpf::types::xlb_config;
+use xlb_bpf::wire::be32;
+use xlb_bpf::Maps;
+use xlb_loader::attach::{self, AttachMode};
+use xlb_loader::netlink::IfacePatterns;
+use xlb_loader::{DataPlane, LoadOptions};
+
+use crate::metrics::{Metrics, ServiceLabel};
+use crate::model::{ModelConfig, Snapshot};
+use crate::sources::SourceOptions;
+use crate::sync::{SyncOptions, Syncer};
+
+pub mod net;
+
+/// Run the node agent: keep the maps in sync with Services, EndpointSlices
+/// and Nodes, from the Kubernetes API or a directory of manifests.
+///
+/// Without --manifests it talks to the API server: --kubeconfig, else
+/// KUBECONFIG / ~/.kube/config, else the in-cluster service account. It
+/// serves Prometheus metrics on http://METRICS_ADDR/metrics, liveness on
+/// /healthz and readiness (first complete sync done) on /readyz. Stopping it
+/// leaves the data plane forwarding; --cleanup removes it.
+///
+/// Examples:
+///   xlb agent --manifests deploy/examples --iface eth0 --node-name node-a
+///   xlb agent --kubeconfig ~/.kube/config --iface auto --metrics-addr 0.0.0.0:9402
+///   NODE_NAME=node-a xlb agent            # in a DaemonSet (in-cluster config)
+///   xlb agent --cleanup                   # uninstall: detach all, remove pins
+#[derive(Debug, Clone, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct AgentArgs {
+    /// Directory of Kubernetes YAML (Services, EndpointSlices, Nodes) to use
+    /// instead of the API; re-read when a file changes.
+    #[arg(long, env = "XLB_MANIFESTS", value_name = "DIR", conflicts_with = "kubeconfig")]
+    pub manifests: Option<PathBuf>,
+
+    /// kubeconfig file (default: KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// This node's name (its Node object; endpoints with this nodeName are
+    /// local). Default: the host name.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Uplink to attach XDP to; `auto` = the interface holding the node
+    /// address. Without it the agent only syncs the maps (attach with
+    /// `xlb attach`).
+    #[arg(long, short = 'i', env = "XLB_IFACE", value_name = "IF")]
+    pub iface: Option<String>,
+
+    /// This node's underlay address (VXLAN outer source, NodePort address).
+    /// Default: the Node's InternalIP, else the uplink's first IPv4 address.
+    #[arg(long, env = "XLB_NODE_ADDR", value_name = "IPV4")]
+    pub node_addr: Option<Ipv4Addr>,
+
+    /// VXLAN UDP port of the overlay (flannel: 8472).
+    #[arg(long, env = "XLB_VXLAN_PORT", default_value_t = 8472)]
+    pub vxlan_port: u16,
+
+    /// VXLAN network identifier (flannel: 1).
+    #[arg(long, env = "XLB_VNI", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(0..=0xff_ffff))]
+    pub vni: u32,
+
+    /// XDP mode on the uplink: native, generic or offload.
+    #[arg(long, env = "XLB_XDP_MODE", default_value = "native", value_parser = parse_mode)]
+    pub xdp_mode: AttachMode,
+
+    /// Attach in generic mode (with a warning) when the driver has no native XDP.
+    #[arg(long, env = "XLB_FALLBACK_GENERIC")]
+    pub fallback_generic: bool,
+
+    /// Pod interface name patterns for the tc program (comma-separated, * and
+    /// ?); '' attaches none.
+    #[arg(long, env = "XLB_POD_IFACES", default_value = xlb_loader::netlink::DEFAULT_POD_PATTERNS,
+          value_parser = parse_patterns)]
+    pub pod_ifaces: IfacePatterns,
+
+    /// Node annotation with the VTEP MAC (flannel's JSON or a plain MAC).
+    #[arg(long, env = "XLB_VTEP_ANNOTATION", default_value = crate::model::FLANNEL_VTEP_ANNOTATION)]
+    pub vtep_annotation: String,
+
+    /// Where /metrics, /healthz and /readyz are served. In a DaemonSet
+    /// (hostNetwork) use 0.0.0.0:9402 or the node address so probes and
+    /// Prometheus reach it.
+    #[arg(long, env = "XLB_METRICS_ADDR", default_value = "127.0.0.1:9402")]
+    pub metrics_addr: SocketAddr,
+
+    /// Changes arriving within this many milliseconds are synced together.
+    #[arg(long, env = "XLB_DEBOUNCE_MS", default_value_t = 200)]
+    pub debounce_ms: u64,
+
+    /// Uninstall: detach every xlb hook and remove every pin under
+    /// --pin-dir (maps included; connection tracking is lost), then exit.
+    #[arg(long)]
+    pub cleanup: bool,
+
+    /// Print the effective configuration as JSON and exit (checks flags and
+    /// environment without touching the system).
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+fn parse_mode(s: &str) -> Result<AttachMode, String> {
+    s.parse()
+}
+
+fn parse_patterns(s: &str) -> Result<IfacePatterns, String> {
+    s.parse()
+}
+
+impl AgentArgs {
+    fn node_name(&self) -> String {
+        self.node_name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .or_else(net::hostname)
+            .unwrap_or_default()
+    }
+
+    fn config_json(&self, pin_dir: &Path) -> serde_json::Value {
+        serde_json::json!({
+            "source": if self.manifests.is_some() { "manifests" } else { "kubernetes" },
+            "manifests": self.manifests,
+            "kubeconfig": self.kubeconfig,
+            "node_name": self.node_name(),
+            "iface": self.iface,
+            "node_addr": self.node_addr,
+            "vxlan_port": self.vxlan_port,
+            "vni": self.vni,
+            "xdp_mode": self.xdp_mode.name(),
+            "fallback_generic": self.fallback_generic,
+            "pod_ifaces": self.pod_ifaces.to_string(),
+            "vtep_annotation": self.vtep_annotation,
+            "metrics_addr": self.metrics_addr.to_string(),
+            "debounce_ms": self.debounce_ms,
+            "pin_dir": pin_dir,
+        })
+    }
+}
+
+pub fn run(a: AgentArgs, pin_dir: &Path) -> anyhow::Result<()> {
+    if a.print_config {
+        println!("{}", serde_json::to_string_pretty(&a.config_json(pin_dir))?);
+        return Ok(());
+    }
+    if a.cleanup {
+        return cleanup(pin_dir);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(Agent::run(a, pin_dir.to_owned()))
+}
+
+/// `--cleanup`: every hook off, every pin (maps, programs, links) removed.
+fn cleanup(pin_dir: &Path) -> anyhow::Result<()> {
+    if !pin_dir.exists() {
+        println!("nothing to clean up: {} does not exist", pin_dir.display());
+        return Ok(());
+    }
+    let removed = attach::detach_all(pin_dir)
+        .with_context(|| format!("detaching xlb and removing {}", pin_dir.display()))?;
+    for a in &removed {
+        println!("detached {:<16} {}", a.iface, a.hook.describe());
+    }
+    let names = crate::sync::names_path(pin_dir);
+    if names.exists() {
+        std::fs::remove_file(&names).with_context(|| format!("removing {}", names.display()))?;
+    }
+    xlb_loader::names::remove(pin_dir);
+    println!(
+        "removed {} hook(s) and every pin under {}",
+        removed.len(),
+        pin_dir.display()
+    );
+    Ok(())
+}
+
+/// This node as the data plane sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct NodeNet {
+    addr: Option<Ipv4Addr>,
+    iface: Option<net::Iface>,
+}
+
+struct Agent {
+    args: AgentArgs,
+    pin_dir: PathBuf,
+    node_name: String,
+    dp: DataPlane,
+    syncer: Syncer<Maps>,
+    metrics: Arc<Metrics>,
+    node: Option<NodeNet>,
+    config: Option<xlb_config>,
+    attached: bool,
+    pods: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+    names: BTreeMap<u32, String>,
+}
+
+impl Agent {
+    async fn run(args: AgentArgs, pin_dir: PathBuf) -> anyhow::Result<()> {
+        let metrics = Metrics::new();
+        let listener = crate::metrics::bind(args.metrics_addr)
+            .await
+            .with_context(|| format!("listening on {} for metrics", args.metrics_addr))?;
+        tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
+
+        let dp = DataPlane::load(&LoadOptions {
+            pin_dir: Some(pin_dir.clone()),
+            ..Default::default()
+        })
+        .with_context(|| format!("loading the data plane with maps pinned under {}", pin_dir.display()))?;
+        attach::pin_programs(&pin_dir, &dp).context("pinning the programs")?;
+        metrics.set_maps(Maps::from_pin_dir(&pin_dir)?);
+        let syncer = Syncer::adopt(
+            Maps::from_pin_dir(&pin_dir)?,
+            SyncOptions {
+                names_file: Some(crate::sync::names_path(&pin_dir)),
+            },
+        )
+        .context("adopting the pinned maps")?;
+        let occ = syncer.occupancy();
+        tracing::info!(
+            pin_dir = %pin_dir.display(),
+            frontends = occ.frontends,
+            backends = occ.backends,
+            "data plane loaded; adopted what the maps hold (stale entries go after the first full sync)"
+        );
+
+        let opts = SourceOptions {
+            debounce: Duration::from_millis(args.debounce_ms),
+            ..Default::default()
+        };
+        let mut rx = match &args.manifests {
+            Some(dir) => crate::sources::manifests::watch_dir(dir.clone(), opts)
+                .with_context(|| format!("reading manifests from {}", dir.display()))?,
+            None => {
+                let client = crate::sources::kube::client(args.kubeconfig.as_deref()).await?;
+                crate::sources::kube::watch(client, opts)
+            }
+        };
+
+        let mut agent = Agent {
+            node_name: args.node_name(),
+            args,
+            pin_dir,
+            dp,
+            syncer,
+            metrics,
+            node: None,
+            config: None,
+            attached: false,
+            pods: None,
+            names: BTreeMap::new(),
+        };
+        tracing::info!(node = %agent.node_name, "agent started");
+
+        // A source may hold a complete snapshot already (a manifest directory
+        // is read before it returns): handle it as a change.
+        rx.mark_changed();
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let result = loop {
+            tokio::select! {
+                _ = term.recv() => break Ok(()),
+                _ = int.recv() => break Ok(()),
+                r = rx.changed() => {
+                    if r.is_err() {
+                        break Err(anyhow::anyhow!("the source stopped"));
+                    }
+                    let snap = rx.borrow_and_update().clone();
+                    if let Some(snap) = snap {
+                        if let Err(e) = tokio::task::block_in_place(|| agent.on_snapshot(&snap)) {
+                            // Fatal: the data plane cannot be set up (attach, config).
+                            break Err(e);
+                        }
+                    }
+                }
+            }
+        };
+        agent.stop();
+        result
+    }
+
+    /// One complete snapshot: node facts, attach (first time), config, sync.
+    fn on_snapshot(&mut self, snap: &Snapshot) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let node = self.resolve_node(snap)?;
+        if !self.attached {
+            if let Some(iface) = &node.iface {
+                self.attach(iface)?;
+            }
+            self.attached = true;
+        }
+        self.write_config(&node)?;
+        self.node = Some(node.clone());
+
+        let cfg = ModelConfig {
+            node_name: self.node_name.clone(),
+            node_addrs: node.addr.into_iter().collect(),
+            vtep_mac_annotation: self.args.vtep_annotation.clone(),
+            ..Default::default()
+        };
+        let desired = crate::model::build(snap, &cfg);
+        for (obj, why) in &desired.skipped {
+            tracing::debug!("model skipped {obj}: {why}");
+        }
+        match self.syncer.apply(&desired) {
+            Ok(rep) => {
+                let took = started.elapsed();
+                self.metrics.observe_sync(took, true);
+                for (what, why) in &rep.failed {
+                    tracing::warn!("not applied: {what}: {why}");
+                }
+                tracing::debug!(?rep, ?took, "synced");
+                if !self.metrics.is_ready() {
+                    self.metrics.set_ready();
+                    tracing::info!(
+                        services = snap.services.len(),
+                        ports = desired.ports().count(),
+                        ?took,
+                        "first complete sync applied: ready"
+                    );
+                }
+            }
+            Err(e) => {
+                self.metrics.observe_sync(started.elapsed(), false);
+                tracing::error!("sync failed: {e}; retrying with the next change");
+            }
+        }
+        self.metrics
+            .set_objects(snap.services.len(), snap.slices.len(), snap.nodes.len());
+        let names = self.syncer.service_names();
+        if *names != self.names {
+            self.names = names.clone();
+            self.metrics.set_services(
+                self.names
+                    .iter()
+                    .map(|(id, n)| ServiceLabel::parse(*id, n))
+                    .collect(),
+            );
+        }
+        Ok(())
+    }
+
+    /// This node's address and uplink: flags first, then the Node object.
+    fn resolve_node(&self, snap: &Snapshot) -> anyhow::Result<NodeNet> {
+        let from_node = own_node_addr(snap, &self.node_name);
+        let iface = match self.args.iface.as_deref() {
+            None | Some("") => None,
+            Some("auto") => {
+                let Some(addr) = self.args.node_addr.or(from_node) else {
+                    bail!(
+                        "--iface auto: no node address (pass --node-addr, or make sure Node {} has an InternalIP)",
+                        self.node_name
+                    );
+                };
+                match net::iface_with_addr(addr)? {
+                    Some(name) => Some(name),
+                    None => bail!("--iface auto: no interface holds {addr}"),
+                }
+            }
+            Some(name) => Some(name.to_owned()),
+        };
+        let iface = match iface {
+            Some(name) => Some(net::iface(&name).with_context(|| format!("looking up {name}"))?),
+            None => None,
+        };
+        let addr = self
+            .args
+            .node_addr
+            .or(from_node)
+            .or_else(|| iface.as_ref().and_then(|i| i.addrs.first().copied()));
+        if addr.is_none() {
+            tracing::warn!(
+                node = %self.node_name,
+                "no node address yet (no --node-addr, no InternalIP on the Node, no --iface): \
+                 NodePort and VXLAN wait for it"
+            );
+        }
+        Ok(NodeNet { addr, iface })
+    }
+
+    fn attach(&mut self, iface: &net::Iface) -> anyhow::Result<()> {
+        let a = attach::attach_uplink(
+            &self.pin_dir,
+            self.dp.xdp_prog().as_fd(),
+            &iface.name,
+            self.args.xdp_mode,
+            self.args.fallback_generic,
+        )
+        .with_context(|| format!("attaching XDP to {}", iface.name))?;
+        if let Some(w) = &a.warning {
+            tracing::warn!("{w}");
+        }
+        tracing::info!(iface = %a.iface, hook = %a.hook.describe(), replaced = a.replaced, "uplink attached");
+        for (_, name) in xlb_loader::sys::interfaces() {
+            if name != iface.name && self.args.pod_ifaces.matches(&name) {
+                match attach::attach_pod(&self.pin_dir, self.dp.tc_prog().as_fd(), &name) {
+                    Ok(p) => tracing::debug!(iface = %p.iface, hook = %p.hook.describe(), "pod interface attached"),
+                    Err(e) => tracing::warn!("pod interface {name}: {e}"),
+                }
+            }
+        }
+        attach::pin_programs(&self.pin_dir, &self.dp).context("pinning the programs")?;
+        if !self.args.pod_ifaces.is_empty() {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (s, pin, pats) = (stop.clone(), self.pin_dir.clone(), self.args.pod_ifaces.clone());
+            let h = std::thread::Builder::new()
+                .name("xlb-pod-ifaces".into())
+                .spawn(move || {
+                    if let Err(e) = xlb_loader::netlink::follow_pods(&pin, pats, &s, Duration::from_millis(200)) {
+                        tracing::error!("following pod interfaces stopped: {e}");
+                    }
+                })
+                .context("starting the pod interface thread")?;
+            self.pods = Some((stop, h));
+        }
+        Ok(())
+    }
+
+    /// The `config` map: node address, VXLAN, uplink; written when it changes.
+    fn write_config(&mut self, node: &NodeNet) -> anyhow::Result<()> {
+        let maps = &self.dp.maps;
+        let mut c = maps.config().context("reading the config map")?;
+        if let Some(a) = node.addr {
+            c.node_addr = be32(a);
+        }
+        c.vxlan_port = self.args.vxlan_port.to_be();
+        c.vni = self.args.vni;
+        if let Some(i) = &node.iface {
+            c.ifindex = i.ifindex;
+            c.mac = i.mac;
+            c.mtu = i.mtu;
+        }
+        c.flags |= xlb_bpf::consts::XLB_CFG_F_REJECT;
+        if node.addr.is_some() {
+            c.flags |= xlb_bpf::consts::XLB_CFG_F_VXLAN;
+        }
+        if self.config.as_ref().map(plain_bytes) != Some(plain_bytes(&c)) {
+            maps.put_config(&c).context("writing the config map")?;
+            tracing::info!(
+                node_addr = %c.node_addr(),
+                vxlan_port = self.args.vxlan_port,
+                vni = c.vni,
+                ifindex = c.ifindex,
+                "data-plane config written"
+            );
+            self.config = Some(c);
+        }
+        Ok(())
+    }
+
+    /// Stops the agent's threads; the data plane stays.
+    fn stop(&mut self) {
+        if let Some((stop, h)) = self.pods.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = h.join();
+        }
+        tracing::info!(
+            pin_dir = %self.pin_dir.display(),
+            "agent stopped; the data plane keeps forwarding (maps and links stay pinned; \
+             `xlb agent --cleanup` removes them)"
+        );
+    }
+}
+
+fn plain_bytes(c: &xlb_config) -> Vec<u8> {
+    // SAFETY: xlb_config is Plain (integers only, explicit padding).
+    unsafe { plain::as_bytes(c) }.to_vec()
+}
+
+/// The first IPv4 InternalIP of the Node named `name`.
+fn own_node_addr(snap: &Snapshot, name: &str) -> Option<Ipv4Addr> {
+    let node = snap
+        .nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(name))?;
+    node.status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .filter(|a| a.type_ == "InternalIP")
+        .find_map(|a| a.address.parse().ok())
 }

@@ -1,1 +1,409 @@
-//! # Metrics (being built).
+//! # Metrics and health endpoints
+//!
+//! A small HTTP/1.1 server (GET and HEAD only, one request per connection)
+//! that serves:
+//!
+//! - `/metrics`: Prometheus text format 0.0.4, read from the maps at scrape
+//!   time (nothing on the packet path):
+//!   - `xlb_service_packets_total` / `xlb_service_bytes_total`
+//!     `{namespace, service, port, protocol}`: per Service port (all its
+//!     frontends), from the `stats` map (summed over CPUs);
+//!   - `xlb_reason_packets_total{action, reason}`: every pass/drop/tx reason
+//!     counter (`action` is `pass`, `drop` or `tx`, `reason` the
+//!     `xlb_bpf::Reason` name such as `drop_no_backend`), and
+//!     `xlb_reason_bytes_total` likewise;
+//!   - `xlb_sync_duration_seconds` (histogram), `xlb_syncs_total{result}`,
+//!     `xlb_last_sync_timestamp_seconds`;
+//!   - `xlb_map_entries{map}` and `xlb_map_max_entries{map}`: occupancy of
+//!     each map (for the `maglev` slot array: slots owned by Services; for
+//!     `backends`: active slots; `config`/`stats` are fixed arrays);
+//!   - `xlb_source_objects{kind}`: objects in the last snapshot;
+//!   - `xlb_ready`: 1 once the first complete sync is in the maps.
+//! - `/healthz`: 200 while the process serves requests (liveness).
+//! - `/readyz`: 200 once the first complete sync from the source has been
+//!   applied, 503 before (readiness).
+//!
+//! Metrics are cheap to update (a mutex around a few integers per sync) and
+//! all map reading happens on a blocking thread at scrape time.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use libbpf_rs::MapCore as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use xlb_bpf::Maps;
+
+/// Upper bounds (seconds) of the sync latency histogram buckets.
+pub const SYNC_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Labels of one Service port (one `svc_id`; its counters cover every
+/// frontend of the port: ClusterIP, NodePort, LoadBalancer, ExternalIPs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceLabel {
+    pub svc_id: u32,
+    pub namespace: String,
+    pub service: String,
+    /// The Service port number.
+    pub port: String,
+    /// `TCP` / `UDP`.
+    pub protocol: String,
+}
+
+impl ServiceLabel {
+    /// From sync's Service port name `"namespace/name:port/PROTO"`.
+    pub fn parse(svc_id: u32, port_name: &str) -> Self {
+        let (svc, port_proto) = port_name.rsplit_once(':').unwrap_or((port_name, ""));
+        let (namespace, service) = svc.split_once('/').unwrap_or(("", svc));
+        let (port, protocol) = port_proto.split_once('/').unwrap_or((port_proto, ""));
+        Self {
+            svc_id,
+            namespace: namespace.into(),
+            service: service.into(),
+            port: port.into(),
+            protocol: protocol.into(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct SyncStats {
+    buckets: [u64; SYNC_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+    errors: u64,
+    last_ok_unix: f64,
+}
+
+/// Everything the agent reports. Share it as `Arc<Metrics>`.
+#[derive(Default)]
+pub struct Metrics {
+    ready: AtomicBool,
+    sync: Mutex<SyncStats>,
+    objects: Mutex<[usize; 3]>,
+    services: Mutex<Vec<ServiceLabel>>,
+    maps: OnceLock<Maps>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("ready", &self.is_ready())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The maps to read counters and occupancy from (set once).
+    pub fn set_maps(&self, maps: Maps) {
+        let _ = self.maps.set(maps);
+    }
+
+    /// Marks the first complete sync as done: `/readyz` answers 200.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Records one sync (source snapshot to maps) and whether it succeeded.
+    pub fn observe_sync(&self, took: Duration, ok: bool) {
+        let mut s = self.sync.lock().unwrap_or_else(|e| e.into_inner());
+        if !ok {
+            s.errors += 1;
+            return;
+        }
+        let secs = took.as_secs_f64();
+        for (i, b) in SYNC_BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                s.buckets[i] += 1;
+            }
+        }
+        s.count += 1;
+        s.sum += secs;
+        s.last_ok_unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+    }
+
+    /// Object counts of the last snapshot (services, slices, nodes).
+    pub fn set_objects(&self, services: usize, slices: usize, nodes: usize) {
+        *self.objects.lock().unwrap_or_else(|e| e.into_inner()) = [services, slices, nodes];
+    }
+
+    /// The Service ports currently in the maps, for per-Service counters.
+    pub fn set_services(&self, mut labels: Vec<ServiceLabel>) {
+        labels.sort_by_key(|l| l.svc_id);
+        *self.services.lock().unwrap_or_else(|e| e.into_inner()) = labels;
+    }
+
+    /// The Prometheus text exposition. Reads the maps (blocking syscalls).
+    pub fn render(&self) -> String {
+        let mut o = String::with_capacity(4096);
+        self.render_agent(&mut o);
+        if let Some(maps) = self.maps.get() {
+            if let Err(e) = self.render_maps(maps, &mut o) {
+                tracing::warn!("reading maps for /metrics: {e}");
+                let _ = writeln!(o, "# error reading maps: {e}");
+            }
+        }
+        o
+    }
+
+    fn render_agent(&self, o: &mut String) {
+        let _ = writeln!(o, "# HELP xlb_ready 1 once the first complete sync from the source is in the maps.");
+        let _ = writeln!(o, "# TYPE xlb_ready gauge");
+        let _ = writeln!(o, "xlb_ready {}", u8::from(self.is_ready()));
+
+        let s = self.sync.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(o, "# HELP xlb_sync_duration_seconds Time from a source snapshot to the maps holding it (model + diff + map writes).");
+        let _ = writeln!(o, "# TYPE xlb_sync_duration_seconds histogram");
+        for (b, n) in SYNC_BUCKETS.iter().zip(s.buckets) {
+            let _ = writeln!(o, "xlb_sync_duration_seconds_bucket{{le=\"{b}\"}} {n}");
+        }
+        let _ = writeln!(o, "xlb_sync_duration_seconds_bucket{{le=\"+Inf\"}} {}", s.count);
+        let _ = writeln!(o, "xlb_sync_duration_seconds_sum {}", s.sum);
+        let _ = writeln!(o, "xlb_sync_duration_seconds_count {}", s.count);
+        let _ = writeln!(o, "# HELP xlb_syncs_total Syncs by result.");
+        let _ = writeln!(o, "# TYPE xlb_syncs_total counter");
+        let _ = writeln!(o, "xlb_syncs_total{{result=\"ok\"}} {}", s.count);
+        let _ = writeln!(o, "xlb_syncs_total{{result=\"error\"}} {}", s.errors);
+        let _ = writeln!(o, "# HELP xlb_last_sync_timestamp_seconds Unix time of the last successful sync.");
+        let _ = writeln!(o, "# TYPE xlb_last_sync_timestamp_seconds gauge");
+        let _ = writeln!(o, "xlb_last_sync_timestamp_seconds {}", s.last_ok_unix);
+        drop(s);
+
+        let [sv, sl, nd] = *self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(o, "# HELP xlb_source_objects Objects in the last snapshot from the source.");
+        let _ = writeln!(o, "# TYPE xlb_source_objects gauge");
+        let _ = writeln!(o, "xlb_source_objects{{kind=\"Service\"}} {sv}");
+        let _ = writeln!(o, "xlb_source_objects{{kind=\"EndpointSlice\"}} {sl}");
+        let _ = writeln!(o, "xlb_source_objects{{kind=\"Node\"}} {nd}");
+    }
+
+    fn render_maps(&self, maps: &Maps, o: &mut String) -> xlb_bpf::Result<()> {
+        let labels = self.services.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut pk = String::new();
+        let mut by = String::new();
+        for l in &labels {
+            let c = maps.svc_counter(l.svc_id)?;
+            let lab = format!(
+                "namespace=\"{}\",service=\"{}\",port=\"{}\",protocol=\"{}\"",
+                esc(&l.namespace),
+                esc(&l.service),
+                esc(&l.port),
+                esc(&l.protocol)
+            );
+            let _ = writeln!(pk, "xlb_service_packets_total{{{lab}}} {}", c.packets);
+            let _ = writeln!(by, "xlb_service_bytes_total{{{lab}}} {}", c.bytes);
+        }
+        let _ = writeln!(o, "# HELP xlb_service_packets_total Packets balanced per Service port.");
+        let _ = writeln!(o, "# TYPE xlb_service_packets_total counter");
+        o.push_str(&pk);
+        let _ = writeln!(o, "# HELP xlb_service_bytes_total Bytes balanced per Service port.");
+        let _ = writeln!(o, "# TYPE xlb_service_bytes_total counter");
+        o.push_str(&by);
+
+        let reasons = maps.reasons()?;
+        let _ = writeln!(o, "# HELP xlb_reason_packets_total Packets by data-plane verdict reason.");
+        let _ = writeln!(o, "# TYPE xlb_reason_packets_total counter");
+        for (r, c) in &reasons {
+            let name = r.name();
+            let action = name.split('_').next().unwrap_or("other");
+            let _ = writeln!(o, "xlb_reason_packets_total{{action=\"{action}\",reason=\"{name}\"}} {}", c.packets);
+        }
+        let _ = writeln!(o, "# HELP xlb_reason_bytes_total Bytes by data-plane verdict reason.");
+        let _ = writeln!(o, "# TYPE xlb_reason_bytes_total counter");
+        for (r, c) in &reasons {
+            let name = r.name();
+            let action = name.split('_').next().unwrap_or("other");
+            let _ = writeln!(o, "xlb_reason_bytes_total{{action=\"{action}\",reason=\"{name}\"}} {}", c.bytes);
+        }
+
+        let _ = writeln!(o, "# HELP xlb_map_entries Entries in use per map.");
+        let _ = writeln!(o, "# TYPE xlb_map_entries gauge");
+        for (name, used) in map_usage(maps)? {
+            let _ = writeln!(o, "xlb_map_entries{{map=\"{name}\"}} {used}");
+        }
+        let _ = writeln!(o, "# HELP xlb_map_max_entries Capacity per map.");
+        let _ = writeln!(o, "# TYPE xlb_map_max_entries gauge");
+        for (name, h) in maps.all() {
+            let _ = writeln!(o, "xlb_map_max_entries{{map=\"{name}\"}} {}", h.max_entries());
+        }
+        Ok(())
+    }
+}
+
+/// Entries in use per map: key counts for hash-like maps, active slots for
+/// `backends`, slots owned by Services for `maglev`, the fixed size for the
+/// `config` and `stats` arrays.
+pub fn map_usage(maps: &Maps) -> xlb_bpf::Result<Vec<(&'static str, u64)>> {
+    let services = maps.services()?;
+    let mut regions: Vec<(u32, u32)> = services
+        .iter()
+        .map(|(_, v)| (v.table_off, v.table_size))
+        .collect();
+    regions.sort_unstable();
+    regions.dedup();
+    let maglev: u64 = regions.iter().map(|(_, n)| u64::from(*n)).sum();
+    let mut out = Vec::new();
+    for (name, h) in maps.all() {
+        let used = match name {
+            "services" => services.len() as u64,
+            "backends" => maps.backends()?.len() as u64,
+            "maglev" => maglev,
+            "config" | "stats" => u64::from(h.max_entries()),
+            _ => Maps::count(h) as u64,
+        };
+        out.push((name, used));
+    }
+    Ok(out)
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Binds the metrics listener (done before anything else so that a port
+/// clash fails the agent at start).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        match listener.accept().await {
+            Ok((s, _)) => {
+                let m = metrics.clone();
+                tokio::spawn(async move {
+                    let r = tokio::time::timeout(Duration::from_secs(10), handle(s, m)).await;
+                    if let Ok(Err(e)) = r {
+                        tracing::debug!("metrics connection: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("metrics accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(mut s: TcpStream, m: Arc<Metrics>) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut tmp = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut tmp).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&tmp[..n]);
+        if buf.len() > 16 * 1024 {
+            return respond(&mut s, "431 Request Header Fields Too Large", "text/plain", "", false).await;
+        }
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut parts = head.split_whitespace();
+    let method = parts.next().unwrap_or("");
+    let target = parts.next().unwrap_or("");
+    let path = target.split('?').next().unwrap_or("");
+    let head_only = method == "HEAD";
+    if method != "GET" && !head_only {
+        return respond(&mut s, "405 Method Not Allowed", "text/plain", "GET or HEAD\n", false).await;
+    }
+    match path {
+        "/metrics" => {
+            let m2 = m.clone();
+            let body = tokio::task::spawn_blocking(move || m2.render())
+                .await
+                .unwrap_or_else(|e| format!("# render failed: {e}\n"));
+            respond(&mut s, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &body, head_only).await
+        }
+        "/healthz" => respond(&mut s, "200 OK", "text/plain", "ok\n", head_only).await,
+        "/readyz" => {
+            if m.is_ready() {
+                respond(&mut s, "200 OK", "text/plain", "ready\n", head_only).await
+            } else {
+                respond(
+                    &mut s,
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "waiting for the first complete sync\n",
+                    head_only,
+                )
+                .await
+            }
+        }
+        _ => respond(&mut s, "404 Not Found", "text/plain", "try /metrics, /healthz, /readyz\n", head_only).await,
+    }
+}
+
+async fn respond(
+    s: &mut TcpStream,
+    status: &str,
+    ctype: &str,
+    body: &str,
+    head_only: bool,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    if !head_only {
+        s.write_all(body.as_bytes()).await?;
+    }
+    s.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let m = Metrics::new();
+        m.observe_sync(Duration::from_micros(300), true);
+        m.observe_sync(Duration::from_millis(30), true);
+        m.observe_sync(Duration::from_secs(60), true);
+        m.observe_sync(Duration::from_millis(1), false);
+        let t = m.render();
+        assert!(t.contains("xlb_sync_duration_seconds_bucket{le=\"0.0005\"} 1\n"), "{t}");
+        assert!(t.contains("xlb_sync_duration_seconds_bucket{le=\"0.05\"} 2\n"));
+        assert!(t.contains("xlb_sync_duration_seconds_bucket{le=\"10\"} 2\n"));
+        assert!(t.contains("xlb_sync_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(t.contains("xlb_sync_duration_seconds_count 3\n"));
+        assert!(t.contains("xlb_syncs_total{result=\"error\"} 1\n"));
+        assert!(t.contains("xlb_ready 0\n"));
+        m.set_ready();
+        assert!(m.render().contains("xlb_ready 1\n"));
+    }
+
+    #[test]
+    fn service_label_from_port_name() {
+        let l = ServiceLabel::parse(7, "shop/web:80/TCP");
+        assert_eq!(
+            (l.namespace.as_str(), l.service.as_str(), l.port.as_str(), l.protocol.as_str()),
+            ("shop", "web", "80", "TCP")
+        );
+        assert_eq!(ServiceLabel::parse(1, "odd").service, "odd");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,347 @@
+//! `xlb agent` end to end, as a subprocess (root): manifest directory in,
+//! pinned maps and Prometheus metrics out; changes picked up; a restart
+//! adopts the maps and only then removes what went stale; `--cleanup`
+//! uninstalls. A second test runs the agent inside a network namespace with
+//! `--iface auto` and checks the XDP and pod-veth attachments.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use libbpf_rs::{MapCore, MapFlags};
+use xlb_bpf::types::xlb_counter;
+use xlb_bpf::{Maps, Proto};
+use xlb_loader::testutil::{privileged, unique_name};
+
+const BIN: &str = env!("CARGO_BIN_EXE_xlb");
+
+/// A pin directory, its names files and manifest directory, removed on drop.
+struct Env {
+    pin: PathBuf,
+    dir: PathBuf,
+}
+
+impl Env {
+    fn new() -> Self {
+        let name = unique_name("xlb-t-");
+        let pin = Path::new("/sys/fs/bpf").join(&name);
+        let dir = std::env::temp_dir().join(format!("{name}-manifests"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Env { pin, dir }
+    }
+    fn write(&self, file: &str, text: &str) {
+        let tmp = self.dir.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.dir.join(file)).unwrap();
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.pin);
+        let _ = std::fs::remove_file(xlb::sync::names_path(&self.pin));
+        let _ = std::fs::remove_file(xlb_loader::names::file_path(&self.pin));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The agent process; killed on drop if still running.
+struct Agent(Child);
+
+impl Agent {
+    fn start(pre: &[&str], env: &Env, port: u16, extra: &[&str]) -> Self {
+        let mut cmd = if pre.is_empty() {
+            Command::new(BIN)
+        } else {
+            let mut c = Command::new(pre[0]);
+            c.args(&pre[1..]).arg(BIN);
+            c
+        };
+        cmd.arg("--pin-dir")
+            .arg(&env.pin)
+            .arg("agent")
+            .arg("--manifests")
+            .arg(&env.dir)
+            .args(["--node-name", "node-a", "--debounce-ms", "20"])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null());
+        Agent(cmd.spawn().expect("spawning xlb agent"))
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.0.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "agent did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET on 127.0.0.1:port: (status, body), or None when nothing listens.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// Polls until `f` returns Some, failing after a generous bound.
+fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn metrics_with(port: u16, needle: &str) -> String {
+    wait(needle, || {
+        get(port, "/metrics")
+            .filter(|(s, b)| *s == 200 && b.contains(needle))
+            .map(|(_, b)| b)
+    })
+}
+
+const NODES: &str = r#"
+apiVersion: v1
+kind: Node
+metadata:
+  name: node-a
+  annotations:
+    flannel.alpha.coreos.com/backend-data: '{"VNI":1,"VtepMAC":"02:00:00:00:00:0a"}'
+spec: {podCIDR: 10.244.1.0/24}
+status:
+  addresses: [{type: InternalIP, address: 198.18.0.2}]
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: node-b
+  annotations:
+    flannel.alpha.coreos.com/backend-data: '{"VNI":1,"VtepMAC":"02:00:00:00:00:0b"}'
+spec: {podCIDR: 10.244.2.0/24}
+status:
+  addresses: [{type: InternalIP, address: 198.18.0.3}]
+"#;
+
+fn service(name: &str, ip: &str, port: u16, backends: &[(&str, &str)]) -> String {
+    let eps: String = backends
+        .iter()
+        .map(|(a, n)| format!("- addresses: [\"{a}\"]\n  conditions: {{ready: true}}\n  nodeName: {n}\n"))
+        .collect();
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  clusterIP: {ip}
+  ports: [{{name: http, port: {port}, targetPort: 8080, protocol: TCP}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: http, port: 8080, protocol: TCP}}]
+endpoints:
+{eps}"#
+    )
+}
+
+fn svc_entry(maps: &Maps, ip: &str, port: u16) -> Option<xlb_bpf::types::xlb_svc_val> {
+    let key = xlb_bpf::types::xlb_svc_key::addr(SocketAddrV4::new(ip.parse().unwrap(), port), Proto::Tcp);
+    maps.service(&key).unwrap()
+}
+
+/// Sets a per-CPU stats slot to the given per-CPU counters (as the data
+/// plane would have counted them).
+fn set_counter(maps: &Maps, index: u32, per_cpu: &[(u64, u64)]) {
+    let n = libbpf_rs::num_possible_cpus().unwrap();
+    let vals: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let (packets, bytes) = per_cpu.get(i).copied().unwrap_or((0, 0));
+            let c = xlb_counter { packets, bytes };
+            // SAFETY: xlb_counter is Plain.
+            unsafe { plain::as_bytes(&c) }.to_vec()
+        })
+        .collect();
+    maps.stats
+        .update_percpu(&index.to_ne_bytes(), &vals, MapFlags::ANY)
+        .unwrap();
+}
+
+#[test]
+fn agent_syncs_manifests_serves_metrics_restarts_and_cleans_up() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    env.write("nodes.yaml", NODES);
+    env.write(
+        "web.yaml",
+        &service("web", "10.96.0.10", 80, &[("10.244.1.5", "node-a"), ("10.244.2.7", "node-b")]),
+    );
+    env.write("api.yaml", &service("api", "10.96.0.20", 443, &[("10.244.2.9", "node-b")]));
+    let port = free_port();
+    let agent = Agent::start(&[], &env, port, &[]);
+
+    // Liveness comes first, readiness after the first complete sync.
+    wait("/healthz", || get(port, "/healthz").filter(|(s, _)| *s == 200));
+    wait("/readyz", || get(port, "/readyz").filter(|(s, _)| *s == 200));
+
+    let maps = Maps::from_pin_dir(&env.pin).unwrap();
+    let web = svc_entry(&maps, "10.96.0.10", 80).expect("web's ClusterIP in the services map");
+    let api = svc_entry(&maps, "10.96.0.20", 443).expect("api's ClusterIP in the services map");
+    assert_ne!(web.svc_id, api.svc_id);
+    let backends: Vec<SocketAddrV4> = maps
+        .backends()
+        .unwrap()
+        .into_iter()
+        .map(|(_, b)| b.sockaddr())
+        .collect();
+    for b in ["10.244.1.5:8080", "10.244.2.7:8080", "10.244.2.9:8080"] {
+        assert!(backends.contains(&b.parse().unwrap()), "{b} in {backends:?}");
+    }
+    let cfg = maps.config().unwrap();
+    assert_eq!(cfg.node_addr(), Ipv4Addr::new(198, 18, 0, 2));
+    assert_eq!(cfg.vxlan_port(), 8472);
+    assert_eq!(cfg.vni, 1);
+    let tunnels = maps.tunnels().unwrap();
+    assert!(
+        tunnels.iter().any(|(k, v)| k.net() == (Ipv4Addr::new(10, 244, 2, 0), 24) && v.node() == Ipv4Addr::new(198, 18, 0, 3)),
+        "node-b's pod CIDR is tunnelled: {tunnels:?}"
+    );
+
+    // Per-Service and per-reason counters come out of the stats map, summed
+    // over CPUs and labelled with the Service's name.
+    set_counter(&maps, xlb_bpf::consts::XLB_STATS_SVC_BASE + web.svc_id, &[(3, 300), (4, 400)]);
+    let drop_nb = xlb_bpf::Reason::from_name("drop_no_backend").unwrap();
+    set_counter(&maps, drop_nb.0, &[(2, 120)]);
+    let m = metrics_with(
+        port,
+        "xlb_service_packets_total{namespace=\"default\",service=\"web\",port=\"80\",protocol=\"TCP\"} 7\n",
+    );
+    for line in [
+        "xlb_service_bytes_total{namespace=\"default\",service=\"web\",port=\"80\",protocol=\"TCP\"} 700\n",
+        "xlb_service_packets_total{namespace=\"default\",service=\"api\",port=\"443\",protocol=\"TCP\"} 0\n",
+        "xlb_reason_packets_total{action=\"drop\",reason=\"drop_no_backend\"} 2\n",
+        "xlb_reason_bytes_total{action=\"drop\",reason=\"drop_no_backend\"} 120\n",
+        "xlb_reason_packets_total{action=\"pass\",reason=\"pass_not_service\"} 0\n",
+        "xlb_ready 1\n",
+        "xlb_source_objects{kind=\"Service\"} 2\n",
+        "xlb_source_objects{kind=\"Node\"} 2\n",
+        "xlb_map_entries{map=\"services\"} 2\n",
+        "xlb_map_entries{map=\"backends\"} 3\n",
+        "# TYPE xlb_sync_duration_seconds histogram\n",
+        "xlb_sync_duration_seconds_bucket{le=\"+Inf\"} ",
+    ] {
+        assert!(m.contains(line), "missing {line:?} in\n{m}");
+    }
+    let maglev_used: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("xlb_map_entries{map=\"maglev\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(maglev_used, u64::from(web.table_size + api.table_size));
+
+    // A change in the directory reaches the maps.
+    env.write(
+        "web.yaml",
+        &service("web", "10.96.0.10", 80, &[("10.244.1.5", "node-a"), ("10.244.2.7", "node-b"), ("10.244.1.6", "node-a")]),
+    );
+    metrics_with(port, "xlb_map_entries{map=\"backends\"} 4\n");
+    let web2 = svc_entry(&maps, "10.96.0.10", 80).unwrap();
+    assert_eq!(web2.svc_id, web.svc_id, "svc_id is stable across changes");
+
+    // SIGTERM: the agent exits cleanly and the maps stay as they are.
+    let st = agent.stop();
+    assert!(st.success(), "{st:?}");
+    assert!(get(port, "/healthz").is_none());
+    let web3 = svc_entry(&maps, "10.96.0.10", 80).expect("still there after the agent stopped");
+    assert_eq!((web3.svc_id, web3.table_off), (web2.svc_id, web2.table_off));
+    assert!(svc_entry(&maps, "10.96.0.20", 443).is_some());
+
+    // While it is down, `api` goes away. The restarted agent adopts the
+    // maps: `web` keeps its id and table (nothing that is right changes),
+    // and `api` is removed once the first full sync is done.
+    std::fs::remove_file(env.dir.join("api.yaml")).unwrap();
+    let agent = Agent::start(&[], &env, port, &[]);
+    wait("/readyz after restart", || get(port, "/readyz").filter(|(s, _)| *s == 200));
+    assert!(svc_entry(&maps, "10.96.0.20", 443).is_none(), "stale Service removed");
+    let web4 = svc_entry(&maps, "10.96.0.10", 80).unwrap();
+    assert_eq!((web4.svc_id, web4.table_off, web4.table_size), (web2.svc_id, web2.table_off, web2.table_size));
+    // The counters survived the restart too.
+    metrics_with(
+        port,
+        "xlb_service_packets_total{namespace=\"default\",service=\"web\",port=\"80\",protocol=\"TCP\"} 7\n",
+    );
+    assert!(agent.stop().success());
+
+    // Uninstall.
+    drop(maps);
+    let out = Command::new(BIN)
+        .arg("--pin-dir")
+        .arg(&env.pin)
+        .args(["agent", "--cleanup"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!env.pin.exists(), "pins removed");
+    assert!(!xlb::sync::names_path(&env.pin).exists());
+}
+
+#[test]
+fn agent_refuses_a_missing_manifest_directory() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    let port = free_port();
+    let out = Command::new(BIN)
+        .arg("--pin-dir")
+        .arg(&env.pin)
+        .args(["agent", "--manifests", "/nonexistent/xlb", "--metrics-addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/xlb"), "{err}");
+}
