@@ -26,6 +26,7 @@ pub mod netns;
 pub mod probe;
 pub mod procs;
 pub mod topology;
+pub mod xdp_pass;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;

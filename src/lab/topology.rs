@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::procs::Daemon;
+use super::xdp_pass;
 use super::*;
 
 /// Runs a command; its stdout, or an error carrying its stderr.
@@ -174,7 +175,6 @@ pub fn up(o: &UpOptions) -> Result<()> {
     if !o.topology_only {
         ensure_bpffs()?;
         for n in lab.node_numbers() {
-            attach(lab, &o.xlb, n)?;
             start_agent(lab, &o.xlb, n)?;
         }
         for n in lab.node_numbers() {
@@ -195,7 +195,9 @@ fn underlay(lab: &Lab) -> Result<()> {
 }
 
 /// A veth from the underlay bridge (port `port`) to `eth0` of `ns`.
-fn uplink(lab: &Lab, ns: &str, port: &str, mac: &str) -> Result<()> {
+/// `receives_xdp_tx`: `ns` runs XDP on its eth0 (a node), so the bridge port
+/// gets an XDP program to receive the frames it sends back (XDP_TX).
+fn uplink(lab: &Lab, ns: &str, port: &str, mac: &str, receives_xdp_tx: bool) -> Result<()> {
     let ul = lab.ns_underlay();
     if !link_exists(ns, "eth0") {
         if link_exists(&ul, port) {
@@ -209,13 +211,16 @@ fn uplink(lab: &Lab, ns: &str, port: &str, mac: &str) -> Result<()> {
     ip(&["-n", ns, "link", "set", "eth0", "address", mac, "up"])?;
     gro_on(&ul, port)?;
     gro_on(ns, "eth0")?;
+    if receives_xdp_tx {
+        xdp_pass::attach(&ul, port)?;
+    }
     Ok(())
 }
 
 fn client(lab: &Lab) -> Result<()> {
     let c = lab.ns_client();
     ensure_ns(&c)?;
-    uplink(lab, &c, "c0", "02:18:00:00:00:01")?;
+    uplink(lab, &c, "c0", "02:18:00:00:00:01", false)?;
     for a in [CLIENT_ADDR, CLIENT_ALT_ADDR] {
         ip(&[
             "-n",
@@ -253,9 +258,13 @@ fn node(lab: &Lab, n: u8) -> Result<()> {
             ("net.ipv4.conf.default.rp_filter", "0"),
             ("net.ipv4.conf.all.send_redirects", "0"),
             ("net.ipv4.conf.default.send_redirects", "0"),
+            // Replies that xlb's tc program reverse-NATs to a NodePort source
+            // carry the node's own address when they enter from a pod veth.
+            ("net.ipv4.conf.all.accept_local", "1"),
+            ("net.ipv4.conf.default.accept_local", "1"),
         ],
     )?;
-    uplink(lab, &ns, &format!("n{n}"), &node_mac(n))?;
+    uplink(lab, &ns, &format!("n{n}"), &node_mac(n), true)?;
     let addr = node_addr(n).to_string();
     ip(&[
         "-n",
@@ -407,6 +416,8 @@ fn pod(lab: &Lab, n: u8, k: u8) -> Result<()> {
     ])?;
     gro_on(&node, &veth)?;
     gro_on(&pns, "eth0")?;
+    // The node's XDP may redirect frames into the pod's veth.
+    xdp_pass::attach(&pns, "eth0")?;
     Ok(())
 }
 
@@ -509,37 +520,11 @@ fn bpffs_scratch(lab: &Lab) -> Result<PathBuf> {
     Ok(p)
 }
 
-/// Pattern of the pod veths in a node namespace (for `xlb attach --pod-ifaces`).
+/// Pattern of the pod veths in a node namespace (the agent's `--pod-ifaces`).
 pub const POD_VETH_PATTERN: &str = "vethp*";
 
-/// `xlb attach` in node `n`: uplink XDP and pod-veth tc, maps pinned in the node's pin dir.
-fn attach(lab: &Lab, xlb: &Path, n: u8) -> Result<()> {
-    let pin = lab.pin_dir(n);
-    if pin.join("services").exists() && has_xdp(&lab.ns_node(n), UPLINK)? {
-        return Ok(());
-    }
-    let scratch = bpffs_scratch(lab)?;
-    let mut cmd = netns::command(&lab.ns_node(n), xlb, Some(&scratch))?;
-    let args = [
-        "--pin-dir".to_owned(),
-        pin.display().to_string(),
-        "attach".to_owned(),
-        "--iface".to_owned(),
-        UPLINK.to_owned(),
-        "--pod-ifaces".to_owned(),
-        POD_VETH_PATTERN.to_owned(),
-    ];
-    cmd.args(&args);
-    checked(cmd, &format!("[{}] xlb {}", lab.ns_node(n), args.join(" "))).map(drop)
-}
-
-/// Whether an XDP program is attached to `dev`.
-fn has_xdp(ns: &str, dev: &str) -> Result<bool> {
-    let out = ip(&["-j", "-n", ns, "link", "show", "dev", dev])?;
-    let v: serde_json::Value =
-        serde_json::from_str(&out).map_err(|e| Error::Invalid(format!("ip -j link show: {e}")))?;
-    Ok(v[0].get("xdp").is_some())
-}
+/// Where each agent serves /metrics, /healthz and /readyz (inside its node namespace).
+pub const AGENT_METRICS: &str = "127.0.0.1:9402";
 
 /// The agent's command line for node `n` (what `up` and a restart run).
 pub fn agent_args(lab: &Lab, n: u8) -> Vec<String> {
@@ -553,6 +538,10 @@ pub fn agent_args(lab: &Lab, n: u8) -> Vec<String> {
         node_name(n),
         "--iface".into(),
         UPLINK.into(),
+        "--pod-ifaces".into(),
+        POD_VETH_PATTERN.into(),
+        "--metrics-addr".into(),
+        AGENT_METRICS.into(),
     ]
 }
 
@@ -562,11 +551,37 @@ fn start_agent(lab: &Lab, xlb: &Path, n: u8) -> Result<()> {
     Ok(())
 }
 
-/// Ready = the agent runs, and its maps hold Services and a tunnel entry per other node.
+/// GET `path` on the agent's metrics listener from inside node `n`: the status code.
+pub fn agent_http(lab: &Lab, n: u8, path: &str) -> Result<u16> {
+    use std::io::{Read, Write};
+    let req = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    netns::run(&lab.ns_node(n), move || -> std::io::Result<u16> {
+        let addr: std::net::SocketAddr = AGENT_METRICS.parse().expect("valid address");
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(req.as_bytes())?;
+        let mut head = [0u8; 64];
+        let mut got = 0;
+        while got < 12 {
+            let k = s.read(&mut head[got..])?;
+            if k == 0 {
+                break;
+            }
+            got += k;
+        }
+        let line = String::from_utf8_lossy(&head[..got]).into_owned();
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad HTTP answer {line:?}")))
+    })?
+    .map_err(io_ctx(format!("GET http://{AGENT_METRICS}{path} in {}", lab.ns_node(n))))
+}
+
+/// Ready = the agent runs and its /readyz says 200 (first complete sync done).
 fn wait_agent(lab: &Lab, n: u8, limit: Duration) -> Result<()> {
     let start = Instant::now();
     let d = agent_daemon(lab, n);
-    let mut last;
     loop {
         if d.running().is_none() {
             return Err(Error::NotReady(format!(
@@ -575,17 +590,11 @@ fn wait_agent(lab: &Lab, n: u8, limit: Duration) -> Result<()> {
                 d.log_file.display()
             )));
         }
-        match xlb_bpf::Maps::from_pin_dir(&lab.pin_dir(n)) {
-            Ok(m) => {
-                let svcs = m.services().map(|v| v.len()).unwrap_or(0);
-                let tunnels = m.tunnels().map(|v| v.len()).unwrap_or(0);
-                if svcs > 0 && tunnels + 1 >= lab.nodes as usize {
-                    return Ok(());
-                }
-                last = format!("{svcs} services, {tunnels} tunnel entries");
-            }
-            Err(e) => last = e.to_string(),
-        }
+        let last = match agent_http(lab, n, "/readyz") {
+            Ok(200) => return Ok(()),
+            Ok(code) => format!("/readyz answered {code}"),
+            Err(e) => e.to_string(),
+        };
         if start.elapsed() > limit {
             return Err(Error::NotReady(format!(
                 "agent of {} not ready after {limit:?}: {last} (log: {})",
