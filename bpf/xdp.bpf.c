@@ -75,7 +75,7 @@ static __always_inline int xlb_reject(struct xlb_ctx *x)
 /* Sends the (decapsulated, NATed) frame to node `peer` through VXLAN. */
 static __always_inline int xlb_to_peer(struct xlb_ctx *x, __be32 peer, const __u8 *inner_dmac,
 				       __u32 hash, int ok_reason, int nat_dir, __be32 nat_addr,
-				       __be16 nat_port)
+				       __be16 nat_port, int mark)
 {
 	struct bpf_fib_lookup fib;
 	void *data_end = (void *)(long)x->ctx->data_end;
@@ -107,7 +107,7 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, __be32 peer, const __u
 		 * that resolves the neighbour; the next frames take the fast path. */
 		return xlb_done(XLB_R_PASS_FIB_NO_NEIGH, x->bytes, XDP_PASS);
 	}
-	verdict = xlb_encap_xdp(x->ctx, x->cfg, peer, inner_dmac, hash, &fib, &reason);
+	verdict = xlb_encap_xdp(x->ctx, x->cfg, peer, inner_dmac, hash, mark, &fib, &reason);
 	return xlb_done(reason, x->bytes, verdict);
 }
 
@@ -132,7 +132,7 @@ static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
 		return xlb_done(XLB_R_DROP_NO_TUNNEL, x->bytes, XDP_DROP);
 	__builtin_memcpy(vtep, tv->vtep_mac, ETH_ALEN);
 	return xlb_to_peer(x, ch->node, vtep, xlb_flow_hash(t, 0), XLB_R_TX_REMOTE,
-			   XLB_NAT_DST, ch->addr, ch->port);
+			   XLB_NAT_DST, ch->addr, ch->port, 1);
 }
 
 /* A reply of a flow this node balanced (or returns through a tunnel). */
@@ -148,7 +148,7 @@ static __always_inline int xlb_reply(struct xlb_ctx *x, struct xlb_ct_val *v,
 		xlb_count_svc(v->svc_id, x->bytes);
 	if ((flags & XLB_CT_F_TUNNEL) && peer)
 		return xlb_to_peer(x, peer, NULL, xlb_flow_hash(t, 0), XLB_R_TX_TUNNEL_RETURN,
-				   XLB_NAT_SRC, nat_addr, nat_port);
+				   XLB_NAT_SRC, nat_addr, nat_port, 0);
 	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
 	if (r != XLB_OK)
 		return xlb_done(r, x->bytes, XDP_DROP);

@@ -113,6 +113,8 @@ static __always_inline int xlb_parse(void *start, void *data_end, struct xlb_pkt
 
 		if (!uh || hl + sizeof(*uh) > tot)
 			return XLB_R_DROP_TRUNC_L4;
+		if (bpf_ntohs(uh->len) < sizeof(*uh) || hl + bpf_ntohs(uh->len) > tot)
+			return XLB_R_DROP_TRUNC_L4;
 		p->l4sum = &uh->check;
 		p->sport = uh->source;
 		p->dport = uh->dest;

@@ -2,10 +2,11 @@
 /*
  * xlb: VXLAN (RFC 7348, flannel-compatible) decapsulation and encapsulation.
  *
- * Frames xlb itself encapsulates (Service traffic to a remote backend, tunnel
- * return) carry XLB_VXLAN_F_SVC, a reserved flag bit: the receiving node's
- * xlb decapsulates them itself and records "tunnel return" for the flow, so
- * the backend's replies go back to the node that chose it. Plain flannel
+ * Service traffic xlb encapsulates to a remote backend carries XLB_VXLAN_F_SVC,
+ * a reserved flag bit: the backend node's xlb decapsulates it itself and
+ * records "tunnel return" for the flow, so the backend's replies go back to
+ * the node that chose it (and holds the NAT pair). Tunnel-return frames are
+ * not marked: the receiving node finds them by their reverse ct entry. Plain flannel
  * pod-to-pod traffic is not marked and stays untouched for the kernel's
  * VXLAN device unless it matches a Service or a reverse-NAT entry.
  */
@@ -99,7 +100,7 @@ static __always_inline int xlb_decap_xdp(struct xdp_md *ctx, struct xlb_config *
 /* Outer headers (IPv4, UDP, VXLAN) for a frame of `len` bytes after encap. */
 static __always_inline void xlb_vxlan_hdrs(struct iphdr *ip, struct udphdr *uh,
 					   struct xlb_vxlanhdr *vx, struct xlb_config *cfg,
-					   __be32 peer, __u32 len, __u32 hash)
+					   __be32 peer, __u32 len, __u32 hash, int mark)
 {
 	ip->version = 4;
 	ip->ihl = 5;
@@ -118,7 +119,7 @@ static __always_inline void xlb_vxlan_hdrs(struct iphdr *ip, struct udphdr *uh,
 	uh->dest = cfg->vxlan_port;
 	uh->len = bpf_htons(len - ETH_HLEN - sizeof(struct iphdr));
 	uh->check = 0;
-	vx->flags = bpf_htonl(XLB_VXLAN_F_I | XLB_VXLAN_F_SVC);
+	vx->flags = bpf_htonl(XLB_VXLAN_F_I | (mark ? XLB_VXLAN_F_SVC : 0));
 	vx->vni = bpf_htonl((cfg->vni & 0xffffff) << 8);
 }
 
@@ -143,7 +144,7 @@ static __always_inline int xlb_fib_xdp(struct xdp_md *ctx, struct xlb_config *cf
  * interface, else a redirect; *reason is set on failure.
  */
 static __always_inline int xlb_encap_xdp(struct xdp_md *ctx, struct xlb_config *cfg,
-					 __be32 peer, const __u8 *inner_dmac, __u32 hash,
+					 __be32 peer, const __u8 *inner_dmac, __u32 hash, int mark,
 					 struct bpf_fib_lookup *fib, int *reason)
 {
 	void *data, *data_end;
@@ -170,7 +171,7 @@ static __always_inline int xlb_encap_xdp(struct xdp_md *ctx, struct xlb_config *
 	if (inner_dmac)
 		__builtin_memcpy(ieth->h_dest, inner_dmac, ETH_ALEN);
 	__builtin_memcpy(ieth->h_source, cfg->mac, ETH_ALEN);
-	xlb_vxlan_hdrs(ip, uh, vx, cfg, peer, data_end - data, hash);
+	xlb_vxlan_hdrs(ip, uh, vx, cfg, peer, data_end - data, hash, mark);
 	__builtin_memcpy(oeth->h_dest, fib->dmac, ETH_ALEN);
 	__builtin_memcpy(oeth->h_source, fib->smac, ETH_ALEN);
 	oeth->h_proto = bpf_htons(ETH_P_IP);
@@ -179,8 +180,8 @@ static __always_inline int xlb_encap_xdp(struct xdp_md *ctx, struct xlb_config *
 	return bpf_redirect(fib->ifindex, 0);
 }
 
-/* tc: pushes outer IPv4/UDP/VXLAN after the Ethernet header; the caller
- * redirects with bpf_redirect_neigh (which fills the outer MACs). */
+/* tc (tunnel return, unmarked): pushes outer IPv4/UDP/VXLAN after the
+ * Ethernet header; the caller redirects with bpf_redirect_neigh (which fills the outer MACs). */
 static __always_inline int xlb_encap_skb(struct __sk_buff *skb, struct xlb_config *cfg,
 					 __be32 peer, __u32 hash)
 {
@@ -199,7 +200,7 @@ static __always_inline int xlb_encap_skb(struct __sk_buff *skb, struct xlb_confi
 	if (bpf_skb_adjust_room(skb, XLB_ENCAP_LEN, BPF_ADJ_ROOM_MAC, flags))
 		return -1;
 	__builtin_memcpy(h.eth.h_source, cfg->mac, ETH_ALEN);
-	xlb_vxlan_hdrs(&h.ip, &h.udp, &h.vx, cfg, peer, skb->len, hash);
+	xlb_vxlan_hdrs(&h.ip, &h.udp, &h.vx, cfg, peer, skb->len, hash, 0);
 	if (bpf_skb_store_bytes(skb, ETH_HLEN, &h, XLB_ENCAP_LEN, 0))
 		return -1;
 	return 0;

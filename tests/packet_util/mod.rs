@@ -53,10 +53,17 @@ pub fn sa(s: &str) -> SocketAddrV4 {
 // --- frames -------------------------------------------------------------
 
 /// RFC 1071 sum (no fold) over bytes, as big-endian words.
-fn sum16(b: &[u8]) -> u32 {
-    b.chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
+pub fn sum16(b: &[u8]) -> u32 {
+    let mut s = 0u32;
+    let mut i = 0;
+    while i + 1 < b.len() {
+        s += u32::from(b[i]) << 8 | u32::from(b[i + 1]);
+        i += 2;
+    }
+    if i < b.len() {
+        s += u32::from(b[i]) << 8;
+    }
+    s
 }
 
 fn fold(mut s: u32) -> u16 {
@@ -511,17 +518,23 @@ impl Env {
     }
 
     pub fn tc(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.try_tc(frame).expect("tc test_run")
+    }
+
+    /// Like [`Env::tc`]; Err when the kernel refuses the frame before running
+    /// the program (BPF_PROG_RUN for skbs rejects some very short frames).
+    pub fn try_tc(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), libbpf_rs::Error> {
         let mut out = vec![0u8; frame.len() + 512];
         let input = ProgramInput {
             data_in: Some(frame),
             data_out: Some(&mut out),
             ..Default::default()
         };
-        let o = self.dp.tc_prog().test_run(input).expect("tc test_run");
+        let o = self.dp.tc_prog().test_run(input)?;
         let rc = o.return_value;
         let n = o.data.map(|d| d.len()).unwrap_or(0);
         out.truncate(n);
-        (rc, out)
+        Ok((rc, out))
     }
 
     /// Every reason counter (packets), indexed by reason number.
@@ -762,4 +775,27 @@ pub fn run_table(env: &Env, prog: Prog, cases: &[Case]) {
         cases.len(),
         failed.join("\n  ")
     );
+}
+
+impl Env {
+    /// A second data plane in the same namespace configured as node PEER
+    /// (the backend node of the fixture's remote Service).
+    pub fn second_node(first: &Env) -> Env {
+        let dp = DataPlane::load(&LoadOptions {
+            pin_dir: None,
+            maglev_slots: Some(MAGLEV_SLOTS),
+            ct_entries: Some(65536),
+            backends: Some(1024),
+        })
+        .expect("loading the second data plane");
+        let env = Env {
+            dp,
+            uplink: first.uplink,
+        };
+        let mut c = first.config();
+        c.node_addr = be32(PEER);
+        c.mac = PEER_MAC;
+        env.dp.maps.put_config(&c).unwrap();
+        env
+    }
 }

@@ -1,0 +1,331 @@
+//! # tc packet tests
+//!
+//! The pod-veth program through BPF_PROG_RUN: pod-originated Service traffic,
+//! reverse NAT of local backends' replies, and tunnel return. Same table
+//! harness as the XDP tests.
+mod packet_util;
+
+use std::net::Ipv4Addr;
+
+use packet_util::*;
+use xlb_bpf::consts::*;
+use xlb_bpf::types::*;
+
+const POD: &str = "10.244.1.20:33000";
+const POD_MAC: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x14];
+const VETH_MAC: [u8; 6] = [0xee, 0xee, 0xee, 0xee, 0xee, 0x01];
+const CLIENT_SA: &str = "198.18.0.100:40000";
+
+fn from_pod(dst: &str) -> Frame {
+    Frame::tcp(sa(POD), sa(dst)).macs(POD_MAC, VETH_MAC)
+}
+
+fn udp_from_pod(dst: &str) -> Frame {
+    Frame::udp(sa(POD), sa(dst)).macs(POD_MAC, VETH_MAC)
+}
+
+fn dnat(f: &Frame, to: &str) -> Vec<u8> {
+    Frame { dst: sa(to), ..f.clone() }.build()
+}
+
+fn assert_dnat(f: Frame, to: &str, out: &[u8]) {
+    check_eth_ipv4(out, "dnat");
+    assert_eq!(out, dnat(&f, to).as_slice(), "DNAT output bytes");
+}
+
+/// A reply of a backend pod to `client`.
+fn reply(backend: &str, client: &str) -> Frame {
+    Frame::tcp(sa(backend), sa(client)).macs(POD_MAC, VETH_MAC)
+}
+
+fn fwd(env: &Env, src: &str, dst: &str) -> Option<xlb_ct_val> {
+    env.maps()
+        .ct_entry(&xlb_ct_key::new(sa(src), sa(dst), TCP))
+        .unwrap()
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "pod -> ClusterIP, local backend: DNAT, ct pair",
+            setup: no_setup,
+            frame: || from_pod("10.96.0.10:80").build(),
+            on_uplink: false,
+            rc: TC_ACT_OK,
+            reason: XLB_R_PASS_LOCAL,
+            check: |env, _, out| {
+                assert_dnat(from_pod("10.96.0.10:80"), BE_LOCAL, out);
+                assert_eq!(fwd(env, POD, "10.96.0.10:80").unwrap().backend_id, 1);
+                let rev = fwd(env, BE_LOCAL, POD).expect("reverse entry");
+                assert!(rev.is_reverse());
+                assert_eq!(rev.nat(), sa("10.96.0.10:80"));
+            },
+        },
+        Case {
+            name: "pod -> ClusterIP UDP: DNAT, checksum updated",
+            setup: no_setup,
+            frame: || udp_from_pod("10.96.0.10:53").build(),
+            on_uplink: false,
+            rc: TC_ACT_OK,
+            reason: XLB_R_PASS_LOCAL,
+            check: |_, _, out| assert_dnat(udp_from_pod("10.96.0.10:53"), BE_UDP, out),
+        },
+        Case {
+            name: "pod -> ClusterIP UDP without checksum: stays 0",
+            setup: no_setup,
+            frame: || {
+                let mut f = udp_from_pod("10.96.0.10:53");
+                f.udp_no_csum = true;
+                f.build()
+            },
+            on_uplink: false,
+            rc: TC_ACT_OK,
+            reason: XLB_R_PASS_LOCAL,
+            check: |_, _, out| {
+                let mut f = udp_from_pod("10.96.0.10:53");
+                f.udp_no_csum = true;
+                assert_dnat(f, BE_UDP, out);
+                assert_eq!(check_eth_ipv4(out, "udp").2.l4_csum(), 0);
+            },
+        },
+        Case {
+            name: "pod -> ClusterIP with IPv4 options: DNAT",
+            setup: no_setup,
+            frame: || {
+                let mut f = from_pod("10.96.0.10:80");
+                f.options = vec![1, 1, 1, 0];
+                f.build()
+            },
+            on_uplink: false,
+            rc: TC_ACT_OK,
+            reason: XLB_R_PASS_LOCAL,
+            check: |_, _, out| {
+                let mut f = from_pod("10.96.0.10:80");
+                f.options = vec![1, 1, 1, 0];
+                assert_dnat(f, BE_LOCAL, out)
+            },
+        },
+        Case {
+            name: "pod -> ClusterIP, remote backend: DNAT, handed to the stack (overlay)",
+            setup: no_setup,
+            frame: || from_pod("10.96.0.20:80").build(),
+            on_uplink: false,
+            rc: TC_ACT_OK,
+            reason: XLB_R_TX_REMOTE,
+            check: |_, _, out| assert_dnat(from_pod("10.96.0.20:80"), BE_REMOTE, out),
+        },
+        Case {
+            name: "pod -> NodePort on the node address: DNAT",
+            setup: no_setup,
+            frame: || from_pod("198.18.0.1:30080").build(),
+            on_uplink: false,
+            rc: TC_ACT_OK,
+            reason: XLB_R_PASS_LOCAL,
+            check: |_, _, out| assert_dnat(from_pod("198.18.0.1:30080"), BE_LOCAL, out),
+        },
+        Case {
+            name: "pod -> not a Service: unchanged",
+            setup: no_setup,
+            frame: || from_pod("10.244.2.7:80").build(),
+            on_uplink: false,
+            rc: TC_ACT_OK,
+            reason: XLB_R_PASS_NOT_SERVICE,
+            check: unchanged,
+        },
+        Case {
+            name: "pod ARP: unchanged",
+            setup: no_setup,
+            frame: arp_frame,
+            on_uplink: false,
+            rc: TC_ACT_OK,
+            reason: XLB_R_PASS_NOT_IP,
+            check: unchanged,
+        },
+        Case {
+            name: "pod IPv6: unchanged",
+            setup: no_setup,
+            frame: ipv6_frame,
+            on_uplink: false,
+            rc: TC_ACT_OK,
+            reason: XLB_R_PASS_NOT_IP,
+            check: unchanged,
+        },
+        Case {
+            name: "pod ICMP to a ClusterIP: unchanged",
+            setup: no_setup,
+            frame: || icmp_echo(Ipv4Addr::new(10, 244, 1, 20), Ipv4Addr::new(10, 96, 0, 10)),
+            on_uplink: false,
+            rc: TC_ACT_OK,
+            reason: XLB_R_PASS_L4_OTHER,
+            check: unchanged,
+        },
+        Case {
+            name: "pod -> Service without endpoints: dropped, counted",
+            setup: no_setup,
+            frame: || from_pod("10.96.0.30:80").build(),
+            on_uplink: false,
+            rc: TC_ACT_SHOT,
+            reason: XLB_R_DROP_NO_BACKEND,
+            check: |_, _, _| {},
+        },
+        Case {
+            name: "pod -> source-ranged Service from outside the ranges: dropped",
+            setup: no_setup,
+            frame: || from_pod("10.96.0.50:80").build(),
+            on_uplink: false,
+            rc: TC_ACT_SHOT,
+            reason: XLB_R_DROP_SRC_RANGE,
+            check: |_, _, _| {},
+        },
+        Case {
+            name: "pod: CT hit keeps its backend after the Maglev table changes",
+            setup: |env| {
+                env.tc(&from_pod("10.96.0.70:80").build());
+                let id = fwd(env, POD, "10.96.0.70:80").unwrap().backend_id;
+                let other = if id == 6 { 5 } else { 6 };
+                env.maps().write_maglev(160, &[other; 13]).unwrap();
+            },
+            frame: || from_pod("10.96.0.70:80").build(),
+            on_uplink: false,
+            rc: TC_ACT_OK,
+            reason: XLB_R_PASS_LOCAL,
+            check: |env, _, out| {
+                let id = maglev_pick(&MULTI_TABLE, sa(POD), sa("10.96.0.70:80"), TCP, false);
+                let be = env.maps().backend(id).unwrap().unwrap().sockaddr().to_string();
+                assert_dnat(from_pod("10.96.0.70:80"), &be, out);
+            },
+        },
+        Case {
+            name: "pod: removed backend's CT entry chosen again",
+            setup: |env| {
+                env.tc(&from_pod("10.96.0.10:80").build());
+                let mut b = env.maps().backend(1).unwrap().unwrap();
+                b.flags = 0;
+                env.maps().put_backend(1, &b).unwrap();
+                env.maps().write_maglev(0, &[6; 7]).unwrap();
+            },
+            frame: || from_pod("10.96.0.10:80").build(),
+            on_uplink: false,
+            rc: TC_ACT_OK,
+            reason: XLB_R_PASS_LOCAL,
+            check: |env, _, out| {
+                assert_dnat(from_pod("10.96.0.10:80"), BE_6, out);
+                assert_eq!(fwd(env, POD, "10.96.0.10:80").unwrap().backend_id, 6);
+            },
+        },
+        Case {
+            name: "reply of a local backend to an external client: reverse NAT",
+            setup: |env| {
+                let (rc, _) = env.xdp(&Frame::tcp(sa(CLIENT_SA), sa("10.96.0.10:80")).build());
+                assert_eq!(rc, XDP_PASS);
+            },
+            frame: || reply(BE_LOCAL, CLIENT_SA).build(),
+            on_uplink: false,
+            rc: TC_ACT_OK,
+            reason: XLB_R_PASS_REVNAT,
+            check: |_, _, out| {
+                check_eth_ipv4(out, "revnat");
+                let want = Frame { src: sa("10.96.0.10:80"), ..reply(BE_LOCAL, CLIENT_SA) };
+                assert_eq!(out, want.build().as_slice());
+            },
+        },
+        Case {
+            name: "reply of a local backend to a pod client: reverse NAT",
+            setup: |env| {
+                env.tc(&from_pod("10.96.0.10:80").build());
+            },
+            frame: || reply(BE_LOCAL, POD).build(),
+            on_uplink: false,
+            rc: TC_ACT_OK,
+            reason: XLB_R_PASS_REVNAT,
+            check: |_, _, out| {
+                let want = Frame { src: sa("10.96.0.10:80"), ..reply(BE_LOCAL, POD) };
+                assert_eq!(out, want.build().as_slice());
+            },
+        },
+        Case {
+            name: "tunnel return: reply to a flow another node balanced here goes back encapsulated, not NATed",
+            setup: |env| {
+                // The peer chose BE_LOCAL for CLIENT -> VIP and sent it here, marked.
+                let inner = Frame::tcp(sa(CLIENT_SA), sa(BE_LOCAL)).build();
+                let (rc, _) = env.xdp(&vxlan(&inner, PEER, NODE, VNI, true));
+                assert_eq!(rc, XDP_PASS);
+            },
+            frame: || reply(BE_LOCAL, CLIENT_SA).build(),
+            on_uplink: false,
+            rc: TC_ACT_REDIRECT,
+            reason: XLB_R_TX_TUNNEL_RETURN,
+            check: |_, input, out| {
+                let v = check_vxlan(out, "tunnel return");
+                assert_eq!(Ipv4Addr::from(v.ip.source), NODE);
+                assert_eq!(Ipv4Addr::from(v.ip.destination), PEER);
+                assert_eq!(v.vni, VNI);
+                assert_eq!(v.flags, 0x0800_0000, "I flag, unmarked");
+                let mut want = input.to_vec();
+                want[6..12].copy_from_slice(&NODE_MAC);
+                assert_eq!(v.inner, want, "inner frame unchanged but for its source MAC");
+                check_eth_ipv4(&v.inner, "inner");
+            },
+        },
+        Case {
+            name: "tunnel return of a flow NATed here: reverse NAT, then back through the tunnel",
+            setup: |env| {
+                let inner = Frame::tcp(sa(CLIENT_SA), sa("10.96.0.10:80")).build();
+                let (rc, _) = env.xdp(&vxlan(&inner, PEER, NODE, VNI, false));
+                assert_eq!(rc, XDP_PASS);
+            },
+            frame: || reply(BE_LOCAL, CLIENT_SA).build(),
+            on_uplink: false,
+            rc: TC_ACT_REDIRECT,
+            reason: XLB_R_TX_TUNNEL_RETURN,
+            check: |_, _, out| {
+                let v = check_vxlan(out, "tunnel return");
+                assert_eq!(Ipv4Addr::from(v.ip.destination), PEER);
+                let want = Frame {
+                    src: sa("10.96.0.10:80"),
+                    src_mac: NODE_MAC,
+                    ..reply(BE_LOCAL, CLIENT_SA)
+                };
+                assert_eq!(v.inner, want.build());
+            },
+        },
+    ]
+}
+
+#[test]
+fn tc_table() {
+    let Some(env) = Env::new() else { return };
+    run_table(&env, Prog::Tc, &cases());
+}
+
+/// The whole path of a Service flow across two nodes, both running xlb (two
+/// data planes in one namespace): node B balances a client's SYN to a backend
+/// on node C; C decapsulates and remembers the tunnel; C's backend replies
+/// through tc, which returns it to B; B reverse-NATs it, and the client sees
+/// the VIP it dialled.
+#[test]
+fn two_nodes_tunnel_return_end_to_end() {
+    let Some(b) = Env::new() else { return };
+    fixture(&b);
+    let c = Env::second_node(&b);
+    let client_syn = Frame::tcp(sa(CLIENT_SA), sa("10.96.0.20:80"));
+    let (rc, out) = b.xdp_in(&client_syn.build(), Some(b.uplink));
+    assert_eq!(rc, XDP_TX);
+    // The frame as C receives it (outer addresses are B -> PEER; C is PEER).
+    let (rc, decapped) = c.xdp(&out);
+    assert_eq!(rc, XDP_PASS);
+    let (_, _, p) = check_eth_ipv4(&decapped, "at C");
+    assert_eq!(p.dst(), sa(BE_REMOTE));
+    // The backend pod on C answers the client.
+    let answer = Frame::tcp(sa(BE_REMOTE), sa(CLIENT_SA)).macs(POD_MAC, VETH_MAC);
+    let (rc, back) = c.tc(&answer.build());
+    assert_eq!(rc, TC_ACT_REDIRECT);
+    let v = check_vxlan(&back, "C -> B");
+    assert_eq!(Ipv4Addr::from(v.ip.destination), NODE);
+    // B gets it (the outer Ethernet is filled by redirect_neigh on C; any will do here).
+    let (rc, to_client) = b.xdp_in(&back, Some(b.uplink));
+    assert_eq!(rc, XDP_PASS);
+    let (_, _, p) = check_eth_ipv4(&to_client, "to client");
+    assert_eq!(p.src(), sa("10.96.0.20:80"), "client sees the VIP");
+    assert_eq!(p.dst(), sa(CLIENT_SA));
+}
