@@ -214,6 +214,15 @@ fn service_without_endpoints_refuses_at_once() {
         let e = r.expect_err("a Service without endpoints accepted a connection");
         assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{to}: {e}");
     }
+}
+
+/// Pods get the same answer through the ClusterIP (the tc path).
+#[test]
+fn service_without_endpoints_refuses_pods_too() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    let g = lab();
     let r = g.pod(1, 1, || {
         probe::tcp_connect(None, sa([10, 96, 0, 16], 80), Duration::from_secs(5))
     });
