@@ -31,6 +31,26 @@ pub enum LabCommand {
     Check(CheckArgs),
     /// Replace a Service's endpoints in the lab's manifest directory (the agents pick it up).
     SetEndpoints(SetEndpointsArgs),
+    /// Open N TCP connections from the client (or a pod) and show which backend took each.
+    Spread(SpreadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SpreadArgs {
+    #[command(flatten)]
+    pub prefix: PrefixArgs,
+    /// Where to connect, e.g. 198.18.0.11:30080 (NodePort on node1) or 10.96.0.10:80.
+    #[arg(long)]
+    pub to: std::net::SocketAddrV4,
+    /// Number of connections.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub count: u32,
+    /// Connect from `client` or from a pod (e.g. `n1p2`).
+    #[arg(long, default_value = "client")]
+    pub from: String,
+    /// Print the counts as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +126,7 @@ pub fn run(a: LabArgs, _pin: &Path) -> anyhow::Result<()> {
             Ok(())
         }
         LabCommand::Check(c) => check(c),
+        LabCommand::Spread(s) => spread(s),
         LabCommand::SetEndpoints(s) => {
             let pods = lab::manifests::parse_pods(&s.pods)?;
             let dir = lab::state_dir(&s.prefix.prefix).join("manifests");
@@ -188,6 +209,46 @@ fn check(c: CheckArgs) -> anyhow::Result<()> {
     let failed = rows.iter().filter(|r| !r.ok).count();
     if failed > 0 {
         anyhow::bail!("{failed} of {} probes failed", rows.len());
+    }
+    Ok(())
+}
+
+fn spread(s: SpreadArgs) -> anyhow::Result<()> {
+    let prefix = &s.prefix.prefix;
+    let ns = if s.from == "client" {
+        lab::client_ns(prefix)
+    } else {
+        let (n, k) = *lab::manifests::parse_pods(&s.from)?
+            .first()
+            .context("--from: client or a pod like n1p2")?;
+        format!("{prefix}-{}", lab::pod_name(n, k))
+    };
+    anyhow::ensure!(
+        lab::netns::exists(&ns),
+        "no namespace {ns}: is the lab up (`xlb lab up --prefix {prefix}`)?"
+    );
+    let (to, count) = (s.to, s.count);
+    let counts = lab::netns::run(&ns, move || {
+        let mut m = std::collections::BTreeMap::<String, u32>::new();
+        for _ in 0..count {
+            let key = match lab::probe::tcp(None, to, Duration::from_secs(2)) {
+                Ok(r) => r.name,
+                Err(e) => format!("error: {}", e.kind()),
+            };
+            *m.entry(key).or_default() += 1;
+        }
+        m
+    })?;
+    if s.json {
+        println!("{}", serde_json::to_string_pretty(&counts)?);
+        return Ok(());
+    }
+    println!("{count} connections from {} to {to}:", s.from);
+    let w = counts.keys().map(String::len).max().unwrap_or(0);
+    let max = counts.values().copied().max().unwrap_or(1).max(1);
+    for (name, &c) in &counts {
+        let bar = "#".repeat((c as usize * 50).div_ceil(max as usize));
+        println!("  {name:w$}  {c:6}  {bar}");
     }
     Ok(())
 }

@@ -5,8 +5,11 @@
 //! lab reads. Tests and the demo change a Service's endpoints by rewriting its
 //! file there ([`set_endpoints`]), as a controller would.
 
-use std::fmt::Write as _;
 use std::path::Path;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{io_ctx, node_addr, node_name, pod_addr, pod_cidr, pod_name, vtep_mac, Error, Result};
 
@@ -85,43 +88,60 @@ status:
     )
 }
 
+/// The default port of a lab EndpointSlice: `http` TCP 8080.
+pub fn default_ports() -> Vec<EndpointPort> {
+    vec![EndpointPort {
+        name: Some("http".into()),
+        protocol: Some("TCP".into()),
+        port: Some(i32::from(super::BACKEND_PORT)),
+        app_protocol: None,
+    }]
+}
+
 /// An EndpointSlice `<service>-1` with the given lab pods (node, pod), ready,
-/// on port `http` TCP 8080.
-pub fn endpoint_slice_yaml(service: &str, pods: &[(u8, u8)]) -> String {
-    let mut s = format!(
-        "apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {service}-1
-  namespace: default
-  labels:
-    kubernetes.io/service-name: {service}
-addressType: IPv4
-ports:
-- name: http
-  protocol: TCP
-  port: {port}
-endpoints:",
-        port = super::BACKEND_PORT
-    );
-    if pods.is_empty() {
-        s.push_str(" []");
+/// on `ports`.
+pub fn endpoint_slice(service: &str, pods: &[(u8, u8)], ports: Vec<EndpointPort>) -> EndpointSlice {
+    EndpointSlice {
+        metadata: ObjectMeta {
+            name: Some(format!("{service}-1")),
+            namespace: Some("default".into()),
+            labels: Some(
+                [("kubernetes.io/service-name".to_owned(), service.to_owned())].into(),
+            ),
+            ..Default::default()
+        },
+        address_type: "IPv4".into(),
+        ports: Some(ports),
+        endpoints: pods
+            .iter()
+            .map(|&(n, k)| Endpoint {
+                addresses: vec![pod_addr(n, k).to_string()],
+                conditions: Some(EndpointConditions {
+                    ready: Some(true),
+                    serving: Some(true),
+                    terminating: Some(false),
+                }),
+                node_name: Some(node_name(n)),
+                target_ref: Some(ObjectReference {
+                    kind: Some("Pod".into()),
+                    namespace: Some("default".into()),
+                    name: Some(pod_name(n, k)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect(),
     }
-    s.push('\n');
-    for &(n, k) in pods {
-        let _ = write!(
-            s,
-            "- addresses: [{addr}]
-  conditions: {{ready: true, serving: true, terminating: false}}
-  nodeName: {node}
-  targetRef: {{kind: Pod, namespace: default, name: {pod}}}
-",
-            addr = pod_addr(n, k),
-            node = node_name(n),
-            pod = pod_name(n, k)
-        );
+}
+
+/// [`endpoint_slice`] as YAML.
+pub fn endpoint_slice_yaml(service: &str, pods: &[(u8, u8)], ports: Vec<EndpointPort>) -> String {
+    let mut v = serde_yaml::to_value(endpoint_slice(service, pods, ports)).expect("serializable");
+    if let serde_yaml::Value::Mapping(m) = &mut v {
+        m.insert("apiVersion".into(), "discovery.k8s.io/v1".into());
+        m.insert("kind".into(), "EndpointSlice".into());
     }
-    s
+    serde_yaml::to_string(&v).expect("serializable")
 }
 
 /// Fills `dir` with the examples unless it already holds them (a running lab's
@@ -169,8 +189,16 @@ pub fn set_endpoints(dir: &Path, service: &str, pods: &[(u8, u8)]) -> Result<()>
         path.display()
     )))?;
     let mut out = String::new();
+    let mut ports = None;
     for doc in split_documents(&text) {
-        if !doc.lines().any(|l| l.trim() == "kind: EndpointSlice") && !doc.trim().is_empty() {
+        if doc.lines().any(|l| l.trim() == "kind: EndpointSlice") {
+            // Keep the ports of the slice being replaced (named, several protocols).
+            if ports.is_none() {
+                ports = serde_yaml::from_str::<EndpointSlice>(doc)
+                    .ok()
+                    .and_then(|s| s.ports);
+            }
+        } else if !doc.trim().is_empty() {
             out.push_str(doc.trim_end());
             out.push_str("\n---\n");
         }
@@ -181,7 +209,11 @@ pub fn set_endpoints(dir: &Path, service: &str, pods: &[(u8, u8)]) -> Result<()>
             path.display()
         )));
     }
-    out.push_str(&endpoint_slice_yaml(service, pods));
+    out.push_str(&endpoint_slice_yaml(
+        service,
+        pods,
+        ports.unwrap_or_else(default_ports),
+    ));
     write_atomic(&path, &out)
 }
 
@@ -220,7 +252,6 @@ pub fn parse_pods(s: &str) -> Result<Vec<(u8, u8)>> {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{Node, Service};
-    use k8s_openapi::api::discovery::v1::EndpointSlice;
     use serde::Deserialize;
 
     fn docs(text: &str) -> Vec<serde_yaml::Value> {
@@ -324,6 +355,12 @@ mod tests {
         let s: EndpointSlice = serde_yaml::from_value(ds[1].clone()).unwrap();
         let addrs: Vec<_> = s.endpoints.iter().map(|e| e.addresses[0].clone()).collect();
         assert_eq!(addrs, ["10.244.1.3", "10.244.2.3"]);
+        // A two-port slice keeps both ports.
+        set_endpoints(&dir, "web", &[(2, 1)]).unwrap();
+        let ds = docs(&std::fs::read_to_string(dir.join("web.yaml")).unwrap());
+        let s: EndpointSlice = serde_yaml::from_value(ds[1].clone()).unwrap();
+        assert_eq!(s.ports.unwrap().len(), 2);
+        assert_eq!(s.endpoints[0].node_name.as_deref(), Some("node2"));
         set_endpoints(&dir, "churn", &[]).unwrap();
         let ds = docs(&std::fs::read_to_string(dir.join("churn.yaml")).unwrap());
         let s: EndpointSlice = serde_yaml::from_value(ds[1].clone()).unwrap();
