@@ -105,9 +105,7 @@ pub fn endpoint_slice(service: &str, pods: &[(u8, u8)], ports: Vec<EndpointPort>
         metadata: ObjectMeta {
             name: Some(format!("{service}-1")),
             namespace: Some("default".into()),
-            labels: Some(
-                [("kubernetes.io/service-name".to_owned(), service.to_owned())].into(),
-            ),
+            labels: Some([("kubernetes.io/service-name".to_owned(), service.to_owned())].into()),
             ..Default::default()
         },
         address_type: "IPv4".into(),

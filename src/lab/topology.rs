@@ -575,7 +575,10 @@ pub fn agent_http(lab: &Lab, n: u8, path: &str) -> Result<u16> {
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| std::io::Error::other(format!("bad HTTP answer {line:?}")))
     })?
-    .map_err(io_ctx(format!("GET http://{AGENT_METRICS}{path} in {}", lab.ns_node(n))))
+    .map_err(io_ctx(format!(
+        "GET http://{AGENT_METRICS}{path} in {}",
+        lab.ns_node(n)
+    )))
 }
 
 /// Ready = the agent runs and its /readyz says 200 (first complete sync done).
