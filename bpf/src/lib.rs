@@ -16,6 +16,10 @@ pub mod baseline {
 pub mod tc {
     include!(concat!(env!("OUT_DIR"), "/tc.skel.rs"));
 }
+/// The live-frames packet generator and the sink (`pktgen.bpf.c`), used by xlb-pktgen.
+pub mod pktgen {
+    include!(concat!(env!("OUT_DIR"), "/pktgen.skel.rs"));
+}
 /// `#define XLB_*` and `enum xlb_reason` of `include/consts.h`.
 #[allow(clippy::identity_op, clippy::eq_op, unused_parens)]
 pub mod consts {
@@ -70,6 +74,19 @@ const _: () = {
     assert!(size_of::<tc::types::xlb_ct_val>() == size_of::<types::xlb_ct_val>());
     assert!(size_of::<tc::types::xlb_backend>() == size_of::<types::xlb_backend>());
     assert!(size_of::<tc::types::xlb_config>() == size_of::<types::xlb_config>());
+};
+
+// The generator's and sink's structs (`pktgen.bpf.c`), for xlb-pktgen.
+// SAFETY: plain C structs of fixed-width integers and byte arrays without
+// implicit padding; any bit pattern is valid.
+unsafe impl plain::Plain for pktgen::types::pg_conf {}
+unsafe impl plain::Plain for pktgen::types::pg_gen_state {}
+unsafe impl plain::Plain for pktgen::types::pg_sink_stats {}
+const _: () = {
+    use std::mem::size_of;
+    assert!(size_of::<pktgen::types::pg_conf>() == 208);
+    assert!(size_of::<pktgen::types::pg_gen_state>() == 16);
+    assert!(size_of::<pktgen::types::pg_sink_stats>() == 32 + 8 * 640);
 };
 
 #[cfg(test)]

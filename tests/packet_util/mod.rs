@@ -365,7 +365,11 @@ pub fn check_vxlan(f: &[u8], what: &str) -> Vxlan {
     let (dst_mac, src_mac, p) = check_eth_ipv4(f, what);
     assert_eq!(p.ip.protocol.0, UDP, "{what}: outer proto");
     assert_eq!(p.ip.header_len(), 20, "{what}: outer ihl");
-    assert_eq!(usize::from(p.ip.total_len) + 14, f.len(), "{what}: outer length");
+    assert_eq!(
+        usize::from(p.ip.total_len) + 14,
+        f.len(),
+        "{what}: outer length"
+    );
     let udp = &p.l4;
     assert_eq!(p.dst_port(), VXLAN_PORT, "{what}: vxlan port");
     assert_eq!(&udp[6..8], &[0, 0], "{what}: outer UDP checksum 0");
@@ -387,7 +391,11 @@ pub fn flow_hash(src: SocketAddrV4, dst: SocketAddrV4, proto: u8, no_sport: bool
     fn rol(w: u32, s: u32) -> u32 {
         w.rotate_left(s)
     }
-    let sport = if no_sport { 0 } else { u32::from(src.port().to_be()) };
+    let sport = if no_sport {
+        0
+    } else {
+        u32::from(src.port().to_be())
+    };
     let ports = (sport << 16) | u32::from(dst.port().to_be());
     let init = 0xdeadbeefu32.wrapping_add(u32::from(proto));
     let mut a = be32(*src.ip()).wrapping_add(init);
@@ -442,7 +450,12 @@ impl Env {
         }
         // SAFETY: unshare only affects this thread's network namespace.
         let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        );
         sh(&["link", "set", "lo", "up"]);
         sh(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
         sh(&["link", "set", "v0", "address", "02:00:c6:12:00:01"]);
@@ -453,7 +466,14 @@ impl Env {
         std::fs::write("/proc/sys/net/ipv4/conf/v0/forwarding", "1")
             .expect("enabling forwarding in the test namespace");
         sh(&[
-            "neigh", "replace", "198.18.0.2", "lladdr", "02:00:c6:12:00:02", "dev", "v0", "nud",
+            "neigh",
+            "replace",
+            "198.18.0.2",
+            "lladdr",
+            "02:00:c6:12:00:02",
+            "dev",
+            "v0",
+            "nud",
             "permanent",
         ]);
         let name = std::ffi::CString::new("v0").unwrap();

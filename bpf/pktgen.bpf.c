@@ -1,0 +1,311 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * xlb packet generator and sink.
+ *
+ * xlb_pg_gen runs under BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES: every
+ * repetition rewrites the whole header template (live frames recycle their
+ * pages without resetting the bytes a data plane may have rewritten), varies
+ * the flow from a per-CPU counter, fixes the IPv4 and L4 checksums, stamps
+ * bpf_ktime_get_ns() into the payload and returns XDP_TX (or redirects), so
+ * each repetition transmits one real frame.
+ *
+ * xlb_pg_sink is attached where the frames arrive: it counts them per CPU,
+ * finds the stamp (inside VXLAN too) and adds the latency to a per-CPU
+ * log-linear histogram, then drops the frame.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/udp.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define PG_TMPL_MAX	160		/* header template + stamp, bytes */
+#define PG_STAMP_MAGIC	0x786c6270	/* "xlbp", network order in the frame */
+#define PG_HIST_BUCKETS	640		/* log-linear: 16 sub-buckets per power of two */
+#define PG_VXLAN_PORT	8472
+#define PG_VXLAN_IANA	4789
+
+/* Payload stamp, right after the innermost L4 header. */
+struct pg_stamp {
+	__be32 magic;
+	__u32 pad;
+	__u64 ts;			/* bpf_ktime_get_ns() at generation */
+};
+
+/* Generator settings (ARRAY[1]), written by userspace before a run. */
+struct pg_conf {
+	__u32 copy_len;		/* template bytes copied into every frame (multiple of 8) */
+	__u32 ip_off;		/* the IPv4 header whose address varies (inner one with VXLAN) */
+	__u32 l4_off;		/* its L4 header */
+	__u32 csum_off;		/* its L4 checksum field */
+	__u32 stamp_off;	/* struct pg_stamp */
+	__u32 outer_sport_off;	/* VXLAN: outer UDP source port (flow entropy); 0 = none */
+	__u32 flows;		/* distinct flows, >= 1 */
+	__u32 addrs;		/* distinct addresses the flows are spread over, >= 1 */
+	__u32 addr_base;	/* host order: first varied address */
+	__u16 port_base;	/* host order: first varied port */
+	__u8 vary_dst;		/* 0: vary source address/port; 1: destination */
+	__u8 is_udp;		/* L4 is UDP: a computed checksum of 0 is sent as 0xffff */
+	__u32 redirect_ifindex;	/* 0: XDP_TX out of the ingress interface; else bpf_redirect */
+	__u32 l4_csum_seed;	/* ~L4 checksum of the template with the varied fields zero */
+	__u8 tmpl[PG_TMPL_MAX];
+};
+
+/* Per-CPU generator state. */
+struct pg_gen_state {
+	__u64 seq;		/* repetitions run on this CPU */
+	__u64 errors;		/* of which the template did not fit (dropped, not sent) */
+};
+
+/* Per-CPU sink counters and latency histogram. */
+struct pg_sink_stats {
+	__u64 packets;		/* every frame seen */
+	__u64 bytes;
+	__u64 stamped;		/* frames carrying a generator stamp */
+	__u64 vxlan;		/* stamped frames that arrived VXLAN-encapsulated */
+	__u64 hist[PG_HIST_BUCKETS];	/* latency ns, see lat_bucket() */
+};
+
+/* generator settings */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pg_conf);
+} pg_conf SEC(".maps");
+
+/* generator per-CPU sequence and error counters */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pg_gen_state);
+} pg_gen SEC(".maps");
+
+/* sink per-CPU counters and histogram */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pg_sink_stats);
+} pg_sink SEC(".maps");
+
+static __always_inline __u32 csum_fold(__u32 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum;
+}
+
+static __always_inline __u32 sum16(const void *p, int words)
+{
+	const __u16 *w = p;
+	__u32 sum = 0;
+	int i;
+
+	for (i = 0; i < words; i++)
+		sum += w[i];
+	return sum;
+}
+
+SEC("xdp")
+int xlb_pg_gen(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct pg_gen_state *st;
+	struct pg_conf *c;
+	struct iphdr *ip;
+	struct pg_stamp *stamp;
+	__u32 zero = 0, off, f, addr, sum;
+	__u16 port, csum;
+	__u64 seq;
+	int i;
+
+	c = bpf_map_lookup_elem(&pg_conf, &zero);
+	st = bpf_map_lookup_elem(&pg_gen, &zero);
+	if (!c || !st)
+		return XDP_ABORTED;
+
+	seq = st->seq++;
+	/* the whole header template, 8 bytes at a time */
+	for (i = 0; i < PG_TMPL_MAX / 8; i++) {
+		if (i * 8 >= c->copy_len)
+			break;
+		if (data + i * 8 + 8 > data_end)
+			goto bad;
+		__builtin_memcpy(data + i * 8, &c->tmpl[i * 8], 8);
+	}
+
+	f = c->flows > 1 ? seq % c->flows : 0;
+	addr = c->addr_base + (c->addrs > 1 ? f % c->addrs : 0);
+	port = c->port_base + (c->addrs > 1 ? f / c->addrs : f);
+
+	off = c->ip_off;
+	if (off > PG_TMPL_MAX - sizeof(*ip))
+		goto bad;
+	ip = data + off;
+	if ((void *)(ip + 1) > data_end)
+		goto bad;
+	if (c->vary_dst)
+		ip->daddr = bpf_htonl(addr);
+	else
+		ip->saddr = bpf_htonl(addr);
+	ip->check = 0;
+	ip->check = ~csum_fold(sum16(ip, sizeof(*ip) / 2));
+
+	off = c->l4_off + (c->vary_dst ? 2 : 0);
+	if (off > PG_TMPL_MAX - 2 || data + off + 2 > data_end)
+		goto bad;
+	*(__be16 *)(data + off) = bpf_htons(port);
+
+	if (c->outer_sport_off) {
+		off = c->outer_sport_off;
+		if (off > PG_TMPL_MAX - 2 || data + off + 2 > data_end)
+			goto bad;
+		/* like a VXLAN device: a source port from the flow, in 49152..65535 */
+		*(__be16 *)(data + off) = bpf_htons(0xc000 | ((f * 2654435761u) >> 18));
+	}
+
+	off = c->stamp_off;
+	if (off > PG_TMPL_MAX - sizeof(*stamp))
+		goto bad;
+	stamp = data + off;
+	if ((void *)(stamp + 1) > data_end)
+		goto bad;
+	stamp->ts = bpf_ktime_get_ns();
+
+	/* L4 checksum: the template's seed plus the fields that vary */
+	sum = c->l4_csum_seed;
+	sum += sum16(c->vary_dst ? (void *)&ip->daddr : (void *)&ip->saddr, 2);
+	sum += bpf_htons(port);
+	sum += sum16(&stamp->ts, 4);
+	csum = ~csum_fold(sum);
+	if (c->is_udp && csum == 0)
+		csum = 0xffff;
+	off = c->csum_off;
+	if (off > PG_TMPL_MAX - 2 || data + off + 2 > data_end)
+		goto bad;
+	*(__u16 *)(data + off) = csum;
+
+	if (c->redirect_ifindex)
+		return bpf_redirect(c->redirect_ifindex, 0);
+	return XDP_TX;
+bad:
+	st->errors++;
+	return XDP_DROP;
+}
+
+/* Index of the highest set bit of v (v > 0). */
+static __always_inline __u32 fls64(__u64 v)
+{
+	__u32 n = 0;
+
+	if (v >> 32) { n += 32; v >>= 32; }
+	if (v >> 16) { n += 16; v >>= 16; }
+	if (v >> 8) { n += 8; v >>= 8; }
+	if (v >> 4) { n += 4; v >>= 4; }
+	if (v >> 2) { n += 2; v >>= 2; }
+	if (v >> 1) { n += 1; }
+	return n;
+}
+
+/*
+ * Log-linear bucket: values below 16 have their own bucket; above, 16
+ * sub-buckets per power of two (at most 1/16 relative error). Userspace
+ * (xlb_pktgen::Histogram) holds the inverse.
+ */
+static __always_inline __u32 lat_bucket(__u64 v)
+{
+	__u32 e, b;
+
+	if (v < 16)
+		return v;
+	e = fls64(v);
+	b = (e - 3) * 16 + ((v >> (e - 4)) & 15);
+	return b < PG_HIST_BUCKETS ? b : PG_HIST_BUCKETS - 1;
+}
+
+SEC("xdp")
+int xlb_pg_sink(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct pg_sink_stats *s;
+	struct pg_stamp *stamp;
+	struct ethhdr *eth = data;
+	struct iphdr *ip;
+	struct udphdr *udp;
+	struct tcphdr *tcp;
+	void *l4;
+	__u32 zero = 0, hl, b;
+	__u64 now, ts;
+	int vxlan = 0;
+
+	s = bpf_map_lookup_elem(&pg_sink, &zero);
+	if (!s)
+		return XDP_DROP;
+	s->packets++;
+	s->bytes += data_end - data;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return XDP_DROP;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return XDP_DROP;
+	hl = ip->ihl * 4;
+	if (hl < sizeof(*ip))
+		return XDP_DROP;
+	l4 = (void *)ip + hl;
+	if (ip->protocol == IPPROTO_UDP) {
+		udp = l4;
+		if ((void *)(udp + 1) > data_end)
+			return XDP_DROP;
+		if (udp->dest == bpf_htons(PG_VXLAN_PORT) ||
+		    udp->dest == bpf_htons(PG_VXLAN_IANA)) {
+			/* outer UDP, 8 bytes of VXLAN, inner Ethernet */
+			eth = (void *)(udp + 1) + 8;
+			if ((void *)(eth + 1) > data_end ||
+			    eth->h_proto != bpf_htons(ETH_P_IP))
+				return XDP_DROP;
+			ip = (void *)(eth + 1);
+			if ((void *)(ip + 1) > data_end)
+				return XDP_DROP;
+			hl = ip->ihl * 4;
+			if (hl < sizeof(*ip))
+				return XDP_DROP;
+			l4 = (void *)ip + hl;
+			vxlan = 1;
+		}
+	}
+	if (ip->protocol == IPPROTO_UDP) {
+		stamp = l4 + sizeof(struct udphdr);
+	} else if (ip->protocol == IPPROTO_TCP) {
+		tcp = l4;
+		if ((void *)(tcp + 1) > data_end)
+			return XDP_DROP;
+		hl = tcp->doff * 4;
+		if (hl < sizeof(*tcp))
+			return XDP_DROP;
+		stamp = l4 + hl;
+	} else {
+		return XDP_DROP;
+	}
+	if ((void *)(stamp + 1) > data_end || stamp->magic != bpf_htonl(PG_STAMP_MAGIC))
+		return XDP_DROP;
+	s->stamped++;
+	s->vxlan += vxlan;
+	now = bpf_ktime_get_ns();
+	ts = stamp->ts;
+	if (ts && ts <= now) {
+		b = lat_bucket(now - ts);
+		if (b < PG_HIST_BUCKETS)
+			s->hist[b]++;
+	}
+	return XDP_DROP;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

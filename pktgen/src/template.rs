@@ -1,0 +1,413 @@
+//! Frame templates: the bytes the generator copies into every frame, and the
+//! offsets and checksum seed it needs to vary the flow and fix the checksums.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use xlb_bpf::pktgen::types::pg_conf;
+
+use crate::{Error, Result};
+
+/// Bytes of template the generator can copy (`PG_TMPL_MAX` in pktgen.bpf.c).
+pub const TMPL_MAX: usize = 160;
+/// `"xlbp"`: marks the payload stamp (`PG_STAMP_MAGIC`).
+pub const STAMP_MAGIC: u32 = 0x786c_6270;
+/// Bytes of the payload stamp (magic, pad, 64-bit timestamp).
+pub const STAMP_LEN: usize = 16;
+/// Largest frame (without FCS) the generator builds.
+pub const MAX_SIZE: usize = 1500;
+/// Smallest frame: a 64-byte Ethernet frame without its 4-byte FCS would be
+/// 60; we count the frame handed to the NIC, so the smallest is 64.
+pub const MIN_SIZE: usize = 64;
+
+const ETH_LEN: usize = 14;
+const IP_LEN: usize = 20;
+const UDP_LEN: usize = 8;
+const TCP_LEN: usize = 20;
+const VXLAN_LEN: usize = 8;
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+
+/// The L4 part of the template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L4 {
+    Udp,
+    /// TCP SYN (a new connection every packet for a connection tracker).
+    TcpSyn,
+    /// TCP ACK of an established connection.
+    TcpAck,
+}
+
+impl L4 {
+    fn header_len(self) -> usize {
+        match self {
+            L4::Udp => UDP_LEN,
+            L4::TcpSyn | L4::TcpAck => TCP_LEN,
+        }
+    }
+
+    /// IP protocol number.
+    pub fn proto(self) -> u8 {
+        match self {
+            L4::Udp => PROTO_UDP,
+            L4::TcpSyn | L4::TcpAck => PROTO_TCP,
+        }
+    }
+}
+
+/// Which endpoint of the (inner) packet the flow variety changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vary {
+    /// Source address and port (clients towards a Service).
+    Source,
+    /// Destination address and port (replies towards clients).
+    Destination,
+}
+
+/// The outer headers of a VXLAN-encapsulated template.
+#[derive(Clone, Copy, Debug)]
+pub struct Vxlan {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    /// Outer UDP destination port (8472 for flannel, 4789 IANA).
+    pub port: u16,
+    pub vni: u32,
+}
+
+/// What to send.
+#[derive(Clone, Debug)]
+pub struct PacketSpec {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
+    pub l4: L4,
+    /// Frame length handed to the interface (without FCS), MIN_SIZE..=MAX_SIZE.
+    pub size: usize,
+    /// Encapsulate in VXLAN with these outer headers.
+    pub vxlan: Option<Vxlan>,
+    /// Distinct flows (>= 1): the varied endpoint walks through them.
+    pub flows: u32,
+    /// Distinct addresses the flows are spread over; 0 picks the fewest that
+    /// keep every port in range.
+    pub addrs: u32,
+    pub vary: Vary,
+}
+
+impl PacketSpec {
+    /// A UDP or TCP packet from `src` to `dst` with one flow, 64 bytes.
+    pub fn new(src: SocketAddrV4, dst: SocketAddrV4, l4: L4) -> Self {
+        Self {
+            src_mac: [0x02, 0, 0, 0, 0, 1],
+            dst_mac: [0x02, 0, 0, 0, 0, 2],
+            src,
+            dst,
+            l4,
+            size: MIN_SIZE,
+            vxlan: None,
+            flows: 1,
+            addrs: 0,
+            vary: Vary::Source,
+        }
+    }
+}
+
+/// A built template: frame bytes plus what the generator program needs.
+#[derive(Clone, Debug)]
+pub struct Template {
+    /// The whole first frame (template, stamp and zero payload).
+    pub frame: Vec<u8>,
+    conf: pg_conf,
+}
+
+fn sum16(bytes: &[u8]) -> u32 {
+    bytes
+        .chunks(2)
+        .map(|c| u16::from_ne_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
+        .sum()
+}
+
+fn fold(mut s: u32) -> u16 {
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s as u16
+}
+
+fn ipv4_header(b: &mut [u8], total: usize, proto: u8, src: Ipv4Addr, dst: Ipv4Addr) {
+    b[0] = 0x45;
+    b[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    b[6] = 0x40; // DF
+    b[8] = 64;
+    b[9] = proto;
+    b[12..16].copy_from_slice(&src.octets());
+    b[16..20].copy_from_slice(&dst.octets());
+    b[10..12].copy_from_slice(&[0, 0]);
+    let c = !fold(sum16(&b[..IP_LEN]));
+    b[10..12].copy_from_slice(&c.to_ne_bytes());
+}
+
+impl Template {
+    /// Builds the template of `spec`, checking sizes and port ranges.
+    pub fn build(spec: &PacketSpec) -> Result<Self> {
+        let outer = if spec.vxlan.is_some() {
+            ETH_LEN + IP_LEN + UDP_LEN + VXLAN_LEN
+        } else {
+            0
+        };
+        let ip_off = outer + ETH_LEN;
+        let l4_off = ip_off + IP_LEN;
+        let stamp_off = l4_off + spec.l4.header_len();
+        let copy_len = (stamp_off + STAMP_LEN).div_ceil(8) * 8;
+        if spec.size > MAX_SIZE || spec.size < MIN_SIZE.max(copy_len) {
+            return Err(Error::Spec(format!(
+                "frame size {} out of range: this template needs {}..={} bytes",
+                spec.size,
+                MIN_SIZE.max(copy_len),
+                MAX_SIZE
+            )));
+        }
+        if spec.flows == 0 {
+            return Err(Error::Spec("flows must be at least 1".into()));
+        }
+        let (base, port_base) = match spec.vary {
+            Vary::Source => (spec.src, spec.src.port()),
+            Vary::Destination => (spec.dst, spec.dst.port()),
+        };
+        let ports_per_addr = 65536 - u32::from(port_base);
+        let addrs = if spec.addrs == 0 {
+            spec.flows.div_ceil(ports_per_addr)
+        } else {
+            spec.addrs.min(spec.flows)
+        };
+        if spec.flows.div_ceil(addrs) > ports_per_addr {
+            return Err(Error::Spec(format!(
+                "{} flows over {addrs} address(es) need ports past 65535 from {port_base}",
+                spec.flows
+            )));
+        }
+        if u32::from(*base.ip()).checked_add(addrs - 1).is_none() {
+            return Err(Error::Spec(
+                "varied addresses run past 255.255.255.255".into(),
+            ));
+        }
+
+        let mut f = vec![0u8; spec.size];
+        if let Some(v) = &spec.vxlan {
+            f[0..6].copy_from_slice(&v.dst_mac);
+            f[6..12].copy_from_slice(&v.src_mac);
+            f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+            let ip = ETH_LEN;
+            ipv4_header(
+                &mut f[ip..ip + IP_LEN],
+                spec.size - ETH_LEN,
+                PROTO_UDP,
+                v.src,
+                v.dst,
+            );
+            let u = ip + IP_LEN;
+            f[u..u + 2].copy_from_slice(&49152u16.to_be_bytes());
+            f[u + 2..u + 4].copy_from_slice(&v.port.to_be_bytes());
+            f[u + 4..u + 6].copy_from_slice(&((spec.size - u) as u16).to_be_bytes());
+            // outer UDP checksum 0, as VXLAN devices send it
+            let x = u + UDP_LEN;
+            f[x] = 0x08;
+            f[x + 4..x + 8].copy_from_slice(&((v.vni & 0xff_ffff) << 8).to_be_bytes());
+        }
+        let e = outer;
+        f[e..e + 6].copy_from_slice(&spec.dst_mac);
+        f[e + 6..e + 12].copy_from_slice(&spec.src_mac);
+        f[e + 12..e + 14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let l4_len = spec.size - l4_off;
+        ipv4_header(
+            &mut f[ip_off..l4_off],
+            spec.size - ip_off,
+            spec.l4.proto(),
+            *spec.src.ip(),
+            *spec.dst.ip(),
+        );
+        let l = l4_off;
+        f[l..l + 2].copy_from_slice(&spec.src.port().to_be_bytes());
+        f[l + 2..l + 4].copy_from_slice(&spec.dst.port().to_be_bytes());
+        let csum_off = match spec.l4 {
+            L4::Udp => {
+                f[l + 4..l + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+                l + 6
+            }
+            L4::TcpSyn | L4::TcpAck => {
+                f[l + 4..l + 8].copy_from_slice(&0x1000_0001u32.to_be_bytes());
+                if spec.l4 == L4::TcpAck {
+                    f[l + 8..l + 12].copy_from_slice(&0x2000_0001u32.to_be_bytes());
+                }
+                f[l + 12] = 5 << 4;
+                f[l + 13] = if spec.l4 == L4::TcpSyn { 0x02 } else { 0x10 };
+                f[l + 14..l + 16].copy_from_slice(&65535u16.to_be_bytes());
+                l + 16
+            }
+        };
+        f[stamp_off..stamp_off + 4].copy_from_slice(&STAMP_MAGIC.to_be_bytes());
+
+        // L4 checksum seed: pseudo header and L4 bytes with the varied address,
+        // the varied port, the timestamp and the checksum itself at zero.
+        let (addr_field, port_field) = match spec.vary {
+            Vary::Source => (ip_off + 12, l),
+            Vary::Destination => (ip_off + 16, l + 2),
+        };
+        let mut s = f.clone();
+        s[addr_field..addr_field + 4].fill(0);
+        s[port_field..port_field + 2].fill(0);
+        s[csum_off..csum_off + 2].fill(0);
+        let mut seed = sum16(&s[ip_off + 12..ip_off + 20]);
+        seed += u16::from_ne_bytes([0, spec.l4.proto()]) as u32;
+        seed += u16::from_ne_bytes((l4_len as u16).to_be_bytes()) as u32;
+        seed += sum16(&s[l4_off..]);
+
+        let mut conf = pg_conf {
+            copy_len: copy_len as u32,
+            ip_off: ip_off as u32,
+            l4_off: l4_off as u32,
+            csum_off: csum_off as u32,
+            stamp_off: stamp_off as u32,
+            outer_sport_off: if spec.vxlan.is_some() {
+                (ETH_LEN + IP_LEN) as u32
+            } else {
+                0
+            },
+            flows: spec.flows,
+            addrs,
+            addr_base: u32::from(*base.ip()),
+            port_base,
+            vary_dst: (spec.vary == Vary::Destination) as u8,
+            is_udp: (spec.l4 == L4::Udp) as u8,
+            redirect_ifindex: 0,
+            l4_csum_seed: fold(seed) as u32,
+            ..Default::default()
+        };
+        conf.tmpl[..copy_len].copy_from_slice(&f[..copy_len]);
+        Ok(Self { frame: f, conf })
+    }
+
+    /// The endpoint flow `f` (0-based, wrapping at `flows`) uses for the varied side.
+    pub fn flow(&self, f: u32) -> SocketAddrV4 {
+        let c = &self.conf;
+        let f = f % c.flows.max(1);
+        let (a, p) = if c.addrs > 1 {
+            (f % c.addrs, f / c.addrs)
+        } else {
+            (0, f)
+        };
+        SocketAddrV4::new(
+            Ipv4Addr::from(c.addr_base + a),
+            c.port_base.wrapping_add(p as u16),
+        )
+    }
+
+    /// Distinct flows.
+    pub fn flows(&self) -> u32 {
+        self.conf.flows
+    }
+
+    /// Distinct varied addresses.
+    pub fn addrs(&self) -> u32 {
+        self.conf.addrs
+    }
+
+    /// Frame length.
+    pub fn size(&self) -> usize {
+        self.frame.len()
+    }
+
+    /// Offset of the payload stamp in the generated frame.
+    pub fn stamp_offset(&self) -> usize {
+        self.conf.stamp_off as usize
+    }
+
+    pub(crate) fn conf(&self, redirect_ifindex: u32) -> pg_conf {
+        pg_conf {
+            redirect_ifindex,
+            ..self.conf
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csum_ok(b: &[u8]) -> bool {
+        fold(sum16(b)) == 0xffff
+    }
+
+    #[test]
+    fn udp_template_has_valid_checksums() {
+        let spec = PacketSpec::new(
+            "198.18.0.64:1024".parse().unwrap(),
+            "198.18.0.2:30080".parse().unwrap(),
+            L4::Udp,
+        );
+        let t = Template::build(&spec).unwrap();
+        assert_eq!(t.size(), 64);
+        assert!(csum_ok(&t.frame[14..34]));
+        // the seed plus the varied fields gives the real checksum
+        let f = &t.frame;
+        let mut s = t.conf.l4_csum_seed + sum16(&f[26..30]) + sum16(&f[34..36]);
+        s += sum16(&f[42 + 8..42 + 16]);
+        let c = !fold(s);
+        let mut full = sum16(&f[26..34]) + u16::from_ne_bytes([0, 17]) as u32;
+        full += u16::from_ne_bytes(30u16.to_be_bytes()) as u32;
+        let mut l4 = f[34..].to_vec();
+        l4[6..8].copy_from_slice(&c.to_ne_bytes());
+        full += sum16(&l4);
+        assert_eq!(fold(full), 0xffff);
+    }
+
+    #[test]
+    fn sizes_and_ports_are_checked() {
+        let mut spec = PacketSpec::new(
+            "198.18.0.64:1024".parse().unwrap(),
+            "198.18.0.2:80".parse().unwrap(),
+            L4::TcpSyn,
+        );
+        assert!(
+            Template::build(&spec).is_err(),
+            "TCP + stamp needs 72 bytes"
+        );
+        spec.size = 72;
+        assert!(Template::build(&spec).is_ok());
+        spec.size = 1501;
+        assert!(Template::build(&spec).is_err());
+        spec.size = 128;
+        spec.flows = 1_000_000;
+        let t = Template::build(&spec).unwrap();
+        assert_eq!(t.addrs(), 16);
+        assert_eq!(t.flow(17), "198.18.0.65:1025".parse().unwrap());
+        spec.addrs = 1;
+        assert!(Template::build(&spec).is_err());
+        spec.flows = 0;
+        assert!(Template::build(&spec).is_err());
+    }
+
+    #[test]
+    fn vxlan_template_layout() {
+        let mut spec = PacketSpec::new(
+            "10.244.2.1:1024".parse().unwrap(),
+            "10.96.0.1:80".parse().unwrap(),
+            L4::Udp,
+        );
+        spec.vxlan = Some(Vxlan {
+            src_mac: [2, 0, 0, 0, 0, 3],
+            dst_mac: [2, 0, 0, 0, 0, 4],
+            src: "198.18.0.1".parse().unwrap(),
+            dst: "198.18.0.2".parse().unwrap(),
+            port: 8472,
+            vni: 1,
+        });
+        assert!(Template::build(&spec).is_err());
+        spec.size = 112;
+        let t = Template::build(&spec).unwrap();
+        assert!(csum_ok(&t.frame[14..34]));
+        assert!(csum_ok(&t.frame[64..84]));
+        assert_eq!(&t.frame[36..38], &8472u16.to_be_bytes());
+        assert_eq!(t.stamp_offset(), 50 + 42);
+    }
+}
