@@ -63,7 +63,12 @@ pub mod net;
 pub struct AgentArgs {
     /// Directory of Kubernetes YAML (Services, EndpointSlices, Nodes) to use
     /// instead of the API; re-read when a file changes.
-    #[arg(long, env = "XLB_MANIFESTS", value_name = "DIR", conflicts_with = "kubeconfig")]
+    #[arg(
+        long,
+        env = "XLB_MANIFESTS",
+        value_name = "DIR",
+        conflicts_with = "kubeconfig"
+    )]
     pub manifests: Option<PathBuf>,
 
     /// kubeconfig file (default: KUBECONFIG, ~/.kube/config, then in-cluster).
@@ -108,6 +113,11 @@ pub struct AgentArgs {
     #[arg(long, env = "XLB_POD_IFACES", default_value = xlb_loader::netlink::DEFAULT_POD_PATTERNS,
           value_parser = parse_patterns)]
     pub pod_ifaces: IfacePatterns,
+
+    /// Only handle Services with these labels (equality-based selector, e.g.
+    /// `xlb.io/enabled=true`): run beside kube-proxy on a subset first.
+    #[arg(long, env = "XLB_SERVICE_SELECTOR", value_name = "SELECTOR")]
+    pub service_selector: Option<crate::sources::LabelSelector>,
 
     /// Node annotation with the VTEP MAC (flannel's JSON or a plain MAC).
     #[arg(long, env = "XLB_VTEP_ANNOTATION", default_value = crate::model::FLANNEL_VTEP_ANNOTATION)]
@@ -165,6 +175,7 @@ impl AgentArgs {
             "fallback_generic": self.fallback_generic,
             "pod_ifaces": self.pod_ifaces.to_string(),
             "vtep_annotation": self.vtep_annotation,
+            "service_selector": self.service_selector.as_ref().map(|s| s.to_string()),
             "metrics_addr": self.metrics_addr.to_string(),
             "debounce_ms": self.debounce_ms,
             "pin_dir": pin_dir,
@@ -245,7 +256,19 @@ impl Agent {
             pin_dir: Some(pin_dir.clone()),
             ..Default::default()
         })
-        .with_context(|| format!("loading the data plane with maps pinned under {}", pin_dir.display()))?;
+        .map_err(|e| {
+            let eperm = e.to_string().contains("Operation not permitted");
+            anyhow::Error::new(e).context(format!(
+                "loading the data plane with maps pinned under {}{}",
+                pin_dir.display(),
+                if eperm {
+                    " (not permitted: the agent needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, \
+                     or root; kernels older than 5.8 need CAP_SYS_ADMIN)"
+                } else {
+                    ""
+                }
+            ))
+        })?;
         attach::pin_programs(&pin_dir, &dp).context("pinning the programs")?;
         metrics.set_maps(Maps::from_pin_dir(&pin_dir)?);
         let syncer = Syncer::adopt(
@@ -265,8 +288,12 @@ impl Agent {
 
         let opts = SourceOptions {
             debounce: Duration::from_millis(args.debounce_ms),
+            service_selector: args.service_selector.clone(),
             ..Default::default()
         };
+        if let Some(sel) = &opts.service_selector {
+            tracing::info!(selector = %sel, "handling only the Services this selector matches");
+        }
         let mut rx = match &args.manifests {
             Some(dir) => crate::sources::manifests::watch_dir(dir.clone(), opts)
                 .with_context(|| format!("reading manifests from {}", dir.display()))?,
@@ -407,7 +434,8 @@ impl Agent {
             .node_addr
             .or(from_node)
             .or_else(|| iface.as_ref().and_then(|i| i.addrs.first().copied()));
-        if addr.is_none() {
+        let had_addr = self.node.as_ref().map(|n| n.addr.is_some());
+        if addr.is_none() && had_addr != Some(false) {
             tracing::warn!(
                 node = %self.node_name,
                 "no node address yet (no --node-addr, no InternalIP on the Node, no --iface): \
@@ -433,7 +461,9 @@ impl Agent {
         for (_, name) in xlb_loader::sys::interfaces() {
             if name != iface.name && self.args.pod_ifaces.matches(&name) {
                 match attach::attach_pod(&self.pin_dir, self.dp.tc_prog().as_fd(), &name) {
-                    Ok(p) => tracing::debug!(iface = %p.iface, hook = %p.hook.describe(), "pod interface attached"),
+                    Ok(p) => {
+                        tracing::debug!(iface = %p.iface, hook = %p.hook.describe(), "pod interface attached")
+                    }
                     Err(e) => tracing::warn!("pod interface {name}: {e}"),
                 }
             }
@@ -441,11 +471,17 @@ impl Agent {
         attach::pin_programs(&self.pin_dir, &self.dp).context("pinning the programs")?;
         if !self.args.pod_ifaces.is_empty() {
             let stop = Arc::new(AtomicBool::new(false));
-            let (s, pin, pats) = (stop.clone(), self.pin_dir.clone(), self.args.pod_ifaces.clone());
+            let (s, pin, pats) = (
+                stop.clone(),
+                self.pin_dir.clone(),
+                self.args.pod_ifaces.clone(),
+            );
             let h = std::thread::Builder::new()
                 .name("xlb-pod-ifaces".into())
                 .spawn(move || {
-                    if let Err(e) = xlb_loader::netlink::follow_pods(&pin, pats, &s, Duration::from_millis(200)) {
+                    if let Err(e) =
+                        xlb_loader::netlink::follow_pods(&pin, pats, &s, Duration::from_millis(200))
+                    {
                         tracing::error!("following pod interfaces stopped: {e}");
                     }
                 })

@@ -162,7 +162,10 @@ impl Metrics {
     }
 
     fn render_agent(&self, o: &mut String) {
-        let _ = writeln!(o, "# HELP xlb_ready 1 once the first complete sync from the source is in the maps.");
+        let _ = writeln!(
+            o,
+            "# HELP xlb_ready 1 once the first complete sync from the source is in the maps."
+        );
         let _ = writeln!(o, "# TYPE xlb_ready gauge");
         let _ = writeln!(o, "xlb_ready {}", u8::from(self.is_ready()));
 
@@ -172,20 +175,30 @@ impl Metrics {
         for (b, n) in SYNC_BUCKETS.iter().zip(s.buckets) {
             let _ = writeln!(o, "xlb_sync_duration_seconds_bucket{{le=\"{b}\"}} {n}");
         }
-        let _ = writeln!(o, "xlb_sync_duration_seconds_bucket{{le=\"+Inf\"}} {}", s.count);
+        let _ = writeln!(
+            o,
+            "xlb_sync_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+            s.count
+        );
         let _ = writeln!(o, "xlb_sync_duration_seconds_sum {}", s.sum);
         let _ = writeln!(o, "xlb_sync_duration_seconds_count {}", s.count);
         let _ = writeln!(o, "# HELP xlb_syncs_total Syncs by result.");
         let _ = writeln!(o, "# TYPE xlb_syncs_total counter");
         let _ = writeln!(o, "xlb_syncs_total{{result=\"ok\"}} {}", s.count);
         let _ = writeln!(o, "xlb_syncs_total{{result=\"error\"}} {}", s.errors);
-        let _ = writeln!(o, "# HELP xlb_last_sync_timestamp_seconds Unix time of the last successful sync.");
+        let _ = writeln!(
+            o,
+            "# HELP xlb_last_sync_timestamp_seconds Unix time of the last successful sync."
+        );
         let _ = writeln!(o, "# TYPE xlb_last_sync_timestamp_seconds gauge");
         let _ = writeln!(o, "xlb_last_sync_timestamp_seconds {}", s.last_ok_unix);
         drop(s);
 
         let [sv, sl, nd] = *self.objects.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(o, "# HELP xlb_source_objects Objects in the last snapshot from the source.");
+        let _ = writeln!(
+            o,
+            "# HELP xlb_source_objects Objects in the last snapshot from the source."
+        );
         let _ = writeln!(o, "# TYPE xlb_source_objects gauge");
         let _ = writeln!(o, "xlb_source_objects{{kind=\"Service\"}} {sv}");
         let _ = writeln!(o, "xlb_source_objects{{kind=\"EndpointSlice\"}} {sl}");
@@ -193,7 +206,11 @@ impl Metrics {
     }
 
     fn render_maps(&self, maps: &Maps, o: &mut String) -> xlb_bpf::Result<()> {
-        let labels = self.services.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let labels = self
+            .services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut pk = String::new();
         let mut by = String::new();
         for l in &labels {
@@ -208,27 +225,47 @@ impl Metrics {
             let _ = writeln!(pk, "xlb_service_packets_total{{{lab}}} {}", c.packets);
             let _ = writeln!(by, "xlb_service_bytes_total{{{lab}}} {}", c.bytes);
         }
-        let _ = writeln!(o, "# HELP xlb_service_packets_total Packets balanced per Service port.");
+        let _ = writeln!(
+            o,
+            "# HELP xlb_service_packets_total Packets balanced per Service port."
+        );
         let _ = writeln!(o, "# TYPE xlb_service_packets_total counter");
         o.push_str(&pk);
-        let _ = writeln!(o, "# HELP xlb_service_bytes_total Bytes balanced per Service port.");
+        let _ = writeln!(
+            o,
+            "# HELP xlb_service_bytes_total Bytes balanced per Service port."
+        );
         let _ = writeln!(o, "# TYPE xlb_service_bytes_total counter");
         o.push_str(&by);
 
         let reasons = maps.reasons()?;
-        let _ = writeln!(o, "# HELP xlb_reason_packets_total Packets by data-plane verdict reason.");
+        let _ = writeln!(
+            o,
+            "# HELP xlb_reason_packets_total Packets by data-plane verdict reason."
+        );
         let _ = writeln!(o, "# TYPE xlb_reason_packets_total counter");
         for (r, c) in &reasons {
             let name = r.name();
             let action = name.split('_').next().unwrap_or("other");
-            let _ = writeln!(o, "xlb_reason_packets_total{{action=\"{action}\",reason=\"{name}\"}} {}", c.packets);
+            let _ = writeln!(
+                o,
+                "xlb_reason_packets_total{{action=\"{action}\",reason=\"{name}\"}} {}",
+                c.packets
+            );
         }
-        let _ = writeln!(o, "# HELP xlb_reason_bytes_total Bytes by data-plane verdict reason.");
+        let _ = writeln!(
+            o,
+            "# HELP xlb_reason_bytes_total Bytes by data-plane verdict reason."
+        );
         let _ = writeln!(o, "# TYPE xlb_reason_bytes_total counter");
         for (r, c) in &reasons {
             let name = r.name();
             let action = name.split('_').next().unwrap_or("other");
-            let _ = writeln!(o, "xlb_reason_bytes_total{{action=\"{action}\",reason=\"{name}\"}} {}", c.bytes);
+            let _ = writeln!(
+                o,
+                "xlb_reason_bytes_total{{action=\"{action}\",reason=\"{name}\"}} {}",
+                c.bytes
+            );
         }
 
         let _ = writeln!(o, "# HELP xlb_map_entries Entries in use per map.");
@@ -239,7 +276,11 @@ impl Metrics {
         let _ = writeln!(o, "# HELP xlb_map_max_entries Capacity per map.");
         let _ = writeln!(o, "# TYPE xlb_map_max_entries gauge");
         for (name, h) in maps.all() {
-            let _ = writeln!(o, "xlb_map_max_entries{{map=\"{name}\"}} {}", h.max_entries());
+            let _ = writeln!(
+                o,
+                "xlb_map_max_entries{{map=\"{name}\"}} {}",
+                h.max_entries()
+            );
         }
         Ok(())
     }
@@ -272,7 +313,9 @@ pub fn map_usage(maps: &Maps) -> xlb_bpf::Result<Vec<(&'static str, u64)>> {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Binds the metrics listener (done before anything else so that a port
@@ -312,7 +355,14 @@ async fn handle(mut s: TcpStream, m: Arc<Metrics>) -> std::io::Result<()> {
         }
         buf.extend_from_slice(&tmp[..n]);
         if buf.len() > 16 * 1024 {
-            return respond(&mut s, "431 Request Header Fields Too Large", "text/plain", "", false).await;
+            return respond(
+                &mut s,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "",
+                false,
+            )
+            .await;
         }
     }
     let head = String::from_utf8_lossy(&buf);
@@ -322,7 +372,14 @@ async fn handle(mut s: TcpStream, m: Arc<Metrics>) -> std::io::Result<()> {
     let path = target.split('?').next().unwrap_or("");
     let head_only = method == "HEAD";
     if method != "GET" && !head_only {
-        return respond(&mut s, "405 Method Not Allowed", "text/plain", "GET or HEAD\n", false).await;
+        return respond(
+            &mut s,
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET or HEAD\n",
+            false,
+        )
+        .await;
     }
     match path {
         "/metrics" => {
@@ -330,7 +387,14 @@ async fn handle(mut s: TcpStream, m: Arc<Metrics>) -> std::io::Result<()> {
             let body = tokio::task::spawn_blocking(move || m2.render())
                 .await
                 .unwrap_or_else(|e| format!("# render failed: {e}\n"));
-            respond(&mut s, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &body, head_only).await
+            respond(
+                &mut s,
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                &body,
+                head_only,
+            )
+            .await
         }
         "/healthz" => respond(&mut s, "200 OK", "text/plain", "ok\n", head_only).await,
         "/readyz" => {
@@ -347,7 +411,16 @@ async fn handle(mut s: TcpStream, m: Arc<Metrics>) -> std::io::Result<()> {
                 .await
             }
         }
-        _ => respond(&mut s, "404 Not Found", "text/plain", "try /metrics, /healthz, /readyz\n", head_only).await,
+        _ => {
+            respond(
+                &mut s,
+                "404 Not Found",
+                "text/plain",
+                "try /metrics, /healthz, /readyz\n",
+                head_only,
+            )
+            .await
+        }
     }
 }
 
@@ -381,7 +454,10 @@ mod tests {
         m.observe_sync(Duration::from_secs(60), true);
         m.observe_sync(Duration::from_millis(1), false);
         let t = m.render();
-        assert!(t.contains("xlb_sync_duration_seconds_bucket{le=\"0.0005\"} 1\n"), "{t}");
+        assert!(
+            t.contains("xlb_sync_duration_seconds_bucket{le=\"0.0005\"} 1\n"),
+            "{t}"
+        );
         assert!(t.contains("xlb_sync_duration_seconds_bucket{le=\"0.05\"} 2\n"));
         assert!(t.contains("xlb_sync_duration_seconds_bucket{le=\"10\"} 2\n"));
         assert!(t.contains("xlb_sync_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
@@ -396,7 +472,12 @@ mod tests {
     fn service_label_from_port_name() {
         let l = ServiceLabel::parse(7, "shop/web:80/TCP");
         assert_eq!(
-            (l.namespace.as_str(), l.service.as_str(), l.port.as_str(), l.protocol.as_str()),
+            (
+                l.namespace.as_str(),
+                l.service.as_str(),
+                l.port.as_str(),
+                l.protocol.as_str()
+            ),
             ("shop", "web", "80", "TCP")
         );
         assert_eq!(ServiceLabel::parse(1, "odd").service, "odd");

@@ -161,7 +161,9 @@ status:
 fn service(name: &str, ip: &str, port: u16, backends: &[(&str, &str)]) -> String {
     let eps: String = backends
         .iter()
-        .map(|(a, n)| format!("- addresses: [\"{a}\"]\n  conditions: {{ready: true}}\n  nodeName: {n}\n"))
+        .map(|(a, n)| {
+            format!("- addresses: [\"{a}\"]\n  conditions: {{ready: true}}\n  nodeName: {n}\n")
+        })
         .collect();
     format!(
         r#"apiVersion: v1
@@ -185,7 +187,8 @@ endpoints:
 }
 
 fn svc_entry(maps: &Maps, ip: &str, port: u16) -> Option<xlb_bpf::types::xlb_svc_val> {
-    let key = xlb_bpf::types::xlb_svc_key::addr(SocketAddrV4::new(ip.parse().unwrap(), port), Proto::Tcp);
+    let key =
+        xlb_bpf::types::xlb_svc_key::addr(SocketAddrV4::new(ip.parse().unwrap(), port), Proto::Tcp);
     maps.service(&key).unwrap()
 }
 
@@ -215,15 +218,27 @@ fn agent_syncs_manifests_serves_metrics_restarts_and_cleans_up() {
     env.write("nodes.yaml", NODES);
     env.write(
         "web.yaml",
-        &service("web", "10.96.0.10", 80, &[("10.244.1.5", "node-a"), ("10.244.2.7", "node-b")]),
+        &service(
+            "web",
+            "10.96.0.10",
+            80,
+            &[("10.244.1.5", "node-a"), ("10.244.2.7", "node-b")],
+        ),
     );
-    env.write("api.yaml", &service("api", "10.96.0.20", 443, &[("10.244.2.9", "node-b")]));
+    env.write(
+        "api.yaml",
+        &service("api", "10.96.0.20", 443, &[("10.244.2.9", "node-b")]),
+    );
     let port = free_port();
     let agent = Agent::start(&[], &env, port, &[]);
 
     // Liveness comes first, readiness after the first complete sync.
-    wait("/healthz", || get(port, "/healthz").filter(|(s, _)| *s == 200));
-    wait("/readyz", || get(port, "/readyz").filter(|(s, _)| *s == 200));
+    wait("/healthz", || {
+        get(port, "/healthz").filter(|(s, _)| *s == 200)
+    });
+    wait("/readyz", || {
+        get(port, "/readyz").filter(|(s, _)| *s == 200)
+    });
 
     let maps = Maps::from_pin_dir(&env.pin).unwrap();
     let web = svc_entry(&maps, "10.96.0.10", 80).expect("web's ClusterIP in the services map");
@@ -236,7 +251,10 @@ fn agent_syncs_manifests_serves_metrics_restarts_and_cleans_up() {
         .map(|(_, b)| b.sockaddr())
         .collect();
     for b in ["10.244.1.5:8080", "10.244.2.7:8080", "10.244.2.9:8080"] {
-        assert!(backends.contains(&b.parse().unwrap()), "{b} in {backends:?}");
+        assert!(
+            backends.contains(&b.parse().unwrap()),
+            "{b} in {backends:?}"
+        );
     }
     let cfg = maps.config().unwrap();
     assert_eq!(cfg.node_addr(), Ipv4Addr::new(198, 18, 0, 2));
@@ -244,13 +262,20 @@ fn agent_syncs_manifests_serves_metrics_restarts_and_cleans_up() {
     assert_eq!(cfg.vni, 1);
     let tunnels = maps.tunnels().unwrap();
     assert!(
-        tunnels.iter().any(|(k, v)| k.net() == (Ipv4Addr::new(10, 244, 2, 0), 24) && v.node() == Ipv4Addr::new(198, 18, 0, 3)),
+        tunnels
+            .iter()
+            .any(|(k, v)| k.net() == (Ipv4Addr::new(10, 244, 2, 0), 24)
+                && v.node() == Ipv4Addr::new(198, 18, 0, 3)),
         "node-b's pod CIDR is tunnelled: {tunnels:?}"
     );
 
     // Per-Service and per-reason counters come out of the stats map, summed
     // over CPUs and labelled with the Service's name.
-    set_counter(&maps, xlb_bpf::consts::XLB_STATS_SVC_BASE + web.svc_id, &[(3, 300), (4, 400)]);
+    set_counter(
+        &maps,
+        xlb_bpf::consts::XLB_STATS_SVC_BASE + web.svc_id,
+        &[(3, 300), (4, 400)],
+    );
     let drop_nb = xlb_bpf::Reason::from_name("drop_no_backend").unwrap();
     set_counter(&maps, drop_nb.0, &[(2, 120)]);
     let m = metrics_with(
@@ -284,7 +309,16 @@ fn agent_syncs_manifests_serves_metrics_restarts_and_cleans_up() {
     // A change in the directory reaches the maps.
     env.write(
         "web.yaml",
-        &service("web", "10.96.0.10", 80, &[("10.244.1.5", "node-a"), ("10.244.2.7", "node-b"), ("10.244.1.6", "node-a")]),
+        &service(
+            "web",
+            "10.96.0.10",
+            80,
+            &[
+                ("10.244.1.5", "node-a"),
+                ("10.244.2.7", "node-b"),
+                ("10.244.1.6", "node-a"),
+            ],
+        ),
     );
     metrics_with(port, "xlb_map_entries{map=\"backends\"} 4\n");
     let web2 = svc_entry(&maps, "10.96.0.10", 80).unwrap();
@@ -303,10 +337,18 @@ fn agent_syncs_manifests_serves_metrics_restarts_and_cleans_up() {
     // and `api` is removed once the first full sync is done.
     std::fs::remove_file(env.dir.join("api.yaml")).unwrap();
     let agent = Agent::start(&[], &env, port, &[]);
-    wait("/readyz after restart", || get(port, "/readyz").filter(|(s, _)| *s == 200));
-    assert!(svc_entry(&maps, "10.96.0.20", 443).is_none(), "stale Service removed");
+    wait("/readyz after restart", || {
+        get(port, "/readyz").filter(|(s, _)| *s == 200)
+    });
+    assert!(
+        svc_entry(&maps, "10.96.0.20", 443).is_none(),
+        "stale Service removed"
+    );
     let web4 = svc_entry(&maps, "10.96.0.10", 80).unwrap();
-    assert_eq!((web4.svc_id, web4.table_off, web4.table_size), (web2.svc_id, web2.table_off, web2.table_size));
+    assert_eq!(
+        (web4.svc_id, web4.table_off, web4.table_size),
+        (web2.svc_id, web2.table_off, web2.table_size)
+    );
     // The counters survived the restart too.
     metrics_with(
         port,
@@ -322,7 +364,11 @@ fn agent_syncs_manifests_serves_metrics_restarts_and_cleans_up() {
         .args(["agent", "--cleanup"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!env.pin.exists(), "pins removed");
     assert!(!xlb::sync::names_path(&env.pin).exists());
 }

@@ -155,7 +155,9 @@ fn agent_attaches_to_the_uplink_and_pod_veths_and_cleans_up() {
     ns.ip(&["addr", "add", "198.18.0.2/24", "dev", "up0"]);
     ns.ip(&["link", "set", "up0", "up"]);
     ns.ip(&["link", "set", "up1", "up"]);
-    ns.ip(&["link", "add", "vethp1", "type", "veth", "peer", "name", "podp1"]);
+    ns.ip(&[
+        "link", "add", "vethp1", "type", "veth", "peer", "name", "podp1",
+    ]);
     ns.ip(&["link", "set", "vethp1", "up"]);
 
     let name = unique_name("xlb-t-");
@@ -165,7 +167,11 @@ fn agent_attaches_to_the_uplink_and_pod_veths_and_cleans_up() {
     );
     std::fs::create_dir_all(&pins.1).unwrap();
     std::fs::write(pins.1.join("all.yaml"), MANIFESTS).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
 
     let agent = Agent(
         Command::new("nsenter")
@@ -176,7 +182,13 @@ fn agent_attaches_to_the_uplink_and_pod_veths_and_cleans_up() {
             .arg("agent")
             .arg("--manifests")
             .arg(&pins.1)
-            .args(["--node-name", "node-a", "--iface", "auto", "--fallback-generic"])
+            .args([
+                "--node-name",
+                "node-a",
+                "--iface",
+                "auto",
+                "--fallback-generic",
+            ])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -208,7 +220,9 @@ fn agent_attaches_to_the_uplink_and_pod_veths_and_cleans_up() {
     assert_eq!(cfg.node_addr(), Ipv4Addr::new(198, 18, 0, 2));
 
     // A pod veth created later is followed.
-    ns.ip(&["link", "add", "vethp2", "type", "veth", "peer", "name", "podp2"]);
+    ns.ip(&[
+        "link", "add", "vethp2", "type", "veth", "peer", "name", "podp2",
+    ]);
     ns.ip(&["link", "set", "vethp2", "up"]);
     wait("vethp2 attached", || {
         attachments(&ns, &pins.0).contains(&("vethp2".into(), false))
@@ -220,7 +234,11 @@ fn agent_attaches_to_the_uplink_and_pod_veths_and_cleans_up() {
     unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
     let st = agent.0.wait().unwrap();
     assert!(st.success(), "{st:?}");
-    assert_eq!(xdp_prog_on(&ns, "up0"), prog, "still attached after the agent stopped");
+    assert_eq!(
+        xdp_prog_on(&ns, "up0"),
+        prog,
+        "still attached after the agent stopped"
+    );
     drop(maps);
 
     // Uninstall: every hook and pin gone.
@@ -232,7 +250,11 @@ fn agent_attaches_to_the_uplink_and_pod_veths_and_cleans_up() {
         .args(["agent", "--cleanup"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(xdp_prog_on(&ns, "up0"), 0, "XDP detached");
     assert!(!pins.0.exists());
 }

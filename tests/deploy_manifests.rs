@@ -67,7 +67,9 @@ fn lost(orig: &Value, typed: &Value, path: &str) -> Option<String> {
     }
 }
 
-fn typed_roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Result<Value, String> {
+fn typed_roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
+    v: &Value,
+) -> Result<Value, String> {
     let t: T = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
     Ok(serde_json::to_value(t).unwrap())
 }
@@ -113,13 +115,23 @@ fn every_manifest_parses_as_its_type() {
         }
     }
     let kinds: BTreeSet<&str> = objs.iter().map(|o| o["kind"].as_str().unwrap()).collect();
-    for k in ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet"] {
+    for k in [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "DaemonSet",
+    ] {
         assert!(kinds.contains(k), "missing {k}");
     }
     // Every namespaced object is in the kustomization's namespace.
     let ns = kustomization()["namespace"].as_str().unwrap().to_owned();
     for o in &objs {
-        if matches!(o["kind"].as_str(), Some("ServiceAccount" | "ConfigMap" | "DaemonSet")) {
+        if matches!(
+            o["kind"].as_str(),
+            Some("ServiceAccount" | "ConfigMap" | "DaemonSet")
+        ) {
             assert_eq!(o["metadata"]["namespace"], ns.as_str());
         }
     }
@@ -127,7 +139,10 @@ fn every_manifest_parses_as_its_type() {
 
 #[test]
 fn the_typo_check_catches_typos() {
-    let mut ds = objects().into_iter().find(|o| o["kind"] == "DaemonSet").unwrap();
+    let mut ds = objects()
+        .into_iter()
+        .find(|o| o["kind"] == "DaemonSet")
+        .unwrap();
     assert!(check_typed(&ds).is_ok());
     let spec = ds["spec"]["template"]["spec"].as_object_mut().unwrap();
     let v = spec.remove("hostNetwork").unwrap();
@@ -135,7 +150,10 @@ fn the_typo_check_catches_typos() {
     let e = check_typed(&ds).unwrap_err();
     assert!(e.contains("hostNetwrok"), "{e}");
 
-    let mut ds = objects().into_iter().find(|o| o["kind"] == "DaemonSet").unwrap();
+    let mut ds = objects()
+        .into_iter()
+        .find(|o| o["kind"] == "DaemonSet")
+        .unwrap();
     ds["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["paht"] =
         "/readyz".into();
     assert!(check_typed(&ds).is_err());
@@ -152,7 +170,10 @@ fn every_deploy_file_is_in_the_kustomization() {
     for e in std::fs::read_dir(deploy_dir()).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
         if name.ends_with(".yaml") && name != "kustomization.yaml" {
-            assert!(listed.contains(&name), "{name} is not in kustomization.yaml");
+            assert!(
+                listed.contains(&name),
+                "{name} is not in kustomization.yaml"
+            );
         }
     }
     for r in &listed {
@@ -210,7 +231,8 @@ fn config_data() -> BTreeMap<String, String> {
     let from = c.env_from.unwrap_or_default();
     assert!(
         from.iter()
-            .any(|f| f.config_map_ref.as_ref().map(|r| r.name.as_str()) == cm.metadata.name.as_deref()),
+            .any(|f| f.config_map_ref.as_ref().map(|r| r.name.as_str())
+                == cm.metadata.name.as_deref()),
         "the DaemonSet takes its environment from the ConfigMap"
     );
     cm.data.unwrap_or_default()
@@ -236,8 +258,12 @@ fn daemonset_flags_and_environment_are_known_to_the_agent() {
         assert!(a.starts_with("--"), "{a}");
         let flag = a.split('=').next().unwrap();
         // --pin-dir is global (shown in the subcommand's help too).
-        assert!(help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")) || help.contains(&format!("{flag} <")),
-            "{flag} is not an `xlb agent` flag");
+        assert!(
+            help.contains(&format!("{flag} "))
+                || help.contains(&format!("{flag}\n"))
+                || help.contains(&format!("{flag} <")),
+            "{flag} is not an `xlb agent` flag"
+        );
     }
     let mut env: Vec<String> = config_data().into_keys().collect();
     env.extend(c.env.unwrap_or_default().into_iter().map(|e| e.name));
@@ -245,7 +271,10 @@ fn daemonset_flags_and_environment_are_known_to_the_agent() {
         if k == "RUST_LOG" {
             continue; // read by tracing's EnvFilter, not a flag
         }
-        assert!(help.contains(&format!("[env: {k}=")), "{k} is not read by `xlb agent`");
+        assert!(
+            help.contains(&format!("[env: {k}=")),
+            "{k} is not read by `xlb agent`"
+        );
     }
 }
 
@@ -284,16 +313,28 @@ async fn probes_reach_endpoints_the_agent_serves() {
     let metrics_addr: std::net::SocketAddr = data["XLB_METRICS_ADDR"].parse().unwrap();
     let port = metrics_addr.port();
     let ports = c.ports.clone().unwrap();
-    let named = ports.iter().find(|p| p.name.as_deref() == Some("metrics")).unwrap();
+    let named = ports
+        .iter()
+        .find(|p| p.name.as_deref() == Some("metrics"))
+        .unwrap();
     assert_eq!(named.container_port, i32::from(port));
 
     let ds: DaemonSet = one("DaemonSet");
-    let ann = ds.spec.unwrap().template.metadata.unwrap().annotations.unwrap();
+    let ann = ds
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap();
     assert_eq!(ann["prometheus.io/port"], port.to_string());
 
     // Serve the agent's endpoints in-process and hit each probe's path.
     let metrics = xlb::metrics::Metrics::new();
-    let l = xlb::metrics::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let l = xlb::metrics::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let local = l.local_addr().unwrap();
     tokio::spawn(xlb::metrics::serve(l, metrics.clone()));
 
@@ -303,7 +344,13 @@ async fn probes_reach_endpoints_the_agent_serves() {
         use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
         let pp = match &p.port {
             IntOrString::Int(n) => *n,
-            IntOrString::String(name) => ports.iter().find(|q| q.name.as_deref() == Some(name)).unwrap().container_port,
+            IntOrString::String(name) => {
+                ports
+                    .iter()
+                    .find(|q| q.name.as_deref() == Some(name))
+                    .unwrap()
+                    .container_port
+            }
         };
         assert_eq!(pp, i32::from(port), "probe port is the metrics port");
         // The probe host must be an address the agent listens on.
@@ -314,9 +361,17 @@ async fn probes_reach_endpoints_the_agent_serves() {
     }
     let path = |p: &k8s_openapi::api::core::v1::HTTPGetAction| p.path.clone().unwrap();
     assert_eq!(get(local, &path(&live)).await, 200, "liveness");
-    assert_eq!(get(local, &path(&ready)).await, 503, "not ready before the first sync");
+    assert_eq!(
+        get(local, &path(&ready)).await,
+        503,
+        "not ready before the first sync"
+    );
     metrics.set_ready();
-    assert_eq!(get(local, &path(&ready)).await, 200, "ready after the first sync");
+    assert_eq!(
+        get(local, &path(&ready)).await,
+        200,
+        "ready after the first sync"
+    );
     assert_eq!(get(local, "/metrics").await, 200);
     assert_eq!(get(local, "/nope").await, 404);
 }
@@ -362,10 +417,17 @@ fn image_entrypoint_is_the_built_binary() {
     let (_, runtime) = stages.last().unwrap();
 
     // The build stage builds the `xlb` binary of this package and puts it at OUT.
-    let cargo_toml = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    let cargo_toml =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
     assert!(cargo_toml.contains("[[bin]]\nname = \"xlb\""));
-    let run = build.iter().find(|l| l.contains("cargo build")).expect("cargo build");
-    assert!(run.contains("--release") && run.contains("-p xlb") && run.contains("--bin xlb"), "{run}");
+    let run = build
+        .iter()
+        .find(|l| l.contains("cargo build"))
+        .expect("cargo build");
+    assert!(
+        run.contains("--release") && run.contains("-p xlb") && run.contains("--bin xlb"),
+        "{run}"
+    );
     let install = run
         .split("&&")
         .map(str::trim)
@@ -374,13 +436,20 @@ fn image_entrypoint_is_the_built_binary() {
     let out = install.split_whitespace().last().unwrap();
 
     // The runtime stage copies exactly that file and runs it.
-    let copy = runtime.iter().find(|l| l.starts_with("COPY --from=")).expect("COPY --from");
+    let copy = runtime
+        .iter()
+        .find(|l| l.starts_with("COPY --from="))
+        .expect("COPY --from");
     let parts: Vec<&str> = copy.split_whitespace().collect();
     assert_eq!(parts[1], format!("--from={build_name}"));
     assert_eq!(parts[2], out, "copies what the build stage produced");
     let dest = parts[3];
-    let entry = runtime.iter().find(|l| l.starts_with("ENTRYPOINT")).expect("ENTRYPOINT");
-    let entry: Vec<String> = serde_json::from_str(entry.trim_start_matches("ENTRYPOINT").trim()).unwrap();
+    let entry = runtime
+        .iter()
+        .find(|l| l.starts_with("ENTRYPOINT"))
+        .expect("ENTRYPOINT");
+    let entry: Vec<String> =
+        serde_json::from_str(entry.trim_start_matches("ENTRYPOINT").trim()).unwrap();
     assert_eq!(entry, vec![dest.to_owned()]);
     let cmd = runtime.iter().find(|l| l.starts_with("CMD")).expect("CMD");
     let cmd: Vec<String> = serde_json::from_str(cmd.trim_start_matches("CMD").trim()).unwrap();
@@ -394,11 +463,21 @@ fn image_entrypoint_is_the_built_binary() {
     assert!(image.starts_with(&format!("{kname}:")), "{image}");
 
     // The build stage installs what the Makefile says building needs.
-    let makefile = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Makefile")).unwrap();
+    let makefile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Makefile")).unwrap();
     let pkgs_line = makefile.lines().find(|l| l.starts_with("PKGS")).unwrap();
-    let apt = build.iter().find(|l| l.contains("apt-get install")).unwrap();
+    let apt = build
+        .iter()
+        .find(|l| l.contains("apt-get install"))
+        .unwrap();
     for p in ["clang", "libelf-dev", "zlib1g-dev", "pkg-config"] {
-        assert!(pkgs_line.split_whitespace().any(|w| w == p), "{p} not in Makefile PKGS");
-        assert!(apt.split_whitespace().any(|w| w == p), "{p} not installed in the build stage");
+        assert!(
+            pkgs_line.split_whitespace().any(|w| w == p),
+            "{p} not in Makefile PKGS"
+        );
+        assert!(
+            apt.split_whitespace().any(|w| w == p),
+            "{p} not installed in the build stage"
+        );
     }
 }

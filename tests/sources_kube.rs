@@ -21,7 +21,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
+use xlb::model::{self, ModelConfig};
 use xlb::sources::{Snapshot, SnapshotRx, SourceOptions};
+use xlb::sync::{FakeMaps, SyncOptions, Syncer};
 
 const SERVICES: &str = "/api/v1/services";
 const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
@@ -73,6 +75,8 @@ struct State {
     /// Watches from a version below this get 410 Gone.
     compacted: u64,
     bookmarks_sent: u32,
+    /// Request targets seen (path?query), in order.
+    targets: Vec<String>,
     /// Requests seen: (path, watch?, resourceVersion param).
     requests: Vec<(String, bool, Option<String>)>,
 }
@@ -187,7 +191,14 @@ impl FakeApi {
         st.log.clear();
         for path in [SERVICES, SLICES, NODES] {
             let seq = st.live.len() as u64;
-            st.live.push((seq, Ev { rv, path, line: gone(rv) }));
+            st.live.push((
+                seq,
+                Ev {
+                    rv,
+                    path,
+                    line: gone(rv),
+                },
+            ));
         }
         drop(st);
         self.wake.notify_waiters();
@@ -209,7 +220,10 @@ impl FakeApi {
 
     fn list_requests(&self, path: &str) -> usize {
         let st = self.state.lock().unwrap();
-        st.requests.iter().filter(|(p, w, _)| p == path && !*w).count()
+        st.requests
+            .iter()
+            .filter(|(p, w, _)| p == path && !*w)
+            .count()
     }
 
     async fn serve(self: Arc<Self>, mut s: TcpStream) {
@@ -228,6 +242,7 @@ impl FakeApi {
             .split('&')
             .filter_map(|kv| kv.split_once('='))
             .collect();
+        self.state.lock().unwrap().targets.push(target.clone());
         let is_watch = matches!(params.get("watch"), Some(&"true") | Some(&"1"));
         let rv_param = params.get("resourceVersion").map(|s| s.to_string());
         let path: &'static str = match path {
@@ -236,7 +251,9 @@ impl FakeApi {
             NODES => NODES,
             _ => {
                 let _ = s
-                    .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    )
                     .await;
                 return;
             }
@@ -469,7 +486,11 @@ fn strs(v: &[&str]) -> Vec<String> {
 
 /// Waits until the published snapshot has `want`; panics (with the last
 /// snapshot seen) if it does not come within a generous bound.
-async fn expect(rx: &mut SnapshotRx, step: &str, want: (&[&str], &[&str], &[&str])) {
+async fn expect(
+    rx: &mut SnapshotRx,
+    step: &str,
+    want: (&[&str], &[&str], &[&str]),
+) -> std::sync::Arc<Snapshot> {
     let want = (strs(want.0), strs(want.1), strs(want.2));
     let mut last = None;
     let r = tokio::time::timeout(Duration::from_secs(60), async {
@@ -477,7 +498,7 @@ async fn expect(rx: &mut SnapshotRx, step: &str, want: (&[&str], &[&str], &[&str
             if let Some(s) = rx.borrow_and_update().clone() {
                 let d = digest(&s);
                 if d == want {
-                    return;
+                    return s;
                 }
                 last = Some(d);
             }
@@ -485,10 +506,47 @@ async fn expect(rx: &mut SnapshotRx, step: &str, want: (&[&str], &[&str], &[&str
         }
     })
     .await;
-    assert!(
-        r.is_ok(),
-        "step {step}: wanted {want:?}, last snapshot {last:?}"
-    );
+    match r {
+        Ok(s) => s,
+        Err(_) => panic!("step {step}: wanted {want:?}, last snapshot {last:?}"),
+    }
+}
+
+/// The model and sync fed with each snapshot, on the in-memory map fake.
+struct Plane(Syncer<FakeMaps>);
+
+impl Plane {
+    fn new() -> Self {
+        Plane(Syncer::adopt(FakeMaps::small(), SyncOptions::default()).unwrap())
+    }
+
+    /// Applies `snap` and checks the frontends (`ip:port`) and active
+    /// backends the maps then hold.
+    fn check(&mut self, step: &str, snap: &Snapshot, frontends: &[&str], backends: &[&str]) {
+        let cfg = ModelConfig {
+            node_name: "node-a".into(),
+            ..Default::default()
+        };
+        let rep = self.0.apply(&model::build(snap, &cfg)).unwrap();
+        assert!(rep.failed.is_empty(), "{step}: {:?}", rep.failed);
+        let m = self.0.maps();
+        assert!(m.violations().is_empty(), "{step}: {:?}", m.violations());
+        let mut fe: Vec<String> = m
+            .services
+            .values()
+            .map(|(k, _)| format!("{}:{}", k.ip(), k.port()))
+            .collect();
+        fe.sort();
+        let mut be: Vec<String> = m
+            .backends
+            .iter()
+            .filter(|b| b.is_active())
+            .map(|b| b.sockaddr().to_string())
+            .collect();
+        be.sort();
+        assert_eq!(fe, strs(frontends), "{step}: frontends");
+        assert_eq!(be, strs(backends), "{step}: backends");
+    }
 }
 
 fn opts() -> SourceOptions {
@@ -507,9 +565,10 @@ async fn list_watch_bookmark_gone_and_reconnect() {
     api.put(node("node-b", "10.244.2.0/24"), true);
 
     let mut rx = xlb::sources::kube::watch(FakeApi::client(&url), opts());
+    let mut plane = Plane::new();
 
     // 1. Initial list of all three resources.
-    expect(
+    let snap = expect(
         &mut rx,
         "initial list",
         (
@@ -519,6 +578,12 @@ async fn list_watch_bookmark_gone_and_reconnect() {
         ),
     )
     .await;
+    plane.check(
+        "initial list",
+        &snap,
+        &["10.96.0.10:80"],
+        &["10.244.1.5:8080"],
+    );
     assert_eq!(api.list_requests(SERVICES), 1);
 
     // Wait for the watches to be open before streaming events.
@@ -535,7 +600,7 @@ async fn list_watch_bookmark_gone_and_reconnect() {
     api.put(service("db", "10.96.0.20", 5432), true);
     api.put(slice("web-1", "web", &["10.244.1.5", "10.244.2.7"]), true);
     api.delete(node("node-b", ""), true);
-    expect(
+    let snap = expect(
         &mut rx,
         "watch events",
         (
@@ -545,6 +610,12 @@ async fn list_watch_bookmark_gone_and_reconnect() {
         ),
     )
     .await;
+    plane.check(
+        "watch events",
+        &snap,
+        &["10.96.0.10:80", "10.96.0.20:5432"],
+        &["10.244.1.5:8080", "10.244.2.7:8080"],
+    );
     assert_eq!(api.list_requests(SERVICES), 1, "no relist for plain events");
 
     // 3. BOOKMARK: other resources move the global revision; a bookmark on
@@ -554,7 +625,7 @@ async fn list_watch_bookmark_gone_and_reconnect() {
     api.put(node("node-d", "10.244.4.0/24"), true);
     let bm = api.bookmark(SERVICES);
     let watches_before = api.watch_requests(SERVICES).len();
-    expect(
+    let snap = expect(
         &mut rx,
         "nodes before bookmark",
         (
@@ -568,6 +639,12 @@ async fn list_watch_bookmark_gone_and_reconnect() {
         ),
     )
     .await;
+    plane.check(
+        "nodes before bookmark",
+        &snap,
+        &["10.96.0.10:80", "10.96.0.20:5432"],
+        &["10.244.1.5:8080", "10.244.2.7:8080"],
+    );
     wait_for(|| api.state.lock().unwrap().bookmarks_sent >= 1).await;
     // A bookmark produces no event to wait for; give the client a moment to
     // read it off the socket before the cut (the check below is exact).
@@ -579,11 +656,15 @@ async fn list_watch_bookmark_gone_and_reconnect() {
     api.cut_connections();
     api.put(service("cache", "10.96.0.30", 6379), true);
     api.put(node("node-e", "10.244.5.0/24"), true);
-    expect(
+    let snap = expect(
         &mut rx,
         "after reconnect",
         (
-            &["cache=10.96.0.30:6379", "db=10.96.0.20:5432", "web=10.96.0.10:80"],
+            &[
+                "cache=10.96.0.30:6379",
+                "db=10.96.0.20:5432",
+                "web=10.96.0.10:80",
+            ],
             &["web-1=10.244.1.5,10.244.2.7"],
             &[
                 "node-a=10.244.1.0/24",
@@ -594,6 +675,12 @@ async fn list_watch_bookmark_gone_and_reconnect() {
         ),
     )
     .await;
+    plane.check(
+        "after reconnect",
+        &snap,
+        &["10.96.0.10:80", "10.96.0.20:5432", "10.96.0.30:6379"],
+        &["10.244.1.5:8080", "10.244.2.7:8080"],
+    );
     let w = api.watch_requests(SERVICES);
     assert!(w.len() > watches_before, "services were re-watched");
     assert_eq!(
@@ -601,7 +688,11 @@ async fn list_watch_bookmark_gone_and_reconnect() {
         Some(bm.to_string().as_str()),
         "re-watch resumes from the bookmark's version"
     );
-    assert_eq!(api.list_requests(SERVICES), 1, "a reconnect does not relist");
+    assert_eq!(
+        api.list_requests(SERVICES),
+        1,
+        "a reconnect does not relist"
+    );
 
     // 5. 410 Gone: history is compacted while changes happen that no watch
     // event will ever report; the watchers must relist and see them.
@@ -610,11 +701,15 @@ async fn list_watch_bookmark_gone_and_reconnect() {
     api.put(slice("web-2", "web", &["10.244.1.9"]), false);
     api.delete(node("node-a", ""), false);
     api.expire();
-    expect(
+    let snap = expect(
         &mut rx,
         "after 410 relist",
         (
-            &["cache=10.96.0.30:6379", "db=10.96.0.20:5432", "web=10.96.0.11:8080"],
+            &[
+                "cache=10.96.0.30:6379",
+                "db=10.96.0.20:5432",
+                "web=10.96.0.11:8080",
+            ],
             &["web-2=10.244.1.9"],
             &[
                 "node-c=10.244.3.0/24",
@@ -624,17 +719,27 @@ async fn list_watch_bookmark_gone_and_reconnect() {
         ),
     )
     .await;
+    plane.check(
+        "after 410 relist",
+        &snap,
+        &["10.96.0.11:8080", "10.96.0.20:5432", "10.96.0.30:6379"],
+        &["10.244.1.9:8080"],
+    );
     assert_eq!(api.list_requests(SERVICES), 2, "410 forced a relist");
     assert_eq!(api.list_requests(SLICES), 2);
     assert_eq!(api.list_requests(NODES), 2);
 
     // 6. Still watching after the relist.
     api.put(node("node-f", "10.244.6.0/24"), true);
-    expect(
+    let snap = expect(
         &mut rx,
         "watch after relist",
         (
-            &["cache=10.96.0.30:6379", "db=10.96.0.20:5432", "web=10.96.0.11:8080"],
+            &[
+                "cache=10.96.0.30:6379",
+                "db=10.96.0.20:5432",
+                "web=10.96.0.11:8080",
+            ],
             &["web-2=10.244.1.9"],
             &[
                 "node-c=10.244.3.0/24",
@@ -645,6 +750,12 @@ async fn list_watch_bookmark_gone_and_reconnect() {
         ),
     )
     .await;
+    plane.check(
+        "watch after relist",
+        &snap,
+        &["10.96.0.11:8080", "10.96.0.20:5432", "10.96.0.30:6379"],
+        &["10.244.1.9:8080"],
+    );
 }
 
 /// Nothing is published until every resource has been listed: a partial view
@@ -701,4 +812,37 @@ async fn wait_for(mut f: impl FnMut() -> bool) {
     })
     .await;
     assert!(r.is_ok(), "condition not reached");
+}
+
+/// `--service-selector`: sent to the API server as a labelSelector on the
+/// Services list/watch (and applied again on the client, so a server that
+/// ignored it would not widen what xlb handles).
+#[tokio::test]
+async fn service_selector_reaches_the_server_and_filters() {
+    let (api, url) = FakeApi::start().await;
+    let mut on = service("on", "10.96.0.1", 80);
+    on.metadata.labels = Some([("xlb.io/enabled".to_string(), "true".to_string())].into());
+    api.put(on, true);
+    api.put(service("off", "10.96.0.2", 80), true);
+    api.put(node("node-a", "10.244.1.0/24"), true);
+    let opts = SourceOptions {
+        service_selector: Some("xlb.io/enabled=true".parse().unwrap()),
+        ..opts()
+    };
+    let mut rx = xlb::sources::kube::watch(FakeApi::client(&url), opts);
+    expect(
+        &mut rx,
+        "selected only",
+        (&["on=10.96.0.1:80"], &[], &["node-a=10.244.1.0/24"]),
+    )
+    .await;
+    let targets = api.state.lock().unwrap().targets.clone();
+    let svc: Vec<&String> = targets.iter().filter(|t| t.starts_with(SERVICES)).collect();
+    assert!(!svc.is_empty());
+    for t in svc {
+        assert!(t.contains("labelSelector=xlb.io%2Fenabled%3Dtrue"), "{t}");
+    }
+    for t in targets.iter().filter(|t| !t.starts_with(SERVICES)) {
+        assert!(!t.contains("labelSelector"), "{t}");
+    }
 }

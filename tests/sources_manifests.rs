@@ -229,6 +229,7 @@ async fn directory_changes_are_picked_up() {
     let opts = SourceOptions {
         debounce: Duration::from_millis(50),
         poll: Duration::from_millis(20),
+        service_selector: None,
     };
     let mut rx = xlb::sources::manifests::watch_dir(d.path().to_owned(), opts).unwrap();
     // The first snapshot is there at once.
@@ -258,4 +259,37 @@ async fn directory_changes_are_picked_up() {
     let s = next(&mut rx).await;
     assert_eq!(service_names(&s), ["web"]);
     assert_eq!(s.slices.len(), 1);
+}
+
+#[tokio::test]
+async fn service_selector_filters_services_only() {
+    let d = TempDir::new();
+    std::fs::write(
+        d.path().join("a.yaml"),
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: on, labels: {xlb.io/enabled: "true"}}
+spec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: off}
+spec: {clusterIP: 10.96.0.2, ports: [{port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: off-1, labels: {kubernetes.io/service-name: "off"}}
+addressType: IPv4
+endpoints: []
+"#,
+    )
+    .unwrap();
+    let opts = SourceOptions {
+        service_selector: Some("xlb.io/enabled=true".parse().unwrap()),
+        ..Default::default()
+    };
+    let rx = xlb::sources::manifests::watch_dir(d.path().to_owned(), opts).unwrap();
+    let s = rx.borrow().clone().unwrap();
+    assert_eq!(service_names(&s), ["on"]);
+    assert_eq!(s.slices.len(), 1, "slices are not filtered");
 }

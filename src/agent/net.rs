@@ -59,7 +59,10 @@ fn ifreq_ioctl(name: &str, req: libc::c_ulong) -> std::io::Result<libc::ifreq> {
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     let b = name.as_bytes();
     if b.len() >= ifr.ifr_name.len() {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "name too long"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "name too long",
+        ));
     }
     for (d, s) in ifr.ifr_name.iter_mut().zip(b) {
         *d = *s as libc::c_char;

@@ -69,7 +69,12 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client> {
 }
 
 /// Runs one watcher into a store, notifying `changed` on every event.
-fn drive<K>(api: Api<K>, what: &'static str, changed: Arc<Notify>) -> Store<K>
+fn drive<K>(
+    api: Api<K>,
+    what: &'static str,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -80,7 +85,7 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store::<K>();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
@@ -113,6 +118,7 @@ pub struct Stores {
     pub services: Store<Service>,
     pub slices: Store<EndpointSlice>,
     pub nodes: Store<Node>,
+    opts: SourceOptions,
 }
 
 impl Stores {
@@ -123,6 +129,7 @@ impl Stores {
             slices: collect(&self.slices),
             nodes: collect(&self.nodes),
         };
+        self.opts.filter(&mut s);
         sort_snapshot(&mut s);
         s
     }
@@ -144,14 +151,32 @@ pub fn watch(client: Client, opts: SourceOptions) -> SnapshotRx {
 /// Like [`watch`], also returning the stores.
 pub fn watch_stores(client: Client, opts: SourceOptions) -> (SnapshotRx, Stores) {
     let changed = Arc::new(Notify::new());
+    // The selector filters on the server (less to list and watch) and again
+    // in Stores::snapshot (the same semantics for both sources).
+    let svc_config = match &opts.service_selector {
+        Some(sel) => watcher::Config::default().labels(&sel.to_string()),
+        None => watcher::Config::default(),
+    };
     let stores = Stores {
-        services: drive(Api::<Service>::all(client.clone()), "services", changed.clone()),
+        services: drive(
+            Api::<Service>::all(client.clone()),
+            "services",
+            svc_config,
+            changed.clone(),
+        ),
         slices: drive(
             Api::<EndpointSlice>::all(client.clone()),
             "endpointslices",
+            watcher::Config::default(),
             changed.clone(),
         ),
-        nodes: drive(Api::<Node>::all(client), "nodes", changed.clone()),
+        nodes: drive(
+            Api::<Node>::all(client),
+            "nodes",
+            watcher::Config::default(),
+            changed.clone(),
+        ),
+        opts: opts.clone(),
     };
     let (tx, rx) = watch::channel(None);
     let st = stores.clone();

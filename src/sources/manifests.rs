@@ -159,15 +159,17 @@ impl Collector {
                     Err(e) => self.skip(origin, n, format!("bad EndpointSlice: {e}")),
                 }
             }
-            ("v1", "Node") => match serde_json::from_value::<Node>(v) {
-                Ok(o) => {
-                    let key = object_key(&o.metadata);
-                    if self.nodes.insert(key.clone(), o).is_some() {
-                        tracing::warn!("{origin} document {n}: Node {key} defined twice, the later one wins");
+            ("v1", "Node") => {
+                match serde_json::from_value::<Node>(v) {
+                    Ok(o) => {
+                        let key = object_key(&o.metadata);
+                        if self.nodes.insert(key.clone(), o).is_some() {
+                            tracing::warn!("{origin} document {n}: Node {key} defined twice, the later one wins");
+                        }
                     }
+                    Err(e) => self.skip(origin, n, format!("bad Node: {e}")),
                 }
-                Err(e) => self.skip(origin, n, format!("bad Node: {e}")),
-            },
+            }
             (api, kind) => {
                 tracing::debug!("{origin} document {n}: ignoring {api} {kind}");
                 self.ignored += 1;
@@ -196,7 +198,11 @@ pub fn split_documents(text: &str) -> Vec<&str> {
         if is_start || is_end {
             docs.push(&text[start..pos]);
             // Content after `--- ` on the same line belongs to the next document.
-            start = if is_start && l.len() > 3 { pos + 4 } else { pos + line.len() };
+            start = if is_start && l.len() > 3 {
+                pos + 4
+            } else {
+                pos + line.len()
+            };
         }
         pos += line.len();
     }
@@ -290,7 +296,8 @@ pub fn fingerprint(dir: &Path) -> Result<Vec<(PathBuf, u64, Option<SystemTime>)>
 /// Must be called inside a Tokio runtime; the watch task ends when every
 /// receiver is dropped.
 pub fn watch_dir(dir: PathBuf, opts: SourceOptions) -> Result<SnapshotRx> {
-    let first = load_dir(&dir)?;
+    let mut first = load_dir(&dir)?;
+    opts.filter(&mut first.snapshot);
     let mut last = fingerprint(&dir)?;
     tracing::info!(
         dir = %dir.display(),
@@ -326,12 +333,14 @@ pub fn watch_dir(dir: PathBuf, opts: SourceOptions) -> Result<SnapshotRx> {
         }
     });
 
+    let debounce = opts.debounce;
     tokio::spawn(super::publish_debounced(
         tx,
         changed,
-        opts.debounce,
+        debounce,
         move || match load_dir(&dir) {
-            Ok(p) => {
+            Ok(mut p) => {
+                opts.filter(&mut p.snapshot);
                 tracing::info!(
                     services = p.snapshot.services.len(),
                     slices = p.snapshot.slices.len(),

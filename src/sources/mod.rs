@@ -58,6 +58,10 @@ pub struct SourceOptions {
     pub debounce: Duration,
     /// Manifest directory only: how often file metadata is checked.
     pub poll: Duration,
+    /// Only Services whose labels match (to run beside kube-proxy on a
+    /// subset first). EndpointSlices and Nodes are not filtered: the model
+    /// uses slices only for the Services it has.
+    pub service_selector: Option<LabelSelector>,
 }
 
 impl Default for SourceOptions {
@@ -65,7 +69,94 @@ impl Default for SourceOptions {
         Self {
             debounce: Duration::from_millis(200),
             poll: Duration::from_millis(500),
+            service_selector: None,
         }
+    }
+}
+
+impl SourceOptions {
+    /// Drops the Services the selector does not match.
+    pub fn filter(&self, snap: &mut Snapshot) {
+        if let Some(sel) = &self.service_selector {
+            snap.services
+                .retain(|s| sel.matches(s.metadata.labels.as_ref()));
+        }
+    }
+}
+
+/// An equality-based Kubernetes label selector: comma-separated `k=v`,
+/// `k==v`, `k!=v`, `k` (exists) and `!k` (does not exist), all of which must
+/// hold. Set-based forms (`in`, `notin`) are refused when parsing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabelSelector {
+    text: String,
+    reqs: Vec<Req>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Req {
+    Eq(String, String),
+    Ne(String, String),
+    Exists(String),
+    Absent(String),
+}
+
+impl std::str::FromStr for LabelSelector {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let key_ok = |k: &str| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        };
+        let mut reqs = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let req = if let Some((k, v)) = part.split_once("!=") {
+                Req::Ne(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = part.split_once("==") {
+                Req::Eq(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = part.split_once('=') {
+                Req::Eq(k.trim().into(), v.trim().into())
+            } else if let Some(k) = part.strip_prefix('!') {
+                Req::Absent(k.trim().into())
+            } else {
+                Req::Exists(part.into())
+            };
+            let (Req::Eq(k, _) | Req::Ne(k, _) | Req::Exists(k) | Req::Absent(k)) = &req;
+            if !key_ok(k) {
+                return Err(format!(
+                    "{part:?}: not an equality-based label requirement (k=v, k!=v, k, !k)"
+                ));
+            }
+            reqs.push(req);
+        }
+        if reqs.is_empty() {
+            return Err("empty label selector".into());
+        }
+        Ok(Self {
+            text: s.trim().into(),
+            reqs,
+        })
+    }
+}
+
+impl std::fmt::Display for LabelSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl LabelSelector {
+    /// Whether an object with these labels is selected.
+    pub fn matches(&self, labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
+        let get = |k: &str| labels.and_then(|l| l.get(k));
+        self.reqs.iter().all(|r| match r {
+            Req::Eq(k, v) => get(k) == Some(v),
+            Req::Ne(k, v) => get(k) != Some(v),
+            Req::Exists(k) => get(k).is_some(),
+            Req::Absent(k) => get(k).is_none(),
+        })
     }
 }
 
@@ -95,6 +186,46 @@ pub(crate) async fn publish_debounced<F>(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_selectors() {
+        let l = |kv: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let s: LabelSelector = "xlb.io/enabled=true, tier!=db,app,!legacy".parse().unwrap();
+        assert!(s.matches(Some(&l(&[("xlb.io/enabled", "true"), ("app", "x")]))));
+        assert!(s.matches(Some(&l(&[
+            ("xlb.io/enabled", "true"),
+            ("app", "x"),
+            ("tier", "web")
+        ]))));
+        assert!(!s.matches(Some(&l(&[
+            ("xlb.io/enabled", "true"),
+            ("app", "x"),
+            ("tier", "db")
+        ]))));
+        assert!(!s.matches(Some(&l(&[("xlb.io/enabled", "true")]))));
+        assert!(!s.matches(Some(&l(&[
+            ("xlb.io/enabled", "true"),
+            ("app", "x"),
+            ("legacy", "")
+        ]))));
+        assert!(!s.matches(None));
+        assert!("a==b"
+            .parse::<LabelSelector>()
+            .unwrap()
+            .matches(Some(&l(&[("a", "b")]))));
+        assert!("env in (a,b)".parse::<LabelSelector>().is_err());
+        assert!("".parse::<LabelSelector>().is_err());
+        assert_eq!(s.to_string(), "xlb.io/enabled=true, tier!=db,app,!legacy");
     }
 }
 
