@@ -24,13 +24,32 @@ fn attach_upgrade_detach_leave_nothing_behind() {
     let o = xlb(Some(&ns), p, &["attach", "--iface", "up0"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.contains("up0") && out.contains("xdp/native") && out.contains("attached"), "{out}");
-    assert!(out.contains("vethpod0") && out.contains("tcx/ingress"), "{out}");
-    assert!(!out.contains("eth0p"), "eth0p does not match the pod patterns: {out}");
+    assert!(
+        out.contains("up0") && out.contains("xdp/native") && out.contains("attached"),
+        "{out}"
+    );
+    assert!(
+        out.contains("vethpod0") && out.contains("tcx/ingress"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("eth0p"),
+        "eth0p does not match the pod patterns: {out}"
+    );
     let shown = ns.ip_out(&["-d", "link", "show", "up0"]);
-    assert!(shown.contains("prog/xdp") && shown.contains("xlb_xdp"), "{shown}");
+    assert!(
+        shown.contains("prog/xdp") && shown.contains("xlb_xdp"),
+        "{shown}"
+    );
     let first = xdp_prog_on(&ns, "up0");
-    for f in ["links/xdp_up0", "links/tcx_vethpod0", "progs/xdp", "progs/tc", "services", "ct"] {
+    for f in [
+        "links/xdp_up0",
+        "links/tcx_vethpod0",
+        "progs/xdp",
+        "progs/tc",
+        "services",
+        "ct",
+    ] {
         assert!(p.join(f).exists(), "{f} pinned");
     }
 
@@ -50,21 +69,29 @@ fn attach_upgrade_detach_leave_nothing_behind() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("up0") && stdout(&o).contains("detached"));
     assert_eq!(xdp_prog_on(&ns, "up0"), 0);
-    assert!(!ns.ip_out(&["-d", "link", "show", "up0"]).contains("prog/xdp"));
+    assert!(!ns
+        .ip_out(&["-d", "link", "show", "up0"])
+        .contains("prog/xdp"));
     assert!(!p.join("links/xdp_up0").exists());
     assert!(p.join("services").exists(), "maps stay pinned");
 
     // Detaching what is not attached: exit 1 and what to do.
     let o = xlb(Some(&ns), p, &["detach", "--iface", "up0"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("xlb is not attached to up0"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("xlb is not attached to up0"),
+        "{}",
+        stderr(&o)
+    );
 
     // --all: every hook and pin; the programs are freed.
     let tc_id = sys::prog_id(sys::obj_get(&p.join("progs/tc")).unwrap().as_fd_ref()).unwrap();
     let o = xlb(Some(&ns), p, &["detach", "--all"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!p.exists(), "pin directory removed");
-    assert!(eventually(|| !sys::prog_exists(second) && !sys::prog_exists(tc_id)));
+    assert!(eventually(
+        || !sys::prog_exists(second) && !sys::prog_exists(tc_id)
+    ));
     let tcx = ns.run(|| xlb_loader::attach::probe_tcx(sys::ifindex("vethpod0").unwrap()));
     assert!(tcx.is_ok());
 }
@@ -100,21 +127,44 @@ fn attach_errors_are_clear_and_exit_1() {
         "{}",
         stderr(&o)
     );
+    assert!(!p.join("services").exists(), "a failed attach pins nothing");
 
     // A kernel/driver feature that is missing: offload on a veth.
-    let o = xlb(Some(&ns), p, &["attach", "--iface", "up0", "--mode", "offload"]);
-    assert_eq!(o.status.code(), Some(1));
-    let e = stderr(&o);
-    assert!(e.contains("offload") && e.contains("driver veth") && e.contains("--mode native"), "{e}");
-
-    // No native XDP on a bridge: error naming the way out, or the explicit fallback.
-    let o = xlb(Some(&ns), p, &["attach", "--iface", "br0", none[0], none[1]]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("driver bridge has no native XDP"), "{}", stderr(&o));
     let o = xlb(
         Some(&ns),
         p,
-        &["attach", "--iface", "br0", "--fallback-generic", none[0], none[1]],
+        &["attach", "--iface", "up0", "--mode", "offload"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("offload") && e.contains("driver veth") && e.contains("--mode native"),
+        "{e}"
+    );
+
+    // No native XDP on a bridge: error naming the way out, or the explicit fallback.
+    let o = xlb(
+        Some(&ns),
+        p,
+        &["attach", "--iface", "br0", none[0], none[1]],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("driver bridge has no native XDP"),
+        "{}",
+        stderr(&o)
+    );
+    let o = xlb(
+        Some(&ns),
+        p,
+        &[
+            "attach",
+            "--iface",
+            "br0",
+            "--fallback-generic",
+            none[0],
+            none[1],
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("xdp/generic"));
@@ -123,9 +173,19 @@ fn attach_errors_are_clear_and_exit_1() {
     assert!(shown.contains("xdpgeneric"), "{shown}");
 
     // Asking for another mode on an attached interface.
-    let o = xlb(Some(&ns), p, &["attach", "--iface", "br0", "--mode", "native", none[0], none[1]]);
+    let o = xlb(
+        Some(&ns),
+        p,
+        &[
+            "attach", "--iface", "br0", "--mode", "native", none[0], none[1],
+        ],
+    );
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("xlb detach --iface br0"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("xlb detach --iface br0"),
+        "{}",
+        stderr(&o)
+    );
 
     // Usage errors: exit 2.
     for args in [
@@ -164,7 +224,13 @@ fn stale_pin_directory_is_a_clear_error() {
     let e = stderr(&o);
     assert!(e.contains("stale pin") && e.contains("/ct"), "{e}");
     assert!(e.contains("type 1 (expected 9)"), "{e}");
-    assert!(e.contains(&format!("xlb detach --all --pin-dir {}", pin.path.display())), "{e}");
+    assert!(
+        e.contains(&format!(
+            "xlb detach --all --pin-dir {}",
+            pin.path.display()
+        )),
+        "{e}"
+    );
     assert_eq!(xdp_prog_on(&ns, "up0"), 0, "nothing attached");
     // The advice works.
     let o = xlb(Some(&ns), &pin.path, &["detach", "--all"]);
@@ -205,12 +271,20 @@ fn without_tcx_the_cli_falls_back_to_clsact_and_says_so() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("tc/clsact ingress"), "{}", stdout(&o));
-    assert!(stderr(&o).contains("classic tc filter on clsact"), "{}", stderr(&o));
-    let f = cli_support::sh_out(&["tc", "-n", &ns.name, "filter", "show", "dev", "vethpod0", "ingress"]);
+    assert!(
+        stderr(&o).contains("classic tc filter on clsact"),
+        "{}",
+        stderr(&o)
+    );
+    let f = cli_support::sh_out(&[
+        "tc", "-n", &ns.name, "filter", "show", "dev", "vethpod0", "ingress",
+    ]);
     assert!(f.contains("xlb_tc"), "{f}");
     let o = xlb(Some(&ns), &pin.path, &["detach", "--pods"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let f = cli_support::sh_out(&["tc", "-n", &ns.name, "filter", "show", "dev", "vethpod0", "ingress"]);
+    let f = cli_support::sh_out(&[
+        "tc", "-n", &ns.name, "filter", "show", "dev", "vethpod0", "ingress",
+    ]);
     assert!(!f.contains("xlb_tc"), "{f}");
     assert_ne!(xdp_prog_on(&ns, "up0"), 0, "--pods keeps the uplink");
 }
@@ -228,15 +302,28 @@ fn doctor_reports_and_exit_codes() {
     let o = xlb(Some(&ns), &pin.path, &["doctor", "--iface", "up0"]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
-    for line in ["[ok  ] kernel", "[ok  ] BTF", "[ok  ] bpffs", "[ok  ] data plane", "[ok  ] tcx"] {
+    for line in [
+        "[ok  ] kernel",
+        "[ok  ] BTF",
+        "[ok  ] bpffs",
+        "[ok  ] data plane",
+        "[ok  ] tcx",
+    ] {
         assert!(out.contains(line), "{line}: {out}");
     }
-    assert!(out.contains("[ok  ] native XDP") && out.contains("driver veth"), "{out}");
+    assert!(
+        out.contains("[ok  ] native XDP") && out.contains("driver veth"),
+        "{out}"
+    );
     assert!(out.ends_with("xlb can run here\n"), "{out}");
     // The probe left nothing on the interface.
     assert_eq!(xdp_prog_on(&ns, "up0"), 0);
 
-    let o = xlb(Some(&ns), &pin.path, &["doctor", "--iface", "br0", "--json"]);
+    let o = xlb(
+        Some(&ns),
+        &pin.path,
+        &["doctor", "--iface", "br0", "--json"],
+    );
     assert_eq!(o.status.code(), Some(0));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let native = j["checks"]
@@ -246,10 +333,83 @@ fn doctor_reports_and_exit_codes() {
         .find(|c| c["check"] == "native XDP")
         .unwrap();
     assert_eq!(native["status"], "warn");
-    assert!(native["fix"].as_str().unwrap().contains("--mode generic"), "{native}");
+    assert!(
+        native["fix"].as_str().unwrap().contains("--mode generic"),
+        "{native}"
+    );
 
     let o = xlb(Some(&ns), &pin.path, &["doctor", "--iface", "nosuch0"]);
-    assert_eq!(o.status.code(), Some(1), "xlb cannot run on a missing interface");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "xlb cannot run on a missing interface"
+    );
     let out = stdout(&o);
-    assert!(out.contains("[FAIL] interface") && out.contains("xlb cannot run here"), "{out}");
+    assert!(
+        out.contains("[FAIL] interface") && out.contains("xlb cannot run here"),
+        "{out}"
+    );
+}
+
+#[test]
+fn follow_attaches_pod_interfaces_as_they_appear() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let ns = Netns::new();
+    ns.veth("up0", "peer0");
+    let pin = PinDir::new();
+    let f = std::fs::File::open(ns.path()).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_xlb"));
+    cmd.arg("--pin-dir")
+        .arg(&pin.path)
+        .args(["attach", "--iface", "up0", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setns is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Kill(cmd.spawn().unwrap());
+    drop(f);
+    assert!(
+        eventually(|| pin.path.join("links/xdp_up0").exists()),
+        "uplink attached"
+    );
+    ns.veth("vethlate", "eth0l");
+    assert!(
+        eventually(|| pin.path.join("links/tcx_vethlate").exists()),
+        "a pod interface that appeared later is attached"
+    );
+    ns.ip(&["link", "del", "vethlate"]);
+    assert!(
+        eventually(|| !pin.path.join("links/tcx_vethlate").exists()),
+        "its pin goes with it"
+    );
+    // SAFETY: plain kill of our own child.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let status = child.0.wait().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM ends --follow cleanly: {status:?}"
+    );
+    assert_ne!(
+        xdp_prog_on(&ns, "up0"),
+        0,
+        "and leaves the data plane attached"
+    );
 }

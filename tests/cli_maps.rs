@@ -31,8 +31,11 @@ fn ok(o: std::process::Output) -> std::process::Output {
 
 fn fill(dp: &DataPlane, pin: &std::path::Path) {
     let m = &dp.maps;
-    m.put_backend(1, &xlb_backend::new("10.244.1.5:8080".parse().unwrap(), None, 3))
-        .unwrap();
+    m.put_backend(
+        1,
+        &xlb_backend::new("10.244.1.5:8080".parse().unwrap(), None, 3),
+    )
+    .unwrap();
     let mut b2 = xlb_backend::new(
         "10.244.2.7:8080".parse().unwrap(),
         Some(Ipv4Addr::new(198, 18, 0, 12)),
@@ -54,8 +57,11 @@ fn fill(dp: &DataPlane, pin: &std::path::Path) {
         fe_type: xlb_bpf::Kind::ClusterIp.fe_type(),
         ..Default::default()
     };
-    m.put_service(&xlb_svc_key::addr("10.96.0.10:80".parse().unwrap(), Proto::Tcp), &web)
-        .unwrap();
+    m.put_service(
+        &xlb_svc_key::addr("10.96.0.10:80".parse().unwrap(), Proto::Tcp),
+        &web,
+    )
+    .unwrap();
     let dns = xlb_svc_val {
         svc_id: 9,
         flags: XLB_SVC_F_LOCAL | XLB_SVC_F_SRC_RANGES,
@@ -65,7 +71,8 @@ fn fill(dp: &DataPlane, pin: &std::path::Path) {
         fe_type: xlb_bpf::Kind::NodePort.fe_type(),
         ..Default::default()
     };
-    m.put_service(&xlb_svc_key::nodeport(30053, Proto::Udp), &dns).unwrap();
+    m.put_service(&xlb_svc_key::nodeport(30053, Proto::Udp), &dns)
+        .unwrap();
     let ct = xlb_ct_val {
         backend_id: 1,
         generation: 3,
@@ -125,7 +132,11 @@ fn fill(dp: &DataPlane, pin: &std::path::Path) {
     use libbpf_rs::MapCore;
     for idx in [1u32, XLB_STATS_SVC_BASE + 7] {
         m.stats
-            .update_percpu(&idx.to_ne_bytes(), &vec![cb.clone(); ncpu], libbpf_rs::MapFlags::ANY)
+            .update_percpu(
+                &idx.to_ne_bytes(),
+                &vec![cb.clone(); ncpu],
+                libbpf_rs::MapFlags::ANY,
+            )
             .unwrap();
     }
     let mut names = BTreeMap::new();
@@ -157,11 +168,31 @@ fn maps_tables_and_json_match_what_was_written() {
     );
     assert_eq!(
         r[1],
-        ["7", "default/web:80/TCP", "10.96.0.10:80", "TCP", "ClusterIP", "0+251", "1", "affinity", "10800s"]
+        [
+            "7",
+            "default/web:80/TCP",
+            "10.96.0.10:80",
+            "TCP",
+            "ClusterIP",
+            "0+251",
+            "1",
+            "affinity",
+            "10800s"
+        ]
     );
     assert_eq!(
         r[2],
-        ["9", "kube-system/dns:53/UDP", "*:30053", "UDP", "NodePort", "251+7", "1", "local,src-ranges", "-"]
+        [
+            "9",
+            "kube-system/dns:53/UDP",
+            "*:30053",
+            "UDP",
+            "NodePort",
+            "251+7",
+            "1",
+            "local,src-ranges",
+            "-"
+        ]
     );
     assert_eq!(r[3], ["2", "frontends"]);
     let j = json(&ok(xlb(None, p, &["maps", "services", "--json"])));
@@ -174,26 +205,55 @@ fn maps_tables_and_json_match_what_was_written() {
     assert_eq!(j["rows"][1]["nodeport"], true);
     assert_eq!(j["rows"][1]["addr"], Value::Null);
     // filters and limit
-    let out = stdout(&ok(xlb(None, p, &["maps", "services", "--service", "kube-system/dns"])));
+    let out = stdout(&ok(xlb(
+        None,
+        p,
+        &["maps", "services", "--service", "kube-system/dns"],
+    )));
     assert_eq!(rows(&out).len(), 3, "{out}");
     assert!(out.contains("*:30053"));
-    let out = stdout(&ok(xlb(None, p, &["maps", "services", "--backend", "10.244.2.7"])));
-    assert!(out.contains("10.96.0.10:80") && !out.contains("*:30053"), "{out}");
+    let out = stdout(&ok(xlb(
+        None,
+        p,
+        &["maps", "services", "--backend", "10.244.2.7"],
+    )));
+    assert!(
+        out.contains("10.96.0.10:80") && !out.contains("*:30053"),
+        "{out}"
+    );
     let out = stdout(&ok(xlb(None, p, &["maps", "services", "--limit", "1"])));
     assert!(out.ends_with("1 of 2 frontends\n"), "{out}");
-    let j = json(&ok(xlb(None, p, &["maps", "services", "--json", "--limit", "1"])));
-    assert_eq!((j["count"].as_u64(), j["total"].as_u64()), (Some(1), Some(2)));
+    let j = json(&ok(xlb(
+        None,
+        p,
+        &["maps", "services", "--json", "--limit", "1"],
+    )));
+    assert_eq!(
+        (j["count"].as_u64(), j["total"].as_u64()),
+        (Some(1), Some(2))
+    );
 
     // backends
     let out = stdout(&ok(xlb(None, p, &["maps", "backends"])));
     let r = rows(&out);
     assert_eq!(r[0], ["ID", "ADDRESS", "NODE", "STATE", "GEN"]);
     assert_eq!(r[1], ["1", "10.244.1.5:8080", "local", "active", "3"]);
-    assert_eq!(r[2], ["2", "10.244.2.7:8080", "198.18.0.12", "terminating", "1"]);
+    assert_eq!(
+        r[2],
+        ["2", "10.244.2.7:8080", "198.18.0.12", "terminating", "1"]
+    );
     assert_eq!(r[3], ["2", "backends"]);
     let out = stdout(&ok(xlb(None, p, &["maps", "backends", "--service", "9"])));
-    assert_eq!(rows(&out).len(), 3, "only backend 1 is in svc 9's table: {out}");
-    let j = json(&ok(xlb(None, p, &["maps", "backends", "--json", "--backend", "10.244.2.7:8080"])));
+    assert_eq!(
+        rows(&out).len(),
+        3,
+        "only backend 1 is in svc 9's table: {out}"
+    );
+    let j = json(&ok(xlb(
+        None,
+        p,
+        &["maps", "backends", "--json", "--backend", "10.244.2.7:8080"],
+    )));
     assert_eq!(j["count"], 1);
     assert_eq!(j["rows"][0]["node"], "198.18.0.12");
     assert_eq!(j["rows"][0]["state"], "terminating");
@@ -201,38 +261,120 @@ fn maps_tables_and_json_match_what_was_written() {
     // maglev
     let out = stdout(&ok(xlb(None, p, &["maps", "maglev", "default/web"])));
     let r = rows(&out);
-    assert_eq!(r[0], ["SVC", "FRONTEND", "BACKEND", "ADDRESS", "NODE", "SLOTS", "SHARE"]);
-    assert_eq!(r[1], ["7", "(default/web:80/TCP)", "10.96.0.10:80", "1", "10.244.1.5:8080", "local", "126", "50.2%"]);
-    assert_eq!(r[2], ["7", "(default/web:80/TCP)", "10.96.0.10:80", "2", "10.244.2.7:8080", "198.18.0.12", "125", "49.8%"]);
+    assert_eq!(
+        r[0],
+        ["SVC", "FRONTEND", "BACKEND", "ADDRESS", "NODE", "SLOTS", "SHARE"]
+    );
+    assert_eq!(
+        r[1],
+        [
+            "7",
+            "(default/web:80/TCP)",
+            "10.96.0.10:80",
+            "1",
+            "10.244.1.5:8080",
+            "local",
+            "126",
+            "50.2%"
+        ]
+    );
+    assert_eq!(
+        r[2],
+        [
+            "7",
+            "(default/web:80/TCP)",
+            "10.96.0.10:80",
+            "2",
+            "10.244.2.7:8080",
+            "198.18.0.12",
+            "125",
+            "49.8%"
+        ]
+    );
     assert!(out.contains("table 251 slots at 0, 2 backends"), "{out}");
-    let j = json(&ok(xlb(None, p, &["maps", "maglev", "10.96.0.10:80", "--json"])));
-    let slots: Vec<u64> = j["rows"].as_array().unwrap().iter().map(|r| r["slots"].as_u64().unwrap()).collect();
+    let j = json(&ok(xlb(
+        None,
+        p,
+        &["maps", "maglev", "10.96.0.10:80", "--json"],
+    )));
+    let slots: Vec<u64> = j["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["slots"].as_u64().unwrap())
+        .collect();
     assert_eq!(slots, [126, 125]);
     let bad = xlb(None, p, &["maps", "maglev", "nosuch/svc"]);
     assert_eq!(bad.status.code(), Some(1));
-    assert!(stderr(&bad).contains("no Service matches \"nosuch/svc\""), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("no Service matches \"nosuch/svc\""),
+        "{}",
+        stderr(&bad)
+    );
 
     // ct
     let out = stdout(&ok(xlb(None, p, &["maps", "ct"])));
     let r = rows(&out);
-    assert_eq!(r[0], ["SRC", "DST", "PROTO", "DIR", "SVC", "BACKEND", "NAT", "TUNNEL", "AGE"]);
+    assert_eq!(
+        r[0],
+        ["SRC", "DST", "PROTO", "DIR", "SVC", "BACKEND", "NAT", "TUNNEL", "AGE"]
+    );
     assert_eq!(
         r[1],
-        ["198.18.0.1:40000", "10.96.0.10:80", "TCP", "orig", "7", "(default/web:80/TCP)", "1", "(10.244.1.5:8080)", "-", "-", "-"]
+        [
+            "198.18.0.1:40000",
+            "10.96.0.10:80",
+            "TCP",
+            "orig",
+            "7",
+            "(default/web:80/TCP)",
+            "1",
+            "(10.244.1.5:8080)",
+            "-",
+            "-",
+            "-"
+        ]
     );
     assert_eq!(
         r[2],
-        ["10.244.2.7:8080", "198.18.0.2:5353", "UDP", "reply", "9", "(kube-system/dns:53/UDP)", "2", "(10.244.2.7:8080)", "198.18.0.11:30053", "-", "-"]
+        [
+            "10.244.2.7:8080",
+            "198.18.0.2:5353",
+            "UDP",
+            "reply",
+            "9",
+            "(kube-system/dns:53/UDP)",
+            "2",
+            "(10.244.2.7:8080)",
+            "198.18.0.11:30053",
+            "-",
+            "-"
+        ]
     );
     assert_eq!(r[3], ["2", "connections"]);
-    let j = json(&ok(xlb(None, p, &["maps", "ct", "--json", "--backend", "2"])));
+    let j = json(&ok(xlb(
+        None,
+        p,
+        &["maps", "ct", "--json", "--backend", "2"],
+    )));
     assert_eq!(j["count"], 1);
     assert_eq!(j["rows"][0]["nat"], "198.18.0.11:30053");
     assert_eq!(j["rows"][0]["dir"], "reply");
 
     // affinity, src-ranges, tunnel
     let r = rows(&stdout(&ok(xlb(None, p, &["maps", "affinity"]))));
-    assert_eq!(r[1], ["7", "(default/web:80/TCP)", "198.18.0.1", "1", "(10.244.1.5:8080)", "3", "-"]);
+    assert_eq!(
+        r[1],
+        [
+            "7",
+            "(default/web:80/TCP)",
+            "198.18.0.1",
+            "1",
+            "(10.244.1.5:8080)",
+            "3",
+            "-"
+        ]
+    );
     let r = rows(&stdout(&ok(xlb(None, p, &["maps", "src-ranges"]))));
     assert_eq!(r[1], ["9", "(kube-system/dns:53/UDP)", "192.0.2.0/24"]);
     let j = json(&ok(xlb(None, p, &["maps", "tunnel", "--json"])));
@@ -245,14 +387,27 @@ fn maps_tables_and_json_match_what_was_written() {
     let j = json(&ok(xlb(None, p, &["maps", "stats", "--json"])));
     let rows_j = j["rows"].as_array().unwrap();
     let reason1 = xlb_bpf::Reason(1).name();
-    let r1 = rows_j.iter().find(|r| r["name"] == reason1.as_str()).expect("reason 1 row");
+    let r1 = rows_j
+        .iter()
+        .find(|r| r["name"] == reason1.as_str())
+        .expect("reason 1 row");
     assert_eq!(r1["packets"].as_u64(), Some(2 * ncpu));
     assert_eq!(r1["bytes"].as_u64(), Some(100 * ncpu));
-    assert_eq!(rows_j.iter().filter(|r| r["kind"] == "reason").count(), 1, "zero reasons hidden");
+    assert_eq!(
+        rows_j.iter().filter(|r| r["kind"] == "reason").count(),
+        1,
+        "zero reasons hidden"
+    );
     let s7 = rows_j.iter().find(|r| r["svc_id"] == 7).unwrap();
     assert_eq!(s7["packets"].as_u64(), Some(2 * ncpu));
     let out = stdout(&ok(xlb(None, p, &["maps", "stats"])));
-    let want = ["svc", "7", "(default/web:80/TCP)", &(2 * ncpu).to_string(), &(100 * ncpu).to_string()];
+    let want = [
+        "svc",
+        "7",
+        "(default/web:80/TCP)",
+        &(2 * ncpu).to_string(),
+        &(100 * ncpu).to_string(),
+    ];
     assert!(rows(&out).iter().any(|r| r == &want), "{out}");
     let all = json(&ok(xlb(None, p, &["maps", "stats", "--all", "--json"])));
     assert!(all["total"].as_u64().unwrap() > 3);

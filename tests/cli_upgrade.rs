@@ -1,6 +1,8 @@
-//! An upgrade under traffic loses nothing: UDP packets flow from a client
-//! namespace through the XDP-attached uplink of a node namespace to a
-//! receiving socket while `xlb attach` is run again and again (each run
+//! An upgrade under traffic loses nothing: UDP packets to a ClusterIP
+//! (10.96.0.10:9999, which only xlb's DNAT turns into the node's backend
+//! 198.18.0.2:9999: a packet that missed the program would be dropped by the
+//! kernel, which has no such address) flow from a client namespace through
+//! the XDP-attached uplink of a node namespace to a receiving socket while `xlb attach` is run again and again (each run
 //! loads the programs anew and swaps them inside the pinned links). Every
 //! packet sent arrives at the socket, and every one of them was run through
 //! one of the XDP program versions (the kernel's per-program run counters
@@ -41,14 +43,19 @@ fn upgrade_under_traffic_drops_zero_packets() {
     let client = Netns::new();
     let node = Netns::new();
     // Only our UDP stream may reach up0: no IPv6 (router/neighbour solicitations).
+    // (/proc/sys/net is the opener's namespace's.)
     for ns in [&client, &node] {
-        for k in ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"] {
-            cli_support::sh(&["ip", "netns", "exec", &ns.name, "sysctl", "-qw", k]);
-        }
+        ns.run(|| {
+            for k in ["all", "default"] {
+                std::fs::write(format!("/proc/sys/net/ipv6/conf/{k}/disable_ipv6"), "1").unwrap();
+            }
+        });
     }
     // client a0 (198.18.0.1) <-> node up0 (198.18.0.2), static neighbours so
     // no packet waits for ARP.
-    client.ip(&["link", "add", "a0", "type", "veth", "peer", "name", "up0", "netns", &node.name]);
+    client.ip(&[
+        "link", "add", "a0", "type", "veth", "peer", "name", "up0", "netns", &node.name,
+    ]);
     client.ip(&["addr", "add", "198.18.0.1/24", "dev", "a0"]);
     node.ip(&["addr", "add", "198.18.0.2/24", "dev", "up0"]);
     client.ip(&["link", "set", "a0", "up"]);
@@ -59,25 +66,77 @@ fn upgrade_under_traffic_drops_zero_packets() {
         s[i..i + 17].to_string()
     };
     let (amac, umac) = (mac(&client, "a0"), mac(&node, "up0"));
-    client.ip(&["neigh", "replace", "198.18.0.2", "lladdr", &umac, "dev", "a0", "nud", "permanent"]);
-    node.ip(&["neigh", "replace", "198.18.0.1", "lladdr", &amac, "dev", "up0", "nud", "permanent"]);
+    client.ip(&[
+        "neigh",
+        "replace",
+        "198.18.0.2",
+        "lladdr",
+        &umac,
+        "dev",
+        "a0",
+        "nud",
+        "permanent",
+    ]);
+    node.ip(&[
+        "neigh",
+        "replace",
+        "198.18.0.1",
+        "lladdr",
+        &amac,
+        "dev",
+        "up0",
+        "nud",
+        "permanent",
+    ]);
+    client.ip(&["route", "add", "10.96.0.0/16", "via", "198.18.0.2"]);
 
     let pin = PinDir::new();
-    let o = xlb(Some(&node), &pin.path, &["attach", "--iface", "up0", "--pod-ifaces", ""]);
+    let o = xlb(
+        Some(&node),
+        &pin.path,
+        &["attach", "--iface", "up0", "--pod-ifaces", ""],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
+    // The Service: 10.96.0.10:9999/UDP -> local backend 198.18.0.2:9999.
+    let maps = xlb_bpf::Maps::from_pin_dir(&pin.path).unwrap();
+    let vip = "10.96.0.10:9999".parse().unwrap();
+    maps.put_backend(
+        1,
+        &xlb_bpf::types::xlb_backend::new("198.18.0.2:9999".parse().unwrap(), None, 1),
+    )
+    .unwrap();
+    maps.write_maglev(0, &[1; 7]).unwrap();
+    let svc = xlb_bpf::types::xlb_svc_val {
+        svc_id: 1,
+        table_off: 0,
+        table_size: 7,
+        n_local: 1,
+        fe_type: xlb_bpf::Kind::ClusterIp.fe_type(),
+        ..Default::default()
+    };
+    maps.put_service(
+        &xlb_bpf::types::xlb_svc_key::addr(vip, xlb_bpf::Proto::Udp),
+        &svc,
+    )
+    .unwrap();
 
     // Sink: a UDP socket in the node namespace.
     let received = Arc::new(AtomicU64::new(0));
     let ready = Arc::new(AtomicBool::new(false));
     let done_rx = Arc::new(AtomicBool::new(false));
     let rx = {
-        let (received, ready, done_rx, path) =
-            (received.clone(), ready.clone(), done_rx.clone(), node.path());
+        let (received, ready, done_rx, path) = (
+            received.clone(),
+            ready.clone(),
+            done_rx.clone(),
+            node.path(),
+        );
         std::thread::spawn(move || {
             enter(&path);
-            let s = UdpSocket::bind(("198.18.0.2", PORT)).unwrap();
+            let s = UdpSocket::bind(("0.0.0.0", PORT)).unwrap();
             set_rcvbuf(&s, 64 << 20);
-            s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
             ready.store(true, Ordering::SeqCst);
             let mut buf = [0u8; 64];
             loop {
@@ -103,7 +162,7 @@ fn upgrade_under_traffic_drops_zero_packets() {
         std::thread::spawn(move || {
             enter(&path);
             let s = UdpSocket::bind("198.18.0.1:0").unwrap();
-            s.connect(("198.18.0.2", PORT)).unwrap();
+            s.connect(("10.96.0.10", PORT)).unwrap();
             let mut n = 0u64;
             while !stop.load(Ordering::SeqCst) && n < MAX_PACKETS {
                 for _ in 0..20 {
@@ -125,7 +184,11 @@ fn upgrade_under_traffic_drops_zero_packets() {
     let mut during = Vec::new();
     for _ in 0..5 {
         let before = sent.load(Ordering::SeqCst);
-        let o = xlb(Some(&node), &pin.path, &["attach", "--iface", "up0", "--pod-ifaces", ""]);
+        let o = xlb(
+            Some(&node),
+            &pin.path,
+            &["attach", "--iface", "up0", "--pod-ifaces", ""],
+        );
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(cli_support::stdout(&o).contains("replaced"));
         during.push(sent.load(Ordering::SeqCst) - before);
@@ -151,7 +214,11 @@ fn upgrade_under_traffic_drops_zero_packets() {
 
     let mut distinct = progs.clone();
     distinct.dedup();
-    assert_eq!(distinct.len(), progs.len(), "every upgrade installed a new program: {progs:?}");
+    assert_eq!(
+        distinct.len(),
+        progs.len(),
+        "every upgrade installed a new program: {progs:?}"
+    );
     assert!(
         during.iter().all(|&d| d > 0),
         "traffic flowed during every upgrade: {during:?}"
@@ -161,8 +228,15 @@ fn upgrade_under_traffic_drops_zero_packets() {
     assert_eq!(sent, received, "packets lost across upgrades\n{stats}");
     let runs: Vec<u64> = fds.iter().map(run_cnt).collect();
     eprintln!("XDP runs per program version {runs:?}");
-    assert!(runs.iter().filter(|&&r| r > 0).count() >= 2, "traffic saw several versions: {runs:?}");
-    assert_eq!(runs.iter().sum::<u64>(), sent, "every packet went through an xlb XDP program");
+    assert!(
+        runs.iter().filter(|&&r| r > 0).count() >= 2,
+        "traffic saw several versions: {runs:?}"
+    );
+    assert_eq!(
+        runs.iter().sum::<u64>(),
+        sent,
+        "every packet went through an xlb XDP program"
+    );
 }
 
 use libbpf_rs::libbpf_sys as bsys;
@@ -191,7 +265,11 @@ fn run_cnt(fd: &std::os::fd::OwnedFd) -> u64 {
     let mut len = std::mem::size_of::<bsys::bpf_prog_info>() as u32;
     // SAFETY: valid fd, buffer and length.
     let rc = unsafe {
-        bsys::bpf_obj_get_info_by_fd(fd.as_raw_fd(), (&mut info as *mut bsys::bpf_prog_info).cast(), &mut len)
+        bsys::bpf_obj_get_info_by_fd(
+            fd.as_raw_fd(),
+            (&mut info as *mut bsys::bpf_prog_info).cast(),
+            &mut len,
+        )
     };
     assert_eq!(rc, 0);
     info.run_cnt

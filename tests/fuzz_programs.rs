@@ -55,7 +55,10 @@ fn random_frame(rng: &mut StdRng) -> Frame {
         // to a Service
         0..=5 => (client(rng), sa(VIPS[rng.random_range(0..VIPS.len())])),
         // a reply from a backend
-        6..=7 => (sa(BACKENDS[rng.random_range(0..BACKENDS.len())]), client(rng)),
+        6..=7 => (
+            sa(BACKENDS[rng.random_range(0..BACKENDS.len())]),
+            client(rng),
+        ),
         // anything
         _ => (
             SocketAddrV4::new(Ipv4Addr::from(rng.random::<u32>()), rng.random()),
@@ -385,6 +388,9 @@ fn fuzz_xdp_and_tc() {
     assert_eq!(xdp_counted, XDP_FRAMES as u64, "one reason per XDP frame");
     assert_eq!(tc_counted, tc_runs, "one reason per tc frame");
     assert!(tc_runs > 30_000);
-    assert!(changed > 10_000, "the fuzz must exercise rewriting paths ({changed})");
+    assert!(
+        changed > 10_000,
+        "the fuzz must exercise rewriting paths ({changed})"
+    );
     eprintln!("fuzz: {XDP_FRAMES} xdp + {tc_runs} tc frames, {changed} rewritten");
 }

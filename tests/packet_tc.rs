@@ -25,7 +25,11 @@ fn udp_from_pod(dst: &str) -> Frame {
 }
 
 fn dnat(f: &Frame, to: &str) -> Vec<u8> {
-    Frame { dst: sa(to), ..f.clone() }.build()
+    Frame {
+        dst: sa(to),
+        ..f.clone()
+    }
+    .build()
 }
 
 fn assert_dnat(f: Frame, to: &str, out: &[u8]) {

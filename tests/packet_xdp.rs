@@ -22,7 +22,11 @@ fn syn(dst: &str) -> Frame {
 
 /// The frame after DNAT to `to` (same bytes otherwise).
 fn dnat(f: &Frame, to: &str) -> Vec<u8> {
-    Frame { dst: sa(to), ..f.clone() }.build()
+    Frame {
+        dst: sa(to),
+        ..f.clone()
+    }
+    .build()
 }
 
 fn assert_dnat(f: Frame, to: &str, out: &[u8]) {
@@ -59,7 +63,10 @@ fn ct_backend(env: &Env, src: &str, vip: &str, proto: u8) -> u32 {
 /// Sends the SYN of CLIENT_SA -> vip once (creates the ct pair).
 fn open(env: &Env, vip: &str) {
     let (rc, _) = env.xdp(&syn(vip).build());
-    assert!(rc == XDP_PASS || rc == XDP_REDIRECT, "opening {vip}: rc {rc}");
+    assert!(
+        rc == XDP_PASS || rc == XDP_REDIRECT,
+        "opening {vip}: rc {rc}"
+    );
 }
 
 fn big_remote() -> Frame {
@@ -88,7 +95,11 @@ fn check_encap_to_peer(env: &Env, input_frame: Frame, backend: &str, out: &[u8])
     assert_eq!(v.vni, VNI);
     assert_eq!(v.flags, 0x0800_0001, "I flag + xlb mark");
     let h = flow_hash(input_frame.src, input_frame.dst, input_frame.proto, false);
-    assert_eq!(v.sport, 0xc000 | (h & 0x3fff) as u16, "outer source port = flow hash");
+    assert_eq!(
+        v.sport,
+        0xc000 | (h & 0x3fff) as u16,
+        "outer source port = flow hash"
+    );
     let want = Frame {
         dst: sa(backend),
         src_mac: NODE_MAC,
@@ -395,7 +406,11 @@ fn cases() -> Vec<Case> {
                 assert_eq!(p.ip.protocol.0, 1);
                 assert_eq!(&p.l4[..2], &[3, 4], "type 3 code 4");
                 assert_eq!(u16::from_be_bytes([p.l4[6], p.l4[7]]), 1450, "next-hop MTU");
-                assert_eq!(&p.l4[8..], &input[14..14 + 20 + 8], "quote: header + 8 bytes");
+                assert_eq!(
+                    &p.l4[8..],
+                    &input[14..14 + 20 + 8],
+                    "quote: header + 8 bytes"
+                );
             },
         },
         // --- Services without endpoints -----------------------------------------
@@ -550,7 +565,13 @@ fn cases() -> Vec<Case> {
             reason: XLB_R_PASS_LOCAL,
             check: |env, _, out| {
                 let id = maglev_pick(&MULTI_TABLE, sa(CLIENT_SA), sa("10.96.0.70:80"), TCP, false);
-                let be = env.maps().backend(id).unwrap().unwrap().sockaddr().to_string();
+                let be = env
+                    .maps()
+                    .backend(id)
+                    .unwrap()
+                    .unwrap()
+                    .sockaddr()
+                    .to_string();
                 assert_dnat(syn("10.96.0.70:80"), &be, out);
                 assert_eq!(ct_backend(env, CLIENT_SA, "10.96.0.70:80", TCP), id);
             },
@@ -596,7 +617,10 @@ fn cases() -> Vec<Case> {
             check: |env, _, _| {
                 let id = maglev_pick(&AFF_TABLE, sa(CLIENT_SA), sa("10.96.0.60:80"), TCP, true);
                 let other = if id == 6 { 5 } else { 6 };
-                assert_eq!(ct_backend(env, "198.18.0.100:41111", "10.96.0.60:80", TCP), other);
+                assert_eq!(
+                    ct_backend(env, "198.18.0.100:41111", "10.96.0.60:80", TCP),
+                    other
+                );
             },
         },
         Case {
@@ -644,7 +668,13 @@ fn cases() -> Vec<Case> {
             reason: XLB_R_PASS_LOCAL,
             check: |env, _, out| {
                 let id = maglev_pick(&MULTI_TABLE, sa(CLIENT_SA), sa("10.96.0.70:80"), TCP, false);
-                let be = env.maps().backend(id).unwrap().unwrap().sockaddr().to_string();
+                let be = env
+                    .maps()
+                    .backend(id)
+                    .unwrap()
+                    .unwrap()
+                    .sockaddr()
+                    .to_string();
                 assert_dnat(syn("10.96.0.70:80"), &be, out);
             },
         },
@@ -723,7 +753,10 @@ fn cases() -> Vec<Case> {
             reason: XLB_R_PASS_REVNAT,
             check: |_, _, out| {
                 check_eth_ipv4(out, "revnat");
-                let want = Frame { src: sa("10.96.0.10:80"), ..reply_from(BE_LOCAL) };
+                let want = Frame {
+                    src: sa("10.96.0.10:80"),
+                    ..reply_from(BE_LOCAL)
+                };
                 assert_eq!(out, want.build().as_slice());
             },
         },
@@ -756,7 +789,15 @@ fn cases() -> Vec<Case> {
         Case {
             name: "VXLAN to another address passes untouched",
             setup: |env| open(env, "10.96.0.20:80"),
-            frame: || vxlan(&reply_from(BE_REMOTE).build(), PEER, Ipv4Addr::new(198, 18, 0, 9), VNI, true),
+            frame: || {
+                vxlan(
+                    &reply_from(BE_REMOTE).build(),
+                    PEER,
+                    Ipv4Addr::new(198, 18, 0, 9),
+                    VNI,
+                    true,
+                )
+            },
             on_uplink: false,
             rc: XDP_PASS,
             reason: XLB_R_PASS_VXLAN_OTHER,
@@ -777,12 +818,23 @@ fn cases() -> Vec<Case> {
         Case {
             name: "xlb-marked VXLAN to a local pod: decap, tunnel-return entry",
             setup: no_setup,
-            frame: || vxlan(&Frame::tcp(sa(CLIENT_SA), sa(BE_LOCAL)).build(), PEER, NODE, VNI, true),
+            frame: || {
+                vxlan(
+                    &Frame::tcp(sa(CLIENT_SA), sa(BE_LOCAL)).build(),
+                    PEER,
+                    NODE,
+                    VNI,
+                    true,
+                )
+            },
             on_uplink: true,
             rc: XDP_PASS,
             reason: XLB_R_PASS_DECAP,
             check: |env, _, out| {
-                let want = Frame { dst_mac: NODE_MAC, ..Frame::tcp(sa(CLIENT_SA), sa(BE_LOCAL)) };
+                let want = Frame {
+                    dst_mac: NODE_MAC,
+                    ..Frame::tcp(sa(CLIENT_SA), sa(BE_LOCAL))
+                };
                 assert_eq!(out, want.build().as_slice());
                 let rev = env
                     .maps()
@@ -802,7 +854,10 @@ fn cases() -> Vec<Case> {
             rc: XDP_PASS,
             reason: XLB_R_PASS_LOCAL,
             check: |env, _, out| {
-                let f = Frame { dst_mac: NODE_MAC, ..syn("10.96.0.10:80") };
+                let f = Frame {
+                    dst_mac: NODE_MAC,
+                    ..syn("10.96.0.10:80")
+                };
                 assert_dnat(f, BE_LOCAL, out);
                 let rev = env
                     .maps()
@@ -832,7 +887,11 @@ fn cases() -> Vec<Case> {
             reason: XLB_R_TX_REJECT,
             check: |_, _, out| {
                 let (dst, src, p) = check_eth_ipv4(out, "rst");
-                assert_eq!((dst, src), (PEER_MAC, NODE_MAC), "answered to the outer sender");
+                assert_eq!(
+                    (dst, src),
+                    (PEER_MAC, NODE_MAC),
+                    "answered to the outer sender"
+                );
                 assert_eq!(p.dst(), sa(CLIENT_SA));
             },
         },
@@ -852,7 +911,6 @@ fn fold_ip(h: &[u8]) -> u16 {
     }
     s as u16
 }
-
 
 #[test]
 fn xdp_table() {
@@ -932,11 +990,25 @@ fn every_truncation_is_counted() {
         XLB_R_DROP_TRUNC_VXLAN,
     ];
     let frames = [
-        ("tcp+options", with_options(syn("10.96.0.10:80"), 2).build(), false),
-        ("udp", Frame::udp(sa(CLIENT_SA), sa("10.96.0.10:53")).build(), false),
+        (
+            "tcp+options",
+            with_options(syn("10.96.0.10:80"), 2).build(),
+            false,
+        ),
+        (
+            "udp",
+            Frame::udp(sa(CLIENT_SA), sa("10.96.0.10:53")).build(),
+            false,
+        ),
         (
             "vxlan(tcp+options)",
-            vxlan(&with_options(syn("10.96.0.10:80"), 2).build(), PEER, NODE, VNI, true),
+            vxlan(
+                &with_options(syn("10.96.0.10:80"), 2).build(),
+                PEER,
+                NODE,
+                VNI,
+                true,
+            ),
             true,
         ),
     ];
@@ -949,7 +1021,11 @@ fn every_truncation_is_counted() {
                 if fit {
                     fit_lengths(&mut f, *is_vxlan);
                 }
-                let progs: &[Prog] = if *is_vxlan { &[Prog::Xdp] } else { &[Prog::Xdp, Prog::Tc] };
+                let progs: &[Prog] = if *is_vxlan {
+                    &[Prog::Xdp]
+                } else {
+                    &[Prog::Xdp, Prog::Tc]
+                };
                 for prog in progs {
                     let before = env.reasons();
                     let what = format!("{name} cut at {len} (fit {fit})");
@@ -964,7 +1040,11 @@ fn every_truncation_is_counted() {
                         },
                     };
                     let after = env.reasons();
-                    let pass = if *prog == Prog::Xdp { XDP_PASS } else { TC_ACT_OK };
+                    let pass = if *prog == Prog::Xdp {
+                        XDP_PASS
+                    } else {
+                        TC_ACT_OK
+                    };
                     assert_eq!(rc, pass, "{what}");
                     assert_eq!(out, f, "{what}: untouched");
                     let m = moved(&before, &after);
@@ -978,6 +1058,10 @@ fn every_truncation_is_counted() {
             }
         }
     }
-    assert_eq!(seen.len(), trunc.len(), "every truncation reason reached: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        trunc.len(),
+        "every truncation reason reached: {seen:?}"
+    );
     assert!(runs > 300);
 }

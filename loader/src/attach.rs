@@ -141,7 +141,12 @@ pub struct Attachment {
     pub pin: PathBuf,
 }
 
-fn attach_err(iface: &str, what: impl Into<String>, e: io::Error, hint: impl Into<String>) -> Error {
+fn attach_err(
+    iface: &str,
+    what: impl Into<String>,
+    e: io::Error,
+    hint: impl Into<String>,
+) -> Error {
     Error::Attach {
         iface: iface.to_owned(),
         what: what.into(),
@@ -233,7 +238,12 @@ pub fn attach_uplink(
         }
     }
 
-    let (link, used, warning) = match sys::link_create(prog, ifindex as i32, libbpf_sys::BPF_XDP, mode.flags()) {
+    let (link, used, warning) = match sys::link_create(
+        prog,
+        ifindex as i32,
+        libbpf_sys::BPF_XDP,
+        mode.flags(),
+    ) {
         Ok(l) => (l, mode, None),
         Err(e) => {
             let errno = e.raw_os_error().unwrap_or(0);
@@ -328,7 +338,11 @@ fn tc_opts(prog: Option<BorrowedFd<'_>>, replace: bool) -> libbpf_sys::bpf_tc_op
     libbpf_sys::bpf_tc_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_tc_opts>() as _,
         prog_fd: prog.map(|p| p.as_raw_fd()).unwrap_or(0),
-        flags: if replace { libbpf_sys::BPF_TC_F_REPLACE } else { 0 },
+        flags: if replace {
+            libbpf_sys::BPF_TC_F_REPLACE
+        } else {
+            0
+        },
         handle: TC_HANDLE,
         priority: TC_PRIORITY,
         ..Default::default()
@@ -365,7 +379,9 @@ fn tc_classic_detach(ifindex: u32, destroy_qdisc: bool) -> io::Result<()> {
     let opts = tc_opts(None, false);
     // SAFETY: valid hook and opts.
     let r = neg_errno(unsafe { libbpf_sys::bpf_tc_detach(&hook, &opts) });
-    if destroy_qdisc {
+    // Only remove the qdisc when our filter was really there: never touch a
+    // clsact that holds someone else's filters only.
+    if destroy_qdisc && r.is_ok() {
         hook.attach_point = libbpf_sys::BPF_TC_INGRESS | libbpf_sys::BPF_TC_EGRESS;
         // SAFETY: valid hook.
         let _ = unsafe { libbpf_sys::bpf_tc_hook_destroy(&mut hook) };
@@ -383,7 +399,12 @@ pub fn attach_pod(pin_dir: &Path, prog: BorrowedFd<'_>, iface: &str) -> Result<A
         match link_ifindex(link.as_fd()) {
             Some((i, _)) if i == ifindex => {
                 sys::link_update(link.as_fd(), prog).map_err(|e| {
-                    attach_err(iface, "replacing the tcx program", e, "`xlb detach --iface IF` and attach again")
+                    attach_err(
+                        iface,
+                        "replacing the tcx program",
+                        e,
+                        "`xlb detach --iface IF` and attach again",
+                    )
                 })?;
                 return Ok(Attached {
                     iface: iface.into(),
@@ -401,13 +422,22 @@ pub fn attach_pod(pin_dir: &Path, prog: BorrowedFd<'_>, iface: &str) -> Result<A
     }
     // Existing classic filter: replace it (tc replaces a filter atomically).
     for created in [false, true] {
-        let hook = Hook::TcClsact { created_qdisc: created };
+        let hook = Hook::TcClsact {
+            created_qdisc: created,
+        };
         let path = links.join(hook.pin_name(iface));
         if sys::obj_get(&path).is_ok() {
             let made = tc_classic_attach(ifindex, prog).map_err(|e| {
-                attach_err(iface, "replacing the tc filter", e, "`xlb detach --iface IF` and attach again")
+                attach_err(
+                    iface,
+                    "replacing the tc filter",
+                    e,
+                    "`xlb detach --iface IF` and attach again",
+                )
             })?;
-            let hook = Hook::TcClsact { created_qdisc: created || made };
+            let hook = Hook::TcClsact {
+                created_qdisc: created || made,
+            };
             pin::unpin(&path).ok();
             pin::repin(prog, &links.join(hook.pin_name(iface)))?;
             return Ok(Attached {
@@ -440,7 +470,12 @@ pub fn attach_pod(pin_dir: &Path, prog: BorrowedFd<'_>, iface: &str) -> Result<A
             Err(e) => {
                 let errno = e.raw_os_error().unwrap_or(0);
                 if errno != libc::EINVAL && errno != libc::EOPNOTSUPP {
-                    return Err(attach_err(iface, "attaching tcx ingress", e, "check `xlb doctor --iface IF`"));
+                    return Err(attach_err(
+                        iface,
+                        "attaching tcx ingress",
+                        e,
+                        "check `xlb doctor --iface IF`",
+                    ));
                 }
                 warning = Some(format!(
                     "{iface}: the kernel has no tcx ({e}); using a classic tc filter on clsact (kernel >= 6.6 has tcx)"
@@ -448,7 +483,9 @@ pub fn attach_pod(pin_dir: &Path, prog: BorrowedFd<'_>, iface: &str) -> Result<A
             }
         }
     } else {
-        warning = Some(format!("{iface}: tcx disabled by {NO_TCX_ENV}; using a classic tc filter on clsact"));
+        warning = Some(format!(
+            "{iface}: tcx disabled by {NO_TCX_ENV}; using a classic tc filter on clsact"
+        ));
     }
     if let Some(w) = &warning {
         tracing::info!("{w}");
@@ -461,7 +498,9 @@ pub fn attach_pod(pin_dir: &Path, prog: BorrowedFd<'_>, iface: &str) -> Result<A
             "the kernel needs CONFIG_NET_CLS_BPF and CONFIG_NET_SCH_INGRESS; `xlb doctor` checks",
         )
     })?;
-    let hook = Hook::TcClsact { created_qdisc: created };
+    let hook = Hook::TcClsact {
+        created_qdisc: created,
+    };
     if let Err(e) = pin::repin(prog, &links.join(hook.pin_name(iface))) {
         let _ = tc_classic_detach(ifindex, created);
         return Err(e);
@@ -491,10 +530,21 @@ fn parse_pin_name(name: &str) -> Option<(Hook, &str)> {
     } else if let Some(i) = name.strip_prefix("tcx_") {
         Some((Hook::Tcx, i))
     } else if let Some(i) = name.strip_prefix("tcq_") {
-        Some((Hook::TcClsact { created_qdisc: true }, i))
+        Some((
+            Hook::TcClsact {
+                created_qdisc: true,
+            },
+            i,
+        ))
     } else {
-        name.strip_prefix("tc_")
-            .map(|i| (Hook::TcClsact { created_qdisc: false }, i))
+        name.strip_prefix("tc_").map(|i| {
+            (
+                Hook::TcClsact {
+                    created_qdisc: false,
+                },
+                i,
+            )
+        })
     }
 }
 
@@ -536,7 +586,10 @@ pub fn list(pin_dir: &Path) -> Result<Vec<Attachment>> {
             _ => (None, 0),
         };
         if let (Hook::Xdp(_), Some(i)) = (hook, ifindex) {
-            if let Some(m) = sys::xdp_query(i).ok().and_then(|(m, _)| AttachMode::from_attached(m)) {
+            if let Some(m) = sys::xdp_query(i)
+                .ok()
+                .and_then(|(m, _)| AttachMode::from_attached(m))
+            {
                 hook = Hook::Xdp(m);
             }
         }
@@ -569,7 +622,14 @@ fn detach_one(a: &Attachment) -> Result<()> {
                 match tc_classic_detach(i, created_qdisc) {
                     Ok(()) => {}
                     Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                    Err(e) => return Err(attach_err(&a.iface, "removing the tc filter", e, "run as root")),
+                    Err(e) => {
+                        return Err(attach_err(
+                            &a.iface,
+                            "removing the tc filter",
+                            e,
+                            "run as root",
+                        ))
+                    }
                 }
             }
         }
@@ -584,7 +644,10 @@ fn detach_one(a: &Attachment) -> Result<()> {
 /// Removes every xlb hook on `iface` (XDP and tc) and its pins; the maps stay.
 /// Errors with [`Error::NotAttached`] when xlb has nothing there.
 pub fn detach(pin_dir: &Path, iface: &str) -> Result<Vec<Attachment>> {
-    let mine: Vec<_> = list(pin_dir)?.into_iter().filter(|a| a.iface == iface).collect();
+    let mine: Vec<_> = list(pin_dir)?
+        .into_iter()
+        .filter(|a| a.iface == iface)
+        .collect();
     if mine.is_empty() {
         return Err(Error::NotAttached {
             iface: iface.into(),
@@ -650,10 +713,16 @@ pub fn replace(pin_dir: &Path, dp: &DataPlane) -> Result<Vec<Attached>> {
             continue; // interface gone: nothing to replace
         };
         let res = match a.hook {
-            Hook::Xdp(_) => attach_uplink(pin_dir, dp.xdp_prog().as_fd(), &a.iface, match a.hook {
-                Hook::Xdp(m) => m,
-                _ => unreachable!(),
-            }, false),
+            Hook::Xdp(_) => attach_uplink(
+                pin_dir,
+                dp.xdp_prog().as_fd(),
+                &a.iface,
+                match a.hook {
+                    Hook::Xdp(m) => m,
+                    _ => unreachable!(),
+                },
+                false,
+            ),
             _ => attach_pod(pin_dir, dp.tc_prog().as_fd(), &a.iface),
         };
         match res {
@@ -673,7 +742,12 @@ pub fn replace(pin_dir: &Path, dp: &DataPlane) -> Result<Vec<Attached>> {
 /// trivial XDP_PASS program through a link and removes it at once.
 pub fn probe_xdp(ifindex: u32, mode: AttachMode) -> io::Result<()> {
     let prog = sys::load_trivial(libbpf_sys::BPF_PROG_TYPE_XDP, libbpf_sys::XDP_PASS as i32)?;
-    let link = sys::link_create(prog.as_fd(), ifindex as i32, libbpf_sys::BPF_XDP, mode.flags())?;
+    let link = sys::link_create(
+        prog.as_fd(),
+        ifindex as i32,
+        libbpf_sys::BPF_XDP,
+        mode.flags(),
+    )?;
     sys::link_detach(link.as_fd())
 }
 

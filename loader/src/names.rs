@@ -1,16 +1,19 @@
 //! # Service names for the pinned maps
 //!
-//! The maps only know numeric `svc_id`s. Whoever assigns them (the agent's
-//! sync) records `svc_id -> "namespace/name:port/PROTO"` so that `xlb maps`
-//! can print names. Format: one flat JSON object, keys are decimal svc_ids:
+//! The maps only know numeric `svc_id`s. The agent's sync, which assigns
+//! them, records `svc_id -> "namespace/name:port/PROTO"` so that `xlb maps`
+//! can print names (the same file and format as `xlb::sync::names_path` /
+//! `write_names`):
 //!
 //! ```json
-//! {"1": "default/web:80/TCP", "2": "kube-system/kube-dns:53/UDP"}
+//! {"version": 1, "services": {"7": "default/web:80/TCP", "9": "kube-system/kube-dns:53/UDP"}}
 //! ```
 //!
-//! bpffs holds no regular files, so the file lives in `/run/xlb/` and
-//! `<pin_dir>/names` is a symlink to it (bpffs also refuses names with a
-//! dot); readers just open `<pin_dir>/names`. A missing or unreadable file means "no names".
+//! bpffs holds no regular files, so the file lives under `/run/xlb/`:
+//! `/run/xlb/names.json` for the default pin directory,
+//! `/run/xlb/<pin dir with '/' as '_'>.names.json` otherwise. A missing or
+//! malformed file means "no names" (ids only); a flat `{"7": "..."}` object
+//! is accepted too.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,13 +23,11 @@ use crate::{Error, Result};
 /// Directory of the name files.
 pub const STATE_DIR: &str = "/run/xlb";
 
-/// The link readers open.
-pub fn link_path(pin_dir: &Path) -> PathBuf {
-    pin_dir.join("names")
-}
-
-/// The real file for a pin directory (one per pin directory).
+/// The names file of a pin directory.
 pub fn file_path(pin_dir: &Path) -> PathBuf {
+    if pin_dir == Path::new(crate::DEFAULT_PIN_DIR) {
+        return Path::new(STATE_DIR).join("names.json");
+    }
     let flat: String = pin_dir
         .to_string_lossy()
         .trim_matches('/')
@@ -36,7 +37,7 @@ pub fn file_path(pin_dir: &Path) -> PathBuf {
     Path::new(STATE_DIR).join(format!("{flat}.names.json"))
 }
 
-/// Writes the names (atomically: temp file + rename) and the symlink.
+/// Writes the names atomically (temp file + rename).
 pub fn write(pin_dir: &Path, names: &BTreeMap<u32, String>) -> Result<()> {
     let io = |what: String| {
         move |e| Error::Io {
@@ -47,26 +48,19 @@ pub fn write(pin_dir: &Path, names: &BTreeMap<u32, String>) -> Result<()> {
     };
     let file = file_path(pin_dir);
     std::fs::create_dir_all(STATE_DIR).map_err(io(format!("creating {STATE_DIR}")))?;
-    let obj: serde_json::Map<String, serde_json::Value> = names
+    let services: serde_json::Map<String, serde_json::Value> = names
         .iter()
         .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
         .collect();
-    let text = serde_json::to_string_pretty(&obj).expect("strings serialise");
-    let tmp = file.with_extension("tmp");
+    let text = serde_json::json!({"version": 1, "services": services}).to_string();
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, text).map_err(io(format!("writing {}", tmp.display())))?;
-    std::fs::rename(&tmp, &file).map_err(io(format!("renaming {}", tmp.display())))?;
-    let link = link_path(pin_dir);
-    if std::fs::read_link(&link).ok().as_deref() != Some(file.as_path()) {
-        crate::pin::unpin(&link).ok();
-        std::os::unix::fs::symlink(&file, &link)
-            .map_err(io(format!("linking {}", link.display())))?;
-    }
-    Ok(())
+    std::fs::rename(&tmp, &file).map_err(io(format!("renaming {}", tmp.display())))
 }
 
 /// Reads the names; absent or malformed = empty (malformed is logged).
 pub fn read(pin_dir: &Path) -> BTreeMap<u32, String> {
-    let path = link_path(pin_dir);
+    let path = file_path(pin_dir);
     let Ok(text) = std::fs::read_to_string(&path) else {
         return BTreeMap::new();
     };
@@ -79,11 +73,14 @@ pub fn read(pin_dir: &Path) -> BTreeMap<u32, String> {
     }
 }
 
-/// Parses the format above; entries with a non-numeric key or a non-string
-/// value are skipped.
+/// Parses `{"version":1,"services":{..}}` (or a flat `{"7": ".."}`); entries
+/// with a non-numeric key or a non-string value are skipped.
 pub fn parse(text: &str) -> Option<BTreeMap<u32, String>> {
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
-    let obj = v.as_object()?;
+    let obj = match v.get("services") {
+        Some(s) => s.as_object()?,
+        None => v.as_object()?,
+    };
     Some(
         obj.iter()
             .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str()?.to_owned())))
@@ -91,9 +88,8 @@ pub fn parse(text: &str) -> Option<BTreeMap<u32, String>> {
     )
 }
 
-/// Removes the file and the link (detach --all).
+/// Removes the file (detach --all).
 pub fn remove(pin_dir: &Path) {
-    crate::pin::unpin(&link_path(pin_dir)).ok();
     crate::pin::unpin(&file_path(pin_dir)).ok();
 }
 
@@ -103,11 +99,14 @@ mod tests {
 
     #[test]
     fn parses_and_skips_bad_entries() {
-        let m = parse(r#"{"1":"default/web:80/TCP","x":"bad","2":7,"3":"ns/dns:53/UDP"}"#).unwrap();
+        let m = parse(r#"{"version":1,"services":{"1":"default/web:80/TCP","x":"bad","2":7,"3":"ns/dns:53/UDP"}}"#)
+            .unwrap();
         assert_eq!(m.len(), 2);
         assert_eq!(m[&1], "default/web:80/TCP");
         assert_eq!(m[&3], "ns/dns:53/UDP");
+        assert_eq!(parse(r#"{"4":"a/b:1/UDP"}"#).unwrap()[&4], "a/b:1/UDP");
         assert!(parse("[1,2]").is_none());
+        assert!(parse(r#"{"services":[1]}"#).is_none());
         assert!(parse("not json").is_none());
     }
 
@@ -115,7 +114,11 @@ mod tests {
     fn file_per_pin_dir() {
         assert_eq!(
             file_path(Path::new("/sys/fs/bpf/xlb")),
-            Path::new("/run/xlb/sys_fs_bpf_xlb.names.json")
+            Path::new("/run/xlb/names.json")
+        );
+        assert_eq!(
+            file_path(Path::new("/sys/fs/bpf/xlb-t-1")),
+            Path::new("/run/xlb/sys_fs_bpf_xlb-t-1.names.json")
         );
     }
 }

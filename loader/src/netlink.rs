@@ -37,7 +37,8 @@ impl std::str::FromStr for IfacePatterns {
         let mut v = Vec::new();
         for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             if p.len() >= libc::IF_NAMESIZE * 2
-                || p.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control())
+                || p.chars()
+                    .any(|c| c == '/' || c.is_whitespace() || c.is_control())
             {
                 return Err(format!(
                     "bad interface pattern {p:?}: use names with * and ?, e.g. {DEFAULT_POD_PATTERNS}"
@@ -442,7 +443,7 @@ mod tests {
             payload.extend_from_slice(&IFLA_IFNAME.to_ne_bytes());
             payload.extend_from_slice(n.as_bytes());
             payload.push(0);
-            while payload.len() % 4 != 0 {
+            while !payload.len().is_multiple_of(4) {
                 payload.push(0);
             }
         }

@@ -10,7 +10,7 @@
 //! <pin>/links/tcx_<ifname>              bpf_link of a pod veth's tcx ingress program
 //! <pin>/links/tc_<ifname>               classic tc (clsact) fallback: the program, pinned
 //!                                       so detach knows the filter is ours
-//! <pin>/names.json                      symlink to the Service-name file (see [`crate::names`])
+//! (Service names live outside bpffs, in /run/xlb: see [`crate::names`])
 //! ```
 //!
 //! bpffs holds only BPF objects, directories and symlinks.
@@ -172,7 +172,10 @@ pub fn repin(fd: impl AsFd, path: &Path) -> Result<()> {
     }
     // Pin under a temporary name and rename over the old pin: there is never
     // a moment without one.
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!("new_{name}"));
     unpin(&tmp).ok();
     sys::obj_pin(fd.as_fd(), &tmp).map_err(|e| Error::Io {

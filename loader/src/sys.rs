@@ -194,7 +194,9 @@ pub fn driver(name: &str) -> io::Result<String> {
 }
 
 fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 /// Mounts a bpf filesystem at `dir`.

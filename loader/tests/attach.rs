@@ -46,12 +46,22 @@ fn attach_then_detach_leaves_no_program_and_no_pin() {
     assert!(!up.replaced);
     assert_eq!(pod.hook, Hook::Tcx);
     assert_eq!(listed.len(), 2, "{listed:?}");
-    assert!(listed.iter().any(|a| a.iface == "up0" && a.prog_id == xdp_id));
-    assert!(listed.iter().any(|a| a.iface == "vethpod0" && a.prog_id == tc_id));
+    assert!(listed
+        .iter()
+        .any(|a| a.iface == "up0" && a.prog_id == xdp_id));
+    assert!(listed
+        .iter()
+        .any(|a| a.iface == "vethpod0" && a.prog_id == tc_id));
     // The kernel sees xlb's program on the uplink, in native mode.
     let shown = ns.ip_out(&["-d", "link", "show", "up0"]);
-    assert!(shown.contains("prog/xdp") && shown.contains("xlb_xdp"), "{shown}");
-    assert!(shown.contains("xdp "), "native mode shows as `xdp`: {shown}");
+    assert!(
+        shown.contains("prog/xdp") && shown.contains("xlb_xdp"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("xdp "),
+        "native mode shows as `xdp`: {shown}"
+    );
 
     // The links outlive the loader: drop the data plane, the programs stay.
     drop(dp);
@@ -65,9 +75,14 @@ fn attach_then_detach_leaves_no_program_and_no_pin() {
     });
     assert_eq!(removed.len(), 1);
     assert_eq!(xdp_after.1, 0, "no XDP program left on up0");
-    assert!(!ns.ip_out(&["-d", "link", "show", "up0"]).contains("prog/xdp"));
+    assert!(!ns
+        .ip_out(&["-d", "link", "show", "up0"])
+        .contains("prog/xdp"));
     assert!(!pin.path.join("links/xdp_up0").exists());
-    assert!(pin.path.join("links/tcx_vethpod0").exists(), "only up0 was detached");
+    assert!(
+        pin.path.join("links/tcx_vethpod0").exists(),
+        "only up0 was detached"
+    );
 
     // Detaching again says what is wrong.
     let p = pin.path.clone();
@@ -126,7 +141,10 @@ fn replace_swaps_the_program_inside_the_same_link_and_reuses_maps() {
 
     // ...is seen by the second load (the maps are reused, not recreated).
     let dp2 = load(&pin);
-    assert!(dp2.maps.service(&k).unwrap().is_some(), "pinned state survives");
+    assert!(
+        dp2.maps.service(&k).unwrap().is_some(),
+        "pinned state survives"
+    );
     let new_xdp = sys::prog_id(dp2.xdp_prog().as_fd()).unwrap();
     let p = pin.path.clone();
     let replaced = {
@@ -137,13 +155,20 @@ fn replace_swaps_the_program_inside_the_same_link_and_reuses_maps() {
         let r = attach::replace(&p, &dp2);
         use std::os::fd::AsRawFd;
         // SAFETY: valid fd of our original namespace.
-        assert_eq!(unsafe { libc::setns(me.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        assert_eq!(
+            unsafe { libc::setns(me.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
         r.unwrap()
     };
     assert_eq!(replaced.len(), 2);
     assert!(replaced.iter().all(|r| r.replaced));
     let after = attach::list(&pin.path).unwrap();
-    assert_eq!(links_before, link_ids(&pin.path), "same links, updated in place");
+    assert_eq!(
+        links_before,
+        link_ids(&pin.path),
+        "same links, updated in place"
+    );
     let up = after.iter().find(|a| a.iface == "up0").unwrap();
     assert_eq!(up.prog_id, new_xdp);
     assert_ne!(
@@ -240,12 +265,22 @@ fn attach_errors_say_what_to_do() {
         (missing, offload, native_br, fallback, other)
     });
     assert!(missing.contains("\"nosuch0\" does not exist"), "{missing}");
-    assert!(offload.contains("offload") && offload.contains("--mode native"), "{offload}");
+    assert!(
+        offload.contains("offload") && offload.contains("--mode native"),
+        "{offload}"
+    );
     assert!(offload.contains("driver veth"), "{offload}");
-    assert!(native_br.contains("driver bridge has no native XDP"), "{native_br}");
+    assert!(
+        native_br.contains("driver bridge has no native XDP"),
+        "{native_br}"
+    );
     assert!(native_br.contains("--mode generic"), "{native_br}");
     assert_eq!(fallback.hook, Hook::Xdp(AttachMode::Generic));
-    assert!(fallback.warning.as_deref().unwrap().contains("generic mode"));
+    assert!(fallback
+        .warning
+        .as_deref()
+        .unwrap()
+        .contains("generic mode"));
     assert!(other.contains("already has an XDP program"), "{other}");
     assert!(other.contains("xdp off"), "{other}");
 }
@@ -269,7 +304,10 @@ fn bpffs_is_mounted_when_absent() {
     let pin = base.join("mnt").join("xlb");
     assert!(!xlb_loader::is_bpffs(&base));
     xlb_loader::pin::ensure_pin_dir(&pin).unwrap();
-    assert!(xlb_loader::is_bpffs(&base.join("mnt")), "bpffs mounted at the parent");
+    assert!(
+        xlb_loader::is_bpffs(&base.join("mnt")),
+        "bpffs mounted at the parent"
+    );
     assert!(xlb_loader::is_bpffs(&pin));
     // And the maps pin there.
     let dp = DataPlane::load(&LoadOptions {

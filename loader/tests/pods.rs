@@ -50,24 +50,42 @@ fn watcher_follows_veths_and_the_pods_get_the_program() {
             apply_event(&p, ev).unwrap();
         }
         // A pod appears.
-        support::sh(&["ip", "-n", &nsname, "link", "add", "vethnew", "type", "veth", "peer", "name", "eth0n"]);
-        let ev = wait_for(&mut w, |e| matches!(e, IfaceEvent::Added { name, .. } if name == "vethnew"));
-        assert!(ev.iter().all(|e| !matches!(e, IfaceEvent::Added { name, .. } if name.starts_with("eth0"))));
+        support::sh(&[
+            "ip", "-n", &nsname, "link", "add", "vethnew", "type", "veth", "peer", "name", "eth0n",
+        ]);
+        let ev = wait_for(
+            &mut w,
+            |e| matches!(e, IfaceEvent::Added { name, .. } if name == "vethnew"),
+        );
+        assert!(ev
+            .iter()
+            .all(|e| !matches!(e, IfaceEvent::Added { name, .. } if name.starts_with("eth0"))));
         for e in &ev {
             apply_event(&p, e).unwrap();
         }
         let l = attach::list(&p).unwrap();
-        let new = l.iter().find(|a| a.iface == "vethnew").expect("vethnew attached");
+        let new = l
+            .iter()
+            .find(|a| a.iface == "vethnew")
+            .expect("vethnew attached");
         assert_eq!(new.hook, Hook::Tcx);
         assert_eq!(new.prog_id, tc_id);
         // Renamed out of the pattern, then deleted.
-        support::sh(&["ip", "-n", &nsname, "link", "set", "vethold", "name", "notapod"]);
-        let ev = wait_for(&mut w, |e| matches!(e, IfaceEvent::Removed { name, .. } if name == "vethold"));
+        support::sh(&[
+            "ip", "-n", &nsname, "link", "set", "vethold", "name", "notapod",
+        ]);
+        let ev = wait_for(
+            &mut w,
+            |e| matches!(e, IfaceEvent::Removed { name, .. } if name == "vethold"),
+        );
         for e in &ev {
             apply_event(&p, e).unwrap();
         }
         support::sh(&["ip", "-n", &nsname, "link", "del", "vethnew"]);
-        let ev = wait_for(&mut w, |e| matches!(e, IfaceEvent::Removed { name, .. } if name == "vethnew"));
+        let ev = wait_for(
+            &mut w,
+            |e| matches!(e, IfaceEvent::Removed { name, .. } if name == "vethnew"),
+        );
         for e in &ev {
             apply_event(&p, e).unwrap();
         }

@@ -33,23 +33,39 @@ fn without_tcx_pods_get_a_clsact_filter_that_detach_removes() {
         let b = attach::attach_pod(&p, tc2.as_fd(), "vethpod0").unwrap();
         (a, b)
     });
-    assert_eq!(first.hook, Hook::TcClsact { created_qdisc: true });
+    assert_eq!(
+        first.hook,
+        Hook::TcClsact {
+            created_qdisc: true
+        }
+    );
     let w = first.warning.as_deref().unwrap();
     assert!(w.contains("classic tc filter on clsact"), "{w}");
     assert!(again.replaced);
     let filters = ns.ip_out(&["link"]); // keep the namespace referenced
     assert!(filters.contains("vethpod0"));
-    let shown = support::sh_out(&["tc", "-n", &ns.name, "filter", "show", "dev", "vethpod0", "ingress"]);
-    assert_eq!(shown.matches("handle 0x786c62").count(), 1, "one xlb filter: {shown}");
+    let shown = support::sh_out(&[
+        "tc", "-n", &ns.name, "filter", "show", "dev", "vethpod0", "ingress",
+    ]);
+    assert_eq!(
+        shown.matches("handle 0x786c62").count(),
+        1,
+        "one xlb filter: {shown}"
+    );
     assert!(shown.contains(&format!("id {tc_id}")), "{shown}");
     let listed = attach::list(&pin.path).unwrap();
     assert_eq!(listed.len(), 1);
 
     let p = pin.path.clone();
     ns.run(move || attach::detach(&p, "vethpod0").unwrap());
-    let shown = support::sh_out(&["tc", "-n", &ns.name, "filter", "show", "dev", "vethpod0", "ingress"]);
+    let shown = support::sh_out(&[
+        "tc", "-n", &ns.name, "filter", "show", "dev", "vethpod0", "ingress",
+    ]);
     assert!(!shown.contains("xlb_tc"), "{shown}");
     let qdiscs = support::sh_out(&["tc", "-n", &ns.name, "qdisc", "show", "dev", "vethpod0"]);
-    assert!(!qdiscs.contains("clsact"), "xlb made the clsact qdisc, so it removes it: {qdiscs}");
+    assert!(
+        !qdiscs.contains("clsact"),
+        "xlb made the clsact qdisc, so it removes it: {qdiscs}"
+    );
     assert!(attach::list(&pin.path).unwrap().is_empty());
 }

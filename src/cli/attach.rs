@@ -114,11 +114,20 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 pub fn run_attach(a: AttachArgs, pin_dir: &Path) -> anyhow::Result<()> {
+    // Before loading (which pins maps): a typo must not leave state behind.
+    if xlb_loader::sys::ifindex(&a.iface).is_none() {
+        return Err(xlb_loader::Error::NoSuchInterface(a.iface).into());
+    }
     let dp = DataPlane::load(&LoadOptions {
         pin_dir: Some(pin_dir.to_owned()),
         ..Default::default()
     })
-    .with_context(|| format!("loading the data plane with maps under {}", pin_dir.display()))?;
+    .with_context(|| {
+        format!(
+            "loading the data plane with maps under {}",
+            pin_dir.display()
+        )
+    })?;
 
     // Watch before listing so no pod interface slips between the two.
     let mut watcher = if a.follow {
@@ -134,7 +143,8 @@ pub fn run_attach(a: AttachArgs, pin_dir: &Path) -> anyhow::Result<()> {
         a.mode,
         a.fallback_generic,
     )
-    .with_context(|| format!("attaching XDP to {}", a.iface))?];
+    // (the loader's errors name the interface and the way out already)
+    ?];
 
     let mut failures = Vec::new();
     let pods: Vec<String> = xlb_loader::sys::interfaces()

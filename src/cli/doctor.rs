@@ -81,7 +81,7 @@ pub fn run(a: DoctorArgs, pin_dir: &Path) -> anyhow::Result<()> {
     let kv = kernel_version();
     match &kv {
         Some((rel, maj, min)) if (*maj, *min) >= (6, 6) => {
-            check(&mut c, "kernel", Level::Ok, format!("{rel}"), None)
+            check(&mut c, "kernel", Level::Ok, rel.clone(), None)
         }
         Some((rel, maj, min)) if (*maj, *min) >= (5, 15) => check(
             &mut c,
@@ -103,7 +103,13 @@ pub fn run(a: DoctorArgs, pin_dir: &Path) -> anyhow::Result<()> {
     // bpf() syscall and privileges: a tiny map.
     let bpf_ok = match sys::probe_map_create() {
         Ok(_) => {
-            check(&mut c, "bpf syscall", Level::Ok, "maps can be created", None);
+            check(
+                &mut c,
+                "bpf syscall",
+                Level::Ok,
+                "maps can be created",
+                None,
+            );
             true
         }
         Err(e) => {
@@ -123,7 +129,13 @@ pub fn run(a: DoctorArgs, pin_dir: &Path) -> anyhow::Result<()> {
     };
 
     if Path::new("/sys/kernel/btf/vmlinux").exists() {
-        check(&mut c, "BTF", Level::Ok, "/sys/kernel/btf/vmlinux present", None);
+        check(
+            &mut c,
+            "BTF",
+            Level::Ok,
+            "/sys/kernel/btf/vmlinux present",
+            None,
+        );
     } else {
         check(
             &mut c,
@@ -149,7 +161,10 @@ pub fn run(a: DoctorArgs, pin_dir: &Path) -> anyhow::Result<()> {
             "bpffs",
             Level::Warn,
             format!("no bpffs at {} (xlb attach mounts it)", parent.display()),
-            Some(format!("or mount it yourself: `mount -t bpf bpf {}`", parent.display())),
+            Some(format!(
+                "or mount it yourself: `mount -t bpf bpf {}`",
+                parent.display()
+            )),
         );
     }
 
@@ -197,7 +212,11 @@ pub fn run(a: DoctorArgs, pin_dir: &Path) -> anyhow::Result<()> {
                     format!(
                         "maps pinned under {}; attached: {}",
                         pin_dir.display(),
-                        if desc.is_empty() { "nothing".into() } else { desc.join(", ") }
+                        if desc.is_empty() {
+                            "nothing".into()
+                        } else {
+                            desc.join(", ")
+                        }
                     ),
                     None,
                 );
@@ -206,8 +225,14 @@ pub fn run(a: DoctorArgs, pin_dir: &Path) -> anyhow::Result<()> {
                 &mut c,
                 "pins",
                 Level::Warn,
-                format!("{} exists but its maps cannot be opened: {e}", pin_dir.display()),
-                Some(format!("`xlb detach --all --pin-dir {}` clears it", pin_dir.display())),
+                format!(
+                    "{} exists but its maps cannot be opened: {e}",
+                    pin_dir.display()
+                ),
+                Some(format!(
+                    "`xlb detach --all --pin-dir {}` clears it",
+                    pin_dir.display()
+                )),
             ),
         }
     }
@@ -239,7 +264,9 @@ pub fn run(a: DoctorArgs, pin_dir: &Path) -> anyhow::Result<()> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"checks": v, "ok": worst != Level::Fail}))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({"checks": v, "ok": worst != Level::Fail})
+            )?
         );
     } else {
         for x in &c {
@@ -277,7 +304,13 @@ fn iface_checks(c: &mut Vec<Check>, iface: &str, bpf_ok: bool, pin_dir: &Path) {
         return;
     };
     let driver = sys::driver(iface).unwrap_or_else(|_| "unknown".into());
-    check(c, "interface", Level::Ok, format!("{iface} (index {ifindex}, driver {driver})"), None);
+    check(
+        c,
+        "interface",
+        Level::Ok,
+        format!("{iface} (index {ifindex}, driver {driver})"),
+        None,
+    );
     if !bpf_ok {
         return;
     }
@@ -290,13 +323,22 @@ fn iface_checks(c: &mut Vec<Check>, iface: &str, bpf_ok: bool, pin_dir: &Path) {
     let current = sys::xdp_query(ifindex).ok();
     match (current, ours) {
         (Some((mode, id)), Some(a)) if id != 0 => {
-            let m = AttachMode::from_attached(mode).map(|m| m.name()).unwrap_or("?");
-            let level = if m == "generic" { Level::Warn } else { Level::Ok };
+            let m = AttachMode::from_attached(mode)
+                .map(|m| m.name())
+                .unwrap_or("?");
+            let level = if m == "generic" {
+                Level::Warn
+            } else {
+                Level::Ok
+            };
             check(
                 c,
                 "native XDP",
                 level,
-                format!("xlb is attached to {iface} in {m} mode (prog {id}, {})", a.pin.display()),
+                format!(
+                    "xlb is attached to {iface} in {m} mode (prog {id}, {})",
+                    a.pin.display()
+                ),
                 (level == Level::Warn).then(|| {
                     format!("generic mode is slow; native needs driver support ({driver})")
                 }),
@@ -335,7 +377,10 @@ fn probe_native_xdp(c: &mut Vec<Check>, iface: &str, ifindex: u32, driver: &str)
                     ),
                 )
             } else {
-                (Level::Fail, "XDP cannot attach to this interface at all".to_string())
+                (
+                    Level::Fail,
+                    "XDP cannot attach to this interface at all".to_string(),
+                )
             };
             check(
                 c,
@@ -350,7 +395,13 @@ fn probe_native_xdp(c: &mut Vec<Check>, iface: &str, ifindex: u32, driver: &str)
 
 fn probe_tcx_check(c: &mut Vec<Check>, iface: &str, ifindex: u32) {
     match probe_tcx(ifindex) {
-        Ok(()) => check(c, "tcx", Level::Ok, format!("tcx ingress attaches on {iface}"), None),
+        Ok(()) => check(
+            c,
+            "tcx",
+            Level::Ok,
+            format!("tcx ingress attaches on {iface}"),
+            None,
+        ),
         Err(e) => check(
             c,
             "tcx",

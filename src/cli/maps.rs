@@ -2,7 +2,7 @@
 //!
 //! Everything goes through `xlb_bpf::Maps` (typed); addresses print as dotted
 //! quads, ports in host order, protocols by name, Services by the name the
-//! agent recorded in `<pin_dir>/names.json` (see `xlb_loader::names`).
+//! agent recorded in `/run/xlb/names.json` (see `xlb_loader::names`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -264,12 +264,23 @@ pub fn run(a: MapsArgs, pin_dir: &Path) -> anyhow::Result<()> {
     let maps = Maps::from_pin_dir(pin_dir)
         .with_context(|| format!("opening the maps under {}", pin_dir.display()))?;
     let names = xlb_loader::names::read(pin_dir);
-    let sel = a.service.as_deref().map(|s| SvcSel { sel: s, names: &names });
+    let sel = a.service.as_deref().map(|s| SvcSel {
+        sel: s,
+        names: &names,
+    });
     let bsel = a.backend.as_deref();
     let table = match &a.which {
         Which::Services => services(&maps, &names, sel.as_ref(), bsel)?,
         Which::Backends => backends(&maps, sel.as_ref(), bsel)?,
-        Which::Maglev { svc } => maglev(&maps, &names, &SvcSel { sel: svc, names: &names }, bsel)?,
+        Which::Maglev { svc } => maglev(
+            &maps,
+            &names,
+            &SvcSel {
+                sel: svc,
+                names: &names,
+            },
+            bsel,
+        )?,
         Which::Ct => ct(&maps, &names, sel.as_ref(), bsel)?,
         Which::Affinity => affinity(&maps, &names, sel.as_ref(), bsel)?,
         Which::SrcRanges => src_ranges(&maps, &names, sel.as_ref())?,
@@ -290,7 +301,9 @@ fn services(
     svcs.sort_by_key(|(k, v)| (v.svc_id, k.ip(), k.port(), k.proto));
     let mut t = Table::new(
         "frontends",
-        &["ID", "NAME", "FRONTEND", "PROTO", "TYPE", "TABLE", "LOCAL", "FLAGS", "AFFINITY"],
+        &[
+            "ID", "NAME", "FRONTEND", "PROTO", "TYPE", "TABLE", "LOCAL", "FLAGS", "AFFINITY",
+        ],
     );
     let backends: BTreeMap<u32, xlb_backend> = maps.backends()?.into_iter().collect();
     for (k, v) in svcs {
@@ -299,7 +312,10 @@ fn services(
         }
         if let Some(b) = bsel {
             let table = maps.read_maglev(v.table_off, v.table_size)?;
-            if !table.iter().any(|id| backend_matches(b, *id, backends.get(id))) {
+            if !table
+                .iter()
+                .any(|id| backend_matches(b, *id, backends.get(id)))
+            {
                 continue;
             }
         }
@@ -404,7 +420,9 @@ fn maglev(
     let backends: BTreeMap<u32, xlb_backend> = maps.backends()?.into_iter().collect();
     let mut t = Table::new(
         "backend rows",
-        &["SVC", "FRONTEND", "BACKEND", "ADDRESS", "NODE", "SLOTS", "SHARE"],
+        &[
+            "SVC", "FRONTEND", "BACKEND", "ADDRESS", "NODE", "SLOTS", "SHARE",
+        ],
     );
     let mut summary = Vec::new();
     for (k, v) in fes {
@@ -432,7 +450,8 @@ fn maglev(
                     svc_label(names, v.svc_id),
                     frontend(&k),
                     id.to_string(),
-                    b.map(|b| b.sockaddr().to_string()).unwrap_or_else(|| "(free slot)".into()),
+                    b.map(|b| b.sockaddr().to_string())
+                        .unwrap_or_else(|| "(free slot)".into()),
                     b.map(|b| node_str(b.node())).unwrap_or_else(|| "-".into()),
                     n.to_string(),
                     format!("{share:.1}%"),
@@ -467,7 +486,9 @@ fn ct(
     entries.sort_by_key(|(k, v)| (v.svc_id, k.src(), k.dst(), k.proto));
     let mut t = Table::new(
         "connections",
-        &["SRC", "DST", "PROTO", "DIR", "SVC", "BACKEND", "NAT", "TUNNEL", "AGE"],
+        &[
+            "SRC", "DST", "PROTO", "DIR", "SVC", "BACKEND", "NAT", "TUNNEL", "AGE",
+        ],
     );
     for (k, v) in entries {
         if sel.is_some_and(|s| !s.id_matches(v.svc_id)) {
@@ -483,7 +504,11 @@ fn ct(
             Some(b) => format!("{} ({})", v.backend_id, b.sockaddr()),
             None => v.backend_id.to_string(),
         };
-        let nat = if v.is_reverse() { v.nat().to_string() } else { "-".into() };
+        let nat = if v.is_reverse() {
+            v.nat().to_string()
+        } else {
+            "-".into()
+        };
         let tunnel = v.tunnel_peer().map(|p| p.to_string());
         t.push(
             vec![
@@ -527,7 +552,10 @@ fn affinity(
     let backends: BTreeMap<u32, xlb_backend> = maps.backends()?.into_iter().collect();
     let mut entries = maps.affinities().context("reading affinity")?;
     entries.sort_by_key(|(k, _)| (k.svc_id, k.client()));
-    let mut t = Table::new("affinity entries", &["SVC", "CLIENT", "BACKEND", "GEN", "AGE"]);
+    let mut t = Table::new(
+        "affinity entries",
+        &["SVC", "CLIENT", "BACKEND", "GEN", "AGE"],
+    );
     for (k, v) in entries {
         if sel.is_some_and(|s| !s.id_matches(k.svc_id)) {
             continue;
@@ -638,9 +666,19 @@ fn stats(
 fn config(maps: &Maps) -> anyhow::Result<Table> {
     let c = maps.config().context("reading config")?;
     let mut t = Table::new("settings", &["SETTING", "VALUE"]);
-    let mut kv = |k: &'static str, v: String, j: Value| t.push(vec![k.into(), v], json!({"setting": k, "value": j}));
-    kv("node_addr", c.node_addr().to_string(), json!(c.node_addr().to_string()));
-    kv("vxlan_port", c.vxlan_port().to_string(), json!(c.vxlan_port()));
+    let mut kv = |k: &'static str, v: String, j: Value| {
+        t.push(vec![k.into(), v], json!({"setting": k, "value": j}))
+    };
+    kv(
+        "node_addr",
+        c.node_addr().to_string(),
+        json!(c.node_addr().to_string()),
+    );
+    kv(
+        "vxlan_port",
+        c.vxlan_port().to_string(),
+        json!(c.vxlan_port()),
+    );
     kv("vni", c.vni.to_string(), json!(c.vni));
     kv("mtu", c.mtu.to_string(), json!(c.mtu));
     kv("ifindex", c.ifindex.to_string(), json!(c.ifindex));
@@ -661,11 +699,30 @@ mod tests {
         names.insert(3, "default/web:80/TCP".to_string());
         let k = xlb_svc_key::addr("10.96.0.10:80".parse().unwrap(), xlb_bpf::Proto::Tcp);
         let np = xlb_svc_key::nodeport(30080, xlb_bpf::Proto::Tcp);
-        let m = |s: &str, id, k: &xlb_svc_key| SvcSel { sel: s, names: &names }.frontend_matches(id, k);
-        for s in ["3", "default/web", "default/web:80", "default/web:80/TCP", "10.96.0.10", "10.96.0.10:80"] {
+        let m = |s: &str, id, k: &xlb_svc_key| {
+            SvcSel {
+                sel: s,
+                names: &names,
+            }
+            .frontend_matches(id, k)
+        };
+        for s in [
+            "3",
+            "default/web",
+            "default/web:80",
+            "default/web:80/TCP",
+            "10.96.0.10",
+            "10.96.0.10:80",
+        ] {
             assert!(m(s, 3, &k), "{s}");
         }
-        for s in ["4", "default/we", "10.96.0.11", "10.96.0.10:81", "kube-system/web"] {
+        for s in [
+            "4",
+            "default/we",
+            "10.96.0.11",
+            "10.96.0.10:81",
+            "kube-system/web",
+        ] {
             assert!(!m(s, 3, &k), "{s}");
         }
         assert!(m(":30080", 9, &np));

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect("spawn");
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
     assert!(
         out.status.success(),
         "{args:?}: {}",
@@ -15,7 +18,10 @@ pub fn sh(args: &[&str]) {
 }
 
 pub fn sh_out(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect("spawn");
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -134,7 +140,10 @@ pub fn xlb_env(
 ) -> std::process::Output {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xlb"));
-    cmd.arg("--pin-dir").arg(pin).args(args).env_remove("RUST_LOG");
+    cmd.arg("--pin-dir")
+        .arg(pin)
+        .args(args)
+        .env_remove("RUST_LOG");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -699,12 +699,30 @@ pub fn fixture(env: &Env) {
     env.service(tcp_key("10.96.0.30:80"), 6, 80, &[], 0);
     env.service(udp_key("10.96.0.30:53"), 7, 96, &[], 0);
     env.service(tcp_key("10.96.0.40:80"), 8, 112, &[3; 7], XLB_SVC_F_LOCAL);
-    env.service(tcp_key("10.96.0.50:80"), 9, 128, &[1; 7], XLB_SVC_F_SRC_RANGES);
+    env.service(
+        tcp_key("10.96.0.50:80"),
+        9,
+        128,
+        &[1; 7],
+        XLB_SVC_F_SRC_RANGES,
+    );
     m.put_src_range(&xlb_src_range_key::new(9, Ipv4Addr::new(198, 18, 0, 0), 28))
         .unwrap();
-    env.service(tcp_key("10.96.0.60:80"), 10, 144, &AFF_TABLE, XLB_SVC_F_AFFINITY);
+    env.service(
+        tcp_key("10.96.0.60:80"),
+        10,
+        144,
+        &AFF_TABLE,
+        XLB_SVC_F_AFFINITY,
+    );
     env.service(tcp_key("10.96.0.70:80"), 11, 160, &MULTI_TABLE, 0);
-    env.service(xlb_svc_key::nodeport(30080, Proto::Tcp), 12, 176, &[1; 7], 0);
+    env.service(
+        xlb_svc_key::nodeport(30080, Proto::Tcp),
+        12,
+        176,
+        &[1; 7],
+        0,
+    );
     env.service(tcp_key("10.96.0.80:80"), 13, 192, &[8; 7], 0);
     env.service(udp_key("10.96.0.20:53"), 14, 208, &[3; 7], 0);
 }
@@ -721,7 +739,13 @@ pub fn now_ns() -> u64 {
 }
 
 /// Backend id the Maglev region [off, off+table.len()) gives a flow.
-pub fn maglev_pick(table: &[u32], src: SocketAddrV4, dst: SocketAddrV4, proto: u8, aff: bool) -> u32 {
+pub fn maglev_pick(
+    table: &[u32],
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    proto: u8,
+    aff: bool,
+) -> u32 {
     table[(flow_hash(src, dst, proto, aff) % table.len() as u32) as usize]
 }
 
@@ -768,7 +792,12 @@ pub fn run_table(env: &Env, prog: Prog, cases: &[Case]) {
                 Prog::Tc => env.tc(&input),
             };
             let after = env.reasons();
-            assert_eq!(rc, c.rc, "return code (reasons moved: {:?})", moved(&before, &after));
+            assert_eq!(
+                rc,
+                c.rc,
+                "return code (reasons moved: {:?})",
+                moved(&before, &after)
+            );
             let r = c.reason as usize;
             assert_eq!(
                 after[r] - before[r],
