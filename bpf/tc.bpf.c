@@ -114,6 +114,7 @@ int xlb_tc(struct __sk_buff *skb)
 				return xlb_tc_reply(skb, cfg, &p, v, &t, bytes);
 		} else if (xlb_ct_backend(v, t.proto, now, &ch)) {
 			xlb_count_svc(v->svc_id, bytes);
+			xlb_ct_reverse_keep(&t, &ch, v, now);
 			return xlb_tc_forward(skb, &p, &ch, bytes);
 		}
 	}

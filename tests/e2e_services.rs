@@ -307,3 +307,30 @@ fn multi_segment_messages_cross_every_path() {
     });
     r.unwrap();
 }
+
+/// A client reusing its source port towards the other node's NodePort (as a
+/// retry or ECMP would) is answered by that frontend, not by state left from
+/// the first flow: local on one node, remote (tunnel return) on the other.
+#[test]
+fn source_port_reuse_across_nodes_is_answered_by_the_right_frontend() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    let g = lab();
+    let wrong = g.client(|| {
+        let mut wrong = Vec::new();
+        for port in 42000..42030 {
+            for via in [1, 2, 1] {
+                let to = node(via, 30080);
+                let from = std::net::SocketAddrV4::new(CLIENT_ADDR, port);
+                match probe::udp_bound(from, to, T) {
+                    Ok((_, src)) if src == SocketAddr::V4(to) => {}
+                    Ok((r, src)) => wrong.push(format!("{from} -> {to}: {} from {src}", r.name)),
+                    Err(e) => wrong.push(format!("{from} -> {to}: {e}")),
+                }
+            }
+        }
+        wrong
+    });
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}

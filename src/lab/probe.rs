@@ -123,7 +123,20 @@ pub fn udp(
     to: SocketAddrV4,
     timeout: Duration,
 ) -> io::Result<(Reply, SocketAddr)> {
-    let sock = UdpSocket::bind(SocketAddrV4::new(from.unwrap_or(Ipv4Addr::UNSPECIFIED), 0))?;
+    udp_bound(
+        SocketAddrV4::new(from.unwrap_or(Ipv4Addr::UNSPECIFIED), 0),
+        to,
+        timeout,
+    )
+}
+
+/// [`udp`] from a given source address and port.
+pub fn udp_bound(
+    from: SocketAddrV4,
+    to: SocketAddrV4,
+    timeout: Duration,
+) -> io::Result<(Reply, SocketAddr)> {
+    let sock = UdpSocket::bind(from)?;
     sock.set_read_timeout(Some(timeout))?;
     sock.send_to(b"probe", to)?;
     let mut buf = [0u8; 512];

@@ -321,6 +321,21 @@ fn node(lab: &Lab, n: u8) -> Result<()> {
         VXLAN_DEV,
     ])?;
     for m in lab.node_numbers().filter(|&m| m != n) {
+        // The underlay is static: permanent neighbours for the other nodes, so
+        // xlb's fib lookup for the VXLAN next hop always finds one.
+        ip(&[
+            "-n",
+            &ns,
+            "neigh",
+            "replace",
+            &node_addr(m).to_string(),
+            "lladdr",
+            &node_mac(m),
+            "dev",
+            UPLINK,
+            "nud",
+            "permanent",
+        ])?;
         let via = vtep_addr(m).to_string();
         ip(&[
             "-n",
