@@ -111,8 +111,11 @@ int xlb_tc(struct __sk_buff *skb)
 	__u64 now = 0;
 	int r, event = XLB_OK;
 
-	if (data + XLB_TC_PULL > data_end && skb->len > data_end - data) {
-		bpf_skb_pull_data(skb, skb->len < XLB_TC_PULL ? skb->len : XLB_TC_PULL);
+	/* xlb_parse checks the IPv4 total length against data_end, so the whole
+	 * packet must be linear: a pod's TCP data arrives with its payload in
+	 * page frags (found by the lab: replies with data were not reverse-NATed). */
+	if (skb->len > data_end - data) {
+		bpf_skb_pull_data(skb, skb->len);
 		data = (void *)(long)skb->data;
 		data_end = (void *)(long)skb->data_end;
 	}
@@ -136,6 +139,7 @@ int xlb_tc(struct __sk_buff *skb)
 				return xlb_tc_reply(skb, cfg, &p, v, &t, bytes);
 		} else if (xlb_ct_backend(v, t.proto, now, &ch)) {
 			xlb_count_svc(v->svc_id, bytes);
+			xlb_ct_reverse_keep(&t, &ch, v, now);
 			return xlb_tc_forward(skb, &p, &ch, bytes);
 		}
 	}

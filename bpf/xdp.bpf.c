@@ -172,8 +172,12 @@ static __always_inline int xlb_tunnel_in(struct xlb_ctx *x, __u64 now)
 	struct xlb_ct_val *v = bpf_map_lookup_elem(&ct, &rk);
 	int r;
 
-	if (!v || ((v->flags & XLB_CT_F_TUNNEL) && !v->nat_addr &&
-		   v->tunnel_peer != x->tun.peer)) {
+	/* Rewrite anything but this very tunnel entry: a reverse entry left by an
+	 * earlier flow with the same backend/client ports (a client reusing its
+	 * source port towards another node's NodePort) would reverse-NAT the
+	 * replies to the wrong frontend (found by the lab). */
+	if (!v || !(v->flags & XLB_CT_F_TUNNEL) || v->nat_addr ||
+	    v->tunnel_peer != x->tun.peer) {
 		struct xlb_ct_val nv = {
 			.flags = XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL,
 			.tunnel_peer = x->tun.peer,
@@ -211,6 +215,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 				return xlb_reply(x, v, &t);
 		} else if (xlb_ct_backend(v, t.proto, now, &ch)) {
 			xlb_count_svc(v->svc_id, x->bytes);
+			xlb_ct_reverse_keep(&t, &ch, v, now);
 			return xlb_forward(x, &ch, &t);
 		}
 	}

@@ -189,6 +189,39 @@ static __always_inline int xlb_ct_create(const struct xlb_ct_key *t, const struc
 	return err ? XLB_R_DROP_CT_FULL : XLB_OK;
 }
 
+/*
+ * On a forward hit: keep the flow's reverse entry pointing at this flow. A
+ * later flow with the same backend and client ports (a client reusing its
+ * source port towards another node's NodePort, or that node's tunnel entry)
+ * may have replaced it, and the replies would be reverse-NATed to the wrong
+ * frontend (found by the lab). One lookup; a write only when it differs.
+ */
+static __always_inline void xlb_ct_reverse_keep(const struct xlb_ct_key *t,
+						const struct xlb_choice *ch,
+						const struct xlb_ct_val *fv, __u64 now)
+{
+	struct xlb_ct_key rk = {
+		.saddr = ch->addr, .daddr = t->saddr, .sport = ch->port, .dport = t->sport,
+		.proto = t->proto,
+	};
+	__u32 tun = fv->flags & XLB_CT_F_TUNNEL;
+	struct xlb_ct_val *rv = bpf_map_lookup_elem(&ct, &rk);
+	struct xlb_ct_val nv = {};
+
+	if (rv && rv->nat_addr == t->daddr && rv->nat_port == t->dport &&
+	    (rv->flags & XLB_CT_F_TUNNEL) == tun && rv->tunnel_peer == fv->tunnel_peer)
+		return;
+	nv.backend_id = fv->backend_id;
+	nv.generation = fv->generation;
+	nv.svc_id = fv->svc_id;
+	nv.flags = XLB_CT_F_REVERSE | tun;
+	nv.tunnel_peer = fv->tunnel_peer;
+	nv.nat_addr = t->daddr;
+	nv.nat_port = t->dport;
+	nv.last_seen = now;
+	bpf_map_update_elem(&ct, &rk, &nv, BPF_ANY);
+}
+
 /* Reverse entry of a live reply (not timed out); refreshes last_seen. */
 static __always_inline int xlb_ct_reverse_live(struct xlb_ct_val *v, __u8 proto, __u64 now)
 {
