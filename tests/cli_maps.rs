@@ -412,6 +412,21 @@ fn maps_tables_and_json_match_what_was_written() {
     let all = json(&ok(xlb(None, p, &["maps", "stats", "--all", "--json"])));
     assert!(all["total"].as_u64().unwrap() > 3);
 
+    // A reader that goes away (`xlb maps ct | head`) ends the command
+    // quietly by SIGPIPE, as with `ls`; no panic on stderr.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_xlb"))
+        .arg("--pin-dir")
+        .arg(p)
+        .args(["maps", "ct"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(o.status.signal(), Some(libc::SIGPIPE), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+
     // Names are optional: without the file, ids only.
     xlb_loader::names::remove(p);
     let r = rows(&stdout(&ok(xlb(None, p, &["maps", "services"]))));

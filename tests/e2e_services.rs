@@ -218,7 +218,6 @@ fn service_without_endpoints_refuses_at_once() {
 
 /// Pods get the same answer through the ClusterIP (the tc path).
 #[test]
-#[ignore = "the pod-veth tc program drops (counted) instead of answering RST for Services without endpoints yet (data plane, issue 2)"]
 fn service_without_endpoints_refuses_pods_too() {
     if !xlb_loader::testutil::privileged() {
         return;

@@ -40,6 +40,12 @@ fn assert_gone(prefix: &str, inodes: &[u64]) {
     assert!(!lab::state_dir(prefix).exists());
     let procs_left = procs::of_lab(inodes, prefix);
     assert!(procs_left.is_empty(), "processes left: {procs_left:?}");
+    for n in 1..=7 {
+        let pin = lab::pin_dir(prefix, n);
+        assert!(!pin.exists(), "{} left", pin.display());
+        let names = xlb_loader::names::file_path(&pin);
+        assert!(!names.exists(), "{} left", names.display());
+    }
 }
 
 #[test]
@@ -162,6 +168,8 @@ fn down_cleans_up_after_a_crash_and_spares_other_labs() {
         .args(["netns", "add", &format!("{}-node7", a.prefix())])
         .status()
         .unwrap();
+    // ...and the Service-names file an agent wrote.
+    xlb_loader::names::write(&a.lab.pin_dir(1), &[(1, "ns/a:80/TCP".into())].into()).unwrap();
     lab::down(a.prefix()).unwrap();
     assert_gone(a.prefix(), &inodes);
 

@@ -37,25 +37,32 @@ pub fn file_path(pin_dir: &Path) -> PathBuf {
     Path::new(STATE_DIR).join(format!("{flat}.names.json"))
 }
 
-/// Writes the names atomically (temp file + rename).
+/// Writes the names of a pin directory atomically (temp file + rename).
 pub fn write(pin_dir: &Path, names: &BTreeMap<u32, String>) -> Result<()> {
-    let io = |what: String| {
-        move |e| Error::Io {
-            what,
-            err: e,
-            hint: "run as root; /run must be writable".into(),
-        }
-    };
     let file = file_path(pin_dir);
-    std::fs::create_dir_all(STATE_DIR).map_err(io(format!("creating {STATE_DIR}")))?;
+    write_file(&file, names).map_err(|err| Error::Io {
+        what: format!("writing {}", file.display()),
+        err,
+        hint: "run as root; /run must be writable".into(),
+    })
+}
+
+/// Writes a names file at `path` atomically (temp file + rename), creating
+/// its directory.
+pub fn write_file(path: &Path, names: &BTreeMap<u32, String>) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let services: serde_json::Map<String, serde_json::Value> = names
         .iter()
         .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
         .collect();
     let text = serde_json::json!({"version": 1, "services": services}).to_string();
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, text).map_err(io(format!("writing {}", tmp.display())))?;
-    std::fs::rename(&tmp, &file).map_err(io(format!("renaming {}", tmp.display())))
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// Reads the names; absent or malformed = empty (malformed is logged).

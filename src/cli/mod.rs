@@ -79,10 +79,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(a) => crate::agent::run(a, &pin_dir),
         Command::Attach(a) => attach::run_attach(a, &pin_dir),
         Command::Detach(a) => attach::run_detach(a, &pin_dir),
-        Command::Maps(a) => maps::run(a, &pin_dir),
-        Command::Doctor(a) => doctor::run(a, &pin_dir),
+        Command::Maps(a) => {
+            die_on_closed_stdout();
+            maps::run(a, &pin_dir)
+        }
+        Command::Doctor(a) => {
+            die_on_closed_stdout();
+            doctor::run(a, &pin_dir)
+        }
         Command::Lab(a) => lab::run(a, &pin_dir),
         Command::Bench(a) => bench::run(a, &pin_dir),
         Command::Backend(a) => crate::lab::backend::run(a),
+    }
+}
+
+/// Commands that only print (`maps`, `doctor`) end quietly when their reader
+/// goes away (`xlb maps ct | head`), as `ls` or `ipvsadm` do, instead of
+/// panicking in `println!`. Rust ignores SIGPIPE by default; the long-running
+/// commands keep that, so a closed metrics socket never kills the agent.
+fn die_on_closed_stdout() {
+    // SAFETY: restoring the default disposition of one signal, before any
+    // thread of ours exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

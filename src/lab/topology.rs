@@ -655,6 +655,21 @@ pub fn down(prefix: &str) -> Result<DownReport> {
             }
         }
     }
+    // The agents' Service-names files (/run/xlb/<flattened pin dir>.names.json)
+    // outlive their pin directories unless removed here.
+    if let Ok(rd) = std::fs::read_dir(xlb_loader::names::STATE_DIR) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let name = e.file_name();
+            let lab_file = name
+                .to_str()
+                .and_then(|s| s.strip_prefix("sys_fs_bpf_"))
+                .and_then(|s| s.strip_suffix(".names.json"))
+                .is_some_and(|s| is_lab_pin_dir(prefix, s));
+            if lab_file {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     let mut failed = Vec::new();
     for ns in nss {
         match ip(&["netns", "del", &ns]) {

@@ -117,64 +117,33 @@ pub struct Occupancy {
 /// otherwise. The agent writes it atomically (temp file + rename) whenever a
 /// svc_id is allocated or freed; `xlb maps` reads it with [`read_names`].
 pub fn names_path(pin_dir: &Path) -> PathBuf {
-    let run = Path::new("/run/xlb");
-    if pin_dir == Path::new(xlb_loader::DEFAULT_PIN_DIR) {
-        return run.join("names.json");
-    }
-    let flat: String = pin_dir
-        .to_string_lossy()
-        .trim_matches('/')
-        .chars()
-        .map(|c| if c == '/' { '_' } else { c })
-        .collect();
-    run.join(format!("{flat}.names.json"))
+    xlb_loader::names::file_path(pin_dir)
 }
 
 /// Reads a names file: svc_id -> `"ns/name:port/PROTO"`. A missing file is
-/// an empty map.
+/// an empty map; an unreadable or malformed one is an error.
 pub fn read_names(path: &Path) -> Result<BTreeMap<u32, String>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(source) => {
-            return Err(Error::Names {
-                path: path.into(),
-                source,
-            })
-        }
-    };
-    let file: NamesFile = serde_json::from_str(&text).map_err(|e| Error::Names {
-        path: path.into(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-    })?;
-    Ok(file.services)
-}
-
-/// Writes a names file atomically.
-pub fn write_names(path: &Path, names: &BTreeMap<u32, String>) -> Result<()> {
     let err = |source| Error::Names {
         path: path.into(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    let body = serde_json::to_vec(&NamesFile {
-        version: 1,
-        services: names.clone(),
-    })
-    .map_err(|e| err(std::io::Error::other(e)))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, body).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        err(e)
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(err(e)),
+    };
+    xlb_loader::names::parse(&text).ok_or_else(|| {
+        err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a names file ({\"version\":1,\"services\":{..}})",
+        ))
     })
 }
 
-/// On-disk form of the names file: `{"version":1,"services":{"7":"default/web:80/TCP"}}`.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct NamesFile {
-    version: u32,
-    services: BTreeMap<u32, String>,
+/// Writes a names file atomically.
+pub fn write_names(path: &Path, names: &BTreeMap<u32, String>) -> Result<()> {
+    xlb_loader::names::write_file(path, names).map_err(|source| Error::Names {
+        path: path.into(),
+        source,
+    })
 }
