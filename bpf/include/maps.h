@@ -29,12 +29,14 @@ struct {
 	__type(value, struct xlb_backend);
 } backends SEC(".maps");
 
-/* Maglev slot -> backend_id; each frontend owns [table_off, table_off + table_size) */
+/* Maglev slot -> backend_id; each frontend owns [table_off, table_off + table_size).
+ * Memory-mapped by the agent (tables written as memory, not per-slot updates). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, XLB_MAGLEV_SLOTS);
 	__type(key, __u32);
 	__type(value, __u32);
+	__uint(map_flags, BPF_F_MMAPABLE);
 } maglev SEC(".maps");
 
 /* connection tracking: forward (client -> VIP) and reverse (backend -> client) entries */

@@ -5,7 +5,11 @@
 //! sync, the CLI and the tests share one implementation and never poke bytes.
 
 use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
@@ -34,6 +38,18 @@ pub enum Error {
         map: &'static str,
         index: u64,
         max: u32,
+    },
+    #[error("pinned map {} was created by an older xlb without BPF_F_MMAPABLE (flags {flags:#x}); remove the old state with `xlb detach --all --pin-dir {}` or `xlb agent --cleanup --pin-dir {}` (this drops connection tracking), or delete that directory, then start xlb again", path.display(), dir.display(), dir.display())]
+    NotMmapable {
+        path: PathBuf,
+        dir: PathBuf,
+        flags: u32,
+    },
+    #[error("memory-mapping map {map} ({len} bytes): {source}")]
+    Mmap {
+        map: &'static str,
+        len: usize,
+        source: std::io::Error,
     },
     #[error("map {map}: value of {got} bytes, expected {want}")]
     Size {
@@ -72,6 +88,93 @@ pub struct Maps {
     pub local_addrs: MapHandle,
     pub config: MapHandle,
     pub stats: MapHandle,
+    /// `maglev` mapped into memory (`BPF_F_MMAPABLE`), on first table access.
+    maglev_mem: OnceLock<MaglevMem>,
+}
+
+/// The `maglev` array mapped shared and writable. The kernel lays an array's
+/// values out `round_up(value_size, 8)` bytes apart from offset 0 of the
+/// mapping, so slot `i` is the `u32` at byte `i * stride`. The data plane
+/// reads slots concurrently: every access is one aligned 32-bit atomic, so a
+/// slot is never torn and no store is elided or merged away.
+#[derive(Debug)]
+struct MaglevMem {
+    base: NonNull<u8>,
+    len: usize,
+    stride: usize,
+    slots: u32,
+}
+
+// SAFETY: the mapping is shared memory owned by this value (unmapped on
+// drop); every access goes through `AtomicU32`, so it may be used from any
+// thread.
+unsafe impl Send for MaglevMem {}
+unsafe impl Sync for MaglevMem {}
+
+impl MaglevMem {
+    fn map(h: &MapHandle) -> Result<Self> {
+        let value_size = h.value_size() as usize;
+        if value_size != 4 {
+            return Err(Error::Size {
+                map: "maglev",
+                got: value_size,
+                want: 4,
+            });
+        }
+        let stride = value_size.next_multiple_of(8);
+        let slots = h.max_entries();
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .ok()
+            .filter(|p| *p > 0)
+            .unwrap_or(4096);
+        let len = (slots as usize * stride).next_multiple_of(page);
+        // SAFETY: a fresh mapping chosen by the kernel over the map's fd; the
+        // result is checked against MAP_FAILED before use.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                h.as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Error::Mmap {
+                map: "maglev",
+                len,
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let base = NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::Mmap {
+            map: "maglev",
+            len,
+            source: std::io::Error::other("mmap returned NULL"),
+        })?;
+        Ok(Self {
+            base,
+            len,
+            stride,
+            slots,
+        })
+    }
+
+    fn slot(&self, i: u32) -> &AtomicU32 {
+        debug_assert!(i < self.slots);
+        // SAFETY: i < slots, so i * stride + 4 <= len; the kernel aligns the
+        // array's values to 8 bytes and the mapping to a page.
+        unsafe { &*self.base.as_ptr().add(i as usize * self.stride).cast::<AtomicU32>() }
+    }
+}
+
+impl Drop for MaglevMem {
+    fn drop(&mut self) {
+        // SAFETY: base/len are exactly the mapping made in `map`, and no
+        // reference into it outlives self (slot() borrows self).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
 }
 
 fn bytes<T: plain::Plain>(v: &T) -> &[u8] {
@@ -111,15 +214,31 @@ macro_rules! map_err {
 
 impl Maps {
     /// Opens every map pinned under `dir` (default `/sys/fs/bpf/xlb`).
+    ///
+    /// A `maglev` pinned by an older xlb (without `BPF_F_MMAPABLE`) is
+    /// [`Error::NotMmapable`], which names the fix.
     pub fn from_pin_dir(dir: &Path) -> Result<Self> {
         let open = |name: &str| {
             let path = dir.join(name);
             MapHandle::from_pinned_path(&path).map_err(|source| Error::OpenPinned { path, source })
         };
+        let maglev = open("maglev")?;
+        let flags = libbpf_rs::MapInfo::new(maglev.as_fd())
+            .map_err(map_err!("map info", "maglev"))?
+            .info
+            .map_flags;
+        if flags & libbpf_rs::libbpf_sys::BPF_F_MMAPABLE == 0 {
+            return Err(Error::NotMmapable {
+                path: dir.join("maglev"),
+                dir: dir.to_owned(),
+                flags,
+            });
+        }
         Ok(Self {
+            maglev_mem: OnceLock::new(),
             services: open("services")?,
             backends: open("backends")?,
-            maglev: open("maglev")?,
+            maglev,
             ct: open("ct")?,
             affinity: open("affinity")?,
             src_ranges: open("src_ranges")?,
@@ -137,6 +256,7 @@ impl Maps {
             MapHandle::try_from(map).map_err(map_err!("dup fd", name))
         };
         Ok(Self {
+            maglev_mem: OnceLock::new(),
             services: dup(&m.services, "services")?,
             backends: dup(&m.backends, "backends")?,
             maglev: dup(&m.maglev, "maglev")?,
@@ -309,33 +429,58 @@ impl Maps {
 
     // --- maglev -----------------------------------------------------------
 
-    /// Writes `table` at slots `[off, off + table.len())` in one batch.
+    /// The memory-mapped `maglev` array, mapped on first use.
+    fn maglev_mem(&self) -> Result<&MaglevMem> {
+        if let Some(m) = self.maglev_mem.get() {
+            return Ok(m);
+        }
+        let m = MaglevMem::map(&self.maglev)?;
+        // A concurrent first use may have won: its mapping is kept, ours unmapped.
+        let _ = self.maglev_mem.set(m);
+        Ok(self.maglev_mem.get().expect("set above"))
+    }
+
+    /// Checks `[off, off + len)` against the array; returns the last slot.
+    fn check_maglev_range(&self, off: u32, len: usize) -> Result<u32> {
+        let end = u64::from(off) + len as u64 - 1;
+        self.check_index("maglev", &self.maglev, end)
+    }
+
+    /// Writes `table` at slots `[off, off + table.len())`, through the
+    /// memory-mapped array: one aligned atomic 32-bit store per slot, then a
+    /// release fence, so the table is complete before the caller switches a
+    /// Service entry to it.
     pub fn write_maglev(&self, off: u32, table: &[u32]) -> Result<()> {
         if table.is_empty() {
             return Ok(());
         }
-        let end = u64::from(off) + table.len() as u64 - 1;
-        self.check_index("maglev", &self.maglev, end)?;
-        let keys: Vec<u32> = (off..off + table.len() as u32).collect();
-        let kb: Vec<u8> = keys.iter().flat_map(|k| k.to_ne_bytes()).collect();
-        let vb: Vec<u8> = table.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        self.maglev
-            .update_batch(&kb, &vb, table.len() as u32, MapFlags::ANY, MapFlags::ANY)
-            .map_err(map_err!("update_batch", "maglev"))
+        self.check_maglev_range(off, table.len())?;
+        let mem = self.maglev_mem()?;
+        for (i, v) in (off..).zip(table) {
+            mem.slot(i).store(*v, Ordering::Relaxed);
+        }
+        std::sync::atomic::fence(Ordering::Release);
+        Ok(())
     }
 
-    /// Reads slots `[off, off + len)`.
+    /// Reads slots `[off, off + len)` from the memory-mapped array.
     pub fn read_maglev(&self, off: u32, len: u32) -> Result<Vec<u32>> {
         if len == 0 {
             return Ok(Vec::new());
         }
-        self.check_index("maglev", &self.maglev, u64::from(off) + u64::from(len) - 1)?;
-        let mut out = Vec::with_capacity(len as usize);
-        for k in off..off + len {
-            let v: Option<u32> = Self::get(&self.maglev, "maglev", &k)?;
-            out.push(v.unwrap_or(0));
-        }
-        Ok(out)
+        self.check_maglev_range(off, len as usize)?;
+        let mem = self.maglev_mem()?;
+        std::sync::atomic::fence(Ordering::Acquire);
+        Ok((off..off + len)
+            .map(|i| mem.slot(i).load(Ordering::Relaxed))
+            .collect())
+    }
+
+    /// One slot through the ordinary map lookup syscall (not the mapping):
+    /// what the kernel, and so the data plane, sees.
+    pub fn maglev_slot_syscall(&self, slot: u32) -> Result<Option<u32>> {
+        let slot = self.check_index("maglev", &self.maglev, slot.into())?;
+        Self::get(&self.maglev, "maglev", &slot)
     }
 
     // --- ct / affinity ----------------------------------------------------

@@ -53,7 +53,7 @@ pub enum Error {
     NoSuchInterface(String),
     #[error("xlb is not attached to {iface} (nothing under {}/links); `xlb detach --all` removes everything", pin_dir.display())]
     NotAttached { iface: String, pin_dir: PathBuf },
-    #[error("stale pin {}: {why}. Remove the old state with `xlb detach --all --pin-dir {}` (this drops connection tracking), or use another --pin-dir", path.display(), pin_dir.display())]
+    #[error("stale pin {}: {why}. Remove the old state with `xlb detach --all --pin-dir {}` or `xlb agent --cleanup --pin-dir {}` (this drops connection tracking), or delete that directory, or use another --pin-dir", path.display(), pin_dir.display(), pin_dir.display())]
     StalePin {
         path: PathBuf,
         why: String,

@@ -143,6 +143,13 @@ pub fn check_pinned_maps(pin_dir: &Path, specs: &[MapSpec]) -> Result<()> {
         cmp("value size", info.value_size, spec.value_size);
         cmp("max entries", info.max_entries, spec.max_entries);
         cmp("flags", info.map_flags, spec.flags);
+        let mmapable = libbpf_sys::BPF_F_MMAPABLE;
+        if spec.flags & mmapable != 0 && info.map_flags & mmapable == 0 {
+            diffs.push(format!(
+                "it lacks BPF_F_MMAPABLE ({mmapable:#x}): this xlb writes {} as memory",
+                spec.name
+            ));
+        }
         if !diffs.is_empty() {
             return Err(stale(format!(
                 "it was made by another xlb version or with other sizes: {}",
