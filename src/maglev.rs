@@ -162,24 +162,28 @@ pub fn table(backends: &[SocketAddrV4], m: u32) -> Vec<u32> {
         .iter()
         .map(|&i| permutation(&backends[i as usize], m))
         .collect();
-    let mut next = vec![0u32; n];
+    // Current position of each backend in its preference list,
+    // (offset + next * skip) mod m, advanced by skip (offset, skip < m).
+    let mut pos: Vec<u32> = perm.iter().map(|&(offset, _)| offset).collect();
     const EMPTY: u32 = u32::MAX;
     let mut entry = vec![EMPTY; m as usize];
     let mut filled = 0u32;
+    let m64 = u64::from(m);
+    let advance = |c: u32, skip: u32| {
+        let c = u64::from(c) + u64::from(skip);
+        (if c >= m64 { c - m64 } else { c }) as u32
+    };
     'outer: loop {
         for j in 0..n {
-            let (offset, skip) = perm[j];
+            let skip = perm[j].1;
             // Next slot in j's preference list that is still empty. With m
             // prime, the permutation visits every slot, so this ends.
-            let mut c =
-                ((u64::from(offset) + u64::from(next[j]) * u64::from(skip)) % u64::from(m)) as u32;
+            let mut c = pos[j];
             while entry[c as usize] != EMPTY {
-                next[j] += 1;
-                c = ((u64::from(offset) + u64::from(next[j]) * u64::from(skip)) % u64::from(m))
-                    as u32;
+                c = advance(c, skip);
             }
             entry[c as usize] = order[j];
-            next[j] += 1;
+            pos[j] = advance(c, skip);
             filled += 1;
             if filled == m {
                 break 'outer;
@@ -329,8 +333,54 @@ mod tests {
         })
     }
 
+    /// The paper's fill loop as first written here (a modulo per probe):
+    /// `table` must give exactly its output.
+    fn reference_table(backends: &[SocketAddrV4], m: u32) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..backends.len() as u32).collect();
+        order.sort_by_key(|&i| identity(&backends[i as usize]));
+        order.dedup_by_key(|i| identity(&backends[*i as usize]));
+        let perm: Vec<(u32, u32)> = order
+            .iter()
+            .map(|&i| permutation(&backends[i as usize], m))
+            .collect();
+        let mut next = vec![0u64; order.len()];
+        let mut entry = vec![u32::MAX; m as usize];
+        let mut filled = 0;
+        'outer: loop {
+            for j in 0..order.len() {
+                let (o, k) = (u64::from(perm[j].0), u64::from(perm[j].1));
+                let mut c = ((o + next[j] * k) % u64::from(m)) as usize;
+                while entry[c] != u32::MAX {
+                    next[j] += 1;
+                    c = ((o + next[j] * k) % u64::from(m)) as usize;
+                }
+                entry[c] = order[j];
+                next[j] += 1;
+                filled += 1;
+                if filled == m {
+                    break 'outer;
+                }
+            }
+        }
+        entry
+    }
+
+    #[test]
+    fn same_tables_as_the_reference_fill() {
+        for (n, m) in [(1, 251), (3, 251), (10, 1009), (100, 10007), (1000, 65537), (7, 2), (1, 1)] {
+            let bs: Vec<SocketAddrV4> = (0..n).map(be).collect();
+            assert_eq!(table(&bs, m), reference_table(&bs, m), "n {n} m {m}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn same_tables_as_the_reference_fill_random(bs in backend_set(), big in any::<bool>()) {
+            let m = if big { 65537 } else { MaglevConfig::default().table_size(bs.len()) };
+            prop_assert_eq!(table(&bs, m), reference_table(&bs, m));
+        }
 
         #[test]
         fn order_independent(bs in backend_set(), seed in any::<u64>()) {
