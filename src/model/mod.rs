@@ -224,6 +224,31 @@ pub fn build(snap: &Snapshot, cfg: &ModelConfig) -> Desired {
     Model::from_snapshot(snap, cfg.clone()).desired().clone()
 }
 
+/// What [`Model::apply_snapshot`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotDelta {
+    /// Objects added or changed (each fed to the model).
+    pub upserted: usize,
+    /// Objects gone.
+    pub removed: usize,
+    /// Whether the desired state changed.
+    pub changed: bool,
+}
+
+/// Whether a source's object is the one the model holds: a different
+/// resourceVersion is a change; otherwise (same, or none as in manifest
+/// files) the content decides.
+fn same_object<K: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> + PartialEq>(
+    old: &K,
+    new: &K,
+) -> bool {
+    let (a, b) = (&old.metadata().resource_version, &new.metadata().resource_version);
+    if a.is_some() && b.is_some() && a != b {
+        return false;
+    }
+    old == new
+}
+
 /// What the model keeps of a Node.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub(crate) struct NodeInfo {
@@ -247,6 +272,9 @@ pub struct Model {
     /// Service key -> its slices' keys.
     slices_by_svc: HashMap<String, BTreeSet<String>>,
     nodes: BTreeMap<String, NodeInfo>,
+    /// The Node objects themselves, to tell a changed one cheaply in
+    /// [`Model::apply_snapshot`].
+    node_objs: HashMap<String, Node>,
     /// owner object -> its skip reasons.
     skipped: BTreeMap<String, Vec<(String, String)>>,
     desired: Desired,
@@ -267,6 +295,7 @@ impl Model {
             slice_owner: HashMap::new(),
             slices_by_svc: HashMap::new(),
             nodes: BTreeMap::new(),
+            node_objs: HashMap::new(),
             skipped: BTreeMap::new(),
             desired: Desired::default(),
         };
@@ -282,13 +311,16 @@ impl Model {
                 let mut reasons = Vec::new();
                 let info = compute::node_info(n, &m.cfg, &mut reasons);
                 m.set_reasons(&format!("Node {name}"), reasons);
+                m.node_objs.insert(name.clone(), n.clone());
                 m.nodes.insert(name, info);
             } else {
                 m.skip_one("Node ?", "Node", "metadata.name missing");
             }
         }
         for s in &snap.slices {
-            m.index_slice(s);
+            if m.index_slice(s).is_none() && key_of(&s.metadata).is_none() {
+                m.skip_one("EndpointSlice ?", "EndpointSlice", "metadata.name missing");
+            }
         }
         for s in &snap.services {
             match key_of(&s.metadata) {
@@ -389,6 +421,7 @@ impl Model {
         let info = compute::node_info(node, &self.cfg, &mut reasons);
         let owner = format!("Node {name}");
         self.set_reasons(&owner, reasons);
+        self.node_objs.insert(name.clone(), node.clone());
         let changed = if self.nodes.get(&name) != Some(&info) {
             self.nodes.insert(name, info);
             self.node_changed()
@@ -402,9 +435,154 @@ impl Model {
     /// Removes a Node by name.
     pub fn remove_node(&mut self, name: &str) -> bool {
         self.skipped.remove(&format!("Node {name}"));
+        self.node_objs.remove(name);
         let changed = self.nodes.remove(name).is_some() && self.node_changed();
         self.rebuild_skipped();
         changed
+    }
+
+    /// Brings the model to exactly the objects of `snap` (what a source
+    /// publishes: the complete current view), touching only what differs
+    /// from the objects it holds: objects are matched by kind and
+    /// `namespace/name`; one counts as changed when its resourceVersion
+    /// differs, or (same or no resourceVersion, e.g. manifest files) when its
+    /// content differs. Only the Services a changed object belongs to are
+    /// recomputed (every Service when a Node's addresses, pod CIDRs or VTEP
+    /// MAC changed), so unchanged Services keep their `Arc` and
+    /// [`crate::sync::Syncer::apply`] skips them. The result equals
+    /// [`build`]`(snap)`. Duplicate names: the last object wins, as in
+    /// [`build`].
+    pub fn apply_snapshot(&mut self, snap: &Snapshot) -> SnapshotDelta {
+        let mut delta = SnapshotDelta::default();
+        // Nameless objects are re-reported from this snapshot alone.
+        for owner in ["Service ?", "EndpointSlice ?", "Node ?"] {
+            self.skipped.remove(owner);
+        }
+
+        // Nodes.
+        let mut nodes: HashMap<&str, &Node> = HashMap::with_capacity(snap.nodes.len());
+        for n in &snap.nodes {
+            match n.metadata.name.as_deref().filter(|n| !n.is_empty()) {
+                Some(name) => {
+                    nodes.insert(name, n);
+                }
+                None => self.skip_one("Node ?", "Node", "metadata.name missing"),
+            }
+        }
+        let mut nodes_changed = false;
+        let gone: Vec<String> = self
+            .node_objs
+            .keys()
+            .filter(|k| !nodes.contains_key(k.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.skipped.remove(&format!("Node {name}"));
+            self.node_objs.remove(&name);
+            nodes_changed |= self.nodes.remove(&name).is_some();
+            delta.removed += 1;
+        }
+        for (name, n) in nodes {
+            if self.node_objs.get(name).is_some_and(|old| same_object(old, n)) {
+                continue;
+            }
+            delta.upserted += 1;
+            let mut reasons = Vec::new();
+            let info = compute::node_info(n, &self.cfg, &mut reasons);
+            self.set_reasons(&format!("Node {name}"), reasons);
+            self.node_objs.insert(name.to_string(), n.clone());
+            if self.nodes.get(name) != Some(&info) {
+                self.nodes.insert(name.to_string(), info);
+                nodes_changed = true;
+            }
+        }
+
+        // EndpointSlices: every Service a changed slice left or joined is dirty.
+        let mut dirty: BTreeSet<String> = BTreeSet::new();
+        let mut slices: HashMap<String, &EndpointSlice> = HashMap::with_capacity(snap.slices.len());
+        for sl in &snap.slices {
+            match key_of(&sl.metadata) {
+                Some(k) => {
+                    slices.insert(k, sl);
+                }
+                None => self.skip_one("EndpointSlice ?", "EndpointSlice", "metadata.name missing"),
+            }
+        }
+        let gone: Vec<String> = self
+            .slices
+            .keys()
+            .filter(|k| !slices.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.slices.remove(&k);
+            self.skipped.remove(&format!("EndpointSlice {k}"));
+            if let Some(o) = self.slice_owner.remove(&k) {
+                if let Some(set) = self.slices_by_svc.get_mut(&o) {
+                    set.remove(&k);
+                    if set.is_empty() {
+                        self.slices_by_svc.remove(&o);
+                    }
+                }
+                dirty.insert(o);
+            }
+            delta.removed += 1;
+        }
+        for (k, sl) in slices {
+            if self.slices.get(&k).is_some_and(|old| same_object(old, sl)) {
+                continue;
+            }
+            delta.upserted += 1;
+            if let Some(o) = self.slice_owner.get(&k) {
+                dirty.insert(o.clone());
+            }
+            if let Some(o) = self.index_slice(sl) {
+                dirty.insert(o);
+            }
+        }
+
+        // Services.
+        let mut services: HashMap<String, &Service> = HashMap::with_capacity(snap.services.len());
+        for sv in &snap.services {
+            match key_of(&sv.metadata) {
+                Some(k) => {
+                    services.insert(k, sv);
+                }
+                None => self.skip_one("Service ?", "Service", "metadata.name missing"),
+            }
+        }
+        let gone: Vec<String> = self
+            .services
+            .keys()
+            .filter(|k| !services.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.services.remove(&k);
+            dirty.insert(k);
+            delta.removed += 1;
+        }
+        for (k, sv) in services {
+            if self.services.get(&k).is_some_and(|old| same_object(old, sv)) {
+                continue;
+            }
+            delta.upserted += 1;
+            self.services.insert(k.clone(), sv.clone());
+            dirty.insert(k);
+        }
+
+        // Recompute what the changes touch.
+        if nodes_changed {
+            // Every Service there is; dirty ones gone are dropped below.
+            delta.changed |= self.node_changed();
+        }
+        for k in &dirty {
+            if !nodes_changed || !self.services.contains_key(k) {
+                delta.changed |= self.recompute(k);
+            }
+        }
+        self.rebuild_skipped();
+        delta
     }
 
     fn node_changed(&mut self) -> bool {
