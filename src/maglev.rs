@@ -367,7 +367,15 @@ mod tests {
 
     #[test]
     fn same_tables_as_the_reference_fill() {
-        for (n, m) in [(1, 251), (3, 251), (10, 1009), (100, 10007), (1000, 65537), (7, 2), (1, 1)] {
+        for (n, m) in [
+            (1, 251),
+            (3, 251),
+            (10, 1009),
+            (100, 10007),
+            (1000, 65537),
+            (7, 2),
+            (1, 1),
+        ] {
             let bs: Vec<SocketAddrV4> = (0..n).map(be).collect();
             assert_eq!(table(&bs, m), reference_table(&bs, m), "n {n} m {m}");
         }

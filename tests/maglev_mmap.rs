@@ -80,7 +80,11 @@ fn mmap_writes_are_what_the_kernel_sees() {
 
     // The other way: an ordinary map update is visible through the mapping.
     m.maglev
-        .update(&500u32.to_ne_bytes(), &0xdead_beefu32.to_ne_bytes(), MapFlags::ANY)
+        .update(
+            &500u32.to_ne_bytes(),
+            &0xdead_beefu32.to_ne_bytes(),
+            MapFlags::ANY,
+        )
         .unwrap();
     assert_eq!(m.read_maglev(499, 3).unwrap(), vec![0, 0xdead_beef, 0]);
 
@@ -192,7 +196,10 @@ fn old_unmappable_pin_is_a_clear_error() {
     .expect("an unmappable maglev pin must fail the load");
     let msg = e.to_string();
     assert!(matches!(e, xlb_loader::Error::StalePin { .. }), "{msg}");
-    assert!(msg.contains("maglev") && msg.contains("BPF_F_MMAPABLE"), "{msg}");
+    assert!(
+        msg.contains("maglev") && msg.contains("BPF_F_MMAPABLE"),
+        "{msg}"
+    );
     assert!(msg.contains("xlb detach --all"), "{msg}");
     assert!(msg.contains("xlb agent --cleanup"), "{msg}");
 
@@ -214,5 +221,11 @@ fn old_unmappable_pin_is_a_clear_error() {
     })
     .unwrap();
     dp.maps.write_maglev(0, &[3; 251]).unwrap();
-    assert_eq!(Maps::from_pin_dir(&pin.0).unwrap().read_maglev(0, 251).unwrap(), vec![3; 251]);
+    assert_eq!(
+        Maps::from_pin_dir(&pin.0)
+            .unwrap()
+            .read_maglev(0, 251)
+            .unwrap(),
+        vec![3; 251]
+    );
 }

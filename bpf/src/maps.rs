@@ -165,7 +165,13 @@ impl MaglevMem {
         debug_assert!(i < self.slots);
         // SAFETY: i < slots, so i * stride + 4 <= len; the kernel aligns the
         // array's values to 8 bytes and the mapping to a page.
-        unsafe { &*self.base.as_ptr().add(i as usize * self.stride).cast::<AtomicU32>() }
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(i as usize * self.stride)
+                .cast::<AtomicU32>()
+        }
     }
 }
 

@@ -231,18 +231,25 @@ pub struct SnapshotDelta {
     pub upserted: usize,
     /// Objects gone.
     pub removed: usize,
-    /// Whether the desired state changed.
+    /// Whether what the maps get changed (services, tunnels, local
+    /// addresses; not the skip reasons).
     pub changed: bool,
 }
 
 /// Whether a source's object is the one the model holds: a different
 /// resourceVersion is a change; otherwise (same, or none as in manifest
 /// files) the content decides.
-fn same_object<K: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> + PartialEq>(
+fn same_object<
+    K: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
+        + PartialEq,
+>(
     old: &K,
     new: &K,
 ) -> bool {
-    let (a, b) = (&old.metadata().resource_version, &new.metadata().resource_version);
+    let (a, b) = (
+        &old.metadata().resource_version,
+        &new.metadata().resource_version,
+    );
     if a.is_some() && b.is_some() && a != b {
         return false;
     }
@@ -483,7 +490,11 @@ impl Model {
             delta.removed += 1;
         }
         for (name, n) in nodes {
-            if self.node_objs.get(name).is_some_and(|old| same_object(old, n)) {
+            if self
+                .node_objs
+                .get(name)
+                .is_some_and(|old| same_object(old, n))
+            {
                 continue;
             }
             delta.upserted += 1;
@@ -563,7 +574,11 @@ impl Model {
             delta.removed += 1;
         }
         for (k, sv) in services {
-            if self.services.get(&k).is_some_and(|old| same_object(old, sv)) {
+            if self
+                .services
+                .get(&k)
+                .is_some_and(|old| same_object(old, sv))
+            {
                 continue;
             }
             delta.upserted += 1;

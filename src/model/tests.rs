@@ -687,3 +687,232 @@ fn slice_moving_to_another_service() {
         2
     );
 }
+
+/// Random object generator for the churn tests (deterministic xorshift).
+struct Churn(u64);
+
+impl Churn {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    fn rv(&mut self, v: &mut Value) {
+        // Half of the objects carry a resourceVersion (API source), half not (manifests).
+        if self.chance(50) {
+            v["metadata"]["resourceVersion"] = json!(self.next().to_string());
+        }
+    }
+    fn service(&mut self) -> Service {
+        let i = self.below(8);
+        let mut v = json!({"metadata": {"name": format!("s{i}"),
+                                        "namespace": if self.chance(80) { "default" } else { "other" }},
+            "spec": {"clusterIP": format!("10.96.0.{}", 1 + self.below(20)),
+                     "ports": [{"name": "http", "port": 80 + self.below(3), "targetPort": "http"}]}});
+        if self.chance(30) {
+            v["spec"]["ports"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "alt", "port": 8443, "targetPort": 9443, "protocol": "UDP"}));
+        }
+        if self.chance(10) {
+            v["spec"]["ports"][0]["port"] = json!(0); // bad: skipped with a reason
+        }
+        if self.chance(10) {
+            v["spec"]["clusterIP"] = json!("None"); // headless
+        }
+        if self.chance(20) {
+            v["spec"]["type"] = json!("NodePort");
+            v["spec"]["ports"][0]["nodePort"] = json!(30000 + self.below(5));
+        }
+        if self.chance(15) {
+            v["spec"]["externalTrafficPolicy"] = json!("Local");
+            v["spec"]["type"] = json!("NodePort");
+        }
+        if self.chance(5) {
+            v["metadata"]["name"] = json!(null); // nameless: skipped
+        }
+        self.rv(&mut v);
+        svc(v)
+    }
+    fn slice(&mut self) -> EndpointSlice {
+        let i = self.below(12);
+        let eps: Vec<Value> = (0..self.below(4))
+            .map(|_| {
+                let n = 1 + self.below(3);
+                let mut e = json!({"addresses": [format!("10.244.{n}.{}", 1 + self.below(9))],
+                                   "conditions": {"ready": self.chance(80), "serving": true,
+                                                  "terminating": self.chance(20)}});
+                if self.chance(85) {
+                    e["nodeName"] = json!(format!("n{n}"));
+                }
+                e
+            })
+            .collect();
+        let mut v = json!({"metadata": {"name": format!("sl{i}"),
+                                        "namespace": if self.chance(85) { "default" } else { "other" },
+                                        "labels": {"kubernetes.io/service-name": format!("s{}", self.below(8))}},
+            "addressType": "IPv4",
+            "ports": [{"name": if self.chance(80) { "http" } else { "web" }, "port": 8080, "protocol": "TCP"}],
+            "endpoints": eps});
+        if self.chance(8) {
+            v["metadata"]["labels"] = json!({});
+        }
+        if self.chance(4) {
+            v["metadata"]["name"] = json!(null);
+        }
+        self.rv(&mut v);
+        slice(v)
+    }
+    fn node(&mut self) -> Node {
+        let n = 1 + self.below(3);
+        let mut v = json!({"metadata": {"name": format!("n{n}"),
+                                        "annotations": {"xlb.io/vtep-mac": format!("02:00:00:00:00:0{n}")}},
+            "spec": {"podCIDR": format!("10.244.{n}.0/24")},
+            "status": {"addresses": [{"type": "InternalIP",
+                                      "address": format!("198.18.0.{}", 10 + n + 10 * self.below(2))}]}});
+        if self.chance(15) {
+            v["metadata"]["annotations"] = json!({});
+        }
+        if self.chance(5) {
+            v["metadata"]["name"] = json!(null);
+        }
+        self.rv(&mut v);
+        node(v)
+    }
+}
+
+/// Replaces the object of the same name (or adds it), or removes one.
+fn churn_list<T: Clone + k8s_openapi::Metadata<Ty = ObjectMeta>>(
+    r: &mut Churn,
+    list: &mut Vec<T>,
+    make: impl FnOnce(&mut Churn) -> T,
+) {
+    if !list.is_empty() && r.chance(25) {
+        let i = r.below(list.len() as u64) as usize;
+        list.remove(i);
+        return;
+    }
+    let o = make(r);
+    let same = |x: &T| {
+        x.metadata().name == o.metadata().name && x.metadata().namespace == o.metadata().namespace
+    };
+    match list.iter().position(same) {
+        // Now and then a duplicate name (two manifest files): the last one wins.
+        Some(i) if !r.chance(5) => list[i] = o,
+        _ => list.push(o),
+    }
+}
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+#[test]
+fn apply_snapshot_equals_build_under_random_churn() {
+    // (steps with backends, with skip reasons, with tunnels, with a Node change)
+    let mut seen = (0, 0, 0, 0);
+    for seed in 1..=12u64 {
+        let mut r = Churn(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut snap = Snapshot::default();
+        let mut m = Model::new(cfg());
+        for step in 0..150 {
+            // One to a few changes per snapshot (a debounced burst).
+            let burst = if r.chance(10) { 12 } else { 2 };
+            for _ in 0..1 + r.below(burst) {
+                match r.below(10) {
+                    0 => churn_list(&mut r, &mut snap.nodes, Churn::node),
+                    1..=4 => churn_list(&mut r, &mut snap.services, Churn::service),
+                    _ => churn_list(&mut r, &mut snap.slices, Churn::slice),
+                }
+            }
+            if r.chance(20) {
+                // Sources list in any order.
+                snap.slices.reverse();
+                let half = snap.services.len() / 2;
+                snap.services.rotate_left(half);
+            }
+            let before = m.desired().clone();
+            let delta = m.apply_snapshot(&snap);
+            let want = build(&snap, &cfg());
+            assert_eq!(m.desired(), &want, "seed {seed} step {step}");
+            seen.0 += usize::from(want.backends().len() > 2);
+            seen.1 += usize::from(!want.skipped.is_empty());
+            seen.2 += usize::from(!want.tunnels.is_empty());
+            seen.3 += usize::from(before.tunnels != want.tunnels);
+            let maps_view =
+                |d: &Desired| (d.services.clone(), d.tunnels.clone(), d.local_addrs.clone());
+            assert_eq!(
+                delta.changed,
+                maps_view(&before) != maps_view(&want),
+                "seed {seed} step {step}"
+            );
+
+            // The same snapshot again: nothing to do, every Arc kept.
+            let arcs = m.desired().services.clone();
+            let again = m.apply_snapshot(&snap);
+            assert_eq!(again, SnapshotDelta::default(), "seed {seed} step {step}");
+            for (k, a) in &arcs {
+                assert!(Arc::ptr_eq(a, &m.desired().services[k]), "{k} re-made");
+            }
+        }
+    }
+    // The generator reaches the interesting cases (1800 steps in all).
+    assert!(
+        seen.0 > 500 && seen.1 > 500 && seen.2 > 500 && seen.3 > 20,
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn apply_snapshot_recomputes_only_what_changed() {
+    let mut r = Churn(7);
+    let mut snap = Snapshot {
+        nodes: nodes(),
+        ..Default::default()
+    };
+    for i in 0..8 {
+        let mut s = r.service();
+        s.metadata.name = Some(format!("s{i}"));
+        s.metadata.namespace = Some("default".into());
+        snap.services.push(s);
+    }
+    snap.services.push(web(json!({})));
+    snap.slices.push(two_eps());
+    let mut m = Model::new(cfg());
+    m.apply_snapshot(&snap);
+    let arcs = m.desired().services.clone();
+    // One endpoint more in web's slice: only web changes.
+    let mut s = snap.slices[0].clone();
+    s.endpoints.push(
+        slice(json!({"addressType": "IPv4", "endpoints": [ep("10.244.2.77", "n2")]})).endpoints[0]
+            .clone(),
+    );
+    snap.slices[0] = s;
+    let d = m.apply_snapshot(&snap);
+    assert_eq!(
+        d,
+        SnapshotDelta {
+            upserted: 1,
+            removed: 0,
+            changed: true
+        }
+    );
+    for (k, a) in &arcs {
+        assert_eq!(
+            Arc::ptr_eq(a, &m.desired().services[k]),
+            k != "default/web",
+            "{k}"
+        );
+    }
+    assert_eq!(m.desired(), &build(&snap, &cfg()));
+    // A resourceVersion bump alone (a status heartbeat) is an upsert that changes nothing.
+    snap.nodes[1].metadata.resource_version = Some("1234".into());
+    let d = m.apply_snapshot(&snap);
+    assert_eq!((d.upserted, d.changed), (1, false));
+}
