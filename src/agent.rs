@@ -13,7 +13,9 @@
 //!    uplink (replacing an older xlb program in place, atomically) and tc to
 //!    the pod veths (and keeps following new ones), then syncs. Only this
 //!    first full sync removes stale entries; `/readyz` turns 200 after it.
-//! 6. every later snapshot (debounced) is synced the same way.
+//! 6. every later snapshot (debounced) is synced the same way, incrementally:
+//!    only the objects that differ from the previous snapshot reach the model
+//!    ([`Model::apply_snapshot`]) and only their Services reach the maps.
 //!
 //! SIGTERM / SIGINT stop the agent and leave the data plane as it is: maps
 //! and links stay pinned and keep forwarding until the next agent adopts
@@ -38,7 +40,7 @@ use xlb_loader::netlink::IfacePatterns;
 use xlb_loader::{DataPlane, LoadOptions};
 
 use crate::metrics::{Metrics, ServiceLabel};
-use crate::model::{ModelConfig, Snapshot};
+use crate::model::{Model, ModelConfig, Snapshot};
 use crate::sources::SourceOptions;
 use crate::sync::{SyncOptions, Syncer};
 
@@ -245,6 +247,9 @@ struct Agent {
     attached: bool,
     pods: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
     names: BTreeMap<u32, String>,
+    /// The incremental model, fed each snapshot's changes
+    /// ([`Model::apply_snapshot`]); rebuilt when its config changes.
+    model: Option<Model>,
 }
 
 impl Agent {
@@ -318,6 +323,7 @@ impl Agent {
             attached: false,
             pods: None,
             names: BTreeMap::new(),
+            model: None,
         };
         tracing::info!(node = %agent.node_name, "agent started");
 
@@ -387,11 +393,27 @@ impl Agent {
             vtep_mac_annotation: self.args.vtep_annotation.clone(),
             ..Default::default()
         };
-        let desired = crate::model::build(snap, &cfg);
+        // Only the objects that differ from the last snapshot are fed to the
+        // model, which recomputes only their Services; unchanged Services
+        // keep their Arc and the syncer skips them by pointer.
+        let model = match &mut self.model {
+            Some(m) if *m.config() == cfg => {
+                let delta = m.apply_snapshot(snap);
+                tracing::debug!(?delta, "snapshot applied to the model");
+                m
+            }
+            slot => {
+                if slot.is_some() {
+                    tracing::info!("node facts changed: rebuilding the model");
+                }
+                slot.insert(Model::from_snapshot(snap, cfg))
+            }
+        };
+        let desired = model.desired();
         for (obj, why) in &desired.skipped {
             tracing::debug!("model skipped {obj}: {why}");
         }
-        let retry = match self.syncer.apply(&desired) {
+        let retry = match self.syncer.apply(desired) {
             Ok(rep) => {
                 let took = started.elapsed();
                 self.metrics.observe_sync(took, true);

@@ -43,6 +43,13 @@ pub struct SyncArgs {
     /// Single-EndpointSlice changes to time after the full sync.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
     pub changes: u32,
+    /// Also time the agent's path for one-slice changes: the source's whole
+    /// snapshot (all N Services and slices) diffed against the previous one
+    /// (`Model::apply_snapshot`), then the sync; and, for comparison, the old
+    /// way (`model::build` of the whole snapshot, then the sync). Holds the
+    /// whole snapshot in memory (raises `rss_mb`).
+    #[arg(long)]
+    pub agent_path: bool,
     /// Print one JSON object: {"services", "full_sync_ms", "change_p50_us", "change_p99_us", "rss_mb", "model_ms", "apply_ms", "adopt_ms", "rss_with_maps_mb"}.
     #[arg(long)]
     pub json: bool,
@@ -124,6 +131,103 @@ pub fn mapped_bpf_maps_mb() -> anyhow::Result<f64> {
         }
     }
     Ok(kb / 1024.0)
+}
+
+/// Latencies of the agent's path for one-slice changes.
+struct AgentPath {
+    incr_p50: f64,
+    incr_p99: f64,
+    incr_n: u32,
+    full_p50: f64,
+    full_p99: f64,
+    full_n: u32,
+    snap_p50: f64,
+}
+
+/// One-slice changes the way `xlb agent` handles them: the source publishes
+/// the whole snapshot, the agent diffs it against the previous one into the
+/// model and syncs. Continues from the bench's synced state.
+fn agent_path(
+    model: &mut Model,
+    syncer: &mut Syncer<&mut xlb_bpf::Maps>,
+    serials: &mut [Vec<u32>],
+    rng: &mut Rng,
+    next_serial: &mut u32,
+    changes: u32,
+) -> anyhow::Result<AgentPath> {
+    let n = serials.len() as u32;
+    let mut snap = crate::model::Snapshot {
+        services: (0..n).map(service).collect(),
+        slices: (0..n).map(|i| slice(i, &serials[i as usize])).collect(),
+        nodes: (0..NODES).map(node).collect(),
+    };
+    crate::sources::sort_snapshot(&mut snap);
+    let index: std::collections::HashMap<String, usize> = snap
+        .slices
+        .iter()
+        .enumerate()
+        .map(|(j, s)| (s.metadata.name.clone().unwrap_or_default(), j))
+        .collect();
+    // The agent's model after its first snapshot; same state as `model`.
+    let mut agent_model = Model::from_snapshot(&snap, model.config().clone());
+    let r = syncer.apply(agent_model.desired())?;
+    if r.writes != 0 || !r.failed.is_empty() {
+        bail!("agent model differs from the bench model: {r:?}");
+    }
+    let new_hist = || hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3);
+    let (mut incr, mut full, mut snaps) = (new_hist()?, new_hist()?, new_hist()?);
+    let mut change = |snap: &mut crate::model::Snapshot| {
+        let i = rng.below(n);
+        let s = &mut serials[i as usize];
+        if !s.is_empty() {
+            let j = rng.below(s.len() as u32) as usize;
+            s[j] = *next_serial;
+            *next_serial += 1;
+        }
+        snap.slices[index[&format!("svc-{i}-abcde")]] = slice(i, s);
+    };
+    // The agent's way: diff the snapshot into the model, sync.
+    for _ in 0..changes {
+        change(&mut snap);
+        let t = Instant::now();
+        agent_model.apply_snapshot(&snap);
+        let r = syncer.apply(agent_model.desired())?;
+        incr.record((t.elapsed().as_micros() as u64).max(1))?;
+        if !r.failed.is_empty() {
+            bail!("change failed: {:?}", r.failed[0]);
+        }
+    }
+    // What the kube source does per publish: copy the stores, sort.
+    let full_n = (changes / 10).max(1);
+    for _ in 0..full_n {
+        let t = Instant::now();
+        let mut copy = snap.clone();
+        crate::sources::sort_snapshot(&mut copy);
+        snaps.record((t.elapsed().as_micros() as u64).max(1))?;
+    }
+    // The old way: model::build of the whole snapshot, then the sync.
+    for _ in 0..full_n {
+        change(&mut snap);
+        let t = Instant::now();
+        let d = crate::model::build(&snap, agent_model.config());
+        let r = syncer.apply(&d)?;
+        full.record((t.elapsed().as_micros() as u64).max(1))?;
+        if !r.failed.is_empty() {
+            bail!("change failed: {:?}", r.failed[0]);
+        }
+    }
+    agent_model.apply_snapshot(&snap);
+    // The bench's own model follows, for anyone using it after.
+    *model = agent_model;
+    Ok(AgentPath {
+        incr_p50: incr.value_at_quantile(0.5) as f64,
+        incr_p99: incr.value_at_quantile(0.99) as f64,
+        incr_n: changes,
+        full_p50: full.value_at_quantile(0.5) as f64,
+        full_p99: full.value_at_quantile(0.99) as f64,
+        full_n,
+        snap_p50: snaps.value_at_quantile(0.5) as f64,
+    })
 }
 
 /// Deterministic xorshift for picking Services.
@@ -223,6 +327,19 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
         }
         hist.record(us.max(1))?;
     }
+    let agent = if a.agent_path {
+        Some(agent_path(
+            &mut model,
+            &mut syncer,
+            &mut serials,
+            &mut rng,
+            &mut next_serial,
+            a.changes.min(500),
+        )?)
+    } else {
+        None
+    };
+
     let rss_all = peak_rss_mb()?;
     let mapped = mapped_bpf_maps_mb()?;
     let rss = rss_all - mapped;
@@ -233,12 +350,17 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
     let p50 = hist.value_at_quantile(0.50) as f64;
     let p99 = hist.value_at_quantile(0.99) as f64;
     if a.json {
-        println!(
-            "{}",
-            json!({"services": n, "full_sync_ms": full_ms, "change_p50_us": p50,
-                   "change_p99_us": p99, "rss_mb": rss, "model_ms": model_ms,
-                   "apply_ms": apply_ms, "adopt_ms": adopt_ms, "rss_with_maps_mb": rss_all})
-        );
+        let mut out = json!({"services": n, "full_sync_ms": full_ms, "change_p50_us": p50,
+               "change_p99_us": p99, "rss_mb": rss, "model_ms": model_ms,
+               "apply_ms": apply_ms, "adopt_ms": adopt_ms, "rss_with_maps_mb": rss_all});
+        if let Some(ag) = &agent {
+            out["agent_change_p50_us"] = json!(ag.incr_p50);
+            out["agent_change_p99_us"] = json!(ag.incr_p99);
+            out["agent_rebuild_p50_us"] = json!(ag.full_p50);
+            out["agent_rebuild_p99_us"] = json!(ag.full_p99);
+            out["source_snapshot_p50_us"] = json!(ag.snap_p50);
+        }
+        println!("{out}");
     } else {
         println!("services            {n} x {m} endpoints (table {table} slots each)");
         println!(
@@ -252,6 +374,20 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
             hist.max(),
             a.changes
         );
+        if let Some(ag) = &agent {
+            println!(
+                "agent path, 1 slice p50 {:.0} us, p99 {:.0} us: snapshot diff + model + sync ({} changes)",
+                ag.incr_p50, ag.incr_p99, ag.incr_n
+            );
+            println!(
+                "  old way           p50 {:.0} us, p99 {:.0} us: model::build of the snapshot + sync ({} changes)",
+                ag.full_p50, ag.full_p99, ag.full_n
+            );
+            println!(
+                "  source side       p50 {:.0} us: copying and sorting the whole snapshot (kube stores)",
+                ag.snap_p50
+            );
+        }
         println!(
             "peak RSS            {rss:.1} MiB ({rss_all:.1} MiB with the {mapped:.1} MiB mapped maglev array)"
         );

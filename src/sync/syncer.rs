@@ -331,6 +331,9 @@ impl<M: MapOps> Syncer<M> {
 
         // Merge-join desired and applied Services (both sorted by key).
         let mut changed: Vec<(String, Option<Arc<ServiceDesired>>)> = Vec::new();
+        // Equal by value under another Arc (a rebuilt model): keep the new
+        // Arc, so the next apply skips them by pointer.
+        let mut relink: Vec<(String, Arc<ServiceDesired>)> = Vec::new();
         {
             let mut a = self.applied.iter().peekable();
             let mut b = d.services.iter().peekable();
@@ -355,9 +358,11 @@ impl<M: MapOps> Syncer<M> {
                             b.next();
                         }
                         std::cmp::Ordering::Equal => {
-                            if !(Arc::ptr_eq(va, vb) || ***va == ***vb) || self.retry.contains(*ka)
-                            {
+                            let same_arc = Arc::ptr_eq(va, vb);
+                            if !(same_arc || ***va == ***vb) || self.retry.contains(*ka) {
                                 changed.push(((*kb).clone(), Some((*vb).clone())));
+                            } else if !same_arc {
+                                relink.push(((*kb).clone(), (*vb).clone()));
                             }
                             a.next();
                             b.next();
@@ -365,6 +370,9 @@ impl<M: MapOps> Syncer<M> {
                     },
                 }
             }
+        }
+        for (key, new) in relink {
+            self.applied.insert(key, new);
         }
         for (key, new) in changed {
             self.apply_service(&key, new, &mut rep);
