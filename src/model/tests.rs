@@ -813,6 +813,42 @@ fn churn_list<T: Clone + k8s_openapi::Metadata<Ty = ObjectMeta>>(
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+/// Everything a FakeMaps holds, as bytes (the generated map types have no
+/// PartialEq): services and src_ranges sorted, backend slots, Maglev slots,
+/// tunnels, local addresses.
+type FakeView = (
+    Vec<Vec<u8>>,
+    Vec<Vec<u8>>,
+    Vec<u32>,
+    Vec<Vec<u8>>,
+    Vec<Vec<u8>>,
+    Vec<Ipv4Addr>,
+);
+
+fn fake_view(f: &crate::sync::FakeMaps) -> FakeView {
+    fn b<T: plain::Plain>(v: &T) -> Vec<u8> {
+        // SAFETY: Plain map types.
+        unsafe { plain::as_bytes(v) }.to_vec()
+    }
+    let mut services: Vec<Vec<u8>> = f
+        .services
+        .values()
+        .map(|(k, v)| [b(k), b(v)].concat())
+        .collect();
+    services.sort();
+    (
+        services,
+        f.backends.iter().map(b).collect(),
+        f.maglev.clone(),
+        f.src_ranges.values().map(b).collect(),
+        f.tunnels
+            .values()
+            .map(|(k, v)| [b(k), b(v)].concat())
+            .collect(),
+        f.local_addrs.iter().copied().collect(),
+    )
+}
+
 #[test]
 fn apply_snapshot_equals_build_under_random_churn() {
     // (steps with backends, with skip reasons, with tunnels, with a Node change)
@@ -821,6 +857,13 @@ fn apply_snapshot_equals_build_under_random_churn() {
         let mut r = Churn(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let mut snap = Snapshot::default();
         let mut m = Model::new(cfg());
+        // The maps too: one syncer fed the incremental model, one fed build().
+        let fake = || {
+            let mut f = crate::sync::FakeMaps::small();
+            f.record = false;
+            crate::sync::Syncer::adopt(f, Default::default()).unwrap()
+        };
+        let (mut sync_incr, mut sync_full) = (fake(), fake());
         for step in 0..150 {
             // One to a few changes per snapshot (a debounced burst).
             let burst = if r.chance(10) { 12 } else { 2 };
@@ -851,6 +894,18 @@ fn apply_snapshot_equals_build_under_random_churn() {
                 delta.changed,
                 maps_view(&before) != maps_view(&want),
                 "seed {seed} step {step}"
+            );
+
+            let ri = sync_incr.apply(m.desired()).unwrap();
+            let rf = sync_full.apply(&want).unwrap();
+            // (Random Services may claim the same address or NodePort: both
+            // report the same conflicts.)
+            assert_eq!(ri.failed, rf.failed, "seed {seed} step {step}");
+            assert_eq!(sync_incr.maps().violations(), Vec::<String>::new());
+            assert_eq!(
+                fake_view(sync_incr.maps()),
+                fake_view(sync_full.maps()),
+                "maps differ, seed {seed} step {step}"
             );
 
             // The same snapshot again: nothing to do, every Arc kept.
