@@ -25,6 +25,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 
 use crate::model::{MaglevConfig, Model, ModelConfig};
@@ -137,6 +138,8 @@ pub fn mapped_bpf_maps_mb() -> anyhow::Result<f64> {
 struct AgentPath {
     incr_p50: f64,
     incr_p99: f64,
+    /// Of which the snapshot diff + model.
+    incr_model_p50: f64,
     incr_n: u32,
     full_p50: f64,
     full_p99: f64,
@@ -156,10 +159,17 @@ fn agent_path(
     changes: u32,
 ) -> anyhow::Result<AgentPath> {
     let n = serials.len() as u32;
+    // As the API server hands them over: every object with a resourceVersion.
+    fn rv<K: k8s_openapi::Metadata<Ty = ObjectMeta>>(mut o: K, v: u32) -> K {
+        o.metadata_mut().resource_version = Some(v.to_string());
+        o
+    }
     let mut snap = crate::model::Snapshot {
-        services: (0..n).map(service).collect(),
-        slices: (0..n).map(|i| slice(i, &serials[i as usize])).collect(),
-        nodes: (0..NODES).map(node).collect(),
+        services: (0..n).map(|i| rv(service(i), 1)).collect(),
+        slices: (0..n)
+            .map(|i| rv(slice(i, &serials[i as usize]), 1))
+            .collect(),
+        nodes: (0..NODES).map(|i| rv(node(i), 1)).collect(),
     };
     crate::sources::sort_snapshot(&mut snap);
     let index: std::collections::HashMap<String, usize> = snap
@@ -176,6 +186,7 @@ fn agent_path(
     }
     let new_hist = || hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3);
     let (mut incr, mut full, mut snaps) = (new_hist()?, new_hist()?, new_hist()?);
+    let mut incr_model = new_hist()?;
     let mut change = |snap: &mut crate::model::Snapshot| {
         let i = rng.below(n);
         let s = &mut serials[i as usize];
@@ -184,15 +195,17 @@ fn agent_path(
             s[j] = *next_serial;
             *next_serial += 1;
         }
-        snap.slices[index[&format!("svc-{i}-abcde")]] = slice(i, s);
+        snap.slices[index[&format!("svc-{i}-abcde")]] = rv(slice(i, s), *next_serial);
     };
     // The agent's way: diff the snapshot into the model, sync.
     for _ in 0..changes {
         change(&mut snap);
         let t = Instant::now();
         agent_model.apply_snapshot(&snap);
+        let t_model = t.elapsed();
         let r = syncer.apply(agent_model.desired())?;
         incr.record((t.elapsed().as_micros() as u64).max(1))?;
+        incr_model.record((t_model.as_micros() as u64).max(1))?;
         if !r.failed.is_empty() {
             bail!("change failed: {:?}", r.failed[0]);
         }
@@ -222,6 +235,7 @@ fn agent_path(
     Ok(AgentPath {
         incr_p50: incr.value_at_quantile(0.5) as f64,
         incr_p99: incr.value_at_quantile(0.99) as f64,
+        incr_model_p50: incr_model.value_at_quantile(0.5) as f64,
         incr_n: changes,
         full_p50: full.value_at_quantile(0.5) as f64,
         full_p99: full.value_at_quantile(0.99) as f64,
@@ -356,6 +370,7 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
         if let Some(ag) = &agent {
             out["agent_change_p50_us"] = json!(ag.incr_p50);
             out["agent_change_p99_us"] = json!(ag.incr_p99);
+            out["agent_change_model_p50_us"] = json!(ag.incr_model_p50);
             out["agent_rebuild_p50_us"] = json!(ag.full_p50);
             out["agent_rebuild_p99_us"] = json!(ag.full_p99);
             out["source_snapshot_p50_us"] = json!(ag.snap_p50);
@@ -376,8 +391,8 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
         );
         if let Some(ag) = &agent {
             println!(
-                "agent path, 1 slice p50 {:.0} us, p99 {:.0} us: snapshot diff + model + sync ({} changes)",
-                ag.incr_p50, ag.incr_p99, ag.incr_n
+                "agent path, 1 slice p50 {:.0} us, p99 {:.0} us: snapshot diff + model + sync ({} changes; diff + model p50 {:.0} us)",
+                ag.incr_p50, ag.incr_p99, ag.incr_n, ag.incr_model_p50
             );
             println!(
                 "  old way           p50 {:.0} us, p99 {:.0} us: model::build of the snapshot + sync ({} changes)",

@@ -874,11 +874,14 @@ fn apply_snapshot_equals_build_under_random_churn() {
                     _ => churn_list(&mut r, &mut snap.slices, Churn::slice),
                 }
             }
-            if r.chance(20) {
-                // Sources list in any order.
+            if r.chance(25) {
+                // In any order (the model must not depend on it).
                 snap.slices.reverse();
                 let half = snap.services.len() / 2;
                 snap.services.rotate_left(half);
+            } else {
+                // As both sources publish: sorted by namespace/name.
+                crate::sources::sort_snapshot(&mut snap);
             }
             let before = m.desired().clone();
             let delta = m.apply_snapshot(&snap);
