@@ -16,8 +16,8 @@
  * backend is routed to its pod, a remote one through the node's overlay device
  * (the kernel VXLAN device); the remote node's XDP then leaves it alone and the
  * reply comes back through the overlay to this node, whose XDP reverse-NATs it.
- * Services without endpoints: TCP is answered with a RST sent back into the
- * pod's veth (redirect to its egress); other protocols are dropped (counted).
+ * Services without endpoints: TCP is answered with a RST, UDP with an ICMP port
+ * unreachable, sent back into the pod's veth (redirect to its egress).
  */
 #include <linux/pkt_cls.h>
 #include "include/maps.h"
@@ -63,15 +63,26 @@ static __always_inline int xlb_tc_reply(struct __sk_buff *skb, struct xlb_config
 	return xlb_tc_done(XLB_R_PASS_REVNAT, bytes, TC_ACT_OK);
 }
 
-/* TCP RST back to the pod for a Service without endpoints. */
+/*
+ * A Service without endpoints, as kube-proxy rejects: TCP RST, UDP ICMP port
+ * unreachable, sent back into the pod's veth.
+ */
 static __always_inline int xlb_tc_reject(struct __sk_buff *skb, struct xlb_config *cfg,
 					 struct xlb_pkt *p, __u64 bytes)
 {
 	void *data, *data_end = (void *)(long)skb->data_end;
 	struct xlb_rst_info ri = {};
 
-	if (!(cfg->flags & XLB_CFG_F_REJECT) || p->proto != IPPROTO_TCP ||
-	    !xlb_rst_info(p, data_end, &ri) || ri.rst)
+	if (!(cfg->flags & XLB_CFG_F_REJECT))
+		return xlb_tc_done(XLB_R_DROP_NO_BACKEND, bytes, TC_ACT_SHOT);
+	if (p->proto == IPPROTO_UDP) {
+		if (xlb_icmp_skb(skb, p, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, p->eth->h_source,
+				 p->eth->h_dest))
+			return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+		xlb_count(XLB_R_TX_REJECT, bytes);
+		return bpf_redirect(skb->ifindex, 0);
+	}
+	if (p->proto != IPPROTO_TCP || !xlb_rst_info(p, data_end, &ri) || ri.rst)
 		return xlb_tc_done(XLB_R_DROP_NO_BACKEND, bytes, TC_ACT_SHOT);
 	__builtin_memcpy(ri.mac_to, p->eth->h_source, ETH_ALEN);
 	__builtin_memcpy(ri.mac_from, p->eth->h_dest, ETH_ALEN);

@@ -6,58 +6,17 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use xlb_bpf::Maps;
 use xlb_loader::attach::{self, Hook};
+mod cli_support;
+use cli_support::Netns;
 use xlb_loader::testutil::{privileged, unique_name};
 
 const BIN: &str = env!("CARGO_BIN_EXE_xlb");
-
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Self {
-        let name = unique_name("xlbag");
-        ip(&["netns", "add", &name]);
-        Netns(name)
-    }
-    fn ip(&self, args: &[&str]) {
-        let mut a = vec!["-n", &self.0];
-        a.extend_from_slice(args);
-        ip(&a);
-    }
-    fn path(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.0)
-    }
-    /// Runs `f` on a thread that has entered this namespace.
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = self.path();
-        std::thread::spawn(move || {
-            let f_ns = std::fs::File::open(&path).unwrap();
-            // SAFETY: setns on this thread only, with a namespace fd we own.
-            let rc = unsafe { libc::setns(f_ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn ip(args: &[&str]) {
-    let st = Command::new("ip").args(args).status().unwrap();
-    assert!(st.success(), "ip {args:?}");
-}
 
 struct Pins(PathBuf, PathBuf);
 

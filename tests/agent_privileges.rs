@@ -8,12 +8,13 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
+mod cli_support;
+use cli_support::Netns;
 use xlb_loader::testutil::{privileged, unique_name};
 
 const BIN: &str = env!("CARGO_BIN_EXE_xlb");
@@ -29,47 +30,6 @@ fn granted_caps() -> Vec<String> {
     let caps = sc.capabilities.unwrap();
     assert_eq!(caps.drop.unwrap(), ["ALL"]);
     caps.add.unwrap()
-}
-
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Self {
-        let name = unique_name("xlbpv");
-        run("ip", &["netns", "add", &name]);
-        Netns(name)
-    }
-    fn ip(&self, args: &[&str]) {
-        let mut a = vec!["-n", &self.0];
-        a.extend_from_slice(args);
-        run("ip", &a);
-    }
-    fn path(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.0)
-    }
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = self.path();
-        std::thread::spawn(move || {
-            let f_ns = std::fs::File::open(&path).unwrap();
-            // SAFETY: setns on this thread only, with a namespace fd we own.
-            let rc = unsafe { libc::setns(f_ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0);
-            f()
-        })
-        .join()
-        .unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) {
-    let st = Command::new(cmd).args(args).status().unwrap();
-    assert!(st.success(), "{cmd} {args:?}");
 }
 
 struct Scratch {

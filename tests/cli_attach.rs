@@ -298,7 +298,25 @@ fn doctor_reports_and_exit_codes() {
     ns.veth("up0", "peer0");
     ns.ip(&["link", "add", "br0", "type", "bridge"]);
     let pin = PinDir::new();
+    let sysctl =
+        |kv: &str| cli_support::sh(&["ip", "netns", "exec", &ns.name, "sysctl", "-qw", kv]);
 
+    // Forwarding off and strict rp_filter: warnings with the fix, still runnable.
+    sysctl("net.ipv4.conf.up0.forwarding=0");
+    sysctl("net.ipv4.conf.all.rp_filter=1");
+    let o = xlb(Some(&ns), &pin.path, &["doctor", "--iface", "up0"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("[warn] forwarding"), "{out}");
+    assert!(out.contains("net.ipv4.conf.up0.forwarding=1"), "{out}");
+    assert!(out.contains("[warn] rp_filter"), "{out}");
+    assert!(
+        out.ends_with("xlb can run here (see the warnings)\n"),
+        "{out}"
+    );
+
+    sysctl("net.ipv4.conf.up0.forwarding=1");
+    sysctl("net.ipv4.conf.all.rp_filter=2");
     let o = xlb(Some(&ns), &pin.path, &["doctor", "--iface", "up0"]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
@@ -308,6 +326,8 @@ fn doctor_reports_and_exit_codes() {
         "[ok  ] bpffs",
         "[ok  ] data plane",
         "[ok  ] tcx",
+        "[ok  ] forwarding",
+        "[ok  ] rp_filter    reverse-path filtering loose on up0",
     ] {
         assert!(out.contains(line), "{line}: {out}");
     }

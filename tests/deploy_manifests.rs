@@ -481,3 +481,45 @@ fn image_entrypoint_is_the_built_binary() {
         );
     }
 }
+
+/// The runtime stage is distroless `cc` (glibc, libgcc, no libelf or zlib):
+/// the binary cargo builds must need nothing else, or the image would not
+/// start. (libbpf-sys's `static` feature links libelf and zlib in.)
+#[test]
+fn binary_needs_only_what_the_runtime_image_has() {
+    let text = std::fs::read_to_string(deploy_dir().join("Containerfile")).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FROM gcr.io/distroless/cc-debian12")),
+        "the allow-list below is distroless cc's"
+    );
+    let out = std::process::Command::new("ldd")
+        .arg(env!("CARGO_BIN_EXE_xlb"))
+        .output()
+        .expect("ldd (libc-bin)");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let allowed = [
+        "linux-vdso.so.1",
+        "libc.so.6",
+        "libm.so.6",
+        "libgcc_s.so.1",
+        "libpthread.so.0",
+        "libdl.so.2",
+        "librt.so.1",
+        "ld-linux-x86-64.so.2",
+        "ld-linux-aarch64.so.1",
+    ];
+    let needed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|lib| lib.rsplit('/').next().unwrap())
+        .collect();
+    assert!(needed.contains(&"libc.so.6"), "{text}");
+    for lib in needed {
+        assert!(
+            allowed.contains(&lib),
+            "{lib} is not in distroless cc:\n{text}"
+        );
+    }
+}

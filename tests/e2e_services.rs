@@ -6,7 +6,7 @@ mod e2e_support;
 
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -229,6 +229,32 @@ fn service_without_endpoints_refuses_pods_too() {
     assert_eq!(r.unwrap_err().kind(), ErrorKind::ConnectionRefused);
 }
 
+/// A connected UDP socket learns of the ICMP port unreachable (ECONNREFUSED):
+/// from the client through either node's NodePort (XDP) and from a pod
+/// through the ClusterIP (tc).
+#[test]
+fn udp_to_a_service_without_endpoints_is_refused() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    fn refused(to: SocketAddrV4) -> std::io::Result<usize> {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.connect(to)?;
+        s.send(b"probe")?;
+        s.recv(&mut [0u8; 64])
+    }
+    let g = lab();
+    for to in [node(1, 30086), node(2, 30086)] {
+        let e = g.client(move || refused(to)).expect_err("answered");
+        assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{to}: {e}");
+    }
+    let e = g
+        .pod(1, 1, || refused(sa([10, 96, 0, 16], 53)))
+        .expect_err("answered");
+    assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "pod: {e}");
+}
+
 #[test]
 fn a_thousand_connections_balance_over_four_backends() {
     if !xlb_loader::testutil::privileged() {
@@ -321,7 +347,7 @@ fn source_port_reuse_across_nodes_is_answered_by_the_right_frontend() {
         for port in 42000..42030 {
             for via in [1, 2, 1] {
                 let to = node(via, 30080);
-                let from = std::net::SocketAddrV4::new(CLIENT_ADDR, port);
+                let from = SocketAddrV4::new(CLIENT_ADDR, port);
                 match probe::udp_bound(from, to, T) {
                     Ok((_, src)) if src == SocketAddr::V4(to) => {}
                     Ok((r, src)) => wrong.push(format!("{from} -> {to}: {} from {src}", r.name)),

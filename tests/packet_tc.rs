@@ -199,8 +199,46 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
-            name: "pod -> Service without endpoints, UDP: dropped, counted",
+            name: "pod -> Service without endpoints, UDP: ICMP port unreachable into the pod's veth",
             setup: no_setup,
+            frame: || udp_from_pod("10.96.0.30:53").payload(&[7; 100]).build(),
+            on_uplink: false,
+            rc: TC_ACT_REDIRECT,
+            reason: XLB_R_TX_REJECT,
+            check: |_, input, out| {
+                let (dst, src, p) = check_eth_ipv4(out, "port unreachable");
+                assert_eq!((dst, src), (POD_MAC, VETH_MAC));
+                assert_eq!(Ipv4Addr::from(p.ip.source), Ipv4Addr::new(10, 96, 0, 30));
+                assert_eq!(Ipv4Addr::from(p.ip.destination), Ipv4Addr::new(10, 244, 1, 20));
+                assert_eq!(&p.l4[..2], &[3, 3]);
+                assert_eq!(&p.l4[8..], &input[14..14 + 28]);
+                assert_eq!(out.len(), 14 + 20 + 8 + 28);
+            },
+        },
+        Case {
+            name: "pod -> Service without endpoints, UDP with IPv4 options: ICMP quotes them",
+            setup: no_setup,
+            frame: || {
+                let mut f = udp_from_pod("10.96.0.30:53");
+                f.options = vec![1; 40];
+                f.build()
+            },
+            on_uplink: false,
+            rc: TC_ACT_REDIRECT,
+            reason: XLB_R_TX_REJECT,
+            check: |_, input, out| {
+                let (_, _, p) = check_eth_ipv4(out, "port unreachable");
+                assert_eq!(p.ip.header_len(), 20);
+                assert_eq!(&p.l4[8..], &input[14..14 + 60 + 8]);
+            },
+        },
+        Case {
+            name: "pod -> Service without endpoints, reject disabled: dropped, counted",
+            setup: |env| {
+                let mut c = env.config();
+                c.flags &= !XLB_CFG_F_REJECT;
+                env.maps().put_config(&c).unwrap();
+            },
             frame: || udp_from_pod("10.96.0.30:53").build(),
             on_uplink: false,
             rc: TC_ACT_SHOT,

@@ -222,4 +222,54 @@ static __always_inline int xlb_icmp_xdp(struct xdp_md *ctx, struct xlb_pkt *p, _
 	return XDP_TX;
 }
 
+/*
+ * tc: ICMP error (type, code) about the IPv4 packet in skb at ETH_HLEN,
+ * quoting its header and 8 bytes of its payload, from its destination back to
+ * its source. The quote is saved first, then the skb is resized and written
+ * from scratch. 0, or -1 when the skb could not be rewritten.
+ */
+static __always_inline int xlb_icmp_skb(struct __sk_buff *skb, struct xlb_pkt *p, __u8 type,
+					__u8 code, const __u8 *mac_to, const __u8 *mac_from)
+{
+	__u8 quote[XLB_ICMP_QUOTE_MAX] = {};
+	__be32 saddr = p->saddr, daddr = p->daddr;
+	__u32 qlen = p->ihl_len + 8, len, s;
+	void *data, *data_end;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	struct xlb_icmphdr *ih;
+	__u8 to[ETH_ALEN], from[ETH_ALEN];
+
+	if (qlen > XLB_ICMP_QUOTE_MAX || qlen < 28)
+		return -1;
+	__builtin_memcpy(to, mac_to, ETH_ALEN);
+	__builtin_memcpy(from, mac_from, ETH_ALEN);
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, quote, qlen))
+		return -1;
+	len = ETH_HLEN + XLB_ICMP_HDRS + qlen;
+	if (bpf_skb_change_tail(skb, len, 0) || bpf_skb_pull_data(skb, len))
+		return -1;
+	if (bpf_skb_store_bytes(skb, ETH_HLEN + XLB_ICMP_HDRS, quote, qlen, 0))
+		return -1;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	ip = (void *)(eth + 1);
+	ih = (void *)(ip + 1);
+	if ((void *)(ih + 1) > data_end)
+		return -1;
+	xlb_answer_l2l3(eth, ip, to, from, daddr, saddr, IPPROTO_ICMP, XLB_ICMP_HDRS + qlen);
+	ih->type = type;
+	ih->code = code;
+	ih->checksum = 0;
+	ih->unused = 0;
+	ih->mtu = 0;
+	/* ICMP checksum: the 8-byte header (all zero but type/code) + the quote
+	 * (a multiple of 4 bytes: ihl * 4 + 8). */
+	s = xlb_csum_add32(0, bpf_csum_diff(0, 0, (__be32 *)quote, qlen, 0));
+	s += bpf_htons(((__u16)type << 8) | code);
+	ih->checksum = xlb_csum_fold(s);
+	return 0;
+}
+
 #endif /* XLB_ICMP_H */

@@ -38,6 +38,7 @@ use xlb_loader::{DataPlane, LoadOptions};
 ///   xlb bench prog
 ///   xlb bench prog --json --calls 50000
 #[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct ProgArgs {
     /// Print JSON: {"baseline_ns": f, "paths": [{"name": s, "ns": f, "ratio": f}]}.
     #[arg(long)]

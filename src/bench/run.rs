@@ -125,6 +125,7 @@ impl std::str::FromStr for Sweep {
 ///   xlb bench run --scenario iptables --json
 ///   xlb bench run --scenario nodeport-remote --sweep services=1,1000,100000 --svg services.svg
 #[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct RunArgs {
     /// What the node does with the traffic.
     #[arg(long, value_enum)]

@@ -356,6 +356,66 @@ fn iface_checks(c: &mut Vec<Check>, iface: &str, bpf_ok: bool, pin_dir: &Path) {
         _ => probe_native_xdp(c, iface, ifindex, &driver),
     }
     probe_tcx_check(c, iface, ifindex);
+    sysctl_checks(c, iface);
+}
+
+/// An IPv4 sysctl of this network namespace (`net.ipv4.conf.<dev>.<key>`).
+fn ipv4_conf(dev: &str, key: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{dev}/{key}"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// What the data plane needs of the uplink's IPv4 settings: forwarding for
+/// `bpf_fib_lookup` (remote backends, tunnel return), and a reverse-path
+/// filter that lets reverse-NATed replies (source = the Service address)
+/// through.
+fn sysctl_checks(c: &mut Vec<Check>, iface: &str) {
+    match ipv4_conf(iface, "forwarding") {
+        Some(1) => check(c, "forwarding", Level::Ok, format!("IPv4 forwarding on {iface}"), None),
+        Some(_) => check(
+            c,
+            "forwarding",
+            Level::Warn,
+            format!("IPv4 forwarding is off on {iface}: frames for backends on other nodes are dropped (drop_fib)"),
+            Some(format!("sysctl -w net.ipv4.conf.{iface}.forwarding=1 (every Kubernetes node has it on)")),
+        ),
+        None => check(
+            c,
+            "forwarding",
+            Level::Warn,
+            format!("cannot read net.ipv4.conf.{iface}.forwarding"),
+            Some("is IPv4 enabled on the interface?".into()),
+        ),
+    }
+    // The kernel uses the larger of the `all` and the interface value.
+    let rp = ipv4_conf("all", "rp_filter")
+        .into_iter()
+        .chain(ipv4_conf(iface, "rp_filter"))
+        .max()
+        .unwrap_or(0);
+    if rp == 1 {
+        check(
+            c,
+            "rp_filter",
+            Level::Warn,
+            format!("strict reverse-path filtering on {iface}: replies reverse-NATed to a Service address may be dropped"),
+            Some(format!(
+                "sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.{iface}.rp_filter=2 (loose) or 0"
+            )),
+        );
+    } else {
+        let mode = if rp == 2 { "loose" } else { "off" };
+        check(
+            c,
+            "rp_filter",
+            Level::Ok,
+            format!("reverse-path filtering {mode} on {iface}"),
+            None,
+        );
+    }
 }
 
 fn probe_native_xdp(c: &mut Vec<Check>, iface: &str, ifindex: u32, driver: &str) {

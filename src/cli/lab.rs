@@ -16,6 +16,7 @@ use crate::lab;
 ///   sudo xlb lab set-endpoints --service churn --pods n1p1,n2p2
 ///   sudo xlb lab down
 #[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct LabArgs {
     #[command(subcommand)]
     pub command: LabCommand,

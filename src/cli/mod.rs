@@ -31,21 +31,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the node agent: sync Services, EndpointSlices and Nodes into the maps.
+    // No doc comments here: each Args struct's own doc comment (a summary
+    // line, a description and examples) is the subcommand's help.
     Agent(crate::agent::AgentArgs),
-    /// Load the data plane and attach it to an interface.
     Attach(attach::AttachArgs),
-    /// Detach the data plane from an interface (and remove pins with --all).
     Detach(attach::DetachArgs),
-    /// Print the contents of the pinned maps.
     Maps(maps::MapsArgs),
-    /// Check the kernel and an interface for what xlb needs.
     Doctor(doctor::DoctorArgs),
-    /// Build, probe or remove the netns lab.
     Lab(lab::LabArgs),
-    /// Measure: data-plane paths, live traffic, sync.
     Bench(bench::BenchArgs),
-    /// Tiny TCP/UDP echo server answering with its name and the peer it saw (lab pods).
     Backend(crate::lab::backend::BackendArgs),
 }
 
@@ -102,5 +96,39 @@ fn die_on_closed_stdout() {
     // thread of ours exists.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command an operator types has a help text with examples
+    /// (`xlb attach --help`, `xlb bench run --help`, ...).
+    #[test]
+    fn every_command_has_examples_in_its_help() {
+        let mut root = super::Cli::command();
+        root.build();
+        let mut missing = Vec::new();
+        for sub in root.get_subcommands().filter(|c| c.get_name() != "help") {
+            let mut targets = vec![(sub.get_name().to_string(), sub.clone())];
+            if sub.get_name() == "bench" {
+                targets.extend(
+                    sub.get_subcommands()
+                        .filter(|c| c.get_name() != "help")
+                        .map(|c| (format!("bench {}", c.get_name()), c.clone())),
+                );
+            }
+            for (name, mut c) in targets {
+                let help = c.render_long_help().to_string();
+                if !help.contains("Examples:\n  xlb ") && !help.contains("Examples:\n  sudo xlb ") {
+                    missing.push(name);
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "no examples in the help of: {missing:?}"
+        );
     }
 }

@@ -20,6 +20,7 @@ pub const MAX_LINE: usize = 4096;
 ///   xlb backend --name n1p1 --listen 0.0.0.0:8080 --udp
 ///   xlb backend --name web --listen 10.244.1.2:8080,10.244.1.2:9090
 #[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct BackendArgs {
     /// Name to answer with (the pod name): no spaces.
     #[arg(long, value_parser = parse_name)]

@@ -122,7 +122,16 @@ impl Topo {
         };
         for ns in [t.client.clone(), t.node.clone(), t.sink.clone()] {
             sh("ip", &["netns", "add", &ns])?;
-            t.created.push(ns);
+            t.created.push(ns.clone());
+            // No IPv6 on the bench links: router solicitations and MLD reports
+            // would otherwise be counted by the baselines beside the generator's
+            // frames (received > sent).
+            for kv in [
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ] {
+                sh("ip", &["netns", "exec", &ns, "sysctl", "-qw", kv])?;
+            }
         }
         t.build().context("building the bench topology")?;
         Ok(t)
