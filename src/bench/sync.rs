@@ -160,9 +160,9 @@ fn agent_path(
 ) -> anyhow::Result<AgentPath> {
     let n = serials.len() as u32;
     // As the API server hands them over: every object with a resourceVersion.
-    fn rv<K: k8s_openapi::Metadata<Ty = ObjectMeta>>(mut o: K, v: u32) -> K {
+    fn rv<K: k8s_openapi::Metadata<Ty = ObjectMeta>>(mut o: K, v: u32) -> std::sync::Arc<K> {
         o.metadata_mut().resource_version = Some(v.to_string());
-        o
+        std::sync::Arc::new(o)
     }
     let mut snap = crate::model::Snapshot {
         services: (0..n).map(|i| rv(service(i), 1)).collect(),

@@ -50,12 +50,14 @@ mod tests;
 
 /// Everything the sources know, as the Kubernetes objects themselves. Both
 /// sources (API watchers, manifest directory) produce this; the model turns it
-/// into desired map contents.
+/// into desired map contents. Objects are shared (`Arc`): the kube-rs stores,
+/// every snapshot and the [`Model`] hold one copy of each object between
+/// them, and a snapshot costs one reference count per object.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    pub services: Vec<Service>,
-    pub slices: Vec<EndpointSlice>,
-    pub nodes: Vec<Node>,
+    pub services: Vec<Arc<Service>>,
+    pub slices: Vec<Arc<EndpointSlice>>,
+    pub nodes: Vec<Arc<Node>>,
 }
 
 /// Flannel's annotation: JSON `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}`.
@@ -236,7 +238,8 @@ pub struct SnapshotDelta {
     pub changed: bool,
 }
 
-/// Whether a source's object is the one the model holds. Objects from the
+/// Whether a source's object is the one the model holds: the same `Arc`,
+/// or else by resourceVersion / content. Objects from the
 /// API server both carry a resourceVersion, which changes on every write of
 /// the object: equal means unchanged, without comparing content (a deep
 /// comparison of 20k objects costs tens of ms). Without one on either side
@@ -245,9 +248,12 @@ fn same_object<
     K: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
         + PartialEq,
 >(
-    old: &K,
-    new: &K,
+    old: &Arc<K>,
+    new: &Arc<K>,
 ) -> bool {
+    if Arc::ptr_eq(old, new) {
+        return true; // the very object (kube-rs stores keep unchanged ones)
+    }
     match (
         &old.metadata().resource_version,
         &new.metadata().resource_version,
@@ -273,8 +279,8 @@ pub(crate) struct NodeInfo {
 #[derive(Debug)]
 pub struct Model {
     cfg: ModelConfig,
-    services: HashMap<String, Service>,
-    slices: HashMap<String, EndpointSlice>,
+    services: HashMap<String, Arc<Service>>,
+    slices: HashMap<String, Arc<EndpointSlice>>,
     /// slice key -> owning Service key (from its label).
     slice_owner: HashMap<String, String>,
     /// Service key -> its slices' keys.
@@ -282,7 +288,7 @@ pub struct Model {
     nodes: BTreeMap<String, NodeInfo>,
     /// The Node objects themselves, to tell a changed one cheaply in
     /// [`Model::apply_snapshot`].
-    node_objs: HashMap<String, Node>,
+    node_objs: HashMap<String, Arc<Node>>,
     /// owner object -> its skip reasons.
     skipped: BTreeMap<String, Vec<(String, String)>>,
     desired: Desired,
@@ -312,7 +318,7 @@ fn key_into(
 /// One kind of a snapshot against the objects the model holds.
 struct KindDiff<'a, T> {
     /// `(key, object)` added or changed, in snapshot order (last wins).
-    changed: Vec<(String, &'a T)>,
+    changed: Vec<(String, &'a Arc<T>)>,
     /// Keys held but no longer in the snapshot.
     gone: Vec<String>,
     /// Objects without a name.
@@ -324,7 +330,7 @@ struct KindDiff<'a, T> {
 /// one lookup per object (no per-object allocation) finds the changes, and
 /// a count tells whether anything is gone. Unsorted input or duplicate names
 /// take the general path (last object of a name wins).
-fn diff_kind<'a, T, S>(have: &HashMap<String, T, S>, objs: &'a [T]) -> KindDiff<'a, T>
+fn diff_kind<'a, T, S>(have: &HashMap<String, Arc<T>, S>, objs: &'a [Arc<T>]) -> KindDiff<'a, T>
 where
     T: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
         + PartialEq,
@@ -380,7 +386,7 @@ where
         gone: Vec::new(),
         nameless: 0,
     };
-    let mut last: HashMap<String, &'a T> = HashMap::with_capacity(objs.len());
+    let mut last: HashMap<String, &'a Arc<T>> = HashMap::with_capacity(objs.len());
     let mut order: Vec<String> = Vec::new();
     for o in objs {
         match key_of(o.metadata()) {
@@ -438,7 +444,7 @@ impl Model {
             }
         }
         for s in &snap.slices {
-            if m.index_slice(s).is_none() && key_of(&s.metadata).is_none() {
+            if m.index_slice(s.clone()).is_none() && key_of(&s.metadata).is_none() {
                 m.skip_one("EndpointSlice ?", "EndpointSlice", "metadata.name missing");
             }
         }
@@ -475,7 +481,7 @@ impl Model {
             self.rebuild_skipped();
             return false;
         };
-        self.services.insert(k.clone(), svc.clone());
+        self.services.insert(k.clone(), Arc::new(svc.clone()));
         let changed = self.recompute(&k);
         self.rebuild_skipped();
         changed
@@ -498,7 +504,7 @@ impl Model {
             return false;
         };
         let old_owner = self.slice_owner.get(&k).cloned();
-        let new_owner = self.index_slice(slice);
+        let new_owner = self.index_slice(Arc::new(slice.clone()));
         let mut changed = false;
         if let Some(o) = old_owner.filter(|o| Some(o) != new_owner.as_ref()) {
             changed |= self.recompute(&o);
@@ -541,7 +547,7 @@ impl Model {
         let info = compute::node_info(node, &self.cfg, &mut reasons);
         let owner = format!("Node {name}");
         self.set_reasons(&owner, reasons);
-        self.node_objs.insert(name.clone(), node.clone());
+        self.node_objs.insert(name.clone(), Arc::new(node.clone()));
         let changed = if self.nodes.get(&name) != Some(&info) {
             self.nodes.insert(name, info);
             self.node_changed()
@@ -580,7 +586,7 @@ impl Model {
         }
 
         // Nodes.
-        let mut nodes: HashMap<&str, &Node> = HashMap::with_capacity(snap.nodes.len());
+        let mut nodes: HashMap<&str, &Arc<Node>> = HashMap::with_capacity(snap.nodes.len());
         for n in &snap.nodes {
             match n.metadata.name.as_deref().filter(|n| !n.is_empty()) {
                 Some(name) => {
@@ -646,7 +652,7 @@ impl Model {
             if let Some(o) = self.slice_owner.get(&k) {
                 dirty.insert(o.clone());
             }
-            if let Some(o) = self.index_slice(sl) {
+            if let Some(o) = self.index_slice(sl.clone()) {
                 dirty.insert(o);
             }
         }
@@ -691,7 +697,7 @@ impl Model {
     }
 
     /// Indexes a slice under its Service; returns the owner key.
-    fn index_slice(&mut self, slice: &EndpointSlice) -> Option<String> {
+    fn index_slice(&mut self, slice: Arc<EndpointSlice>) -> Option<String> {
         let k = key_of(&slice.metadata)?;
         if let Some(old) = self.slice_owner.remove(&k) {
             if let Some(set) = self.slices_by_svc.get_mut(&old) {
@@ -701,19 +707,21 @@ impl Model {
                 }
             }
         }
-        self.slices.insert(k.clone(), slice.clone());
         let owner_obj = format!("EndpointSlice {k}");
-        let svc = slice
+        let owner = slice
             .metadata
             .labels
             .as_ref()
             .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            .filter(|s| !s.is_empty());
-        match svc {
-            Some(svc) => {
-                self.skipped.remove(&owner_obj);
+            .filter(|s| !s.is_empty())
+            .map(|svc| {
                 let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
-                let owner = format!("{ns}/{svc}");
+                format!("{ns}/{svc}")
+            });
+        self.slices.insert(k.clone(), slice);
+        match owner {
+            Some(owner) => {
+                self.skipped.remove(&owner_obj);
                 self.slice_owner.insert(k.clone(), owner.clone());
                 self.slices_by_svc
                     .entry(owner.clone())
@@ -741,7 +749,7 @@ impl Model {
                 .get(key)
                 .into_iter()
                 .flatten()
-                .filter_map(|k| self.slices.get(k));
+                .filter_map(|k| self.slices.get(k).map(|s| &**s));
             compute::service(svc, key, slices, &self.nodes, &self.cfg, &mut reasons)
         });
         self.set_reasons(&owner, reasons);

@@ -70,12 +70,17 @@ fn cfg() -> ModelConfig {
     }
 }
 
+/// Objects as a snapshot holds them.
+fn a<T>(v: Vec<T>) -> Vec<Arc<T>> {
+    v.into_iter().map(Arc::new).collect()
+}
+
 fn run(services: Vec<Service>, slices: Vec<EndpointSlice>) -> Desired {
     build(
         &Snapshot {
-            services,
-            slices,
-            nodes: nodes(),
+            services: a(services),
+            slices: a(slices),
+            nodes: a(nodes()),
         },
         &cfg(),
     )
@@ -370,7 +375,7 @@ fn vtep_annotation_configurable_and_bad() {
     ];
     let d = build(
         &Snapshot {
-            nodes: n,
+            nodes: a(n),
             ..Default::default()
         },
         &c,
@@ -625,9 +630,9 @@ fn incremental_model_matches_build_and_keeps_unchanged_arcs() {
     // same slice again: nothing changes
     assert!(!m.upsert_slice(&two_eps()));
     let snap = Snapshot {
-        services: vec![web(json!({})), api.clone()],
-        slices: vec![api_slice.clone(), two_eps()],
-        nodes: nodes(),
+        services: a(vec![web(json!({})), api.clone()]),
+        slices: a(vec![api_slice.clone(), two_eps()]),
+        nodes: a(nodes()),
     };
     assert_eq!(m.desired(), &build(&snap, &cfg()));
     // a Node heartbeat (nothing the model uses) changes nothing
@@ -658,13 +663,13 @@ fn incremental_model_matches_build_and_keeps_unchanged_arcs() {
 fn slice_moving_to_another_service() {
     let mut m = Model::from_snapshot(
         &Snapshot {
-            services: vec![
+            services: a(vec![
                 web(json!({})),
                 svc(json!({"metadata": {"name": "api", "namespace": "default"},
                 "spec": {"clusterIP": "10.96.0.30", "ports": [{"name": "http", "port": 80}]}})),
-            ],
-            slices: vec![two_eps()],
-            nodes: nodes(),
+            ]),
+            slices: a(vec![two_eps()]),
+            nodes: a(nodes()),
         },
         cfg(),
     );
@@ -792,7 +797,7 @@ impl Churn {
 /// Replaces the object of the same name (or adds it), or removes one.
 fn churn_list<T: Clone + k8s_openapi::Metadata<Ty = ObjectMeta>>(
     r: &mut Churn,
-    list: &mut Vec<T>,
+    list: &mut Vec<Arc<T>>,
     make: impl FnOnce(&mut Churn) -> T,
 ) {
     if !list.is_empty() && r.chance(25) {
@@ -800,8 +805,8 @@ fn churn_list<T: Clone + k8s_openapi::Metadata<Ty = ObjectMeta>>(
         list.remove(i);
         return;
     }
-    let o = make(r);
-    let same = |x: &T| {
+    let o = Arc::new(make(r));
+    let same = |x: &Arc<T>| {
         x.metadata().name == o.metadata().name && x.metadata().namespace == o.metadata().namespace
     };
     match list.iter().position(same) {
@@ -874,6 +879,21 @@ fn apply_snapshot_equals_build_under_random_churn() {
                     _ => churn_list(&mut r, &mut snap.slices, Churn::slice),
                 }
             }
+            if r.chance(10) {
+                // Fresh copies of every object (a manifest reload, a relist):
+                // unchanged ones are told by resourceVersion or content.
+                snap.services = snap
+                    .services
+                    .iter()
+                    .map(|o| Arc::new((**o).clone()))
+                    .collect();
+                snap.slices = snap
+                    .slices
+                    .iter()
+                    .map(|o| Arc::new((**o).clone()))
+                    .collect();
+                snap.nodes = snap.nodes.iter().map(|o| Arc::new((**o).clone())).collect();
+            }
             if r.chance(25) {
                 // In any order (the model must not depend on it).
                 snap.slices.reverse();
@@ -931,27 +951,27 @@ fn apply_snapshot_equals_build_under_random_churn() {
 fn apply_snapshot_recomputes_only_what_changed() {
     let mut r = Churn(7);
     let mut snap = Snapshot {
-        nodes: nodes(),
+        nodes: a(nodes()),
         ..Default::default()
     };
     for i in 0..8 {
         let mut s = r.service();
         s.metadata.name = Some(format!("s{i}"));
         s.metadata.namespace = Some("default".into());
-        snap.services.push(s);
+        snap.services.push(Arc::new(s));
     }
-    snap.services.push(web(json!({})));
-    snap.slices.push(two_eps());
+    snap.services.push(Arc::new(web(json!({}))));
+    snap.slices.push(Arc::new(two_eps()));
     let mut m = Model::new(cfg());
     m.apply_snapshot(&snap);
     let arcs = m.desired().services.clone();
     // One endpoint more in web's slice: only web changes.
-    let mut s = snap.slices[0].clone();
+    let mut s = (*snap.slices[0]).clone();
     s.endpoints.push(
         slice(json!({"addressType": "IPv4", "endpoints": [ep("10.244.2.77", "n2")]})).endpoints[0]
             .clone(),
     );
-    snap.slices[0] = s;
+    snap.slices[0] = Arc::new(s);
     let d = m.apply_snapshot(&snap);
     assert_eq!(
         d,
@@ -970,7 +990,7 @@ fn apply_snapshot_recomputes_only_what_changed() {
     }
     assert_eq!(m.desired(), &build(&snap, &cfg()));
     // A resourceVersion bump alone (a status heartbeat) is an upsert that changes nothing.
-    snap.nodes[1].metadata.resource_version = Some("1234".into());
+    Arc::make_mut(&mut snap.nodes[1]).metadata.resource_version = Some("1234".into());
     let d = m.apply_snapshot(&snap);
     assert_eq!((d.upserted, d.changed), (1, false));
 }

@@ -107,8 +107,10 @@ where
     reader
 }
 
-fn collect<K: Clone + kube::Resource<DynamicType = ()> + 'static>(s: &Store<K>) -> Vec<K> {
-    s.state().iter().map(|o| (**o).clone()).collect()
+/// The store's objects, shared (no copy: the reflector replaces an object's
+/// `Arc` when it changes, so the model tells unchanged ones by pointer).
+fn collect<K: Clone + kube::Resource<DynamicType = ()> + 'static>(s: &Store<K>) -> Vec<Arc<K>> {
+    s.state()
 }
 
 /// The three stores behind a [`watch`] source, for callers that want to look

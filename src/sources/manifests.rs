@@ -70,9 +70,9 @@ struct Collector {
 impl Collector {
     fn finish(self) -> Parsed {
         let mut snapshot = Snapshot {
-            services: self.services.into_values().collect(),
-            slices: self.slices.into_values().collect(),
-            nodes: self.nodes.into_values().collect(),
+            services: self.services.into_values().map(Arc::new).collect(),
+            slices: self.slices.into_values().map(Arc::new).collect(),
+            nodes: self.nodes.into_values().map(Arc::new).collect(),
         };
         sort_snapshot(&mut snapshot);
         Parsed {

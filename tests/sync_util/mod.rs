@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -82,9 +83,9 @@ pub fn slice(n: u8, eps: &[(u8, u8)]) -> EndpointSlice {
 pub fn desired(services: Vec<Service>, slices: Vec<EndpointSlice>) -> Desired {
     build(
         &Snapshot {
-            services,
-            slices,
-            nodes: nodes(),
+            services: services.into_iter().map(Arc::new).collect(),
+            slices: slices.into_iter().map(Arc::new).collect(),
+            nodes: nodes().into_iter().map(Arc::new).collect(),
         },
         &cfg(),
     )
