@@ -462,8 +462,9 @@ impl Maps {
         }
         self.check_maglev_range(off, table.len())?;
         let mem = self.maglev_mem()?;
-        for (i, v) in (off..).zip(table) {
-            mem.slot(i).store(*v, Ordering::Relaxed);
+        for (i, v) in table.iter().enumerate() {
+            // off + i <= the last slot, checked above.
+            mem.slot(off + i as u32).store(*v, Ordering::Relaxed);
         }
         std::sync::atomic::fence(Ordering::Release);
         Ok(())
