@@ -6,15 +6,34 @@
 //! table is filled round-robin, each backend taking its next preferred slot
 //! that is still empty.
 //!
+//! One departure from the paper: backend `b`'s `k`-th preference is
+//! `(offset_b + skip_b * σ((k + shift_b) mod M)) mod M` instead of
+//! `(offset_b + skip_b * k) mod M`, where `σ(k) = k^e mod M` is a fixed
+//! permutation of `0..M` (a power map, a bijection for prime `M` when
+//! `gcd(e, M - 1) = 1`; `e` is the smallest of 3, 5, 7, ... that is) and
+//! `shift_b` a third hash. The paper's arithmetic progressions make two
+//! backends that happen to draw the same `skip` (about `N^2 / 2M` of sets: 2%
+//! at N = 5) walk the same cycle one behind the other, and removing a third
+//! backend then shifts the border between them: up to a fifth of the table
+//! moved for N = 5 (and two backends with the same offset *and* skip, one set
+//! in ~40,000 at N = 11, share one list outright). With `σ` and the shift,
+//! every backend's order is unrelated to every other's, and removing one of N
+//! moves its own slots plus ~2% of `M` (at most ~4% over thousands of random
+//! sets), from N = 2 up. Balance is unchanged (the round-robin fill gives
+//! every backend `M/N` slots, +-1).
+//!
 //! Everything here is deterministic and version-independent, so that every
 //! node builds the identical table from the same endpoints in any order (a
 //! flow that ECMP sends to any node lands on the same backend):
 //!
 //! - identity bytes: the 4 address octets then the port, big endian, packed
 //!   into a `u64` as `addr << 16 | port`;
-//! - the two hashes: MurmurHash3's 64-bit finaliser (`fmix64`) of the identity
-//!   XOR two fixed seeds ([`SEED_OFFSET`], [`SEED_SKIP`]); `offset = h1 % M`,
-//!   `skip = h2 % (M - 1) + 1`;
+//! - the three hashes: MurmurHash3's 64-bit finaliser (`fmix64`) of the
+//!   identity XOR three fixed seeds ([`SEED_OFFSET`], [`SEED_SKIP`],
+//!   [`SEED_SHIFT`]); `offset = h1 % M`, `skip = h2 % (M - 1) + 1`,
+//!   `shift = h3 % M`;
+//! - the index permutation `σ(k) = k^e mod M` above (identity for a
+//!   non-prime `M`, where it would not be a bijection);
 //! - ties: backends are filled in ascending identity order, whatever the
 //!   order they were given in.
 //!
@@ -31,6 +50,8 @@ use std::net::SocketAddrV4;
 pub const SEED_OFFSET: u64 = 0x6d61_676c_6576_6f66; // "maglevof"
 /// Seed of the hash that picks a backend's stride.
 pub const SEED_SKIP: u64 = 0x6d61_676c_6576_736b; // "maglevsk"
+/// Seed of the hash that picks where a backend starts along `σ`.
+pub const SEED_SHIFT: u64 = 0x6d61_676c_6576_7368; // "maglevsh"
 
 /// Table sizes: the smallest prime >= 251 x 2^(k/2), k = 0, 1, 2, ...
 pub const PRIMES: [u32; 26] = [
@@ -144,6 +165,59 @@ pub fn permutation(b: &SocketAddrV4, m: u32) -> (u32, u32) {
     (offset, skip)
 }
 
+/// The exponent of the index permutation `σ(k) = k^e mod m`: the smallest odd
+/// prime with `gcd(e, m - 1) = 1` (one of the first ten always is, for any
+/// `m < 2^32`); `None` when `m` is not a prime > 3 (then `σ` is the identity).
+pub fn sigma_exponent(m: u32) -> Option<u32> {
+    if m <= 3 || !is_prime(m) {
+        return None;
+    }
+    [3u32, 5, 7, 11, 13, 17, 19, 23, 29, 31]
+        .into_iter()
+        .find(|&e| !(m - 1).is_multiple_of(e))
+}
+
+/// `σ(k)` for every `k < m`; cached per `m` (a process uses a handful of
+/// table sizes, each at most a few MiB).
+fn sigma(m: u32) -> std::sync::Arc<[u32]> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<u32, Arc<[u32]>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(s) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&m) {
+        return s.clone();
+    }
+    let s: Arc<[u32]> = match sigma_exponent(m) {
+        None => (0..m).collect(),
+        Some(e) => {
+            let m64 = u64::from(m);
+            (0..m)
+                .map(|k| {
+                    let k = u64::from(k);
+                    let mut r = 1u64;
+                    for _ in 0..e {
+                        r = r * k % m64;
+                    }
+                    r as u32
+                })
+                .collect()
+        }
+    };
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(m, s.clone());
+    s
+}
+
+/// Where a backend starts along the index permutation `σ` (see the module docs).
+pub fn shift(b: &SocketAddrV4, m: u32) -> u32 {
+    if m == 0 {
+        return 0;
+    }
+    (fmix64(identity(b) ^ SEED_SHIFT) % u64::from(m)) as u32
+}
+
 /// Builds a table of `m` slots for `backends` (duplicates are ignored).
 /// Each slot holds an index into `backends` (as given). Empty when there are
 /// no backends or `m` is 0. `m` should be prime (see
@@ -162,28 +236,31 @@ pub fn table(backends: &[SocketAddrV4], m: u32) -> Vec<u32> {
         .iter()
         .map(|&i| permutation(&backends[i as usize], m))
         .collect();
-    // Current position of each backend in its preference list,
-    // (offset + next * skip) mod m, advanced by skip (offset, skip < m).
-    let mut pos: Vec<u32> = perm.iter().map(|&(offset, _)| offset).collect();
+    // Where each backend is along σ: its k-th preference is
+    // (offset + skip * σ((k + shift) mod m)) mod m.
+    let sig = sigma(m);
+    let mut next: Vec<usize> = order
+        .iter()
+        .map(|&i| shift(&backends[i as usize], m) as usize)
+        .collect();
     const EMPTY: u32 = u32::MAX;
     let mut entry = vec![EMPTY; m as usize];
     let mut filled = 0u32;
     let m64 = u64::from(m);
-    let advance = |c: u32, skip: u32| {
-        let c = u64::from(c) + u64::from(skip);
-        (if c >= m64 { c - m64 } else { c }) as u32
-    };
     'outer: loop {
         for j in 0..n {
-            let skip = perm[j].1;
+            let (offset, skip) = (u64::from(perm[j].0), u64::from(perm[j].1));
             // Next slot in j's preference list that is still empty. With m
-            // prime, the permutation visits every slot, so this ends.
-            let mut c = pos[j];
-            while entry[c as usize] != EMPTY {
-                c = advance(c, skip);
+            // prime, the list visits every slot (σ and k -> offset + skip * k
+            // are both bijections), so this ends.
+            let mut k = next[j];
+            let mut c = ((offset + skip * u64::from(sig[k])) % m64) as usize;
+            while entry[c] != EMPTY {
+                k = if k + 1 == m as usize { 0 } else { k + 1 };
+                c = ((offset + skip * u64::from(sig[k])) % m64) as usize;
             }
-            entry[c as usize] = order[j];
-            pos[j] = advance(c, skip);
+            entry[c] = order[j];
+            next[j] = if k + 1 == m as usize { 0 } else { k + 1 };
             filled += 1;
             if filled == m {
                 break 'outer;
@@ -253,7 +330,7 @@ mod tests {
     }
 
     const PINNED_PERM: (u32, u32) = (31, 199);
-    const PINNED_HEAD: [u32; 12] = [1, 1, 0, 2, 0, 0, 1, 2, 2, 0, 1, 2];
+    const PINNED_HEAD: [u32; 12] = [0, 0, 1, 0, 2, 2, 2, 0, 1, 0, 0, 1];
 
     #[test]
     fn fixed_vectors() {
@@ -286,9 +363,10 @@ mod tests {
         c
     }
 
-    /// Small N: over 300 random sets, removing one backend moves on average
-    /// < 5% of M beyond its own slots (measured ~2%); single sets reach ~19%
-    /// (n = 5), bounded here at 25%.
+    /// Small N, many sets each (the proptests below see few small sets):
+    /// removing one backend moves < 5% of M beyond its own slots in every set
+    /// (measured: mean ~2%, worst ~4%). With the paper's plain progressions
+    /// single sets reached ~19% (n = 5): two backends sharing a skip.
     #[test]
     fn removal_disruption_small_n() {
         let c = MaglevConfig::default();
@@ -320,8 +398,8 @@ mod tests {
                 worst = worst.max(moved);
                 sum += moved;
             }
-            assert!(sum / 300.0 < 0.05, "n {n}: mean {}", sum / 300.0);
-            assert!(worst < 0.25, "n {n}: worst {worst}");
+            assert!(sum / 300.0 < 0.03, "n {n}: mean {}", sum / 300.0);
+            assert!(worst < 0.05, "n {n}: worst {worst}");
         }
     }
 
@@ -333,8 +411,9 @@ mod tests {
         })
     }
 
-    /// The paper's fill loop as first written here (a modulo per probe):
-    /// `table` must give exactly its output.
+    /// The fill written as plainly as possible (k-th preference =
+    /// offset + skip * k^e mod m, recomputed per probe): `table` must give
+    /// exactly its output.
     fn reference_table(backends: &[SocketAddrV4], m: u32) -> Vec<u32> {
         let mut order: Vec<u32> = (0..backends.len() as u32).collect();
         order.sort_by_key(|&i| identity(&backends[i as usize]));
@@ -343,16 +422,22 @@ mod tests {
             .iter()
             .map(|&i| permutation(&backends[i as usize], m))
             .collect();
-        let mut next = vec![0u64; order.len()];
+        let mut next: Vec<u64> = order
+            .iter()
+            .map(|&i| u64::from(shift(&backends[i as usize], m)))
+            .collect();
         let mut entry = vec![u32::MAX; m as usize];
         let mut filled = 0;
         'outer: loop {
             for j in 0..order.len() {
                 let (o, k) = (u64::from(perm[j].0), u64::from(perm[j].1));
-                let mut c = ((o + next[j] * k) % u64::from(m)) as usize;
+                let e = sigma_exponent(m).unwrap_or(1);
+                let m64 = u64::from(m);
+                let pref = |i: u64| (o + k * (0..e).fold(1, |r, _| r * (i % m64) % m64)) % m64;
+                let mut c = pref(next[j]) as usize;
                 while entry[c] != u32::MAX {
                     next[j] += 1;
-                    c = ((o + next[j] * k) % u64::from(m)) as usize;
+                    c = pref(next[j]) as usize;
                 }
                 entry[c] = order[j];
                 next[j] += 1;
@@ -416,10 +501,6 @@ mod tests {
 
         #[test]
         fn removing_one_moves_little_else(bs in backend_set(), pick in any::<prop::sample::Index>()) {
-            // Per set, < 5% holds from 16 backends up; below that single sets
-            // reach ~10% (Maglev's cascade at M/N ~ 100), see
-            // `removal_disruption_small_n` for the bound there.
-            prop_assume!(bs.len() >= 16);
             let m = MaglevConfig::default().table_size(bs.len());
             let gone = bs[pick.index(bs.len())];
             let rest: Vec<_> = bs.iter().copied().filter(|b| *b != gone).collect();
@@ -438,8 +519,6 @@ mod tests {
 
         #[test]
         fn adding_one_takes_its_share(bs in backend_set(), extra in (300_000u32..400_000, 1u16..=65535)) {
-            // Same per-set bound as removal: from 16 backends up.
-            prop_assume!(bs.len() >= 16);
             // Same M before and after (the table size is per band, so a real
             // Service usually keeps it; sized here for N + 1).
             let m = MaglevConfig::default().table_size(bs.len() + 1);
