@@ -133,7 +133,7 @@ int xlb_tc(struct __sk_buff *skb)
 
 	v = bpf_map_lookup_elem(&ct, &t);
 	if (v) {
-		now = bpf_ktime_get_ns();
+		now = xlb_now();
 		if (v->flags & XLB_CT_F_REVERSE) {
 			if (xlb_ct_reverse_live(v, t.proto, now))
 				return xlb_tc_reply(skb, cfg, &p, v, &t, bytes);
@@ -147,7 +147,7 @@ int xlb_tc(struct __sk_buff *skb)
 	if (!svc)
 		return xlb_tc_done(XLB_R_PASS_NOT_SERVICE, bytes, TC_ACT_OK);
 	if (!now)
-		now = bpf_ktime_get_ns();
+		now = xlb_now();
 	xlb_count_svc(svc->svc_id, bytes);
 	r = xlb_choose(svc, &t, now, &ch, &event);
 	if (event != XLB_OK)

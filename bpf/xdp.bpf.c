@@ -186,7 +186,7 @@ static __always_inline int xlb_tunnel_in(struct xlb_ctx *x, __u64 now)
 
 		if (bpf_map_update_elem(&ct, &rk, &nv, BPF_ANY))
 			xlb_count(XLB_R_DROP_CT_FULL, x->bytes);
-	} else if (now - v->last_seen > XLB_CT_TOUCH_NS) {
+	} else if (xlb_age(now, v->last_seen) > XLB_CT_TOUCH_NS) {
 		v->last_seen = now;
 	}
 	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
@@ -209,7 +209,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 
 	v = bpf_map_lookup_elem(&ct, &t);
 	if (v) {
-		now = bpf_ktime_get_ns();
+		now = xlb_now();
 		if (v->flags & XLB_CT_F_REVERSE) {
 			if (xlb_ct_reverse_live(v, t.proto, now))
 				return xlb_reply(x, v, &t);
@@ -222,11 +222,11 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	svc = xlb_service(t.daddr, t.dport, t.proto);
 	if (!svc) {
 		if (x->tun.marked)
-			return xlb_tunnel_in(x, now ? now : bpf_ktime_get_ns());
+			return xlb_tunnel_in(x, now ? now : xlb_now());
 		return xlb_done(XLB_R_PASS_NOT_SERVICE, x->bytes, XDP_PASS);
 	}
 	if (!now)
-		now = bpf_ktime_get_ns();
+		now = xlb_now();
 	xlb_count_svc(svc->svc_id, x->bytes);
 	r = xlb_choose(svc, &t, now, &ch, &event);
 	if (event != XLB_OK)

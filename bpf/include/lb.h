@@ -15,6 +15,24 @@
 #define XLB_CT_TOUCH_NS		XLB_NSEC	/* refresh last_seen at most once a second */
 #define XLB_HASH_INIT		0xdeadbeef
 
+/*
+ * Clock of every ct / affinity timestamp: CLOCK_MONOTONIC at tick resolution
+ * (bpf_ktime_get_coarse_ns reads the last tick's time, no clock source read).
+ * Timeouts are seconds and refreshes once a second, so a tick is plenty.
+ * Userspace stamps entries with the fine CLOCK_MONOTONIC, which may be ahead
+ * of the coarse clock by up to a tick: ages are taken with xlb_age (never
+ * negative), so such an entry is fresh, not "2^64 ns old".
+ */
+static __always_inline __u64 xlb_now(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+
+static __always_inline __u64 xlb_age(__u64 now, __u64 then)
+{
+	return now > then ? now - then : 0;
+}
+
 /* A backend as chosen, copied out of the map. */
 struct xlb_choice {
 	__u32 backend_id;
@@ -122,7 +140,7 @@ static __always_inline int xlb_choose(struct xlb_svc_val *svc, const struct xlb_
 		struct xlb_affinity_val *av = bpf_map_lookup_elem(&affinity, &ak);
 		__u64 timeout = svc->affinity_timeout ? svc->affinity_timeout : XLB_AFFINITY_DEFAULT_S;
 
-		if (av && now - av->last_seen < timeout * XLB_NSEC &&
+		if (av && xlb_age(now, av->last_seen) < timeout * XLB_NSEC &&
 		    xlb_backend_get(av->backend_id, ch) && ch->generation == av->generation) {
 			av->last_seen = now;
 			return XLB_OK;
@@ -150,11 +168,13 @@ static __always_inline int xlb_choose(struct xlb_svc_val *svc, const struct xlb_
 static __always_inline int xlb_ct_backend(struct xlb_ct_val *v, __u8 proto, __u64 now,
 					  struct xlb_choice *ch)
 {
-	if (now - v->last_seen >= xlb_ct_timeout(proto))
+	__u64 age = xlb_age(now, v->last_seen);
+
+	if (age >= xlb_ct_timeout(proto))
 		return 0;
 	if (!xlb_backend_get(v->backend_id, ch) || ch->generation != v->generation)
 		return 0;
-	if (now - v->last_seen > XLB_CT_TOUCH_NS)
+	if (age > XLB_CT_TOUCH_NS)
 		v->last_seen = now;
 	return 1;
 }
@@ -225,9 +245,11 @@ static __always_inline void xlb_ct_reverse_keep(const struct xlb_ct_key *t,
 /* Reverse entry of a live reply (not timed out); refreshes last_seen. */
 static __always_inline int xlb_ct_reverse_live(struct xlb_ct_val *v, __u8 proto, __u64 now)
 {
-	if (now - v->last_seen >= xlb_ct_timeout(proto))
+	__u64 age = xlb_age(now, v->last_seen);
+
+	if (age >= xlb_ct_timeout(proto))
 		return 0;
-	if (now - v->last_seen > XLB_CT_TOUCH_NS)
+	if (age > XLB_CT_TOUCH_NS)
 		v->last_seen = now;
 	return 1;
 }
