@@ -23,6 +23,7 @@
 #include "include/nat.h"
 #include "include/vxlan.h"
 #include "include/icmp.h"
+#include "include/nh.h"
 
 struct xlb_ctx {
 	struct xdp_md *ctx;
@@ -30,6 +31,7 @@ struct xlb_ctx {
 	struct xlb_pkt p;
 	struct xlb_tun tun;
 	__u64 bytes;		/* frame length as received */
+	__u64 now;		/* xlb_now(), once a ct entry or Service matched */
 };
 
 static __always_inline int xlb_done(int reason, __u64 bytes, int verdict)
@@ -78,6 +80,8 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, __be32 peer, const __u
 				       __be16 nat_port, int mark)
 {
 	struct bpf_fib_lookup fib;
+	struct xlb_nh *nh;
+	__u32 in_ifindex;
 	void *data_end = (void *)(long)x->ctx->data_end;
 	__u32 inner_l3 = data_end - (void *)x->p.eth - ETH_HLEN;
 	__u32 mtu = x->cfg->mtu ? x->cfg->mtu : 1500;
@@ -94,7 +98,15 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, __be32 peer, const __u
 				       mtu - XLB_ENCAP_LEN, to, from, &reason);
 		return xlb_done(reason, x->bytes, verdict);
 	}
-	rc = xlb_fib_xdp(x->ctx, x->cfg, peer, inner_l3 + XLB_ENCAP_LEN, &fib);
+	in_ifindex = x->cfg->ifindex ? x->cfg->ifindex : x->ctx->ingress_ifindex;
+	nh = xlb_nh_slot(peer, in_ifindex);
+	if (xlb_nh_get(nh, peer, in_ifindex, x->now, &fib)) {
+		rc = BPF_FIB_LKUP_RET_SUCCESS;
+	} else {
+		rc = xlb_fib_xdp(x->ctx, x->cfg, peer, inner_l3 + XLB_ENCAP_LEN, &fib);
+		if (rc == BPF_FIB_LKUP_RET_SUCCESS)
+			xlb_nh_put(nh, peer, in_ifindex, x->now, mtu, &fib);
+	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return xlb_done(XLB_R_DROP_FIB, x->bytes, XDP_DROP);
 	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
@@ -210,6 +222,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	v = bpf_map_lookup_elem(&ct, &t);
 	if (v) {
 		now = xlb_now();
+		x->now = now;
 		if (v->flags & XLB_CT_F_REVERSE) {
 			if (xlb_ct_reverse_live(v, t.proto, now))
 				return xlb_reply(x, v, &t);
@@ -227,6 +240,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	}
 	if (!now)
 		now = xlb_now();
+	x->now = now;
 	xlb_count_svc(svc->svc_id, x->bytes);
 	r = xlb_choose(svc, &t, now, &ch, &event);
 	if (event != XLB_OK)

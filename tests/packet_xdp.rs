@@ -942,6 +942,47 @@ fn xdp_maglev_choice_matches_hash() {
     let _ = be32(NODE);
 }
 
+/// The encapsulation path keeps the fib's next hop per CPU for 50 ms (nh.h):
+/// a changed neighbour MAC, and a neighbour that disappeared, must reach the
+/// fast path once that has passed. (The sleeps only let the cache expire;
+/// nothing here asserts on speed.)
+#[test]
+fn next_hop_cache_follows_neighbour_changes() {
+    let Some(env) = Env::new() else { return };
+    fixture(&env);
+    let f = syn("10.96.0.20:80");
+    let outer_dst = |env: &Env| -> [u8; 6] {
+        let (rc, out) = env.xdp(&f.build());
+        assert_eq!(rc, XDP_REDIRECT, "remote backend: encapsulated");
+        check_vxlan(&out, "encap").dst_mac
+    };
+    assert_eq!(outer_dst(&env), PEER_MAC, "first frame: the fib's next hop");
+    assert_eq!(outer_dst(&env), PEER_MAC, "cached next hop");
+    let moved_mac = [0x02, 0, 0xc6, 0x12, 0, 0x22];
+    sh(&[
+        "neigh",
+        "replace",
+        "198.18.0.2",
+        "lladdr",
+        "02:00:c6:12:00:22",
+        "dev",
+        "v0",
+        "nud",
+        "permanent",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(outer_dst(&env), moved_mac, "the neighbour's new MAC after the TTL");
+    sh(&["neigh", "del", "198.18.0.2", "dev", "v0"]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before = env.reasons();
+    let (rc, out) = env.xdp(&f.build());
+    let after = env.reasons();
+    assert_eq!(rc, XDP_PASS, "no neighbour any more: passed to the stack");
+    let r = XLB_R_PASS_FIB_NO_NEIGH as usize;
+    assert_eq!(after[r] - before[r], 1, "counted as pass_fib_no_neigh");
+    assert_dnat(f.clone(), BE_REMOTE, &out);
+}
+
 /// Makes every IPv4 (and outer UDP) length of a truncated frame agree with
 /// its new size and fixes the header checksums, so truncation reaches the
 /// deeper headers instead of stopping at the first length check.
