@@ -137,9 +137,10 @@ int xlb_tc(struct __sk_buff *skb)
 		if (v->flags & XLB_CT_F_REVERSE) {
 			if (xlb_ct_reverse_live(v, t.proto, now))
 				return xlb_tc_reply(skb, cfg, &p, v, &t, bytes);
-		} else if (xlb_ct_backend(v, t.proto, now, &ch)) {
+		} else if ((r = xlb_ct_backend(v, t.proto, now, &ch))) {
 			xlb_count_svc(v->svc_id, bytes);
-			xlb_ct_reverse_keep(&t, &ch, v, now);
+			if (r == XLB_CT_USE_CHECK)
+				xlb_ct_reverse_keep(&t, &ch, v, now);
 			return xlb_tc_forward(skb, &p, &ch, bytes);
 		}
 	}

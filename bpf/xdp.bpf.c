@@ -195,9 +195,14 @@ static __always_inline int xlb_tunnel_in(struct xlb_ctx *x, __u64 now)
 			.tunnel_peer = x->tun.peer,
 			.last_seen = now,
 		};
+		__u32 of = v ? v->flags : 0;
+		__be32 oa = v ? v->nat_addr : 0;
+		__be16 op = v ? v->nat_port : 0;
 
 		if (bpf_map_update_elem(&ct, &rk, &nv, BPF_ANY))
 			xlb_count(XLB_R_DROP_CT_FULL, x->bytes);
+		else
+			xlb_ct_flag_victim(&rk, of, oa, op, 0, 0);
 	} else if (xlb_age(now, v->last_seen) > XLB_CT_TOUCH_NS) {
 		v->last_seen = now;
 	}
@@ -226,9 +231,10 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		if (v->flags & XLB_CT_F_REVERSE) {
 			if (xlb_ct_reverse_live(v, t.proto, now))
 				return xlb_reply(x, v, &t);
-		} else if (xlb_ct_backend(v, t.proto, now, &ch)) {
+		} else if ((r = xlb_ct_backend(v, t.proto, now, &ch))) {
 			xlb_count_svc(v->svc_id, x->bytes);
-			xlb_ct_reverse_keep(&t, &ch, v, now);
+			if (r == XLB_CT_USE_CHECK)
+				xlb_ct_reverse_keep(&t, &ch, v, now);
 			return xlb_forward(x, &ch, &t);
 		}
 	}

@@ -942,6 +942,49 @@ fn xdp_maglev_choice_matches_hash() {
     let _ = be32(NODE);
 }
 
+/// Two flows of one client source port to two frontends that chose the same
+/// backend share one reverse key (backend -> client). The newest flow takes
+/// it; the other flow's next packet takes it back (its forward entry was
+/// flagged), so each flow's replies are reverse-NATed to the frontend its
+/// packets went to. A reverse entry lost without a flag (LRU eviction) is
+/// restored at the flow's once-a-second refresh.
+#[test]
+fn reverse_entry_follows_the_flow_that_sent_last() {
+    let Some(env) = Env::new() else { return };
+    fixture(&env);
+    let node_port = std::net::SocketAddrV4::new(NODE, 30080);
+    let rev_key = xlb_ct_key::new(sa(BE_LOCAL), sa(CLIENT_SA), TCP);
+    let rev_nat = |env: &Env| env.maps().ct_entry(&rev_key).unwrap().expect("reverse entry").nat();
+    let reply_src = |env: &Env| -> std::net::SocketAddrV4 {
+        let (rc, out) = env.xdp(&reply_from(BE_LOCAL).build());
+        assert_eq!(rc, XDP_PASS);
+        check_eth_ipv4(&out, "revnat").2.src()
+    };
+    let send = |env: &Env, to: std::net::SocketAddrV4| {
+        let (rc, out) = env.xdp(&Frame::tcp(sa(CLIENT_SA), to).build());
+        assert_eq!(rc, XDP_PASS);
+        assert_dnat(Frame::tcp(sa(CLIENT_SA), to), BE_LOCAL, &out);
+    };
+    send(&env, sa("10.96.0.10:80"));
+    assert_eq!(rev_nat(&env), sa("10.96.0.10:80"));
+    send(&env, node_port);
+    assert_eq!(rev_nat(&env), node_port, "the newest flow takes the reverse key");
+    assert_eq!(reply_src(&env), node_port);
+    send(&env, sa("10.96.0.10:80"));
+    assert_eq!(rev_nat(&env), sa("10.96.0.10:80"), "taken back at the next packet");
+    assert_eq!(reply_src(&env), sa("10.96.0.10:80"));
+    send(&env, node_port);
+    assert_eq!(rev_nat(&env), node_port, "and back again");
+    // Lost without a flag: restored once the forward entry is due a refresh.
+    assert!(env.maps().delete_ct(&rev_key).unwrap());
+    let fwd_key = xlb_ct_key::new(sa(CLIENT_SA), node_port, TCP);
+    let mut fwd = env.maps().ct_entry(&fwd_key).unwrap().unwrap();
+    fwd.last_seen = now_ns() - 2_000_000_000;
+    env.maps().put_ct(&fwd_key, &fwd).unwrap();
+    send(&env, node_port);
+    assert_eq!(rev_nat(&env), node_port, "restored at the refresh");
+}
+
 /// The encapsulation path keeps the fib's next hop per CPU for 50 ms (nh.h):
 /// a changed neighbour MAC, and a neighbour that disappeared, must reach the
 /// fast path once that has passed. (The sleeps only let the cache expire;
