@@ -127,8 +127,6 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, __be32 peer, const __u
 static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
 				       const struct xlb_ct_key *t)
 {
-	struct xlb_tunnel_key tk = { .prefixlen = 32, .addr = ch->addr };
-	struct xlb_tunnel_val *tv;
 	__u8 vtep[ETH_ALEN];
 	int r;
 
@@ -139,10 +137,8 @@ static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
 		xlb_nat_xdp(&x->p, XLB_NAT_DST, ch->addr, ch->port);
 		return xlb_done(XLB_R_PASS_LOCAL, x->bytes, XDP_PASS);
 	}
-	tv = bpf_map_lookup_elem(&tunnel, &tk);
-	if (!tv)
+	if (!xlb_vtep_mac(xlb_vtep_slot(ch->addr), ch->addr, x->now, vtep))
 		return xlb_done(XLB_R_DROP_NO_TUNNEL, x->bytes, XDP_DROP);
-	__builtin_memcpy(vtep, tv->vtep_mac, ETH_ALEN);
 	return xlb_to_peer(x, ch->node, vtep, xlb_flow_hash(t, 0), XLB_R_TX_REMOTE,
 			   XLB_NAT_DST, ch->addr, ch->port, 1);
 }

@@ -1026,6 +1026,38 @@ fn next_hop_cache_follows_neighbour_changes() {
     assert_dnat(f.clone(), BE_REMOTE, &out);
 }
 
+/// A remote backend's VTEP MAC (tunnel map) is also kept per CPU for 50 ms:
+/// a changed and a removed tunnel entry reach the fast path after that.
+#[test]
+fn vtep_cache_follows_tunnel_changes() {
+    let Some(env) = Env::new() else { return };
+    fixture(&env);
+    let f = syn("10.96.0.20:80");
+    let inner_dst = |env: &Env| -> [u8; 6] {
+        let (rc, out) = env.xdp(&f.build());
+        assert_eq!(rc, XDP_REDIRECT, "remote backend: encapsulated");
+        let v = check_vxlan(&out, "encap");
+        v.inner[0..6].try_into().unwrap()
+    };
+    assert_eq!(inner_dst(&env), VTEP_MAC);
+    assert_eq!(inner_dst(&env), VTEP_MAC, "cached");
+    let new_vtep = [0x02, 0xee, 0, 0, 0, 0x22];
+    let key = xlb_tunnel_key::new(Ipv4Addr::new(10, 244, 2, 0), 24);
+    env.maps()
+        .put_tunnel(&key, &xlb_tunnel_val::new(PEER, new_vtep))
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(inner_dst(&env), new_vtep, "the new VTEP MAC after the TTL");
+    assert!(env.maps().delete_tunnel(&key).unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before = env.reasons();
+    let (rc, _) = env.xdp(&f.build());
+    let after = env.reasons();
+    assert_eq!(rc, XDP_DROP, "no tunnel entry any more");
+    let r = XLB_R_DROP_NO_TUNNEL as usize;
+    assert_eq!(after[r] - before[r], 1, "counted as drop_no_tunnel");
+}
+
 /// Makes every IPv4 (and outer UDP) length of a truncated frame agree with
 /// its new size and fixes the header checksums, so truncation reaches the
 /// deeper headers instead of stopping at the first length check.

@@ -79,4 +79,57 @@ static __always_inline void xlb_nh_put(struct xlb_nh *nh, __be32 peer, __u32 in_
 	nh->expires = now + XLB_NH_TTL_NS;
 }
 
+/*
+ * The same for the tunnel LPM lookup (pod CIDR -> VTEP MAC of the backend's
+ * node, ~40 ns): a remote backend's VTEP MAC is kept per CPU for
+ * XLB_NH_TTL_NS, so a changed or removed tunnel entry reaches the fast path
+ * within that time. Only found entries are kept (no entry -> drop_no_tunnel
+ * is looked up every time).
+ */
+#define XLB_VTEP_SLOTS	1024			/* power of two */
+
+struct xlb_vtep {
+	__u64 expires;		/* 0 = empty */
+	__be32 addr;		/* backend address */
+	__u8 vtep_mac[6];
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XLB_VTEP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct xlb_vtep);
+} vtep_cache SEC(".maps");
+
+static __always_inline struct xlb_vtep *xlb_vtep_slot(__be32 addr)
+{
+	__u32 slot = xlb_hash3(addr, 0, 0, 1) & (XLB_VTEP_SLOTS - 1);
+
+	return bpf_map_lookup_elem(&vtep_cache, &slot);
+}
+
+/* The backend's VTEP MAC into mac: from the cache or the tunnel map; 0 = no
+ * tunnel entry. */
+static __always_inline int xlb_vtep_mac(struct xlb_vtep *vc, __be32 addr, __u64 now, __u8 *mac)
+{
+	struct xlb_tunnel_key tk = { .prefixlen = 32, .addr = addr };
+	struct xlb_tunnel_val *tv;
+
+	if (vc && vc->addr == addr && now < vc->expires) {
+		__builtin_memcpy(mac, vc->vtep_mac, ETH_ALEN);
+		return 1;
+	}
+	tv = bpf_map_lookup_elem(&tunnel, &tk);
+	if (!tv)
+		return 0;
+	__builtin_memcpy(mac, tv->vtep_mac, ETH_ALEN);
+	if (vc) {
+		vc->addr = addr;
+		__builtin_memcpy(vc->vtep_mac, mac, ETH_ALEN);
+		vc->expires = now + XLB_NH_TTL_NS;
+	}
+	return 1;
+}
+
 #endif /* XLB_NH_H */
