@@ -144,7 +144,7 @@ int xlb_tc(struct __sk_buff *skb)
 			return xlb_tc_forward(skb, &p, &ch, bytes);
 		}
 	}
-	svc = xlb_service(t.daddr, t.dport, t.proto);
+	svc = xlb_service(t.daddr, t.dport, t.proto, cfg->node_addr);
 	if (!svc)
 		return xlb_tc_done(XLB_R_PASS_NOT_SERVICE, bytes, TC_ACT_OK);
 	if (!now)

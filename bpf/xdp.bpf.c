@@ -234,7 +234,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 			return xlb_forward(x, &ch, &t);
 		}
 	}
-	svc = xlb_service(t.daddr, t.dport, t.proto);
+	svc = xlb_service(t.daddr, t.dport, t.proto, x->cfg->node_addr);
 	if (!svc) {
 		if (x->tun.marked)
 			return xlb_tunnel_in(x, now ? now : xlb_now());

@@ -79,8 +79,12 @@ static __always_inline __u64 xlb_ct_timeout(__u8 proto)
 }
 
 /* The Service of (daddr, dport, proto): by address first; a NodePort only
- * when daddr is one of this node's addresses. */
-static __always_inline struct xlb_svc_val *xlb_service(__be32 daddr, __be16 dport, __u8 proto)
+ * when daddr is one of this node's addresses. The NodePort entry is looked up
+ * before the address check: traffic to the node itself that is no NodePort
+ * (ssh, kubelet, the API server) then costs one lookup less, and the node's
+ * own address (node_addr) needs no local_addrs lookup. */
+static __always_inline struct xlb_svc_val *xlb_service(__be32 daddr, __be16 dport, __u8 proto,
+						       __be32 node_addr)
 {
 	struct xlb_svc_key k = {
 		.addr = daddr, .port = dport, .proto = proto, .kind = XLB_KIND_ADDR,
@@ -90,11 +94,14 @@ static __always_inline struct xlb_svc_val *xlb_service(__be32 daddr, __be16 dpor
 	v = bpf_map_lookup_elem(&services, &k);
 	if (v)
 		return v;
-	if (!bpf_map_lookup_elem(&local_addrs, &daddr))
-		return NULL;
 	k.addr = 0;
 	k.kind = XLB_KIND_NODEPORT;
-	return bpf_map_lookup_elem(&services, &k);
+	v = bpf_map_lookup_elem(&services, &k);
+	if (!v)
+		return NULL;
+	if ((!node_addr || daddr != node_addr) && !bpf_map_lookup_elem(&local_addrs, &daddr))
+		return NULL;
+	return v;
 }
 
 /* Copies an active backend into ch; 0 when the slot holds none. */

@@ -30,6 +30,13 @@
 #define XLB_NH_SLOTS	1024			/* power of two */
 #define XLB_NH_TTL_NS	(50ULL * 1000000ULL)	/* 50 ms */
 
+/* Fibonacci hashing: the top bits of w * 2^32/phi spread neighbouring
+ * addresses over the slots (a cache slot, not a Maglev choice). */
+static __always_inline __u32 xlb_slot_hash(__u32 w)
+{
+	return (w * 0x9e3779b1U) >> 16;
+}
+
 struct xlb_nh {
 	__u64 expires;		/* xlb_now() + XLB_NH_TTL_NS; 0 = empty */
 	__be32 peer;		/* outer destination */
@@ -48,7 +55,7 @@ struct {
 
 static __always_inline struct xlb_nh *xlb_nh_slot(__be32 peer, __u32 in_ifindex)
 {
-	__u32 slot = xlb_hash3(peer, in_ifindex, 0, 0) & (XLB_NH_SLOTS - 1);
+	__u32 slot = xlb_slot_hash(peer ^ in_ifindex) & (XLB_NH_SLOTS - 1);
 
 	return bpf_map_lookup_elem(&nh_cache, &slot);
 }
@@ -104,7 +111,7 @@ struct {
 
 static __always_inline struct xlb_vtep *xlb_vtep_slot(__be32 addr)
 {
-	__u32 slot = xlb_hash3(addr, 0, 0, 1) & (XLB_VTEP_SLOTS - 1);
+	__u32 slot = xlb_slot_hash(addr) & (XLB_VTEP_SLOTS - 1);
 
 	return bpf_map_lookup_elem(&vtep_cache, &slot);
 }
