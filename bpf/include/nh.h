@@ -27,14 +27,19 @@
 #include "maps.h"
 #include "lb.h"
 
-#define XLB_NH_SLOTS	1024			/* power of two */
+#define XLB_NH_BITS	10
+#define XLB_NH_SLOTS	(1 << XLB_NH_BITS)
 #define XLB_NH_TTL_NS	(50ULL * 1000000ULL)	/* 50 ms */
 
-/* Fibonacci hashing: the top bits of w * 2^32/phi spread neighbouring
- * addresses over the slots (a cache slot, not a Maglev choice). */
-static __always_inline __u32 xlb_slot_hash(__u32 w)
+/* Fibonacci hashing of a host-order word: the top `bits` bits of
+ * w * 2^32/phi depend on every bit of w, so addresses that differ only in
+ * their last octet (host order: the low bits) spread over the slots. (Network
+ * order would put that octet in the top byte, where a multiplication can only
+ * move it up: at most 4 slots for a whole /24.) A cache slot, not a Maglev
+ * choice. */
+static __always_inline __u32 xlb_slot_hash(__u32 w, int bits)
 {
-	return (w * 0x9e3779b1U) >> 16;
+	return (w * 0x9e3779b1U) >> (32 - bits);
 }
 
 struct xlb_nh {
@@ -55,7 +60,7 @@ struct {
 
 static __always_inline struct xlb_nh *xlb_nh_slot(__be32 peer, __u32 in_ifindex)
 {
-	__u32 slot = xlb_slot_hash(peer ^ in_ifindex) & (XLB_NH_SLOTS - 1);
+	__u32 slot = xlb_slot_hash(bpf_ntohl(peer) ^ in_ifindex, XLB_NH_BITS);
 
 	return bpf_map_lookup_elem(&nh_cache, &slot);
 }
@@ -93,7 +98,8 @@ static __always_inline void xlb_nh_put(struct xlb_nh *nh, __be32 peer, __u32 in_
  * within that time. Only found entries are kept (no entry -> drop_no_tunnel
  * is looked up every time).
  */
-#define XLB_VTEP_SLOTS	1024			/* power of two */
+#define XLB_VTEP_BITS	10
+#define XLB_VTEP_SLOTS	(1 << XLB_VTEP_BITS)
 
 struct xlb_vtep {
 	__u64 expires;		/* 0 = empty */
@@ -111,7 +117,7 @@ struct {
 
 static __always_inline struct xlb_vtep *xlb_vtep_slot(__be32 addr)
 {
-	__u32 slot = xlb_slot_hash(addr) & (XLB_VTEP_SLOTS - 1);
+	__u32 slot = xlb_slot_hash(bpf_ntohl(addr), XLB_VTEP_BITS);
 
 	return bpf_map_lookup_elem(&vtep_cache, &slot);
 }
