@@ -24,6 +24,7 @@
 #include "include/vxlan.h"
 #include "include/icmp.h"
 #include "include/nh.h"
+#include "include/clock.h"
 
 struct xlb_ctx {
 	struct xdp_md *ctx;
@@ -31,7 +32,7 @@ struct xlb_ctx {
 	struct xlb_pkt p;
 	struct xlb_tun tun;
 	__u64 bytes;		/* frame length as received */
-	__u64 now;		/* xlb_now(), once a ct entry or Service matched */
+	__u64 now;		/* xlb_clock_now(), once a ct entry or Service matched */
 };
 
 static __always_inline int xlb_done(int reason, __u64 bytes, int verdict)
@@ -222,7 +223,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 
 	v = bpf_map_lookup_elem(&ct, &t);
 	if (v) {
-		now = xlb_now();
+		now = xlb_clock_now();
 		x->now = now;
 		if (v->flags & XLB_CT_F_REVERSE) {
 			if (xlb_ct_reverse_live(v, t.proto, now))
@@ -237,11 +238,11 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	svc = xlb_service(t.daddr, t.dport, t.proto, x->cfg->node_addr);
 	if (!svc) {
 		if (x->tun.marked)
-			return xlb_tunnel_in(x, now ? now : xlb_now());
+			return xlb_tunnel_in(x, now ? now : xlb_clock_now());
 		return xlb_done(XLB_R_PASS_NOT_SERVICE, x->bytes, XDP_PASS);
 	}
 	if (!now)
-		now = xlb_now();
+		now = xlb_clock_now();
 	x->now = now;
 	xlb_count_svc(svc->svc_id, x->bytes);
 	r = xlb_choose(svc, &t, now, &ch, &event);

@@ -985,6 +985,31 @@ fn reverse_entry_follows_the_flow_that_sent_last() {
     assert_eq!(rev_nat(&env), node_port, "restored at the refresh");
 }
 
+/// ct timestamps come from the timer-driven clock (clock.h): CLOCK_MONOTONIC,
+/// at most a few ms behind, and moving (a refresh after a second of silence
+/// writes the new time). The bounds are wide: nothing here measures speed.
+#[test]
+fn ct_timestamps_follow_the_monotonic_clock() {
+    let Some(env) = Env::new() else { return };
+    fixture(&env);
+    let key = xlb_ct_key::new(sa(CLIENT_SA), sa("10.96.0.10:80"), TCP);
+    let t0 = now_ns();
+    open(&env, "10.96.0.10:80");
+    let first = env.maps().ct_entry(&key).unwrap().unwrap().last_seen;
+    assert!(
+        first + 500_000_000 > t0 && first <= now_ns(),
+        "created at {first}, clock {t0}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    open(&env, "10.96.0.10:80");
+    let second = env.maps().ct_entry(&key).unwrap().unwrap().last_seen;
+    assert!(
+        second >= first + 1_000_000_000 && second <= now_ns(),
+        "refreshed at {second} (first {first}, clock {})",
+        now_ns()
+    );
+}
+
 /// The encapsulation path keeps the fib's next hop per CPU for 50 ms (nh.h):
 /// a changed neighbour MAC, and a neighbour that disappeared, must reach the
 /// fast path once that has passed. (The sleeps only let the cache expire;
