@@ -954,7 +954,13 @@ fn reverse_entry_follows_the_flow_that_sent_last() {
     fixture(&env);
     let node_port = std::net::SocketAddrV4::new(NODE, 30080);
     let rev_key = xlb_ct_key::new(sa(BE_LOCAL), sa(CLIENT_SA), TCP);
-    let rev_nat = |env: &Env| env.maps().ct_entry(&rev_key).unwrap().expect("reverse entry").nat();
+    let rev_nat = |env: &Env| {
+        env.maps()
+            .ct_entry(&rev_key)
+            .unwrap()
+            .expect("reverse entry")
+            .nat()
+    };
     let reply_src = |env: &Env| -> std::net::SocketAddrV4 {
         let (rc, out) = env.xdp(&reply_from(BE_LOCAL).build());
         assert_eq!(rc, XDP_PASS);
@@ -968,10 +974,18 @@ fn reverse_entry_follows_the_flow_that_sent_last() {
     send(&env, sa("10.96.0.10:80"));
     assert_eq!(rev_nat(&env), sa("10.96.0.10:80"));
     send(&env, node_port);
-    assert_eq!(rev_nat(&env), node_port, "the newest flow takes the reverse key");
+    assert_eq!(
+        rev_nat(&env),
+        node_port,
+        "the newest flow takes the reverse key"
+    );
     assert_eq!(reply_src(&env), node_port);
     send(&env, sa("10.96.0.10:80"));
-    assert_eq!(rev_nat(&env), sa("10.96.0.10:80"), "taken back at the next packet");
+    assert_eq!(
+        rev_nat(&env),
+        sa("10.96.0.10:80"),
+        "taken back at the next packet"
+    );
     assert_eq!(reply_src(&env), sa("10.96.0.10:80"));
     send(&env, node_port);
     assert_eq!(rev_nat(&env), node_port, "and back again");
@@ -1039,7 +1053,11 @@ fn next_hop_cache_follows_neighbour_changes() {
         "permanent",
     ]);
     std::thread::sleep(std::time::Duration::from_millis(200));
-    assert_eq!(outer_dst(&env), moved_mac, "the neighbour's new MAC after the TTL");
+    assert_eq!(
+        outer_dst(&env),
+        moved_mac,
+        "the neighbour's new MAC after the TTL"
+    );
     sh(&["neigh", "del", "198.18.0.2", "dev", "v0"]);
     std::thread::sleep(std::time::Duration::from_millis(200));
     let before = env.reasons();
