@@ -13,10 +13,12 @@
  *
  * The timer is armed by the first packet (value 0) and re-armed whenever it
  * lags: one packet in XLB_CLOCK_CHECK per CPU reads the real clock and
- * compares. So a timer that is not running (a fresh map, a map whose
- * timer was cancelled) costs at most XLB_CLOCK_CHECK packets per CPU of a
- * stale clock, and the data plane never depends on it for correctness beyond
- * that. Not shared with userspace (no contract type).
+ * compares. When the timer cannot be armed (the kernel cancels map timers
+ * once no file descriptor or pin holds the map: a private data plane whose
+ * process left its programs attached), `broken` is set and every packet reads
+ * the helper from then on. So a timer that stopped costs at most
+ * XLB_CLOCK_CHECK packets per CPU of a stale clock. Not shared with userspace
+ * (no contract type).
  */
 #ifndef XLB_CLOCK_H
 #define XLB_CLOCK_H
@@ -30,11 +32,15 @@
 
 #define XLB_CLOCK_TICK_NS	(4ULL * 1000000ULL)	/* 4 ms */
 #define XLB_CLOCK_LAG_NS	(16ULL * 1000000ULL)	/* re-arm when this far behind */
-#define XLB_CLOCK_CHECK		1024			/* power of two */
+#define XLB_CLOCK_CHECK		256			/* power of two */
+
+#define XLB_EBUSY		16	/* bpf_timer_init: already initialised */
 
 struct xlb_clock {
 	struct bpf_timer timer;
 	__u64 now;		/* coarse CLOCK_MONOTONIC ns; 0 = not started */
+	__u32 broken;		/* the timer cannot run: read the helper */
+	__u32 pad;
 };
 
 struct {
@@ -65,16 +71,20 @@ static __always_inline __u64 xlb_clock_now(void)
 	__u32 *n = bpf_map_lookup_elem(&clock_reads, &zero);
 	__u64 now;
 
-	if (!c || !n)
+	long err;
+
+	if (!c || !n || c->broken)
 		return xlb_now();
 	if (c->now && ((*n)++ & (XLB_CLOCK_CHECK - 1)))
 		return c->now;
 	now = xlb_now();
 	if (xlb_age(now, c->now) > XLB_CLOCK_LAG_NS) {
 		c->now = now;
-		bpf_timer_init(&c->timer, &clock, CLOCK_MONOTONIC);	/* -EBUSY once done */
-		bpf_timer_set_callback(&c->timer, xlb_clock_tick);
-		bpf_timer_start(&c->timer, XLB_CLOCK_TICK_NS, 0);
+		err = bpf_timer_init(&c->timer, &clock, CLOCK_MONOTONIC);
+		if ((err && err != -XLB_EBUSY) ||
+		    bpf_timer_set_callback(&c->timer, xlb_clock_tick) ||
+		    bpf_timer_start(&c->timer, XLB_CLOCK_TICK_NS, 0))
+			c->broken = 1;
 	}
 	return now;
 }
