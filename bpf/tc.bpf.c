@@ -144,21 +144,22 @@ int xlb_tc(struct __sk_buff *skb)
 
 	v = bpf_map_lookup_elem(&ct, &t);
 	if (v) {
-		now = bpf_ktime_get_ns();
+		now = xlb_now();
 		if (v->flags & XLB_CT_F_REVERSE) {
 			if (xlb_ct_reverse_live(v, t.proto, now))
 				return xlb_tc_reply(skb, cfg, &p, v, &t, bytes);
-		} else if (xlb_ct_backend(v, t.proto, now, &ch)) {
+		} else if ((r = xlb_ct_backend(v, t.proto, now, &ch))) {
 			xlb_count_svc(v->svc_id, bytes);
-			xlb_ct_reverse_keep(&t, &ch, v, now);
+			if (r == XLB_CT_USE_CHECK)
+				xlb_ct_reverse_keep(&t, &ch, v, now);
 			return xlb_tc_forward(skb, &p, &ch, bytes);
 		}
 	}
-	svc = xlb_service(t.daddr, t.dport, t.proto);
+	svc = xlb_service(t.daddr, t.dport, t.proto, cfg->node_addr);
 	if (!svc)
 		return xlb_tc_done(XLB_R_PASS_NOT_SERVICE, bytes, TC_ACT_OK);
 	if (!now)
-		now = bpf_ktime_get_ns();
+		now = xlb_now();
 	xlb_count_svc(svc->svc_id, bytes);
 	r = xlb_choose(svc, &t, now, &ch, &event);
 	if (event != XLB_OK)

@@ -23,6 +23,8 @@
 #include "include/nat.h"
 #include "include/vxlan.h"
 #include "include/icmp.h"
+#include "include/nh.h"
+#include "include/clock.h"
 
 struct xlb_ctx {
 	struct xdp_md *ctx;
@@ -30,6 +32,7 @@ struct xlb_ctx {
 	struct xlb_pkt p;
 	struct xlb_tun tun;
 	__u64 bytes;		/* frame length as received */
+	__u64 now;		/* xlb_clock_now(), once a ct entry or Service matched */
 };
 
 static __always_inline int xlb_done(int reason, __u64 bytes, int verdict)
@@ -78,6 +81,8 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, __be32 peer, const __u
 				       __be16 nat_port, int mark)
 {
 	struct bpf_fib_lookup fib;
+	struct xlb_nh *nh;
+	__u32 in_ifindex;
 	void *data_end = (void *)(long)x->ctx->data_end;
 	__u32 inner_l3 = data_end - (void *)x->p.eth - ETH_HLEN;
 	__u32 mtu = x->cfg->mtu ? x->cfg->mtu : 1500;
@@ -94,7 +99,15 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, __be32 peer, const __u
 				       mtu - XLB_ENCAP_LEN, to, from, &reason);
 		return xlb_done(reason, x->bytes, verdict);
 	}
-	rc = xlb_fib_xdp(x->ctx, x->cfg, peer, inner_l3 + XLB_ENCAP_LEN, &fib);
+	in_ifindex = x->cfg->ifindex ? x->cfg->ifindex : x->ctx->ingress_ifindex;
+	nh = xlb_nh_slot(peer, in_ifindex);
+	if (xlb_nh_get(nh, peer, in_ifindex, x->now, &fib)) {
+		rc = BPF_FIB_LKUP_RET_SUCCESS;
+	} else {
+		rc = xlb_fib_xdp(x->ctx, x->cfg, peer, inner_l3 + XLB_ENCAP_LEN, &fib);
+		if (rc == BPF_FIB_LKUP_RET_SUCCESS)
+			xlb_nh_put(nh, peer, in_ifindex, x->now, mtu, &fib);
+	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return xlb_done(XLB_R_DROP_FIB, x->bytes, XDP_DROP);
 	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
@@ -115,8 +128,6 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, __be32 peer, const __u
 static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
 				       const struct xlb_ct_key *t)
 {
-	struct xlb_tunnel_key tk = { .prefixlen = 32, .addr = ch->addr };
-	struct xlb_tunnel_val *tv;
 	__u8 vtep[ETH_ALEN];
 	int r;
 
@@ -127,10 +138,8 @@ static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
 		xlb_nat_xdp(&x->p, XLB_NAT_DST, ch->addr, ch->port);
 		return xlb_done(XLB_R_PASS_LOCAL, x->bytes, XDP_PASS);
 	}
-	tv = bpf_map_lookup_elem(&tunnel, &tk);
-	if (!tv)
+	if (!xlb_vtep_mac(xlb_vtep_slot(ch->addr), ch->addr, x->now, vtep))
 		return xlb_done(XLB_R_DROP_NO_TUNNEL, x->bytes, XDP_DROP);
-	__builtin_memcpy(vtep, tv->vtep_mac, ETH_ALEN);
 	return xlb_to_peer(x, ch->node, vtep, xlb_flow_hash(t, 0), XLB_R_TX_REMOTE,
 			   XLB_NAT_DST, ch->addr, ch->port, 1);
 }
@@ -183,10 +192,15 @@ static __always_inline int xlb_tunnel_in(struct xlb_ctx *x, __u64 now)
 			.tunnel_peer = x->tun.peer,
 			.last_seen = now,
 		};
+		__u32 of = v ? v->flags : 0;
+		__be32 oa = v ? v->nat_addr : 0;
+		__be16 op = v ? v->nat_port : 0;
 
 		if (bpf_map_update_elem(&ct, &rk, &nv, BPF_ANY))
 			xlb_count(XLB_R_DROP_CT_FULL, x->bytes);
-	} else if (now - v->last_seen > XLB_CT_TOUCH_NS) {
+		else
+			xlb_ct_flag_victim(&rk, of, oa, op, 0, 0);
+	} else if (xlb_age(now, v->last_seen) > XLB_CT_TOUCH_NS) {
 		v->last_seen = now;
 	}
 	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
@@ -209,24 +223,27 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 
 	v = bpf_map_lookup_elem(&ct, &t);
 	if (v) {
-		now = bpf_ktime_get_ns();
+		now = xlb_clock_now();
+		x->now = now;
 		if (v->flags & XLB_CT_F_REVERSE) {
 			if (xlb_ct_reverse_live(v, t.proto, now))
 				return xlb_reply(x, v, &t);
-		} else if (xlb_ct_backend(v, t.proto, now, &ch)) {
+		} else if ((r = xlb_ct_backend(v, t.proto, now, &ch))) {
 			xlb_count_svc(v->svc_id, x->bytes);
-			xlb_ct_reverse_keep(&t, &ch, v, now);
+			if (r == XLB_CT_USE_CHECK)
+				xlb_ct_reverse_keep(&t, &ch, v, now);
 			return xlb_forward(x, &ch, &t);
 		}
 	}
-	svc = xlb_service(t.daddr, t.dport, t.proto);
+	svc = xlb_service(t.daddr, t.dport, t.proto, x->cfg->node_addr);
 	if (!svc) {
 		if (x->tun.marked)
-			return xlb_tunnel_in(x, now ? now : bpf_ktime_get_ns());
+			return xlb_tunnel_in(x, now ? now : xlb_clock_now());
 		return xlb_done(XLB_R_PASS_NOT_SERVICE, x->bytes, XDP_PASS);
 	}
 	if (!now)
-		now = bpf_ktime_get_ns();
+		now = xlb_clock_now();
+	x->now = now;
 	xlb_count_svc(svc->svc_id, x->bytes);
 	r = xlb_choose(svc, &t, now, &ch, &event);
 	if (event != XLB_OK)

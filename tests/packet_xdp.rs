@@ -942,6 +942,165 @@ fn xdp_maglev_choice_matches_hash() {
     let _ = be32(NODE);
 }
 
+/// Two flows of one client source port to two frontends that chose the same
+/// backend share one reverse key (backend -> client). The newest flow takes
+/// it; the other flow's next packet takes it back (its forward entry was
+/// flagged), so each flow's replies are reverse-NATed to the frontend its
+/// packets went to. A reverse entry lost without a flag (LRU eviction) is
+/// restored at the flow's once-a-second refresh.
+#[test]
+fn reverse_entry_follows_the_flow_that_sent_last() {
+    let Some(env) = Env::new() else { return };
+    fixture(&env);
+    let node_port = std::net::SocketAddrV4::new(NODE, 30080);
+    let rev_key = xlb_ct_key::new(sa(BE_LOCAL), sa(CLIENT_SA), TCP);
+    let rev_nat = |env: &Env| {
+        env.maps()
+            .ct_entry(&rev_key)
+            .unwrap()
+            .expect("reverse entry")
+            .nat()
+    };
+    let reply_src = |env: &Env| -> std::net::SocketAddrV4 {
+        let (rc, out) = env.xdp(&reply_from(BE_LOCAL).build());
+        assert_eq!(rc, XDP_PASS);
+        check_eth_ipv4(&out, "revnat").2.src()
+    };
+    let send = |env: &Env, to: std::net::SocketAddrV4| {
+        let (rc, out) = env.xdp(&Frame::tcp(sa(CLIENT_SA), to).build());
+        assert_eq!(rc, XDP_PASS);
+        assert_dnat(Frame::tcp(sa(CLIENT_SA), to), BE_LOCAL, &out);
+    };
+    send(&env, sa("10.96.0.10:80"));
+    assert_eq!(rev_nat(&env), sa("10.96.0.10:80"));
+    send(&env, node_port);
+    assert_eq!(
+        rev_nat(&env),
+        node_port,
+        "the newest flow takes the reverse key"
+    );
+    assert_eq!(reply_src(&env), node_port);
+    send(&env, sa("10.96.0.10:80"));
+    assert_eq!(
+        rev_nat(&env),
+        sa("10.96.0.10:80"),
+        "taken back at the next packet"
+    );
+    assert_eq!(reply_src(&env), sa("10.96.0.10:80"));
+    send(&env, node_port);
+    assert_eq!(rev_nat(&env), node_port, "and back again");
+    // Lost without a flag: restored once the forward entry is due a refresh.
+    assert!(env.maps().delete_ct(&rev_key).unwrap());
+    let fwd_key = xlb_ct_key::new(sa(CLIENT_SA), node_port, TCP);
+    let mut fwd = env.maps().ct_entry(&fwd_key).unwrap().unwrap();
+    fwd.last_seen = now_ns() - 2_000_000_000;
+    env.maps().put_ct(&fwd_key, &fwd).unwrap();
+    send(&env, node_port);
+    assert_eq!(rev_nat(&env), node_port, "restored at the refresh");
+}
+
+/// ct timestamps come from the timer-driven clock (clock.h): CLOCK_MONOTONIC,
+/// at most a few ms behind, and moving (a refresh after a second of silence
+/// writes the new time). The bounds are wide: nothing here measures speed.
+#[test]
+fn ct_timestamps_follow_the_monotonic_clock() {
+    let Some(env) = Env::new() else { return };
+    fixture(&env);
+    let key = xlb_ct_key::new(sa(CLIENT_SA), sa("10.96.0.10:80"), TCP);
+    let t0 = now_ns();
+    open(&env, "10.96.0.10:80");
+    let first = env.maps().ct_entry(&key).unwrap().unwrap().last_seen;
+    assert!(
+        first + 500_000_000 > t0 && first <= now_ns(),
+        "created at {first}, clock {t0}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    open(&env, "10.96.0.10:80");
+    let second = env.maps().ct_entry(&key).unwrap().unwrap().last_seen;
+    assert!(
+        second >= first + 1_000_000_000 && second <= now_ns(),
+        "refreshed at {second} (first {first}, clock {})",
+        now_ns()
+    );
+}
+
+/// The encapsulation path keeps the fib's next hop per CPU for 50 ms (nh.h):
+/// a changed neighbour MAC, and a neighbour that disappeared, must reach the
+/// fast path once that has passed. (The sleeps only let the cache expire;
+/// nothing here asserts on speed.)
+#[test]
+fn next_hop_cache_follows_neighbour_changes() {
+    let Some(env) = Env::new() else { return };
+    fixture(&env);
+    let f = syn("10.96.0.20:80");
+    let outer_dst = |env: &Env| -> [u8; 6] {
+        let (rc, out) = env.xdp(&f.build());
+        assert_eq!(rc, XDP_REDIRECT, "remote backend: encapsulated");
+        check_vxlan(&out, "encap").dst_mac
+    };
+    assert_eq!(outer_dst(&env), PEER_MAC, "first frame: the fib's next hop");
+    assert_eq!(outer_dst(&env), PEER_MAC, "cached next hop");
+    let moved_mac = [0x02, 0, 0xc6, 0x12, 0, 0x22];
+    sh(&[
+        "neigh",
+        "replace",
+        "198.18.0.2",
+        "lladdr",
+        "02:00:c6:12:00:22",
+        "dev",
+        "v0",
+        "nud",
+        "permanent",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        outer_dst(&env),
+        moved_mac,
+        "the neighbour's new MAC after the TTL"
+    );
+    sh(&["neigh", "del", "198.18.0.2", "dev", "v0"]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before = env.reasons();
+    let (rc, out) = env.xdp(&f.build());
+    let after = env.reasons();
+    assert_eq!(rc, XDP_PASS, "no neighbour any more: passed to the stack");
+    let r = XLB_R_PASS_FIB_NO_NEIGH as usize;
+    assert_eq!(after[r] - before[r], 1, "counted as pass_fib_no_neigh");
+    assert_dnat(f.clone(), BE_REMOTE, &out);
+}
+
+/// A remote backend's VTEP MAC (tunnel map) is also kept per CPU for 50 ms:
+/// a changed and a removed tunnel entry reach the fast path after that.
+#[test]
+fn vtep_cache_follows_tunnel_changes() {
+    let Some(env) = Env::new() else { return };
+    fixture(&env);
+    let f = syn("10.96.0.20:80");
+    let inner_dst = |env: &Env| -> [u8; 6] {
+        let (rc, out) = env.xdp(&f.build());
+        assert_eq!(rc, XDP_REDIRECT, "remote backend: encapsulated");
+        let v = check_vxlan(&out, "encap");
+        v.inner[0..6].try_into().unwrap()
+    };
+    assert_eq!(inner_dst(&env), VTEP_MAC);
+    assert_eq!(inner_dst(&env), VTEP_MAC, "cached");
+    let new_vtep = [0x02, 0xee, 0, 0, 0, 0x22];
+    let key = xlb_tunnel_key::new(Ipv4Addr::new(10, 244, 2, 0), 24);
+    env.maps()
+        .put_tunnel(&key, &xlb_tunnel_val::new(PEER, new_vtep))
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(inner_dst(&env), new_vtep, "the new VTEP MAC after the TTL");
+    assert!(env.maps().delete_tunnel(&key).unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before = env.reasons();
+    let (rc, _) = env.xdp(&f.build());
+    let after = env.reasons();
+    assert_eq!(rc, XDP_DROP, "no tunnel entry any more");
+    let r = XLB_R_DROP_NO_TUNNEL as usize;
+    assert_eq!(after[r] - before[r], 1, "counted as drop_no_tunnel");
+}
+
 /// Makes every IPv4 (and outer UDP) length of a truncated frame agree with
 /// its new size and fixes the header checksums, so truncation reaches the
 /// deeper headers instead of stopping at the first length check.

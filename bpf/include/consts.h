@@ -37,6 +37,7 @@
 #define XLB_CT_F_REVERSE	(1 << 0)	/* reply direction entry: reverse NAT */
 #define XLB_CT_F_TUNNEL		(1 << 1)	/* flow arrived by tunnel: return through tunnel_peer */
 #define XLB_CT_F_REMOTE		(1 << 2)	/* forward entry whose backend is on another node */
+#define XLB_CT_F_REV_CHECK	(1 << 3)	/* forward entry: another flow took its reverse entry; check it at the next packet */
 
 /* config flags */
 #define XLB_CFG_F_VXLAN		(1 << 0)	/* decap VXLAN addressed to this node */

@@ -14,6 +14,25 @@
 #define XLB_AFFINITY_DEFAULT_S	10800	/* Kubernetes' default timeoutSeconds */
 #define XLB_CT_TOUCH_NS		XLB_NSEC	/* refresh last_seen at most once a second */
 #define XLB_HASH_INIT		0xdeadbeef
+#define XLB_EEXIST		17	/* bpf_map_update_elem(BPF_NOEXIST): key exists */
+
+/*
+ * Clock of every ct / affinity timestamp: CLOCK_MONOTONIC at tick resolution
+ * (bpf_ktime_get_coarse_ns reads the last tick's time, no clock source read).
+ * Timeouts are seconds and refreshes once a second, so a tick is plenty.
+ * Userspace stamps entries with the fine CLOCK_MONOTONIC, which may be ahead
+ * of the coarse clock by up to a tick: ages are taken with xlb_age (never
+ * negative), so such an entry is fresh, not "2^64 ns old".
+ */
+static __always_inline __u64 xlb_now(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+
+static __always_inline __u64 xlb_age(__u64 now, __u64 then)
+{
+	return now > then ? now - then : 0;
+}
 
 /* A backend as chosen, copied out of the map. */
 struct xlb_choice {
@@ -60,8 +79,12 @@ static __always_inline __u64 xlb_ct_timeout(__u8 proto)
 }
 
 /* The Service of (daddr, dport, proto): by address first; a NodePort only
- * when daddr is one of this node's addresses. */
-static __always_inline struct xlb_svc_val *xlb_service(__be32 daddr, __be16 dport, __u8 proto)
+ * when daddr is one of this node's addresses. The NodePort entry is looked up
+ * before the address check: traffic to the node itself that is no NodePort
+ * (ssh, kubelet, the API server) then costs one lookup less, and the node's
+ * own address (node_addr) needs no local_addrs lookup. */
+static __always_inline struct xlb_svc_val *xlb_service(__be32 daddr, __be16 dport, __u8 proto,
+						       __be32 node_addr)
 {
 	struct xlb_svc_key k = {
 		.addr = daddr, .port = dport, .proto = proto, .kind = XLB_KIND_ADDR,
@@ -71,11 +94,14 @@ static __always_inline struct xlb_svc_val *xlb_service(__be32 daddr, __be16 dpor
 	v = bpf_map_lookup_elem(&services, &k);
 	if (v)
 		return v;
-	if (!bpf_map_lookup_elem(&local_addrs, &daddr))
-		return NULL;
 	k.addr = 0;
 	k.kind = XLB_KIND_NODEPORT;
-	return bpf_map_lookup_elem(&services, &k);
+	v = bpf_map_lookup_elem(&services, &k);
+	if (!v)
+		return NULL;
+	if ((!node_addr || daddr != node_addr) && !bpf_map_lookup_elem(&local_addrs, &daddr))
+		return NULL;
+	return v;
 }
 
 /* Copies an active backend into ch; 0 when the slot holds none. */
@@ -122,7 +148,7 @@ static __always_inline int xlb_choose(struct xlb_svc_val *svc, const struct xlb_
 		struct xlb_affinity_val *av = bpf_map_lookup_elem(&affinity, &ak);
 		__u64 timeout = svc->affinity_timeout ? svc->affinity_timeout : XLB_AFFINITY_DEFAULT_S;
 
-		if (av && now - av->last_seen < timeout * XLB_NSEC &&
+		if (av && xlb_age(now, av->last_seen) < timeout * XLB_NSEC &&
 		    xlb_backend_get(av->backend_id, ch) && ch->generation == av->generation) {
 			av->last_seen = now;
 			return XLB_OK;
@@ -143,20 +169,67 @@ static __always_inline int xlb_choose(struct xlb_svc_val *svc, const struct xlb_
 	return XLB_OK;
 }
 
+#define XLB_CT_USE		1	/* forward hit: use the backend */
+#define XLB_CT_USE_CHECK	2	/* ... and check the flow's reverse entry (xlb_ct_reverse_keep) */
+
 /*
  * A forward-entry hit: the backend it names, when still live at the same
  * generation and the entry has not timed out. 0 = choose again.
+ *
+ * The flow's reverse entry is checked (one more ct lookup) only when it may
+ * have changed: another flow took it (XLB_CT_F_REV_CHECK, set by whoever
+ * replaced it: xlb_ct_flag_victim), or once a second with the last_seen
+ * refresh (LRU eviction of the reverse entry alone is noticed then).
  */
 static __always_inline int xlb_ct_backend(struct xlb_ct_val *v, __u8 proto, __u64 now,
 					  struct xlb_choice *ch)
 {
-	if (now - v->last_seen >= xlb_ct_timeout(proto))
+	__u64 age = xlb_age(now, v->last_seen);
+	int r = XLB_CT_USE;
+
+	if (age >= xlb_ct_timeout(proto))
 		return 0;
 	if (!xlb_backend_get(v->backend_id, ch) || ch->generation != v->generation)
 		return 0;
-	if (now - v->last_seen > XLB_CT_TOUCH_NS)
+	if (age > XLB_CT_TOUCH_NS) {
 		v->last_seen = now;
-	return 1;
+		r = XLB_CT_USE_CHECK;
+	}
+	if (v->flags & XLB_CT_F_REV_CHECK) {
+		/* Cleared before the check: a flag set after this sees the
+		 * replaced entry in the check or stays for the next packet. */
+		v->flags &= ~XLB_CT_F_REV_CHECK;
+		r = XLB_CT_USE_CHECK;
+	}
+	return r;
+}
+
+/*
+ * The reverse entry at rk, which said `old_flags/old_nat_*`, was just replaced
+ * for another flow (or tunnel-return entry). When it belonged to a flow this
+ * node balanced (a reverse entry with a frontend), that flow's forward entry
+ * {client -> frontend} is flagged so its next packet restores its reverse
+ * entry (xlb_ct_reverse_keep), as the replies must be reverse-NATed to the
+ * frontend that client dialled. keep_*: the frontend of the flow that
+ * replaced it (same frontend = same forward entry: nothing to do).
+ */
+static __always_inline void xlb_ct_flag_victim(const struct xlb_ct_key *rk, __u32 old_flags,
+					       __be32 old_nat_addr, __be16 old_nat_port,
+					       __be32 keep_addr, __be16 keep_port)
+{
+	struct xlb_ct_key fk = {
+		.saddr = rk->daddr, .daddr = old_nat_addr, .sport = rk->dport,
+		.dport = old_nat_port, .proto = rk->proto,
+	};
+	struct xlb_ct_val *fv;
+
+	if (!(old_flags & XLB_CT_F_REVERSE) || !old_nat_addr)
+		return;
+	if (old_nat_addr == keep_addr && old_nat_port == keep_port)
+		return;
+	fv = bpf_map_lookup_elem(&ct, &fk);
+	if (fv && !(fv->flags & XLB_CT_F_REVERSE))
+		fv->flags |= XLB_CT_F_REV_CHECK;
 }
 
 /*
@@ -179,13 +252,33 @@ static __always_inline int xlb_ct_create(const struct xlb_ct_key *t, const struc
 		.tunnel_peer = tunnel_peer,
 		.last_seen = now,
 	};
-	int err;
+	struct xlb_ct_val *old;
+	int err, rerr;
 
 	err = bpf_map_update_elem(&ct, t, &v, BPF_ANY);
 	v.flags = XLB_CT_F_REVERSE | (tunnel_peer ? XLB_CT_F_TUNNEL : 0);
 	v.nat_addr = t->daddr;
 	v.nat_port = t->dport;
-	err |= bpf_map_update_elem(&ct, &rk, &v, BPF_ANY);
+	/* Usually new; when another flow's reverse entry is there, it is
+	 * replaced (the newest flow wins, as its client is the one talking)
+	 * and that flow is told to restore its own at its next packet. */
+	rerr = bpf_map_update_elem(&ct, &rk, &v, BPF_NOEXIST);
+	if (rerr == -XLB_EEXIST) {
+		__u32 of = 0;
+		__be32 oa = 0;
+		__be16 op = 0;
+
+		old = bpf_map_lookup_elem(&ct, &rk);
+		if (old) {
+			of = old->flags;
+			oa = old->nat_addr;
+			op = old->nat_port;
+		}
+		rerr = bpf_map_update_elem(&ct, &rk, &v, BPF_ANY);
+		if (!rerr)
+			xlb_ct_flag_victim(&rk, of, oa, op, t->daddr, t->dport);
+	}
+	err |= rerr;
 	return err ? XLB_R_DROP_CT_FULL : XLB_OK;
 }
 
@@ -219,15 +312,26 @@ static __always_inline void xlb_ct_reverse_keep(const struct xlb_ct_key *t,
 	nv.nat_addr = t->daddr;
 	nv.nat_port = t->dport;
 	nv.last_seen = now;
+	if (rv) {
+		__u32 of = rv->flags;
+		__be32 oa = rv->nat_addr;
+		__be16 op = rv->nat_port;
+
+		if (!bpf_map_update_elem(&ct, &rk, &nv, BPF_ANY))
+			xlb_ct_flag_victim(&rk, of, oa, op, t->daddr, t->dport);
+		return;
+	}
 	bpf_map_update_elem(&ct, &rk, &nv, BPF_ANY);
 }
 
 /* Reverse entry of a live reply (not timed out); refreshes last_seen. */
 static __always_inline int xlb_ct_reverse_live(struct xlb_ct_val *v, __u8 proto, __u64 now)
 {
-	if (now - v->last_seen >= xlb_ct_timeout(proto))
+	__u64 age = xlb_age(now, v->last_seen);
+
+	if (age >= xlb_ct_timeout(proto))
 		return 0;
-	if (now - v->last_seen > XLB_CT_TOUCH_NS)
+	if (age > XLB_CT_TOUCH_NS)
 		v->last_seen = now;
 	return 1;
 }

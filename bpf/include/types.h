@@ -59,7 +59,7 @@ struct xlb_ct_val {
 	__be16 nat_port;	/* reverse: port to restore as source */
 	__u16 pad;
 	__u32 pad2;
-	__u64 last_seen;	/* bpf_ktime_get_ns() */
+	__u64 last_seen;	/* CLOCK_MONOTONIC ns (bpf_ktime_get_coarse_ns) */
 };
 
 /* affinity: sessionAffinity ClientIP */
@@ -71,7 +71,7 @@ struct xlb_affinity_key {
 struct xlb_affinity_val {
 	__u32 backend_id;
 	__u32 generation;
-	__u64 last_seen;	/* bpf_ktime_get_ns() */
+	__u64 last_seen;	/* CLOCK_MONOTONIC ns (bpf_ktime_get_coarse_ns) */
 };
 
 /* src_ranges: LPM, prefixlen counts svc_id's 32 bits plus the address prefix */

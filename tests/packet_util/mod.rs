@@ -420,7 +420,7 @@ pub fn flow_hash(src: SocketAddrV4, dst: SocketAddrV4, proto: u8, no_sport: bool
 
 // --- environment -----------------------------------------------------------
 
-fn sh(args: &[&str]) {
+pub fn sh(args: &[&str]) {
     let out = Command::new("ip")
         .args(args)
         .output()

@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * xlb: next-hop cache for the encapsulation path (XDP only).
+ *
+ * bpf_fib_lookup is the single most expensive step of sending a frame to a
+ * remote node (about 230 ns of ~580 in `xlb bench prog` on the reference VM):
+ * the outer destination is one of a few node addresses, so its answer (output
+ * ifindex, next-hop and source MAC) is kept per CPU for XLB_NH_TTL_NS and the
+ * fib is asked again after that. A neighbour or route change therefore reaches
+ * the fast path within XLB_NH_TTL_NS (the kernel's own neighbour state changes
+ * on a scale of seconds: NUD reachable time, ARP probes).
+ *
+ * Only complete answers are kept: a fib success whose route MTU (mtu_result)
+ * covers config.mtu, so every frame that passes xlb's own MTU check would pass
+ * the fib's too. "No neighbour", fragmentation needed and every failure are
+ * never cached: those frames take the per-packet fib path as before.
+ *
+ * Layout: a direct-mapped PERCPU_ARRAY (slot = hash(peer, ifindex)); each
+ * slot names its peer and input ifindex, so a collision is just a miss.
+ * Per-CPU: a CPU only ever reads and writes its own copy (no torn reads, no
+ * shared cache lines), the lookup is inlined by the verifier, and nothing is
+ * allocated or evicted. Not shared with userspace (no contract type).
+ */
+#ifndef XLB_NH_H
+#define XLB_NH_H
+
+#include "maps.h"
+#include "lb.h"
+
+#define XLB_NH_BITS	10
+#define XLB_NH_SLOTS	(1 << XLB_NH_BITS)
+#define XLB_NH_TTL_NS	(50ULL * 1000000ULL)	/* 50 ms */
+
+/* Fibonacci hashing of a host-order word: the top `bits` bits of
+ * w * 2^32/phi depend on every bit of w, so addresses that differ only in
+ * their last octet (host order: the low bits) spread over the slots. (Network
+ * order would put that octet in the top byte, where a multiplication can only
+ * move it up: at most 4 slots for a whole /24.) A cache slot, not a Maglev
+ * choice. */
+static __always_inline __u32 xlb_slot_hash(__u32 w, int bits)
+{
+	return (w * 0x9e3779b1U) >> (32 - bits);
+}
+
+struct xlb_nh {
+	__u64 expires;		/* xlb_now() + XLB_NH_TTL_NS; 0 = empty */
+	__be32 peer;		/* outer destination */
+	__u32 in_ifindex;	/* fib input ifindex the answer is for */
+	__u32 out_ifindex;	/* fib output ifindex */
+	__u8 dmac[6];
+	__u8 smac[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XLB_NH_SLOTS);
+	__type(key, __u32);
+	__type(value, struct xlb_nh);
+} nh_cache SEC(".maps");
+
+static __always_inline struct xlb_nh *xlb_nh_slot(__be32 peer, __u32 in_ifindex)
+{
+	__u32 slot = xlb_slot_hash(bpf_ntohl(peer) ^ in_ifindex, XLB_NH_BITS);
+
+	return bpf_map_lookup_elem(&nh_cache, &slot);
+}
+
+/* Fills fib's output fields from a fresh entry for (peer, in_ifindex); 0 = miss. */
+static __always_inline int xlb_nh_get(struct xlb_nh *nh, __be32 peer, __u32 in_ifindex,
+				      __u64 now, struct bpf_fib_lookup *fib)
+{
+	if (!nh || nh->peer != peer || nh->in_ifindex != in_ifindex || now >= nh->expires)
+		return 0;
+	fib->ifindex = nh->out_ifindex;
+	__builtin_memcpy(fib->dmac, nh->dmac, ETH_ALEN);
+	__builtin_memcpy(fib->smac, nh->smac, ETH_ALEN);
+	return 1;
+}
+
+/* Keeps a successful fib answer whose route MTU covers `mtu`. */
+static __always_inline void xlb_nh_put(struct xlb_nh *nh, __be32 peer, __u32 in_ifindex,
+				       __u64 now, __u32 mtu, const struct bpf_fib_lookup *fib)
+{
+	if (!nh || fib->mtu_result < mtu)
+		return;
+	nh->peer = peer;
+	nh->in_ifindex = in_ifindex;
+	nh->out_ifindex = fib->ifindex;
+	__builtin_memcpy(nh->dmac, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(nh->smac, fib->smac, ETH_ALEN);
+	nh->expires = now + XLB_NH_TTL_NS;
+}
+
+/*
+ * The same for the tunnel LPM lookup (pod CIDR -> VTEP MAC of the backend's
+ * node, ~40 ns): a remote backend's VTEP MAC is kept per CPU for
+ * XLB_NH_TTL_NS, so a changed or removed tunnel entry reaches the fast path
+ * within that time. Only found entries are kept (no entry -> drop_no_tunnel
+ * is looked up every time).
+ */
+#define XLB_VTEP_BITS	10
+#define XLB_VTEP_SLOTS	(1 << XLB_VTEP_BITS)
+
+struct xlb_vtep {
+	__u64 expires;		/* 0 = empty */
+	__be32 addr;		/* backend address */
+	__u8 vtep_mac[6];
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XLB_VTEP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct xlb_vtep);
+} vtep_cache SEC(".maps");
+
+static __always_inline struct xlb_vtep *xlb_vtep_slot(__be32 addr)
+{
+	__u32 slot = xlb_slot_hash(bpf_ntohl(addr), XLB_VTEP_BITS);
+
+	return bpf_map_lookup_elem(&vtep_cache, &slot);
+}
+
+/* The backend's VTEP MAC into mac: from the cache or the tunnel map; 0 = no
+ * tunnel entry. */
+static __always_inline int xlb_vtep_mac(struct xlb_vtep *vc, __be32 addr, __u64 now, __u8 *mac)
+{
+	struct xlb_tunnel_key tk = { .prefixlen = 32, .addr = addr };
+	struct xlb_tunnel_val *tv;
+
+	if (vc && vc->addr == addr && now < vc->expires) {
+		__builtin_memcpy(mac, vc->vtep_mac, ETH_ALEN);
+		return 1;
+	}
+	tv = bpf_map_lookup_elem(&tunnel, &tk);
+	if (!tv)
+		return 0;
+	__builtin_memcpy(mac, tv->vtep_mac, ETH_ALEN);
+	if (vc) {
+		vc->addr = addr;
+		__builtin_memcpy(vc->vtep_mac, mac, ETH_ALEN);
+		vc->expires = now + XLB_NH_TTL_NS;
+	}
+	return 1;
+}
+
+#endif /* XLB_NH_H */
