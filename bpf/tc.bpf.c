@@ -18,6 +18,10 @@
  * reply comes back through the overlay to this node, whose XDP reverse-NATs it.
  * Services without endpoints: TCP is answered with a RST, UDP with an ICMP port
  * unreachable, sent back into the pod's veth (redirect to its egress).
+ * Hairpin (a pod whose Service chose the pod itself): source rewritten to
+ * XLB_HAIRPIN_ADDR and the frame sent straight back into the veth; the pod's
+ * replies to that address are reverse-NATed (source := frontend, destination
+ * := the pod) and sent back in the same way.
  */
 #include <linux/pkt_cls.h>
 #include "include/maps.h"
@@ -37,6 +41,21 @@ static __always_inline int xlb_tc_done(int reason, __u64 bytes, int verdict)
 	return verdict;
 }
 
+/* Swaps the Ethernet addresses: a frame sent back into the veth it came from. */
+static __always_inline int xlb_tc_swap_macs(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	__u8 tmp[ETH_ALEN];
+
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	__builtin_memcpy(tmp, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, tmp, ETH_ALEN);
+	return 0;
+}
+
 static __always_inline int xlb_tc_reply(struct __sk_buff *skb, struct xlb_config *cfg,
 					struct xlb_pkt *p, struct xlb_ct_val *v,
 					const struct xlb_ct_key *t, __u64 bytes)
@@ -51,6 +70,15 @@ static __always_inline int xlb_tc_reply(struct __sk_buff *skb, struct xlb_config
 		if (xlb_nat_skb(skb, ETH_HLEN, l4_off, p->proto, XLB_NAT_SRC, p->saddr, nat_addr,
 				p->sport, nat_port))
 			return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+	}
+	if ((flags & XLB_CT_F_HAIRPIN) && nat_addr) {
+		/* The pod answering itself: back to its own address, into its veth. */
+		if (xlb_nat_skb(skb, ETH_HLEN, l4_off, p->proto, XLB_NAT_DST, p->daddr, p->saddr,
+				p->dport, p->dport) ||
+		    xlb_tc_swap_macs(skb))
+			return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+		xlb_count(XLB_R_PASS_REVNAT, bytes);
+		return bpf_redirect(skb->ifindex, 0);
 	}
 	if ((flags & XLB_CT_F_TUNNEL) && peer) {
 		if (xlb_encap_skb(skb, cfg, peer, xlb_flow_hash(t, 0)))
@@ -100,9 +128,22 @@ static __always_inline int xlb_tc_reject(struct __sk_buff *skb, struct xlb_confi
 static __always_inline int xlb_tc_forward(struct __sk_buff *skb, struct xlb_pkt *p,
 					  struct xlb_choice *ch, __u64 bytes)
 {
-	if (xlb_nat_skb(skb, ETH_HLEN, ETH_HLEN + p->ihl_len, p->proto, XLB_NAT_DST, p->daddr,
-			ch->addr, p->dport, ch->port))
+	__u32 l4_off = ETH_HLEN + p->ihl_len;
+
+	if (xlb_nat_skb(skb, ETH_HLEN, l4_off, p->proto, XLB_NAT_DST, p->daddr, ch->addr, p->dport,
+			ch->port))
 		return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+	if (!ch->node && ch->addr == p->saddr) {
+		/* Hairpin: the pod reached itself through a Service. From the
+		 * hairpin address, straight back into its veth (its replies come
+		 * out again and xlb_tc_reply turns them around). */
+		if (xlb_nat_skb(skb, ETH_HLEN, l4_off, p->proto, XLB_NAT_SRC, p->saddr,
+				bpf_htonl(XLB_HAIRPIN_ADDR), p->sport, p->sport) ||
+		    xlb_tc_swap_macs(skb))
+			return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+		xlb_count(XLB_R_PASS_LOCAL, bytes);
+		return bpf_redirect(skb->ifindex, 0);
+	}
 	return xlb_tc_done(ch->node ? XLB_R_TX_REMOTE : XLB_R_PASS_LOCAL, bytes, TC_ACT_OK);
 }
 

@@ -182,6 +182,30 @@ fn session_affinity_client_ip_sticks_to_one_backend() {
     assert_eq!(m.len(), 1, "{m:?}");
 }
 
+/// Hairpin: a pod reaches itself through a Service it backs (the tc program
+/// sends it back from 169.254.42.1), as it does every other backend.
+#[test]
+fn a_pod_reaches_itself_through_its_own_service() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    let g = lab();
+    let m = g.pod(2, 2, || spread(None, sa([10, 96, 0, 10], 80), 80));
+    assert!(m.contains_key("n2p2"), "{m:?}");
+    assert_eq!(m.values().sum::<usize>(), 80, "{m:?}");
+    let seen = g.pod(2, 2, || {
+        (0..40)
+            .map(|_| probe::tcp(None, sa([10, 96, 0, 10], 80), T).unwrap())
+            .find(|r| r.name == "n2p2")
+    });
+    let r = seen.expect("n2p2 among 40 connections");
+    assert_eq!(
+        *r.peer.ip(),
+        std::net::Ipv4Addr::new(169, 254, 42, 1),
+        "{r:?}"
+    );
+}
+
 #[test]
 fn load_balancer_source_ranges_admit_only_listed_clients() {
     if !xlb_loader::testutil::privileged() {

@@ -16,6 +16,17 @@ const POD_MAC: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x14];
 const VETH_MAC: [u8; 6] = [0xee, 0xee, 0xee, 0xee, 0xee, 0x01];
 const CLIENT_SA: &str = "198.18.0.100:40000";
 
+/// The pod itself as a backend (hairpin), TCP and UDP.
+const HAIRPIN_BE: &str = "10.244.1.20:8080";
+const HAIRPIN_BE_UDP: &str = "10.244.1.20:5353";
+
+fn hairpin_setup(env: &Env) {
+    env.backend(20, HAIRPIN_BE, None);
+    env.backend(21, HAIRPIN_BE_UDP, None);
+    env.service(tcp_key("10.96.0.90:80"), 20, 400, &[20; 7], 0);
+    env.service(udp_key("10.96.0.90:53"), 21, 416, &[21; 7], 0);
+}
+
 fn from_pod(dst: &str) -> Frame {
     Frame::tcp(sa(POD), sa(dst)).macs(POD_MAC, VETH_MAC)
 }
@@ -244,6 +255,64 @@ fn cases() -> Vec<Case> {
             rc: TC_ACT_SHOT,
             reason: XLB_R_DROP_NO_BACKEND,
             check: |_, _, _| {},
+        },
+        Case {
+            name: "pod -> a Service whose backend is the pod itself (hairpin): from 169.254.42.1, back into its veth",
+            setup: hairpin_setup,
+            frame: || from_pod("10.96.0.90:80").build(),
+            on_uplink: false,
+            rc: TC_ACT_REDIRECT,
+            reason: XLB_R_PASS_LOCAL,
+            check: |env, _, out| {
+                let (dst, src, p) = check_eth_ipv4(out, "hairpin");
+                assert_eq!((dst, src), (POD_MAC, VETH_MAC), "back to the pod");
+                assert_eq!(p.src(), sa("169.254.42.1:33000"));
+                assert_eq!(p.dst(), sa(HAIRPIN_BE));
+                let rv = env
+                    .maps()
+                    .ct_entry(&xlb_ct_key::new(sa(HAIRPIN_BE), sa("169.254.42.1:33000"), TCP))
+                    .unwrap()
+                    .expect("reverse entry to the hairpin address");
+                assert_eq!(rv.flags & XLB_CT_F_HAIRPIN, XLB_CT_F_HAIRPIN);
+                assert_eq!(rv.nat_addr, xlb_bpf::wire::be32(Ipv4Addr::new(10, 96, 0, 90)));
+            },
+        },
+        Case {
+            name: "hairpin reply (pod -> 169.254.42.1): from the frontend, to the pod, back into its veth",
+            setup: |env| {
+                hairpin_setup(env);
+                env.tc(&from_pod("10.96.0.90:80").build());
+            },
+            frame: || {
+                Frame::tcp(sa(HAIRPIN_BE), sa("169.254.42.1:33000"))
+                    .macs(POD_MAC, VETH_MAC)
+                    .build()
+            },
+            on_uplink: false,
+            rc: TC_ACT_REDIRECT,
+            reason: XLB_R_PASS_REVNAT,
+            check: |_, _, out| {
+                let (dst, src, p) = check_eth_ipv4(out, "hairpin reply");
+                assert_eq!((dst, src), (POD_MAC, VETH_MAC));
+                assert_eq!(p.src(), sa("10.96.0.90:80"));
+                assert_eq!(p.dst(), sa(POD));
+            },
+        },
+        Case {
+            name: "hairpin, UDP: the second datagram (ct hit) goes the same way",
+            setup: |env| {
+                hairpin_setup(env);
+                env.tc(&udp_from_pod("10.96.0.90:53").build());
+            },
+            frame: || udp_from_pod("10.96.0.90:53").build(),
+            on_uplink: false,
+            rc: TC_ACT_REDIRECT,
+            reason: XLB_R_PASS_LOCAL,
+            check: |_, _, out| {
+                let (_, _, p) = check_eth_ipv4(out, "hairpin udp");
+                assert_eq!(p.src(), sa("169.254.42.1:33000"));
+                assert_eq!(p.dst(), sa(HAIRPIN_BE_UDP));
+            },
         },
         Case {
             name: "pod -> source-ranged Service from outside the ranges: dropped",

@@ -38,6 +38,11 @@
 #define XLB_CT_F_TUNNEL		(1 << 1)	/* flow arrived by tunnel: return through tunnel_peer */
 #define XLB_CT_F_REMOTE		(1 << 2)	/* forward entry whose backend is on another node */
 #define XLB_CT_F_REV_CHECK	(1 << 3)	/* forward entry: another flow took its reverse entry; check it at the next packet */
+#define XLB_CT_F_HAIRPIN	(1 << 4)	/* reverse entry of a pod that reached itself through a Service */
+
+/* Source address (host order) a pod's packets to itself through a Service
+ * carry (hairpin): link-local, never on the wire, as Cilium's 169.254.42.1. */
+#define XLB_HAIRPIN_ADDR	0xa9fe2a01
 
 /* config flags */
 #define XLB_CFG_F_VXLAN		(1 << 0)	/* decap VXLAN addressed to this node */

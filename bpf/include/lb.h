@@ -218,8 +218,9 @@ static __always_inline void xlb_ct_flag_victim(const struct xlb_ct_key *rk, __u3
 					       __be32 keep_addr, __be16 keep_port)
 {
 	struct xlb_ct_key fk = {
-		.saddr = rk->daddr, .daddr = old_nat_addr, .sport = rk->dport,
-		.dport = old_nat_port, .proto = rk->proto,
+		.saddr = (old_flags & XLB_CT_F_HAIRPIN) ? rk->saddr : rk->daddr,
+		.daddr = old_nat_addr, .sport = rk->dport, .dport = old_nat_port,
+		.proto = rk->proto,
 	};
 	struct xlb_ct_val *fv;
 
@@ -233,6 +234,28 @@ static __always_inline void xlb_ct_flag_victim(const struct xlb_ct_key *rk, __u3
 }
 
 /*
+ * A pod whose Service chose the pod itself (hairpin): its packets must come
+ * back from another address than its own, or its own replies would never
+ * leave it. The tc program rewrites their source to XLB_HAIRPIN_ADDR.
+ */
+static __always_inline int xlb_hairpin(const struct xlb_ct_key *t, const struct xlb_choice *ch)
+{
+	return !ch->node && ch->addr == t->saddr;
+}
+
+/* Key of a flow's reverse entry: backend -> client (-> the hairpin address
+ * when the client is the backend itself). */
+static __always_inline void xlb_ct_rkey(const struct xlb_ct_key *t, const struct xlb_choice *ch,
+					struct xlb_ct_key *rk)
+{
+	rk->saddr = ch->addr;
+	rk->daddr = xlb_hairpin(t, ch) ? bpf_htonl(XLB_HAIRPIN_ADDR) : t->saddr;
+	rk->sport = ch->port;
+	rk->dport = t->sport;
+	rk->proto = t->proto;
+}
+
+/*
  * Writes the forward entry (client -> frontend, as on the wire) and the
  * reverse entry (backend -> client, nat = frontend). With tunnel_peer, the
  * flow arrived by tunnel from that node and replies go back through it.
@@ -240,10 +263,7 @@ static __always_inline void xlb_ct_flag_victim(const struct xlb_ct_key *rk, __u3
 static __always_inline int xlb_ct_create(const struct xlb_ct_key *t, const struct xlb_choice *ch,
 					 __u32 svc_id, __be32 tunnel_peer, __u64 now)
 {
-	struct xlb_ct_key rk = {
-		.saddr = ch->addr, .daddr = t->saddr, .sport = ch->port, .dport = t->sport,
-		.proto = t->proto,
-	};
+	struct xlb_ct_key rk = {};
 	struct xlb_ct_val v = {
 		.backend_id = ch->backend_id,
 		.generation = ch->generation,
@@ -255,8 +275,10 @@ static __always_inline int xlb_ct_create(const struct xlb_ct_key *t, const struc
 	struct xlb_ct_val *old;
 	int err, rerr;
 
+	xlb_ct_rkey(t, ch, &rk);
 	err = bpf_map_update_elem(&ct, t, &v, BPF_ANY);
-	v.flags = XLB_CT_F_REVERSE | (tunnel_peer ? XLB_CT_F_TUNNEL : 0);
+	v.flags = XLB_CT_F_REVERSE | (tunnel_peer ? XLB_CT_F_TUNNEL : 0) |
+		  (xlb_hairpin(t, ch) ? XLB_CT_F_HAIRPIN : 0);
 	v.nat_addr = t->daddr;
 	v.nat_port = t->dport;
 	/* Usually new; when another flow's reverse entry is there, it is
@@ -293,21 +315,21 @@ static __always_inline void xlb_ct_reverse_keep(const struct xlb_ct_key *t,
 						const struct xlb_choice *ch,
 						const struct xlb_ct_val *fv, __u64 now)
 {
-	struct xlb_ct_key rk = {
-		.saddr = ch->addr, .daddr = t->saddr, .sport = ch->port, .dport = t->sport,
-		.proto = t->proto,
-	};
+	struct xlb_ct_key rk = {};
 	__u32 tun = fv->flags & XLB_CT_F_TUNNEL;
-	struct xlb_ct_val *rv = bpf_map_lookup_elem(&ct, &rk);
+	__u32 hp = xlb_hairpin(t, ch) ? XLB_CT_F_HAIRPIN : 0;
+	struct xlb_ct_val *rv;
 	struct xlb_ct_val nv = {};
 
+	xlb_ct_rkey(t, ch, &rk);
+	rv = bpf_map_lookup_elem(&ct, &rk);
 	if (rv && rv->nat_addr == t->daddr && rv->nat_port == t->dport &&
 	    (rv->flags & XLB_CT_F_TUNNEL) == tun && rv->tunnel_peer == fv->tunnel_peer)
 		return;
 	nv.backend_id = fv->backend_id;
 	nv.generation = fv->generation;
 	nv.svc_id = fv->svc_id;
-	nv.flags = XLB_CT_F_REVERSE | tun;
+	nv.flags = XLB_CT_F_REVERSE | tun | hp;
 	nv.tunnel_peer = fv->tunnel_peer;
 	nv.nat_addr = t->daddr;
 	nv.nat_port = t->dport;
