@@ -229,3 +229,53 @@ fn old_unmappable_pin_is_a_clear_error() {
         vec![3; 251]
     );
 }
+
+/// `backends` is memory-mapped too: every backend written through the
+/// mapping reads back the same through the kernel's lookup, also at the last
+/// id; an id past the array is an error and writes nothing.
+#[test]
+fn backend_writes_through_the_mapping_are_what_the_kernel_sees() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    let dp = DataPlane::load(&LoadOptions {
+        backends: Some(1000),
+        maglev_slots: Some(SLOTS),
+        ..Default::default()
+    })
+    .expect("load");
+    let m = &dp.maps;
+    let flags = libbpf_rs::MapInfo::new(std::os::fd::AsFd::as_fd(&m.backends))
+        .unwrap()
+        .info
+        .map_flags;
+    assert_ne!(flags & libbpf_sys::BPF_F_MMAPABLE, 0, "flags {flags:#x}");
+    let last = m.backends.max_entries() - 1;
+    let mut written = Vec::new();
+    for (i, id) in [0u32, 1, 2, 500, last].into_iter().enumerate() {
+        let node = (i % 2 == 1).then(|| std::net::Ipv4Addr::new(198, 18, 0, 10 + i as u8));
+        let addr = std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::new(10, 244, i as u8, 7),
+            8000 + i as u16,
+        );
+        let mut b = xlb_bpf::types::xlb_backend::new(addr, node, 3 + i as u32);
+        b.flags |= (i as u8) << 1;
+        m.put_backend(id, &b).unwrap();
+        written.push((id, b));
+    }
+    let fields = |b: &xlb_bpf::types::xlb_backend| (b.addr, b.port, b.flags, b.node, b.generation);
+    for (id, b) in &written {
+        let got = m.backend(*id).unwrap().expect("slot");
+        assert_eq!(fields(&got), fields(b), "id {id}");
+    }
+    // Rewriting in place (a retire: flags and generation) is seen too.
+    let (id, mut b) = written[3];
+    b.flags = 0;
+    b.generation += 1;
+    m.put_backend(id, &b).unwrap();
+    assert_eq!(m.backend(id).unwrap().unwrap().generation, b.generation);
+    assert!(!m.backend(id).unwrap().unwrap().is_active());
+
+    let e = m.put_backend(last + 1, &b).unwrap_err();
+    assert!(e.to_string().contains("backends"), "{e}");
+}

@@ -21,12 +21,14 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } services SEC(".maps");
 
-/* backend_id -> endpoint address, port, node, generation */
+/* backend_id -> endpoint address, port, node, generation.
+ * Memory-mapped by the agent (written as memory, not one update per backend). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, XLB_MAX_BACKENDS);
 	__type(key, __u32);
 	__type(value, struct xlb_backend);
+	__uint(map_flags, BPF_F_MMAPABLE);
 } backends SEC(".maps");
 
 /* Maglev slot -> backend_id; each frontend owns [table_off, table_off + table_size).

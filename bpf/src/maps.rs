@@ -90,6 +90,8 @@ pub struct Maps {
     pub stats: MapHandle,
     /// `maglev` mapped into memory (`BPF_F_MMAPABLE`), on first table access.
     maglev_mem: OnceLock<MaglevMem>,
+    /// `backends` mapped into memory (`BPF_F_MMAPABLE`), on first write.
+    backends_mem: OnceLock<MaglevMem>,
 }
 
 /// The `maglev` array mapped shared and writable. The kernel lays an array's
@@ -112,13 +114,14 @@ unsafe impl Send for MaglevMem {}
 unsafe impl Sync for MaglevMem {}
 
 impl MaglevMem {
-    fn map(h: &MapHandle) -> Result<Self> {
+    /// Maps array `name` whose values are `want` bytes (a multiple of 4).
+    fn map(h: &MapHandle, name: &'static str, want: usize) -> Result<Self> {
         let value_size = h.value_size() as usize;
-        if value_size != 4 {
+        if value_size != want || want % 4 != 0 {
             return Err(Error::Size {
-                map: "maglev",
+                map: name,
                 got: value_size,
-                want: 4,
+                want,
             });
         }
         let stride = value_size.next_multiple_of(8);
@@ -143,13 +146,13 @@ impl MaglevMem {
         };
         if p == libc::MAP_FAILED {
             return Err(Error::Mmap {
-                map: "maglev",
+                map: name,
                 len,
                 source: std::io::Error::last_os_error(),
             });
         }
         let base = NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::Mmap {
-            map: "maglev",
+            map: name,
             len,
             source: std::io::Error::other("mmap returned NULL"),
         })?;
@@ -162,14 +165,20 @@ impl MaglevMem {
     }
 
     fn slot(&self, i: u32) -> &AtomicU32 {
-        debug_assert!(i < self.slots);
-        // SAFETY: i < slots, so i * stride + 4 <= len; the kernel aligns the
-        // array's values to 8 bytes and the mapping to a page.
+        self.word(i, 0)
+    }
+
+    /// 32-bit word `w` of value `i` (w < value_size / 4).
+    fn word(&self, i: u32, w: usize) -> &AtomicU32 {
+        debug_assert!(i < self.slots && w * 4 < self.stride);
+        // SAFETY: i < slots and w * 4 + 4 <= value_size <= stride, so the
+        // word lies inside the mapping; the kernel aligns the array's values
+        // to 8 bytes and the mapping to a page.
         unsafe {
             &*self
                 .base
                 .as_ptr()
-                .add(i as usize * self.stride)
+                .add(i as usize * self.stride + w * 4)
                 .cast::<AtomicU32>()
         }
     }
@@ -221,29 +230,35 @@ macro_rules! map_err {
 impl Maps {
     /// Opens every map pinned under `dir` (default `/sys/fs/bpf/xlb`).
     ///
-    /// A `maglev` pinned by an older xlb (without `BPF_F_MMAPABLE`) is
+    /// A `maglev` or `backends` pinned by an older xlb (without `BPF_F_MMAPABLE`) is
     /// [`Error::NotMmapable`], which names the fix.
     pub fn from_pin_dir(dir: &Path) -> Result<Self> {
         let open = |name: &str| {
             let path = dir.join(name);
             MapHandle::from_pinned_path(&path).map_err(|source| Error::OpenPinned { path, source })
         };
-        let maglev = open("maglev")?;
-        let flags = libbpf_rs::MapInfo::new(maglev.as_fd())
-            .map_err(map_err!("map info", "maglev"))?
-            .info
-            .map_flags;
-        if flags & libbpf_rs::libbpf_sys::BPF_F_MMAPABLE == 0 {
-            return Err(Error::NotMmapable {
-                path: dir.join("maglev"),
-                dir: dir.to_owned(),
-                flags,
-            });
-        }
+        let mmapable = |name: &'static str| -> Result<MapHandle> {
+            let h = open(name)?;
+            let flags = libbpf_rs::MapInfo::new(h.as_fd())
+                .map_err(map_err!("map info", name))?
+                .info
+                .map_flags;
+            if flags & libbpf_rs::libbpf_sys::BPF_F_MMAPABLE == 0 {
+                return Err(Error::NotMmapable {
+                    path: dir.join(name),
+                    dir: dir.to_owned(),
+                    flags,
+                });
+            }
+            Ok(h)
+        };
+        let maglev = mmapable("maglev")?;
+        let backends = mmapable("backends")?;
         Ok(Self {
             maglev_mem: OnceLock::new(),
+            backends_mem: OnceLock::new(),
             services: open("services")?,
-            backends: open("backends")?,
+            backends,
             maglev,
             ct: open("ct")?,
             affinity: open("affinity")?,
@@ -263,6 +278,7 @@ impl Maps {
         };
         Ok(Self {
             maglev_mem: OnceLock::new(),
+            backends_mem: OnceLock::new(),
             services: dup(&m.services, "services")?,
             backends: dup(&m.backends, "backends")?,
             maglev: dup(&m.maglev, "maglev")?,
@@ -396,9 +412,30 @@ impl Maps {
         let id = self.check_index("backends", &self.backends, id.into())?;
         Self::get(&self.backends, "backends", &id)
     }
+    /// Writes backend `id` through the memory-mapped array: one aligned
+    /// 32-bit store per word, then a release fence, so the backend is
+    /// complete before a table names it. (The update syscall on an array is
+    /// no more atomic for a concurrent reader than this.)
     pub fn put_backend(&self, id: u32, v: &xlb_backend) -> Result<()> {
         let id = self.check_index("backends", &self.backends, id.into())?;
-        Self::put(&self.backends, "backends", &id, v)
+        let mem = match self.backends_mem.get() {
+            Some(m) => m,
+            None => {
+                let m = MaglevMem::map(
+                    &self.backends,
+                    "backends",
+                    std::mem::size_of::<xlb_backend>(),
+                )?;
+                let _ = self.backends_mem.set(m);
+                self.backends_mem.get().expect("set above")
+            }
+        };
+        for (w, b) in bytes(v).chunks_exact(4).enumerate() {
+            let word = u32::from_ne_bytes(b.try_into().expect("4 bytes"));
+            mem.word(id, w).store(word, Ordering::Relaxed);
+        }
+        std::sync::atomic::fence(Ordering::Release);
+        Ok(())
     }
     /// Every slot whose backend is active.
     pub fn backends(&self) -> Result<Vec<(u32, xlb_backend)>> {
@@ -440,7 +477,7 @@ impl Maps {
         if let Some(m) = self.maglev_mem.get() {
             return Ok(m);
         }
-        let m = MaglevMem::map(&self.maglev)?;
+        let m = MaglevMem::map(&self.maglev, "maglev", 4)?;
         // A concurrent first use may have won: its mapping is kept, ours unmapped.
         let _ = self.maglev_mem.set(m);
         Ok(self.maglev_mem.get().expect("set above"))
