@@ -117,7 +117,7 @@ impl MaglevMem {
     /// Maps array `name` whose values are `want` bytes (a multiple of 4).
     fn map(h: &MapHandle, name: &'static str, want: usize) -> Result<Self> {
         let value_size = h.value_size() as usize;
-        if value_size != want || want % 4 != 0 {
+        if value_size != want || !want.is_multiple_of(4) {
             return Err(Error::Size {
                 map: name,
                 got: value_size,
