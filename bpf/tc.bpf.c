@@ -126,14 +126,14 @@ static __always_inline int xlb_tc_reject(struct __sk_buff *skb, struct xlb_confi
 }
 
 static __always_inline int xlb_tc_forward(struct __sk_buff *skb, struct xlb_pkt *p,
-					  struct xlb_choice *ch, __u64 bytes)
+					  const struct xlb_ct_key *t, struct xlb_choice *ch, __u64 bytes)
 {
 	__u32 l4_off = ETH_HLEN + p->ihl_len;
 
 	if (xlb_nat_skb(skb, ETH_HLEN, l4_off, p->proto, XLB_NAT_DST, p->daddr, ch->addr, p->dport,
 			ch->port))
 		return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
-	if (!ch->node && ch->addr == p->saddr) {
+	if (xlb_hairpin(t, ch)) {
 		/* Hairpin: the pod reached itself through a Service. From the
 		 * hairpin address, straight back into its veth (its replies come
 		 * out again and xlb_tc_reply turns them around). */
@@ -193,7 +193,7 @@ int xlb_tc(struct __sk_buff *skb)
 			xlb_count_svc(v->svc_id, bytes);
 			if (r == XLB_CT_USE_CHECK)
 				xlb_ct_reverse_keep(&t, &ch, v, now);
-			return xlb_tc_forward(skb, &p, &ch, bytes);
+			return xlb_tc_forward(skb, &p, &t, &ch, bytes);
 		}
 	}
 	svc = xlb_service(t.daddr, t.dport, t.proto, cfg->node_addr);
@@ -211,7 +211,7 @@ int xlb_tc(struct __sk_buff *skb)
 		return xlb_tc_done(r, bytes, TC_ACT_SHOT);
 	if (xlb_ct_create(&t, &ch, svc->svc_id, 0, now) != XLB_OK)
 		xlb_count(XLB_R_DROP_CT_FULL, bytes);
-	return xlb_tc_forward(skb, &p, &ch, bytes);
+	return xlb_tc_forward(skb, &p, &t, &ch, bytes);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
