@@ -7,13 +7,13 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use xlb_bpf::Maps;
 use xlb_loader::attach::{self, Hook};
 mod cli_support;
-use cli_support::Netns;
+use cli_support::{KillOnDrop as Agent, Netns};
 use xlb_loader::testutil::{privileged, unique_name};
 
 const BIN: &str = env!("CARGO_BIN_EXE_xlb");
@@ -25,17 +25,6 @@ impl Drop for Pins {
         let _ = std::fs::remove_dir_all(&self.0);
         let _ = std::fs::remove_file(xlb::sync::names_path(&self.0));
         let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
     }
 }
 
@@ -65,13 +54,6 @@ fn attachments(ns: &Netns, pin: &Path) -> Vec<(String, bool)> {
             .into_iter()
             .map(|a| (a.iface, matches!(a.hook, Hook::Xdp(_))))
             .collect()
-    })
-}
-
-fn xdp_prog_on(ns: &Netns, iface: &'static str) -> u32 {
-    ns.run(move || {
-        let idx = xlb_loader::sys::ifindex(iface).unwrap();
-        xlb_loader::sys::xdp_query(idx).unwrap().1
     })
 }
 
@@ -159,7 +141,7 @@ fn agent_attaches_to_the_uplink_and_pod_veths_and_cleans_up() {
     });
 
     // XDP on the uplink found through the Node's InternalIP, tc on the pod veth.
-    let prog = xdp_prog_on(&ns, "up0");
+    let prog = ns.xdp_prog("up0");
     assert_ne!(prog, 0, "XDP attached to up0");
     let att = attachments(&ns, &pins.0);
     assert!(att.contains(&("up0".into(), true)), "{att:?}");
@@ -194,7 +176,7 @@ fn agent_attaches_to_the_uplink_and_pod_veths_and_cleans_up() {
     let st = agent.0.wait().unwrap();
     assert!(st.success(), "{st:?}");
     assert_eq!(
-        xdp_prog_on(&ns, "up0"),
+        ns.xdp_prog("up0"),
         prog,
         "still attached after the agent stopped"
     );
@@ -214,6 +196,6 @@ fn agent_attaches_to_the_uplink_and_pod_veths_and_cleans_up() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(xdp_prog_on(&ns, "up0"), 0, "XDP detached");
+    assert_eq!(ns.xdp_prog("up0"), 0, "XDP detached");
     assert!(!pins.0.exists());
 }

@@ -9,12 +9,12 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 mod cli_support;
-use cli_support::Netns;
+use cli_support::{KillOnDrop as Agent, Netns};
 use xlb_loader::testutil::{privileged, unique_name};
 
 const BIN: &str = env!("CARGO_BIN_EXE_xlb");
@@ -48,17 +48,6 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.pin);
         let _ = std::fs::remove_file(xlb::sync::names_path(&self.pin));
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
     }
 }
 

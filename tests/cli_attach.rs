@@ -6,10 +6,6 @@ mod cli_support;
 use cli_support::{eventually, stderr, stdout, xlb, Netns, PinDir};
 use xlb_loader::sys;
 
-fn xdp_prog_on(ns: &Netns, iface: &'static str) -> u32 {
-    ns.run(move || sys::xdp_query(sys::ifindex(iface).unwrap()).unwrap().1)
-}
-
 #[test]
 fn attach_upgrade_detach_leave_nothing_behind() {
     if !xlb_loader::testutil::privileged() {
@@ -41,7 +37,7 @@ fn attach_upgrade_detach_leave_nothing_behind() {
         shown.contains("prog/xdp") && shown.contains("xlb_xdp"),
         "{shown}"
     );
-    let first = xdp_prog_on(&ns, "up0");
+    let first = ns.xdp_prog("up0");
     for f in [
         "links/xdp_up0",
         "links/tcx_vethpod0",
@@ -60,7 +56,7 @@ fn attach_upgrade_detach_leave_nothing_behind() {
     let att = j["attached"].as_array().unwrap();
     assert_eq!(att.len(), 2);
     assert!(att.iter().all(|a| a["replaced"] == true), "{j}");
-    let second = xdp_prog_on(&ns, "up0");
+    let second = ns.xdp_prog("up0");
     assert_ne!(first, second);
     assert!(eventually(|| !sys::prog_exists(first)), "old program freed");
 
@@ -68,7 +64,7 @@ fn attach_upgrade_detach_leave_nothing_behind() {
     let o = xlb(Some(&ns), p, &["detach", "--iface", "up0"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("up0") && stdout(&o).contains("detached"));
-    assert_eq!(xdp_prog_on(&ns, "up0"), 0);
+    assert_eq!(ns.xdp_prog("up0"), 0);
     assert!(!ns
         .ip_out(&["-d", "link", "show", "up0"])
         .contains("prog/xdp"));
@@ -231,7 +227,7 @@ fn stale_pin_directory_is_a_clear_error() {
         )),
         "{e}"
     );
-    assert_eq!(xdp_prog_on(&ns, "up0"), 0, "nothing attached");
+    assert_eq!(ns.xdp_prog("up0"), 0, "nothing attached");
     // The advice works.
     let o = xlb(Some(&ns), &pin.path, &["detach", "--all"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -286,7 +282,7 @@ fn without_tcx_the_cli_falls_back_to_clsact_and_says_so() {
         "tc", "-n", &ns.name, "filter", "show", "dev", "vethpod0", "ingress",
     ]);
     assert!(!f.contains("xlb_tc"), "{f}");
-    assert_ne!(xdp_prog_on(&ns, "up0"), 0, "--pods keeps the uplink");
+    assert_ne!(ns.xdp_prog("up0"), 0, "--pods keeps the uplink");
 }
 
 #[test]
@@ -337,7 +333,7 @@ fn doctor_reports_and_exit_codes() {
     );
     assert!(out.ends_with("xlb can run here\n"), "{out}");
     // The probe left nothing on the interface.
-    assert_eq!(xdp_prog_on(&ns, "up0"), 0);
+    assert_eq!(ns.xdp_prog("up0"), 0);
 
     let o = xlb(
         Some(&ns),
@@ -427,9 +423,5 @@ fn follow_attaches_pod_interfaces_as_they_appear() {
         status.success(),
         "SIGTERM ends --follow cleanly: {status:?}"
     );
-    assert_ne!(
-        xdp_prog_on(&ns, "up0"),
-        0,
-        "and leaves the data plane attached"
-    );
+    assert_ne!(ns.xdp_prog("up0"), 0, "and leaves the data plane attached");
 }

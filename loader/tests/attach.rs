@@ -175,7 +175,7 @@ fn replace_swaps_the_program_inside_the_same_link_and_reuses_maps() {
         before.iter().find(|a| a.iface == "up0").unwrap().prog_id,
         new_xdp
     );
-    let on_dev = ns.run(|| sys::xdp_query(sys::ifindex("up0").unwrap()).unwrap().1);
+    let on_dev = ns.xdp_prog("up0");
     assert_eq!(on_dev, new_xdp);
 }
 

@@ -62,6 +62,14 @@ impl Netns {
         Path::new("/var/run/netns").join(&self.name)
     }
 
+    /// Id of the XDP program on `iface` in this namespace (0: none).
+    pub fn xdp_prog(&self, iface: &'static str) -> u32 {
+        self.run(move || {
+            let idx = xlb_loader::sys::ifindex(iface).expect("interface");
+            xlb_loader::sys::xdp_query(idx).expect("xdp query").1
+        })
+    }
+
     /// Runs `f` on a thread that has entered this namespace.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let path = self.path();
