@@ -19,30 +19,7 @@ fn sync_into_real_maps_adopt_and_churn() {
         ..Default::default()
     })
     .expect("loading the data plane");
-    let d1 = desired(
-        vec![
-            service(1, false),
-            service(2, true),
-            lb_service(3, &["192.0.2.0/24"]),
-        ],
-        vec![
-            slice(1, &[(1, 5), (2, 6)]),
-            slice(2, &[(1, 7), (3, 8)]),
-            slice(3, &[(2, 2)]),
-        ],
-    );
-    let d2 = desired(
-        vec![
-            service(1, false),
-            lb_service(3, &["198.51.100.0/24"]),
-            service(4, false),
-        ],
-        vec![
-            slice(1, &[(1, 5)]),
-            slice(3, &[(2, 2), (2, 3)]),
-            slice(4, &[(3, 9)]),
-        ],
-    );
+    let (d1, d2) = before_and_after();
     let names = {
         let mut s = Syncer::adopt(&mut dp.maps, SyncOptions::default()).unwrap();
         let r = s.apply(&d1).unwrap();

@@ -80,6 +80,36 @@ pub fn slice(n: u8, eps: &[(u8, u8)]) -> EndpointSlice {
     .unwrap()
 }
 
+/// Two states for adopt/reconcile tests: from the first to the second a
+/// Service goes, one comes, one changes backends, one its source ranges.
+pub fn before_and_after() -> (Desired, Desired) {
+    let d1 = desired(
+        vec![
+            service(1, false),
+            service(2, true),
+            lb_service(3, &["192.0.2.0/24"]),
+        ],
+        vec![
+            slice(1, &[(1, 5), (2, 6)]),
+            slice(2, &[(1, 7), (3, 8)]),
+            slice(3, &[(2, 2)]),
+        ],
+    );
+    let d2 = desired(
+        vec![
+            service(1, false),
+            lb_service(3, &["198.51.100.0/24"]),
+            service(4, false),
+        ],
+        vec![
+            slice(1, &[(1, 5)]),
+            slice(3, &[(2, 2), (2, 3)]),
+            slice(4, &[(3, 9)]),
+        ],
+    );
+    (d1, d2)
+}
+
 pub fn desired(services: Vec<Service>, slices: Vec<EndpointSlice>) -> Desired {
     build(
         &Snapshot {
