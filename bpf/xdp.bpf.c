@@ -25,6 +25,7 @@
 #include "include/icmp.h"
 #include "include/nh.h"
 #include "include/clock.h"
+#include "include/flowcache.h"
 
 struct xlb_ctx {
 	struct xdp_md *ctx;
@@ -32,8 +33,16 @@ struct xlb_ctx {
 	struct xlb_pkt p;
 	struct xlb_tun tun;
 	__u64 bytes;		/* frame length as received */
-	__u64 now;		/* xlb_clock_now(), once a ct entry or Service matched */
+	__u64 now;		/* xlb_clock_now(), read once when needed: xlb_now_of */
+	__u32 hash;		/* xlb_flow_hash of the (inner) 5-tuple */
 };
+
+static __always_inline __u64 xlb_now_of(struct xlb_ctx *x)
+{
+	if (!x->now)
+		x->now = xlb_clock_now();
+	return x->now;
+}
 
 static __always_inline int xlb_done(int reason, __u64 bytes, int verdict)
 {
@@ -140,7 +149,7 @@ static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
 	}
 	if (!xlb_vtep_mac(xlb_vtep_slot(ch->addr), ch->addr, x->now, vtep))
 		return xlb_done(XLB_R_DROP_NO_TUNNEL, x->bytes, XDP_DROP);
-	return xlb_to_peer(x, ch->node, vtep, xlb_flow_hash(t, 0), XLB_R_TX_REMOTE,
+	return xlb_to_peer(x, ch->node, vtep, x->hash, XLB_R_TX_REMOTE,
 			   XLB_NAT_DST, ch->addr, ch->port, 1);
 }
 
@@ -156,7 +165,7 @@ static __always_inline int xlb_reply(struct xlb_ctx *x, struct xlb_ct_val *v,
 	if (nat_addr)
 		xlb_count_svc(v->svc_id, x->bytes);
 	if ((flags & XLB_CT_F_TUNNEL) && peer)
-		return xlb_to_peer(x, peer, NULL, xlb_flow_hash(t, 0), XLB_R_TX_TUNNEL_RETURN,
+		return xlb_to_peer(x, peer, NULL, x->hash, XLB_R_TX_TUNNEL_RETURN,
 				   XLB_NAT_SRC, nat_addr, nat_port, 0);
 	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
 	if (r != XLB_OK)
@@ -196,10 +205,13 @@ static __always_inline int xlb_tunnel_in(struct xlb_ctx *x, __u64 now)
 		__be32 oa = v ? v->nat_addr : 0;
 		__be16 op = v ? v->nat_port : 0;
 
-		if (bpf_map_update_elem(&ct, &rk, &nv, BPF_ANY))
+		if (bpf_map_update_elem(&ct, &rk, &nv, BPF_ANY)) {
 			xlb_count(XLB_R_DROP_CT_FULL, x->bytes);
-		else
+		} else {
 			xlb_ct_flag_victim(&rk, of, oa, op, 0, 0);
+			if (v)
+				xlb_ct_epoch_bump();
+		}
 	} else if (xlb_age(now, v->last_seen) > XLB_CT_TOUCH_NS) {
 		v->last_seen = now;
 	}
@@ -218,32 +230,50 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	struct xlb_choice ch = {};
 	struct xlb_svc_val *svc;
 	struct xlb_ct_val *v;
+	struct xlb_fc_ref fc;
+	struct xlb_fc *c;
 	int r, event = XLB_OK;
-	__u64 now = 0;
+	__u64 now;
 
+	x->hash = xlb_flow_hash(&t, 0);
+	c = xlb_fc_get(&t, x->hash, &fc);
+	if (c) {
+		/* a cached hit: the same checks as on the ct entry (flowcache.h) */
+		now = xlb_now_of(x);
+		v = &c->val;
+		if (now < c->expires && xlb_age(now, v->last_seen) < xlb_ct_timeout(t.proto)) {
+			if (v->flags & XLB_CT_F_REVERSE)
+				return xlb_reply(x, v, &t);
+			if (xlb_backend_get(v->backend_id, &ch) && ch.generation == v->generation) {
+				xlb_count_svc(v->svc_id, x->bytes);
+				return xlb_forward(x, &ch, &t);
+			}
+		}
+		xlb_fc_drop(&fc);
+	}
 	v = bpf_map_lookup_elem(&ct, &t);
 	if (v) {
-		now = xlb_clock_now();
-		x->now = now;
+		now = xlb_now_of(x);
 		if (v->flags & XLB_CT_F_REVERSE) {
-			if (xlb_ct_reverse_live(v, t.proto, now))
+			if (xlb_ct_reverse_live(v, t.proto, now)) {
+				xlb_fc_put(&fc, &t, v, now);
 				return xlb_reply(x, v, &t);
+			}
 		} else if ((r = xlb_ct_backend(v, t.proto, now, &ch))) {
 			xlb_count_svc(v->svc_id, x->bytes);
 			if (r == XLB_CT_USE_CHECK)
 				xlb_ct_reverse_keep(&t, &ch, v, now);
+			xlb_fc_put(&fc, &t, v, now);
 			return xlb_forward(x, &ch, &t);
 		}
 	}
 	svc = xlb_service(t.daddr, t.dport, t.proto, x->cfg->node_addr);
 	if (!svc) {
 		if (x->tun.marked)
-			return xlb_tunnel_in(x, now ? now : xlb_clock_now());
+			return xlb_tunnel_in(x, xlb_now_of(x));
 		return xlb_done(XLB_R_PASS_NOT_SERVICE, x->bytes, XDP_PASS);
 	}
-	if (!now)
-		now = xlb_clock_now();
-	x->now = now;
+	now = xlb_now_of(x);
 	xlb_count_svc(svc->svc_id, x->bytes);
 	r = xlb_choose(svc, &t, now, &ch, &event);
 	if (event != XLB_OK)

@@ -44,6 +44,17 @@ struct xlb_choice {
 	__u16 pad;
 };
 
+/* A ct entry that a CPU may hold in its flow cache was replaced: void every
+ * cached hit (rare: port reuse across frontends, flagged victims). */
+static __always_inline void xlb_ct_epoch_bump(void)
+{
+	__u32 zero = 0;
+	__u64 *e = bpf_map_lookup_elem(&ct_epoch, &zero);
+
+	if (e)
+		__sync_fetch_and_add(e, 1);
+}
+
 #define xlb_rol32(w, s) (((w) << (s)) | ((w) >> (32 - (s))))
 
 /* Jenkins lookup3 final mix of three words (jhash_3words). Userspace tests
@@ -78,11 +89,31 @@ static __always_inline __u64 xlb_ct_timeout(__u8 proto)
 	return proto == IPPROTO_TCP ? XLB_CT_TIMEOUT_TCP_NS : XLB_CT_TIMEOUT_UDP_NS;
 }
 
+/* fe_filter slot of a services key: its two words as stored. xlb_bpf's
+ * fe_slot computes the same. */
+static __always_inline __u32 xlb_fe_slot(const struct xlb_svc_key *k)
+{
+	const __u32 *w = (const __u32 *)k;
+
+	return xlb_hash3(w[0], w[1], 0, 0) & (XLB_FE_FILTER_SLOTS - 1);
+}
+
+/* 0 when no services key can be k (fe_filter); 1 = look it up. */
+static __always_inline int xlb_fe_maybe(const struct xlb_svc_key *k)
+{
+	__u32 slot = xlb_fe_slot(k);
+	__u32 *n = bpf_map_lookup_elem(&fe_filter, &slot);
+
+	return !n || *n;
+}
+
 /* The Service of (daddr, dport, proto): by address first; a NodePort only
- * when daddr is one of this node's addresses. The NodePort entry is looked up
- * before the address check: traffic to the node itself that is no NodePort
- * (ssh, kubelet, the API server) then costs one lookup less, and the node's
- * own address (node_addr) needs no local_addrs lookup. */
+ * when daddr is one of this node's addresses. Each services lookup is taken
+ * only when fe_filter says the key may exist, so traffic that is no Service
+ * usually costs no lookup at all. The NodePort entry is looked up before the
+ * address check: traffic to the node itself that is no NodePort (ssh,
+ * kubelet, the API server) then costs one lookup less, and the node's own
+ * address (node_addr) needs no local_addrs lookup. */
 static __always_inline struct xlb_svc_val *xlb_service(__be32 daddr, __be16 dport, __u8 proto,
 						       __be32 node_addr)
 {
@@ -91,11 +122,15 @@ static __always_inline struct xlb_svc_val *xlb_service(__be32 daddr, __be16 dpor
 	};
 	struct xlb_svc_val *v;
 
-	v = bpf_map_lookup_elem(&services, &k);
-	if (v)
-		return v;
+	if (xlb_fe_maybe(&k)) {
+		v = bpf_map_lookup_elem(&services, &k);
+		if (v)
+			return v;
+	}
 	k.addr = 0;
 	k.kind = XLB_KIND_NODEPORT;
+	if (!xlb_fe_maybe(&k))
+		return NULL;
 	v = bpf_map_lookup_elem(&services, &k);
 	if (!v)
 		return NULL;
@@ -229,8 +264,11 @@ static __always_inline void xlb_ct_flag_victim(const struct xlb_ct_key *rk, __u3
 	if (old_nat_addr == keep_addr && old_nat_port == keep_port)
 		return;
 	fv = bpf_map_lookup_elem(&ct, &fk);
-	if (fv && !(fv->flags & XLB_CT_F_REVERSE))
+	if (fv && !(fv->flags & XLB_CT_F_REVERSE)) {
 		fv->flags |= XLB_CT_F_REV_CHECK;
+		/* its next packet must see the flag, not a cached hit */
+		xlb_ct_epoch_bump();
+	}
 }
 
 /*
@@ -297,8 +335,10 @@ static __always_inline int xlb_ct_create(const struct xlb_ct_key *t, const struc
 			op = old->nat_port;
 		}
 		rerr = bpf_map_update_elem(&ct, &rk, &v, BPF_ANY);
-		if (!rerr)
+		if (!rerr) {
 			xlb_ct_flag_victim(&rk, of, oa, op, t->daddr, t->dport);
+			xlb_ct_epoch_bump();
+		}
 	}
 	err |= rerr;
 	return err ? XLB_R_DROP_CT_FULL : XLB_OK;
@@ -339,8 +379,10 @@ static __always_inline void xlb_ct_reverse_keep(const struct xlb_ct_key *t,
 		__be32 oa = rv->nat_addr;
 		__be16 op = rv->nat_port;
 
-		if (!bpf_map_update_elem(&ct, &rk, &nv, BPF_ANY))
+		if (!bpf_map_update_elem(&ct, &rk, &nv, BPF_ANY)) {
 			xlb_ct_flag_victim(&rk, of, oa, op, t->daddr, t->dport);
+			xlb_ct_epoch_bump();
+		}
 		return;
 	}
 	bpf_map_update_elem(&ct, &rk, &nv, BPF_ANY);

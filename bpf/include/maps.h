@@ -21,6 +21,19 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } services SEC(".maps");
 
+/* Counting filter over the services keys: slot xlb_fe_slot(key) counts the
+ * keys that hash there. A zero slot proves a key absent without a hash
+ * lookup (traffic that is no Service skips both services lookups). Kept by
+ * userspace (xlb_bpf::Maps counts before an insert and after a delete, so it
+ * never under-counts); memory-mapped. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XLB_FE_FILTER_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} fe_filter SEC(".maps");
+
 /* backend_id -> endpoint address, port, node, generation.
  * Memory-mapped by the agent (written as memory, not one update per backend). */
 struct {
@@ -48,6 +61,17 @@ struct {
 	__type(key, struct xlb_ct_key);
 	__type(value, struct xlb_ct_val);
 } ct SEC(".maps");
+
+/* Epoch of `ct` as cached by the XDP program's flow cache (flowcache.h):
+ * whoever replaces or deletes a ct entry that may be cached bumps it, which
+ * voids every cached hit on every CPU. The data plane adds 1; userspace
+ * (xlb_bpf::Maps) adds 1 << 32, so a value it writes was never seen before. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} ct_epoch SEC(".maps");
 
 /* sessionAffinity ClientIP: {svc_id, client} -> backend */
 struct {

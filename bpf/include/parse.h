@@ -124,4 +124,38 @@ static __always_inline int xlb_parse(void *start, void *data_end, struct xlb_pkt
 	return XLB_OK;
 }
 
+/*
+ * The packet pointers of p again, for the same frame now starting at `start`
+ * (after bpf_xdp_adjust_head stripped the headers in front of it): every
+ * field p holds was parsed and checked by xlb_parse already, so only the
+ * bounds the verifier needs are checked, not the headers again.
+ */
+static __always_inline int xlb_reparse(void *start, void *data_end, struct xlb_pkt *p)
+{
+	struct iphdr *ip = start + sizeof(struct ethhdr);
+	__u32 hl = p->ihl_len & 0x3c;
+	void *l4;
+
+	if ((void *)(ip + 1) > data_end)
+		return XLB_R_DROP_TRUNC_IP;
+	l4 = (void *)ip + hl;
+	p->eth = start;
+	p->ip = ip;
+	p->l4 = l4;
+	if (p->proto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+
+		if ((void *)(th + 1) > data_end)
+			return XLB_R_DROP_TRUNC_L4;
+		p->l4sum = &th->check;
+	} else {
+		struct udphdr *uh = l4;
+
+		if ((void *)(uh + 1) > data_end)
+			return XLB_R_DROP_TRUNC_L4;
+		p->l4sum = &uh->check;
+	}
+	return XLB_OK;
+}
+
 #endif /* XLB_PARSE_H */

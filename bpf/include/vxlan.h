@@ -75,7 +75,7 @@ static __always_inline int xlb_vxlan_in(void *data, void *data_end, struct xlb_c
 	return xlb_parse(c.pos, data_end, p);
 }
 
-/* Strips the outer headers (if still there), re-parses p, and sets the inner
+/* Strips the outer headers (if still there), re-points p, and sets the inner
  * destination MAC to the uplink's, as if the frame had arrived on it. */
 static __always_inline int xlb_decap_xdp(struct xdp_md *ctx, struct xlb_config *cfg,
 					 struct xlb_pkt *p, struct xlb_tun *tun)
@@ -90,7 +90,7 @@ static __always_inline int xlb_decap_xdp(struct xdp_md *ctx, struct xlb_config *
 	tun->outer_len = 0;
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	r = xlb_parse(data, data_end, p);
+	r = xlb_reparse(data, data_end, p);
 	if (r != XLB_OK)
 		return r;
 	__builtin_memcpy(p->eth->h_dest, cfg->mac, ETH_ALEN);

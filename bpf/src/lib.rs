@@ -13,6 +13,10 @@ pub mod xdp {
 pub mod baseline {
     include!(concat!(env!("OUT_DIR"), "/baseline.skel.rs"));
 }
+/// Single kernel operations timed by `xlb bench prog` (`floor.bpf.c`).
+pub mod floor {
+    include!(concat!(env!("OUT_DIR"), "/floor.skel.rs"));
+}
 pub mod tc {
     include!(concat!(env!("OUT_DIR"), "/tc.skel.rs"));
 }

@@ -88,6 +88,13 @@ pub struct Maps {
     pub local_addrs: MapHandle,
     pub config: MapHandle,
     pub stats: MapHandle,
+    /// `fe_filter` (counting filter over the services keys, see maps.h);
+    /// `None` for pins of an older xlb, whose programs have no filter.
+    fe_filter: Option<MapHandle>,
+    /// `ct_epoch` (voids the XDP flow cache); `None` for older pins.
+    ct_epoch: Option<MapHandle>,
+    /// `fe_filter` mapped into memory, on first use.
+    fe_mem: OnceLock<MaglevMem>,
     /// `maglev` mapped into memory (`BPF_F_MMAPABLE`), on first table access.
     maglev_mem: OnceLock<MaglevMem>,
     /// `backends` mapped into memory (`BPF_F_MMAPABLE`), on first write.
@@ -254,7 +261,18 @@ impl Maps {
         };
         let maglev = mmapable("maglev")?;
         let backends = mmapable("backends")?;
+        // Maps that older pin directories lack (their programs do not use them).
+        let optional = |name: &'static str| -> Result<Option<MapHandle>> {
+            if dir.join(name).exists() {
+                open(name).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
         Ok(Self {
+            fe_filter: optional("fe_filter")?,
+            ct_epoch: optional("ct_epoch")?,
+            fe_mem: OnceLock::new(),
             maglev_mem: OnceLock::new(),
             backends_mem: OnceLock::new(),
             services: open("services")?,
@@ -277,6 +295,9 @@ impl Maps {
             MapHandle::try_from(map).map_err(map_err!("dup fd", name))
         };
         Ok(Self {
+            fe_filter: Some(dup(&m.fe_filter, "fe_filter")?),
+            ct_epoch: Some(dup(&m.ct_epoch, "ct_epoch")?),
+            fe_mem: OnceLock::new(),
             maglev_mem: OnceLock::new(),
             backends_mem: OnceLock::new(),
             services: dup(&m.services, "services")?,
@@ -314,7 +335,17 @@ impl Maps {
         k: &K,
         v: &V,
     ) -> Result<()> {
-        map.update(bytes(k), bytes(v), MapFlags::ANY)
+        Self::put_flags(map, name, k, v, MapFlags::ANY)
+    }
+
+    fn put_flags<K: plain::Plain, V: plain::Plain>(
+        map: &MapHandle,
+        name: &'static str,
+        k: &K,
+        v: &V,
+        flags: MapFlags,
+    ) -> Result<()> {
+        map.update(bytes(k), bytes(v), flags)
             .map_err(|source| {
                 if is_full(&source) {
                     Error::Full {
@@ -385,11 +416,82 @@ impl Maps {
     pub fn service(&self, k: &xlb_svc_key) -> Result<Option<xlb_svc_val>> {
         Self::get(&self.services, "services", k)
     }
+    /// Inserts or replaces a frontend. A new key is counted in `fe_filter`
+    /// before it is inserted, so the data plane never skips a Service that
+    /// is in the map (a count left by a failed insert is only a wasted lookup).
     pub fn put_service(&self, k: &xlb_svc_key, v: &xlb_svc_val) -> Result<()> {
-        Self::put(&self.services, "services", k, v)
+        let Some(filter) = self.fe_mem()? else {
+            return Self::put(&self.services, "services", k, v);
+        };
+        let slot = filter.slot(crate::wire::fe_slot(k));
+        slot.fetch_add(1, Ordering::SeqCst);
+        match Self::put_flags(&self.services, "services", k, v, MapFlags::NO_EXIST) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // already there (counted then) or not inserted: take ours back
+                slot.fetch_sub(1, Ordering::SeqCst);
+                match e {
+                    Error::Map { source, .. }
+                        if source.kind() == libbpf_rs::ErrorKind::AlreadyExists =>
+                    {
+                        Self::put(&self.services, "services", k, v)
+                    }
+                    e => Err(e),
+                }
+            }
+        }
     }
+    /// Deletes a frontend (then uncounts it in `fe_filter`).
     pub fn delete_service(&self, k: &xlb_svc_key) -> Result<bool> {
-        Self::del(&self.services, "services", k)
+        let gone = Self::del(&self.services, "services", k)?;
+        if gone {
+            if let Some(filter) = self.fe_mem()? {
+                filter
+                    .slot(crate::wire::fe_slot(k))
+                    .fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        Ok(gone)
+    }
+    /// Recounts `fe_filter` from the services map when the two disagree in
+    /// the one way that matters: Services present, filter empty (a pin
+    /// directory of an xlb without the filter, adopted by this one). Returns
+    /// whether it recounted. Call before any program uses the maps.
+    pub fn fe_filter_repair(&self) -> Result<bool> {
+        let Some(filter) = self.fe_mem()? else {
+            return Ok(false);
+        };
+        let empty = (0..filter.slots).all(|i| filter.slot(i).load(Ordering::Relaxed) == 0);
+        if !empty {
+            return Ok(false);
+        }
+        let keys = self.services()?;
+        if keys.is_empty() {
+            return Ok(false);
+        }
+        for (k, _) in &keys {
+            filter
+                .slot(crate::wire::fe_slot(k))
+                .fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(true)
+    }
+    /// The `fe_filter` count of k's slot (tests, `xlb doctor`).
+    pub fn fe_filter_count(&self, k: &xlb_svc_key) -> Result<Option<u32>> {
+        Ok(self
+            .fe_mem()?
+            .map(|f| f.slot(crate::wire::fe_slot(k)).load(Ordering::Relaxed)))
+    }
+    fn fe_mem(&self) -> Result<Option<&MaglevMem>> {
+        let Some(h) = &self.fe_filter else {
+            return Ok(None);
+        };
+        if let Some(m) = self.fe_mem.get() {
+            return Ok(Some(m));
+        }
+        let m = MaglevMem::map(h, "fe_filter", 4)?;
+        let _ = self.fe_mem.set(m);
+        Ok(self.fe_mem.get())
     }
     pub fn services(&self) -> Result<Vec<(xlb_svc_key, xlb_svc_val)>> {
         Self::entries(&self.services, "services")
@@ -532,11 +634,25 @@ impl Maps {
     pub fn ct_entry(&self, k: &xlb_ct_key) -> Result<Option<xlb_ct_val>> {
         Self::get(&self.ct, "ct", k)
     }
+    /// Writes a ct entry, then voids the XDP flow cache's copies (`ct_epoch`).
     pub fn put_ct(&self, k: &xlb_ct_key, v: &xlb_ct_val) -> Result<()> {
-        Self::put(&self.ct, "ct", k, v)
+        Self::put(&self.ct, "ct", k, v)?;
+        self.bump_ct_epoch()
     }
+    /// Deletes a ct entry, then voids the XDP flow cache's copies.
     pub fn delete_ct(&self, k: &xlb_ct_key) -> Result<bool> {
-        Self::del(&self.ct, "ct", k)
+        let gone = Self::del(&self.ct, "ct", k)?;
+        self.bump_ct_epoch()?;
+        Ok(gone)
+    }
+    /// Adds 1 << 32 to `ct_epoch` (the data plane adds 1): whatever the data
+    /// plane did meanwhile, the value written was never seen before.
+    fn bump_ct_epoch(&self) -> Result<()> {
+        let Some(h) = &self.ct_epoch else {
+            return Ok(());
+        };
+        let old: u64 = Self::get(h, "ct_epoch", &0u32)?.unwrap_or(0);
+        Self::put(h, "ct_epoch", &0u32, &old.wrapping_add(1 << 32))
     }
     pub fn ct(&self) -> Result<Vec<(xlb_ct_key, xlb_ct_val)>> {
         Self::entries(&self.ct, "ct")

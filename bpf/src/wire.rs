@@ -65,6 +65,40 @@ impl fmt::Display for Proto {
 }
 
 /// Name of an IP protocol number, for tables.
+/// Jenkins lookup3 final mix of three words: lb.h's `xlb_hash3`.
+pub fn hash3(a: u32, b: u32, c: u32, init: u32) -> u32 {
+    let init = 0xdead_beef_u32.wrapping_add(init);
+    let (mut a, mut b, mut c) = (
+        a.wrapping_add(init),
+        b.wrapping_add(init),
+        c.wrapping_add(init),
+    );
+    c ^= b;
+    c = c.wrapping_sub(b.rotate_left(14));
+    a ^= c;
+    a = a.wrapping_sub(c.rotate_left(11));
+    b ^= a;
+    b = b.wrapping_sub(a.rotate_left(25));
+    c ^= b;
+    c = c.wrapping_sub(b.rotate_left(16));
+    a ^= c;
+    a = a.wrapping_sub(c.rotate_left(4));
+    b ^= a;
+    b = b.wrapping_sub(a.rotate_left(14));
+    c ^= b;
+    c.wrapping_sub(b.rotate_left(24))
+}
+
+/// The `fe_filter` slot of a services key: lb.h's `xlb_fe_slot` (the key's
+/// two 32-bit words as stored in memory).
+pub fn fe_slot(k: &crate::types::xlb_svc_key) -> u32 {
+    // SAFETY: xlb_svc_key is Plain (8 bytes of integers).
+    let b = unsafe { plain::as_bytes(k) };
+    let w0 = u32::from_ne_bytes(b[0..4].try_into().expect("4 bytes"));
+    let w1 = u32::from_ne_bytes(b[4..8].try_into().expect("4 bytes"));
+    hash3(w0, w1, 0, 0) & (crate::consts::XLB_FE_FILTER_SLOTS - 1)
+}
+
 pub fn proto_name(n: u8) -> String {
     match Proto::from_number(n) {
         Some(p) => p.name().to_string(),

@@ -174,6 +174,10 @@ impl DataPlane {
         }
         let tc = open_tc.load().map_err(ctx("loading the tc object"))?;
         let maps = Maps::from_skel(&xdp)?;
+        // Adopted pins of an xlb without the services filter: count what is there.
+        if maps.fe_filter_repair()? {
+            tracing::info!("fe_filter recounted from the services map");
+        }
         Ok(Self { xdp, tc, maps })
     }
 

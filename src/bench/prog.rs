@@ -59,6 +59,9 @@ pub struct PathResult {
 pub struct Report {
     pub baseline_ns: f64,
     pub paths: Vec<PathResult>,
+    /// Single kernel operations (`bpf/floor.bpf.c`), timed the same way: what
+    /// the paths cannot go below on this machine.
+    pub floors: Vec<PathResult>,
 }
 
 const NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -84,6 +87,10 @@ pub fn run(a: ProgArgs) -> Result<()> {
         );
         for p in &report.paths {
             println!("{:<28} {:>10.1} {:>8.2}", p.name, p.ns, p.ratio);
+        }
+        println!("kernel floors (one operation, then XDP_DROP):");
+        for p in &report.floors {
+            println!("  {:<26} {:>10.1} {:>8.2}", p.name, p.ns, p.ratio);
         }
         println!(
             "(median of {} single-frame BPF_PROG_RUN calls per path; kernel-timed, see --help)",
@@ -212,12 +219,16 @@ fn sa(a: [u8; 4], port: u16) -> SocketAddrV4 {
 }
 
 /// One path: frames to run (cycled) and the verdict each must give.
-struct Path {
+struct Path<'p> {
     name: &'static str,
+    prog: &'p libbpf_rs::ProgramMut<'p>,
+    floor: bool,
     frames: Vec<Vec<u8>>,
     ingress: Option<u32>,
     verdict: u32,
     durations: Vec<u32>,
+    /// Next of `frames` when each call takes a new one.
+    next: usize,
 }
 
 fn run_once(
@@ -350,44 +361,6 @@ pub fn measure(calls: u32) -> Result<Report> {
         .collect();
     let not_ours = tcp_frame(cmac, NODE_MAC, client, sa([198, 18, 0, 99], 80));
 
-    let mut paths = vec![
-        Path {
-            name: "not_ours_pass",
-            frames: vec![not_ours.clone()],
-            ingress: Some(uplink),
-            verdict: XDP_PASS,
-            durations: vec![],
-        },
-        Path {
-            name: "ct_hit_local_dnat",
-            frames: vec![hit],
-            ingress: Some(uplink),
-            verdict: XDP_PASS,
-            durations: vec![],
-        },
-        Path {
-            name: "ct_miss_maglev_choice",
-            frames: miss,
-            ingress: Some(uplink),
-            verdict: XDP_PASS,
-            durations: vec![],
-        },
-        Path {
-            name: "remote_vxlan_encap",
-            frames: vec![remote],
-            ingress: Some(uplink),
-            verdict: XDP_TX,
-            durations: vec![],
-        },
-        Path {
-            name: "vxlan_decap_reverse_nat",
-            frames: vec![decap],
-            ingress: Some(uplink),
-            verdict: XDP_PASS,
-            durations: vec![],
-        },
-    ];
-
     let mut storage = MaybeUninit::uninit();
     let base = xlb_bpf::baseline::BaselineSkelBuilder::default()
         .open(&mut storage)
@@ -395,9 +368,92 @@ pub fn measure(calls: u32) -> Result<Report> {
         .load()
         .context("loading the baseline object")?;
     let drop_prog = &base.progs.xlb_base_drop;
+    let mut floor_storage = MaybeUninit::uninit();
+    let floor = xlb_bpf::floor::FloorSkelBuilder::default()
+        .open(&mut floor_storage)
+        .context("opening the floor object")?
+        .load()
+        .context("loading the floor object")?;
+    let fl = &floor.progs;
+    let floor_path = |name, prog, frames: Vec<Vec<u8>>| Path {
+        name,
+        prog,
+        floor: true,
+        frames,
+        ingress: None,
+        verdict: XDP_DROP,
+        durations: vec![],
+        next: 0,
+    };
+    let insert_frames = |salt: u8| -> Vec<Vec<u8>> {
+        miss.iter()
+            .map(|f| {
+                let mut f = f.clone();
+                // the protocol byte: a key of its own in the floor map
+                f[14 + 9] = salt;
+                f
+            })
+            .collect()
+    };
+    let mut paths = vec![
+        Path {
+            name: "not_ours_pass",
+            frames: vec![not_ours.clone()],
+            ingress: Some(uplink),
+            verdict: XDP_PASS,
+            durations: vec![],
+            next: 0,
+            prog: dp.xdp_prog(),
+            floor: false,
+        },
+        Path {
+            name: "ct_hit_local_dnat",
+            frames: vec![hit],
+            ingress: Some(uplink),
+            verdict: XDP_PASS,
+            durations: vec![],
+            next: 0,
+            prog: dp.xdp_prog(),
+            floor: false,
+        },
+        Path {
+            name: "ct_miss_maglev_choice",
+            frames: miss.clone(),
+            ingress: Some(uplink),
+            verdict: XDP_PASS,
+            durations: vec![],
+            next: 0,
+            prog: dp.xdp_prog(),
+            floor: false,
+        },
+        Path {
+            name: "remote_vxlan_encap",
+            frames: vec![remote],
+            ingress: Some(uplink),
+            verdict: XDP_TX,
+            durations: vec![],
+            next: 0,
+            prog: dp.xdp_prog(),
+            floor: false,
+        },
+        Path {
+            name: "vxlan_decap_reverse_nat",
+            frames: vec![decap],
+            ingress: Some(uplink),
+            verdict: XDP_PASS,
+            durations: vec![],
+            next: 0,
+            prog: dp.xdp_prog(),
+            floor: false,
+        },
+        floor_path("ct_lookup_miss", &fl.floor_ct_lookup, vec![not_ours.clone()]),
+        floor_path("ct_insert", &fl.floor_ct_insert, insert_frames(201)),
+        floor_path("ct_insert_pair", &fl.floor_ct_insert_pair, insert_frames(202)),
+        floor_path("adjust_head", &fl.floor_adjust_head, vec![not_ours.clone()]),
+    ];
+
     let mut base_durations = Vec::new();
 
-    let mut next_miss = 0usize;
     for _ in 0..ROUNDS {
         for _ in 0..per_round {
             let (rc, d) = run_once(drop_prog, &not_ours, Some(uplink))?;
@@ -407,12 +463,13 @@ pub fn measure(calls: u32) -> Result<Report> {
         for p in paths.iter_mut() {
             for i in 0..per_round {
                 let f = if p.frames.len() > 1 {
-                    next_miss += 1;
-                    &p.frames[next_miss - 1]
+                    let k = p.next;
+                    p.next += 1;
+                    &p.frames[k]
                 } else {
                     &p.frames[i % p.frames.len()]
                 };
-                let (rc, d) = run_once(dp.xdp_prog(), f, p.ingress)?;
+                let (rc, d) = run_once(p.prog, f, p.ingress)?;
                 ensure!(
                     rc == p.verdict,
                     "{}: verdict {rc}, want {}",
@@ -424,9 +481,8 @@ pub fn measure(calls: u32) -> Result<Report> {
         }
     }
     let baseline_ns = median(&mut base_durations);
-    let paths = paths
-        .into_iter()
-        .map(|mut p| {
+    let (floors, paths): (Vec<Path>, Vec<Path>) = paths.into_iter().partition(|p| p.floor);
+    let result = |mut p: Path| {
             let ns = median(&mut p.durations);
             PathResult {
                 name: p.name.to_string(),
@@ -437,9 +493,12 @@ pub fn measure(calls: u32) -> Result<Report> {
                     0.0
                 },
             }
-        })
-        .collect();
-    Ok(Report { baseline_ns, paths })
+        };
+    Ok(Report {
+        baseline_ns,
+        paths: paths.into_iter().map(result).collect(),
+        floors: floors.into_iter().map(result).collect(),
+    })
 }
 
 /// A table spreading slots over `ids` round-robin (the bench only needs a

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * xlb: per-CPU flow cache of connection-tracking hits (XDP only).
+ *
+ * A ct lookup is a call into the kernel's hash table: ~50 ns on the reference
+ * VM (`xlb bench prog`, floor `ct_lookup_miss`), a quarter of a ct-hit path.
+ * A flow's packets arrive on one CPU (RSS), so each CPU keeps a copy of the
+ * ct entries it hit last in a direct-mapped PERCPU_ARRAY indexed by the flow
+ * hash (inlined array access, no call). A cached hit is used when:
+ *   - it is the same 5-tuple and younger than XLB_FC_TTL_NS, and
+ *   - `ct_epoch` has not moved since it was cached.
+ * Everything the ct entry would be checked for is still checked on the copy
+ * (timeout, backend active at the same generation): a removed backend is
+ * re-chosen at the next packet as without the cache.
+ *
+ * Staleness: whoever replaces a ct entry that may be cached for another flow
+ * (a reverse entry taken over, a forward entry flagged XLB_CT_F_REV_CHECK,
+ * userspace writes through xlb_bpf::Maps) bumps `ct_epoch`. What a cached
+ * copy does not see: last_seen refreshes (the real entry is looked up, and
+ * refreshed, every XLB_FC_TTL_NS per CPU, far more often than the
+ * once-a-second refresh needs) and the LRU's reference bit of the entry
+ * (likewise refreshed every XLB_FC_TTL_NS while the flow is active).
+ *
+ * Layout: slot = flow hash & (XLB_FC_SLOTS - 1); a slot names its 5-tuple, so
+ * a collision is a miss. Not shared with userspace (no contract type).
+ */
+#ifndef XLB_FLOWCACHE_H
+#define XLB_FLOWCACHE_H
+
+#include "maps.h"
+#include "lb.h"
+
+#define XLB_FC_BITS	10
+#define XLB_FC_SLOTS	(1 << XLB_FC_BITS)
+#define XLB_FC_TTL_NS	(50ULL * 1000000ULL)	/* 50 ms */
+
+struct xlb_fc {
+	struct xlb_ct_key key;
+	struct xlb_ct_val val;
+	__u64 expires;		/* clock + XLB_FC_TTL_NS; 0 = empty */
+	__u64 epoch;		/* ct_epoch when cached */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XLB_FC_SLOTS);
+	__type(key, __u32);
+	__type(value, struct xlb_fc);
+} flow_cache SEC(".maps");
+
+/* Where flow t is cached, and ct_epoch now. */
+struct xlb_fc_ref {
+	struct xlb_fc *slot;
+	__u64 epoch;
+};
+
+static __always_inline int xlb_fc_same(const struct xlb_ct_key *a, const struct xlb_ct_key *b)
+{
+	return a->saddr == b->saddr && a->daddr == b->daddr && a->sport == b->sport &&
+	       a->dport == b->dport && a->proto == b->proto;
+}
+
+/* The cache slot holding t (hash: its flow hash) at the current ct_epoch,
+ * or NULL; the caller checks `expires` against the clock (read only when
+ * something is cached). ref is set for a later xlb_fc_put either way. */
+static __always_inline struct xlb_fc *xlb_fc_get(const struct xlb_ct_key *t, __u32 hash,
+						 struct xlb_fc_ref *ref)
+{
+	__u32 slot = hash & (XLB_FC_SLOTS - 1), zero = 0;
+	__u64 *epoch = bpf_map_lookup_elem(&ct_epoch, &zero);
+	struct xlb_fc *c = bpf_map_lookup_elem(&flow_cache, &slot);
+
+	ref->slot = c;
+	ref->epoch = epoch ? *epoch : 0;
+	if (!c || !epoch || !c->expires || c->epoch != ref->epoch || !xlb_fc_same(&c->key, t))
+		return NULL;
+	return c;
+}
+
+/* Caches v as t's ct entry (after a ct hit or a new entry). */
+static __always_inline void xlb_fc_put(const struct xlb_fc_ref *ref, const struct xlb_ct_key *t,
+				       const struct xlb_ct_val *v, __u64 now)
+{
+	struct xlb_fc *c = ref->slot;
+
+	if (!c)
+		return;
+	c->key = *t;
+	c->val = *v;
+	c->epoch = ref->epoch;
+	c->expires = now + XLB_FC_TTL_NS;
+}
+
+/* Forgets t's cached entry (it is being replaced on this CPU). */
+static __always_inline void xlb_fc_drop(const struct xlb_fc_ref *ref)
+{
+	if (ref->slot)
+		ref->slot->expires = 0;
+}
+
+#endif /* XLB_FLOWCACHE_H */
