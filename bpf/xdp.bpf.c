@@ -137,7 +137,7 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, __be32 peer, const __u
 static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
 				       const struct xlb_ct_key *t)
 {
-	__u8 vtep[ETH_ALEN];
+	__u8 vtep[ETH_ALEN] XLB_MAC_ALIGN;
 	int r;
 
 	if (!ch->node) {

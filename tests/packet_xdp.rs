@@ -1224,3 +1224,118 @@ fn every_truncation_is_counted() {
     );
     assert!(runs > 300);
 }
+
+/// The per-CPU flow cache (flowcache.h) serves a flow's second and later
+/// packets. It must see everything the ct entry would: a forward entry
+/// flagged by a takeover of its reverse key, a reverse entry rewritten by
+/// the data plane or by userspace, and a backend whose generation moved.
+#[test]
+fn flow_cache_sees_takeovers_ct_writes_and_backend_changes() {
+    let Some(env) = Env::new() else { return };
+    fixture(&env);
+    let vip = sa("10.96.0.10:80");
+    let node_port = std::net::SocketAddrV4::new(NODE, 30080);
+    let rev_key = xlb_ct_key::new(sa(BE_LOCAL), sa(CLIENT_SA), TCP);
+    let send = |env: &Env, to: std::net::SocketAddrV4| {
+        let (rc, out) = env.xdp(&Frame::tcp(sa(CLIENT_SA), to).build());
+        assert_eq!(rc, XDP_PASS);
+        assert_dnat(Frame::tcp(sa(CLIENT_SA), to), BE_LOCAL, &out);
+    };
+    let reply_src = |env: &Env| -> std::net::SocketAddrV4 {
+        let (rc, out) = env.xdp(&reply_from(BE_LOCAL).build());
+        assert_eq!(rc, XDP_PASS);
+        check_eth_ipv4(&out, "revnat").2.src()
+    };
+    // Both flows and the replies are cached (second packets on).
+    for _ in 0..3 {
+        send(&env, vip);
+    }
+    for _ in 0..3 {
+        assert_eq!(reply_src(&env), vip);
+    }
+    // The NodePort flow takes the reverse key: the cached reverse entry must
+    // not answer for it any more.
+    send(&env, node_port);
+    assert_eq!(reply_src(&env), node_port, "cached reverse entry voided");
+    assert_eq!(reply_src(&env), node_port);
+    // The ClusterIP flow was flagged: its cached forward hit must not hide
+    // the flag, so its next packet takes the reverse key back.
+    send(&env, vip);
+    assert_eq!(
+        env.maps().ct_entry(&rev_key).unwrap().unwrap().nat(),
+        vip,
+        "flag seen through the cache"
+    );
+    assert_eq!(reply_src(&env), vip);
+    // Userspace rewrites the reverse entry (xlb_bpf::Maps bumps ct_epoch).
+    let mut rev = env.maps().ct_entry(&rev_key).unwrap().unwrap();
+    rev.nat_addr = be32(Ipv4Addr::new(10, 96, 0, 99));
+    env.maps().put_ct(&rev_key, &rev).unwrap();
+    assert_eq!(reply_src(&env), sa("10.96.0.99:80"), "userspace write seen");
+    // A cached forward hit still checks the backend's generation.
+    for _ in 0..3 {
+        send(&env, vip);
+    }
+    let mut be = env.maps().backend(1).unwrap().unwrap();
+    be.generation += 1;
+    env.maps().put_backend(1, &be).unwrap();
+    send(&env, vip);
+    let fwd = env
+        .maps()
+        .ct_entry(&xlb_ct_key::new(sa(CLIENT_SA), vip, TCP))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        fwd.generation, be.generation,
+        "re-chosen at the new generation, not served from the cache"
+    );
+}
+
+/// fe_filter counts the services keys: an insert counts once (a rewrite of
+/// the same key does not), a delete uncounts, and the data plane skips a
+/// frontend only when its slot is 0. Adopted maps written without counting
+/// are recounted by fe_filter_repair.
+#[test]
+fn fe_filter_counts_services_keys() {
+    let Some(env) = Env::new() else { return };
+    let m = env.maps();
+    let key = tcp_key("10.96.9.1:80");
+    let count = |m: &xlb_bpf::Maps| m.fe_filter_count(&key).unwrap().expect("fe_filter");
+    let base = count(m);
+    env.backend(1, BE_LOCAL, None);
+    m.put_config(&env.config()).unwrap();
+    env.service(key, 1, 0, &[1; 7], 0);
+    assert_eq!(count(m), base + 1);
+    env.service(key, 1, 0, &[1; 7], 0);
+    assert_eq!(count(m), base + 1, "rewriting a key does not count it again");
+    let (rc, _) = env.xdp(&syn("10.96.9.1:80").build());
+    assert_eq!(rc, XDP_PASS);
+    assert_eq!(ct_backend(&env, CLIENT_SA, "10.96.9.1:80", TCP), 1);
+    assert!(m.delete_service(&key).unwrap());
+    assert_eq!(count(m), base);
+    assert!(!m.delete_service(&key).unwrap());
+    assert_eq!(count(m), base, "deleting a missing key uncounts nothing");
+    // A key inserted behind the filter's back (an older xlb's pins): the
+    // repair recounts it, and only when the filter is empty.
+    env.clear_state();
+    let raw = &m.services;
+    let val = xlb_svc_val {
+        svc_id: 1,
+        table_size: 7,
+        ..Default::default()
+    };
+    use libbpf_rs::MapCore;
+    raw.update(
+        unsafe { plain::as_bytes(&key) },
+        unsafe { plain::as_bytes(&val) },
+        libbpf_rs::MapFlags::ANY,
+    )
+    .unwrap();
+    assert_eq!(count(m), 0);
+    assert!(m.fe_filter_repair().unwrap());
+    assert_eq!(count(m), 1);
+    assert!(!m.fe_filter_repair().unwrap(), "not empty: nothing to do");
+    let (rc, _) = env.xdp(&Frame::tcp(sa("198.18.0.100:40001"), sa("10.96.9.1:80")).build());
+    assert_eq!(rc, XDP_PASS);
+    assert_eq!(ct_backend(&env, "198.18.0.100:40001", "10.96.9.1:80", TCP), 1);
+}

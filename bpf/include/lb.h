@@ -264,11 +264,10 @@ static __always_inline void xlb_ct_flag_victim(const struct xlb_ct_key *rk, __u3
 	if (old_nat_addr == keep_addr && old_nat_port == keep_port)
 		return;
 	fv = bpf_map_lookup_elem(&ct, &fk);
-	if (fv && !(fv->flags & XLB_CT_F_REVERSE)) {
+	if (fv && !(fv->flags & XLB_CT_F_REVERSE))
 		fv->flags |= XLB_CT_F_REV_CHECK;
-		/* its next packet must see the flag, not a cached hit */
-		xlb_ct_epoch_bump();
-	}
+	/* (every caller bumps ct_epoch next: the flow's next packet sees the
+	 * flag, not a cached hit) */
 }
 
 /*

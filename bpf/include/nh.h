@@ -72,8 +72,8 @@ static __always_inline int xlb_nh_get(struct xlb_nh *nh, __be32 peer, __u32 in_i
 	if (!nh || nh->peer != peer || nh->in_ifindex != in_ifindex || now >= nh->expires)
 		return 0;
 	fib->ifindex = nh->out_ifindex;
-	__builtin_memcpy(fib->dmac, nh->dmac, ETH_ALEN);
-	__builtin_memcpy(fib->smac, nh->smac, ETH_ALEN);
+	xlb_mac_copy(fib->dmac, nh->dmac);
+	xlb_mac_copy(fib->smac, nh->smac);
 	return 1;
 }
 
@@ -86,8 +86,8 @@ static __always_inline void xlb_nh_put(struct xlb_nh *nh, __be32 peer, __u32 in_
 	nh->peer = peer;
 	nh->in_ifindex = in_ifindex;
 	nh->out_ifindex = fib->ifindex;
-	__builtin_memcpy(nh->dmac, fib->dmac, ETH_ALEN);
-	__builtin_memcpy(nh->smac, fib->smac, ETH_ALEN);
+	xlb_mac_copy(nh->dmac, fib->dmac);
+	xlb_mac_copy(nh->smac, fib->smac);
 	nh->expires = now + XLB_NH_TTL_NS;
 }
 
@@ -130,16 +130,16 @@ static __always_inline int xlb_vtep_mac(struct xlb_vtep *vc, __be32 addr, __u64 
 	struct xlb_tunnel_val *tv;
 
 	if (vc && vc->addr == addr && now < vc->expires) {
-		__builtin_memcpy(mac, vc->vtep_mac, ETH_ALEN);
+		xlb_mac_copy(mac, vc->vtep_mac);
 		return 1;
 	}
 	tv = bpf_map_lookup_elem(&tunnel, &tk);
 	if (!tv)
 		return 0;
-	__builtin_memcpy(mac, tv->vtep_mac, ETH_ALEN);
+	xlb_mac_copy(mac, tv->vtep_mac);
 	if (vc) {
 		vc->addr = addr;
-		__builtin_memcpy(vc->vtep_mac, mac, ETH_ALEN);
+		xlb_mac_copy(vc->vtep_mac, mac);
 		vc->expires = now + XLB_NH_TTL_NS;
 	}
 	return 1;

@@ -40,6 +40,22 @@ struct xlb_pkt {
 	__u8 pad[2];
 };
 
+/* Copies a MAC address as three 16-bit words (a memcpy of the packed
+ * Ethernet fields compiles to twelve byte loads and stores). Both sides must
+ * be 2-byte aligned: Ethernet headers and XLB structs are; stack buffers
+ * are declared XLB_MAC_ALIGN. */
+#define XLB_MAC_ALIGN	__attribute__((aligned(2)))
+
+static __always_inline void xlb_mac_copy(void *dst, const void *src)
+{
+	__u16 *d = dst;
+	const __u16 *s = src;
+
+	d[0] = s[0];
+	d[1] = s[1];
+	d[2] = s[2];
+}
+
 /* Cursor: a position in the packet and its end. */
 struct xlb_cursor {
 	void *pos;

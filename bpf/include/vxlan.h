@@ -69,8 +69,8 @@ static __always_inline int xlb_vxlan_in(void *data, void *data_end, struct xlb_c
 		return XLB_R_PASS_VXLAN_OTHER;
 	tun->peer = p->saddr;
 	tun->marked = !!(vx->flags & bpf_htonl(XLB_VXLAN_F_SVC));
-	__builtin_memcpy(tun->l2_src, p->eth->h_source, ETH_ALEN);
-	__builtin_memcpy(tun->l2_dst, p->eth->h_dest, ETH_ALEN);
+	xlb_mac_copy(tun->l2_src, p->eth->h_source);
+	xlb_mac_copy(tun->l2_dst, p->eth->h_dest);
 	tun->outer_len = c.pos - data;
 	return xlb_parse(c.pos, data_end, p);
 }
@@ -93,7 +93,7 @@ static __always_inline int xlb_decap_xdp(struct xdp_md *ctx, struct xlb_config *
 	r = xlb_reparse(data, data_end, p);
 	if (r != XLB_OK)
 		return r;
-	__builtin_memcpy(p->eth->h_dest, cfg->mac, ETH_ALEN);
+	xlb_mac_copy(p->eth->h_dest, cfg->mac);
 	return XLB_OK;
 }
 
@@ -169,11 +169,11 @@ static __always_inline int xlb_encap_xdp(struct xdp_md *ctx, struct xlb_config *
 		return XDP_DROP;
 	}
 	if (inner_dmac)
-		__builtin_memcpy(ieth->h_dest, inner_dmac, ETH_ALEN);
-	__builtin_memcpy(ieth->h_source, cfg->mac, ETH_ALEN);
+		xlb_mac_copy(ieth->h_dest, inner_dmac);
+	xlb_mac_copy(ieth->h_source, cfg->mac);
 	xlb_vxlan_hdrs(ip, uh, vx, cfg, peer, data_end - data, hash, mark);
-	__builtin_memcpy(oeth->h_dest, fib->dmac, ETH_ALEN);
-	__builtin_memcpy(oeth->h_source, fib->smac, ETH_ALEN);
+	xlb_mac_copy(oeth->h_dest, fib->dmac);
+	xlb_mac_copy(oeth->h_source, fib->smac);
 	oeth->h_proto = bpf_htons(ETH_P_IP);
 	if (fib->ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
@@ -199,7 +199,7 @@ static __always_inline int xlb_encap_skb(struct __sk_buff *skb, struct xlb_confi
 		return -1;
 	if (bpf_skb_adjust_room(skb, XLB_ENCAP_LEN, BPF_ADJ_ROOM_MAC, flags))
 		return -1;
-	__builtin_memcpy(h.eth.h_source, cfg->mac, ETH_ALEN);
+	xlb_mac_copy(h.eth.h_source, cfg->mac);
 	xlb_vxlan_hdrs(&h.ip, &h.udp, &h.vx, cfg, peer, skb->len, hash, 0);
 	if (bpf_skb_store_bytes(skb, ETH_HLEN, &h, XLB_ENCAP_LEN, 0))
 		return -1;
