@@ -190,6 +190,9 @@ pub struct Report {
     pub latency_us: LatencyUs,
     pub sent: u64,
     pub received: u64,
+    /// Size of the data plane's connection-tracking map (xlb scenarios only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ct_entries: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -288,6 +291,18 @@ fn backend_addr(j: u32) -> SocketAddrV4 {
 
 fn target(services: u32) -> u32 {
     services / 2
+}
+
+/// Connection-tracking entries for `flows` flows: every flow holds two (its
+/// forward entry and the reverse one its replies use), and an LRU map evicts
+/// before it is full, so 4 per flow rounded up to a power of two, never below
+/// the data plane's default. An operator sizes ct for their connection count
+/// the same way (`LoadOptions::ct_entries`).
+pub fn ct_entries(flows: u32) -> u32 {
+    (u64::from(flows) * 4)
+        .next_power_of_two()
+        .min(1 << 31)
+        .max(u64::from(XLB_CT_ENTRIES)) as u32
 }
 
 fn l4(p: ProtoArg) -> L4 {
@@ -605,9 +620,19 @@ impl Bench<'_> {
         Topo::xdp_queue_stats(&self.topo.node, N0, "xdp_drops")
     }
 
-    /// Warms up briefly, then sends for `--seconds` and counts at `point`.
-    fn measure(&self, label: &str, point: Point) -> Result<Measure> {
+    /// Warms up (every one of the template's `flows` at least once per core,
+    /// then briefly by time), then sends for `--seconds` and counts at `point`.
+    fn measure(&self, label: &str, point: Point, flows: u32) -> Result<Measure> {
         let secs = self.a.seconds;
+        if flows > 1 {
+            // Each core's generator derives the flow from its own counter
+            // (flow = seq % flows), so `flows` consecutive frames per core
+            // visit every flow: ct entries exist before the measured window,
+            // which then sees the steady state, not first packets.
+            let count = u64::from(flows) * self.cpus.len() as u64;
+            self.gen.run(&self.run_opts(Limit::Count(count)), |_| {})?;
+            check_stop(&self.stop)?;
+        }
         let warm = Duration::from_secs_f64((secs / 5.0).clamp(0.05, 0.5));
         self.gen
             .run(&self.run_opts(Limit::Duration(warm)), |_| {})?;
@@ -695,10 +720,10 @@ impl Bench<'_> {
         })
     }
 
-    fn with_node_prog(&self, fd: i32, label: &str, point: Point) -> Result<Measure> {
+    fn with_node_prog(&self, fd: i32, label: &str, point: Point, flows: u32) -> Result<Measure> {
         let _link = attach_xdp(&self.topo.node, fd, self.topo.ifindex_n0)
             .with_context(|| format!("attaching {label} to {N0}"))?;
-        self.measure(label, point)
+        self.measure(label, point, flows)
     }
 
     fn baselines(&self) -> Result<(Measure, Measure)> {
@@ -707,11 +732,13 @@ impl Bench<'_> {
             prog_fd(&base.progs.xlb_base_drop),
             "xdp-drop baseline",
             Point::DropAtNode,
+            self.a.flows,
         )?;
         let tx = self.with_node_prog(
             prog_fd(&base.progs.xlb_base_tx),
             "xdp-tx baseline",
             Point::Sink,
+            self.a.flows,
         )?;
         Ok((drop, tx))
     }
@@ -725,17 +752,21 @@ impl Bench<'_> {
         let ns = &self.topo.node;
         if s.is_xlb() {
             let slots = (services * TABLE).max(XLB_MAGLEV_SLOTS);
+            let ct = ct_entries(flows);
             let dp = xlb_loader::DataPlane::load(&xlb_loader::LoadOptions {
                 maglev_slots: Some(slots),
+                ct_entries: Some(ct),
                 ..Default::default()
             })
-            .context("loading the xlb data plane (private maps)")?;
+            .with_context(|| {
+                format!("loading the xlb data plane (private maps, {ct} ct entries)")
+            })?;
             let t0 = Instant::now();
             fill_maps(&dp.maps, &self.topo, s, self.a, services, &tmpl)
                 .context("filling the data plane's maps")?;
             tracing::info!("maps filled in {:?}", t0.elapsed());
             check_stop(&self.stop)?;
-            let m = self.with_node_prog(prog_fd(dp.xdp_prog()), s.name(), Point::Sink)?;
+            let m = self.with_node_prog(prog_fd(dp.xdp_prog()), s.name(), Point::Sink, flows)?;
             let reasons = dp
                 .maps
                 .reasons()
@@ -782,7 +813,7 @@ impl Bench<'_> {
                 _ => Topo::exec_stdin(ns, "nft", &["-f", "-"], &nft_rules(self.a, services))
                     .context("installing nftables rules (apt-get install nftables)")?,
             }
-            let m = self.measure(s.name(), Point::Sink);
+            let m = self.measure(s.name(), Point::Sink, flows);
             let _ = match s {
                 Scenario::Iptables => Topo::exec(ns, "iptables", &["-t", "nat", "-F"]),
                 _ => Topo::exec(ns, "nft", &["flush", "ruleset"]),
@@ -795,7 +826,7 @@ impl Bench<'_> {
     }
 }
 
-fn report(a: &RunArgs, m: &Measure, drop: &Measure, tx: &Measure) -> Report {
+fn report(a: &RunArgs, flows: u32, m: &Measure, drop: &Measure, tx: &Measure) -> Report {
     let ratio = |x: f64, b: f64| if b > 0.0 { x / b } else { 0.0 };
     Report {
         scenario: a.scenario.name().to_string(),
@@ -809,6 +840,7 @@ fn report(a: &RunArgs, m: &Measure, drop: &Measure, tx: &Measure) -> Report {
         latency_us: m.latency.into(),
         sent: m.sent,
         received: m.received,
+        ct_entries: a.scenario.is_xlb().then(|| ct_entries(flows)),
     }
 }
 
@@ -978,8 +1010,15 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
         _sinks: sinks,
     };
     if !a.json {
+        let ct = if !a.scenario.is_xlb() {
+            String::new()
+        } else if matches!(&a.sweep, Some(s) if s.axis == Axis::Flows) {
+            " | ct entries: 4 x flows (pow2, >= default)".to_string()
+        } else {
+            format!(" | {} ct entries", ct_entries(a.flows))
+        };
         eprintln!(
-            "xlb bench run: {} | egress {:?} | {} core(s) | {} flow(s) | {} service(s) | {} bytes {:?} | {} s per phase",
+            "xlb bench run: {} | egress {:?} | {} core(s) | {} flow(s) | {} service(s) | {} bytes {:?} | {} s per phase{ct}",
             a.scenario.name(),
             a.egress,
             a.cores,
@@ -1008,7 +1047,7 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
 
     let Some(sw) = &a.sweep else {
         let m = median(ms);
-        let rep = report(&a, &m, &drop, &tx);
+        let rep = report(&a, a.flows, &m, &drop, &tx);
         if a.json {
             println!("{}", serde_json::to_string(&rep)?);
         } else {
@@ -1050,7 +1089,7 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
         let m = median(ms);
         rows.push((p, m.mpps));
         if a.json {
-            let mut v = serde_json::to_value(report(&a, &m, &drop, &tx))?;
+            let mut v = serde_json::to_value(report(&a, flows, &m, &drop, &tx))?;
             v["flows"] = flows.into();
             v["services"] = services.into();
             json.push(v);
