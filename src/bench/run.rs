@@ -159,9 +159,18 @@ pub struct RunArgs {
     /// the sink namespace (XDP_REDIRECT).
     #[arg(long, value_enum, default_value_t = Egress::Same)]
     pub egress: Egress,
-    /// A real NIC instead of the veth topology (not supported yet: the run fails).
-    #[arg(long)]
+    /// Real NICs instead of the client/node veth pair: IF is the node's port
+    /// (xlb, the baselines and iptables attach there), --peer-iface P the port
+    /// cabled to it (the generator sends from it, the sink counts on it). Both
+    /// are moved into the bench's namespaces for the run and moved back after,
+    /// also on error or Ctrl-C; ports with an IPv4 or global IPv6 address are
+    /// refused (the move would drop it). Needs drivers with native XDP.
+    /// Example: --iface enp1s0f0 --peer-iface enp1s0f1
+    #[arg(long, value_name = "IF", requires = "peer_iface")]
     pub iface: Option<String>,
+    /// With --iface: the port cabled to the node's port (see --iface).
+    #[arg(long, value_name = "P", requires = "iface")]
+    pub peer_iface: Option<String>,
     /// Sweep one axis: flows=1,1000,1000000 or services=1,1000,100000 (one row per point).
     #[arg(long)]
     pub sweep: Option<Sweep>,
@@ -254,11 +263,29 @@ fn check_stop(stop: &AtomicBool) -> Result<()> {
 }
 
 /// Attaches the XDP program `prog_fd` to `ifindex` in namespace `ns` through a
-/// BPF link; closing the returned fd detaches it.
-fn attach_xdp(ns: &str, prog_fd: i32, ifindex: u32) -> Result<OwnedFd> {
-    Topo::within(ns, move || {
-        Ok(xlb_pktgen::attach_xdp_link(prog_fd, ifindex)?)
-    })
+/// BPF link; closing the returned fd detaches it. On real ports only in
+/// driver (native) mode, with a clear error where the driver has none.
+fn attach_xdp(t: &Topo, ns: &str, dev: &str, prog_fd: i32, ifindex: u32) -> Result<OwnedFd> {
+    let native = t.real && (dev == t.dev_c0 || dev == t.dev_n0);
+    let r = Topo::within(ns, move || {
+        Ok(xlb_pktgen::attach_xdp_link_mode(prog_fd, ifindex, native)?)
+    });
+    match r {
+        Err(e)
+            if native
+                && e.chain().any(|c| {
+                    c.downcast_ref::<std::io::Error>()
+                        .is_some_and(|io| io.raw_os_error() == Some(libc::EOPNOTSUPP))
+                }) =>
+        {
+            Err(e.context(format!(
+                "{dev} (driver {}) has no native XDP support: --iface/--peer-iface need ports \
+                 whose driver runs XDP programs (ethtool -i {dev})",
+                t.driver(dev)
+            )))
+        }
+        r => r.with_context(|| format!("attaching XDP to {dev}")),
+    }
 }
 
 fn prog_fd(p: &libbpf_rs::ProgramMut<'_>) -> i32 {
@@ -328,7 +355,14 @@ fn ipt_proto(p: ProtoArg) -> &'static str {
 }
 
 /// The frames each scenario sends.
-fn spec(s: Scenario, a: &RunArgs, flows: u32, services: u32) -> PacketSpec {
+/// `macs`: the client port's and the node port's MAC.
+fn spec(
+    s: Scenario,
+    a: &RunArgs,
+    flows: u32,
+    services: u32,
+    (mac_c0, mac_n0): ([u8; 6], [u8; 6]),
+) -> PacketSpec {
     let client = SocketAddrV4::new(CLIENTS, CLIENT_PORT);
     let mut p = match s {
         Scenario::NodeportRemote | Scenario::Iptables | Scenario::Nftables => {
@@ -345,15 +379,15 @@ fn spec(s: Scenario, a: &RunArgs, flows: u32, services: u32) -> PacketSpec {
             p
         }
     };
-    p.src_mac = MAC_C0;
-    p.dst_mac = MAC_N0;
+    p.src_mac = mac_c0;
+    p.dst_mac = mac_n0;
     p.size = a.size as usize;
     p.flows = flows;
     match s {
         Scenario::ClusteripDecap => {
             p.vxlan = Some(Vxlan {
-                src_mac: MAC_C0,
-                dst_mac: MAC_N0,
+                src_mac: mac_c0,
+                dst_mac: mac_n0,
                 src: CLIENT,
                 dst: NODE,
                 port: XLB_VXLAN_PORT_DEFAULT as u16,
@@ -363,8 +397,8 @@ fn spec(s: Scenario, a: &RunArgs, flows: u32, services: u32) -> PacketSpec {
         Scenario::ReplyRevnat => {
             p.src_mac = MAC_S0;
             p.vxlan = Some(Vxlan {
-                src_mac: MAC_C0,
-                dst_mac: MAC_N0,
+                src_mac: mac_c0,
+                dst_mac: mac_n0,
                 src: REMOTE_NODE,
                 dst: NODE,
                 port: XLB_VXLAN_PORT_DEFAULT as u16,
@@ -406,8 +440,8 @@ fn fill_maps(
             Egress::Same => t.ifindex_n0,
             Egress::Other => t.ifindex_n1,
         },
-        // decapsulated frames are passed up on xn0: its MAC
-        mac: MAC_N0,
+        // decapsulated frames are passed up on the node's port: its MAC
+        mac: t.mac_n0,
         flags: XLB_CFG_F_VXLAN,
         ..Default::default()
     })?;
@@ -415,11 +449,11 @@ fn fill_maps(
     m.put_local_addr(NODE_SINK_SIDE)?;
     m.put_tunnel(
         &xlb_tunnel_key::new(REMOTE_PODS, 24),
-        &xlb_tunnel_val::new(REMOTE_NODE, t.egress.remote_mac()),
+        &xlb_tunnel_val::new(REMOTE_NODE, t.remote_mac()),
     )?;
     m.put_tunnel(
         &xlb_tunnel_key::new(CLIENT_PODS, 24),
-        &xlb_tunnel_val::new(CLIENT, MAC_C0),
+        &xlb_tunnel_val::new(CLIENT, t.mac_c0),
     )?;
     for j in 0..BACKENDS {
         m.put_backend(
@@ -583,12 +617,14 @@ fn nft_rules(a: &RunArgs, services: u32) -> String {
 /// The whole context of one invocation.
 struct Bench<'a> {
     a: &'a RunArgs,
+    // fields drop in order: the sinks' links detach before the topology
+    // moves real ports back and deletes the namespaces
+    _sinks: Vec<OwnedFd>,
     topo: Topo,
     gen: Pktgen,
     cpus: Vec<usize>,
     stop: Arc<AtomicBool>,
     base: xlb_bpf::baseline::BaselineSkel<'static>,
-    _sinks: Vec<OwnedFd>,
 }
 
 /// The run with the median Mpps.
@@ -617,7 +653,20 @@ impl Bench<'_> {
     }
 
     fn drops(&self) -> Result<Vec<u64>> {
-        Topo::xdp_queue_stats(&self.topo.node, N0, "xdp_drops")
+        Topo::xdp_queue_stats(&self.topo.node, &self.topo.dev_n0, "xdp_drops")
+    }
+
+    /// Frames the drop baseline dropped so far: the port's per-queue
+    /// `xdp_drops` (veth), else the program's run count (real NICs name their
+    /// XDP counters differently; run statistics are on during the phase).
+    fn drop_count(&self) -> Result<Vec<u64>> {
+        match self.drops() {
+            Ok(v) => Ok(v),
+            Err(_) if self.topo.real => Ok(vec![xlb_pktgen::prog_run_count(prog_fd(
+                &self.base.progs.xlb_base_drop,
+            ))?]),
+            Err(e) => Err(e),
+        }
     }
 
     /// Warms up (every one of the template's `flows` at least once per core,
@@ -638,9 +687,15 @@ impl Bench<'_> {
             .run(&self.run_opts(Limit::Duration(warm)), |_| {})?;
         check_stop(&self.stop)?;
         std::thread::sleep(Duration::from_millis(20));
+        // real NICs without per-queue XDP counters: count the drop program's runs
+        let _stats = if point == Point::DropAtNode && self.topo.real && self.drops().is_err() {
+            Some(xlb_pktgen::enable_run_stats()?)
+        } else {
+            None
+        };
         let sink0 = self.gen.sink_stats()?;
         let drops0 = if point == Point::DropAtNode {
-            self.drops()?
+            self.drop_count()?
         } else {
             Vec::new()
         };
@@ -680,11 +735,34 @@ impl Bench<'_> {
         let mut received = 0;
         let mut vxlan = 0;
         let drops1 = if point == Point::DropAtNode {
-            self.drops()?
+            self.drop_count()?
         } else {
             Vec::new()
         };
-        for c in &rep.cores {
+        if self.topo.real {
+            // A NIC spreads what it receives over its queues (and CPUs) by
+            // RSS, not by generator core, and that work is not on the
+            // generator's clock: count the total, share it out by what each
+            // core sent, over wall time.
+            let total = match point {
+                Point::Sink => {
+                    vxlan = sink.total().vxlan;
+                    sink.total().stamped
+                }
+                Point::DropAtNode => drops1
+                    .iter()
+                    .zip(drops0.iter().chain(std::iter::repeat(&0)))
+                    .map(|(b, a)| b.saturating_sub(*a))
+                    .sum(),
+            };
+            let sent = rep.sent().max(1);
+            for c in &rep.cores {
+                let got = total as f64 * c.sent as f64 / sent as f64;
+                per_core.push(got / c.elapsed.as_secs_f64().max(1e-9) / 1e6);
+            }
+            received = total;
+        }
+        for c in rep.cores.iter().filter(|_| !self.topo.real) {
             let got = match point {
                 Point::Sink => {
                     vxlan += sink.cpu(c.cpu).vxlan;
@@ -721,8 +799,9 @@ impl Bench<'_> {
     }
 
     fn with_node_prog(&self, fd: i32, label: &str, point: Point, flows: u32) -> Result<Measure> {
-        let _link = attach_xdp(&self.topo.node, fd, self.topo.ifindex_n0)
-            .with_context(|| format!("attaching {label} to {N0}"))?;
+        let t = &self.topo;
+        let _link = attach_xdp(t, &t.node, &t.dev_n0, fd, t.ifindex_n0)
+            .with_context(|| format!("attaching {label} to {}", t.dev_n0))?;
         self.measure(label, point, flows)
     }
 
@@ -746,7 +825,8 @@ impl Bench<'_> {
     /// Sets the template for `flows`, prepares the node for the scenario and measures it.
     fn scenario(&self, flows: u32, services: u32) -> Result<(Measure, Option<String>)> {
         let s = self.a.scenario;
-        let tmpl = Template::build(&spec(s, self.a, flows, services))
+        let macs = (self.topo.mac_c0, self.topo.mac_n0);
+        let tmpl = Template::build(&spec(s, self.a, flows, services, macs))
             .context("building the frame template")?;
         self.gen.set_template(&tmpl, 0)?;
         let ns = &self.topo.node;
@@ -959,10 +1039,20 @@ fn svg(axis: &str, rows: &[(u32, f64)], drop: f64, tx: f64) -> String {
 }
 
 pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
-    if let Some(ifc) = &a.iface {
+    let nics = match (&a.iface, &a.peer_iface) {
+        (Some(i), Some(p)) => Some(Nics {
+            iface: i.clone(),
+            peer: p.clone(),
+        }),
+        (None, None) => None,
+        _ => {
+            bail!("--iface and --peer-iface go together: the node's port and the port cabled to it")
+        }
+    };
+    if matches!(&nics, Some(n) if n.iface == n.peer) {
         bail!(
-            "--iface {ifc}: the real-NIC mode is not implemented yet; \
-             run without --iface to use the veth topology"
+            "--iface and --peer-iface are both {}: give two ports cabled to each other",
+            a.peer_iface.as_deref().unwrap_or_default()
         );
     }
     if !(a.seconds > 0.0 && a.seconds <= 3600.0) {
@@ -982,16 +1072,18 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
         }
     }
     // fail early on a bad template (size too small for VXLAN/TCP...)
-    Template::build(&spec(a.scenario, &a, a.flows, a.services))
+    Template::build(&spec(a.scenario, &a, a.flows, a.services, (MAC_C0, MAC_N0)))
         .context("--size / --flows do not fit this scenario's frames")?;
     let stop = stop_flag();
 
-    let topo = Topo::new(ncpu, a.egress)?;
+    let topo = Topo::new(ncpu, a.egress, nics.as_ref())?;
+    check_stop(&stop)?;
     let gen = Pktgen::load().context("loading the generator")?;
+    let sink_fd = prog_fd(gen.sink_prog());
     let sinks = vec![
-        attach_xdp(&topo.client, prog_fd(gen.sink_prog()), topo.ifindex_c0)
+        attach_xdp(&topo, &topo.client, &topo.dev_c0, sink_fd, topo.ifindex_c0)
             .context("attaching the sink on the client side")?,
-        attach_xdp(&topo.sink, prog_fd(gen.sink_prog()), topo.ifindex_s0)
+        attach_xdp(&topo, &topo.sink, S0, sink_fd, topo.ifindex_s0)
             .context("attaching the sink on the remote side")?,
     ];
     let storage = Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
@@ -1009,6 +1101,17 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
         stop,
         _sinks: sinks,
     };
+    if bench.topo.real {
+        // a clear error before any measurement when the node port lacks XDP
+        let t = &bench.topo;
+        drop(attach_xdp(
+            t,
+            &t.node,
+            &t.dev_n0,
+            prog_fd(&bench.base.progs.xlb_base_drop),
+            t.ifindex_n0,
+        )?);
+    }
     if !a.json {
         let ct = if !a.scenario.is_xlb() {
             String::new()
@@ -1017,8 +1120,20 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
         } else {
             format!(" | {} ct entries", ct_entries(a.flows))
         };
+        let t = &bench.topo;
+        let ports = if t.real {
+            format!(
+                " | ports {} (node, {}, {} queues) <- {}",
+                t.dev_n0,
+                t.driver(&t.dev_n0),
+                t.queues,
+                t.dev_c0
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "xlb bench run: {} | egress {:?} | {} core(s) | {} flow(s) | {} service(s) | {} bytes {:?} | {} s per phase{ct}",
+            "xlb bench run: {}{ports} | egress {:?} | {} core(s) | {} flow(s) | {} service(s) | {} bytes {:?} | {} s per phase{ct}",
             a.scenario.name(),
             a.egress,
             a.cores,
@@ -1030,7 +1145,8 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
         );
     }
     // baselines on the scenario's own frames, interleaved with the scenario
-    let base_tmpl = Template::build(&spec(a.scenario, &a, a.flows, a.services))?;
+    let macs = (bench.topo.mac_c0, bench.topo.mac_n0);
+    let base_tmpl = Template::build(&spec(a.scenario, &a, a.flows, a.services, macs))?;
     let (mut drops, mut txs, mut ms, mut note) = (Vec::new(), Vec::new(), Vec::new(), None);
     for _ in 0..a.repeat {
         bench.gen.set_template(&base_tmpl, 0)?;
@@ -1137,6 +1253,17 @@ mod tests {
     }
 
     #[test]
+    fn ct_holds_two_entries_per_flow_with_headroom() {
+        assert_eq!(ct_entries(1), XLB_CT_ENTRIES);
+        assert_eq!(ct_entries(100_000), XLB_CT_ENTRIES);
+        assert_eq!(ct_entries(300_000), 1 << 21);
+        assert_eq!(ct_entries(1_000_000), 1 << 22);
+        for f in [1, 1000, 262_145, 1_000_000] {
+            assert!(ct_entries(f) >= 4 * f && ct_entries(f).is_power_of_two());
+        }
+    }
+
+    #[test]
     fn service_addresses_stay_in_the_service_range() {
         for i in [0, 1, 65533, 65534, 99_999] {
             let a = svc_addr(i);
@@ -1160,6 +1287,7 @@ mod tests {
             batch: 64,
             egress: Egress::Same,
             iface: None,
+            peer_iface: None,
             sweep: None,
             svg: None,
             repeat: 1,
