@@ -239,6 +239,16 @@ fn port(ns: Option<&str>, name: &str) -> Option<(u64, u64, bool)> {
     ))
 }
 
+/// The port's GRO line of `ethtool -k` (this namespace).
+fn gro(name: &str) -> String {
+    let out = Command::new("ethtool").args(["-k", name]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("generic-receive-offload"))
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// A veth pair standing in for two cabled NIC ports, created down (nothing is
 /// ever sent from where it lives), in `home` (a namespace of the test's own,
 /// deleted too) or in this one. Deleted on drop, pass or fail; if the bench
@@ -325,6 +335,7 @@ fn iface_mode_runs_on_moved_ports_and_gives_them_back() {
     // a non-default MTU, to see it restored
     ip(None, &["link", "set", "dev", a, "mtu", "1400"]);
     let before = (port(None, a).unwrap(), port(None, b).unwrap());
+    let gro_before = (gro(a), gro(b));
     let out = cable.xlb(&[
         "--scenario",
         "nodeport-remote",
@@ -337,6 +348,7 @@ fn iface_mode_runs_on_moved_ports_and_gives_them_back() {
         "--json",
     ]);
     let after = (port(None, a), port(None, b));
+    let gro_after = (gro(a), gro(b));
     assert!(
         out.status.success(),
         "xlb bench run --iface: {}",
@@ -349,6 +361,7 @@ fn iface_mode_runs_on_moved_ports_and_gives_them_back() {
     assert!(u(&v, "received") > 0, "{v}");
     // back here, same names and ifindexes, MTU and down state restored
     assert_eq!(after, (Some(before.0), Some(before.1)));
+    assert_eq!(gro_after, gro_before);
     assert_eq!(before.0 .1, 1400);
 }
 
@@ -409,8 +422,11 @@ fn iface_ports_with_addresses_or_without_xdp_are_refused_and_kept() {
         eprintln!("no vxlan module: skipping the no-XDP case");
         return;
     }
+    // up with its own MTU (in the test's namespace), to see both restored
+    ip(home, &["link", "set", "dev", a, "mtu", "1400", "up"]);
     let vx_before = port(home, &vx).unwrap();
     let a_before = port(home, a).unwrap();
+    assert_eq!((a_before.1, a_before.2), (1400, true));
     let out = run(&vx, a);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

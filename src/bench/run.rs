@@ -1126,7 +1126,7 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
                 " | ports {} (node, {}, {} queues) <- {}",
                 t.dev_n0,
                 t.driver(&t.dev_n0),
-                t.queues,
+                t.nic_queues,
                 t.dev_c0
             )
         } else {

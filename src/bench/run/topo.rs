@@ -118,6 +118,8 @@ pub struct Topo {
     pub node: String,
     pub sink: String,
     pub queues: usize,
+    /// Receive queues of the node's real port (0 with veths).
+    pub nic_queues: usize,
     pub egress: Egress,
     /// Real ports (`--iface`) instead of the xc0/xn0 veth pair.
     pub real: bool,
@@ -245,6 +247,9 @@ impl Topo {
                         n.peer
                     );
                 }
+                if i.name == N1 {
+                    bail!("--iface {N1}: the bench creates a veth of that name beside it; rename the port");
+                }
                 Some((i, p))
             }
             None => None,
@@ -255,6 +260,7 @@ impl Topo {
             node: format!("xlbb-n-{tag}"),
             sink: format!("xlbb-s-{tag}"),
             queues: queues.max(1),
+            nic_queues: 0,
             egress,
             real: real.is_some(),
             dev_c0: C0.into(),
@@ -273,7 +279,7 @@ impl Topo {
             t.dev_n0 = i.name.clone();
             t.mac_c0 = p.mac;
             t.mac_n0 = i.mac;
-            t.queues = i.rx_queues;
+            t.nic_queues = i.rx_queues;
         }
         for ns in [t.client.clone(), t.node.clone(), t.sink.clone()] {
             sh("ip", &["netns", "add", &ns])?;
