@@ -12,6 +12,17 @@
 //! for the drop baseline, from the node veth's per-queue `xdp_drops`. Every
 //! stage runs on the generator's CPU, so the figures are whole-pipeline
 //! figures: compare them as ratios.
+//!
+//! With `--iface IF --peer-iface P` (two cabled ports) the client/node veth
+//! pair is replaced by the real ports, moved into the namespaces for the run.
+//! A NIC spreads received frames over its queues by RSS, not by generator
+//! core, and that work is off the generator's clock: there the total at the
+//! sink (or the drop program's run count where the driver has no per-queue
+//! `xdp_drops`) is shared out by what each core sent, over wall time.
+//!
+//! xlb's connection tracking is sized for the flows ([`ct_entries`]) and
+//! every flow is sent once per core before a measured window, so a flows
+//! sweep measures ct hits at that table size, not LRU misses.
 
 mod topo;
 
@@ -118,12 +129,13 @@ impl std::str::FromStr for Sweep {
     }
 }
 
-/// Live traffic through a veth topology: per-core Mpps, latency, baselines.
+/// Live traffic through a veth topology (or two cabled NIC ports): per-core Mpps, latency, baselines.
 ///
 /// Examples:
 ///   xlb bench run --scenario nodeport-remote --cores 1 --seconds 3
 ///   xlb bench run --scenario iptables --json
 ///   xlb bench run --scenario nodeport-remote --sweep services=1,1000,100000 --svg services.svg
+///   xlb bench run --scenario nodeport-remote --iface enp1s0f0 --peer-iface enp1s0f1
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct RunArgs {
@@ -165,6 +177,7 @@ pub struct RunArgs {
     /// are moved into the bench's namespaces for the run and moved back after,
     /// also on error or Ctrl-C; ports with an IPv4 or global IPv6 address are
     /// refused (the move would drop it). Needs drivers with native XDP.
+    ///
     /// Example: --iface enp1s0f0 --peer-iface enp1s0f1
     #[arg(long, value_name = "IF", requires = "peer_iface")]
     pub iface: Option<String>,
