@@ -1087,6 +1087,18 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
     // fail early on a bad template (size too small for VXLAN/TCP...)
     Template::build(&spec(a.scenario, &a, a.flows, a.services, (MAC_C0, MAC_N0)))
         .context("--size / --flows do not fit this scenario's frames")?;
+    if let Some(r) = a.rate.filter(|&r| r > 0) {
+        let flows = match &a.sweep {
+            Some(s) if s.axis == Axis::Flows => s.points.iter().copied().max().unwrap_or(a.flows),
+            _ => a.flows,
+        };
+        let warm = f64::from(flows) * f64::from(a.cores) / r as f64;
+        if warm > 5.0 {
+            eprintln!(
+                "note: every phase first sends each of {flows} flows once per core: ~{warm:.0} s at --rate {r}"
+            );
+        }
+    }
     let stop = stop_flag();
 
     let topo = Topo::new(ncpu, a.egress, nics.as_ref())?;
