@@ -137,6 +137,8 @@ fn xlb_scenarios_run_and_report() {
         consistent(&v, s, 1);
         // the real data plane forwards them (DNAT + encap, or reverse NAT)
         assert!(u(&v, "received") > 0, "{s}: {v}");
+        // ct sized for the flows, never below the default
+        assert_eq!(u(&v, "ct_entries"), 1 << 20, "{v}");
     }
 }
 
@@ -199,4 +201,263 @@ fn bad_arguments_fail_cleanly() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("size"));
+}
+
+/// `ip [-n ns] ARGS`, panicking with its stderr.
+fn ip(ns: Option<&str>, args: &[&str]) -> String {
+    let mut v = Vec::new();
+    if let Some(ns) = ns {
+        v.extend(["-n", ns]);
+    }
+    v.extend_from_slice(args);
+    let out = Command::new("ip").args(&v).output().expect("running ip");
+    assert!(
+        out.status.success(),
+        "ip {v:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A port as `ip -j link` sees it in `ns` (None = this namespace): ifindex,
+/// MTU, up; None if it is not there.
+fn port(ns: Option<&str>, name: &str) -> Option<(u64, u64, bool)> {
+    let mut c = Command::new("ip");
+    if let Some(ns) = ns {
+        c.args(["-n", ns]);
+    }
+    let out = c.args(["-j", "link", "show", "dev", name]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let l = &v[0];
+    Some((
+        l["ifindex"].as_u64()?,
+        l["mtu"].as_u64()?,
+        l["flags"].as_array()?.iter().any(|f| f == "UP"),
+    ))
+}
+
+/// The port's GRO line of `ethtool -k` (this namespace).
+fn gro(name: &str) -> String {
+    let out = Command::new("ethtool").args(["-k", name]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("generic-receive-offload"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A veth pair standing in for two cabled NIC ports, created down (nothing is
+/// ever sent from where it lives), in `home` (a namespace of the test's own,
+/// deleted too) or in this one. Deleted on drop, pass or fail; if the bench
+/// failed to hand the ports back, deleting its namespaces removed them.
+struct Cable {
+    a: String,
+    b: String,
+    home: Option<String>,
+}
+
+impl Cable {
+    fn new(home: bool) -> Self {
+        let home = home.then(|| xlb_loader::testutil::unique_name("xlbt-home"));
+        if let Some(h) = &home {
+            ip(None, &["netns", "add", h]);
+        }
+        let c = Cable {
+            a: xlb_loader::testutil::unique_name("xlbta"),
+            b: xlb_loader::testutil::unique_name("xlbtb"),
+            home,
+        };
+        ip(
+            c.home.as_deref(),
+            &[
+                "link",
+                "add",
+                &c.a,
+                "numtxqueues",
+                "2",
+                "numrxqueues",
+                "2",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &c.b,
+                "numtxqueues",
+                "2",
+                "numrxqueues",
+                "2",
+            ],
+        );
+        c
+    }
+
+    /// `xlb bench run ARGS`, inside the cable's home namespace if it has one.
+    fn xlb(&self, args: &[&str]) -> std::process::Output {
+        let bin = env!("CARGO_BIN_EXE_xlb");
+        let mut c = match &self.home {
+            Some(h) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", h, bin]);
+                c
+            }
+            None => Command::new(bin),
+        };
+        c.args(["bench", "run"])
+            .args(args)
+            .output()
+            .expect("running xlb")
+    }
+}
+
+impl Drop for Cable {
+    fn drop(&mut self) {
+        let mut c = Command::new("ip");
+        if let Some(h) = &self.home {
+            c.args(["-n", h]);
+        }
+        let _ = c.args(["link", "del", &self.a]).output();
+        if let Some(h) = &self.home {
+            let _ = Command::new("ip").args(["netns", "del", h]).output();
+        }
+    }
+}
+
+#[test]
+fn iface_mode_runs_on_moved_ports_and_gives_them_back() {
+    if !privileged() {
+        return;
+    }
+    let cable = Cable::new(false);
+    let (a, b) = (cable.a.as_str(), cable.b.as_str());
+    // a non-default MTU, to see it restored
+    ip(None, &["link", "set", "dev", a, "mtu", "1400"]);
+    let before = (port(None, a).unwrap(), port(None, b).unwrap());
+    let gro_before = (gro(a), gro(b));
+    let out = cable.xlb(&[
+        "--scenario",
+        "nodeport-remote",
+        "--iface",
+        a,
+        "--peer-iface",
+        b,
+        "--seconds",
+        "0.2",
+        "--json",
+    ]);
+    let after = (port(None, a), port(None, b));
+    let gro_after = (gro(a), gro(b));
+    assert!(
+        out.status.success(),
+        "xlb bench run --iface: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("JSON: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    consistent(&v, "nodeport-remote", 1);
+    // DNAT + encap + XDP_TX out of the node's port, counted at the peer's sink
+    assert!(u(&v, "received") > 0, "{v}");
+    // back here, same names and ifindexes, MTU and down state restored
+    assert_eq!(after, (Some(before.0), Some(before.1)));
+    assert_eq!(gro_after, gro_before);
+    assert_eq!(before.0 .1, 1400);
+}
+
+#[test]
+fn iface_ports_with_addresses_or_without_xdp_are_refused_and_kept() {
+    if !privileged() {
+        return;
+    }
+    // in a namespace of the test's own: the bench treats it as home and must
+    // hand ports back there (not to PID 1's namespace)
+    let cable = Cable::new(true);
+    let home = cable.home.as_deref();
+    let (a, b) = (cable.a.as_str(), cable.b.as_str());
+    let args = |i: &str, p: &str| {
+        vec![
+            "--scenario".to_string(),
+            "nodeport-remote".into(),
+            "--seconds".into(),
+            "0.2".into(),
+            "--iface".into(),
+            i.into(),
+            "--peer-iface".into(),
+            p.into(),
+        ]
+    };
+    let run = |i: &str, p: &str| {
+        let v = args(i, p);
+        cable.xlb(&v.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    // an address (the port is down: nothing is sent)
+    ip(home, &["addr", "add", "198.18.0.99/32", "dev", b]);
+    let out = run(a, b);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("address") && err.contains(b), "{err}");
+    assert!(port(home, a).is_some() && port(home, b).is_some());
+    ip(home, &["addr", "flush", "dev", b]);
+
+    // a port whose driver has no native XDP (vxlan): refused after the move,
+    // and both ports come back home
+    let vx = xlb_loader::testutil::unique_name("xlbtv");
+    let made = Command::new("ip")
+        .args([
+            "-n",
+            home.unwrap(),
+            "link",
+            "add",
+            &vx,
+            "type",
+            "vxlan",
+            "id",
+            "7",
+        ])
+        .args(["dstport", "4789"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !made {
+        eprintln!("no vxlan module: skipping the no-XDP case");
+        return;
+    }
+    // up with its own MTU (in the test's namespace), to see both restored
+    ip(home, &["link", "set", "dev", a, "mtu", "1400", "up"]);
+    let vx_before = port(home, &vx).unwrap();
+    let a_before = port(home, a).unwrap();
+    assert_eq!((a_before.1, a_before.2), (1400, true));
+    let out = run(&vx, a);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no native XDP") && err.contains(&vx), "{err}");
+    assert_eq!(port(home, &vx), Some(vx_before));
+    assert_eq!(port(home, a), Some(a_before));
+}
+
+#[test]
+fn iface_arguments_fail_cleanly() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_xlb"))
+            .args(["bench", "run", "--scenario", "nodeport-remote"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // one without the other: a usage error
+    assert_eq!(run(&["--peer-iface", "lo"]).status.code(), Some(2));
+    assert_eq!(run(&["--iface", "lo"]).status.code(), Some(2));
+    // the same port twice, a port that does not exist: clear errors, before
+    // any namespace or program
+    let out = run(&["--iface", "xlbnope0", "--peer-iface", "xlbnope0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("both xlbnope0"));
+    let missing = xlb_loader::testutil::unique_name("xlbnope");
+    let out = run(&["--iface", &missing, "--peer-iface", "lo"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&missing) && err.contains("no such interface"),
+        "{err}"
+    );
 }

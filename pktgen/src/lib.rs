@@ -26,8 +26,8 @@ mod sink;
 mod template;
 
 pub use run::{
-    attach_xdp_link, enter_netns, pin_to_cpu, CoreReport, Limit, Pktgen, Progress, RunOptions,
-    RunReport,
+    attach_xdp_link, attach_xdp_link_mode, enable_run_stats, enter_netns, pin_to_cpu,
+    prog_run_count, CoreReport, Limit, Pktgen, Progress, RunOptions, RunReport,
 };
 pub use sink::{bucket_value, Latency, SinkCpu, SinkStats, HIST_BUCKETS};
 pub use template::{

@@ -433,22 +433,71 @@ use std::os::fd::AsFd;
 /// namespace) through a BPF link; dropping the returned fd detaches it.
 /// Takes a raw program fd so it can run on a thread inside another namespace.
 pub fn attach_xdp_link(prog_fd: i32, ifindex: u32) -> Result<std::os::fd::OwnedFd> {
+    attach_xdp_link_mode(prog_fd, ifindex, false)
+}
+
+/// [`attach_xdp_link`], with `native` = driver mode only (`XDP_FLAGS_DRV_MODE`:
+/// fails with `EOPNOTSUPP` where the driver has no XDP support, instead of
+/// falling back to generic XDP).
+pub fn attach_xdp_link_mode(
+    prog_fd: i32,
+    ifindex: u32,
+    native: bool,
+) -> Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
-    // SAFETY: plain syscall wrapper; opts may be NULL.
-    let fd = unsafe {
-        libbpf_sys::bpf_link_create(
-            prog_fd,
-            ifindex as i32,
-            libbpf_sys::BPF_XDP,
-            std::ptr::null(),
-        )
-    };
+    // SAFETY: a zeroed opts struct is libbpf's documented default.
+    let mut opts: libbpf_sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
+    opts.sz = std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _;
+    if native {
+        opts.flags = libbpf_sys::XDP_FLAGS_DRV_MODE;
+    }
+    // SAFETY: plain syscall wrapper; opts is a valid, sized struct.
+    let fd =
+        unsafe { libbpf_sys::bpf_link_create(prog_fd, ifindex as i32, libbpf_sys::BPF_XDP, &opts) };
     if fd < 0 {
         return Err(Error::Os {
-            what: format!("attaching XDP to ifindex {ifindex}"),
+            what: format!(
+                "attaching XDP{} to ifindex {ifindex}",
+                if native { " (driver mode)" } else { "" }
+            ),
             source: std::io::Error::from_raw_os_error(-fd),
         });
     }
     // SAFETY: a fresh fd we own.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Turns on the kernel's per-program run counters (`BPF_ENABLE_STATS`) for as
+/// long as the returned fd is open. They cost two clock reads per program run.
+pub fn enable_run_stats() -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain syscall wrapper.
+    let fd = unsafe { libbpf_sys::bpf_enable_stats(libbpf_sys::BPF_STATS_RUN_TIME) };
+    if fd < 0 {
+        return Err(Error::Os {
+            what: "enabling BPF run statistics".into(),
+            source: std::io::Error::from_raw_os_error(-fd),
+        });
+    }
+    // SAFETY: a fresh fd we own.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// How many times the program `prog_fd` ran while run statistics were on
+/// ([`enable_run_stats`]).
+pub fn prog_run_count(prog_fd: i32) -> Result<u64> {
+    // SAFETY: zeroed bpf_prog_info is valid input; the kernel fills it.
+    let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: info/len describe a valid buffer.
+    let r = unsafe {
+        libbpf_sys::bpf_prog_get_info_by_fd(prog_fd, &mut info as *mut _ as *mut _, &mut len)
+    };
+    if r < 0 {
+        return Err(Error::Os {
+            what: "reading program info".into(),
+            source: std::io::Error::from_raw_os_error(-r),
+        });
+    }
+    Ok(info.run_cnt)
 }

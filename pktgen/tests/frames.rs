@@ -137,3 +137,27 @@ fn frames_have_valid_checksums_and_the_flows_vary() {
         );
     }
 }
+
+#[test]
+fn run_stats_count_every_program_run() {
+    if !privileged() {
+        return;
+    }
+    use std::os::fd::{AsFd, AsRawFd};
+    let gen = Pktgen::load().unwrap();
+    let t = Template::build(&PacketSpec::new(
+        "198.18.0.64:1024".parse().unwrap(),
+        "198.18.0.2:30080".parse().unwrap(),
+        L4::Udp,
+    ))
+    .unwrap();
+    gen.set_template(&t, 0).unwrap();
+    let fd = gen.gen_prog().as_fd().as_raw_fd();
+    let stats = xlb_pktgen::enable_run_stats().unwrap();
+    let before = xlb_pktgen::prog_run_count(fd).unwrap();
+    for _ in 0..5 {
+        run_once(&gen, &t);
+    }
+    assert_eq!(xlb_pktgen::prog_run_count(fd).unwrap() - before, 5);
+    drop(stats);
+}

@@ -12,6 +12,17 @@
 //! for the drop baseline, from the node veth's per-queue `xdp_drops`. Every
 //! stage runs on the generator's CPU, so the figures are whole-pipeline
 //! figures: compare them as ratios.
+//!
+//! With `--iface IF --peer-iface P` (two cabled ports) the client/node veth
+//! pair is replaced by the real ports, moved into the namespaces for the run.
+//! A NIC spreads received frames over its queues by RSS, not by generator
+//! core, and that work is off the generator's clock: there the total at the
+//! sink (or the drop program's run count where the driver has no per-queue
+//! `xdp_drops`) is shared out by what each core sent, over wall time.
+//!
+//! xlb's connection tracking is sized for the flows ([`ct_entries`]) and
+//! every flow is sent once per core before a measured window, so a flows
+//! sweep measures ct hits at that table size, not LRU misses.
 
 mod topo;
 
@@ -118,12 +129,13 @@ impl std::str::FromStr for Sweep {
     }
 }
 
-/// Live traffic through a veth topology: per-core Mpps, latency, baselines.
+/// Live traffic through a veth topology (or two cabled NIC ports): per-core Mpps, latency, baselines.
 ///
 /// Examples:
 ///   xlb bench run --scenario nodeport-remote --cores 1 --seconds 3
 ///   xlb bench run --scenario iptables --json
 ///   xlb bench run --scenario nodeport-remote --sweep services=1,1000,100000 --svg services.svg
+///   xlb bench run --scenario nodeport-remote --iface enp1s0f0 --peer-iface enp1s0f1
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct RunArgs {
@@ -159,9 +171,19 @@ pub struct RunArgs {
     /// the sink namespace (XDP_REDIRECT).
     #[arg(long, value_enum, default_value_t = Egress::Same)]
     pub egress: Egress,
-    /// A real NIC instead of the veth topology (not supported yet: the run fails).
-    #[arg(long)]
+    /// Real NICs instead of the client/node veth pair: IF is the node's port
+    /// (xlb, the baselines and iptables attach there), --peer-iface P the port
+    /// cabled to it (the generator sends from it, the sink counts on it). Both
+    /// are moved into the bench's namespaces for the run and moved back after,
+    /// also on error or Ctrl-C; ports with an IPv4 or global IPv6 address are
+    /// refused (the move would drop it). Needs drivers with native XDP.
+    ///
+    /// Example: --iface enp1s0f0 --peer-iface enp1s0f1
+    #[arg(long, value_name = "IF", requires = "peer_iface")]
     pub iface: Option<String>,
+    /// With --iface: the port cabled to the node's port (see --iface).
+    #[arg(long, value_name = "P", requires = "iface")]
+    pub peer_iface: Option<String>,
     /// Sweep one axis: flows=1,1000,1000000 or services=1,1000,100000 (one row per point).
     #[arg(long)]
     pub sweep: Option<Sweep>,
@@ -190,6 +212,9 @@ pub struct Report {
     pub latency_us: LatencyUs,
     pub sent: u64,
     pub received: u64,
+    /// Size of the data plane's connection-tracking map (xlb scenarios only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ct_entries: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -251,11 +276,29 @@ fn check_stop(stop: &AtomicBool) -> Result<()> {
 }
 
 /// Attaches the XDP program `prog_fd` to `ifindex` in namespace `ns` through a
-/// BPF link; closing the returned fd detaches it.
-fn attach_xdp(ns: &str, prog_fd: i32, ifindex: u32) -> Result<OwnedFd> {
-    Topo::within(ns, move || {
-        Ok(xlb_pktgen::attach_xdp_link(prog_fd, ifindex)?)
-    })
+/// BPF link; closing the returned fd detaches it. On real ports only in
+/// driver (native) mode, with a clear error where the driver has none.
+fn attach_xdp(t: &Topo, ns: &str, dev: &str, prog_fd: i32, ifindex: u32) -> Result<OwnedFd> {
+    let native = t.real && (dev == t.dev_c0 || dev == t.dev_n0);
+    let r = Topo::within(ns, move || {
+        Ok(xlb_pktgen::attach_xdp_link_mode(prog_fd, ifindex, native)?)
+    });
+    match r {
+        Err(e)
+            if native
+                && e.chain().any(|c| {
+                    c.downcast_ref::<std::io::Error>()
+                        .is_some_and(|io| io.raw_os_error() == Some(libc::EOPNOTSUPP))
+                }) =>
+        {
+            Err(e.context(format!(
+                "{dev} (driver {}) has no native XDP support: --iface/--peer-iface need ports \
+                 whose driver runs XDP programs (ethtool -i {dev})",
+                t.driver(dev)
+            )))
+        }
+        r => r.with_context(|| format!("attaching XDP to {dev}")),
+    }
 }
 
 fn prog_fd(p: &libbpf_rs::ProgramMut<'_>) -> i32 {
@@ -290,6 +333,18 @@ fn target(services: u32) -> u32 {
     services / 2
 }
 
+/// Connection-tracking entries for `flows` flows: every flow holds two (its
+/// forward entry and the reverse one its replies use), and an LRU map evicts
+/// before it is full, so 4 per flow rounded up to a power of two, never below
+/// the data plane's default. An operator sizes ct for their connection count
+/// the same way (`LoadOptions::ct_entries`).
+pub fn ct_entries(flows: u32) -> u32 {
+    (u64::from(flows) * 4)
+        .next_power_of_two()
+        .min(1 << 31)
+        .max(u64::from(XLB_CT_ENTRIES)) as u32
+}
+
 fn l4(p: ProtoArg) -> L4 {
     match p {
         ProtoArg::Udp => L4::Udp,
@@ -313,7 +368,14 @@ fn ipt_proto(p: ProtoArg) -> &'static str {
 }
 
 /// The frames each scenario sends.
-fn spec(s: Scenario, a: &RunArgs, flows: u32, services: u32) -> PacketSpec {
+/// `macs`: the client port's and the node port's MAC.
+fn spec(
+    s: Scenario,
+    a: &RunArgs,
+    flows: u32,
+    services: u32,
+    (mac_c0, mac_n0): ([u8; 6], [u8; 6]),
+) -> PacketSpec {
     let client = SocketAddrV4::new(CLIENTS, CLIENT_PORT);
     let mut p = match s {
         Scenario::NodeportRemote | Scenario::Iptables | Scenario::Nftables => {
@@ -330,15 +392,15 @@ fn spec(s: Scenario, a: &RunArgs, flows: u32, services: u32) -> PacketSpec {
             p
         }
     };
-    p.src_mac = MAC_C0;
-    p.dst_mac = MAC_N0;
+    p.src_mac = mac_c0;
+    p.dst_mac = mac_n0;
     p.size = a.size as usize;
     p.flows = flows;
     match s {
         Scenario::ClusteripDecap => {
             p.vxlan = Some(Vxlan {
-                src_mac: MAC_C0,
-                dst_mac: MAC_N0,
+                src_mac: mac_c0,
+                dst_mac: mac_n0,
                 src: CLIENT,
                 dst: NODE,
                 port: XLB_VXLAN_PORT_DEFAULT as u16,
@@ -348,8 +410,8 @@ fn spec(s: Scenario, a: &RunArgs, flows: u32, services: u32) -> PacketSpec {
         Scenario::ReplyRevnat => {
             p.src_mac = MAC_S0;
             p.vxlan = Some(Vxlan {
-                src_mac: MAC_C0,
-                dst_mac: MAC_N0,
+                src_mac: mac_c0,
+                dst_mac: mac_n0,
                 src: REMOTE_NODE,
                 dst: NODE,
                 port: XLB_VXLAN_PORT_DEFAULT as u16,
@@ -391,8 +453,8 @@ fn fill_maps(
             Egress::Same => t.ifindex_n0,
             Egress::Other => t.ifindex_n1,
         },
-        // decapsulated frames are passed up on xn0: its MAC
-        mac: MAC_N0,
+        // decapsulated frames are passed up on the node's port: its MAC
+        mac: t.mac_n0,
         flags: XLB_CFG_F_VXLAN,
         ..Default::default()
     })?;
@@ -400,11 +462,11 @@ fn fill_maps(
     m.put_local_addr(NODE_SINK_SIDE)?;
     m.put_tunnel(
         &xlb_tunnel_key::new(REMOTE_PODS, 24),
-        &xlb_tunnel_val::new(REMOTE_NODE, t.egress.remote_mac()),
+        &xlb_tunnel_val::new(REMOTE_NODE, t.remote_mac()),
     )?;
     m.put_tunnel(
         &xlb_tunnel_key::new(CLIENT_PODS, 24),
-        &xlb_tunnel_val::new(CLIENT, MAC_C0),
+        &xlb_tunnel_val::new(CLIENT, t.mac_c0),
     )?;
     for j in 0..BACKENDS {
         m.put_backend(
@@ -568,12 +630,14 @@ fn nft_rules(a: &RunArgs, services: u32) -> String {
 /// The whole context of one invocation.
 struct Bench<'a> {
     a: &'a RunArgs,
+    // fields drop in order: the sinks' links detach before the topology
+    // moves real ports back and deletes the namespaces
+    _sinks: Vec<OwnedFd>,
     topo: Topo,
     gen: Pktgen,
     cpus: Vec<usize>,
     stop: Arc<AtomicBool>,
     base: xlb_bpf::baseline::BaselineSkel<'static>,
-    _sinks: Vec<OwnedFd>,
 }
 
 /// The run with the median Mpps.
@@ -602,20 +666,49 @@ impl Bench<'_> {
     }
 
     fn drops(&self) -> Result<Vec<u64>> {
-        Topo::xdp_queue_stats(&self.topo.node, N0, "xdp_drops")
+        Topo::xdp_queue_stats(&self.topo.node, &self.topo.dev_n0, "xdp_drops")
     }
 
-    /// Warms up briefly, then sends for `--seconds` and counts at `point`.
-    fn measure(&self, label: &str, point: Point) -> Result<Measure> {
+    /// Frames the drop baseline dropped so far: the port's per-queue
+    /// `xdp_drops` (veth), else the program's run count (real NICs name their
+    /// XDP counters differently; run statistics are on during the phase).
+    fn drop_count(&self) -> Result<Vec<u64>> {
+        match self.drops() {
+            Ok(v) => Ok(v),
+            Err(_) if self.topo.real => Ok(vec![xlb_pktgen::prog_run_count(prog_fd(
+                &self.base.progs.xlb_base_drop,
+            ))?]),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Warms up (every one of the template's `flows` at least once per core,
+    /// then briefly by time), then sends for `--seconds` and counts at `point`.
+    fn measure(&self, label: &str, point: Point, flows: u32) -> Result<Measure> {
         let secs = self.a.seconds;
+        if flows > 1 {
+            // Each core's generator derives the flow from its own counter
+            // (flow = seq % flows), so `flows` consecutive frames per core
+            // visit every flow: ct entries exist before the measured window,
+            // which then sees the steady state, not first packets.
+            let count = u64::from(flows) * self.cpus.len() as u64;
+            self.gen.run(&self.run_opts(Limit::Count(count)), |_| {})?;
+            check_stop(&self.stop)?;
+        }
         let warm = Duration::from_secs_f64((secs / 5.0).clamp(0.05, 0.5));
         self.gen
             .run(&self.run_opts(Limit::Duration(warm)), |_| {})?;
         check_stop(&self.stop)?;
         std::thread::sleep(Duration::from_millis(20));
+        // real NICs without per-queue XDP counters: count the drop program's runs
+        let _stats = if point == Point::DropAtNode && self.topo.real && self.drops().is_err() {
+            Some(xlb_pktgen::enable_run_stats()?)
+        } else {
+            None
+        };
         let sink0 = self.gen.sink_stats()?;
         let drops0 = if point == Point::DropAtNode {
-            self.drops()?
+            self.drop_count()?
         } else {
             Vec::new()
         };
@@ -655,11 +748,34 @@ impl Bench<'_> {
         let mut received = 0;
         let mut vxlan = 0;
         let drops1 = if point == Point::DropAtNode {
-            self.drops()?
+            self.drop_count()?
         } else {
             Vec::new()
         };
-        for c in &rep.cores {
+        if self.topo.real {
+            // A NIC spreads what it receives over its queues (and CPUs) by
+            // RSS, not by generator core, and that work is not on the
+            // generator's clock: count the total, share it out by what each
+            // core sent, over wall time.
+            let total = match point {
+                Point::Sink => {
+                    vxlan = sink.total().vxlan;
+                    sink.total().stamped
+                }
+                Point::DropAtNode => drops1
+                    .iter()
+                    .zip(drops0.iter().chain(std::iter::repeat(&0)))
+                    .map(|(b, a)| b.saturating_sub(*a))
+                    .sum(),
+            };
+            let sent = rep.sent().max(1);
+            for c in &rep.cores {
+                let got = total as f64 * c.sent as f64 / sent as f64;
+                per_core.push(got / c.elapsed.as_secs_f64().max(1e-9) / 1e6);
+            }
+            received = total;
+        }
+        for c in rep.cores.iter().filter(|_| !self.topo.real) {
             let got = match point {
                 Point::Sink => {
                     vxlan += sink.cpu(c.cpu).vxlan;
@@ -695,10 +811,11 @@ impl Bench<'_> {
         })
     }
 
-    fn with_node_prog(&self, fd: i32, label: &str, point: Point) -> Result<Measure> {
-        let _link = attach_xdp(&self.topo.node, fd, self.topo.ifindex_n0)
-            .with_context(|| format!("attaching {label} to {N0}"))?;
-        self.measure(label, point)
+    fn with_node_prog(&self, fd: i32, label: &str, point: Point, flows: u32) -> Result<Measure> {
+        let t = &self.topo;
+        let _link = attach_xdp(t, &t.node, &t.dev_n0, fd, t.ifindex_n0)
+            .with_context(|| format!("attaching {label} to {}", t.dev_n0))?;
+        self.measure(label, point, flows)
     }
 
     fn baselines(&self) -> Result<(Measure, Measure)> {
@@ -707,11 +824,13 @@ impl Bench<'_> {
             prog_fd(&base.progs.xlb_base_drop),
             "xdp-drop baseline",
             Point::DropAtNode,
+            self.a.flows,
         )?;
         let tx = self.with_node_prog(
             prog_fd(&base.progs.xlb_base_tx),
             "xdp-tx baseline",
             Point::Sink,
+            self.a.flows,
         )?;
         Ok((drop, tx))
     }
@@ -719,23 +838,28 @@ impl Bench<'_> {
     /// Sets the template for `flows`, prepares the node for the scenario and measures it.
     fn scenario(&self, flows: u32, services: u32) -> Result<(Measure, Option<String>)> {
         let s = self.a.scenario;
-        let tmpl = Template::build(&spec(s, self.a, flows, services))
+        let macs = (self.topo.mac_c0, self.topo.mac_n0);
+        let tmpl = Template::build(&spec(s, self.a, flows, services, macs))
             .context("building the frame template")?;
         self.gen.set_template(&tmpl, 0)?;
         let ns = &self.topo.node;
         if s.is_xlb() {
             let slots = (services * TABLE).max(XLB_MAGLEV_SLOTS);
+            let ct = ct_entries(flows);
             let dp = xlb_loader::DataPlane::load(&xlb_loader::LoadOptions {
                 maglev_slots: Some(slots),
+                ct_entries: Some(ct),
                 ..Default::default()
             })
-            .context("loading the xlb data plane (private maps)")?;
+            .with_context(|| {
+                format!("loading the xlb data plane (private maps, {ct} ct entries)")
+            })?;
             let t0 = Instant::now();
             fill_maps(&dp.maps, &self.topo, s, self.a, services, &tmpl)
                 .context("filling the data plane's maps")?;
             tracing::info!("maps filled in {:?}", t0.elapsed());
             check_stop(&self.stop)?;
-            let m = self.with_node_prog(prog_fd(dp.xdp_prog()), s.name(), Point::Sink)?;
+            let m = self.with_node_prog(prog_fd(dp.xdp_prog()), s.name(), Point::Sink, flows)?;
             let reasons = dp
                 .maps
                 .reasons()
@@ -782,7 +906,7 @@ impl Bench<'_> {
                 _ => Topo::exec_stdin(ns, "nft", &["-f", "-"], &nft_rules(self.a, services))
                     .context("installing nftables rules (apt-get install nftables)")?,
             }
-            let m = self.measure(s.name(), Point::Sink);
+            let m = self.measure(s.name(), Point::Sink, flows);
             let _ = match s {
                 Scenario::Iptables => Topo::exec(ns, "iptables", &["-t", "nat", "-F"]),
                 _ => Topo::exec(ns, "nft", &["flush", "ruleset"]),
@@ -795,7 +919,7 @@ impl Bench<'_> {
     }
 }
 
-fn report(a: &RunArgs, m: &Measure, drop: &Measure, tx: &Measure) -> Report {
+fn report(a: &RunArgs, flows: u32, m: &Measure, drop: &Measure, tx: &Measure) -> Report {
     let ratio = |x: f64, b: f64| if b > 0.0 { x / b } else { 0.0 };
     Report {
         scenario: a.scenario.name().to_string(),
@@ -809,6 +933,7 @@ fn report(a: &RunArgs, m: &Measure, drop: &Measure, tx: &Measure) -> Report {
         latency_us: m.latency.into(),
         sent: m.sent,
         received: m.received,
+        ct_entries: a.scenario.is_xlb().then(|| ct_entries(flows)),
     }
 }
 
@@ -927,10 +1052,20 @@ fn svg(axis: &str, rows: &[(u32, f64)], drop: f64, tx: f64) -> String {
 }
 
 pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
-    if let Some(ifc) = &a.iface {
+    let nics = match (&a.iface, &a.peer_iface) {
+        (Some(i), Some(p)) => Some(Nics {
+            iface: i.clone(),
+            peer: p.clone(),
+        }),
+        (None, None) => None,
+        _ => {
+            bail!("--iface and --peer-iface go together: the node's port and the port cabled to it")
+        }
+    };
+    if matches!(&nics, Some(n) if n.iface == n.peer) {
         bail!(
-            "--iface {ifc}: the real-NIC mode is not implemented yet; \
-             run without --iface to use the veth topology"
+            "--iface and --peer-iface are both {}: give two ports cabled to each other",
+            a.peer_iface.as_deref().unwrap_or_default()
         );
     }
     if !(a.seconds > 0.0 && a.seconds <= 3600.0) {
@@ -950,16 +1085,30 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
         }
     }
     // fail early on a bad template (size too small for VXLAN/TCP...)
-    Template::build(&spec(a.scenario, &a, a.flows, a.services))
+    Template::build(&spec(a.scenario, &a, a.flows, a.services, (MAC_C0, MAC_N0)))
         .context("--size / --flows do not fit this scenario's frames")?;
+    if let Some(r) = a.rate.filter(|&r| r > 0) {
+        let flows = match &a.sweep {
+            Some(s) if s.axis == Axis::Flows => s.points.iter().copied().max().unwrap_or(a.flows),
+            _ => a.flows,
+        };
+        let warm = f64::from(flows) * f64::from(a.cores) / r as f64;
+        if warm > 5.0 {
+            eprintln!(
+                "note: every phase first sends each of {flows} flows once per core: ~{warm:.0} s at --rate {r}"
+            );
+        }
+    }
     let stop = stop_flag();
 
-    let topo = Topo::new(ncpu, a.egress)?;
+    let topo = Topo::new(ncpu, a.egress, nics.as_ref())?;
+    check_stop(&stop)?;
     let gen = Pktgen::load().context("loading the generator")?;
+    let sink_fd = prog_fd(gen.sink_prog());
     let sinks = vec![
-        attach_xdp(&topo.client, prog_fd(gen.sink_prog()), topo.ifindex_c0)
+        attach_xdp(&topo, &topo.client, &topo.dev_c0, sink_fd, topo.ifindex_c0)
             .context("attaching the sink on the client side")?,
-        attach_xdp(&topo.sink, prog_fd(gen.sink_prog()), topo.ifindex_s0)
+        attach_xdp(&topo, &topo.sink, S0, sink_fd, topo.ifindex_s0)
             .context("attaching the sink on the remote side")?,
     ];
     let storage = Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
@@ -977,9 +1126,39 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
         stop,
         _sinks: sinks,
     };
+    if bench.topo.real {
+        // a clear error before any measurement when the node port lacks XDP
+        let t = &bench.topo;
+        drop(attach_xdp(
+            t,
+            &t.node,
+            &t.dev_n0,
+            prog_fd(&bench.base.progs.xlb_base_drop),
+            t.ifindex_n0,
+        )?);
+    }
     if !a.json {
+        let ct = if !a.scenario.is_xlb() {
+            String::new()
+        } else if matches!(&a.sweep, Some(s) if s.axis == Axis::Flows) {
+            " | ct entries: 4 x flows (pow2, >= default)".to_string()
+        } else {
+            format!(" | {} ct entries", ct_entries(a.flows))
+        };
+        let t = &bench.topo;
+        let ports = if t.real {
+            format!(
+                " | ports {} (node, {}, {} queues) <- {}",
+                t.dev_n0,
+                t.driver(&t.dev_n0),
+                t.nic_queues,
+                t.dev_c0
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "xlb bench run: {} | egress {:?} | {} core(s) | {} flow(s) | {} service(s) | {} bytes {:?} | {} s per phase",
+            "xlb bench run: {}{ports} | egress {:?} | {} core(s) | {} flow(s) | {} service(s) | {} bytes {:?} | {} s per phase{ct}",
             a.scenario.name(),
             a.egress,
             a.cores,
@@ -991,7 +1170,8 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
         );
     }
     // baselines on the scenario's own frames, interleaved with the scenario
-    let base_tmpl = Template::build(&spec(a.scenario, &a, a.flows, a.services))?;
+    let macs = (bench.topo.mac_c0, bench.topo.mac_n0);
+    let base_tmpl = Template::build(&spec(a.scenario, &a, a.flows, a.services, macs))?;
     let (mut drops, mut txs, mut ms, mut note) = (Vec::new(), Vec::new(), Vec::new(), None);
     for _ in 0..a.repeat {
         bench.gen.set_template(&base_tmpl, 0)?;
@@ -1008,7 +1188,7 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
 
     let Some(sw) = &a.sweep else {
         let m = median(ms);
-        let rep = report(&a, &m, &drop, &tx);
+        let rep = report(&a, a.flows, &m, &drop, &tx);
         if a.json {
             println!("{}", serde_json::to_string(&rep)?);
         } else {
@@ -1050,7 +1230,7 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
         let m = median(ms);
         rows.push((p, m.mpps));
         if a.json {
-            let mut v = serde_json::to_value(report(&a, &m, &drop, &tx))?;
+            let mut v = serde_json::to_value(report(&a, flows, &m, &drop, &tx))?;
             v["flows"] = flows.into();
             v["services"] = services.into();
             json.push(v);
@@ -1098,6 +1278,17 @@ mod tests {
     }
 
     #[test]
+    fn ct_holds_two_entries_per_flow_with_headroom() {
+        assert_eq!(ct_entries(1), XLB_CT_ENTRIES);
+        assert_eq!(ct_entries(100_000), XLB_CT_ENTRIES);
+        assert_eq!(ct_entries(300_000), 1 << 21);
+        assert_eq!(ct_entries(1_000_000), 1 << 22);
+        for f in [1, 1000, 262_145, 1_000_000] {
+            assert!(ct_entries(f) >= 4 * f && ct_entries(f).is_power_of_two());
+        }
+    }
+
+    #[test]
     fn service_addresses_stay_in_the_service_range() {
         for i in [0, 1, 65533, 65534, 99_999] {
             let a = svc_addr(i);
@@ -1121,6 +1312,7 @@ mod tests {
             batch: 64,
             egress: Egress::Same,
             iface: None,
+            peer_iface: None,
             sweep: None,
             svg: None,
             repeat: 1,

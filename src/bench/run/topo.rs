@@ -16,6 +16,15 @@
 //!
 //! Neighbours are static so nothing waits for ARP, and every link has as many
 //! queues as the machine has CPUs so each generator CPU keeps its own queue.
+//!
+//! With real NICs ([`Nics`]: `--iface IF --peer-iface P`, two ports cabled to
+//! each other) no xc0/xn0 pair is created: P is moved into the client
+//! namespace and IF into the node namespace and configured like xc0/xn0 (same
+//! addresses, MTU, static neighbours with the ports' real MACs, the queues
+//! they have). On drop — also after an error or Ctrl-C — they are moved back to
+//! the namespace the bench runs in, under their own names (never renamed), with
+//! their MTU, GRO (veth) and up/down state restored. Ports with an IPv4 or
+//! global IPv6 address are refused: moving them would drop those addresses.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -52,24 +61,6 @@ pub enum Egress {
     Other,
 }
 
-impl Egress {
-    /// The node's uplink towards the remote node.
-    pub fn dev(self) -> &'static str {
-        match self {
-            Egress::Same => N0,
-            Egress::Other => N1,
-        }
-    }
-
-    /// MAC of the remote node's next hop (the sink that receives its frames).
-    pub fn remote_mac(self) -> [u8; 6] {
-        match self {
-            Egress::Same => MAC_C0,
-            Egress::Other => MAC_S0,
-        }
-    }
-}
-
 /// Runs a command, failing with its stderr.
 pub fn sh(prog: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(prog)
@@ -90,36 +81,206 @@ fn mac(m: &[u8; 6]) -> String {
     xlb_bpf::wire::mac_string(m)
 }
 
-/// The three namespaces; deleted (with their links) on drop.
+/// Real NICs instead of the xc0/xn0 veth pair.
+#[derive(Clone, Debug)]
+pub struct Nics {
+    /// The node's port (xlb, the baselines, iptables attach there).
+    pub iface: String,
+    /// The port cabled to it (the generator sends, the client-side sink counts).
+    pub peer: String,
+}
+
+/// What a real port looked like before the bench took it.
+#[derive(Clone, Debug)]
+pub struct NicInfo {
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+    pub up: bool,
+    pub rx_queues: usize,
+    pub driver: String,
+    pub veth: bool,
+}
+
+/// A port moved into one of the bench's namespaces, to restore on drop.
+struct Moved {
+    info: NicInfo,
+    ns: String,
+    /// GRO setting before the run (veth ports only; None = untouched).
+    gro: Option<bool>,
+}
+
+/// The three namespaces; deleted (with their links) on drop, after real ports
+/// are moved back.
 pub struct Topo {
     pub client: String,
     pub node: String,
     pub sink: String,
     pub queues: usize,
+    /// Receive queues of the node's real port (0 with veths).
+    pub nic_queues: usize,
     pub egress: Egress,
+    /// Real ports (`--iface`) instead of the xc0/xn0 veth pair.
+    pub real: bool,
+    /// Name of the client's port (xc0 or the peer NIC) in the client namespace.
+    pub dev_c0: String,
+    /// Name of the node's ingress port (xn0 or the NIC) in the node namespace.
+    pub dev_n0: String,
+    pub mac_c0: [u8; 6],
+    pub mac_n0: [u8; 6],
     pub ifindex_c0: u32,
     pub ifindex_n0: u32,
     pub ifindex_n1: u32,
     pub ifindex_s0: u32,
     created: Vec<String>,
+    moved: Vec<Moved>,
+}
+
+/// Reads a port in the calling process's namespace (`ip -j -d link`,
+/// `ip -j addr`, `ethtool -i`).
+pub fn nic_info(role: &str, name: &str) -> Result<NicInfo> {
+    let out = Command::new("ip")
+        .args(["-j", "-d", "link", "show", "dev", name])
+        .output()
+        .context("running ip (apt-get install iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "{role} {name}: no such interface in this network namespace ({})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("parsing `ip -j -d link show dev {name}`"))?;
+    let l = v
+        .get(0)
+        .with_context(|| format!("{role} {name}: not in `ip link`"))?;
+    let s = |k: &str| l[k].as_str().unwrap_or_default().to_string();
+    let n = |k: &str| l[k].as_u64().unwrap_or(0);
+    if s("link_type") != "ether" {
+        bail!(
+            "{role} {name}: not an Ethernet port (link type {:?})",
+            s("link_type")
+        );
+    }
+    if let Some(m) = l["master"].as_str() {
+        bail!("{role} {name}: enslaved to {m}; take it out of the bridge/bond first");
+    }
+    let mut mac = [0u8; 6];
+    let parts: Vec<u8> = s("address")
+        .split(':')
+        .filter_map(|h| u8::from_str_radix(h, 16).ok())
+        .collect();
+    if parts.len() != 6 {
+        bail!("{role} {name}: no MAC address ({:?})", s("address"));
+    }
+    mac.copy_from_slice(&parts);
+    let up = l["flags"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|x| x == "UP"));
+    let veth = l["linkinfo"]["info_kind"] == "veth";
+    // addresses: moving the port drops them, so refuse any that matter
+    let addrs = sh("ip", &["-j", "addr", "show", "dev", name])?;
+    let a: serde_json::Value = serde_json::from_str(&addrs)
+        .with_context(|| format!("parsing `ip -j addr show dev {name}`"))?;
+    let kept: Vec<String> = a
+        .get(0)
+        .and_then(|x| x["addr_info"].as_array())
+        .map(|v| {
+            v.iter()
+                .filter(|i| i["family"] == "inet" || i["scope"] == "global")
+                .map(|i| {
+                    format!(
+                        "{}/{}",
+                        i["local"].as_str().unwrap_or("?"),
+                        i["prefixlen"].as_u64().unwrap_or(0)
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !kept.is_empty() {
+        bail!(
+            "{role} {name} has address(es) {}: the bench moves the port into a namespace of its \
+             own for the run, which drops them (a management port would go dark). Use ports \
+             without IPv4/global IPv6 addresses, or remove them first if you mean it \
+             (ip addr flush dev {name})",
+            kept.join(", ")
+        );
+    }
+    let driver = Command::new("ethtool")
+        .args(["-i", name])
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("driver: ").map(str::to_string))
+        })
+        .unwrap_or_else(|| "unknown".into());
+    Ok(NicInfo {
+        name: name.to_string(),
+        ifindex: n("ifindex") as u32,
+        mac,
+        mtu: n("mtu") as u32,
+        up,
+        rx_queues: n("num_rx_queues").max(1) as usize,
+        driver,
+        veth,
+    })
 }
 
 impl Topo {
-    /// Builds the topology with `queues` queues per link.
-    pub fn new(queues: usize, egress: Egress) -> Result<Self> {
+    /// Builds the topology with `queues` queues per veth link, on real ports
+    /// when `nics` is given.
+    pub fn new(queues: usize, egress: Egress, nics: Option<&Nics>) -> Result<Self> {
+        // check the ports before touching anything
+        let real = match nics {
+            Some(n) => {
+                let i = nic_info("--iface", &n.iface)?;
+                let p = nic_info("--peer-iface", &n.peer)?;
+                if i.ifindex == p.ifindex {
+                    bail!(
+                        "--iface {} and --peer-iface {} are the same interface: give the node's \
+                         port and the port cabled to it",
+                        n.iface,
+                        n.peer
+                    );
+                }
+                if i.name == N1 {
+                    bail!("--iface {N1}: the bench creates a veth of that name beside it; rename the port");
+                }
+                Some((i, p))
+            }
+            None => None,
+        };
         let tag = xlb_loader::testutil::unique_name("");
         let mut t = Topo {
             client: format!("xlbb-c-{tag}"),
             node: format!("xlbb-n-{tag}"),
             sink: format!("xlbb-s-{tag}"),
             queues: queues.max(1),
+            nic_queues: 0,
             egress,
+            real: real.is_some(),
+            dev_c0: C0.into(),
+            dev_n0: N0.into(),
+            mac_c0: MAC_C0,
+            mac_n0: MAC_N0,
             ifindex_c0: 0,
             ifindex_n0: 0,
             ifindex_n1: 0,
             ifindex_s0: 0,
             created: Vec::new(),
+            moved: Vec::new(),
         };
+        if let Some((i, p)) = &real {
+            t.dev_c0 = p.name.clone();
+            t.dev_n0 = i.name.clone();
+            t.mac_c0 = p.mac;
+            t.mac_n0 = i.mac;
+            t.nic_queues = i.rx_queues;
+        }
         for ns in [t.client.clone(), t.node.clone(), t.sink.clone()] {
             sh("ip", &["netns", "add", &ns])?;
             t.created.push(ns.clone());
@@ -133,8 +294,77 @@ impl Topo {
                 sh("ip", &["netns", "exec", &ns, "sysctl", "-qw", kv])?;
             }
         }
+        if let Some((i, p)) = real {
+            t.take(p, t.client.clone())?;
+            t.take(i, t.node.clone())?;
+        }
         t.build().context("building the bench topology")?;
         Ok(t)
+    }
+
+    /// Moves a real port into `ns` (recorded first thing after the move, so
+    /// drop returns it whatever fails next).
+    fn take(&mut self, info: NicInfo, ns: String) -> Result<()> {
+        let name = info.name.clone();
+        sh("ip", &["link", "set", "dev", &name, "netns", &ns])
+            .with_context(|| format!("moving {name} into the bench namespace {ns}"))?;
+        self.moved.push(Moved {
+            info,
+            ns: ns.clone(),
+            gro: None,
+        });
+        Ok(())
+    }
+
+    /// Current GRO setting of `dev` in `ns` (`ethtool -k`).
+    fn gro(ns: &str, dev: &str) -> Option<bool> {
+        let out = Self::exec(ns, "ethtool", &["-k", dev]).ok()?;
+        out.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("generic-receive-offload:")
+                .map(|v| v.trim().starts_with("on"))
+        })
+    }
+
+    /// Moves the real ports back where they came from (this process's
+    /// namespace) and restores what the run changed.
+    fn give_back(&mut self) {
+        let home = std::process::id().to_string();
+        for m in self.moved.drain(..).rev() {
+            let name = &m.info.name;
+            if let Err(e) = sh("ip", &["-n", &m.ns, "link", "set", "dev", name, "down"]) {
+                tracing::warn!("setting {name} down in {}: {e:#}", m.ns);
+            }
+            if let Some(g) = m.gro {
+                let _ = Self::exec(
+                    &m.ns,
+                    "ethtool",
+                    &["-K", name, "gro", if g { "on" } else { "off" }],
+                );
+            }
+            if let Err(e) = sh(
+                "ip",
+                &["-n", &m.ns, "link", "set", "dev", name, "netns", &home],
+            ) {
+                eprintln!(
+                    "warning: could not move {name} back from namespace {}: {e:#} (deleting the \
+                     namespace returns a physical NIC to the initial namespace; a veth is deleted)",
+                    m.ns
+                );
+                continue;
+            }
+            let mtu = m.info.mtu.to_string();
+            let mut args = vec!["link", "set", "dev", name.as_str(), "mtu", &mtu];
+            if m.info.up {
+                args.push("up");
+            }
+            if let Err(e) = sh("ip", &args) {
+                eprintln!(
+                    "warning: restoring {name} (mtu {mtu}, up {}): {e:#}",
+                    m.info.up
+                );
+            }
+        }
     }
 
     fn ip(&self, ns: &str, args: &str) -> Result<String> {
@@ -146,7 +376,13 @@ impl Topo {
     fn build(&mut self) -> Result<()> {
         let q = self.queues.to_string();
         let (c, n, s) = (self.client.clone(), self.node.clone(), self.sink.clone());
-        for (ns_a, a, ns_b, b) in [(&c, C0, &n, N0), (&n, N1, &s, S0)] {
+        let (dc0, dn0) = (self.dev_c0.clone(), self.dev_n0.clone());
+        let (dc0, dn0) = (dc0.as_str(), dn0.as_str());
+        let mut pairs = vec![(&n, N1, &s, S0)];
+        if !self.real {
+            pairs.insert(0, (&c, C0, &n, N0));
+        }
+        for (ns_a, a, ns_b, b) in pairs {
             sh(
                 "ip",
                 &[
@@ -174,12 +410,22 @@ impl Topo {
             )?;
         }
         for (ns, dev, m, addr) in [
-            (&c, C0, MAC_C0, "198.18.0.1/28"),
-            (&n, N0, MAC_N0, "198.18.0.2/28"),
+            (&c, dc0, self.mac_c0, "198.18.0.1/28"),
+            (&n, dn0, self.mac_n0, "198.18.0.2/28"),
             (&n, N1, MAC_N1, "198.18.0.17/28"),
             (&s, S0, MAC_S0, "198.18.0.18/28"),
         ] {
-            self.ip(ns, &format!("link set {dev} address {} mtu {MTU}", mac(&m)))?;
+            // real ports keep their own MAC
+            if self.real && (dev == dc0 || dev == dn0) {
+                self.ip(ns, &format!("link set dev {dev} mtu {MTU}"))
+                    .with_context(|| {
+                        format!(
+                            "setting MTU {MTU} on {dev} (room for VXLAN around 1500-byte frames)"
+                        )
+                    })?;
+            } else {
+                self.ip(ns, &format!("link set {dev} address {} mtu {MTU}", mac(&m)))?;
+            }
             self.ip(ns, &format!("addr add {addr} dev {dev}"))?;
             self.ip(ns, &format!("link set {dev} up"))?;
             self.ip(ns, "link set lo up")?;
@@ -195,52 +441,103 @@ impl Topo {
         ] {
             sh("ip", &["netns", "exec", &n, "sysctl", "-qw", kv])?;
         }
-        for dev in [N0, N1] {
+        for dev in [dn0, N1] {
             for k in ["rp_filter=0", "accept_local=1", "send_redirects=0"] {
-                let kv = format!("net.ipv4.conf.{dev}.{k}");
+                // sysctl keys spell a dot in an interface name as '/'
+                let kv = format!("net.ipv4.conf.{}.{k}", dev.replace('.', "/"));
                 sh("ip", &["netns", "exec", &n, "sysctl", "-qw", &kv])?;
             }
         }
         self.ip(
             &n,
             &format!(
-                "neigh replace {CLIENT} lladdr {} dev {N0} nud permanent",
-                mac(&MAC_C0)
+                "neigh replace {CLIENT} lladdr {} dev {dn0} nud permanent",
+                mac(&self.mac_c0)
             ),
         )?;
-        let up = self.egress.dev();
+        let up = match self.egress {
+            Egress::Same => dn0,
+            Egress::Other => N1,
+        };
         if self.egress == Egress::Same {
-            self.ip(&n, &format!("route add {REMOTE_NODE}/32 dev {N0}"))?;
+            self.ip(&n, &format!("route add {REMOTE_NODE}/32 dev {dn0}"))?;
         }
         self.ip(
             &n,
             &format!(
                 "neigh replace {REMOTE_NODE} lladdr {} dev {up} nud permanent",
-                mac(&self.egress.remote_mac())
+                mac(&self.remote_mac())
             ),
         )?;
-        self.ip(&n, &format!("route add {CLIENTS}/26 via {CLIENT} dev {N0}"))?;
         self.ip(
             &n,
-            &format!("route add {CLIENT_PODS}/24 via {CLIENT} dev {N0}"),
+            &format!("route add {CLIENTS}/26 via {CLIENT} dev {dn0}"),
+        )?;
+        self.ip(
+            &n,
+            &format!("route add {CLIENT_PODS}/24 via {CLIENT} dev {dn0}"),
         )?;
         self.ip(
             &n,
             &format!("route add {REMOTE_PODS}/24 via {REMOTE_NODE} dev {up}"),
         )?;
         // veth peers receive XDP_TX/redirected frames only with NAPI: GRO on
-        // everywhere (the sink and data plane also attach XDP programs)
-        for (ns, dev) in [(&c, C0), (&n, N0), (&n, N1), (&s, S0)] {
+        // everywhere (the sink and data plane also attach XDP programs); real
+        // ports: only if they are veths (a stand-in cable), restored on drop
+        let mut gro = vec![
+            (c.clone(), C0),
+            (n.clone(), N0),
+            (n.clone(), N1),
+            (s.clone(), S0),
+        ];
+        if self.real {
+            gro.drain(..2);
+            for m in &mut self.moved {
+                if m.info.veth {
+                    m.gro = Self::gro(&m.ns, &m.info.name);
+                    sh(
+                        "ip",
+                        &[
+                            "netns",
+                            "exec",
+                            &m.ns,
+                            "ethtool",
+                            "-K",
+                            &m.info.name,
+                            "gro",
+                            "on",
+                        ],
+                    )?;
+                }
+            }
+        }
+        for (ns, dev) in gro {
             sh(
                 "ip",
-                &["netns", "exec", ns, "ethtool", "-K", dev, "gro", "on"],
+                &["netns", "exec", &ns, "ethtool", "-K", dev, "gro", "on"],
             )?;
         }
-        self.ifindex_c0 = self.ifindex(&c, C0)?;
-        self.ifindex_n0 = self.ifindex(&n, N0)?;
+        self.ifindex_c0 = self.ifindex(&c, dc0)?;
+        self.ifindex_n0 = self.ifindex(&n, dn0)?;
         self.ifindex_n1 = self.ifindex(&n, N1)?;
         self.ifindex_s0 = self.ifindex(&s, S0)?;
         Ok(())
+    }
+
+    /// MAC of the remote node's next hop (the sink that receives its frames).
+    pub fn remote_mac(&self) -> [u8; 6] {
+        match self.egress {
+            Egress::Same => self.mac_c0,
+            Egress::Other => MAC_S0,
+        }
+    }
+
+    /// Driver of the node's port (for messages).
+    pub fn driver(&self, dev: &str) -> String {
+        self.moved
+            .iter()
+            .find(|m| m.info.name == dev)
+            .map_or_else(|| "veth".into(), |m| m.info.driver.clone())
     }
 
     fn ifindex(&self, ns: &str, dev: &str) -> Result<u32> {
@@ -342,6 +639,7 @@ impl Topo {
 
 impl Drop for Topo {
     fn drop(&mut self) {
+        self.give_back();
         for ns in self.created.drain(..).rev() {
             if let Err(e) = sh("ip", &["netns", "del", &ns]) {
                 tracing::warn!("removing netns {ns}: {e:#}");
