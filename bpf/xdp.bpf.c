@@ -251,6 +251,14 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		}
 		xlb_fc_drop(&fc);
 	}
+	/* Untunneled, to no frontend and from no backend: no ct entry can be
+	 * this frame's (forward entries are keyed by a frontend, the reverse
+	 * entries the uplink sees by a backend), and no Service matches. The
+	 * node's own traffic and everything else not ours ends here, without a
+	 * ct lookup. (A deleted Service's flows end with it, as in Cilium.) */
+	if (!x->tun.peer && !xlb_be_maybe(t.saddr) &&
+	    !xlb_frontend_maybe(t.daddr, t.dport, t.proto))
+		return xlb_done(XLB_R_PASS_NOT_SERVICE, x->bytes, XDP_PASS);
 	v = bpf_map_lookup_elem(&ct, &t);
 	if (v) {
 		now = xlb_now_of(x);

@@ -1307,7 +1307,11 @@ fn fe_filter_counts_services_keys() {
     env.service(key, 1, 0, &[1; 7], 0);
     assert_eq!(count(m), base + 1);
     env.service(key, 1, 0, &[1; 7], 0);
-    assert_eq!(count(m), base + 1, "rewriting a key does not count it again");
+    assert_eq!(
+        count(m),
+        base + 1,
+        "rewriting a key does not count it again"
+    );
     let (rc, _) = env.xdp(&syn("10.96.9.1:80").build());
     assert_eq!(rc, XDP_PASS);
     assert_eq!(ct_backend(&env, CLIENT_SA, "10.96.9.1:80", TCP), 1);
@@ -1332,10 +1336,49 @@ fn fe_filter_counts_services_keys() {
     )
     .unwrap();
     assert_eq!(count(m), 0);
-    assert!(m.fe_filter_repair().unwrap());
+    assert!(m.filters_repair().unwrap());
     assert_eq!(count(m), 1);
-    assert!(!m.fe_filter_repair().unwrap(), "not empty: nothing to do");
+    assert!(!m.filters_repair().unwrap(), "not empty: nothing to do");
     let (rc, _) = env.xdp(&Frame::tcp(sa("198.18.0.100:40001"), sa("10.96.9.1:80")).build());
     assert_eq!(rc, XDP_PASS);
-    assert_eq!(ct_backend(&env, "198.18.0.100:40001", "10.96.9.1:80", TCP), 1);
+    assert_eq!(
+        ct_backend(&env, "198.18.0.100:40001", "10.96.9.1:80", TCP),
+        1
+    );
+}
+
+/// be_filter counts the addresses the backends slots hold: a write counts
+/// the new address and uncounts the one it replaced; rewriting a slot with
+/// the same address (a flag or generation change) leaves the count alone.
+#[test]
+fn be_filter_follows_the_backends_slots() {
+    let Some(env) = Env::new() else { return };
+    let m = env.maps();
+    let a = Ipv4Addr::new(10, 244, 9, 1);
+    let b = Ipv4Addr::new(10, 244, 9, 2);
+    let count = |addr| m.be_filter_count(addr).unwrap().expect("be_filter");
+    let (a0, b0) = (count(a), count(b));
+    let be = |addr: Ipv4Addr| xlb_backend::new(std::net::SocketAddrV4::new(addr, 8080), None, 1);
+    m.put_backend(9, &be(a)).unwrap();
+    assert_eq!(count(a), a0 + 1);
+    let mut again = be(a);
+    again.generation = 2;
+    again.flags = 0;
+    m.put_backend(9, &again).unwrap();
+    assert_eq!(count(a), a0 + 1, "same address: counted once");
+    m.put_backend(9, &be(b)).unwrap();
+    assert_eq!((count(a), count(b)), (a0, b0 + 1), "the slot moved to b");
+    m.put_backend(9, &xlb_backend::default()).unwrap();
+    assert_eq!(count(b), b0, "an empty slot counts nothing");
+    // A reply from a backend on the uplink (untunneled) still finds its
+    // reverse entry; a frame from any other source to no frontend passes
+    // as not ours without one.
+    fixture(&env);
+    open(&env, "10.96.0.10:80");
+    let (rc, out) = env.xdp(&reply_from(BE_LOCAL).build());
+    assert_eq!(rc, XDP_PASS);
+    assert_eq!(check_eth_ipv4(&out, "revnat").2.src(), sa("10.96.0.10:80"));
+    let stranger = Frame::tcp(sa("198.18.0.77:5000"), sa(CLIENT_SA)).build();
+    let (rc, out) = env.xdp(&stranger);
+    assert_eq!((rc, out.as_slice()), (XDP_PASS, stranger.as_slice()));
 }

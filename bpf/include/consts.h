@@ -6,6 +6,7 @@
 /* Default map sizes; userspace may resize before load (set_max_entries). */
 #define XLB_MAX_FRONTENDS	262144	/* services map entries */
 #define XLB_FE_FILTER_SLOTS	65536	/* fe_filter counters (power of two) */
+#define XLB_BE_FILTER_SLOTS	65536	/* be_filter counters (power of two) */
 #define XLB_MAX_SVC		131072	/* svc_id space (per Service port) */
 #define XLB_MAX_BACKENDS	262144	/* backends array */
 #define XLB_MAGLEV_SLOTS	(1 << 23)	/* one big slot array, 8 Mi slots */

@@ -107,6 +107,31 @@ static __always_inline int xlb_fe_maybe(const struct xlb_svc_key *k)
 	return !n || *n;
 }
 
+/* 0 when no backends slot holds addr (be_filter); 1 = it may. xlb_bpf's
+ * be_slot computes the same slot. */
+static __always_inline int xlb_be_maybe(__be32 addr)
+{
+	__u32 slot = xlb_hash3(addr, 0, 0, 1) & (XLB_BE_FILTER_SLOTS - 1);
+	__u32 *n = bpf_map_lookup_elem(&be_filter, &slot);
+
+	return !n || *n;
+}
+
+/* 0 when (daddr, dport, proto) is no frontend: neither an address frontend
+ * nor a NodePort (fe_filter); 1 = it may be one. */
+static __always_inline int xlb_frontend_maybe(__be32 daddr, __be16 dport, __u8 proto)
+{
+	struct xlb_svc_key k = {
+		.addr = daddr, .port = dport, .proto = proto, .kind = XLB_KIND_ADDR,
+	};
+
+	if (xlb_fe_maybe(&k))
+		return 1;
+	k.addr = 0;
+	k.kind = XLB_KIND_NODEPORT;
+	return xlb_fe_maybe(&k);
+}
+
 /* The Service of (daddr, dport, proto): by address first; a NodePort only
  * when daddr is one of this node's addresses. Each services lookup is taken
  * only when fe_filter says the key may exist, so traffic that is no Service

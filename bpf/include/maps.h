@@ -34,6 +34,21 @@ struct {
 	__uint(map_flags, BPF_F_MMAPABLE);
 } fe_filter SEC(".maps");
 
+/* Counting filter over the backends' addresses: slot xlb_be_slot(addr)
+ * counts the backends slots (active or not) holding an address that hashes
+ * there. With fe_filter it proves that an untunneled frame can match no ct
+ * entry (forward entries are keyed by a frontend, reverse entries by a
+ * backend's address), so such traffic skips the ct lookup too. Kept by
+ * xlb_bpf::Maps::put_backend (counts the new address before the write,
+ * uncounts the old one after); memory-mapped. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XLB_BE_FILTER_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} be_filter SEC(".maps");
+
 /* backend_id -> endpoint address, port, node, generation.
  * Memory-mapped by the agent (written as memory, not one update per backend). */
 struct {

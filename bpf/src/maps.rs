@@ -88,13 +88,12 @@ pub struct Maps {
     pub local_addrs: MapHandle,
     pub config: MapHandle,
     pub stats: MapHandle,
-    /// `fe_filter` (counting filter over the services keys, see maps.h);
-    /// `None` for pins of an older xlb, whose programs have no filter.
-    fe_filter: Option<MapHandle>,
+    /// `fe_filter`: counts of the services keys per slot (maps.h).
+    fe_filter: CountFilter,
+    /// `be_filter`: counts of the backends' addresses per slot (maps.h).
+    be_filter: CountFilter,
     /// `ct_epoch` (voids the XDP flow cache); `None` for older pins.
     ct_epoch: Option<MapHandle>,
-    /// `fe_filter` mapped into memory, on first use.
-    fe_mem: OnceLock<MaglevMem>,
     /// `maglev` mapped into memory (`BPF_F_MMAPABLE`), on first table access.
     maglev_mem: OnceLock<MaglevMem>,
     /// `backends` mapped into memory (`BPF_F_MMAPABLE`), on first write.
@@ -199,6 +198,53 @@ impl Drop for MaglevMem {
     }
 }
 
+/// A counting filter map (`fe_filter`, `be_filter`): a memory-mapped array
+/// of u32 counts, mapped on first use; absent in pins of an older xlb.
+#[derive(Debug)]
+struct CountFilter {
+    name: &'static str,
+    handle: Option<MapHandle>,
+    mem: OnceLock<MaglevMem>,
+}
+
+impl CountFilter {
+    fn new(name: &'static str, handle: Option<MapHandle>) -> Self {
+        Self {
+            name,
+            handle,
+            mem: OnceLock::new(),
+        }
+    }
+
+    fn mem(&self) -> Result<Option<&MaglevMem>> {
+        let Some(h) = &self.handle else {
+            return Ok(None);
+        };
+        if let Some(m) = self.mem.get() {
+            return Ok(Some(m));
+        }
+        let m = MaglevMem::map(h, self.name, 4)?;
+        // A concurrent first use may have won: its mapping is kept, ours unmapped.
+        let _ = self.mem.set(m);
+        Ok(self.mem.get())
+    }
+}
+
+impl MaglevMem {
+    /// Adds `d` to count `i` (wrapping: an uncount below zero reads as "maybe").
+    fn add(&self, i: u32, d: i32) {
+        self.slot(i).fetch_add(d as u32, Ordering::SeqCst);
+    }
+
+    fn get(&self, i: u32) -> u32 {
+        self.slot(i).load(Ordering::Relaxed)
+    }
+
+    fn is_empty(&self) -> bool {
+        (0..self.slots).all(|i| self.get(i) == 0)
+    }
+}
+
 fn bytes<T: plain::Plain>(v: &T) -> &[u8] {
     // SAFETY: T is Plain: a C struct of integers, every byte initialised.
     unsafe { plain::as_bytes(v) }
@@ -270,9 +316,9 @@ impl Maps {
             }
         };
         Ok(Self {
-            fe_filter: optional("fe_filter")?,
+            fe_filter: CountFilter::new("fe_filter", optional("fe_filter")?),
+            be_filter: CountFilter::new("be_filter", optional("be_filter")?),
             ct_epoch: optional("ct_epoch")?,
-            fe_mem: OnceLock::new(),
             maglev_mem: OnceLock::new(),
             backends_mem: OnceLock::new(),
             services: open("services")?,
@@ -295,9 +341,9 @@ impl Maps {
             MapHandle::try_from(map).map_err(map_err!("dup fd", name))
         };
         Ok(Self {
-            fe_filter: Some(dup(&m.fe_filter, "fe_filter")?),
+            fe_filter: CountFilter::new("fe_filter", Some(dup(&m.fe_filter, "fe_filter")?)),
+            be_filter: CountFilter::new("be_filter", Some(dup(&m.be_filter, "be_filter")?)),
             ct_epoch: Some(dup(&m.ct_epoch, "ct_epoch")?),
-            fe_mem: OnceLock::new(),
             maglev_mem: OnceLock::new(),
             backends_mem: OnceLock::new(),
             services: dup(&m.services, "services")?,
@@ -345,21 +391,20 @@ impl Maps {
         v: &V,
         flags: MapFlags,
     ) -> Result<()> {
-        map.update(bytes(k), bytes(v), flags)
-            .map_err(|source| {
-                if is_full(&source) {
-                    Error::Full {
-                        map: name,
-                        max: map.max_entries(),
-                    }
-                } else {
-                    Error::Map {
-                        op: "update",
-                        map: name,
-                        source,
-                    }
+        map.update(bytes(k), bytes(v), flags).map_err(|source| {
+            if is_full(&source) {
+                Error::Full {
+                    map: name,
+                    max: map.max_entries(),
                 }
-            })
+            } else {
+                Error::Map {
+                    op: "update",
+                    map: name,
+                    source,
+                }
+            }
+        })
     }
 
     fn get<K: plain::Plain, V: plain::Plain + Default + Copy>(
@@ -420,16 +465,16 @@ impl Maps {
     /// before it is inserted, so the data plane never skips a Service that
     /// is in the map (a count left by a failed insert is only a wasted lookup).
     pub fn put_service(&self, k: &xlb_svc_key, v: &xlb_svc_val) -> Result<()> {
-        let Some(filter) = self.fe_mem()? else {
+        let Some(filter) = self.fe_filter.mem()? else {
             return Self::put(&self.services, "services", k, v);
         };
-        let slot = filter.slot(crate::wire::fe_slot(k));
-        slot.fetch_add(1, Ordering::SeqCst);
+        let slot = crate::wire::fe_slot(k);
+        filter.add(slot, 1);
         match Self::put_flags(&self.services, "services", k, v, MapFlags::NO_EXIST) {
             Ok(()) => Ok(()),
             Err(e) => {
                 // already there (counted then) or not inserted: take ours back
-                slot.fetch_sub(1, Ordering::SeqCst);
+                filter.add(slot, -1);
                 match e {
                     Error::Map { source, .. }
                         if source.kind() == libbpf_rs::ErrorKind::AlreadyExists =>
@@ -445,53 +490,52 @@ impl Maps {
     pub fn delete_service(&self, k: &xlb_svc_key) -> Result<bool> {
         let gone = Self::del(&self.services, "services", k)?;
         if gone {
-            if let Some(filter) = self.fe_mem()? {
-                filter
-                    .slot(crate::wire::fe_slot(k))
-                    .fetch_sub(1, Ordering::SeqCst);
+            if let Some(filter) = self.fe_filter.mem()? {
+                filter.add(crate::wire::fe_slot(k), -1);
             }
         }
         Ok(gone)
     }
-    /// Recounts `fe_filter` from the services map when the two disagree in
-    /// the one way that matters: Services present, filter empty (a pin
-    /// directory of an xlb without the filter, adopted by this one). Returns
-    /// whether it recounted. Call before any program uses the maps.
-    pub fn fe_filter_repair(&self) -> Result<bool> {
-        let Some(filter) = self.fe_mem()? else {
-            return Ok(false);
-        };
-        let empty = (0..filter.slots).all(|i| filter.slot(i).load(Ordering::Relaxed) == 0);
-        if !empty {
-            return Ok(false);
+    /// Recounts `fe_filter` and `be_filter` from the services and backends
+    /// maps where they disagree in the one way that matters: entries present,
+    /// filter empty (the pin directory of an xlb without the filters, adopted
+    /// by this one). Returns whether it recounted. Call before any program
+    /// uses the maps.
+    pub fn filters_repair(&self) -> Result<bool> {
+        let mut done = false;
+        if let Some(f) = self.fe_filter.mem()? {
+            if f.is_empty() {
+                for (k, _) in &self.services()? {
+                    f.add(crate::wire::fe_slot(k), 1);
+                    done = true;
+                }
+            }
         }
-        let keys = self.services()?;
-        if keys.is_empty() {
-            return Ok(false);
+        if let Some(f) = self.be_filter.mem()? {
+            if f.is_empty() {
+                for b in self.backend_slots()? {
+                    if b.addr != 0 {
+                        f.add(crate::wire::be_slot(b.addr), 1);
+                        done = true;
+                    }
+                }
+            }
         }
-        for (k, _) in &keys {
-            filter
-                .slot(crate::wire::fe_slot(k))
-                .fetch_add(1, Ordering::SeqCst);
-        }
-        Ok(true)
+        Ok(done)
     }
-    /// The `fe_filter` count of k's slot (tests, `xlb doctor`).
+    /// The `fe_filter` count of k's slot (tests); `None` without the filter.
     pub fn fe_filter_count(&self, k: &xlb_svc_key) -> Result<Option<u32>> {
         Ok(self
-            .fe_mem()?
-            .map(|f| f.slot(crate::wire::fe_slot(k)).load(Ordering::Relaxed)))
+            .fe_filter
+            .mem()?
+            .map(|f| f.get(crate::wire::fe_slot(k))))
     }
-    fn fe_mem(&self) -> Result<Option<&MaglevMem>> {
-        let Some(h) = &self.fe_filter else {
-            return Ok(None);
-        };
-        if let Some(m) = self.fe_mem.get() {
-            return Ok(Some(m));
-        }
-        let m = MaglevMem::map(h, "fe_filter", 4)?;
-        let _ = self.fe_mem.set(m);
-        Ok(self.fe_mem.get())
+    /// The `be_filter` count of addr's slot (tests); `None` without the filter.
+    pub fn be_filter_count(&self, addr: Ipv4Addr) -> Result<Option<u32>> {
+        Ok(self
+            .be_filter
+            .mem()?
+            .map(|f| f.get(crate::wire::be_slot(be32(addr)))))
     }
     pub fn services(&self) -> Result<Vec<(xlb_svc_key, xlb_svc_val)>> {
         Self::entries(&self.services, "services")
@@ -518,6 +562,10 @@ impl Maps {
     /// 32-bit store per word, then a release fence, so the backend is
     /// complete before a table names it. (The update syscall on an array is
     /// no more atomic for a concurrent reader than this.)
+    ///
+    /// `be_filter` counts the new address before the write and uncounts the
+    /// one it replaces after, so the data plane never takes a backend's
+    /// address for no backend's.
     pub fn put_backend(&self, id: u32, v: &xlb_backend) -> Result<()> {
         let id = self.check_index("backends", &self.backends, id.into())?;
         let mem = match self.backends_mem.get() {
@@ -532,11 +580,20 @@ impl Maps {
                 self.backends_mem.get().expect("set above")
             }
         };
+        // `addr` is the first word of xlb_backend
+        let old_addr = mem.word(id, 0).load(Ordering::Relaxed);
+        let filter = self.be_filter.mem()?.filter(|_| old_addr != v.addr);
+        if let Some(f) = filter.filter(|_| v.addr != 0) {
+            f.add(crate::wire::be_slot(v.addr), 1);
+        }
         for (w, b) in bytes(v).chunks_exact(4).enumerate() {
             let word = u32::from_ne_bytes(b.try_into().expect("4 bytes"));
             mem.word(id, w).store(word, Ordering::Relaxed);
         }
         std::sync::atomic::fence(Ordering::Release);
+        if let Some(f) = filter.filter(|_| old_addr != 0) {
+            f.add(crate::wire::be_slot(old_addr), -1);
+        }
         Ok(())
     }
     /// Every slot whose backend is active.

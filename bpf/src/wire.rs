@@ -99,6 +99,12 @@ pub fn fe_slot(k: &crate::types::xlb_svc_key) -> u32 {
     hash3(w0, w1, 0, 0) & (crate::consts::XLB_FE_FILTER_SLOTS - 1)
 }
 
+/// The `be_filter` slot of a backend address (as stored, network order):
+/// lb.h's `xlb_be_maybe`.
+pub fn be_slot(addr: u32) -> u32 {
+    hash3(addr, 0, 0, 1) & (crate::consts::XLB_BE_FILTER_SLOTS - 1)
+}
+
 pub fn proto_name(n: u8) -> String {
     match Proto::from_number(n) {
         Some(p) => p.name().to_string(),

@@ -174,9 +174,9 @@ impl DataPlane {
         }
         let tc = open_tc.load().map_err(ctx("loading the tc object"))?;
         let maps = Maps::from_skel(&xdp)?;
-        // Adopted pins of an xlb without the services filter: count what is there.
-        if maps.fe_filter_repair()? {
-            tracing::info!("fe_filter recounted from the services map");
+        // Adopted pins of an xlb without the filters: count what is there.
+        if maps.filters_repair()? {
+            tracing::info!("fe_filter / be_filter recounted from the services and backends maps");
         }
         Ok(Self { xdp, tc, maps })
     }

@@ -450,9 +450,17 @@ pub fn measure(calls: u32) -> Result<Report> {
             prog: dp.xdp_prog(),
             floor: false,
         },
-        floor_path("ct_lookup_miss", &fl.floor_ct_lookup, vec![not_ours.clone()]),
+        floor_path(
+            "ct_lookup_miss",
+            &fl.floor_ct_lookup,
+            vec![not_ours.clone()],
+        ),
         floor_path("ct_insert", &fl.floor_ct_insert, insert_frames(201)),
-        floor_path("ct_insert_pair", &fl.floor_ct_insert_pair, insert_frames(202)),
+        floor_path(
+            "ct_insert_pair",
+            &fl.floor_ct_insert_pair,
+            insert_frames(202),
+        ),
         floor_path("adjust_head", &fl.floor_adjust_head, vec![not_ours.clone()]),
     ];
 
@@ -487,17 +495,17 @@ pub fn measure(calls: u32) -> Result<Report> {
     let baseline_ns = interquartile_mean(&mut base_durations);
     let (floors, paths): (Vec<Path>, Vec<Path>) = paths.into_iter().partition(|p| p.floor);
     let result = |mut p: Path| {
-            let ns = interquartile_mean(&mut p.durations);
-            PathResult {
-                name: p.name.to_string(),
-                ns,
-                ratio: if baseline_ns > 0.0 {
-                    ns / baseline_ns
-                } else {
-                    0.0
-                },
-            }
-        };
+        let ns = interquartile_mean(&mut p.durations);
+        PathResult {
+            name: p.name.to_string(),
+            ns,
+            ratio: if baseline_ns > 0.0 {
+                ns / baseline_ns
+            } else {
+                0.0
+            },
+        }
+    };
     Ok(Report {
         baseline_ns,
         paths: paths.into_iter().map(result).collect(),
