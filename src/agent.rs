@@ -105,6 +105,13 @@ pub struct AgentArgs {
           value_parser = clap::value_parser!(u32).range(0..=0xff_ffff))]
     pub vni: u32,
 
+    /// Connection-tracking entries: two per connection, so about 4 x the
+    /// connections you expect (default 1048576, or the size of the pinned
+    /// map). Changing the size of a pinned map takes `--cleanup` first.
+    #[arg(long, env = "XLB_CT_ENTRIES", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1024..=134_217_728))]
+    pub ct_entries: Option<u32>,
+
     /// XDP mode on the uplink: native, generic or offload.
     #[arg(long, env = "XLB_XDP_MODE", default_value = "native", value_parser = parse_mode)]
     pub xdp_mode: AttachMode,
@@ -262,6 +269,7 @@ impl Agent {
 
         let dp = DataPlane::load(&LoadOptions {
             pin_dir: Some(pin_dir.clone()),
+            ct_entries: args.ct_entries,
             ..Default::default()
         })
         .map_err(|e| {

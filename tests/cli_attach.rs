@@ -425,3 +425,53 @@ fn follow_attaches_pod_interfaces_as_they_appear() {
     );
     assert_ne!(ns.xdp_prog("up0"), 0, "and leaves the data plane attached");
 }
+
+/// `--ct-entries` sizes connection tracking when the maps are created; later
+/// loads without it (a re-attach, the agent) keep the pinned size, and a
+/// different size is a clear stale-pin error, not a silent re-creation.
+#[test]
+fn ct_entries_is_chosen_at_attach_and_kept_by_later_loads() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.veth("up0", "peer0");
+    let pin = PinDir::new();
+    let p = &pin.path;
+    let ct_size = || {
+        let h = libbpf_rs::MapHandle::from_pinned_path(p.join("ct")).unwrap();
+        libbpf_rs::MapInfo::new(std::os::fd::AsFd::as_fd(&h))
+            .unwrap()
+            .info
+            .max_entries
+    };
+    let o = xlb(
+        Some(&ns),
+        p,
+        &["attach", "--iface", "up0", "--ct-entries", "8192"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(ct_size(), 8192);
+    let o = xlb(Some(&ns), p, &["attach", "--iface", "up0"]);
+    assert!(o.status.success(), "re-attach keeps it: {}", stderr(&o));
+    assert_eq!(ct_size(), 8192);
+    let o = xlb(
+        Some(&ns),
+        p,
+        &["attach", "--iface", "up0", "--ct-entries", "16384"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("/ct") && e.contains("max entries 8192 (expected 16384)"),
+        "{e}"
+    );
+    let o = xlb(
+        Some(&ns),
+        p,
+        &["attach", "--iface", "up0", "--ct-entries", "7"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = xlb(Some(&ns), p, &["detach", "--all"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -104,6 +104,19 @@ impl DataPlane {
             .open(storage())
             .map_err(ctx("opening the XDP object"))?;
         {
+            // A size not given is the pinned map's (set by whoever created
+            // it, e.g. `xlb attach --ct-entries`), else the object's default.
+            let pinned = |name: &str| {
+                opts.pin_dir
+                    .as_ref()
+                    .and_then(|d| pin::pinned_max_entries(&d.join(name)))
+            };
+            let opts = LoadOptions {
+                pin_dir: None,
+                maglev_slots: opts.maglev_slots.or_else(|| pinned("maglev")),
+                ct_entries: opts.ct_entries.or_else(|| pinned("ct")),
+                backends: opts.backends.or_else(|| pinned("backends")),
+            };
             let m = &mut open.maps;
             if let Some(n) = opts.maglev_slots {
                 m.maglev.set_max_entries(n).map_err(ctx("sizing maglev"))?;

@@ -109,6 +109,14 @@ pub struct MapSpec {
     pub flags: u32,
 }
 
+/// max_entries of the map pinned at `path`, if one is (any error: `None`,
+/// and [`check_pinned_maps`] reports what is wrong with it).
+pub fn pinned_max_entries(path: &Path) -> Option<u32> {
+    let fd = sys::obj_get(path).ok()?;
+    (obj_kind(&fd)? == ObjKind::Map).then_some(())?;
+    Some(libbpf_rs::MapInfo::new(fd.as_fd()).ok()?.info.max_entries)
+}
+
 /// Checks every map already pinned under `pin_dir` against what this xlb
 /// would create; a mismatch is a [`Error::StalePin`] naming the fix.
 pub fn check_pinned_maps(pin_dir: &Path, specs: &[MapSpec]) -> Result<()> {

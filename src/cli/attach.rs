@@ -47,6 +47,13 @@ pub struct AttachArgs {
     #[arg(long)]
     pub follow: bool,
 
+    /// Connection-tracking entries: two per connection, so about 4 x the
+    /// connections you expect (default 1048576, or the size of the pinned
+    /// map). Changing the size of a pinned map takes `xlb detach --all` first.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1024..=134_217_728))]
+    pub ct_entries: Option<u32>,
+
     /// Print what was done as JSON.
     #[arg(long)]
     pub json: bool,
@@ -120,6 +127,7 @@ pub fn run_attach(a: AttachArgs, pin_dir: &Path) -> anyhow::Result<()> {
     }
     let dp = DataPlane::load(&LoadOptions {
         pin_dir: Some(pin_dir.to_owned()),
+        ct_entries: a.ct_entries,
         ..Default::default()
     })
     .with_context(|| {
