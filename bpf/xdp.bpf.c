@@ -34,7 +34,8 @@ struct xlb_ctx {
 	struct xlb_tun tun;
 	__u64 bytes;		/* frame length as received */
 	__u64 now;		/* xlb_clock_now(), read once when needed: xlb_now_of */
-	__u32 hash;		/* xlb_flow_hash of the (inner) 5-tuple */
+	__u32 hash;		/* xlb_flow_hash of the (inner) 5-tuple: xlb_hash_of */
+	__u32 has_hash;
 };
 
 static __always_inline __u64 xlb_now_of(struct xlb_ctx *x)
@@ -42,6 +43,16 @@ static __always_inline __u64 xlb_now_of(struct xlb_ctx *x)
 	if (!x->now)
 		x->now = xlb_clock_now();
 	return x->now;
+}
+
+/* The flow hash of t (the frame's 5-tuple), computed once. */
+static __always_inline __u32 xlb_hash_of(struct xlb_ctx *x, const struct xlb_ct_key *t)
+{
+	if (!x->has_hash) {
+		x->hash = xlb_flow_hash(t, 0);
+		x->has_hash = 1;
+	}
+	return x->hash;
 }
 
 static __always_inline int xlb_done(int reason, __u64 bytes, int verdict)
@@ -149,7 +160,7 @@ static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
 	}
 	if (!xlb_vtep_mac(xlb_vtep_slot(ch->addr), ch->addr, x->now, vtep))
 		return xlb_done(XLB_R_DROP_NO_TUNNEL, x->bytes, XDP_DROP);
-	return xlb_to_peer(x, ch->node, vtep, x->hash, XLB_R_TX_REMOTE,
+	return xlb_to_peer(x, ch->node, vtep, xlb_hash_of(x, t), XLB_R_TX_REMOTE,
 			   XLB_NAT_DST, ch->addr, ch->port, 1);
 }
 
@@ -165,7 +176,7 @@ static __always_inline int xlb_reply(struct xlb_ctx *x, struct xlb_ct_val *v,
 	if (nat_addr)
 		xlb_count_svc(v->svc_id, x->bytes);
 	if ((flags & XLB_CT_F_TUNNEL) && peer)
-		return xlb_to_peer(x, peer, NULL, x->hash, XLB_R_TX_TUNNEL_RETURN,
+		return xlb_to_peer(x, peer, NULL, xlb_hash_of(x, t), XLB_R_TX_TUNNEL_RETURN,
 				   XLB_NAT_SRC, nat_addr, nat_port, 0);
 	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
 	if (r != XLB_OK)
@@ -235,12 +246,13 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	int r, event = XLB_OK;
 	__u64 now;
 
-	x->hash = xlb_flow_hash(&t, 0);
-	c = xlb_fc_get(&t, x->hash, &fc);
+	c = xlb_fc_get(&t, &fc);
 	if (c) {
 		/* a cached hit: the same checks as on the ct entry (flowcache.h) */
 		now = xlb_now_of(x);
 		v = &c->val;
+		x->hash = c->hash;
+		x->has_hash = 1;
 		if (now < c->expires && xlb_age(now, v->last_seen) < xlb_ct_timeout(t.proto)) {
 			if (v->flags & XLB_CT_F_REVERSE)
 				return xlb_reply(x, v, &t);
@@ -264,14 +276,14 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		now = xlb_now_of(x);
 		if (v->flags & XLB_CT_F_REVERSE) {
 			if (xlb_ct_reverse_live(v, t.proto, now)) {
-				xlb_fc_put(&fc, &t, v, now);
+				xlb_fc_put(&fc, &t, v, now, xlb_hash_of(x, &t));
 				return xlb_reply(x, v, &t);
 			}
 		} else if ((r = xlb_ct_backend(v, t.proto, now, &ch))) {
 			xlb_count_svc(v->svc_id, x->bytes);
 			if (r == XLB_CT_USE_CHECK)
 				xlb_ct_reverse_keep(&t, &ch, v, now);
-			xlb_fc_put(&fc, &t, v, now);
+			xlb_fc_put(&fc, &t, v, now, xlb_hash_of(x, &t));
 			return xlb_forward(x, &ch, &t);
 		}
 	}

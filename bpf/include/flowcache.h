@@ -21,8 +21,11 @@
  * once-a-second refresh needs) and the LRU's reference bit of the entry
  * (likewise refreshed every XLB_FC_TTL_NS while the flow is active).
  *
- * Layout: slot = flow hash & (XLB_FC_SLOTS - 1); a slot names its 5-tuple, so
- * a collision is a miss. Not shared with userspace (no contract type).
+ * Layout: slot = a cheap multiplicative hash of the 5-tuple (xlb_fc_slot); a
+ * slot names its 5-tuple, so a collision is a miss. The entry also keeps the
+ * flow's Jenkins hash (the outer UDP source port of an encapsulation), so a
+ * cached hit computes no Jenkins hash. Not shared with userspace (no
+ * contract type).
  */
 #ifndef XLB_FLOWCACHE_H
 #define XLB_FLOWCACHE_H
@@ -39,6 +42,8 @@ struct xlb_fc {
 	struct xlb_ct_val val;
 	__u64 expires;		/* clock + XLB_FC_TTL_NS; 0 = empty */
 	__u64 epoch;		/* ct_epoch when cached */
+	__u32 hash;		/* xlb_flow_hash(key, 0) */
+	__u32 pad;
 };
 
 struct {
@@ -60,13 +65,23 @@ static __always_inline int xlb_fc_same(const struct xlb_ct_key *a, const struct 
 	       a->dport == b->dport && a->proto == b->proto;
 }
 
-/* The cache slot holding t (hash: its flow hash) at the current ct_epoch,
+/* The slot of t: Fibonacci hashing of its words folded together (a few
+ * instructions; the slot only spreads flows over the cache). */
+static __always_inline __u32 xlb_fc_slot(const struct xlb_ct_key *t)
+{
+	__u32 w = t->saddr ^ ((t->daddr << 16) | (t->daddr >> 16)) ^
+		  (((__u32)t->sport << 16) | t->dport) ^ t->proto;
+
+	return (w * 0x9e3779b1U) >> (32 - XLB_FC_BITS);
+}
+
+/* The cache slot holding t at the current ct_epoch,
  * or NULL; the caller checks `expires` against the clock (read only when
  * something is cached). ref is set for a later xlb_fc_put either way. */
-static __always_inline struct xlb_fc *xlb_fc_get(const struct xlb_ct_key *t, __u32 hash,
+static __always_inline struct xlb_fc *xlb_fc_get(const struct xlb_ct_key *t,
 						 struct xlb_fc_ref *ref)
 {
-	__u32 slot = hash & (XLB_FC_SLOTS - 1), zero = 0;
+	__u32 slot = xlb_fc_slot(t), zero = 0;
 	__u64 *epoch = bpf_map_lookup_elem(&ct_epoch, &zero);
 	struct xlb_fc *c = bpf_map_lookup_elem(&flow_cache, &slot);
 
@@ -77,9 +92,9 @@ static __always_inline struct xlb_fc *xlb_fc_get(const struct xlb_ct_key *t, __u
 	return c;
 }
 
-/* Caches v as t's ct entry (after a ct hit or a new entry). */
+/* Caches v as t's ct entry (after a ct hit); hash: xlb_flow_hash(t, 0). */
 static __always_inline void xlb_fc_put(const struct xlb_fc_ref *ref, const struct xlb_ct_key *t,
-				       const struct xlb_ct_val *v, __u64 now)
+				       const struct xlb_ct_val *v, __u64 now, __u32 hash)
 {
 	struct xlb_fc *c = ref->slot;
 
@@ -88,6 +103,7 @@ static __always_inline void xlb_fc_put(const struct xlb_fc_ref *ref, const struc
 	c->key = *t;
 	c->val = *v;
 	c->epoch = ref->epoch;
+	c->hash = hash;
 	c->expires = now + XLB_FC_TTL_NS;
 }
 
