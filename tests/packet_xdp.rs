@@ -1382,3 +1382,26 @@ fn be_filter_follows_the_backends_slots() {
     let (rc, out) = env.xdp(&stranger);
     assert_eq!((rc, out.as_slice()), (XDP_PASS, stranger.as_slice()));
 }
+
+/// A deleted Service's flows are no longer translated (as in Cilium): with its
+/// frontend gone from fe_filter and the client no backend, the frame cannot
+/// match a ct entry and passes untouched, without a lookup.
+#[test]
+fn a_deleted_services_flows_pass_untranslated() {
+    let Some(env) = Env::new() else { return };
+    fixture(&env);
+    let f = syn("10.96.0.70:80");
+    let (rc, out) = env.xdp(&f.build());
+    assert_eq!(rc, XDP_PASS);
+    assert_ne!(out, f.build(), "balanced while the Service exists");
+    assert!(env
+        .maps()
+        .delete_service(&tcp_key("10.96.0.70:80"))
+        .unwrap());
+    let before = env.reasons();
+    let (rc, out) = env.xdp(&f.build());
+    assert_eq!((rc, out), (XDP_PASS, f.build()));
+    let after = env.reasons();
+    let r = XLB_R_PASS_NOT_SERVICE as usize;
+    assert_eq!(after[r] - before[r], 1, "counted as not ours");
+}
