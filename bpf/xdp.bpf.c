@@ -36,6 +36,7 @@ struct xlb_ctx {
 	__u64 now;		/* xlb_clock_now(), read once when needed: xlb_now_of */
 	__u32 hash;		/* xlb_flow_hash of the (inner) 5-tuple: xlb_hash_of */
 	__u32 has_hash;
+	struct xlb_fc *fc;	/* this flow's flow-cache slot (hit or just filled), or NULL */
 };
 
 static __always_inline __u64 xlb_now_of(struct xlb_ctx *x)
@@ -95,8 +96,20 @@ static __always_inline int xlb_reject(struct xlb_ctx *x)
 	return xlb_done(reason, x->bytes, verdict);
 }
 
-/* Sends the (decapsulated, NATed) frame to node `peer` through VXLAN. */
+/* The fib input ifindex of the encapsulated frames. */
+static __always_inline __u32 xlb_in_ifindex(struct xlb_ctx *x)
+{
+	return x->cfg->ifindex ? x->cfg->ifindex : x->ctx->ingress_ifindex;
+}
+
+/*
+ * Sends the (decapsulated, NATed) frame to node `peer` through VXLAN. The next
+ * hop comes from `known` (the flow cache's copy) or the next-hop cache / fib;
+ * with vtep_expires (inner_dmac came from the VTEP cache until then) what was
+ * resolved is kept in the flow's cache slot for its next frames.
+ */
 static __always_inline int xlb_to_peer(struct xlb_ctx *x, __be32 peer, const __u8 *inner_dmac,
+				       __u64 vtep_expires, const struct xlb_fc_enc *known,
 				       __u32 hash, int ok_reason, int nat_dir, __be32 nat_addr,
 				       __be16 nat_port, int mark)
 {
@@ -119,14 +132,24 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, __be32 peer, const __u
 				       mtu - XLB_ENCAP_LEN, to, from, &reason);
 		return xlb_done(reason, x->bytes, verdict);
 	}
-	in_ifindex = x->cfg->ifindex ? x->cfg->ifindex : x->ctx->ingress_ifindex;
-	nh = xlb_nh_slot(peer, in_ifindex);
-	if (xlb_nh_get(nh, peer, in_ifindex, x->now, &fib)) {
+	in_ifindex = xlb_in_ifindex(x);
+	if (known) {
+		fib.ifindex = known->out_ifindex;
+		xlb_mac_copy(fib.dmac, known->dmac);
+		xlb_mac_copy(fib.smac, known->smac);
 		rc = BPF_FIB_LKUP_RET_SUCCESS;
 	} else {
-		rc = xlb_fib_xdp(x->ctx, x->cfg, peer, inner_l3 + XLB_ENCAP_LEN, &fib);
-		if (rc == BPF_FIB_LKUP_RET_SUCCESS)
-			xlb_nh_put(nh, peer, in_ifindex, x->now, mtu, &fib);
+		nh = xlb_nh_slot(peer, in_ifindex);
+		if (xlb_nh_get(nh, peer, in_ifindex, x->now, &fib)) {
+			rc = BPF_FIB_LKUP_RET_SUCCESS;
+		} else {
+			rc = xlb_fib_xdp(x->ctx, x->cfg, peer, inner_l3 + XLB_ENCAP_LEN, &fib);
+			if (rc == BPF_FIB_LKUP_RET_SUCCESS)
+				xlb_nh_put(nh, peer, in_ifindex, x->now, mtu, &fib);
+		}
+		if (rc == BPF_FIB_LKUP_RET_SUCCESS && vtep_expires)
+			xlb_fc_enc_put(x->fc, peer, in_ifindex, nh, inner_dmac, vtep_expires,
+				       x->now);
 	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return xlb_done(XLB_R_DROP_FIB, x->bytes, XDP_DROP);
@@ -149,6 +172,8 @@ static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
 				       const struct xlb_ct_key *t)
 {
 	__u8 vtep[ETH_ALEN] XLB_MAC_ALIGN;
+	struct xlb_fc_enc *enc;
+	__u64 vtep_expires;
 	int r;
 
 	if (!ch->node) {
@@ -158,10 +183,14 @@ static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
 		xlb_nat_xdp(&x->p, XLB_NAT_DST, ch->addr, ch->port);
 		return xlb_done(XLB_R_PASS_LOCAL, x->bytes, XDP_PASS);
 	}
-	if (!xlb_vtep_mac(xlb_vtep_slot(ch->addr), ch->addr, x->now, vtep))
+	enc = xlb_fc_enc_get(x->fc, ch->node, xlb_in_ifindex(x), x->now);
+	if (enc)
+		return xlb_to_peer(x, ch->node, enc->vtep, 0, enc, xlb_hash_of(x, t),
+				   XLB_R_TX_REMOTE, XLB_NAT_DST, ch->addr, ch->port, 1);
+	if (!xlb_vtep_mac(xlb_vtep_slot(ch->addr), ch->addr, x->now, vtep, &vtep_expires))
 		return xlb_done(XLB_R_DROP_NO_TUNNEL, x->bytes, XDP_DROP);
-	return xlb_to_peer(x, ch->node, vtep, xlb_hash_of(x, t), XLB_R_TX_REMOTE,
-			   XLB_NAT_DST, ch->addr, ch->port, 1);
+	return xlb_to_peer(x, ch->node, vtep, vtep_expires, NULL, xlb_hash_of(x, t),
+			   XLB_R_TX_REMOTE, XLB_NAT_DST, ch->addr, ch->port, 1);
 }
 
 /* A reply of a flow this node balanced (or returns through a tunnel). */
@@ -176,7 +205,7 @@ static __always_inline int xlb_reply(struct xlb_ctx *x, struct xlb_ct_val *v,
 	if (nat_addr)
 		xlb_count_svc(v->svc_id, x->bytes);
 	if ((flags & XLB_CT_F_TUNNEL) && peer)
-		return xlb_to_peer(x, peer, NULL, xlb_hash_of(x, t), XLB_R_TX_TUNNEL_RETURN,
+		return xlb_to_peer(x, peer, NULL, 0, NULL, xlb_hash_of(x, t), XLB_R_TX_TUNNEL_RETURN,
 				   XLB_NAT_SRC, nat_addr, nat_port, 0);
 	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
 	if (r != XLB_OK)
@@ -253,6 +282,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		v = &c->val;
 		x->hash = c->hash;
 		x->has_hash = 1;
+		x->fc = c;
 		if (now < c->expires && xlb_age(now, v->last_seen) < xlb_ct_timeout(t.proto)) {
 			if (v->flags & XLB_CT_F_REVERSE)
 				return xlb_reply(x, v, &t);
@@ -262,6 +292,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 			}
 		}
 		xlb_fc_drop(&fc);
+		x->fc = NULL;
 	}
 	/* Untunneled, to no frontend and from no backend: no ct entry can be
 	 * this frame's (forward entries are keyed by a frontend, the reverse
@@ -277,6 +308,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		if (v->flags & XLB_CT_F_REVERSE) {
 			if (xlb_ct_reverse_live(v, t.proto, now)) {
 				xlb_fc_put(&fc, &t, v, now, xlb_hash_of(x, &t));
+				x->fc = fc.slot;
 				return xlb_reply(x, v, &t);
 			}
 		} else if ((r = xlb_ct_backend(v, t.proto, now, &ch))) {
@@ -284,6 +316,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 			if (r == XLB_CT_USE_CHECK)
 				xlb_ct_reverse_keep(&t, &ch, v, now);
 			xlb_fc_put(&fc, &t, v, now, xlb_hash_of(x, &t));
+			x->fc = fc.slot;
 			return xlb_forward(x, &ch, &t);
 		}
 	}

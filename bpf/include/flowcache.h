@@ -32,10 +32,27 @@
 
 #include "maps.h"
 #include "lb.h"
+#include "nh.h"
 
 #define XLB_FC_BITS	10
 #define XLB_FC_SLOTS	(1 << XLB_FC_BITS)
 #define XLB_FC_TTL_NS	(50ULL * 1000000ULL)	/* 50 ms */
+
+/* How this flow was last sent to a remote node: the next hop (nh.h's
+ * nh_cache) and the VTEP MAC (vtep_cache) it resolved to, valid until the
+ * earlier of those two entries' expiries, so the 50 ms bound on a neighbour
+ * or tunnel change holds as without it. A cached hit of a remote flow sends
+ * without looking at either cache. */
+struct xlb_fc_enc {
+	__u64 expires;		/* 0 = none */
+	__be32 peer;		/* outer destination */
+	__u32 in_ifindex;	/* fib input ifindex it is for */
+	__u32 out_ifindex;	/* fib output ifindex */
+	__u8 vtep[6];		/* inner destination MAC */
+	__u8 dmac[6];		/* outer destination MAC */
+	__u8 smac[6];		/* outer source MAC */
+	__u8 pad[6];
+};
 
 struct xlb_fc {
 	struct xlb_ct_key key;
@@ -44,6 +61,7 @@ struct xlb_fc {
 	__u64 epoch;		/* ct_epoch when cached */
 	__u32 hash;		/* xlb_flow_hash(key, 0) */
 	__u32 pad;
+	struct xlb_fc_enc enc;
 };
 
 struct {
@@ -104,7 +122,36 @@ static __always_inline void xlb_fc_put(const struct xlb_fc_ref *ref, const struc
 	c->val = *v;
 	c->epoch = ref->epoch;
 	c->hash = hash;
+	c->enc.expires = 0;
 	c->expires = now + XLB_FC_TTL_NS;
+}
+
+/* c's encapsulation towards peer (from in_ifindex), when still valid. */
+static __always_inline struct xlb_fc_enc *xlb_fc_enc_get(struct xlb_fc *c, __be32 peer,
+							 __u32 in_ifindex, __u64 now)
+{
+	if (!c || c->enc.peer != peer || c->enc.in_ifindex != in_ifindex || now >= c->enc.expires)
+		return NULL;
+	return &c->enc;
+}
+
+/* Records in c how a frame was just sent to peer: the next hop nh (when it
+ * holds the answer for peer / in_ifindex) and the VTEP MAC valid until
+ * vtep_expires. */
+static __always_inline void xlb_fc_enc_put(struct xlb_fc *c, __be32 peer, __u32 in_ifindex,
+					   const struct xlb_nh *nh, const __u8 *vtep,
+					   __u64 vtep_expires, __u64 now)
+{
+	if (!c || !nh || !vtep || nh->peer != peer || nh->in_ifindex != in_ifindex ||
+	    now >= nh->expires || now >= vtep_expires)
+		return;
+	c->enc.peer = peer;
+	c->enc.in_ifindex = in_ifindex;
+	c->enc.out_ifindex = nh->out_ifindex;
+	xlb_mac_copy(c->enc.vtep, vtep);
+	xlb_mac_copy(c->enc.dmac, nh->dmac);
+	xlb_mac_copy(c->enc.smac, nh->smac);
+	c->enc.expires = nh->expires < vtep_expires ? nh->expires : vtep_expires;
 }
 
 /* Forgets t's cached entry (it is being replaced on this CPU). */

@@ -123,14 +123,17 @@ static __always_inline struct xlb_vtep *xlb_vtep_slot(__be32 addr)
 }
 
 /* The backend's VTEP MAC into mac: from the cache or the tunnel map; 0 = no
- * tunnel entry. */
-static __always_inline int xlb_vtep_mac(struct xlb_vtep *vc, __be32 addr, __u64 now, __u8 *mac)
+ * tunnel entry. *expires: until when the cache holds it (0: not cached). */
+static __always_inline int xlb_vtep_mac(struct xlb_vtep *vc, __be32 addr, __u64 now, __u8 *mac,
+					__u64 *expires)
 {
 	struct xlb_tunnel_key tk = { .prefixlen = 32, .addr = addr };
 	struct xlb_tunnel_val *tv;
 
+	*expires = 0;
 	if (vc && vc->addr == addr && now < vc->expires) {
 		xlb_mac_copy(mac, vc->vtep_mac);
+		*expires = vc->expires;
 		return 1;
 	}
 	tv = bpf_map_lookup_elem(&tunnel, &tk);
@@ -141,6 +144,7 @@ static __always_inline int xlb_vtep_mac(struct xlb_vtep *vc, __be32 addr, __u64 
 		vc->addr = addr;
 		xlb_mac_copy(vc->vtep_mac, mac);
 		vc->expires = now + XLB_NH_TTL_NS;
+		*expires = vc->expires;
 	}
 	return 1;
 }
