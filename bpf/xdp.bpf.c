@@ -63,16 +63,21 @@ static __always_inline int xlb_done(int reason, __u64 bytes, int verdict)
 }
 
 /* Ethernet addresses for an answer: back to where the frame came from on the
- * wire (the outer header when it arrived by tunnel). */
+ * wire (the outer header, still at the frame's start, when it arrived by
+ * tunnel: answers are built before the outer headers are stripped). */
 static __always_inline void xlb_answer_macs(struct xlb_ctx *x, __u8 *to, __u8 *from)
 {
-	if (x->tun.peer) {
-		__builtin_memcpy(to, x->tun.l2_src, ETH_ALEN);
-		__builtin_memcpy(from, x->tun.l2_dst, ETH_ALEN);
-	} else {
-		__builtin_memcpy(to, x->p.eth->h_source, ETH_ALEN);
-		__builtin_memcpy(from, x->p.eth->h_dest, ETH_ALEN);
+	struct ethhdr *eth = x->p.eth;
+
+	if (x->tun.outer_len) {
+		void *data = (void *)(long)x->ctx->data;
+
+		eth = data;
+		if ((void *)(eth + 1) > (void *)(long)x->ctx->data_end)
+			eth = x->p.eth;
 	}
+	__builtin_memcpy(to, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(from, eth->h_dest, ETH_ALEN);
 }
 
 /* Service without usable endpoint: TCP RST / ICMP port unreachable. */

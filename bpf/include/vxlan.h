@@ -38,8 +38,6 @@ struct xlb_vxlanhdr {
 struct xlb_tun {
 	__be32 peer;		/* outer source: the node that sent it; 0 = not tunneled */
 	__u32 outer_len;	/* bytes before the inner Ethernet header; 0 once stripped */
-	__u8 l2_src[ETH_ALEN];	/* outer Ethernet addresses, to answer on the underlay */
-	__u8 l2_dst[ETH_ALEN];
 	__u8 marked;		/* XLB_VXLAN_F_SVC */
 	__u8 pad[3];
 };
@@ -69,8 +67,6 @@ static __always_inline int xlb_vxlan_in(void *data, void *data_end, struct xlb_c
 		return XLB_R_PASS_VXLAN_OTHER;
 	tun->peer = p->saddr;
 	tun->marked = !!(vx->flags & bpf_htonl(XLB_VXLAN_F_SVC));
-	xlb_mac_copy(tun->l2_src, p->eth->h_source);
-	xlb_mac_copy(tun->l2_dst, p->eth->h_dest);
 	tun->outer_len = c.pos - data;
 	return xlb_parse(c.pos, data_end, p);
 }
