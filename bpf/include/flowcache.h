@@ -34,7 +34,7 @@
 #include "lb.h"
 #include "nh.h"
 
-#define XLB_FC_BITS	10
+#define XLB_FC_BITS	12
 #define XLB_FC_SLOTS	(1 << XLB_FC_BITS)
 #define XLB_FC_TTL_NS	(50ULL * 1000000ULL)	/* 50 ms */
 
