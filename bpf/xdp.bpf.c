@@ -312,16 +312,16 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		now = xlb_now_of(x);
 		if (v->flags & XLB_CT_F_REVERSE) {
 			if (xlb_ct_reverse_live(v, t.proto, now)) {
-				xlb_fc_put(&fc, &t, v, now, xlb_hash_of(x, &t));
-				x->fc = fc.slot;
+				if (xlb_fc_put(&fc, &t, v, now, xlb_hash_of(x, &t)))
+					x->fc = fc.slot;
 				return xlb_reply(x, v, &t);
 			}
 		} else if ((r = xlb_ct_backend(v, t.proto, now, &ch))) {
 			xlb_count_svc(v->svc_id, x->bytes);
 			if (r == XLB_CT_USE_CHECK)
 				xlb_ct_reverse_keep(&t, &ch, v, now);
-			xlb_fc_put(&fc, &t, v, now, xlb_hash_of(x, &t));
-			x->fc = fc.slot;
+			if (xlb_fc_put(&fc, &t, v, now, xlb_hash_of(x, &t)))
+				x->fc = fc.slot;
 			return xlb_forward(x, &ch, &t);
 		}
 	}

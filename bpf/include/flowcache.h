@@ -110,20 +110,26 @@ static __always_inline struct xlb_fc *xlb_fc_get(const struct xlb_ct_key *t,
 	return c;
 }
 
-/* Caches v as t's ct entry (after a ct hit); hash: xlb_flow_hash(t, 0). */
-static __always_inline void xlb_fc_put(const struct xlb_fc_ref *ref, const struct xlb_ct_key *t,
-				       const struct xlb_ct_val *v, __u64 now, __u32 hash)
+/* Caches v as t's ct entry (after a ct hit); hash: xlb_flow_hash(t, 0). A
+ * slot still live for another flow is left to it: with more flows than
+ * slots, rewriting a slot on every miss would only cost writes. Returns
+ * whether t is cached now. */
+static __always_inline int xlb_fc_put(const struct xlb_fc_ref *ref, const struct xlb_ct_key *t,
+				      const struct xlb_ct_val *v, __u64 now, __u32 hash)
 {
 	struct xlb_fc *c = ref->slot;
 
 	if (!c)
-		return;
+		return 0;
+	if (now < c->expires && c->epoch == ref->epoch && !xlb_fc_same(&c->key, t))
+		return 0;
 	c->key = *t;
 	c->val = *v;
 	c->epoch = ref->epoch;
 	c->hash = hash;
 	c->enc.expires = 0;
 	c->expires = now + XLB_FC_TTL_NS;
+	return 1;
 }
 
 /* c's encapsulation towards peer (from in_ifindex), when still valid. */
