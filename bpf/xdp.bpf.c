@@ -158,6 +158,16 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, __be32 peer, const __u
 	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return xlb_done(XLB_R_DROP_FIB, x->bytes, XDP_DROP);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS && x->tun.outer_len == XLB_ENCAP_LEN) {
+		/* Arrived by tunnel and leaves by tunnel, with outer headers of
+		 * the size it needs (no IPv4 options): they are rewritten where
+		 * they are, without stripping and pushing them again. */
+		if (nat_addr)
+			xlb_nat_xdp(&x->p, nat_dir, nat_addr, nat_port);
+		verdict = xlb_encap_hdrs_xdp(x->ctx, x->cfg, peer, inner_dmac, hash, mark, &fib,
+					     &reason);
+		return xlb_done(reason, x->bytes, verdict);
+	}
 	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
 	if (r != XLB_OK)
 		return xlb_done(r, x->bytes, XDP_DROP);

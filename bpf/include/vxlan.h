@@ -134,38 +134,29 @@ static __always_inline int xlb_fib_xdp(struct xdp_md *ctx, struct xlb_config *cf
 }
 
 /*
- * Encapsulates the frame (Ethernet first) towards `peer` with the next hop of
- * a successful fib lookup; inner_dmac (may be NULL: keep) becomes the inner
- * destination MAC. Returns XDP_TX when the next hop is out of the ingress
- * interface, else a redirect; *reason is set on failure.
+ * Writes the outer headers towards `peer` (next hop: a successful fib
+ * lookup) into the XLB_ENCAP_LEN bytes in front of the inner Ethernet header,
+ * which starts at data + XLB_ENCAP_LEN; inner_dmac (NULL: config.mac) becomes
+ * the inner destination MAC. Returns XDP_TX when the next hop is out of the
+ * ingress interface, else a redirect; *reason is set on failure.
  */
-static __always_inline int xlb_encap_xdp(struct xdp_md *ctx, struct xlb_config *cfg,
-					 __be32 peer, const __u8 *inner_dmac, __u32 hash, int mark,
-					 struct bpf_fib_lookup *fib, int *reason)
+static __always_inline int xlb_encap_hdrs_xdp(struct xdp_md *ctx, struct xlb_config *cfg,
+					      __be32 peer, const __u8 *inner_dmac, __u32 hash,
+					      int mark, struct bpf_fib_lookup *fib, int *reason)
 {
-	void *data, *data_end;
-	struct ethhdr *oeth, *ieth;
-	struct iphdr *ip;
-	struct udphdr *uh;
-	struct xlb_vxlanhdr *vx;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *oeth = data, *ieth;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	struct udphdr *uh = (void *)(ip + 1);
+	struct xlb_vxlanhdr *vx = (void *)(uh + 1);
 
-	if (bpf_xdp_adjust_head(ctx, -(int)XLB_ENCAP_LEN)) {
-		*reason = XLB_R_DROP_ADJUST;
-		return XDP_DROP;
-	}
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	oeth = data;
-	ip = data + sizeof(struct ethhdr);
-	uh = (void *)(ip + 1);
-	vx = (void *)(uh + 1);
 	ieth = (void *)(vx + 1);
 	if ((void *)(ieth + 1) > data_end) {
 		*reason = XLB_R_DROP_ADJUST;
 		return XDP_DROP;
 	}
-	if (inner_dmac)
-		xlb_mac_copy(ieth->h_dest, inner_dmac);
+	xlb_mac_copy(ieth->h_dest, inner_dmac ? inner_dmac : cfg->mac);
 	xlb_mac_copy(ieth->h_source, cfg->mac);
 	xlb_vxlan_hdrs(ip, uh, vx, cfg, peer, data_end - data, hash, mark);
 	xlb_mac_copy(oeth->h_dest, fib->dmac);
@@ -174,6 +165,19 @@ static __always_inline int xlb_encap_xdp(struct xdp_md *ctx, struct xlb_config *
 	if (fib->ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
 	return bpf_redirect(fib->ifindex, 0);
+}
+
+/* Encapsulates the frame (Ethernet first): room for the outer headers, then
+ * xlb_encap_hdrs_xdp. */
+static __always_inline int xlb_encap_xdp(struct xdp_md *ctx, struct xlb_config *cfg,
+					 __be32 peer, const __u8 *inner_dmac, __u32 hash, int mark,
+					 struct bpf_fib_lookup *fib, int *reason)
+{
+	if (bpf_xdp_adjust_head(ctx, -(int)XLB_ENCAP_LEN)) {
+		*reason = XLB_R_DROP_ADJUST;
+		return XDP_DROP;
+	}
+	return xlb_encap_hdrs_xdp(ctx, cfg, peer, inner_dmac, hash, mark, fib, reason);
 }
 
 /* tc (tunnel return, unmarked): pushes outer IPv4/UDP/VXLAN after the
