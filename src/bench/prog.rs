@@ -518,3 +518,17 @@ pub fn measure(calls: u32) -> Result<Report> {
 fn maglev_like(m: usize, ids: &[u32]) -> Vec<u32> {
     (0..m).map(|i| ids[i % ids.len()]).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::interquartile_mean;
+
+    #[test]
+    fn interquartile_mean_drops_both_quarters() {
+        // 8 samples: the middle half is 20, 20, 30, 30.
+        let mut v = [1000, 10, 20, 30, 20, 30, 5, 40];
+        assert_eq!(interquartile_mean(&mut v), 25.0);
+        assert_eq!(interquartile_mean(&mut [7]), 7.0);
+        assert_eq!(interquartile_mean(&mut []), 0.0);
+    }
+}
