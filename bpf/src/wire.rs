@@ -64,7 +64,6 @@ impl fmt::Display for Proto {
     }
 }
 
-/// Name of an IP protocol number, for tables.
 /// Jenkins lookup3 final mix of three words: lb.h's `xlb_hash3`.
 pub fn hash3(a: u32, b: u32, c: u32, init: u32) -> u32 {
     let init = 0xdead_beef_u32.wrapping_add(init);
@@ -105,6 +104,7 @@ pub fn be_slot(addr: u32) -> u32 {
     hash3(addr, 0, 0, 1) & (crate::consts::XLB_BE_FILTER_SLOTS - 1)
 }
 
+/// Name of an IP protocol number, for tables.
 pub fn proto_name(n: u8) -> String {
     match Proto::from_number(n) {
         Some(p) => p.name().to_string(),

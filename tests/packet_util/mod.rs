@@ -388,34 +388,13 @@ pub fn check_vxlan(f: &[u8], what: &str) -> Vxlan {
 
 /// The data plane's flow hash (lb.h `xlb_flow_hash`), to predict Maglev slots.
 pub fn flow_hash(src: SocketAddrV4, dst: SocketAddrV4, proto: u8, no_sport: bool) -> u32 {
-    fn rol(w: u32, s: u32) -> u32 {
-        w.rotate_left(s)
-    }
     let sport = if no_sport {
         0
     } else {
         u32::from(src.port().to_be())
     };
     let ports = (sport << 16) | u32::from(dst.port().to_be());
-    let init = 0xdeadbeefu32.wrapping_add(u32::from(proto));
-    let mut a = be32(*src.ip()).wrapping_add(init);
-    let mut b = be32(*dst.ip()).wrapping_add(init);
-    let mut c = ports.wrapping_add(init);
-    c ^= b;
-    c = c.wrapping_sub(rol(b, 14));
-    a ^= c;
-    a = a.wrapping_sub(rol(c, 11));
-    b ^= a;
-    b = b.wrapping_sub(rol(a, 25));
-    c ^= b;
-    c = c.wrapping_sub(rol(b, 16));
-    a ^= c;
-    a = a.wrapping_sub(rol(c, 4));
-    b ^= a;
-    b = b.wrapping_sub(rol(a, 14));
-    c ^= b;
-    c = c.wrapping_sub(rol(b, 24));
-    c
+    xlb_bpf::wire::hash3(be32(*src.ip()), be32(*dst.ip()), ports, u32::from(proto))
 }
 
 // --- environment -----------------------------------------------------------
