@@ -190,6 +190,24 @@ impl MaglevMem {
     }
 }
 
+impl MaglevMem {
+    /// The mapping of array `h` held in `cell`, made on first use.
+    fn lazy<'a>(
+        cell: &'a OnceLock<MaglevMem>,
+        h: &MapHandle,
+        name: &'static str,
+        value_size: usize,
+    ) -> Result<&'a MaglevMem> {
+        if let Some(m) = cell.get() {
+            return Ok(m);
+        }
+        let m = MaglevMem::map(h, name, value_size)?;
+        // A concurrent first use may have won: its mapping is kept, ours unmapped.
+        let _ = cell.set(m);
+        Ok(cell.get().expect("set above"))
+    }
+}
+
 impl Drop for MaglevMem {
     fn drop(&mut self) {
         // SAFETY: base/len are exactly the mapping made in `map`, and no
@@ -217,16 +235,10 @@ impl CountFilter {
     }
 
     fn mem(&self) -> Result<Option<&MaglevMem>> {
-        let Some(h) = &self.handle else {
-            return Ok(None);
-        };
-        if let Some(m) = self.mem.get() {
-            return Ok(Some(m));
-        }
-        let m = MaglevMem::map(h, self.name, 4)?;
-        // A concurrent first use may have won: its mapping is kept, ours unmapped.
-        let _ = self.mem.set(m);
-        Ok(self.mem.get())
+        self.handle
+            .as_ref()
+            .map(|h| MaglevMem::lazy(&self.mem, h, self.name, 4))
+            .transpose()
     }
 }
 
@@ -568,18 +580,12 @@ impl Maps {
     /// address for no backend's.
     pub fn put_backend(&self, id: u32, v: &xlb_backend) -> Result<()> {
         let id = self.check_index("backends", &self.backends, id.into())?;
-        let mem = match self.backends_mem.get() {
-            Some(m) => m,
-            None => {
-                let m = MaglevMem::map(
-                    &self.backends,
-                    "backends",
-                    std::mem::size_of::<xlb_backend>(),
-                )?;
-                let _ = self.backends_mem.set(m);
-                self.backends_mem.get().expect("set above")
-            }
-        };
+        let mem = MaglevMem::lazy(
+            &self.backends_mem,
+            &self.backends,
+            "backends",
+            std::mem::size_of::<xlb_backend>(),
+        )?;
         // `addr` is the first word of xlb_backend
         let old_addr = mem.word(id, 0).load(Ordering::Relaxed);
         let filter = self.be_filter.mem()?.filter(|_| old_addr != v.addr);
@@ -633,13 +639,7 @@ impl Maps {
 
     /// The memory-mapped `maglev` array, mapped on first use.
     fn maglev_mem(&self) -> Result<&MaglevMem> {
-        if let Some(m) = self.maglev_mem.get() {
-            return Ok(m);
-        }
-        let m = MaglevMem::map(&self.maglev, "maglev", 4)?;
-        // A concurrent first use may have won: its mapping is kept, ours unmapped.
-        let _ = self.maglev_mem.set(m);
-        Ok(self.maglev_mem.get().expect("set above"))
+        MaglevMem::lazy(&self.maglev_mem, &self.maglev, "maglev", 4)
     }
 
     /// Checks `[off, off + len)` against the array; returns the last slot.
