@@ -115,6 +115,20 @@ fn reply_from(backend: &str) -> Frame {
     Frame::tcp(sa(backend), sa(CLIENT_SA)).macs(PEER_MAC, NODE_MAC)
 }
 
+/// The client's flow to `to`, which must be DNATed to BE_LOCAL.
+fn send(env: &Env, to: std::net::SocketAddrV4) {
+    let (rc, out) = env.xdp(&Frame::tcp(sa(CLIENT_SA), to).build());
+    assert_eq!(rc, XDP_PASS);
+    assert_dnat(Frame::tcp(sa(CLIENT_SA), to), BE_LOCAL, &out);
+}
+
+/// The source a reply of BE_LOCAL to the client is reverse-NATed to.
+fn reply_src(env: &Env) -> std::net::SocketAddrV4 {
+    let (rc, out) = env.xdp(&reply_from(BE_LOCAL).build());
+    assert_eq!(rc, XDP_PASS);
+    check_eth_ipv4(&out, "revnat").2.src()
+}
+
 fn cases() -> Vec<Case> {
     vec![
         // --- not ours -------------------------------------------------------
@@ -961,16 +975,6 @@ fn reverse_entry_follows_the_flow_that_sent_last() {
             .expect("reverse entry")
             .nat()
     };
-    let reply_src = |env: &Env| -> std::net::SocketAddrV4 {
-        let (rc, out) = env.xdp(&reply_from(BE_LOCAL).build());
-        assert_eq!(rc, XDP_PASS);
-        check_eth_ipv4(&out, "revnat").2.src()
-    };
-    let send = |env: &Env, to: std::net::SocketAddrV4| {
-        let (rc, out) = env.xdp(&Frame::tcp(sa(CLIENT_SA), to).build());
-        assert_eq!(rc, XDP_PASS);
-        assert_dnat(Frame::tcp(sa(CLIENT_SA), to), BE_LOCAL, &out);
-    };
     send(&env, sa("10.96.0.10:80"));
     assert_eq!(rev_nat(&env), sa("10.96.0.10:80"));
     send(&env, node_port);
@@ -1236,16 +1240,6 @@ fn flow_cache_sees_takeovers_ct_writes_and_backend_changes() {
     let vip = sa("10.96.0.10:80");
     let node_port = std::net::SocketAddrV4::new(NODE, 30080);
     let rev_key = xlb_ct_key::new(sa(BE_LOCAL), sa(CLIENT_SA), TCP);
-    let send = |env: &Env, to: std::net::SocketAddrV4| {
-        let (rc, out) = env.xdp(&Frame::tcp(sa(CLIENT_SA), to).build());
-        assert_eq!(rc, XDP_PASS);
-        assert_dnat(Frame::tcp(sa(CLIENT_SA), to), BE_LOCAL, &out);
-    };
-    let reply_src = |env: &Env| -> std::net::SocketAddrV4 {
-        let (rc, out) = env.xdp(&reply_from(BE_LOCAL).build());
-        assert_eq!(rc, XDP_PASS);
-        check_eth_ipv4(&out, "revnat").2.src()
-    };
     // Both flows and the replies are cached (second packets on).
     for _ in 0..3 {
         send(&env, vip);
