@@ -215,18 +215,7 @@ fn adopt_then_apply_same_desired_writes_nothing() {
     let opts = SyncOptions {
         names_file: Some(names.0.clone()),
     };
-    let d = desired(
-        vec![
-            service(1, false),
-            service(2, true),
-            lb_service(3, &["192.0.2.0/24"]),
-        ],
-        vec![
-            slice(1, &[(1, 5), (2, 6)]),
-            slice(2, &[(1, 7), (3, 8)]),
-            slice(3, &[(2, 2)]),
-        ],
-    );
+    let (d, _) = before_and_after();
     let mut fake = FakeMaps::small();
     let before = {
         let mut s = Syncer::adopt(&mut fake, opts.clone()).unwrap();
