@@ -232,6 +232,28 @@ struct Path<'p> {
     next: usize,
 }
 
+impl<'p> Path<'p> {
+    /// A data-plane path (not a floor), no samples yet.
+    fn new(
+        name: &'static str,
+        prog: &'p libbpf_rs::ProgramMut<'p>,
+        frames: Vec<Vec<u8>>,
+        ingress: Option<u32>,
+        verdict: u32,
+    ) -> Self {
+        Path {
+            name,
+            prog,
+            floor: false,
+            frames,
+            ingress,
+            verdict,
+            durations: vec![],
+            next: 0,
+        }
+    }
+}
+
 fn run_once(
     prog: &libbpf_rs::ProgramMut<'_>,
     frame: &[u8],
@@ -379,15 +401,9 @@ pub fn measure(calls: u32) -> Result<Report> {
         .load()
         .context("loading the floor object")?;
     let fl = &floor.progs;
-    let floor_path = |name, prog, frames: Vec<Vec<u8>>| Path {
-        name,
-        prog,
+    let floor_path = |name, prog, frames| Path {
         floor: true,
-        frames,
-        ingress: None,
-        verdict: XDP_DROP,
-        durations: vec![],
-        next: 0,
+        ..Path::new(name, prog, frames, None, XDP_DROP)
     };
     let insert_frames = |salt: u8| -> Vec<Vec<u8>> {
         miss.iter()
@@ -399,57 +415,14 @@ pub fn measure(calls: u32) -> Result<Report> {
             })
             .collect()
     };
+    let xdp = dp.xdp_prog();
+    let up = Some(uplink);
     let mut paths = vec![
-        Path {
-            name: "not_ours_pass",
-            frames: vec![not_ours.clone()],
-            ingress: Some(uplink),
-            verdict: XDP_PASS,
-            durations: vec![],
-            next: 0,
-            prog: dp.xdp_prog(),
-            floor: false,
-        },
-        Path {
-            name: "ct_hit_local_dnat",
-            frames: vec![hit],
-            ingress: Some(uplink),
-            verdict: XDP_PASS,
-            durations: vec![],
-            next: 0,
-            prog: dp.xdp_prog(),
-            floor: false,
-        },
-        Path {
-            name: "ct_miss_maglev_choice",
-            frames: miss.clone(),
-            ingress: Some(uplink),
-            verdict: XDP_PASS,
-            durations: vec![],
-            next: 0,
-            prog: dp.xdp_prog(),
-            floor: false,
-        },
-        Path {
-            name: "remote_vxlan_encap",
-            frames: vec![remote],
-            ingress: Some(uplink),
-            verdict: XDP_TX,
-            durations: vec![],
-            next: 0,
-            prog: dp.xdp_prog(),
-            floor: false,
-        },
-        Path {
-            name: "vxlan_decap_reverse_nat",
-            frames: vec![decap],
-            ingress: Some(uplink),
-            verdict: XDP_PASS,
-            durations: vec![],
-            next: 0,
-            prog: dp.xdp_prog(),
-            floor: false,
-        },
+        Path::new("not_ours_pass", xdp, vec![not_ours.clone()], up, XDP_PASS),
+        Path::new("ct_hit_local_dnat", xdp, vec![hit], up, XDP_PASS),
+        Path::new("ct_miss_maglev_choice", xdp, miss.clone(), up, XDP_PASS),
+        Path::new("remote_vxlan_encap", xdp, vec![remote], up, XDP_TX),
+        Path::new("vxlan_decap_reverse_nat", xdp, vec![decap], up, XDP_PASS),
         floor_path(
             "ct_lookup_miss",
             &fl.floor_ct_lookup,
