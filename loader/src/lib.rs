@@ -111,23 +111,17 @@ impl DataPlane {
                     .as_ref()
                     .and_then(|d| pin::pinned_max_entries(&d.join(name)))
             };
-            let opts = LoadOptions {
-                pin_dir: None,
-                maglev_slots: opts.maglev_slots.or_else(|| pinned("maglev")),
-                ct_entries: opts.ct_entries.or_else(|| pinned("ct")),
-                backends: opts.backends.or_else(|| pinned("backends")),
-            };
             let m = &mut open.maps;
-            if let Some(n) = opts.maglev_slots {
-                m.maglev.set_max_entries(n).map_err(ctx("sizing maglev"))?;
-            }
-            if let Some(n) = opts.ct_entries {
-                m.ct.set_max_entries(n).map_err(ctx("sizing ct"))?;
-            }
-            if let Some(n) = opts.backends {
-                m.backends
-                    .set_max_entries(n)
-                    .map_err(ctx("sizing backends"))?;
+            let sizes = [
+                (&mut m.maglev, "maglev", opts.maglev_slots),
+                (&mut m.ct, "ct", opts.ct_entries),
+                (&mut m.backends, "backends", opts.backends),
+            ];
+            for (map, name, given) in sizes {
+                if let Some(n) = given.or_else(|| pinned(name)) {
+                    map.set_max_entries(n)
+                        .map_err(ctx(format!("sizing {name}")))?;
+                }
             }
         }
         if let Some(dir) = &opts.pin_dir {
