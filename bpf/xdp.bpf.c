@@ -298,10 +298,11 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		x->hash = c->hash;
 		x->has_hash = 1;
 		x->fc = c;
-		if (now < c->expires && xlb_age(now, v->last_seen) < xlb_ct_timeout(t.proto)) {
-			if (v->flags & XLB_CT_F_REVERSE)
-				return xlb_reply(x, v, &t);
-			if (xlb_backend_get(v->backend_id, &ch) && ch.generation == v->generation) {
+		if (now < c->expires) {
+			if (v->flags & XLB_CT_F_REVERSE) {
+				if (xlb_age(now, v->last_seen) < xlb_ct_timeout(t.proto))
+					return xlb_reply(x, v, &t);
+			} else if (xlb_ct_live_backend(v, t.proto, now, &ch)) {
 				xlb_count_svc(v->svc_id, x->bytes);
 				return xlb_forward(x, &ch, &t);
 			}

@@ -229,6 +229,16 @@ static __always_inline int xlb_choose(struct xlb_svc_val *svc, const struct xlb_
 	return XLB_OK;
 }
 
+/* The backend of forward entry v into ch when the entry is live: not timed
+ * out, its backend active at the generation it was chosen at. 0 = choose
+ * again. (A check only: no refresh; xlb_ct_backend adds that.) */
+static __always_inline int xlb_ct_live_backend(const struct xlb_ct_val *v, __u8 proto,
+					       __u64 now, struct xlb_choice *ch)
+{
+	return xlb_age(now, v->last_seen) < xlb_ct_timeout(proto) &&
+	       xlb_backend_get(v->backend_id, ch) && ch->generation == v->generation;
+}
+
 #define XLB_CT_USE		1	/* forward hit: use the backend */
 #define XLB_CT_USE_CHECK	2	/* ... and check the flow's reverse entry (xlb_ct_reverse_keep) */
 
@@ -247,9 +257,7 @@ static __always_inline int xlb_ct_backend(struct xlb_ct_val *v, __u8 proto, __u6
 	__u64 age = xlb_age(now, v->last_seen);
 	int r = XLB_CT_USE;
 
-	if (age >= xlb_ct_timeout(proto))
-		return 0;
-	if (!xlb_backend_get(v->backend_id, ch) || ch->generation != v->generation)
+	if (!xlb_ct_live_backend(v, proto, now, ch))
 		return 0;
 	if (age > XLB_CT_TOUCH_NS) {
 		v->last_seen = now;
