@@ -21,11 +21,16 @@
 //! `deploy/examples` names the same addresses (Nodes, EndpointSlices).
 
 pub mod backend;
+mod build;
+pub mod check;
+mod cmd;
+pub mod daemons;
+pub mod down;
 pub mod manifests;
 pub mod netns;
 pub mod probe;
 pub mod procs;
-pub mod topology;
+pub mod up;
 pub mod xdp_pass;
 
 use std::net::Ipv4Addr;
@@ -249,7 +254,9 @@ pub fn is_lab_pin_dir(prefix: &str, name: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-pub use topology::{check, down, up, CheckRow, UpOptions};
+pub use check::{check, CheckRow};
+pub use down::{down, DownReport};
+pub use up::{up, LabInfo, UpOptions};
 
 #[cfg(test)]
 mod tests {
