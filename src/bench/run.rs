@@ -28,6 +28,7 @@ mod args;
 mod frames;
 mod maps;
 mod measure;
+mod nic;
 mod output;
 mod rules;
 mod topo;

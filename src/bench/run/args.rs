@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 
-use super::topo::{Egress, Nics};
+use super::nic::Nics;
+use super::topo::Egress;
 
 /// What the node does with the traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
