@@ -1,12 +1,41 @@
 //! # The lab's network: underlay bridge, client, nodes with VXLAN, pods
 //!
-//! Every step is idempotent (see [`crate::cmd`]); the layout is drawn in the
-//! crate documentation.
+//! Plain iproute2 commands (`ip -n NS ...`), each step idempotent: a link is
+//! created only when missing, addresses/routes/neighbours use `replace`. The
+//! layout is drawn in the crate documentation.
 
 use std::path::Path;
 
-use crate::cmd::{bridge, ensure_ns, gro_on, ip, link_exists, sysctls};
+use crate::cmd::{bridge, ip, link_exists};
 use crate::*;
+
+fn ensure_ns(name: &str) -> Result<()> {
+    if !netns::exists(name) {
+        ip(&["netns", "add", name])?;
+    }
+    ip(&["-n", name, "link", "set", "lo", "up"])?;
+    Ok(())
+}
+
+/// Writes sysctls of the namespace (from a thread inside it: /proc/sys/net is per netns).
+fn sysctls(ns: &str, kv: &[(&str, &str)]) -> Result<()> {
+    let kv: Vec<(String, String)> = kv
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    netns::run(ns, move || -> Result<()> {
+        for (k, v) in kv {
+            let path = format!("/proc/sys/{}", k.replace('.', "/"));
+            std::fs::write(&path, &v).map_err(io_ctx(format!("writing {path}")))?;
+        }
+        Ok(())
+    })?
+}
+
+/// GRO on, so that the veth receives XDP_TX / redirected frames (DESIGN.md "Lab").
+fn gro_on(ns: &str, dev: &str) -> Result<()> {
+    netns::output(ns, "ethtool", &["-K", dev, "gro", "on"]).map(drop)
+}
 
 /// Underlay, client, nodes and pods, in that order (each needs the one before).
 pub(crate) fn network(lab: &Lab) -> Result<()> {
@@ -217,7 +246,7 @@ fn node(lab: &Lab, n: u8) -> Result<()> {
 }
 
 /// Host-side name of pod `k`'s veth in its node namespace.
-pub fn pod_veth(k: u8) -> String {
+fn pod_veth(k: u8) -> String {
     format!("vethp{k}")
 }
 

@@ -1,11 +1,11 @@
-//! # Commands: iproute2, ethtool and sysctls, each step idempotent
+//! # Running the lab's commands (`ip`, `bridge`, `mount`, ...)
 //!
-//! Plain iproute2 commands (`ip -n NS ...`): a link is created only when
-//! missing, addresses/routes/neighbours use `replace`.
+//! Errors carry the command line and its stderr. This module runs programs
+//! only: namespaces are [`crate::netns`]'s, which uses it.
 
 use std::process::Command;
 
-use crate::{io_ctx, netns, Error, Result};
+use crate::{Error, Result};
 
 /// Runs a command; its stdout, or an error carrying its stderr.
 pub(crate) fn checked(mut cmd: Command, desc: &str) -> Result<String> {
@@ -45,34 +45,6 @@ pub(crate) fn link_exists(ns: &str, dev: &str) -> bool {
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-pub(crate) fn ensure_ns(name: &str) -> Result<()> {
-    if !netns::exists(name) {
-        ip(&["netns", "add", name])?;
-    }
-    ip(&["-n", name, "link", "set", "lo", "up"])?;
-    Ok(())
-}
-
-/// Writes sysctls of the namespace (from a thread inside it: /proc/sys/net is per netns).
-pub(crate) fn sysctls(ns: &str, kv: &[(&str, &str)]) -> Result<()> {
-    let kv: Vec<(String, String)> = kv
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    netns::run(ns, move || -> Result<()> {
-        for (k, v) in kv {
-            let path = format!("/proc/sys/{}", k.replace('.', "/"));
-            std::fs::write(&path, &v).map_err(io_ctx(format!("writing {path}")))?;
-        }
-        Ok(())
-    })?
-}
-
-/// GRO on, so that the veth receives XDP_TX / redirected frames (DESIGN.md "Lab").
-pub(crate) fn gro_on(ns: &str, dev: &str) -> Result<()> {
-    netns::output(ns, "ethtool", &["-K", dev, "gro", "on"]).map(drop)
 }
 
 /// The lab's commands need root.
