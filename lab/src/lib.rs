@@ -19,6 +19,11 @@
 //! namespace called `P-*`, every process inside them, the pin directories
 //! `/sys/fs/bpf/P-node*` and the state directory `/run/xlb-lab/P`.
 //! `deploy/examples` names the same addresses (Nodes, EndpointSlices).
+//!
+//! A crate of its own so the harness stays out of the product: the xlb
+//! binary's `xlb lab` commands call into it, and it runs the xlb binary it is
+//! given (`xlb lab backend` in the pods, `xlb agent` in the nodes). It depends
+//! on `xlb-loader` only, never on the xlb crate. Module map: docs/lab.md.
 
 pub mod backend;
 mod build;
