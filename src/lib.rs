@@ -2,14 +2,13 @@
 //!
 //! XDP service load balancer for Kubernetes: the model (Kubernetes objects to
 //! desired state), Maglev, sync (desired state to BPF maps), the sources
-//! (Kubernetes API, manifest directory), the CLI, metrics, the netns lab and
-//! the benchmarks. The data plane lives in `xlb-bpf`, loading in `xlb-loader`,
-//! the packet generator in `xlb-pktgen`.
+//! (Kubernetes API, manifest directory), the CLI, metrics and the benchmarks.
+//! The data plane lives in `xlb-bpf`, loading in `xlb-loader`, the packet
+//! generator in `xlb-pktgen`, the netns lab in `xlb-lab`.
 
 pub mod agent;
 pub mod bench;
 pub mod cli;
-pub mod lab;
 pub mod maglev;
 pub mod metrics;
 pub mod model;

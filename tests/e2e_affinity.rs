@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use e2e_support::*;
-use xlb::lab::{self, manifests, probe};
 use xlb_bpf::wire::Proto;
+use xlb_lab::{self as lab, manifests, probe};
 
 const PORT: u16 = 30090;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use e2e_support::*;
-use xlb::lab::probe::Conn;
+use xlb_lab::probe::Conn;
 
 /// Keeps every connection talking until `stop`; returns the exchanges done
 /// and every failure (connection index, error).

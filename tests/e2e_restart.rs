@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use e2e_support::*;
-use xlb::lab::probe::Conn;
-use xlb::lab::{self, procs};
 use xlb_bpf::Maps;
+use xlb_lab::probe::Conn;
+use xlb_lab::{self as lab, procs};
 
 fn bytes<T: plain::Plain>(v: &T) -> Vec<u8> {
     // SAFETY: map types are Plain C structs, every byte initialised.
@@ -119,7 +119,7 @@ fn agent_killed_under_traffic_then_restarted_changes_nothing() {
     };
 
     let before: Vec<_> = [1, 2].map(|n| steady(&l.pin_dir(n))).into();
-    let agent = lab::topology::agent_daemon(&l, 1);
+    let agent = lab::daemons::agent_daemon(&l, 1);
     let pid = agent.kill().expect("agent of node1 was not running");
     assert!(!procs::alive(pid));
 

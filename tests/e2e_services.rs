@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use e2e_support::*;
-use xlb::lab::{self, probe, CLIENT_ADDR, CLIENT_ALT_ADDR};
+use xlb_lab::{self as lab, probe, CLIENT_ADDR, CLIENT_ALT_ADDR};
 
 static LAB: Mutex<Weak<LabGuard>> = Mutex::new(Weak::new());
 

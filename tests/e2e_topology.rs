@@ -8,7 +8,7 @@ use std::net::SocketAddrV4;
 use std::process::Command;
 
 use e2e_support::*;
-use xlb::lab::{self, netns, probe, procs};
+use xlb_lab::{self as lab, netns, probe, procs};
 
 fn ip_json(ns: &str, args: &[&str]) -> serde_json::Value {
     let out = Command::new("ip")
@@ -27,7 +27,7 @@ fn ip_json(ns: &str, args: &[&str]) -> serde_json::Value {
 fn pids(g: &LabGuard) -> Vec<Option<u32>> {
     g.lab
         .pods()
-        .map(|(n, k)| lab::topology::backend_daemon(&g.lab, n, k).running())
+        .map(|(n, k)| lab::daemons::backend_daemon(&g.lab, n, k).running())
         .collect()
 }
 

@@ -11,7 +11,8 @@
 //! the next repetition would see the rewritten frame, and a CT-miss path would
 //! turn into a CT hit after the first repetition. The figure per path is the
 //! interquartile mean over all calls (the middle half: the clock ticks in
-//! steps of ~10 ns here, which a median would round to). The baseline is timed the same way, so its ns
+//! steps of its resolution, which a median would round to). The baseline is
+//! timed the same way, so its ns
 //! includes the same fixed cost of one timed run (a clock read); the `ns`
 //! difference to the baseline is what the path itself costs.
 //!
@@ -276,7 +277,7 @@ fn run_once(
 
 /// Interquartile mean: the mean of the middle half of the sorted samples.
 /// The kernel's per-run durations come in steps of the clock's resolution
-/// (~10 ns on the reference VM, as much as a whole path step), so a median
+/// (on some machines as much as a whole path step), so a median
 /// jumps a whole step between runs; averaging the middle half resolves the
 /// steps while still ignoring the outliers (interrupts, preemption) at both ends.
 fn interquartile_mean(v: &mut [u32]) -> f64 {

@@ -1,4 +1,4 @@
-//! `xlb lab up|down|check|set-endpoints`: the netns lab (see `crate::lab`).
+//! `xlb lab up|down|check|set-endpoints|spread|backend`: the netns lab (crate `xlb-lab`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Subcommand;
 
-use crate::lab;
+use xlb_lab as lab;
 
 /// Build, probe or remove the netns lab: a client, nodes with pods, xlb on every node.
 ///
@@ -15,6 +15,7 @@ use crate::lab;
 ///   sudo xlb lab check              # NodePort/ClusterIP local and remote over real TCP
 ///   sudo xlb lab set-endpoints --service churn --pods n1p1,n2p2
 ///   sudo xlb lab down
+///   xlb lab backend --name web --listen 127.0.0.1:8080
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct LabArgs {
@@ -34,6 +35,8 @@ pub enum LabCommand {
     SetEndpoints(SetEndpointsArgs),
     /// Open N TCP connections from the client (or a pod) and show which backend took each.
     Spread(SpreadArgs),
+    // Its Args' doc comment (with examples) is the help.
+    Backend(lab::backend::BackendArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -128,6 +131,7 @@ pub fn run(a: LabArgs, _pin: &Path) -> anyhow::Result<()> {
         }
         LabCommand::Check(c) => check(c),
         LabCommand::Spread(s) => spread(s),
+        LabCommand::Backend(b) => lab::backend::run(b),
         LabCommand::SetEndpoints(s) => {
             let pods = lab::manifests::parse_pods(&s.pods)?;
             let dir = lab::state_dir(&s.prefix.prefix).join("manifests");

@@ -40,7 +40,6 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     Lab(lab::LabArgs),
     Bench(bench::BenchArgs),
-    Backend(crate::lab::backend::BackendArgs),
 }
 
 /// Sets up `tracing` with `RUST_LOG` or the `-v` count; libbpf's messages go through it too.
@@ -83,7 +82,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Lab(a) => lab::run(a, &pin_dir),
         Command::Bench(a) => bench::run(a, &pin_dir),
-        Command::Backend(a) => crate::lab::backend::run(a),
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use xlb::lab::{self, netns, probe, Lab};
+use xlb_lab::{self as lab, netns, probe, Lab};
 
 /// The xlb binary cargo built for these tests.
 pub const XLB: &str = env!("CARGO_BIN_EXE_xlb");

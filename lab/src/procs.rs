@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use super::{io_ctx, netns, Result};
+use crate::{io_ctx, netns, Result};
 
 /// Environment variable naming the lab a background process belongs to.
 pub const TAG_ENV: &str = "XLB_LAB";

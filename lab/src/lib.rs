@@ -19,13 +19,23 @@
 //! namespace called `P-*`, every process inside them, the pin directories
 //! `/sys/fs/bpf/P-node*` and the state directory `/run/xlb-lab/P`.
 //! `deploy/examples` names the same addresses (Nodes, EndpointSlices).
+//!
+//! A crate of its own so the harness stays out of the product: the xlb
+//! binary's `xlb lab` commands call into it, and it runs the xlb binary it is
+//! given (`xlb lab backend` in the pods, `xlb agent` in the nodes). It depends
+//! on `xlb-loader` only, never on the xlb crate. Module map: docs/lab.md.
 
 pub mod backend;
+mod build;
+pub mod check;
+mod cmd;
+pub mod daemons;
+pub mod down;
 pub mod manifests;
 pub mod netns;
 pub mod probe;
 pub mod procs;
-pub mod topology;
+pub mod up;
 pub mod xdp_pass;
 
 use std::net::Ipv4Addr;
@@ -249,7 +259,9 @@ pub fn is_lab_pin_dir(prefix: &str, name: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-pub use topology::{check, down, up, CheckRow, UpOptions};
+pub use check::{check, CheckRow};
+pub use down::{down, DownReport};
+pub use up::{up, LabInfo, UpOptions};
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{io_ctx, Error, Result};
+use crate::{io_ctx, Error, Result};
 
 /// Where iproute2 keeps named namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
@@ -101,7 +101,7 @@ pub fn command(
         ),
         None => None,
     };
-    let bpffs_mounted = xlb_loader::is_bpffs(Path::new(super::BPFFS_ROOT));
+    let bpffs_mounted = xlb_loader::is_bpffs(Path::new(crate::BPFFS_ROOT));
     // The fd must stay open until exec; the closure owns it.
     let ns_fd = ns;
     // SAFETY: the closure only makes async-signal-safe syscalls on data prepared
@@ -183,5 +183,5 @@ fn remount_sys(scratch: &CString, bpffs: bool) -> std::io::Result<()> {
 pub fn output(name: &str, program: &str, args: &[&str]) -> Result<String> {
     let mut cmd = command(name, program, None)?;
     cmd.args(args);
-    super::topology::checked(cmd, &format!("[{name}] {program} {}", args.join(" ")))
+    crate::cmd::checked(cmd, &format!("[{name}] {program} {}", args.join(" ")))
 }

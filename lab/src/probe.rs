@@ -4,7 +4,7 @@
 //! pod name and the client address it saw), answers each line it receives
 //! with `NAME PEER LINE`, and answers each UDP datagram the same way. These
 //! helpers run in whatever namespace the calling thread is in (see
-//! [`super::netns::run`]).
+//! [`crate::netns::run`]).
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};

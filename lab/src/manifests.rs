@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::{io_ctx, node_addr, node_name, pod_addr, pod_cidr, pod_name, vtep_mac, Error, Result};
+use crate::{io_ctx, node_addr, node_name, pod_addr, pod_cidr, pod_name, vtep_mac, Error, Result};
 
 /// deploy/examples, file name -> contents.
 pub const EXAMPLES: &[(&str, &str)] = &[
@@ -81,7 +81,7 @@ status:
     address: {name}
 ",
         name = node_name(n),
-        vni = super::VXLAN_VNI,
+        vni = crate::VXLAN_VNI,
         mac = vtep_mac(n),
         addr = node_addr(n),
         cidr = pod_cidr(n),
@@ -93,7 +93,7 @@ pub fn default_ports() -> Vec<EndpointPort> {
     vec![EndpointPort {
         name: Some("http".into()),
         protocol: Some("TCP".into()),
-        port: Some(i32::from(super::BACKEND_PORT)),
+        port: Some(i32::from(crate::BACKEND_PORT)),
         app_protocol: None,
     }]
 }
@@ -284,7 +284,7 @@ mod tests {
             let data: serde_json::Value =
                 serde_json::from_str(&ann["flannel.alpha.coreos.com/backend-data"]).unwrap();
             assert_eq!(data["VtepMAC"], vtep_mac(n));
-            assert_eq!(data["VNI"], super::super::VXLAN_VNI);
+            assert_eq!(data["VNI"], crate::VXLAN_VNI);
             // The generator for bigger labs writes the same object.
             let generated: Node = serde_yaml::from_str(&node_yaml(n)).unwrap();
             assert_eq!(&generated, node);

@@ -12,7 +12,7 @@ use std::ffi::CString;
 
 use libbpf_rs::libbpf_sys as sys;
 
-use super::{netns, Error, Result};
+use crate::{netns, Error, Result};
 
 fn insn(code: u8, imm: i32) -> sys::bpf_insn {
     sys::bpf_insn {

@@ -1,4 +1,4 @@
-//! # `xlb backend`: the lab's pod server
+//! # `xlb lab backend`: the lab's pod server
 //!
 //! Answers every TCP connection at once with one line `NAME PEER` (its name
 //! and the client address it saw, so tests see whether the client address was
@@ -17,8 +17,8 @@ pub const MAX_LINE: usize = 4096;
 /// Run a lab backend.
 ///
 /// Examples:
-///   xlb backend --name n1p1 --listen 0.0.0.0:8080 --udp
-///   xlb backend --name web --listen 10.244.1.2:8080,10.244.1.2:9090
+///   xlb lab backend --name n1p1 --listen 0.0.0.0:8080 --udp
+///   xlb lab backend --name web --listen 10.244.1.2:8080,10.244.1.2:9090
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct BackendArgs {

@@ -1,0 +1,172 @@
+//! # `xlb lab check`: probe a running lab over real sockets
+//!
+//! Each [`Probe`] names its source namespace, its destination and the
+//! backends allowed to answer; adding a probe is adding one entry to the list
+//! [`check`] builds (a new [`Src`] kind for a new source namespace).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cmd::require_root;
+use crate::up::LabInfo;
+use crate::*;
+
+/// One probe of `xlb lab check`.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckRow {
+    pub probe: String,
+    pub from: String,
+    pub to: String,
+    pub expect: String,
+    pub got: String,
+    pub ok: bool,
+}
+
+enum Src {
+    Client,
+    Pod(u8, u8),
+}
+
+struct Probe {
+    name: &'static str,
+    src: Src,
+    to: SocketAddrV4,
+    udp: bool,
+    /// Backends allowed to answer.
+    expect: Vec<String>,
+    /// Whether the backend must see the source's own address.
+    client_visible: bool,
+}
+
+fn run_probe(lab: &Lab, p: &Probe) -> CheckRow {
+    let (ns, from_name, from_addr) = match p.src {
+        Src::Client => (lab.ns_client(), "client".to_owned(), CLIENT_ADDR),
+        Src::Pod(n, k) => (lab.ns_pod(n, k), pod_name(n, k), pod_addr(n, k)),
+    };
+    let (to, udp) = (p.to, p.udp);
+    let t = Duration::from_secs(2);
+    let res = netns::run(&ns, move || {
+        if udp {
+            probe::udp(None, to, t).and_then(|(r, src)| {
+                if src == std::net::SocketAddr::V4(to) {
+                    Ok(r)
+                } else {
+                    Err(std::io::Error::other(format!("reply from {src}")))
+                }
+            })
+        } else {
+            probe::tcp(None, to, t)
+        }
+    });
+    let (got, ok) = match res {
+        Err(e) => (e.to_string(), false),
+        Ok(Err(e)) => (format!("error: {e}"), false),
+        Ok(Ok(r)) => {
+            let who = p.expect.contains(&r.name);
+            let seen = !p.client_visible || *r.peer.ip() == from_addr;
+            (format!("{} saw {}", r.name, r.peer.ip()), who && seen)
+        }
+    };
+    CheckRow {
+        probe: p.name.to_owned(),
+        from: from_name,
+        to: format!("{}{}", p.to, if p.udp { "/udp" } else { "" }),
+        expect: p.expect.join("|"),
+        got,
+        ok,
+    }
+}
+
+/// Probes a running lab over real sockets; every row must be `ok`.
+///
+/// Always: pod to pod across the overlay. With xlb: NodePort local and remote
+/// (the backend must see the client's address), ClusterIP local and remote
+/// from a pod, LoadBalancer ingress, ExternalIP, UDP NodePort (the reply must
+/// come from the address dialled), per deploy/examples.
+pub fn check(prefix: &str) -> Result<Vec<CheckRow>> {
+    require_root()?;
+    let info = LabInfo::load(prefix)?;
+    let lab = info.lab()?;
+    let n1 = node_addr(1);
+    let mut probes = Vec::new();
+    let last = lab.nodes;
+    if last > 1 {
+        probes.push(Probe {
+            name: "pod-to-pod-overlay",
+            src: Src::Pod(1, 1),
+            to: SocketAddrV4::new(pod_addr(last, 1), BACKEND_PORT),
+            udp: false,
+            expect: vec![pod_name(last, 1)],
+            client_visible: true,
+        });
+    }
+    if info.xlb && lab.nodes >= 2 {
+        let web: Vec<String> = [(1, 1), (1, 2), (2, 1), (2, 2)]
+            .into_iter()
+            .filter(|&(_, k)| k <= lab.pods_per_node)
+            .map(|(n, k)| pod_name(n, k))
+            .collect();
+        let vip = |a: [u8; 4], port| SocketAddrV4::new(Ipv4Addr::from(a), port);
+        probes.push(Probe {
+            name: "nodeport-local",
+            src: Src::Client,
+            to: SocketAddrV4::new(n1, 30081),
+            udp: false,
+            expect: vec![pod_name(1, 1)],
+            client_visible: true,
+        });
+        probes.push(Probe {
+            name: "nodeport-remote",
+            src: Src::Client,
+            to: SocketAddrV4::new(n1, 30082),
+            udp: false,
+            expect: vec![pod_name(2, 1)],
+            client_visible: true,
+        });
+        if lab.pods_per_node >= 2 {
+            probes.push(Probe {
+                name: "clusterip-local",
+                src: Src::Pod(1, 2),
+                to: vip([10, 96, 0, 11], 80),
+                udp: false,
+                expect: vec![pod_name(1, 1)],
+                client_visible: true,
+            });
+            probes.push(Probe {
+                name: "clusterip-remote",
+                src: Src::Pod(1, 2),
+                to: vip([10, 96, 0, 12], 80),
+                udp: false,
+                expect: vec![pod_name(2, 1)],
+                client_visible: true,
+            });
+        }
+        probes.push(Probe {
+            name: "loadbalancer-ip",
+            src: Src::Client,
+            to: vip([10, 96, 100, 17], 80),
+            udp: false,
+            expect: web.clone(),
+            client_visible: true,
+        });
+        probes.push(Probe {
+            name: "external-ip",
+            src: Src::Client,
+            to: vip([10, 96, 200, 18], 80),
+            udp: false,
+            expect: web.clone(),
+            client_visible: true,
+        });
+        probes.push(Probe {
+            name: "nodeport-udp",
+            src: Src::Client,
+            to: SocketAddrV4::new(n1, 30080),
+            udp: true,
+            expect: web,
+            client_visible: true,
+        });
+    }
+    Ok(probes.iter().map(|p| run_probe(&lab, p)).collect())
+}

@@ -1,0 +1,123 @@
+//! The bench's Services, backends and the frames each scenario sends.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use xlb_bpf::consts::*;
+use xlb_bpf::Proto;
+use xlb_pktgen::{PacketSpec, Vary, Vxlan, L4};
+
+use super::args::{ProtoArg, RunArgs, Scenario};
+use super::topo::*;
+
+pub(super) const NODEPORT: u16 = 30080;
+pub(super) const SVC_PORT: u16 = 80;
+pub(super) const BACKEND_PORT: u16 = 8080;
+pub(super) const BACKENDS: u32 = 4;
+pub(super) const CLIENT_PORT: u16 = 1024;
+/// Maglev table size per Service (the smallest prime xlb uses).
+pub(super) const TABLE: u32 = 251;
+
+pub(super) fn svc_addr(i: u32) -> SocketAddrV4 {
+    let base = u32::from(Ipv4Addr::new(10, 96, 0, 1));
+    SocketAddrV4::new(
+        Ipv4Addr::from(base + i % 65534),
+        SVC_PORT + (i / 65534) as u16,
+    )
+}
+
+pub(super) fn backend_addr(j: u32) -> SocketAddrV4 {
+    SocketAddrV4::new(
+        Ipv4Addr::from(u32::from(REMOTE_PODS) + 10 + j),
+        BACKEND_PORT,
+    )
+}
+
+pub(super) fn target(services: u32) -> u32 {
+    services / 2
+}
+
+pub(super) fn l4(p: ProtoArg) -> L4 {
+    match p {
+        ProtoArg::Udp => L4::Udp,
+        ProtoArg::TcpSyn => L4::TcpSyn,
+        ProtoArg::TcpAck => L4::TcpAck,
+    }
+}
+
+pub(super) fn proto(p: ProtoArg) -> Proto {
+    match p {
+        ProtoArg::Udp => Proto::Udp,
+        _ => Proto::Tcp,
+    }
+}
+
+/// The frames each scenario sends.
+/// `macs`: the client port's and the node port's MAC.
+pub(super) fn spec(
+    s: Scenario,
+    a: &RunArgs,
+    flows: u32,
+    services: u32,
+    (mac_c0, mac_n0): ([u8; 6], [u8; 6]),
+) -> PacketSpec {
+    let client = SocketAddrV4::new(CLIENTS, CLIENT_PORT);
+    let mut p = match s {
+        Scenario::NodeportRemote | Scenario::Iptables | Scenario::Nftables => {
+            PacketSpec::new(client, SocketAddrV4::new(NODE, NODEPORT), l4(a.proto))
+        }
+        Scenario::ClusteripDecap => PacketSpec::new(
+            SocketAddrV4::new(Ipv4Addr::from(u32::from(CLIENT_PODS) + 1), CLIENT_PORT),
+            svc_addr(target(services)),
+            l4(a.proto),
+        ),
+        Scenario::ReplyRevnat => {
+            let mut p = PacketSpec::new(backend_addr(0), client, l4(a.proto));
+            p.vary = Vary::Destination;
+            p
+        }
+    };
+    p.src_mac = mac_c0;
+    p.dst_mac = mac_n0;
+    p.size = a.size as usize;
+    p.flows = flows;
+    match s {
+        Scenario::ClusteripDecap => {
+            p.vxlan = Some(Vxlan {
+                src_mac: mac_c0,
+                dst_mac: mac_n0,
+                src: CLIENT,
+                dst: NODE,
+                port: XLB_VXLAN_PORT_DEFAULT as u16,
+                vni: XLB_VNI_DEFAULT,
+            });
+        }
+        Scenario::ReplyRevnat => {
+            p.src_mac = MAC_S0;
+            p.vxlan = Some(Vxlan {
+                src_mac: mac_c0,
+                dst_mac: mac_n0,
+                src: REMOTE_NODE,
+                dst: NODE,
+                port: XLB_VXLAN_PORT_DEFAULT as u16,
+                vni: XLB_VNI_DEFAULT,
+            });
+        }
+        _ => {}
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_addresses_stay_in_the_service_range() {
+        for i in [0, 1, 65533, 65534, 99_999] {
+            let a = svc_addr(i);
+            assert_eq!(a.ip().octets()[..2], [10, 96]);
+            assert_ne!(a.ip().octets()[2..], [255, 255]);
+        }
+        assert_ne!(svc_addr(0), svc_addr(65534));
+    }
+}

@@ -1,0 +1,143 @@
+//! The data plane's maps for a bench run: K Services, their backends on the
+//! remote node, and connection tracking sized for the flows.
+
+use anyhow::{Context, Result};
+use xlb_bpf::consts::*;
+use xlb_bpf::types::*;
+use xlb_bpf::wire::{be16, be32};
+use xlb_bpf::Maps;
+use xlb_pktgen::Template;
+
+use super::args::{RunArgs, Scenario};
+use super::frames::*;
+use super::topo::*;
+
+/// Connection-tracking entries for `flows` flows: every flow holds two (its
+/// forward entry and the reverse one its replies use), and an LRU map evicts
+/// before it is full, so 4 per flow rounded up to a power of two, never below
+/// the data plane's default. An operator sizes ct for their connection count
+/// the same way (`LoadOptions::ct_entries`).
+pub fn ct_entries(flows: u32) -> u32 {
+    (u64::from(flows) * 4)
+        .next_power_of_two()
+        .min(1 << 31)
+        .max(u64::from(XLB_CT_ENTRIES)) as u32
+}
+
+pub(super) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Fills the data plane's maps: config, local addresses, tunnel, backends on
+/// the remote node, K ClusterIP Services (each with its own Maglev region; the
+/// target one also as NodePort) and, for reply-revnat, a reverse ct entry per flow.
+pub(super) fn fill_maps(
+    m: &Maps,
+    t: &Topo,
+    s: Scenario,
+    a: &RunArgs,
+    services: u32,
+    tmpl: &Template,
+) -> Result<()> {
+    m.put_config(&xlb_config {
+        node_addr: be32(NODE),
+        vxlan_port: be16(XLB_VXLAN_PORT_DEFAULT as u16),
+        mtu: MTU,
+        vni: XLB_VNI_DEFAULT,
+        ifindex: match t.egress {
+            Egress::Same => t.ifindex_n0,
+            Egress::Other => t.ifindex_n1,
+        },
+        // decapsulated frames are passed up on the node's port: its MAC
+        mac: t.mac_n0,
+        flags: XLB_CFG_F_VXLAN,
+        ..Default::default()
+    })?;
+    m.put_local_addr(NODE)?;
+    m.put_local_addr(NODE_SINK_SIDE)?;
+    m.put_tunnel(
+        &xlb_tunnel_key::new(REMOTE_PODS, 24),
+        &xlb_tunnel_val::new(REMOTE_NODE, t.remote_mac()),
+    )?;
+    m.put_tunnel(
+        &xlb_tunnel_key::new(CLIENT_PODS, 24),
+        &xlb_tunnel_val::new(CLIENT, t.mac_c0),
+    )?;
+    for j in 0..BACKENDS {
+        m.put_backend(
+            j + 1,
+            &xlb_backend::new(backend_addr(j), Some(REMOTE_NODE), 0),
+        )?;
+    }
+    let p = proto(a.proto);
+    let tgt = target(services);
+    let mut table = vec![0u32; TABLE as usize];
+    for i in 0..services {
+        // a bench fill: backends round-robin over the slots (the data plane
+        // only reads slots; Maglev's permutation is the agent's business)
+        for (k, slot) in table.iter_mut().enumerate() {
+            *slot = 1 + (i + k as u32) % BACKENDS;
+        }
+        m.write_maglev(i * TABLE, &table)?;
+        let val = |fe: xlb_bpf::Kind| xlb_svc_val {
+            svc_id: i + 1,
+            table_off: i * TABLE,
+            table_size: TABLE,
+            fe_type: fe.fe_type(),
+            ..Default::default()
+        };
+        m.put_service(
+            &xlb_svc_key::addr(svc_addr(i), p),
+            &val(xlb_bpf::Kind::ClusterIp),
+        )?;
+        if i == tgt {
+            m.put_service(
+                &xlb_svc_key::nodeport(NODEPORT, p),
+                &val(xlb_bpf::Kind::NodePort),
+            )?;
+        }
+    }
+    if s == Scenario::ReplyRevnat {
+        let now = monotonic_ns();
+        for f in 0..tmpl.flows() {
+            let client = tmpl.flow(f);
+            let key = xlb_ct_key::new(backend_addr(0), client, p.number());
+            m.put_ct(
+                &key,
+                &xlb_ct_val {
+                    backend_id: 1,
+                    svc_id: tgt + 1,
+                    flags: XLB_CT_F_REVERSE,
+                    nat_addr: be32(NODE),
+                    nat_port: be16(NODEPORT),
+                    last_seen: now,
+                    ..Default::default()
+                },
+            )
+            .with_context(|| format!("ct reverse entry {f}"))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ct_holds_two_entries_per_flow_with_headroom() {
+        assert_eq!(ct_entries(1), XLB_CT_ENTRIES);
+        assert_eq!(ct_entries(100_000), XLB_CT_ENTRIES);
+        assert_eq!(ct_entries(300_000), 1 << 21);
+        assert_eq!(ct_entries(1_000_000), 1 << 22);
+        for f in [1, 1000, 262_145, 1_000_000] {
+            assert!(ct_entries(f) >= 4 * f && ct_entries(f).is_power_of_two());
+        }
+    }
+}
