@@ -10,21 +10,17 @@
  * each repetition transmits one real frame.
  *
  * xlb_pg_sink is attached where the frames arrive: it counts them per CPU,
- * finds the stamp (inside VXLAN too) and adds the latency to a per-CPU
- * log-linear histogram, then drops the frame.
+ * finds the stamp (inside VXLAN too; frames are parsed as the data plane
+ * parses them, parse.h) and adds the latency to a per-CPU log-linear
+ * histogram, then drops the frame.
+ *
+ * The map value types are declared in types.h (shared with xlb-pktgen).
  */
-#include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/udp.h>
-#include <linux/tcp.h>
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_endian.h>
+#include "parse.h"
+#include "csum.h"
+#include "types.h"
 
-#define PG_TMPL_MAX	160		/* header template + stamp, bytes */
 #define PG_STAMP_MAGIC	0x786c6270	/* "xlbp", network order in the frame */
-#define PG_HIST_BUCKETS	640		/* log-linear: 16 sub-buckets per power of two */
 #define PG_VXLAN_PORT	8472
 #define PG_VXLAN_IANA	4789
 
@@ -33,40 +29,6 @@ struct pg_stamp {
 	__be32 magic;
 	__u32 pad;
 	__u64 ts;			/* bpf_ktime_get_ns() at generation */
-};
-
-/* Generator settings (ARRAY[1]), written by userspace before a run. */
-struct pg_conf {
-	__u32 copy_len;		/* template bytes copied into every frame (multiple of 8) */
-	__u32 ip_off;		/* the IPv4 header whose address varies (inner one with VXLAN) */
-	__u32 l4_off;		/* its L4 header */
-	__u32 csum_off;		/* its L4 checksum field */
-	__u32 stamp_off;	/* struct pg_stamp */
-	__u32 outer_sport_off;	/* VXLAN: outer UDP source port (flow entropy); 0 = none */
-	__u32 flows;		/* distinct flows, >= 1 */
-	__u32 addrs;		/* distinct addresses the flows are spread over, >= 1 */
-	__u32 addr_base;	/* host order: first varied address */
-	__u16 port_base;	/* host order: first varied port */
-	__u8 vary_dst;		/* 0: vary source address/port; 1: destination */
-	__u8 is_udp;		/* L4 is UDP: a computed checksum of 0 is sent as 0xffff */
-	__u32 redirect_ifindex;	/* 0: XDP_TX out of the ingress interface; else bpf_redirect */
-	__u32 l4_csum_seed;	/* ~L4 checksum of the template with the varied fields zero */
-	__u8 tmpl[PG_TMPL_MAX];
-};
-
-/* Per-CPU generator state. */
-struct pg_gen_state {
-	__u64 seq;		/* repetitions run on this CPU */
-	__u64 errors;		/* of which the template did not fit (dropped, not sent) */
-};
-
-/* Per-CPU sink counters and latency histogram. */
-struct pg_sink_stats {
-	__u64 packets;		/* every frame seen */
-	__u64 bytes;
-	__u64 stamped;		/* frames carrying a generator stamp */
-	__u64 vxlan;		/* stamped frames that arrived VXLAN-encapsulated */
-	__u64 hist[PG_HIST_BUCKETS];	/* latency ns, see lat_bucket() */
 };
 
 /* generator settings */
@@ -93,24 +55,6 @@ struct {
 	__type(value, struct pg_sink_stats);
 } pg_sink SEC(".maps");
 
-static __always_inline __u32 csum_fold(__u32 sum)
-{
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return sum;
-}
-
-static __always_inline __u32 sum16(const void *p, int words)
-{
-	const __u16 *w = p;
-	__u32 sum = 0;
-	int i;
-
-	for (i = 0; i < words; i++)
-		sum += w[i];
-	return sum;
-}
-
 SEC("xdp")
 int xlb_pg_gen(struct xdp_md *ctx)
 {
@@ -132,7 +76,7 @@ int xlb_pg_gen(struct xdp_md *ctx)
 
 	seq = st->seq++;
 	/* the whole header template, 8 bytes at a time */
-	for (i = 0; i < PG_TMPL_MAX / 8; i++) {
+	for (i = 0; i < XLB_PG_TMPL_MAX / 8; i++) {
 		if (i * 8 >= c->copy_len)
 			break;
 		if (data + i * 8 + 8 > data_end)
@@ -145,7 +89,7 @@ int xlb_pg_gen(struct xdp_md *ctx)
 	port = c->port_base + (c->addrs > 1 ? f / c->addrs : f);
 
 	off = c->ip_off;
-	if (off > PG_TMPL_MAX - sizeof(*ip))
+	if (off > XLB_PG_TMPL_MAX - sizeof(*ip))
 		goto bad;
 	ip = data + off;
 	if ((void *)(ip + 1) > data_end)
@@ -155,23 +99,23 @@ int xlb_pg_gen(struct xdp_md *ctx)
 	else
 		ip->saddr = bpf_htonl(addr);
 	ip->check = 0;
-	ip->check = ~csum_fold(sum16(ip, sizeof(*ip) / 2));
+	ip->check = xlb_ipv4_csum(ip);
 
 	off = c->l4_off + (c->vary_dst ? 2 : 0);
-	if (off > PG_TMPL_MAX - 2 || data + off + 2 > data_end)
+	if (off > XLB_PG_TMPL_MAX - 2 || data + off + 2 > data_end)
 		goto bad;
 	*(__be16 *)(data + off) = bpf_htons(port);
 
 	if (c->outer_sport_off) {
 		off = c->outer_sport_off;
-		if (off > PG_TMPL_MAX - 2 || data + off + 2 > data_end)
+		if (off > XLB_PG_TMPL_MAX - 2 || data + off + 2 > data_end)
 			goto bad;
 		/* like a VXLAN device: a source port from the flow, in 49152..65535 */
 		*(__be16 *)(data + off) = bpf_htons(0xc000 | ((f * 2654435761u) >> 18));
 	}
 
 	off = c->stamp_off;
-	if (off > PG_TMPL_MAX - sizeof(*stamp))
+	if (off > XLB_PG_TMPL_MAX - sizeof(*stamp))
 		goto bad;
 	stamp = data + off;
 	if ((void *)(stamp + 1) > data_end)
@@ -179,15 +123,15 @@ int xlb_pg_gen(struct xdp_md *ctx)
 	stamp->ts = bpf_ktime_get_ns();
 
 	/* L4 checksum: the template's seed plus the fields that vary */
-	sum = c->l4_csum_seed;
-	sum += sum16(c->vary_dst ? (void *)&ip->daddr : (void *)&ip->saddr, 2);
+	sum = xlb_csum_add32(c->l4_csum_seed, c->vary_dst ? ip->daddr : ip->saddr);
 	sum += bpf_htons(port);
-	sum += sum16(&stamp->ts, 4);
-	csum = ~csum_fold(sum);
+	sum = xlb_csum_add32(sum, (__u32)stamp->ts);
+	sum = xlb_csum_add32(sum, (__u32)(stamp->ts >> 32));
+	csum = xlb_csum_fold(sum);
 	if (c->is_udp && csum == 0)
 		csum = 0xffff;
 	off = c->csum_off;
-	if (off > PG_TMPL_MAX - 2 || data + off + 2 > data_end)
+	if (off > XLB_PG_TMPL_MAX - 2 || data + off + 2 > data_end)
 		goto bad;
 	*(__u16 *)(data + off) = csum;
 
@@ -226,7 +170,7 @@ static __always_inline __u32 lat_bucket(__u64 v)
 		return v;
 	e = fls64(v);
 	b = (e - 3) * 16 + ((v >> (e - 4)) & 15);
-	return b < PG_HIST_BUCKETS ? b : PG_HIST_BUCKETS - 1;
+	return b < XLB_PG_HIST_BUCKETS ? b : XLB_PG_HIST_BUCKETS - 1;
 }
 
 SEC("xdp")
@@ -236,12 +180,9 @@ int xlb_pg_sink(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct pg_sink_stats *s;
 	struct pg_stamp *stamp;
-	struct ethhdr *eth = data;
-	struct iphdr *ip;
-	struct udphdr *udp;
+	struct xlb_pkt p = {};
 	struct tcphdr *tcp;
-	void *l4;
-	__u32 zero = 0, hl, b;
+	__u32 zero = 0, b;
 	__u64 now, ts;
 	int vxlan = 0;
 
@@ -251,48 +192,22 @@ int xlb_pg_sink(struct xdp_md *ctx)
 	s->packets++;
 	s->bytes += data_end - data;
 
-	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+	if (xlb_parse(data, data_end, &p) != XLB_OK)
 		return XDP_DROP;
-	ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > data_end)
-		return XDP_DROP;
-	hl = ip->ihl * 4;
-	if (hl < sizeof(*ip))
-		return XDP_DROP;
-	l4 = (void *)ip + hl;
-	if (ip->protocol == IPPROTO_UDP) {
-		udp = l4;
-		if ((void *)(udp + 1) > data_end)
+	if (p.proto == IPPROTO_UDP &&
+	    (p.dport == bpf_htons(PG_VXLAN_PORT) || p.dport == bpf_htons(PG_VXLAN_IANA))) {
+		/* outer UDP, 8 bytes of VXLAN, inner Ethernet */
+		if (xlb_parse(p.l4 + sizeof(struct udphdr) + 8, data_end, &p) != XLB_OK)
 			return XDP_DROP;
-		if (udp->dest == bpf_htons(PG_VXLAN_PORT) ||
-		    udp->dest == bpf_htons(PG_VXLAN_IANA)) {
-			/* outer UDP, 8 bytes of VXLAN, inner Ethernet */
-			eth = (void *)(udp + 1) + 8;
-			if ((void *)(eth + 1) > data_end ||
-			    eth->h_proto != bpf_htons(ETH_P_IP))
-				return XDP_DROP;
-			ip = (void *)(eth + 1);
-			if ((void *)(ip + 1) > data_end)
-				return XDP_DROP;
-			hl = ip->ihl * 4;
-			if (hl < sizeof(*ip))
-				return XDP_DROP;
-			l4 = (void *)ip + hl;
-			vxlan = 1;
-		}
+		vxlan = 1;
 	}
-	if (ip->protocol == IPPROTO_UDP) {
-		stamp = l4 + sizeof(struct udphdr);
-	} else if (ip->protocol == IPPROTO_TCP) {
-		tcp = l4;
+	if (p.proto == IPPROTO_UDP) {
+		stamp = p.l4 + sizeof(struct udphdr);
+	} else {
+		tcp = p.l4;
 		if ((void *)(tcp + 1) > data_end)
 			return XDP_DROP;
-		hl = tcp->doff * 4;
-		if (hl < sizeof(*tcp))
-			return XDP_DROP;
-		stamp = l4 + hl;
-	} else {
-		return XDP_DROP;
+		stamp = p.l4 + tcp->doff * 4;
 	}
 	if ((void *)(stamp + 1) > data_end || stamp->magic != bpf_htonl(PG_STAMP_MAGIC))
 		return XDP_DROP;
@@ -302,7 +217,7 @@ int xlb_pg_sink(struct xdp_md *ctx)
 	ts = stamp->ts;
 	if (ts && ts <= now) {
 		b = lat_bucket(now - ts);
-		if (b < PG_HIST_BUCKETS)
+		if (b < XLB_PG_HIST_BUCKETS)
 			s->hist[b]++;
 	}
 	return XDP_DROP;

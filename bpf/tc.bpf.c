@@ -27,13 +27,13 @@
 #include "include/maps.h"
 #include "include/parse.h"
 #include "include/stats.h"
+#include "include/clock.h"
+#include "include/hash.h"
 #include "include/lb.h"
+#include "include/ct.h"
 #include "include/nat.h"
 #include "include/vxlan.h"
 #include "include/icmp.h"
-
-/* L2 + the largest IPv4 header + TCP header: what parsing needs linear. */
-#define XLB_TC_PULL	(ETH_HLEN + 60 + sizeof(struct tcphdr))
 
 static __always_inline int xlb_tc_done(int reason, __u64 bytes, int verdict)
 {
@@ -165,7 +165,7 @@ int xlb_tc(struct __sk_buff *skb)
 
 	/* xlb_parse checks the IPv4 total length against data_end, so the whole
 	 * packet must be linear: a pod's TCP data arrives with its payload in
-	 * page frags (found by the lab: replies with data were not reverse-NATed). */
+	 * page frags (replies with data would not be reverse-NATed). */
 	if (skb->len > data_end - data) {
 		bpf_skb_pull_data(skb, skb->len);
 		data = (void *)(long)skb->data;
@@ -210,7 +210,7 @@ int xlb_tc(struct __sk_buff *skb)
 	if (r != XLB_OK)
 		return xlb_tc_done(r, bytes, TC_ACT_SHOT);
 	if (xlb_ct_create(&t, &ch, svc->svc_id, 0, now) != XLB_OK)
-		xlb_count(XLB_R_DROP_CT_FULL, bytes);
+		xlb_count(XLB_R_EVENT_CT_FULL, bytes);
 	return xlb_tc_forward(skb, &p, &t, &ch, bytes);
 }
 

@@ -19,12 +19,15 @@
 #include "include/parse.h"
 #include "include/csum.h"
 #include "include/stats.h"
+#include "include/clock.h"
+#include "include/hash.h"
+#include "include/filter.h"
 #include "include/lb.h"
+#include "include/ct.h"
 #include "include/nat.h"
 #include "include/vxlan.h"
 #include "include/icmp.h"
 #include "include/nh.h"
-#include "include/clock.h"
 #include "include/flowcache.h"
 
 struct xlb_ctx {
@@ -107,16 +110,27 @@ static __always_inline __u32 xlb_in_ifindex(struct xlb_ctx *x)
 	return x->cfg->ifindex ? x->cfg->ifindex : x->ctx->ingress_ifindex;
 }
 
+/* What xlb_to_peer sends, and how. */
+struct xlb_send {
+	__be32 peer;			/* the node to encapsulate to */
+	const __u8 *inner_dmac;		/* inner destination MAC; NULL: config.mac */
+	__u64 vtep_expires;		/* inner_dmac is the VTEP cache's until then; 0: not cached */
+	const struct xlb_fc_enc *known;	/* the flow cache's next hop, or NULL */
+	__u32 hash;			/* flow hash: outer UDP source port */
+	int ok_reason;			/* the reason counted when sent */
+	int nat_dir;			/* XLB_NAT_SRC / XLB_NAT_DST */
+	__be32 nat_addr;		/* address to NAT to; 0: no NAT */
+	__be16 nat_port;
+	int mark;			/* set XLB_VXLAN_F_SVC */
+};
+
 /*
- * Sends the (decapsulated, NATed) frame to node `peer` through VXLAN. The next
- * hop comes from `known` (the flow cache's copy) or the next-hop cache / fib;
- * with vtep_expires (inner_dmac came from the VTEP cache until then) what was
- * resolved is kept in the flow's cache slot for its next frames.
+ * Sends the (decapsulated, NATed) frame to node s->peer through VXLAN. The
+ * next hop comes from s->known (the flow cache's copy) or the next-hop cache /
+ * fib; with s->vtep_expires what was resolved is kept in the flow's cache
+ * slot for its next frames.
  */
-static __always_inline int xlb_to_peer(struct xlb_ctx *x, __be32 peer, const __u8 *inner_dmac,
-				       __u64 vtep_expires, const struct xlb_fc_enc *known,
-				       __u32 hash, int ok_reason, int nat_dir, __be32 nat_addr,
-				       __be16 nat_port, int mark)
+static __always_inline int xlb_to_peer(struct xlb_ctx *x, const struct xlb_send *s)
 {
 	struct bpf_fib_lookup fib;
 	struct xlb_nh *nh;
@@ -124,7 +138,8 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, __be32 peer, const __u
 	void *data_end = (void *)(long)x->ctx->data_end;
 	__u32 inner_l3 = data_end - (void *)x->p.eth - ETH_HLEN;
 	__u32 mtu = x->cfg->mtu ? x->cfg->mtu : 1500;
-	int reason = ok_reason, verdict, rc, r;
+	__be32 peer = s->peer;
+	int reason = s->ok_reason, verdict, rc, r;
 
 	if (inner_l3 + XLB_ENCAP_LEN > mtu) {
 		__u8 to[ETH_ALEN], from[ETH_ALEN];
@@ -138,10 +153,10 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, __be32 peer, const __u
 		return xlb_done(reason, x->bytes, verdict);
 	}
 	in_ifindex = xlb_in_ifindex(x);
-	if (known) {
-		fib.ifindex = known->out_ifindex;
-		xlb_mac_copy(fib.dmac, known->dmac);
-		xlb_mac_copy(fib.smac, known->smac);
+	if (s->known) {
+		fib.ifindex = s->known->out_ifindex;
+		xlb_mac_copy(fib.dmac, s->known->dmac);
+		xlb_mac_copy(fib.smac, s->known->smac);
 		rc = BPF_FIB_LKUP_RET_SUCCESS;
 	} else {
 		nh = xlb_nh_slot(peer, in_ifindex);
@@ -152,8 +167,8 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, __be32 peer, const __u
 			if (rc == BPF_FIB_LKUP_RET_SUCCESS)
 				xlb_nh_put(nh, peer, in_ifindex, x->now, mtu, &fib);
 		}
-		if (rc == BPF_FIB_LKUP_RET_SUCCESS && vtep_expires)
-			xlb_fc_enc_put(x->fc, peer, in_ifindex, nh, inner_dmac, vtep_expires,
+		if (rc == BPF_FIB_LKUP_RET_SUCCESS && s->vtep_expires)
+			xlb_fc_enc_put(x->fc, peer, in_ifindex, nh, s->inner_dmac, s->vtep_expires,
 				       x->now);
 	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
@@ -162,23 +177,24 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, __be32 peer, const __u
 		/* Arrived by tunnel and leaves by tunnel, with outer headers of
 		 * the size it needs (no IPv4 options): they are rewritten where
 		 * they are, without stripping and pushing them again. */
-		if (nat_addr)
-			xlb_nat_xdp(&x->p, nat_dir, nat_addr, nat_port);
-		verdict = xlb_encap_hdrs_xdp(x->ctx, x->cfg, peer, inner_dmac, hash, mark, &fib,
-					     &reason);
+		if (s->nat_addr)
+			xlb_nat_xdp(&x->p, s->nat_dir, s->nat_addr, s->nat_port);
+		verdict = xlb_encap_hdrs_xdp(x->ctx, x->cfg, peer, s->inner_dmac, s->hash, s->mark,
+					     &fib, &reason);
 		return xlb_done(reason, x->bytes, verdict);
 	}
 	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
 	if (r != XLB_OK)
 		return xlb_done(r, x->bytes, XDP_DROP);
-	if (nat_addr)
-		xlb_nat_xdp(&x->p, nat_dir, nat_addr, nat_port);
+	if (s->nat_addr)
+		xlb_nat_xdp(&x->p, s->nat_dir, s->nat_addr, s->nat_port);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		/* Let the kernel route the (NATed) frame through its overlay device:
 		 * that resolves the neighbour; the next frames take the fast path. */
 		return xlb_done(XLB_R_PASS_FIB_NO_NEIGH, x->bytes, XDP_PASS);
 	}
-	verdict = xlb_encap_xdp(x->ctx, x->cfg, peer, inner_dmac, hash, mark, &fib, &reason);
+	verdict = xlb_encap_xdp(x->ctx, x->cfg, peer, s->inner_dmac, s->hash, s->mark, &fib,
+				&reason);
 	return xlb_done(reason, x->bytes, verdict);
 }
 
@@ -187,6 +203,10 @@ static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
 				       const struct xlb_ct_key *t)
 {
 	__u8 vtep[ETH_ALEN] XLB_MAC_ALIGN;
+	struct xlb_send s = {
+		.peer = ch->node, .ok_reason = XLB_R_TX_REMOTE, .nat_dir = XLB_NAT_DST,
+		.nat_addr = ch->addr, .nat_port = ch->port, .mark = 1,
+	};
 	struct xlb_fc_enc *enc;
 	__u64 vtep_expires;
 	int r;
@@ -199,13 +219,18 @@ static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
 		return xlb_done(XLB_R_PASS_LOCAL, x->bytes, XDP_PASS);
 	}
 	enc = xlb_fc_enc_get(x->fc, ch->node, xlb_in_ifindex(x), x->now);
-	if (enc)
-		return xlb_to_peer(x, ch->node, enc->vtep, 0, enc, xlb_hash_of(x, t),
-				   XLB_R_TX_REMOTE, XLB_NAT_DST, ch->addr, ch->port, 1);
+	if (enc) {
+		s.inner_dmac = enc->vtep;
+		s.known = enc;
+		s.hash = xlb_hash_of(x, t);
+		return xlb_to_peer(x, &s);
+	}
 	if (!xlb_vtep_mac(xlb_vtep_slot(ch->addr), ch->addr, x->now, vtep, &vtep_expires))
 		return xlb_done(XLB_R_DROP_NO_TUNNEL, x->bytes, XDP_DROP);
-	return xlb_to_peer(x, ch->node, vtep, vtep_expires, NULL, xlb_hash_of(x, t),
-			   XLB_R_TX_REMOTE, XLB_NAT_DST, ch->addr, ch->port, 1);
+	s.inner_dmac = vtep;
+	s.vtep_expires = vtep_expires;
+	s.hash = xlb_hash_of(x, t);
+	return xlb_to_peer(x, &s);
 }
 
 /* A reply of a flow this node balanced (or returns through a tunnel). */
@@ -219,9 +244,14 @@ static __always_inline int xlb_reply(struct xlb_ctx *x, struct xlb_ct_val *v,
 
 	if (nat_addr)
 		xlb_count_svc(v->svc_id, x->bytes);
-	if ((flags & XLB_CT_F_TUNNEL) && peer)
-		return xlb_to_peer(x, peer, NULL, 0, NULL, xlb_hash_of(x, t), XLB_R_TX_TUNNEL_RETURN,
-				   XLB_NAT_SRC, nat_addr, nat_port, 0);
+	if ((flags & XLB_CT_F_TUNNEL) && peer) {
+		struct xlb_send s = {
+			.peer = peer, .hash = xlb_hash_of(x, t), .ok_reason = XLB_R_TX_TUNNEL_RETURN,
+			.nat_dir = XLB_NAT_SRC, .nat_addr = nat_addr, .nat_port = nat_port,
+		};
+
+		return xlb_to_peer(x, &s);
+	}
 	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
 	if (r != XLB_OK)
 		return xlb_done(r, x->bytes, XDP_DROP);
@@ -248,7 +278,7 @@ static __always_inline int xlb_tunnel_in(struct xlb_ctx *x, __u64 now)
 	/* Rewrite anything but this very tunnel entry: a reverse entry left by an
 	 * earlier flow with the same backend/client ports (a client reusing its
 	 * source port towards another node's NodePort) would reverse-NAT the
-	 * replies to the wrong frontend (found by the lab). */
+	 * replies to the wrong frontend. */
 	if (!v || !(v->flags & XLB_CT_F_TUNNEL) || v->nat_addr ||
 	    v->tunnel_peer != x->tun.peer) {
 		struct xlb_ct_val nv = {
@@ -261,7 +291,7 @@ static __always_inline int xlb_tunnel_in(struct xlb_ctx *x, __u64 now)
 		__be16 op = v ? v->nat_port : 0;
 
 		if (bpf_map_update_elem(&ct, &rk, &nv, BPF_ANY)) {
-			xlb_count(XLB_R_DROP_CT_FULL, x->bytes);
+			xlb_count(XLB_R_EVENT_CT_FULL, x->bytes);
 		} else {
 			xlb_ct_flag_victim(&rk, of, oa, op, 0, 0);
 			if (v)
@@ -352,7 +382,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	if (r != XLB_OK)
 		return xlb_done(r, x->bytes, XDP_DROP);
 	if (xlb_ct_create(&t, &ch, svc->svc_id, x->tun.peer, now) != XLB_OK)
-		xlb_count(XLB_R_DROP_CT_FULL, x->bytes);
+		xlb_count(XLB_R_EVENT_CT_FULL, x->bytes);
 	return xlb_forward(x, &ch, &t);
 }
 

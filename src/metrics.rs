@@ -8,9 +8,11 @@
 //!   - `xlb_service_packets_total` / `xlb_service_bytes_total`
 //!     `{namespace, service, port, protocol}`: per Service port (all its
 //!     frontends), from the `stats` map (summed over CPUs);
-//!   - `xlb_reason_packets_total{action, reason}`: every pass/drop/tx reason
-//!     counter (`action` is `pass`, `drop` or `tx`, `reason` the
-//!     `xlb_bpf::Reason` name such as `drop_no_backend`), and
+//!   - `xlb_reason_packets_total{action, reason}`: every reason counter
+//!     (`action` is the name's first word: `pass`, `drop` or `tx` for a
+//!     frame's outcome, `event` for something counted on the way such as
+//!     `event_ct_full`; `reason` the `xlb_bpf::Reason` name such as
+//!     `drop_no_backend`; docs/dp.md lists them), and
 //!     `xlb_reason_bytes_total` likewise;
 //!   - `xlb_sync_duration_seconds` (histogram), `xlb_syncs_total{result}`,
 //!     `xlb_last_sync_timestamp_seconds`;

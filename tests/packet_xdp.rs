@@ -233,7 +233,7 @@ fn cases() -> Vec<Case> {
             },
             on_uplink: false,
             rc: XDP_PASS,
-            reason: XLB_R_DROP_TRUNC_IP,
+            reason: XLB_R_PASS_TRUNC_IP,
             check: unchanged,
         },
         Case {
@@ -246,7 +246,7 @@ fn cases() -> Vec<Case> {
             },
             on_uplink: false,
             rc: XDP_PASS,
-            reason: XLB_R_DROP_TRUNC_L4,
+            reason: XLB_R_PASS_TRUNC_L4,
             check: unchanged,
         },
         // --- local backends ---------------------------------------------------
@@ -1147,10 +1147,10 @@ fn every_truncation_is_counted() {
     let Some(env) = Env::new() else { return };
     fixture(&env);
     let trunc = [
-        XLB_R_DROP_TRUNC_ETH,
-        XLB_R_DROP_TRUNC_IP,
-        XLB_R_DROP_TRUNC_L4,
-        XLB_R_DROP_TRUNC_VXLAN,
+        XLB_R_PASS_TRUNC_ETH,
+        XLB_R_PASS_TRUNC_IP,
+        XLB_R_PASS_TRUNC_L4,
+        XLB_R_PASS_TRUNC_VXLAN,
     ];
     let frames = [
         (

@@ -16,6 +16,18 @@
 #define XLB_TUNNEL_ENTRIES	16384
 #define XLB_LOCAL_ADDRS		256
 
+/* The data plane's private maps (maps.h): fixed sizes, per CPU. */
+#define XLB_FC_BITS		12	/* flow_cache: 4096 slots */
+#define XLB_FC_SLOTS		(1 << XLB_FC_BITS)
+#define XLB_NH_BITS		10	/* nh_cache: 1024 slots */
+#define XLB_NH_SLOTS		(1 << XLB_NH_BITS)
+#define XLB_VTEP_BITS		10	/* vtep_cache: 1024 slots */
+#define XLB_VTEP_SLOTS		(1 << XLB_VTEP_BITS)
+
+/* The packet generator (pktgen.bpf.c) */
+#define XLB_PG_TMPL_MAX		160	/* header template + stamp, bytes */
+#define XLB_PG_HIST_BUCKETS	640	/* log-linear: 16 sub-buckets per power of two */
+
 /* services key kind */
 #define XLB_KIND_ADDR		0	/* ClusterIP, LoadBalancer ingress, ExternalIP: matched by address */
 #define XLB_KIND_NODEPORT	1	/* addr 0: any address in local_addrs */
@@ -53,9 +65,17 @@
 #define XLB_VXLAN_PORT_DEFAULT	8472
 #define XLB_VNI_DEFAULT		1
 
-/* Connection tracking timeouts (ns) */
-#define XLB_CT_TIMEOUT_TCP_NS	(3600ULL * 1000000000ULL)
-#define XLB_CT_TIMEOUT_UDP_NS	(120ULL * 1000000000ULL)
+/* Lifetimes (ns unless named otherwise) */
+#define XLB_NSEC		1000000000ULL
+#define XLB_CT_TIMEOUT_TCP_NS	(3600ULL * XLB_NSEC)
+#define XLB_CT_TIMEOUT_UDP_NS	(120ULL * XLB_NSEC)
+#define XLB_CT_TOUCH_NS		(1ULL * XLB_NSEC)	/* refresh last_seen at most once a second */
+#define XLB_AFFINITY_DEFAULT_S	10800			/* s: Kubernetes' default timeoutSeconds */
+#define XLB_FC_TTL_NS		(50ULL * 1000000ULL)	/* a flow_cache copy */
+#define XLB_NH_TTL_NS		(50ULL * 1000000ULL)	/* an nh_cache / vtep_cache answer */
+#define XLB_CLOCK_TICK_NS	(4ULL * 1000000ULL)	/* the clock timer's period */
+#define XLB_CLOCK_LAG_NS	(16ULL * 1000000ULL)	/* re-arm the timer when this far behind */
+#define XLB_CLOCK_CHECK		256			/* one packet in this many per CPU checks (power of two) */
 
 /*
  * stats map layout (PERCPU_ARRAY of struct xlb_counter):
@@ -66,20 +86,26 @@
 #define XLB_STATS_SVC_BASE	XLB_NR_REASONS
 #define XLB_STATS_ENTRIES	(XLB_STATS_SVC_BASE + XLB_MAX_SVC)
 
-/* Why a packet was passed untouched, dropped, or answered. Names in Rust: Reason. */
+/*
+ * Reason counters. Each frame counts exactly one outcome, named for what
+ * happened to it: pass_* (to the stack, untouched or NATed), drop_*, tx_*
+ * (sent by xlb). event_* count something that went wrong on the way without
+ * being the frame's outcome (the frame also counts its outcome).
+ * Names in Rust: Reason (`XLB_R_PASS_NOT_IP` is `pass_not_ip`).
+ */
 enum xlb_reason {
 	XLB_R_PASS_NOT_IP = 0,		/* ARP, IPv6, anything not IPv4 */
 	XLB_R_PASS_NOT_SERVICE = 1,	/* IPv4 that matched no Service */
 	XLB_R_PASS_FRAGMENT = 2,	/* non-first IPv4 fragment */
 	XLB_R_PASS_L4_OTHER = 3,	/* IPv4 protocol we do not balance (ICMP, SCTP, ...) */
-	XLB_R_DROP_TRUNC_ETH = 4,
-	XLB_R_DROP_TRUNC_IP = 5,	/* truncated/bad IPv4 header (passed to the stack, counted) */
-	XLB_R_DROP_TRUNC_L4 = 6,
-	XLB_R_DROP_TRUNC_VXLAN = 7,
-	XLB_R_DROP_NO_BACKEND = 8,	/* Service without usable endpoints (rejected) */
+	XLB_R_PASS_TRUNC_ETH = 4,	/* shorter than an Ethernet header */
+	XLB_R_PASS_TRUNC_IP = 5,	/* truncated or inconsistent IPv4 header or total length */
+	XLB_R_PASS_TRUNC_L4 = 6,	/* truncated TCP/UDP header, bad data offset or UDP length */
+	XLB_R_PASS_TRUNC_VXLAN = 7,	/* VXLAN for this node without a whole VXLAN header */
+	XLB_R_DROP_NO_BACKEND = 8,	/* Service without usable endpoints, not answered */
 	XLB_R_DROP_SRC_RANGE = 9,	/* loadBalancerSourceRanges denied */
 	XLB_R_DROP_ETP_LOCAL = 10,	/* externalTrafficPolicy Local without local backend */
-	XLB_R_DROP_CT_FULL = 11,	/* ct update failed */
+	XLB_R_EVENT_CT_FULL = 11,	/* a ct entry could not be written (frame still forwarded) */
 	XLB_R_DROP_NO_TUNNEL = 12,	/* remote backend without tunnel entry */
 	XLB_R_DROP_FIB = 13,		/* fib lookup failed */
 	XLB_R_PASS_FIB_NO_NEIGH = 14,	/* neighbour unknown: passed to stack once */
@@ -91,10 +117,9 @@ enum xlb_reason {
 	XLB_R_PASS_REVNAT = 20,		/* reply reverse-NATed */
 	XLB_R_TX_TUNNEL_RETURN = 21,	/* reply sent back through the tunnel */
 	XLB_R_DROP_BAD_MAGLEV = 22,	/* Maglev slot pointed outside backends or at a dead one */
-	XLB_R_AFFINITY_FULL = 23,	/* affinity update failed (packet still balanced) */
-	XLB_R_PASS_IP_OPTIONS = 24,	/* reserved: IPv4 with options handled (counted) */
-	XLB_R_DROP_ADJUST = 25,		/* bpf_xdp_adjust_head/tail failed */
-	XLB_R_PASS_VXLAN_OTHER = 26,	/* VXLAN not for us (other VNI / not our address) */
+	XLB_R_EVENT_AFFINITY_FULL = 23,	/* an affinity entry could not be written (frame still balanced) */
+	XLB_R_DROP_ADJUST = 24,		/* bpf_xdp_adjust_head/tail or an skb rewrite failed */
+	XLB_R_PASS_VXLAN_OTHER = 25,	/* VXLAN not for us (other VNI / not our address) */
 	XLB_R__MAX
 };
 

@@ -2,11 +2,12 @@
 /*
  * xlb: per-CPU flow cache of connection-tracking hits (XDP only).
  *
- * A ct lookup is a call into the kernel's hash table: ~50 ns on the reference
- * VM (`xlb bench prog`, floor `ct_lookup_miss`), a quarter of a ct-hit path.
- * A flow's packets arrive on one CPU (RSS), so each CPU keeps a copy of the
- * ct entries it hit last in a direct-mapped PERCPU_ARRAY indexed by the flow
- * hash (inlined array access, no call). A cached hit is used when:
+ * A ct lookup is a call into the kernel's hash table (`xlb bench prog`,
+ * floor `ct_lookup_miss`), a large part of a ct-hit path. A flow's packets
+ * arrive on one CPU (RSS), so each CPU keeps a copy of the ct entries it hit
+ * last in `flow_cache` (maps.h), a direct-mapped PERCPU_ARRAY indexed by a
+ * hash of the 5-tuple (inlined array access, no call). A cached hit is used
+ * when:
  *   - it is the same 5-tuple and younger than XLB_FC_TTL_NS, and
  *   - `ct_epoch` has not moved since it was cached.
  * Everything the ct entry would be checked for is still checked on the copy
@@ -24,52 +25,17 @@
  * Layout: slot = a cheap multiplicative hash of the 5-tuple (xlb_fc_slot); a
  * slot names its 5-tuple, so a collision is a miss. The entry also keeps the
  * flow's Jenkins hash (the outer UDP source port of an encapsulation), so a
- * cached hit computes no Jenkins hash. Not shared with userspace (no
- * contract type).
+ * cached hit computes no Jenkins hash. A remote flow's slot also keeps how
+ * it was last sent (struct xlb_fc_enc: next hop and VTEP MAC, valid until the
+ * earlier of the nh_cache / vtep_cache entries' expiries), so the 50 ms bound
+ * on a neighbour or tunnel change holds as without it.
  */
 #ifndef XLB_FLOWCACHE_H
 #define XLB_FLOWCACHE_H
 
 #include "maps.h"
-#include "lb.h"
-#include "nh.h"
-
-#define XLB_FC_BITS	12
-#define XLB_FC_SLOTS	(1 << XLB_FC_BITS)
-#define XLB_FC_TTL_NS	(50ULL * 1000000ULL)	/* 50 ms */
-
-/* How this flow was last sent to a remote node: the next hop (nh.h's
- * nh_cache) and the VTEP MAC (vtep_cache) it resolved to, valid until the
- * earlier of those two entries' expiries, so the 50 ms bound on a neighbour
- * or tunnel change holds as without it. A cached hit of a remote flow sends
- * without looking at either cache. */
-struct xlb_fc_enc {
-	__u64 expires;		/* 0 = none */
-	__be32 peer;		/* outer destination */
-	__u32 in_ifindex;	/* fib input ifindex it is for */
-	__u32 out_ifindex;	/* fib output ifindex */
-	__u8 vtep[6];		/* inner destination MAC */
-	__u8 dmac[6];		/* outer destination MAC */
-	__u8 smac[6];		/* outer source MAC */
-	__u8 pad[6];
-};
-
-struct xlb_fc {
-	struct xlb_ct_key key;
-	struct xlb_ct_val val;
-	__u64 expires;		/* clock + XLB_FC_TTL_NS; 0 = empty */
-	__u64 epoch;		/* ct_epoch when cached */
-	__u32 hash;		/* xlb_flow_hash(key, 0) */
-	__u32 pad;
-	struct xlb_fc_enc enc;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, XLB_FC_SLOTS);
-	__type(key, __u32);
-	__type(value, struct xlb_fc);
-} flow_cache SEC(".maps");
+#include "parse.h"
+#include "hash.h"
 
 /* Where flow t is cached, and ct_epoch now. */
 struct xlb_fc_ref {
@@ -90,7 +56,7 @@ static __always_inline __u32 xlb_fc_slot(const struct xlb_ct_key *t)
 	__u32 w = t->saddr ^ ((t->daddr << 16) | (t->daddr >> 16)) ^
 		  (((__u32)t->sport << 16) | t->dport) ^ t->proto;
 
-	return (w * 0x9e3779b1U) >> (32 - XLB_FC_BITS);
+	return xlb_slot_hash(w, XLB_FC_BITS);
 }
 
 /* The cache slot holding t at the current ct_epoch,

@@ -135,7 +135,7 @@ static __always_inline int xlb_rst_xdp(struct xdp_md *ctx, struct xlb_pkt *p,
 	struct xlb_rst_info ri = {};
 
 	if (!xlb_rst_info(p, data_end, &ri)) {
-		*reason = XLB_R_DROP_TRUNC_L4;
+		*reason = XLB_R_PASS_TRUNC_L4;
 		return XDP_PASS;
 	}
 	if (ri.rst) {

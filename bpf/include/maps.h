@@ -2,7 +2,15 @@
 /*
  * xlb: every map of the data plane, BTF-style. The uplink XDP object and the
  * pod-veth tc object both include this file; the loader shares the maps
- * between them (pinned by name under the pin directory, or reuse_fd).
+ * between them (pinned under the pin directory, or reuse_fd).
+ *
+ * Two kinds, each listed in the loader (xlb_loader::pin):
+ *   - the contract (CONTRACT_MAPS): read or written by userspace, or state
+ *     that must outlive a restart. Their value types live in types.h; a new
+ *     layout is a new pin directory;
+ *   - private maps (PRIVATE_MAPS): the XDP program's own caches and clock,
+ *     declared with their value types at the end of this file; a new build
+ *     may change them freely (the loader replaces them).
  */
 #ifndef XLB_MAPS_H
 #define XLB_MAPS_H
@@ -77,7 +85,7 @@ struct {
 	__type(value, struct xlb_ct_val);
 } ct SEC(".maps");
 
-/* Epoch of `ct` as cached by the XDP program's flow cache (flowcache.h):
+/* Epoch of `ct` as cached by the XDP program's flow cache (flow_cache):
  * whoever replaces or deletes a ct entry that may be cached bumps it, which
  * voids every cached hit on every CPU. The data plane adds 1; userspace
  * (xlb_bpf::Maps) adds 1 << 32, so a value it writes was never seen before. */
@@ -137,5 +145,102 @@ struct {
 	__type(key, __u32);
 	__type(value, struct xlb_counter);
 } stats SEC(".maps");
+
+/* ---- private maps (XDP only; not shared with userspace) ---- */
+
+/* How a flow was last sent to a remote node: the next hop (nh_cache) and the
+ * VTEP MAC (vtep_cache) it resolved to, valid until the earlier of those two
+ * entries' expiries. A cached hit of a remote flow sends without looking at
+ * either cache. */
+struct xlb_fc_enc {
+	__u64 expires;		/* 0 = none */
+	__be32 peer;		/* outer destination */
+	__u32 in_ifindex;	/* fib input ifindex it is for */
+	__u32 out_ifindex;	/* fib output ifindex */
+	__u8 vtep[6];		/* inner destination MAC */
+	__u8 dmac[6];		/* outer destination MAC */
+	__u8 smac[6];		/* outer source MAC */
+	__u8 pad[6];
+};
+
+/* A flow_cache slot: a copy of the ct entry of one 5-tuple (128 bytes). */
+struct xlb_fc {
+	struct xlb_ct_key key;
+	struct xlb_ct_val val;
+	__u64 expires;		/* clock + XLB_FC_TTL_NS; 0 = empty */
+	__u64 epoch;		/* ct_epoch when cached */
+	__u32 hash;		/* xlb_flow_hash(key, 0) */
+	__u32 pad;
+	struct xlb_fc_enc enc;
+};
+_Static_assert(sizeof(struct xlb_fc) == 128, "flow_cache slot size (docs/dp.md)");
+
+/* per-CPU copies of the ct entries each CPU hit last, by xlb_fc_slot (flowcache.h) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XLB_FC_SLOTS);
+	__type(key, __u32);
+	__type(value, struct xlb_fc);
+} flow_cache SEC(".maps");
+
+/* An nh_cache slot: a fib answer for an outer destination (32 bytes). */
+struct xlb_nh {
+	__u64 expires;		/* xlb_now() + XLB_NH_TTL_NS; 0 = empty */
+	__be32 peer;		/* outer destination */
+	__u32 in_ifindex;	/* fib input ifindex the answer is for */
+	__u32 out_ifindex;	/* fib output ifindex */
+	__u8 dmac[6];
+	__u8 smac[6];
+};
+_Static_assert(sizeof(struct xlb_nh) == 32, "nh_cache slot size (docs/dp.md)");
+
+/* per-CPU fib answers: (peer, input ifindex) -> output ifindex and MACs (nh.h) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XLB_NH_SLOTS);
+	__type(key, __u32);
+	__type(value, struct xlb_nh);
+} nh_cache SEC(".maps");
+
+/* A vtep_cache slot: a backend's VTEP MAC from the tunnel map (24 bytes). */
+struct xlb_vtep {
+	__u64 expires;		/* 0 = empty */
+	__be32 addr;		/* backend address */
+	__u8 vtep_mac[6];
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct xlb_vtep) == 24, "vtep_cache slot size (docs/dp.md)");
+
+/* per-CPU tunnel answers: backend address -> VTEP MAC (nh.h) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XLB_VTEP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct xlb_vtep);
+} vtep_cache SEC(".maps");
+
+/* The timer-driven clock (clock.h). */
+struct xlb_clock {
+	struct bpf_timer timer;
+	__u64 now;		/* coarse CLOCK_MONOTONIC ns; 0 = not started */
+	__u32 broken;		/* the timer cannot run: read the helper */
+	__u32 pad;
+};
+
+/* the coarse clock as last stored by its timer */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xlb_clock);
+} clock SEC(".maps");
+
+/* per-CPU count of clock reads (one in XLB_CLOCK_CHECK checks the timer) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} clock_reads SEC(".maps");
 
 #endif /* XLB_MAPS_H */

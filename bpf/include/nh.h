@@ -3,9 +3,10 @@
  * xlb: next-hop cache for the encapsulation path (XDP only).
  *
  * bpf_fib_lookup is the single most expensive step of sending a frame to a
- * remote node (about 230 ns of ~580 in `xlb bench prog` on the reference VM):
- * the outer destination is one of a few node addresses, so its answer (output
- * ifindex, next-hop and source MAC) is kept per CPU for XLB_NH_TTL_NS and the
+ * remote node (`xlb bench prog`, path remote_vxlan_encap): the outer
+ * destination is one of a few node addresses, so its answer (output ifindex,
+ * next-hop and source MAC) is kept per CPU in `nh_cache` (maps.h) for
+ * XLB_NH_TTL_NS and the
  * fib is asked again after that. A neighbour or route change therefore reaches
  * the fast path within XLB_NH_TTL_NS (the kernel's own neighbour state changes
  * on a scale of seconds: NUD reachable time, ARP probes).
@@ -13,50 +14,20 @@
  * Only complete answers are kept: a fib success whose route MTU (mtu_result)
  * covers config.mtu, so every frame that passes xlb's own MTU check would pass
  * the fib's too. "No neighbour", fragmentation needed and every failure are
- * never cached: those frames take the per-packet fib path as before.
+ * never cached: those frames take the fib path at every packet.
  *
  * Layout: a direct-mapped PERCPU_ARRAY (slot = hash(peer, ifindex)); each
  * slot names its peer and input ifindex, so a collision is just a miss.
  * Per-CPU: a CPU only ever reads and writes its own copy (no torn reads, no
  * shared cache lines), the lookup is inlined by the verifier, and nothing is
- * allocated or evicted. Not shared with userspace (no contract type).
+ * allocated or evicted.
  */
 #ifndef XLB_NH_H
 #define XLB_NH_H
 
 #include "maps.h"
-#include "lb.h"
-
-#define XLB_NH_BITS	10
-#define XLB_NH_SLOTS	(1 << XLB_NH_BITS)
-#define XLB_NH_TTL_NS	(50ULL * 1000000ULL)	/* 50 ms */
-
-/* Fibonacci hashing of a host-order word: the top `bits` bits of
- * w * 2^32/phi depend on every bit of w, so addresses that differ only in
- * their last octet (host order: the low bits) spread over the slots. (Network
- * order would put that octet in the top byte, where a multiplication can only
- * move it up: at most 4 slots for a whole /24.) A cache slot, not a Maglev
- * choice. */
-static __always_inline __u32 xlb_slot_hash(__u32 w, int bits)
-{
-	return (w * 0x9e3779b1U) >> (32 - bits);
-}
-
-struct xlb_nh {
-	__u64 expires;		/* xlb_now() + XLB_NH_TTL_NS; 0 = empty */
-	__be32 peer;		/* outer destination */
-	__u32 in_ifindex;	/* fib input ifindex the answer is for */
-	__u32 out_ifindex;	/* fib output ifindex */
-	__u8 dmac[6];
-	__u8 smac[6];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, XLB_NH_SLOTS);
-	__type(key, __u32);
-	__type(value, struct xlb_nh);
-} nh_cache SEC(".maps");
+#include "parse.h"
+#include "hash.h"
 
 static __always_inline struct xlb_nh *xlb_nh_slot(__be32 peer, __u32 in_ifindex)
 {
@@ -93,28 +64,11 @@ static __always_inline void xlb_nh_put(struct xlb_nh *nh, __be32 peer, __u32 in_
 
 /*
  * The same for the tunnel LPM lookup (pod CIDR -> VTEP MAC of the backend's
- * node, ~40 ns): a remote backend's VTEP MAC is kept per CPU for
+ * node): a remote backend's VTEP MAC is kept per CPU in `vtep_cache` for
  * XLB_NH_TTL_NS, so a changed or removed tunnel entry reaches the fast path
  * within that time. Only found entries are kept (no entry -> drop_no_tunnel
  * is looked up every time).
  */
-#define XLB_VTEP_BITS	10
-#define XLB_VTEP_SLOTS	(1 << XLB_VTEP_BITS)
-
-struct xlb_vtep {
-	__u64 expires;		/* 0 = empty */
-	__be32 addr;		/* backend address */
-	__u8 vtep_mac[6];
-	__u8 pad[2];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, XLB_VTEP_SLOTS);
-	__type(key, __u32);
-	__type(value, struct xlb_vtep);
-} vtep_cache SEC(".maps");
-
 static __always_inline struct xlb_vtep *xlb_vtep_slot(__be32 addr)
 {
 	__u32 slot = xlb_slot_hash(bpf_ntohl(addr), XLB_VTEP_BITS);

@@ -88,21 +88,21 @@ static __always_inline int xlb_parse(void *start, void *data_end, struct xlb_pkt
 
 	eth = xlb_pull(&c, struct ethhdr, sizeof(struct ethhdr));
 	if (!eth)
-		return XLB_R_DROP_TRUNC_ETH;
+		return XLB_R_PASS_TRUNC_ETH;
 	p->eth = eth;
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return XLB_R_PASS_NOT_IP;
 	ip = c.pos;
 	if ((void *)(ip + 1) > data_end)
-		return XLB_R_DROP_TRUNC_IP;
+		return XLB_R_PASS_TRUNC_IP;
 	hl = ip->ihl * 4;
 	if (ip->version != 4 || hl < sizeof(struct iphdr))
-		return XLB_R_DROP_TRUNC_IP;
+		return XLB_R_PASS_TRUNC_IP;
 	if (!xlb_pull(&c, struct iphdr, hl))
-		return XLB_R_DROP_TRUNC_IP;
+		return XLB_R_PASS_TRUNC_IP;
 	tot = bpf_ntohs(ip->tot_len);
 	if (tot < hl || (void *)ip + tot > data_end)
-		return XLB_R_DROP_TRUNC_IP;
+		return XLB_R_PASS_TRUNC_IP;
 	p->ip = ip;
 	p->ihl_len = hl;
 	p->l3_len = tot;
@@ -118,9 +118,9 @@ static __always_inline int xlb_parse(void *start, void *data_end, struct xlb_pkt
 		struct tcphdr *th = xlb_pull(&c, struct tcphdr, sizeof(struct tcphdr));
 
 		if (!th || hl + sizeof(*th) > tot)
-			return XLB_R_DROP_TRUNC_L4;
+			return XLB_R_PASS_TRUNC_L4;
 		if (th->doff < 5 || hl + th->doff * 4 > tot)
-			return XLB_R_DROP_TRUNC_L4;
+			return XLB_R_PASS_TRUNC_L4;
 		p->l4sum = &th->check;
 		p->sport = th->source;
 		p->dport = th->dest;
@@ -128,9 +128,9 @@ static __always_inline int xlb_parse(void *start, void *data_end, struct xlb_pkt
 		struct udphdr *uh = xlb_pull(&c, struct udphdr, sizeof(struct udphdr));
 
 		if (!uh || hl + sizeof(*uh) > tot)
-			return XLB_R_DROP_TRUNC_L4;
+			return XLB_R_PASS_TRUNC_L4;
 		if (bpf_ntohs(uh->len) < sizeof(*uh) || hl + bpf_ntohs(uh->len) > tot)
-			return XLB_R_DROP_TRUNC_L4;
+			return XLB_R_PASS_TRUNC_L4;
 		p->l4sum = &uh->check;
 		p->sport = uh->source;
 		p->dport = uh->dest;
@@ -144,7 +144,8 @@ static __always_inline int xlb_parse(void *start, void *data_end, struct xlb_pkt
  * The packet pointers of p again, for the same frame now starting at `start`
  * (after bpf_xdp_adjust_head stripped the headers in front of it): every
  * field p holds was parsed and checked by xlb_parse already, so only the
- * bounds the verifier needs are checked, not the headers again.
+ * bounds the verifier needs are checked, not the headers again. A frame that
+ * fails them was cut by the adjustment: XLB_R_DROP_ADJUST.
  */
 static __always_inline int xlb_reparse(void *start, void *data_end, struct xlb_pkt *p)
 {
@@ -153,7 +154,7 @@ static __always_inline int xlb_reparse(void *start, void *data_end, struct xlb_p
 	void *l4;
 
 	if ((void *)(ip + 1) > data_end)
-		return XLB_R_DROP_TRUNC_IP;
+		return XLB_R_DROP_ADJUST;
 	l4 = (void *)ip + hl;
 	p->eth = start;
 	p->ip = ip;
@@ -162,13 +163,13 @@ static __always_inline int xlb_reparse(void *start, void *data_end, struct xlb_p
 		struct tcphdr *th = l4;
 
 		if ((void *)(th + 1) > data_end)
-			return XLB_R_DROP_TRUNC_L4;
+			return XLB_R_DROP_ADJUST;
 		p->l4sum = &th->check;
 	} else {
 		struct udphdr *uh = l4;
 
 		if ((void *)(uh + 1) > data_end)
-			return XLB_R_DROP_TRUNC_L4;
+			return XLB_R_DROP_ADJUST;
 		p->l4sum = &uh->check;
 	}
 	return XLB_OK;

@@ -8,6 +8,7 @@
 #define XLB_TYPES_H
 
 #include <linux/types.h>
+#include "consts.h"
 
 /* services: frontend -> Service port */
 struct xlb_svc_key {
@@ -110,6 +111,42 @@ struct xlb_config {
 struct xlb_counter {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* The packet generator and sink (pktgen.bpf.c; xlb-pktgen) */
+
+/* pg_conf: generator settings (ARRAY[1]), written by userspace before a run. */
+struct pg_conf {
+	__u32 copy_len;		/* template bytes copied into every frame (multiple of 8) */
+	__u32 ip_off;		/* the IPv4 header whose address varies (inner one with VXLAN) */
+	__u32 l4_off;		/* its L4 header */
+	__u32 csum_off;		/* its L4 checksum field */
+	__u32 stamp_off;	/* struct pg_stamp */
+	__u32 outer_sport_off;	/* VXLAN: outer UDP source port (flow entropy); 0 = none */
+	__u32 flows;		/* distinct flows, >= 1 */
+	__u32 addrs;		/* distinct addresses the flows are spread over, >= 1 */
+	__u32 addr_base;	/* host order: first varied address */
+	__u16 port_base;	/* host order: first varied port */
+	__u8 vary_dst;		/* 0: vary source address/port; 1: destination */
+	__u8 is_udp;		/* L4 is UDP: a computed checksum of 0 is sent as 0xffff */
+	__u32 redirect_ifindex;	/* 0: XDP_TX out of the ingress interface; else bpf_redirect */
+	__u32 l4_csum_seed;	/* ~L4 checksum of the template with the varied fields zero */
+	__u8 tmpl[XLB_PG_TMPL_MAX];
+};
+
+/* pg_gen: per-CPU generator state */
+struct pg_gen_state {
+	__u64 seq;		/* repetitions run on this CPU */
+	__u64 errors;		/* of which the template did not fit (dropped, not sent) */
+};
+
+/* pg_sink: per-CPU sink counters and latency histogram */
+struct pg_sink_stats {
+	__u64 packets;		/* every frame seen */
+	__u64 bytes;
+	__u64 stamped;		/* frames carrying a generator stamp */
+	__u64 vxlan;		/* stamped frames that arrived VXLAN-encapsulated */
+	__u64 hist[XLB_PG_HIST_BUCKETS];	/* latency ns, see lat_bucket() in pktgen.bpf.c */
 };
 
 #endif /* XLB_TYPES_H */

@@ -58,10 +58,10 @@ static __always_inline int xlb_vxlan_in(void *data, void *data_end, struct xlb_c
 	if (p->first_frag)
 		return XLB_R_PASS_VXLAN_OTHER;
 	if (!xlb_pull(&c, struct udphdr, sizeof(struct udphdr)))
-		return XLB_R_DROP_TRUNC_L4;
+		return XLB_R_PASS_TRUNC_L4;
 	vx = xlb_pull(&c, struct xlb_vxlanhdr, sizeof(struct xlb_vxlanhdr));
 	if (!vx)
-		return XLB_R_DROP_TRUNC_VXLAN;
+		return XLB_R_PASS_TRUNC_VXLAN;
 	if (!(vx->flags & bpf_htonl(XLB_VXLAN_F_I)) ||
 	    (bpf_ntohl(vx->vni) >> 8) != (cfg->vni & 0xffffff))
 		return XLB_R_PASS_VXLAN_OTHER;

@@ -80,7 +80,7 @@ const _: () = {
     assert!(size_of::<tc::types::xlb_config>() == size_of::<types::xlb_config>());
 };
 
-// The generator's and sink's structs (`pktgen.bpf.c`), for xlb-pktgen.
+// The generator's and sink's structs (`include/types.h`), for xlb-pktgen.
 // SAFETY: plain C structs of fixed-width integers and byte arrays without
 // implicit padding; any bit pattern is valid.
 unsafe impl plain::Plain for pktgen::types::pg_conf {}
@@ -88,9 +88,11 @@ unsafe impl plain::Plain for pktgen::types::pg_gen_state {}
 unsafe impl plain::Plain for pktgen::types::pg_sink_stats {}
 const _: () = {
     use std::mem::size_of;
-    assert!(size_of::<pktgen::types::pg_conf>() == 208);
+    assert!(size_of::<pktgen::types::pg_conf>() == 48 + consts::XLB_PG_TMPL_MAX as usize);
     assert!(size_of::<pktgen::types::pg_gen_state>() == 16);
-    assert!(size_of::<pktgen::types::pg_sink_stats>() == 32 + 8 * 640);
+    assert!(
+        size_of::<pktgen::types::pg_sink_stats>() == 32 + 8 * consts::XLB_PG_HIST_BUCKETS as usize
+    );
 };
 
 #[cfg(test)]
@@ -110,6 +112,36 @@ mod tests {
         assert_eq!(offset_of!(xlb_config, vni), 8);
         assert_eq!(offset_of!(xlb_config, mac), 16);
         assert_eq!(offset_of!(xlb_config, flags), 24);
+    }
+
+    #[test]
+    fn pktgen_offsets_match_the_c_layout() {
+        use crate::pktgen::types::{pg_conf, pg_sink_stats};
+        assert_eq!(offset_of!(pg_conf, addr_base), 32);
+        assert_eq!(offset_of!(pg_conf, port_base), 36);
+        assert_eq!(offset_of!(pg_conf, vary_dst), 38);
+        assert_eq!(offset_of!(pg_conf, is_udp), 39);
+        assert_eq!(offset_of!(pg_conf, redirect_ifindex), 40);
+        assert_eq!(offset_of!(pg_conf, l4_csum_seed), 44);
+        assert_eq!(offset_of!(pg_conf, tmpl), 48);
+        assert_eq!(offset_of!(pg_sink_stats, vxlan), 24);
+        assert_eq!(offset_of!(pg_sink_stats, hist), 32);
+    }
+
+    /// Every map is declared in maps.h (the loader's pin lists follow it).
+    #[test]
+    fn maps_are_declared_only_in_maps_h() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("include");
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            assert_eq!(
+                text.contains("SEC(\".maps\")"),
+                name == "maps.h",
+                "{name}: maps belong in maps.h"
+            );
+        }
     }
 
     #[test]

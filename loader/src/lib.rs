@@ -126,25 +126,41 @@ impl DataPlane {
         }
         if let Some(dir) = &opts.pin_dir {
             pin::ensure_pin_dir(dir)?;
-            let specs: Vec<pin::MapSpec> = open
-                .open_object()
-                .maps()
-                .filter(|m| is_shared_map(&m.name().to_string_lossy()))
-                .map(|m| pin::MapSpec {
-                    name: m.name().to_string_lossy().into_owned(),
+            let mut contract = Vec::new();
+            let mut private = Vec::new();
+            for m in open.open_object().maps() {
+                let name = m.name().to_string_lossy().into_owned();
+                let role = match pin::map_role(&name) {
+                    Some(r) => r,
+                    None if name.contains('.') => continue, // .rodata/.bss: one object's
+                    None => {
+                        return Err(Error::Other(format!(
+                            "map {name} is in neither pin::CONTRACT_MAPS nor pin::PRIVATE_MAPS"
+                        )))
+                    }
+                };
+                let spec = pin::MapSpec {
+                    name,
                     map_type: m.map_type() as u32,
                     key_size: m.key_size(),
                     value_size: m.value_size(),
                     max_entries: m.max_entries(),
                     flags: m.map_flags(),
-                })
-                .collect();
-            pin::check_pinned_maps(dir, &specs)?;
-            for map in open.open_object_mut().maps_mut() {
-                if !is_shared_map(&map.name().to_string_lossy()) {
-                    continue; // .rodata/.bss belong to one program version
+                };
+                match role {
+                    pin::MapRole::Contract => contract.push(spec),
+                    pin::MapRole::Private => private.push(spec),
                 }
-                let path = dir.join(map.name());
+            }
+            pin::check_pinned_maps(dir, &contract)?;
+            for p in pin::replace_stale_private(dir, &private)? {
+                tracing::info!(pin = %p.display(), "replacing a private map of another layout");
+            }
+            for map in open.open_object_mut().maps_mut() {
+                let Some(role) = pin::map_role(&map.name().to_string_lossy()) else {
+                    continue;
+                };
+                let path = pin::map_pin_path(dir, &map.name().to_string_lossy(), role);
                 let mut map = map;
                 map.set_pin_path(&path)
                     .map_err(ctx(format!("setting pin path {}", path.display())))?;
@@ -202,12 +218,6 @@ impl DataPlane {
     pub fn tc_prog(&self) -> &libbpf_rs::ProgramMut<'static> {
         &self.tc.progs.xlb_tc
     }
-}
-
-/// Maps declared in `maps.h` (pinned and shared); libbpf's internal maps
-/// (`.rodata`, `.bss`, `.data`) are per object and never pinned.
-fn is_shared_map(name: &str) -> bool {
-    !name.contains('.')
 }
 
 /// Whether `dir` is on a bpf filesystem.

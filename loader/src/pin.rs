@@ -3,7 +3,10 @@
 //! Layout under the pin directory (default `/sys/fs/bpf/xlb`):
 //!
 //! ```text
-//! <pin>/services, backends, ... stats   the maps (by name), reused across restarts
+//! <pin>/services, ct, ... stats         the contract maps ([`CONTRACT_MAPS`], by name): reused
+//!                                       by every later load, a different layout is refused
+//! <pin>/private/flow_cache, ...         the data plane's own caches and clock ([`PRIVATE_MAPS`]):
+//!                                       reused while their layout matches, else replaced
 //! <pin>/progs/xdp, <pin>/progs/tc       the programs last attached (the agent attaches
 //!                                       new pod veths with them; replaced on upgrade)
 //! <pin>/links/xdp_<ifname>              bpf_link of the uplink XDP program
@@ -20,6 +23,73 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use crate::{sys, Error, Result};
+
+/// The maps userspace reads or writes (`xlb_bpf::Maps`), or whose contents
+/// must outlive a restart (connection tracking, the filters' counts,
+/// `ct_epoch`). Pinned at `<pin>/<name>` and reused by every later load; one
+/// pinned with another layout fails the load ([`check_pinned_maps`]), as
+/// recreating it would drop state.
+pub const CONTRACT_MAPS: [&str; 13] = [
+    "services",
+    "fe_filter",
+    "be_filter",
+    "backends",
+    "maglev",
+    "ct",
+    "ct_epoch",
+    "affinity",
+    "src_ranges",
+    "tunnel",
+    "local_addrs",
+    "config",
+    "stats",
+];
+
+/// The data plane's private maps: per-CPU caches rebuilt within their entries'
+/// lifetime, and the timer clock. Pinned under `<pin>/private/` only because a
+/// map timer runs only while a pin or file descriptor holds its map; reused
+/// while the layout matches, replaced without complaint when it does not
+/// ([`replace_stale_private`]).
+pub const PRIVATE_MAPS: [&str; 5] = [
+    "flow_cache",
+    "nh_cache",
+    "vtep_cache",
+    "clock",
+    "clock_reads",
+];
+
+/// Which list a map of the objects is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapRole {
+    Contract,
+    Private,
+}
+
+/// The role of the map called `name`; `None` for a map in neither list
+/// (libbpf's `.rodata`/`.bss`, which belong to one object and are never pinned).
+pub fn map_role(name: &str) -> Option<MapRole> {
+    if CONTRACT_MAPS.contains(&name) {
+        Some(MapRole::Contract)
+    } else if PRIVATE_MAPS.contains(&name) {
+        Some(MapRole::Private)
+    } else {
+        None
+    }
+}
+
+/// Where a map is pinned: `<pin>/<name>` for the contract, `<pin>/private/<name>`
+/// for the private maps.
+pub fn map_pin_path(pin_dir: &Path, name: &str, role: MapRole) -> PathBuf {
+    match role {
+        MapRole::Contract => pin_dir.join(name),
+        MapRole::Private => private_dir(pin_dir).join(name),
+    }
+}
+
+/// Directory of the pinned private maps.
+pub fn private_dir(pin_dir: &Path) -> PathBuf {
+    pin_dir.join("private")
+}
 
 /// Directory of the pinned links.
 pub fn links_dir(pin_dir: &Path) -> PathBuf {
@@ -117,55 +187,88 @@ pub fn pinned_max_entries(path: &Path) -> Option<u32> {
     Some(libbpf_rs::MapInfo::new(fd.as_fd()).ok()?.info.max_entries)
 }
 
-/// Checks every map already pinned under `pin_dir` against what this xlb
-/// would create; a mismatch is a [`Error::StalePin`] naming the fix.
+/// How the object pinned at `path` differs from `spec`: `None` when nothing
+/// is pinned there or it has the same layout, else why it cannot be reused.
+fn pinned_mismatch(path: &Path, spec: &MapSpec) -> Option<String> {
+    std::fs::symlink_metadata(path).ok()?;
+    let fd = match sys::obj_get(path) {
+        Ok(fd) => fd,
+        Err(e) => return Some(format!("it cannot be opened as a BPF object ({e})")),
+    };
+    match obj_kind(&fd) {
+        Some(ObjKind::Map) => {}
+        Some(k) => return Some(format!("it is a {k:?}, not a map")),
+        None => return Some("it is not a BPF map".into()),
+    }
+    let info = match libbpf_rs::MapInfo::new(fd.as_fd()) {
+        Ok(i) => i.info,
+        Err(e) => return Some(format!("its map info cannot be read ({e})")),
+    };
+    let mut diffs = Vec::new();
+    let mut cmp = |what: &str, have: u32, want: u32| {
+        if have != want {
+            diffs.push(format!("{what} {have} (expected {want})"));
+        }
+    };
+    cmp("type", info.type_, spec.map_type);
+    cmp("key size", info.key_size, spec.key_size);
+    cmp("value size", info.value_size, spec.value_size);
+    cmp("max entries", info.max_entries, spec.max_entries);
+    cmp("flags", info.map_flags, spec.flags);
+    let mmapable = libbpf_sys::BPF_F_MMAPABLE;
+    if spec.flags & mmapable != 0 && info.map_flags & mmapable == 0 {
+        diffs.push(format!(
+            "it lacks BPF_F_MMAPABLE ({mmapable:#x}): this xlb writes {} as memory",
+            spec.name
+        ));
+    }
+    (!diffs.is_empty()).then(|| {
+        format!(
+            "it was made by another xlb version or with other sizes: {}",
+            diffs.join(", ")
+        )
+    })
+}
+
+/// Checks every contract map already pinned under `pin_dir` against what
+/// this xlb would create; a mismatch is a [`Error::StalePin`] naming the fix.
 pub fn check_pinned_maps(pin_dir: &Path, specs: &[MapSpec]) -> Result<()> {
     for spec in specs {
         let path = pin_dir.join(&spec.name);
-        if std::fs::symlink_metadata(&path).is_err() {
-            continue;
-        }
-        let stale = |why: String| Error::StalePin {
-            path: path.clone(),
-            why,
-            pin_dir: pin_dir.to_owned(),
-        };
-        let fd = sys::obj_get(&path)
-            .map_err(|e| stale(format!("it cannot be opened as a BPF object ({e})")))?;
-        match obj_kind(&fd) {
-            Some(ObjKind::Map) => {}
-            Some(k) => return Err(stale(format!("it is a {k:?}, not a map"))),
-            None => return Err(stale("it is not a BPF map".into())),
-        }
-        let info = libbpf_rs::MapInfo::new(fd.as_fd())
-            .map_err(|e| stale(format!("its map info cannot be read ({e})")))?
-            .info;
-        let mut diffs = Vec::new();
-        let mut cmp = |what: &str, have: u32, want: u32| {
-            if have != want {
-                diffs.push(format!("{what} {have} (expected {want})"));
-            }
-        };
-        cmp("type", info.type_, spec.map_type);
-        cmp("key size", info.key_size, spec.key_size);
-        cmp("value size", info.value_size, spec.value_size);
-        cmp("max entries", info.max_entries, spec.max_entries);
-        cmp("flags", info.map_flags, spec.flags);
-        let mmapable = libbpf_sys::BPF_F_MMAPABLE;
-        if spec.flags & mmapable != 0 && info.map_flags & mmapable == 0 {
-            diffs.push(format!(
-                "it lacks BPF_F_MMAPABLE ({mmapable:#x}): this xlb writes {} as memory",
-                spec.name
-            ));
-        }
-        if !diffs.is_empty() {
-            return Err(stale(format!(
-                "it was made by another xlb version or with other sizes: {}",
-                diffs.join(", ")
-            )));
+        if let Some(why) = pinned_mismatch(&path, spec) {
+            return Err(Error::StalePin {
+                path,
+                why,
+                pin_dir: pin_dir.to_owned(),
+            });
         }
     }
     Ok(())
+}
+
+/// Removes the pins of private maps that this xlb cannot reuse: one under
+/// `<pin>/private/` of another layout, and one an older xlb left at
+/// `<pin>/<name>` (where it pinned every map). The load then creates and pins
+/// them afresh. Returns what was removed.
+pub fn replace_stale_private(pin_dir: &Path, specs: &[MapSpec]) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for spec in specs {
+        let legacy = pin_dir.join(&spec.name);
+        let path = map_pin_path(pin_dir, &spec.name, MapRole::Private);
+        let stale = [
+            (std::fs::symlink_metadata(&legacy).is_ok()).then_some(legacy),
+            pinned_mismatch(&path, spec).map(|_| path),
+        ];
+        for p in stale.into_iter().flatten() {
+            unpin(&p).map_err(|e| Error::Io {
+                what: format!("removing the stale private map pin {}", p.display()),
+                err: e,
+                hint: "is the pin directory writable (root)?".into(),
+            })?;
+            removed.push(p);
+        }
+    }
+    Ok(removed)
 }
 
 /// Removes a pin; absent is fine.
@@ -203,4 +306,48 @@ pub fn repin(fd: impl AsFd, path: &Path) -> Result<()> {
         err: e,
         hint: "remove the stale pin with `xlb detach --all`".into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+    use std::mem::MaybeUninit;
+
+    /// Every map of both objects is in exactly one list, so a new map must be
+    /// classified (contract or private) before it can be pinned.
+    #[test]
+    fn every_map_is_contract_or_private() {
+        let mut names = Vec::new();
+        let mut st = MaybeUninit::uninit();
+        let xdp = xlb_bpf::xdp::XdpSkelBuilder::default()
+            .open(&mut st)
+            .unwrap();
+        names.extend(
+            xdp.open_object()
+                .maps()
+                .map(|m| m.name().to_string_lossy().into_owned()),
+        );
+        let mut st = MaybeUninit::uninit();
+        let tc = xlb_bpf::tc::TcSkelBuilder::default().open(&mut st).unwrap();
+        names.extend(
+            tc.open_object()
+                .maps()
+                .map(|m| m.name().to_string_lossy().into_owned()),
+        );
+        for n in names.iter().filter(|n| !n.contains('.')) {
+            assert!(map_role(n).is_some(), "map {n} is in no list");
+        }
+        for n in CONTRACT_MAPS.iter().chain(PRIVATE_MAPS.iter()) {
+            assert!(
+                names.iter().any(|m| m == n),
+                "{n} is listed but no object has it"
+            );
+        }
+        assert!(!CONTRACT_MAPS.iter().any(|n| PRIVATE_MAPS.contains(n)));
+        // What userspace opens by name is part of the contract.
+        for n in xlb_bpf::maps::MAP_NAMES {
+            assert_eq!(map_role(n), Some(MapRole::Contract), "{n}");
+        }
+    }
 }

@@ -225,6 +225,104 @@ fn stale_pinned_map_is_a_clear_error() {
     assert!(err.to_string().contains("not a map"), "{err}");
 }
 
+/// A map of `ty` pinned at `path`, as another xlb build might have left it.
+fn pin_map(path: &std::path::Path, ty: libbpf_rs::MapType, name: &str, value: u32, n: u32) {
+    let m = libbpf_rs::MapHandle::create(
+        ty,
+        Some(name),
+        4,
+        value,
+        n,
+        &libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut m = m;
+    m.pin(path).unwrap();
+}
+
+/// An upgrade whose private caches changed layout attaches over the old pins:
+/// the caches are replaced, the contract maps (ct, Services) are kept.
+#[test]
+fn attach_over_private_maps_of_another_layout_keeps_ct_and_services() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    use xlb_bpf::types::{xlb_ct_key, xlb_ct_val, xlb_svc_key, xlb_svc_val};
+    let ns = Netns::new();
+    ns.veth("up0", "peer0");
+    let pin = PinDir::new();
+    let dp1 = load(&pin);
+    let k = xlb_svc_key::nodeport(30080, xlb_bpf::Proto::Tcp);
+    let sv = xlb_svc_val {
+        svc_id: 7,
+        ..Default::default()
+    };
+    dp1.maps.put_service(&k, &sv).unwrap();
+    let ck = xlb_ct_key::new(
+        "10.0.0.1:1234".parse().unwrap(),
+        "10.0.0.2:80".parse().unwrap(),
+        6,
+    );
+    let cv = xlb_ct_val {
+        backend_id: 3,
+        generation: 1,
+        ..Default::default()
+    };
+    dp1.maps.put_ct(&ck, &cv).unwrap();
+    let fc_value = {
+        use libbpf_rs::MapCore;
+        dp1.xdp.maps.flow_cache.value_size()
+    };
+    drop(dp1);
+
+    // Another build's pins: a flow cache of another slot size, and a next-hop
+    // cache at the top level, where older builds pinned every map.
+    let private = xlb_loader::pin::private_dir(&pin.path);
+    assert!(
+        private.join("flow_cache").exists(),
+        "private maps pinned apart"
+    );
+    assert!(!pin.path.join("flow_cache").exists());
+    std::fs::remove_file(private.join("flow_cache")).unwrap();
+    pin_map(
+        &private.join("flow_cache"),
+        libbpf_rs::MapType::PercpuArray,
+        "flow_cache",
+        fc_value - 8,
+        4096,
+    );
+    pin_map(
+        &pin.path.join("nh_cache"),
+        libbpf_rs::MapType::PercpuArray,
+        "nh_cache",
+        40,
+        1024,
+    );
+
+    let dp2 = load(&pin);
+    let got = dp2.maps.service(&k).unwrap().expect("Service kept");
+    assert_eq!(got.svc_id, sv.svc_id);
+    let got = dp2.maps.ct_entry(&ck).unwrap().expect("ct entry kept");
+    assert_eq!((got.backend_id, got.generation), (3, 1));
+    let pinned = sys::obj_get(&private.join("flow_cache")).unwrap();
+    let info = libbpf_rs::MapInfo::new(pinned.as_fd()).unwrap().info;
+    assert_eq!(info.value_size, fc_value, "flow_cache replaced");
+    assert!(
+        !pin.path.join("nh_cache").exists(),
+        "old top-level pin removed"
+    );
+    assert!(private.join("nh_cache").exists());
+    let (xdp, _tc) = progs(&dp2);
+    let p = pin.path.clone();
+    let up = ns.run(move || {
+        attach::attach_uplink(&p, xdp.as_fd(), "up0", AttachMode::Native, false).unwrap()
+    });
+    assert_eq!(up.hook, Hook::Xdp(AttachMode::Native));
+}
+
 #[test]
 fn attach_errors_say_what_to_do() {
     if !xlb_loader::testutil::privileged() {

@@ -2,8 +2,8 @@
 
 use xlb_bpf::pktgen::types::pg_sink_stats;
 
-/// Buckets of the sink's log-linear histogram (`PG_HIST_BUCKETS`).
-pub const HIST_BUCKETS: usize = 640;
+/// Buckets of the sink's log-linear histogram (`XLB_PG_HIST_BUCKETS`, consts.h).
+pub const HIST_BUCKETS: usize = xlb_bpf::consts::XLB_PG_HIST_BUCKETS as usize;
 
 /// One CPU's sink counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use xlb_bpf::pktgen::types::pg_conf;
 
 use crate::{Error, Result};
 
-/// Bytes of template the generator can copy (`PG_TMPL_MAX` in pktgen.bpf.c).
-pub const TMPL_MAX: usize = 160;
+/// Bytes of template the generator can copy (`XLB_PG_TMPL_MAX`, consts.h).
+pub const TMPL_MAX: usize = xlb_bpf::consts::XLB_PG_TMPL_MAX as usize;
 /// `"xlbp"`: marks the payload stamp (`PG_STAMP_MAGIC`).
 pub const STAMP_MAGIC: u32 = 0x786c_6270;
 /// Bytes of the payload stamp (magic, pad, 64-bit timestamp).

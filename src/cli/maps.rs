@@ -66,7 +66,8 @@ pub enum Which {
     SrcRanges,
     /// Pod CIDR -> node tunnel entries.
     Tunnel,
-    /// Reason counters and per-Service packets/bytes.
+    /// Reason counters (pass_*, drop_*, tx_*: a frame's outcome; event_*:
+    /// counted on the way, e.g. event_ct_full) and per-Service packets/bytes.
     Stats {
         /// Also the reasons whose counters are zero.
         #[arg(long)]

@@ -386,7 +386,7 @@ pub fn check_vxlan(f: &[u8], what: &str) -> Vxlan {
     }
 }
 
-/// The data plane's flow hash (lb.h `xlb_flow_hash`), to predict Maglev slots.
+/// The data plane's flow hash (hash.h `xlb_flow_hash`), to predict Maglev slots.
 pub fn flow_hash(src: SocketAddrV4, dst: SocketAddrV4, proto: u8, no_sport: bool) -> u32 {
     let sport = if no_sport {
         0

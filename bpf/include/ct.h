@@ -1,0 +1,237 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * xlb: connection tracking. A balanced flow has two entries in `ct`: the
+ * forward one (client -> frontend, as on the wire) names the chosen backend
+ * and its generation; the reverse one (backend -> client) names the frontend
+ * to restore as the reply's source. Entries time out (xlb_ct_timeout) and are
+ * refreshed at most once a second (XLB_CT_TOUCH_NS).
+ */
+#ifndef XLB_CT_H
+#define XLB_CT_H
+
+#include "maps.h"
+#include "clock.h"
+#include "lb.h"
+
+#define XLB_EEXIST		17	/* bpf_map_update_elem(BPF_NOEXIST): key exists */
+
+static __always_inline __u64 xlb_ct_timeout(__u8 proto)
+{
+	return proto == IPPROTO_TCP ? XLB_CT_TIMEOUT_TCP_NS : XLB_CT_TIMEOUT_UDP_NS;
+}
+
+/* A ct entry that a CPU may hold in its flow cache was replaced: void every
+ * cached hit (rare: port reuse across frontends, flagged victims). */
+static __always_inline void xlb_ct_epoch_bump(void)
+{
+	__u32 zero = 0;
+	__u64 *e = bpf_map_lookup_elem(&ct_epoch, &zero);
+
+	if (e)
+		__sync_fetch_and_add(e, 1);
+}
+
+/* The backend of forward entry v into ch when the entry is live: not timed
+ * out, its backend active at the generation it was chosen at. 0 = choose
+ * again. (A check only: no refresh; xlb_ct_backend adds that.) */
+static __always_inline int xlb_ct_live_backend(const struct xlb_ct_val *v, __u8 proto,
+					       __u64 now, struct xlb_choice *ch)
+{
+	return xlb_age(now, v->last_seen) < xlb_ct_timeout(proto) &&
+	       xlb_backend_get(v->backend_id, ch) && ch->generation == v->generation;
+}
+
+#define XLB_CT_USE		1	/* forward hit: use the backend */
+#define XLB_CT_USE_CHECK	2	/* ... and check the flow's reverse entry (xlb_ct_reverse_keep) */
+
+/*
+ * A forward-entry hit: the backend it names, when still live at the same
+ * generation and the entry has not timed out. 0 = choose again.
+ *
+ * The flow's reverse entry is checked (one more ct lookup) only when it may
+ * have changed: another flow took it (XLB_CT_F_REV_CHECK, set by whoever
+ * replaced it: xlb_ct_flag_victim), or once a second with the last_seen
+ * refresh (LRU eviction of the reverse entry alone is noticed then).
+ */
+static __always_inline int xlb_ct_backend(struct xlb_ct_val *v, __u8 proto, __u64 now,
+					  struct xlb_choice *ch)
+{
+	__u64 age = xlb_age(now, v->last_seen);
+	int r = XLB_CT_USE;
+
+	if (!xlb_ct_live_backend(v, proto, now, ch))
+		return 0;
+	if (age > XLB_CT_TOUCH_NS) {
+		v->last_seen = now;
+		r = XLB_CT_USE_CHECK;
+	}
+	if (v->flags & XLB_CT_F_REV_CHECK) {
+		/* Cleared before the check: a flag set after this sees the
+		 * replaced entry in the check or stays for the next packet. */
+		v->flags &= ~XLB_CT_F_REV_CHECK;
+		r = XLB_CT_USE_CHECK;
+	}
+	return r;
+}
+
+/*
+ * The reverse entry at rk, which said `old_flags/old_nat_*`, was just replaced
+ * for another flow (or tunnel-return entry). When it belonged to a flow this
+ * node balanced (a reverse entry with a frontend), that flow's forward entry
+ * {client -> frontend} is flagged so its next packet restores its reverse
+ * entry (xlb_ct_reverse_keep), as the replies must be reverse-NATed to the
+ * frontend that client dialled. keep_*: the frontend of the flow that
+ * replaced it (same frontend = same forward entry: nothing to do).
+ */
+static __always_inline void xlb_ct_flag_victim(const struct xlb_ct_key *rk, __u32 old_flags,
+					       __be32 old_nat_addr, __be16 old_nat_port,
+					       __be32 keep_addr, __be16 keep_port)
+{
+	struct xlb_ct_key fk = {
+		.saddr = (old_flags & XLB_CT_F_HAIRPIN) ? rk->saddr : rk->daddr,
+		.daddr = old_nat_addr, .sport = rk->dport, .dport = old_nat_port,
+		.proto = rk->proto,
+	};
+	struct xlb_ct_val *fv;
+
+	if (!(old_flags & XLB_CT_F_REVERSE) || !old_nat_addr)
+		return;
+	if (old_nat_addr == keep_addr && old_nat_port == keep_port)
+		return;
+	fv = bpf_map_lookup_elem(&ct, &fk);
+	if (fv && !(fv->flags & XLB_CT_F_REVERSE))
+		fv->flags |= XLB_CT_F_REV_CHECK;
+	/* (every caller bumps ct_epoch next: the flow's next packet sees the
+	 * flag, not a cached hit) */
+}
+
+/*
+ * A pod whose Service chose the pod itself (hairpin): its packets must come
+ * back from another address than its own, or its own replies would never
+ * leave it. The tc program rewrites their source to XLB_HAIRPIN_ADDR.
+ */
+static __always_inline int xlb_hairpin(const struct xlb_ct_key *t, const struct xlb_choice *ch)
+{
+	return !ch->node && ch->addr == t->saddr;
+}
+
+/* Key of a flow's reverse entry: backend -> client (-> the hairpin address
+ * when the client is the backend itself). */
+static __always_inline void xlb_ct_rkey(const struct xlb_ct_key *t, const struct xlb_choice *ch,
+					struct xlb_ct_key *rk)
+{
+	rk->saddr = ch->addr;
+	rk->daddr = xlb_hairpin(t, ch) ? bpf_htonl(XLB_HAIRPIN_ADDR) : t->saddr;
+	rk->sport = ch->port;
+	rk->dport = t->sport;
+	rk->proto = t->proto;
+}
+
+/*
+ * Writes the forward entry (client -> frontend, as on the wire) and the
+ * reverse entry (backend -> client, nat = frontend). With tunnel_peer, the
+ * flow arrived by tunnel from that node and replies go back through it.
+ */
+static __always_inline int xlb_ct_create(const struct xlb_ct_key *t, const struct xlb_choice *ch,
+					 __u32 svc_id, __be32 tunnel_peer, __u64 now)
+{
+	struct xlb_ct_key rk = {};
+	struct xlb_ct_val v = {
+		.backend_id = ch->backend_id,
+		.generation = ch->generation,
+		.svc_id = svc_id,
+		.flags = (ch->node ? XLB_CT_F_REMOTE : 0) | (tunnel_peer ? XLB_CT_F_TUNNEL : 0),
+		.tunnel_peer = tunnel_peer,
+		.last_seen = now,
+	};
+	struct xlb_ct_val *old;
+	int err, rerr;
+
+	xlb_ct_rkey(t, ch, &rk);
+	err = bpf_map_update_elem(&ct, t, &v, BPF_ANY);
+	v.flags = XLB_CT_F_REVERSE | (tunnel_peer ? XLB_CT_F_TUNNEL : 0) |
+		  (xlb_hairpin(t, ch) ? XLB_CT_F_HAIRPIN : 0);
+	v.nat_addr = t->daddr;
+	v.nat_port = t->dport;
+	/* Usually new; when another flow's reverse entry is there, it is
+	 * replaced (the newest flow wins, as its client is the one talking)
+	 * and that flow is told to restore its own at its next packet. */
+	rerr = bpf_map_update_elem(&ct, &rk, &v, BPF_NOEXIST);
+	if (rerr == -XLB_EEXIST) {
+		__u32 of = 0;
+		__be32 oa = 0;
+		__be16 op = 0;
+
+		old = bpf_map_lookup_elem(&ct, &rk);
+		if (old) {
+			of = old->flags;
+			oa = old->nat_addr;
+			op = old->nat_port;
+		}
+		rerr = bpf_map_update_elem(&ct, &rk, &v, BPF_ANY);
+		if (!rerr) {
+			xlb_ct_flag_victim(&rk, of, oa, op, t->daddr, t->dport);
+			xlb_ct_epoch_bump();
+		}
+	}
+	err |= rerr;
+	return err ? XLB_R_EVENT_CT_FULL : XLB_OK;
+}
+
+/*
+ * On a forward hit: keep the flow's reverse entry pointing at this flow. A
+ * later flow with the same backend and client ports (a client reusing its
+ * source port towards another node's NodePort, or that node's tunnel entry)
+ * may have replaced it, and the replies would be reverse-NATed to the wrong
+ * frontend. One lookup; a write only when it differs.
+ */
+static __always_inline void xlb_ct_reverse_keep(const struct xlb_ct_key *t,
+						const struct xlb_choice *ch,
+						const struct xlb_ct_val *fv, __u64 now)
+{
+	struct xlb_ct_key rk = {};
+	__u32 tun = fv->flags & XLB_CT_F_TUNNEL;
+	__u32 hp = xlb_hairpin(t, ch) ? XLB_CT_F_HAIRPIN : 0;
+	struct xlb_ct_val *rv;
+	struct xlb_ct_val nv = {};
+
+	xlb_ct_rkey(t, ch, &rk);
+	rv = bpf_map_lookup_elem(&ct, &rk);
+	if (rv && rv->nat_addr == t->daddr && rv->nat_port == t->dport &&
+	    (rv->flags & XLB_CT_F_TUNNEL) == tun && rv->tunnel_peer == fv->tunnel_peer)
+		return;
+	nv.backend_id = fv->backend_id;
+	nv.generation = fv->generation;
+	nv.svc_id = fv->svc_id;
+	nv.flags = XLB_CT_F_REVERSE | tun | hp;
+	nv.tunnel_peer = fv->tunnel_peer;
+	nv.nat_addr = t->daddr;
+	nv.nat_port = t->dport;
+	nv.last_seen = now;
+	if (rv) {
+		__u32 of = rv->flags;
+		__be32 oa = rv->nat_addr;
+		__be16 op = rv->nat_port;
+
+		if (!bpf_map_update_elem(&ct, &rk, &nv, BPF_ANY)) {
+			xlb_ct_flag_victim(&rk, of, oa, op, t->daddr, t->dport);
+			xlb_ct_epoch_bump();
+		}
+		return;
+	}
+	bpf_map_update_elem(&ct, &rk, &nv, BPF_ANY);
+}
+
+/* Reverse entry of a live reply (not timed out); refreshes last_seen. */
+static __always_inline int xlb_ct_reverse_live(struct xlb_ct_val *v, __u8 proto, __u64 now)
+{
+	__u64 age = xlb_age(now, v->last_seen);
+
+	if (age >= xlb_ct_timeout(proto))
+		return 0;
+	if (age > XLB_CT_TOUCH_NS)
+		v->last_seen = now;
+	return 1;
+}
+
+#endif /* XLB_CT_H */
