@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use libbpf_rs::{MapCore, MapFlags};
 use xlb_bpf::types::xlb_counter;
 use xlb_bpf::{Maps, Proto};
-use xlb_loader::testutil::{privileged, unique_name};
+use xlb_testkit::{privileged, unique_name};
 
 const BIN: &str = env!("CARGO_BIN_EXE_xlb");
 

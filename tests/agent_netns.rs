@@ -14,7 +14,7 @@ use xlb_bpf::Maps;
 use xlb_loader::attach::{self, Hook};
 mod cli_support;
 use cli_support::{KillOnDrop as Agent, Netns};
-use xlb_loader::testutil::{privileged, unique_name};
+use xlb_testkit::{privileged, unique_name};
 
 const BIN: &str = env!("CARGO_BIN_EXE_xlb");
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::DaemonSet;
 mod cli_support;
 use cli_support::{KillOnDrop as Agent, Netns};
-use xlb_loader::testutil::{privileged, unique_name};
+use xlb_testkit::{privileged, unique_name};
 
 const BIN: &str = env!("CARGO_BIN_EXE_xlb");
 

@@ -3,18 +3,18 @@
 
 mod cli_support;
 
-use cli_support::{eventually, stderr, stdout, xlb, Netns, PinDir};
+use cli_support::{eventually, pin_dir, stderr, stdout, xlb, Netns};
 use xlb_loader::sys;
 
 #[test]
 fn attach_upgrade_detach_leave_nothing_behind() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let ns = Netns::new();
     ns.veth("up0", "peer0");
     ns.veth("vethpod0", "eth0p");
-    let pin = PinDir::new();
+    let pin = pin_dir();
     let p = &pin.path;
 
     let o = xlb(Some(&ns), p, &["attach", "--iface", "up0"]);
@@ -105,14 +105,14 @@ impl AsFdRef for std::os::fd::OwnedFd {
 
 #[test]
 fn attach_errors_are_clear_and_exit_1() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let ns = Netns::new();
     ns.veth("up0", "peer0");
     ns.ip(&["link", "add", "br0", "type", "bridge"]);
     ns.ip(&["link", "set", "br0", "up"]);
-    let pin = PinDir::new();
+    let pin = pin_dir();
     let p = &pin.path;
     let none = ["--pod-ifaces", ""];
 
@@ -198,12 +198,12 @@ fn attach_errors_are_clear_and_exit_1() {
 
 #[test]
 fn stale_pin_directory_is_a_clear_error() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let ns = Netns::new();
     ns.veth("up0", "peer0");
-    let pin = PinDir::new();
+    let pin = pin_dir();
     // A "ct" map of the wrong type (HASH instead of LRU_HASH) and size.
     let mut m = libbpf_rs::MapHandle::create(
         libbpf_rs::MapType::Hash,
@@ -252,13 +252,13 @@ mod libbpf_sys_shim {
 
 #[test]
 fn without_tcx_the_cli_falls_back_to_clsact_and_says_so() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let ns = Netns::new();
     ns.veth("up0", "peer0");
     ns.veth("vethpod0", "eth0p");
-    let pin = PinDir::new();
+    let pin = pin_dir();
     let o = cli_support::xlb_env(
         Some(&ns),
         &pin.path,
@@ -287,13 +287,13 @@ fn without_tcx_the_cli_falls_back_to_clsact_and_says_so() {
 
 #[test]
 fn doctor_reports_and_exit_codes() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let ns = Netns::new();
     ns.veth("up0", "peer0");
     ns.ip(&["link", "add", "br0", "type", "bridge"]);
-    let pin = PinDir::new();
+    let pin = pin_dir();
     let sysctl =
         |kv: &str| cli_support::sh(&["ip", "netns", "exec", &ns.name, "sysctl", "-qw", kv]);
 
@@ -369,13 +369,13 @@ fn doctor_reports_and_exit_codes() {
 
 #[test]
 fn follow_attaches_pod_interfaces_as_they_appear() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     use std::os::unix::process::CommandExt;
     let ns = Netns::new();
     ns.veth("up0", "peer0");
-    let pin = PinDir::new();
+    let pin = pin_dir();
     let f = std::fs::File::open(ns.path()).unwrap();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_xlb"));
@@ -431,12 +431,12 @@ fn follow_attaches_pod_interfaces_as_they_appear() {
 /// different size is a clear stale-pin error, not a silent re-creation.
 #[test]
 fn ct_entries_is_chosen_at_attach_and_kept_by_later_loads() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let ns = Netns::new();
     ns.veth("up0", "peer0");
-    let pin = PinDir::new();
+    let pin = pin_dir();
     let p = &pin.path;
     let ct_size = || {
         let h = libbpf_rs::MapHandle::from_pinned_path(p.join("ct")).unwrap();

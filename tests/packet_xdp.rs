@@ -451,8 +451,7 @@ fn cases() -> Vec<Case> {
                 let mut w = want.build();
                 w[18..20].copy_from_slice(&[0, 0]); // id 0
                 w[22] = 64;
-                let c = !fold_ip(&w[14..34]);
-                w[24..26].copy_from_slice(&c.to_be_bytes());
+                xlb_testkit::csum::fix_ipv4(&mut w, 14);
                 w[14 + 20 + 14..14 + 20 + 16].copy_from_slice(&[0, 0]); // window 0
                 let t = etherparse::TcpHeader::from_slice(&w[34..]).unwrap().0;
                 let ip = etherparse::Ipv4Header::from_slice(&w[14..]).unwrap().0;
@@ -912,20 +911,6 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn fold_ip(h: &[u8]) -> u16 {
-    let mut w = h.to_vec();
-    w[10] = 0;
-    w[11] = 0;
-    let mut s: u32 = w
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
 #[test]
 fn xdp_table() {
     let Some(env) = Env::new() else { return };
@@ -1117,15 +1102,7 @@ fn fit_lengths(f: &mut [u8], vxlan_inner: bool) {
         f[at + 2..at + 4].copy_from_slice(&tot.to_be_bytes());
         let hl = usize::from(f[at] & 0xf) * 4;
         if f.len() >= at + hl && hl >= 20 {
-            f[at + 10..at + 12].copy_from_slice(&[0, 0]);
-            let mut s: u32 = f[at..at + hl]
-                .chunks(2)
-                .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-                .sum();
-            while s > 0xffff {
-                s = (s & 0xffff) + (s >> 16);
-            }
-            f[at + 10..at + 12].copy_from_slice(&(!(s as u16)).to_be_bytes());
+            xlb_testkit::csum::fix_ipv4(f, at);
         }
     }
     fix_ip(f, 14);

@@ -4,7 +4,7 @@ mod support;
 
 use std::os::fd::{AsFd, OwnedFd};
 
-use support::{eventually, Netns, PinDir};
+use support::{eventually, pin_dir, Netns, PinDir};
 use xlb_loader::attach::{self, AttachMode, Hook};
 use xlb_loader::{sys, DataPlane, Error, LoadOptions};
 
@@ -25,13 +25,13 @@ fn progs(dp: &DataPlane) -> (OwnedFd, OwnedFd) {
 
 #[test]
 fn attach_then_detach_leaves_no_program_and_no_pin() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let ns = Netns::new();
     ns.veth("up0", "peer0");
     ns.veth("vethpod0", "eth0p");
-    let pin = PinDir::new();
+    let pin = pin_dir();
     let dp = load(&pin);
     let (xdp, tc) = progs(&dp);
     let xdp_id = sys::prog_id(xdp.as_fd()).unwrap();
@@ -105,13 +105,13 @@ fn attach_then_detach_leaves_no_program_and_no_pin() {
 
 #[test]
 fn replace_swaps_the_program_inside_the_same_link_and_reuses_maps() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let ns = Netns::new();
     ns.veth("up0", "peer0");
     ns.veth("vethpod0", "eth0p");
-    let pin = PinDir::new();
+    let pin = pin_dir();
     let dp1 = load(&pin);
     // State written through the first load...
     let k = xlb_bpf::types::xlb_svc_key::nodeport(30080, xlb_bpf::Proto::Tcp);
@@ -151,7 +151,7 @@ fn replace_swaps_the_program_inside_the_same_link_and_reuses_maps() {
         // replace() needs the data plane on the namespace's thread; it is not
         // Send, so enter the namespace on this thread and come back after.
         let me = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
-        support::enter(&ns.path());
+        xlb_testkit::enter(&ns.path());
         let r = attach::replace(&p, &dp2);
         use std::os::fd::AsRawFd;
         // SAFETY: valid fd of our original namespace.
@@ -181,10 +181,10 @@ fn replace_swaps_the_program_inside_the_same_link_and_reuses_maps() {
 
 #[test]
 fn stale_pinned_map_is_a_clear_error() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
-    let pin = PinDir::new();
+    let pin = pin_dir();
     // A "services" map of the wrong value size, as an older xlb might have left.
     let mut m = libbpf_rs::MapHandle::create(
         libbpf_rs::MapType::Hash,
@@ -213,7 +213,7 @@ fn stale_pinned_map_is_a_clear_error() {
     assert!(msg.contains("xlb detach --all"), "{msg}");
 
     // Something that is not a map at all under a map's name.
-    let pin2 = PinDir::new();
+    let pin2 = pin_dir();
     let prog = sys::load_trivial(libbpf_sys::BPF_PROG_TYPE_XDP, 2).unwrap();
     sys::obj_pin(prog.as_fd(), &pin2.path.join("backends")).unwrap();
     let err = DataPlane::load(&LoadOptions {
@@ -227,14 +227,14 @@ fn stale_pinned_map_is_a_clear_error() {
 
 #[test]
 fn attach_errors_say_what_to_do() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let ns = Netns::new();
     ns.veth("up0", "peer0");
     ns.ip(&["link", "add", "br0", "type", "bridge"]);
     ns.ip(&["link", "set", "br0", "up"]);
-    let pin = PinDir::new();
+    let pin = pin_dir();
     let dp = load(&pin);
     let (xdp, _tc) = progs(&dp);
     let p = pin.path.clone();
@@ -287,7 +287,7 @@ fn attach_errors_say_what_to_do() {
 
 #[test]
 fn bpffs_is_mounted_when_absent() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     struct Mnt(std::path::PathBuf);
@@ -299,7 +299,7 @@ fn bpffs_is_mounted_when_absent() {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-    let base = std::env::temp_dir().join(xlb_loader::testutil::unique_name("xlb-t-"));
+    let base = std::env::temp_dir().join(xlb_testkit::unique_name("xlb-t-"));
     let guard = Mnt(base.clone());
     let pin = base.join("mnt").join("xlb");
     assert!(!xlb_loader::is_bpffs(&base));
