@@ -32,12 +32,8 @@ fn attach_upgrade_detach_leave_nothing_behind() {
         !out.contains("eth0p"),
         "eth0p does not match the pod patterns: {out}"
     );
-    let shown = ns.ip_out(&["-d", "link", "show", "up0"]);
-    assert!(
-        shown.contains("prog/xdp") && shown.contains("xlb_xdp"),
-        "{shown}"
-    );
     let first = ns.xdp_prog("up0");
+    assert_ne!(first, 0, "an XDP program on up0");
     for f in [
         "links/xdp_up0",
         "links/tcx_vethpod0",
@@ -65,9 +61,6 @@ fn attach_upgrade_detach_leave_nothing_behind() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("up0") && stdout(&o).contains("detached"));
     assert_eq!(ns.xdp_prog("up0"), 0);
-    assert!(!ns
-        .ip_out(&["-d", "link", "show", "up0"])
-        .contains("prog/xdp"));
     assert!(!p.join("links/xdp_up0").exists());
     assert!(p.join("services").exists(), "maps stay pinned");
 
@@ -81,15 +74,21 @@ fn attach_upgrade_detach_leave_nothing_behind() {
     );
 
     // --all: every hook and pin; the programs are freed.
+    // tcx holds several programs: what must go is xlb's own on the chain.
     let tc_id = sys::prog_id(sys::obj_get(&p.join("progs/tc")).unwrap().as_fd_ref()).unwrap();
+    let pod_idx = ns.ifindex("vethpod0");
+    let chain = || ns.run(move || xlb_testkit::bpf::tcx_ingress_progs(pod_idx).unwrap());
+    assert_eq!(chain(), [tc_id], "xlb's tc program on the tcx chain");
     let o = xlb(Some(&ns), p, &["detach", "--all"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!p.exists(), "pin directory removed");
+    assert!(
+        !chain().contains(&tc_id),
+        "xlb's tc program left on vethpod0"
+    );
     assert!(eventually(
         || !sys::prog_exists(second) && !sys::prog_exists(tc_id)
     ));
-    let tcx = ns.run(|| xlb_loader::attach::probe_tcx(sys::ifindex("vethpod0").unwrap()));
-    assert!(tcx.is_ok());
 }
 
 trait AsFdRef {
@@ -125,20 +124,8 @@ fn attach_errors_are_clear_and_exit_1() {
     );
     assert!(!p.join("services").exists(), "a failed attach pins nothing");
 
-    // A kernel/driver feature that is missing: offload on a veth.
-    let o = xlb(
-        Some(&ns),
-        p,
-        &["attach", "--iface", "up0", "--mode", "offload"],
-    );
-    assert_eq!(o.status.code(), Some(1));
-    let e = stderr(&o);
-    assert!(
-        e.contains("offload") && e.contains("driver veth") && e.contains("--mode native"),
-        "{e}"
-    );
-
-    // No native XDP on a bridge: error naming the way out, or the explicit fallback.
+    // No native XDP on a bridge (the loader's attach tests cover the other
+    // refusals and their texts): exit 1, or the explicit fallback.
     let o = xlb(
         Some(&ns),
         p,

@@ -60,6 +60,16 @@ fn ct_backend(env: &Env, src: &str, vip: &str, proto: u8) -> u32 {
         .backend_id
 }
 
+/// The address of backend `id` as the maps hold it.
+fn backend_sa(env: &Env, id: u32) -> String {
+    env.maps()
+        .backend(id)
+        .unwrap()
+        .unwrap()
+        .sockaddr()
+        .to_string()
+}
+
 /// Sends the SYN of CLIENT_SA -> vip once (creates the ct pair).
 fn open(env: &Env, vip: &str) {
     let (rc, _) = env.xdp(&syn(vip).build());
@@ -400,9 +410,10 @@ fn cases() -> Vec<Case> {
             on_uplink: true,
             rc: XDP_TX,
             reason: XLB_R_TX_REMOTE,
-            check: |_, _, out| {
-                let v = check_vxlan(out, "encap");
-                assert_eq!(v.ip.total_len, 1500);
+            check: |env, _, out| {
+                let f = syn("10.96.0.20:80").payload(&vec![0xab; 1450 - 40]);
+                check_encap_to_peer(env, f, BE_REMOTE, out);
+                assert_eq!(check_vxlan(out, "encap").ip.total_len, 1500);
             },
         },
         Case {
@@ -578,14 +589,7 @@ fn cases() -> Vec<Case> {
             reason: XLB_R_PASS_LOCAL,
             check: |env, _, out| {
                 let id = maglev_pick(&MULTI_TABLE, sa(CLIENT_SA), sa("10.96.0.70:80"), TCP, false);
-                let be = env
-                    .maps()
-                    .backend(id)
-                    .unwrap()
-                    .unwrap()
-                    .sockaddr()
-                    .to_string();
-                assert_dnat(syn("10.96.0.70:80"), &be, out);
+                assert_dnat(syn("10.96.0.70:80"), &backend_sa(env, id), out);
                 assert_eq!(ct_backend(env, CLIENT_SA, "10.96.0.70:80", TCP), id);
             },
         },
@@ -596,8 +600,9 @@ fn cases() -> Vec<Case> {
             on_uplink: false,
             rc: XDP_PASS,
             reason: XLB_R_PASS_LOCAL,
-            check: |env, _, _| {
+            check: |env, _, out| {
                 let id = maglev_pick(&AFF_TABLE, sa(CLIENT_SA), sa("10.96.0.60:80"), TCP, true);
+                assert_dnat(syn("10.96.0.60:80"), &backend_sa(env, id), out);
                 assert_eq!(ct_backend(env, CLIENT_SA, "10.96.0.60:80", TCP), id);
                 let a = env
                     .maps()
@@ -627,9 +632,11 @@ fn cases() -> Vec<Case> {
             on_uplink: false,
             rc: XDP_PASS,
             reason: XLB_R_PASS_LOCAL,
-            check: |env, _, _| {
+            check: |env, _, out| {
                 let id = maglev_pick(&AFF_TABLE, sa(CLIENT_SA), sa("10.96.0.60:80"), TCP, true);
                 let other = if id == 6 { 5 } else { 6 };
+                let f = Frame::tcp(sa("198.18.0.100:41111"), sa("10.96.0.60:80"));
+                assert_dnat(f, &backend_sa(env, other), out);
                 assert_eq!(
                     ct_backend(env, "198.18.0.100:41111", "10.96.0.60:80", TCP),
                     other
@@ -656,8 +663,9 @@ fn cases() -> Vec<Case> {
             on_uplink: false,
             rc: XDP_PASS,
             reason: XLB_R_PASS_LOCAL,
-            check: |env, _, _| {
+            check: |env, _, out| {
                 let id = maglev_pick(&AFF_TABLE, sa(CLIENT_SA), sa("10.96.0.60:80"), TCP, true);
+                assert_dnat(syn("10.96.0.60:80"), &backend_sa(env, id), out);
                 assert_eq!(ct_backend(env, CLIENT_SA, "10.96.0.60:80", TCP), id);
                 let a = env
                     .maps()
@@ -681,14 +689,7 @@ fn cases() -> Vec<Case> {
             reason: XLB_R_PASS_LOCAL,
             check: |env, _, out| {
                 let id = maglev_pick(&MULTI_TABLE, sa(CLIENT_SA), sa("10.96.0.70:80"), TCP, false);
-                let be = env
-                    .maps()
-                    .backend(id)
-                    .unwrap()
-                    .unwrap()
-                    .sockaddr()
-                    .to_string();
-                assert_dnat(syn("10.96.0.70:80"), &be, out);
+                assert_dnat(syn("10.96.0.70:80"), &backend_sa(env, id), out);
             },
         },
         Case {

@@ -91,12 +91,18 @@ fn attach_then_detach_leaves_no_program_and_no_pin() {
     assert!(err.to_string().contains("not attached to up0"), "{err}");
 
     // --all: every hook and every pin, maps included; the programs are freed.
+    // tcx holds several programs: what must go is xlb's own on the chain.
+    let pod_idx = ns.ifindex("vethpod0");
+    let chain = || ns.run(move || xlb_testkit::bpf::tcx_ingress_progs(pod_idx).unwrap());
+    assert_eq!(chain(), [tc_id], "xlb's tc program on the tcx chain");
     let p = pin.path.clone();
     let removed = ns.run(move || attach::detach_all(&p).unwrap());
     assert_eq!(removed.len(), 1);
     assert!(!pin.path.exists(), "pin directory removed");
-    let tcx_left = ns.run(|| attach::probe_tcx(sys::ifindex("vethpod0").unwrap()));
-    assert!(tcx_left.is_ok());
+    assert!(
+        !chain().contains(&tc_id),
+        "xlb's tc program left on vethpod0"
+    );
     assert!(
         eventually(|| !sys::prog_exists(xdp_id) && !sys::prog_exists(tc_id)),
         "programs {xdp_id}/{tc_id} still loaded after detach --all"

@@ -5,6 +5,7 @@
 //!
 //! A dev-dependency only: nothing here is part of the product.
 
+pub mod bpf;
 pub mod cmd;
 pub mod csum;
 pub mod frame;
