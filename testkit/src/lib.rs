@@ -5,6 +5,7 @@
 //!
 //! A dev-dependency only: nothing here is part of the product.
 
+pub mod agent;
 pub mod bpf;
 pub mod cmd;
 pub mod csum;
@@ -13,7 +14,7 @@ pub mod netns;
 pub mod pin;
 pub mod rng;
 
-pub use cmd::{sh, sh_out, stderr, stdout, KillOnDrop};
+pub use cmd::{run_ok, sh, sh_out, stderr, stdout, KillOnDrop};
 pub use netns::{enter, Netns};
 pub use pin::PinDir;
 pub use rng::XorShift;
