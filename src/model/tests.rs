@@ -699,7 +699,7 @@ struct Churn(XorShift);
 
 impl Churn {
     fn next(&mut self) -> u64 {
-        self.0.next()
+        self.0.next_u64()
     }
     fn below(&mut self, n: u64) -> u64 {
         self.0.below(n)
