@@ -39,34 +39,6 @@ fn attachments(ns: &Netns, pin: &Path) -> Vec<(String, bool)> {
     })
 }
 
-const MANIFESTS: &str = r#"
-apiVersion: v1
-kind: Node
-metadata: {name: node-a}
-spec: {podCIDR: 10.244.1.0/24}
-status:
-  addresses: [{type: InternalIP, address: 198.18.0.2}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec:
-  clusterIP: 10.96.0.10
-  ports: [{port: 80, targetPort: 8080}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: web-1
-  namespace: default
-  labels: {kubernetes.io/service-name: web}
-addressType: IPv4
-ports: [{port: 8080, protocol: TCP}]
-endpoints:
-- addresses: ["10.244.1.5"]
-  nodeName: node-a
-"#;
-
 #[test]
 fn agent_attaches_to_the_uplink_and_pod_veths_and_cleans_up() {
     if !privileged() {
@@ -89,7 +61,11 @@ fn agent_attaches_to_the_uplink_and_pod_veths_and_cleans_up() {
         std::env::temp_dir().join(format!("{name}-m")),
     );
     std::fs::create_dir_all(&pins.1).unwrap();
-    std::fs::write(pins.1.join("all.yaml"), MANIFESTS).unwrap();
+    std::fs::write(
+        pins.1.join("all.yaml"),
+        xlb_testkit::manifests::node_a_and_web_with_endpoint(),
+    )
+    .unwrap();
     let port = free_port();
 
     let agent = Agent(

@@ -51,22 +51,6 @@ impl Drop for Scratch {
     }
 }
 
-const MANIFESTS: &str = r#"
-apiVersion: v1
-kind: Node
-metadata: {name: node-a}
-spec: {podCIDR: 10.244.1.0/24}
-status:
-  addresses: [{type: InternalIP, address: 198.18.0.2}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec:
-  clusterIP: 10.96.0.10
-  ports: [{port: 80, targetPort: 8080}]
-"#;
-
 fn setup() -> (Netns, Scratch) {
     let ns = Netns::new();
     ns.ip(&["link", "set", "lo", "up"]);
@@ -84,7 +68,11 @@ fn setup() -> (Netns, Scratch) {
         dir: std::env::temp_dir().join(format!("{name}-m")),
     };
     std::fs::create_dir_all(&s.dir).unwrap();
-    std::fs::write(s.dir.join("all.yaml"), MANIFESTS).unwrap();
+    std::fs::write(
+        s.dir.join("all.yaml"),
+        xlb_testkit::manifests::NODE_A_AND_WEB,
+    )
+    .unwrap();
     (ns, s)
 }
 

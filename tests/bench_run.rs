@@ -4,18 +4,13 @@ use std::process::Command;
 
 use serde_json::Value;
 use xlb_testkit::netns::veth_pair;
-use xlb_testkit::{precondition, privileged, several_cpus, unique_name};
+use xlb_testkit::{precondition, privileged, run_ok, several_cpus, unique_name};
 
 fn bench(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_xlb"))
-        .args(["bench", "run", "--seconds", "0.2", "--json"])
-        .args(args)
-        .output()
-        .expect("running xlb");
-    assert!(
-        out.status.success(),
-        "xlb bench run {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_xlb"))
+            .args(["bench", "run", "--seconds", "0.2", "--json"])
+            .args(args),
     );
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("JSON: {e}: {}", String::from_utf8_lossy(&out.stdout)))

@@ -11,9 +11,7 @@ fn attach_upgrade_detach_leave_nothing_behind() {
     if !xlb_testkit::privileged() {
         return;
     }
-    let ns = Netns::new();
-    ns.veth("up0", "peer0");
-    ns.veth("vethpod0", "eth0p");
+    let ns = Netns::node();
     let pin = pin_dir();
     let p = &pin.path;
 
@@ -242,9 +240,7 @@ fn without_tcx_the_cli_falls_back_to_clsact_and_says_so() {
     if !xlb_testkit::privileged() {
         return;
     }
-    let ns = Netns::new();
-    ns.veth("up0", "peer0");
-    ns.veth("vethpod0", "eth0p");
+    let ns = Netns::node();
     let pin = pin_dir();
     let o = cli_support::xlb_env(
         Some(&ns),

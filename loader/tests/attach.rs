@@ -28,9 +28,7 @@ fn attach_then_detach_leaves_no_program_and_no_pin() {
     if !xlb_testkit::privileged() {
         return;
     }
-    let ns = Netns::new();
-    ns.veth("up0", "peer0");
-    ns.veth("vethpod0", "eth0p");
+    let ns = Netns::node();
     let pin = pin_dir();
     let dp = load(&pin);
     let (xdp, tc) = progs(&dp);
@@ -114,9 +112,7 @@ fn replace_swaps_the_program_inside_the_same_link_and_reuses_maps() {
     if !xlb_testkit::privileged() {
         return;
     }
-    let ns = Netns::new();
-    ns.veth("up0", "peer0");
-    ns.veth("vethpod0", "eth0p");
+    let ns = Netns::node();
     let pin = pin_dir();
     let dp1 = load(&pin);
     // State written through the first load...

@@ -10,6 +10,7 @@ pub mod bpf;
 pub mod cmd;
 pub mod csum;
 pub mod frame;
+pub mod manifests;
 pub mod netns;
 pub mod pin;
 pub mod rng;

@@ -25,6 +25,15 @@ impl Netns {
         Self::with_prefix("xlbt")
     }
 
+    /// A namespace shaped like a node for the attach tests: the uplink `up0`
+    /// (peer `peer0`) and a pod veth `vethpod0` (peer `eth0p`), all up.
+    pub fn node() -> Self {
+        let ns = Self::new();
+        ns.veth("up0", "peer0");
+        ns.veth("vethpod0", "eth0p");
+        ns
+    }
+
     /// `ip -n NAME ARGS`; panics unless it succeeds.
     pub fn ip(&self, args: &[&str]) {
         let mut v = vec!["ip", "-n", &self.name];

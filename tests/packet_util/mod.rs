@@ -11,7 +11,6 @@
 #![allow(dead_code)]
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::process::Command;
 
 use etherparse::{Ipv4Header, TcpHeader, UdpHeader};
 use libbpf_rs::ProgramInput;
@@ -163,17 +162,11 @@ pub fn flow_hash(src: SocketAddrV4, dst: SocketAddrV4, proto: u8, no_sport: bool
 
 // --- environment -----------------------------------------------------------
 
+/// `ip ARGS` in the calling thread's namespace; panics unless it succeeds.
 pub fn sh(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("running ip (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut v = vec!["ip"];
+    v.extend_from_slice(args);
+    xlb_testkit::sh(&v);
 }
 
 /// A loaded data plane in a network namespace private to this thread.
