@@ -1,7 +1,10 @@
 //! Test scaffolding shared by every xlb crate's tests: preconditions that fail
-//! under CI instead of skipping, unique names, commands, network namespaces
-//! and veth pairs, bpffs pin directories, child-process guards, the Internet
-//! checksum, frame builders and a deterministic generator.
+//! under CI instead of skipping, unique names, commands and child-process
+//! guards (`cmd`), network namespaces and veth pairs (`netns`), bpffs pin
+//! directories (`pin`), kernel state read with bpf(2) (`bpf`), the Internet
+//! checksum (`csum`), frame builders (`frame`), a deterministic generator
+//! (`rng`), and the agent tests' HTTP/wait helpers and manifests (`agent`,
+//! `manifests`).
 //!
 //! A dev-dependency only: nothing here is part of the product.
 
