@@ -4,16 +4,15 @@
 //! uninstalls. A second test runs the agent inside a network namespace with
 //! `--iface auto` and checks the XDP and pod-veth attachments.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use libbpf_rs::{MapCore, MapFlags};
 use xlb_bpf::types::xlb_counter;
 use xlb_bpf::{Maps, Proto};
-use xlb_loader::testutil::{privileged, unique_name};
+use xlb_testkit::agent::{free_port, http_get, wait_for};
+use xlb_testkit::{privileged, run_ok, unique_name, KillOnDrop};
 
 const BIN: &str = env!("CARGO_BIN_EXE_xlb");
 
@@ -48,7 +47,7 @@ impl Drop for Env {
 }
 
 /// The agent process; killed on drop if still running.
-struct Agent(Child);
+struct Agent(KillOnDrop);
 
 impl Agent {
     fn start(pre: &[&str], env: &Env, port: u16, extra: &[&str]) -> Self {
@@ -69,68 +68,18 @@ impl Agent {
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null());
-        Agent(cmd.spawn().expect("spawning xlb agent"))
+        Agent(KillOnDrop(cmd.spawn().expect("spawning xlb agent")))
     }
 
     /// SIGTERM, then the exit status.
     fn stop(mut self) -> std::process::ExitStatus {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = self.0.try_wait().unwrap() {
-                return st;
-            }
-            assert!(Instant::now() < deadline, "agent did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// GET on 127.0.0.1:port: (status, body), or None when nothing listens.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
-/// Polls until `f` returns Some, failing after a generous bound.
-fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
+        self.0.terminate()
     }
 }
 
 fn metrics_with(port: u16, needle: &str) -> String {
-    wait(needle, || {
-        get(port, "/metrics")
+    wait_for(needle, || {
+        http_get(port, "/metrics")
             .filter(|(s, b)| *s == 200 && b.contains(needle))
             .map(|(_, b)| b)
     })
@@ -233,11 +182,11 @@ fn agent_syncs_manifests_serves_metrics_restarts_and_cleans_up() {
     let agent = Agent::start(&[], &env, port, &[]);
 
     // Liveness comes first, readiness after the first complete sync.
-    wait("/healthz", || {
-        get(port, "/healthz").filter(|(s, _)| *s == 200)
+    wait_for("/healthz", || {
+        http_get(port, "/healthz").filter(|(s, _)| *s == 200)
     });
-    wait("/readyz", || {
-        get(port, "/readyz").filter(|(s, _)| *s == 200)
+    wait_for("/readyz", || {
+        http_get(port, "/readyz").filter(|(s, _)| *s == 200)
     });
 
     let maps = Maps::from_pin_dir(&env.pin).unwrap();
@@ -327,7 +276,7 @@ fn agent_syncs_manifests_serves_metrics_restarts_and_cleans_up() {
     // SIGTERM: the agent exits cleanly and the maps stay as they are.
     let st = agent.stop();
     assert!(st.success(), "{st:?}");
-    assert!(get(port, "/healthz").is_none());
+    assert!(http_get(port, "/healthz").is_none());
     let web3 = svc_entry(&maps, "10.96.0.10", 80).expect("still there after the agent stopped");
     assert_eq!((web3.svc_id, web3.table_off), (web2.svc_id, web2.table_off));
     assert!(svc_entry(&maps, "10.96.0.20", 443).is_some());
@@ -337,8 +286,8 @@ fn agent_syncs_manifests_serves_metrics_restarts_and_cleans_up() {
     // and `api` is removed once the first full sync is done.
     std::fs::remove_file(env.dir.join("api.yaml")).unwrap();
     let agent = Agent::start(&[], &env, port, &[]);
-    wait("/readyz after restart", || {
-        get(port, "/readyz").filter(|(s, _)| *s == 200)
+    wait_for("/readyz after restart", || {
+        http_get(port, "/readyz").filter(|(s, _)| *s == 200)
     });
     assert!(
         svc_entry(&maps, "10.96.0.20", 443).is_none(),
@@ -358,16 +307,11 @@ fn agent_syncs_manifests_serves_metrics_restarts_and_cleans_up() {
 
     // Uninstall.
     drop(maps);
-    let out = Command::new(BIN)
-        .arg("--pin-dir")
-        .arg(&env.pin)
-        .args(["agent", "--cleanup"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(BIN)
+            .arg("--pin-dir")
+            .arg(&env.pin)
+            .args(["agent", "--cleanup"]),
     );
     assert!(!env.pin.exists(), "pins removed");
     assert!(!xlb::sync::names_path(&env.pin).exists());

@@ -4,17 +4,16 @@
 //! uplink into the config map, leaves everything attached on SIGTERM, and
 //! `--cleanup` takes it all off. No traffic leaves the namespace.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use xlb_bpf::Maps;
 use xlb_loader::attach::{self, Hook};
 mod cli_support;
 use cli_support::{KillOnDrop as Agent, Netns};
-use xlb_loader::testutil::{privileged, unique_name};
+use xlb_testkit::agent::{free_port, http_status, wait_for};
+use xlb_testkit::{privileged, run_ok, unique_name};
 
 const BIN: &str = env!("CARGO_BIN_EXE_xlb");
 
@@ -25,23 +24,6 @@ impl Drop for Pins {
         let _ = std::fs::remove_dir_all(&self.0);
         let _ = std::fs::remove_file(xlb::sync::names_path(&self.0));
         let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
-fn get(port: u16, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    buf.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn wait(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
     }
 }
 
@@ -56,34 +38,6 @@ fn attachments(ns: &Netns, pin: &Path) -> Vec<(String, bool)> {
             .collect()
     })
 }
-
-const MANIFESTS: &str = r#"
-apiVersion: v1
-kind: Node
-metadata: {name: node-a}
-spec: {podCIDR: 10.244.1.0/24}
-status:
-  addresses: [{type: InternalIP, address: 198.18.0.2}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec:
-  clusterIP: 10.96.0.10
-  ports: [{port: 80, targetPort: 8080}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: web-1
-  namespace: default
-  labels: {kubernetes.io/service-name: web}
-addressType: IPv4
-ports: [{port: 8080, protocol: TCP}]
-endpoints:
-- addresses: ["10.244.1.5"]
-  nodeName: node-a
-"#;
 
 #[test]
 fn agent_attaches_to_the_uplink_and_pod_veths_and_cleans_up() {
@@ -107,12 +61,12 @@ fn agent_attaches_to_the_uplink_and_pod_veths_and_cleans_up() {
         std::env::temp_dir().join(format!("{name}-m")),
     );
     std::fs::create_dir_all(&pins.1).unwrap();
-    std::fs::write(pins.1.join("all.yaml"), MANIFESTS).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    std::fs::write(
+        pins.1.join("all.yaml"),
+        xlb_testkit::manifests::node_a_and_web_with_endpoint(),
+    )
+    .unwrap();
+    let port = free_port();
 
     let agent = Agent(
         Command::new("nsenter")
@@ -136,8 +90,8 @@ fn agent_attaches_to_the_uplink_and_pod_veths_and_cleans_up() {
             .spawn()
             .unwrap(),
     );
-    wait("/readyz in the namespace", || {
-        ns.run(move || get(port, "/readyz")) == Some(200)
+    wait_for("/readyz in the namespace", || {
+        (ns.run(move || http_status(port, "/readyz")) == Some(200)).then_some(())
     });
 
     // XDP on the uplink found through the Node's InternalIP, tc on the pod veth.
@@ -165,15 +119,15 @@ fn agent_attaches_to_the_uplink_and_pod_veths_and_cleans_up() {
         "link", "add", "vethp2", "type", "veth", "peer", "name", "podp2",
     ]);
     ns.ip(&["link", "set", "vethp2", "up"]);
-    wait("vethp2 attached", || {
-        attachments(&ns, &pins.0).contains(&("vethp2".into(), false))
+    wait_for("vethp2 attached", || {
+        attachments(&ns, &pins.0)
+            .contains(&("vethp2".into(), false))
+            .then_some(())
     });
 
     // SIGTERM: the agent exits, the data plane stays attached.
     let mut agent = agent;
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
-    let st = agent.0.wait().unwrap();
+    let st = agent.terminate();
     assert!(st.success(), "{st:?}");
     assert_eq!(
         ns.xdp_prog("up0"),
@@ -183,18 +137,13 @@ fn agent_attaches_to_the_uplink_and_pod_veths_and_cleans_up() {
     drop(maps);
 
     // Uninstall: every hook and pin gone.
-    let out = Command::new("nsenter")
-        .arg(format!("--net={}", ns.path().display()))
-        .arg(BIN)
-        .arg("--pin-dir")
-        .arg(&pins.0)
-        .args(["agent", "--cleanup"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("nsenter")
+            .arg(format!("--net={}", ns.path().display()))
+            .arg(BIN)
+            .arg("--pin-dir")
+            .arg(&pins.0)
+            .args(["agent", "--cleanup"]),
     );
     assert_eq!(ns.xdp_prog("up0"), 0, "XDP detached");
     assert!(!pins.0.exists());

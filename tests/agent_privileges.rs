@@ -6,8 +6,7 @@
 //! needed to load today's programs; it keeps the verifier from adding its
 //! Spectre sanitation to the packet path, see docs/deploy.md.)
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,7 +14,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::DaemonSet;
 mod cli_support;
 use cli_support::{KillOnDrop as Agent, Netns};
-use xlb_loader::testutil::{privileged, unique_name};
+use xlb_testkit::agent::{free_port, http_status};
+use xlb_testkit::{privileged, unique_name};
 
 const BIN: &str = env!("CARGO_BIN_EXE_xlb");
 
@@ -51,22 +51,6 @@ impl Drop for Scratch {
     }
 }
 
-const MANIFESTS: &str = r#"
-apiVersion: v1
-kind: Node
-metadata: {name: node-a}
-spec: {podCIDR: 10.244.1.0/24}
-status:
-  addresses: [{type: InternalIP, address: 198.18.0.2}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec:
-  clusterIP: 10.96.0.10
-  ports: [{port: 80, targetPort: 8080}]
-"#;
-
 fn setup() -> (Netns, Scratch) {
     let ns = Netns::new();
     ns.ip(&["link", "set", "lo", "up"]);
@@ -84,7 +68,11 @@ fn setup() -> (Netns, Scratch) {
         dir: std::env::temp_dir().join(format!("{name}-m")),
     };
     std::fs::create_dir_all(&s.dir).unwrap();
-    std::fs::write(s.dir.join("all.yaml"), MANIFESTS).unwrap();
+    std::fs::write(
+        s.dir.join("all.yaml"),
+        xlb_testkit::manifests::NODE_A_AND_WEB,
+    )
+    .unwrap();
     (ns, s)
 }
 
@@ -129,15 +117,6 @@ fn start(ns: &Netns, s: &Scratch, caps: &[String], port: u16) -> Agent {
     )
 }
 
-fn get(port: u16, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    buf.split_whitespace().nth(1)?.parse().ok()
-}
-
 fn cap_bit(name: &str) -> u32 {
     match name {
         "NET_ADMIN" => 12,
@@ -170,15 +149,11 @@ fn agent_works_with_exactly_the_daemonset_capabilities() {
         "SYS_ADMIN is not needed on kernels >= 5.8"
     );
     let (ns, s) = setup();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut agent = start(&ns, &s, &caps, port);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if ns.run(move || get(port, "/readyz")) == Some(200) {
+        if ns.run(move || http_status(port, "/readyz")) == Some(200) {
             break;
         }
         if let Some(st) = agent.0.try_wait().unwrap() {
@@ -220,11 +195,7 @@ fn agent_fails_clearly_without_bpf_or_net_admin() {
     for missing in ["BPF", "NET_ADMIN"] {
         let fewer: Vec<String> = caps.iter().filter(|c| *c != missing).cloned().collect();
         let (ns, s) = setup();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut agent = start(&ns, &s, &fewer, port);
         let deadline = Instant::now() + Duration::from_secs(60);
         let st = loop {
@@ -232,7 +203,7 @@ fn agent_fails_clearly_without_bpf_or_net_admin() {
                 break st;
             }
             assert!(
-                ns.run(move || get(port, "/readyz")) != Some(200),
+                ns.run(move || http_status(port, "/readyz")) != Some(200),
                 "ready without {missing}"
             );
             assert!(

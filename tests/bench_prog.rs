@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use serde_json::Value;
-use xlb_loader::testutil::privileged;
+use xlb_testkit::privileged;
 
 const PATHS: [&str; 5] = [
     "not_ours_pass",

@@ -3,18 +3,14 @@
 use std::process::Command;
 
 use serde_json::Value;
-use xlb_loader::testutil::privileged;
+use xlb_testkit::netns::veth_pair;
+use xlb_testkit::{precondition, privileged, run_ok, several_cpus, unique_name};
 
 fn bench(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_xlb"))
-        .args(["bench", "run", "--seconds", "0.2", "--json"])
-        .args(args)
-        .output()
-        .expect("running xlb");
-    assert!(
-        out.status.success(),
-        "xlb bench run {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_xlb"))
+            .args(["bench", "run", "--seconds", "0.2", "--json"])
+            .args(args),
     );
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("JSON: {e}: {}", String::from_utf8_lossy(&out.stdout)))
@@ -107,11 +103,7 @@ fn iptables_run_reports_consistent_json() {
 
 #[test]
 fn two_core_run_reports_two_per_core_figures() {
-    if !privileged() {
-        return;
-    }
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        eprintln!("skipping: one CPU");
+    if !privileged() || !precondition(several_cpus(), "two CPUs") {
         return;
     }
     let v = bench(&["--scenario", "nftables", "--cores", "2"]);
@@ -147,10 +139,7 @@ fn sweep_prints_one_row_per_point() {
     if !privileged() {
         return;
     }
-    let svg = std::env::temp_dir().join(format!(
-        "{}.svg",
-        xlb_loader::testutil::unique_name("xlbsvg")
-    ));
+    let svg = std::env::temp_dir().join(format!("{}.svg", unique_name("xlbsvg")));
     let v = bench(&[
         "--scenario",
         "nodeport-remote",
@@ -261,36 +250,16 @@ struct Cable {
 
 impl Cable {
     fn new(home: bool) -> Self {
-        let home = home.then(|| xlb_loader::testutil::unique_name("xlbt-home"));
+        let home = home.then(|| unique_name("xlbt-home"));
         if let Some(h) = &home {
             ip(None, &["netns", "add", h]);
         }
         let c = Cable {
-            a: xlb_loader::testutil::unique_name("xlbta"),
-            b: xlb_loader::testutil::unique_name("xlbtb"),
+            a: unique_name("xlbta"),
+            b: unique_name("xlbtb"),
             home,
         };
-        ip(
-            c.home.as_deref(),
-            &[
-                "link",
-                "add",
-                &c.a,
-                "numtxqueues",
-                "2",
-                "numrxqueues",
-                "2",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &c.b,
-                "numtxqueues",
-                "2",
-                "numrxqueues",
-                "2",
-            ],
-        );
+        veth_pair(c.home.as_deref(), &c.a, &c.b, 2);
         c
     }
 
@@ -402,7 +371,7 @@ fn iface_ports_with_addresses_or_without_xdp_are_refused_and_kept() {
 
     // a port whose driver has no native XDP (vxlan): refused after the move,
     // and both ports come back home
-    let vx = xlb_loader::testutil::unique_name("xlbtv");
+    let vx = unique_name("xlbtv");
     let made = Command::new("ip")
         .args([
             "-n",
@@ -418,8 +387,7 @@ fn iface_ports_with_addresses_or_without_xdp_are_refused_and_kept() {
         .args(["dstport", "4789"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !made {
-        eprintln!("no vxlan module: skipping the no-XDP case");
+    if !precondition(made, "the vxlan module, for the no-XDP case") {
         return;
     }
     // up with its own MTU (in the test's namespace), to see both restored
@@ -452,7 +420,7 @@ fn iface_arguments_fail_cleanly() {
     let out = run(&["--iface", "xlbnope0", "--peer-iface", "xlbnope0"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("both xlbnope0"));
-    let missing = xlb_loader::testutil::unique_name("xlbnope");
+    let missing = unique_name("xlbnope");
     let out = run(&["--iface", &missing, "--peer-iface", "lo"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -6,7 +6,7 @@ mod cli_support;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use cli_support::{stderr, stdout, xlb, PinDir};
+use cli_support::{pin_dir, stderr, stdout, xlb};
 use serde_json::Value;
 use xlb_bpf::consts::*;
 use xlb_bpf::types::*;
@@ -147,10 +147,10 @@ fn fill(dp: &DataPlane, pin: &std::path::Path) {
 
 #[test]
 fn maps_tables_and_json_match_what_was_written() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
-    let pin = PinDir::new();
+    let pin = pin_dir();
     let dp = DataPlane::load(&LoadOptions {
         pin_dir: Some(pin.path.clone()),
         ..Default::default()
@@ -435,10 +435,10 @@ fn maps_tables_and_json_match_what_was_written() {
 
 #[test]
 fn maps_without_pins_says_what_to_do() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
-    let dir = std::path::Path::new("/sys/fs/bpf").join(xlb_loader::testutil::unique_name("xlb-t-"));
+    let dir = std::path::Path::new("/sys/fs/bpf").join(xlb_testkit::unique_name("xlb-t-"));
     let o = xlb(None, &dir, &["maps", "services"]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);

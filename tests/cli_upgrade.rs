@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cli_support::{enter, stderr, xlb, Netns, PinDir};
+use cli_support::{pin_dir, stderr, xlb, Netns};
 use xlb_loader::sys;
+use xlb_testkit::enter;
 
 const PORT: u16 = 9999;
 const MAX_PACKETS: u64 = 400_000;
@@ -37,7 +38,7 @@ fn set_rcvbuf(s: &UdpSocket, bytes: i32) {
 
 #[test]
 fn upgrade_under_traffic_drops_zero_packets() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let client = Netns::new();
@@ -90,7 +91,7 @@ fn upgrade_under_traffic_drops_zero_packets() {
     ]);
     client.ip(&["route", "add", "10.96.0.0/16", "via", "198.18.0.2"]);
 
-    let pin = PinDir::new();
+    let pin = pin_dir();
     let o = xlb(
         Some(&node),
         &pin.path,

@@ -57,7 +57,7 @@ fn table(g: &LabGuard) -> Option<(u32, u32)> {
 
 #[test]
 fn affinity_holds_while_in_use_and_expires_after_the_timeout() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let g = LabGuard::with_xlb("xea");

@@ -40,7 +40,7 @@ fn talk(mut conns: Vec<Conn>, stop: Arc<AtomicBool>) -> (Vec<Conn>, usize, Vec<(
 
 #[test]
 fn connections_survive_backend_churn_and_new_ones_follow_the_new_set() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let g = LabGuard::with_xlb("xeh");

@@ -86,7 +86,7 @@ fn steady(pin: &Path) -> BTreeMap<&'static str, Vec<Vec<u8>>> {
 
 #[test]
 fn agent_killed_under_traffic_then_restarted_changes_nothing() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let g = LabGuard::with_xlb("xer");

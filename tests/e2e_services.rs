@@ -23,7 +23,7 @@ const ALL: [(u8, u8); 4] = [(1, 1), (1, 2), (2, 1), (2, 2)];
 
 #[test]
 fn nodeport_to_a_local_and_a_remote_backend() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let g = lab();
@@ -51,7 +51,7 @@ fn nodeport_to_a_local_and_a_remote_backend() {
 
 #[test]
 fn nodeport_udp_replies_come_from_the_dialled_address() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let g = lab();
@@ -73,7 +73,7 @@ fn nodeport_udp_replies_come_from_the_dialled_address() {
 
 #[test]
 fn loadbalancer_ingress_ip_and_external_ip() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let g = lab();
@@ -90,7 +90,7 @@ fn loadbalancer_ingress_ip_and_external_ip() {
 
 #[test]
 fn clusterip_from_a_pod_to_its_own_node_and_the_other_node() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let g = lab();
@@ -118,7 +118,7 @@ fn clusterip_from_a_pod_to_its_own_node_and_the_other_node() {
 
 #[test]
 fn external_traffic_policy_local_and_cluster() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let g = lab();
@@ -165,7 +165,7 @@ fn external_traffic_policy_local_and_cluster() {
 
 #[test]
 fn session_affinity_client_ip_sticks_to_one_backend() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let g = lab();
@@ -186,7 +186,7 @@ fn session_affinity_client_ip_sticks_to_one_backend() {
 /// sends it back from 169.254.42.1), as it does every other backend.
 #[test]
 fn a_pod_reaches_itself_through_its_own_service() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let g = lab();
@@ -208,7 +208,7 @@ fn a_pod_reaches_itself_through_its_own_service() {
 
 #[test]
 fn load_balancer_source_ranges_admit_only_listed_clients() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let g = lab();
@@ -229,7 +229,7 @@ fn load_balancer_source_ranges_admit_only_listed_clients() {
 
 #[test]
 fn service_without_endpoints_refuses_at_once() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let g = lab();
@@ -243,7 +243,7 @@ fn service_without_endpoints_refuses_at_once() {
 /// Pods get the same answer through the ClusterIP (the tc path).
 #[test]
 fn service_without_endpoints_refuses_pods_too() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let g = lab();
@@ -258,7 +258,7 @@ fn service_without_endpoints_refuses_pods_too() {
 /// through the ClusterIP (tc).
 #[test]
 fn udp_to_a_service_without_endpoints_is_refused() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     fn refused(to: SocketAddrV4) -> std::io::Result<usize> {
@@ -281,7 +281,7 @@ fn udp_to_a_service_without_endpoints_is_refused() {
 
 #[test]
 fn a_thousand_connections_balance_over_four_backends() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let g = lab();
@@ -298,7 +298,7 @@ fn a_thousand_connections_balance_over_four_backends() {
 
 #[test]
 fn lab_check_passes() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let g = lab();
@@ -330,7 +330,7 @@ fn lab_check_passes() {
 /// with tunnel return, and from a pod through a remote ClusterIP.
 #[test]
 fn multi_segment_messages_cross_every_path() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let g = lab();
@@ -362,7 +362,7 @@ fn multi_segment_messages_cross_every_path() {
 /// the first flow: local on one node, remote (tunnel return) on the other.
 #[test]
 fn source_port_reuse_across_nodes_is_answered_by_the_right_frontend() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let g = lab();

@@ -50,7 +50,7 @@ fn assert_gone(prefix: &str, inodes: &[u64]) {
 
 #[test]
 fn up_builds_the_overlay_and_down_removes_everything() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let g = LabGuard::topology("xet");
@@ -151,7 +151,7 @@ fn up_builds_the_overlay_and_down_removes_everything() {
 
 #[test]
 fn down_cleans_up_after_a_crash_and_spares_other_labs() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let a = LabGuard::topology("xec");
@@ -182,7 +182,7 @@ fn down_cleans_up_after_a_crash_and_spares_other_labs() {
 
 #[test]
 fn backend_answers_tcp_lines_and_udp_datagrams() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let g = LabGuard::topology("xeb");

@@ -4,28 +4,13 @@
 //! other way round; bounds are still checked; a pin left by an older xlb
 //! without the flag is a clear error naming the fix.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::{MapCore, MapFlags};
 use xlb_bpf::Maps;
 use xlb_loader::{DataPlane, LoadOptions};
-
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new() -> Self {
-        let p = Path::new("/sys/fs/bpf").join(xlb_loader::testutil::unique_name("xlb-t-mm"));
-        xlb_loader::pin::ensure_pin_dir(&p).expect("pin dir");
-        Self(p)
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use xlb_testkit::PinDir;
 
 /// Not a page multiple (4099 * 8 bytes), so the last slots sit in a partly used page.
 const SLOTS: u32 = 4099;
@@ -46,7 +31,7 @@ fn table(seed: u32, len: u32) -> Vec<u32> {
 
 #[test]
 fn mmap_writes_are_what_the_kernel_sees() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let dp = load_small();
@@ -99,7 +84,7 @@ fn mmap_writes_are_what_the_kernel_sees() {
 
 #[test]
 fn out_of_range_is_an_error_and_writes_nothing() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let dp = load_small();
@@ -140,12 +125,12 @@ fn out_of_range_is_an_error_and_writes_nothing() {
 
 #[test]
 fn pinned_maps_share_one_array() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let pin = PinDir::new();
     let dp = DataPlane::load(&LoadOptions {
-        pin_dir: Some(pin.0.clone()),
+        pin_dir: Some(pin.path.clone()),
         maglev_slots: Some(SLOTS),
         ..Default::default()
     })
@@ -153,7 +138,7 @@ fn pinned_maps_share_one_array() {
     let t = table(5, 1009);
     dp.maps.write_maglev(2000, &t).unwrap();
     // A second process's view (the CLI, a restarted agent): the pin.
-    let other = Maps::from_pin_dir(&pin.0).unwrap();
+    let other = Maps::from_pin_dir(&pin.path).unwrap();
     assert_eq!(other.read_maglev(2000, 1009).unwrap(), t);
     let t2 = table(6, 1009);
     other.write_maglev(2000, &t2).unwrap();
@@ -181,15 +166,15 @@ fn pin_old_maglev(dir: &Path) {
 
 #[test]
 fn old_unmappable_pin_is_a_clear_error() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let pin = PinDir::new();
-    pin_old_maglev(&pin.0);
+    pin_old_maglev(&pin.path);
 
     // Loading (xlb attach, the agent) refuses to reuse it.
     let e = DataPlane::load(&LoadOptions {
-        pin_dir: Some(pin.0.clone()),
+        pin_dir: Some(pin.path.clone()),
         ..Default::default()
     })
     .err()
@@ -204,25 +189,25 @@ fn old_unmappable_pin_is_a_clear_error() {
     assert!(msg.contains("xlb agent --cleanup"), "{msg}");
 
     // Opening the pins (xlb maps, doctor, adopt) says the same.
-    let e = Maps::from_pin_dir(&pin.0).unwrap_err();
+    let e = Maps::from_pin_dir(&pin.path).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, xlb_bpf::Error::NotMmapable { .. }), "{msg}");
     assert!(msg.contains("BPF_F_MMAPABLE"), "{msg}");
     assert!(msg.contains("xlb detach --all"), "{msg}");
     assert!(msg.contains("xlb agent --cleanup"), "{msg}");
-    assert!(msg.contains(&pin.0.display().to_string()), "{msg}");
+    assert!(msg.contains(&pin.path.display().to_string()), "{msg}");
 
     // After removing the stale pin the load succeeds and the array maps.
-    std::fs::remove_file(pin.0.join("maglev")).unwrap();
+    std::fs::remove_file(pin.path.join("maglev")).unwrap();
     let dp = DataPlane::load(&LoadOptions {
-        pin_dir: Some(pin.0.clone()),
+        pin_dir: Some(pin.path.clone()),
         maglev_slots: Some(SLOTS),
         ..Default::default()
     })
     .unwrap();
     dp.maps.write_maglev(0, &[3; 251]).unwrap();
     assert_eq!(
-        Maps::from_pin_dir(&pin.0)
+        Maps::from_pin_dir(&pin.path)
             .unwrap()
             .read_maglev(0, 251)
             .unwrap(),
@@ -235,7 +220,7 @@ fn old_unmappable_pin_is_a_clear_error() {
 /// id; an id past the array is an error and writes nothing.
 #[test]
 fn backend_writes_through_the_mapping_are_what_the_kernel_sees() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let dp = DataPlane::load(&LoadOptions {

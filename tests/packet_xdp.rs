@@ -60,6 +60,16 @@ fn ct_backend(env: &Env, src: &str, vip: &str, proto: u8) -> u32 {
         .backend_id
 }
 
+/// The address of backend `id` as the maps hold it.
+fn backend_sa(env: &Env, id: u32) -> String {
+    env.maps()
+        .backend(id)
+        .unwrap()
+        .unwrap()
+        .sockaddr()
+        .to_string()
+}
+
 /// Sends the SYN of CLIENT_SA -> vip once (creates the ct pair).
 fn open(env: &Env, vip: &str) {
     let (rc, _) = env.xdp(&syn(vip).build());
@@ -400,9 +410,10 @@ fn cases() -> Vec<Case> {
             on_uplink: true,
             rc: XDP_TX,
             reason: XLB_R_TX_REMOTE,
-            check: |_, _, out| {
-                let v = check_vxlan(out, "encap");
-                assert_eq!(v.ip.total_len, 1500);
+            check: |env, _, out| {
+                let f = syn("10.96.0.20:80").payload(&vec![0xab; 1450 - 40]);
+                check_encap_to_peer(env, f, BE_REMOTE, out);
+                assert_eq!(check_vxlan(out, "encap").ip.total_len, 1500);
             },
         },
         Case {
@@ -451,8 +462,7 @@ fn cases() -> Vec<Case> {
                 let mut w = want.build();
                 w[18..20].copy_from_slice(&[0, 0]); // id 0
                 w[22] = 64;
-                let c = !fold_ip(&w[14..34]);
-                w[24..26].copy_from_slice(&c.to_be_bytes());
+                xlb_testkit::csum::fix_ipv4(&mut w, 14);
                 w[14 + 20 + 14..14 + 20 + 16].copy_from_slice(&[0, 0]); // window 0
                 let t = etherparse::TcpHeader::from_slice(&w[34..]).unwrap().0;
                 let ip = etherparse::Ipv4Header::from_slice(&w[14..]).unwrap().0;
@@ -579,14 +589,7 @@ fn cases() -> Vec<Case> {
             reason: XLB_R_PASS_LOCAL,
             check: |env, _, out| {
                 let id = maglev_pick(&MULTI_TABLE, sa(CLIENT_SA), sa("10.96.0.70:80"), TCP, false);
-                let be = env
-                    .maps()
-                    .backend(id)
-                    .unwrap()
-                    .unwrap()
-                    .sockaddr()
-                    .to_string();
-                assert_dnat(syn("10.96.0.70:80"), &be, out);
+                assert_dnat(syn("10.96.0.70:80"), &backend_sa(env, id), out);
                 assert_eq!(ct_backend(env, CLIENT_SA, "10.96.0.70:80", TCP), id);
             },
         },
@@ -597,8 +600,9 @@ fn cases() -> Vec<Case> {
             on_uplink: false,
             rc: XDP_PASS,
             reason: XLB_R_PASS_LOCAL,
-            check: |env, _, _| {
+            check: |env, _, out| {
                 let id = maglev_pick(&AFF_TABLE, sa(CLIENT_SA), sa("10.96.0.60:80"), TCP, true);
+                assert_dnat(syn("10.96.0.60:80"), &backend_sa(env, id), out);
                 assert_eq!(ct_backend(env, CLIENT_SA, "10.96.0.60:80", TCP), id);
                 let a = env
                     .maps()
@@ -628,9 +632,11 @@ fn cases() -> Vec<Case> {
             on_uplink: false,
             rc: XDP_PASS,
             reason: XLB_R_PASS_LOCAL,
-            check: |env, _, _| {
+            check: |env, _, out| {
                 let id = maglev_pick(&AFF_TABLE, sa(CLIENT_SA), sa("10.96.0.60:80"), TCP, true);
                 let other = if id == 6 { 5 } else { 6 };
+                let f = Frame::tcp(sa("198.18.0.100:41111"), sa("10.96.0.60:80"));
+                assert_dnat(f, &backend_sa(env, other), out);
                 assert_eq!(
                     ct_backend(env, "198.18.0.100:41111", "10.96.0.60:80", TCP),
                     other
@@ -657,8 +663,9 @@ fn cases() -> Vec<Case> {
             on_uplink: false,
             rc: XDP_PASS,
             reason: XLB_R_PASS_LOCAL,
-            check: |env, _, _| {
+            check: |env, _, out| {
                 let id = maglev_pick(&AFF_TABLE, sa(CLIENT_SA), sa("10.96.0.60:80"), TCP, true);
+                assert_dnat(syn("10.96.0.60:80"), &backend_sa(env, id), out);
                 assert_eq!(ct_backend(env, CLIENT_SA, "10.96.0.60:80", TCP), id);
                 let a = env
                     .maps()
@@ -682,14 +689,7 @@ fn cases() -> Vec<Case> {
             reason: XLB_R_PASS_LOCAL,
             check: |env, _, out| {
                 let id = maglev_pick(&MULTI_TABLE, sa(CLIENT_SA), sa("10.96.0.70:80"), TCP, false);
-                let be = env
-                    .maps()
-                    .backend(id)
-                    .unwrap()
-                    .unwrap()
-                    .sockaddr()
-                    .to_string();
-                assert_dnat(syn("10.96.0.70:80"), &be, out);
+                assert_dnat(syn("10.96.0.70:80"), &backend_sa(env, id), out);
             },
         },
         Case {
@@ -912,20 +912,6 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn fold_ip(h: &[u8]) -> u16 {
-    let mut w = h.to_vec();
-    w[10] = 0;
-    w[11] = 0;
-    let mut s: u32 = w
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
 #[test]
 fn xdp_table() {
     let Some(env) = Env::new() else { return };
@@ -1117,15 +1103,7 @@ fn fit_lengths(f: &mut [u8], vxlan_inner: bool) {
         f[at + 2..at + 4].copy_from_slice(&tot.to_be_bytes());
         let hl = usize::from(f[at] & 0xf) * 4;
         if f.len() >= at + hl && hl >= 20 {
-            f[at + 10..at + 12].copy_from_slice(&[0, 0]);
-            let mut s: u32 = f[at..at + hl]
-                .chunks(2)
-                .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-                .sum();
-            while s > 0xffff {
-                s = (s & 0xffff) + (s >> 16);
-            }
-            f[at + 10..at + 12].copy_from_slice(&(!(s as u16)).to_be_bytes());
+            xlb_testkit::csum::fix_ipv4(f, at);
         }
     }
     fix_ip(f, 14);

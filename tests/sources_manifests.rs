@@ -161,10 +161,8 @@ spec: {clusterIP: 10.96.0.9, ports: [{port: 2}]}
 struct TempDir(PathBuf);
 impl TempDir {
     fn new() -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "xlb-manifests-{}",
-            xlb_loader::testutil::unique_name("t")
-        ));
+        let p =
+            std::env::temp_dir().join(format!("xlb-manifests-{}", xlb_testkit::unique_name("t")));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }

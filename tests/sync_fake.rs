@@ -12,6 +12,7 @@ use sync_util::*;
 use xlb::model::Model;
 use xlb::sync::fake::{FakeMaps, Op};
 use xlb::sync::{MapOps, SyncOptions, Syncer};
+use xlb_testkit::XorShift;
 
 fn syncer(fake: &mut FakeMaps) -> Syncer<&mut FakeMaps> {
     Syncer::adopt(fake, SyncOptions::default()).unwrap()
@@ -387,24 +388,10 @@ fn frontend_claimed_by_two_services() {
     assert!(s.maps().violations().is_empty());
 }
 
-/// Deterministic xorshift.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 #[test]
 fn churn_sequences() {
     for seed in [1u64, 7, 42, 1234] {
-        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut rng = XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let mut fake = FakeMaps::new(256, 128, 1 << 14);
         let mut model = Model::new(cfg());
         for n in nodes() {

@@ -9,7 +9,7 @@ use xlb::sync::{SyncOptions, Syncer};
 
 #[test]
 fn sync_into_real_maps_adopt_and_churn() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     // Small backends array: every verify reads all of it.

@@ -231,35 +231,3 @@ pub fn is_bpffs(dir: &Path) -> bool {
     let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
     rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
 }
-
-/// Helpers for tests that need root (BPF load, netns, XDP).
-pub mod testutil {
-    /// True when the test may run privileged work. Without root it returns
-    /// false (the test skips), except under `CI=true` or `XLB_REQUIRE_PRIV`,
-    /// where a skip would hide a failure: then it panics.
-    pub fn privileged() -> bool {
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
-        let required = std::env::var("CI").as_deref() == Ok("true")
-            || std::env::var_os("XLB_REQUIRE_PRIV").is_some();
-        if !root && required {
-            panic!("this test needs root (BPF, netns, XDP) and CI=true / XLB_REQUIRE_PRIV forbids skipping");
-        }
-        if !root {
-            eprintln!("skipping: not root");
-        }
-        root
-    }
-
-    /// A name unique to this process and call, for namespaces, links and pins
-    /// (at most 15 bytes with a short prefix, to fit IFNAMSIZ).
-    pub fn unique_name(prefix: &str) -> String {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id() % 100_000;
-        let mut s = format!("{prefix}{pid:x}{n:x}");
-        s.truncate(15);
-        s
-    }
-}

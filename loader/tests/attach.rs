@@ -4,7 +4,7 @@ mod support;
 
 use std::os::fd::{AsFd, OwnedFd};
 
-use support::{eventually, Netns, PinDir};
+use support::{eventually, pin_dir, Netns, PinDir};
 use xlb_loader::attach::{self, AttachMode, Hook};
 use xlb_loader::{sys, DataPlane, Error, LoadOptions};
 
@@ -25,13 +25,11 @@ fn progs(dp: &DataPlane) -> (OwnedFd, OwnedFd) {
 
 #[test]
 fn attach_then_detach_leaves_no_program_and_no_pin() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
-    let ns = Netns::new();
-    ns.veth("up0", "peer0");
-    ns.veth("vethpod0", "eth0p");
-    let pin = PinDir::new();
+    let ns = Netns::node();
+    let pin = pin_dir();
     let dp = load(&pin);
     let (xdp, tc) = progs(&dp);
     let xdp_id = sys::prog_id(xdp.as_fd()).unwrap();
@@ -91,12 +89,18 @@ fn attach_then_detach_leaves_no_program_and_no_pin() {
     assert!(err.to_string().contains("not attached to up0"), "{err}");
 
     // --all: every hook and every pin, maps included; the programs are freed.
+    // tcx holds several programs: what must go is xlb's own on the chain.
+    let pod_idx = ns.ifindex("vethpod0");
+    let chain = || ns.run(move || xlb_testkit::bpf::tcx_ingress_progs(pod_idx).unwrap());
+    assert_eq!(chain(), [tc_id], "xlb's tc program on the tcx chain");
     let p = pin.path.clone();
     let removed = ns.run(move || attach::detach_all(&p).unwrap());
     assert_eq!(removed.len(), 1);
     assert!(!pin.path.exists(), "pin directory removed");
-    let tcx_left = ns.run(|| attach::probe_tcx(sys::ifindex("vethpod0").unwrap()));
-    assert!(tcx_left.is_ok());
+    assert!(
+        !chain().contains(&tc_id),
+        "xlb's tc program left on vethpod0"
+    );
     assert!(
         eventually(|| !sys::prog_exists(xdp_id) && !sys::prog_exists(tc_id)),
         "programs {xdp_id}/{tc_id} still loaded after detach --all"
@@ -105,13 +109,11 @@ fn attach_then_detach_leaves_no_program_and_no_pin() {
 
 #[test]
 fn replace_swaps_the_program_inside_the_same_link_and_reuses_maps() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
-    let ns = Netns::new();
-    ns.veth("up0", "peer0");
-    ns.veth("vethpod0", "eth0p");
-    let pin = PinDir::new();
+    let ns = Netns::node();
+    let pin = pin_dir();
     let dp1 = load(&pin);
     // State written through the first load...
     let k = xlb_bpf::types::xlb_svc_key::nodeport(30080, xlb_bpf::Proto::Tcp);
@@ -151,7 +153,7 @@ fn replace_swaps_the_program_inside_the_same_link_and_reuses_maps() {
         // replace() needs the data plane on the namespace's thread; it is not
         // Send, so enter the namespace on this thread and come back after.
         let me = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
-        support::enter(&ns.path());
+        xlb_testkit::enter(&ns.path());
         let r = attach::replace(&p, &dp2);
         use std::os::fd::AsRawFd;
         // SAFETY: valid fd of our original namespace.
@@ -181,10 +183,10 @@ fn replace_swaps_the_program_inside_the_same_link_and_reuses_maps() {
 
 #[test]
 fn stale_pinned_map_is_a_clear_error() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
-    let pin = PinDir::new();
+    let pin = pin_dir();
     // A "services" map of the wrong value size, as an older xlb might have left.
     let mut m = libbpf_rs::MapHandle::create(
         libbpf_rs::MapType::Hash,
@@ -213,7 +215,7 @@ fn stale_pinned_map_is_a_clear_error() {
     assert!(msg.contains("xlb detach --all"), "{msg}");
 
     // Something that is not a map at all under a map's name.
-    let pin2 = PinDir::new();
+    let pin2 = pin_dir();
     let prog = sys::load_trivial(libbpf_sys::BPF_PROG_TYPE_XDP, 2).unwrap();
     sys::obj_pin(prog.as_fd(), &pin2.path.join("backends")).unwrap();
     let err = DataPlane::load(&LoadOptions {
@@ -247,7 +249,7 @@ fn pin_map(path: &std::path::Path, ty: libbpf_rs::MapType, name: &str, value: u3
 /// the caches are replaced, the contract maps (ct, Services) are kept.
 #[test]
 fn attach_over_private_maps_of_another_layout_keeps_ct_and_services() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     use xlb_bpf::types::{xlb_ct_key, xlb_ct_val, xlb_svc_key, xlb_svc_val};
@@ -325,14 +327,14 @@ fn attach_over_private_maps_of_another_layout_keeps_ct_and_services() {
 
 #[test]
 fn attach_errors_say_what_to_do() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let ns = Netns::new();
     ns.veth("up0", "peer0");
     ns.ip(&["link", "add", "br0", "type", "bridge"]);
     ns.ip(&["link", "set", "br0", "up"]);
-    let pin = PinDir::new();
+    let pin = pin_dir();
     let dp = load(&pin);
     let (xdp, _tc) = progs(&dp);
     let p = pin.path.clone();
@@ -385,7 +387,7 @@ fn attach_errors_say_what_to_do() {
 
 #[test]
 fn bpffs_is_mounted_when_absent() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     struct Mnt(std::path::PathBuf);
@@ -397,7 +399,7 @@ fn bpffs_is_mounted_when_absent() {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-    let base = std::env::temp_dir().join(xlb_loader::testutil::unique_name("xlb-t-"));
+    let base = std::env::temp_dir().join(xlb_testkit::unique_name("xlb-t-"));
     let guard = Mnt(base.clone());
     let pin = base.join("mnt").join("xlb");
     assert!(!xlb_loader::is_bpffs(&base));

@@ -2,7 +2,7 @@ use xlb_loader::DataPlane;
 
 #[test]
 fn private_load_shares_maps_between_xdp_and_tc() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let dp = DataPlane::load_private().expect("load");

@@ -5,7 +5,7 @@ mod support;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use support::{Netns, PinDir};
+use support::{pin_dir, Netns};
 use xlb_loader::attach::{self, Hook};
 use xlb_loader::netlink::{apply_event, IfaceEvent, PodIfaceWatcher};
 use xlb_loader::{DataPlane, LoadOptions};
@@ -25,13 +25,13 @@ fn wait_for(w: &mut PodIfaceWatcher, want: impl Fn(&IfaceEvent) -> bool) -> Vec<
 
 #[test]
 fn watcher_follows_veths_and_the_pods_get_the_program() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     let ns = Netns::new();
     ns.veth("vethold", "eth0o");
     ns.veth("other0", "other1");
-    let pin = PinDir::new();
+    let pin = pin_dir();
     let dp = DataPlane::load(&LoadOptions {
         pin_dir: Some(pin.path.clone()),
         ..Default::default()

@@ -5,19 +5,19 @@ mod support;
 
 use std::os::fd::AsFd;
 
-use support::{Netns, PinDir};
+use support::{pin_dir, Netns};
 use xlb_loader::attach::{self, Hook};
 use xlb_loader::{sys, DataPlane, LoadOptions};
 
 #[test]
 fn without_tcx_pods_get_a_clsact_filter_that_detach_removes() {
-    if !xlb_loader::testutil::privileged() {
+    if !xlb_testkit::privileged() {
         return;
     }
     std::env::set_var(attach::NO_TCX_ENV, "1");
     let ns = Netns::new();
     ns.veth("vethpod0", "eth0p");
-    let pin = PinDir::new();
+    let pin = pin_dir();
     let dp = DataPlane::load(&LoadOptions {
         pin_dir: Some(pin.path.clone()),
         ..Default::default()

@@ -4,32 +4,21 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use libbpf_rs::ProgramInput;
-use xlb_loader::testutil::privileged;
 use xlb_pktgen::{PacketSpec, Pktgen, Template, Vary, Vxlan, L4, STAMP_MAGIC};
-
-fn sum(b: &[u8]) -> u32 {
-    b.chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
-}
-
-fn folds_to_ffff(mut s: u32) -> bool {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s == 0xffff
-}
+use xlb_testkit::csum::{pseudo_sum, sum16, verifies};
+use xlb_testkit::privileged;
 
 /// Checks the IPv4 header at `ip` and its L4 checksum; returns (src, dst, sport, dport).
 fn check(frame: &[u8], ip: usize) -> (Ipv4Addr, Ipv4Addr, u16, u16) {
     let h = &frame[ip..ip + 20];
-    assert!(folds_to_ffff(sum(h)), "IPv4 header checksum");
+    assert!(verifies(sum16(h)), "IPv4 header checksum");
     let total = u16::from_be_bytes([h[2], h[3]]) as usize;
     assert_eq!(total, frame.len() - ip);
     let l4 = &frame[ip + 20..];
-    let mut s = sum(&h[12..20]) + u32::from(h[9]) + l4.len() as u32;
-    s += sum(l4);
-    assert!(folds_to_ffff(s), "L4 checksum (proto {})", h[9]);
+    let src = [h[12], h[13], h[14], h[15]];
+    let dst = [h[16], h[17], h[18], h[19]];
+    let s = pseudo_sum(src, dst, h[9], l4.len()) + sum16(l4);
+    assert!(verifies(s), "L4 checksum (proto {})", h[9]);
     (
         Ipv4Addr::new(h[12], h[13], h[14], h[15]),
         Ipv4Addr::new(h[16], h[17], h[18], h[19]),
@@ -103,7 +92,7 @@ fn frames_have_valid_checksums_and_the_flows_vary() {
                 // all of it but the outer source port (flow entropy)
                 assert_eq!(&f[..34], &t.frame[..34], "{l4:?}: outer headers");
                 assert_eq!(&f[36..ip], &t.frame[36..ip], "{l4:?}: outer headers");
-                assert!(folds_to_ffff(sum(&f[14..34])), "outer IPv4 checksum");
+                assert!(verifies(sum16(&f[14..34])), "outer IPv4 checksum");
                 let sport = u16::from_be_bytes([f[34], f[35]]);
                 assert!(sport >= 49152);
             }

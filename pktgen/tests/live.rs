@@ -1,89 +1,32 @@
 //! Live-frames generator and sink on a veth pair inside a namespace of our own.
 use std::path::PathBuf;
-use std::process::Command;
 
-use xlb_loader::testutil::{privileged, unique_name};
 use xlb_pktgen::{Limit, PacketSpec, Pktgen, RunOptions, Template, L4};
+use xlb_testkit::netns::veth_pair;
+use xlb_testkit::{precondition, privileged, several_cpus, Netns};
 
 /// A namespace with a veth pair `a` <-> `b` (two queues each); removed on drop.
 struct Pair {
-    ns: String,
-    a: String,
-    b: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ns: Netns,
+    a: &'static str,
+    b: &'static str,
 }
 
 impl Pair {
     fn new() -> Self {
-        let ns = unique_name("xpg");
         let p = Pair {
-            a: "pga".into(),
-            b: "pgb".into(),
-            ns,
+            ns: Netns::with_prefix("xpg"),
+            a: "pga",
+            b: "pgb",
         };
-        ip(&["netns", "add", &p.ns]);
-        ip(&[
-            "-n",
-            &p.ns,
-            "link",
-            "add",
-            &p.a,
-            "numtxqueues",
-            "2",
-            "numrxqueues",
-            "2",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &p.b,
-            "numtxqueues",
-            "2",
-            "numrxqueues",
-            "2",
-        ]);
-        ip(&["-n", &p.ns, "link", "set", &p.a, "up"]);
-        ip(&["-n", &p.ns, "link", "set", &p.b, "up"]);
+        veth_pair(Some(&p.ns.name), p.a, p.b, 2);
+        p.ns.ip(&["link", "set", p.a, "up"]);
+        p.ns.ip(&["link", "set", p.b, "up"]);
         p
     }
 
     fn path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.ns)
-    }
-
-    /// Runs `f` on a thread inside the namespace.
-    fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = self.path();
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                xlb_pktgen::enter_netns(&path).unwrap();
-                f()
-            })
-            .join()
-            .unwrap()
-        })
-    }
-
-    fn ifindex(&self, name: &str) -> u32 {
-        self.within(|| {
-            let c = std::ffi::CString::new(name).unwrap();
-            // SAFETY: valid C string.
-            unsafe { libc::if_nametoindex(c.as_ptr()) }
-        })
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        self.ns.path()
     }
 }
 
@@ -102,13 +45,9 @@ fn setup(p: &Pair) -> (Pktgen, libbpf_rs::Link, u32) {
     let gen = Pktgen::load().unwrap();
     gen.set_template(&Template::build(&spec()).unwrap(), 0)
         .unwrap();
-    let b = p.ifindex(&p.b);
-    let link = p.within(|| gen.sink_prog().attach_xdp(b as i32).unwrap());
-    (gen, link, p.ifindex(&p.a))
-}
-
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    let b = p.ns.ifindex(p.b);
+    let link = p.ns.run(|| gen.sink_prog().attach_xdp(b as i32).unwrap());
+    (gen, link, p.ns.ifindex(p.a))
 }
 
 #[test]
@@ -143,11 +82,7 @@ fn sends_exactly_the_requested_count_and_the_sink_counts_it() {
 
 #[test]
 fn two_cores_report_two_figures() {
-    if !privileged() {
-        return;
-    }
-    if cpus() < 2 {
-        eprintln!("skipping: one CPU");
+    if !privileged() || !precondition(several_cpus(), "two CPUs") {
         return;
     }
     let p = Pair::new();

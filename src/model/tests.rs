@@ -7,6 +7,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{json, Value};
 use xlb_bpf::consts::{XLB_SVC_F_AFFINITY, XLB_SVC_F_LOCAL, XLB_SVC_F_SRC_RANGES};
 use xlb_bpf::{Kind, Proto};
+use xlb_testkit::XorShift;
 
 use super::*;
 
@@ -693,21 +694,18 @@ fn slice_moving_to_another_service() {
     );
 }
 
-/// Random object generator for the churn tests (deterministic xorshift).
-struct Churn(u64);
+/// Random object generator for the churn tests (the test kit's deterministic xorshift).
+struct Churn(XorShift);
 
 impl Churn {
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+        self.0.next_u64()
     }
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.below(n)
     }
     fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
+        self.0.chance(percent)
     }
     fn rv(&mut self, v: &mut Value) {
         // Half of the objects carry a resourceVersion (API source), half not (manifests).
@@ -859,7 +857,7 @@ fn apply_snapshot_equals_build_under_random_churn() {
     // (steps with backends, with skip reasons, with tunnels, with a Node change)
     let mut seen = (0, 0, 0, 0);
     for seed in 1..=12u64 {
-        let mut r = Churn(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut r = Churn(XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1));
         let mut snap = Snapshot::default();
         let mut m = Model::new(cfg());
         // The maps too: one syncer fed the incremental model, one fed build().
@@ -949,7 +947,7 @@ fn apply_snapshot_equals_build_under_random_churn() {
 
 #[test]
 fn apply_snapshot_recomputes_only_what_changed() {
-    let mut r = Churn(7);
+    let mut r = Churn(XorShift(7));
     let mut snap = Snapshot {
         nodes: a(nodes()),
         ..Default::default()

@@ -1,13 +1,18 @@
-//! Test scaffolding for the CLI tests: the loader's (namespaces and pin
+//! Test scaffolding for the CLI tests: the test kit (namespaces and pin
 //! directories that clean up after themselves) plus running the built `xlb`.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::Path;
 use std::process::Command;
 
-#[path = "../../loader/tests/support/mod.rs"]
-mod loader_support;
-pub use loader_support::*;
+pub use xlb_testkit::{eventually, sh, sh_out, stderr, stdout, KillOnDrop, Netns, PinDir};
+
+/// A unique pin directory; on drop also the names file xlb keeps for it.
+pub fn pin_dir() -> PinDir {
+    let mut p = PinDir::new();
+    p.also.push(xlb_loader::names::file_path(&p.path));
+    p
+}
 
 /// Runs the built `xlb` with `--pin-dir pin`, inside `ns` when given (only the
 /// network namespace changes: the bpffs mount stays the test's).
@@ -49,24 +54,4 @@ pub fn xlb_env(
         return out;
     }
     cmd.output().expect("run xlb")
-}
-
-/// A child process (an agent under test), killed on drop if still running.
-pub struct KillOnDrop(pub std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-pub fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-pub fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }

@@ -23,7 +23,7 @@ pub struct LabGuard {
 impl LabGuard {
     /// `xlb lab up --prefix <unique>` (plus `extra` arguments).
     pub fn up(tag: &str, extra: &[&str]) -> Self {
-        let prefix = xlb_loader::testutil::unique_name(tag);
+        let prefix = xlb_testkit::unique_name(tag);
         let arg = |name: &str, default: u8| {
             extra
                 .windows(2)

@@ -141,7 +141,13 @@ impl Topo {
             }
             None => None,
         };
-        let tag = xlb_loader::testutil::unique_name("");
+        // Unique to this process and topology: two benches may run at once.
+        let tag = {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            format!("{:x}{n:x}", std::process::id() % 100_000)
+        };
         let mut t = Topo {
             client: format!("xlbb-c-{tag}"),
             node: format!("xlbb-n-{tag}"),
