@@ -84,14 +84,21 @@ root_tar() {
 	echo "$tar"
 }
 
-image_exists() {
-	if [ "$tool" = podman ]; then podman image exists "$1"; else buildah inspect --type image "$1" >/dev/null 2>&1; fi
+# image_id IMAGE: the local image's full id, empty when there is none.
+image_id() {
+	if [ "$tool" = podman ]; then
+		podman image inspect --format '{{.Id}}' "$1" 2>/dev/null || true
+	else
+		buildah inspect --type image --format '{{.FromImageID}}' "$1" 2>/dev/null || true
+	fi
 }
 
-# import TAR IMAGE: (re)imports when the image is missing or older than TAR.
+# import TAR IMAGE: imports TAR as IMAGE unless IMAGE is what the last import
+# of this TAR made (TAR.imported holds that image's id).
 import() {
-	local tar=$1 image=$2 stamp="$1.imported"
-	if [ -e "$stamp" ] && [ "$stamp" -nt "$tar" ] && image_exists "$image"; then
+	local tar=$1 image=$2 stamp="$1.imported" id
+	id=$(image_id "$image")
+	if [ -n "$id" ] && [ "$stamp" -nt "$tar" ] && [ "$(cat "$stamp")" = "$id" ]; then
 		return
 	fi
 	echo "== import $tar as $image"
@@ -104,7 +111,7 @@ import() {
 		buildah commit --quiet "$c" "$image" >/dev/null
 		buildah rm "$c" >/dev/null
 	fi
-	touch "$stamp"
+	image_id "$image" > "$stamp"
 }
 
 # /etc/ssl/certs/ca-certificates.crt from the ca-certificates package (what
