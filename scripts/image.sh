@@ -20,11 +20,9 @@
 #              XLB_IMAGE_SUITE (default bookworm), XLB_IMAGE_CACHE (target/image).
 set -euo pipefail
 shopt -s inherit_errexit
-cd "$(dirname "$0")/.."
 
-VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-BINARY=target/release/xlb
-TAG=ghcr.io/xlb/xlb:$VERSION
+BINARY=
+TAG=
 MODE=local
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -34,6 +32,12 @@ while [ $# -gt 0 ]; do
 	*) echo "usage: $0 [--binary PATH] [--tag TAG] [--registry]" >&2; exit 2 ;;
 	esac
 done
+SHOWN=${BINARY:-target/release/xlb}
+[ -z "$BINARY" ] || BINARY=$(realpath -m -- "$BINARY")
+cd "$(dirname "$0")/.."
+BINARY=${BINARY:-target/release/xlb}
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+TAG=${TAG:-ghcr.io/xlb/xlb:$VERSION}
 SUITE=${XLB_IMAGE_SUITE:-bookworm}
 CACHE=${XLB_IMAGE_CACHE:-target/image}
 
@@ -55,7 +59,7 @@ if [ "$MODE" = registry ]; then
 fi
 
 [ "$(id -u)" = 0 ] || { echo "the local build needs root (mmdebstrap, container storage)" >&2; exit 1; }
-[ -x "$BINARY" ] || { echo "no xlb binary at $BINARY (cargo build --release)" >&2; exit 1; }
+[ -x "$BINARY" ] || { echo "no xlb binary at $SHOWN (cargo build --release)" >&2; exit 1; }
 command -v mmdebstrap >/dev/null || { echo "mmdebstrap missing (make image installs it)" >&2; exit 1; }
 mkdir -p "$CACHE"
 
@@ -140,7 +144,7 @@ ctx=$(mktemp -d "$CACHE/.context.XXXXXX")
 trap 'rm -rf "$ctx"' EXIT
 cp "$BINARY" "$ctx/xlb"
 
-echo "== $tool build (local bases, prebuilt $BINARY) -> $TAG"
+echo "== $tool build (local bases, prebuilt $SHOWN) -> $TAG"
 "$tool" build "${RUN_FLAGS[@]}" --pull=never \
 	--build-arg BUILD_BASE="$BUILD_BASE" \
 	--build-arg RUNTIME_BASE="$RUNTIME_BASE" \
