@@ -6,7 +6,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PKGS := clang llvm libelf-dev zlib1g-dev pkg-config iproute2 ethtool iptables nftables make
 XLB := target/release/xlb
-IMAGE_PKGS := podman buildah runc mmdebstrap
+IMAGE_PKGS := podman buildah runc mmdebstrap binutils
 IMAGE ?= ghcr.io/xlb/xlb:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
 # $(call apt_install,PACKAGES): installs the Debian packages that are missing.

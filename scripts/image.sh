@@ -138,11 +138,12 @@ RUNTIME_BASE=localhost/xlb-runtime-root:$SUITE
 import "$build_tar" "$BUILD_BASE"
 import "$runtime_tar" "$RUNTIME_BASE"
 
-# The build context: the binary alone (the repository's .dockerignore keeps
-# target/ out of the registry build's context).
+# The build context: the binary alone, without debug sections (a debug build
+# carries ~180 MB of them), symbols kept for backtraces. (The repository's
+# .dockerignore keeps target/ out of the registry build's context.)
 ctx=$(mktemp -d "$CACHE/.context.XXXXXX")
 trap 'rm -rf "$ctx"' EXIT
-cp "$BINARY" "$ctx/xlb"
+strip --strip-debug -o "$ctx/xlb" "$BINARY"
 
 echo "== $tool build (local bases, prebuilt $SHOWN) -> $TAG"
 "$tool" build "${RUN_FLAGS[@]}" --pull=never \
