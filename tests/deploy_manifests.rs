@@ -433,7 +433,14 @@ fn image_entrypoint_is_the_built_binary() {
         .map(str::trim)
         .find(|c| c.starts_with("install ") && c.contains("target/release/xlb"))
         .expect("the release binary is installed");
-    let out = install.split_whitespace().last().unwrap();
+    let mut words = install.split_whitespace();
+    words.find(|w| *w == "target/release/xlb");
+    let out = words.next().unwrap().trim_end_matches(';');
+    // A prebuilt binary (the local build, scripts/image.sh) goes to the same place.
+    assert!(
+        run.contains(&format!("install -D -m 0755 \"$XLB_PREBUILT\" {out};")),
+        "{run}"
+    );
 
     // The runtime stage copies exactly that file and runs it.
     let copy = runtime
@@ -490,8 +497,8 @@ fn binary_needs_only_what_the_runtime_image_has() {
     let text = std::fs::read_to_string(deploy_dir().join("Containerfile")).unwrap();
     assert!(
         text.lines()
-            .any(|l| l.starts_with("FROM gcr.io/distroless/cc-debian12")),
-        "the allow-list below is distroless cc's"
+            .any(|l| l.starts_with("ARG RUNTIME_BASE=gcr.io/distroless/cc-debian12")),
+        "the allow-list below is distroless cc's (and that of the local runtime root, libc6 + libgcc-s1)"
     );
     let out = std::process::Command::new("ldd")
         .arg(env!("CARGO_BIN_EXE_xlb"))
