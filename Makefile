@@ -26,7 +26,10 @@ deps:
 build: deps
 	$(CARGO) build --release --workspace
 
+# The image test (tests/image.rs) builds and runs the agent image: the test
+# set-up installs what it needs, so CI never skips it.
 test: deps
+	@$(call apt_install,$(IMAGE_PKGS))
 	$(CARGO) test --workspace --no-fail-fast
 
 lint: deps
