@@ -13,5 +13,6 @@ pub mod lab;
 pub mod maglev;
 pub mod metrics;
 pub mod model;
+pub mod names;
 pub mod sources;
 pub mod sync;

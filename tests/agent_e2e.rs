@@ -41,8 +41,7 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.pin);
-        let _ = std::fs::remove_file(xlb::sync::names_path(&self.pin));
-        let _ = std::fs::remove_file(xlb_loader::names::file_path(&self.pin));
+        let _ = xlb::names::remove(&xlb::names::path(&self.pin));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -370,7 +369,7 @@ fn agent_syncs_manifests_serves_metrics_restarts_and_cleans_up() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!env.pin.exists(), "pins removed");
-    assert!(!xlb::sync::names_path(&env.pin).exists());
+    assert!(!xlb::names::path(&env.pin).exists());
 }
 
 #[test]

@@ -93,7 +93,9 @@ fn attach_then_detach_leaves_no_program_and_no_pin() {
     // --all: every hook and every pin, maps included; the programs are freed.
     let p = pin.path.clone();
     let removed = ns.run(move || attach::detach_all(&p).unwrap());
-    assert_eq!(removed.len(), 1);
+    assert_eq!(removed.hooks.len(), 1);
+    assert!(removed.pins.kept.is_empty(), "{removed:?}");
+    assert!(removed.pins.dir_removed);
     assert!(!pin.path.exists(), "pin directory removed");
     let tcx_left = ns.run(|| attach::probe_tcx(sys::ifindex("vethpod0").unwrap()));
     assert!(tcx_left.is_ok());

@@ -118,7 +118,6 @@ impl Drop for PinDir {
         // tc filters go with the namespace. (No detach by ifindex here: this
         // runs in the test's own namespace, not the one the hooks are in.)
         let _ = std::fs::remove_dir_all(&self.path);
-        xlb_loader::names::remove(&self.path);
     }
 }
 
