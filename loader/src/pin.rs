@@ -348,3 +348,79 @@ pub fn repin(fd: impl AsFd, path: &Path) -> Result<()> {
         hint: "remove the stale pin with `xlb detach --all`".into(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A temporary directory of ordinary files, removed on drop.
+    struct Tmp(PathBuf);
+    impl Tmp {
+        fn new(tag: &str) -> Self {
+            let d = std::env::temp_dir().join(format!("xlb-pin-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            Self(d)
+        }
+    }
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn is_usage(r: Result<Option<Mounted>>) -> String {
+        match r {
+            Err(e @ Error::PinDir { .. }) => e.to_string(),
+            other => panic!("expected a --pin-dir usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_file_as_pin_dir_or_ancestor_is_a_usage_error() {
+        let t = Tmp::new("file");
+        let f = t.0.join("f");
+        std::fs::write(&f, b"keep").unwrap();
+        for p in [f.clone(), f.join("xlb"), f.join("a/b")] {
+            let e = is_usage(ensure_pin_dir(&p));
+            assert!(e.contains("is a file, not a directory"), "{e}");
+            assert!(!e.contains("root"), "{e}");
+        }
+        assert_eq!(std::fs::read(&f).unwrap(), b"keep");
+        assert!(!crate::is_bpffs(&t.0), "nothing mounted");
+        check_pin_dir_path(&t.0.join("new/xlb")).unwrap();
+    }
+
+    #[test]
+    fn never_mounts_over_a_directory_with_files() {
+        let t = Tmp::new("full");
+        std::fs::write(t.0.join("keep.txt"), b"keep").unwrap();
+        let e = is_usage(ensure_pin_dir(&t.0.join("xlb")));
+        assert!(e.contains("has files in it"), "{e}");
+        assert!(!crate::is_bpffs(&t.0));
+        assert!(!t.0.join("xlb").exists(), "nothing created");
+        assert_eq!(std::fs::read(t.0.join("keep.txt")).unwrap(), b"keep");
+        // The pin directory itself an ordinary directory: its parent is checked.
+        let e = is_usage(ensure_pin_dir(&t.0));
+        assert!(e.contains("has files in it"), "{e}");
+    }
+
+    #[test]
+    fn the_mount_note_names_the_namespace_and_the_way_out() {
+        let private = Mounted {
+            dir: "/sys/fs/bpf".into(),
+            hosts: Some(false),
+        }
+        .note();
+        assert!(private.contains("only as long as the current mount namespace"));
+        assert!(private.contains("not the host's") && private.contains("ip netns exec"));
+        assert!(private.contains("nsenter --net=/run/netns/NAME"));
+        let host = Mounted {
+            dir: "/sys/fs/bpf".into(),
+            hosts: Some(true),
+        }
+        .note();
+        assert!(host.contains("only as long as the current mount namespace"));
+        assert!(!host.contains("not the host's"));
+    }
+}
