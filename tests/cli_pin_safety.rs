@@ -75,8 +75,7 @@ fn pin_foreign_map(path: &Path, name: &str) {
         ..Default::default()
     };
     let mut m =
-        libbpf_rs::MapHandle::create(libbpf_rs::MapType::Hash, Some(name), 4, 4, 8, &opts)
-            .unwrap();
+        libbpf_rs::MapHandle::create(libbpf_rs::MapType::Hash, Some(name), 4, 4, 8, &opts).unwrap();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     m.pin(path).unwrap();
 }
@@ -186,7 +185,10 @@ fn attach_never_mounts_over_files_and_a_file_pin_dir_is_a_usage_error() {
     let e = stderr(&o);
     assert!(o.status.success(), "{e}");
     assert!(
-        e.contains(&format!("warning: mounted a bpf filesystem at {}", new.display())),
+        e.contains(&format!(
+            "warning: mounted a bpf filesystem at {}",
+            new.display()
+        )),
         "{e}"
     );
     assert!(
@@ -194,7 +196,10 @@ fn attach_never_mounts_over_files_and_a_file_pin_dir_is_a_usage_error() {
             && e.contains("nsenter --net=/run/netns/NAME"),
         "{e}"
     );
-    assert!(!e.contains("not the host's"), "this is the host's namespace: {e}");
+    assert!(
+        !e.contains("not the host's"),
+        "this is the host's namespace: {e}"
+    );
     assert!(is_bpffs(&new));
     let o = xlb(Some(&ns), &new.join("xlb"), &["detach", "--all"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -232,7 +237,14 @@ fn only_xlb_pins_go(cmd: &[&str]) {
         out.contains("tc") && out.contains("kept (not xlb's)"),
         "what was kept is listed: {out}"
     );
-    for gone in ["services", "ct", "maglev", "progs", "links/xdp_up0", "links/tcx_vethpod0"] {
+    for gone in [
+        "services",
+        "ct",
+        "maglev",
+        "progs",
+        "links/xdp_up0",
+        "links/tcx_vethpod0",
+    ] {
         assert!(!root.join(gone).exists(), "{gone} removed: {out}");
     }
     assert!(root.exists() && is_bpffs(root));
@@ -266,7 +278,13 @@ fn agent_cleanup_on_a_bpffs_root_keeps_other_tools_pins() {
 /// `ip netns exec NS xlb ARGS...` (a private mount namespace with its own /sys).
 fn ip_netns_exec(ns: &Netns, pin: &Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_xlb"), "--pin-dir"])
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            env!("CARGO_BIN_EXE_xlb"),
+            "--pin-dir",
+        ])
         .arg(pin)
         .args(args)
         .env_remove("RUST_LOG")
@@ -325,7 +343,10 @@ fn doctor_flags_a_bpffs_that_is_not_the_hosts() {
     let host = PinDir::new();
     let c = bpffs(&xlb(None, &host.path, &["doctor", "--json"]));
     assert_eq!(c["status"], "ok", "{c}");
-    assert!(c["detail"].as_str().unwrap().contains("(the host's)"), "{c}");
+    assert!(
+        c["detail"].as_str().unwrap().contains("(the host's)"),
+        "{c}"
+    );
 
     let ns = Netns::new();
     let pin = Path::new("/sys/fs/bpf").join(testutil::unique_name("xlb-t-"));

@@ -169,7 +169,11 @@ fn down_cleans_up_after_a_crash_and_spares_other_labs() {
         .status()
         .unwrap();
     // ...and the Service-names file an agent wrote.
-    xlb::names::write(&xlb::names::path(&a.lab.pin_dir(1)), &[(1, "ns/a:80/TCP".into())].into()).unwrap();
+    xlb::names::write(
+        &xlb::names::path(&a.lab.pin_dir(1)),
+        &[(1, "ns/a:80/TCP".into())].into(),
+    )
+    .unwrap();
     lab::down(a.prefix()).unwrap();
     assert_gone(a.prefix(), &inodes);
 

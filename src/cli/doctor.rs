@@ -308,7 +308,11 @@ fn bpffs_check(c: &mut Vec<Check>, pin_dir: &Path) {
                 format!(
                     "{} is on bpffs{}",
                     d.display(),
-                    if hosts == Some(true) { " (the host's)" } else { "" }
+                    if hosts == Some(true) {
+                        " (the host's)"
+                    } else {
+                        ""
+                    }
                 ),
                 None,
             ),

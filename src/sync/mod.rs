@@ -104,4 +104,3 @@ pub struct Occupancy {
     pub svc_ids: usize,
     pub tunnels: usize,
 }
-
