@@ -145,8 +145,10 @@ pub struct AgentArgs {
     #[arg(long, env = "XLB_DEBOUNCE_MS", default_value_t = 200)]
     pub debounce_ms: u64,
 
-    /// Uninstall: detach every xlb hook and remove every pin under
+    /// Uninstall: detach every xlb hook and remove xlb's pins under
     /// --pin-dir (maps included; connection tracking is lost), then exit.
+    /// Only a directory on bpffs, and there only what xlb pins: other files
+    /// and other tools' pins stay.
     #[arg(long)]
     pub cleanup: bool,
 

@@ -80,6 +80,9 @@ pub fn check(pin_dir: &Path) -> Result<bool> {
     }
 }
 
+/// What xlb pins under a directory by a name (`None`: not an xlb name).
+type KindOf = fn(&str) -> Option<ObjKind>;
+
 /// What xlb pins under `links/` by that name (`None`: not an xlb name).
 fn links_entry_kind(name: &str) -> Option<ObjKind> {
     let n = name.strip_prefix("new_").unwrap_or(name);
@@ -166,7 +169,7 @@ pub fn remove_own_pins(pin_dir: &Path, map_names: &BTreeSet<String>) -> Result<R
     if !check(pin_dir)? {
         return Ok(r);
     }
-    let subdirs: [(PathBuf, fn(&str) -> Option<ObjKind>); 2] = [
+    let subdirs: [(PathBuf, KindOf); 2] = [
         (links_dir(pin_dir), links_entry_kind),
         (progs_dir(pin_dir), progs_entry_kind),
     ];
