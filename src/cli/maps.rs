@@ -2,7 +2,7 @@
 //!
 //! Everything goes through `xlb_bpf::Maps` (typed); addresses print as dotted
 //! quads, ports in host order, protocols by name, Services by the name the
-//! agent recorded in `/run/xlb/names.json` (see `xlb_loader::names`).
+//! agent recorded in `/run/xlb/names.json` (see [`crate::names`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
