@@ -145,8 +145,10 @@ pub struct AgentArgs {
     #[arg(long, env = "XLB_DEBOUNCE_MS", default_value_t = 200)]
     pub debounce_ms: u64,
 
-    /// Uninstall: detach every xlb hook and remove every pin under
+    /// Uninstall: detach every xlb hook and remove xlb's pins under
     /// --pin-dir (maps included; connection tracking is lost), then exit.
+    /// Only a directory on bpffs, and there only what xlb pins: other files
+    /// and other tools' pins stay.
     #[arg(long)]
     pub cleanup: bool,
 
@@ -211,28 +213,10 @@ pub fn run(a: AgentArgs, pin_dir: &Path) -> anyhow::Result<()> {
     rt.block_on(Agent::run(a, pin_dir.to_owned()))
 }
 
-/// `--cleanup`: every hook off, every pin (maps, programs, links) removed.
+/// `--cleanup`: every hook of xlb's off, its pins (maps, programs, links)
+/// and names file removed; nothing else (see `xlb detach --all`).
 fn cleanup(pin_dir: &Path) -> anyhow::Result<()> {
-    if !pin_dir.exists() {
-        println!("nothing to clean up: {} does not exist", pin_dir.display());
-        return Ok(());
-    }
-    let removed = attach::detach_all(pin_dir)
-        .with_context(|| format!("detaching xlb and removing {}", pin_dir.display()))?;
-    for a in &removed {
-        println!("detached {:<16} {}", a.iface, a.hook.describe());
-    }
-    let names = crate::sync::names_path(pin_dir);
-    if names.exists() {
-        std::fs::remove_file(&names).with_context(|| format!("removing {}", names.display()))?;
-    }
-    xlb_loader::names::remove(pin_dir);
-    println!(
-        "removed {} hook(s) and every pin under {}",
-        removed.len(),
-        pin_dir.display()
-    );
-    Ok(())
+    crate::cli::attach::remove_everything(pin_dir)
 }
 
 /// This node as the data plane sees it.
@@ -285,12 +269,15 @@ impl Agent {
                 }
             ))
         })?;
+        if let Some(m) = &dp.mounted {
+            tracing::warn!("{}", m.note());
+        }
         attach::pin_programs(&pin_dir, &dp).context("pinning the programs")?;
         metrics.set_maps(Maps::from_pin_dir(&pin_dir)?);
         let syncer = Syncer::adopt(
             Maps::from_pin_dir(&pin_dir)?,
             SyncOptions {
-                names_file: Some(crate::sync::names_path(&pin_dir)),
+                names_file: Some(crate::names::path(&pin_dir)),
             },
         )
         .context("adopting the pinned maps")?;

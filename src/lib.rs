@@ -12,5 +12,6 @@ pub mod cli;
 pub mod maglev;
 pub mod metrics;
 pub mod model;
+pub mod names;
 pub mod sources;
 pub mod sync;

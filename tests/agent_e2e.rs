@@ -40,8 +40,7 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.pin);
-        let _ = std::fs::remove_file(xlb::sync::names_path(&self.pin));
-        let _ = std::fs::remove_file(xlb_loader::names::file_path(&self.pin));
+        let _ = xlb::names::remove(&xlb::names::path(&self.pin));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -314,7 +313,7 @@ fn agent_syncs_manifests_serves_metrics_restarts_and_cleans_up() {
             .args(["agent", "--cleanup"]),
     );
     assert!(!env.pin.exists(), "pins removed");
-    assert!(!xlb::sync::names_path(&env.pin).exists());
+    assert!(!xlb::names::path(&env.pin).exists());
 }
 
 #[test]

@@ -22,7 +22,7 @@ struct Pins(PathBuf, PathBuf);
 impl Drop for Pins {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-        let _ = std::fs::remove_file(xlb::sync::names_path(&self.0));
+        let _ = xlb::names::remove(&xlb::names::path(&self.0));
         let _ = std::fs::remove_dir_all(&self.1);
     }
 }

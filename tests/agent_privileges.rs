@@ -46,7 +46,7 @@ impl Drop for Scratch {
             .args(["agent", "--cleanup"])
             .output();
         let _ = std::fs::remove_dir_all(&self.pin);
-        let _ = std::fs::remove_file(xlb::sync::names_path(&self.pin));
+        let _ = xlb::names::remove(&xlb::names::path(&self.pin));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

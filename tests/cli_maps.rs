@@ -142,7 +142,7 @@ fn fill(dp: &DataPlane, pin: &std::path::Path) {
     let mut names = BTreeMap::new();
     names.insert(7, "default/web:80/TCP".to_string());
     names.insert(9, "kube-system/dns:53/UDP".to_string());
-    xlb_loader::names::write(pin, &names).unwrap();
+    xlb::names::write(&xlb::names::path(pin), &names).unwrap();
 }
 
 #[test]
@@ -428,7 +428,7 @@ fn maps_tables_and_json_match_what_was_written() {
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
 
     // Names are optional: without the file, ids only.
-    xlb_loader::names::remove(p);
+    xlb::names::remove(&xlb::names::path(p)).unwrap();
     let r = rows(&stdout(&ok(xlb(None, p, &["maps", "services"]))));
     assert_eq!(r[1][1], "-");
 }

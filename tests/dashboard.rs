@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use xlb_loader::testutil::{privileged, unique_name};
+use xlb_testkit::{privileged, unique_name};
 
 const BIN: &str = env!("CARGO_BIN_EXE_xlb");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -208,8 +208,7 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.pin);
-        let _ = std::fs::remove_file(xlb::sync::names_path(&self.pin));
-        let _ = std::fs::remove_file(xlb_loader::names::file_path(&self.pin));
+        let _ = std::fs::remove_file(xlb::names::path(&self.pin));
     }
 }
 

@@ -43,7 +43,7 @@ fn assert_gone(prefix: &str, inodes: &[u64]) {
     for n in 1..=7 {
         let pin = lab::pin_dir(prefix, n);
         assert!(!pin.exists(), "{} left", pin.display());
-        let names = xlb_loader::names::file_path(&pin);
+        let names = xlb::names::path(&pin);
         assert!(!names.exists(), "{} left", names.display());
     }
 }
@@ -169,7 +169,11 @@ fn down_cleans_up_after_a_crash_and_spares_other_labs() {
         .status()
         .unwrap();
     // ...and the Service-names file an agent wrote.
-    xlb_loader::names::write(&a.lab.pin_dir(1), &[(1, "ns/a:80/TCP".into())].into()).unwrap();
+    xlb::names::write(
+        &xlb::names::path(&a.lab.pin_dir(1)),
+        &[(1, "ns/a:80/TCP".into())].into(),
+    )
+    .unwrap();
     lab::down(a.prefix()).unwrap();
     assert_gone(a.prefix(), &inodes);
 

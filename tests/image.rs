@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use xlb_loader::testutil::{privileged, unique_name};
+use xlb_testkit::{privileged, unique_name};
 
 const XLB: &str = env!("CARGO_BIN_EXE_xlb");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");

@@ -223,7 +223,7 @@ fn adopt_then_apply_same_desired_writes_nothing() {
         s.apply(&d).unwrap();
         s.service_names().clone()
     };
-    let on_disk = xlb::sync::read_names(&names.0).unwrap();
+    let on_disk = xlb::names::read(&names.0).unwrap();
     assert_eq!(on_disk, before);
     // With the names file.
     fake.ops.clear();

@@ -41,7 +41,7 @@ pub fn down(prefix: &str) -> Result<DownReport> {
     }
     // The agents' Service-names files (/run/xlb/<flattened pin dir>.names.json)
     // outlive their pin directories unless removed here.
-    if let Ok(rd) = std::fs::read_dir(xlb_loader::names::STATE_DIR) {
+    if let Ok(rd) = std::fs::read_dir(xlb_loader::STATE_DIR) {
         for e in rd.filter_map(|e| e.ok()) {
             let name = e.file_name();
             let lab_file = name

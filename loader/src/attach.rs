@@ -672,20 +672,30 @@ pub fn detach_pods(pin_dir: &Path) -> Result<Vec<Attachment>> {
     Ok(pods)
 }
 
-/// Removes every hook and every pin under `pin_dir` (maps included: state is lost).
-pub fn detach_all(pin_dir: &Path) -> Result<Vec<Attachment>> {
-    let all = list(pin_dir)?;
-    for a in &all {
+/// What [`detach_all`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DetachedAll {
+    /// The hooks taken off.
+    pub hooks: Vec<Attachment>,
+    /// The pins removed, and what was kept because xlb did not make it.
+    pub pins: crate::remove::Removal,
+}
+
+/// Removes every hook and every pin of xlb's under `pin_dir` (maps
+/// included: state is lost), and nothing else: `pin_dir` must be a
+/// directory on bpffs ([`Error::PinDir`] otherwise, with nothing touched),
+/// and only what xlb names is removed there (see [`crate::remove`]).
+pub fn detach_all(pin_dir: &Path) -> Result<DetachedAll> {
+    if !crate::remove::check(pin_dir)? {
+        return Ok(DetachedAll::default());
+    }
+    let maps = crate::declared_map_names()?;
+    let hooks = list(pin_dir)?;
+    for a in &hooks {
         detach_one(a)?;
     }
-    if pin_dir.exists() {
-        std::fs::remove_dir_all(pin_dir).map_err(|e| Error::Io {
-            what: format!("removing {}", pin_dir.display()),
-            err: e,
-            hint: "run as root".into(),
-        })?;
-    }
-    Ok(all)
+    let pins = crate::remove::remove_own_pins(pin_dir, &maps)?;
+    Ok(DetachedAll { hooks, pins })
 }
 
 /// Pins the data plane's programs under `<pin>/progs/` (what new pod veths get).

@@ -6,17 +6,21 @@
 //!
 //! [`attach`] puts the programs on interfaces through pinned bpf_links and
 //! replaces them in place; [`netlink`] follows pod interfaces; [`pin`] owns
-//! the pin directory (bpffs mount, stale-pin checks); [`names`] the
-//! svc_id -> Service name file `xlb maps` prints.
+//! the pin directory (bpffs mount, stale-pin checks); [`mounts`] tells
+//! whose bpf filesystem a path is on; [`remove`] takes xlb's own pins away
+//! and nothing else.
 
 pub mod attach;
-pub mod names;
+pub mod mounts;
 pub mod netlink;
 pub mod pin;
+pub mod remove;
 pub mod sys;
 
+pub use mounts::is_bpffs;
+
 use std::mem::MaybeUninit;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, OpenObject};
@@ -26,6 +30,10 @@ use xlb_bpf::Maps;
 
 /// Default pin directory.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xlb";
+
+/// Where xlb keeps the state that is no map (bpffs holds no regular files):
+/// the agents' Service-names files (`xlb::names`), which the lab removes.
+pub const STATE_DIR: &str = "/run/xlb";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -59,6 +67,9 @@ pub enum Error {
         why: String,
         pin_dir: PathBuf,
     },
+    /// A `--pin-dir` xlb must not use as given (a usage error: exit 2).
+    #[error("--pin-dir {}: {why}", path.display())]
+    PinDir { path: PathBuf, why: String },
     #[error("{0}")]
     Other(String),
 }
@@ -88,6 +99,9 @@ pub struct DataPlane {
     pub xdp: XdpSkel<'static>,
     pub tc: TcSkel<'static>,
     pub maps: Maps,
+    /// The bpf filesystem mounted for the pin directory by this load, if
+    /// one was: its [`pin::Mounted::note`] is for the operator.
+    pub mounted: Option<pin::Mounted>,
 }
 
 fn storage() -> &'static mut MaybeUninit<OpenObject> {
@@ -124,8 +138,9 @@ impl DataPlane {
                 }
             }
         }
+        let mut mounted = None;
         if let Some(dir) = &opts.pin_dir {
-            pin::ensure_pin_dir(dir)?;
+            mounted = pin::ensure_pin_dir(dir)?;
             let mut contract = Vec::new();
             let mut private = Vec::new();
             for m in open.open_object().maps() {
@@ -201,7 +216,12 @@ impl DataPlane {
         if maps.filters_repair()? {
             tracing::info!("fe_filter / be_filter recounted from the services and backends maps");
         }
-        Ok(Self { xdp, tc, maps })
+        Ok(Self {
+            xdp,
+            tc,
+            maps,
+            mounted,
+        })
     }
 
     /// A private, unpinned data plane (tests, benchmarks).
@@ -220,14 +240,22 @@ impl DataPlane {
     }
 }
 
-/// Whether `dir` is on a bpf filesystem.
-pub fn is_bpffs(dir: &Path) -> bool {
-    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid C string and out pointer.
-    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
+/// Names of every map the data plane's objects declare (pinned or not, the
+/// internal `.rodata`/`.bss` aside): what xlb may have pinned under a pin
+/// directory by name.
+pub fn declared_map_names() -> Result<std::collections::BTreeSet<String>> {
+    let xdp = XdpSkelBuilder::default()
+        .open(storage())
+        .map_err(ctx("opening the XDP object"))?;
+    let tc = TcSkelBuilder::default()
+        .open(storage())
+        .map_err(ctx("opening the tc object"))?;
+    Ok(xdp
+        .open_object()
+        .maps()
+        .chain(tc.open_object().maps())
+        .map(|m| m.name().to_string_lossy().into_owned())
+        // libbpf's internal maps are named after their section (a dot)
+        .filter(|n| !n.contains('.'))
+        .collect())
 }

@@ -220,6 +220,16 @@ pub fn mount_bpffs(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Unmounts `dir` (lazily: whatever still uses it keeps it until done).
+pub fn umount(dir: &Path) -> io::Result<()> {
+    let target = cpath(dir)?;
+    // SAFETY: valid C string.
+    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Id of a loaded program.
 pub fn prog_id(fd: BorrowedFd<'_>) -> io::Result<u32> {
     let mut info = libbpf_sys::bpf_prog_info::default();

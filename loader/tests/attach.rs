@@ -95,7 +95,9 @@ fn attach_then_detach_leaves_no_program_and_no_pin() {
     assert_eq!(chain(), [tc_id], "xlb's tc program on the tcx chain");
     let p = pin.path.clone();
     let removed = ns.run(move || attach::detach_all(&p).unwrap());
-    assert_eq!(removed.len(), 1);
+    assert_eq!(removed.hooks.len(), 1);
+    assert!(removed.pins.kept.is_empty(), "{removed:?}");
+    assert!(removed.pins.dir_removed);
     assert!(!pin.path.exists(), "pin directory removed");
     assert!(
         !chain().contains(&tc_id),

@@ -63,8 +63,10 @@ pub struct AttachArgs {
 ///
 /// --iface removes xlb's hooks on that interface (the maps stay pinned, so a
 /// later attach keeps its state); --pods removes the hooks of every pod
-/// interface; --all removes every hook and every pin, maps included
-/// (connection tracking is lost).
+/// interface; --all removes every hook and every pin of xlb's, maps included
+/// (connection tracking is lost). --all acts only on a directory on a bpf
+/// filesystem and there only on the names xlb pins: other files and other
+/// tools' pins stay (exit 2 for a --pin-dir that is not on bpffs).
 ///
 /// Examples:
 ///   xlb detach --iface eth0
@@ -82,7 +84,7 @@ pub struct DetachArgs {
     #[arg(long)]
     pub pods: bool,
 
-    /// Detach everything and remove every pin under --pin-dir.
+    /// Detach everything and remove xlb's pins under --pin-dir.
     #[arg(long)]
     pub all: bool,
 }
@@ -136,6 +138,9 @@ pub fn run_attach(a: AttachArgs, pin_dir: &Path) -> anyhow::Result<()> {
             pin_dir.display()
         )
     })?;
+    if let Some(m) = &dp.mounted {
+        eprintln!("warning: {}", m.note());
+    }
 
     // Watch before listing so no pod interface slips between the two.
     let mut watcher = if a.follow {
@@ -231,12 +236,10 @@ pub fn run_attach(a: AttachArgs, pin_dir: &Path) -> anyhow::Result<()> {
 }
 
 pub fn run_detach(a: DetachArgs, pin_dir: &Path) -> anyhow::Result<()> {
-    let removed = if a.all {
-        let r = attach::detach_all(pin_dir)
-            .with_context(|| format!("removing everything under {}", pin_dir.display()))?;
-        xlb_loader::names::remove(pin_dir);
-        r
-    } else if a.pods {
+    if a.all {
+        return remove_everything(pin_dir);
+    }
+    let removed = if a.pods {
         attach::detach_pods(pin_dir).context("detaching pod interfaces")?
     } else {
         let iface = a.iface.as_deref().unwrap_or_default();
@@ -245,14 +248,35 @@ pub fn run_detach(a: DetachArgs, pin_dir: &Path) -> anyhow::Result<()> {
     for r in &removed {
         println!("{:<16} {:<20} detached", r.iface, r.hook.describe());
     }
-    if a.all {
-        println!(
-            "{} hook(s) detached, {} removed",
-            removed.len(),
-            pin_dir.display()
-        );
-    } else {
-        println!("{} hook(s) detached", removed.len());
+    println!("{} hook(s) detached", removed.len());
+    Ok(())
+}
+
+/// `xlb detach --all` and `xlb agent --cleanup`: takes every hook of xlb's
+/// off and removes xlb's pins (maps, programs, links) and its Service names
+/// file; anything else under `pin_dir` stays and is listed. A `pin_dir`
+/// that is not a directory on bpffs is refused with nothing touched.
+pub fn remove_everything(pin_dir: &Path) -> anyhow::Result<()> {
+    let done = attach::detach_all(pin_dir)
+        .with_context(|| format!("removing xlb's pins under {}", pin_dir.display()))?;
+    crate::names::remove(&crate::names::path(pin_dir))?;
+    for r in &done.hooks {
+        println!("{:<16} {:<20} detached", r.iface, r.hook.describe());
     }
+    for k in &done.pins.kept {
+        println!("{:<37} kept (not xlb's)", k.display());
+    }
+    let dir = if done.pins.dir_removed {
+        format!(", {} removed", pin_dir.display())
+    } else if done.pins.removed.is_empty() && done.hooks.is_empty() {
+        format!(": nothing of xlb's under {}", pin_dir.display())
+    } else {
+        String::new()
+    };
+    println!(
+        "{} hook(s) detached, {} pin(s) removed{dir}",
+        done.hooks.len(),
+        done.pins.removed.len()
+    );
     Ok(())
 }

@@ -8,7 +8,8 @@ use xlb_loader::sys;
 /// Check the kernel and an interface for what xlb needs.
 ///
 /// Checks the kernel version, the bpf() syscall and privileges, kernel BTF,
-/// bpffs, that the data plane passes the verifier, and with --iface the
+/// bpffs (and that it is the host's, not one private to this mount
+/// namespace as under `ip netns exec`), that the data plane passes the verifier, and with --iface the
 /// driver, native XDP (by attaching a trivial XDP_PASS program and removing
 /// it) and tcx. Prints what is missing and how to fix it; exits 1 when xlb
 /// cannot run.
@@ -146,27 +147,7 @@ pub fn run(a: DoctorArgs, pin_dir: &Path) -> anyhow::Result<()> {
         );
     }
 
-    let parent = pin_dir.parent().unwrap_or(Path::new("/sys/fs/bpf"));
-    if xlb_loader::is_bpffs(pin_dir) || xlb_loader::is_bpffs(parent) {
-        check(
-            &mut c,
-            "bpffs",
-            Level::Ok,
-            format!("{} is on bpffs", parent.display()),
-            None,
-        );
-    } else {
-        check(
-            &mut c,
-            "bpffs",
-            Level::Warn,
-            format!("no bpffs at {} (xlb attach mounts it)", parent.display()),
-            Some(format!(
-                "or mount it yourself: `mount -t bpf bpf {}`",
-                parent.display()
-            )),
-        );
-    }
+    bpffs_check(&mut c, pin_dir);
 
     // Do the programs pass this kernel's verifier?
     if bpf_ok {
@@ -290,6 +271,75 @@ pub fn run(a: DoctorArgs, pin_dir: &Path) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Is the pin directory usable, on a bpffs, and is that bpffs the host's?
+/// A bpffs private to this mount namespace (`ip netns exec` remounts /sys)
+/// loses every pin, links included, when the namespace goes.
+fn bpffs_check(c: &mut Vec<Check>, pin_dir: &Path) {
+    use xlb_loader::mounts;
+    if let Err(e) = xlb_loader::pin::check_pin_dir_path(pin_dir) {
+        check(c, "bpffs", Level::Fail, e.to_string(), None);
+        return;
+    }
+    let parent = pin_dir.parent().unwrap_or(Path::new("/sys/fs/bpf"));
+    let on = [pin_dir, parent]
+        .into_iter()
+        .find(|d| xlb_loader::is_bpffs(d));
+    let private_fix = Some(mounts::PRIVATE_BPFFS_FIX.to_string());
+    match on {
+        Some(d) => match mounts::bpffs_is_hosts(d) {
+            Some(false) => check(
+                c,
+                "bpffs",
+                Level::Warn,
+                format!(
+                    "{} is on a bpffs that is not the host's (pid 1's mount namespace does not \
+                     have it): pins and attached programs there go away with this mount \
+                     namespace",
+                    d.display()
+                ),
+                private_fix,
+            ),
+            hosts => check(
+                c,
+                "bpffs",
+                Level::Ok,
+                format!(
+                    "{} is on bpffs{}",
+                    d.display(),
+                    if hosts == Some(true) {
+                        " (the host's)"
+                    } else {
+                        ""
+                    }
+                ),
+                None,
+            ),
+        },
+        None if mounts::same_mount_ns_as_init() == Some(false) => check(
+            c,
+            "bpffs",
+            Level::Warn,
+            format!(
+                "no bpffs at {}, and this is not the host's mount namespace: a bpffs that \
+                 `xlb attach` mounts here goes away, with its pins and links, when this \
+                 namespace does",
+                parent.display()
+            ),
+            private_fix,
+        ),
+        None => check(
+            c,
+            "bpffs",
+            Level::Warn,
+            format!("no bpffs at {} (xlb attach mounts it)", parent.display()),
+            Some(format!(
+                "or mount it yourself: `mount -t bpf bpf {}`",
+                parent.display()
+            )),
+        ),
+    }
 }
 
 fn iface_checks(c: &mut Vec<Check>, iface: &str, bpf_ok: bool, pin_dir: &Path) {

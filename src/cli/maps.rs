@@ -2,7 +2,7 @@
 //!
 //! Everything goes through `xlb_bpf::Maps` (typed); addresses print as dotted
 //! quads, ports in host order, protocols by name, Services by the name the
-//! agent recorded in `/run/xlb/names.json` (see `xlb_loader::names`).
+//! agent recorded in `/run/xlb/names.json` (see [`crate::names`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -270,7 +270,10 @@ fn svc_label(names: &BTreeMap<u32, String>, id: u32) -> String {
 pub fn run(a: MapsArgs, pin_dir: &Path) -> anyhow::Result<()> {
     let maps = Maps::from_pin_dir(pin_dir)
         .with_context(|| format!("opening the maps under {}", pin_dir.display()))?;
-    let names = xlb_loader::names::read(pin_dir);
+    let names = crate::names::read(&crate::names::path(pin_dir)).unwrap_or_else(|e| {
+        eprintln!("warning: {e}; Services are shown by id");
+        Default::default()
+    });
     let sel = a.service.as_deref().map(|s| SvcSel {
         sel: s,
         names: &names,

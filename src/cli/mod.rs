@@ -1,7 +1,8 @@
 //! # Command line
 //!
 //! One `enum Command`; each subcommand's arguments and body live in its own
-//! module. Exit codes: 0 ok, 1 runtime failure, 2 usage (clap).
+//! module. Exit codes: 0 ok, 1 runtime failure, 2 usage (clap, and a
+//! `--pin-dir` xlb must not use: see [`exit_code`]).
 
 use std::path::PathBuf;
 
@@ -40,6 +41,23 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     Lab(lab::LabArgs),
     Bench(bench::BenchArgs),
+}
+
+/// The exit code of a failed command: 2 for a usage error (a `--pin-dir`
+/// that is a file, or an ordinary directory xlb must not mount over or
+/// remove from), 1 for everything else.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    let usage = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<xlb_loader::Error>(),
+            Some(xlb_loader::Error::PinDir { .. })
+        )
+    });
+    if usage {
+        2
+    } else {
+        1
+    }
 }
 
 /// Sets up `tracing` with `RUST_LOG` or the `-v` count; libbpf's messages go through it too.

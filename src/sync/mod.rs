@@ -39,8 +39,7 @@
 //! nothing half-written is ever pointed at, and the failure is counted in
 //! [`SyncReport::failed`] with the reason; the other ports go on.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub mod fake;
 mod ops;
@@ -59,11 +58,6 @@ pub enum Error {
     Map(#[from] xlb_bpf::Error),
     #[error("{what} is full ({max})")]
     Full { what: &'static str, max: u32 },
-    #[error("names file {path}: {source}")]
-    Names {
-        path: PathBuf,
-        source: std::io::Error,
-    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -95,7 +89,7 @@ pub struct SyncReport {
 #[derive(Clone, Debug, Default)]
 pub struct SyncOptions {
     /// Where svc_id -> name is persisted (and read back on adopt); `None`:
-    /// not persisted. See [`names_path`].
+    /// not persisted. See [`crate::names`].
     pub names_file: Option<PathBuf>,
 }
 
@@ -109,41 +103,4 @@ pub struct Occupancy {
     pub maglev_capacity: u32,
     pub svc_ids: usize,
     pub tunnels: usize,
-}
-
-/// The names file that goes with a pin directory: bpffs cannot hold regular
-/// files, so it lives under `/run/xlb/`: `/run/xlb/names.json` for the
-/// default pin directory, `/run/xlb/<pin dir with '/' as '_'>.names.json`
-/// otherwise. The agent writes it atomically (temp file + rename) whenever a
-/// svc_id is allocated or freed; `xlb maps` reads it with [`read_names`].
-pub fn names_path(pin_dir: &Path) -> PathBuf {
-    xlb_loader::names::file_path(pin_dir)
-}
-
-/// Reads a names file: svc_id -> `"ns/name:port/PROTO"`. A missing file is
-/// an empty map; an unreadable or malformed one is an error.
-pub fn read_names(path: &Path) -> Result<BTreeMap<u32, String>> {
-    let err = |source| Error::Names {
-        path: path.into(),
-        source,
-    };
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(err(e)),
-    };
-    xlb_loader::names::parse(&text).ok_or_else(|| {
-        err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "not a names file ({\"version\":1,\"services\":{..}})",
-        ))
-    })
-}
-
-/// Writes a names file atomically.
-pub fn write_names(path: &Path, names: &BTreeMap<u32, String>) -> Result<()> {
-    xlb_loader::names::write_file(path, names).map_err(|source| Error::Names {
-        path: path.into(),
-        source,
-    })
 }

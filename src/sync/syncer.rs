@@ -113,7 +113,7 @@ impl<M: MapOps> Syncer<M> {
     /// [`Syncer::apply`]). Empty maps are fine.
     pub fn adopt(maps: M, opts: SyncOptions) -> Result<Self> {
         let names_file = match &opts.names_file {
-            Some(p) => super::read_names(p).unwrap_or_else(|e| {
+            Some(p) => crate::names::read(p).unwrap_or_else(|e| {
                 tracing::warn!("{e}: Service names start empty");
                 BTreeMap::new()
             }),
@@ -384,7 +384,7 @@ impl<M: MapOps> Syncer<M> {
         self.remove_tunnels_and_addrs(d, &mut rep);
         if self.names_dirty {
             if let Some(path) = &self.opts.names_file {
-                match super::write_names(path, &self.names) {
+                match crate::names::write(path, &self.names) {
                     Ok(()) => self.names_dirty = false,
                     Err(e) => rep.failed.push(("names file".into(), e.to_string())),
                 }

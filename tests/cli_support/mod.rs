@@ -10,7 +10,7 @@ pub use xlb_testkit::{eventually, sh, sh_out, stderr, stdout, KillOnDrop, Netns,
 /// A unique pin directory; on drop also the names file xlb keeps for it.
 pub fn pin_dir() -> PinDir {
     let mut p = PinDir::new();
-    p.also.push(xlb_loader::names::file_path(&p.path));
+    p.also.push(xlb::names::path(&p.path));
     p
 }
 

@@ -1,0 +1,60 @@
+//! Node-wide settings the agent writes: source ranges, tunnel peers, local
+//! addresses and the `config` entry.
+
+use std::net::Ipv4Addr;
+
+use super::access::{del, entries, get, put};
+use super::{Maps, Result};
+use crate::types::*;
+use crate::wire::be32;
+
+impl Maps {
+    pub fn put_src_range(&self, k: &xlb_src_range_key) -> Result<()> {
+        put(&self.src_ranges, "src_ranges", k, &1u32)
+    }
+    pub fn delete_src_range(&self, k: &xlb_src_range_key) -> Result<bool> {
+        del(&self.src_ranges, "src_ranges", k)
+    }
+    pub fn src_ranges(&self) -> Result<Vec<xlb_src_range_key>> {
+        Ok(
+            entries::<xlb_src_range_key, u32>(&self.src_ranges, "src_ranges")?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect(),
+        )
+    }
+
+    pub fn put_tunnel(&self, k: &xlb_tunnel_key, v: &xlb_tunnel_val) -> Result<()> {
+        put(&self.tunnel, "tunnel", k, v)
+    }
+    pub fn delete_tunnel(&self, k: &xlb_tunnel_key) -> Result<bool> {
+        del(&self.tunnel, "tunnel", k)
+    }
+    pub fn tunnels(&self) -> Result<Vec<(xlb_tunnel_key, xlb_tunnel_val)>> {
+        entries(&self.tunnel, "tunnel")
+    }
+
+    pub fn put_local_addr(&self, a: Ipv4Addr) -> Result<()> {
+        put(&self.local_addrs, "local_addrs", &be32(a), &1u32)
+    }
+    pub fn delete_local_addr(&self, a: Ipv4Addr) -> Result<bool> {
+        del(&self.local_addrs, "local_addrs", &be32(a))
+    }
+    pub fn local_addrs(&self) -> Result<Vec<Ipv4Addr>> {
+        let mut v: Vec<Ipv4Addr> = entries::<u32, u32>(&self.local_addrs, "local_addrs")?
+            .into_iter()
+            .map(|(k, _)| crate::wire::ip(k))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    // --- config -----------------------------------------------------------
+
+    pub fn config(&self) -> Result<xlb_config> {
+        Ok(get(&self.config, "config", &0u32)?.unwrap_or_default())
+    }
+    pub fn put_config(&self, c: &xlb_config) -> Result<()> {
+        put(&self.config, "config", &0u32, c)
+    }
+}
