@@ -98,11 +98,11 @@ fn removal_in_reverse_order_and_generation_bump() {
     let (id, n) = {
         let mut s = syncer(&mut fake);
         s.apply(&d1).unwrap();
-        let id = s.backend_id(gone).unwrap();
+        let id = s.backend_id("default/s1:80/TCP", gone).unwrap();
         let r = s.apply(&d2).unwrap();
         assert_eq!(r.backends_removed, 1);
         check(&s, &d2);
-        assert_eq!(s.backend_id(gone), None);
+        assert_eq!(s.backend_id("default/s1:80/TCP", gone), None);
         let n = s.maps().backends.len();
         (id, n)
     };

@@ -5,12 +5,14 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use k8s_openapi::api::core::v1::{Node, Service, ServicePort as K8sServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use xlb_bpf::consts::{XLB_SVC_F_AFFINITY, XLB_SVC_F_LOCAL, XLB_SVC_F_SRC_RANGES};
+use xlb_bpf::consts::{
+    XLB_SVC_F_AFFINITY, XLB_SVC_F_EXT_LOCAL, XLB_SVC_F_LOCAL, XLB_SVC_F_SRC_RANGES,
+};
 use xlb_bpf::{Kind, Proto};
 
 use super::{
     Backend, Frontend, FrontendKey, ModelConfig, NodeInfo, ServiceDesired, ServicePort,
-    DEFAULT_AFFINITY_TIMEOUT, XLB_VTEP_ANNOTATION,
+    DEFAULT_AFFINITY_TIMEOUT, HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL, XLB_VTEP_ANNOTATION,
 };
 
 type Reasons = Vec<(String, String)>;
@@ -120,11 +122,13 @@ pub(crate) fn node_info(n: &Node, cfg: &ModelConfig, reasons: &mut Reasons) -> N
     info
 }
 
-/// One endpoint of one port, before selection.
+/// One endpoint of one port, before selection. Conditions as published
+/// (missing ones as Kubernetes documents them: ready unset = ready, serving
+/// unset = ready, terminating unset = false).
 #[derive(Clone, Debug)]
 struct Candidate {
     addr: SocketAddrV4,
-    node: Option<Ipv4Addr>,
+    place: Place,
     ready: bool,
     serving: bool,
     terminating: bool,
@@ -132,39 +136,81 @@ struct Candidate {
 
 impl Candidate {
     fn local(&self) -> bool {
-        self.node.is_none()
+        self.place.node.is_none()
+    }
+
+    /// Usable at all: ready, or the serving-and-terminating fallback.
+    fn usable(&self) -> bool {
+        self.ready || (self.serving && self.terminating)
     }
 }
 
-/// Where an endpoint lives: `Ok(None)` = this node.
+/// Where an endpoint lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Place {
+    /// Underlay address of its node; `None` = this node.
+    node: Option<Ipv4Addr>,
+    /// Its address is its node's own address (a hostNetwork pod, the API
+    /// server of the `kubernetes` Service).
+    host_network: bool,
+}
+
+/// Whether `ip` is one of this node's addresses (its Node's, or configured).
+fn is_own_addr(ip: Ipv4Addr, nodes: &BTreeMap<String, NodeInfo>, cfg: &ModelConfig) -> bool {
+    cfg.node_addrs.contains(&ip)
+        || nodes
+            .get(&cfg.node_name)
+            .is_some_and(|me| me.addrs.contains(&ip))
+}
+
+/// Where an endpoint lives. With nodeName, that node; without, the node
+/// whose address it is (a host-network endpoint), else the node whose pod
+/// CIDR holds it, else this node (the kernel routes it, e.g. an address
+/// outside the cluster in a hand-written EndpointSlice).
 fn place(
     node_name: Option<&str>,
     ip: Ipv4Addr,
     nodes: &BTreeMap<String, NodeInfo>,
     cfg: &ModelConfig,
-) -> Result<Option<Ipv4Addr>, String> {
+) -> Result<Place, String> {
+    let here = |host_network| Place {
+        node: None,
+        host_network,
+    };
+    let remote = |name: &str, info: &NodeInfo, host_network| {
+        info.addr
+            .map(|a| Place {
+                node: Some(a),
+                host_network,
+            })
+            .ok_or_else(|| format!("node {name} has no IPv4 InternalIP"))
+    };
     match node_name.filter(|n| !n.is_empty()) {
-        Some(n) if n == cfg.node_name => Ok(None),
+        Some(n) if n == cfg.node_name => Ok(here(is_own_addr(ip, nodes, cfg))),
         Some(n) => match nodes.get(n) {
-            Some(NodeInfo { addr: Some(a), .. }) => Ok(Some(*a)),
-            Some(_) => Err(format!("node {n} has no IPv4 InternalIP")),
+            Some(info) => remote(n, info, info.addrs.contains(&ip)),
             None => Err(format!("node {n} unknown")),
         },
         None => {
+            if is_own_addr(ip, nodes, cfg) {
+                return Ok(here(true));
+            }
+            for (name, info) in nodes {
+                if *name != cfg.node_name && info.addrs.contains(&ip) {
+                    return remote(name, info, true);
+                }
+            }
             if let Some(me) = nodes.get(&cfg.node_name) {
                 if me.cidrs.iter().any(|c| contains(*c, ip)) {
-                    return Ok(None);
+                    return Ok(here(false));
                 }
             }
             for (name, info) in nodes {
                 if *name != cfg.node_name && info.cidrs.iter().any(|c| contains(*c, ip)) {
-                    return info
-                        .addr
-                        .map(Some)
-                        .ok_or_else(|| format!("node {name} has no IPv4 InternalIP"));
+                    return remote(name, info, false);
                 }
             }
-            Ok(None)
+            Ok(here(false))
         }
     }
 }
@@ -224,8 +270,8 @@ fn candidates<'a>(
                     continue;
                 }
             };
-            let node = match place(e.node_name.as_deref(), ip, nodes, cfg) {
-                Ok(n) => n,
+            let place = match place(e.node_name.as_deref(), ip, nodes, cfg) {
+                Ok(p) => p,
                 Err(why) => {
                     reasons.push((sname.clone(), format!("endpoint {ip}: {why}")));
                     continue;
@@ -239,8 +285,8 @@ fn candidates<'a>(
                 let addr = SocketAddrV4::new(ip, *port);
                 let cand = Candidate {
                     addr,
-                    node,
-                    ready: ready && !terminating,
+                    place,
+                    ready,
                     serving,
                     terminating,
                 };
@@ -258,7 +304,9 @@ fn candidates<'a>(
     out
 }
 
-/// Ready ones; else serving-and-terminating ones.
+/// As kube-proxy's CategorizeEndpoints: the ready ones (`ready` as
+/// published, whatever `terminating` says: publishNotReadyAddresses); when
+/// there is none, the serving-and-terminating ones.
 fn select<'a>(cands: impl Iterator<Item = &'a Candidate> + Clone) -> Vec<&'a Candidate> {
     let ready: Vec<_> = cands.clone().filter(|c| c.ready).collect();
     if !ready.is_empty() {
@@ -298,6 +346,11 @@ pub(crate) fn service<'a>(
     reasons: &mut Reasons,
 ) -> Option<ServiceDesired> {
     let obj = format!("Service {key}");
+    let slices: Vec<&EndpointSlice> = slices.collect();
+    if let Some(why) = not_ours(svc, &slices) {
+        reasons.push((obj, why));
+        return None;
+    }
     let Some(spec) = svc.spec.as_ref() else {
         reasons.push((obj, "spec missing".into()));
         return None;
@@ -324,7 +377,10 @@ pub(crate) fn service<'a>(
             continue;
         }
         match s.parse::<Ipv4Addr>() {
-            Ok(ip) if !ip.is_unspecified() => cluster_ips.push(ip),
+            Ok(ip) => match unroutable(ip) {
+                None => cluster_ips.push(ip),
+                Some(why) => reasons.push((obj.clone(), format!("clusterIP {ip} refused: {why}"))),
+            },
             _ => reasons.push((obj.clone(), format!("bad clusterIP {s:?}"))),
         }
     }
@@ -385,7 +441,10 @@ pub(crate) fn service<'a>(
             continue;
         }
         match s.parse::<Ipv4Addr>() {
-            Ok(ip) if !ip.is_unspecified() => external_ips.push(ip),
+            Ok(ip) => match unroutable(ip) {
+                None => external_ips.push(ip),
+                Some(why) => reasons.push((obj.clone(), format!("externalIP {ip} refused: {why}"))),
+            },
             _ => reasons.push((obj.clone(), format!("bad externalIP {s:?}"))),
         }
     }
@@ -405,7 +464,13 @@ pub(crate) fn service<'a>(
                 continue;
             }
             match s.parse::<Ipv4Addr>() {
-                Ok(ip) if !ip.is_unspecified() => lb_ips.push(ip),
+                Ok(ip) => match unroutable(ip) {
+                    None => lb_ips.push(ip),
+                    Some(why) => reasons.push((
+                        obj.clone(),
+                        format!("loadBalancer ingress ip {ip} refused: {why}"),
+                    )),
+                },
                 _ => reasons.push((obj.clone(), format!("bad loadBalancer ingress ip {s:?}"))),
             }
         }
@@ -430,7 +495,7 @@ pub(crate) fn service<'a>(
         .is_none_or(|v| v.is_empty())
         && ty == "LoadBalancer";
 
-    let cands = candidates(slices, nodes, cfg, reasons);
+    let cands = candidates(slices.into_iter(), nodes, cfg, reasons);
 
     let mut ports = Vec::new();
     let mut seen_ports = BTreeSet::new();
@@ -481,7 +546,80 @@ pub(crate) fn service<'a>(
         }
         return None;
     }
-    Some(ServiceDesired { ports })
+    let health_check_node_port = match spec.health_check_node_port {
+        Some(p) if ty == "LoadBalancer" && policy.etp_local => {
+            if (1..=65535).contains(&p) {
+                Some(p as u16)
+            } else {
+                reasons.push((obj, format!("healthCheckNodePort {p} out of range")));
+                None
+            }
+        }
+        _ => None,
+    };
+    // Ready local endpoints (addr:port, over every port), as kube-proxy's
+    // service health server counts them.
+    let local_ready_endpoints = cands
+        .values()
+        .flat_map(|m| m.values())
+        .filter(|c| c.local() && c.ready)
+        .map(|c| c.addr)
+        .collect::<BTreeSet<_>>()
+        .len() as u32;
+    Some(ServiceDesired {
+        ports,
+        health_check_node_port,
+        local_ready_endpoints,
+    })
+}
+
+/// Why a Service is left to others (kube-proxy serves only Services without
+/// these labels): `service.kubernetes.io/service-proxy-name` (any value: a
+/// proxy of that name serves it), `service.kubernetes.io/headless` on the
+/// Service or on one of its EndpointSlices.
+fn not_ours(svc: &Service, slices: &[&EndpointSlice]) -> Option<String> {
+    let labels = svc.metadata.labels.as_ref();
+    if let Some(v) = labels.and_then(|l| l.get(SERVICE_PROXY_NAME_LABEL)) {
+        return Some(format!(
+            "label {SERVICE_PROXY_NAME_LABEL}={v:?}: served by that proxy, not xlb"
+        ));
+    }
+    if labels.is_some_and(|l| l.contains_key(HEADLESS_LABEL)) {
+        return Some(format!("label {HEADLESS_LABEL}: not proxied"));
+    }
+    slices
+        .iter()
+        .find(|s| {
+            s.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(HEADLESS_LABEL))
+        })
+        .map(|s| {
+            format!(
+                "EndpointSlice {} has label {HEADLESS_LABEL}: not proxied",
+                s.metadata.name.as_deref().unwrap_or("?")
+            )
+        })
+}
+
+/// Why an address cannot be a frontend address: traffic to it is the
+/// node's own or no single host's (CVE-2020-8554 class: a Service must not
+/// capture it).
+pub(crate) fn unroutable(ip: Ipv4Addr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("unspecified address")
+    } else if ip.is_loopback() {
+        Some("loopback address")
+    } else if ip.is_multicast() {
+        Some("multicast address")
+    } else if ip.is_broadcast() {
+        Some("broadcast address")
+    } else if ip.is_link_local() {
+        Some("link-local address")
+    } else {
+        None
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -506,64 +644,80 @@ fn service_port(
     let mine = cands.get(&(pname, proto));
     let all = mine.into_iter().flat_map(|m| m.values());
     let cluster_set = select(all.clone());
-    let local_set = select(all.filter(|c| c.local()));
+    let local_set = select(all.clone().filter(|c| c.local()));
+    // Some endpoint anywhere to use: without one every frontend rejects;
+    // with one, a Local policy without local endpoint drops.
+    let has_any = all.clone().any(Candidate::usable);
 
-    let mut used: BTreeMap<SocketAddrV4, Backend> = BTreeMap::new();
     let mut frontends: Vec<Frontend> = Vec::new();
-    let mut add = |key: FrontendKey, kind: Kind, local: bool, extra: u32| {
+    let mut add = |addr: Option<Ipv4Addr>, port: u16, kind: Kind, local: bool, extra: u32| {
+        let key = FrontendKey {
+            addr,
+            port,
+            proto,
+            internal: false,
+        };
         if frontends.iter().any(|f| f.key == key) {
             return;
         }
-        let set = if local { &local_set } else { &cluster_set };
-        let mut backends: Vec<SocketAddrV4> = set.iter().map(|c| c.addr).collect();
-        backends.sort();
-        for c in set {
-            used.entry(c.addr).or_insert(Backend {
-                addr: c.addr,
-                node: c.node,
-                terminating: !c.ready,
-            });
+        let frontend = |key: FrontendKey, set: &[&Candidate], flags: u32| {
+            let mut backends: Vec<SocketAddrV4> = set.iter().map(|c| c.addr).collect();
+            backends.sort();
+            Frontend {
+                key,
+                kind,
+                flags,
+                affinity_timeout: policy.affinity_timeout,
+                table_size: cfg.maglev.table_size(backends.len()),
+                n_local: set.iter().filter(|c| c.local()).count() as u32,
+                backends,
+            }
+        };
+        let flags = policy.flags | extra;
+        if !local {
+            frontends.push(frontend(key, &cluster_set, flags));
+            return;
         }
-        let mut flags = policy.flags | extra;
-        if local {
-            flags |= XLB_SVC_F_LOCAL;
+        let local_flag = if has_any { XLB_SVC_F_LOCAL } else { 0 };
+        if kind == Kind::ClusterIp {
+            frontends.push(frontend(key, &local_set, flags | local_flag));
+            return;
         }
-        frontends.push(Frontend {
+        // externalTrafficPolicy Local: this node's endpoints for clients
+        // outside the cluster; the cluster-wide set for clients inside it.
+        frontends.push(frontend(
             key,
-            kind,
+            &local_set,
+            flags | local_flag | XLB_SVC_F_EXT_LOCAL,
+        ));
+        frontends.push(frontend(
+            FrontendKey {
+                internal: true,
+                ..key
+            },
+            &cluster_set,
             flags,
-            affinity_timeout: policy.affinity_timeout,
-            table_size: cfg.maglev.table_size(backends.len()),
-            n_local: set.iter().filter(|c| c.local()).count() as u32,
-            backends,
-        });
+        ));
     };
     for ip in cluster_ips {
-        add(
-            FrontendKey {
-                addr: Some(*ip),
-                port,
-                proto,
-            },
-            Kind::ClusterIp,
-            policy.itp_local,
-            0,
-        );
+        add(Some(*ip), port, Kind::ClusterIp, policy.itp_local, 0);
     }
     if ty == "NodePort" || ty == "LoadBalancer" {
         match sp.node_port {
             None | Some(0) => {}
-            Some(np) if (1..=65535).contains(&np) => add(
-                FrontendKey {
-                    addr: None,
-                    port: np as u16,
-                    proto,
-                },
-                Kind::NodePort,
-                policy.etp_local,
-                0,
-            ),
-            Some(np) => reasons.push((pobj.to_string(), format!("nodePort {np} out of range"))),
+            Some(np)
+                if u16::try_from(np).is_ok_and(|np| cfg.nodeport_range.contains(&np)) =>
+            {
+                add(None, np as u16, Kind::NodePort, policy.etp_local, 0)
+            }
+            Some(np) => reasons.push((
+                pobj.to_string(),
+                format!(
+                    "nodePort {np} refused: outside the NodePort range {}-{}",
+                    cfg.nodeport_range.start(),
+                    cfg.nodeport_range.end()
+                ),
+            )),
         }
     }
     let src_flag = if has_src_ranges {
@@ -572,36 +726,36 @@ fn service_port(
         0
     };
     for ip in lb_ips {
-        add(
-            FrontendKey {
-                addr: Some(*ip),
-                port,
-                proto,
-            },
-            Kind::LoadBalancer,
-            policy.etp_local,
-            src_flag,
-        );
+        add(Some(*ip), port, Kind::LoadBalancer, policy.etp_local, src_flag);
     }
     for ip in external_ips {
-        add(
-            FrontendKey {
-                addr: Some(*ip),
-                port,
-                proto,
-            },
-            Kind::ExternalIp,
-            policy.etp_local,
-            0,
-        );
+        add(Some(*ip), port, Kind::ExternalIp, policy.etp_local, 0);
     }
+
+    // Every endpoint listed for the port is a backend: those in a table as
+    // chosen; the others (terminating, not ready, or outside a Local
+    // policy's set) draining: flows that use them keep them until they
+    // leave the EndpointSlices, new flows never choose them.
+    let in_table: BTreeSet<SocketAddrV4> = frontends
+        .iter()
+        .flat_map(|f| f.backends.iter().copied())
+        .collect();
+    let backends = all
+        .map(|c| Backend {
+            addr: c.addr,
+            node: c.place.node,
+            terminating: c.terminating,
+            draining: !in_table.contains(&c.addr),
+            host_network: c.place.host_network,
+        })
+        .collect();
     let with_ranges = frontends
         .iter()
         .any(|f| f.flags & XLB_SVC_F_SRC_RANGES != 0);
     ServicePort {
         name: format!("{key}:{port}/{proto}"),
         frontends,
-        backends: used.into_values().collect(),
+        backends,
         src_ranges: if with_ranges {
             src_ranges.to_vec()
         } else {

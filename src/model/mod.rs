@@ -44,9 +44,12 @@ use xlb_bpf::{Kind, Proto};
 
 pub use crate::maglev::MaglevConfig;
 
+mod claims;
 mod compute;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_semantics;
 
 /// Everything the sources know, as the Kubernetes objects themselves. Both
 /// sources (API watchers, manifest directory) produce this; the model turns it
@@ -66,6 +69,13 @@ pub const FLANNEL_VTEP_ANNOTATION: &str = "flannel.alpha.coreos.com/backend-data
 pub const XLB_VTEP_ANNOTATION: &str = "xlb.io/vtep-mac";
 /// The EndpointSlice label naming its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// A Service with this label (any value) is served by the proxy of that
+/// name, never by xlb (as kube-proxy leaves it alone).
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+/// A Service with this label, or whose EndpointSlice has it, is not proxied.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+/// The API server's default `--service-node-port-range`.
+pub const DEFAULT_NODEPORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
 /// sessionAffinityConfig.clientIP.timeoutSeconds when unset (Kubernetes' default).
 pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
 
@@ -83,6 +93,9 @@ pub struct ModelConfig {
     pub vtep_mac_annotation: String,
     /// Maglev table sizes.
     pub maglev: MaglevConfig,
+    /// NodePorts outside this range are refused (`--nodeport-range`, the
+    /// API server's `--service-node-port-range`).
+    pub nodeport_range: std::ops::RangeInclusive<u16>,
 }
 
 impl Default for ModelConfig {
@@ -92,6 +105,7 @@ impl Default for ModelConfig {
             node_addrs: Vec::new(),
             vtep_mac_annotation: FLANNEL_VTEP_ANNOTATION.into(),
             maglev: MaglevConfig::default(),
+            nodeport_range: DEFAULT_NODEPORT_RANGE,
         }
     }
 }
@@ -103,15 +117,31 @@ pub struct FrontendKey {
     pub addr: Option<Ipv4Addr>,
     pub port: u16,
     pub proto: Proto,
+    /// The entry clients inside the cluster use for an
+    /// externalTrafficPolicy Local frontend (`XLB_SVC_F_EXT_LOCAL`).
+    pub internal: bool,
 }
 
 impl FrontendKey {
     /// The map key.
     pub fn svc_key(&self) -> xlb_bpf::types::xlb_svc_key {
         use xlb_bpf::types::xlb_svc_key;
-        match self.addr {
+        let k = match self.addr {
             Some(a) => xlb_svc_key::addr(SocketAddrV4::new(a, self.port), self.proto),
             None => xlb_svc_key::nodeport(self.port, self.proto),
+        };
+        if self.internal {
+            k.internal()
+        } else {
+            k
+        }
+    }
+
+    /// The frontend an internal entry belongs to (itself otherwise).
+    pub fn external(self) -> Self {
+        Self {
+            internal: false,
+            ..self
         }
     }
 }
@@ -119,9 +149,13 @@ impl FrontendKey {
 impl std::fmt::Display for FrontendKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.addr {
-            Some(a) => write!(f, "{a}:{}/{}", self.port, self.proto),
-            None => write!(f, "*:{}/{} (NodePort)", self.port, self.proto),
+            Some(a) => write!(f, "{a}:{}/{}", self.port, self.proto)?,
+            None => write!(f, "*:{}/{} (NodePort)", self.port, self.proto)?,
         }
+        if self.internal {
+            f.write_str(" (internal clients)")?;
+        }
+        Ok(())
     }
 }
 
@@ -134,8 +168,9 @@ pub struct Frontend {
     pub flags: u32,
     /// Seconds, meaningful with `XLB_SVC_F_AFFINITY`.
     pub affinity_timeout: u32,
-    /// Maglev `M` for `backends.len()`; 0 when there is no usable backend
-    /// (the data plane rejects).
+    /// Maglev `M` for `backends.len()`; 0 when there is no backend to
+    /// choose: the data plane rejects, or drops (counted) when `flags` has
+    /// `XLB_SVC_F_LOCAL` (a Local policy while endpoints exist elsewhere).
     pub table_size: u32,
     /// The backends to balance over (identities, sorted, unique); each is in
     /// the port's [`ServicePort::backends`].
@@ -144,15 +179,23 @@ pub struct Frontend {
     pub n_local: u32,
 }
 
-/// An endpoint to balance to.
+/// An endpoint of a Service port (`XLB_BE_F_*` in the `backends` map).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backend {
     /// Stable identity (and DNAT target).
     pub addr: SocketAddrV4,
     /// Underlay address of its node; `None` = this node.
     pub node: Option<Ipv4Addr>,
-    /// Serving but terminating (used only because no ready endpoint exists).
+    /// The endpoint is terminating (serving or not).
     pub terminating: bool,
+    /// In no frontend's backend set (terminating while others are ready, not
+    /// ready, or outside a Local policy's set): flows that use it keep it
+    /// while the EndpointSlices list it; new flows never choose it.
+    pub draining: bool,
+    /// Its address is its node's own (a hostNetwork endpoint): a remote one
+    /// is reached over the underlay, not the pod-CIDR tunnel
+    /// (`XLB_BE_F_HOST_NETWORK`).
+    pub host_network: bool,
 }
 
 /// One port of a Service: the unit of svc_id, stats and names.
@@ -161,7 +204,8 @@ pub struct ServicePort {
     /// `"ns/name:port/PROTO"`, e.g. `"default/web:80/TCP"`.
     pub name: String,
     pub frontends: Vec<Frontend>,
-    /// Every backend any frontend uses, sorted by address, unique.
+    /// Every endpoint the port's EndpointSlices list, sorted by address,
+    /// unique: every backend a frontend uses, and the draining ones.
     pub backends: Vec<Backend>,
     /// loadBalancerSourceRanges `(network, prefix)`, only when a LoadBalancer
     /// frontend carries `XLB_SVC_F_SRC_RANGES`.
@@ -172,6 +216,23 @@ pub struct ServicePort {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ServiceDesired {
     pub ports: Vec<ServicePort>,
+    /// spec.healthCheckNodePort of a LoadBalancer Service with
+    /// externalTrafficPolicy Local (kube-proxy's service health server
+    /// answers on it).
+    pub health_check_node_port: Option<u16>,
+    /// Ready endpoints (`addr:port`, over every port) on this node.
+    pub local_ready_endpoints: u32,
+}
+
+/// A frontend two Services claim: `owner` has it (older creationTimestamp,
+/// then namespace/name), `service` does not.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FrontendConflict {
+    pub frontend: FrontendKey,
+    /// The Service port that does not get it (`"ns/name:port/PROTO"`).
+    pub service: String,
+    /// The Service (`"ns/name"`) that has it.
+    pub owner: String,
 }
 
 /// A tunnel entry: another node's pod CIDR.
@@ -194,6 +255,8 @@ pub struct Desired {
     /// `(object, reason)` for everything skipped, e.g.
     /// `("Service default/web port 0/TCP", "port 0 out of range")`.
     pub skipped: Vec<(String, String)>,
+    /// Frontends claimed by a Service that another one owns, sorted.
+    pub conflicts: Vec<FrontendConflict>,
 }
 
 impl Desired {
@@ -291,6 +354,10 @@ pub struct Model {
     node_objs: HashMap<String, Arc<Node>>,
     /// owner object -> its skip reasons.
     skipped: BTreeMap<String, Vec<(String, String)>>,
+    /// Frontend ownership across Services.
+    claims: claims::Claims,
+    /// Service key -> the frontends it claims and does not get.
+    conflicts: BTreeMap<String, Vec<FrontendConflict>>,
     desired: Desired,
 }
 
@@ -423,6 +490,8 @@ impl Model {
             nodes: BTreeMap::new(),
             node_objs: HashMap::new(),
             skipped: BTreeMap::new(),
+            claims: claims::Claims::default(),
+            conflicts: BTreeMap::new(),
             desired: Desired::default(),
         };
         m.refresh_nodes();
@@ -739,7 +808,9 @@ impl Model {
         }
     }
 
-    /// Recomputes one Service; returns whether its desired entry changed.
+    /// Recomputes one Service, then the final state of every Service whose
+    /// frontend ownership that can change; returns whether a desired entry
+    /// changed.
     fn recompute(&mut self, key: &str) -> bool {
         let owner = format!("Service {key}");
         let mut reasons = Vec::new();
@@ -751,8 +822,28 @@ impl Model {
                 .flatten()
                 .filter_map(|k| self.slices.get(k).map(|s| &**s));
             compute::service(svc, key, slices, &self.nodes, &self.cfg, &mut reasons)
+                .map(|d| (claims::rank_of(svc, key), d))
         });
         self.set_reasons(&owner, reasons);
+        let mut changed = false;
+        for k in self.claims.set(key, new) {
+            changed |= self.finalize(&k);
+        }
+        changed
+    }
+
+    /// Derives one Service's desired entry from its computed state and the
+    /// frontends it owns; returns whether it changed.
+    fn finalize(&mut self, key: &str) -> bool {
+        let mut reasons = Vec::new();
+        let mut conflicts = Vec::new();
+        let new = self.claims.resolve(key, &mut reasons, &mut conflicts);
+        self.set_reasons(&format!("Service {key} (frontends)"), reasons);
+        if conflicts.is_empty() {
+            self.conflicts.remove(key);
+        } else {
+            self.conflicts.insert(key.to_string(), conflicts);
+        }
         match (new, self.desired.services.get(key)) {
             (None, None) => false,
             (None, Some(_)) => {
@@ -837,5 +928,9 @@ impl Model {
 
     fn rebuild_skipped(&mut self) {
         self.desired.skipped = self.skipped.values().flatten().cloned().collect();
+        let mut conflicts: Vec<FrontendConflict> =
+            self.conflicts.values().flatten().cloned().collect();
+        conflicts.sort();
+        self.desired.conflicts = conflicts;
     }
 }
