@@ -33,7 +33,8 @@ impl<M: MapOps> Syncer<M> {
     /// Step 1 of a port update: every backend it lists gets (or keeps) its
     /// id and the port's reference; values of existing ones are refreshed in
     /// place at the same generation (a terminating or draining endpoint
-    /// keeps its flows).
+    /// keeps its flows). When an id cannot be had (map full), the ones taken
+    /// here are given back: the port keeps what it had and is retried.
     pub(super) fn list_backends(
         &mut self,
         st: &mut PortState,
@@ -41,6 +42,7 @@ impl<M: MapOps> Syncer<M> {
         backends: &[Backend],
         rep: &mut SyncReport,
     ) {
+        let mut taken = Vec::new();
         for b in backends {
             if st.listed.contains(&b.addr) {
                 let be = self.backends.get_mut(&(st.svc_id, b.addr));
@@ -58,12 +60,15 @@ impl<M: MapOps> Syncer<M> {
                 continue;
             }
             match self.acquire(st.svc_id, b, rep) {
-                Ok(()) => {
-                    st.listed.insert(b.addr);
+                Ok(()) => taken.push(b.addr),
+                Err(e) => {
+                    rep.failed.push((name.to_string(), e));
+                    self.release_all(st.svc_id, &taken, rep);
+                    return;
                 }
-                Err(e) => rep.failed.push((name.to_string(), e)),
             }
         }
+        st.listed.extend(taken);
     }
 
     /// Step 8 of a port update: the port's reference on the backends it no

@@ -37,8 +37,13 @@ impl<M: MapOps> Syncer<M> {
 
         // 7-8. Free unreferenced regions, then the backends neither a
         // region nor the port's list names.
+        // A port left without any frontend (all failed) holds nothing.
         touched |= self.gc_tables(&mut st, rep);
-        self.unlist_backends(&mut st, new.map_or(&[], |n| &n.backends[..]), rep);
+        let keep = match new {
+            Some(n) if !st.frontends.is_empty() => &n.backends[..],
+            _ => &[],
+        };
+        self.unlist_backends(&mut st, keep, rep);
 
         if new.is_none()
             && st.frontends.is_empty()
