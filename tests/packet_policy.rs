@@ -18,7 +18,15 @@ const EXT_VIP: &str = "10.96.1.40:80";
 const ITP_VIP: &str = "10.96.1.41:80";
 
 /// A frontend with `fe_type` (the fixture's helper writes ClusterIP ones).
-fn put_fe(env: &Env, key: xlb_svc_key, svc_id: u32, off: u32, table: &[u32], flags: u32, fe_type: u32) {
+fn put_fe(
+    env: &Env,
+    key: xlb_svc_key,
+    svc_id: u32,
+    off: u32,
+    table: &[u32],
+    flags: u32,
+    fe_type: u32,
+) {
     env.service(key, svc_id, off, table, flags);
     let mut v = env.maps().service(&key).unwrap().unwrap();
     v.fe_type = fe_type as u8;
@@ -39,8 +47,24 @@ fn policy_setup(env: &Env) {
         XLB_SVC_F_LOCAL | XLB_SVC_F_EXT_LOCAL,
         XLB_FE_EXTERNALIP,
     );
-    put_fe(env, tcp_key(EXT_VIP).internal(), 30, 616, &[3; 7], 0, XLB_FE_EXTERNALIP);
-    put_fe(env, tcp_key(ITP_VIP), 31, 632, &[], XLB_SVC_F_LOCAL, XLB_FE_CLUSTERIP);
+    put_fe(
+        env,
+        tcp_key(EXT_VIP).internal(),
+        30,
+        616,
+        &[3; 7],
+        0,
+        XLB_FE_EXTERNALIP,
+    );
+    put_fe(
+        env,
+        tcp_key(ITP_VIP),
+        31,
+        632,
+        &[],
+        XLB_SVC_F_LOCAL,
+        XLB_FE_CLUSTERIP,
+    );
 }
 
 fn env() -> Option<Env> {
@@ -77,7 +101,9 @@ fn external_traffic_policy_local_drops_external_clients_only() {
     // From a pod (tc): inside the cluster, the cluster-wide entry.
     let pod = "10.244.1.20:33000";
     let m = moved_by(&env, || {
-        let (rc, out) = env.tc(&Frame::tcp(sa(pod), sa(EXT_VIP)).macs(POD_MAC, VETH_MAC).build());
+        let (rc, out) = env.tc(&Frame::tcp(sa(pod), sa(EXT_VIP))
+            .macs(POD_MAC, VETH_MAC)
+            .build());
         assert_eq!(rc, TC_ACT_OK);
         assert_eq!(check_eth_ipv4(&out, "dnat").2.dst(), sa(BE_REMOTE));
     });
@@ -99,10 +125,14 @@ fn external_entry_without_internal_entry_is_used_by_everybody() {
     // (A frontend flagged EXT_LOCAL whose internal entry is missing, e.g.
     // mid-update: pods are treated as the frontend says, never crash or pass.)
     let Some(env) = env() else { return };
-    env.maps().delete_service(&tcp_key(EXT_VIP).internal()).unwrap();
+    env.maps()
+        .delete_service(&tcp_key(EXT_VIP).internal())
+        .unwrap();
     let pod = "10.244.1.20:33001";
     let m = moved_by(&env, || {
-        let (rc, _) = env.tc(&Frame::tcp(sa(pod), sa(EXT_VIP)).macs(POD_MAC, VETH_MAC).build());
+        let (rc, _) = env.tc(&Frame::tcp(sa(pod), sa(EXT_VIP))
+            .macs(POD_MAC, VETH_MAC)
+            .build());
         assert_eq!(rc, TC_ACT_SHOT);
     });
     assert_eq!(m, vec![("drop_etp_local".to_string(), 1)]);
@@ -112,22 +142,18 @@ fn external_entry_without_internal_entry_is_used_by_everybody() {
 fn internal_traffic_policy_local_without_local_endpoint_drops() {
     let Some(env) = env() else { return };
     let m = moved_by(&env, || {
-        let (rc, _) = env.tc(
-            &Frame::tcp(sa("10.244.1.20:33002"), sa(ITP_VIP))
-                .macs(POD_MAC, VETH_MAC)
-                .build(),
-        );
+        let (rc, _) = env.tc(&Frame::tcp(sa("10.244.1.20:33002"), sa(ITP_VIP))
+            .macs(POD_MAC, VETH_MAC)
+            .build());
         assert_eq!(rc, TC_ACT_SHOT);
     });
     assert_eq!(m, vec![("drop_itp_local".to_string(), 1)]);
     // Without the LOCAL flag (no endpoint anywhere) it rejects instead.
     put_fe(&env, tcp_key(ITP_VIP), 31, 632, &[], 0, XLB_FE_CLUSTERIP);
     let m = moved_by(&env, || {
-        env.tc(
-            &Frame::tcp(sa("10.244.1.20:33003"), sa(ITP_VIP))
-                .macs(POD_MAC, VETH_MAC)
-                .build(),
-        );
+        env.tc(&Frame::tcp(sa("10.244.1.20:33003"), sa(ITP_VIP))
+            .macs(POD_MAC, VETH_MAC)
+            .build());
     });
     assert_eq!(m, vec![("tx_reject".to_string(), 1)]);
 }
@@ -152,10 +178,17 @@ fn draining_backend_keeps_its_flows_until_retired() {
     assert_eq!(fwd_backend(&env, &client, "10.96.0.70:80"), Some(5));
     // 5 terminates: out of the table (now 1 and 6 only), draining.
     drain(&env, 5);
-    let table: Vec<u32> = MULTI_TABLE.iter().map(|id| if *id == 5 { 1 } else { *id }).collect();
+    let table: Vec<u32> = MULTI_TABLE
+        .iter()
+        .map(|id| if *id == 5 { 1 } else { *id })
+        .collect();
     env.service(tcp_key("10.96.0.70:80"), 11, 160, &table, 0);
     let (_, out) = env.xdp(&f);
-    assert_eq!(check_eth_ipv4(&out, "dnat").2.dst(), sa(BE_5), "established flow moved");
+    assert_eq!(
+        check_eth_ipv4(&out, "dnat").2.dst(),
+        sa(BE_5),
+        "established flow moved"
+    );
     // It leaves the slices: retired (generation bumped): the flow is re-chosen.
     let mut b = env.maps().backend(5).unwrap().unwrap();
     b.flags = 0;
@@ -190,7 +223,10 @@ fn affinity_never_sends_a_new_connection_to_a_draining_backend() {
     assert_eq!(fwd_backend(&env, "198.18.0.100:41000", vip), Some(6));
     // ...but not once 6 drains: the new connection goes by the table.
     drain(&env, 6);
-    let table: Vec<u32> = AFF_TABLE.iter().map(|id| if *id == 6 { 1 } else { *id }).collect();
+    let table: Vec<u32> = AFF_TABLE
+        .iter()
+        .map(|id| if *id == 6 { 1 } else { *id })
+        .collect();
     env.service(tcp_key(vip), 10, 144, &table, XLB_SVC_F_AFFINITY);
     pin(6);
     env.xdp(&Frame::tcp(sa("198.18.0.100:41001"), sa(vip)).build());

@@ -62,13 +62,19 @@ fn terminating_backend_keeps_id_and_generation_until_it_leaves_the_slices() {
     let mut fake = FakeMaps::small();
     let mut s = syncer(&mut fake);
     let p = "default/s1:80/TCP";
-    let d1 = desired(vec![service(1, false)], vec![slice_with(1, &[(A, true, false), (B, true, false)])]);
+    let d1 = desired(
+        vec![service(1, false)],
+        vec![slice_with(1, &[(A, true, false), (B, true, false)])],
+    );
     apply(&mut s, &d1);
     let (id, _, generation, _) = slot(&s, p, B).unwrap();
 
     // B terminates: out of the table, same id and generation (its flows
     // keep it), flagged terminating and draining.
-    let d2 = desired(vec![service(1, false)], vec![slice_with(1, &[(A, true, false), (B, false, true)])]);
+    let d2 = desired(
+        vec![service(1, false)],
+        vec![slice_with(1, &[(A, true, false), (B, false, true)])],
+    );
     let r = s.apply(&d2).unwrap();
     assert_eq!(r.backends_removed, 0);
     apply(&mut s, &d2);
@@ -80,7 +86,9 @@ fn terminating_backend_keeps_id_and_generation_until_it_leaves_the_slices() {
         .maps()
         .services
         .values()
-        .flat_map(|(_, v)| s.maps().maglev[v.table_off as usize..(v.table_off + v.table_size) as usize].to_vec())
+        .flat_map(|(_, v)| {
+            s.maps().maglev[v.table_off as usize..(v.table_off + v.table_size) as usize].to_vec()
+        })
         .any(|x| x == id);
     assert!(!in_table, "a draining backend is in a table");
 
@@ -92,7 +100,10 @@ fn terminating_backend_keeps_id_and_generation_until_it_leaves_the_slices() {
     assert_eq!(slot(&s, p, B).map(|x| (x.0, x.2)), Some((id, generation)));
 
     // Gone from the slice: retired, generation bumped (flows re-chosen).
-    let d3 = desired(vec![service(1, false)], vec![slice_with(1, &[(A, true, false)])]);
+    let d3 = desired(
+        vec![service(1, false)],
+        vec![slice_with(1, &[(A, true, false)])],
+    );
     let r = s.apply(&d3).unwrap();
     assert_eq!(r.backends_removed, 1);
     apply(&mut s, &d3);
@@ -109,7 +120,10 @@ fn endpoint_leaving_one_service_retires_only_that_services_id() {
     let both = |a: &[(&str, bool, bool)]| {
         desired(
             vec![service(1, false), service(2, false)],
-            vec![slice_with(1, a), slice_with(2, &[(A, true, false), (B, true, false)])],
+            vec![
+                slice_with(1, a),
+                slice_with(2, &[(A, true, false), (B, true, false)]),
+            ],
         )
     };
     let d1 = both(&[(A, true, false), (B, true, false)]);
@@ -125,7 +139,10 @@ fn endpoint_leaving_one_service_retires_only_that_services_id() {
     let b1 = s.maps().backends[id1 as usize];
     assert!(!b1.is_active());
     assert_eq!(b1.generation, gen1 + 1);
-    assert_eq!(slot(&s, p2, A), Some((id2, s.maps().backends[id2 as usize].flags, gen2, true)));
+    assert_eq!(
+        slot(&s, p2, A),
+        Some((id2, s.maps().backends[id2 as usize].flags, gen2, true))
+    );
 }
 
 #[test]
@@ -134,14 +151,20 @@ fn adopting_maps_of_a_shared_backend_layout_rewrites_cleanly() {
     // address alone wrote): the first apply gives each port its own.
     let d = desired(
         vec![service(1, false), service(2, false)],
-        vec![slice_with(1, &[(A, true, false)]), slice_with(2, &[(A, true, false)])],
+        vec![
+            slice_with(1, &[(A, true, false)]),
+            slice_with(2, &[(A, true, false)]),
+        ],
     );
     let mut fake = FakeMaps::small();
     let (p1, p2) = ("default/s1:80/TCP", "default/s2:80/TCP");
     let (id1, id2) = {
         let mut s = syncer(&mut fake);
         apply(&mut s, &d);
-        (s.backend_id(p1, addr(A)).unwrap(), s.backend_id(p2, addr(A)).unwrap())
+        (
+            s.backend_id(p1, addr(A)).unwrap(),
+            s.backend_id(p2, addr(A)).unwrap(),
+        )
     };
     // Point s2's table at s1's backend id.
     for x in fake.maglev.iter_mut() {

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use xlb_bpf::Kind;
@@ -47,8 +48,9 @@ type Reasons = Vec<(String, String)>;
 
 #[derive(Debug, Default)]
 pub(crate) struct Claims {
-    /// Service key -> its rank and state before ownership.
-    raw: HashMap<String, (Rank, ServiceDesired)>,
+    /// Service key -> its rank and state before ownership (the very `Arc`
+    /// the desired state holds when the Service owns all it claims).
+    raw: HashMap<String, (Rank, Arc<ServiceDesired>)>,
     /// Frontend (never an internal entry: those follow their frontend) ->
     /// claimants by rank, each with whether its claim is an external
     /// address (LoadBalancer / ExternalIP).
@@ -63,7 +65,7 @@ impl Claims {
     /// Sets (or, with `None`, removes) a Service's raw state. Returns the
     /// Services whose final state may have changed (the Service itself
     /// included); [`Claims::resolve`] each of them.
-    pub fn set(&mut self, key: &str, new: Option<(Rank, ServiceDesired)>) -> BTreeSet<String> {
+    pub fn set(&mut self, key: &str, new: Option<(Rank, Arc<ServiceDesired>)>) -> BTreeSet<String> {
         let mut affected = BTreeSet::from([key.to_string()]);
         if let Some((rank, d)) = self.raw.remove(key) {
             self.index(key, &rank, &d, false, &mut affected);
@@ -137,17 +139,33 @@ impl Claims {
         })
     }
 
-    /// A Service's final state: its raw state without the frontends it does
-    /// not own (and without ports left with none). Reasons and conflicts
-    /// for what it lost are pushed.
+    /// A Service's final state: its raw state (the same `Arc` when it owns
+    /// everything it claims) without the frontends it does not own (and
+    /// without ports left with none). Reasons and conflicts for what it lost
+    /// are pushed.
     pub fn resolve(
         &self,
         key: &str,
         reasons: &mut Reasons,
         conflicts: &mut Vec<FrontendConflict>,
-    ) -> Option<ServiceDesired> {
+    ) -> Option<Arc<ServiceDesired>> {
         let (_, raw) = self.raw.get(key)?;
-        let mut out = raw.clone();
+        let all_owned = raw
+            .ports
+            .iter()
+            .flat_map(|p| p.frontends.iter())
+            .filter(|f| !f.key.internal)
+            .all(|f| {
+                self.by_key.get(&f.key).is_some_and(|c| c.len() == 1)
+                    && !(is_external_addr(f.kind)
+                        && f.key
+                            .addr
+                            .is_some_and(|a| self.cluster_ip_of_other(a, key).is_some()))
+            });
+        if all_owned && !has_duplicate_keys(raw) {
+            return Some(raw.clone());
+        }
+        let mut out = (**raw).clone();
         let mut seen: HashSet<FrontendKey> = HashSet::new();
         for p in &mut out.ports {
             let obj = format!("Service {}", p.name);
@@ -157,7 +175,10 @@ impl Claims {
                     lost.insert(f.key);
                     reasons.push((
                         obj.clone(),
-                        format!("frontend {} already used by another port of the Service", f.key),
+                        format!(
+                            "frontend {} already used by another port of the Service",
+                            f.key
+                        ),
                     ));
                     continue;
                 }
@@ -211,6 +232,16 @@ impl Claims {
             }
         }
         out.ports.retain(|p| !p.frontends.is_empty());
-        (!out.ports.is_empty()).then_some(out)
+        (!out.ports.is_empty()).then(|| Arc::new(out))
     }
+}
+
+/// Whether two ports of a Service claim one frontend (two NodePorts alike:
+/// the API server refuses it, a manifest may not).
+fn has_duplicate_keys(d: &ServiceDesired) -> bool {
+    let mut seen = HashSet::new();
+    d.ports
+        .iter()
+        .flat_map(|p| p.frontends.iter())
+        .any(|f| !f.key.internal && !seen.insert(f.key))
 }

@@ -705,9 +705,7 @@ fn service_port(
     if ty == "NodePort" || ty == "LoadBalancer" {
         match sp.node_port {
             None | Some(0) => {}
-            Some(np)
-                if u16::try_from(np).is_ok_and(|np| cfg.nodeport_range.contains(&np)) =>
-            {
+            Some(np) if u16::try_from(np).is_ok_and(|np| cfg.nodeport_range.contains(&np)) => {
                 add(None, np as u16, Kind::NodePort, policy.etp_local, 0)
             }
             Some(np) => reasons.push((
@@ -726,7 +724,13 @@ fn service_port(
         0
     };
     for ip in lb_ips {
-        add(Some(*ip), port, Kind::LoadBalancer, policy.etp_local, src_flag);
+        add(
+            Some(*ip),
+            port,
+            Kind::LoadBalancer,
+            policy.etp_local,
+            src_flag,
+        );
     }
     for ip in external_ips {
         add(Some(*ip), port, Kind::ExternalIp, policy.etp_local, 0);

@@ -12,27 +12,64 @@
 //! the same `Arc`, so [`crate::sync::Syncer::apply`] skips them by pointer).
 //!
 //! Bad objects and bad fields are skipped with a reason (logged with
-//! `tracing` when first seen, listed in [`Desired::skipped`]); one bad object
-//! never stops the others. Headless Services and ExternalName Services are DNS
-//! only: skipped silently.
+//! `tracing` when first seen, listed in [`Desired::skipped`], once however
+//! often the object is seen); one bad object never stops the others.
+//! Headless Services and ExternalName Services are DNS only: skipped
+//! silently. Services labelled `service.kubernetes.io/service-proxy-name`
+//! (any value) or `service.kubernetes.io/headless` (on the Service or one of
+//! its EndpointSlices) are left alone, as kube-proxy leaves them (listed in
+//! the skipped objects).
 //!
 //! Honoured: ClusterIP (+ clusterIPs), NodePort, LoadBalancer
 //! (status.loadBalancer.ingress IPs), externalIPs, multi-port, named
 //! targetPorts (resolved by the EndpointSlice port of the same name), several
-//! EndpointSlices per Service (label `kubernetes.io/service-name`), endpoint
-//! conditions (ready; serving + terminating only when no ready one exists, per
-//! frontend backend set), nodeName (local vs remote, the node's InternalIP,
-//! VTEP MAC from a configurable annotation, podCIDR(s)),
-//! externalTrafficPolicy and internalTrafficPolicy `Local`, sessionAffinity
-//! ClientIP with timeoutSeconds (default 10800), loadBalancerSourceRanges.
+//! EndpointSlices per Service (label `kubernetes.io/service-name`),
+//! nodeName (local vs remote, the node's InternalIP, VTEP MAC from a
+//! configurable annotation, podCIDR(s)), sessionAffinity ClientIP with
+//! timeoutSeconds (default 10800), loadBalancerSourceRanges,
+//! healthCheckNodePort (in [`ServiceDesired`], for the agent's health server).
+//!
+//! Endpoint selection is kube-proxy's (CategorizeEndpoints): the endpoints
+//! whose `ready` condition is true as published (publishNotReadyAddresses
+//! makes the EndpointSlice controller publish ready=true even while a pod
+//! terminates; unset = ready), else the serving-and-terminating ones; per
+//! traffic policy and locality:
+//! - ClusterIP: internalTrafficPolicy Cluster: the cluster-wide set; Local:
+//!   this node's set, and without one (while endpoints exist elsewhere)
+//!   `XLB_SVC_F_LOCAL` with an empty table: the data plane drops (counted).
+//! - NodePort, LoadBalancer, ExternalIP: externalTrafficPolicy Cluster: the
+//!   cluster-wide set; Local: this node's set for clients outside the cluster
+//!   (`XLB_SVC_F_LOCAL | XLB_SVC_F_EXT_LOCAL`; none: dropped, counted), and an
+//!   entry of the same frontend for clients inside the cluster
+//!   ([`FrontendKey::internal`]: pods, the node) over the cluster-wide set.
+//! - No usable endpoint anywhere: table size 0 without `XLB_SVC_F_LOCAL`:
+//!   the data plane rejects (TCP RST / ICMP unreachable).
+//!
+//! Graceful termination: every endpoint a port's EndpointSlices list is one
+//! of its [`ServicePort::backends`]; those in no frontend's set (terminating
+//! while others are ready, not ready, outside a Local set) are
+//! [`Backend::draining`]: flows that use them keep them, new flows (and
+//! session affinity) never choose them; they go when the EndpointSlices stop
+//! listing them.
+//!
+//! Frontends (module `claims`): a frontend two Services claim goes to the one
+//! with the older creationTimestamp, then the smaller namespace/name, in any
+//! event order; the other is listed in [`Desired::conflicts`] and gets it as
+//! soon as the owner goes. An externalIP or LoadBalancer ingress IP equal to
+//! another Service's ClusterIP, and any frontend address that is loopback,
+//! multicast, broadcast, unspecified or link-local, is refused; so are
+//! NodePorts outside [`ModelConfig::nodeport_range`].
+//!
 //! Not used: topology zones and hints (accepted and ignored: every node
 //! balances over all endpoints, which is what `trafficDistribution` unset
-//! means), appProtocol, healthCheckNodePort, IPv6 (IPv6 addresses, slices and
-//! clusterIPs of dual-stack Services are ignored silently).
+//! means), appProtocol, IPv6 (IPv6 addresses, slices and clusterIPs of
+//! dual-stack Services are ignored silently).
 //!
-//! An endpoint without nodeName is placed by pod CIDR: on another node's CIDR
-//! it is that node's, else it is treated as local (the kernel routes it, e.g.
-//! an address outside the cluster in a hand-written EndpointSlice).
+//! An endpoint without nodeName is placed by address: a Node's own address
+//! makes it a host-network endpoint of that node ([`Backend::host_network`]:
+//! a remote one is reached over the underlay, not the pod-CIDR tunnel);
+//! else a node's pod CIDR; else it is treated as local (the kernel routes
+//! it, e.g. an address outside the cluster in a hand-written EndpointSlice).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -822,7 +859,7 @@ impl Model {
                 .flatten()
                 .filter_map(|k| self.slices.get(k).map(|s| &**s));
             compute::service(svc, key, slices, &self.nodes, &self.cfg, &mut reasons)
-                .map(|d| (claims::rank_of(svc, key), d))
+                .map(|d| (claims::rank_of(svc, key), Arc::new(d)))
         });
         self.set_reasons(&owner, reasons);
         let mut changed = false;
@@ -850,9 +887,9 @@ impl Model {
                 self.desired.services.remove(key);
                 true
             }
-            (Some(n), Some(old)) if **old == n => false,
+            (Some(n), Some(old)) if Arc::ptr_eq(old, &n) || **old == *n => false,
             (Some(n), _) => {
-                self.desired.services.insert(key.to_string(), Arc::new(n));
+                self.desired.services.insert(key.to_string(), n);
                 true
             }
         }

@@ -43,7 +43,10 @@ fn published_ready_is_used_whatever_terminating_says() {
         )],
     );
     let f = fe(&d, Kind::ClusterIp)[0];
-    assert_eq!(f.backends, vec![sa("10.244.1.5:8080"), sa("10.244.2.7:8080")]);
+    assert_eq!(
+        f.backends,
+        vec![sa("10.244.1.5:8080"), sa("10.244.2.7:8080")]
+    );
     let b = backend(&d, WEB, "10.244.1.5:8080");
     assert!(b.terminating && !b.draining);
 }
@@ -120,9 +123,11 @@ fn serving_terminating_fallback_is_in_the_table_not_draining() {
 }
 
 fn etp_local(eps: Vec<Value>) -> Desired {
-    let mut s = web(json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+    let mut s = web(
+        json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local",
         "externalIPs": ["192.0.2.50"], "healthCheckNodePort": 32000,
-        "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}));
+        "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}),
+    );
     s.status = Some(
         serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}))
             .unwrap(),
@@ -136,7 +141,13 @@ fn ext_and_internal(d: &Desired, kind: Kind) -> (&Frontend, &Frontend) {
     assert_eq!(f.len(), 2, "{kind}: {f:?}");
     let ext = f.iter().find(|f| !f.key.internal).unwrap();
     let int = f.iter().find(|f| f.key.internal).unwrap();
-    assert_eq!(int.key, FrontendKey { internal: true, ..ext.key });
+    assert_eq!(
+        int.key,
+        FrontendKey {
+            internal: true,
+            ..ext.key
+        }
+    );
     (ext, int)
 }
 
@@ -145,9 +156,16 @@ fn external_traffic_policy_local_has_a_cluster_wide_entry_for_internal_clients()
     let d = etp_local(vec![ep("10.244.1.5", "n1"), ep("10.244.2.7", "n2")]);
     for k in [Kind::NodePort, Kind::LoadBalancer, Kind::ExternalIp] {
         let (ext, int) = ext_and_internal(&d, k);
-        assert_eq!(ext.flags & (XLB_SVC_F_LOCAL | XLB_SVC_F_EXT_LOCAL), XLB_SVC_F_LOCAL | XLB_SVC_F_EXT_LOCAL);
+        assert_eq!(
+            ext.flags & (XLB_SVC_F_LOCAL | XLB_SVC_F_EXT_LOCAL),
+            XLB_SVC_F_LOCAL | XLB_SVC_F_EXT_LOCAL
+        );
         assert_eq!(ext.backends, vec![sa("10.244.1.5:8080")], "{k}");
-        assert_eq!(int.flags & (XLB_SVC_F_LOCAL | XLB_SVC_F_EXT_LOCAL), 0, "{k}");
+        assert_eq!(
+            int.flags & (XLB_SVC_F_LOCAL | XLB_SVC_F_EXT_LOCAL),
+            0,
+            "{k}"
+        );
         assert_eq!(int.backends.len(), 2, "{k}");
     }
     // ClusterIP: internalTrafficPolicy Cluster, one entry
@@ -191,7 +209,10 @@ fn internal_traffic_policy_local_without_local_endpoint_drops() {
     };
     let d = run_itp(vec![ep("10.244.2.7", "n2")]);
     let c = fe(&d, Kind::ClusterIp)[0];
-    assert_eq!((c.table_size, c.flags & XLB_SVC_F_LOCAL), (0, XLB_SVC_F_LOCAL));
+    assert_eq!(
+        (c.table_size, c.flags & XLB_SVC_F_LOCAL),
+        (0, XLB_SVC_F_LOCAL)
+    );
     // the remote endpoint is listed (draining), not chosen
     assert!(backend(&d, WEB, "10.244.2.7:8080").draining);
     let d = run_itp(vec![]);
@@ -201,8 +222,10 @@ fn internal_traffic_policy_local_without_local_endpoint_drops() {
 #[test]
 fn health_check_node_port_only_for_local_load_balancers() {
     let d = run(
-        vec![web(json!({"type": "LoadBalancer", "healthCheckNodePort": 32000,
-            "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}))],
+        vec![web(
+            json!({"type": "LoadBalancer", "healthCheckNodePort": 32000,
+            "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}),
+        )],
         vec![two_eps()],
     );
     assert_eq!(d.services["default/web"].health_check_node_port, None);
@@ -231,7 +254,10 @@ fn proxy_name_and_headless_labels_leave_the_service_alone() {
         .as_mut()
         .unwrap()
         .insert(HEADLESS_LABEL.into(), "".into());
-    let d = run(vec![web(json!({}))], vec![sl.clone(), web_slice("web-b", vec![])]);
+    let d = run(
+        vec![web(json!({}))],
+        vec![sl.clone(), web_slice("web-b", vec![])],
+    );
     assert!(d.services.is_empty());
 
     // Incrementally: the label comes and goes.
@@ -266,7 +292,10 @@ fn named(name: &str, created: Option<&str>, spec: Value) -> Service {
 fn contested_frontend_goes_to_the_older_service_in_any_order() {
     let old = named("zzz-old", Some("2026-01-01T00:00:00Z"), json!({}));
     let new = named("aaa-new", Some("2026-06-01T00:00:00Z"), json!({}));
-    for services in [vec![old.clone(), new.clone()], vec![new.clone(), old.clone()]] {
+    for services in [
+        vec![old.clone(), new.clone()],
+        vec![new.clone(), old.clone()],
+    ] {
         let d = run(services, vec![]);
         assert!(d.port("default/zzz-old:80/TCP").is_some());
         assert!(d.port("default/aaa-new:80/TCP").is_none());
@@ -293,7 +322,11 @@ fn contested_frontend_goes_to_the_older_service_in_any_order() {
     // same ClusterIP, newer): the other keeps it.
     for first_old in [true, false] {
         let mut m = Model::new(super::tests::cfg());
-        let (a, b) = if first_old { (&old, &new) } else { (&new, &old) };
+        let (a, b) = if first_old {
+            (&old, &new)
+        } else {
+            (&new, &old)
+        };
         m.upsert_service(a);
         m.upsert_service(b);
         assert!(m.desired().port("default/zzz-old:80/TCP").is_some());
@@ -310,7 +343,11 @@ fn contested_frontend_goes_to_the_older_service_in_any_order() {
 
 #[test]
 fn cluster_ip_is_never_taken_by_external_addresses() {
-    let owner = named("owner", Some("2026-06-01T00:00:00Z"), json!({"clusterIP": "10.96.0.77"}));
+    let owner = named(
+        "owner",
+        Some("2026-06-01T00:00:00Z"),
+        json!({"clusterIP": "10.96.0.77"}),
+    );
     let thief = named(
         "thief",
         Some("2026-01-01T00:00:00Z"), // older, still refused
@@ -358,10 +395,20 @@ fn cluster_ip_is_never_taken_by_external_addresses() {
 
 #[test]
 fn unroutable_frontend_addresses_refused() {
-    for ip in ["127.0.0.1", "224.0.0.1", "255.255.255.255", "0.0.0.0", "169.254.1.1"] {
+    for ip in [
+        "127.0.0.1",
+        "224.0.0.1",
+        "255.255.255.255",
+        "0.0.0.0",
+        "169.254.1.1",
+    ] {
         let d = run(vec![web(json!({"externalIPs": [ip]}))], vec![]);
         assert!(fe(&d, Kind::ExternalIp).is_empty(), "{ip}");
-        assert!(skipped_has(&d, &format!("externalIP {ip} refused")), "{ip}: {:?}", d.skipped);
+        assert!(
+            skipped_has(&d, &format!("externalIP {ip} refused")),
+            "{ip}: {:?}",
+            d.skipped
+        );
         let mut s = web(json!({"type": "LoadBalancer",
             "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}));
         s.status = Some(
@@ -380,19 +427,25 @@ fn node_ports_outside_the_range_refused() {
     };
     let d = run(vec![np(22)], vec![]);
     assert!(fe(&d, Kind::NodePort).is_empty());
-    assert!(skipped_has(&d, "nodePort 22 refused: outside the NodePort range 30000-32767"));
+    assert!(skipped_has(
+        &d,
+        "nodePort 22 refused: outside the NodePort range 30000-32767"
+    ));
     assert_eq!(fe(&run(vec![np(32767)], vec![]), Kind::NodePort).len(), 1);
     let cfg = ModelConfig {
         nodeport_range: 20000..=20100,
         ..super::tests::cfg()
     };
     let snap = Snapshot {
-        services: vec![Arc::new(np(20000)), Arc::new({
-            let mut s = np(30000);
-            s.metadata.name = Some("other".into());
-            s.spec.as_mut().unwrap().cluster_ip = Some("10.96.0.11".into());
-            s
-        })],
+        services: vec![
+            Arc::new(np(20000)),
+            Arc::new({
+                let mut s = np(30000);
+                s.metadata.name = Some("other".into());
+                s.spec.as_mut().unwrap().cluster_ip = Some("10.96.0.11".into());
+                s
+            }),
+        ],
         ..Default::default()
     };
     let d = build(&snap, &cfg);
@@ -404,8 +457,10 @@ fn node_ports_outside_the_range_refused() {
 fn host_network_endpoints_placed_by_node_address() {
     let api = |eps: Vec<Value>| {
         run(
-            vec![svc(json!({"metadata": {"name": "kubernetes", "namespace": "default"},
-                "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443}]}}))],
+            vec![svc(
+                json!({"metadata": {"name": "kubernetes", "namespace": "default"},
+                "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443}]}}),
+            )],
             vec![serde_json::from_value(json!({
                 "metadata": {"name": "kubernetes", "namespace": "default",
                              "labels": {"kubernetes.io/service-name": "kubernetes"}},
@@ -424,11 +479,31 @@ fn host_network_endpoints_placed_by_node_address() {
     let p = d.port("default/kubernetes:443/TCP").unwrap();
     let by = |a: &str| p.backends.iter().find(|b| b.addr == sa(a)).unwrap();
     let n2 = Some(Ipv4Addr::new(198, 18, 0, 12));
-    assert_eq!((by("198.18.0.12:6443").node, by("198.18.0.12:6443").host_network), (n2, true));
-    assert_eq!((by("198.18.0.11:6443").node, by("198.18.0.11:6443").host_network), (None, true));
-    assert_eq!((by("10.244.2.9:6443").node, by("10.244.2.9:6443").host_network), (n2, false));
+    assert_eq!(
+        (
+            by("198.18.0.12:6443").node,
+            by("198.18.0.12:6443").host_network
+        ),
+        (n2, true)
+    );
+    assert_eq!(
+        (
+            by("198.18.0.11:6443").node,
+            by("198.18.0.11:6443").host_network
+        ),
+        (None, true)
+    );
+    assert_eq!(
+        (
+            by("10.244.2.9:6443").node,
+            by("10.244.2.9:6443").host_network
+        ),
+        (n2, false)
+    );
     // with nodeName: host_network when the address is that node's
-    let d = api(vec![json!({"addresses": ["198.18.0.12"], "nodeName": "n2"})]);
+    let d = api(vec![
+        json!({"addresses": ["198.18.0.12"], "nodeName": "n2"}),
+    ]);
     let b = &d.port("default/kubernetes:443/TCP").unwrap().backends[0];
     assert_eq!((b.node, b.host_network), (n2, true));
 }

@@ -252,8 +252,7 @@ impl<M: MapOps> Syncer<M> {
             self.retire(id, &mut v, rep);
             self.backends.remove(&k);
         }
-        let orphans: Vec<(u32, xlb_backend)> =
-            self.orphans.drain().flat_map(|(_, v)| v).collect();
+        let orphans: Vec<(u32, xlb_backend)> = self.orphans.drain().flat_map(|(_, v)| v).collect();
         for (id, mut v) in orphans {
             self.retire(id, &mut v, rep);
         }

@@ -155,7 +155,12 @@ impl<M: MapOps> Syncer<M> {
         o
     }
 
-    pub(super) fn release_all(&mut self, svc_id: u32, addrs: &[SocketAddrV4], rep: &mut SyncReport) {
+    pub(super) fn release_all(
+        &mut self,
+        svc_id: u32,
+        addrs: &[SocketAddrV4],
+        rep: &mut SyncReport,
+    ) {
         for a in addrs {
             self.release(svc_id, *a, rep);
         }

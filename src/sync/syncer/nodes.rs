@@ -2,7 +2,7 @@
 
 use xlb_bpf::types::{xlb_tunnel_key, xlb_tunnel_val};
 
-use super::{MapOps, Syncer, SyncReport};
+use super::{MapOps, SyncReport, Syncer};
 use crate::model::Desired;
 
 impl<M: MapOps> Syncer<M> {

@@ -8,8 +8,8 @@ use xlb_bpf::consts::XLB_MAX_SVC;
 use xlb_bpf::types::xlb_src_range_key;
 
 use super::{
-    frontend_val, hash_ids, same_val, table_unref, FeState, MapOps, PortState, SyncReport,
-    Syncer, Table,
+    frontend_val, hash_ids, same_val, table_unref, FeState, MapOps, PortState, SyncReport, Syncer,
+    Table,
 };
 use crate::model::{Desired, FrontendKey, ServicePort};
 
@@ -383,14 +383,7 @@ impl<M: MapOps> Syncer<M> {
     /// still gives it to `victim` that is a conflict (the model resolves
     /// those, so only a desired state built elsewhere has them); else a
     /// handover (the owner changed): nothing to report.
-    fn steal(
-        &mut self,
-        victim: &str,
-        k: FrontendKey,
-        by: &str,
-        d: &Desired,
-        rep: &mut SyncReport,
-    ) {
+    fn steal(&mut self, victim: &str, k: FrontendKey, by: &str, d: &Desired, rep: &mut SyncReport) {
         let still_wanted = victim
             .rsplit_once(':')
             .and_then(|(svc, _)| d.services.get(svc))
