@@ -196,6 +196,11 @@ impl Claims {
                             f.kind, f.key
                         ),
                     ));
+                    conflicts.push(FrontendConflict {
+                        frontend: f.key,
+                        service: p.name.clone(),
+                        owner: other.clone(),
+                    });
                     continue;
                 }
                 match self.owner(&f.key) {

@@ -375,6 +375,18 @@ fn cluster_ip_is_never_taken_by_external_addresses() {
             .collect();
         assert_eq!(at_77, vec![("default/owner:80/TCP", Kind::ClusterIp)]);
         assert!(skipped_has(&d, "is the ClusterIP of Service default/owner"));
+        let lost: Vec<_> = d
+            .conflicts
+            .iter()
+            .map(|c| (c.service.as_str(), c.owner.as_str()))
+            .collect();
+        assert_eq!(
+            lost,
+            vec![
+                ("default/lb:80/TCP", "default/owner"),
+                ("default/thief:80/TCP", "default/owner")
+            ]
+        );
         // the thieves keep their other frontends
         assert!(d.port("default/thief:80/TCP").is_some());
         assert!(!fe(&d, Kind::NodePort).is_empty());

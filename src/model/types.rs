@@ -185,7 +185,8 @@ pub struct ServiceDesired {
 }
 
 /// A frontend two Services claim: `owner` has it (older creationTimestamp,
-/// then namespace/name), `service` does not.
+/// then namespace/name; or, for an externalIP / LoadBalancer ingress IP on
+/// another Service's ClusterIP, that Service), `service` does not.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FrontendConflict {
     pub frontend: FrontendKey,
