@@ -173,6 +173,10 @@ fn external_traffic_policy_local_has_a_cluster_wide_entry_for_internal_clients()
     let s = &d.services["default/web"];
     assert_eq!(s.health_check_node_port, Some(32000));
     assert_eq!(s.local_ready_endpoints, 1);
+    assert_eq!(
+        d.health_checks().collect::<Vec<_>>(),
+        vec![("default/web", 32000, 1)]
+    );
 }
 
 #[test]
@@ -229,6 +233,7 @@ fn health_check_node_port_only_for_local_load_balancers() {
         vec![two_eps()],
     );
     assert_eq!(d.services["default/web"].health_check_node_port, None);
+    assert_eq!(d.health_checks().count(), 0);
 }
 
 #[test]

@@ -243,4 +243,15 @@ impl Desired {
     pub fn port(&self, name: &str) -> Option<&ServicePort> {
         self.ports().find(|p| p.name == name)
     }
+
+    /// What kube-proxy's service health server answers for: every
+    /// LoadBalancer Service with externalTrafficPolicy Local and a
+    /// healthCheckNodePort, as `("ns/name", port, ready local endpoints)`
+    /// (200 with a count above 0, 503 otherwise).
+    pub fn health_checks(&self) -> impl Iterator<Item = (&str, u16, u32)> {
+        self.services.iter().filter_map(|(k, s)| {
+            s.health_check_node_port
+                .map(|p| (k.as_str(), p, s.local_ready_endpoints))
+        })
+    }
 }
