@@ -199,6 +199,7 @@ int xlb_tc(struct __sk_buff *skb)
 	svc = xlb_service(t.daddr, t.dport, t.proto, cfg->node_addr);
 	if (!svc)
 		return xlb_tc_done(XLB_R_PASS_NOT_SERVICE, bytes, TC_ACT_OK);
+	svc = xlb_service_internal(svc, t.daddr, t.dport, t.proto);	/* a pod: inside the cluster */
 	if (!now)
 		now = xlb_now();
 	xlb_count_svc(svc->svc_id, bytes);

@@ -372,6 +372,9 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 			return xlb_tunnel_in(x, xlb_now_of(x));
 		return xlb_done(XLB_R_PASS_NOT_SERVICE, x->bytes, XDP_PASS);
 	}
+	/* From the uplink: a client outside the cluster; by tunnel: a pod */
+	if (x->tun.peer)
+		svc = xlb_service_internal(svc, t.daddr, t.dport, t.proto);
 	now = xlb_now_of(x);
 	xlb_count_svc(svc->svc_id, x->bytes);
 	r = xlb_choose(svc, &t, now, &ch, &event);

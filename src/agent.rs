@@ -408,6 +408,7 @@ impl Agent {
         for (obj, why) in &desired.skipped {
             tracing::debug!("model skipped {obj}: {why}");
         }
+        self.metrics.set_frontend_conflicts(desired.conflicts.len());
         let retry = match self.syncer.apply(desired) {
             Ok(rep) => {
                 let took = started.elapsed();

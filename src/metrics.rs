@@ -20,6 +20,7 @@
 //!     each map (for the `maglev` slot array: slots owned by Services; for
 //!     `backends`: active slots; `config`/`stats` are fixed arrays);
 //!   - `xlb_source_objects{kind}`: objects in the last snapshot;
+//!   - `xlb_frontend_conflicts`: frontends a Service claims that another owns;
 //!   - `xlb_ready`: 1 once the first complete sync is in the maps.
 //! - `/healthz`: 200 while the process serves requests (liveness).
 //! - `/readyz`: 200 once the first complete sync from the source has been
@@ -88,6 +89,8 @@ pub struct Metrics {
     ready: AtomicBool,
     sync: Mutex<SyncStats>,
     objects: Mutex<[usize; 3]>,
+    /// Frontends a Service claims and another one owns (model).
+    frontend_conflicts: std::sync::atomic::AtomicUsize,
     services: Mutex<Vec<ServiceLabel>>,
     maps: OnceLock<Maps>,
 }
@@ -142,6 +145,12 @@ impl Metrics {
     /// Object counts of the last snapshot (services, slices, nodes).
     pub fn set_objects(&self, services: usize, slices: usize, nodes: usize) {
         *self.objects.lock().unwrap_or_else(|e| e.into_inner()) = [services, slices, nodes];
+    }
+
+    /// How many frontends a Service claims that another one owns
+    /// ([`crate::model::Desired::conflicts`]).
+    pub fn set_frontend_conflicts(&self, n: usize) {
+        self.frontend_conflicts.store(n, Ordering::Relaxed);
     }
 
     /// The Service ports currently in the maps, for per-Service counters.
@@ -205,6 +214,16 @@ impl Metrics {
         let _ = writeln!(o, "xlb_source_objects{{kind=\"Service\"}} {sv}");
         let _ = writeln!(o, "xlb_source_objects{{kind=\"EndpointSlice\"}} {sl}");
         let _ = writeln!(o, "xlb_source_objects{{kind=\"Node\"}} {nd}");
+        let _ = writeln!(
+            o,
+            "# HELP xlb_frontend_conflicts Frontends a Service claims that another Service owns (the older one; see the agent log and skipped objects)."
+        );
+        let _ = writeln!(o, "# TYPE xlb_frontend_conflicts gauge");
+        let _ = writeln!(
+            o,
+            "xlb_frontend_conflicts {}",
+            self.frontend_conflicts.load(Ordering::Relaxed)
+        );
     }
 
     fn render_maps(&self, maps: &Maps, o: &mut String) -> xlb_bpf::Result<()> {
@@ -468,6 +487,9 @@ mod tests {
         assert!(t.contains("xlb_ready 0\n"));
         m.set_ready();
         assert!(m.render().contains("xlb_ready 1\n"));
+        assert!(m.render().contains("xlb_frontend_conflicts 0\n"));
+        m.set_frontend_conflicts(2);
+        assert!(m.render().contains("xlb_frontend_conflicts 2\n"));
     }
 
     #[test]

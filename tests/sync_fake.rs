@@ -99,11 +99,11 @@ fn removal_in_reverse_order_and_generation_bump() {
     let (id, n) = {
         let mut s = syncer(&mut fake);
         s.apply(&d1).unwrap();
-        let id = s.backend_id(gone).unwrap();
+        let id = s.backend_id("default/s1:80/TCP", gone).unwrap();
         let r = s.apply(&d2).unwrap();
         assert_eq!(r.backends_removed, 1);
         check(&s, &d2);
-        assert_eq!(s.backend_id(gone), None);
+        assert_eq!(s.backend_id("default/s1:80/TCP", gone), None);
         let n = s.maps().backends.len();
         (id, n)
     };
@@ -366,26 +366,50 @@ fn full_services_map_fails_cleanly() {
 }
 
 #[test]
-fn frontend_claimed_by_two_services() {
+fn frontend_claimed_by_two_services_goes_to_one_and_then_to_the_next() {
     let mut fake = FakeMaps::small();
     let mut s = syncer(&mut fake);
     let a = lb_service(1, &[]);
     let mut b = lb_service(2, &[]);
     // same LoadBalancer IP as s1
     b.status = a.status.clone();
-    let d = desired(
-        vec![a.clone()],
-        vec![slice(1, &[(1, 1)]), slice(2, &[(1, 2)])],
-    );
-    s.apply(&d).unwrap();
-    let d2 = desired(vec![a, b], vec![slice(1, &[(1, 1)]), slice(2, &[(1, 2)])]);
-    let r = s.apply(&d2).unwrap();
-    assert!(
-        r.failed.iter().any(|(_, w)| w.contains("also claimed")),
-        "{:?}",
-        r.failed
-    );
-    assert!(s.maps().violations().is_empty());
+    let slices = || vec![slice(1, &[(1, 1)]), slice(2, &[(1, 2)])];
+    let lb_key = |s: &Syncer<&mut FakeMaps>| {
+        let k = xlb_bpf::types::xlb_svc_key::addr(
+            "203.0.113.1:80".parse().unwrap(),
+            xlb_bpf::Proto::Tcp,
+        );
+        let (_, v) = s.maps().services.values().find(|(kk, _)| {
+            // SAFETY: plain structs.
+            unsafe { plain::as_bytes(kk) == plain::as_bytes(&k) }
+        })?;
+        s.service_names().get(&v.svc_id).cloned()
+    };
+    // In both orders of arrival, s1 (first by name, no timestamps) has it.
+    for d in [
+        desired(vec![a.clone()], slices()),
+        desired(vec![a.clone(), b.clone()], slices()),
+        desired(vec![b.clone(), a.clone()], slices()),
+    ] {
+        let r = s.apply(&d).unwrap();
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        check(&s, &d);
+        assert_eq!(lb_key(&s).as_deref(), Some("default/s1:80/TCP"));
+    }
+    let d = desired(vec![a.clone(), b.clone()], slices());
+    assert_eq!(d.conflicts.len(), 1);
+    assert_eq!(d.conflicts[0].service, "default/s2:80/TCP");
+    // s1 goes: s2 has the frontend in the same apply; s1 back: s1 again.
+    let d = desired(vec![b.clone()], slices());
+    let r = s.apply(&d).unwrap();
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    check(&s, &d);
+    assert_eq!(lb_key(&s).as_deref(), Some("default/s2:80/TCP"));
+    let d = desired(vec![b, a], slices());
+    let r = s.apply(&d).unwrap();
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    check(&s, &d);
+    assert_eq!(lb_key(&s).as_deref(), Some("default/s1:80/TCP"));
 }
 
 #[test]

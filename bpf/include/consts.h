@@ -31,6 +31,8 @@
 /* services key kind */
 #define XLB_KIND_ADDR		0	/* ClusterIP, LoadBalancer ingress, ExternalIP: matched by address */
 #define XLB_KIND_NODEPORT	1	/* addr 0: any address in local_addrs */
+#define XLB_KIND_F_INTERNAL	2	/* or-ed into a kind: the entry for clients inside the cluster
+					 * of an XLB_SVC_F_EXT_LOCAL frontend */
 
 /* services value fe_type (what the frontend was made from; for display and policy) */
 #define XLB_FE_CLUSTERIP	0
@@ -40,12 +42,22 @@
 
 /* services value flags */
 #define XLB_SVC_F_AFFINITY	(1 << 0)	/* sessionAffinity ClientIP */
-#define XLB_SVC_F_LOCAL		(1 << 1)	/* externalTrafficPolicy / internalTrafficPolicy Local */
+/* externalTrafficPolicy / internalTrafficPolicy Local: the table holds this node's endpoints;
+ * none (n_local 0) while the Service has endpoints elsewhere = drop (counted), not reject */
+#define XLB_SVC_F_LOCAL		(1 << 1)
 #define XLB_SVC_F_SRC_RANGES	(1 << 2)	/* check src_ranges (loadBalancerSourceRanges) */
+/* externalTrafficPolicy Local frontend (NodePort, LoadBalancer, ExternalIP): its table holds this
+ * node's endpoints, for clients outside the cluster; clients inside it (pods, tunnels, the node)
+ * use its entry of kind | XLB_KIND_F_INTERNAL, whose table holds the cluster-wide set. */
+#define XLB_SVC_F_EXT_LOCAL	(1 << 3)
 
 /* backends value flags */
 #define XLB_BE_F_ACTIVE		(1 << 0)	/* slot holds a live backend */
-#define XLB_BE_F_TERMINATING	(1 << 1)	/* serving but terminating */
+#define XLB_BE_F_TERMINATING	(1 << 1)	/* the endpoint is terminating (serving or not) */
+#define XLB_BE_F_DRAINING	(1 << 2)	/* in no table of its Service port: flows that use it keep it,
+						 * new ones (affinity included) never choose it */
+#define XLB_BE_F_HOST_NETWORK	(1 << 3)	/* a host-network endpoint (its address is a Node's): a remote
+						 * one is reached over the underlay, not the pod-CIDR tunnel */
 
 /* ct value flags */
 #define XLB_CT_F_REVERSE	(1 << 0)	/* reply direction entry: reverse NAT */
@@ -104,7 +116,7 @@ enum xlb_reason {
 	XLB_R_PASS_TRUNC_VXLAN = 7,	/* VXLAN for this node without a whole VXLAN header */
 	XLB_R_DROP_NO_BACKEND = 8,	/* Service without usable endpoints, not answered */
 	XLB_R_DROP_SRC_RANGE = 9,	/* loadBalancerSourceRanges denied */
-	XLB_R_DROP_ETP_LOCAL = 10,	/* externalTrafficPolicy Local without local backend */
+	XLB_R_DROP_ETP_LOCAL = 10,	/* externalTrafficPolicy Local without local backend (external client) */
 	XLB_R_EVENT_CT_FULL = 11,	/* a ct entry could not be written (frame still forwarded) */
 	XLB_R_DROP_NO_TUNNEL = 12,	/* remote backend without tunnel entry */
 	XLB_R_DROP_FIB = 13,		/* fib lookup failed */
@@ -120,6 +132,7 @@ enum xlb_reason {
 	XLB_R_EVENT_AFFINITY_FULL = 23,	/* an affinity entry could not be written (frame still balanced) */
 	XLB_R_DROP_ADJUST = 24,		/* bpf_xdp_adjust_head/tail or an skb rewrite failed */
 	XLB_R_PASS_VXLAN_OTHER = 25,	/* VXLAN not for us (other VNI / not our address) */
+	XLB_R_DROP_ITP_LOCAL = 26,	/* internalTrafficPolicy Local without local backend */
 	XLB_R__MAX
 };
 

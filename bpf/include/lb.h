@@ -21,7 +21,8 @@ struct xlb_choice {
 	__be32 addr;
 	__be32 node;
 	__be16 port;
-	__u16 pad;
+	__u8 flags;		/* XLB_BE_F_* */
+	__u8 pad;
 };
 
 /* The Service of (daddr, dport, proto): by address first; a NodePort only
@@ -56,6 +57,29 @@ static __always_inline struct xlb_svc_val *xlb_service(__be32 daddr, __be16 dpor
 	return v;
 }
 
+/* The entry a client inside the cluster (a pod, a tunnel, the node) uses for
+ * frontend svc of (daddr, dport, proto): its XLB_KIND_F_INTERNAL entry when it
+ * is an XLB_SVC_F_EXT_LOCAL one, else svc itself. */
+static __always_inline struct xlb_svc_val *xlb_service_internal(struct xlb_svc_val *svc,
+								__be32 daddr, __be16 dport,
+								__u8 proto)
+{
+	struct xlb_svc_key k = {
+		.addr = daddr, .port = dport, .proto = proto,
+		.kind = XLB_KIND_ADDR | XLB_KIND_F_INTERNAL,
+	};
+	struct xlb_svc_val *v;
+
+	if (!(svc->flags & XLB_SVC_F_EXT_LOCAL))
+		return svc;
+	if (svc->fe_type == XLB_FE_NODEPORT) {
+		k.addr = 0;
+		k.kind = XLB_KIND_NODEPORT | XLB_KIND_F_INTERNAL;
+	}
+	v = bpf_map_lookup_elem(&services, &k);
+	return v ? v : svc;
+}
+
 /* Copies an active backend into ch; 0 when the slot holds none. */
 static __always_inline int xlb_backend_get(__u32 id, struct xlb_choice *ch)
 {
@@ -68,12 +92,14 @@ static __always_inline int xlb_backend_get(__u32 id, struct xlb_choice *ch)
 	ch->addr = b->addr;
 	ch->port = b->port;
 	ch->node = b->node;
+	ch->flags = b->flags;
 	return 1;
 }
 
 /*
- * Chooses a backend for a new flow t of Service svc: source ranges, no
- * endpoint, externalTrafficPolicy Local, affinity, then the Maglev slot
+ * Chooses a backend for a new flow t of Service svc: source ranges, traffic
+ * policy Local without local endpoint, no endpoint, affinity (never to a
+ * draining backend), then the Maglev slot
  * hash % table_size + table_off. Returns XLB_OK or the reason to drop/reject;
  * *event gets XLB_R_EVENT_AFFINITY_FULL when the affinity entry could not be saved.
  */
@@ -92,16 +118,17 @@ static __always_inline int xlb_choose(struct xlb_svc_val *svc, const struct xlb_
 		if (!bpf_map_lookup_elem(&src_ranges, &rk))
 			return XLB_R_DROP_SRC_RANGE;
 	}
+	if ((flags & XLB_SVC_F_LOCAL) && !svc->n_local)
+		return svc->fe_type == XLB_FE_CLUSTERIP ? XLB_R_DROP_ITP_LOCAL : XLB_R_DROP_ETP_LOCAL;
 	if (!size)
 		return XLB_R_DROP_NO_BACKEND;
-	if ((flags & XLB_SVC_F_LOCAL) && !svc->n_local)
-		return XLB_R_DROP_ETP_LOCAL;
 	if (aff) {
 		struct xlb_affinity_val *av = bpf_map_lookup_elem(&affinity, &ak);
 		__u64 timeout = svc->affinity_timeout ? svc->affinity_timeout : XLB_AFFINITY_DEFAULT_S;
 
 		if (av && xlb_age(now, av->last_seen) < timeout * XLB_NSEC &&
-		    xlb_backend_get(av->backend_id, ch) && ch->generation == av->generation) {
+		    xlb_backend_get(av->backend_id, ch) && ch->generation == av->generation &&
+		    !(ch->flags & XLB_BE_F_DRAINING)) {
 			av->last_seen = now;
 			return XLB_OK;
 		}

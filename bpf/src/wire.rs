@@ -223,7 +223,19 @@ impl xlb_svc_key {
     }
 
     pub fn is_nodeport(&self) -> bool {
-        self.kind as u32 == XLB_KIND_NODEPORT
+        self.kind as u32 & !XLB_KIND_F_INTERNAL == XLB_KIND_NODEPORT
+    }
+
+    /// The same frontend's entry for clients inside the cluster (see
+    /// `XLB_SVC_F_EXT_LOCAL`).
+    pub fn internal(mut self) -> Self {
+        self.kind |= XLB_KIND_F_INTERNAL as u8;
+        self
+    }
+
+    /// Whether this is an entry for clients inside the cluster.
+    pub fn is_internal(&self) -> bool {
+        self.kind as u32 & XLB_KIND_F_INTERNAL != 0
     }
 }
 

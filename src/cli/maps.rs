@@ -199,10 +199,16 @@ fn backend_matches(sel: &str, id: u32, b: Option<&xlb_backend>) -> bool {
 }
 
 fn frontend(k: &xlb_svc_key) -> String {
-    if k.is_nodeport() {
+    let f = if k.is_nodeport() {
         format!("*:{}", k.port())
     } else {
         format!("{}:{}", k.ip(), k.port())
+    };
+    if k.is_internal() {
+        // the entry of an externalTrafficPolicy Local frontend for clients inside the cluster
+        format!("{f} (internal)")
+    } else {
+        f
     }
 }
 
@@ -217,6 +223,9 @@ fn svc_flags(f: u32) -> Vec<&'static str> {
     if f & XLB_SVC_F_SRC_RANGES != 0 {
         v.push("src-ranges");
     }
+    if f & XLB_SVC_F_EXT_LOCAL != 0 {
+        v.push("ext-local");
+    }
     v
 }
 
@@ -225,6 +234,8 @@ fn be_state(b: &xlb_backend) -> &'static str {
         "free"
     } else if u32::from(b.flags) & XLB_BE_F_TERMINATING != 0 {
         "terminating"
+    } else if u32::from(b.flags) & XLB_BE_F_DRAINING != 0 {
+        "draining"
     } else {
         "active"
     }

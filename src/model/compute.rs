@@ -1,271 +1,23 @@
-//! The per-object computations of the model: a Service with its slices, a Node.
+//! The per-Service computation of the model: a Service with its slices ->
+//! its ports, frontends and backends.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use k8s_openapi::api::core::v1::{Node, Service, ServicePort as K8sServicePort};
+use k8s_openapi::api::core::v1::{Service, ServicePort as K8sServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use xlb_bpf::consts::{XLB_SVC_F_AFFINITY, XLB_SVC_F_LOCAL, XLB_SVC_F_SRC_RANGES};
+use xlb_bpf::consts::{
+    XLB_SVC_F_AFFINITY, XLB_SVC_F_EXT_LOCAL, XLB_SVC_F_LOCAL, XLB_SVC_F_SRC_RANGES,
+};
 use xlb_bpf::{Kind, Proto};
 
+use super::endpoints::{candidates, is_v6, parse_cidr, parse_proto, select, Candidate};
 use super::{
     Backend, Frontend, FrontendKey, ModelConfig, NodeInfo, ServiceDesired, ServicePort,
-    DEFAULT_AFFINITY_TIMEOUT, XLB_VTEP_ANNOTATION,
+    DEFAULT_AFFINITY_TIMEOUT, HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL,
 };
 
 type Reasons = Vec<(String, String)>;
-
-/// Parses `a.b.c.d/n`, masking host bits.
-pub(crate) fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
-    let (a, p) = s.trim().split_once('/')?;
-    let a: Ipv4Addr = a.parse().ok()?;
-    let p: u8 = p.parse().ok().filter(|p| *p <= 32)?;
-    let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
-    Some((Ipv4Addr::from(u32::from(a) & mask), p))
-}
-
-fn contains(net: (Ipv4Addr, u8), a: Ipv4Addr) -> bool {
-    let mask = if net.1 == 0 {
-        0
-    } else {
-        u32::MAX << (32 - net.1)
-    };
-    u32::from(a) & mask == u32::from(net.0)
-}
-
-fn is_v6(s: &str) -> bool {
-    s.contains(':')
-}
-
-fn parse_proto(p: Option<&str>) -> Result<Proto, String> {
-    match p.unwrap_or("TCP") {
-        "TCP" => Ok(Proto::Tcp),
-        "UDP" => Ok(Proto::Udp),
-        "SCTP" => Err("protocol SCTP not supported yet".into()),
-        other => Err(format!("unknown protocol {other:?}")),
-    }
-}
-
-fn parse_mac_annotation(v: &str) -> Option<[u8; 6]> {
-    let v = v.trim();
-    if let Some(m) = xlb_bpf::wire::parse_mac(v) {
-        return Some(m);
-    }
-    let j: serde_json::Value = serde_json::from_str(v).ok()?;
-    xlb_bpf::wire::parse_mac(j.get("VtepMAC")?.as_str()?)
-}
-
-/// What the model uses of a Node.
-pub(crate) fn node_info(n: &Node, cfg: &ModelConfig, reasons: &mut Reasons) -> NodeInfo {
-    let name = n.metadata.name.as_deref().unwrap_or("?");
-    let obj = format!("Node {name}");
-    let mut info = NodeInfo::default();
-    for a in n
-        .status
-        .as_ref()
-        .and_then(|s| s.addresses.as_ref())
-        .into_iter()
-        .flatten()
-    {
-        if a.type_ != "InternalIP" && a.type_ != "ExternalIP" {
-            continue;
-        }
-        if is_v6(&a.address) {
-            continue;
-        }
-        match a.address.parse::<Ipv4Addr>() {
-            Ok(ip) => {
-                if a.type_ == "InternalIP" && info.addr.is_none() {
-                    info.addr = Some(ip);
-                }
-                info.addrs.push(ip);
-            }
-            Err(_) => reasons.push((obj.clone(), format!("bad address {:?}", a.address))),
-        }
-    }
-    if info.addr.is_none() {
-        reasons.push((obj.clone(), "no IPv4 InternalIP".into()));
-    }
-    let spec = n.spec.as_ref();
-    let mut cidrs: Vec<&String> = spec
-        .and_then(|s| s.pod_cidrs.as_ref())
-        .into_iter()
-        .flatten()
-        .collect();
-    if cidrs.is_empty() {
-        cidrs.extend(spec.and_then(|s| s.pod_cidr.as_ref()));
-    }
-    for c in cidrs {
-        if is_v6(c) {
-            continue;
-        }
-        match parse_cidr(c) {
-            Some(net) if !info.cidrs.contains(&net) => info.cidrs.push(net),
-            Some(_) => {}
-            None => reasons.push((obj.clone(), format!("bad podCIDR {c:?}"))),
-        }
-    }
-    let ann = n.metadata.annotations.as_ref();
-    for key in [cfg.vtep_mac_annotation.as_str(), XLB_VTEP_ANNOTATION] {
-        if let Some(v) = ann.and_then(|a| a.get(key)) {
-            match parse_mac_annotation(v) {
-                Some(m) => {
-                    info.vtep_mac = Some(m);
-                    break;
-                }
-                None => reasons.push((obj.clone(), format!("annotation {key}: no MAC in {v:?}"))),
-            }
-        }
-    }
-    info
-}
-
-/// One endpoint of one port, before selection.
-#[derive(Clone, Debug)]
-struct Candidate {
-    addr: SocketAddrV4,
-    node: Option<Ipv4Addr>,
-    ready: bool,
-    serving: bool,
-    terminating: bool,
-}
-
-impl Candidate {
-    fn local(&self) -> bool {
-        self.node.is_none()
-    }
-}
-
-/// Where an endpoint lives: `Ok(None)` = this node.
-fn place(
-    node_name: Option<&str>,
-    ip: Ipv4Addr,
-    nodes: &BTreeMap<String, NodeInfo>,
-    cfg: &ModelConfig,
-) -> Result<Option<Ipv4Addr>, String> {
-    match node_name.filter(|n| !n.is_empty()) {
-        Some(n) if n == cfg.node_name => Ok(None),
-        Some(n) => match nodes.get(n) {
-            Some(NodeInfo { addr: Some(a), .. }) => Ok(Some(*a)),
-            Some(_) => Err(format!("node {n} has no IPv4 InternalIP")),
-            None => Err(format!("node {n} unknown")),
-        },
-        None => {
-            if let Some(me) = nodes.get(&cfg.node_name) {
-                if me.cidrs.iter().any(|c| contains(*c, ip)) {
-                    return Ok(None);
-                }
-            }
-            for (name, info) in nodes {
-                if *name != cfg.node_name && info.cidrs.iter().any(|c| contains(*c, ip)) {
-                    return info
-                        .addr
-                        .map(Some)
-                        .ok_or_else(|| format!("node {name} has no IPv4 InternalIP"));
-                }
-            }
-            Ok(None)
-        }
-    }
-}
-
-/// Endpoints of the slices, per (slice port name, proto) -> candidates.
-fn candidates<'a>(
-    slices: impl Iterator<Item = &'a EndpointSlice>,
-    nodes: &BTreeMap<String, NodeInfo>,
-    cfg: &ModelConfig,
-    reasons: &mut Reasons,
-) -> BTreeMap<(String, Proto), BTreeMap<SocketAddrV4, Candidate>> {
-    let mut out: BTreeMap<(String, Proto), BTreeMap<SocketAddrV4, Candidate>> = BTreeMap::new();
-    for s in slices {
-        let sname = format!(
-            "EndpointSlice {}/{}",
-            s.metadata.namespace.as_deref().unwrap_or("default"),
-            s.metadata.name.as_deref().unwrap_or("?")
-        );
-        match s.address_type.as_str() {
-            "IPv4" => {}
-            "IPv6" => continue,
-            other => {
-                reasons.push((sname, format!("addressType {other:?} not supported")));
-                continue;
-            }
-        }
-        let mut ports = Vec::new();
-        for p in s.ports.iter().flatten() {
-            let pname = p.name.clone().unwrap_or_default();
-            let proto = match parse_proto(p.protocol.as_deref()) {
-                Ok(pr) => pr,
-                Err(e) => {
-                    reasons.push((sname.clone(), format!("port {pname:?}: {e}")));
-                    continue;
-                }
-            };
-            match p.port {
-                Some(n) if (1..=65535).contains(&n) => ports.push((pname, proto, n as u16)),
-                other => reasons.push((
-                    sname.clone(),
-                    format!("port {pname:?}: port {other:?} out of range"),
-                )),
-            }
-        }
-        if ports.is_empty() {
-            continue;
-        }
-        for e in &s.endpoints {
-            let Some(first) = e.addresses.first() else {
-                reasons.push((sname.clone(), "endpoint without addresses".into()));
-                continue;
-            };
-            let ip: Ipv4Addr = match first.parse() {
-                Ok(ip) => ip,
-                Err(_) => {
-                    reasons.push((sname.clone(), format!("bad endpoint address {first:?}")));
-                    continue;
-                }
-            };
-            let node = match place(e.node_name.as_deref(), ip, nodes, cfg) {
-                Ok(n) => n,
-                Err(why) => {
-                    reasons.push((sname.clone(), format!("endpoint {ip}: {why}")));
-                    continue;
-                }
-            };
-            let c = e.conditions.as_ref();
-            let ready = c.and_then(|c| c.ready).unwrap_or(true);
-            let serving = c.and_then(|c| c.serving).unwrap_or(ready);
-            let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-            for (pname, proto, port) in &ports {
-                let addr = SocketAddrV4::new(ip, *port);
-                let cand = Candidate {
-                    addr,
-                    node,
-                    ready: ready && !terminating,
-                    serving,
-                    terminating,
-                };
-                let m = out.entry((pname.clone(), *proto)).or_default();
-                // The same endpoint in two slices (during a move): ready wins.
-                match m.get(&addr) {
-                    Some(old) if old.ready || !cand.ready => {}
-                    _ => {
-                        m.insert(addr, cand);
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Ready ones; else serving-and-terminating ones.
-fn select<'a>(cands: impl Iterator<Item = &'a Candidate> + Clone) -> Vec<&'a Candidate> {
-    let ready: Vec<_> = cands.clone().filter(|c| c.ready).collect();
-    if !ready.is_empty() {
-        return ready;
-    }
-    cands.filter(|c| c.serving && c.terminating).collect()
-}
 
 struct Policy {
     flags: u32,
@@ -298,6 +50,11 @@ pub(crate) fn service<'a>(
     reasons: &mut Reasons,
 ) -> Option<ServiceDesired> {
     let obj = format!("Service {key}");
+    let slices: Vec<&EndpointSlice> = slices.collect();
+    if let Some(why) = not_ours(svc, &slices) {
+        reasons.push((obj, why));
+        return None;
+    }
     let Some(spec) = svc.spec.as_ref() else {
         reasons.push((obj, "spec missing".into()));
         return None;
@@ -324,7 +81,10 @@ pub(crate) fn service<'a>(
             continue;
         }
         match s.parse::<Ipv4Addr>() {
-            Ok(ip) if !ip.is_unspecified() => cluster_ips.push(ip),
+            Ok(ip) => match unroutable(ip) {
+                None => cluster_ips.push(ip),
+                Some(why) => reasons.push((obj.clone(), format!("clusterIP {ip} refused: {why}"))),
+            },
             _ => reasons.push((obj.clone(), format!("bad clusterIP {s:?}"))),
         }
     }
@@ -385,7 +145,10 @@ pub(crate) fn service<'a>(
             continue;
         }
         match s.parse::<Ipv4Addr>() {
-            Ok(ip) if !ip.is_unspecified() => external_ips.push(ip),
+            Ok(ip) => match unroutable(ip) {
+                None => external_ips.push(ip),
+                Some(why) => reasons.push((obj.clone(), format!("externalIP {ip} refused: {why}"))),
+            },
             _ => reasons.push((obj.clone(), format!("bad externalIP {s:?}"))),
         }
     }
@@ -405,7 +168,13 @@ pub(crate) fn service<'a>(
                 continue;
             }
             match s.parse::<Ipv4Addr>() {
-                Ok(ip) if !ip.is_unspecified() => lb_ips.push(ip),
+                Ok(ip) => match unroutable(ip) {
+                    None => lb_ips.push(ip),
+                    Some(why) => reasons.push((
+                        obj.clone(),
+                        format!("loadBalancer ingress ip {ip} refused: {why}"),
+                    )),
+                },
                 _ => reasons.push((obj.clone(), format!("bad loadBalancer ingress ip {s:?}"))),
             }
         }
@@ -430,7 +199,7 @@ pub(crate) fn service<'a>(
         .is_none_or(|v| v.is_empty())
         && ty == "LoadBalancer";
 
-    let cands = candidates(slices, nodes, cfg, reasons);
+    let cands = candidates(slices.into_iter(), nodes, cfg, reasons);
 
     let mut ports = Vec::new();
     let mut seen_ports = BTreeSet::new();
@@ -481,7 +250,80 @@ pub(crate) fn service<'a>(
         }
         return None;
     }
-    Some(ServiceDesired { ports })
+    let health_check_node_port = match spec.health_check_node_port {
+        Some(p) if ty == "LoadBalancer" && policy.etp_local => {
+            if (1..=65535).contains(&p) {
+                Some(p as u16)
+            } else {
+                reasons.push((obj, format!("healthCheckNodePort {p} out of range")));
+                None
+            }
+        }
+        _ => None,
+    };
+    // Ready local endpoints (addr:port, over every port), as kube-proxy's
+    // service health server counts them.
+    let local_ready_endpoints = cands
+        .values()
+        .flat_map(|m| m.values())
+        .filter(|c| c.local() && c.ready)
+        .map(|c| c.addr)
+        .collect::<BTreeSet<_>>()
+        .len() as u32;
+    Some(ServiceDesired {
+        ports,
+        health_check_node_port,
+        local_ready_endpoints,
+    })
+}
+
+/// Why a Service is left to others (kube-proxy serves only Services without
+/// these labels): `service.kubernetes.io/service-proxy-name` (any value: a
+/// proxy of that name serves it), `service.kubernetes.io/headless` on the
+/// Service or on one of its EndpointSlices.
+fn not_ours(svc: &Service, slices: &[&EndpointSlice]) -> Option<String> {
+    let labels = svc.metadata.labels.as_ref();
+    if let Some(v) = labels.and_then(|l| l.get(SERVICE_PROXY_NAME_LABEL)) {
+        return Some(format!(
+            "label {SERVICE_PROXY_NAME_LABEL}={v:?}: served by that proxy, not xlb"
+        ));
+    }
+    if labels.is_some_and(|l| l.contains_key(HEADLESS_LABEL)) {
+        return Some(format!("label {HEADLESS_LABEL}: not proxied"));
+    }
+    slices
+        .iter()
+        .find(|s| {
+            s.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(HEADLESS_LABEL))
+        })
+        .map(|s| {
+            format!(
+                "EndpointSlice {} has label {HEADLESS_LABEL}: not proxied",
+                s.metadata.name.as_deref().unwrap_or("?")
+            )
+        })
+}
+
+/// Why an address cannot be a frontend address: traffic to it is the
+/// node's own or no single host's (CVE-2020-8554 class: a Service must not
+/// capture it).
+pub(crate) fn unroutable(ip: Ipv4Addr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("unspecified address")
+    } else if ip.is_loopback() {
+        Some("loopback address")
+    } else if ip.is_multicast() {
+        Some("multicast address")
+    } else if ip.is_broadcast() {
+        Some("broadcast address")
+    } else if ip.is_link_local() {
+        Some("link-local address")
+    } else {
+        None
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -506,64 +348,78 @@ fn service_port(
     let mine = cands.get(&(pname, proto));
     let all = mine.into_iter().flat_map(|m| m.values());
     let cluster_set = select(all.clone());
-    let local_set = select(all.filter(|c| c.local()));
+    let local_set = select(all.clone().filter(|c| c.local()));
+    // Some endpoint anywhere to use: without one every frontend rejects;
+    // with one, a Local policy without local endpoint drops.
+    let has_any = all.clone().any(Candidate::usable);
 
-    let mut used: BTreeMap<SocketAddrV4, Backend> = BTreeMap::new();
     let mut frontends: Vec<Frontend> = Vec::new();
-    let mut add = |key: FrontendKey, kind: Kind, local: bool, extra: u32| {
+    let mut add = |addr: Option<Ipv4Addr>, port: u16, kind: Kind, local: bool, extra: u32| {
+        let key = FrontendKey {
+            addr,
+            port,
+            proto,
+            internal: false,
+        };
         if frontends.iter().any(|f| f.key == key) {
             return;
         }
-        let set = if local { &local_set } else { &cluster_set };
-        let mut backends: Vec<SocketAddrV4> = set.iter().map(|c| c.addr).collect();
-        backends.sort();
-        for c in set {
-            used.entry(c.addr).or_insert(Backend {
-                addr: c.addr,
-                node: c.node,
-                terminating: !c.ready,
-            });
+        let frontend = |key: FrontendKey, set: &[&Candidate], flags: u32| {
+            let mut backends: Vec<SocketAddrV4> = set.iter().map(|c| c.addr).collect();
+            backends.sort();
+            Frontend {
+                key,
+                kind,
+                flags,
+                affinity_timeout: policy.affinity_timeout,
+                table_size: cfg.maglev.table_size(backends.len()),
+                n_local: set.iter().filter(|c| c.local()).count() as u32,
+                backends,
+            }
+        };
+        let flags = policy.flags | extra;
+        if !local {
+            frontends.push(frontend(key, &cluster_set, flags));
+            return;
         }
-        let mut flags = policy.flags | extra;
-        if local {
-            flags |= XLB_SVC_F_LOCAL;
+        let local_flag = if has_any { XLB_SVC_F_LOCAL } else { 0 };
+        if kind == Kind::ClusterIp {
+            frontends.push(frontend(key, &local_set, flags | local_flag));
+            return;
         }
-        frontends.push(Frontend {
+        // externalTrafficPolicy Local: this node's endpoints for clients
+        // outside the cluster; the cluster-wide set for clients inside it.
+        frontends.push(frontend(
             key,
-            kind,
+            &local_set,
+            flags | local_flag | XLB_SVC_F_EXT_LOCAL,
+        ));
+        frontends.push(frontend(
+            FrontendKey {
+                internal: true,
+                ..key
+            },
+            &cluster_set,
             flags,
-            affinity_timeout: policy.affinity_timeout,
-            table_size: cfg.maglev.table_size(backends.len()),
-            n_local: set.iter().filter(|c| c.local()).count() as u32,
-            backends,
-        });
+        ));
     };
     for ip in cluster_ips {
-        add(
-            FrontendKey {
-                addr: Some(*ip),
-                port,
-                proto,
-            },
-            Kind::ClusterIp,
-            policy.itp_local,
-            0,
-        );
+        add(Some(*ip), port, Kind::ClusterIp, policy.itp_local, 0);
     }
     if ty == "NodePort" || ty == "LoadBalancer" {
         match sp.node_port {
             None | Some(0) => {}
-            Some(np) if (1..=65535).contains(&np) => add(
-                FrontendKey {
-                    addr: None,
-                    port: np as u16,
-                    proto,
-                },
-                Kind::NodePort,
-                policy.etp_local,
-                0,
-            ),
-            Some(np) => reasons.push((pobj.to_string(), format!("nodePort {np} out of range"))),
+            Some(np) if u16::try_from(np).is_ok_and(|np| cfg.nodeport_range.contains(&np)) => {
+                add(None, np as u16, Kind::NodePort, policy.etp_local, 0)
+            }
+            Some(np) => reasons.push((
+                pobj.to_string(),
+                format!(
+                    "nodePort {np} refused: outside the NodePort range {}-{}",
+                    cfg.nodeport_range.start(),
+                    cfg.nodeport_range.end()
+                ),
+            )),
         }
     }
     let src_flag = if has_src_ranges {
@@ -573,35 +429,41 @@ fn service_port(
     };
     for ip in lb_ips {
         add(
-            FrontendKey {
-                addr: Some(*ip),
-                port,
-                proto,
-            },
+            Some(*ip),
+            port,
             Kind::LoadBalancer,
             policy.etp_local,
             src_flag,
         );
     }
     for ip in external_ips {
-        add(
-            FrontendKey {
-                addr: Some(*ip),
-                port,
-                proto,
-            },
-            Kind::ExternalIp,
-            policy.etp_local,
-            0,
-        );
+        add(Some(*ip), port, Kind::ExternalIp, policy.etp_local, 0);
     }
+
+    // Every endpoint listed for the port is a backend: those in a table as
+    // chosen; the others (terminating, not ready, or outside a Local
+    // policy's set) draining: flows that use them keep them until they
+    // leave the EndpointSlices, new flows never choose them.
+    let in_table: BTreeSet<SocketAddrV4> = frontends
+        .iter()
+        .flat_map(|f| f.backends.iter().copied())
+        .collect();
+    let backends = all
+        .map(|c| Backend {
+            addr: c.addr,
+            node: c.place.node,
+            terminating: c.terminating,
+            draining: !in_table.contains(&c.addr),
+            host_network: c.place.host_network,
+        })
+        .collect();
     let with_ranges = frontends
         .iter()
         .any(|f| f.flags & XLB_SVC_F_SRC_RANGES != 0);
     ServicePort {
         name: format!("{key}:{port}/{proto}"),
         frontends,
-        backends: used.into_values().collect(),
+        backends,
         src_ranges: if with_ranges {
             src_ranges.to_vec()
         } else {

@@ -12,214 +12,86 @@
 //! the same `Arc`, so [`crate::sync::Syncer::apply`] skips them by pointer).
 //!
 //! Bad objects and bad fields are skipped with a reason (logged with
-//! `tracing` when first seen, listed in [`Desired::skipped`]); one bad object
-//! never stops the others. Headless Services and ExternalName Services are DNS
-//! only: skipped silently.
+//! `tracing` when first seen, listed in [`Desired::skipped`], once however
+//! often the object is seen); one bad object never stops the others.
+//! Headless Services and ExternalName Services are DNS only: skipped
+//! silently. Services labelled `service.kubernetes.io/service-proxy-name`
+//! (any value) or `service.kubernetes.io/headless` (on the Service or one of
+//! its EndpointSlices) are left alone, as kube-proxy leaves them (listed in
+//! the skipped objects).
 //!
 //! Honoured: ClusterIP (+ clusterIPs), NodePort, LoadBalancer
 //! (status.loadBalancer.ingress IPs), externalIPs, multi-port, named
 //! targetPorts (resolved by the EndpointSlice port of the same name), several
-//! EndpointSlices per Service (label `kubernetes.io/service-name`), endpoint
-//! conditions (ready; serving + terminating only when no ready one exists, per
-//! frontend backend set), nodeName (local vs remote, the node's InternalIP,
-//! VTEP MAC from a configurable annotation, podCIDR(s)),
-//! externalTrafficPolicy and internalTrafficPolicy `Local`, sessionAffinity
-//! ClientIP with timeoutSeconds (default 10800), loadBalancerSourceRanges.
+//! EndpointSlices per Service (label `kubernetes.io/service-name`),
+//! nodeName (local vs remote, the node's InternalIP, VTEP MAC from a
+//! configurable annotation, podCIDR(s)), sessionAffinity ClientIP with
+//! timeoutSeconds (default 10800), loadBalancerSourceRanges,
+//! healthCheckNodePort (in [`ServiceDesired`], for the agent's health server).
+//!
+//! Endpoint selection is kube-proxy's (CategorizeEndpoints): the endpoints
+//! whose `ready` condition is true as published (publishNotReadyAddresses
+//! makes the EndpointSlice controller publish ready=true even while a pod
+//! terminates; unset = ready), else the serving-and-terminating ones; per
+//! traffic policy and locality:
+//! - ClusterIP: internalTrafficPolicy Cluster: the cluster-wide set; Local:
+//!   this node's set, and without one (while endpoints exist elsewhere)
+//!   `XLB_SVC_F_LOCAL` with an empty table: the data plane drops (counted).
+//! - NodePort, LoadBalancer, ExternalIP: externalTrafficPolicy Cluster: the
+//!   cluster-wide set; Local: this node's set for clients outside the cluster
+//!   (`XLB_SVC_F_LOCAL | XLB_SVC_F_EXT_LOCAL`; none: dropped, counted), and an
+//!   entry of the same frontend for clients inside the cluster
+//!   ([`FrontendKey::internal`]: pods, the node) over the cluster-wide set.
+//! - No usable endpoint anywhere: table size 0 without `XLB_SVC_F_LOCAL`:
+//!   the data plane rejects (TCP RST / ICMP unreachable).
+//!
+//! Graceful termination: every endpoint a port's EndpointSlices list is one
+//! of its [`ServicePort::backends`]; those in no frontend's set (terminating
+//! while others are ready, not ready, outside a Local set) are
+//! [`Backend::draining`]: flows that use them keep them, new flows (and
+//! session affinity) never choose them; they go when the EndpointSlices stop
+//! listing them.
+//!
+//! Frontends (module `claims`): a frontend two Services claim goes to the one
+//! with the older creationTimestamp, then the smaller namespace/name, in any
+//! event order; the other is listed in [`Desired::conflicts`] and gets it as
+//! soon as the owner goes. An externalIP or LoadBalancer ingress IP equal to
+//! another Service's ClusterIP, and any frontend address that is loopback,
+//! multicast, broadcast, unspecified or link-local, is refused; so are
+//! NodePorts outside [`ModelConfig::nodeport_range`].
+//!
 //! Not used: topology zones and hints (accepted and ignored: every node
 //! balances over all endpoints, which is what `trafficDistribution` unset
-//! means), appProtocol, healthCheckNodePort, IPv6 (IPv6 addresses, slices and
-//! clusterIPs of dual-stack Services are ignored silently).
+//! means), appProtocol, IPv6 (IPv6 addresses, slices and clusterIPs of
+//! dual-stack Services are ignored silently).
 //!
-//! An endpoint without nodeName is placed by pod CIDR: on another node's CIDR
-//! it is that node's, else it is treated as local (the kernel routes it, e.g.
-//! an address outside the cluster in a hand-written EndpointSlice).
+//! An endpoint without nodeName is placed by address: a Node's own address
+//! makes it a host-network endpoint of that node ([`Backend::host_network`]:
+//! a remote one is reached over the underlay, not the pod-CIDR tunnel);
+//! else a node's pod CIDR; else it is treated as local (the kernel routes
+//! it, e.g. an address outside the cluster in a hand-written EndpointSlice).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use xlb_bpf::{Kind, Proto};
 
 pub use crate::maglev::MaglevConfig;
 
+mod claims;
 mod compute;
+mod diff;
+mod endpoints;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_semantics;
+mod types;
 
-/// Everything the sources know, as the Kubernetes objects themselves. Both
-/// sources (API watchers, manifest directory) produce this; the model turns it
-/// into desired map contents. Objects are shared (`Arc`): the kube-rs stores,
-/// every snapshot and the [`Model`] hold one copy of each object between
-/// them, and a snapshot costs one reference count per object.
-#[derive(Clone, Debug, Default)]
-pub struct Snapshot {
-    pub services: Vec<Arc<Service>>,
-    pub slices: Vec<Arc<EndpointSlice>>,
-    pub nodes: Vec<Arc<Node>>,
-}
-
-/// Flannel's annotation: JSON `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}`.
-pub const FLANNEL_VTEP_ANNOTATION: &str = "flannel.alpha.coreos.com/backend-data";
-/// xlb's own annotation: a plain `aa:bb:cc:dd:ee:ff`. Always accepted.
-pub const XLB_VTEP_ANNOTATION: &str = "xlb.io/vtep-mac";
-/// The EndpointSlice label naming its Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-/// sessionAffinityConfig.clientIP.timeoutSeconds when unset (Kubernetes' default).
-pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
-
-/// What the model needs to know about this node and the tables.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ModelConfig {
-    /// This node's name (Node metadata.name; endpoints with this nodeName are local).
-    pub node_name: String,
-    /// This node's addresses (NodePort matches any of them); the own Node's
-    /// InternalIP/ExternalIP addresses are added.
-    pub node_addrs: Vec<Ipv4Addr>,
-    /// Node annotation holding the VTEP MAC: either flannel's JSON
-    /// (`{"VtepMAC": ".."}`) or a plain MAC. [`XLB_VTEP_ANNOTATION`] is always
-    /// accepted as a fallback.
-    pub vtep_mac_annotation: String,
-    /// Maglev table sizes.
-    pub maglev: MaglevConfig,
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        Self {
-            node_name: String::new(),
-            node_addrs: Vec::new(),
-            vtep_mac_annotation: FLANNEL_VTEP_ANNOTATION.into(),
-            maglev: MaglevConfig::default(),
-        }
-    }
-}
-
-/// What the `services` map matches: an address (ClusterIP, LoadBalancer
-/// ingress, ExternalIP) or, with `addr: None`, a NodePort on any local address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FrontendKey {
-    pub addr: Option<Ipv4Addr>,
-    pub port: u16,
-    pub proto: Proto,
-}
-
-impl FrontendKey {
-    /// The map key.
-    pub fn svc_key(&self) -> xlb_bpf::types::xlb_svc_key {
-        use xlb_bpf::types::xlb_svc_key;
-        match self.addr {
-            Some(a) => xlb_svc_key::addr(SocketAddrV4::new(a, self.port), self.proto),
-            None => xlb_svc_key::nodeport(self.port, self.proto),
-        }
-    }
-}
-
-impl std::fmt::Display for FrontendKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.addr {
-            Some(a) => write!(f, "{a}:{}/{}", self.port, self.proto),
-            None => write!(f, "*:{}/{} (NodePort)", self.port, self.proto),
-        }
-    }
-}
-
-/// One entry of the `services` map, before ids and regions are assigned.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Frontend {
-    pub key: FrontendKey,
-    pub kind: Kind,
-    /// `XLB_SVC_F_*`.
-    pub flags: u32,
-    /// Seconds, meaningful with `XLB_SVC_F_AFFINITY`.
-    pub affinity_timeout: u32,
-    /// Maglev `M` for `backends.len()`; 0 when there is no usable backend
-    /// (the data plane rejects).
-    pub table_size: u32,
-    /// The backends to balance over (identities, sorted, unique); each is in
-    /// the port's [`ServicePort::backends`].
-    pub backends: Vec<SocketAddrV4>,
-    /// How many of `backends` are on this node.
-    pub n_local: u32,
-}
-
-/// An endpoint to balance to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Backend {
-    /// Stable identity (and DNAT target).
-    pub addr: SocketAddrV4,
-    /// Underlay address of its node; `None` = this node.
-    pub node: Option<Ipv4Addr>,
-    /// Serving but terminating (used only because no ready endpoint exists).
-    pub terminating: bool,
-}
-
-/// One port of a Service: the unit of svc_id, stats and names.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServicePort {
-    /// `"ns/name:port/PROTO"`, e.g. `"default/web:80/TCP"`.
-    pub name: String,
-    pub frontends: Vec<Frontend>,
-    /// Every backend any frontend uses, sorted by address, unique.
-    pub backends: Vec<Backend>,
-    /// loadBalancerSourceRanges `(network, prefix)`, only when a LoadBalancer
-    /// frontend carries `XLB_SVC_F_SRC_RANGES`.
-    pub src_ranges: Vec<(Ipv4Addr, u8)>,
-}
-
-/// What one Service object asks of the data plane.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct ServiceDesired {
-    pub ports: Vec<ServicePort>,
-}
-
-/// A tunnel entry: another node's pod CIDR.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TunnelEntry {
-    pub node: Ipv4Addr,
-    pub vtep_mac: [u8; 6],
-}
-
-/// Desired contents of the maps the agent owns.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Desired {
-    /// Per Service object, keyed `"ns/name"`.
-    pub services: BTreeMap<String, Arc<ServiceDesired>>,
-    /// `(network, prefix)` -> node, for every other node with an address,
-    /// a VTEP MAC and pod CIDR(s).
-    pub tunnels: BTreeMap<(Ipv4Addr, u8), TunnelEntry>,
-    /// This node's addresses (NodePort).
-    pub local_addrs: BTreeSet<Ipv4Addr>,
-    /// `(object, reason)` for everything skipped, e.g.
-    /// `("Service default/web port 0/TCP", "port 0 out of range")`.
-    pub skipped: Vec<(String, String)>,
-}
-
-impl Desired {
-    /// Every Service port.
-    pub fn ports(&self) -> impl Iterator<Item = &ServicePort> {
-        self.services.values().flat_map(|s| s.ports.iter())
-    }
-
-    /// Every frontend with its port.
-    pub fn frontends(&self) -> impl Iterator<Item = (&ServicePort, &Frontend)> {
-        self.ports()
-            .flat_map(|p| p.frontends.iter().map(move |f| (p, f)))
-    }
-
-    /// Every backend, by identity.
-    pub fn backends(&self) -> BTreeMap<SocketAddrV4, &Backend> {
-        self.ports()
-            .flat_map(|p| p.backends.iter().map(|b| (b.addr, b)))
-            .collect()
-    }
-
-    /// A Service port by name.
-    pub fn port(&self, name: &str) -> Option<&ServicePort> {
-        self.ports().find(|p| p.name == name)
-    }
-}
+use diff::{diff_kind, key_of, same_object};
+pub use types::*;
 
 /// Builds the desired state from a snapshot in one go.
 pub fn build(snap: &Snapshot, cfg: &ModelConfig) -> Desired {
@@ -236,31 +108,6 @@ pub struct SnapshotDelta {
     /// Whether what the maps get changed (services, tunnels, local
     /// addresses; not the skip reasons).
     pub changed: bool,
-}
-
-/// Whether a source's object is the one the model holds: the same `Arc`,
-/// or else by resourceVersion / content. Objects from the
-/// API server both carry a resourceVersion, which changes on every write of
-/// the object: equal means unchanged, without comparing content (a deep
-/// comparison of 20k objects costs tens of ms). Without one on either side
-/// (manifest files) the content decides.
-fn same_object<
-    K: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
-        + PartialEq,
->(
-    old: &Arc<K>,
-    new: &Arc<K>,
-) -> bool {
-    if Arc::ptr_eq(old, new) {
-        return true; // the very object (kube-rs stores keep unchanged ones)
-    }
-    match (
-        &old.metadata().resource_version,
-        &new.metadata().resource_version,
-    ) {
-        (Some(a), Some(b)) => a == b,
-        _ => old == new,
-    }
 }
 
 /// What the model keeps of a Node.
@@ -291,125 +138,11 @@ pub struct Model {
     node_objs: HashMap<String, Arc<Node>>,
     /// owner object -> its skip reasons.
     skipped: BTreeMap<String, Vec<(String, String)>>,
+    /// Frontend ownership across Services.
+    claims: claims::Claims,
+    /// Service key -> the frontends it claims and does not get.
+    conflicts: BTreeMap<String, Vec<FrontendConflict>>,
     desired: Desired,
-}
-
-fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
-    let name = meta.name.as_deref().filter(|n| !n.is_empty())?;
-    let ns = meta.namespace.as_deref().unwrap_or("default");
-    Some(format!("{ns}/{name}"))
-}
-
-/// Writes [`key_of`] into `buf`; false when the object has no name.
-fn key_into(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    buf: &mut String,
-) -> bool {
-    let Some(name) = meta.name.as_deref().filter(|n| !n.is_empty()) else {
-        return false;
-    };
-    buf.clear();
-    buf.push_str(meta.namespace.as_deref().unwrap_or("default"));
-    buf.push('/');
-    buf.push_str(name);
-    true
-}
-
-/// One kind of a snapshot against the objects the model holds.
-struct KindDiff<'a, T> {
-    /// `(key, object)` added or changed, in snapshot order (last wins).
-    changed: Vec<(String, &'a Arc<T>)>,
-    /// Keys held but no longer in the snapshot.
-    gone: Vec<String>,
-    /// Objects without a name.
-    nameless: usize,
-}
-
-/// Diffs `objs` against `have`. The sources hand over snapshots sorted by
-/// `namespace/name` ([`crate::sources::sort_snapshot`]): then one pass with
-/// one lookup per object (no per-object allocation) finds the changes, and
-/// a count tells whether anything is gone. Unsorted input or duplicate names
-/// take the general path (last object of a name wins).
-fn diff_kind<'a, T, S>(have: &HashMap<String, Arc<T>, S>, objs: &'a [Arc<T>]) -> KindDiff<'a, T>
-where
-    T: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
-        + PartialEq,
-    S: std::hash::BuildHasher,
-{
-    let mut d = KindDiff {
-        changed: Vec::new(),
-        gone: Vec::new(),
-        nameless: 0,
-    };
-    let (mut buf, mut prev) = (String::new(), String::new());
-    let mut sorted = true;
-    let mut matched = 0;
-    for o in objs {
-        if !key_into(o.metadata(), &mut buf) {
-            d.nameless += 1;
-            continue;
-        }
-        if sorted && !prev.is_empty() && buf <= prev {
-            sorted = false;
-            break;
-        }
-        std::mem::swap(&mut prev, &mut buf);
-        match have.get(prev.as_str()) {
-            Some(old) => {
-                matched += 1;
-                if !same_object(old, o) {
-                    d.changed.push((prev.clone(), o));
-                }
-            }
-            None => d.changed.push((prev.clone(), o)),
-        }
-    }
-    if sorted {
-        if matched != have.len() {
-            let mut present: HashSet<String> = HashSet::with_capacity(objs.len());
-            for o in objs {
-                if key_into(o.metadata(), &mut buf) {
-                    present.insert(buf.clone());
-                }
-            }
-            d.gone = have
-                .keys()
-                .filter(|k| !present.contains(k.as_str()))
-                .cloned()
-                .collect();
-        }
-        return d;
-    }
-    // General path: last object of each name.
-    d = KindDiff {
-        changed: Vec::new(),
-        gone: Vec::new(),
-        nameless: 0,
-    };
-    let mut last: HashMap<String, &'a Arc<T>> = HashMap::with_capacity(objs.len());
-    let mut order: Vec<String> = Vec::new();
-    for o in objs {
-        match key_of(o.metadata()) {
-            Some(k) => {
-                if last.insert(k.clone(), o).is_none() {
-                    order.push(k);
-                }
-            }
-            None => d.nameless += 1,
-        }
-    }
-    d.gone = have
-        .keys()
-        .filter(|k| !last.contains_key(k.as_str()))
-        .cloned()
-        .collect();
-    for k in order {
-        let o = last[&k];
-        if !have.get(&k).is_some_and(|old| same_object(old, o)) {
-            d.changed.push((k, o));
-        }
-    }
-    d
 }
 
 impl Model {
@@ -423,6 +156,8 @@ impl Model {
             nodes: BTreeMap::new(),
             node_objs: HashMap::new(),
             skipped: BTreeMap::new(),
+            claims: claims::Claims::default(),
+            conflicts: BTreeMap::new(),
             desired: Desired::default(),
         };
         m.refresh_nodes();
@@ -435,7 +170,7 @@ impl Model {
         for n in &snap.nodes {
             if let Some(name) = n.metadata.name.clone().filter(|n| !n.is_empty()) {
                 let mut reasons = Vec::new();
-                let info = compute::node_info(n, &m.cfg, &mut reasons);
+                let info = endpoints::node_info(n, &m.cfg, &mut reasons);
                 m.set_reasons(&format!("Node {name}"), reasons);
                 m.node_objs.insert(name.clone(), n.clone());
                 m.nodes.insert(name, info);
@@ -544,7 +279,7 @@ impl Model {
             return false;
         };
         let mut reasons = Vec::new();
-        let info = compute::node_info(node, &self.cfg, &mut reasons);
+        let info = endpoints::node_info(node, &self.cfg, &mut reasons);
         let owner = format!("Node {name}");
         self.set_reasons(&owner, reasons);
         self.node_objs.insert(name.clone(), Arc::new(node.clone()));
@@ -618,7 +353,7 @@ impl Model {
             }
             delta.upserted += 1;
             let mut reasons = Vec::new();
-            let info = compute::node_info(n, &self.cfg, &mut reasons);
+            let info = endpoints::node_info(n, &self.cfg, &mut reasons);
             self.set_reasons(&format!("Node {name}"), reasons);
             self.node_objs.insert(name.to_string(), n.clone());
             if self.nodes.get(name) != Some(&info) {
@@ -739,7 +474,9 @@ impl Model {
         }
     }
 
-    /// Recomputes one Service; returns whether its desired entry changed.
+    /// Recomputes one Service, then the final state of every Service whose
+    /// frontend ownership that can change; returns whether a desired entry
+    /// changed.
     fn recompute(&mut self, key: &str) -> bool {
         let owner = format!("Service {key}");
         let mut reasons = Vec::new();
@@ -751,17 +488,37 @@ impl Model {
                 .flatten()
                 .filter_map(|k| self.slices.get(k).map(|s| &**s));
             compute::service(svc, key, slices, &self.nodes, &self.cfg, &mut reasons)
+                .map(|d| (claims::rank_of(svc, key), Arc::new(d)))
         });
         self.set_reasons(&owner, reasons);
+        let mut changed = false;
+        for k in self.claims.set(key, new) {
+            changed |= self.finalize(&k);
+        }
+        changed
+    }
+
+    /// Derives one Service's desired entry from its computed state and the
+    /// frontends it owns; returns whether it changed.
+    fn finalize(&mut self, key: &str) -> bool {
+        let mut reasons = Vec::new();
+        let mut conflicts = Vec::new();
+        let new = self.claims.resolve(key, &mut reasons, &mut conflicts);
+        self.set_reasons(&format!("Service {key} (frontends)"), reasons);
+        if conflicts.is_empty() {
+            self.conflicts.remove(key);
+        } else {
+            self.conflicts.insert(key.to_string(), conflicts);
+        }
         match (new, self.desired.services.get(key)) {
             (None, None) => false,
             (None, Some(_)) => {
                 self.desired.services.remove(key);
                 true
             }
-            (Some(n), Some(old)) if **old == n => false,
+            (Some(n), Some(old)) if Arc::ptr_eq(old, &n) || **old == *n => false,
             (Some(n), _) => {
-                self.desired.services.insert(key.to_string(), Arc::new(n));
+                self.desired.services.insert(key.to_string(), n);
                 true
             }
         }
@@ -837,5 +594,9 @@ impl Model {
 
     fn rebuild_skipped(&mut self) {
         self.desired.skipped = self.skipped.values().flatten().cloned().collect();
+        let mut conflicts: Vec<FrontendConflict> =
+            self.conflicts.values().flatten().cloned().collect();
+        conflicts.sort();
+        self.desired.conflicts = conflicts;
     }
 }

@@ -7,7 +7,10 @@
 //!
 //! ## Order
 //! Per Service port, in an order that never lets a packet see missing data:
-//! 1. backends (new ids written, ACTIVE) — before any table names them;
+//! 1. backends: every endpoint the port lists gets its id (new ids written,
+//!    ACTIVE) before any table names it; existing ones are rewritten in place
+//!    at the same generation when their flags change (terminating,
+//!    draining: the flows that use them keep them);
 //! 2. each frontend group's Maglev table into a *free* region of the `maglev`
 //!    slot array (frontends of a port with the same backend set share one);
 //! 3. source ranges to add;
@@ -16,19 +19,25 @@
 //! 5. removed frontends' `services` entries deleted;
 //! 6. source ranges to remove;
 //! 7. regions no frontend points at any more freed (reusable);
-//! 8. backends no region names any more: ACTIVE cleared and the generation
-//!    bumped (connection-tracking entries pointing at them are re-chosen).
+//! 8. backends neither a region nor the port's list names any more: ACTIVE
+//!    cleared and the generation bumped (connection-tracking entries pointing
+//!    at them are re-chosen: TCP at once, UDP at the next datagram).
 //!
 //! ## Ids
 //! svc_id is stable per Service port name (`"ns/name:port/PROTO"`) while the
-//! port exists (and across restarts through the names file); backend ids are
-//! stable per `addr:port` while any table uses it. Id 0 of `backends` is never
-//! used (an unwritten Maglev slot reads 0 and finds an inactive backend).
+//! port exists (and across restarts through the names file); a backend id
+//! belongs to one Service port and one `addr:port`, stable while the port
+//! lists the endpoint (so an endpoint leaving one Service retires that
+//! Service's id only, whatever other Services still use the address). Id 0
+//! of `backends` is never used (an unwritten Maglev slot reads 0 and finds
+//! an inactive backend).
 //!
 //! ## Restart
 //! [`Syncer::adopt`] reads what the maps hold (frontends, their regions and
 //! table contents, backend slots and generations, source ranges, tunnels,
-//! local addresses) without writing anything; the first [`Syncer::apply`]
+//! local addresses) without writing anything; an active backend no table
+//! names (a draining one) is taken over by the first port that lists its
+//! address, at the same id and generation; the first [`Syncer::apply`]
 //! keeps every entry that is already right (same ids, same regions) and
 //! removes the stale rest. Call it only with a complete desired state (after
 //! the sources' first full sync).

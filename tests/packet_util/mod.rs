@@ -396,7 +396,7 @@ pub const MULTI_TABLE: [u32; 13] = [1, 5, 6, 5, 1, 6, 6, 1, 5, 1, 6, 5, 1];
 /// | 4 | 10.96.0.21:80/TCP | 4 (node NONEIGH) |
 /// | 5 | 10.96.0.22:80/TCP | 7 (remote, no tunnel entry) |
 /// | 6,7 | 10.96.0.30:80/TCP, :53/UDP | none |
-/// | 8 | 10.96.0.40:80/TCP, Local | 3 (remote only) |
+/// | 8 | 10.96.0.40:80/TCP, ExternalIP, Local | 3 (remote only) |
 /// | 9 | 10.96.0.50:80/TCP, source ranges 198.18.0.0/28 | 1 |
 /// | 10 | 10.96.0.60:80/TCP, affinity 100 s | AFF_TABLE |
 /// | 11 | 10.96.0.70:80/TCP | MULTI_TABLE |
@@ -435,6 +435,9 @@ pub fn fixture(env: &Env) {
     env.service(tcp_key("10.96.0.30:80"), 6, 80, &[], 0);
     env.service(udp_key("10.96.0.30:53"), 7, 96, &[], 0);
     env.service(tcp_key("10.96.0.40:80"), 8, 112, &[3; 7], XLB_SVC_F_LOCAL);
+    let mut v = m.service(&tcp_key("10.96.0.40:80")).unwrap().unwrap();
+    v.fe_type = XLB_FE_EXTERNALIP as u8; // externalTrafficPolicy Local
+    m.put_service(&tcp_key("10.96.0.40:80"), &v).unwrap();
     env.service(
         tcp_key("10.96.0.50:80"),
         9,

@@ -125,6 +125,23 @@ pub fn desired(services: Vec<Service>, slices: Vec<EndpointSlice>) -> Desired {
 /// table equal to Maglev over its backends, exactly the backends in use
 /// active (with node and address), ranges, tunnels, local addresses; and
 /// `names` maps each port's svc_id to its name. Returns the problems.
+/// The `backends` flags the syncer writes for `b` (address, node and
+/// generation aside).
+fn xlb_backend_of(b: &xlb::model::Backend) -> xlb_bpf::types::xlb_backend {
+    use xlb_bpf::consts::*;
+    let mut v = xlb_bpf::types::xlb_backend::new(b.addr, b.node, 0);
+    for (on, f) in [
+        (b.terminating, XLB_BE_F_TERMINATING),
+        (b.draining, XLB_BE_F_DRAINING),
+        (b.host_network, XLB_BE_F_HOST_NETWORK),
+    ] {
+        if on {
+            v.flags |= f as u8;
+        }
+    }
+    v
+}
+
 pub fn verify<M: MapOps>(maps: &M, d: &Desired, names: &BTreeMap<u32, String>) -> Vec<String> {
     let mut bad = Vec::new();
     let slots = maps.backend_slots().unwrap();
@@ -136,7 +153,14 @@ pub fn verify<M: MapOps>(maps: &M, d: &Desired, names: &BTreeMap<u32, String>) -
         by_key.insert(kb, *v);
     }
     let mut n_fe = 0;
-    let mut want_backends = BTreeSet::new();
+    // (address, node, flags) -> how many ports list it (one slot each)
+    let mut want_backends: BTreeMap<(SocketAddrV4, Option<Ipv4Addr>, u8), usize> = BTreeMap::new();
+    for p in d.ports() {
+        for b in &p.backends {
+            let v = xlb_backend_of(b);
+            *want_backends.entry((b.addr, b.node, v.flags)).or_default() += 1;
+        }
+    }
     let mut want_ranges = BTreeSet::new();
     for (p, f) in d.frontends() {
         n_fe += 1;
@@ -180,9 +204,6 @@ pub fn verify<M: MapOps>(maps: &M, d: &Desired, names: &BTreeMap<u32, String>) -
         if got != want {
             bad.push(format!("{} {}: table differs", p.name, f.key));
         }
-        for b in &p.backends {
-            want_backends.insert((b.addr, b.node));
-        }
         for r in &p.src_ranges {
             want_ranges.insert((v.svc_id, r.0, r.1));
         }
@@ -194,13 +215,11 @@ pub fn verify<M: MapOps>(maps: &M, d: &Desired, names: &BTreeMap<u32, String>) -
             n_fe
         ));
     }
-    let active: BTreeSet<_> = slots
-        .iter()
-        .filter(|b| b.is_active())
-        .map(|b| (b.sockaddr(), b.node()))
-        .collect();
-    let n_active = slots.iter().filter(|b| b.is_active()).count();
-    if active != want_backends || n_active != want_backends.len() {
+    let mut active: BTreeMap<(SocketAddrV4, Option<Ipv4Addr>, u8), usize> = BTreeMap::new();
+    for b in slots.iter().filter(|b| b.is_active()) {
+        *active.entry((b.sockaddr(), b.node(), b.flags)).or_default() += 1;
+    }
+    if active != want_backends {
         bad.push(format!("active backends {active:?} vs {want_backends:?}"));
     }
     let ranges: BTreeSet<_> = maps

@@ -1,0 +1,311 @@
+//! Nodes and endpoints: what the model uses of a Node, where an endpoint
+//! lives, and which endpoints a port's frontends balance over.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use xlb_bpf::Proto;
+
+use super::{ModelConfig, NodeInfo, XLB_VTEP_ANNOTATION};
+
+type Reasons = Vec<(String, String)>;
+
+/// Parses `a.b.c.d/n`, masking host bits.
+pub(crate) fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (a, p) = s.trim().split_once('/')?;
+    let a: Ipv4Addr = a.parse().ok()?;
+    let p: u8 = p.parse().ok().filter(|p| *p <= 32)?;
+    let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+    Some((Ipv4Addr::from(u32::from(a) & mask), p))
+}
+
+fn contains(net: (Ipv4Addr, u8), a: Ipv4Addr) -> bool {
+    let mask = if net.1 == 0 {
+        0
+    } else {
+        u32::MAX << (32 - net.1)
+    };
+    u32::from(a) & mask == u32::from(net.0)
+}
+
+pub(super) fn is_v6(s: &str) -> bool {
+    s.contains(':')
+}
+
+pub(super) fn parse_proto(p: Option<&str>) -> Result<Proto, String> {
+    match p.unwrap_or("TCP") {
+        "TCP" => Ok(Proto::Tcp),
+        "UDP" => Ok(Proto::Udp),
+        "SCTP" => Err("protocol SCTP not supported yet".into()),
+        other => Err(format!("unknown protocol {other:?}")),
+    }
+}
+
+fn parse_mac_annotation(v: &str) -> Option<[u8; 6]> {
+    let v = v.trim();
+    if let Some(m) = xlb_bpf::wire::parse_mac(v) {
+        return Some(m);
+    }
+    let j: serde_json::Value = serde_json::from_str(v).ok()?;
+    xlb_bpf::wire::parse_mac(j.get("VtepMAC")?.as_str()?)
+}
+
+/// What the model uses of a Node.
+pub(crate) fn node_info(n: &Node, cfg: &ModelConfig, reasons: &mut Reasons) -> NodeInfo {
+    let name = n.metadata.name.as_deref().unwrap_or("?");
+    let obj = format!("Node {name}");
+    let mut info = NodeInfo::default();
+    for a in n
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        if a.type_ != "InternalIP" && a.type_ != "ExternalIP" {
+            continue;
+        }
+        if is_v6(&a.address) {
+            continue;
+        }
+        match a.address.parse::<Ipv4Addr>() {
+            Ok(ip) => {
+                if a.type_ == "InternalIP" && info.addr.is_none() {
+                    info.addr = Some(ip);
+                }
+                info.addrs.push(ip);
+            }
+            Err(_) => reasons.push((obj.clone(), format!("bad address {:?}", a.address))),
+        }
+    }
+    if info.addr.is_none() {
+        reasons.push((obj.clone(), "no IPv4 InternalIP".into()));
+    }
+    let spec = n.spec.as_ref();
+    let mut cidrs: Vec<&String> = spec
+        .and_then(|s| s.pod_cidrs.as_ref())
+        .into_iter()
+        .flatten()
+        .collect();
+    if cidrs.is_empty() {
+        cidrs.extend(spec.and_then(|s| s.pod_cidr.as_ref()));
+    }
+    for c in cidrs {
+        if is_v6(c) {
+            continue;
+        }
+        match parse_cidr(c) {
+            Some(net) if !info.cidrs.contains(&net) => info.cidrs.push(net),
+            Some(_) => {}
+            None => reasons.push((obj.clone(), format!("bad podCIDR {c:?}"))),
+        }
+    }
+    let ann = n.metadata.annotations.as_ref();
+    for key in [cfg.vtep_mac_annotation.as_str(), XLB_VTEP_ANNOTATION] {
+        if let Some(v) = ann.and_then(|a| a.get(key)) {
+            match parse_mac_annotation(v) {
+                Some(m) => {
+                    info.vtep_mac = Some(m);
+                    break;
+                }
+                None => reasons.push((obj.clone(), format!("annotation {key}: no MAC in {v:?}"))),
+            }
+        }
+    }
+    info
+}
+
+/// One endpoint of one port, before selection. Conditions as published
+/// (missing ones as Kubernetes documents them: ready unset = ready, serving
+/// unset = ready, terminating unset = false).
+#[derive(Clone, Debug)]
+pub(super) struct Candidate {
+    pub addr: SocketAddrV4,
+    pub place: Place,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+}
+
+impl Candidate {
+    pub fn local(&self) -> bool {
+        self.place.node.is_none()
+    }
+
+    /// Usable at all: ready, or the serving-and-terminating fallback.
+    pub fn usable(&self) -> bool {
+        self.ready || (self.serving && self.terminating)
+    }
+}
+
+/// Where an endpoint lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Place {
+    /// Underlay address of its node; `None` = this node.
+    pub node: Option<Ipv4Addr>,
+    /// Its address is its node's own address (a hostNetwork pod, the API
+    /// server of the `kubernetes` Service).
+    pub host_network: bool,
+}
+
+/// Whether `ip` is one of this node's addresses (its Node's, or configured).
+fn is_own_addr(ip: Ipv4Addr, nodes: &BTreeMap<String, NodeInfo>, cfg: &ModelConfig) -> bool {
+    cfg.node_addrs.contains(&ip)
+        || nodes
+            .get(&cfg.node_name)
+            .is_some_and(|me| me.addrs.contains(&ip))
+}
+
+/// Where an endpoint lives. With nodeName, that node; without, the node
+/// whose address it is (a host-network endpoint), else the node whose pod
+/// CIDR holds it, else this node (the kernel routes it, e.g. an address
+/// outside the cluster in a hand-written EndpointSlice).
+fn place(
+    node_name: Option<&str>,
+    ip: Ipv4Addr,
+    nodes: &BTreeMap<String, NodeInfo>,
+    cfg: &ModelConfig,
+) -> Result<Place, String> {
+    let here = |host_network| Place {
+        node: None,
+        host_network,
+    };
+    let remote = |name: &str, info: &NodeInfo, host_network| {
+        info.addr
+            .map(|a| Place {
+                node: Some(a),
+                host_network,
+            })
+            .ok_or_else(|| format!("node {name} has no IPv4 InternalIP"))
+    };
+    match node_name.filter(|n| !n.is_empty()) {
+        Some(n) if n == cfg.node_name => Ok(here(is_own_addr(ip, nodes, cfg))),
+        Some(n) => match nodes.get(n) {
+            Some(info) => remote(n, info, info.addrs.contains(&ip)),
+            None => Err(format!("node {n} unknown")),
+        },
+        None => {
+            if is_own_addr(ip, nodes, cfg) {
+                return Ok(here(true));
+            }
+            for (name, info) in nodes {
+                if *name != cfg.node_name && info.addrs.contains(&ip) {
+                    return remote(name, info, true);
+                }
+            }
+            if let Some(me) = nodes.get(&cfg.node_name) {
+                if me.cidrs.iter().any(|c| contains(*c, ip)) {
+                    return Ok(here(false));
+                }
+            }
+            for (name, info) in nodes {
+                if *name != cfg.node_name && info.cidrs.iter().any(|c| contains(*c, ip)) {
+                    return remote(name, info, false);
+                }
+            }
+            Ok(here(false))
+        }
+    }
+}
+
+/// Endpoints of the slices, per (slice port name, proto) -> candidates.
+pub(super) fn candidates<'a>(
+    slices: impl Iterator<Item = &'a EndpointSlice>,
+    nodes: &BTreeMap<String, NodeInfo>,
+    cfg: &ModelConfig,
+    reasons: &mut Reasons,
+) -> BTreeMap<(String, Proto), BTreeMap<SocketAddrV4, Candidate>> {
+    let mut out: BTreeMap<(String, Proto), BTreeMap<SocketAddrV4, Candidate>> = BTreeMap::new();
+    for s in slices {
+        let sname = format!(
+            "EndpointSlice {}/{}",
+            s.metadata.namespace.as_deref().unwrap_or("default"),
+            s.metadata.name.as_deref().unwrap_or("?")
+        );
+        match s.address_type.as_str() {
+            "IPv4" => {}
+            "IPv6" => continue,
+            other => {
+                reasons.push((sname, format!("addressType {other:?} not supported")));
+                continue;
+            }
+        }
+        let mut ports = Vec::new();
+        for p in s.ports.iter().flatten() {
+            let pname = p.name.clone().unwrap_or_default();
+            let proto = match parse_proto(p.protocol.as_deref()) {
+                Ok(pr) => pr,
+                Err(e) => {
+                    reasons.push((sname.clone(), format!("port {pname:?}: {e}")));
+                    continue;
+                }
+            };
+            match p.port {
+                Some(n) if (1..=65535).contains(&n) => ports.push((pname, proto, n as u16)),
+                other => reasons.push((
+                    sname.clone(),
+                    format!("port {pname:?}: port {other:?} out of range"),
+                )),
+            }
+        }
+        if ports.is_empty() {
+            continue;
+        }
+        for e in &s.endpoints {
+            let Some(first) = e.addresses.first() else {
+                reasons.push((sname.clone(), "endpoint without addresses".into()));
+                continue;
+            };
+            let ip: Ipv4Addr = match first.parse() {
+                Ok(ip) => ip,
+                Err(_) => {
+                    reasons.push((sname.clone(), format!("bad endpoint address {first:?}")));
+                    continue;
+                }
+            };
+            let place = match place(e.node_name.as_deref(), ip, nodes, cfg) {
+                Ok(p) => p,
+                Err(why) => {
+                    reasons.push((sname.clone(), format!("endpoint {ip}: {why}")));
+                    continue;
+                }
+            };
+            let c = e.conditions.as_ref();
+            let ready = c.and_then(|c| c.ready).unwrap_or(true);
+            let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+            let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+            for (pname, proto, port) in &ports {
+                let addr = SocketAddrV4::new(ip, *port);
+                let cand = Candidate {
+                    addr,
+                    place,
+                    ready,
+                    serving,
+                    terminating,
+                };
+                let m = out.entry((pname.clone(), *proto)).or_default();
+                // The same endpoint in two slices (during a move): ready wins.
+                match m.get(&addr) {
+                    Some(old) if old.ready || !cand.ready => {}
+                    _ => {
+                        m.insert(addr, cand);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// As kube-proxy's CategorizeEndpoints: the ready ones (`ready` as
+/// published, whatever `terminating` says: publishNotReadyAddresses); when
+/// there is none, the serving-and-terminating ones.
+pub(super) fn select<'a>(cands: impl Iterator<Item = &'a Candidate> + Clone) -> Vec<&'a Candidate> {
+    let ready: Vec<_> = cands.clone().filter(|c| c.ready).collect();
+    if !ready.is_empty() {
+        return ready;
+    }
+    cands.filter(|c| c.serving && c.terminating).collect()
+}

@@ -1,0 +1,261 @@
+//! Taking over the maps a previous agent left (restart), and reconciling
+//! them at the first apply.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use xlb_bpf::consts::XLB_MAX_SVC;
+use xlb_bpf::types::xlb_backend;
+
+use super::{
+    hash_ids, key_of_svc, BeKey, BeState, FeState, MapOps, PortState, Result, SyncOptions,
+    SyncReport, Syncer, Table,
+};
+use crate::model::Desired;
+use crate::sync::Regions;
+
+impl<M: MapOps> Syncer<M> {
+    /// Takes over `maps` and what they hold (nothing is written until
+    /// [`Syncer::apply`]). Empty maps are fine.
+    pub fn adopt(maps: M, opts: SyncOptions) -> Result<Self> {
+        let names_file = match &opts.names_file {
+            Some(p) => crate::names::read(p).unwrap_or_else(|e| {
+                tracing::warn!("{e}: Service names start empty");
+                BTreeMap::new()
+            }),
+            None => BTreeMap::new(),
+        };
+        let be_cap = maps.backend_capacity();
+        let mut s = Self {
+            regions: Regions::new(0),
+            backends: HashMap::new(),
+            gens: vec![0; be_cap as usize],
+            next_be: 1,
+            free_be: BTreeSet::new(),
+            orphans: HashMap::new(),
+            svc_ids: HashMap::new(),
+            names: BTreeMap::new(),
+            next_svc: 1,
+            free_svc: BTreeSet::new(),
+            names_dirty: false,
+            ports: HashMap::new(),
+            fe_owner: HashMap::new(),
+            applied: BTreeMap::new(),
+            retry: BTreeSet::new(),
+            tunnels: BTreeMap::new(),
+            local_addrs: BTreeSet::new(),
+            adopting: true,
+            stray_services: Vec::new(),
+            stray_src: Vec::new(),
+            opts,
+            maps,
+        };
+
+        // Backend slots: generations kept; the highest id seen bounds the
+        // fresh ones, inactive ones below it are free. Active ones belong to
+        // the Service port whose table names them (below).
+        let slots = s.maps.backend_slots()?;
+        let mut max_seen = 0;
+        for (id, b) in slots.iter().enumerate().skip(1) {
+            let id = id as u32;
+            s.gens[id as usize] = b.generation;
+            if b.generation != 0 || b.is_active() {
+                max_seen = id;
+            }
+        }
+        s.next_be = max_seen + 1;
+        let active = |id: u32| slots.get(id as usize).filter(|b| b.is_active());
+        // id -> the Service port it is adopted for.
+        let mut owner_of: HashMap<u32, BeKey> = HashMap::new();
+
+        // Frontends, their regions and the backends their tables name.
+        let mut used_regions = Vec::new();
+        for (k, v) in s.maps.services()? {
+            let Some(key) = key_of_svc(&k) else {
+                s.stray_services.push(k);
+                continue;
+            };
+            let name = names_file
+                .get(&v.svc_id)
+                .cloned()
+                .unwrap_or_else(|| format!("?{}", v.svc_id));
+            if v.svc_id >= XLB_MAX_SVC {
+                s.stray_services.push(k);
+                continue;
+            }
+            let port = s.ports.entry(name.clone()).or_insert_with(|| PortState {
+                svc_id: v.svc_id,
+                ..Default::default()
+            });
+            if port.svc_id != v.svc_id {
+                // Two ids under one name: keep the first; the other entry is stale.
+                s.stray_services.push(k);
+                continue;
+            }
+            if v.table_size > 0 {
+                if let Some(t) = port.tables.iter_mut().find(|t| t.off == v.table_off) {
+                    t.refs += 1;
+                } else {
+                    used_regions.push((v.table_off, v.table_size));
+                    let ids = s
+                        .maps
+                        .read_maglev(v.table_off, v.table_size)
+                        .unwrap_or_default();
+                    // Complete when every slot names an active backend that
+                    // is this port's (or no other port's yet).
+                    let mut backends = Vec::with_capacity(ids.len());
+                    let mut complete = !ids.is_empty();
+                    for id in &ids {
+                        let Some(b) = active(*id) else {
+                            complete = false;
+                            break;
+                        };
+                        let bk = (v.svc_id, b.sockaddr());
+                        match owner_of.get(id) {
+                            Some(o) if *o != bk => {
+                                complete = false;
+                                break;
+                            }
+                            Some(_) => {}
+                            None if s.backends.contains_key(&bk) => {
+                                // another id for the same address: stale
+                                complete = false;
+                                break;
+                            }
+                            None => {
+                                owner_of.insert(*id, bk);
+                                s.backends.insert(
+                                    bk,
+                                    BeState {
+                                        id: *id,
+                                        refs: 0,
+                                        val: *b,
+                                    },
+                                );
+                            }
+                        }
+                        backends.push(bk.1);
+                    }
+                    backends.sort();
+                    backends.dedup();
+                    port.tables.push(Table {
+                        off: v.table_off,
+                        size: v.table_size,
+                        backends: if complete { backends } else { Vec::new() },
+                        refs: 1,
+                        adopted_hash: Some(if complete { hash_ids(&ids) } else { 0 }),
+                    });
+                }
+            }
+            port.frontends.insert(key, FeState { val: v });
+            s.fe_owner.insert(key, name.clone());
+            s.svc_ids.insert(name.clone(), v.svc_id);
+            s.names.insert(v.svc_id, name);
+        }
+        for p in s.ports.values() {
+            for t in &p.tables {
+                for b in &t.backends {
+                    if let Some(be) = s.backends.get_mut(&(p.svc_id, *b)) {
+                        be.refs += 1;
+                    }
+                }
+            }
+        }
+        // Active slots no complete table names: orphans (a port listing the
+        // address takes one over), and ids whose tables turned out stale.
+        let named: HashSet<u32> = s.backends.values().map(|b| b.id).collect();
+        for id in 1..s.next_be {
+            if named.contains(&id) {
+                continue;
+            }
+            match active(id) {
+                Some(b) => s.orphans.entry(b.sockaddr()).or_default().push((id, *b)),
+                None => {
+                    s.free_be.insert(id);
+                }
+            }
+        }
+        s.regions = Regions::with_used(s.maps.maglev_capacity(), used_regions);
+        s.next_svc = s
+            .names
+            .keys()
+            .next_back()
+            .map(|m| m + 1)
+            .unwrap_or(1)
+            .max(1);
+        for id in 1..s.next_svc {
+            if !s.names.contains_key(&id) {
+                s.free_svc.insert(id);
+            }
+        }
+
+        // Source ranges: attach to their port, the rest are stray.
+        let by_svc: HashMap<u32, String> =
+            s.ports.iter().map(|(n, p)| (p.svc_id, n.clone())).collect();
+        for k in s.maps.src_ranges()? {
+            match by_svc.get(&k.svc_id()) {
+                Some(n) => {
+                    s.ports.get_mut(n).unwrap().src_ranges.insert(k.net());
+                }
+                None => s.stray_src.push(k),
+            }
+        }
+        for (k, v) in s.maps.tunnels()? {
+            s.tunnels.insert(
+                k.net(),
+                crate::model::TunnelEntry {
+                    node: v.node(),
+                    vtep_mac: v.vtep_mac,
+                },
+            );
+        }
+        s.local_addrs = s.maps.local_addrs()?.into_iter().collect();
+        s.names_dirty = true;
+        Ok(s)
+    }
+
+    /// End of the first apply after adopt: whatever nothing desired claimed
+    /// is removed (in the same order as any removal).
+    pub(super) fn finish_adopt(&mut self, d: &Desired, rep: &mut SyncReport) {
+        let wanted: HashSet<&str> = d.ports().map(|p| p.name.as_str()).collect();
+        let stale: Vec<String> = self
+            .ports
+            .keys()
+            .filter(|n| !wanted.contains(n.as_str()))
+            .cloned()
+            .collect();
+        for n in stale {
+            self.apply_port(&n, None, d, rep);
+        }
+        for k in std::mem::take(&mut self.stray_services) {
+            match self.maps.delete_service(&k) {
+                Ok(_) => rep.writes += 1,
+                Err(e) => rep
+                    .failed
+                    .push(("stale services entry".into(), e.to_string())),
+            }
+        }
+        for k in std::mem::take(&mut self.stray_src) {
+            match self.maps.delete_src_range(&k) {
+                Ok(_) => rep.writes += 1,
+                Err(e) => rep
+                    .failed
+                    .push(("stale src_ranges entry".into(), e.to_string())),
+            }
+        }
+        let unref: Vec<(BeKey, u32, xlb_backend)> = self
+            .backends
+            .iter()
+            .filter(|(_, b)| b.refs == 0)
+            .map(|(k, b)| (*k, b.id, b.val))
+            .collect();
+        for (k, id, mut v) in unref {
+            self.retire(id, &mut v, rep);
+            self.backends.remove(&k);
+        }
+        let orphans: Vec<(u32, xlb_backend)> = self.orphans.drain().flat_map(|(_, v)| v).collect();
+        for (id, mut v) in orphans {
+            self.retire(id, &mut v, rep);
+        }
+        self.adopting = false;
+    }
+}

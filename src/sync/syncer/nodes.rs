@@ -1,0 +1,82 @@
+//! Tunnel entries and this node's addresses.
+
+use xlb_bpf::types::{xlb_tunnel_key, xlb_tunnel_val};
+
+use super::{MapOps, SyncReport, Syncer};
+use crate::model::Desired;
+
+impl<M: MapOps> Syncer<M> {
+    pub(super) fn add_tunnels_and_addrs(&mut self, d: &Desired, rep: &mut SyncReport) {
+        if d.tunnels != self.tunnels {
+            for (net, t) in &d.tunnels {
+                if self.tunnels.get(net) == Some(t) {
+                    continue;
+                }
+                match self.maps.put_tunnel(
+                    &xlb_tunnel_key::new(net.0, net.1),
+                    &xlb_tunnel_val::new(t.node, t.vtep_mac),
+                ) {
+                    Ok(()) => {
+                        rep.writes += 1;
+                        self.tunnels.insert(*net, t.clone());
+                    }
+                    Err(e) => rep
+                        .failed
+                        .push((format!("tunnel {}/{}", net.0, net.1), e.to_string())),
+                }
+            }
+        }
+        if d.local_addrs != self.local_addrs {
+            for a in &d.local_addrs {
+                if self.local_addrs.contains(a) {
+                    continue;
+                }
+                match self.maps.put_local_addr(*a) {
+                    Ok(()) => {
+                        rep.writes += 1;
+                        self.local_addrs.insert(*a);
+                    }
+                    Err(e) => rep.failed.push((format!("local addr {a}"), e.to_string())),
+                }
+            }
+        }
+    }
+
+    pub(super) fn remove_tunnels_and_addrs(&mut self, d: &Desired, rep: &mut SyncReport) {
+        if d.tunnels != self.tunnels {
+            let gone: Vec<_> = self
+                .tunnels
+                .keys()
+                .filter(|k| !d.tunnels.contains_key(k))
+                .copied()
+                .collect();
+            for net in gone {
+                match self.maps.delete_tunnel(&xlb_tunnel_key::new(net.0, net.1)) {
+                    Ok(_) => {
+                        rep.writes += 1;
+                        self.tunnels.remove(&net);
+                    }
+                    Err(e) => rep
+                        .failed
+                        .push((format!("tunnel {}/{}", net.0, net.1), e.to_string())),
+                }
+            }
+        }
+        if d.local_addrs != self.local_addrs {
+            let gone: Vec<_> = self
+                .local_addrs
+                .difference(&d.local_addrs)
+                .copied()
+                .collect();
+            for a in gone {
+                match self.maps.delete_local_addr(a) {
+                    Ok(_) => {
+                        rep.writes += 1;
+                        self.local_addrs.remove(&a);
+                    }
+                    Err(e) => rep.failed.push((format!("local addr {a}"), e.to_string())),
+                }
+            }
+        }
+    }
+}
