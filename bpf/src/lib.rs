@@ -20,6 +20,10 @@ pub mod floor {
 pub mod tc {
     include!(concat!(env!("OUT_DIR"), "/tc.skel.rs"));
 }
+/// The cgroup socket hooks for host-originated traffic (`sock.bpf.c`).
+pub mod sock {
+    include!(concat!(env!("OUT_DIR"), "/sock.skel.rs"));
+}
 /// The live-frames packet generator and the sink (`pktgen.bpf.c`), used by xlb-pktgen.
 pub mod pktgen {
     include!(concat!(env!("OUT_DIR"), "/pktgen.skel.rs"));
@@ -78,6 +82,23 @@ const _: () = {
     assert!(size_of::<tc::types::xlb_ct_val>() == size_of::<types::xlb_ct_val>());
     assert!(size_of::<tc::types::xlb_backend>() == size_of::<types::xlb_backend>());
     assert!(size_of::<tc::types::xlb_config>() == size_of::<types::xlb_config>());
+};
+
+// The socket hooks' own structs (`include/sock.h`), and the shared ones the
+// sock object was built from, tied to the XDP object's.
+// SAFETY: plain C structs of fixed-width integers with explicit padding; any
+// bit pattern is valid.
+unsafe impl plain::Plain for sock::types::xlb_sock_config {}
+unsafe impl plain::Plain for sock::types::xlb_sock_rnat_key {}
+unsafe impl plain::Plain for sock::types::xlb_sock_rnat_val {}
+const _: () = {
+    use std::mem::size_of;
+    assert!(size_of::<sock::types::xlb_sock_config>() == 16);
+    assert!(size_of::<sock::types::xlb_sock_rnat_key>() == 16);
+    assert!(size_of::<sock::types::xlb_sock_rnat_val>() == 8);
+    assert!(size_of::<sock::types::xlb_svc_val>() == size_of::<types::xlb_svc_val>());
+    assert!(size_of::<sock::types::xlb_backend>() == size_of::<types::xlb_backend>());
+    assert!(size_of::<sock::types::xlb_config>() == size_of::<types::xlb_config>());
 };
 
 // The generator's and sink's structs (`pktgen.bpf.c`), for xlb-pktgen.

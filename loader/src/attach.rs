@@ -672,12 +672,14 @@ pub fn detach_pods(pin_dir: &Path) -> Result<Vec<Attachment>> {
     Ok(pods)
 }
 
-/// Removes every hook and every pin under `pin_dir` (maps included: state is lost).
+/// Removes every hook (the socket hooks included) and every pin under
+/// `pin_dir` (maps included: state is lost).
 pub fn detach_all(pin_dir: &Path) -> Result<Vec<Attachment>> {
     let all = list(pin_dir)?;
     for a in &all {
         detach_one(a)?;
     }
+    crate::cgroup::detach(pin_dir)?;
     if pin_dir.exists() {
         std::fs::remove_dir_all(pin_dir).map_err(|e| Error::Io {
             what: format!("removing {}", pin_dir.display()),

@@ -5,11 +5,12 @@
 //! directory for a real node, or private (unpinned) for tests.
 //!
 //! [`attach`] puts the programs on interfaces through pinned bpf_links and
-//! replaces them in place; [`netlink`] follows pod interfaces; [`pin`] owns
+//! replaces them in place; [`cgroup`] the socket hooks on the cgroup v2 root; [`netlink`] follows pod interfaces; [`pin`] owns
 //! the pin directory (bpffs mount, stale-pin checks); [`names`] the
 //! svc_id -> Service name file `xlb maps` prints.
 
 pub mod attach;
+pub mod cgroup;
 pub mod names;
 pub mod netlink;
 pub mod pin;
