@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use xlb_bpf::consts::XLB_SOCK_F_LOOPBACK;
 use xlb_loader::attach::{self, AttachMode, Attached};
+use xlb_loader::cgroup::{self, SockAttached, SockLb};
 use xlb_loader::netlink::{IfacePatterns, PodIfaceWatcher};
 use xlb_loader::{DataPlane, LoadOptions};
 
@@ -54,6 +56,12 @@ pub struct AttachArgs {
           value_parser = clap::value_parser!(u32).range(1024..=134_217_728))]
     pub ct_entries: Option<u32>,
 
+    /// Leave node processes' traffic alone: no cgroup socket hooks (by
+    /// default connect/sendmsg to a Service from this network namespace is
+    /// balanced at the socket, see docs/socket-lb.md).
+    #[arg(long)]
+    pub no_socket_lb: bool,
+
     /// Print what was done as JSON.
     #[arg(long)]
     pub json: bool,
@@ -63,12 +71,14 @@ pub struct AttachArgs {
 ///
 /// --iface removes xlb's hooks on that interface (the maps stay pinned, so a
 /// later attach keeps its state); --pods removes the hooks of every pod
-/// interface; --all removes every hook and every pin, maps included
-/// (connection tracking is lost).
+/// interface; --sockets removes the cgroup socket hooks (node processes'
+/// traffic is then left alone); --all removes every hook and every pin,
+/// maps included (connection tracking is lost).
 ///
 /// Examples:
 ///   xlb detach --iface eth0
 ///   xlb detach --pods
+///   xlb detach --sockets
 ///   xlb detach --all
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
@@ -81,6 +91,10 @@ pub struct DetachArgs {
     /// Detach every pod interface (keeps the uplink).
     #[arg(long)]
     pub pods: bool,
+
+    /// Detach the cgroup socket hooks (node processes' Service traffic).
+    #[arg(long)]
+    pub sockets: bool,
 
     /// Detach everything and remove every pin under --pin-dir.
     #[arg(long)]
@@ -112,6 +126,28 @@ fn json_of(a: &Attached) -> serde_json::Value {
         "replaced": a.replaced,
         "warning": a.warning,
     })
+}
+
+fn describe_socket(s: &SockAttached) -> String {
+    format!(
+        "{:<16} {:<20} {}",
+        s.cgroup.display(),
+        format!("cgroup/{}", s.hook.name()),
+        if s.replaced { "replaced" } else { "attached" }
+    )
+}
+
+/// Loads the socket hooks beside `dp` and attaches them to the cgroup v2
+/// root for the calling thread's network namespace (`flags`: XLB_SOCK_F_*).
+pub fn attach_sockets(
+    pin_dir: &Path,
+    dp: &DataPlane,
+    flags: u32,
+) -> anyhow::Result<Vec<SockAttached>> {
+    let sock = SockLb::load(dp, Some(pin_dir)).context("loading the socket hooks")?;
+    let root = cgroup::cgroup2_root()?;
+    cgroup::attach(pin_dir, &sock, &root, flags)
+        .with_context(|| format!("attaching the socket hooks to {}", root.display()))
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -184,11 +220,26 @@ pub fn run_attach(a: AttachArgs, pin_dir: &Path) -> anyhow::Result<()> {
         }
     }
     attach::pin_programs(pin_dir, &dp).context("pinning the programs")?;
+    let sockets = if a.no_socket_lb {
+        let gone = cgroup::detach(pin_dir).context("detaching the socket hooks")?;
+        if !gone.is_empty() {
+            eprintln!("--no-socket-lb: socket hooks of an earlier attach removed");
+        }
+        Vec::new()
+    } else {
+        attach_sockets(pin_dir, &dp, XLB_SOCK_F_LOOPBACK)?
+    };
 
     if a.json {
         let v = serde_json::json!({
             "pin_dir": pin_dir,
             "attached": done.iter().map(json_of).collect::<Vec<_>>(),
+            "sockets": sockets.iter().map(|s| serde_json::json!({
+                "hook": s.hook.name(),
+                "cgroup": s.cgroup,
+                "prog_id": s.prog_id,
+                "replaced": s.replaced,
+            })).collect::<Vec<_>>(),
             "failed": failures,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -198,6 +249,9 @@ pub fn run_attach(a: AttachArgs, pin_dir: &Path) -> anyhow::Result<()> {
             if let Some(w) = &d.warning {
                 eprintln!("warning: {w}");
             }
+        }
+        for s in &sockets {
+            println!("{}", describe_socket(s));
         }
         for f in &failures {
             eprintln!("error: {f}");
@@ -231,7 +285,17 @@ pub fn run_attach(a: AttachArgs, pin_dir: &Path) -> anyhow::Result<()> {
 }
 
 pub fn run_detach(a: DetachArgs, pin_dir: &Path) -> anyhow::Result<()> {
-    let removed = if a.all {
+    let sockets = if a.all || a.sockets {
+        cgroup::detach(pin_dir).context("detaching the socket hooks")?
+    } else {
+        Vec::new()
+    };
+    for h in &sockets {
+        println!("{:<16} {:<20} detached", "cgroup", format!("cgroup/{}", h.name()));
+    }
+    let removed = if a.sockets {
+        Vec::new()
+    } else if a.all {
         let r = attach::detach_all(pin_dir)
             .with_context(|| format!("removing everything under {}", pin_dir.display()))?;
         xlb_loader::names::remove(pin_dir);
@@ -245,14 +309,11 @@ pub fn run_detach(a: DetachArgs, pin_dir: &Path) -> anyhow::Result<()> {
     for r in &removed {
         println!("{:<16} {:<20} detached", r.iface, r.hook.describe());
     }
+    let n = removed.len() + sockets.len();
     if a.all {
-        println!(
-            "{} hook(s) detached, {} removed",
-            removed.len(),
-            pin_dir.display()
-        );
+        println!("{n} hook(s) detached, {} removed", pin_dir.display());
     } else {
-        println!("{} hook(s) detached", removed.len());
+        println!("{n} hook(s) detached");
     }
     Ok(())
 }

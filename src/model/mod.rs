@@ -83,12 +83,24 @@ pub struct ModelConfig {
     pub vtep_mac_annotation: String,
     /// Maglev table sizes.
     pub maglev: MaglevConfig,
+    /// When not empty, only the node addresses inside these CIDRs take
+    /// NodePorts (kube-proxy's `--nodeport-addresses`).
+    pub nodeport_cidrs: Vec<(Ipv4Addr, u8)>,
+}
+
+/// Whether `a` is inside one of `cidrs` (prefix lengths 0..=32).
+pub fn in_cidrs(a: Ipv4Addr, cidrs: &[(Ipv4Addr, u8)]) -> bool {
+    cidrs.iter().any(|(net, len)| {
+        let mask = u32::MAX.checked_shl(32 - u32::from((*len).min(32))).unwrap_or(0);
+        u32::from(a) & mask == u32::from(*net) & mask
+    })
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             node_name: String::new(),
+            nodeport_cidrs: Vec::new(),
             node_addrs: Vec::new(),
             vtep_mac_annotation: FLANNEL_VTEP_ANNOTATION.into(),
             maglev: MaglevConfig::default(),
@@ -805,6 +817,9 @@ impl Model {
         let mut local: BTreeSet<Ipv4Addr> = self.cfg.node_addrs.iter().copied().collect();
         if let Some(me) = self.nodes.get(&self.cfg.node_name) {
             local.extend(me.addrs.iter().copied());
+        }
+        if !self.cfg.nodeport_cidrs.is_empty() {
+            local.retain(|a| in_cidrs(*a, &self.cfg.nodeport_cidrs));
         }
         let changed = tunnels != self.desired.tunnels || local != self.desired.local_addrs;
         self.desired.tunnels = tunnels;
