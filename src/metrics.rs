@@ -88,6 +88,7 @@ pub struct Metrics {
     objects: Mutex<[usize; 3]>,
     services: Mutex<Vec<ServiceLabel>>,
     maps: OnceLock<Maps>,
+    shadows: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -140,6 +141,11 @@ impl Metrics {
     /// Object counts of the last snapshot (services, slices, nodes).
     pub fn set_objects(&self, services: usize, slices: usize, nodes: usize) {
         *self.objects.lock().unwrap_or_else(|e| e.into_inner()) = [services, slices, nodes];
+    }
+
+    /// Frontends on a node address that take a node listener's traffic.
+    pub fn set_shadows(&self, n: usize) {
+        self.shadows.store(n, Ordering::Relaxed);
     }
 
     /// The Service ports currently in the maps, for per-Service counters.
@@ -203,6 +209,13 @@ impl Metrics {
         let _ = writeln!(o, "xlb_source_objects{{kind=\"Service\"}} {sv}");
         let _ = writeln!(o, "xlb_source_objects{{kind=\"EndpointSlice\"}} {sl}");
         let _ = writeln!(o, "xlb_source_objects{{kind=\"Node\"}} {nd}");
+        let _ = writeln!(o, "# HELP xlb_frontend_shadows_listener (frontend, node listener) pairs where a Service frontend on a node address takes the traffic of a process listening on the node (the Service wins).");
+        let _ = writeln!(o, "# TYPE xlb_frontend_shadows_listener gauge");
+        let _ = writeln!(
+            o,
+            "xlb_frontend_shadows_listener {}",
+            self.shadows.load(Ordering::Relaxed)
+        );
     }
 
     fn render_maps(&self, maps: &Maps, o: &mut String) -> xlb_bpf::Result<()> {

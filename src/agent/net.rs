@@ -53,6 +53,25 @@ pub fn ipv4_addrs() -> std::io::Result<Vec<(String, Ipv4Addr)>> {
     Ok(out)
 }
 
+/// `--nodeport-addresses`: the CIDRs whose node addresses take NodePorts
+/// (empty: every address).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodePortCidrs(pub Vec<(Ipv4Addr, u8)>);
+
+impl std::str::FromStr for NodePortCidrs {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_cidrs(s).map(NodePortCidrs)
+    }
+}
+
+impl std::fmt::Display for NodePortCidrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v: Vec<String> = self.0.iter().map(|(a, l)| format!("{a}/{l}")).collect();
+        f.write_str(&v.join(","))
+    }
+}
+
 /// `--nodeport-addresses`: comma-separated IPv4 CIDRs ('' = every address).
 pub fn parse_cidrs(s: &str) -> Result<Vec<(Ipv4Addr, u8)>, String> {
     let mut out = Vec::new();
