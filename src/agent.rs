@@ -149,7 +149,12 @@ pub struct AgentArgs {
     /// as kube-proxy's flag); default: every IPv4 address of the node,
     /// followed as addresses come and go. 127.0.0.1 (for node processes) is
     /// included unless the CIDRs leave it out.
-    #[arg(long, env = "XLB_NODEPORT_ADDRESSES", value_name = "CIDR,...", default_value = "")]
+    #[arg(
+        long,
+        env = "XLB_NODEPORT_ADDRESSES",
+        value_name = "CIDR,...",
+        default_value = ""
+    )]
     pub nodeport_addresses: net::NodePortCidrs,
 
     /// No cgroup socket hooks: node processes' connections to Services are
@@ -439,7 +444,12 @@ impl Agent {
                 .flatten()
                 .filter(|a| !node.nodeport_addrs.contains(a))
                 .collect();
-            tracing::info!(?added, ?removed, "NodePort addresses: {:?}", node.nodeport_addrs);
+            tracing::info!(
+                ?added,
+                ?removed,
+                "NodePort addresses: {:?}",
+                node.nodeport_addrs
+            );
         }
         self.node = Some(node.clone());
 

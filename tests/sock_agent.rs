@@ -133,7 +133,13 @@ fn agent_balances_node_processes_and_follows_nodeport_addresses() {
             .arg("agent")
             .arg("--manifests")
             .arg(&pins.1)
-            .args(["--node-name", "node-a", "--iface", "up0", "--fallback-generic"])
+            .args([
+                "--node-name",
+                "node-a",
+                "--iface",
+                "up0",
+                "--fallback-generic",
+            ])
             .args(["--nodeport-addresses", "198.18.0.0/24,127.0.0.0/8"])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .env("RUST_LOG", "info")
@@ -158,7 +164,10 @@ fn agent_balances_node_processes_and_follows_nodeport_addresses() {
         ] {
             let (peer, served) = dial(to, &be2);
             assert_eq!(peer, SocketAddr::V4(to));
-            assert!(served, "{to}: the backend accepted it, not the node listener");
+            assert!(
+                served,
+                "{to}: the backend accepted it, not the node listener"
+            );
         }
     });
     let (_, metrics) = ns.run(move || get(port, "/metrics")).unwrap();
@@ -170,10 +179,16 @@ fn agent_balances_node_processes_and_follows_nodeport_addresses() {
 
     // NodePort addresses: within the CIDRs, and following new addresses.
     let maps = Maps::from_pin_dir(&pins.0).unwrap();
-    assert_eq!(maps.local_addrs().unwrap(), vec![NODE], "10.9.9.9 is outside");
+    assert_eq!(
+        maps.local_addrs().unwrap(),
+        vec![NODE],
+        "10.9.9.9 is outside"
+    );
     ns.ip(&["addr", "add", "198.18.0.7/24", "dev", "up0"]);
     wait("198.18.0.7 in local_addrs", || {
-        maps.local_addrs().unwrap().contains(&Ipv4Addr::new(198, 18, 0, 7))
+        maps.local_addrs()
+            .unwrap()
+            .contains(&Ipv4Addr::new(198, 18, 0, 7))
     });
     ns.ip(&["addr", "del", "198.18.0.7/24", "dev", "up0"]);
     wait("198.18.0.7 gone from local_addrs", || {
@@ -207,7 +222,11 @@ fn agent_balances_node_processes_and_follows_nodeport_addresses() {
         .args(["agent", "--cleanup"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for (h, id) in &ids {
         assert!(
             !cgroup::query(&root, *h).unwrap().contains(id),

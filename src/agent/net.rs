@@ -400,7 +400,10 @@ mod tests {
         );
         assert!(in_cidrs(Ipv4Addr::new(10, 9, 8, 7), &c));
         assert!(!in_cidrs(Ipv4Addr::new(198, 18, 0, 2), &c));
-        assert!(in_cidrs(Ipv4Addr::new(1, 2, 3, 4), &[(Ipv4Addr::UNSPECIFIED, 0)]));
+        assert!(in_cidrs(
+            Ipv4Addr::new(1, 2, 3, 4),
+            &[(Ipv4Addr::UNSPECIFIED, 0)]
+        ));
         assert_eq!(parse_cidrs("").unwrap(), vec![]);
         assert!(!loopback_nodeports(&c));
         assert!(loopback_nodeports(&[]));
@@ -428,9 +431,9 @@ mod tests {
         // A real listener of this process shows up.
         let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = s.local_addr().unwrap().port();
-        assert!(listeners().iter().any(|l| l.proto == Proto::Tcp
-            && l.port == port
-            && l.addr == Ipv4Addr::LOCALHOST));
+        assert!(listeners()
+            .iter()
+            .any(|l| l.proto == Proto::Tcp && l.port == port && l.addr == Ipv4Addr::LOCALHOST));
     }
 
     #[test]
@@ -457,7 +460,10 @@ mod tests {
         };
         let m = Model::from_snapshot(&snap, cfg);
         let d = m.desired();
-        assert_eq!(d.local_addrs.iter().copied().collect::<Vec<_>>(), vec![node]);
+        assert_eq!(
+            d.local_addrs.iter().copied().collect::<Vec<_>>(),
+            vec![node]
+        );
         let addrs: BTreeSet<_> = [node].into();
         let l = |a: [u8; 4], port| Listener {
             proto: Proto::Tcp,
@@ -471,7 +477,10 @@ mod tests {
             l([198, 18, 0, 11], 30022), // on the node address: the NodePort covers it
         ];
         let s = shadows(d, &addrs, true, &listening);
-        let got: Vec<_> = s.iter().map(|s| (s.frontend.clone(), s.listener.port)).collect();
+        let got: Vec<_> = s
+            .iter()
+            .map(|s| (s.frontend.clone(), s.listener.port))
+            .collect();
         assert_eq!(
             got,
             vec![
@@ -481,7 +490,11 @@ mod tests {
             ],
             "{s:?}"
         );
-        assert_eq!(shadows(d, &addrs, false, &listening).len(), 2, "no loopback NodePorts");
+        assert_eq!(
+            shadows(d, &addrs, false, &listening).len(),
+            2,
+            "no loopback NodePorts"
+        );
         // Outside --nodeport-addresses, the node address takes no NodePort.
         let cfg = ModelConfig {
             node_name: "n1".into(),
@@ -489,7 +502,10 @@ mod tests {
             nodeport_cidrs: vec![(Ipv4Addr::new(10, 0, 0, 0), 8)],
             ..Default::default()
         };
-        assert!(Model::from_snapshot(&snap, cfg).desired().local_addrs.is_empty());
+        assert!(Model::from_snapshot(&snap, cfg)
+            .desired()
+            .local_addrs
+            .is_empty());
     }
 
     #[test]

@@ -291,7 +291,11 @@ pub fn run_detach(a: DetachArgs, pin_dir: &Path) -> anyhow::Result<()> {
         Vec::new()
     };
     for h in &sockets {
-        println!("{:<16} {:<20} detached", "cgroup", format!("cgroup/{}", h.name()));
+        println!(
+            "{:<16} {:<20} detached",
+            "cgroup",
+            format!("cgroup/{}", h.name())
+        );
     }
     let removed = if a.sockets {
         Vec::new()

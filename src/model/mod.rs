@@ -91,7 +91,9 @@ pub struct ModelConfig {
 /// Whether `a` is inside one of `cidrs` (prefix lengths 0..=32).
 pub fn in_cidrs(a: Ipv4Addr, cidrs: &[(Ipv4Addr, u8)]) -> bool {
     cidrs.iter().any(|(net, len)| {
-        let mask = u32::MAX.checked_shl(32 - u32::from((*len).min(32))).unwrap_or(0);
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from((*len).min(32)))
+            .unwrap_or(0);
         u32::from(a) & mask == u32::from(*net) & mask
     })
 }
