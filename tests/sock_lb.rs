@@ -173,7 +173,7 @@ fn test_run_is_refused() {
     }
     let dp = DataPlane::load_private().unwrap();
     let sock = SockLb::load(&dp, None).unwrap();
-    let mut ctx = vec![0u8; 128];
+    let mut ctx = [0u8; 128];
     let r = sock
         .skel
         .progs

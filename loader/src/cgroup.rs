@@ -220,6 +220,7 @@ pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
 fn unescape_mount(s: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -236,9 +237,7 @@ fn unescape_mount(s: &str) -> PathBuf {
             i += 1;
         }
     }
-    PathBuf::from(std::ffi::OsString::from(
-        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&out).to_owned(),
-    ))
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// The root of this machine's cgroup v2 hierarchy (where the socket hooks go).
