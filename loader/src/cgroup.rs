@@ -240,20 +240,82 @@ fn unescape_mount(s: &str) -> PathBuf {
     PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
-/// The root of this machine's cgroup v2 hierarchy (where the socket hooks go).
+/// Whether `dir` is on a cgroup v2 filesystem (a mount listed in mountinfo
+/// may be hidden under a later mount, e.g. a fresh sysfs on /sys).
+fn is_cgroup2(dir: &Path) -> bool {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: a zeroed statfs is a valid out buffer.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out pointer.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_type as i64 == CGROUP2_SUPER_MAGIC
+}
+
+/// Where [`cgroup2_root`] mounts the hierarchy when the mount it lists is
+/// hidden.
+pub const PRIVATE_CGROUP2: &str = "/run/xlb/cgroup2";
+
+/// The root of this machine's cgroup v2 hierarchy (where the socket hooks
+/// go): its mount point from `/proc/self/mountinfo`. A process whose /sys was
+/// mounted over in a private mount namespace (`ip netns exec`, the lab's
+/// node processes) still lists the hidden cgroup2 mount but cannot reach it:
+/// then the hierarchy is mounted again at [`PRIVATE_CGROUP2`] (in that
+/// namespace), the same hierarchy seen from another place.
 pub fn cgroup2_root() -> Result<PathBuf> {
     let mi = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::Io {
         what: "reading /proc/self/mountinfo".into(),
         err: e,
         hint: "is /proc mounted?".into(),
     })?;
-    cgroup2_mount(&mi).ok_or_else(|| {
+    let none = || {
         Error::Other(
             "no cgroup v2 hierarchy is mounted (the socket hooks need one): mount it, e.g. \
              `mount -t cgroup2 none /sys/fs/cgroup`, or run without socket LB (--no-socket-lb)"
                 .into(),
         )
-    })
+    };
+    let listed = cgroup2_mount(&mi).ok_or_else(none)?;
+    if is_cgroup2(&listed) {
+        return Ok(listed);
+    }
+    let private = Path::new(PRIVATE_CGROUP2);
+    if is_cgroup2(private) {
+        return Ok(private.to_owned());
+    }
+    std::fs::create_dir_all(private).map_err(|e| Error::Io {
+        what: format!("creating {}", private.display()),
+        err: e,
+        hint: "run as root".into(),
+    })?;
+    let c = std::ffi::CString::new(PRIVATE_CGROUP2).expect("no NUL");
+    // SAFETY: NUL-terminated constants and a prepared path.
+    let rc = unsafe {
+        libc::mount(
+            c"none".as_ptr(),
+            c.as_ptr(),
+            c"cgroup2".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc < 0 {
+        return Err(Error::Io {
+            what: format!(
+                "mounting cgroup2 at {PRIVATE_CGROUP2} ({} is listed but hidden)",
+                listed.display()
+            ),
+            err: io::Error::last_os_error(),
+            hint: "run in the host's mount namespace, or with --no-socket-lb".into(),
+        });
+    }
+    tracing::info!(
+        hidden = %listed.display(),
+        "cgroup2 mounted at {PRIVATE_CGROUP2} (its mount is hidden in this mount namespace)"
+    );
+    Ok(private.to_owned())
 }
 
 fn open_cgroup(cgroup: &Path) -> Result<std::fs::File> {
