@@ -162,6 +162,12 @@ pub struct AgentArgs {
     #[arg(long, env = "XLB_NO_SOCKET_LB")]
     pub no_socket_lb: bool,
 
+    /// Root of the host's cgroup v2 hierarchy for the socket hooks (in a
+    /// container: a hostPath mount of the host's /sys/fs/cgroup). Default:
+    /// the cgroup2 mount in /proc/self/mountinfo.
+    #[arg(long, env = "XLB_CGROUP_ROOT", value_name = "DIR")]
+    pub cgroup_root: Option<PathBuf>,
+
     /// Uninstall: detach every xlb hook and remove every pin under
     /// --pin-dir (maps included; connection tracking is lost), then exit.
     #[arg(long)]
@@ -209,6 +215,7 @@ impl AgentArgs {
             "debounce_ms": self.debounce_ms,
             "nodeport_addresses": self.nodeport_addresses.to_string(),
             "socket_lb": !self.no_socket_lb,
+            "cgroup_root": self.cgroup_root,
             "pin_dir": pin_dir,
         })
     }
@@ -622,7 +629,12 @@ impl Agent {
             } else {
                 0
             };
-            let done = crate::cli::attach::attach_sockets(&self.pin_dir, &self.dp, flags)?;
+            let done = crate::cli::attach::attach_sockets(
+                &self.pin_dir,
+                &self.dp,
+                flags,
+                self.args.cgroup_root.as_deref(),
+            )?;
             if let Some(s) = done.first() {
                 tracing::info!(
                     cgroup = %s.cgroup.display(),

@@ -84,3 +84,47 @@ fn attach_puts_the_socket_hooks_on_and_detach_takes_them_off() {
     assert_eq!(on_cgroup(&third), [false; 4]);
     assert!(!p.exists());
 }
+
+#[test]
+fn cgroup_root_is_taken_as_given() {
+    if !xlb_loader::testutil::privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.veth("up0", "peer0");
+    let pin = PinDir::new();
+    let p = &pin.path;
+    let o = xlb(
+        Some(&ns),
+        p,
+        &[
+            "attach",
+            "--iface",
+            "up0",
+            "--cgroup-root",
+            "/nonexistent-cg",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("/nonexistent-cg") && stderr(&o).contains("--no-socket-lb"),
+        "{}",
+        stderr(&o)
+    );
+    let root = cgroup::cgroup2_root().unwrap();
+    let o = xlb(
+        Some(&ns),
+        p,
+        &[
+            "attach",
+            "--iface",
+            "up0",
+            "--cgroup-root",
+            root.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(on_cgroup(&pinned(p)), [true; 4]);
+    let o = xlb(Some(&ns), p, &["detach", "--all"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

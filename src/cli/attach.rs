@@ -62,6 +62,11 @@ pub struct AttachArgs {
     #[arg(long)]
     pub no_socket_lb: bool,
 
+    /// Root of the host's cgroup v2 hierarchy for the socket hooks (default:
+    /// the cgroup2 mount in /proc/self/mountinfo).
+    #[arg(long, value_name = "DIR")]
+    pub cgroup_root: Option<std::path::PathBuf>,
+
     /// Print what was done as JSON.
     #[arg(long)]
     pub json: bool,
@@ -138,14 +143,19 @@ fn describe_socket(s: &SockAttached) -> String {
 }
 
 /// Loads the socket hooks beside `dp` and attaches them to the cgroup v2
-/// root for the calling thread's network namespace (`flags`: XLB_SOCK_F_*).
+/// root (`cgroup`, else the one mounted) for the calling thread's network
+/// namespace (`flags`: XLB_SOCK_F_*).
 pub fn attach_sockets(
     pin_dir: &Path,
     dp: &DataPlane,
     flags: u32,
+    cgroup: Option<&Path>,
 ) -> anyhow::Result<Vec<SockAttached>> {
     let sock = SockLb::load(dp, Some(pin_dir)).context("loading the socket hooks")?;
-    let root = cgroup::cgroup2_root()?;
+    let root = match cgroup {
+        Some(p) => p.to_owned(),
+        None => cgroup::cgroup2_root()?,
+    };
     cgroup::attach(pin_dir, &sock, &root, flags)
         .with_context(|| format!("attaching the socket hooks to {}", root.display()))
 }
@@ -227,7 +237,7 @@ pub fn run_attach(a: AttachArgs, pin_dir: &Path) -> anyhow::Result<()> {
         }
         Vec::new()
     } else {
-        attach_sockets(pin_dir, &dp, XLB_SOCK_F_LOOPBACK)?
+        attach_sockets(pin_dir, &dp, XLB_SOCK_F_LOOPBACK, a.cgroup_root.as_deref())?
     };
 
     if a.json {
