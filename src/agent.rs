@@ -371,7 +371,7 @@ impl Agent {
         rx.mark_changed();
         let (addrs_tx, mut addrs_rx) = tokio::sync::watch::channel(0u64);
         let addrs_stop = Arc::new(AtomicBool::new(false));
-        let addrs_thread = watch_addrs(addrs_tx, addrs_stop.clone())?;
+        let addrs_thread = net::watch_addrs(addrs_tx, addrs_stop.clone())?;
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
         // A sync that failed (maps unusable) or left ports unapplied (a full
@@ -439,25 +439,10 @@ impl Agent {
             self.attached = true;
         }
         self.write_config(&node)?;
-        let old = self.node.as_ref().map(|n| n.nodeport_addrs.clone());
-        if old.as_ref() != Some(&node.nodeport_addrs) {
-            let added: Vec<_> = node
-                .nodeport_addrs
-                .iter()
-                .filter(|a| !old.iter().flatten().any(|o| o == *a))
-                .collect();
-            let removed: Vec<_> = old
-                .iter()
-                .flatten()
-                .filter(|a| !node.nodeport_addrs.contains(a))
-                .collect();
-            tracing::info!(
-                ?added,
-                ?removed,
-                "NodePort addresses: {:?}",
-                node.nodeport_addrs
-            );
-        }
+        net::log_nodeport_addrs(
+            self.node.as_ref().map(|n| n.nodeport_addrs.as_slice()),
+            &node.nodeport_addrs,
+        );
         self.node = Some(node.clone());
 
         let cfg = ModelConfig {
@@ -710,32 +695,6 @@ impl Agent {
              `xlb agent --cleanup` removes them)"
         );
     }
-}
-
-/// A thread that bumps `tx` whenever an IPv4 address of this network
-/// namespace is added or removed (until `stop`).
-fn watch_addrs(
-    tx: tokio::sync::watch::Sender<u64>,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let w = net::AddrWatcher::new().context("opening a netlink socket for address events")?;
-    std::thread::Builder::new()
-        .name("xlb-addrs".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                match w.wait(Duration::from_millis(500)) {
-                    Ok(true) => {
-                        tx.send_modify(|n| *n += 1);
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::error!("following node addresses stopped: {e}");
-                        return;
-                    }
-                }
-            }
-        })
-        .context("starting the address thread")
 }
 
 fn plain_bytes(c: &xlb_config) -> Vec<u8> {

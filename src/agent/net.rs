@@ -5,7 +5,11 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use xlb_bpf::Proto;
 
@@ -194,6 +198,43 @@ impl AddrWatcher {
             }
         }
     }
+}
+
+/// A thread that bumps `tx` whenever an IPv4 address of this network
+/// namespace is added or removed (until `stop`).
+pub fn watch_addrs(
+    tx: tokio::sync::watch::Sender<u64>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let w = AddrWatcher::new().context("opening a netlink socket for address events")?;
+    std::thread::Builder::new()
+        .name("xlb-addrs".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match w.wait(Duration::from_millis(500)) {
+                    Ok(true) => {
+                        tx.send_modify(|n| *n += 1);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!("following node addresses stopped: {e}");
+                        return;
+                    }
+                }
+            }
+        })
+        .context("starting the address thread")
+}
+
+/// Logs the NodePort addresses when they differ from `old` (None: the first time).
+pub fn log_nodeport_addrs(old: Option<&[Ipv4Addr]>, new: &[Ipv4Addr]) {
+    if old == Some(new) {
+        return;
+    }
+    let old = old.unwrap_or_default();
+    let added: Vec<_> = new.iter().filter(|a| !old.contains(a)).collect();
+    let removed: Vec<_> = old.iter().filter(|a| !new.contains(a)).collect();
+    tracing::info!(?added, ?removed, "NodePort addresses: {new:?}");
 }
 
 /// A socket listening (TCP) or bound (UDP) in this network namespace.
