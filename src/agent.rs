@@ -145,6 +145,29 @@ pub struct AgentArgs {
     #[arg(long, env = "XLB_DEBOUNCE_MS", default_value_t = 200)]
     pub debounce_ms: u64,
 
+    /// Only node addresses inside these CIDRs take NodePorts (comma-separated,
+    /// as kube-proxy's flag); default: every IPv4 address of the node,
+    /// followed as addresses come and go. 127.0.0.1 (for node processes) is
+    /// included unless the CIDRs leave it out.
+    #[arg(
+        long,
+        env = "XLB_NODEPORT_ADDRESSES",
+        value_name = "CIDR,...",
+        default_value = ""
+    )]
+    pub nodeport_addresses: net::NodePortCidrs,
+
+    /// No cgroup socket hooks: node processes' connections to Services are
+    /// left alone (see docs/socket-lb.md).
+    #[arg(long, env = "XLB_NO_SOCKET_LB")]
+    pub no_socket_lb: bool,
+
+    /// Root of the host's cgroup v2 hierarchy for the socket hooks (in a
+    /// container: a hostPath mount of the host's /sys/fs/cgroup). Default:
+    /// the cgroup2 mount in /proc/self/mountinfo.
+    #[arg(long, env = "XLB_CGROUP_ROOT", value_name = "DIR")]
+    pub cgroup_root: Option<PathBuf>,
+
     /// Uninstall: detach every xlb hook and remove xlb's pins under
     /// --pin-dir (maps included; connection tracking is lost), then exit.
     /// Only a directory on bpffs, and there only what xlb pins: other files
@@ -192,6 +215,9 @@ impl AgentArgs {
             "service_selector": self.service_selector.as_ref().map(|s| s.to_string()),
             "metrics_addr": self.metrics_addr.to_string(),
             "debounce_ms": self.debounce_ms,
+            "nodeport_addresses": self.nodeport_addresses.to_string(),
+            "socket_lb": !self.no_socket_lb,
+            "cgroup_root": self.cgroup_root,
             "pin_dir": pin_dir,
         })
     }
@@ -224,6 +250,8 @@ fn cleanup(pin_dir: &Path) -> anyhow::Result<()> {
 struct NodeNet {
     addr: Option<Ipv4Addr>,
     iface: Option<net::Iface>,
+    /// The addresses NodePorts answer on (`--nodeport-addresses` applied).
+    nodeport_addrs: Vec<Ipv4Addr>,
 }
 
 struct Agent {
@@ -238,6 +266,8 @@ struct Agent {
     attached: bool,
     pods: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
     names: BTreeMap<u32, String>,
+    /// Frontends shadowing a node listener, as last reported.
+    shadows: Vec<net::Shadow>,
     /// The incremental model, fed each snapshot's changes
     /// ([`Model::apply_snapshot`]); rebuilt when its config changes.
     model: Option<Model>,
@@ -318,6 +348,7 @@ impl Agent {
             attached: false,
             pods: None,
             names: BTreeMap::new(),
+            shadows: Vec::new(),
             model: None,
         };
         tracing::info!(node = %agent.node_name, "agent started");
@@ -325,6 +356,9 @@ impl Agent {
         // A source may hold a complete snapshot already (a manifest directory
         // is read before it returns): handle it as a change.
         rx.mark_changed();
+        let (addrs_tx, mut addrs_rx) = tokio::sync::watch::channel(0u64);
+        let addrs_stop = Arc::new(AtomicBool::new(false));
+        let addrs_thread = net::watch_addrs(addrs_tx, addrs_stop.clone())?;
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
         // A sync that failed (maps unusable) or left ports unapplied (a full
@@ -340,6 +374,16 @@ impl Agent {
                     retry = None;
                     if let Some(snap) = last.clone() {
                         tracing::info!("retrying the last sync");
+                        match tokio::task::block_in_place(|| agent.on_snapshot(&snap)) {
+                            Ok(true) => retry = Some(tokio::time::Instant::now() + RETRY),
+                            Ok(false) => {}
+                            Err(e) => break Err(e),
+                        }
+                    }
+                }
+                _ = addrs_rx.changed() => {
+                    // A node address came or went: node facts again.
+                    if let Some(snap) = last.clone() {
                         match tokio::task::block_in_place(|| agent.on_snapshot(&snap)) {
                             Ok(true) => retry = Some(tokio::time::Instant::now() + RETRY),
                             Ok(false) => {}
@@ -365,6 +409,8 @@ impl Agent {
             }
         };
         agent.stop();
+        addrs_stop.store(true, Ordering::Relaxed);
+        let _ = addrs_thread.join();
         result
     }
 
@@ -380,11 +426,20 @@ impl Agent {
             self.attached = true;
         }
         self.write_config(&node)?;
+        net::log_nodeport_addrs(
+            self.node.as_ref().map(|n| n.nodeport_addrs.as_slice()),
+            &node.nodeport_addrs,
+        );
         self.node = Some(node.clone());
 
         let cfg = ModelConfig {
             node_name: self.node_name.clone(),
-            node_addrs: node.addr.into_iter().collect(),
+            node_addrs: node
+                .addr
+                .into_iter()
+                .chain(node.nodeport_addrs.iter().copied())
+                .collect(),
+            nodeport_cidrs: self.args.nodeport_addresses.0.clone(),
             vtep_mac_annotation: self.args.vtep_annotation.clone(),
             ..Default::default()
         };
@@ -409,6 +464,23 @@ impl Agent {
             tracing::debug!("model skipped {obj}: {why}");
         }
         self.metrics.set_frontend_conflicts(desired.conflicts.len());
+        let shadows = net::shadows(
+            desired,
+            &desired.local_addrs,
+            !self.args.no_socket_lb && net::loopback_nodeports(&self.args.nodeport_addresses.0),
+            &net::listeners(),
+        );
+        for s in &shadows {
+            if !self.shadows.contains(s) {
+                tracing::warn!(
+                    frontend = %s.frontend,
+                    listener = %format!("{}:{}/{}", s.listener.addr, s.listener.port, s.listener.proto),
+                    "a Service frontend on a node address takes the traffic of a process listening on the node (the Service wins, as with kube-proxy)"
+                );
+            }
+        }
+        self.metrics.set_shadows(shadows.len());
+        self.shadows = shadows;
         let retry = match self.syncer.apply(desired) {
             Ok(rep) => {
                 let took = started.elapsed();
@@ -485,7 +557,13 @@ impl Agent {
                  NodePort and VXLAN wait for it"
             );
         }
-        Ok(NodeNet { addr, iface })
+        let nodeport_addrs = net::nodeport_addrs(&self.args.nodeport_addresses.0)
+            .context("listing this node's addresses")?;
+        Ok(NodeNet {
+            addr,
+            iface,
+            nodeport_addrs,
+        })
     }
 
     fn attach(&mut self, iface: &net::Iface) -> anyhow::Result<()> {
@@ -512,6 +590,33 @@ impl Agent {
             }
         }
         attach::pin_programs(&self.pin_dir, &self.dp).context("pinning the programs")?;
+        if self.args.no_socket_lb {
+            let gone = xlb_loader::cgroup::detach(&self.pin_dir)
+                .context("detaching the socket hooks (--no-socket-lb)")?;
+            if !gone.is_empty() {
+                tracing::info!("--no-socket-lb: socket hooks of an earlier run removed");
+            }
+        } else {
+            let flags = if net::loopback_nodeports(&self.args.nodeport_addresses.0) {
+                xlb_bpf::consts::XLB_SOCK_F_LOOPBACK
+            } else {
+                0
+            };
+            let done = crate::cli::attach::attach_sockets(
+                &self.pin_dir,
+                &self.dp,
+                flags,
+                self.args.cgroup_root.as_deref(),
+            )?;
+            if let Some(s) = done.first() {
+                tracing::info!(
+                    cgroup = %s.cgroup.display(),
+                    replaced = s.replaced,
+                    loopback_nodeports = flags != 0,
+                    "socket hooks attached (connect4, sendmsg4, recvmsg4, getpeername4)"
+                );
+            }
+        }
         if !self.args.pod_ifaces.is_empty() {
             let stop = Arc::new(AtomicBool::new(false));
             let (s, pin, pats) = (

@@ -9,7 +9,7 @@
 //!     `{namespace, service, port, protocol}`: per Service port (all its
 //!     frontends), from the `stats` map (summed over CPUs);
 //!   - `xlb_reason_packets_total{action, reason}`: every reason counter
-//!     (`action` is the name's first word: `pass`, `drop` or `tx` for a
+//!     (`action` is the name's first word: `pass`, `drop`, `tx` or `sock` for a
 //!     frame's outcome, `event` for something counted on the way such as
 //!     `event_ct_full`; `reason` the `xlb_bpf::Reason` name such as
 //!     `drop_no_backend`; docs/dp.md lists them), and
@@ -93,6 +93,7 @@ pub struct Metrics {
     frontend_conflicts: std::sync::atomic::AtomicUsize,
     services: Mutex<Vec<ServiceLabel>>,
     maps: OnceLock<Maps>,
+    shadows: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -151,6 +152,11 @@ impl Metrics {
     /// ([`crate::model::Desired::conflicts`]).
     pub fn set_frontend_conflicts(&self, n: usize) {
         self.frontend_conflicts.store(n, Ordering::Relaxed);
+    }
+
+    /// Frontends on a node address that take a node listener's traffic.
+    pub fn set_shadows(&self, n: usize) {
+        self.shadows.store(n, Ordering::Relaxed);
     }
 
     /// The Service ports currently in the maps, for per-Service counters.
@@ -223,6 +229,13 @@ impl Metrics {
             o,
             "xlb_frontend_conflicts {}",
             self.frontend_conflicts.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(o, "# HELP xlb_frontend_shadows_listener (frontend, node listener) pairs where a Service frontend on a node address takes the traffic of a process listening on the node (the Service wins).");
+        let _ = writeln!(o, "# TYPE xlb_frontend_shadows_listener gauge");
+        let _ = writeln!(
+            o,
+            "xlb_frontend_shadows_listener {}",
+            self.shadows.load(Ordering::Relaxed)
         );
     }
 

@@ -15,6 +15,7 @@
 #define XLB_SRC_RANGES		65536
 #define XLB_TUNNEL_ENTRIES	16384
 #define XLB_LOCAL_ADDRS		256
+#define XLB_SOCK_RNAT_ENTRIES	65536	/* sock_rnat: sockets' backend -> frontend (maps.h) */
 
 /* The data plane's private maps (maps.h): fixed sizes, per CPU. */
 #define XLB_FC_BITS		12	/* flow_cache: 4096 slots */
@@ -73,6 +74,9 @@
 /* config flags */
 #define XLB_CFG_F_VXLAN		(1 << 0)	/* decap VXLAN addressed to this node */
 #define XLB_CFG_F_REJECT	(1 << 1)	/* answer RST / ICMP unreachable for Services w/o endpoints */
+
+/* sock_config flags (socket hooks, sock.bpf.c) */
+#define XLB_SOCK_F_LOOPBACK	(1 << 0)	/* NodePort on 127.0.0.0/8 for node processes */
 
 #define XLB_VXLAN_PORT_DEFAULT	8472
 #define XLB_VNI_DEFAULT		1
@@ -133,6 +137,9 @@ enum xlb_reason {
 	XLB_R_DROP_ADJUST = 24,		/* bpf_xdp_adjust_head/tail or an skb rewrite failed */
 	XLB_R_PASS_VXLAN_OTHER = 25,	/* VXLAN not for us (other VNI / not our address) */
 	XLB_R_DROP_ITP_LOCAL = 26,	/* internalTrafficPolicy Local without local backend */
+	XLB_R_SOCK_XLATE = 27,		/* socket hook: connect/sendmsg sent to a backend */
+	XLB_R_SOCK_REFUSED = 28,	/* socket hook: connect/sendmsg refused (no endpoint) */
+	XLB_R_SOCK_UNCHANGED = 29,	/* socket hook: Service matched, left as dialled (source range, bad table) */
 	XLB_R__MAX
 };
 

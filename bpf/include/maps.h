@@ -243,4 +243,21 @@ struct {
 	__type(value, __u32);
 } clock_reads SEC(".maps");
 
+/* where (which network namespace) and how the socket hooks (sock.bpf.c) act */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xlb_sock_config);
+} sock_config SEC(".maps");
+
+/* {socket, backend} -> frontend: getpeername()/recvmsg() show the frontend
+ * (Cilium's lb4_reverse_nat_sk map); LRU: a closed socket's entry ages out */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, XLB_SOCK_RNAT_ENTRIES);
+	__type(key, struct xlb_sock_rnat_key);
+	__type(value, struct xlb_sock_rnat_val);
+} sock_rnat SEC(".maps");
+
 #endif /* XLB_MAPS_H */

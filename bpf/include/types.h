@@ -149,4 +149,27 @@ struct pg_sink_stats {
 	__u64 hist[XLB_PG_HIST_BUCKETS];	/* latency ns, see lat_bucket() in pktgen.bpf.c */
 };
 
+/* the socket hooks (sock.bpf.c) */
+/* sock_config: ARRAY[1] */
+struct xlb_sock_config {
+	__u64 netns_cookie;	/* the network namespace the hooks act in; 0 = none */
+	__u32 flags;		/* XLB_SOCK_F_* */
+	__u32 pad;
+};
+
+/* sock_rnat: a socket that was sent to a backend -> the frontend it dialled */
+struct xlb_sock_rnat_key {
+	__u64 cookie;		/* bpf_get_socket_cookie */
+	__be32 addr;		/* backend address */
+	__be16 port;		/* backend port */
+	__u8 proto;		/* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 pad;
+};
+
+struct xlb_sock_rnat_val {
+	__be32 addr;		/* frontend address as dialled (ClusterIP, node address, 127.0.0.1) */
+	__be16 port;		/* frontend port as dialled */
+	__u16 pad;
+};
+
 #endif /* XLB_TYPES_H */

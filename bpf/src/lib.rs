@@ -20,6 +20,10 @@ pub mod floor {
 pub mod tc {
     include!(concat!(env!("OUT_DIR"), "/tc.skel.rs"));
 }
+/// The cgroup socket hooks for host-originated traffic (`sock.bpf.c`).
+pub mod sock {
+    include!(concat!(env!("OUT_DIR"), "/sock.skel.rs"));
+}
 /// The live-frames packet generator and the sink (`pktgen.bpf.c`), used by xlb-pktgen.
 pub mod pktgen {
     include!(concat!(env!("OUT_DIR"), "/pktgen.skel.rs"));
@@ -37,7 +41,8 @@ pub mod wire;
 pub mod types {
     pub use crate::xdp::types::{
         xlb_affinity_key, xlb_affinity_val, xlb_backend, xlb_config, xlb_counter, xlb_ct_key,
-        xlb_ct_val, xlb_src_range_key, xlb_svc_key, xlb_svc_val, xlb_tunnel_key, xlb_tunnel_val,
+        xlb_ct_val, xlb_sock_config, xlb_sock_rnat_key, xlb_sock_rnat_val, xlb_src_range_key,
+        xlb_svc_key, xlb_svc_val, xlb_tunnel_key, xlb_tunnel_val,
     };
 }
 
@@ -78,6 +83,24 @@ const _: () = {
     assert!(size_of::<tc::types::xlb_ct_val>() == size_of::<types::xlb_ct_val>());
     assert!(size_of::<tc::types::xlb_backend>() == size_of::<types::xlb_backend>());
     assert!(size_of::<tc::types::xlb_config>() == size_of::<types::xlb_config>());
+};
+
+// The socket hooks' structs (`include/types.h`), and the shared ones the
+// sock object was built from, tied to the XDP object's.
+// SAFETY: plain C structs of fixed-width integers with explicit padding; any
+// bit pattern is valid.
+unsafe impl plain::Plain for types::xlb_sock_config {}
+unsafe impl plain::Plain for types::xlb_sock_rnat_key {}
+unsafe impl plain::Plain for types::xlb_sock_rnat_val {}
+const _: () = {
+    use std::mem::size_of;
+    assert!(size_of::<types::xlb_sock_config>() == 16);
+    assert!(size_of::<types::xlb_sock_rnat_key>() == 16);
+    assert!(size_of::<types::xlb_sock_rnat_val>() == 8);
+    assert!(size_of::<sock::types::xlb_sock_config>() == size_of::<types::xlb_sock_config>());
+    assert!(size_of::<sock::types::xlb_svc_val>() == size_of::<types::xlb_svc_val>());
+    assert!(size_of::<sock::types::xlb_backend>() == size_of::<types::xlb_backend>());
+    assert!(size_of::<sock::types::xlb_config>() == size_of::<types::xlb_config>());
 };
 
 // The generator's and sink's structs (`include/types.h`), for xlb-pktgen.

@@ -677,11 +677,13 @@ pub fn detach_pods(pin_dir: &Path) -> Result<Vec<Attachment>> {
 pub struct DetachedAll {
     /// The hooks taken off.
     pub hooks: Vec<Attachment>,
+    /// The socket hooks taken off the cgroup.
+    pub sockets: Vec<crate::cgroup::SockHook>,
     /// The pins removed, and what was kept because xlb did not make it.
     pub pins: crate::remove::Removal,
 }
 
-/// Removes every hook and every pin of xlb's under `pin_dir` (maps
+/// Removes every hook (the socket hooks included) and every pin of xlb's under `pin_dir` (maps
 /// included: state is lost), and nothing else: `pin_dir` must be a
 /// directory on bpffs ([`Error::PinDir`] otherwise, with nothing touched),
 /// and only what xlb names is removed there (see [`crate::remove`]).
@@ -694,8 +696,13 @@ pub fn detach_all(pin_dir: &Path) -> Result<DetachedAll> {
     for a in &hooks {
         detach_one(a)?;
     }
+    let sockets = crate::cgroup::detach(pin_dir)?;
     let pins = crate::remove::remove_own_pins(pin_dir, &maps)?;
-    Ok(DetachedAll { hooks, pins })
+    Ok(DetachedAll {
+        hooks,
+        sockets,
+        pins,
+    })
 }
 
 /// Pins the data plane's programs under `<pin>/progs/` (what new pod veths get).

@@ -5,12 +5,14 @@
 //! directory for a real node, or private (unpinned) for tests.
 //!
 //! [`attach`] puts the programs on interfaces through pinned bpf_links and
-//! replaces them in place; [`netlink`] follows pod interfaces; [`pin`] owns
+//! replaces them in place; [`cgroup`] the socket hooks on the cgroup v2
+//! root; [`netlink`] follows pod interfaces; [`pin`] owns
 //! the pin directory (bpffs mount, stale-pin checks); [`mounts`] tells
 //! whose bpf filesystem a path is on; [`remove`] takes xlb's own pins away
 //! and nothing else.
 
 pub mod attach;
+pub mod cgroup;
 pub mod mounts;
 pub mod netlink;
 pub mod pin;

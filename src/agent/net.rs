@@ -1,6 +1,19 @@
-//! This node's network facts: interfaces, their addresses, MAC and MTU.
+//! This node's network facts: interfaces, their addresses, MAC and MTU; the
+//! addresses NodePorts answer on (followed through netlink); the sockets
+//! listening on the node (which a frontend on a node address may shadow).
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use xlb_bpf::Proto;
+
+use crate::model::{in_cidrs, Desired};
 
 /// What the data plane needs to know about the uplink.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +55,286 @@ pub fn ipv4_addrs() -> std::io::Result<Vec<(String, Ipv4Addr)>> {
     // SAFETY: head came from getifaddrs.
     unsafe { libc::freeifaddrs(head) };
     Ok(out)
+}
+
+/// `--nodeport-addresses`: the CIDRs whose node addresses take NodePorts
+/// (empty: every address).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodePortCidrs(pub Vec<(Ipv4Addr, u8)>);
+
+impl std::str::FromStr for NodePortCidrs {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_cidrs(s).map(NodePortCidrs)
+    }
+}
+
+impl std::fmt::Display for NodePortCidrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v: Vec<String> = self.0.iter().map(|(a, l)| format!("{a}/{l}")).collect();
+        f.write_str(&v.join(","))
+    }
+}
+
+/// `--nodeport-addresses`: comma-separated IPv4 CIDRs ('' = every address).
+pub fn parse_cidrs(s: &str) -> Result<Vec<(Ipv4Addr, u8)>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, len) = part
+            .split_once('/')
+            .ok_or_else(|| format!("{part:?}: expected an IPv4 CIDR such as 10.0.0.0/8"))?;
+        let a: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("{part:?}: {a:?} is no IPv4 address"))?;
+        let len: u8 = len
+            .parse()
+            .ok()
+            .filter(|l| *l <= 32)
+            .ok_or_else(|| format!("{part:?}: prefix length {len:?} is not 0..=32"))?;
+        out.push((a, len));
+    }
+    Ok(out)
+}
+
+/// The node addresses NodePorts answer on: every IPv4 address of this
+/// network namespace but loopback (127.0.0.0/8 is the socket hooks'
+/// business: XLB_SOCK_F_LOOPBACK), inside `cidrs` when any are given.
+pub fn nodeport_addrs(cidrs: &[(Ipv4Addr, u8)]) -> std::io::Result<Vec<Ipv4Addr>> {
+    let set: BTreeSet<Ipv4Addr> = ipv4_addrs()?
+        .into_iter()
+        .map(|(_, a)| a)
+        .filter(|a| !a.is_loopback() && !a.is_unspecified())
+        .filter(|a| cidrs.is_empty() || in_cidrs(*a, cidrs))
+        .collect();
+    Ok(set.into_iter().collect())
+}
+
+/// Whether node processes get NodePorts on 127.0.0.1 (kube-proxy's
+/// localhost NodePorts): unless `--nodeport-addresses` leaves it out.
+pub fn loopback_nodeports(cidrs: &[(Ipv4Addr, u8)]) -> bool {
+    cidrs.is_empty() || in_cidrs(Ipv4Addr::LOCALHOST, cidrs)
+}
+
+/// Wakes up when an IPv4 address is added or removed in this network
+/// namespace (rtnetlink group RTMGRP_IPV4_IFADDR). What changed is read
+/// again with [`nodeport_addrs`]: the messages are only a signal.
+pub struct AddrWatcher {
+    fd: OwnedFd,
+}
+
+impl AddrWatcher {
+    pub fn new() -> std::io::Result<Self> {
+        const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+        // SAFETY: plain socket creation; the fd is owned below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: a zeroed sockaddr_nl is valid; family and groups set below.
+        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        sa.nl_family = libc::AF_NETLINK as u16;
+        sa.nl_groups = RTMGRP_IPV4_IFADDR;
+        // SAFETY: valid fd and sockaddr of the given length.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self { fd })
+    }
+
+    /// Waits up to `timeout` for address events; true when any came (all
+    /// pending ones are read). An overrun socket (ENOBUFS) counts as a change.
+    pub fn wait(&self, timeout: Duration) -> std::io::Result<bool> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            return if e.kind() == std::io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            };
+        }
+        if n == 0 {
+            return Ok(false);
+        }
+        let mut buf = [0u8; 8192];
+        loop {
+            // SAFETY: valid fd and buffer.
+            let r = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(libc::EAGAIN) | Some(libc::ENOBUFS) => Ok(true),
+                    _ => Err(e),
+                };
+            }
+        }
+    }
+}
+
+/// A thread that bumps `tx` whenever an IPv4 address of this network
+/// namespace is added or removed (until `stop`).
+pub fn watch_addrs(
+    tx: tokio::sync::watch::Sender<u64>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let w = AddrWatcher::new().context("opening a netlink socket for address events")?;
+    std::thread::Builder::new()
+        .name("xlb-addrs".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match w.wait(Duration::from_millis(500)) {
+                    Ok(true) => {
+                        tx.send_modify(|n| *n += 1);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!("following node addresses stopped: {e}");
+                        return;
+                    }
+                }
+            }
+        })
+        .context("starting the address thread")
+}
+
+/// Logs the NodePort addresses when they differ from `old` (None: the first time).
+pub fn log_nodeport_addrs(old: Option<&[Ipv4Addr]>, new: &[Ipv4Addr]) {
+    if old == Some(new) {
+        return;
+    }
+    let old = old.unwrap_or_default();
+    let added: Vec<_> = new.iter().filter(|a| !old.contains(a)).collect();
+    let removed: Vec<_> = old.iter().filter(|a| !new.contains(a)).collect();
+    tracing::info!(?added, ?removed, "NodePort addresses: {new:?}");
+}
+
+/// A socket listening (TCP) or bound (UDP) in this network namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Listener {
+    pub proto: Proto,
+    pub addr: Ipv4Addr,
+    pub port: u16,
+}
+
+/// Listeners of `/proc/net/{tcp,udp}` text: TCP in state LISTEN, UDP bound
+/// and unconnected (state 07).
+pub fn parse_proc_net(text: &str, proto: Proto) -> Vec<Listener> {
+    let want = match proto {
+        Proto::Tcp => "0A",
+        _ => "07",
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let local = f.nth(1)?;
+            let remote = f.next()?;
+            let state = f.next()?;
+            if state != want || (proto != Proto::Tcp && !remote.starts_with("00000000:0000")) {
+                return None;
+            }
+            let (a, p) = local.split_once(':')?;
+            // The kernel prints the __be32 as a host-order number: its
+            // native-endian bytes are the address.
+            let a = u32::from_str_radix(a, 16).ok()?;
+            let port = u16::from_str_radix(p, 16).ok()?;
+            Some(Listener {
+                proto,
+                addr: Ipv4Addr::from(a.to_ne_bytes()),
+                port,
+            })
+        })
+        .collect()
+}
+
+/// Every TCP listener and bound UDP socket of the calling thread's network
+/// namespace (IPv4).
+pub fn listeners() -> Vec<Listener> {
+    let mut out = Vec::new();
+    for (file, proto) in [("tcp", Proto::Tcp), ("udp", Proto::Udp)] {
+        if let Ok(t) = std::fs::read_to_string(format!("/proc/thread-self/net/{file}")) {
+            out.extend(parse_proc_net(&t, proto));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A frontend on a node address that takes the traffic of a process
+/// listening on the node (the Service wins, as with kube-proxy).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Shadow {
+    /// The frontend, as `addr:port/proto` (`*` for a NodePort).
+    pub frontend: String,
+    pub listener: Listener,
+}
+
+/// Frontends that cover a node listener: a NodePort on a port some process
+/// listens on at a node address (or any address), an address frontend on a
+/// node address and a listened port. `loopback`: NodePorts also answer on
+/// 127.0.0.0/8 (the socket hooks).
+pub fn shadows(
+    desired: &Desired,
+    node_addrs: &BTreeSet<Ipv4Addr>,
+    loopback: bool,
+    listeners: &[Listener],
+) -> Vec<Shadow> {
+    let mut out = Vec::new();
+    for (_, f) in desired.frontends() {
+        let k = &f.key;
+        for l in listeners {
+            if l.port != k.port || l.proto != k.proto {
+                continue;
+            }
+            let covered = match k.addr {
+                None => {
+                    l.addr.is_unspecified()
+                        || node_addrs.contains(&l.addr)
+                        || (loopback && l.addr.is_loopback())
+                }
+                Some(a) => node_addrs.contains(&a) && (l.addr.is_unspecified() || l.addr == a),
+            };
+            if covered {
+                out.push(Shadow {
+                    frontend: k.to_string(),
+                    listener: *l,
+                });
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The interface that holds `addr`, if any.
@@ -135,6 +428,126 @@ pub fn hostname() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cidrs_parse_and_match() {
+        let c = parse_cidrs("10.0.0.0/8, 198.18.0.1/32").unwrap();
+        assert_eq!(
+            c,
+            vec![
+                (Ipv4Addr::new(10, 0, 0, 0), 8),
+                (Ipv4Addr::new(198, 18, 0, 1), 32)
+            ]
+        );
+        assert!(in_cidrs(Ipv4Addr::new(10, 9, 8, 7), &c));
+        assert!(!in_cidrs(Ipv4Addr::new(198, 18, 0, 2), &c));
+        assert!(in_cidrs(
+            Ipv4Addr::new(1, 2, 3, 4),
+            &[(Ipv4Addr::UNSPECIFIED, 0)]
+        ));
+        assert_eq!(parse_cidrs("").unwrap(), vec![]);
+        assert!(!loopback_nodeports(&c));
+        assert!(loopback_nodeports(&[]));
+        assert!(loopback_nodeports(&parse_cidrs("127.0.0.0/8").unwrap()));
+        for bad in ["10.0.0.0", "10.0.0.0/33", "x/8", "10.0.0.0/"] {
+            assert!(parse_cidrs(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn proc_net_listeners() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 0100007F:280A 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0
+   2: 0100007F:9C40 0100007F:0016 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0
+";
+        let l = parse_proc_net(tcp, Proto::Tcp);
+        assert_eq!(l.len(), 2, "{l:?}");
+        assert_eq!(l[0].port, 22);
+        assert!(l[0].addr.is_unspecified());
+        assert_eq!(l[1].port, 10250);
+        if cfg!(target_endian = "little") {
+            assert_eq!(l[1].addr, Ipv4Addr::LOCALHOST);
+        }
+        // A real listener of this process shows up.
+        let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = s.local_addr().unwrap().port();
+        assert!(listeners()
+            .iter()
+            .any(|l| l.proto == Proto::Tcp && l.port == port && l.addr == Ipv4Addr::LOCALHOST));
+    }
+
+    #[test]
+    fn shadows_of_node_listeners() {
+        use crate::model::{Model, ModelConfig, Snapshot};
+        let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s", "namespace": "d"},
+            "spec": {"type": "NodePort", "clusterIP": "10.96.0.5",
+                     "externalIPs": ["198.18.0.11"],
+                     "ports": [{"port": 22, "nodePort": 30022, "protocol": "TCP"},
+                               {"port": 80, "nodePort": 10250, "protocol": "TCP"}]}
+        }))
+        .unwrap();
+        let snap = Snapshot {
+            services: vec![std::sync::Arc::new(svc)],
+            ..Default::default()
+        };
+        let node = Ipv4Addr::new(198, 18, 0, 11);
+        let cfg = ModelConfig {
+            node_name: "n1".into(),
+            node_addrs: vec![node],
+            nodeport_cidrs: vec![(Ipv4Addr::new(198, 18, 0, 0), 24)],
+            ..Default::default()
+        };
+        let m = Model::from_snapshot(&snap, cfg);
+        let d = m.desired();
+        assert_eq!(
+            d.local_addrs.iter().copied().collect::<Vec<_>>(),
+            vec![node]
+        );
+        let addrs: BTreeSet<_> = [node].into();
+        let l = |a: [u8; 4], port| Listener {
+            proto: Proto::Tcp,
+            addr: Ipv4Addr::from(a),
+            port,
+        };
+        let listening = [
+            l([0, 0, 0, 0], 22),        // sshd: the externalIP on the node address covers it
+            l([127, 0, 0, 1], 10250),   // kubelet on loopback: the NodePort with loopback
+            l([10, 1, 1, 1], 80),       // another address: not covered
+            l([198, 18, 0, 11], 30022), // on the node address: the NodePort covers it
+        ];
+        let s = shadows(d, &addrs, true, &listening);
+        let got: Vec<_> = s
+            .iter()
+            .map(|s| (s.frontend.clone(), s.listener.port))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("*:10250/TCP (NodePort)".to_string(), 10250),
+                ("*:30022/TCP (NodePort)".to_string(), 30022),
+                ("198.18.0.11:22/TCP".to_string(), 22),
+            ],
+            "{s:?}"
+        );
+        assert_eq!(
+            shadows(d, &addrs, false, &listening).len(),
+            2,
+            "no loopback NodePorts"
+        );
+        // Outside --nodeport-addresses, the node address takes no NodePort.
+        let cfg = ModelConfig {
+            node_name: "n1".into(),
+            node_addrs: vec![node],
+            nodeport_cidrs: vec![(Ipv4Addr::new(10, 0, 0, 0), 8)],
+            ..Default::default()
+        };
+        assert!(Model::from_snapshot(&snap, cfg)
+            .desired()
+            .local_addrs
+            .is_empty());
+    }
 
     #[test]
     fn loopback_is_found() {

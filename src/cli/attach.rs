@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use xlb_bpf::consts::XLB_SOCK_F_LOOPBACK;
 use xlb_loader::attach::{self, AttachMode, Attached};
+use xlb_loader::cgroup::{self, SockAttached, SockLb};
 use xlb_loader::netlink::{IfacePatterns, PodIfaceWatcher};
 use xlb_loader::{DataPlane, LoadOptions};
 
@@ -54,6 +56,17 @@ pub struct AttachArgs {
           value_parser = clap::value_parser!(u32).range(1024..=134_217_728))]
     pub ct_entries: Option<u32>,
 
+    /// Leave node processes' traffic alone: no cgroup socket hooks (by
+    /// default connect/sendmsg to a Service from this network namespace is
+    /// balanced at the socket, see docs/socket-lb.md).
+    #[arg(long)]
+    pub no_socket_lb: bool,
+
+    /// Root of the host's cgroup v2 hierarchy for the socket hooks (default:
+    /// the cgroup2 mount in /proc/self/mountinfo).
+    #[arg(long, value_name = "DIR")]
+    pub cgroup_root: Option<std::path::PathBuf>,
+
     /// Print what was done as JSON.
     #[arg(long)]
     pub json: bool,
@@ -63,14 +76,17 @@ pub struct AttachArgs {
 ///
 /// --iface removes xlb's hooks on that interface (the maps stay pinned, so a
 /// later attach keeps its state); --pods removes the hooks of every pod
-/// interface; --all removes every hook and every pin of xlb's, maps included
-/// (connection tracking is lost). --all acts only on a directory on a bpf
-/// filesystem and there only on the names xlb pins: other files and other
-/// tools' pins stay (exit 2 for a --pin-dir that is not on bpffs).
+/// interface; --sockets removes the cgroup socket hooks (node processes'
+/// traffic is then left alone); --all removes every hook and every pin of
+/// xlb's, maps included (connection tracking is lost). --all acts only on a
+/// directory on a bpf filesystem and there only on the names xlb pins: other
+/// files and other tools' pins stay (exit 2 for a --pin-dir that is not on
+/// bpffs).
 ///
 /// Examples:
 ///   xlb detach --iface eth0
 ///   xlb detach --pods
+///   xlb detach --sockets
 ///   xlb detach --all
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
@@ -83,6 +99,10 @@ pub struct DetachArgs {
     /// Detach every pod interface (keeps the uplink).
     #[arg(long)]
     pub pods: bool,
+
+    /// Detach the cgroup socket hooks (node processes' Service traffic).
+    #[arg(long)]
+    pub sockets: bool,
 
     /// Detach everything and remove xlb's pins under --pin-dir.
     #[arg(long)]
@@ -114,6 +134,33 @@ fn json_of(a: &Attached) -> serde_json::Value {
         "replaced": a.replaced,
         "warning": a.warning,
     })
+}
+
+fn describe_socket(s: &SockAttached) -> String {
+    format!(
+        "{:<16} {:<20} {}",
+        s.cgroup.display(),
+        format!("cgroup/{}", s.hook.name()),
+        if s.replaced { "replaced" } else { "attached" }
+    )
+}
+
+/// Loads the socket hooks beside `dp` and attaches them to the cgroup v2
+/// root (`cgroup`, else the one mounted) for the calling thread's network
+/// namespace (`flags`: XLB_SOCK_F_*).
+pub fn attach_sockets(
+    pin_dir: &Path,
+    dp: &DataPlane,
+    flags: u32,
+    cgroup: Option<&Path>,
+) -> anyhow::Result<Vec<SockAttached>> {
+    let sock = SockLb::load(dp).context("loading the socket hooks")?;
+    let root = match cgroup {
+        Some(p) => p.to_owned(),
+        None => cgroup::cgroup2_root()?,
+    };
+    cgroup::attach(pin_dir, &sock, &root, flags)
+        .with_context(|| format!("attaching the socket hooks to {}", root.display()))
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -189,11 +236,26 @@ pub fn run_attach(a: AttachArgs, pin_dir: &Path) -> anyhow::Result<()> {
         }
     }
     attach::pin_programs(pin_dir, &dp).context("pinning the programs")?;
+    let sockets = if a.no_socket_lb {
+        let gone = cgroup::detach(pin_dir).context("detaching the socket hooks")?;
+        if !gone.is_empty() {
+            eprintln!("--no-socket-lb: socket hooks of an earlier attach removed");
+        }
+        Vec::new()
+    } else {
+        attach_sockets(pin_dir, &dp, XLB_SOCK_F_LOOPBACK, a.cgroup_root.as_deref())?
+    };
 
     if a.json {
         let v = serde_json::json!({
             "pin_dir": pin_dir,
             "attached": done.iter().map(json_of).collect::<Vec<_>>(),
+            "sockets": sockets.iter().map(|s| serde_json::json!({
+                "hook": s.hook.name(),
+                "cgroup": s.cgroup,
+                "prog_id": s.prog_id,
+                "replaced": s.replaced,
+            })).collect::<Vec<_>>(),
             "failed": failures,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -203,6 +265,9 @@ pub fn run_attach(a: AttachArgs, pin_dir: &Path) -> anyhow::Result<()> {
             if let Some(w) = &d.warning {
                 eprintln!("warning: {w}");
             }
+        }
+        for s in &sockets {
+            println!("{}", describe_socket(s));
         }
         for f in &failures {
             eprintln!("error: {f}");
@@ -239,6 +304,12 @@ pub fn run_detach(a: DetachArgs, pin_dir: &Path) -> anyhow::Result<()> {
     if a.all {
         return remove_everything(pin_dir);
     }
+    if a.sockets {
+        let sockets = cgroup::detach(pin_dir).context("detaching the socket hooks")?;
+        print_sockets_detached(&sockets);
+        println!("{} hook(s) detached", sockets.len());
+        return Ok(());
+    }
     let removed = if a.pods {
         attach::detach_pods(pin_dir).context("detaching pod interfaces")?
     } else {
@@ -263,20 +334,27 @@ pub fn remove_everything(pin_dir: &Path) -> anyhow::Result<()> {
     for r in &done.hooks {
         println!("{:<16} {:<20} detached", r.iface, r.hook.describe());
     }
+    print_sockets_detached(&done.sockets);
     for k in &done.pins.kept {
         println!("{:<37} kept (not xlb's)", k.display());
     }
     let dir = if done.pins.dir_removed {
         format!(", {} removed", pin_dir.display())
-    } else if done.pins.removed.is_empty() && done.hooks.is_empty() {
+    } else if done.pins.removed.is_empty() && done.hooks.is_empty() && done.sockets.is_empty() {
         format!(": nothing of xlb's under {}", pin_dir.display())
     } else {
         String::new()
     };
     println!(
         "{} hook(s) detached, {} pin(s) removed{dir}",
-        done.hooks.len(),
+        done.hooks.len() + done.sockets.len(),
         done.pins.removed.len()
     );
     Ok(())
+}
+
+fn print_sockets_detached(hooks: &[cgroup::SockHook]) {
+    for h in hooks {
+        println!("{:<16} {:<20} detached", "cgroup", format!("cgroup/{}", h.name()));
+    }
 }

@@ -563,6 +563,9 @@ impl Model {
         if let Some(me) = self.nodes.get(&self.cfg.node_name) {
             local.extend(me.addrs.iter().copied());
         }
+        if !self.cfg.nodeport_cidrs.is_empty() {
+            local.retain(|a| in_cidrs(*a, &self.cfg.nodeport_cidrs));
+        }
         let changed = tunnels != self.desired.tunnels || local != self.desired.local_addrs;
         self.desired.tunnels = tunnels;
         self.desired.local_addrs = local;

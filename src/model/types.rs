@@ -56,6 +56,19 @@ pub struct ModelConfig {
     /// NodePorts outside this range are refused (`--nodeport-range`, the
     /// API server's `--service-node-port-range`).
     pub nodeport_range: std::ops::RangeInclusive<u16>,
+    /// When not empty, only the node addresses inside these CIDRs take
+    /// NodePorts (kube-proxy's `--nodeport-addresses`).
+    pub nodeport_cidrs: Vec<(Ipv4Addr, u8)>,
+}
+
+/// Whether `a` is inside one of `cidrs` (prefix lengths 0..=32).
+pub fn in_cidrs(a: Ipv4Addr, cidrs: &[(Ipv4Addr, u8)]) -> bool {
+    cidrs.iter().any(|(net, len)| {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from((*len).min(32)))
+            .unwrap_or(0);
+        u32::from(a) & mask == u32::from(*net) & mask
+    })
 }
 
 impl Default for ModelConfig {
@@ -66,6 +79,7 @@ impl Default for ModelConfig {
             vtep_mac_annotation: FLANNEL_VTEP_ANNOTATION.into(),
             maglev: MaglevConfig::default(),
             nodeport_range: DEFAULT_NODEPORT_RANGE,
+            nodeport_cidrs: Vec::new(),
         }
     }
 }
