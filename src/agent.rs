@@ -44,6 +44,9 @@ use crate::model::{Model, ModelConfig, Snapshot};
 use crate::sources::SourceOptions;
 use crate::sync::{SyncOptions, Syncer};
 
+pub mod health;
+pub mod healthz;
+pub mod http;
 pub mod net;
 
 /// Delay before a failed or partial sync is retried with the last snapshot.
@@ -141,6 +144,19 @@ pub struct AgentArgs {
     #[arg(long, env = "XLB_METRICS_ADDR", default_value = "127.0.0.1:9402")]
     pub metrics_addr: SocketAddr,
 
+    /// kube-proxy's node health endpoint (`/healthz`, `/livez`) for cloud
+    /// load balancers; '' turns it off (e.g. while kube-proxy still serves
+    /// it). A taken port is logged and retried, not fatal.
+    #[arg(long, env = "XLB_HEALTHZ_ADDR", default_value = "0.0.0.0:10256",
+          value_parser = parse_opt_addr, value_name = "ADDR")]
+    pub healthz_addr: OptAddr,
+
+    /// The API server's --service-node-port-range: NodePorts outside it are
+    /// refused.
+    #[arg(long, env = "XLB_NODEPORT_RANGE", default_value = "30000-32767",
+          value_parser = parse_port_range, value_name = "LO-HI")]
+    pub nodeport_range: PortRange,
+
     /// Changes arriving within this many milliseconds are synced together.
     #[arg(long, env = "XLB_DEBOUNCE_MS", default_value_t = 200)]
     pub debounce_ms: u64,
@@ -162,6 +178,66 @@ fn parse_mode(s: &str) -> Result<AttachMode, String> {
 
 fn parse_patterns(s: &str) -> Result<IfacePatterns, String> {
     s.parse()
+}
+
+/// A listen address, or none ('').
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptAddr(pub Option<SocketAddr>);
+
+fn parse_opt_addr(s: &str) -> Result<OptAddr, String> {
+    match s.trim() {
+        "" => Ok(OptAddr(None)),
+        a => a
+            .parse()
+            .map(|a| OptAddr(Some(a)))
+            .map_err(|e| format!("{a:?}: {e} (want IP:PORT, or '' for none)")),
+    }
+}
+
+/// An inclusive port range `LO-HI` (a single `PORT` is `PORT-PORT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        (self.lo..=self.hi).contains(&port)
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.lo, self.hi)
+    }
+}
+
+/// Parses `LO-HI` like the API server's `--service-node-port-range` (also
+/// `LO+N`, the range LO..=LO+N).
+pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
+    let s = s.trim();
+    let num = |t: &str| {
+        t.trim()
+            .parse::<u16>()
+            .map_err(|e| format!("{s:?}: {t:?} is not a port: {e}"))
+    };
+    let (lo, hi) = if let Some((a, b)) = s.split_once('-') {
+        (num(a)?, num(b)?)
+    } else if let Some((a, n)) = s.split_once('+') {
+        let lo = num(a)?;
+        let hi = lo
+            .checked_add(num(n)?)
+            .ok_or_else(|| format!("{s:?}: runs past 65535"))?;
+        (lo, hi)
+    } else {
+        let p = num(s)?;
+        (p, p)
+    };
+    if lo == 0 || lo > hi {
+        return Err(format!("{s:?}: want LO-HI with 1 <= LO <= HI <= 65535"));
+    }
+    Ok(PortRange { lo, hi })
 }
 
 impl AgentArgs {
@@ -189,6 +265,8 @@ impl AgentArgs {
             "vtep_annotation": self.vtep_annotation,
             "service_selector": self.service_selector.as_ref().map(|s| s.to_string()),
             "metrics_addr": self.metrics_addr.to_string(),
+            "healthz_addr": self.healthz_addr.0.map(|a| a.to_string()),
+            "nodeport_range": self.nodeport_range.to_string(),
             "debounce_ms": self.debounce_ms,
             "pin_dir": pin_dir,
         })
@@ -257,6 +335,11 @@ struct Agent {
     /// The incremental model, fed each snapshot's changes
     /// ([`Model::apply_snapshot`]); rebuilt when its config changes.
     model: Option<Model>,
+    /// Service proxy health: the node health endpoint and health checks.
+    proxy_health: Arc<healthz::ProxyHealth>,
+    /// healthCheckNodePort listeners, and what the last snapshot wants.
+    health_checks: health::ServiceHealth,
+    health_wanted: Vec<health::HealthCheck>,
 }
 
 impl Agent {
@@ -266,6 +349,16 @@ impl Agent {
             .await
             .with_context(|| format!("listening on {} for metrics", args.metrics_addr))?;
         tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
+        let proxy_health = healthz::ProxyHealth::new(healthz::DEFAULT_TIMEOUT);
+        if let Some(addr) = args.healthz_addr.0 {
+            tokio::spawn(healthz::serve(addr, proxy_health.clone(), metrics.clone()));
+        }
+        // kube-proxy without --nodeport-addresses: every address.
+        let health_checks = health::ServiceHealth::new(
+            vec![std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
+            proxy_health.clone(),
+            metrics.clone(),
+        );
 
         let dp = DataPlane::load(&LoadOptions {
             pin_dir: Some(pin_dir.clone()),
@@ -332,6 +425,9 @@ impl Agent {
             pods: None,
             names: BTreeMap::new(),
             model: None,
+            proxy_health,
+            health_checks,
+            health_wanted: Vec::new(),
         };
         tracing::info!(node = %agent.node_name, "agent started");
 
@@ -344,11 +440,16 @@ impl Agent {
         // map) is retried with the last snapshot, not only on the next change.
         let mut last: Option<Arc<Snapshot>> = None;
         let mut retry: Option<tokio::time::Instant> = None;
+        let mut health_retry = tokio::time::interval(health::RETRY);
+        health_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
             let retry_at = retry;
             tokio::select! {
                 _ = term.recv() => break Ok(()),
                 _ = int.recv() => break Ok(()),
+                _ = health_retry.tick(), if agent.health_checks.has_failed() => {
+                    agent.health_checks.sync(&agent.health_wanted).await;
+                }
                 _ = async { tokio::time::sleep_until(retry_at.unwrap()).await }, if retry_at.is_some() => {
                     retry = None;
                     if let Some(snap) = last.clone() {
@@ -366,7 +467,10 @@ impl Agent {
                     }
                     let snap = rx.borrow_and_update().clone();
                     if let Some(snap) = snap {
-                        match tokio::task::block_in_place(|| agent.on_snapshot(&snap)) {
+                        agent.proxy_health.queued_update();
+                        let synced = tokio::task::block_in_place(|| agent.on_snapshot(&snap));
+                        agent.sync_health_checks(&snap).await;
+                        match synced {
                             Ok(true) => retry = Some(tokio::time::Instant::now() + RETRY),
                             Ok(false) => retry = None,
                             // Fatal: the data plane cannot be set up (attach, config).
@@ -377,6 +481,7 @@ impl Agent {
                 }
             }
         };
+        agent.health_checks.close_all().await;
         agent.stop();
         result
     }
@@ -425,6 +530,7 @@ impl Agent {
             Ok(rep) => {
                 let took = started.elapsed();
                 self.metrics.observe_sync(took, true);
+                self.proxy_health.updated();
                 for (what, why) in &rep.failed {
                     tracing::warn!("not applied: {what}: {why}");
                 }
@@ -459,6 +565,18 @@ impl Agent {
             );
         }
         Ok(retry)
+    }
+
+    /// The healthCheckNodePort listeners and this node's eligibility, for
+    /// the snapshot just synced.
+    async fn sync_health_checks(&mut self, snap: &Snapshot) {
+        let own = snap
+            .nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(self.node_name.as_str()));
+        self.proxy_health.sync_node(own.map(|n| &**n));
+        self.health_wanted = health::wanted(snap, &self.node_name);
+        self.health_checks.sync(&self.health_wanted).await;
     }
 
     /// This node's address and uplink: flags first, then the Node object.

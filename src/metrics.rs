@@ -26,6 +26,7 @@
 //! Metrics are cheap to update (a mutex around a few integers per sync) and
 //! all map reading happens on a blocking thread at scrape time.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,6 +89,10 @@ pub struct Metrics {
     objects: Mutex<[usize; 3]>,
     services: Mutex<Vec<ServiceLabel>>,
     maps: OnceLock<Maps>,
+    /// `server` label -> failed attempts to bind its listener.
+    listen_errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// Health check node ports (serving, failed).
+    health_ports: Mutex<(usize, usize)>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -140,6 +145,28 @@ impl Metrics {
     /// Object counts of the last snapshot (services, slices, nodes).
     pub fn set_objects(&self, services: usize, slices: usize, nodes: usize) {
         *self.objects.lock().unwrap_or_else(|e| e.into_inner()) = [services, slices, nodes];
+    }
+
+    /// One failed attempt to bind a listener of `server` (`healthz`,
+    /// `health_check_node_port`).
+    pub fn count_listen_error(&self, server: &'static str) {
+        *self
+            .listen_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(server)
+            .or_default() += 1;
+    }
+
+    /// Failed listener binds so far, for `server`.
+    pub fn listen_errors(&self, server: &str) -> u64 {
+        let m = self.listen_errors.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(server).copied().unwrap_or(0)
+    }
+
+    /// Health check node ports being served and failing to open.
+    pub fn set_health_check_ports(&self, serving: usize, failed: usize) {
+        *self.health_ports.lock().unwrap_or_else(|e| e.into_inner()) = (serving, failed);
     }
 
     /// The Service ports currently in the maps, for per-Service counters.
@@ -203,6 +230,29 @@ impl Metrics {
         let _ = writeln!(o, "xlb_source_objects{{kind=\"Service\"}} {sv}");
         let _ = writeln!(o, "xlb_source_objects{{kind=\"EndpointSlice\"}} {sl}");
         let _ = writeln!(o, "xlb_source_objects{{kind=\"Node\"}} {nd}");
+
+        let (serving, failed) = *self.health_ports.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(o, "# HELP xlb_health_check_node_ports healthCheckNodePorts of eTP-Local LoadBalancer Services, by state.");
+        let _ = writeln!(o, "# TYPE xlb_health_check_node_ports gauge");
+        let _ = writeln!(
+            o,
+            "xlb_health_check_node_ports{{state=\"serving\"}} {serving}"
+        );
+        let _ = writeln!(
+            o,
+            "xlb_health_check_node_ports{{state=\"failed\"}} {failed}"
+        );
+        let errs = self
+            .listen_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let _ = writeln!(o, "# HELP xlb_listen_errors_total Failed attempts to open a listener (address in use...), by server.");
+        let _ = writeln!(o, "# TYPE xlb_listen_errors_total counter");
+        for server in ["healthz", "health_check_node_port"] {
+            let n = errs.get(server).copied().unwrap_or(0);
+            let _ = writeln!(o, "xlb_listen_errors_total{{server=\"{server}\"}} {n}");
+        }
     }
 
     fn render_maps(&self, maps: &Maps, o: &mut String) -> xlb_bpf::Result<()> {
