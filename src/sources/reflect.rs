@@ -284,16 +284,24 @@ where
         Err(_) => return Err(format!("no answer within {:?}", opts.watch_idle)),
     };
     let mut stream = std::pin::pin!(stream);
+    let opened = std::time::Instant::now();
     loop {
         let ev = match tokio::time::timeout(opts.watch_idle, stream.next()).await {
             Err(_) => {
                 tracing::info!("{what}: watch silent for {:?}; re-opening", opts.watch_idle);
                 return Ok(Next::Rewatch { clean: false });
             }
-            // Ended by the server (its timeout): the server is alive.
+            // Ended by the server at its timeout: the server is alive. A
+            // stream that ends much earlier was cut (the client sees a
+            // cut chunk as an end too): resume, but it is no progress.
             Ok(None) => {
-                status.progress(what);
-                return Ok(Next::Rewatch { clean: true });
+                let clean = opened.elapsed() >= opts.watch_timeout / 2;
+                if clean {
+                    status.progress(what);
+                } else {
+                    tracing::info!("{what}: watch ended early; resuming from {version}");
+                }
+                return Ok(Next::Rewatch { clean });
             }
             Ok(Some(Ok(ev))) => ev,
             Ok(Some(Err(e))) => {
