@@ -400,6 +400,8 @@ impl Agent {
             service_selector: args.service_selector.clone(),
             ..Default::default()
         };
+        metrics.set_source_status(opts.status.clone());
+        proxy_health.watch_source(opts.status.clone());
         if let Some(sel) = &opts.service_selector {
             tracing::info!(selector = %sel, "handling only the Services this selector matches");
         }

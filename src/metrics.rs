@@ -93,6 +93,8 @@ pub struct Metrics {
     listen_errors: Mutex<BTreeMap<&'static str, u64>>,
     /// Health check node ports (serving, failed).
     health_ports: Mutex<(usize, usize)>,
+    /// The source's progress: `/readyz` fails while it is behind.
+    source: OnceLock<crate::sources::SourceStatus>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -120,6 +122,22 @@ impl Metrics {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// The source whose progress readiness follows (set once).
+    pub fn set_source_status(&self, s: crate::sources::SourceStatus) {
+        let _ = self.source.set(s);
+    }
+
+    /// Why the agent is not ready, or `None` when it is: before the first
+    /// complete sync, and while the source is behind (the data plane keeps
+    /// the last good state meanwhile).
+    pub fn not_ready(&self) -> Option<String> {
+        if !self.is_ready() {
+            return Some("waiting for the first complete sync".into());
+        }
+        let behind = self.source.get().and_then(|s| s.behind())?;
+        Some(format!("the source is behind: {behind}"))
     }
 
     /// Records one sync (source snapshot to maps) and whether it succeeded.
@@ -195,6 +213,10 @@ impl Metrics {
         );
         let _ = writeln!(o, "# TYPE xlb_ready gauge");
         let _ = writeln!(o, "xlb_ready {}", u8::from(self.is_ready()));
+        let behind = self.source.get().is_some_and(|s| s.behind().is_some());
+        let _ = writeln!(o, "# HELP xlb_source_behind 1 while the source made no progress (list, event, bookmark) within its bound.");
+        let _ = writeln!(o, "# TYPE xlb_source_behind gauge");
+        let _ = writeln!(o, "xlb_source_behind {}", u8::from(behind));
 
         let s = self.sync.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(o, "# HELP xlb_sync_duration_seconds Time from a source snapshot to the maps holding it (model + diff + map writes).");
@@ -447,20 +469,19 @@ async fn handle(mut s: TcpStream, m: Arc<Metrics>) -> std::io::Result<()> {
             .await
         }
         "/healthz" => respond(&mut s, "200 OK", "text/plain", "ok\n", head_only).await,
-        "/readyz" => {
-            if m.is_ready() {
-                respond(&mut s, "200 OK", "text/plain", "ready\n", head_only).await
-            } else {
+        "/readyz" => match m.not_ready() {
+            None => respond(&mut s, "200 OK", "text/plain", "ready\n", head_only).await,
+            Some(why) => {
                 respond(
                     &mut s,
                     "503 Service Unavailable",
                     "text/plain",
-                    "waiting for the first complete sync\n",
+                    &format!("{why}\n"),
                     head_only,
                 )
                 .await
             }
-        }
+        },
         _ => {
             respond(
                 &mut s,
@@ -516,6 +537,25 @@ mod tests {
         assert!(t.contains("xlb_ready 0\n"));
         m.set_ready();
         assert!(m.render().contains("xlb_ready 1\n"));
+    }
+
+    #[test]
+    fn readiness_follows_the_source() {
+        let m = Metrics::new();
+        assert!(m.not_ready().unwrap().contains("first complete sync"));
+        m.set_ready();
+        assert_eq!(m.not_ready(), None);
+        let st = crate::sources::SourceStatus::default();
+        m.set_source_status(st.clone());
+        st.register("services", Duration::ZERO);
+        st.error("services", "list failed: 503".into());
+        std::thread::sleep(Duration::from_millis(2));
+        let why = m.not_ready().unwrap();
+        assert!(why.contains("services") && why.contains("503"), "{why}");
+        assert!(m.render().contains("xlb_source_behind 1\n"));
+        st.register("services", Duration::from_secs(3600));
+        assert_eq!(m.not_ready(), None);
+        assert!(m.render().contains("xlb_source_behind 0\n"));
     }
 
     #[test]

@@ -50,6 +50,7 @@ struct State {
 pub struct ProxyHealth {
     timeout: Duration,
     state: Mutex<State>,
+    source: std::sync::OnceLock<crate::sources::SourceStatus>,
 }
 
 impl ProxyHealth {
@@ -62,6 +63,7 @@ impl ProxyHealth {
                 // Eligible while starting, until the Node says otherwise.
                 node_eligible: true,
             }),
+            source: std::sync::OnceLock::new(),
         })
     }
 
@@ -80,6 +82,12 @@ impl ProxyHealth {
         let mut s = self.lock();
         s.oldest_pending = None;
         s.last_updated = Some(SystemTime::now());
+    }
+
+    /// Counts the source being behind as an update pending since it fell
+    /// behind (set once).
+    pub fn watch_source(&self, s: crate::sources::SourceStatus) {
+        let _ = self.source.set(s);
     }
 
     /// Eligibility from this node's Node object (`None`: not seen, eligible).
@@ -106,9 +114,12 @@ impl ProxyHealth {
 
     fn status(&self) -> (bool, Option<SystemTime>) {
         let s = self.lock();
+        let behind = self.source.get().and_then(|s| s.behind_since());
         let late = s
             .oldest_pending
-            .is_some_and(|t| t.elapsed() >= self.timeout);
+            .into_iter()
+            .chain(behind)
+            .any(|t| t.elapsed() >= self.timeout);
         (!late, s.last_updated)
     }
 
