@@ -380,6 +380,7 @@ impl Agent {
         })?;
         attach::pin_programs(&pin_dir, &dp).context("pinning the programs")?;
         metrics.set_maps(Maps::from_pin_dir(&pin_dir)?);
+        metrics.spawn_sampler(crate::metrics::SAMPLE_EVERY);
         let syncer = Syncer::adopt(
             Maps::from_pin_dir(&pin_dir)?,
             SyncOptions {

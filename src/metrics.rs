@@ -16,15 +16,20 @@
 //!     `xlb_last_sync_timestamp_seconds`;
 //!   - `xlb_map_entries{map}` and `xlb_map_max_entries{map}`: occupancy of
 //!     each map (for the `maglev` slot array: slots owned by Services; for
-//!     `backends`: active slots; `config`/`stats` are fixed arrays);
+//!     `backends`: active slots; `config`/`stats` are fixed arrays), as
+//!     *sampled* by a background task ([`Metrics::spawn_sampler`], every 10 s
+//!     in the agent; `xlb_map_sample_timestamp_seconds` says when): a scrape
+//!     never walks a map, so its cost does not grow with connection tracking;
 //!   - `xlb_source_objects{kind}`: objects in the last snapshot;
 //!   - `xlb_ready`: 1 once the first complete sync is in the maps.
 //! - `/healthz`: 200 while the process serves requests (liveness).
 //! - `/readyz`: 200 once the first complete sync from the source has been
 //!   applied, 503 before (readiness).
 //!
-//! Metrics are cheap to update (a mutex around a few integers per sync) and
-//! all map reading happens on a blocking thread at scrape time.
+//! Metrics are cheap to update (a mutex around a few integers per sync). At
+//! scrape time only the per-Service and per-reason counters are read (one
+//! lookup each), on a blocking thread, and at most [`MAX_SCRAPES`] scrapes
+//! render at once (others wait their turn, within the request timeout).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -37,6 +42,28 @@ use libbpf_rs::MapCore as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use xlb_bpf::Maps;
+
+/// How often the agent samples map occupancy.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+/// Scrapes rendered at the same time; more wait.
+pub const MAX_SCRAPES: usize = 2;
+
+/// Map occupancy as last sampled: (map, entries in use, capacity).
+#[derive(Clone, Debug, Default)]
+pub struct MapSample {
+    pub at_unix: f64,
+    pub maps: Vec<(&'static str, u64, u32)>,
+}
+
+/// The scrape limiter ([`MAX_SCRAPES`] permits).
+struct Scrapes(tokio::sync::Semaphore);
+
+impl Default for Scrapes {
+    fn default() -> Self {
+        Self(tokio::sync::Semaphore::new(MAX_SCRAPES))
+    }
+}
 
 /// Upper bounds (seconds) of the sync latency histogram buckets.
 pub const SYNC_BUCKETS: [f64; 14] = [
@@ -95,6 +122,9 @@ pub struct Metrics {
     health_ports: Mutex<(usize, usize)>,
     /// The source's progress: `/readyz` fails while it is behind.
     source: OnceLock<crate::sources::SourceStatus>,
+    /// Map occupancy, sampled off the scrape path.
+    map_sample: Mutex<Option<MapSample>>,
+    scrapes: Scrapes,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -113,6 +143,55 @@ impl Metrics {
     /// The maps to read counters and occupancy from (set once).
     pub fn set_maps(&self, maps: Maps) {
         let _ = self.maps.set(maps);
+    }
+
+    /// Counts every map's entries now (walks hash maps: call it off the
+    /// request path); scrapes report the result until the next sample.
+    pub fn sample_maps(&self) -> xlb_bpf::Result<()> {
+        let Some(maps) = self.maps.get() else {
+            return Ok(());
+        };
+        let usage = map_usage(maps)?;
+        let max: BTreeMap<&str, u32> = maps
+            .all()
+            .into_iter()
+            .map(|(n, h)| (n, h.max_entries()))
+            .collect();
+        let sample = MapSample {
+            at_unix: unix_now(),
+            maps: usage
+                .into_iter()
+                .map(|(n, used)| (n, used, max.get(n).copied().unwrap_or(0)))
+                .collect(),
+        };
+        *self.map_sample.lock().unwrap_or_else(|e| e.into_inner()) = Some(sample);
+        Ok(())
+    }
+
+    /// The last map sample, if any.
+    pub fn map_sample(&self) -> Option<MapSample> {
+        self.map_sample
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Samples the maps now and then every `every`, on a blocking thread.
+    pub fn spawn_sampler(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let m = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let m2 = m.clone();
+                match tokio::task::spawn_blocking(move || m2.sample_maps()).await {
+                    Ok(Err(e)) => tracing::warn!("sampling map occupancy: {e}"),
+                    Err(e) => tracing::warn!("sampling map occupancy: {e}"),
+                    Ok(Ok(())) => {}
+                }
+            }
+        })
     }
 
     /// Marks the first complete sync as done: `/readyz` answers 200.
@@ -155,9 +234,7 @@ impl Metrics {
         }
         s.count += 1;
         s.sum += secs;
-        s.last_ok_unix = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        s.last_ok_unix = unix_now();
     }
 
     /// Object counts of the last snapshot (services, slices, nodes).
@@ -340,19 +417,26 @@ impl Metrics {
             );
         }
 
-        let _ = writeln!(o, "# HELP xlb_map_entries Entries in use per map.");
-        let _ = writeln!(o, "# TYPE xlb_map_entries gauge");
-        for (name, used) in map_usage(maps)? {
-            let _ = writeln!(o, "xlb_map_entries{{map=\"{name}\"}} {used}");
-        }
-        let _ = writeln!(o, "# HELP xlb_map_max_entries Capacity per map.");
-        let _ = writeln!(o, "# TYPE xlb_map_max_entries gauge");
-        for (name, h) in maps.all() {
+        if let Some(sample) = self.map_sample() {
             let _ = writeln!(
                 o,
-                "xlb_map_max_entries{{map=\"{name}\"}} {}",
-                h.max_entries()
+                "# HELP xlb_map_entries Entries in use per map (sampled, see xlb_map_sample_timestamp_seconds)."
             );
+            let _ = writeln!(o, "# TYPE xlb_map_entries gauge");
+            for (name, used, _) in &sample.maps {
+                let _ = writeln!(o, "xlb_map_entries{{map=\"{name}\"}} {used}");
+            }
+            let _ = writeln!(o, "# HELP xlb_map_max_entries Capacity per map.");
+            let _ = writeln!(o, "# TYPE xlb_map_max_entries gauge");
+            for (name, _, max) in &sample.maps {
+                let _ = writeln!(o, "xlb_map_max_entries{{map=\"{name}\"}} {max}");
+            }
+            let _ = writeln!(
+                o,
+                "# HELP xlb_map_sample_timestamp_seconds Unix time of the map occupancy sample."
+            );
+            let _ = writeln!(o, "# TYPE xlb_map_sample_timestamp_seconds gauge");
+            let _ = writeln!(o, "xlb_map_sample_timestamp_seconds {}", sample.at_unix);
         }
         Ok(())
     }
@@ -377,11 +461,35 @@ pub fn map_usage(maps: &Maps) -> xlb_bpf::Result<Vec<(&'static str, u64)>> {
             "backends" => maps.backends()?.len() as u64,
             "maglev" => maglev,
             "config" | "stats" => u64::from(h.max_entries()),
-            _ => Maps::count(h) as u64,
+            _ => count_entries(h),
         };
         out.push((name, used));
     }
     Ok(out)
+}
+
+/// Entries of a hash-like map, read in batches of 4096 (one syscall per
+/// batch instead of one per key); a kernel without batch lookups for the map
+/// type gets the key walk.
+pub fn count_entries(h: &libbpf_rs::MapHandle) -> u64 {
+    use libbpf_rs::MapFlags;
+    match h.lookup_batch(4096, MapFlags::ANY, MapFlags::ANY) {
+        Ok(it) => {
+            let n = it.count() as u64;
+            if n == 0 && h.keys().next().is_some() {
+                Maps::count(h) as u64
+            } else {
+                n
+            }
+        }
+        Err(_) => Maps::count(h) as u64,
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn esc(s: &str) -> String {
@@ -455,6 +563,10 @@ async fn handle(mut s: TcpStream, m: Arc<Metrics>) -> std::io::Result<()> {
     }
     match path {
         "/metrics" => {
+            // Bounded: waits for a permit within the connection's timeout.
+            let Ok(_permit) = m.scrapes.0.acquire().await else {
+                return Ok(());
+            };
             let m2 = m.clone();
             let body = tokio::task::spawn_blocking(move || m2.render())
                 .await

@@ -385,9 +385,14 @@ fn agent_refuses_a_missing_manifest_directory() {
         .arg(&env.pin)
         .args(["agent", "--manifests", "/nonexistent/xlb", "--metrics-addr"])
         .arg(format!("127.0.0.1:{port}"))
+        .args(["--healthz-addr", ""])
+        .env("RUST_LOG", "info")
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/xlb"), "{err}");
+    // Logs to a pipe (kubectl logs) are plain text: no ANSI colour codes.
+    assert!(err.contains("data plane loaded"), "{err}");
+    assert!(!err.contains('\x1b'), "ANSI escapes in piped logs: {err:?}");
 }
