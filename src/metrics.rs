@@ -38,6 +38,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use std::os::fd::AsFd as _;
+
 use libbpf_rs::MapCore as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -45,6 +47,12 @@ use xlb_bpf::Maps;
 
 /// How often the agent samples map occupancy.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// Every how many samples the LRU maps are counted too: counting a full
+/// connection-tracking table costs about half a second of CPU at 1M
+/// entries, so once a minute.
+pub const LRU_SAMPLE_RATIO: u32 = 6;
+/// Maps that grow with traffic, counted only every [`LRU_SAMPLE_RATIO`] samples.
+pub const LRU_MAPS: [&str; 2] = ["ct", "affinity"];
 
 /// Scrapes rendered at the same time; more wait.
 pub const MAX_SCRAPES: usize = 2;
@@ -148,10 +156,27 @@ impl Metrics {
     /// Counts every map's entries now (walks hash maps: call it off the
     /// request path); scrapes report the result until the next sample.
     pub fn sample_maps(&self) -> xlb_bpf::Result<()> {
+        self.sample(true)
+    }
+
+    /// Like [`Self::sample_maps`]; without `lru` the [`LRU_MAPS`] keep their
+    /// previous figures (counted anyway when there are none yet).
+    pub fn sample(&self, lru: bool) -> xlb_bpf::Result<()> {
         let Some(maps) = self.maps.get() else {
             return Ok(());
         };
-        let usage = map_usage(maps)?;
+        let prev: BTreeMap<&str, u64> = self
+            .map_sample()
+            .map(|s| s.maps.iter().map(|(n, u, _)| (*n, *u)).collect())
+            .unwrap_or_default();
+        let keep = |n: &str| {
+            if lru || !LRU_MAPS.contains(&n) {
+                None
+            } else {
+                prev.get(n).copied()
+            }
+        };
+        let usage = map_usage_with(maps, &keep)?;
         let max: BTreeMap<&str, u32> = maps
             .all()
             .into_iter()
@@ -176,16 +201,18 @@ impl Metrics {
             .clone()
     }
 
-    /// Samples the maps now and then every `every`, on a blocking thread.
+    /// Samples the maps now and then every `every` (the [`LRU_MAPS`] every
+    /// [`LRU_SAMPLE_RATIO`] times), on a blocking thread.
     pub fn spawn_sampler(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         let m = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
+            for n in 0u32.. {
                 tick.tick().await;
                 let m2 = m.clone();
-                match tokio::task::spawn_blocking(move || m2.sample_maps()).await {
+                let lru = n % LRU_SAMPLE_RATIO == 0;
+                match tokio::task::spawn_blocking(move || m2.sample(lru)).await {
                     Ok(Err(e)) => tracing::warn!("sampling map occupancy: {e}"),
                     Err(e) => tracing::warn!("sampling map occupancy: {e}"),
                     Ok(Ok(())) => {}
@@ -446,6 +473,15 @@ impl Metrics {
 /// `backends`, slots owned by Services for `maglev`, the fixed size for the
 /// `config` and `stats` arrays.
 pub fn map_usage(maps: &Maps) -> xlb_bpf::Result<Vec<(&'static str, u64)>> {
+    map_usage_with(maps, &|_| None)
+}
+
+/// [`map_usage`], with the figure of each map for which `known` has one
+/// taken from it instead of counted.
+pub fn map_usage_with(
+    maps: &Maps,
+    known: &dyn Fn(&str) -> Option<u64>,
+) -> xlb_bpf::Result<Vec<(&'static str, u64)>> {
     let services = maps.services()?;
     let mut regions: Vec<(u32, u32)> = services
         .iter()
@@ -456,6 +492,10 @@ pub fn map_usage(maps: &Maps) -> xlb_bpf::Result<Vec<(&'static str, u64)>> {
     let maglev: u64 = regions.iter().map(|(_, n)| u64::from(*n)).sum();
     let mut out = Vec::new();
     for (name, h) in maps.all() {
+        if let Some(n) = known(name) {
+            out.push((name, n));
+            continue;
+        }
         let used = match name {
             "services" => services.len() as u64,
             "backends" => maps.backends()?.len() as u64,
@@ -472,17 +512,50 @@ pub fn map_usage(maps: &Maps) -> xlb_bpf::Result<Vec<(&'static str, u64)>> {
 /// batch instead of one per key); a kernel without batch lookups for the map
 /// type gets the key walk.
 pub fn count_entries(h: &libbpf_rs::MapHandle) -> u64 {
-    use libbpf_rs::MapFlags;
-    match h.lookup_batch(4096, MapFlags::ANY, MapFlags::ANY) {
-        Ok(it) => {
-            let n = it.count() as u64;
-            if n == 0 && h.keys().next().is_some() {
-                Maps::count(h) as u64
-            } else {
-                n
-            }
+    use std::os::fd::AsRawFd as _;
+    const BATCH: u32 = 4096;
+    let (ks, vs) = (h.key_size() as usize, h.value_size() as usize);
+    let mut keys = vec![0u8; ks * BATCH as usize];
+    let mut vals = vec![0u8; vs * BATCH as usize];
+    // The batch token: a bucket index for hash maps; key-sized to be safe.
+    let tok = ks.max(8);
+    let (mut in_b, mut out_b) = (vec![0u8; tok], vec![0u8; tok]);
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+        elem_flags: 0,
+        flags: 0,
+    };
+    let mut total = 0u64;
+    let mut first = true;
+    loop {
+        let mut count = BATCH;
+        // SAFETY: the buffers hold BATCH keys and values of the map's sizes
+        // and a token of at least the key size; `count` says how many fit.
+        let rc = unsafe {
+            libbpf_sys::bpf_map_lookup_batch(
+                h.as_fd().as_raw_fd(),
+                if first {
+                    std::ptr::null_mut()
+                } else {
+                    in_b.as_mut_ptr().cast()
+                },
+                out_b.as_mut_ptr().cast(),
+                keys.as_mut_ptr().cast(),
+                vals.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        total += u64::from(count);
+        if rc == -libc::ENOENT {
+            return total; // the last batch
         }
-        Err(_) => Maps::count(h) as u64,
+        if rc < 0 {
+            // No batch support for this map type or kernel.
+            return Maps::count(h) as u64;
+        }
+        std::mem::swap(&mut in_b, &mut out_b);
+        first = false;
     }
 }
 

@@ -576,7 +576,7 @@ fn daemonset_is_confined() {
     writable.sort();
     assert_eq!(
         writable,
-        [pin.to_string(), "/run/xlb".to_string()],
+        ["/run/xlb".to_string(), pin.to_string()],
         "writable host paths: only the pins and the names"
     );
     let pin_mount = mounts.iter().find(|m| m.mount_path == pin).unwrap();
