@@ -278,11 +278,14 @@ fn agent_syncs_manifests_serves_metrics_restarts_and_cleans_up() {
     );
     let drop_nb = xlb_bpf::Reason::from_name("drop_no_backend").unwrap();
     set_counter(&maps, drop_nb.0, &[(2, 120)]);
-    let m = metrics_with(
+    metrics_with(
         port,
         "xlb_service_packets_total{namespace=\"default\",service=\"web\",port=\"80\",protocol=\"TCP\"} 7\n",
     );
+    // Map occupancy is sampled in the background (every 10 s).
+    let m = metrics_with(port, "xlb_map_entries{map=\"services\"} 2\n");
     for line in [
+        "xlb_service_packets_total{namespace=\"default\",service=\"web\",port=\"80\",protocol=\"TCP\"} 7\n",
         "xlb_service_bytes_total{namespace=\"default\",service=\"web\",port=\"80\",protocol=\"TCP\"} 700\n",
         "xlb_service_packets_total{namespace=\"default\",service=\"api\",port=\"443\",protocol=\"TCP\"} 0\n",
         "xlb_reason_packets_total{action=\"drop\",reason=\"drop_no_backend\"} 2\n",
