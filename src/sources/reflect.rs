@@ -182,6 +182,11 @@ pub async fn run<K>(
             items.len()
         );
         store.replace(items);
+        // A relist frees a whole generation of objects, allocated on
+        // whichever threads parsed them: hand the free pages back to the
+        // kernel instead of keeping them in glibc's per-thread arenas.
+        // SAFETY: malloc_trim has no preconditions.
+        unsafe { libc::malloc_trim(0) };
         status.progress(what);
         backoff.reset();
         changed.notify_one();

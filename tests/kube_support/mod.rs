@@ -301,11 +301,30 @@ impl FakeApi {
             let body = {
                 let st = self.state.lock().unwrap();
                 let (api_version, kind) = list_kind(path);
+                // Pages as the real server cuts them: `limit` items, and a
+                // `continue` token (here: the offset) while more remain.
+                let from: usize = params
+                    .get("continue")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                let limit: usize = params
+                    .get("limit")
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(usize::MAX);
+                let total = st.objects.get(path).map_or(0, |m| m.len());
+                let next = from.saturating_add(limit);
+                let cont = if next < total {
+                    next.to_string()
+                } else {
+                    String::new()
+                };
                 let items: Vec<Value> = st
                     .objects
                     .get(path)
                     .map(|m| {
                         m.values()
+                            .skip(from)
+                            .take(limit)
                             .map(|o| {
                                 // Like the real server, list items carry no apiVersion/kind.
                                 let mut o = o.clone();
@@ -317,7 +336,8 @@ impl FakeApi {
                     })
                     .unwrap_or_default();
                 json!({"apiVersion": api_version, "kind": kind,
-                       "metadata": {"resourceVersion": st.rv.to_string()}, "items": items})
+                       "metadata": {"resourceVersion": st.rv.to_string(), "continue": cont},
+                       "items": items})
                 .to_string()
             };
             let body = match fault {
