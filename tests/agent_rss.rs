@@ -99,7 +99,7 @@ fn top_mappings(pid: u32) -> Vec<(u64, String)> {
             cur = l.to_string();
         }
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|m| std::cmp::Reverse(m.0));
     out.truncate(4);
     out
 }
