@@ -43,7 +43,10 @@ use crate::metrics::{Metrics, ServiceLabel};
 use crate::model::{Model, ModelConfig, Snapshot};
 use crate::sources::SourceOptions;
 use crate::sync::{SyncOptions, Syncer};
+use args::parse_opt_addr;
+pub use args::{parse_port_range, OptAddr, PortRange};
 
+pub mod args;
 pub mod health;
 pub mod healthz;
 pub mod http;
@@ -182,66 +185,6 @@ fn parse_mode(s: &str) -> Result<AttachMode, String> {
 
 fn parse_patterns(s: &str) -> Result<IfacePatterns, String> {
     s.parse()
-}
-
-/// A listen address, or none ('').
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OptAddr(pub Option<SocketAddr>);
-
-fn parse_opt_addr(s: &str) -> Result<OptAddr, String> {
-    match s.trim() {
-        "" => Ok(OptAddr(None)),
-        a => a
-            .parse()
-            .map(|a| OptAddr(Some(a)))
-            .map_err(|e| format!("{a:?}: {e} (want IP:PORT, or '' for none)")),
-    }
-}
-
-/// An inclusive port range `LO-HI` (a single `PORT` is `PORT-PORT`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PortRange {
-    pub lo: u16,
-    pub hi: u16,
-}
-
-impl PortRange {
-    pub fn contains(&self, port: u16) -> bool {
-        (self.lo..=self.hi).contains(&port)
-    }
-}
-
-impl std::fmt::Display for PortRange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.lo, self.hi)
-    }
-}
-
-/// Parses `LO-HI` like the API server's `--service-node-port-range` (also
-/// `LO+N`, the range LO..=LO+N).
-pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
-    let s = s.trim();
-    let num = |t: &str| {
-        t.trim()
-            .parse::<u16>()
-            .map_err(|e| format!("{s:?}: {t:?} is not a port: {e}"))
-    };
-    let (lo, hi) = if let Some((a, b)) = s.split_once('-') {
-        (num(a)?, num(b)?)
-    } else if let Some((a, n)) = s.split_once('+') {
-        let lo = num(a)?;
-        let hi = lo
-            .checked_add(num(n)?)
-            .ok_or_else(|| format!("{s:?}: runs past 65535"))?;
-        (lo, hi)
-    } else {
-        let p = num(s)?;
-        (p, p)
-    };
-    if lo == 0 || lo > hi {
-        return Err(format!("{s:?}: want LO-HI with 1 <= LO <= HI <= 65535"));
-    }
-    Ok(PortRange { lo, hi })
 }
 
 impl AgentArgs {
