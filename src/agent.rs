@@ -43,8 +43,18 @@ use crate::metrics::{Metrics, ServiceLabel};
 use crate::model::{Model, ModelConfig, Snapshot};
 use crate::sources::SourceOptions;
 use crate::sync::{SyncOptions, Syncer};
+use args::parse_opt_addr;
+pub use args::{parse_port_range, OptAddr, PortRange};
 
+pub mod args;
+pub mod health;
+pub mod healthz;
+pub mod http;
 pub mod net;
+
+/// A sync taking longer than this replaced much of the model: memory is
+/// trimmed after it.
+const BIG_SYNC: Duration = Duration::from_millis(100);
 
 /// Delay before a failed or partial sync is retried with the last snapshot.
 const RETRY: Duration = Duration::from_secs(5);
@@ -141,6 +151,19 @@ pub struct AgentArgs {
     #[arg(long, env = "XLB_METRICS_ADDR", default_value = "127.0.0.1:9402")]
     pub metrics_addr: SocketAddr,
 
+    /// kube-proxy's node health endpoint (`/healthz`, `/livez`) for cloud
+    /// load balancers; '' turns it off (e.g. while kube-proxy still serves
+    /// it). A taken port is logged and retried, not fatal.
+    #[arg(long, env = "XLB_HEALTHZ_ADDR", default_value = "0.0.0.0:10256",
+          value_parser = parse_opt_addr, value_name = "ADDR")]
+    pub healthz_addr: OptAddr,
+
+    /// The API server's --service-node-port-range: NodePorts outside it are
+    /// refused.
+    #[arg(long, env = "XLB_NODEPORT_RANGE", default_value = "30000-32767",
+          value_parser = parse_port_range, value_name = "LO-HI")]
+    pub nodeport_range: PortRange,
+
     /// Changes arriving within this many milliseconds are synced together.
     #[arg(long, env = "XLB_DEBOUNCE_MS", default_value_t = 200)]
     pub debounce_ms: u64,
@@ -214,6 +237,8 @@ impl AgentArgs {
             "vtep_annotation": self.vtep_annotation,
             "service_selector": self.service_selector.as_ref().map(|s| s.to_string()),
             "metrics_addr": self.metrics_addr.to_string(),
+            "healthz_addr": self.healthz_addr.0.map(|a| a.to_string()),
+            "nodeport_range": self.nodeport_range.to_string(),
             "debounce_ms": self.debounce_ms,
             "nodeport_addresses": self.nodeport_addresses.to_string(),
             "socket_lb": !self.no_socket_lb,
@@ -231,6 +256,12 @@ pub fn run(a: AgentArgs, pin_dir: &Path) -> anyhow::Result<()> {
     if a.cleanup {
         return cleanup(pin_dir);
     }
+    // Two malloc arenas instead of glibc's 8 per core: the agent's big
+    // allocations (a relist of 20,000 objects, a full model rebuild) happen
+    // on whichever runtime or blocking thread runs them, and per-thread
+    // arenas keep the freed memory of each such burst.
+    // SAFETY: mallopt before any thread is started.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -271,6 +302,11 @@ struct Agent {
     /// The incremental model, fed each snapshot's changes
     /// ([`Model::apply_snapshot`]); rebuilt when its config changes.
     model: Option<Model>,
+    /// Service proxy health: the node health endpoint and health checks.
+    proxy_health: Arc<healthz::ProxyHealth>,
+    /// healthCheckNodePort listeners, and what the last snapshot wants.
+    health_checks: health::ServiceHealth,
+    health_wanted: Vec<health::HealthCheck>,
 }
 
 impl Agent {
@@ -280,6 +316,16 @@ impl Agent {
             .await
             .with_context(|| format!("listening on {} for metrics", args.metrics_addr))?;
         tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
+        let proxy_health = healthz::ProxyHealth::new(healthz::DEFAULT_TIMEOUT);
+        if let Some(addr) = args.healthz_addr.0 {
+            tokio::spawn(healthz::serve(addr, proxy_health.clone(), metrics.clone()));
+        }
+        // kube-proxy without --nodeport-addresses: every address.
+        let health_checks = health::ServiceHealth::new(
+            vec![std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
+            proxy_health.clone(),
+            metrics.clone(),
+        );
 
         let dp = DataPlane::load(&LoadOptions {
             pin_dir: Some(pin_dir.clone()),
@@ -304,6 +350,7 @@ impl Agent {
         }
         attach::pin_programs(&pin_dir, &dp).context("pinning the programs")?;
         metrics.set_maps(Maps::from_pin_dir(&pin_dir)?);
+        metrics.spawn_sampler(crate::metrics::SAMPLE_EVERY);
         let syncer = Syncer::adopt(
             Maps::from_pin_dir(&pin_dir)?,
             SyncOptions {
@@ -324,6 +371,8 @@ impl Agent {
             service_selector: args.service_selector.clone(),
             ..Default::default()
         };
+        metrics.set_source_status(opts.status.clone());
+        proxy_health.watch_source(opts.status.clone());
         if let Some(sel) = &opts.service_selector {
             tracing::info!(selector = %sel, "handling only the Services this selector matches");
         }
@@ -350,6 +399,9 @@ impl Agent {
             names: BTreeMap::new(),
             shadows: Vec::new(),
             model: None,
+            proxy_health,
+            health_checks,
+            health_wanted: Vec::new(),
         };
         tracing::info!(node = %agent.node_name, "agent started");
 
@@ -365,11 +417,16 @@ impl Agent {
         // map) is retried with the last snapshot, not only on the next change.
         let mut last: Option<Arc<Snapshot>> = None;
         let mut retry: Option<tokio::time::Instant> = None;
+        let mut health_retry = tokio::time::interval(health::RETRY);
+        health_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
             let retry_at = retry;
             tokio::select! {
                 _ = term.recv() => break Ok(()),
                 _ = int.recv() => break Ok(()),
+                _ = health_retry.tick(), if agent.health_checks.has_failed() => {
+                    agent.health_checks.sync(&agent.health_wanted).await;
+                }
                 _ = async { tokio::time::sleep_until(retry_at.unwrap()).await }, if retry_at.is_some() => {
                     retry = None;
                     if let Some(snap) = last.clone() {
@@ -397,7 +454,18 @@ impl Agent {
                     }
                     let snap = rx.borrow_and_update().clone();
                     if let Some(snap) = snap {
-                        match tokio::task::block_in_place(|| agent.on_snapshot(&snap)) {
+                        agent.proxy_health.queued_update();
+                        let started = Instant::now();
+                        let synced = tokio::task::block_in_place(|| agent.on_snapshot(&snap));
+                        if started.elapsed() > BIG_SYNC {
+                            // A big sync (a relist, a rebuild) freed the
+                            // previous generation of its structures: give
+                            // the pages back.
+                            // SAFETY: malloc_trim has no preconditions.
+                            unsafe { libc::malloc_trim(0) };
+                        }
+                        agent.sync_health_checks(&snap).await;
+                        match synced {
                             Ok(true) => retry = Some(tokio::time::Instant::now() + RETRY),
                             Ok(false) => retry = None,
                             // Fatal: the data plane cannot be set up (attach, config).
@@ -408,6 +476,7 @@ impl Agent {
                 }
             }
         };
+        agent.health_checks.close_all().await;
         agent.stop();
         addrs_stop.store(true, Ordering::Relaxed);
         let _ = addrs_thread.join();
@@ -440,6 +509,7 @@ impl Agent {
                 .chain(node.nodeport_addrs.iter().copied())
                 .collect(),
             nodeport_cidrs: self.args.nodeport_addresses.0.clone(),
+            nodeport_range: self.args.nodeport_range.lo..=self.args.nodeport_range.hi,
             vtep_mac_annotation: self.args.vtep_annotation.clone(),
             ..Default::default()
         };
@@ -485,6 +555,7 @@ impl Agent {
             Ok(rep) => {
                 let took = started.elapsed();
                 self.metrics.observe_sync(took, true);
+                self.proxy_health.updated();
                 for (what, why) in &rep.failed {
                     tracing::warn!("not applied: {what}: {why}");
                 }
@@ -519,6 +590,18 @@ impl Agent {
             );
         }
         Ok(retry)
+    }
+
+    /// The healthCheckNodePort listeners and this node's eligibility, for
+    /// the snapshot just synced.
+    async fn sync_health_checks(&mut self, snap: &Snapshot) {
+        let own = snap
+            .nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(self.node_name.as_str()));
+        self.proxy_health.sync_node(own.map(|n| &**n));
+        self.health_wanted = health::wanted(snap, &self.node_name);
+        self.health_checks.sync(&self.health_wanted).await;
     }
 
     /// This node's address and uplink: flags first, then the Node object.

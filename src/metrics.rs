@@ -18,7 +18,10 @@
 //!     `xlb_last_sync_timestamp_seconds`;
 //!   - `xlb_map_entries{map}` and `xlb_map_max_entries{map}`: occupancy of
 //!     each map (for the `maglev` slot array: slots owned by Services; for
-//!     `backends`: active slots; `config`/`stats` are fixed arrays);
+//!     `backends`: active slots; `config`/`stats` are fixed arrays), as
+//!     *sampled* by a background task ([`Metrics::spawn_sampler`], every 10 s
+//!     in the agent; `xlb_map_sample_timestamp_seconds` says when): a scrape
+//!     never walks a map, so its cost does not grow with connection tracking;
 //!   - `xlb_source_objects{kind}`: objects in the last snapshot;
 //!   - `xlb_frontend_conflicts`: frontends a Service claims that another owns;
 //!   - `xlb_ready`: 1 once the first complete sync is in the maps.
@@ -26,9 +29,12 @@
 //! - `/readyz`: 200 once the first complete sync from the source has been
 //!   applied, 503 before (readiness).
 //!
-//! Metrics are cheap to update (a mutex around a few integers per sync) and
-//! all map reading happens on a blocking thread at scrape time.
+//! Metrics are cheap to update (a mutex around a few integers per sync). At
+//! scrape time only the per-Service and per-reason counters are read (one
+//! lookup each), on a blocking thread, and at most [`MAX_SCRAPES`] scrapes
+//! render at once (others wait their turn, within the request timeout).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +45,23 @@ use libbpf_rs::MapCore as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use xlb_bpf::Maps;
+
+mod maps;
+pub use maps::{count_entries, map_usage, map_usage_with, MapSample, LRU_MAPS, LRU_SAMPLE_RATIO};
+
+/// How often the agent samples map occupancy.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// Scrapes rendered at the same time; more wait.
+pub const MAX_SCRAPES: usize = 2;
+
+/// The scrape limiter ([`MAX_SCRAPES`] permits).
+struct Scrapes(tokio::sync::Semaphore);
+
+impl Default for Scrapes {
+    fn default() -> Self {
+        Self(tokio::sync::Semaphore::new(MAX_SCRAPES))
+    }
+}
 
 /// Upper bounds (seconds) of the sync latency histogram buckets.
 pub const SYNC_BUCKETS: [f64; 14] = [
@@ -94,6 +117,15 @@ pub struct Metrics {
     services: Mutex<Vec<ServiceLabel>>,
     maps: OnceLock<Maps>,
     shadows: std::sync::atomic::AtomicUsize,
+    /// `server` label -> failed attempts to bind its listener.
+    listen_errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// Health check node ports (serving, failed).
+    health_ports: Mutex<(usize, usize)>,
+    /// The source's progress: `/readyz` fails while it is behind.
+    source: OnceLock<crate::sources::SourceStatus>,
+    /// Map occupancy, sampled off the scrape path.
+    map_sample: Mutex<Option<MapSample>>,
+    scrapes: Scrapes,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -114,6 +146,74 @@ impl Metrics {
         let _ = self.maps.set(maps);
     }
 
+    /// Counts every map's entries now (walks hash maps: call it off the
+    /// request path); scrapes report the result until the next sample.
+    pub fn sample_maps(&self) -> xlb_bpf::Result<()> {
+        self.sample(true)
+    }
+
+    /// Like [`Self::sample_maps`]; without `lru` the [`LRU_MAPS`] keep their
+    /// previous figures (counted anyway when there are none yet).
+    pub fn sample(&self, lru: bool) -> xlb_bpf::Result<()> {
+        let Some(maps) = self.maps.get() else {
+            return Ok(());
+        };
+        let prev: BTreeMap<&str, u64> = self
+            .map_sample()
+            .map(|s| s.maps.iter().map(|(n, u, _)| (*n, *u)).collect())
+            .unwrap_or_default();
+        let keep = |n: &str| {
+            if lru || !LRU_MAPS.contains(&n) {
+                None
+            } else {
+                prev.get(n).copied()
+            }
+        };
+        let usage = map_usage_with(maps, &keep)?;
+        let max: BTreeMap<&str, u32> = maps
+            .all()
+            .into_iter()
+            .map(|(n, h)| (n, h.max_entries()))
+            .collect();
+        let sample = MapSample {
+            at_unix: unix_now(),
+            maps: usage
+                .into_iter()
+                .map(|(n, used)| (n, used, max.get(n).copied().unwrap_or(0)))
+                .collect(),
+        };
+        *self.map_sample.lock().unwrap_or_else(|e| e.into_inner()) = Some(sample);
+        Ok(())
+    }
+
+    /// The last map sample, if any.
+    pub fn map_sample(&self) -> Option<MapSample> {
+        self.map_sample
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Samples the maps now and then every `every` (the [`LRU_MAPS`] every
+    /// [`LRU_SAMPLE_RATIO`] times), on a blocking thread.
+    pub fn spawn_sampler(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let m = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            for n in 0u32.. {
+                tick.tick().await;
+                let m2 = m.clone();
+                let lru = n % LRU_SAMPLE_RATIO == 0;
+                match tokio::task::spawn_blocking(move || m2.sample(lru)).await {
+                    Ok(Err(e)) => tracing::warn!("sampling map occupancy: {e}"),
+                    Err(e) => tracing::warn!("sampling map occupancy: {e}"),
+                    Ok(Ok(())) => {}
+                }
+            }
+        })
+    }
+
     /// Marks the first complete sync as done: `/readyz` answers 200.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::SeqCst);
@@ -121,6 +221,22 @@ impl Metrics {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// The source whose progress readiness follows (set once).
+    pub fn set_source_status(&self, s: crate::sources::SourceStatus) {
+        let _ = self.source.set(s);
+    }
+
+    /// Why the agent is not ready, or `None` when it is: before the first
+    /// complete sync, and while the source is behind (the data plane keeps
+    /// the last good state meanwhile).
+    pub fn not_ready(&self) -> Option<String> {
+        if !self.is_ready() {
+            return Some("waiting for the first complete sync".into());
+        }
+        let behind = self.source.get().and_then(|s| s.behind())?;
+        Some(format!("the source is behind: {behind}"))
     }
 
     /// Records one sync (source snapshot to maps) and whether it succeeded.
@@ -138,9 +254,7 @@ impl Metrics {
         }
         s.count += 1;
         s.sum += secs;
-        s.last_ok_unix = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        s.last_ok_unix = unix_now();
     }
 
     /// Object counts of the last snapshot (services, slices, nodes).
@@ -157,6 +271,28 @@ impl Metrics {
     /// Frontends on a node address that take a node listener's traffic.
     pub fn set_shadows(&self, n: usize) {
         self.shadows.store(n, Ordering::Relaxed);
+    }
+
+    /// One failed attempt to bind a listener of `server` (`healthz`,
+    /// `health_check_node_port`).
+    pub fn count_listen_error(&self, server: &'static str) {
+        *self
+            .listen_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(server)
+            .or_default() += 1;
+    }
+
+    /// Failed listener binds so far, for `server`.
+    pub fn listen_errors(&self, server: &str) -> u64 {
+        let m = self.listen_errors.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(server).copied().unwrap_or(0)
+    }
+
+    /// Health check node ports being served and failing to open.
+    pub fn set_health_check_ports(&self, serving: usize, failed: usize) {
+        *self.health_ports.lock().unwrap_or_else(|e| e.into_inner()) = (serving, failed);
     }
 
     /// The Service ports currently in the maps, for per-Service counters.
@@ -185,6 +321,10 @@ impl Metrics {
         );
         let _ = writeln!(o, "# TYPE xlb_ready gauge");
         let _ = writeln!(o, "xlb_ready {}", u8::from(self.is_ready()));
+        let behind = self.source.get().is_some_and(|s| s.behind().is_some());
+        let _ = writeln!(o, "# HELP xlb_source_behind 1 while the source made no progress (list, event, bookmark) within its bound.");
+        let _ = writeln!(o, "# TYPE xlb_source_behind gauge");
+        let _ = writeln!(o, "xlb_source_behind {}", u8::from(behind));
 
         let s = self.sync.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(o, "# HELP xlb_sync_duration_seconds Time from a source snapshot to the maps holding it (model + diff + map writes).");
@@ -237,6 +377,29 @@ impl Metrics {
             "xlb_frontend_shadows_listener {}",
             self.shadows.load(Ordering::Relaxed)
         );
+
+        let (serving, failed) = *self.health_ports.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(o, "# HELP xlb_health_check_node_ports healthCheckNodePorts of eTP-Local LoadBalancer Services, by state.");
+        let _ = writeln!(o, "# TYPE xlb_health_check_node_ports gauge");
+        let _ = writeln!(
+            o,
+            "xlb_health_check_node_ports{{state=\"serving\"}} {serving}"
+        );
+        let _ = writeln!(
+            o,
+            "xlb_health_check_node_ports{{state=\"failed\"}} {failed}"
+        );
+        let errs = self
+            .listen_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let _ = writeln!(o, "# HELP xlb_listen_errors_total Failed attempts to open a listener (address in use...), by server.");
+        let _ = writeln!(o, "# TYPE xlb_listen_errors_total counter");
+        for server in ["healthz", "health_check_node_port"] {
+            let n = errs.get(server).copied().unwrap_or(0);
+            let _ = writeln!(o, "xlb_listen_errors_total{{server=\"{server}\"}} {n}");
+        }
     }
 
     fn render_maps(&self, maps: &Maps, o: &mut String) -> xlb_bpf::Result<()> {
@@ -302,48 +465,35 @@ impl Metrics {
             );
         }
 
-        let _ = writeln!(o, "# HELP xlb_map_entries Entries in use per map.");
-        let _ = writeln!(o, "# TYPE xlb_map_entries gauge");
-        for (name, used) in map_usage(maps)? {
-            let _ = writeln!(o, "xlb_map_entries{{map=\"{name}\"}} {used}");
-        }
-        let _ = writeln!(o, "# HELP xlb_map_max_entries Capacity per map.");
-        let _ = writeln!(o, "# TYPE xlb_map_max_entries gauge");
-        for (name, h) in maps.all() {
+        if let Some(sample) = self.map_sample() {
             let _ = writeln!(
                 o,
-                "xlb_map_max_entries{{map=\"{name}\"}} {}",
-                h.max_entries()
+                "# HELP xlb_map_entries Entries in use per map (sampled, see xlb_map_sample_timestamp_seconds)."
             );
+            let _ = writeln!(o, "# TYPE xlb_map_entries gauge");
+            for (name, used, _) in &sample.maps {
+                let _ = writeln!(o, "xlb_map_entries{{map=\"{name}\"}} {used}");
+            }
+            let _ = writeln!(o, "# HELP xlb_map_max_entries Capacity per map.");
+            let _ = writeln!(o, "# TYPE xlb_map_max_entries gauge");
+            for (name, _, max) in &sample.maps {
+                let _ = writeln!(o, "xlb_map_max_entries{{map=\"{name}\"}} {max}");
+            }
+            let _ = writeln!(
+                o,
+                "# HELP xlb_map_sample_timestamp_seconds Unix time of the map occupancy sample."
+            );
+            let _ = writeln!(o, "# TYPE xlb_map_sample_timestamp_seconds gauge");
+            let _ = writeln!(o, "xlb_map_sample_timestamp_seconds {}", sample.at_unix);
         }
         Ok(())
     }
 }
 
-/// Entries in use per map: key counts for hash-like maps, active slots for
-/// `backends`, slots owned by Services for `maglev`, the fixed size for the
-/// `config` and `stats` arrays.
-pub fn map_usage(maps: &Maps) -> xlb_bpf::Result<Vec<(&'static str, u64)>> {
-    let services = maps.services()?;
-    let mut regions: Vec<(u32, u32)> = services
-        .iter()
-        .map(|(_, v)| (v.table_off, v.table_size))
-        .collect();
-    regions.sort_unstable();
-    regions.dedup();
-    let maglev: u64 = regions.iter().map(|(_, n)| u64::from(*n)).sum();
-    let mut out = Vec::new();
-    for (name, h) in maps.all() {
-        let used = match name {
-            "services" => services.len() as u64,
-            "backends" => maps.backends()?.len() as u64,
-            "maglev" => maglev,
-            "config" | "stats" => u64::from(h.max_entries()),
-            _ => Maps::count(h) as u64,
-        };
-        out.push((name, used));
-    }
-    Ok(out)
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn esc(s: &str) -> String {
@@ -417,6 +567,10 @@ async fn handle(mut s: TcpStream, m: Arc<Metrics>) -> std::io::Result<()> {
     }
     match path {
         "/metrics" => {
+            // Bounded: waits for a permit within the connection's timeout.
+            let Ok(_permit) = m.scrapes.0.acquire().await else {
+                return Ok(());
+            };
             let m2 = m.clone();
             let body = tokio::task::spawn_blocking(move || m2.render())
                 .await
@@ -431,20 +585,19 @@ async fn handle(mut s: TcpStream, m: Arc<Metrics>) -> std::io::Result<()> {
             .await
         }
         "/healthz" => respond(&mut s, "200 OK", "text/plain", "ok\n", head_only).await,
-        "/readyz" => {
-            if m.is_ready() {
-                respond(&mut s, "200 OK", "text/plain", "ready\n", head_only).await
-            } else {
+        "/readyz" => match m.not_ready() {
+            None => respond(&mut s, "200 OK", "text/plain", "ready\n", head_only).await,
+            Some(why) => {
                 respond(
                     &mut s,
                     "503 Service Unavailable",
                     "text/plain",
-                    "waiting for the first complete sync\n",
+                    &format!("{why}\n"),
                     head_only,
                 )
                 .await
             }
-        }
+        },
         _ => {
             respond(
                 &mut s,
@@ -503,6 +656,25 @@ mod tests {
         assert!(m.render().contains("xlb_frontend_conflicts 0\n"));
         m.set_frontend_conflicts(2);
         assert!(m.render().contains("xlb_frontend_conflicts 2\n"));
+    }
+
+    #[test]
+    fn readiness_follows_the_source() {
+        let m = Metrics::new();
+        assert!(m.not_ready().unwrap().contains("first complete sync"));
+        m.set_ready();
+        assert_eq!(m.not_ready(), None);
+        let st = crate::sources::SourceStatus::default();
+        m.set_source_status(st.clone());
+        st.register("services", Duration::ZERO);
+        st.error("services", "list failed: 503".into());
+        std::thread::sleep(Duration::from_millis(2));
+        let why = m.not_ready().unwrap();
+        assert!(why.contains("services") && why.contains("503"), "{why}");
+        assert!(m.render().contains("xlb_source_behind 1\n"));
+        st.register("services", Duration::from_secs(3600));
+        assert_eq!(m.not_ready(), None);
+        assert!(m.render().contains("xlb_source_behind 0\n"));
     }
 
     #[test]

@@ -226,11 +226,14 @@ fn agent_syncs_manifests_serves_metrics_restarts_and_cleans_up() {
     );
     let drop_nb = xlb_bpf::Reason::from_name("drop_no_backend").unwrap();
     set_counter(&maps, drop_nb.0, &[(2, 120)]);
-    let m = metrics_with(
+    metrics_with(
         port,
         "xlb_service_packets_total{namespace=\"default\",service=\"web\",port=\"80\",protocol=\"TCP\"} 7\n",
     );
+    // Map occupancy is sampled in the background (every 10 s).
+    let m = metrics_with(port, "xlb_map_entries{map=\"services\"} 2\n");
     for line in [
+        "xlb_service_packets_total{namespace=\"default\",service=\"web\",port=\"80\",protocol=\"TCP\"} 7\n",
         "xlb_service_bytes_total{namespace=\"default\",service=\"web\",port=\"80\",protocol=\"TCP\"} 700\n",
         "xlb_service_packets_total{namespace=\"default\",service=\"api\",port=\"443\",protocol=\"TCP\"} 0\n",
         "xlb_reason_packets_total{action=\"drop\",reason=\"drop_no_backend\"} 2\n",
@@ -328,9 +331,14 @@ fn agent_refuses_a_missing_manifest_directory() {
         .arg(&env.pin)
         .args(["agent", "--manifests", "/nonexistent/xlb", "--metrics-addr"])
         .arg(format!("127.0.0.1:{port}"))
+        .args(["--healthz-addr", ""])
+        .env("RUST_LOG", "info")
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/xlb"), "{err}");
+    // Logs to a pipe (kubectl logs) are plain text: no ANSI colour codes.
+    assert!(err.contains("data plane loaded"), "{err}");
+    assert!(!err.contains('\x1b'), "ANSI escapes in piped logs: {err:?}");
 }

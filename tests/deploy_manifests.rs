@@ -327,8 +327,13 @@ async fn probes_reach_endpoints_the_agent_serves() {
         .metadata
         .unwrap()
         .annotations
-        .unwrap();
-    assert_eq!(ann["prometheus.io/port"], port.to_string());
+        .unwrap_or_default();
+    // Prometheus is told to scrape only what it can reach.
+    if metrics_addr.ip().is_loopback() {
+        assert!(!ann.contains_key("prometheus.io/scrape"), "{ann:?}");
+    } else {
+        assert_eq!(ann["prometheus.io/port"], port.to_string());
+    }
 
     // Serve the agent's endpoints in-process and hit each probe's path.
     let metrics = xlb::metrics::Metrics::new();
@@ -529,4 +534,66 @@ fn binary_needs_only_what_the_runtime_image_has() {
             "{lib} is not in distroless cc:\n{text}"
         );
     }
+}
+
+/// The agent runs under the runtime's seccomp filter and mounts only what it
+/// needs: its own pin directory (not all of /sys/fs/bpf), its names
+/// directory, and the host cgroup hierarchy read-only.
+#[test]
+fn daemonset_is_confined() {
+    let ds: DaemonSet = one("DaemonSet");
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    let c = agent_container();
+    let sc = c.security_context.clone().unwrap();
+    let seccomp = sc
+        .seccomp_profile
+        .or_else(|| pod.security_context.and_then(|p| p.seccomp_profile))
+        .expect("a seccompProfile");
+    assert_eq!(seccomp.type_, "RuntimeDefault");
+    assert_ne!(sc.privileged, Some(true));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+
+    let args = c.args.clone().unwrap();
+    let pin = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--pin-dir="))
+        .expect("--pin-dir");
+    let volumes: BTreeMap<String, String> = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .filter_map(|v| Some((v.name, v.host_path?.path)))
+        .collect();
+    let mounts = c.volume_mounts.unwrap();
+    let mut writable = Vec::new();
+    for m in &mounts {
+        let host = volumes
+            .get(&m.name)
+            .unwrap_or_else(|| panic!("{}: not a hostPath volume", m.name));
+        assert_ne!(
+            host.trim_end_matches('/'),
+            "/sys/fs/bpf",
+            "all of bpffs mounted"
+        );
+        assert_ne!(host.trim_end_matches('/'), "/sys", "all of sysfs mounted");
+        if m.read_only != Some(true) {
+            writable.push(m.mount_path.clone());
+        }
+    }
+    writable.sort();
+    assert_eq!(
+        writable,
+        ["/run/xlb".to_string(), pin.to_string()],
+        "writable host paths: only the pins and the names"
+    );
+    let pin_mount = mounts.iter().find(|m| m.mount_path == pin).unwrap();
+    assert_eq!(
+        volumes[&pin_mount.name], pin,
+        "the pin directory is the host's"
+    );
+    let cg = mounts
+        .iter()
+        .find(|m| volumes[&m.name] == "/sys/fs/cgroup")
+        .expect("the cgroup2 hierarchy");
+    assert_eq!(cg.read_only, Some(true));
 }

@@ -227,7 +227,7 @@ async fn directory_changes_are_picked_up() {
     let opts = SourceOptions {
         debounce: Duration::from_millis(50),
         poll: Duration::from_millis(20),
-        service_selector: None,
+        ..Default::default()
     };
     let mut rx = xlb::sources::manifests::watch_dir(d.path().to_owned(), opts).unwrap();
     // The first snapshot is there at once.

@@ -1,14 +1,16 @@
 //! # Kubernetes API source
 //!
-//! Three kube-rs [`watcher`]s (Services, EndpointSlices, Nodes, all
-//! namespaces) feed three [`reflector`] stores. The watcher does the
-//! protocol work: an initial paged list (with its resourceVersion), then a
-//! watch from that version with bookmarks; a dropped connection is re-watched
-//! from the last version seen; a 410 Gone ("too old resource version") starts
-//! over with a fresh list, whose result replaces the store atomically (the
-//! store swaps in the new list at `InitDone`, so objects deleted while we were
-//! away disappear). Errors are retried with kube-rs' default exponential
-//! backoff (0.8 s doubling to 30 s, reset after a quiet period).
+//! Three list/watch loops ([`super::reflect`]: Services, EndpointSlices,
+//! Nodes, all namespaces) keep three stores. Each loop lists in pages, then
+//! watches from the list's version with bookmarks; a dropped connection is
+//! re-watched from the last version seen; a 410 Gone or an undecodable event
+//! relists, and the complete list replaces the store at once (objects
+//! deleted while we were away disappear). Every request is bounded (list
+//! page timeout, watch idle timeout, socket read timeout, TCP keepalive:
+//! [`KubeOptions`]) and errors are retried with an exponential backoff
+//! (0.8 s doubling to 30 s). A resource without progress for
+//! [`KubeOptions::progress`] is reported behind ([`super::SourceStatus`])
+//! and relisted; the stores keep the last good state meanwhile.
 //!
 //! Nothing is published until all three stores finished their first list:
 //! a partial view (Services without their EndpointSlices) would make sync
@@ -26,14 +28,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use tokio::sync::{watch, Notify};
 
+pub use super::kube_client::{client_from_config, KubeOptions};
+use super::reflect::{self, Store};
 use super::{sort_snapshot, Error, Result, Snapshot, SnapshotRx, SourceOptions};
 
 /// (API group, resource plural) of everything this source watches, taken
@@ -49,7 +50,8 @@ pub fn watched_resources() -> [(&'static str, &'static str); 3] {
 
 /// A client from `kubeconfig` when given, else inferred the way kubectl
 /// does: `KUBECONFIG` / `~/.kube/config`, then the in-cluster service
-/// account (`KUBERNETES_SERVICE_HOST` and the mounted token).
+/// account (`KUBERNETES_SERVICE_HOST` and the mounted token); with the
+/// keepalive and timeouts of [`KubeOptions::default`].
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client> {
     let config = match kubeconfig {
         Some(p) => {
@@ -65,16 +67,17 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client> {
             ))
         })?,
     };
-    Ok(Client::try_from(config)?)
+    client_from_config(config, &KubeOptions::default())
 }
 
-/// Runs one watcher into a store, notifying `changed` on every event.
+/// Starts one list/watch loop into a new store.
 fn drive<K>(
     api: Api<K>,
     what: &'static str,
-    config: watcher::Config,
+    labels: Option<String>,
     changed: Arc<Notify>,
-) -> Store<K>
+    opts: &SourceOptions,
+) -> Arc<Store<K>>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -84,42 +87,26 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store::<K>();
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(watcher::Event::Init) => tracing::debug!("{what}: listing"),
-                Ok(watcher::Event::InitApply(_)) => {}
-                Ok(watcher::Event::InitDone) => {
-                    tracing::debug!("{what}: list complete");
-                    changed.notify_one();
-                }
-                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => changed.notify_one(),
-                Err(watcher::Error::WatchError(s)) if s.code == 410 => {
-                    tracing::info!("{what}: watch expired (410 Gone), relisting")
-                }
-                Err(e) => tracing::warn!("{what} watch: {e}; retrying"),
-            }
-        }
-    });
-    reader
-}
-
-/// The store's objects, shared (no copy: the reflector replaces an object's
-/// `Arc` when it changes, so the model tells unchanged ones by pointer).
-fn collect<K: Clone + kube::Resource<DynamicType = ()> + 'static>(s: &Store<K>) -> Vec<Arc<K>> {
-    s.state()
+    let store = Arc::new(Store::default());
+    tokio::spawn(reflect::run(
+        api,
+        what,
+        labels,
+        store.clone(),
+        changed,
+        opts.status.clone(),
+        opts.kube.clone(),
+    ));
+    store
 }
 
 /// The three stores behind a [`watch`] source, for callers that want to look
 /// at objects directly.
 #[derive(Clone)]
 pub struct Stores {
-    pub services: Store<Service>,
-    pub slices: Store<EndpointSlice>,
-    pub nodes: Store<Node>,
+    pub services: Arc<Store<Service>>,
+    pub slices: Arc<Store<EndpointSlice>>,
+    pub nodes: Arc<Store<Node>>,
     opts: SourceOptions,
 }
 
@@ -127,9 +114,9 @@ impl Stores {
     /// The stores' current contents as a sorted snapshot.
     pub fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot {
-            services: collect(&self.services),
-            slices: collect(&self.slices),
-            nodes: collect(&self.nodes),
+            services: self.services.state(),
+            slices: self.slices.state(),
+            nodes: self.nodes.state(),
         };
         self.opts.filter(&mut s);
         sort_snapshot(&mut s);
@@ -138,9 +125,9 @@ impl Stores {
 
     /// Waits until all three stores finished their first list.
     pub async fn ready(&self) {
-        let _ = self.services.wait_until_ready().await;
-        let _ = self.slices.wait_until_ready().await;
-        let _ = self.nodes.wait_until_ready().await;
+        self.services.wait_ready().await;
+        self.slices.wait_ready().await;
+        self.nodes.wait_ready().await;
     }
 }
 
@@ -155,28 +142,28 @@ pub fn watch_stores(client: Client, opts: SourceOptions) -> (SnapshotRx, Stores)
     let changed = Arc::new(Notify::new());
     // The selector filters on the server (less to list and watch) and again
     // in Stores::snapshot (the same semantics for both sources).
-    let svc_config = match &opts.service_selector {
-        Some(sel) => watcher::Config::default().labels(&sel.to_string()),
-        None => watcher::Config::default(),
-    };
+    let svc_labels = opts.service_selector.as_ref().map(|s| s.to_string());
     let stores = Stores {
         services: drive(
             Api::<Service>::all(client.clone()),
             "services",
-            svc_config,
+            svc_labels,
             changed.clone(),
+            &opts,
         ),
         slices: drive(
             Api::<EndpointSlice>::all(client.clone()),
             "endpointslices",
-            watcher::Config::default(),
+            None,
             changed.clone(),
+            &opts,
         ),
         nodes: drive(
             Api::<Node>::all(client),
             "nodes",
-            watcher::Config::default(),
+            None,
             changed.clone(),
+            &opts,
         ),
         opts: opts.clone(),
     };

@@ -9,9 +9,17 @@
 //! with a logged reason and the rest of the file is kept. When the same
 //! object (kind, namespace, name) appears twice, the later one wins (warned).
 //!
-//! [`watch_dir`] polls the files' (path, size, mtime) every
+//! [`watch_dir`] polls the files' (path, target, inode, size, mtime) every
 //! [`SourceOptions::poll`] and re-reads the directory when that changes,
 //! debounced: editors that write a file in several steps cause one reload.
+//! A ConfigMap volume, which swaps its `..data` symlink to a new directory
+//! in one step, is a change like any other (the visible names resolve to new
+//! files). When the directory is removed, or a manifest in it cannot be read
+//! (I/O error, dangling symlink), the previous snapshot stays in force, the
+//! error is logged once, and the source reports itself behind
+//! ([`super::SourceStatus`], name `manifests`) until a complete read
+//! succeeds again. A document that does not parse is content, not an
+//! outage: it is skipped and the rest is used.
 //!
 //! ```no_run
 //! # async fn f() -> xlb::sources::Result<()> {
@@ -33,6 +41,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use tokio::sync::{watch, Notify};
 
 use super::{object_key, sort_snapshot, Error, Result, Snapshot, SnapshotRx, SourceOptions};
+
+/// This source's name in [`super::SourceStatus`].
+pub const WHAT: &str = "manifests";
 
 /// A document that was skipped, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -258,34 +269,48 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Reads every manifest under `dir`. An unreadable file is skipped (logged)
-/// like a bad document; only an unreadable directory is an error.
+/// Reads every manifest under `dir`. A file that is not UTF-8 is skipped
+/// (logged) like a bad document; a directory or file that cannot be read is
+/// an error (using the rest would delete that file's Services).
 pub fn load_dir(dir: &Path) -> Result<Parsed> {
     let mut c = Collector::default();
     for f in manifest_files(dir)? {
         let origin = f.display().to_string();
-        match std::fs::read(&f) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => c.add_text(&text, &origin),
-                Err(_) => c.skip(&origin, 0, "not UTF-8".into()),
-            },
-            Err(e) => c.skip(&origin, 0, format!("unreadable: {e}")),
+        let bytes = std::fs::read(&f).map_err(|source| Error::Io {
+            path: f.clone(),
+            source,
+        })?;
+        match String::from_utf8(bytes) {
+            Ok(text) => c.add_text(&text, &origin),
+            Err(_) => c.skip(&origin, 0, "not UTF-8".into()),
         }
     }
     Ok(c.finish())
 }
 
-/// What identifies the directory's state: each file's path, size and mtime.
-pub fn fingerprint(dir: &Path) -> Result<Vec<(PathBuf, u64, Option<SystemTime>)>> {
+/// What identifies one file's content: its path, the file it resolves to,
+/// inode, size and mtime.
+pub type FileStamp = (PathBuf, Option<PathBuf>, u64, u64, Option<SystemTime>);
+
+/// What identifies the directory's state: each file's [`FileStamp`].
+pub fn fingerprint(dir: &Path) -> Result<Vec<FileStamp>> {
+    use std::os::unix::fs::MetadataExt as _;
     Ok(manifest_files(dir)?
         .into_iter()
         .map(|p| {
+            let target = std::fs::canonicalize(&p).ok();
             let md = std::fs::metadata(&p).ok();
+            let ino = md.as_ref().map_or(0, |m| m.ino());
             let len = md.as_ref().map_or(0, |m| m.len());
             let mtime = md.and_then(|m| m.modified().ok());
-            (p, len, mtime)
+            (p, target, ino, len, mtime)
         })
         .collect())
+}
+
+/// How long the directory may stay unreadable before the source is behind.
+fn behind_bound(poll: std::time::Duration) -> std::time::Duration {
+    (poll * 4).max(std::time::Duration::from_secs(2))
 }
 
 /// Reads `dir` now and keeps watching it. The first snapshot is published
@@ -309,26 +334,50 @@ pub fn watch_dir(dir: PathBuf, opts: SourceOptions) -> Result<SnapshotRx> {
     );
     let (tx, rx) = watch::channel(Some(Arc::new(first.snapshot)));
     let changed = Arc::new(Notify::new());
+    let status = opts.status.clone();
+    status.register(WHAT, behind_bound(opts.poll));
+    // Set while the last reload failed: every poll retries it.
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
     let poll_changed = changed.clone();
     let poll_dir = dir.clone();
     let poll_tx = tx.clone();
+    let poll_status = status.clone();
+    let poll_failing = failing.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(opts.poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut unreadable = false;
         loop {
             tick.tick().await;
             if poll_tx.is_closed() {
                 return;
             }
             match fingerprint(&poll_dir) {
-                Ok(fp) if fp != last => {
-                    tracing::debug!(dir = %poll_dir.display(), "manifest directory changed");
-                    last = fp;
-                    poll_changed.notify_one();
+                Ok(fp) => {
+                    if unreadable {
+                        tracing::info!(dir = %poll_dir.display(), "manifest directory readable again");
+                        unreadable = false;
+                    }
+                    if fp != last {
+                        tracing::debug!(dir = %poll_dir.display(), "manifest directory changed");
+                        last = fp;
+                        poll_changed.notify_one();
+                    } else if poll_failing.load(std::sync::atomic::Ordering::Relaxed) {
+                        poll_changed.notify_one();
+                    } else {
+                        poll_status.progress(WHAT);
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!("watching manifests: {e}"),
+                Err(e) => {
+                    if !unreadable {
+                        tracing::warn!(
+                            "watching manifests: {e}; keeping the previous snapshot until it is readable"
+                        );
+                        unreadable = true;
+                    }
+                    poll_status.error(WHAT, e.to_string());
+                }
             }
         }
     });
@@ -340,6 +389,8 @@ pub fn watch_dir(dir: PathBuf, opts: SourceOptions) -> Result<SnapshotRx> {
         debounce,
         move || match load_dir(&dir) {
             Ok(mut p) => {
+                failing.store(false, std::sync::atomic::Ordering::Relaxed);
+                status.progress(WHAT);
                 opts.filter(&mut p.snapshot);
                 tracing::info!(
                     services = p.snapshot.services.len(),
@@ -351,7 +402,10 @@ pub fn watch_dir(dir: PathBuf, opts: SourceOptions) -> Result<SnapshotRx> {
                 Some(p.snapshot)
             }
             Err(e) => {
-                tracing::warn!("reloading manifests: {e}; keeping the previous snapshot");
+                if !failing.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!("reloading manifests: {e}; keeping the previous snapshot");
+                }
+                status.error(WHAT, format!("reloading: {e}"));
                 None
             }
         },

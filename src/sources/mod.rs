@@ -19,15 +19,20 @@
 //! a handful of syncs, not 100. A slow consumer only ever sees the newest
 //! snapshot (a watch channel keeps one value).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
 pub use crate::model::Snapshot;
 
 pub mod kube;
+pub mod kube_client;
 pub mod manifests;
+pub mod reflect;
+
+pub use kube_client::KubeOptions;
 
 /// Errors of the sources.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +67,10 @@ pub struct SourceOptions {
     /// subset first). EndpointSlices and Nodes are not filtered: the model
     /// uses slices only for the Services it has.
     pub service_selector: Option<LabelSelector>,
+    /// Kubernetes API only: timeouts, keepalive and the progress watchdog.
+    pub kube: KubeOptions,
+    /// Where the source reports whether it is behind.
+    pub status: SourceStatus,
 }
 
 impl Default for SourceOptions {
@@ -70,7 +79,90 @@ impl Default for SourceOptions {
             debounce: Duration::from_millis(200),
             poll: Duration::from_millis(500),
             service_selector: None,
+            kube: KubeOptions::default(),
+            status: SourceStatus::default(),
         }
+    }
+}
+
+/// Whether a source keeps up: per resource (`services`, `manifests`...), the
+/// last *progress* (a complete list or read, an event, a bookmark) and the
+/// last error. A resource without progress for its bound is *behind*; the
+/// agent is not ready while any is. Cheap to clone (shared).
+#[derive(Clone, Debug, Default)]
+pub struct SourceStatus(Arc<Mutex<BTreeMap<&'static str, Progress>>>);
+
+#[derive(Debug)]
+struct Progress {
+    bound: Duration,
+    /// The last progress, or when the resource was registered.
+    last: Instant,
+    error: Option<String>,
+}
+
+impl SourceStatus {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, Progress>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts tracking `what`: behind when it makes no progress for `bound`.
+    pub fn register(&self, what: &'static str, bound: Duration) {
+        self.lock().insert(
+            what,
+            Progress {
+                bound,
+                last: Instant::now(),
+                error: None,
+            },
+        );
+    }
+
+    /// `what` made progress now.
+    pub fn progress(&self, what: &'static str) {
+        if let Some(p) = self.lock().get_mut(what) {
+            p.last = Instant::now();
+            p.error = None;
+        }
+    }
+
+    /// The last error of `what` (shown while it is behind).
+    pub fn error(&self, what: &'static str, e: String) {
+        if let Some(p) = self.lock().get_mut(what) {
+            p.error = Some(e);
+        }
+    }
+
+    /// Whether `what` made no progress within its bound.
+    pub fn stalled(&self, what: &str) -> bool {
+        self.lock()
+            .get(what)
+            .is_some_and(|p| p.last.elapsed() > p.bound)
+    }
+
+    /// Why the source is behind, or `None` when it keeps up.
+    pub fn behind(&self) -> Option<String> {
+        let g = self.lock();
+        let why: Vec<String> = g
+            .iter()
+            .filter(|(_, p)| p.last.elapsed() > p.bound)
+            .map(|(w, p)| {
+                let mut s = format!("{w}: no progress for {}s", p.last.elapsed().as_secs());
+                if let Some(e) = &p.error {
+                    s.push_str(&format!(" (last error: {e})"));
+                }
+                s
+            })
+            .collect();
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+
+    /// Since when the source is behind (the earliest end of a bound passed).
+    pub fn behind_since(&self) -> Option<Instant> {
+        self.lock()
+            .values()
+            .filter(|p| p.last.elapsed() > p.bound)
+            .map(|p| p.last + p.bound)
+            .min()
     }
 }
 

@@ -1,0 +1,111 @@
+//! Map occupancy for the metrics: what each map holds, counted off the
+//! scrape path ([`super::Metrics::sample`]).
+
+use std::os::fd::AsFd as _;
+
+use libbpf_rs::MapCore as _;
+use xlb_bpf::Maps;
+
+/// Every how many samples the LRU maps are counted too: counting a full
+/// connection-tracking table costs about half a second of CPU at 1M
+/// entries, so once a minute.
+pub const LRU_SAMPLE_RATIO: u32 = 6;
+/// Maps that grow with traffic, counted only every [`LRU_SAMPLE_RATIO`] samples.
+pub const LRU_MAPS: [&str; 2] = ["ct", "affinity"];
+
+/// Map occupancy as last sampled: (map, entries in use, capacity).
+#[derive(Clone, Debug, Default)]
+pub struct MapSample {
+    pub at_unix: f64,
+    pub maps: Vec<(&'static str, u64, u32)>,
+}
+
+/// Entries in use per map: key counts for hash-like maps, active slots for
+/// `backends`, slots owned by Services for `maglev`, the fixed size for the
+/// `config` and `stats` arrays.
+pub fn map_usage(maps: &Maps) -> xlb_bpf::Result<Vec<(&'static str, u64)>> {
+    map_usage_with(maps, &|_| None)
+}
+
+/// [`map_usage`], with the figure of each map for which `known` has one
+/// taken from it instead of counted.
+pub fn map_usage_with(
+    maps: &Maps,
+    known: &dyn Fn(&str) -> Option<u64>,
+) -> xlb_bpf::Result<Vec<(&'static str, u64)>> {
+    let services = maps.services()?;
+    let mut regions: Vec<(u32, u32)> = services
+        .iter()
+        .map(|(_, v)| (v.table_off, v.table_size))
+        .collect();
+    regions.sort_unstable();
+    regions.dedup();
+    let maglev: u64 = regions.iter().map(|(_, n)| u64::from(*n)).sum();
+    let mut out = Vec::new();
+    for (name, h) in maps.all() {
+        if let Some(n) = known(name) {
+            out.push((name, n));
+            continue;
+        }
+        let used = match name {
+            "services" => services.len() as u64,
+            "backends" => maps.backends()?.len() as u64,
+            "maglev" => maglev,
+            "config" | "stats" => u64::from(h.max_entries()),
+            _ => count_entries(h),
+        };
+        out.push((name, used));
+    }
+    Ok(out)
+}
+
+/// Entries of a hash-like map, read in batches of 4096 (one syscall per
+/// batch instead of one per key); a kernel without batch lookups for the map
+/// type gets the key walk.
+pub fn count_entries(h: &libbpf_rs::MapHandle) -> u64 {
+    use std::os::fd::AsRawFd as _;
+    const BATCH: u32 = 4096;
+    let (ks, vs) = (h.key_size() as usize, h.value_size() as usize);
+    let mut keys = vec![0u8; ks * BATCH as usize];
+    let mut vals = vec![0u8; vs * BATCH as usize];
+    // The batch token: a bucket index for hash maps; key-sized to be safe.
+    let tok = ks.max(8);
+    let (mut in_b, mut out_b) = (vec![0u8; tok], vec![0u8; tok]);
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+        elem_flags: 0,
+        flags: 0,
+    };
+    let mut total = 0u64;
+    let mut first = true;
+    loop {
+        let mut count = BATCH;
+        // SAFETY: the buffers hold BATCH keys and values of the map's sizes
+        // and a token of at least the key size; `count` says how many fit.
+        let rc = unsafe {
+            libbpf_sys::bpf_map_lookup_batch(
+                h.as_fd().as_raw_fd(),
+                if first {
+                    std::ptr::null_mut()
+                } else {
+                    in_b.as_mut_ptr().cast()
+                },
+                out_b.as_mut_ptr().cast(),
+                keys.as_mut_ptr().cast(),
+                vals.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        total += u64::from(count);
+        if rc == -libc::ENOENT {
+            return total; // the last batch
+        }
+        if rc < 0 {
+            // No batch support for this map type or kernel.
+            return Maps::count(h) as u64;
+        }
+        std::mem::swap(&mut in_b, &mut out_b);
+        first = false;
+    }
+}
