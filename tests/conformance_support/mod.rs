@@ -164,12 +164,26 @@ pub fn fails(g: &LabGuard, c: Client, to: SocketAddrV4, udp: bool) -> Vec<ErrorK
     })
 }
 
-/// [`fails`], and every failure is an immediate refusal (TCP RST / ICMP port
-/// unreachable), not a timeout.
+/// Waits until `to` refuses from `c` at once (TCP RST / ICMP port
+/// unreachable, not a timeout), then checks that five more attempts are
+/// refused too.
 pub fn refused(g: &LabGuard, c: Client, to: SocketAddrV4, udp: bool) {
-    let kinds = fails(g, c, to, udp);
+    eventually(&format!("{c:?} -> {to} (udp {udp}) refused"), SETTLE, || {
+        match run(g, c, move || attempt(c, to, udp)) {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => Some(()),
+            _ => None,
+        }
+    });
+    let kinds: Vec<String> = run(g, c, move || {
+        (0..5)
+            .map(|_| match attempt(c, to, udp) {
+                Ok(r) => format!("answered by {}", r.name),
+                Err(e) => format!("{:?}", e.kind()),
+            })
+            .collect()
+    });
     assert!(
-        kinds.iter().all(|k| *k == ErrorKind::ConnectionRefused),
+        kinds.iter().all(|k| k == "ConnectionRefused"),
         "{c:?} -> {to} (udp {udp}): want refusals, got {kinds:?}"
     );
 }
