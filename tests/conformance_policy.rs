@@ -227,6 +227,7 @@ fn row30(c: Client, svc: ServiceDef, old: (u8, u8), new: (u8, u8), to: SocketAdd
 }
 
 #[test]
+#[ignore = "needs UDP flows of a removed endpoint re-chosen at their next datagram (issue 14 point 1): d-model"]
 fn row30_udp_flow_follows_a_replaced_server_pod_via_nodeport() {
     if !xlb_testkit::privileged() {
         return;
@@ -237,6 +238,7 @@ fn row30_udp_flow_follows_a_replaced_server_pod_via_nodeport() {
 }
 
 #[test]
+#[ignore = "needs UDP flows of a removed endpoint re-chosen at their next datagram (issue 14 point 1): d-model"]
 fn row30_udp_flow_follows_a_replaced_server_pod_via_clusterip() {
     if !xlb_testkit::privileged() {
         return;
@@ -246,6 +248,7 @@ fn row30_udp_flow_follows_a_replaced_server_pod_via_clusterip() {
 }
 
 #[test]
+#[ignore = "needs UDP flows of a removed endpoint re-chosen at their next datagram (issue 14 point 1): d-model"]
 fn row30_udp_flow_follows_a_replaced_server_pod_via_clusterip_itp_local() {
     if !xlb_testkit::privileged() {
         return;
@@ -257,7 +260,7 @@ fn row30_udp_flow_follows_a_replaced_server_pod_via_clusterip_itp_local() {
 }
 
 #[test]
-#[ignore = "needs host-originated Service traffic (cgroup socket hooks, issue 13): g-sock"]
+#[ignore = "needs UDP flows of a removed endpoint re-chosen: d-model; host-originated Service traffic (cgroup socket hooks, issue 13): g-sock"]
 fn row30_udp_flow_follows_a_replaced_server_pod_from_host() {
     if !xlb_testkit::privileged() {
         return;
