@@ -83,7 +83,11 @@ fn row18_client_ip_affinity_ends_after_timeout_seconds() {
     let g = lab();
     let (ip, np) = (cip(18), 31418);
     let timeout = 1;
-    apply(&g, &svc("r18", ip, np, Some(timeout)), &[slice("r18", &ALL)]);
+    apply(
+        &g,
+        &svc("r18", ip, np, Some(timeout)),
+        &[slice("r18", &ALL)],
+    );
     for (c, to) in frontends(ip, np) {
         eventually(&format!("{c:?} -> {to} served"), SETTLE, || {
             answers(&g, c, to, false, 1).ok()
@@ -103,7 +107,10 @@ fn row18_client_ip_affinity_ends_after_timeout_seconds() {
                 break;
             }
         }
-        assert!(after.len() > 1, "{c:?} -> {to}: affinity never expired: {after:?}");
+        assert!(
+            after.len() > 1,
+            "{c:?} -> {to}: affinity never expired: {after:?}"
+        );
     }
 }
 

@@ -42,7 +42,13 @@ fn row01(c: Client, name: &str, ip: Ipv4Addr) {
     refused(&g, c, to, false);
     for pods in [&[(1, 1)][..], &[(1, 1), (2, 1)], &[(2, 1)]] {
         apply(&g, &svc, &[slice(name, pods)]);
-        serves(&g, c, to, false, &names(pods).iter().map(String::as_str).collect::<Vec<_>>());
+        serves(
+            &g,
+            c,
+            to,
+            false,
+            &names(pods).iter().map(String::as_str).collect::<Vec<_>>(),
+        );
     }
     apply(&g, &svc, &[slice(name, &[])]);
     refused(&g, c, to, false);
@@ -80,8 +86,20 @@ fn row02_multiport_named_target_ports_from_pod() {
         .pods(&[(1, 1), (2, 1)]);
     apply(&g, &svc, &[sl]);
     let c = Client::Pod(1, 2);
-    serves(&g, c, SocketAddrV4::new(cip(2), 80), false, &["n1p1", "n2p1"]);
-    serves(&g, c, SocketAddrV4::new(cip(2), 81), false, &["n1p1-9090", "n2p1-9090"]);
+    serves(
+        &g,
+        c,
+        SocketAddrV4::new(cip(2), 80),
+        false,
+        &["n1p1", "n2p1"],
+    );
+    serves(
+        &g,
+        c,
+        SocketAddrV4::new(cip(2), 81),
+        false,
+        &["n1p1-9090", "n2p1-9090"],
+    );
 }
 
 #[test]
@@ -105,7 +123,11 @@ fn row03_ports_added_and_removed_on_a_live_service_from_pod() {
     fails(&g, c, p81, false);
     // Add port 81.
     let two = one.clone().port("alt", "TCP", 81, "alt", None);
-    apply(&g, &two, &[sl(&[("http", lab::BACKEND_PORT), ("alt", ALT)])]);
+    apply(
+        &g,
+        &two,
+        &[sl(&[("http", lab::BACKEND_PORT), ("alt", ALT)])],
+    );
     serves(&g, c, p81, false, &["n1p1-9090", "n2p1-9090"]);
     serves(&g, c, p80, false, &["n1p1", "n2p1"]);
     // Remove port 80: it stops, 81 stays.
@@ -149,7 +171,13 @@ fn row05_pod_hairpins_back_to_itself_through_its_service() {
         &[slice("r05", &[(2, 2)])],
     );
     // The only endpoint is the client itself.
-    serves(&g, Client::Pod(2, 2), SocketAddrV4::new(cip(5), 80), false, &["n2p2"]);
+    serves(
+        &g,
+        Client::Pod(2, 2),
+        SocketAddrV4::new(cip(5), 80),
+        false,
+        &["n2p2"],
+    );
 }
 
 fn row06(c: Client, prefix: &str, base: u8) {
@@ -271,8 +299,20 @@ fn row11_external_ip_on_no_node_is_balanced_from_pod() {
         &[slice("r11", &[(1, 1), (2, 1), (2, 2)])],
     );
     let want = ["n1p1", "n2p1", "n2p2"];
-    serves(&g, Client::Pod(1, 2), SocketAddrV4::new(eip, 80), false, &want);
-    serves(&g, Client::External, SocketAddrV4::new(eip, 80), false, &want);
+    serves(
+        &g,
+        Client::Pod(1, 2),
+        SocketAddrV4::new(eip, 80),
+        false,
+        &want,
+    );
+    serves(
+        &g,
+        Client::External,
+        SocketAddrV4::new(eip, 80),
+        false,
+        &want,
+    );
 }
 
 /// Row 32: a backend sends a segment far outside the connection's window.
@@ -322,7 +362,9 @@ fn row32_out_of_window_segment_from_backend_never_reaches_client_untranslated() 
             raw.send_to(&pkt, &socket2::SockAddr::from(local)).unwrap();
         }
     });
-    let seen = g.pod(1, 2, move || sniff_from(&sniffer, local, std::time::Duration::from_secs(2)));
+    let seen = g.pod(1, 2, move || {
+        sniff_from(&sniffer, local, std::time::Duration::from_secs(2))
+    });
     assert!(
         !seen.contains(&backend),
         "segments from the backend's own address {backend} reached the client: {seen:?}"

@@ -109,7 +109,11 @@ fn lab_check_with_host_network_probes_passes() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for p in [
         "clusterip-from-node",
         "nodeport-from-node",

@@ -62,7 +62,10 @@ fn row08(c: Client, prefix: &str, base: u8) {
     assert!(!procs::alive(pid));
     // Down: the data plane keeps serving what it has.
     let v = answers(&g, c, to_a, false, 20).unwrap_or_else(|e| panic!("agent down: {e}"));
-    assert!(v.iter().all(|r| r.name == "n1p1" || r.name == "n2p1"), "{v:?}");
+    assert!(
+        v.iter().all(|r| r.name == "n1p1" || r.name == "n2p1"),
+        "{v:?}"
+    );
     // Changes meanwhile.
     apply(&g, &svc(&a, ipa), &[slice(&a, &[(2, 2)])]);
     apply(&g, &svc(&b, ipb), &[slice(&b, &[(1, 2)])]);
@@ -132,13 +135,21 @@ fn row09_services_keep_working_while_the_source_is_away() {
     std::thread::sleep(Duration::from_secs(3));
     for c in [c1, c2] {
         let v = answers(&g, c, to, false, 20).unwrap_or_else(|e| panic!("source away: {e}"));
-        assert!(v.iter().all(|r| r.name == "n1p1" || r.name == "n2p1"), "{v:?}");
+        assert!(
+            v.iter().all(|r| r.name == "n1p1" || r.name == "n2p1"),
+            "{v:?}"
+        );
     }
     for n in [1, 2] {
         assert!(lab::daemons::agent_daemon(&g.lab, n).running().is_some());
     }
     // A Service created while it is away is served once it is back.
-    objects::apply(&away.away, &svc("r09b", cip(109)), &[slice("r09b", &[(2, 2)])]).unwrap();
+    objects::apply(
+        &away.away,
+        &svc("r09b", cip(109)),
+        &[slice("r09b", &[(2, 2)])],
+    )
+    .unwrap();
     std::fs::rename(&away.away, &dir).unwrap();
     drop(away);
     for c in [c1, c2] {

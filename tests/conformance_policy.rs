@@ -28,7 +28,9 @@ fn cip(last: u8) -> Ipv4Addr {
 /// Row 23: iTP Local with one endpoint on node1.
 fn row23(clients: [Client; 2], name: &str, ip: Ipv4Addr, ep: EndpointDef, port: u16, want: &str) {
     let g = lab();
-    let sl = SliceDef::new(name, "1").port("http", "TCP", port).endpoint(ep);
+    let sl = SliceDef::new(name, "1")
+        .port("http", "TCP", port)
+        .endpoint(ep);
     apply(
         &g,
         &ServiceDef::cluster_ip(name, ip)
@@ -89,7 +91,14 @@ fn row23_internal_traffic_policy_local_pod_and_host_to_hostnetwork_pod() {
     .enumerate()
     {
         let svc = format!("r23n{i}");
-        row23(clients, &svc, cip(223 + i as u8), ep(), daemons::HOSTNET_PORT, &name);
+        row23(
+            clients,
+            &svc,
+            cip(223 + i as u8),
+            ep(),
+            daemons::HOSTNET_PORT,
+            &name,
+        );
     }
 }
 
@@ -116,7 +125,10 @@ fn row24_health_check_node_port_503_with_only_terminating_local_endpoints() {
     };
     apply(&g, &svc, &[sl(true)]);
     let body = http_status(&g, Client::External, node(1, hc), "/", 200);
-    assert!(body.contains("\"localEndpoints\": 1") || body.contains("\"localEndpoints\":1"), "{body}");
+    assert!(
+        body.contains("\"localEndpoints\": 1") || body.contains("\"localEndpoints\":1"),
+        "{body}"
+    );
     assert!(body.contains("r24"), "{body}");
     http_status(&g, Client::External, node(2, hc), "/", 503);
     // The only local endpoint starts terminating (still serving).
@@ -161,9 +173,15 @@ fn row28(client: Client, name: &str, ip: Ipv4Addr, np: u16, hc: u16) {
     serves(&g, client, node(1, np), false, &["n1p1"]);
     apply(&g, &cluster, &[sl]);
     for n in [1, 2] {
-        eventually(&format!("healthCheckNodePort closed on node{n}"), SETTLE, || {
-            g.client(move || http_get(node(n, hc), "/")).is_err().then_some(())
-        });
+        eventually(
+            &format!("healthCheckNodePort closed on node{n}"),
+            SETTLE,
+            || {
+                g.client(move || http_get(node(n, hc), "/"))
+                    .is_err()
+                    .then_some(())
+            },
+        );
     }
     serves(&g, client, node(1, np), false, &["n1p1"]);
 }
@@ -200,7 +218,8 @@ fn row30(c: Client, svc: ServiceDef, old: (u8, u8), new: (u8, u8), to: SocketAdd
     apply(&g, &svc, &[sl(old)]);
     let sock = run(&g, c, move || {
         let s = UdpSocket::bind(("0.0.0.0", sport)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         s.connect(to).unwrap();
         s
     });
@@ -208,7 +227,12 @@ fn row30(c: Client, svc: ServiceDef, old: (u8, u8), new: (u8, u8), to: SocketAdd
         s.send(b"probe").ok()?;
         let mut buf = [0u8; 256];
         let n = s.recv(&mut buf).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).split(' ').next()?.to_owned())
+        Some(
+            String::from_utf8_lossy(&buf[..n])
+                .split(' ')
+                .next()?
+                .to_owned(),
+        )
     };
     let old_name = lab::pod_name(old.0, old.1);
     let new_name = lab::pod_name(new.0, new.1);
@@ -244,7 +268,14 @@ fn row30_udp_flow_follows_a_replaced_server_pod_via_clusterip() {
         return;
     }
     let svc = ServiceDef::cluster_ip("r30c", cip(130)).port("udp", "UDP", 80, 8080, None);
-    row30(Client::Pod(1, 3), svc, (2, 1), (2, 2), SocketAddrV4::new(cip(130), 80), 40302);
+    row30(
+        Client::Pod(1, 3),
+        svc,
+        (2, 1),
+        (2, 2),
+        SocketAddrV4::new(cip(130), 80),
+        40302,
+    );
 }
 
 #[test]
@@ -256,7 +287,14 @@ fn row30_udp_flow_follows_a_replaced_server_pod_via_clusterip_itp_local() {
     let svc = ServiceDef::cluster_ip("r30l", cip(230))
         .port("udp", "UDP", 80, 8080, None)
         .itp("Local");
-    row30(Client::Pod(1, 3), svc, (1, 1), (1, 2), SocketAddrV4::new(cip(230), 80), 40303);
+    row30(
+        Client::Pod(1, 3),
+        svc,
+        (1, 1),
+        (1, 2),
+        SocketAddrV4::new(cip(230), 80),
+        40303,
+    );
 }
 
 #[test]
@@ -266,5 +304,12 @@ fn row30_udp_flow_follows_a_replaced_server_pod_from_host() {
         return;
     }
     let svc = ServiceDef::cluster_ip("r30h", cip(231)).port("udp", "UDP", 80, 8080, None);
-    row30(Client::Host(1), svc, (2, 1), (2, 2), SocketAddrV4::new(cip(231), 80), 40304);
+    row30(
+        Client::Host(1),
+        svc,
+        (2, 1),
+        (2, 2),
+        SocketAddrV4::new(cip(231), 80),
+        40304,
+    );
 }

@@ -186,7 +186,9 @@ fn row25_terminating_fallback_with_external_traffic_policy_local() {
     assert!(replies.iter().all(|r| *r.peer.ip() == lab::CLIENT_ADDR));
     let kinds = fails(&g, Client::External, node(2, 31326), false);
     assert!(
-        kinds.iter().all(|k| matches!(k, ErrorKind::TimedOut | ErrorKind::WouldBlock)),
+        kinds
+            .iter()
+            .all(|k| matches!(k, ErrorKind::TimedOut | ErrorKind::WouldBlock)),
         "eTP Local without a local endpoint must drop, not refuse: {kinds:?}"
     );
 }
@@ -211,7 +213,8 @@ fn row31_udp_to_unready_endpoint_reaches_it_once_ready() {
     apply(&g, &svc, &[sl(false)]);
     let sock = g.pod(1, 2, move || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         s.connect(to).unwrap();
         s
     });

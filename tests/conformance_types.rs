@@ -73,11 +73,18 @@ fn row13_externalname_to_clusterip_and_to_nodeport() {
     let want = ["n1p2", "n2p1"];
     for (name, ip, node_port) in [("r13c", cip(13), None), ("r13n", cip(113), Some(31313))] {
         let base = ServiceDef::cluster_ip(name, ip).port("http", "TCP", 80, 8080, node_port);
-        apply(&g, &base.clone().external_name("example.com"), &[slice(name, &pods)]);
+        apply(
+            &g,
+            &base.clone().external_name("example.com"),
+            &[slice(name, &pods)],
+        );
         // ExternalName is DNS only: nothing answers on the address it will get.
         fails(&g, c, SocketAddrV4::new(ip, 80), false);
         let svc = if node_port.is_some() {
-            ServiceDef { type_: "NodePort".into(), ..base }
+            ServiceDef {
+                type_: "NodePort".into(),
+                ..base
+            }
         } else {
             base
         };
@@ -102,11 +109,19 @@ fn row20(c: Client, name: &str, ip: Ipv4Addr) {
     let base = ServiceDef::cluster_ip(name, ip).port("http", "TCP", 80, 8080, None);
     let to = SocketAddrV4::new(ip, 80);
     let pods = [(1, 1), (2, 2)];
-    apply(&g, &base.clone().label(PROXY_NAME, "other-proxy"), &[slice(name, &pods)]);
+    apply(
+        &g,
+        &base.clone().label(PROXY_NAME, "other-proxy"),
+        &[slice(name, &pods)],
+    );
     fails(&g, c, to, false);
     apply(&g, &base, &[slice(name, &pods)]);
     serves(&g, c, to, false, &["n1p1", "n2p2"]);
-    apply(&g, &base.clone().label(PROXY_NAME, "other-proxy"), &[slice(name, &pods)]);
+    apply(
+        &g,
+        &base.clone().label(PROXY_NAME, "other-proxy"),
+        &[slice(name, &pods)],
+    );
     fails(&g, c, to, false);
 }
 
@@ -194,8 +209,16 @@ fn row26(name: &str, ip: Ipv4Addr, lb: Option<Ipv4Addr>) {
     let g = lab();
     let c = Client::Pod(2, 2);
     let mk = |udp: bool| {
-        let mut s = ServiceDef::new(name, if lb.is_some() { "LoadBalancer" } else { "ClusterIP" }, Some(ip))
-            .port("http", "TCP", 53, 8080, lb.map(|_| 31226));
+        let mut s = ServiceDef::new(
+            name,
+            if lb.is_some() {
+                "LoadBalancer"
+            } else {
+                "ClusterIP"
+            },
+            Some(ip),
+        )
+        .port("http", "TCP", 53, 8080, lb.map(|_| 31226));
         if udp {
             s = s.port("udp", "UDP", 53, 8080, lb.map(|_| 31227));
         }
@@ -251,9 +274,17 @@ fn row29_named_target_port_resolving_to_different_ports_per_endpoint() {
     let a = SliceDef::new("r29", "a")
         .port("web", "TCP", lab::BACKEND_PORT)
         .pods(&[(1, 1)]);
-    let b = SliceDef::new("r29", "b").port("web", "TCP", 9090).pods(&[(2, 1)]);
+    let b = SliceDef::new("r29", "b")
+        .port("web", "TCP", 9090)
+        .pods(&[(2, 1)]);
     apply(&g, &svc, &[a, b]);
     for c in [Client::Pod(1, 2), Client::Pod(2, 2)] {
-        serves(&g, c, SocketAddrV4::new(ip, 80), false, &["n1p1", "n2p1-9090"]);
+        serves(
+            &g,
+            c,
+            SocketAddrV4::new(ip, 80),
+            false,
+            &["n1p1", "n2p1-9090"],
+        );
     }
 }

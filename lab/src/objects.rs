@@ -445,9 +445,10 @@ mod tests {
         let sl = SliceDef::new("multi", "a")
             .port("http", "TCP", 8080)
             .pods(&[(1, 1)])
-            .endpoint(EndpointDef::host(Ipv4Addr::new(198, 18, 0, 12), None).conditions(
-                false, true, true,
-            ));
+            .endpoint(
+                EndpointDef::host(Ipv4Addr::new(198, 18, 0, 12), None)
+                    .conditions(false, true, true),
+            );
         let es: EndpointSlice = serde_json::from_value(sl.to_value()).unwrap();
         assert_eq!(es.endpoints.len(), 2);
         assert_eq!(es.endpoints[1].node_name, None);

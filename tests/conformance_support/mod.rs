@@ -46,7 +46,11 @@ impl Client {
 }
 
 /// Runs `f` in the client's namespace.
-pub fn run<R: Send + 'static>(g: &LabGuard, c: Client, f: impl FnOnce() -> R + Send + 'static) -> R {
+pub fn run<R: Send + 'static>(
+    g: &LabGuard,
+    c: Client,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> R {
     match c {
         Client::Pod(n, k) => g.pod(n, k, f),
         Client::Host(n) => g.node(n, f),
@@ -108,7 +112,13 @@ fn names_of(v: &[probe::Reply]) -> BTreeSet<String> {
 /// Waits until `to` answers from `c` and exactly the backends `want` answer
 /// (all of them seen), then checks once more: every answer among `want`.
 /// Returns the replies of the last round.
-pub fn serves(g: &LabGuard, c: Client, to: SocketAddrV4, udp: bool, want: &[&str]) -> Vec<probe::Reply> {
+pub fn serves(
+    g: &LabGuard,
+    c: Client,
+    to: SocketAddrV4,
+    udp: bool,
+    want: &[&str],
+) -> Vec<probe::Reply> {
     let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
     let count = (8 * want.len()).max(8);
     let limit = std::time::Instant::now() + SETTLE;
@@ -127,7 +137,10 @@ pub fn serves(g: &LabGuard, c: Client, to: SocketAddrV4, udp: bool, want: &[&str
     }
     let v = answers(g, c, to, udp, count).unwrap_or_else(|e| panic!("after settling: {e}"));
     let got = names_of(&v);
-    assert!(got.is_subset(&want), "{c:?} -> {to}: {got:?} not within {want:?}");
+    assert!(
+        got.is_subset(&want),
+        "{c:?} -> {to}: {got:?} not within {want:?}"
+    );
     v
 }
 
@@ -151,9 +164,11 @@ pub fn attempt(c: Client, to: SocketAddrV4, udp: bool) -> io::Result<probe::Repl
 /// Waits until `to` stops answering from `c` (any error), then checks that
 /// five more attempts fail too. Returns the error kinds of those.
 pub fn fails(g: &LabGuard, c: Client, to: SocketAddrV4, udp: bool) -> Vec<ErrorKind> {
-    eventually(&format!("{c:?} -> {to} (udp {udp}) stops answering"), SETTLE, || {
-        run(g, c, move || attempt(c, to, udp)).err().map(|_| ())
-    });
+    eventually(
+        &format!("{c:?} -> {to} (udp {udp}) stops answering"),
+        SETTLE,
+        || run(g, c, move || attempt(c, to, udp)).err().map(|_| ()),
+    );
     run(g, c, move || {
         (0..5)
             .map(|i| match attempt(c, to, udp) {
@@ -168,12 +183,14 @@ pub fn fails(g: &LabGuard, c: Client, to: SocketAddrV4, udp: bool) -> Vec<ErrorK
 /// unreachable, not a timeout), then checks that five more attempts are
 /// refused too.
 pub fn refused(g: &LabGuard, c: Client, to: SocketAddrV4, udp: bool) {
-    eventually(&format!("{c:?} -> {to} (udp {udp}) refused"), SETTLE, || {
-        match run(g, c, move || attempt(c, to, udp)) {
+    eventually(
+        &format!("{c:?} -> {to} (udp {udp}) refused"),
+        SETTLE,
+        || match run(g, c, move || attempt(c, to, udp)) {
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => Some(()),
             _ => None,
-        }
-    });
+        },
+    );
     let kinds: Vec<String> = run(g, c, move || {
         (0..5)
             .map(|_| match attempt(c, to, udp) {
@@ -215,17 +232,28 @@ pub fn http_get(to: SocketAddrV4, path: &str) -> io::Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| io::Error::other(format!("bad HTTP answer {buf:?}")))?;
-    Ok((status, buf.split_once("\r\n\r\n").map_or("", |x| x.1).to_owned()))
+    Ok((
+        status,
+        buf.split_once("\r\n\r\n").map_or("", |x| x.1).to_owned(),
+    ))
 }
 
 /// Waits until `GET path` on `to` from `c` answers `status`; returns the body.
-pub fn http_status(g: &LabGuard, c: Client, to: SocketAddrV4, path: &'static str, status: u16) -> String {
-    eventually(&format!("{c:?}: GET http://{to}{path} -> {status}"), SETTLE, || {
-        match run(g, c, move || http_get(to, path)) {
+pub fn http_status(
+    g: &LabGuard,
+    c: Client,
+    to: SocketAddrV4,
+    path: &'static str,
+    status: u16,
+) -> String {
+    eventually(
+        &format!("{c:?}: GET http://{to}{path} -> {status}"),
+        SETTLE,
+        || match run(g, c, move || http_get(to, path)) {
             Ok((s, body)) if s == status => Some(body),
             _ => None,
-        }
-    })
+        },
+    )
 }
 
 pub fn vip(a: [u8; 4], port: u16) -> SocketAddrV4 {
