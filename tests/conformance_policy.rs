@@ -137,8 +137,9 @@ fn row24_health_check_node_port_503_with_only_terminating_local_endpoints() {
     serves(&g, Client::External, node(1, np), false, &["n1p1"]);
 }
 
+/// A host client on another node reaches the NodePort over the underlay, as
+/// outside traffic does.
 #[test]
-#[ignore = "needs host-originated Service traffic (cgroup socket hooks, issue 13): g-sock"]
 fn row27_external_traffic_policy_local_nodeport_keeps_host_client_address() {
     if !xlb_testkit::privileged() {
         return;
@@ -165,9 +166,9 @@ fn row28(client: Client, name: &str, ip: Ipv4Addr, np: u16, hc: u16) {
         .port("http", "TCP", 80, 8080, Some(np))
         .etp("Cluster");
     let sl = slice(name, &[(1, 1)]);
-    apply(&g, &cluster, &[sl.clone()]);
+    apply(&g, &cluster, std::slice::from_ref(&sl));
     serves(&g, client, node(1, np), false, &["n1p1"]);
-    apply(&g, &lb_local(name, ip, np, hc), &[sl.clone()]);
+    apply(&g, &lb_local(name, ip, np, hc), std::slice::from_ref(&sl));
     http_status(&g, Client::External, node(1, hc), "/", 200);
     http_status(&g, Client::External, node(2, hc), "/", 503);
     serves(&g, client, node(1, np), false, &["n1p1"]);
