@@ -22,11 +22,16 @@ pub struct CheckRow {
     pub expect: String,
     pub got: String,
     pub ok: bool,
+    /// A host-network probe: from a node's own namespace, or to a backend
+    /// listening in one.
+    pub host_network: bool,
 }
 
 enum Src {
     Client,
     Pod(u8, u8),
+    /// A process in node `n`'s own namespace (kubelet, a hostNetwork pod).
+    Node(u8),
 }
 
 struct Probe {
@@ -38,12 +43,15 @@ struct Probe {
     expect: Vec<String>,
     /// Whether the backend must see the source's own address.
     client_visible: bool,
+    /// See [`CheckRow::host_network`].
+    host_network: bool,
 }
 
 fn run_probe(lab: &Lab, p: &Probe) -> CheckRow {
     let (ns, from_name, from_addr) = match p.src {
         Src::Client => (lab.ns_client(), "client".to_owned(), CLIENT_ADDR),
         Src::Pod(n, k) => (lab.ns_pod(n, k), pod_name(n, k), pod_addr(n, k)),
+        Src::Node(n) => (lab.ns_node(n), node_name(n), node_addr(n)),
     };
     let (to, udp) = (p.to, p.udp);
     let t = Duration::from_secs(2);
@@ -76,6 +84,7 @@ fn run_probe(lab: &Lab, p: &Probe) -> CheckRow {
         expect: p.expect.join("|"),
         got,
         ok,
+        host_network: p.host_network,
     }
 }
 
@@ -84,8 +93,12 @@ fn run_probe(lab: &Lab, p: &Probe) -> CheckRow {
 /// Always: pod to pod across the overlay. With xlb: NodePort local and remote
 /// (the backend must see the client's address), ClusterIP local and remote
 /// from a pod, LoadBalancer ingress, ExternalIP, UDP NodePort (the reply must
-/// come from the address dialled), per deploy/examples.
-pub fn check(prefix: &str) -> Result<Vec<CheckRow>> {
+/// come from the address dialled), per deploy/examples. Host network (left
+/// out with `pods_only`): ClusterIP and NodePort from node namespaces, the
+/// `kubernetes` Service (endpoint in node 2's namespace, no nodeName) from
+/// pods and nodes on both nodes, and the `hostnet` Service (a hostNetwork
+/// backend on node 1) from a pod on the other node.
+pub fn check(prefix: &str, pods_only: bool) -> Result<Vec<CheckRow>> {
     require_root()?;
     let info = LabInfo::load(prefix)?;
     let lab = info.lab()?;
@@ -100,6 +113,7 @@ pub fn check(prefix: &str) -> Result<Vec<CheckRow>> {
             udp: false,
             expect: vec![pod_name(last, 1)],
             client_visible: true,
+            host_network: false,
         });
     }
     if info.xlb && lab.nodes >= 2 {
@@ -116,6 +130,7 @@ pub fn check(prefix: &str) -> Result<Vec<CheckRow>> {
             udp: false,
             expect: vec![pod_name(1, 1)],
             client_visible: true,
+            host_network: false,
         });
         probes.push(Probe {
             name: "nodeport-remote",
@@ -124,6 +139,7 @@ pub fn check(prefix: &str) -> Result<Vec<CheckRow>> {
             udp: false,
             expect: vec![pod_name(2, 1)],
             client_visible: true,
+            host_network: false,
         });
         if lab.pods_per_node >= 2 {
             probes.push(Probe {
@@ -133,6 +149,7 @@ pub fn check(prefix: &str) -> Result<Vec<CheckRow>> {
                 udp: false,
                 expect: vec![pod_name(1, 1)],
                 client_visible: true,
+                host_network: false,
             });
             probes.push(Probe {
                 name: "clusterip-remote",
@@ -141,6 +158,7 @@ pub fn check(prefix: &str) -> Result<Vec<CheckRow>> {
                 udp: false,
                 expect: vec![pod_name(2, 1)],
                 client_visible: true,
+                host_network: false,
             });
         }
         probes.push(Probe {
@@ -150,6 +168,7 @@ pub fn check(prefix: &str) -> Result<Vec<CheckRow>> {
             udp: false,
             expect: web.clone(),
             client_visible: true,
+            host_network: false,
         });
         probes.push(Probe {
             name: "external-ip",
@@ -158,6 +177,7 @@ pub fn check(prefix: &str) -> Result<Vec<CheckRow>> {
             udp: false,
             expect: web.clone(),
             client_visible: true,
+            host_network: false,
         });
         probes.push(Probe {
             name: "nodeport-udp",
@@ -166,7 +186,55 @@ pub fn check(prefix: &str) -> Result<Vec<CheckRow>> {
             udp: true,
             expect: web,
             client_visible: true,
+            host_network: false,
         });
+        if !pods_only {
+            host_probes(&mut probes);
+        }
     }
     Ok(probes.iter().map(|p| run_probe(&lab, p)).collect())
+}
+
+fn host_probes(probes: &mut Vec<Probe>) {
+    let vip = |a: [u8; 4], port| SocketAddrV4::new(Ipv4Addr::from(a), port);
+    let host = |name, src, to, expect: String, client_visible| Probe {
+        name,
+        src,
+        to,
+        udp: false,
+        expect: vec![expect],
+        client_visible,
+        host_network: true,
+    };
+    probes.push(host(
+        "clusterip-from-node",
+        Src::Node(1),
+        vip([10, 96, 0, 12], 80),
+        pod_name(2, 1),
+        false,
+    ));
+    probes.push(host(
+        "nodeport-from-node",
+        Src::Node(2),
+        SocketAddrV4::new(node_addr(1), 30081),
+        pod_name(1, 1),
+        false,
+    ));
+    let api = daemons::host_backend_name(2);
+    let kubernetes = vip([10, 96, 0, 1], 443);
+    for (name, src) in [
+        ("kubernetes-from-pod-node1", Src::Pod(1, 1)),
+        ("kubernetes-from-pod-node2", Src::Pod(2, 1)),
+        ("kubernetes-from-node1", Src::Node(1)),
+        ("kubernetes-from-node2", Src::Node(2)),
+    ] {
+        probes.push(host(name, src, kubernetes, api.clone(), false));
+    }
+    probes.push(host(
+        "hostnet-from-pod",
+        Src::Pod(2, 1),
+        vip([10, 96, 0, 9], 80),
+        daemons::host_backend_name(1),
+        true,
+    ));
 }

@@ -179,3 +179,87 @@ pub(crate) fn wait_agent(lab: &Lab, n: u8, limit: Duration) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Port of the lab's API server stand-in on node 2 (the `kubernetes` Service's endpoint).
+pub const APISERVER_PORT: u16 = 6443;
+/// Port of the host-network backend on node 1 (the `hostnet` Service's endpoint).
+pub const HOSTNET_PORT: u16 = 10080;
+
+/// Name the host-network backend of node `n` answers with.
+pub fn host_backend_name(n: u8) -> String {
+    format!("host-{}", node_name(n))
+}
+
+/// The daemon record of a backend in node `n`'s own namespace listening on `port`.
+pub fn host_backend_daemon(lab: &Lab, n: u8, port: u16) -> Daemon {
+    Daemon::new(
+        &lab.state_dir(),
+        &format!("backend-{}-{port}", node_name(n)),
+        &lab.ns_node(n),
+    )
+}
+
+/// The host-network servers of the examples: the API server stand-in on the
+/// last node (`kubernetes`, no nodeName) and a hostNetwork pod on node 1
+/// (`hostnet`, nodeName set). Both answer as [`host_backend_name`].
+pub fn host_backends(lab: &Lab) -> Vec<(u8, u16)> {
+    let mut v = vec![(1, HOSTNET_PORT)];
+    if lab.nodes >= 2 {
+        v.push((2, APISERVER_PORT));
+    }
+    v
+}
+
+pub(crate) fn start_host_backend(lab: &Lab, xlb: &Path, n: u8, port: u16) -> Result<()> {
+    let listen = SocketAddrV4::new(node_addr(n), port);
+    start_extra_backend(
+        lab,
+        xlb,
+        &host_backend_daemon(lab, n, port),
+        &host_backend_name(n),
+        &[listen],
+    )
+}
+
+/// Starts `xlb lab backend --name NAME --listen ... --udp` as `d` (in its
+/// namespace): a second container port of a pod, a server in a node's own
+/// namespace. `down` stops it with the rest of the lab.
+pub fn start_extra_backend(
+    lab: &Lab,
+    xlb: &Path,
+    d: &Daemon,
+    name: &str,
+    listen: &[SocketAddrV4],
+) -> Result<()> {
+    let list: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
+    let args = [
+        "lab".to_owned(),
+        "backend".to_owned(),
+        "--name".to_owned(),
+        name.to_owned(),
+        "--listen".to_owned(),
+        list.join(","),
+        "--udp".to_owned(),
+    ];
+    d.start_tagged(&lab.prefix, xlb, &args, None)?;
+    Ok(())
+}
+
+/// Waits until `to` answers as `name` from inside `ns`.
+pub fn wait_answer(ns: &str, to: SocketAddrV4, name: &str, limit: Duration) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let r = netns::run(ns, move || probe::tcp(None, to, Duration::from_millis(500)))?;
+        let last = match r {
+            Ok(reply) if reply.name == name => return Ok(()),
+            Ok(reply) => format!("answered as {}", reply.name),
+            Err(e) => e.to_string(),
+        };
+        if start.elapsed() > limit {
+            return Err(Error::NotReady(format!(
+                "{to} in {ns}: no answer as {name} after {limit:?}: {last}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

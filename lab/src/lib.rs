@@ -33,6 +33,7 @@ pub mod daemons;
 pub mod down;
 pub mod manifests;
 pub mod netns;
+pub mod objects;
 pub mod probe;
 pub mod procs;
 pub mod up;

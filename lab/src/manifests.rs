@@ -54,6 +54,14 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "dns-only.yaml",
         include_str!("../../deploy/examples/dns-only.yaml"),
     ),
+    (
+        "kubernetes.yaml",
+        include_str!("../../deploy/examples/kubernetes.yaml"),
+    ),
+    (
+        "hostnet.yaml",
+        include_str!("../../deploy/examples/hostnet.yaml"),
+    ),
 ];
 
 /// Nodes the examples describe; a bigger lab gets generated Node objects for the rest.
@@ -301,6 +309,15 @@ mod tests {
             let s: EndpointSlice = serde_yaml::from_value(d).unwrap();
             n_slices += 1;
             for ep in &s.endpoints {
+                // Host-network endpoints: a node's address (kubernetes, hostnet).
+                if let Ok(a) = ep.addresses[0].parse::<std::net::Ipv4Addr>() {
+                    if let Some(n) = (1..=EXAMPLE_NODES).find(|&n| node_addr(n) == a) {
+                        if let Some(name) = ep.node_name.as_deref() {
+                            assert_eq!(name, node_name(n));
+                        }
+                        continue;
+                    }
+                }
                 let pod = ep.target_ref.as_ref().unwrap().name.clone().unwrap();
                 let (n, k) = parse_pods(&pod).unwrap()[0];
                 assert!(n <= EXAMPLE_NODES && k <= 2, "{pod}");

@@ -81,8 +81,20 @@ pub fn up(o: &UpOptions) -> Result<()> {
     for (n, k) in lab.pods() {
         daemons::start_backend(lab, &o.xlb, n, k)?;
     }
+    for (n, port) in daemons::host_backends(lab) {
+        daemons::start_host_backend(lab, &o.xlb, n, port)?;
+    }
     for (n, k) in lab.pods() {
         daemons::wait_backend(lab, n, k, o.ready_timeout)?;
+    }
+    for (n, port) in daemons::host_backends(lab) {
+        let to = std::net::SocketAddrV4::new(crate::node_addr(n), port);
+        daemons::wait_answer(
+            &lab.ns_node(n),
+            to,
+            &daemons::host_backend_name(n),
+            o.ready_timeout,
+        )?;
     }
     if !o.topology_only {
         daemons::ensure_bpffs()?;

@@ -95,6 +95,10 @@ pub struct CheckArgs {
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Leave out the host-network probes (from node namespaces, to the
+    /// `kubernetes` and `hostnet` Services' servers in node namespaces).
+    #[arg(long)]
+    pub pods_only: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -178,7 +182,7 @@ fn up(u: UpArgs) -> anyhow::Result<()> {
 }
 
 fn check(c: CheckArgs) -> anyhow::Result<()> {
-    let rows = lab::check(&c.prefix.prefix)?;
+    let rows = lab::check(&c.prefix.prefix, c.pods_only)?;
     if c.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
