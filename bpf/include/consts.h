@@ -15,6 +15,7 @@
 #define XLB_SRC_RANGES		65536
 #define XLB_TUNNEL_ENTRIES	16384
 #define XLB_LOCAL_ADDRS		256
+#define XLB_EVENTS_BYTES	(256 * 1024)	/* events ring buffer (power of two pages) */
 
 /* The data plane's private maps (maps.h): fixed sizes, per CPU. */
 #define XLB_FC_BITS		12	/* flow_cache: 4096 slots */
@@ -61,6 +62,12 @@
 /* config flags */
 #define XLB_CFG_F_VXLAN		(1 << 0)	/* decap VXLAN addressed to this node */
 #define XLB_CFG_F_REJECT	(1 << 1)	/* answer RST / ICMP unreachable for Services w/o endpoints */
+
+/* `xlb monitor` (monitor, monitor_cpu, events; stats.h) */
+#define XLB_MON_RATE_DEFAULT	1000		/* events per second and CPU */
+#define XLB_NO_SVC		0xffffffff	/* event of a frame of no Service */
+#define XLB_HOOK_XDP		0		/* event from the uplink XDP program */
+#define XLB_HOOK_TC		1		/* event from a pod veth's tc program */
 
 #define XLB_VXLAN_PORT_DEFAULT	8472
 #define XLB_VNI_DEFAULT		1

@@ -51,6 +51,12 @@ pub enum Error {
         len: usize,
         source: std::io::Error,
     },
+    #[error("the pin directory {} has no map `{name}`: its data plane is of an older xlb, without {feature}; `xlb attach` with this xlb adds it (Services and connection tracking are kept)", dir.display())]
+    MissingMap {
+        name: &'static str,
+        dir: PathBuf,
+        feature: &'static str,
+    },
     #[error("map {map}: value of {got} bytes, expected {want}")]
     Size {
         map: &'static str,
@@ -94,6 +100,9 @@ pub struct Maps {
     be_filter: CountFilter,
     /// `ct_epoch` (voids the XDP flow cache); `None` for older pins.
     ct_epoch: Option<MapHandle>,
+    /// `backend_stats` (per-backend forward counters, `crate::backend_stats`);
+    /// `None` for older pins.
+    pub(crate) backend_stats: Option<MapHandle>,
     /// `maglev` mapped into memory (`BPF_F_MMAPABLE`), on first table access.
     maglev_mem: OnceLock<MaglevMem>,
     /// `backends` mapped into memory (`BPF_F_MMAPABLE`), on first write.
@@ -262,7 +271,7 @@ fn bytes<T: plain::Plain>(v: &T) -> &[u8] {
     unsafe { plain::as_bytes(v) }
 }
 
-fn from_bytes<T: plain::Plain + Default + Copy>(map: &'static str, b: &[u8]) -> Result<T> {
+pub(crate) fn from_bytes<T: plain::Plain + Default + Copy>(map: &'static str, b: &[u8]) -> Result<T> {
     let mut v = T::default();
     plain::copy_from_bytes(&mut v, b).map_err(|_| Error::Size {
         map,
@@ -331,6 +340,7 @@ impl Maps {
             fe_filter: CountFilter::new("fe_filter", optional("fe_filter")?),
             be_filter: CountFilter::new("be_filter", optional("be_filter")?),
             ct_epoch: optional("ct_epoch")?,
+            backend_stats: optional("backend_stats")?,
             maglev_mem: OnceLock::new(),
             backends_mem: OnceLock::new(),
             services: open("services")?,
@@ -356,6 +366,7 @@ impl Maps {
             fe_filter: CountFilter::new("fe_filter", Some(dup(&m.fe_filter, "fe_filter")?)),
             be_filter: CountFilter::new("be_filter", Some(dup(&m.be_filter, "be_filter")?)),
             ct_epoch: Some(dup(&m.ct_epoch, "ct_epoch")?),
+            backend_stats: Some(dup(&m.backend_stats, "backend_stats")?),
             maglev_mem: OnceLock::new(),
             backends_mem: OnceLock::new(),
             services: dup(&m.services, "services")?,
@@ -588,6 +599,12 @@ impl Maps {
         )?;
         // `addr` is the first word of xlb_backend
         let old_addr = mem.word(id, 0).load(Ordering::Relaxed);
+        // The generation is the last word: a new one names another endpoint
+        // (or none), whose counters start from zero.
+        let old_gen = mem.word(id, 3).load(Ordering::Relaxed);
+        if old_gen != v.generation {
+            self.reset_backend_counter(id)?;
+        }
         let filter = self.be_filter.mem()?.filter(|_| old_addr != v.addr);
         if let Some(f) = filter.filter(|_| v.addr != 0) {
             f.add(crate::wire::be_slot(v.addr), 1);

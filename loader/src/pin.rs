@@ -29,7 +29,7 @@ use crate::{sys, Error, Result};
 /// `ct_epoch`). Pinned at `<pin>/<name>` and reused by every later load; one
 /// pinned with another layout fails the load ([`check_pinned_maps`]), as
 /// recreating it would drop state.
-pub const CONTRACT_MAPS: [&str; 13] = [
+pub const CONTRACT_MAPS: [&str; 17] = [
     "services",
     "fe_filter",
     "be_filter",
@@ -43,6 +43,10 @@ pub const CONTRACT_MAPS: [&str; 13] = [
     "local_addrs",
     "config",
     "stats",
+    "backend_stats",
+    "monitor",
+    "monitor_cpu",
+    "events",
 ];
 
 /// The data plane's private maps: per-CPU caches rebuilt within their entries'
