@@ -11,7 +11,6 @@ mod packet_util;
 use std::cell::RefCell;
 use std::net::Ipv4Addr;
 use std::rc::Rc;
-use std::time::Duration;
 
 use packet_util::*;
 use xlb_bpf::consts::*;
@@ -115,7 +114,7 @@ fn drain(mon: &MonitorMaps) -> Vec<Event> {
     })
     .unwrap();
     let rb = b.build().unwrap();
-    rb.poll(Duration::ZERO).unwrap();
+    rb.consume().unwrap();
     drop(rb);
     Rc::try_unwrap(got).unwrap().into_inner()
 }

@@ -282,9 +282,14 @@ fn lead(
     let rb = b.build().context("reading the events ring buffer")?;
     let mut followers: Vec<UnixStream> = Vec::new();
     while !done(p) {
-        if let Err(e) = rb.poll(Duration::from_millis(100)) {
+        // The data plane wakes the reader only when the ring is half full;
+        // otherwise what is there is drained after the 100 ms wait.
+        let polled = rb
+            .poll(Duration::from_millis(100))
+            .and_then(|()| rb.consume());
+        if let Err(e) = polled {
             if !stopping() {
-                return Err(e).context("polling the events ring buffer");
+                return Err(e).context("reading the events ring buffer");
             }
         }
         while let Ok((s, _)) = listener.accept() {
