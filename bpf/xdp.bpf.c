@@ -77,8 +77,10 @@ static __always_inline int xlb_end(struct xlb_ctx *x, int reason, int verdict)
 	struct xlb_monitor *m;
 
 	if (x->t && xlb_event_reason(reason) && (m = xlb_monitor_on()))
+		/* the helper's clock, not the timer's: an event's time must be
+		 * exact even where traffic is too light to re-arm the timer */
 		xlb_event(m, reason, x->t, x->svc_id, x->bytes, XLB_HOOK_XDP,
-			  x->ctx->ingress_ifindex, xlb_now_of(x));
+			  x->ctx->ingress_ifindex, xlb_now());
 	return xlb_done(reason, x->bytes, verdict);
 }
 
