@@ -264,7 +264,15 @@ fn maps_tables_and_json_match_what_was_written() {
     );
     assert_eq!(
         r[2],
-        ["2", "10.244.2.7:8080", "198.18.0.12", "terminating", "1", "0", "0"]
+        [
+            "2",
+            "10.244.2.7:8080",
+            "198.18.0.12",
+            "terminating",
+            "1",
+            "0",
+            "0"
+        ]
     );
     assert_eq!(r[3], ["2", "backends"]);
     let out = stdout(&ok(xlb(None, p, &["maps", "backends", "--service", "9"])));
@@ -282,7 +290,11 @@ fn maps_tables_and_json_match_what_was_written() {
     assert_eq!(j["rows"][0]["node"], "198.18.0.12");
     assert_eq!(j["rows"][0]["state"], "terminating");
     assert_eq!(j["rows"][0]["packets"], 0);
-    let j = json(&ok(xlb(None, p, &["maps", "backends", "--json", "--backend", "1"])));
+    let j = json(&ok(xlb(
+        None,
+        p,
+        &["maps", "backends", "--json", "--backend", "1"],
+    )));
     assert_eq!(j["rows"][0]["packets"].as_u64(), Some(3 * ncpu));
     assert_eq!(j["rows"][0]["bytes"].as_u64(), Some(300 * ncpu));
 
@@ -291,9 +303,7 @@ fn maps_tables_and_json_match_what_was_written() {
     let r = rows(&out);
     assert_eq!(
         r[0],
-        [
-            "SVC", "FRONTEND", "BACKEND", "ADDRESS", "NODE", "SLOTS", "SHARE", "PACKETS", "BYTES"
-        ]
+        ["SVC", "FRONTEND", "BACKEND", "ADDRESS", "NODE", "SLOTS", "SHARE", "PACKETS", "BYTES"]
     );
     assert_eq!(
         r[1],

@@ -100,7 +100,11 @@ fn two_monitors_both_see_every_event() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{name}: {e}: {l}")))
             .collect();
-        assert_eq!(lines.len(), 4, "{name}: 3 events and the summary:\n{out}{err}");
+        assert_eq!(
+            lines.len(),
+            4,
+            "{name}: 3 events and the summary:\n{out}{err}"
+        );
         for e in &lines[..3] {
             assert_eq!(e["reason"], "drop_src_range", "{name}: {e}");
             assert_eq!(e["dst"], "10.96.0.30:80", "{name}: {e}");
@@ -111,5 +115,9 @@ fn two_monitors_both_see_every_event() {
             assert!(err.contains("following its events"), "{name}: {err}");
         }
     }
-    assert_eq!(mon.settings().unwrap().on, 0, "events off after the last monitor");
+    assert_eq!(
+        mon.settings().unwrap().on,
+        0,
+        "events off after the last monitor"
+    );
 }

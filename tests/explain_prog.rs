@@ -113,7 +113,10 @@ fn fill(env: &Env, r: &mut Rng) -> Vec<SocketAddrV4> {
             }
         }
     }
-    keys.push(xlb_svc_key::nodeport(NODEPORT, r.pick(&[Proto::Tcp, Proto::Udp])));
+    keys.push(xlb_svc_key::nodeport(
+        NODEPORT,
+        r.pick(&[Proto::Tcp, Proto::Udp]),
+    ));
     for (i, k) in keys.iter().enumerate() {
         let svc_id = 1 + i as u32;
         let off = 32 * i as u32;
@@ -216,7 +219,11 @@ fn fill(env: &Env, r: &mut Rng) -> Vec<SocketAddrV4> {
 
 fn random_flow(r: &mut Rng, backends: &[SocketAddrV4]) -> Flow {
     let proto = r.pick(&[Proto::Tcp, Proto::Udp]);
-    let iface = if r.chance(30) { Iface::Pod } else { Iface::Uplink };
+    let iface = if r.chance(30) {
+        Iface::Pod
+    } else {
+        Iface::Uplink
+    };
     let client = v4(r.pick(&CLIENTS), r.pick(&SPORTS));
     let (src, dst) = match r.below(10) {
         // a reply: backend -> client
@@ -231,7 +238,10 @@ fn random_flow(r: &mut Rng, backends: &[SocketAddrV4]) -> Flow {
         ),
         // nothing of ours
         4 => (client, v4([203, 0, 113, 1], 80)),
-        _ => (client, v4(r.pick(&VIPS), if r.chance(90) { 80 } else { 81 })),
+        _ => (
+            client,
+            v4(r.pick(&VIPS), if r.chance(90) { 80 } else { 81 }),
+        ),
     };
     Flow {
         src,
@@ -295,7 +305,7 @@ fn explain_outcome_equals_the_programs() {
                 .filter(|n| !n.starts_with("event_"))
                 .collect();
             let what = format!("round {round} case {case}: {f:?}\n{e:#?}");
-            assert_eq!(moved, [o.reason.clone()], "reason; {what}");
+            assert_eq!(moved, std::slice::from_ref(&o.reason), "reason; {what}");
             assert_eq!(rc, code(o.verdict, f.iface), "verdict; {what}");
             if o.reason != "tx_reject" && o.verdict != Verdict::Drop {
                 let (src, dst) = addrs_out(&out, &what);

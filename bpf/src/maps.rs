@@ -271,7 +271,10 @@ fn bytes<T: plain::Plain>(v: &T) -> &[u8] {
     unsafe { plain::as_bytes(v) }
 }
 
-pub(crate) fn from_bytes<T: plain::Plain + Default + Copy>(map: &'static str, b: &[u8]) -> Result<T> {
+pub(crate) fn from_bytes<T: plain::Plain + Default + Copy>(
+    map: &'static str,
+    b: &[u8],
+) -> Result<T> {
     let mut v = T::default();
     plain::copy_from_bytes(&mut v, b).map_err(|_| Error::Size {
         map,

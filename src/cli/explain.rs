@@ -68,9 +68,7 @@ fn parse_to(s: &str) -> Result<SocketAddrV4, String> {
         Err(_) if s.parse::<IpAddr>().is_ok_and(|a| a.is_ipv6()) => {
             Err(format!("{s} is an IPv6 address; {V4_ONLY}"))
         }
-        Err(_) if s.parse::<Ipv4Addr>().is_ok() => {
-            Err(format!("{s} has no port: give ADDR:PORT"))
-        }
+        Err(_) if s.parse::<Ipv4Addr>().is_ok() => Err(format!("{s} has no port: give ADDR:PORT")),
         Err(_) => Err(format!("{s} is not ADDR:PORT (e.g. 10.96.0.10:80)")),
     }
 }

@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand};
 pub mod attach;
 pub mod bench;
 pub mod doctor;
-pub mod lab;
 pub mod explain;
+pub mod lab;
 pub mod maps;
 pub mod monitor;
 

@@ -142,7 +142,12 @@ pub struct Explanation {
 /// (network order); with session affinity the source port is left out.
 pub fn flow_hash(t: &xlb_ct_key, no_sport: bool) -> u32 {
     let sport = if no_sport { 0 } else { u32::from(t.sport) };
-    hash3(t.saddr, t.daddr, (sport << 16) | u32::from(t.dport), u32::from(t.proto))
+    hash3(
+        t.saddr,
+        t.daddr,
+        (sport << 16) | u32::from(t.dport),
+        u32::from(t.proto),
+    )
 }
 
 /// The Service port a frame to `dst` matches, as lb.h's `xlb_service`: the
@@ -174,11 +179,16 @@ pub fn match_service(
     let Some(s) = s else {
         steps.push(Step {
             step: "service",
-            found: format!("no frontend {dst}/{} and no NodePort {}", proto.name(), dst.port()),
+            found: format!(
+                "no frontend {dst}/{} and no NodePort {}",
+                proto.name(),
+                dst.port()
+            ),
         });
         return Ok(None);
     };
-    let local = (cfg.node_addr != 0 && be32(*dst.ip()) == cfg.node_addr) || v.is_local_addr(*dst.ip())?;
+    let local =
+        (cfg.node_addr != 0 && be32(*dst.ip()) == cfg.node_addr) || v.is_local_addr(*dst.ip())?;
     if !local {
         steps.push(Step {
             step: "service",
@@ -193,7 +203,12 @@ pub fn match_service(
     }
     steps.push(Step {
         step: "service",
-        found: format!("NodePort {} on local address {} -> svc_id {}", dst.port(), dst.ip(), s.svc_id),
+        found: format!(
+            "NodePort {} on local address {} -> svc_id {}",
+            dst.port(),
+            dst.ip(),
+            s.svc_id
+        ),
     });
     Ok(Some((np, s)))
 }
@@ -300,7 +315,15 @@ fn walk(v: &dyn View, f: &Flow, steps: &mut Vec<Step>) -> anyhow::Result<Outcome
         let ok = v.src_range_allows(svc.svc_id, *f.src.ip())?;
         steps.push(Step {
             step: "source ranges",
-            found: format!("{} {}", f.src.ip(), if ok { "allowed" } else { "not in loadBalancerSourceRanges" }),
+            found: format!(
+                "{} {}",
+                f.src.ip(),
+                if ok {
+                    "allowed"
+                } else {
+                    "not in loadBalancerSourceRanges"
+                }
+            ),
         });
         if !ok {
             return Ok(with_svc(Outcome::new(drop, "drop_src_range")));
@@ -331,17 +354,26 @@ fn walk(v: &dyn View, f: &Flow, steps: &mut Vec<Step>) -> anyhow::Result<Outcome
         });
         let a = v.affinity(&xlb_affinity_key::new(svc.svc_id, *f.src.ip()))?;
         let hit = match a {
-            Some(a) if age(now, a.last_seen) < timeout * XLB_NSEC => active_backend(v, a.backend_id)?
-                .filter(|b| b.generation == a.generation)
-                .map(|b| (a.backend_id, b)),
+            Some(a) if age(now, a.last_seen) < timeout * XLB_NSEC => {
+                active_backend(v, a.backend_id)?
+                    .filter(|b| b.generation == a.generation)
+                    .map(|b| (a.backend_id, b))
+            }
             _ => None,
         };
         steps.push(Step {
             step: "affinity",
             found: match (&a, &hit) {
                 (None, _) => format!("ClientIP ({timeout} s): no entry for {}", f.src.ip()),
-                (Some(a), Some(_)) => format!("ClientIP ({timeout} s): {} stays on backend {}", f.src.ip(), a.backend_id),
-                (Some(a), None) => format!("ClientIP ({timeout} s): entry for backend {} expired or backend gone", a.backend_id),
+                (Some(a), Some(_)) => format!(
+                    "ClientIP ({timeout} s): {} stays on backend {}",
+                    f.src.ip(),
+                    a.backend_id
+                ),
+                (Some(a), None) => format!(
+                    "ClientIP ({timeout} s): entry for backend {} expired or backend gone",
+                    a.backend_id
+                ),
             },
         });
         if let Some((id, b)) = hit {
@@ -402,14 +434,24 @@ fn reply(f: &Flow, c: &xlb_ct_val, xdp: bool) -> Outcome {
         o.new_dst = Some(SocketAddrV4::new(*f.src.ip(), f.dst.port()));
         o
     } else if c.flags & XLB_CT_F_TUNNEL != 0 && c.tunnel_peer != 0 {
-        let mut o = Outcome::new(if xdp { Verdict::Tx } else { Verdict::Redirect }, "tx_tunnel_return");
+        let mut o = Outcome::new(
+            if xdp { Verdict::Tx } else { Verdict::Redirect },
+            "tx_tunnel_return",
+        );
         o.tunnel_to = Some(ip(c.tunnel_peer));
         if xdp {
             o.note = Some("sent if the fib finds the tunnel peer's next hop".into());
         }
         o
     } else if !nat {
-        Outcome::new(Verdict::Pass, if xdp { "pass_decap" } else { "pass_not_service" })
+        Outcome::new(
+            Verdict::Pass,
+            if xdp {
+                "pass_decap"
+            } else {
+                "pass_not_service"
+            },
+        )
     } else {
         Outcome::new(Verdict::Pass, "pass_revnat")
     };
@@ -450,7 +492,10 @@ fn forward(
     if f.iface == Iface::Pod {
         if node.is_none() && to.ip() == f.src.ip() {
             let mut r = o(Verdict::Redirect, "pass_local");
-            r.new_src = Some(SocketAddrV4::new(Ipv4Addr::from(XLB_HAIRPIN_ADDR), f.src.port()));
+            r.new_src = Some(SocketAddrV4::new(
+                Ipv4Addr::from(XLB_HAIRPIN_ADDR),
+                f.src.port(),
+            ));
             r.note = Some("hairpin: the pod reaches itself, from 169.254.42.1".into());
             return Ok(r);
         }
