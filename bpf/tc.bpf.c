@@ -41,6 +41,18 @@ static __always_inline int xlb_tc_done(int reason, __u64 bytes, int verdict)
 	return verdict;
 }
 
+/* A frame's outcome where it may be a drop or an answer: its reason counter,
+ * and an event for `xlb monitor` (only while a monitor is on). */
+static __always_inline int xlb_tc_end(struct __sk_buff *skb, const struct xlb_ct_key *t,
+				      __u32 svc_id, int reason, __u64 bytes, int verdict)
+{
+	struct xlb_monitor *m;
+
+	if (xlb_event_reason(reason) && (m = xlb_monitor_on()))
+		xlb_event(m, reason, t, svc_id, bytes, XLB_HOOK_TC, skb->ifindex, xlb_now());
+	return xlb_tc_done(reason, bytes, verdict);
+}
+
 /* Swaps the Ethernet addresses: a frame sent back into the veth it came from. */
 static __always_inline int xlb_tc_swap_macs(struct __sk_buff *skb)
 {
@@ -63,26 +75,26 @@ static __always_inline int xlb_tc_reply(struct __sk_buff *skb, struct xlb_config
 	__be32 nat_addr = v->nat_addr, peer = v->tunnel_peer;
 	__be16 nat_port = v->nat_port;
 	__u32 flags = v->flags;
-	__u32 l4_off = ETH_HLEN + p->ihl_len;
+	__u32 l4_off = ETH_HLEN + p->ihl_len, svc_id = v->svc_id;
 
 	if (nat_addr) {
 		xlb_count_svc(v->svc_id, bytes);
 		if (xlb_nat_skb(skb, ETH_HLEN, l4_off, p->proto, XLB_NAT_SRC, p->saddr, nat_addr,
 				p->sport, nat_port))
-			return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+			return xlb_tc_end(skb, t, svc_id, XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
 	}
 	if ((flags & XLB_CT_F_HAIRPIN) && nat_addr) {
 		/* The pod answering itself: back to its own address, into its veth. */
 		if (xlb_nat_skb(skb, ETH_HLEN, l4_off, p->proto, XLB_NAT_DST, p->daddr, p->saddr,
 				p->dport, p->dport) ||
 		    xlb_tc_swap_macs(skb))
-			return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+			return xlb_tc_end(skb, t, svc_id, XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
 		xlb_count(XLB_R_PASS_REVNAT, bytes);
 		return bpf_redirect(skb->ifindex, 0);
 	}
 	if ((flags & XLB_CT_F_TUNNEL) && peer) {
 		if (xlb_encap_skb(skb, cfg, peer, xlb_flow_hash(t, 0)))
-			return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+			return xlb_tc_end(skb, t, svc_id, XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
 		xlb_count(XLB_R_TX_TUNNEL_RETURN, bytes);
 		return bpf_redirect_neigh(cfg->ifindex, NULL, 0, 0);
 	}
@@ -96,43 +108,45 @@ static __always_inline int xlb_tc_reply(struct __sk_buff *skb, struct xlb_config
  * unreachable, sent back into the pod's veth.
  */
 static __always_inline int xlb_tc_reject(struct __sk_buff *skb, struct xlb_config *cfg,
-					 struct xlb_pkt *p, __u64 bytes)
+					 struct xlb_pkt *p, const struct xlb_ct_key *t,
+					 __u32 svc_id, __u64 bytes)
 {
 	void *data, *data_end = (void *)(long)skb->data_end;
 	struct xlb_rst_info ri = {};
 
 	if (!(cfg->flags & XLB_CFG_F_REJECT))
-		return xlb_tc_done(XLB_R_DROP_NO_BACKEND, bytes, TC_ACT_SHOT);
+		return xlb_tc_end(skb, t, svc_id, XLB_R_DROP_NO_BACKEND, bytes, TC_ACT_SHOT);
 	if (p->proto == IPPROTO_UDP) {
 		if (xlb_icmp_skb(skb, p, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, p->eth->h_source,
 				 p->eth->h_dest))
-			return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
-		xlb_count(XLB_R_TX_REJECT, bytes);
+			return xlb_tc_end(skb, t, svc_id, XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+		xlb_tc_end(skb, t, svc_id, XLB_R_TX_REJECT, bytes, 0);
 		return bpf_redirect(skb->ifindex, 0);
 	}
 	if (p->proto != IPPROTO_TCP || !xlb_rst_info(p, data_end, &ri) || ri.rst)
-		return xlb_tc_done(XLB_R_DROP_NO_BACKEND, bytes, TC_ACT_SHOT);
+		return xlb_tc_end(skb, t, svc_id, XLB_R_DROP_NO_BACKEND, bytes, TC_ACT_SHOT);
 	__builtin_memcpy(ri.mac_to, p->eth->h_source, ETH_ALEN);
 	__builtin_memcpy(ri.mac_from, p->eth->h_dest, ETH_ALEN);
 	if (bpf_skb_change_tail(skb, XLB_RST_LEN, 0) || bpf_skb_pull_data(skb, XLB_RST_LEN))
-		return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+		return xlb_tc_end(skb, t, svc_id, XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	if (!xlb_rst_write(data, data_end, &ri))
-		return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
-	xlb_count(XLB_R_TX_REJECT, bytes);
+		return xlb_tc_end(skb, t, svc_id, XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+	xlb_tc_end(skb, t, svc_id, XLB_R_TX_REJECT, bytes, 0);
 	/* out of the same veth, towards the pod */
 	return bpf_redirect(skb->ifindex, 0);
 }
 
 static __always_inline int xlb_tc_forward(struct __sk_buff *skb, struct xlb_pkt *p,
-					  const struct xlb_ct_key *t, struct xlb_choice *ch, __u64 bytes)
+					  const struct xlb_ct_key *t, struct xlb_choice *ch,
+					  __u32 svc_id, __u64 bytes)
 {
 	__u32 l4_off = ETH_HLEN + p->ihl_len;
 
 	if (xlb_nat_skb(skb, ETH_HLEN, l4_off, p->proto, XLB_NAT_DST, p->daddr, ch->addr, p->dport,
 			ch->port))
-		return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+		return xlb_tc_end(skb, t, svc_id, XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
 	if (xlb_hairpin(t, ch)) {
 		/* Hairpin: the pod reached itself through a Service. From the
 		 * hairpin address, straight back into its veth (its replies come
@@ -140,10 +154,12 @@ static __always_inline int xlb_tc_forward(struct __sk_buff *skb, struct xlb_pkt 
 		if (xlb_nat_skb(skb, ETH_HLEN, l4_off, p->proto, XLB_NAT_SRC, p->saddr,
 				bpf_htonl(XLB_HAIRPIN_ADDR), p->sport, p->sport) ||
 		    xlb_tc_swap_macs(skb))
-			return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+			return xlb_tc_end(skb, t, svc_id, XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
 		xlb_count(XLB_R_PASS_LOCAL, bytes);
+		xlb_count_backend(ch->backend_id, bytes);
 		return bpf_redirect(skb->ifindex, 0);
 	}
+	xlb_count_backend(ch->backend_id, bytes);
 	return xlb_tc_done(ch->node ? XLB_R_TX_REMOTE : XLB_R_PASS_LOCAL, bytes, TC_ACT_OK);
 }
 
@@ -193,7 +209,7 @@ int xlb_tc(struct __sk_buff *skb)
 			xlb_count_svc(v->svc_id, bytes);
 			if (r == XLB_CT_USE_CHECK)
 				xlb_ct_reverse_keep(&t, &ch, v, now);
-			return xlb_tc_forward(skb, &p, &t, &ch, bytes);
+			return xlb_tc_forward(skb, &p, &t, &ch, v->svc_id, bytes);
 		}
 	}
 	svc = xlb_service(t.daddr, t.dport, t.proto, cfg->node_addr);
@@ -207,12 +223,12 @@ int xlb_tc(struct __sk_buff *skb)
 	if (event != XLB_OK)
 		xlb_count(event, bytes);
 	if (r == XLB_R_DROP_NO_BACKEND)
-		return xlb_tc_reject(skb, cfg, &p, bytes);
+		return xlb_tc_reject(skb, cfg, &p, &t, svc->svc_id, bytes);
 	if (r != XLB_OK)
-		return xlb_tc_done(r, bytes, TC_ACT_SHOT);
+		return xlb_tc_end(skb, &t, svc->svc_id, r, bytes, TC_ACT_SHOT);
 	if (xlb_ct_create(&t, &ch, svc->svc_id, 0, now) != XLB_OK)
 		xlb_count(XLB_R_EVENT_CT_FULL, bytes);
-	return xlb_tc_forward(skb, &p, &t, &ch, bytes);
+	return xlb_tc_forward(skb, &p, &t, &ch, svc->svc_id, bytes);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -13,7 +13,9 @@
  *      tunnel peer for the replies, decap, pass;
  *   5. anything else passes untouched (VXLAN stays encapsulated for the kernel).
  * Forward: local backend -> DNAT, pass; remote -> DNAT + VXLAN to its node.
- * Every frame counts exactly one outcome reason (stats.h).
+ * Every frame counts exactly one outcome reason (stats.h); a forwarded one also
+ * counts on its backend, a dropped or answered one is an event for `xlb
+ * monitor` while one is on.
  */
 #include "include/maps.h"
 #include "include/parse.h"
@@ -40,7 +42,10 @@ struct xlb_ctx {
 	__u32 hash;		/* xlb_flow_hash of the (inner) 5-tuple: xlb_hash_of */
 	__u32 has_hash;
 	struct xlb_fc *fc;	/* this flow's flow-cache slot (hit or just filled), or NULL */
+	const struct xlb_ct_key *t;	/* the (inner) 5-tuple as received, for events; or NULL */
+	__u32 svc_id;		/* the frame's Service port once known, for events; else XLB_NO_SVC */
 };
+
 
 static __always_inline __u64 xlb_now_of(struct xlb_ctx *x)
 {
@@ -63,6 +68,20 @@ static __always_inline int xlb_done(int reason, __u64 bytes, int verdict)
 {
 	xlb_count(reason, bytes);
 	return verdict;
+}
+
+/* A frame's outcome where it may be a drop or an answer: its reason counter,
+ * and an event for `xlb monitor` (only while a monitor is on). */
+static __always_inline int xlb_end(struct xlb_ctx *x, int reason, int verdict)
+{
+	struct xlb_monitor *m;
+
+	if (x->t && xlb_event_reason(reason) && (m = xlb_monitor_on()))
+		/* the helper's clock, not the timer's: an event's time must be
+		 * exact even where traffic is too light to re-arm the timer */
+		xlb_event(m, reason, x->t, x->svc_id, x->bytes, XLB_HOOK_XDP,
+			  x->ctx->ingress_ifindex, xlb_now());
+	return xlb_done(reason, x->bytes, verdict);
 }
 
 /* Ethernet addresses for an answer: back to where the frame came from on the
@@ -91,17 +110,17 @@ static __always_inline int xlb_reject(struct xlb_ctx *x)
 	int r;
 
 	if (!(x->cfg->flags & XLB_CFG_F_REJECT))
-		return xlb_done(XLB_R_DROP_NO_BACKEND, x->bytes, XDP_DROP);
+		return xlb_end(x, XLB_R_DROP_NO_BACKEND, XDP_DROP);
 	xlb_answer_macs(x, to, from);
 	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
 	if (r != XLB_OK)
-		return xlb_done(r, x->bytes, XDP_DROP);
+		return xlb_end(x, r, XDP_DROP);
 	if (x->p.proto == IPPROTO_TCP)
 		verdict = xlb_rst_xdp(x->ctx, &x->p, to, from, &reason);
 	else
 		verdict = xlb_icmp_xdp(x->ctx, &x->p, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, 0,
 				       to, from, &reason);
-	return xlb_done(reason, x->bytes, verdict);
+	return xlb_end(x, reason, verdict);
 }
 
 /* The fib input ifindex of the encapsulated frames. */
@@ -122,7 +141,20 @@ struct xlb_send {
 	__be32 nat_addr;		/* address to NAT to; 0: no NAT */
 	__be16 nat_port;
 	int mark;			/* set XLB_VXLAN_F_SVC */
+	const struct xlb_choice *be;	/* the backend a forwarded frame counts on; NULL: a reply */
 };
+
+/* The outcome of a frame xlb_to_peer sent (or dropped): a frame on its way
+ * to a backend counts on it. */
+static __always_inline int xlb_sent(struct xlb_ctx *x, const struct xlb_send *s, int reason,
+				    int verdict)
+{
+	if (verdict == XDP_DROP)
+		return xlb_end(x, reason, verdict);
+	if (s->be)
+		xlb_count_backend(s->be->backend_id, x->bytes);
+	return xlb_done(reason, x->bytes, verdict);
+}
 
 /*
  * Sends the (decapsulated, NATed) frame to node s->peer through VXLAN. The
@@ -147,10 +179,10 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, const struct xlb_send 
 		xlb_answer_macs(x, to, from);
 		r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
 		if (r != XLB_OK)
-			return xlb_done(r, x->bytes, XDP_DROP);
+			return xlb_end(x, r, XDP_DROP);
 		verdict = xlb_icmp_xdp(x->ctx, &x->p, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED,
 				       mtu - XLB_ENCAP_LEN, to, from, &reason);
-		return xlb_done(reason, x->bytes, verdict);
+		return xlb_end(x, reason, verdict);
 	}
 	in_ifindex = xlb_in_ifindex(x);
 	if (s->known) {
@@ -172,7 +204,7 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, const struct xlb_send 
 				       x->now);
 	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
-		return xlb_done(XLB_R_DROP_FIB, x->bytes, XDP_DROP);
+		return xlb_end(x, XLB_R_DROP_FIB, XDP_DROP);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS && x->tun.outer_len == XLB_ENCAP_LEN) {
 		/* Arrived by tunnel and leaves by tunnel, with outer headers of
 		 * the size it needs (no IPv4 options): they are rewritten where
@@ -181,21 +213,21 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, const struct xlb_send 
 			xlb_nat_xdp(&x->p, s->nat_dir, s->nat_addr, s->nat_port);
 		verdict = xlb_encap_hdrs_xdp(x->ctx, x->cfg, peer, s->inner_dmac, s->hash, s->mark,
 					     &fib, &reason);
-		return xlb_done(reason, x->bytes, verdict);
+		return xlb_sent(x, s, reason, verdict);
 	}
 	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
 	if (r != XLB_OK)
-		return xlb_done(r, x->bytes, XDP_DROP);
+		return xlb_end(x, r, XDP_DROP);
 	if (s->nat_addr)
 		xlb_nat_xdp(&x->p, s->nat_dir, s->nat_addr, s->nat_port);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		/* Let the kernel route the (NATed) frame through its overlay device:
 		 * that resolves the neighbour; the next frames take the fast path. */
-		return xlb_done(XLB_R_PASS_FIB_NO_NEIGH, x->bytes, XDP_PASS);
+		return xlb_sent(x, s, XLB_R_PASS_FIB_NO_NEIGH, XDP_PASS);
 	}
 	verdict = xlb_encap_xdp(x->ctx, x->cfg, peer, s->inner_dmac, s->hash, s->mark, &fib,
 				&reason);
-	return xlb_done(reason, x->bytes, verdict);
+	return xlb_sent(x, s, reason, verdict);
 }
 
 /* Forward to the chosen backend: DNAT, then pass (local) or encap (remote). */
@@ -205,7 +237,7 @@ static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
 	__u8 vtep[ETH_ALEN] XLB_MAC_ALIGN;
 	struct xlb_send s = {
 		.peer = ch->node, .ok_reason = XLB_R_TX_REMOTE, .nat_dir = XLB_NAT_DST,
-		.nat_addr = ch->addr, .nat_port = ch->port, .mark = 1,
+		.nat_addr = ch->addr, .nat_port = ch->port, .mark = 1, .be = ch,
 	};
 	struct xlb_fc_enc *enc;
 	__u64 vtep_expires;
@@ -214,8 +246,9 @@ static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
 	if (!ch->node) {
 		r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
 		if (r != XLB_OK)
-			return xlb_done(r, x->bytes, XDP_DROP);
+			return xlb_end(x, r, XDP_DROP);
 		xlb_nat_xdp(&x->p, XLB_NAT_DST, ch->addr, ch->port);
+		xlb_count_backend(ch->backend_id, x->bytes);
 		return xlb_done(XLB_R_PASS_LOCAL, x->bytes, XDP_PASS);
 	}
 	enc = xlb_fc_enc_get(x->fc, ch->node, xlb_in_ifindex(x), x->now);
@@ -226,7 +259,7 @@ static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
 		return xlb_to_peer(x, &s);
 	}
 	if (!xlb_vtep_mac(xlb_vtep_slot(ch->addr), ch->addr, x->now, vtep, &vtep_expires))
-		return xlb_done(XLB_R_DROP_NO_TUNNEL, x->bytes, XDP_DROP);
+		return xlb_end(x, XLB_R_DROP_NO_TUNNEL, XDP_DROP);
 	s.inner_dmac = vtep;
 	s.vtep_expires = vtep_expires;
 	s.hash = xlb_hash_of(x, t);
@@ -254,7 +287,7 @@ static __always_inline int xlb_reply(struct xlb_ctx *x, struct xlb_ct_val *v,
 	}
 	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
 	if (r != XLB_OK)
-		return xlb_done(r, x->bytes, XDP_DROP);
+		return xlb_end(x, r, XDP_DROP);
 	if (!nat_addr)
 		return xlb_done(XLB_R_PASS_DECAP, x->bytes, XDP_PASS);
 	xlb_nat_xdp(&x->p, XLB_NAT_SRC, nat_addr, nat_port);
@@ -302,7 +335,7 @@ static __always_inline int xlb_tunnel_in(struct xlb_ctx *x, __u64 now)
 	}
 	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
 	if (r != XLB_OK)
-		return xlb_done(r, x->bytes, XDP_DROP);
+		return xlb_end(x, r, XDP_DROP);
 	return xlb_done(XLB_R_PASS_DECAP, x->bytes, XDP_PASS);
 }
 
@@ -320,6 +353,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	int r, event = XLB_OK;
 	__u64 now;
 
+	x->t = &t;
 	c = xlb_fc_get(&t, &fc);
 	if (c) {
 		/* a cached hit: the same checks as on the ct entry (flowcache.h) */
@@ -334,6 +368,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 					return xlb_reply(x, v, &t);
 			} else if (xlb_ct_live_backend(v, t.proto, now, &ch)) {
 				xlb_count_svc(v->svc_id, x->bytes);
+				x->svc_id = v->svc_id;
 				return xlb_forward(x, &ch, &t);
 			}
 		}
@@ -359,6 +394,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 			}
 		} else if ((r = xlb_ct_backend(v, t.proto, now, &ch))) {
 			xlb_count_svc(v->svc_id, x->bytes);
+			x->svc_id = v->svc_id;
 			if (r == XLB_CT_USE_CHECK)
 				xlb_ct_reverse_keep(&t, &ch, v, now);
 			if (xlb_fc_put(&fc, &t, v, now, xlb_hash_of(x, &t)))
@@ -377,13 +413,14 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		svc = xlb_service_internal(svc, t.daddr, t.dport, t.proto);
 	now = xlb_now_of(x);
 	xlb_count_svc(svc->svc_id, x->bytes);
+	x->svc_id = svc->svc_id;
 	r = xlb_choose(svc, &t, now, &ch, &event);
 	if (event != XLB_OK)
 		xlb_count(event, x->bytes);
 	if (r == XLB_R_DROP_NO_BACKEND)
 		return xlb_reject(x);
 	if (r != XLB_OK)
-		return xlb_done(r, x->bytes, XDP_DROP);
+		return xlb_end(x, r, XDP_DROP);
 	if (xlb_ct_create(&t, &ch, svc->svc_id, x->tun.peer, now) != XLB_OK)
 		xlb_count(XLB_R_EVENT_CT_FULL, x->bytes);
 	return xlb_forward(x, &ch, &t);
@@ -394,7 +431,7 @@ int xlb_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct xlb_ctx x = { .ctx = ctx, .bytes = data_end - data };
+	struct xlb_ctx x = { .ctx = ctx, .bytes = data_end - data, .svc_id = XLB_NO_SVC };
 	__u32 zero = 0;
 	int r;
 

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod bench;
 pub mod cli;
+pub mod explain;
 pub mod maglev;
 pub mod metrics;
 pub mod model;

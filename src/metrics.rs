@@ -8,6 +8,10 @@
 //!   - `xlb_service_packets_total` / `xlb_service_bytes_total`
 //!     `{namespace, service, port, protocol}`: per Service port (all its
 //!     frontends), from the `stats` map (summed over CPUs);
+//!   - `xlb_backend_packets_total` / `xlb_backend_bytes_total`
+//!     `{namespace, service, port, protocol, backend}`: frames forwarded to
+//!     each backend (`backend` = `address:port`) of a Service port, from the
+//!     `backend_stats` map (see [`backend_ports`]);
 //!   - `xlb_reason_packets_total{action, reason}`: every reason counter
 //!     (`action` is the name's first word: `pass`, `drop`, `tx` or `sock` for a
 //!     frame's outcome, `event` for something counted on the way such as
@@ -435,6 +439,8 @@ impl Metrics {
         let _ = writeln!(o, "# TYPE xlb_service_bytes_total counter");
         o.push_str(&by);
 
+        render_backends(maps, &labels, o)?;
+
         let reasons = maps.reasons()?;
         let _ = writeln!(
             o,
@@ -495,6 +501,69 @@ fn unix_now() -> f64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
+
+/// Which backends serve which Service port: (Service port, backend id,
+/// backend address) for every backend in a Maglev table of one of the
+/// port's frontends. The one place that maps backend ids to Service ports
+/// for the per-backend metrics. A backend id is the backend's in every
+/// Service port that names it, so while ids are shared between ports (one
+/// endpoint address:port in two Services) its counts show under each.
+pub fn backend_ports(
+    maps: &Maps,
+    labels: &[ServiceLabel],
+) -> xlb_bpf::Result<Vec<(ServiceLabel, u32, std::net::SocketAddrV4)>> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let by_id: BTreeMap<u32, &ServiceLabel> = labels.iter().map(|l| (l.svc_id, l)).collect();
+    let backends: BTreeMap<u32, xlb_bpf::types::xlb_backend> =
+        maps.backends()?.into_iter().collect();
+    let mut seen = BTreeSet::new();
+    for (_, v) in maps.services()? {
+        if !by_id.contains_key(&v.svc_id) {
+            continue;
+        }
+        for id in maps.read_maglev(v.table_off, v.table_size)? {
+            if backends.contains_key(&id) {
+                seen.insert((v.svc_id, id));
+            }
+        }
+    }
+    Ok(seen
+        .into_iter()
+        .map(|(svc, id)| ((*by_id[&svc]).clone(), id, backends[&id].sockaddr()))
+        .collect())
+}
+
+/// `xlb_backend_packets_total` / `xlb_backend_bytes_total`.
+fn render_backends(maps: &Maps, labels: &[ServiceLabel], o: &mut String) -> xlb_bpf::Result<()> {
+    let mut pk = String::new();
+    let mut by = String::new();
+    for (l, id, addr) in backend_ports(maps, labels)? {
+        let c = maps.backend_counter(id)?;
+        let lab = format!(
+            "namespace=\"{}\",service=\"{}\",port=\"{}\",protocol=\"{}\",backend=\"{addr}\"",
+            esc(&l.namespace),
+            esc(&l.service),
+            esc(&l.port),
+            esc(&l.protocol)
+        );
+        let _ = writeln!(pk, "xlb_backend_packets_total{{{lab}}} {}", c.packets);
+        let _ = writeln!(by, "xlb_backend_bytes_total{{{lab}}} {}", c.bytes);
+    }
+    let _ = writeln!(
+        o,
+        "# HELP xlb_backend_packets_total Packets forwarded to each backend of a Service port."
+    );
+    let _ = writeln!(o, "# TYPE xlb_backend_packets_total counter");
+    o.push_str(&pk);
+    let _ = writeln!(
+        o,
+        "# HELP xlb_backend_bytes_total Bytes forwarded to each backend of a Service port."
+    );
+    let _ = writeln!(o, "# TYPE xlb_backend_bytes_total counter");
+    o.push_str(&by);
+    Ok(())
+}
+
 
 fn esc(s: &str) -> String {
     s.replace('\\', "\\\\")

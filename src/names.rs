@@ -46,6 +46,16 @@ pub fn path(pin_dir: &Path) -> PathBuf {
     Path::new(STATE_DIR).join(format!("{flat}.names.json"))
 }
 
+/// The names of `pin_dir`'s Services for a command that prints them: a
+/// names file that cannot be read is a warning on stderr, and Services are
+/// then shown by id.
+pub fn read_or_warn(pin_dir: &Path) -> BTreeMap<u32, String> {
+    read(&path(pin_dir)).unwrap_or_else(|e| {
+        eprintln!("warning: {e}; Services are shown by id");
+        BTreeMap::new()
+    })
+}
+
 /// Reads a names file: absent = empty.
 pub fn read(path: &Path) -> Result<BTreeMap<u32, String>> {
     let err = |source| Error {

@@ -249,6 +249,39 @@ fn agent_syncs_manifests_serves_metrics_restarts_and_cleans_up() {
     ] {
         assert!(m.contains(line), "missing {line:?} in\n{m}");
     }
+    // Per-backend counters, labelled with the Service port and the backend.
+    let (web_be, _) = maps
+        .backends()
+        .unwrap()
+        .into_iter()
+        .find(|(_, b)| b.sockaddr() == "10.244.1.5:8080".parse().unwrap())
+        .unwrap();
+    let n = libbpf_rs::num_possible_cpus().unwrap();
+    let vals: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let c = if i == 0 {
+                xlb_counter {
+                    packets: 5,
+                    bytes: 500,
+                }
+            } else {
+                xlb_counter::default()
+            };
+            // SAFETY: xlb_counter is Plain.
+            unsafe { plain::as_bytes(&c) }.to_vec()
+        })
+        .collect();
+    maps.backend_stats_handle()
+        .update_percpu(&web_be.to_ne_bytes(), &vals, MapFlags::ANY)
+        .unwrap();
+    let m = metrics_with(
+        port,
+        "xlb_backend_packets_total{namespace=\"default\",service=\"web\",port=\"80\",protocol=\"TCP\",backend=\"10.244.1.5:8080\"} 5\n",
+    );
+    assert!(
+        m.contains("xlb_backend_bytes_total{namespace=\"default\",service=\"web\",port=\"80\",protocol=\"TCP\",backend=\"10.244.1.5:8080\"} 500\n"),
+        "{m}"
+    );
     let maglev_used: u64 = m
         .lines()
         .find_map(|l| l.strip_prefix("xlb_map_entries{map=\"maglev\"} "))

@@ -139,6 +139,22 @@ fn fill(dp: &DataPlane, pin: &std::path::Path) {
             )
             .unwrap();
     }
+    // Backend 1 forwarded 3 packets / 300 bytes on every CPU.
+    // SAFETY: xlb_counter is Plain.
+    let bc = unsafe {
+        plain::as_bytes(&xlb_counter {
+            packets: 3,
+            bytes: 300,
+        })
+    }
+    .to_vec();
+    m.backend_stats_handle()
+        .update_percpu(
+            &1u32.to_ne_bytes(),
+            &vec![bc; ncpu],
+            libbpf_rs::MapFlags::ANY,
+        )
+        .unwrap();
     let mut names = BTreeMap::new();
     names.insert(7, "default/web:80/TCP".to_string());
     names.insert(9, "kube-system/dns:53/UDP".to_string());
@@ -236,11 +252,27 @@ fn maps_tables_and_json_match_what_was_written() {
     // backends
     let out = stdout(&ok(xlb(None, p, &["maps", "backends"])));
     let r = rows(&out);
-    assert_eq!(r[0], ["ID", "ADDRESS", "NODE", "STATE", "GEN"]);
-    assert_eq!(r[1], ["1", "10.244.1.5:8080", "local", "active", "3"]);
+    let ncpu = libbpf_rs::num_possible_cpus().unwrap() as u64;
+    let (p1, b1) = ((3 * ncpu).to_string(), (300 * ncpu).to_string());
+    assert_eq!(
+        r[0],
+        ["ID", "ADDRESS", "NODE", "STATE", "GEN", "PACKETS", "BYTES"]
+    );
+    assert_eq!(
+        r[1],
+        ["1", "10.244.1.5:8080", "local", "active", "3", &p1, &b1]
+    );
     assert_eq!(
         r[2],
-        ["2", "10.244.2.7:8080", "198.18.0.12", "terminating", "1"]
+        [
+            "2",
+            "10.244.2.7:8080",
+            "198.18.0.12",
+            "terminating",
+            "1",
+            "0",
+            "0"
+        ]
     );
     assert_eq!(r[3], ["2", "backends"]);
     let out = stdout(&ok(xlb(None, p, &["maps", "backends", "--service", "9"])));
@@ -257,13 +289,21 @@ fn maps_tables_and_json_match_what_was_written() {
     assert_eq!(j["count"], 1);
     assert_eq!(j["rows"][0]["node"], "198.18.0.12");
     assert_eq!(j["rows"][0]["state"], "terminating");
+    assert_eq!(j["rows"][0]["packets"], 0);
+    let j = json(&ok(xlb(
+        None,
+        p,
+        &["maps", "backends", "--json", "--backend", "1"],
+    )));
+    assert_eq!(j["rows"][0]["packets"].as_u64(), Some(3 * ncpu));
+    assert_eq!(j["rows"][0]["bytes"].as_u64(), Some(300 * ncpu));
 
     // maglev
     let out = stdout(&ok(xlb(None, p, &["maps", "maglev", "default/web"])));
     let r = rows(&out);
     assert_eq!(
         r[0],
-        ["SVC", "FRONTEND", "BACKEND", "ADDRESS", "NODE", "SLOTS", "SHARE"]
+        ["SVC", "FRONTEND", "BACKEND", "ADDRESS", "NODE", "SLOTS", "SHARE", "PACKETS", "BYTES"]
     );
     assert_eq!(
         r[1],
@@ -275,7 +315,9 @@ fn maps_tables_and_json_match_what_was_written() {
             "10.244.1.5:8080",
             "local",
             "126",
-            "50.2%"
+            "50.2%",
+            &p1,
+            &b1
         ]
     );
     assert_eq!(
@@ -288,7 +330,9 @@ fn maps_tables_and_json_match_what_was_written() {
             "10.244.2.7:8080",
             "198.18.0.12",
             "125",
-            "49.8%"
+            "49.8%",
+            "0",
+            "0"
         ]
     );
     assert!(out.contains("table 251 slots at 0, 2 backends"), "{out}");
@@ -304,6 +348,8 @@ fn maps_tables_and_json_match_what_was_written() {
         .map(|r| r["slots"].as_u64().unwrap())
         .collect();
     assert_eq!(slots, [126, 125]);
+    assert_eq!(j["rows"][0]["packets"].as_u64(), Some(3 * ncpu));
+    assert_eq!(j["rows"][1]["bytes"].as_u64(), Some(0));
     let bad = xlb(None, p, &["maps", "maglev", "nosuch/svc"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(

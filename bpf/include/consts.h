@@ -16,6 +16,7 @@
 #define XLB_TUNNEL_ENTRIES	16384
 #define XLB_LOCAL_ADDRS		256
 #define XLB_SOCK_RNAT_ENTRIES	65536	/* sock_rnat: sockets' backend -> frontend (maps.h) */
+#define XLB_EVENTS_BYTES	(256 * 1024)	/* events ring buffer (power of two pages) */
 
 /* The data plane's private maps (maps.h): fixed sizes, per CPU. */
 #define XLB_FC_BITS		12	/* flow_cache: 4096 slots */
@@ -77,6 +78,12 @@
 
 /* sock_config flags (socket hooks, sock.bpf.c) */
 #define XLB_SOCK_F_LOOPBACK	(1 << 0)	/* NodePort on 127.0.0.0/8 for node processes */
+
+/* `xlb monitor` (monitor, monitor_cpu, events; stats.h) */
+#define XLB_MON_RATE_DEFAULT	1000		/* events per second and CPU */
+#define XLB_NO_SVC		0xffffffff	/* event of a frame of no Service */
+#define XLB_HOOK_XDP		0		/* event from the uplink XDP program */
+#define XLB_HOOK_TC		1		/* event from a pod veth's tc program */
 
 #define XLB_VXLAN_PORT_DEFAULT	8472
 #define XLB_VNI_DEFAULT		1

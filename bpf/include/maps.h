@@ -146,6 +146,39 @@ struct {
 	__type(value, struct xlb_counter);
 } stats SEC(".maps");
 
+/* Forward packets/bytes per backend_id, per CPU (sized like backends by the
+ * loader). Reset by userspace when an id is given to another endpoint
+ * (xlb_bpf::Maps::put_backend), so a reused id starts from zero. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XLB_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct xlb_counter);
+} backend_stats SEC(".maps");
+
+/* `xlb monitor`: whether a monitor reads `events`, and its rate. Off: the
+ * drop paths write no events. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xlb_monitor);
+} monitor SEC(".maps");
+
+/* per-CPU rate limiter of `events` and what it sent, suppressed, lost */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xlb_monitor_cpu);
+} monitor_cpu SEC(".maps");
+
+/* dropped and rejected frames (struct xlb_event), for `xlb monitor` */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, XLB_EVENTS_BYTES);
+} events SEC(".maps");
+
 /* ---- private maps (XDP only; not shared with userspace) ---- */
 
 /* How a flow was last sent to a remote node: the next hop (nh_cache) and the

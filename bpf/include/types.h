@@ -107,10 +107,42 @@ struct xlb_config {
 	__u32 pad2;
 };
 
-/* stats: PERCPU_ARRAY */
+/* stats and backend_stats: PERCPU_ARRAY */
 struct xlb_counter {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* monitor: ARRAY[1], written by `xlb monitor` */
+struct xlb_monitor {
+	__u32 on;		/* a monitor is reading `events` */
+	__u32 rate;		/* events per second and CPU; 0 = XLB_MON_RATE_DEFAULT */
+};
+
+/* monitor_cpu: PERCPU_ARRAY[1], the events' rate limiter and its counts */
+struct xlb_monitor_cpu {
+	__u64 window;		/* start of the current one-second window (ns) */
+	__u64 sent;		/* events written to the ring buffer */
+	__u64 suppressed;	/* events over the rate, not written */
+	__u64 lost;		/* events the ring buffer had no room for */
+	__u32 in_window;	/* events written in the current window */
+	__u32 pad;
+};
+
+/* events: one dropped or rejected frame (RINGBUF record) */
+struct xlb_event {
+	__u64 ts;		/* CLOCK_MONOTONIC ns (coarse) */
+	__u32 reason;		/* enum xlb_reason */
+	__u32 svc_id;		/* XLB_NO_SVC: no Service known */
+	__be32 saddr;		/* the (inner) frame's 5-tuple as received */
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 hook;		/* XLB_HOOK_* */
+	__u16 pad;
+	__u32 ifindex;		/* ingress interface */
+	__u32 len;		/* frame length */
 };
 
 /* The packet generator and sink (pktgen.bpf.c; xlb-pktgen) */

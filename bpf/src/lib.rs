@@ -34,15 +34,18 @@ pub mod consts {
     include!(concat!(env!("OUT_DIR"), "/consts.rs"));
 }
 
+pub mod backend_stats;
 pub mod maps;
+pub mod monitor;
 pub mod wire;
 
 /// The structs of `include/types.h`, as generated from the object's BTF.
 pub mod types {
     pub use crate::xdp::types::{
         xlb_affinity_key, xlb_affinity_val, xlb_backend, xlb_config, xlb_counter, xlb_ct_key,
-        xlb_ct_val, xlb_sock_config, xlb_sock_rnat_key, xlb_sock_rnat_val, xlb_src_range_key,
-        xlb_svc_key, xlb_svc_val, xlb_tunnel_key, xlb_tunnel_val,
+        xlb_ct_val, xlb_event, xlb_monitor, xlb_monitor_cpu, xlb_sock_config, xlb_sock_rnat_key,
+        xlb_sock_rnat_val, xlb_src_range_key, xlb_svc_key, xlb_svc_val, xlb_tunnel_key,
+        xlb_tunnel_val,
     };
 }
 
@@ -73,6 +76,9 @@ shared! {
     xlb_tunnel_val = 12,
     xlb_config = 32,
     xlb_counter = 16,
+    xlb_monitor = 8,
+    xlb_monitor_cpu = 40,
+    xlb_event = 40,
 }
 
 /// The tc object's structs are generated from the same header; tie them to the
@@ -135,6 +141,10 @@ mod tests {
         assert_eq!(offset_of!(xlb_config, vni), 8);
         assert_eq!(offset_of!(xlb_config, mac), 16);
         assert_eq!(offset_of!(xlb_config, flags), 24);
+        assert_eq!(offset_of!(xlb_event, saddr), 16);
+        assert_eq!(offset_of!(xlb_event, proto), 28);
+        assert_eq!(offset_of!(xlb_event, ifindex), 32);
+        assert_eq!(offset_of!(xlb_monitor_cpu, in_window), 32);
     }
 
     #[test]

@@ -132,6 +132,12 @@ impl DataPlane {
                 (&mut m.maglev, "maglev", opts.maglev_slots),
                 (&mut m.ct, "ct", opts.ct_entries),
                 (&mut m.backends, "backends", opts.backends),
+                // indexed by backend_id like backends
+                (
+                    &mut m.backend_stats,
+                    "backend_stats",
+                    opts.backends.or_else(|| pinned("backends")),
+                ),
             ];
             for (map, name, given) in sizes {
                 if let Some(n) = given.or_else(|| pinned(name)) {

@@ -29,7 +29,7 @@ use crate::{sys, Error, Result};
 /// `ct_epoch`). Pinned at `<pin>/<name>` and reused by every later load; one
 /// pinned with another layout fails the load ([`check_pinned_maps`]), as
 /// recreating it would drop state.
-pub const CONTRACT_MAPS: [&str; 15] = [
+pub const CONTRACT_MAPS: [&str; 19] = [
     "services",
     "fe_filter",
     "be_filter",
@@ -45,6 +45,10 @@ pub const CONTRACT_MAPS: [&str; 15] = [
     "stats",
     "sock_config",
     "sock_rnat",
+    "backend_stats",
+    "monitor",
+    "monitor_cpu",
+    "events",
 ];
 
 /// The data plane's private maps: per-CPU caches rebuilt within their entries'

@@ -16,6 +16,13 @@
 //! includes the same fixed cost of one timed run (a clock read); the `ns`
 //! difference to the baseline is what the path itself costs.
 //!
+//! The drop path is timed three times: with `xlb monitor` off (the events
+//! flag is one array lookup on the drop path), on at its default rate (1000
+//! events per second and CPU: in a flood nearly every frame is only counted
+//! as suppressed), and on without a limit (every frame writes an event; the
+//! bench drains the ring buffer between runs, outside the timed part). The
+//! last is what one event costs; the rate bounds how many a CPU writes.
+//!
 //! The encapsulation path needs `bpf_fib_lookup` to find a neighbour: the
 //! command moves itself into a private network namespace with a veth
 //! (198.18.0.1/24, forwarding on) and a permanent neighbour 198.18.0.2.
@@ -231,6 +238,9 @@ struct Path<'p> {
     durations: Vec<u32>,
     /// Next of `frames` when each call takes a new one.
     next: usize,
+    /// `xlb monitor` on at this rate (events/s per CPU; 0 = the default)
+    /// while the path runs; `None`: off.
+    monitor: Option<u32>,
 }
 
 impl<'p> Path<'p> {
@@ -251,6 +261,16 @@ impl<'p> Path<'p> {
             verdict,
             durations: vec![],
             next: 0,
+            monitor: None,
+        }
+    }
+
+    /// The same with `xlb monitor` on at `rate`.
+    fn monitored(self, name: &'static str, rate: u32) -> Self {
+        Path {
+            name,
+            monitor: Some(rate),
+            ..self
         }
     }
 }
@@ -361,6 +381,23 @@ pub fn measure(calls: u32) -> Result<Report> {
     svc([10, 96, 0, 10], 1, 0, &[5; 251])?;
     svc([10, 96, 0, 11], 2, 256, &maglev_like(251, &[1, 2, 3]))?;
     svc([10, 96, 0, 20], 3, 512, &[4; 251])?;
+    // A Service whose source ranges admit nobody: the drop path.
+    m.write_maglev(768, &[1; 251])?;
+    m.put_service(
+        &xlb_svc_key::addr(sa([10, 96, 0, 30], 80), Proto::Tcp),
+        &xlb_svc_val {
+            svc_id: 4,
+            flags: XLB_SVC_F_SRC_RANGES,
+            table_off: 768,
+            table_size: 251,
+            n_local: 251,
+            ..Default::default()
+        },
+    )?;
+    let mon = xlb_bpf::monitor::MonitorMaps::from_skel(&dp.xdp)?;
+    let mut rb = libbpf_rs::RingBufferBuilder::new();
+    rb.add(&mon.events, |_: &[u8]| 0)?;
+    let rb = rb.build().context("the events ring buffer")?;
 
     let client = sa([198, 18, 0, 100], 40000);
     let cmac = [0x02, 0, 0xc6, 0x12, 0, 0x64];
@@ -387,6 +424,7 @@ pub fn measure(calls: u32) -> Result<Report> {
         })
         .collect();
     let not_ours = tcp_frame(cmac, NODE_MAC, client, sa([198, 18, 0, 99], 80));
+    let denied = tcp_frame(cmac, NODE_MAC, client, sa([10, 96, 0, 30], 80));
 
     let mut storage = MaybeUninit::uninit();
     let base = xlb_bpf::baseline::BaselineSkelBuilder::default()
@@ -424,6 +462,11 @@ pub fn measure(calls: u32) -> Result<Report> {
         Path::new("ct_miss_maglev_choice", xdp, miss.clone(), up, XDP_PASS),
         Path::new("remote_vxlan_encap", xdp, vec![remote], up, XDP_TX),
         Path::new("vxlan_decap_reverse_nat", xdp, vec![decap], up, XDP_PASS),
+        Path::new("drop_src_range", xdp, vec![denied.clone()], up, XDP_DROP),
+        Path::new("drop_src_range", xdp, vec![denied.clone()], up, XDP_DROP)
+            .monitored("drop_monitor_on", 0),
+        Path::new("drop_src_range", xdp, vec![denied], up, XDP_DROP)
+            .monitored("drop_monitor_every_event", u32::MAX),
         floor_path(
             "ct_lookup_miss",
             &fl.floor_ct_lookup,
@@ -447,6 +490,7 @@ pub fn measure(calls: u32) -> Result<Report> {
             base_durations.push(d);
         }
         for p in paths.iter_mut() {
+            mon.set(p.monitor.is_some(), p.monitor.unwrap_or(0))?;
             for i in 0..per_round {
                 let f = if p.frames.len() > 1 {
                     let k = p.next;
@@ -463,9 +507,13 @@ pub fn measure(calls: u32) -> Result<Report> {
                     p.verdict
                 );
                 p.durations.push(d);
+                if p.monitor.is_some() {
+                    rb.consume().context("draining the events ring buffer")?;
+                }
             }
         }
     }
+    mon.set(false, 0)?;
     let baseline_ns = interquartile_mean(&mut base_durations);
     let (floors, paths): (Vec<Path>, Vec<Path>) = paths.into_iter().partition(|p| p.floor);
     let result = |mut p: Path| {

@@ -51,9 +51,9 @@ pub struct MapsArgs {
 pub enum Which {
     /// Frontends (ClusterIP, NodePort, LoadBalancer, ExternalIP) -> Service ports.
     Services,
-    /// Backend slots in use.
+    /// Backend slots in use, with the packets and bytes forwarded to each.
     Backends,
-    /// A Service's Maglev table: slots per backend.
+    /// A Service's Maglev table: slots per backend, and the packets and bytes forwarded to each.
     Maglev {
         /// The Service: svc_id, name or frontend.
         svc: String,
@@ -281,10 +281,7 @@ fn svc_label(names: &BTreeMap<u32, String>, id: u32) -> String {
 pub fn run(a: MapsArgs, pin_dir: &Path) -> anyhow::Result<()> {
     let maps = Maps::from_pin_dir(pin_dir)
         .with_context(|| format!("opening the maps under {}", pin_dir.display()))?;
-    let names = crate::names::read(&crate::names::path(pin_dir)).unwrap_or_else(|e| {
-        eprintln!("warning: {e}; Services are shown by id");
-        Default::default()
-    });
+    let names = crate::names::read_or_warn(pin_dir);
     let sel = a.service.as_deref().map(|s| SvcSel {
         sel: s,
         names: &names,
@@ -391,7 +388,10 @@ fn backends(maps: &Maps, sel: Option<&SvcSel>, bsel: Option<&str>) -> anyhow::Re
         }
         wanted = Some(ids);
     }
-    let mut t = Table::new("backends", &["ID", "ADDRESS", "NODE", "STATE", "GEN"]);
+    let mut t = Table::new(
+        "backends",
+        &["ID", "ADDRESS", "NODE", "STATE", "GEN", "PACKETS", "BYTES"],
+    );
     for (id, b) in maps.backends().context("reading backends")? {
         if wanted.as_ref().is_some_and(|w| !w.contains(&id)) {
             continue;
@@ -399,6 +399,7 @@ fn backends(maps: &Maps, sel: Option<&SvcSel>, bsel: Option<&str>) -> anyhow::Re
         if bsel.is_some_and(|s| !backend_matches(s, id, Some(&b))) {
             continue;
         }
+        let c = maps.backend_counter(id).context("reading backend_stats")?;
         t.push(
             vec![
                 id.to_string(),
@@ -406,6 +407,8 @@ fn backends(maps: &Maps, sel: Option<&SvcSel>, bsel: Option<&str>) -> anyhow::Re
                 node_str(b.node()),
                 be_state(&b).into(),
                 b.generation.to_string(),
+                c.packets.to_string(),
+                c.bytes.to_string(),
             ],
             json!({
                 "id": id,
@@ -414,6 +417,8 @@ fn backends(maps: &Maps, sel: Option<&SvcSel>, bsel: Option<&str>) -> anyhow::Re
                 "node": b.node().map(|n| n.to_string()),
                 "state": be_state(&b),
                 "generation": b.generation,
+                "packets": c.packets,
+                "bytes": c.bytes,
             }),
         );
     }
@@ -442,7 +447,7 @@ fn maglev(
     let mut t = Table::new(
         "backend rows",
         &[
-            "SVC", "FRONTEND", "BACKEND", "ADDRESS", "NODE", "SLOTS", "SHARE",
+            "SVC", "FRONTEND", "BACKEND", "ADDRESS", "NODE", "SLOTS", "SHARE", "PACKETS", "BYTES",
         ],
     );
     let mut summary = Vec::new();
@@ -466,6 +471,9 @@ fn maglev(
                 continue;
             }
             let share = 100.0 * f64::from(n) / f64::from(v.table_size.max(1));
+            // the backend's forward counters (all its Service ports' traffic
+            // while backend ids are shared between ports)
+            let c = maps.backend_counter(id).context("reading backend_stats")?;
             t.push(
                 vec![
                     svc_label(names, v.svc_id),
@@ -476,6 +484,8 @@ fn maglev(
                     b.map(|b| node_str(b.node())).unwrap_or_else(|| "-".into()),
                     n.to_string(),
                     format!("{share:.1}%"),
+                    c.packets.to_string(),
+                    c.bytes.to_string(),
                 ],
                 json!({
                     "svc_id": v.svc_id,
@@ -487,6 +497,8 @@ fn maglev(
                     "addr": b.map(|b| b.sockaddr().ip().to_string()),
                     "port": b.map(|b| b.sockaddr().port()),
                     "slots": n,
+                    "packets": c.packets,
+                    "bytes": c.bytes,
                 }),
             );
         }

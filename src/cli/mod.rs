@@ -11,8 +11,10 @@ use clap::{Parser, Subcommand};
 pub mod attach;
 pub mod bench;
 pub mod doctor;
+pub mod explain;
 pub mod lab;
 pub mod maps;
+pub mod monitor;
 
 /// xlb: XDP Service load balancer for Kubernetes (a kube-proxy replacement).
 #[derive(Debug, Parser)]
@@ -38,6 +40,8 @@ pub enum Command {
     Attach(attach::AttachArgs),
     Detach(attach::DetachArgs),
     Maps(maps::MapsArgs),
+    Explain(explain::ExplainArgs),
+    Monitor(monitor::MonitorArgs),
     Doctor(doctor::DoctorArgs),
     Lab(lab::LabArgs),
     Bench(bench::BenchArgs),
@@ -96,6 +100,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             die_on_closed_stdout();
             maps::run(a, &pin_dir)
         }
+        Command::Explain(a) => {
+            die_on_closed_stdout();
+            explain::run(a, &pin_dir)
+        }
+        Command::Monitor(a) => monitor::run(a, &pin_dir),
         Command::Doctor(a) => {
             die_on_closed_stdout();
             doctor::run(a, &pin_dir)

@@ -14,7 +14,7 @@ pub(super) fn bytes<T: plain::Plain>(v: &T) -> &[u8] {
     unsafe { plain::as_bytes(v) }
 }
 
-pub(super) fn from_bytes<T: plain::Plain + Default + Copy>(
+pub(crate) fn from_bytes<T: plain::Plain + Default + Copy>(
     map: &'static str,
     b: &[u8],
 ) -> Result<T> {

@@ -26,6 +26,7 @@ mod settings;
 mod stats;
 mod tables;
 
+pub(crate) use access::from_bytes;
 use access::map_err;
 use filter::CountFilter;
 use mmap_array::MmapArray;
@@ -63,6 +64,12 @@ pub enum Error {
         map: &'static str,
         len: usize,
         source: std::io::Error,
+    },
+    #[error("the pin directory {} has no map `{name}`: its data plane is of an older xlb, without {feature}; `xlb attach` with this xlb adds it (Services and connection tracking are kept)", dir.display())]
+    MissingMap {
+        name: &'static str,
+        dir: PathBuf,
+        feature: &'static str,
     },
     #[error("map {map}: value of {got} bytes, expected {want}")]
     Size {
@@ -107,6 +114,9 @@ pub struct Maps {
     be_filter: CountFilter,
     /// `ct_epoch` (voids the XDP flow cache); `None` for older pins.
     ct_epoch: Option<MapHandle>,
+    /// `backend_stats` (per-backend forward counters, `crate::backend_stats`);
+    /// `None` for older pins.
+    pub(crate) backend_stats: Option<MapHandle>,
     /// `maglev` mapped into memory (`BPF_F_MMAPABLE`), on first table access.
     maglev_mem: OnceLock<MmapArray>,
     /// `backends` mapped into memory (`BPF_F_MMAPABLE`), on first write.
@@ -152,6 +162,7 @@ impl Maps {
             fe_filter: CountFilter::new("fe_filter", optional("fe_filter")?),
             be_filter: CountFilter::new("be_filter", optional("be_filter")?),
             ct_epoch: optional("ct_epoch")?,
+            backend_stats: optional("backend_stats")?,
             maglev_mem: OnceLock::new(),
             backends_mem: OnceLock::new(),
             services: open("services")?,
@@ -177,6 +188,7 @@ impl Maps {
             fe_filter: CountFilter::new("fe_filter", Some(dup(&m.fe_filter, "fe_filter")?)),
             be_filter: CountFilter::new("be_filter", Some(dup(&m.be_filter, "be_filter")?)),
             ct_epoch: Some(dup(&m.ct_epoch, "ct_epoch")?),
+            backend_stats: Some(dup(&m.backend_stats, "backend_stats")?),
             maglev_mem: OnceLock::new(),
             backends_mem: OnceLock::new(),
             services: dup(&m.services, "services")?,

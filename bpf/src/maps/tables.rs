@@ -34,6 +34,12 @@ impl Maps {
         )?;
         // `addr` is the first word of xlb_backend
         let old_addr = mem.word(id, 0).load(Ordering::Relaxed);
+        // The generation is the last word: a new one names another endpoint
+        // (or none), whose counters start from zero.
+        let old_gen = mem.word(id, 3).load(Ordering::Relaxed);
+        if old_gen != v.generation {
+            self.reset_backend_counter(id)?;
+        }
         let filter = self.be_filter.counts()?.filter(|_| old_addr != v.addr);
         if let Some(f) = filter.filter(|_| v.addr != 0) {
             f.add(crate::wire::be_slot(v.addr), 1);
