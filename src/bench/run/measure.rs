@@ -12,6 +12,7 @@ use xlb_bpf::consts::*;
 use xlb_pktgen::{Latency, Limit, Pktgen, RunOptions, Template};
 
 use super::args::{RunArgs, Scenario};
+use super::ctmem::{self, CtMem};
 use super::frames::{spec, TABLE};
 use super::maps::{ct_entries, fill_maps};
 use super::rules::{iptables_rules, nft_rules};
@@ -27,6 +28,20 @@ pub(super) struct Measure {
     /// Of `received`, frames that arrived VXLAN-encapsulated.
     pub(super) vxlan: u64,
     pub(super) latency: Option<Latency>,
+    /// xlb: the ct map after the phase.
+    pub(super) ct: Option<CtMem>,
+    /// Connection-tracking entries left: xlb's ct map, or what the phase
+    /// added to the node namespace's conntrack table.
+    pub(super) ct_live: Option<u64>,
+}
+
+/// Entries in the conntrack table of namespace `ns`.
+fn conntrack_count(ns: &str) -> Result<u64> {
+    Topo::within(ns, || {
+        let p = "/proc/sys/net/netfilter/nf_conntrack_count";
+        let s = std::fs::read_to_string(p).with_context(|| format!("reading {p}"))?;
+        s.trim().parse().with_context(|| format!("parsing {p}: {s:?}"))
+    })
 }
 
 pub(super) static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
@@ -275,6 +290,8 @@ impl Bench<'_> {
             } else {
                 None
             },
+            ct: None,
+            ct_live: None,
         })
     }
 
@@ -326,7 +343,11 @@ impl Bench<'_> {
                 .context("filling the data plane's maps")?;
             tracing::info!("maps filled in {:?}", t0.elapsed());
             check_stop(&self.stop)?;
-            let m = self.with_node_prog(prog_fd(dp.xdp_prog()), s.name(), Point::Sink, flows)?;
+            let mut m =
+                self.with_node_prog(prog_fd(dp.xdp_prog()), s.name(), Point::Sink, flows)?;
+            let ct = ctmem::measure(&dp.maps.ct).context("counting the ct entries")?;
+            m.ct = Some(ct);
+            m.ct_live = Some(ct.live);
             let reasons = dp
                 .maps
                 .reasons()
@@ -373,7 +394,11 @@ impl Bench<'_> {
                 _ => Topo::exec_stdin(ns, "nft", &["-f", "-"], &nft_rules(self.a, services))
                     .context("installing nftables rules (apt-get install nftables)")?,
             }
-            let m = self.measure(s.name(), Point::Sink, flows);
+            let before = conntrack_count(ns);
+            let m = self.measure(s.name(), Point::Sink, flows).and_then(|mut m| {
+                m.ct_live = Some(conntrack_count(ns)?.saturating_sub(before?));
+                Ok(m)
+            });
             let _ = match s {
                 Scenario::Iptables => Topo::exec(ns, "iptables", &["-t", "nat", "-F"]),
                 _ => Topo::exec(ns, "nft", &["flush", "ruleset"]),
