@@ -14,7 +14,7 @@ use xlb_pktgen::{Latency, Limit, Pktgen, RunOptions, Template};
 use super::args::{RunArgs, Scenario};
 use super::ctmem::{self, CtMem};
 use super::frames::{spec, TABLE};
-use super::maps::{ct_entries, fill_maps};
+use super::maps::{ct_entries, established_kept, fill_maps, put_established};
 use super::rules::{iptables_rules, nft_rules};
 use super::topo::*;
 
@@ -33,6 +33,9 @@ pub(super) struct Measure {
     /// Connection-tracking entries left: xlb's ct map, or what the phase
     /// added to the node namespace's conntrack table.
     pub(super) ct_live: Option<u64>,
+    /// xlb with --new-flows: established flows of another Service written
+    /// before the phase, and how many kept their ct entry and backend.
+    pub(super) established: Option<(u64, u64)>,
 }
 
 /// Entries in the conntrack table of namespace `ns`.
@@ -292,6 +295,7 @@ impl Bench<'_> {
             },
             ct: None,
             ct_live: None,
+            established: None,
         })
     }
 
@@ -328,7 +332,8 @@ impl Bench<'_> {
         self.gen.set_template(&tmpl, 0)?;
         let ns = &self.topo.node;
         if s.is_xlb() {
-            let slots = (services * TABLE).max(XLB_MAGLEV_SLOTS);
+            // one more region for --new-flows' established flows
+            let slots = ((services + 1) * TABLE).max(XLB_MAGLEV_SLOTS);
             let ct = ct_entries(flows);
             let dp = xlb_loader::DataPlane::load(&xlb_loader::LoadOptions {
                 maglev_slots: Some(slots),
@@ -341,6 +346,12 @@ impl Bench<'_> {
             let t0 = Instant::now();
             fill_maps(&dp.maps, &self.topo, s, self.a, services, &tmpl)
                 .context("filling the data plane's maps")?;
+            let established = if self.a.new_flows {
+                put_established(&dp.maps, services, self.a)
+                    .context("writing the established flows")?
+            } else {
+                Vec::new()
+            };
             tracing::info!("maps filled in {:?}", t0.elapsed());
             check_stop(&self.stop)?;
             let mut m =
@@ -348,6 +359,12 @@ impl Bench<'_> {
             let ct = ctmem::measure(&dp.maps.ct).context("counting the ct entries")?;
             m.ct = Some(ct);
             m.ct_live = Some(ct.live);
+            if self.a.new_flows {
+                m.established = Some((
+                    established.len() as u64,
+                    established_kept(&dp.maps, &established)?,
+                ));
+            }
             let reasons = dp
                 .maps
                 .reasons()

@@ -46,6 +46,13 @@ pub struct Report {
     /// that came out was a new flow).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_flows_per_sec_per_core: Option<f64>,
+    /// xlb with --new-flows: idle established flows of another Service in
+    /// ct before the phase ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub established_flows: Option<u64>,
+    /// ... and how many still had their ct entry and backend after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub established_kept: Option<u64>,
 }
 
 /// Nanoseconds per packet per core on top of the XDP_DROP baseline:
@@ -100,6 +107,8 @@ pub(super) fn report(a: &RunArgs, flows: u32, m: &Measure, drop: &Measure, tx: &
         new_flows_per_sec_per_core: a
             .new_flows
             .then(|| m.mpps * 1e6 / f64::from(a.cores.max(1))),
+        established_flows: m.established.map(|e| e.0),
+        established_kept: m.established.map(|e| e.1),
     }
 }
 
@@ -111,6 +120,9 @@ pub(super) fn state_line(r: &Report) -> Option<String> {
     }
     if let Some(n) = r.ct_live_entries {
         v.push(format!("ct entries left {n}"));
+    }
+    if let (Some(n), Some(k)) = (r.established_flows, r.established_kept) {
+        v.push(format!("established flows of another Service kept {k}/{n}"));
     }
     if let Some(b) = r.ct_bytes_per_flow {
         v.push(format!("ct bytes/flow {b:.0}"));
