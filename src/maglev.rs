@@ -337,7 +337,7 @@ mod tests {
             // (offset + skip * σ(k) < m + m * m), where a quotient from a
             // reciprocal is most likely to be off by one
             let top = m64 * m64 + m64;
-            for q in (0..64).map(|i| top / m64 - i).chain(0..64) {
+            for q in (0..64).map(|i| (top / m64).saturating_sub(i)).chain(0..64) {
                 for d in [0u64, 1, m64 - 1, m64, m64 + 1] {
                     let x = (q * m64).saturating_add(d).saturating_sub(1);
                     assert_eq!(fm.rem(x), x % m64, "{x} mod {m}");
