@@ -28,7 +28,7 @@
 //! operator sizes, reported whole as `ct_map_bytes`).
 
 use anyhow::Result;
-use libbpf_rs::{MapCore, MapFlags};
+use libbpf_rs::MapCore;
 
 /// `struct htab_elem` up to its key (see the module docs).
 pub const HTAB_ELEM_HEADER: u64 = 48;
@@ -72,13 +72,10 @@ pub fn elem_bytes_from_memlock(memlock: u64, max_entries: u32) -> Option<u64> {
     (n > 0 && memlock > buckets).then(|| (memlock - buckets) / n)
 }
 
-/// Counts the entries of `map` (batched lookups, key by key where the kernel
-/// has no batch operation for it) and reads its size from the kernel.
+/// Counts the entries of `map` and reads its size from the kernel.
 pub fn measure<M: MapCore>(map: &M) -> Result<CtMem> {
-    let live = match map.lookup_batch(8192, MapFlags::ANY, MapFlags::ANY) {
-        Ok(it) => it.count() as u64,
-        Err(_) => map.keys().count() as u64,
-    };
+    // key by key: libbpf-rs 0.27's batched iterator undercounted large maps here
+    let live = map.keys().count() as u64;
     let layout = elem_bytes(map.key_size(), map.value_size());
     let map_bytes = map.query_fdinfo().ok().and_then(|i| i.memlock);
     let elem_bytes = map_bytes
