@@ -218,43 +218,6 @@ pub fn shift(b: &SocketAddrV4, m: u32) -> u32 {
     (fmix64(identity(b) ^ SEED_SHIFT) % u64::from(m)) as u32
 }
 
-/// `x mod m` for the fill's `offset + skip * σ(k)` (below `2^43` for any
-/// `m < 2^21`) without a 64-bit division (for `x < 2^52`), the
-/// fill's most frequent operation: a quotient from a floating-point reciprocal
-/// is at most one off for such `x` (the product's relative error is ~2^-52),
-/// and one compare-and-correct each way makes it exact.
-#[derive(Clone, Copy)]
-struct FastMod {
-    m: u64,
-    inv: f64,
-}
-
-impl FastMod {
-    fn new(m: u32) -> Self {
-        Self {
-            m: u64::from(m.max(1)),
-            inv: 1.0 / f64::from(m.max(1)),
-        }
-    }
-
-    #[inline]
-    fn rem(self, x: u64) -> u64 {
-        if x >= 1 << 52 {
-            // tables of 2^26 slots and more: the plain division
-            return x % self.m;
-        }
-        let q = (x as f64 * self.inv) as u64;
-        let r = x.wrapping_sub(q.wrapping_mul(self.m)) as i64;
-        if r < 0 {
-            (r + self.m as i64) as u64
-        } else if r as u64 >= self.m {
-            r as u64 - self.m
-        } else {
-            r as u64
-        }
-    }
-}
-
 /// Builds a table of `m` slots for `backends` (duplicates are ignored).
 /// Each slot holds an index into `backends` (as given). Empty when there are
 /// no backends or `m` is 0. `m` should be prime (see
@@ -283,7 +246,7 @@ pub fn table(backends: &[SocketAddrV4], m: u32) -> Vec<u32> {
     const EMPTY: u32 = u32::MAX;
     let mut entry = vec![EMPTY; m as usize];
     let mut filled = 0u32;
-    let fm = FastMod::new(m);
+    let m64 = u64::from(m);
     'outer: loop {
         for j in 0..n {
             let (offset, skip) = (u64::from(perm[j].0), u64::from(perm[j].1));
@@ -291,10 +254,10 @@ pub fn table(backends: &[SocketAddrV4], m: u32) -> Vec<u32> {
             // prime, the list visits every slot (σ and k -> offset + skip * k
             // are both bijections), so this ends.
             let mut k = next[j];
-            let mut c = fm.rem(offset + skip * u64::from(sig[k])) as usize;
+            let mut c = ((offset + skip * u64::from(sig[k])) % m64) as usize;
             while entry[c] != EMPTY {
                 k = if k + 1 == m as usize { 0 } else { k + 1 };
-                c = fm.rem(offset + skip * u64::from(sig[k])) as usize;
+                c = ((offset + skip * u64::from(sig[k])) % m64) as usize;
             }
             entry[c] = order[j];
             next[j] = if k + 1 == m as usize { 0 } else { k + 1 };
@@ -326,31 +289,6 @@ mod tests {
             .into_iter()
             .map(|i| backends[i as usize])
             .collect()
-    }
-
-    #[test]
-    fn fast_mod_is_exact() {
-        for m in [1u32, 2, 3, 251, 1009, 65537, 1_453_957, (1 << 21) - 9] {
-            let fm = FastMod::new(m);
-            let m64 = u64::from(m);
-            // around every multiple of m near the top of the fill's range
-            // (offset + skip * σ(k) < m + m * m), where a quotient from a
-            // reciprocal is most likely to be off by one
-            let top = m64 * m64 + m64;
-            for q in (0..64).map(|i| (top / m64).saturating_sub(i)).chain(0..64) {
-                for d in [0u64, 1, m64 - 1, m64, m64 + 1] {
-                    let x = (q * m64).saturating_add(d).saturating_sub(1);
-                    assert_eq!(fm.rem(x), x % m64, "{x} mod {m}");
-                }
-            }
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn fast_mod_matches_the_division(m in 1u32.., x in 0u64..(1 << 53)) {
-            prop_assert_eq!(FastMod::new(m).rem(x), x % u64::from(m));
-        }
     }
 
     #[test]
