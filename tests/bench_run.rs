@@ -76,7 +76,10 @@ fn consistent(v: &Value, scenario: &str, cores: u64) {
         let c = cores as f64;
         let want = 1000.0 * c / mpps - 1000.0 * c / f(v, "baseline_drop_mpps");
         let got = f(v, "ns_over_drop");
-        assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "ns_over_drop {got} vs {want}");
+        assert!(
+            (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+            "ns_over_drop {got} vs {want}"
+        );
     } else {
         assert!(v["ns_over_drop"].is_null(), "{v}");
     }
@@ -158,7 +161,10 @@ fn ct_state_consistent(v: &Value, flows: u64) {
     assert!(elem >= 48 + 16 + 40, "{v}");
     let per_flow = f(v, "ct_bytes_per_flow");
     let want = (live * elem) as f64 / flows as f64;
-    assert!((per_flow - want).abs() < 1e-9 * want, "{per_flow} vs {want}");
+    assert!(
+        (per_flow - want).abs() < 1e-9 * want,
+        "{per_flow} vs {want}"
+    );
     assert!(u(v, "ct_map_bytes") >= u(v, "ct_entries") * elem, "{v}");
 }
 
@@ -195,14 +201,20 @@ fn new_flows_leave_an_entry_per_packet() {
         let got = u(&v, "received");
         assert!(got > 100, "{s} {proto}: {v}");
         // xlb's count includes the established flows' two entries each
-        let established = v.get("established_flows").and_then(Value::as_u64).unwrap_or(0);
+        let established = v
+            .get("established_flows")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
         assert!(
             u(&v, "ct_live_entries") - 2 * established >= got,
             "{s} {proto}: one entry per new flow at least: {v}"
         );
         let rate = f(&v, "new_flows_per_sec_per_core");
         assert!((rate - f(&v, "mpps") * 1e6).abs() <= 1e-6 * rate, "{v}");
-        assert!(v.get("ct_bytes_per_flow").is_none(), "no fixed flow count: {v}");
+        assert!(
+            v.get("ct_bytes_per_flow").is_none(),
+            "no fixed flow count: {v}"
+        );
         if s == "nodeport-remote" {
             // far below the map's size nothing is evicted: the idle
             // established flows of the other Service all keep their backend

@@ -152,7 +152,11 @@ pub(super) const ESTABLISHED: u32 = 10_000;
 /// as the data plane does at a flow's first packet: a forward entry (client ->
 /// ClusterIP, its backend) and the reverse one. Returns the forward keys and
 /// backends.
-pub(super) fn put_established(m: &Maps, services: u32, a: &RunArgs) -> Result<Vec<(xlb_ct_key, u32)>> {
+pub(super) fn put_established(
+    m: &Maps,
+    services: u32,
+    a: &RunArgs,
+) -> Result<Vec<(xlb_ct_key, u32)>> {
     let p = proto(a.proto);
     let svc = svc_addr(services);
     let now = monotonic_ns();

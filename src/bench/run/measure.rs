@@ -43,7 +43,9 @@ fn conntrack_count(ns: &str) -> Result<u64> {
     Topo::within(ns, || {
         let p = "/proc/sys/net/netfilter/nf_conntrack_count";
         let s = std::fs::read_to_string(p).with_context(|| format!("reading {p}"))?;
-        s.trim().parse().with_context(|| format!("parsing {p}: {s:?}"))
+        s.trim()
+            .parse()
+            .with_context(|| format!("parsing {p}: {s:?}"))
     })
 }
 
@@ -412,10 +414,12 @@ impl Bench<'_> {
                     .context("installing nftables rules (apt-get install nftables)")?,
             }
             let before = conntrack_count(ns);
-            let m = self.measure(s.name(), Point::Sink, flows).and_then(|mut m| {
-                m.ct_live = Some(conntrack_count(ns)?.saturating_sub(before?));
-                Ok(m)
-            });
+            let m = self
+                .measure(s.name(), Point::Sink, flows)
+                .and_then(|mut m| {
+                    m.ct_live = Some(conntrack_count(ns)?.saturating_sub(before?));
+                    Ok(m)
+                });
             let _ = match s {
                 Scenario::Iptables => Topo::exec(ns, "iptables", &["-t", "nat", "-F"]),
                 _ => Topo::exec(ns, "nft", &["flush", "ruleset"]),

@@ -177,7 +177,16 @@ pub(super) fn table_row(name: &str, m: &Measure, drop: &Measure, tx: &Measure) -
 pub(super) fn table_header(first: &str) -> String {
     format!(
         "{first:<18} {:>7} {:>14} {:>6} {:>6} {:>7} {:>8} {:>8} {:>8} {:>11} {:>11}",
-        "Mpps", "per core", "xdrop", "xtx", "ns+drop", "p50 us", "p99 us", "p999 us", "sent", "received"
+        "Mpps",
+        "per core",
+        "xdrop",
+        "xtx",
+        "ns+drop",
+        "p50 us",
+        "p99 us",
+        "p999 us",
+        "sent",
+        "received"
     )
 }
 
