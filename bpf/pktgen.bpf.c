@@ -5,7 +5,8 @@
  * xlb_pg_gen runs under BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES: every
  * repetition rewrites the whole header template (live frames recycle their
  * pages without resetting the bytes a data plane may have rewritten), varies
- * the flow from a per-CPU counter, fixes the IPv4 and L4 checksums, stamps
+ * the flow from a per-CPU counter (or makes every frame a new flow: flows
+ * == 0), fixes the IPv4 and L4 checksums, stamps
  * bpf_ktime_get_ns() into the payload and returns XDP_TX (or redirects), so
  * each repetition transmits one real frame.
  *
@@ -84,9 +85,19 @@ int xlb_pg_gen(struct xdp_md *ctx)
 		__builtin_memcpy(data + i * 8, &c->tmpl[i * 8], 8);
 	}
 
-	f = c->flows > 1 ? seq % c->flows : 0;
-	addr = c->addr_base + (c->addrs > 1 ? f % c->addrs : 0);
-	port = c->port_base + (c->addrs > 1 ? f / c->addrs : f);
+	if (c->flows == 0) {
+		/* every frame a new flow: 28 bits of this CPU's counter and 4
+		 * of the CPU number make a 32-bit flow number, spread over 2^22
+		 * source addresses and 1024 ports, which does not repeat within
+		 * 2^28 frames per CPU (16 CPUs) */
+		f = ((__u32)seq << 4) | (bpf_get_smp_processor_id() & 15);
+		addr = c->addr_base + (f >> XLB_PG_NEW_PORT_BITS);
+		port = c->port_base + (f & ((1u << XLB_PG_NEW_PORT_BITS) - 1));
+	} else {
+		f = c->flows > 1 ? seq % c->flows : 0;
+		addr = c->addr_base + (c->addrs > 1 ? f % c->addrs : 0);
+		port = c->port_base + (c->addrs > 1 ? f / c->addrs : f);
+	}
 
 	off = c->ip_off;
 	if (off > XLB_PG_TMPL_MAX - sizeof(*ip))

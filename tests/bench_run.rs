@@ -26,7 +26,7 @@ fn u(v: &Value, k: &str) -> u64 {
         .unwrap_or_else(|| panic!("{k} is an integer in {v}"))
 }
 
-const KEYS: [&str; 11] = [
+const KEYS: [&str; 12] = [
     "scenario",
     "cores",
     "mpps",
@@ -35,6 +35,7 @@ const KEYS: [&str; 11] = [
     "baseline_tx_mpps",
     "ratio_drop",
     "ratio_tx",
+    "ns_over_drop",
     "latency_us",
     "sent",
     "received",
@@ -70,6 +71,18 @@ fn consistent(v: &Value, scenario: &str, cores: u64) {
             "{r}"
         );
     }
+    // the marginal cost: per-core ns per packet over the XDP_DROP pipeline
+    if mpps > 0.0 {
+        let c = cores as f64;
+        let want = 1000.0 * c / mpps - 1000.0 * c / f(v, "baseline_drop_mpps");
+        let got = f(v, "ns_over_drop");
+        assert!(
+            (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+            "ns_over_drop {got} vs {want}"
+        );
+    } else {
+        assert!(v["ns_over_drop"].is_null(), "{v}");
+    }
     let l = &v["latency_us"];
     let (p50, p99, p999) = (f(l, "p50"), f(l, "p99"), f(l, "p999"));
     assert!(p50 <= p99 && p99 <= p999, "{l}");
@@ -94,9 +107,11 @@ fn iptables_run_reports_consistent_json() {
     consistent(&v, "iptables", 1);
     assert_eq!(
         v.as_object().unwrap().len(),
-        KEYS.len(),
-        "exactly the keys: {v}"
+        KEYS.len() + 1,
+        "exactly the keys and ct_live_entries: {v}"
     );
+    // the node's conntrack holds at least the flows that went through
+    assert!(u(&v, "ct_live_entries") >= 1, "{v}");
     // the kernel forwards these: some arrive at the sink
     assert!(u(&v, "received") > 0, "{v}");
 }
@@ -131,6 +146,83 @@ fn xlb_scenarios_run_and_report() {
         assert!(u(&v, "received") > 0, "{s}: {v}");
         // ct sized for the flows, never below the default
         assert_eq!(u(&v, "ct_entries"), 1 << 20, "{v}");
+        ct_state_consistent(&v, 10);
+    }
+}
+
+/// xlb's ct figures: the flows' entries are counted (each of the 10 flows
+/// has at least one), an element costs at least the kernel's 48-byte header
+/// plus key and value, bytes per flow are live entries x element / flows,
+/// and the whole preallocated map is at least its elements.
+fn ct_state_consistent(v: &Value, flows: u64) {
+    let live = u(v, "ct_live_entries");
+    assert!(live >= flows, "one entry per flow at least: {v}");
+    let elem = u(v, "ct_elem_bytes");
+    assert!(elem >= 48 + 16 + 40, "{v}");
+    let per_flow = f(v, "ct_bytes_per_flow");
+    let want = (live * elem) as f64 / flows as f64;
+    assert!(
+        (per_flow - want).abs() < 1e-9 * want,
+        "{per_flow} vs {want}"
+    );
+    assert!(u(v, "ct_map_bytes") >= u(v, "ct_entries") * elem, "{v}");
+}
+
+/// `--new-flows`: every packet that came out set up a flow of its own, so
+/// the state left holds at least one entry per received packet (paced, so
+/// the run stays far below the ct map's size and nothing is evicted); with
+/// one repeated flow, the same run leaves only that flow's entries.
+#[test]
+fn new_flows_leave_an_entry_per_packet() {
+    if !privileged() {
+        return;
+    }
+    let one = bench(&["--scenario", "nodeport-remote", "--rate", "100000"]);
+    assert!(u(&one, "ct_live_entries") <= 2, "one flow: {one}");
+    assert!(one.get("new_flows_per_sec_per_core").is_none(), "{one}");
+    for (s, proto, size) in [
+        ("nodeport-remote", "udp", "64"),
+        ("nodeport-remote", "tcp-syn", "72"),
+        ("iptables", "tcp-syn", "72"),
+        ("nftables", "udp", "64"),
+    ] {
+        let v = bench(&[
+            "--scenario",
+            s,
+            "--new-flows",
+            "--proto",
+            proto,
+            "--size",
+            size,
+            "--rate",
+            "100000",
+        ]);
+        consistent(&v, s, 1);
+        let got = u(&v, "received");
+        assert!(got > 100, "{s} {proto}: {v}");
+        // xlb's count includes the established flows' two entries each
+        let established = v
+            .get("established_flows")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        assert!(
+            u(&v, "ct_live_entries") - 2 * established >= got,
+            "{s} {proto}: one entry per new flow at least: {v}"
+        );
+        let rate = f(&v, "new_flows_per_sec_per_core");
+        assert!((rate - f(&v, "mpps") * 1e6).abs() <= 1e-6 * rate, "{v}");
+        assert!(
+            v.get("ct_bytes_per_flow").is_none(),
+            "no fixed flow count: {v}"
+        );
+        if s == "nodeport-remote" {
+            // far below the map's size nothing is evicted: the idle
+            // established flows of the other Service all keep their backend
+            assert_eq!(u(&v, "established_flows"), 10_000, "{v}");
+            assert_eq!(u(&v, "established_kept"), 10_000, "{v}");
+        } else {
+            assert!(v.get("established_kept").is_none(), "{v}");
+        }
     }
 }
 
@@ -168,6 +260,7 @@ fn bad_arguments_fail_cleanly() {
         &["--scenario", "iptables", "--flows", "0"],
         &["--scenario", "iptables", "--sweep", "cores=1"],
         &["--scenario", "iptables", "--svg", "x.svg"],
+        &["--scenario", "iptables", "--new-flows", "--flows", "5"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_xlb"))
             .args(["bench", "run"])
@@ -190,6 +283,13 @@ fn bad_arguments_fail_cleanly() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("size"));
+    // --new-flows with pre-filled replies: a clear error before any namespace
+    let out = Command::new(env!("CARGO_BIN_EXE_xlb"))
+        .args(["bench", "run", "--scenario", "reply-revnat", "--new-flows"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--new-flows"));
 }
 
 /// `ip [-n ns] ARGS`, panicking with its stderr.

@@ -29,6 +29,7 @@
 /* The packet generator (pktgen.bpf.c) */
 #define XLB_PG_TMPL_MAX		160	/* header template + stamp, bytes */
 #define XLB_PG_HIST_BUCKETS	640	/* log-linear: 16 sub-buckets per power of two */
+#define XLB_PG_NEW_PORT_BITS	10	/* new-flows mode: source ports per address = 1 << this */
 
 /* services key kind */
 #define XLB_KIND_ADDR		0	/* ClusterIP, LoadBalancer ingress, ExternalIP: matched by address */

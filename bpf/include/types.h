@@ -155,7 +155,7 @@ struct pg_conf {
 	__u32 csum_off;		/* its L4 checksum field */
 	__u32 stamp_off;	/* struct pg_stamp */
 	__u32 outer_sport_off;	/* VXLAN: outer UDP source port (flow entropy); 0 = none */
-	__u32 flows;		/* distinct flows, >= 1 */
+	__u32 flows;		/* distinct flows, >= 1; 0: every frame a new flow */
 	__u32 addrs;		/* distinct addresses the flows are spread over, >= 1 */
 	__u32 addr_base;	/* host order: first varied address */
 	__u16 port_base;	/* host order: first varied port */

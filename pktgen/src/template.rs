@@ -3,6 +3,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use xlb_bpf::consts::XLB_PG_NEW_PORT_BITS;
 use xlb_bpf::pktgen::types::pg_conf;
 
 use crate::{Error, Result};
@@ -93,6 +94,12 @@ pub struct PacketSpec {
     /// keep every port in range.
     pub addrs: u32,
     pub vary: Vary,
+    /// Every frame a flow never seen before (`flows` and `addrs` are
+    /// ignored): the varied endpoint walks through 2^22 addresses from its
+    /// address and 1024 ports from its port, numbered by a 32-bit flow
+    /// number (28 bits of the CPU's frame counter, 4 of the CPU), so flows
+    /// do not repeat within 2^28 frames per CPU.
+    pub new_flows: bool,
 }
 
 impl PacketSpec {
@@ -109,6 +116,7 @@ impl PacketSpec {
             flows: 1,
             addrs: 0,
             vary: Vary::Source,
+            new_flows: false,
         }
     }
 }
@@ -174,6 +182,22 @@ impl Template {
             Vary::Source => (spec.src, spec.src.port()),
             Vary::Destination => (spec.dst, spec.dst.port()),
         };
+        if spec.new_flows {
+            let ports = 1u32 << XLB_PG_NEW_PORT_BITS;
+            if u32::from(port_base) + ports > 65536 {
+                return Err(Error::Spec(format!(
+                    "new flows use {ports} ports from {port_base}: past 65535"
+                )));
+            }
+            if u32::from(*base.ip())
+                .checked_add((1u32 << (32 - XLB_PG_NEW_PORT_BITS)) - 1)
+                .is_none()
+            {
+                return Err(Error::Spec(
+                    "new flows' addresses run past 255.255.255.255".into(),
+                ));
+            }
+        }
         let ports_per_addr = 65536 - u32::from(port_base);
         let addrs = if spec.addrs == 0 {
             spec.flows.div_ceil(ports_per_addr)
@@ -273,8 +297,12 @@ impl Template {
             } else {
                 0
             },
-            flows: spec.flows,
-            addrs,
+            flows: if spec.new_flows { 0 } else { spec.flows },
+            addrs: if spec.new_flows {
+                1 << (32 - XLB_PG_NEW_PORT_BITS)
+            } else {
+                addrs
+            },
             addr_base: u32::from(*base.ip()),
             port_base,
             vary_dst: (spec.vary == Vary::Destination) as u8,
@@ -288,8 +316,15 @@ impl Template {
     }
 
     /// The endpoint flow `f` (0-based, wrapping at `flows`) uses for the varied side.
+    /// In new-flows mode `f` is the 32-bit flow number.
     pub fn flow(&self, f: u32) -> SocketAddrV4 {
         let c = &self.conf;
+        if c.flows == 0 {
+            return SocketAddrV4::new(
+                Ipv4Addr::from(c.addr_base + (f >> XLB_PG_NEW_PORT_BITS)),
+                c.port_base + (f & ((1 << XLB_PG_NEW_PORT_BITS) - 1)) as u16,
+            );
+        }
         let f = f % c.flows.max(1);
         let (a, p) = if c.addrs > 1 {
             (f % c.addrs, f / c.addrs)
@@ -302,7 +337,7 @@ impl Template {
         )
     }
 
-    /// Distinct flows.
+    /// Distinct flows; 0 in new-flows mode (every frame a new flow).
     pub fn flows(&self) -> u32 {
         self.conf.flows
     }
@@ -360,6 +395,26 @@ mod tests {
         l4[6..8].copy_from_slice(&c.to_ne_bytes());
         full += sum16(&l4);
         assert_eq!(fold(full), 0xffff);
+    }
+
+    #[test]
+    fn new_flows_number_addresses_and_ports() {
+        let mut spec = PacketSpec::new(
+            "100.64.0.0:1024".parse().unwrap(),
+            "198.18.0.2:30080".parse().unwrap(),
+            L4::Udp,
+        );
+        spec.new_flows = true;
+        let t = Template::build(&spec).unwrap();
+        assert_eq!(t.flows(), 0, "the generator's new-flows mark");
+        assert_eq!(t.flow(0), "100.64.0.0:1024".parse().unwrap());
+        assert_eq!(t.flow(1023), "100.64.0.0:2047".parse().unwrap());
+        assert_eq!(t.flow(1024), "100.64.0.1:1024".parse().unwrap());
+        assert_eq!(t.flow(u32::MAX), "100.127.255.255:2047".parse().unwrap());
+        spec.src = "100.64.0.0:65000".parse().unwrap();
+        assert!(Template::build(&spec).is_err(), "ports past 65535");
+        spec.src = "255.250.0.0:1024".parse().unwrap();
+        assert!(Template::build(&spec).is_err(), "addresses past the last");
     }
 
     #[test]

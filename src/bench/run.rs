@@ -25,6 +25,7 @@
 //! sweep measures ct hits at that table size, not LRU misses.
 
 mod args;
+mod ctmem;
 mod frames;
 mod maps;
 mod measure;
@@ -50,6 +51,7 @@ use topo::*;
 
 pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
     let nics = a.nics().map_err(anyhow::Error::msg)?;
+    a.check().map_err(anyhow::Error::msg)?;
     let ncpu = cpus();
     // fail early on a bad template (size too small for VXLAN/TCP...)
     Template::build(&spec(a.scenario, &a, a.flows, a.services, (MAC_C0, MAC_N0)))
@@ -125,11 +127,15 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
             String::new()
         };
         eprintln!(
-            "xlb bench run: {}{ports} | egress {:?} | {} core(s) | {} flow(s) | {} service(s) | {} bytes {:?} | {} s per phase{ct}",
+            "xlb bench run: {}{ports} | egress {:?} | {} core(s) | {} | {} service(s) | {} bytes {:?} | {} s per phase{ct}",
             a.scenario.name(),
             a.egress,
             a.cores,
-            a.flows,
+            if a.new_flows {
+                "every packet a new flow".to_string()
+            } else {
+                format!("{} flow(s)", a.flows)
+            },
             a.services,
             a.size,
             a.proto,
@@ -163,6 +169,9 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
             println!("{}", table_row("xdp-drop baseline", &drop, &drop, &tx));
             println!("{}", table_row("xdp-tx baseline", &tx, &drop, &tx));
             println!("{}", table_row(a.scenario.name(), &m, &drop, &tx));
+            if let Some(line) = state_line(&rep) {
+                println!("{line}");
+            }
         }
         if let Some(n) = note {
             eprintln!("warning: {n}");

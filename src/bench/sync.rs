@@ -35,11 +35,12 @@ const NODES: u32 = 8;
 
 #[derive(Debug, clap::Args)]
 pub struct SyncArgs {
-    /// Number of Services (one port each).
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=60_000))]
+    /// Number of Services (one port each), 1..=100000.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub services: u32,
-    /// Ready endpoints per Service (one EndpointSlice each).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    /// Ready endpoints per Service (one EndpointSlice each), 0..=5000; at most
+    /// 8,000,000 endpoints in all (Kubernetes' envelope: 150,000).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=5000))]
     pub endpoints: u32,
     /// Single-EndpointSlice changes to time after the full sync.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -57,7 +58,7 @@ pub struct SyncArgs {
 }
 
 fn svc_ip(i: u32) -> Ipv4Addr {
-    // 10.96.0.0/16 holds 65534 Services; i < 60000.
+    // 10.96.0.0/12, the default Service range, holds them all (i <= 100000)
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 1)) + i)
 }
 
@@ -258,6 +259,14 @@ impl Rng {
 pub fn run(a: SyncArgs) -> anyhow::Result<()> {
     let n = a.services;
     let m = a.endpoints;
+    // endpoint addresses come from 10.128.0.0/9, one per (Service, endpoint, version)
+    let total = u64::from(n) * u64::from(m) + u64::from(a.changes) * 2;
+    if total > 8_000_000 {
+        bail!(
+            "{n} Services x {m} endpoints (+ the changes) is {total} endpoints: at most 8,000,000 \
+             (Kubernetes' envelope is 150,000 in a cluster)"
+        );
+    }
     let mcfg = ModelConfig {
         node_name: "node-0".into(),
         node_addrs: vec![Ipv4Addr::new(198, 18, 0, 1)],

@@ -154,6 +154,14 @@ pub struct RunArgs {
     /// With --iface: the port cabled to the node's port (see --iface).
     #[arg(long, value_name = "P", requires = "iface")]
     pub peer_iface: Option<String>,
+    /// Every generated packet starts a flow never seen before (TCP SYN with
+    /// --proto tcp-syn, or UDP): sources from a per-CPU counter over
+    /// 100.64.0.0/10 and 1024 ports, never repeating within a run. Reports new
+    /// flows per second per core and the connection-tracking entries left
+    /// (xlb's ct map, or the kernel's conntrack for iptables/nftables).
+    /// Replaces --flows; not with reply-revnat or a flows sweep.
+    #[arg(long, conflicts_with = "flows")]
+    pub new_flows: bool,
     /// Sweep one axis: flows=1,1000,1000000 or services=1,1000,100000 (one row per point).
     #[arg(long)]
     pub sweep: Option<Sweep>,
@@ -182,6 +190,21 @@ impl RunArgs {
             })),
             _ => Ok(None),
         }
+    }
+
+    /// Combinations the parser cannot refuse by itself.
+    pub fn check(&self) -> Result<(), String> {
+        if self.new_flows && self.scenario == Scenario::ReplyRevnat {
+            return Err(
+                "--new-flows: reply-revnat replays pre-filled reverse entries; use nodeport-remote, \
+                 clusterip-decap, iptables or nftables"
+                    .into(),
+            );
+        }
+        if self.new_flows && matches!(&self.sweep, Some(s) if s.axis == Axis::Flows) {
+            return Err("--new-flows makes every packet a new flow: no flows sweep".into());
+        }
+        Ok(())
     }
 }
 
@@ -255,5 +278,14 @@ mod tests {
         assert!(same.nics().is_err());
         let two = parse(&["--iface", "a", "--peer-iface", "b"]).unwrap();
         assert_eq!(two.nics().unwrap().unwrap().peer, "b");
+        assert!(parse(&["--new-flows", "--flows", "10"]).is_err());
+        assert!(parse(&["--new-flows"]).unwrap().check().is_ok());
+        let mut revnat = parse(&["--new-flows"]).unwrap();
+        revnat.scenario = Scenario::ReplyRevnat;
+        assert!(revnat.check().is_err());
+        let sweep = parse(&["--new-flows", "--sweep", "flows=1,10"]).unwrap();
+        assert!(sweep.check().is_err());
+        let sweep = parse(&["--new-flows", "--sweep", "services=1,10"]).unwrap();
+        assert!(sweep.check().is_ok());
     }
 }

@@ -80,6 +80,10 @@ pub(super) fn spec(
     p.dst_mac = mac_n0;
     p.size = a.size as usize;
     p.flows = flows;
+    if a.new_flows && p.vary == Vary::Source {
+        p.src = SocketAddrV4::new(NEW_FLOW_SOURCES, CLIENT_PORT);
+        p.new_flows = true;
+    }
     match s {
         Scenario::ClusteripDecap => {
             p.vxlan = Some(Vxlan {

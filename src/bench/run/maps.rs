@@ -103,6 +103,25 @@ pub(super) fn fill_maps(
             )?;
         }
     }
+    if a.new_flows {
+        // the Service of the established flows (`put_established`): one
+        // more ClusterIP after the K, with a Maglev region of its own
+        let i = services;
+        for (k, slot) in table.iter_mut().enumerate() {
+            *slot = 1 + (i + k as u32) % BACKENDS;
+        }
+        m.write_maglev(i * TABLE, &table)?;
+        m.put_service(
+            &xlb_svc_key::addr(svc_addr(i), p),
+            &xlb_svc_val {
+                svc_id: i + 1,
+                table_off: i * TABLE,
+                table_size: TABLE,
+                fe_type: xlb_bpf::Kind::ClusterIp.fe_type(),
+                ..Default::default()
+            },
+        )?;
+    }
     if s == Scenario::ReplyRevnat {
         let now = monotonic_ns();
         for f in 0..tmpl.flows() {
@@ -124,6 +143,69 @@ pub(super) fn fill_maps(
         }
     }
     Ok(())
+}
+
+/// Established flows of another Service, idle through a `--new-flows` run.
+pub(super) const ESTABLISHED: u32 = 10_000;
+
+/// Writes [`ESTABLISHED`] flows of the Service after the K (see `fill_maps`)
+/// as the data plane does at a flow's first packet: a forward entry (client ->
+/// ClusterIP, its backend) and the reverse one. Returns the forward keys and
+/// backends.
+pub(super) fn put_established(
+    m: &Maps,
+    services: u32,
+    a: &RunArgs,
+) -> Result<Vec<(xlb_ct_key, u32)>> {
+    let p = proto(a.proto);
+    let svc = svc_addr(services);
+    let now = monotonic_ns();
+    let mut out = Vec::with_capacity(ESTABLISHED as usize);
+    for i in 0..ESTABLISHED {
+        let client = std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::from(u32::from(CLIENTS) + i % 64),
+            CLIENT_PORT + (i / 64) as u16,
+        );
+        let j = i % BACKENDS;
+        let fwd = xlb_ct_key::new(client, svc, p.number());
+        m.put_ct(
+            &fwd,
+            &xlb_ct_val {
+                backend_id: j + 1,
+                svc_id: services + 1,
+                flags: XLB_CT_F_REMOTE,
+                last_seen: now,
+                ..Default::default()
+            },
+        )
+        .with_context(|| format!("established flow {i}"))?;
+        m.put_ct(
+            &xlb_ct_key::new(backend_addr(j), client, p.number()),
+            &xlb_ct_val {
+                backend_id: j + 1,
+                svc_id: services + 1,
+                flags: XLB_CT_F_REVERSE,
+                nat_addr: be32(*svc.ip()),
+                nat_port: be16(svc.port()),
+                last_seen: now,
+                ..Default::default()
+            },
+        )
+        .with_context(|| format!("established flow {i} (reverse)"))?;
+        out.push((fwd, j + 1));
+    }
+    Ok(out)
+}
+
+/// Of `flows`, those whose forward entry is still there with its backend.
+pub(super) fn established_kept(m: &Maps, flows: &[(xlb_ct_key, u32)]) -> Result<u64> {
+    let mut kept = 0;
+    for (k, b) in flows {
+        if m.ct_entry(k)?.is_some_and(|v| v.backend_id == *b) {
+            kept += 1;
+        }
+    }
+    Ok(kept)
 }
 
 #[cfg(test)]

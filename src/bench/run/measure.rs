@@ -12,8 +12,9 @@ use xlb_bpf::consts::*;
 use xlb_pktgen::{Latency, Limit, Pktgen, RunOptions, Template};
 
 use super::args::{RunArgs, Scenario};
+use super::ctmem::{self, CtMem};
 use super::frames::{spec, TABLE};
-use super::maps::{ct_entries, fill_maps};
+use super::maps::{ct_entries, established_kept, fill_maps, put_established};
 use super::rules::{iptables_rules, nft_rules};
 use super::topo::*;
 
@@ -27,6 +28,25 @@ pub(super) struct Measure {
     /// Of `received`, frames that arrived VXLAN-encapsulated.
     pub(super) vxlan: u64,
     pub(super) latency: Option<Latency>,
+    /// xlb: the ct map after the phase.
+    pub(super) ct: Option<CtMem>,
+    /// Connection-tracking entries left: xlb's ct map, or what the phase
+    /// added to the node namespace's conntrack table.
+    pub(super) ct_live: Option<u64>,
+    /// xlb with --new-flows: established flows of another Service written
+    /// before the phase, and how many kept their ct entry and backend.
+    pub(super) established: Option<(u64, u64)>,
+}
+
+/// Entries in the conntrack table of namespace `ns`.
+fn conntrack_count(ns: &str) -> Result<u64> {
+    Topo::within(ns, || {
+        let p = "/proc/sys/net/netfilter/nf_conntrack_count";
+        let s = std::fs::read_to_string(p).with_context(|| format!("reading {p}"))?;
+        s.trim()
+            .parse()
+            .with_context(|| format!("parsing {p}: {s:?}"))
+    })
 }
 
 pub(super) static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
@@ -275,6 +295,9 @@ impl Bench<'_> {
             } else {
                 None
             },
+            ct: None,
+            ct_live: None,
+            established: None,
         })
     }
 
@@ -311,7 +334,8 @@ impl Bench<'_> {
         self.gen.set_template(&tmpl, 0)?;
         let ns = &self.topo.node;
         if s.is_xlb() {
-            let slots = (services * TABLE).max(XLB_MAGLEV_SLOTS);
+            // one more region for --new-flows' established flows
+            let slots = ((services + 1) * TABLE).max(XLB_MAGLEV_SLOTS);
             let ct = ct_entries(flows);
             let dp = xlb_loader::DataPlane::load(&xlb_loader::LoadOptions {
                 maglev_slots: Some(slots),
@@ -324,9 +348,25 @@ impl Bench<'_> {
             let t0 = Instant::now();
             fill_maps(&dp.maps, &self.topo, s, self.a, services, &tmpl)
                 .context("filling the data plane's maps")?;
+            let established = if self.a.new_flows {
+                put_established(&dp.maps, services, self.a)
+                    .context("writing the established flows")?
+            } else {
+                Vec::new()
+            };
             tracing::info!("maps filled in {:?}", t0.elapsed());
             check_stop(&self.stop)?;
-            let m = self.with_node_prog(prog_fd(dp.xdp_prog()), s.name(), Point::Sink, flows)?;
+            let mut m =
+                self.with_node_prog(prog_fd(dp.xdp_prog()), s.name(), Point::Sink, flows)?;
+            let ct = ctmem::measure(&dp.maps.ct).context("counting the ct entries")?;
+            m.ct = Some(ct);
+            m.ct_live = Some(ct.live);
+            if self.a.new_flows {
+                m.established = Some((
+                    established.len() as u64,
+                    established_kept(&dp.maps, &established)?,
+                ));
+            }
             let reasons = dp
                 .maps
                 .reasons()
@@ -373,7 +413,13 @@ impl Bench<'_> {
                 _ => Topo::exec_stdin(ns, "nft", &["-f", "-"], &nft_rules(self.a, services))
                     .context("installing nftables rules (apt-get install nftables)")?,
             }
-            let m = self.measure(s.name(), Point::Sink, flows);
+            let before = conntrack_count(ns);
+            let m = self
+                .measure(s.name(), Point::Sink, flows)
+                .and_then(|mut m| {
+                    m.ct_live = Some(conntrack_count(ns)?.saturating_sub(before?));
+                    Ok(m)
+                });
             let _ = match s {
                 Scenario::Iptables => Topo::exec(ns, "iptables", &["-t", "nat", "-F"]),
                 _ => Topo::exec(ns, "nft", &["flush", "ruleset"]),

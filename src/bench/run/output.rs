@@ -20,12 +20,47 @@ pub struct Report {
     pub baseline_tx_mpps: f64,
     pub ratio_drop: f64,
     pub ratio_tx: f64,
+    /// Nanoseconds per packet the scenario adds on top of the XDP_DROP
+    /// pipeline on one core ([`ns_over_drop`]); `null` if nothing arrived.
+    pub ns_over_drop: Option<f64>,
     pub latency_us: LatencyUs,
     pub sent: u64,
     pub received: u64,
     /// Size of the data plane's connection-tracking map (xlb scenarios only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ct_entries: Option<u32>,
+    /// Connection-tracking entries left after the scenario's phase: xlb's
+    /// `ct` map, or the node namespace's conntrack table (iptables/nftables).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ct_live_entries: Option<u64>,
+    /// xlb: bytes one ct element costs in the kernel (see `ctmem`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ct_elem_bytes: Option<u64>,
+    /// xlb: live entries x element bytes / flows (not with --new-flows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ct_bytes_per_flow: Option<f64>,
+    /// xlb: the whole preallocated ct map as the kernel accounts it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ct_map_bytes: Option<u64>,
+    /// With --new-flows: flows set up per second per core (every packet
+    /// that came out was a new flow).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_flows_per_sec_per_core: Option<f64>,
+    /// xlb with --new-flows: idle established flows of another Service in
+    /// ct before the phase ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub established_flows: Option<u64>,
+    /// ... and how many still had their ct entry and backend after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub established_kept: Option<u64>,
+}
+
+/// Nanoseconds per packet per core on top of the XDP_DROP baseline:
+/// `1000 / per-core Mpps - 1000 / per-core drop Mpps` (generator and veth
+/// hops cancel out); `None` when either rate is zero.
+pub fn ns_over_drop(mpps: f64, drop_mpps: f64, cores: u32) -> Option<f64> {
+    let c = f64::from(cores.max(1));
+    (mpps > 0.0 && drop_mpps > 0.0).then(|| 1000.0 * c / mpps - 1000.0 * c / drop_mpps)
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -57,11 +92,48 @@ pub(super) fn report(a: &RunArgs, flows: u32, m: &Measure, drop: &Measure, tx: &
         baseline_tx_mpps: tx.mpps,
         ratio_drop: ratio(m.mpps, drop.mpps),
         ratio_tx: ratio(m.mpps, tx.mpps),
+        ns_over_drop: ns_over_drop(m.mpps, drop.mpps, a.cores),
         latency_us: m.latency.into(),
         sent: m.sent,
         received: m.received,
         ct_entries: a.scenario.is_xlb().then(|| ct_entries(flows)),
+        ct_live_entries: m.ct_live,
+        ct_elem_bytes: m.ct.map(|c| c.elem_bytes),
+        ct_bytes_per_flow: m
+            .ct
+            .filter(|_| !a.new_flows)
+            .and_then(|c| c.bytes_per_flow(u64::from(flows))),
+        ct_map_bytes: m.ct.and_then(|c| c.map_bytes),
+        new_flows_per_sec_per_core: a
+            .new_flows
+            .then(|| m.mpps * 1e6 / f64::from(a.cores.max(1))),
+        established_flows: m.established.map(|e| e.0),
+        established_kept: m.established.map(|e| e.1),
     }
+}
+
+/// The connection-tracking and new-flow figures of a report, for the table.
+pub(super) fn state_line(r: &Report) -> Option<String> {
+    let mut v = Vec::new();
+    if let Some(n) = r.new_flows_per_sec_per_core {
+        v.push(format!("new flows/s per core {n:.0}"));
+    }
+    if let Some(n) = r.ct_live_entries {
+        v.push(format!("ct entries left {n}"));
+    }
+    if let (Some(n), Some(k)) = (r.established_flows, r.established_kept) {
+        v.push(format!("established flows of another Service kept {k}/{n}"));
+    }
+    if let Some(b) = r.ct_bytes_per_flow {
+        v.push(format!("ct bytes/flow {b:.0}"));
+    }
+    if let Some(b) = r.ct_elem_bytes {
+        v.push(format!("ct element {b} B"));
+    }
+    if let Some(b) = r.ct_map_bytes {
+        v.push(format!("ct map {:.1} MiB", b as f64 / f64::from(1 << 20)));
+    }
+    (!v.is_empty()).then(|| v.join(", "))
 }
 
 pub(super) fn fmt_cores(v: &[f64]) -> String {
@@ -79,6 +151,10 @@ pub(super) fn table_row(name: &str, m: &Measure, drop: &Measure, tx: &Measure) -
             "-".into()
         }
     };
+    let over = match ns_over_drop(m.mpps, drop.mpps, m.per_core.len() as u32) {
+        Some(ns) => format!("{ns:.0}"),
+        None => "-".into(),
+    };
     let (p50, p99, p999) = match &m.latency {
         Some(l) => (
             format!("{:.1}", l.p50),
@@ -88,7 +164,7 @@ pub(super) fn table_row(name: &str, m: &Measure, drop: &Measure, tx: &Measure) -
         None => ("-".into(), "-".into(), "-".into()),
     };
     format!(
-        "{name:<18} {:>7.3} {:>14} {:>6} {:>6} {p50:>8} {p99:>8} {p999:>8} {:>11} {:>11}",
+        "{name:<18} {:>7.3} {:>14} {:>6} {:>6} {over:>7} {p50:>8} {p99:>8} {p999:>8} {:>11} {:>11}",
         m.mpps,
         fmt_cores(&m.per_core),
         r(drop),
@@ -100,8 +176,17 @@ pub(super) fn table_row(name: &str, m: &Measure, drop: &Measure, tx: &Measure) -
 
 pub(super) fn table_header(first: &str) -> String {
     format!(
-        "{first:<18} {:>7} {:>14} {:>6} {:>6} {:>8} {:>8} {:>8} {:>11} {:>11}",
-        "Mpps", "per core", "xdrop", "xtx", "p50 us", "p99 us", "p999 us", "sent", "received"
+        "{first:<18} {:>7} {:>14} {:>6} {:>6} {:>7} {:>8} {:>8} {:>8} {:>11} {:>11}",
+        "Mpps",
+        "per core",
+        "xdrop",
+        "xtx",
+        "ns+drop",
+        "p50 us",
+        "p99 us",
+        "p999 us",
+        "sent",
+        "received"
     )
 }
 
@@ -180,6 +265,18 @@ pub(super) fn svg(axis: &str, rows: &[(u32, f64)], drop: f64, tx: f64) -> String
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ns_over_drop_is_the_per_core_time_added_to_the_drop_pipeline() {
+        use super::ns_over_drop;
+        // 2 Mpps vs 4 Mpps: 500 ns - 250 ns
+        assert_eq!(ns_over_drop(2.0, 4.0, 1), Some(250.0));
+        // two cores: per-core rates 1 and 2 Mpps
+        assert_eq!(ns_over_drop(2.0, 4.0, 2), Some(500.0));
+        assert_eq!(ns_over_drop(4.0, 4.0, 1), Some(0.0));
+        assert_eq!(ns_over_drop(0.0, 4.0, 1), None);
+        assert_eq!(ns_over_drop(1.0, 0.0, 1), None);
+    }
+
     #[test]
     fn a_sweep_plots_a_line() {
         let s = super::svg("flows", &[(1, 1.0), (10, 0.9)], 2.0, 1.5);

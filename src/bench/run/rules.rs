@@ -135,6 +135,7 @@ mod tests {
             egress: Egress::Same,
             iface: None,
             peer_iface: None,
+            new_flows: false,
             sweep: None,
             svg: None,
             repeat: 1,

@@ -6,7 +6,8 @@
 //!  xc0 198.18.0.1/28 ---- xn0 198.18.0.2/28
 //!                         xn1 198.18.0.17/28 -------------- xs0 198.18.0.18/28
 //! ```
-//! Flow sources live in 198.18.0.64/26 (routed via xc0), pods of the client's
+//! Flow sources live in 198.18.0.64/26 (routed via xc0; `--new-flows`: in
+//! 100.64.0.0/10, also via xc0), pods of the client's
 //! node in 10.244.2.0/24 (via xc0). The remote node 198.18.0.18 and its pods
 //! 10.244.1.0/24 are reached, by [`Egress`]:
 //! - `same`: out of the ingress veth xn0 (one uplink, as on a real node: the
@@ -39,6 +40,8 @@ pub const NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const NODE_SINK_SIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 17);
 pub const REMOTE_NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 18);
 pub const CLIENTS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 64);
+/// Sources of `--new-flows` (100.64.0.0/10, routed via xc0).
+pub const NEW_FLOW_SOURCES: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 0);
 pub const REMOTE_PODS: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 0);
 pub const CLIENT_PODS: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 0);
 /// Link MTU: room for VXLAN around a 1500-byte frame.
@@ -365,6 +368,10 @@ impl Topo {
         self.ip(
             &n,
             &format!("route add {CLIENTS}/26 via {CLIENT} dev {dn0}"),
+        )?;
+        self.ip(
+            &n,
+            &format!("route add {NEW_FLOW_SOURCES}/10 via {CLIENT} dev {dn0}"),
         )?;
         self.ip(
             &n,
