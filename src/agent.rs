@@ -44,6 +44,7 @@ use crate::model::{Model, ModelConfig, Snapshot};
 use crate::sources::SourceOptions;
 use crate::sync::{SyncOptions, Syncer};
 
+pub mod ct_timeouts;
 pub mod net;
 
 /// Delay before a failed or partial sync is retried with the last snapshot.
@@ -144,6 +145,10 @@ pub struct AgentArgs {
     /// Changes arriving within this many milliseconds are synced together.
     #[arg(long, env = "XLB_DEBOUNCE_MS", default_value_t = 200)]
     pub debounce_ms: u64,
+
+    /// Connection-tracking timeouts (`config` map).
+    #[command(flatten)]
+    pub ct_timeouts: ct_timeouts::CtTimeouts,
 
     /// Uninstall: detach every xlb hook and remove every pin under
     /// --pin-dir (maps included; connection tracking is lost), then exit.
@@ -561,6 +566,7 @@ impl Agent {
             c.mtu = i.mtu;
         }
         c.flags |= xlb_bpf::consts::XLB_CFG_F_REJECT;
+        self.args.ct_timeouts.apply(&mut c);
         if node.addr.is_some() {
             c.flags |= xlb_bpf::consts::XLB_CFG_F_VXLAN;
         }
