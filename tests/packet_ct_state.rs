@@ -179,7 +179,11 @@ fn state_bits_follow_a_connection_through_tc() {
     assert_eq!(flags_of(&env, BE_LOCAL, POD), 0, "a reply ends half-open");
     assert_eq!(flags_of(&env, POD, vip), XLB_CT_F_SYN);
     tc_send(&env, POD, vip, ACK);
-    assert_eq!(flags_of(&env, POD, vip), 0, "the client's ACK ends half-open");
+    assert_eq!(
+        flags_of(&env, POD, vip),
+        0,
+        "the client's ACK ends half-open"
+    );
     tc_send(&env, POD, vip, ACK | 0x01);
     assert_eq!(flags_of(&env, POD, vip), XLB_CT_F_FIN_FWD);
     assert_eq!(flags_of(&env, BE_LOCAL, POD), XLB_CT_F_FIN_FWD);

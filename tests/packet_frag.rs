@@ -43,7 +43,12 @@ fn step(env: &Env, prog: Prog, frame: &[u8], rc: u32, reason: u32) -> Vec<u8> {
         Prog::Tc => env.tc(frame),
     };
     let after = env.reasons();
-    assert_eq!(got, rc, "verdict; reasons moved: {:?}", moved(&before, &after));
+    assert_eq!(
+        got,
+        rc,
+        "verdict; reasons moved: {:?}",
+        moved(&before, &after)
+    );
     let r = reason as usize;
     assert_eq!(
         after[r] - before[r],
@@ -83,7 +88,14 @@ fn udp_train_follows_its_first_fragment_xdp() {
         .iter()
         .map(|fr| step(&env, Prog::Xdp, fr, XDP_PASS, XLB_R_PASS_LOCAL))
         .collect();
-    let want = fragments(&Frame { dst: sa(BE_UDP), ..f }.build(), &CUTS);
+    let want = fragments(
+        &Frame {
+            dst: sa(BE_UDP),
+            ..f
+        }
+        .build(),
+        &CUTS,
+    );
     assert_train(&outs, &want);
 }
 
@@ -96,7 +108,14 @@ fn tcp_train_follows_its_first_fragment_xdp() {
         .iter()
         .map(|fr| step(&env, Prog::Xdp, fr, XDP_PASS, XLB_R_PASS_LOCAL))
         .collect();
-    let want = fragments(&Frame { dst: sa(BE_LOCAL), ..f }.build(), &CUTS);
+    let want = fragments(
+        &Frame {
+            dst: sa(BE_LOCAL),
+            ..f
+        }
+        .build(),
+        &CUTS,
+    );
     assert_train(&outs, &want);
 }
 
@@ -105,9 +124,22 @@ fn out_of_order_fragment_before_its_first_passes_untranslated() {
     let Some(env) = fresh() else { return };
     let f = big_udp(CLIENT_SA, "10.96.0.10:53");
     let train = fragments(&f.build(), &CUTS);
-    let want = fragments(&Frame { dst: sa(BE_UDP), ..f }.build(), &CUTS);
+    let want = fragments(
+        &Frame {
+            dst: sa(BE_UDP),
+            ..f
+        }
+        .build(),
+        &CUTS,
+    );
     // last, then first, then middle
-    let out = step(&env, Prog::Xdp, &train[2], XDP_PASS, XLB_R_PASS_FRAG_NO_FIRST);
+    let out = step(
+        &env,
+        Prog::Xdp,
+        &train[2],
+        XDP_PASS,
+        XLB_R_PASS_FRAG_NO_FIRST,
+    );
     assert_eq!(out, train[2], "passes untouched");
     let first = step(&env, Prog::Xdp, &train[0], XDP_PASS, XLB_R_PASS_LOCAL);
     assert_eq!(first, want[0]);
@@ -184,7 +216,13 @@ fn marked_later_fragments_are_decapsulated() {
     let train = fragments(&f.build(), &CUTS);
     for (i, fr) in train.iter().enumerate() {
         let reason = XLB_R_PASS_DECAP;
-        let out = step(&env, Prog::Xdp, &vxlan(fr, PEER, NODE, VNI, true), XDP_PASS, reason);
+        let out = step(
+            &env,
+            Prog::Xdp,
+            &vxlan(fr, PEER, NODE, VNI, true),
+            XDP_PASS,
+            reason,
+        );
         let mut want = fr.clone();
         want[..6].copy_from_slice(&NODE_MAC);
         assert_eq!(out, want, "fragment {i}: decapsulated, untranslated");
@@ -200,7 +238,14 @@ fn tc_pod_fragments_follow_and_replies_are_reverse_natted() {
         .iter()
         .map(|fr| step(&env, Prog::Tc, fr, TC_ACT_OK, XLB_R_PASS_LOCAL))
         .collect();
-    let want = fragments(&Frame { dst: sa(BE_UDP), ..f }.build(), &CUTS);
+    let want = fragments(
+        &Frame {
+            dst: sa(BE_UDP),
+            ..f
+        }
+        .build(),
+        &CUTS,
+    );
     assert_train(&outs, &want);
 
     // the backend's fragmented reply, out of order: middle first
@@ -214,7 +259,13 @@ fn tc_pod_fragments_follow_and_replies_are_reverse_natted() {
         .build(),
         &CUTS,
     );
-    let out = step(&env, Prog::Tc, &rtrain[1], TC_ACT_OK, XLB_R_PASS_FRAG_NO_FIRST);
+    let out = step(
+        &env,
+        Prog::Tc,
+        &rtrain[1],
+        TC_ACT_OK,
+        XLB_R_PASS_FRAG_NO_FIRST,
+    );
     assert_eq!(out, rtrain[1]);
     let mut routs = Vec::new();
     for fr in &rtrain {

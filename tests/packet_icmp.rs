@@ -30,7 +30,12 @@ fn step(env: &Env, prog: Prog, frame: &[u8], rc: u32, reason: u32) -> Vec<u8> {
         Prog::Tc => env.tc(frame),
     };
     let after = env.reasons();
-    assert_eq!(got, rc, "verdict; reasons moved: {:?}", moved(&before, &after));
+    assert_eq!(
+        got,
+        rc,
+        "verdict; reasons moved: {:?}",
+        moved(&before, &after)
+    );
     let r = reason as usize;
     assert_eq!(
         after[r] - before[r],
@@ -89,12 +94,26 @@ fn xdp_frag_needed_from_a_router_toward_the_client() {
     let Some(env) = fresh() else { return };
     open_tcp(&env, "10.96.0.10:80");
     let sent = Frame::tcp(sa(CLIENT_SA), sa("10.96.0.10:80")).payload(&[7; 30]);
-    let dnated = Frame { dst: sa(BE_LOCAL), ..sent.clone() }.build();
+    let dnated = Frame {
+        dst: sa(BE_LOCAL),
+        ..sent.clone()
+    }
+    .build();
     let input = icmp_error(ROUTER, CLIENT, FRAG_NEEDED, 1400, &dnated, 576);
     let out = step(&env, Prog::Xdp, &input, XDP_PASS, XLB_R_PASS_ICMP_RELATED);
     check_icmp(&out, "frag needed");
-    let want = icmp_error(ip("10.96.0.10:80"), CLIENT, FRAG_NEEDED, 1400, &sent.build(), 576);
-    assert_eq!(out, want, "outer source := VIP, quoted destination := VIP:80");
+    let want = icmp_error(
+        ip("10.96.0.10:80"),
+        CLIENT,
+        FRAG_NEEDED,
+        1400,
+        &sent.build(),
+        576,
+    );
+    assert_eq!(
+        out, want,
+        "outer source := VIP, quoted destination := VIP:80"
+    );
 }
 
 /// Time exceeded (TTL) toward the client, minimal quote (IPv4 + 8 bytes: the
@@ -104,11 +123,22 @@ fn xdp_time_exceeded_toward_the_client_short_quote() {
     let Some(env) = fresh() else { return };
     open_tcp(&env, "10.96.0.10:80");
     let sent = Frame::tcp(sa(CLIENT_SA), sa("10.96.0.10:80"));
-    let dnated = Frame { dst: sa(BE_LOCAL), ..sent.clone() }.build();
+    let dnated = Frame {
+        dst: sa(BE_LOCAL),
+        ..sent.clone()
+    }
+    .build();
     let input = icmp_error(ROUTER, CLIENT, TTL_EXCEEDED, 0, &dnated, 28);
     let out = step(&env, Prog::Xdp, &input, XDP_PASS, XLB_R_PASS_ICMP_RELATED);
     check_icmp(&out, "time exceeded");
-    let want = icmp_error(ip("10.96.0.10:80"), CLIENT, TTL_EXCEEDED, 0, &sent.build(), 28);
+    let want = icmp_error(
+        ip("10.96.0.10:80"),
+        CLIENT,
+        TTL_EXCEEDED,
+        0,
+        &sent.build(),
+        28,
+    );
     assert_eq!(out, want);
 }
 
@@ -119,7 +149,11 @@ fn xdp_port_unreachable_from_a_remote_backend_by_tunnel() {
     let Some(env) = fresh() else { return };
     open_udp(&env, "10.96.0.20:53");
     let sent = Frame::udp(sa(CLIENT_SA), sa("10.96.0.20:53"));
-    let dnated = Frame { dst: sa(BE_REMOTE), ..sent.clone() }.build();
+    let dnated = Frame {
+        dst: sa(BE_REMOTE),
+        ..sent.clone()
+    }
+    .build();
     let inner = with_macs(
         icmp_error(ip(BE_REMOTE), CLIENT, PORT_UNREACH, 0, &dnated, 576),
         VTEP_MAC,
@@ -129,7 +163,14 @@ fn xdp_port_unreachable_from_a_remote_backend_by_tunnel() {
     let out = step(&env, Prog::Xdp, &input, XDP_PASS, XLB_R_PASS_ICMP_RELATED);
     check_icmp(&out, "port unreachable");
     let want = with_macs(
-        icmp_error(ip("10.96.0.20:53"), CLIENT, PORT_UNREACH, 0, &sent.build(), 576),
+        icmp_error(
+            ip("10.96.0.20:53"),
+            CLIENT,
+            PORT_UNREACH,
+            0,
+            &sent.build(),
+            576,
+        ),
         NODE_MAC,
         PEER_MAC,
     );
@@ -190,11 +231,22 @@ fn tc_port_unreachable_from_a_local_backend_toward_the_client() {
     let Some(env) = fresh() else { return };
     open_udp(&env, "10.96.0.10:53");
     let sent = Frame::udp(sa(CLIENT_SA), sa("10.96.0.10:53"));
-    let dnated = Frame { dst: sa(BE_UDP), ..sent.clone() }.build();
+    let dnated = Frame {
+        dst: sa(BE_UDP),
+        ..sent.clone()
+    }
+    .build();
     let input = icmp_error(ip(BE_UDP), CLIENT, PORT_UNREACH, 0, &dnated, 576);
     let out = step(&env, Prog::Tc, &input, TC_ACT_OK, XLB_R_PASS_ICMP_RELATED);
     check_icmp(&out, "tc port unreachable");
-    let want = icmp_error(ip("10.96.0.10:53"), CLIENT, PORT_UNREACH, 0, &sent.build(), 576);
+    let want = icmp_error(
+        ip("10.96.0.10:53"),
+        CLIENT,
+        PORT_UNREACH,
+        0,
+        &sent.build(),
+        576,
+    );
     assert_eq!(out, want);
 }
 
@@ -226,7 +278,13 @@ fn tc_error_of_a_tunneled_flow_returns_through_the_tunnel() {
     let (rc, _) = env.xdp_in(&vxlan(&flow, PEER, NODE, VNI, true), Some(env.uplink));
     assert_eq!(rc, XDP_PASS, "marked tunnel in: tunnel-return entry");
     let input = icmp_error(ip(BE_UDP), CLIENT, PORT_UNREACH, 0, &flow, 576);
-    let out = step(&env, Prog::Tc, &input, TC_ACT_REDIRECT, XLB_R_TX_ICMP_RELATED);
+    let out = step(
+        &env,
+        Prog::Tc,
+        &input,
+        TC_ACT_REDIRECT,
+        XLB_R_TX_ICMP_RELATED,
+    );
     let v = check_vxlan(&out, "tunnel return");
     assert_eq!(Ipv4Addr::from(v.ip.destination), PEER);
     assert_eq!(v.flags, 0x0800_0000, "unmarked");

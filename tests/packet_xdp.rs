@@ -357,7 +357,11 @@ fn cases() -> Vec<Case> {
                     .ct_entry(&xlb_ct_key::new(sa(CLIENT_SA), sa("10.96.0.20:80"), TCP))
                     .unwrap()
                     .unwrap();
-                assert_eq!(fwd.flags, XLB_CT_F_REMOTE | XLB_CT_F_SYN, "remote, half-open");
+                assert_eq!(
+                    fwd.flags,
+                    XLB_CT_F_REMOTE | XLB_CT_F_SYN,
+                    "remote, half-open"
+                );
             },
         },
         Case {
@@ -852,10 +856,7 @@ fn cases() -> Vec<Case> {
                     .ct_entry(&xlb_ct_key::new(sa(BE_LOCAL), sa(CLIENT_SA), TCP))
                     .unwrap()
                     .expect("tunnel-return entry");
-                assert_eq!(
-                    rev.flags,
-                    XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL | XLB_CT_F_SYN
-                );
+                assert_eq!(rev.flags, XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL | XLB_CT_F_SYN);
                 assert_eq!(rev.tunnel_peer(), Some(PEER));
                 assert_eq!(rev.nat_addr, 0, "the peer reverse-NATs, not this node");
             },
@@ -878,10 +879,7 @@ fn cases() -> Vec<Case> {
                     .ct_entry(&xlb_ct_key::new(sa(BE_LOCAL), sa(CLIENT_SA), TCP))
                     .unwrap()
                     .unwrap();
-                assert_eq!(
-                    rev.flags,
-                    XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL | XLB_CT_F_SYN
-                );
+                assert_eq!(rev.flags, XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL | XLB_CT_F_SYN);
                 assert_eq!(rev.tunnel_peer(), Some(PEER));
                 assert_eq!(rev.nat(), sa("10.96.0.10:80"));
             },

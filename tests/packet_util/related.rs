@@ -38,7 +38,10 @@ pub fn fragments(frame: &[u8], sizes: &[usize]) -> Vec<Vec<u8>> {
         }
         let last = i == sizes.len() || at + n >= payload.len();
         let n = if last { payload.len() - at } else { n };
-        assert!(last || n.is_multiple_of(8), "fragment sizes are multiples of 8");
+        assert!(
+            last || n.is_multiple_of(8),
+            "fragment sizes are multiples of 8"
+        );
         let mut f = frame[..14 + hl].to_vec();
         let ip = &mut f[14..];
         ip[2..4].copy_from_slice(&((hl + n) as u16).to_be_bytes());
