@@ -34,6 +34,8 @@
 #include "include/nat.h"
 #include "include/vxlan.h"
 #include "include/icmp.h"
+#include "include/frag.h"
+#include "include/icmperr.h"
 
 static __always_inline int xlb_tc_done(int reason, __u64 bytes, int verdict)
 {
@@ -75,8 +77,10 @@ static __always_inline int xlb_tc_reply(struct __sk_buff *skb, struct xlb_config
 	__be32 nat_addr = v->nat_addr, peer = v->tunnel_peer;
 	__be16 nat_port = v->nat_port;
 	__u32 flags = v->flags;
-	__u32 l4_off = ETH_HLEN + p->ihl_len, svc_id = v->svc_id;
+	__u32 l4_off = p->l4 ? ETH_HLEN + p->ihl_len : 0, svc_id = v->svc_id;
 
+	if (p->first_frag)
+		xlb_frag_put(p, (void *)(long)skb->data_end);
 	if (nat_addr) {
 		xlb_count_svc(v->svc_id, bytes);
 		if (xlb_nat_skb(skb, ETH_HLEN, l4_off, p->proto, XLB_NAT_SRC, p->saddr, nat_addr,
@@ -116,14 +120,14 @@ static __always_inline int xlb_tc_reject(struct __sk_buff *skb, struct xlb_confi
 
 	if (!(cfg->flags & XLB_CFG_F_REJECT))
 		return xlb_tc_end(skb, t, svc_id, XLB_R_DROP_NO_BACKEND, bytes, TC_ACT_SHOT);
-	if (p->proto == IPPROTO_UDP) {
+	if (p->proto == IPPROTO_UDP && p->l4) {
 		if (xlb_icmp_skb(skb, p, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, p->eth->h_source,
 				 p->eth->h_dest))
 			return xlb_tc_end(skb, t, svc_id, XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
 		xlb_tc_end(skb, t, svc_id, XLB_R_TX_REJECT, bytes, 0);
 		return bpf_redirect(skb->ifindex, 0);
 	}
-	if (p->proto != IPPROTO_TCP || !xlb_rst_info(p, data_end, &ri) || ri.rst)
+	if (p->proto != IPPROTO_TCP || !p->l4 || !xlb_rst_info(p, data_end, &ri) || ri.rst)
 		return xlb_tc_end(skb, t, svc_id, XLB_R_DROP_NO_BACKEND, bytes, TC_ACT_SHOT);
 	__builtin_memcpy(ri.mac_to, p->eth->h_source, ETH_ALEN);
 	__builtin_memcpy(ri.mac_from, p->eth->h_dest, ETH_ALEN);
@@ -142,8 +146,10 @@ static __always_inline int xlb_tc_forward(struct __sk_buff *skb, struct xlb_pkt 
 					  const struct xlb_ct_key *t, struct xlb_choice *ch,
 					  __u32 svc_id, __u64 bytes)
 {
-	__u32 l4_off = ETH_HLEN + p->ihl_len;
+	__u32 l4_off = p->l4 ? ETH_HLEN + p->ihl_len : 0;
 
+	if (p->first_frag)
+		xlb_frag_put(p, (void *)(long)skb->data_end);
 	if (xlb_nat_skb(skb, ETH_HLEN, l4_off, p->proto, XLB_NAT_DST, p->daddr, ch->addr, p->dport,
 			ch->port))
 		return xlb_tc_end(skb, t, svc_id, XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
@@ -161,6 +167,53 @@ static __always_inline int xlb_tc_forward(struct __sk_buff *skb, struct xlb_pkt 
 	}
 	xlb_count_backend(ch->backend_id, bytes);
 	return xlb_tc_done(ch->node ? XLB_R_TX_REMOTE : XLB_R_PASS_LOCAL, bytes, TC_ACT_OK);
+}
+
+/*
+ * An ICMP error a pod sends about a balanced flow (icmperr.h): a backend's
+ * error about its client's packet is translated toward the client (or sent
+ * back untranslated through the tunnel it came by, whose node translates
+ * it); a client pod's error about a reply is translated toward the backend.
+ * The stack routes the result.
+ */
+static __always_inline int xlb_tc_icmp(struct __sk_buff *skb, struct xlb_config *cfg,
+				       struct xlb_pkt *p, __u64 bytes)
+{
+	void *data_end = (void *)(long)skb->data_end;
+	struct xlb_icmp_err e;
+	struct xlb_choice ch = {};
+	struct xlb_ct_val *v;
+	__be32 nat_addr, peer;
+	__u32 flags;
+
+	if (!xlb_icmp_err_parse(p, data_end, &e))
+		return xlb_tc_done(XLB_R_PASS_L4_OTHER, bytes, TC_ACT_OK);
+	v = bpf_map_lookup_elem(&ct, &e.flow);
+	if (!v)
+		return xlb_tc_done(XLB_R_PASS_L4_OTHER, bytes, TC_ACT_OK);
+	flags = v->flags;
+	if (flags & XLB_CT_F_REVERSE) {
+		nat_addr = v->nat_addr;
+		peer = (flags & XLB_CT_F_TUNNEL) ? v->tunnel_peer : 0;
+		if ((!nat_addr && !peer) || (flags & XLB_CT_F_HAIRPIN))
+			return xlb_tc_done(XLB_R_PASS_L4_OTHER, bytes, TC_ACT_OK);
+		if (nat_addr) {
+			xlb_count_svc(v->svc_id, bytes);
+			xlb_icmp_err_nat(p, &e, XLB_NAT_DST, nat_addr, v->nat_port);
+		}
+		if (peer) {
+			if (xlb_encap_skb(skb, cfg, peer, xlb_flow_hash(&e.flow, 0)))
+				return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+			xlb_count(XLB_R_TX_ICMP_RELATED, bytes);
+			return bpf_redirect_neigh(cfg->ifindex, NULL, 0, 0);
+		}
+		return xlb_tc_done(XLB_R_PASS_ICMP_RELATED, bytes, TC_ACT_OK);
+	}
+	if (!xlb_ct_live_backend(v, cfg, e.flow.proto, xlb_now(), &ch))
+		return xlb_tc_done(XLB_R_PASS_L4_OTHER, bytes, TC_ACT_OK);
+	xlb_count_svc(v->svc_id, bytes);
+	xlb_icmp_err_nat(p, &e, XLB_NAT_SRC, ch.addr, ch.port);
+	return xlb_tc_done(XLB_R_PASS_ICMP_RELATED, bytes, TC_ACT_OK);
 }
 
 SEC("tc")
@@ -188,11 +241,16 @@ int xlb_tc(struct __sk_buff *skb)
 		data_end = (void *)(long)skb->data_end;
 	}
 	r = xlb_parse(data, data_end, &p);
-	if (r != XLB_OK)
+	if (r != XLB_OK && r != XLB_R_PASS_FRAG_NO_FIRST && r != XLB_R_PASS_L4_OTHER)
 		return xlb_tc_done(r, bytes, TC_ACT_OK);
 	cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg)
 		return xlb_tc_done(XLB_R_PASS_NOT_SERVICE, bytes, TC_ACT_OK);
+	if (r == XLB_R_PASS_L4_OTHER)
+		return xlb_tc_icmp(skb, cfg, &p, bytes);
+	/* a later fragment: its first fragment's ports, or untranslated (frag.h) */
+	if (r == XLB_R_PASS_FRAG_NO_FIRST && !xlb_frag_get(&p, data_end))
+		return xlb_tc_done(XLB_R_PASS_FRAG_NO_FIRST, bytes, TC_ACT_OK);
 	t.saddr = p.saddr;
 	t.daddr = p.daddr;
 	t.sport = p.sport;
@@ -203,12 +261,14 @@ int xlb_tc(struct __sk_buff *skb)
 	if (v) {
 		now = xlb_now();
 		if (v->flags & XLB_CT_F_REVERSE) {
-			if (xlb_ct_reverse_live(v, t.proto, now))
+			if (xlb_ct_reverse_live(v, &t, cfg, p.tcp_flags, now))
 				return xlb_tc_reply(skb, cfg, &p, v, &t, bytes);
-		} else if ((r = xlb_ct_backend(v, t.proto, now, &ch))) {
+		} else if ((r = xlb_ct_backend(v, cfg, t.proto, p.tcp_flags, now, &ch))) {
 			xlb_count_svc(v->svc_id, bytes);
-			if (r == XLB_CT_USE_CHECK)
+			if (r & XLB_CT_CHECK)
 				xlb_ct_reverse_keep(&t, &ch, v, now);
+			if (r & XLB_CT_SYNC)
+				xlb_ct_sync_reverse(&t, &ch, v->flags & XLB_CT_F_CLOSING);
 			return xlb_tc_forward(skb, &p, &t, &ch, v->svc_id, bytes);
 		}
 	}
@@ -226,7 +286,7 @@ int xlb_tc(struct __sk_buff *skb)
 		return xlb_tc_reject(skb, cfg, &p, &t, svc->svc_id, bytes);
 	if (r != XLB_OK)
 		return xlb_tc_end(skb, &t, svc->svc_id, r, bytes, TC_ACT_SHOT);
-	if (xlb_ct_create(&t, &ch, svc->svc_id, 0, now) != XLB_OK)
+	if (xlb_ct_create(&t, &ch, svc->svc_id, 0, p.tcp_flags, now) != XLB_OK)
 		xlb_count(XLB_R_EVENT_CT_FULL, bytes);
 	return xlb_tc_forward(skb, &p, &t, &ch, svc->svc_id, bytes);
 }

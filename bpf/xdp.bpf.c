@@ -31,6 +31,8 @@
 #include "include/icmp.h"
 #include "include/nh.h"
 #include "include/flowcache.h"
+#include "include/frag.h"
+#include "include/icmperr.h"
 
 struct xlb_ctx {
 	struct xdp_md *ctx;
@@ -109,7 +111,7 @@ static __always_inline int xlb_reject(struct xlb_ctx *x)
 	int reason = XLB_R_DROP_NO_BACKEND, verdict;
 	int r;
 
-	if (!(x->cfg->flags & XLB_CFG_F_REJECT))
+	if (!(x->cfg->flags & XLB_CFG_F_REJECT) || !x->p.l4)
 		return xlb_end(x, XLB_R_DROP_NO_BACKEND, XDP_DROP);
 	xlb_answer_macs(x, to, from);
 	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
@@ -243,6 +245,8 @@ static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
 	__u64 vtep_expires;
 	int r;
 
+	if (x->p.first_frag)
+		xlb_frag_put(&x->p, (void *)(long)x->ctx->data_end);
 	if (!ch->node) {
 		r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
 		if (r != XLB_OK)
@@ -275,6 +279,8 @@ static __always_inline int xlb_reply(struct xlb_ctx *x, struct xlb_ct_val *v,
 	__u32 flags = v->flags;
 	int r;
 
+	if (x->p.first_frag)
+		xlb_frag_put(&x->p, (void *)(long)x->ctx->data_end);
 	if (nat_addr)
 		xlb_count_svc(v->svc_id, x->bytes);
 	if ((flags & XLB_CT_F_TUNNEL) && peer) {
@@ -315,7 +321,8 @@ static __always_inline int xlb_tunnel_in(struct xlb_ctx *x, __u64 now)
 	if (!v || !(v->flags & XLB_CT_F_TUNNEL) || v->nat_addr ||
 	    v->tunnel_peer != x->tun.peer) {
 		struct xlb_ct_val nv = {
-			.flags = XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL,
+			.flags = XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL |
+				 xlb_ct_state_new(x->p.proto, x->p.tcp_flags),
 			.tunnel_peer = x->tun.peer,
 			.last_seen = now,
 		};
@@ -330,13 +337,100 @@ static __always_inline int xlb_tunnel_in(struct xlb_ctx *x, __u64 now)
 			if (v)
 				xlb_ct_epoch_bump();
 		}
-	} else if (xlb_age(now, v->last_seen) > XLB_CT_TOUCH_NS) {
-		v->last_seen = now;
+	} else {
+		__u32 f = v->flags, nf;
+
+		if (xlb_age(now, v->last_seen) > XLB_CT_TOUCH_NS)
+			v->last_seen = now;
+		/* the client's SYN / FIN / RST: this node's only entry of the flow */
+		if ((f & XLB_CT_F_TCP_STATE) | (x->p.tcp_flags & XLB_TCP_CTRL)) {
+			nf = xlb_tcp_open(x->p.tcp_flags) ?
+				     (f & ~XLB_CT_F_TCP_STATE) | XLB_CT_F_SYN :
+				     xlb_ct_state_next(f, x->p.tcp_flags, XLB_CT_F_FIN_FWD);
+			if (nf != f)
+				v->flags = nf;
+		}
 	}
 	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
 	if (r != XLB_OK)
 		return xlb_end(x, r, XDP_DROP);
 	return xlb_done(XLB_R_PASS_DECAP, x->bytes, XDP_PASS);
+}
+
+/*
+ * A frame xlb does not translate (a later fragment without its first, an ICMP
+ * message about no balanced flow): passed untouched, or decapsulated when a
+ * remote node marked it (it chose a backend here; the kernel's VXLAN device
+ * would drop the marked frame).
+ */
+static __always_inline int xlb_untranslated(struct xlb_ctx *x, int reason)
+{
+	int r;
+
+	if (!x->tun.marked)
+		return xlb_done(reason, x->bytes, XDP_PASS);
+	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
+	if (r != XLB_OK)
+		return xlb_done(r, x->bytes, XDP_DROP);
+	return xlb_done(XLB_R_PASS_DECAP, x->bytes, XDP_PASS);
+}
+
+/* An ICMP error about a balanced flow (icmperr.h): translated, then to the
+ * client (reverse entry) or the backend (forward entry) like the flow's own
+ * packets. Anything else not TCP/UDP passes (pass_l4_other). */
+static __always_inline int xlb_icmp_in(struct xlb_ctx *x)
+{
+	void *data_end = (void *)(long)x->ctx->data_end;
+	struct xlb_icmp_err e;
+	struct xlb_choice ch = {};
+	struct xlb_send s = { .ok_reason = XLB_R_TX_ICMP_RELATED };
+	__u8 vtep[ETH_ALEN] XLB_MAC_ALIGN;
+	struct xlb_ct_val *v;
+	__u64 vtep_expires;
+	__be32 nat_addr;
+	__u32 flags;
+	int r;
+
+	if (!xlb_icmp_err_parse(&x->p, data_end, &e))
+		return xlb_untranslated(x, XLB_R_PASS_L4_OTHER);
+	if (!x->tun.peer && !xlb_be_maybe(e.flow.saddr) &&
+	    !xlb_frontend_maybe(e.flow.daddr, e.flow.dport, e.flow.proto))
+		return xlb_done(XLB_R_PASS_L4_OTHER, x->bytes, XDP_PASS);
+	v = bpf_map_lookup_elem(&ct, &e.flow);
+	if (!v)
+		return xlb_untranslated(x, XLB_R_PASS_L4_OTHER);
+	s.hash = xlb_flow_hash(&e.flow, 0);
+	flags = v->flags;
+	if (flags & XLB_CT_F_REVERSE) {
+		nat_addr = v->nat_addr;
+		s.peer = (flags & XLB_CT_F_TUNNEL) ? v->tunnel_peer : 0;
+		if ((!nat_addr && !s.peer) || (flags & XLB_CT_F_HAIRPIN))
+			return xlb_untranslated(x, XLB_R_PASS_L4_OTHER);
+		if (nat_addr) {
+			xlb_count_svc(v->svc_id, x->bytes);
+			xlb_icmp_err_nat(&x->p, &e, XLB_NAT_DST, nat_addr, v->nat_port);
+		}
+		if (s.peer)
+			return xlb_to_peer(x, &s);
+	} else {
+		if (!xlb_ct_live_backend(v, x->cfg, e.flow.proto, xlb_now_of(x), &ch))
+			return xlb_untranslated(x, XLB_R_PASS_L4_OTHER);
+		xlb_count_svc(v->svc_id, x->bytes);
+		xlb_icmp_err_nat(&x->p, &e, XLB_NAT_SRC, ch.addr, ch.port);
+		if (ch.node) {
+			if (!xlb_vtep_mac(xlb_vtep_slot(ch.addr), ch.addr, x->now, vtep,
+					  &vtep_expires))
+				return xlb_done(XLB_R_DROP_NO_TUNNEL, x->bytes, XDP_DROP);
+			s.peer = ch.node;
+			s.inner_dmac = vtep;
+			s.mark = 1;
+			return xlb_to_peer(x, &s);
+		}
+	}
+	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
+	if (r != XLB_OK)
+		return xlb_done(r, x->bytes, XDP_DROP);
+	return xlb_done(XLB_R_PASS_ICMP_RELATED, x->bytes, XDP_PASS);
 }
 
 static __always_inline int xlb_balance(struct xlb_ctx *x)
@@ -362,11 +456,13 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		x->hash = c->hash;
 		x->has_hash = 1;
 		x->fc = c;
-		if (now < c->expires) {
+		/* SYN, FIN and RST go to the ct entry: they may change its
+		 * state (ct.h); entries with state bits are never cached. */
+		if (now < c->expires && !(x->p.tcp_flags & XLB_TCP_CTRL)) {
 			if (v->flags & XLB_CT_F_REVERSE) {
-				if (xlb_age(now, v->last_seen) < xlb_ct_timeout(t.proto))
+				if (xlb_age(now, v->last_seen) < xlb_ct_timeout(x->cfg, v->flags, t.proto))
 					return xlb_reply(x, v, &t);
-			} else if (xlb_ct_live_backend(v, t.proto, now, &ch)) {
+			} else if (xlb_ct_live_backend(v, x->cfg, t.proto, now, &ch)) {
 				xlb_count_svc(v->svc_id, x->bytes);
 				x->svc_id = v->svc_id;
 				return xlb_forward(x, &ch, &t);
@@ -387,16 +483,18 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	if (v) {
 		now = xlb_now_of(x);
 		if (v->flags & XLB_CT_F_REVERSE) {
-			if (xlb_ct_reverse_live(v, t.proto, now)) {
+			if (xlb_ct_reverse_live(v, &t, x->cfg, x->p.tcp_flags, now)) {
 				if (xlb_fc_put(&fc, &t, v, now, xlb_hash_of(x, &t)))
 					x->fc = fc.slot;
 				return xlb_reply(x, v, &t);
 			}
-		} else if ((r = xlb_ct_backend(v, t.proto, now, &ch))) {
+		} else if ((r = xlb_ct_backend(v, x->cfg, t.proto, x->p.tcp_flags, now, &ch))) {
 			xlb_count_svc(v->svc_id, x->bytes);
 			x->svc_id = v->svc_id;
-			if (r == XLB_CT_USE_CHECK)
+			if (r & XLB_CT_CHECK)
 				xlb_ct_reverse_keep(&t, &ch, v, now);
+			if (r & XLB_CT_SYNC)
+				xlb_ct_sync_reverse(&t, &ch, v->flags & XLB_CT_F_CLOSING);
 			if (xlb_fc_put(&fc, &t, v, now, xlb_hash_of(x, &t)))
 				x->fc = fc.slot;
 			return xlb_forward(x, &ch, &t);
@@ -421,7 +519,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		return xlb_reject(x);
 	if (r != XLB_OK)
 		return xlb_end(x, r, XDP_DROP);
-	if (xlb_ct_create(&t, &ch, svc->svc_id, x->tun.peer, now) != XLB_OK)
+	if (xlb_ct_create(&t, &ch, svc->svc_id, x->tun.peer, x->p.tcp_flags, now) != XLB_OK)
 		xlb_count(XLB_R_EVENT_CT_FULL, x->bytes);
 	return xlb_forward(x, &ch, &t);
 }
@@ -436,17 +534,22 @@ int xlb_xdp(struct xdp_md *ctx)
 	int r;
 
 	r = xlb_parse(data, data_end, &x.p);
-	if (r != XLB_OK)
+	if (r != XLB_OK && r != XLB_R_PASS_FRAG_NO_FIRST && r != XLB_R_PASS_L4_OTHER)
 		return xlb_done(r, x.bytes, XDP_PASS);
 	x.cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!x.cfg)
 		return xlb_done(XLB_R_PASS_NOT_SERVICE, x.bytes, XDP_PASS);
-	if (x.p.proto == IPPROTO_UDP && x.p.dport == x.cfg->vxlan_port &&
+	if (r == XLB_OK && x.p.proto == IPPROTO_UDP && x.p.dport == x.cfg->vxlan_port &&
 	    (x.cfg->flags & XLB_CFG_F_VXLAN)) {
 		r = xlb_vxlan_in(data, data_end, x.cfg, &x.p, &x.tun);
-		if (r != XLB_OK)
+		if (r != XLB_OK && r != XLB_R_PASS_FRAG_NO_FIRST && r != XLB_R_PASS_L4_OTHER)
 			return xlb_done(r, x.bytes, XDP_PASS);
 	}
+	if (r == XLB_R_PASS_L4_OTHER)
+		return xlb_icmp_in(&x);
+	/* a later fragment: its first fragment's ports, or untranslated (frag.h) */
+	if (r == XLB_R_PASS_FRAG_NO_FIRST && !xlb_frag_get(&x.p, data_end))
+		return xlb_untranslated(&x, XLB_R_PASS_FRAG_NO_FIRST);
 	return xlb_balance(&x);
 }
 

@@ -47,6 +47,7 @@ use args::parse_opt_addr;
 pub use args::{parse_port_range, OptAddr, PortRange};
 
 pub mod args;
+pub mod ct_timeouts;
 pub mod health;
 pub mod healthz;
 pub mod http;
@@ -190,6 +191,10 @@ pub struct AgentArgs {
     /// the cgroup2 mount in /proc/self/mountinfo.
     #[arg(long, env = "XLB_CGROUP_ROOT", value_name = "DIR")]
     pub cgroup_root: Option<PathBuf>,
+
+    /// Connection-tracking timeouts (`config` map).
+    #[command(flatten)]
+    pub ct_timeouts: ct_timeouts::CtTimeouts,
 
     /// Uninstall: detach every xlb hook and remove xlb's pins under
     /// --pin-dir (maps included; connection tracking is lost), then exit.
@@ -737,6 +742,7 @@ impl Agent {
             c.mtu = i.mtu;
         }
         c.flags |= xlb_bpf::consts::XLB_CFG_F_REJECT;
+        self.args.ct_timeouts.apply(&mut c);
         if node.addr.is_some() {
             c.flags |= xlb_bpf::consts::XLB_CFG_F_VXLAN;
         }

@@ -302,21 +302,16 @@ fn check(input: &[u8], out: &[u8]) -> Result<(), String> {
     if inner[0] >> 4 != 4 || ihl < 20 || itot < ihl || itot > inner.len() {
         return Err("inner IPv4 lengths".into());
     }
-    let answer = inner[9] == 1;
+    // ICMP built by the program (an answer to TCP/UDP) must be exact; ICMP it
+    // relays (an error about a balanced flow, translated or decapsulated)
+    // keeps what was valid on input.
+    let in_icmp = in_inner.len() > 9 && in_inner[9] == 1;
+    let answer = inner[9] == 1 && !in_icmp;
     if (in_hdr_ok || answer) && !ip_header_sum_ok(inner) {
         return Err("IPv4 header checksum".into());
     }
     if inner[9] == 1 {
-        // ICMP answer: checksum over the whole message.
-        let m = &inner[ihl..itot];
-        let mut s: u32 = m
-            .chunks(2)
-            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-            .sum();
-        while s > 0xffff {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        if s != 0xffff {
+        if (answer || icmp_sum_ok(in_inner)) && !icmp_sum_ok(inner) {
             return Err("ICMP checksum".into());
         }
         return Ok(());
@@ -329,6 +324,26 @@ fn check(input: &[u8], out: &[u8]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The ICMP checksum over the whole message of an IPv4 packet.
+fn icmp_sum_ok(ip: &[u8]) -> bool {
+    if ip.len() < 20 {
+        return false;
+    }
+    let ihl = usize::from(ip[0] & 0xf) * 4;
+    let itot = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    if ihl < 20 || itot < ihl || itot > ip.len() {
+        return false;
+    }
+    let mut s: u32 = ip[ihl..itot]
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s == 0xffff
 }
 
 fn total(env: &Env) -> u64 {

@@ -230,7 +230,7 @@ fn cases() -> Vec<Case> {
             },
             on_uplink: false,
             rc: XDP_PASS,
-            reason: XLB_R_PASS_FRAGMENT,
+            reason: XLB_R_PASS_FRAG_NO_FIRST,
             check: unchanged,
         },
         Case {
@@ -304,22 +304,19 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
-            name: "first fragment is balanced (DNAT)",
+            name: "first fragment (UDP length beyond it) is balanced (DNAT)",
             setup: no_setup,
             frame: || {
-                let mut f = Frame::udp(sa(CLIENT_SA), sa("10.96.0.10:53"));
-                f.mf = true;
-                f.df = false;
-                f.build()
+                let f = Frame::udp(sa(CLIENT_SA), sa("10.96.0.10:53")).payload(&[9; 100]);
+                related::fragments(&f.build(), &[32]).remove(0)
             },
             on_uplink: false,
             rc: XDP_PASS,
             reason: XLB_R_PASS_LOCAL,
             check: |_, _, out| {
-                let mut f = Frame::udp(sa(CLIENT_SA), sa("10.96.0.10:53"));
-                f.mf = true;
-                f.df = false;
-                assert_dnat(f, BE_UDP, out);
+                let want = Frame::udp(sa(CLIENT_SA), sa(BE_UDP)).payload(&[9; 100]);
+                check_eth_ipv4(out, "first fragment");
+                assert_eq!(out, related::fragments(&want.build(), &[32])[0].as_slice());
             },
         },
         Case {
@@ -370,7 +367,11 @@ fn cases() -> Vec<Case> {
                     .ct_entry(&xlb_ct_key::new(sa(CLIENT_SA), sa("10.96.0.20:80"), TCP))
                     .unwrap()
                     .unwrap();
-                assert_eq!(fwd.flags, XLB_CT_F_REMOTE);
+                assert_eq!(
+                    fwd.flags,
+                    XLB_CT_F_REMOTE | XLB_CT_F_SYN,
+                    "remote, half-open"
+                );
             },
         },
         Case {
@@ -855,7 +856,7 @@ fn cases() -> Vec<Case> {
                     .ct_entry(&xlb_ct_key::new(sa(BE_LOCAL), sa(CLIENT_SA), TCP))
                     .unwrap()
                     .expect("tunnel-return entry");
-                assert_eq!(rev.flags, XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL);
+                assert_eq!(rev.flags, XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL | XLB_CT_F_SYN);
                 assert_eq!(rev.tunnel_peer(), Some(PEER));
                 assert_eq!(rev.nat_addr, 0, "the peer reverse-NATs, not this node");
             },
@@ -878,7 +879,7 @@ fn cases() -> Vec<Case> {
                     .ct_entry(&xlb_ct_key::new(sa(BE_LOCAL), sa(CLIENT_SA), TCP))
                     .unwrap()
                     .unwrap();
-                assert_eq!(rev.flags, XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL);
+                assert_eq!(rev.flags, XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL | XLB_CT_F_SYN);
                 assert_eq!(rev.tunnel_peer(), Some(PEER));
                 assert_eq!(rev.nat(), sa("10.96.0.10:80"));
             },

@@ -25,6 +25,7 @@
 #define XLB_NH_SLOTS		(1 << XLB_NH_BITS)
 #define XLB_VTEP_BITS		10	/* vtep_cache: 1024 slots */
 #define XLB_VTEP_SLOTS		(1 << XLB_VTEP_BITS)
+#define XLB_FRAG_ENTRIES	8192	/* frag: datagrams in flight whose first fragment was translated */
 
 /* The packet generator (pktgen.bpf.c) */
 #define XLB_PG_TMPL_MAX		160	/* header template + stamp, bytes */
@@ -68,6 +69,14 @@
 #define XLB_CT_F_REMOTE		(1 << 2)	/* forward entry whose backend is on another node */
 #define XLB_CT_F_REV_CHECK	(1 << 3)	/* forward entry: another flow took its reverse entry; check it at the next packet */
 #define XLB_CT_F_HAIRPIN	(1 << 4)	/* reverse entry of a pod that reached itself through a Service */
+/* TCP state (ct.h), both entries of a flow; changed only by SYN/FIN/RST
+ * packets and the first packet after a SYN */
+#define XLB_CT_F_SYN		(1 << 5)	/* opened by a SYN, no other packet of its direction yet (half-open) */
+#define XLB_CT_F_FIN_FWD	(1 << 6)	/* the client sent a FIN */
+#define XLB_CT_F_FIN_REV	(1 << 7)	/* the backend sent a FIN */
+#define XLB_CT_F_RST		(1 << 8)	/* a RST was seen */
+#define XLB_CT_F_CLOSING	(XLB_CT_F_FIN_FWD | XLB_CT_F_FIN_REV | XLB_CT_F_RST)
+#define XLB_CT_F_TCP_STATE	(XLB_CT_F_SYN | XLB_CT_F_CLOSING)
 
 /* Source address (host order) a pod's packets to itself through a Service
  * carry (hairpin): link-local, never on the wire, as Cilium's 169.254.42.1. */
@@ -91,8 +100,11 @@
 
 /* Lifetimes (ns unless named otherwise) */
 #define XLB_NSEC		1000000000ULL
-#define XLB_CT_TIMEOUT_TCP_NS	(3600ULL * XLB_NSEC)
-#define XLB_CT_TIMEOUT_UDP_NS	(120ULL * XLB_NSEC)
+/* ct timeouts, seconds (config.ct_* overrides all but SYN; ct.h) */
+#define XLB_CT_TCP_ESTABLISHED_S	86400	/* kube-proxy's --conntrack-tcp-timeout-established */
+#define XLB_CT_TCP_CLOSE_S	10	/* kube-proxy's --conntrack-tcp-timeout-close-wait */
+#define XLB_CT_TCP_SYN_S	60	/* half-open */
+#define XLB_CT_UDP_S		120
 #define XLB_CT_TOUCH_NS		(1ULL * XLB_NSEC)	/* refresh last_seen at most once a second */
 #define XLB_AFFINITY_DEFAULT_S	10800			/* s: Kubernetes' default timeoutSeconds */
 #define XLB_FC_TTL_NS		(50ULL * 1000000ULL)	/* a flow_cache copy */
@@ -120,7 +132,7 @@
 enum xlb_reason {
 	XLB_R_PASS_NOT_IP = 0,		/* ARP, IPv6, anything not IPv4 */
 	XLB_R_PASS_NOT_SERVICE = 1,	/* IPv4 that matched no Service */
-	XLB_R_PASS_FRAGMENT = 2,	/* non-first IPv4 fragment */
+	XLB_R_PASS_FRAG_NO_FIRST = 2,	/* non-first fragment without a recorded first fragment: untranslated */
 	XLB_R_PASS_L4_OTHER = 3,	/* IPv4 protocol we do not balance (ICMP, SCTP, ...) */
 	XLB_R_PASS_TRUNC_ETH = 4,	/* shorter than an Ethernet header */
 	XLB_R_PASS_TRUNC_IP = 5,	/* truncated or inconsistent IPv4 header or total length */
@@ -148,6 +160,8 @@ enum xlb_reason {
 	XLB_R_SOCK_XLATE = 27,		/* socket hook: connect/sendmsg sent to a backend */
 	XLB_R_SOCK_REFUSED = 28,	/* socket hook: connect/sendmsg refused (no endpoint) */
 	XLB_R_SOCK_UNCHANGED = 29,	/* socket hook: Service matched, left as dialled (source range, bad table) */
+	XLB_R_PASS_ICMP_RELATED = 30,	/* ICMP error about a balanced flow: translated, passed */
+	XLB_R_TX_ICMP_RELATED = 31,	/* ICMP error about a balanced flow: sent through the tunnel */
 	XLB_R__MAX
 };
 

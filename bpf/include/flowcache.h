@@ -85,8 +85,8 @@ static __always_inline int xlb_fc_put(const struct xlb_fc_ref *ref, const struct
 {
 	struct xlb_fc *c = ref->slot;
 
-	if (!c)
-		return 0;
+	if (!c || (v->flags & XLB_CT_F_TCP_STATE))
+		return 0;	/* half-open or closing: every packet sees the ct entry */
 	if (now < c->expires && c->epoch == ref->epoch && !xlb_fc_same(&c->key, t))
 		return 0;
 	c->key = *t;

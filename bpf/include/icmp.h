@@ -70,8 +70,8 @@ static __always_inline int xlb_rst_info(struct xlb_pkt *p, void *data_end,
 {
 	struct tcphdr *th = p->l4;
 
-	if ((void *)(th + 1) > data_end)
-		return 0;
+	if (!th || (void *)(th + 1) > data_end)
+		return 0;	/* (NULL: a non-first fragment, no header) */
 	ri->saddr = p->saddr;
 	ri->daddr = p->daddr;
 	ri->sport = p->sport;

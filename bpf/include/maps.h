@@ -8,7 +8,8 @@
  *   - the contract (CONTRACT_MAPS): read or written by userspace, or state
  *     that must outlive a restart. Their value types live in types.h; a new
  *     layout is a new pin directory;
- *   - private maps (PRIVATE_MAPS): the XDP program's own caches and clock,
+ *   - private maps (PRIVATE_MAPS): the data plane's own caches, clock and
+ *     fragment ports,
  *     declared with their value types at the end of this file; a new build
  *     may change them freely (the loader replaces them).
  */
@@ -181,6 +182,8 @@ struct {
 
 /* ---- private maps (XDP only; not shared with userspace) ---- */
 
+/* ---- private maps (not shared with userspace; XDP only but `frag`) ---- */
+
 /* How a flow was last sent to a remote node: the next hop (nh_cache) and the
  * VTEP MAC (vtep_cache) it resolved to, valid until the earlier of those two
  * entries' expiries. A cached hit of a remote flow sends without looking at
@@ -267,6 +270,31 @@ struct {
 	__type(key, __u32);
 	__type(value, struct xlb_clock);
 } clock SEC(".maps");
+
+/* A datagram's fragments: source, destination, IP ID and protocol, as on
+ * the wire (frag.h). */
+struct xlb_frag_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 id;
+	__u8 proto;
+	__u8 pad;
+};
+
+/* The ports its first fragment carried. */
+struct xlb_frag_val {
+	__be16 sport;
+	__be16 dport;
+};
+
+/* first fragments translated here -> their ports, for the later fragments
+ * (frag.h); XDP and tc */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, XLB_FRAG_ENTRIES);
+	__type(key, struct xlb_frag_key);
+	__type(value, struct xlb_frag_val);
+} frag SEC(".maps");
 
 /* per-CPU count of clock reads (one in XLB_CLOCK_CHECK checks the timer) */
 struct {

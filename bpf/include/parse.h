@@ -37,8 +37,16 @@ struct xlb_pkt {
 	__be16 dport;
 	__u8 proto;
 	__u8 first_frag;	/* MF set, offset 0 */
-	__u8 pad[2];
+	__u8 tcp_flags;		/* TCP: the flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10); else 0 */
+	__u8 frag;		/* a non-first fragment: l4 and l4sum NULL */
 };
+
+#define XLB_TCP_FIN	0x01
+#define XLB_TCP_SYN	0x02
+#define XLB_TCP_RST	0x04
+#define XLB_TCP_ACK	0x10
+/* The flags that may change a connection's state (ct.h). */
+#define XLB_TCP_CTRL	(XLB_TCP_FIN | XLB_TCP_SYN | XLB_TCP_RST)
 
 /* Copies a MAC address as three 16-bit words (a memcpy of the packed
  * Ethernet fields compiles to twelve byte loads and stores). Both sides must
@@ -77,6 +85,12 @@ struct xlb_cursor {
 /*
  * Parses Ethernet / IPv4 (any ihl) / TCP or UDP starting at `start`.
  * Returns XLB_OK with p filled, or the reason the frame is not balanced.
+ * A first fragment (MF, offset 0) must hold its whole TCP header / the 8-byte
+ * UDP header; its UDP length is the datagram's, not checked against the
+ * fragment. A non-first fragment returns XLB_R_PASS_FRAG_NO_FIRST with the
+ * IPv4 fields of p filled and p->l4 NULL (frag.h may find its ports).
+ * Anything but TCP/UDP returns XLB_R_PASS_L4_OTHER with the IPv4 fields
+ * filled and p->l4 at the (unchecked) L4 header (icmperr.h).
  */
 static __always_inline int xlb_parse(void *start, void *data_end, struct xlb_pkt *p)
 {
@@ -110,10 +124,16 @@ static __always_inline int xlb_parse(void *start, void *data_end, struct xlb_pkt
 	p->daddr = ip->daddr;
 	p->proto = ip->protocol;
 	frag = bpf_ntohs(ip->frag_off);
-	if (frag & XLB_IP_OFFSET)
-		return XLB_R_PASS_FRAGMENT;
+	p->frag = !!(frag & XLB_IP_OFFSET);
+	if (p->frag) {
+		p->first_frag = 0;
+		p->l4 = NULL;
+		p->l4sum = NULL;
+		return XLB_R_PASS_FRAG_NO_FIRST;
+	}
 	p->first_frag = !!(frag & XLB_IP_MF);
 	p->l4 = c.pos;
+	p->l4sum = NULL;
 	if (ip->protocol == IPPROTO_TCP) {
 		struct tcphdr *th = xlb_pull(&c, struct tcphdr, sizeof(struct tcphdr));
 
@@ -124,12 +144,14 @@ static __always_inline int xlb_parse(void *start, void *data_end, struct xlb_pkt
 		p->l4sum = &th->check;
 		p->sport = th->source;
 		p->dport = th->dest;
+		p->tcp_flags = ((__u8 *)th)[13];
 	} else if (ip->protocol == IPPROTO_UDP) {
 		struct udphdr *uh = xlb_pull(&c, struct udphdr, sizeof(struct udphdr));
 
 		if (!uh || hl + sizeof(*uh) > tot)
 			return XLB_R_PASS_TRUNC_L4;
-		if (bpf_ntohs(uh->len) < sizeof(*uh) || hl + bpf_ntohs(uh->len) > tot)
+		if (bpf_ntohs(uh->len) < sizeof(*uh) ||
+		    (!p->first_frag && hl + bpf_ntohs(uh->len) > tot))
 			return XLB_R_PASS_TRUNC_L4;
 		p->l4sum = &uh->check;
 		p->sport = uh->source;
@@ -158,6 +180,13 @@ static __always_inline int xlb_reparse(void *start, void *data_end, struct xlb_p
 	l4 = (void *)ip + hl;
 	p->eth = start;
 	p->ip = ip;
+	if (p->frag) {
+		/* a non-first fragment: no L4 header (the flag, not the old
+		 * pointers: bpf_xdp_adjust_head made those unknown) */
+		p->l4 = NULL;
+		p->l4sum = NULL;
+		return XLB_OK;
+	}
 	p->l4 = l4;
 	if (p->proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;

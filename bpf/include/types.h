@@ -104,7 +104,10 @@ struct xlb_config {
 	__u8 mac[6];		/* uplink MAC */
 	__u8 pad[2];
 	__u32 flags;		/* XLB_CFG_F_* */
-	__u32 pad2;
+	/* ct timeouts in seconds (ct.h); 0 = the default */
+	__u32 ct_tcp_established;	/* XLB_CT_TCP_ESTABLISHED_S */
+	__u32 ct_tcp_close;	/* FIN from both sides, or a RST: XLB_CT_TCP_CLOSE_S */
+	__u32 ct_udp;		/* XLB_CT_UDP_S */
 };
 
 /* stats and backend_stats: PERCPU_ARRAY */

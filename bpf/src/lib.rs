@@ -74,7 +74,7 @@ shared! {
     xlb_src_range_key = 12,
     xlb_tunnel_key = 8,
     xlb_tunnel_val = 12,
-    xlb_config = 32,
+    xlb_config = 40,
     xlb_counter = 16,
     xlb_monitor = 8,
     xlb_monitor_cpu = 40,

@@ -52,16 +52,19 @@ pub const CONTRACT_MAPS: [&str; 19] = [
 ];
 
 /// The data plane's private maps: per-CPU caches rebuilt within their entries'
-/// lifetime, and the timer clock. Pinned under `<pin>/private/` only because a
+/// lifetime, the timer clock, and `frag` (the ports of datagrams whose first
+/// fragment was translated: lost on a replacement, a datagram in flight then
+/// loses its later fragments, counted as `pass_frag_no_first`). Pinned under `<pin>/private/` only because a
 /// map timer runs only while a pin or file descriptor holds its map; reused
 /// while the layout matches, replaced without complaint when it does not
 /// ([`replace_stale_private`]).
-pub const PRIVATE_MAPS: [&str; 5] = [
+pub const PRIVATE_MAPS: [&str; 6] = [
     "flow_cache",
     "nh_cache",
     "vtep_cache",
     "clock",
     "clock_reads",
+    "frag",
 ];
 
 /// Which list a map of the objects is in.

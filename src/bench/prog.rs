@@ -122,14 +122,26 @@ fn fold(mut s: u32) -> u16 {
     !(s as u16)
 }
 
-/// Ethernet / IPv4 / TCP SYN with valid checksums.
-fn tcp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: SocketAddrV4, dst: SocketAddrV4) -> Vec<u8> {
+/// TCP flags of the frames: a new connection's first segment, and an
+/// established connection's (the CT-hit paths: a repeated SYN would measure a
+/// half-open connection, which bypasses the flow cache; docs/dp.md).
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+/// Ethernet / IPv4 / TCP (`flags`) with valid checksums.
+fn tcp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    flags: u8,
+) -> Vec<u8> {
     let mut tcp = vec![0u8; 20];
     tcp[0..2].copy_from_slice(&src.port().to_be_bytes());
     tcp[2..4].copy_from_slice(&dst.port().to_be_bytes());
     tcp[4..8].copy_from_slice(&1000u32.to_be_bytes());
     tcp[12] = 5 << 4;
-    tcp[13] = 0x02;
+    tcp[13] = flags;
     tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
     let mut pseudo = Vec::new();
     pseudo.extend_from_slice(&src.ip().octets());
@@ -401,9 +413,9 @@ pub fn measure(calls: u32) -> Result<Report> {
 
     let client = sa([198, 18, 0, 100], 40000);
     let cmac = [0x02, 0, 0xc6, 0x12, 0, 0x64];
-    let hit = tcp_frame(cmac, NODE_MAC, client, sa([10, 96, 0, 10], 80));
-    let remote = tcp_frame(cmac, NODE_MAC, client, sa([10, 96, 0, 20], 80));
-    let reply_inner = tcp_frame(PEER_MAC, NODE_MAC, sa([10, 244, 2, 10], 8080), client);
+    let hit = tcp_frame(cmac, NODE_MAC, client, sa([10, 96, 0, 10], 80), ACK);
+    let remote = tcp_frame(cmac, NODE_MAC, client, sa([10, 96, 0, 20], 80), ACK);
+    let reply_inner = tcp_frame(PEER_MAC, NODE_MAC, sa([10, 244, 2, 10], 8080), client, ACK);
     let decap = vxlan(&reply_inner, PEER, NODE, 1);
     // Open the flows the CT-hit paths use.
     for (f, want) in [(&hit, XDP_PASS), (&remote, XDP_TX)] {
@@ -420,11 +432,11 @@ pub fn measure(calls: u32) -> Result<Report> {
                 [198, 18, 1 + (i / 60000) as u8, (i % 250) as u8 + 1],
                 1024 + (i % 60000) as u16,
             );
-            tcp_frame(cmac, NODE_MAC, src, sa([10, 96, 0, 11], 80))
+            tcp_frame(cmac, NODE_MAC, src, sa([10, 96, 0, 11], 80), SYN)
         })
         .collect();
-    let not_ours = tcp_frame(cmac, NODE_MAC, client, sa([198, 18, 0, 99], 80));
-    let denied = tcp_frame(cmac, NODE_MAC, client, sa([10, 96, 0, 30], 80));
+    let not_ours = tcp_frame(cmac, NODE_MAC, client, sa([198, 18, 0, 99], 80), ACK);
+    let denied = tcp_frame(cmac, NODE_MAC, client, sa([10, 96, 0, 30], 80), ACK);
 
     let mut storage = MaybeUninit::uninit();
     let base = xlb_bpf::baseline::BaselineSkelBuilder::default()

@@ -242,12 +242,24 @@ fn age(now: u64, then: u64) -> u64 {
     now.saturating_sub(then)
 }
 
-fn ct_timeout(proto: u8) -> u64 {
-    if u32::from(proto) == u32::from(Proto::Tcp.number()) {
-        XLB_CT_TIMEOUT_TCP_NS
+/// How long a ct entry with `flags` lives without a packet, as ct.h's
+/// `xlb_ct_timeout` (the `config` map's timeouts, else the defaults).
+fn ct_timeout(cfg: &xlb_config, flags: u32, proto: u8) -> u64 {
+    let or = |v: u32, d: u32| u64::from(if v != 0 { v } else { d });
+    let closed = flags & XLB_CT_F_RST != 0
+        || flags & (XLB_CT_F_FIN_FWD | XLB_CT_F_FIN_REV) == (XLB_CT_F_FIN_FWD | XLB_CT_F_FIN_REV);
+    let s = if u32::from(proto) != u32::from(Proto::Tcp.number()) {
+        or(cfg.ct_udp, XLB_CT_UDP_S)
+    } else if flags & XLB_CT_F_TCP_STATE == 0 {
+        or(cfg.ct_tcp_established, XLB_CT_TCP_ESTABLISHED_S)
+    } else if closed {
+        or(cfg.ct_tcp_close, XLB_CT_TCP_CLOSE_S)
+    } else if flags & XLB_CT_F_SYN != 0 {
+        u64::from(XLB_CT_TCP_SYN_S)
     } else {
-        XLB_CT_TIMEOUT_UDP_NS
-    }
+        or(cfg.ct_tcp_established, XLB_CT_TCP_ESTABLISHED_S)
+    };
+    s * XLB_NSEC
 }
 
 /// The active backend at `id`, as lb.h's `xlb_backend_get`.
@@ -285,7 +297,7 @@ fn walk(v: &dyn View, f: &Flow, steps: &mut Vec<Step>) -> anyhow::Result<Outcome
         }
     }
     if let Some(c) = v.ct(&t)? {
-        let live = age(now, c.last_seen) < ct_timeout(t.proto);
+        let live = age(now, c.last_seen) < ct_timeout(&cfg, c.flags, t.proto);
         if c.is_reverse() {
             steps.push(Step {
                 step: "ct",

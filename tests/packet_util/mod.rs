@@ -10,6 +10,8 @@
 //! the tests do can reach the host's interfaces.
 #![allow(dead_code)]
 
+pub mod related;
+
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use etherparse::{Ipv4Header, TcpHeader, UdpHeader};
