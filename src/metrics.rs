@@ -564,7 +564,6 @@ fn render_backends(maps: &Maps, labels: &[ServiceLabel], o: &mut String) -> xlb_
     Ok(())
 }
 
-
 fn esc(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
