@@ -6,12 +6,15 @@ use std::process::Command;
 use serde_json::Value;
 use xlb_testkit::privileged;
 
-const PATHS: [&str; 5] = [
+const PATHS: [&str; 8] = [
     "not_ours_pass",
     "ct_hit_local_dnat",
     "ct_miss_maglev_choice",
     "remote_vxlan_encap",
     "vxlan_decap_reverse_nat",
+    "drop_src_range",
+    "drop_monitor_on",
+    "drop_monitor_every_event",
 ];
 const FLOORS: [&str; 4] = [
     "ct_lookup_miss",

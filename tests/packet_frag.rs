@@ -11,6 +11,10 @@ mod packet_util;
 
 use packet_util::related::*;
 use packet_util::*;
+
+fn step(env: &Env, prog: Prog, frame: &[u8], rc: u32, reason: u32) -> Vec<u8> {
+    step_via(env, prog, frame, rc, reason, None)
+}
 use xlb_bpf::consts::*;
 
 const CLIENT_SA: &str = "198.18.0.100:40000";
@@ -36,35 +40,7 @@ fn big_tcp(src: &str, dst: &str) -> Frame {
 const CUTS: [usize; 2] = [32, 40];
 
 /// Runs one frame, checks the verdict and that exactly `reason` counted it.
-fn step(env: &Env, prog: Prog, frame: &[u8], rc: u32, reason: u32) -> Vec<u8> {
-    let before = env.reasons();
-    let (got, out) = match prog {
-        Prog::Xdp => env.xdp(frame),
-        Prog::Tc => env.tc(frame),
-    };
-    let after = env.reasons();
-    assert_eq!(
-        got,
-        rc,
-        "verdict; reasons moved: {:?}",
-        moved(&before, &after)
-    );
-    let r = reason as usize;
-    assert_eq!(
-        after[r] - before[r],
-        1,
-        "reason {} must count the frame; moved: {:?}",
-        reason_name(r),
-        moved(&before, &after)
-    );
-    out
-}
 
-fn fresh() -> Option<Env> {
-    let env = Env::new()?;
-    fixture(&env);
-    Some(env)
-}
 
 /// The translated train must be the train of the translated datagram, and
 /// reassemble into a datagram whose checksums are right.

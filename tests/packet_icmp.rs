@@ -13,6 +13,11 @@ use std::net::Ipv4Addr;
 
 use packet_util::related::*;
 use packet_util::*;
+
+/// XDP frames arrive on the uplink (the ICMP paths check it).
+fn step(env: &Env, prog: Prog, frame: &[u8], rc: u32, reason: u32) -> Vec<u8> {
+    step_via(env, prog, frame, rc, reason, Some(env.uplink))
+}
 use xlb_bpf::consts::*;
 
 const CLIENT_SA: &str = "198.18.0.100:40000";
@@ -23,35 +28,7 @@ fn ip(s: &str) -> Ipv4Addr {
     *sa(s).ip()
 }
 
-fn step(env: &Env, prog: Prog, frame: &[u8], rc: u32, reason: u32) -> Vec<u8> {
-    let before = env.reasons();
-    let (got, out) = match prog {
-        Prog::Xdp => env.xdp_in(frame, Some(env.uplink)),
-        Prog::Tc => env.tc(frame),
-    };
-    let after = env.reasons();
-    assert_eq!(
-        got,
-        rc,
-        "verdict; reasons moved: {:?}",
-        moved(&before, &after)
-    );
-    let r = reason as usize;
-    assert_eq!(
-        after[r] - before[r],
-        1,
-        "reason {} must count the frame; moved: {:?}",
-        reason_name(r),
-        moved(&before, &after)
-    );
-    out
-}
 
-fn fresh() -> Option<Env> {
-    let env = Env::new()?;
-    fixture(&env);
-    Some(env)
-}
 
 /// Checks an ICMP error frame independently: IPv4 header checksum, ICMP
 /// checksum, quoted IPv4 header checksum (etherparse), and the quoted UDP

@@ -497,6 +497,8 @@ mod tests {
             node_name: "n1".into(),
             node_addrs: vec![node],
             nodeport_cidrs: vec![(Ipv4Addr::new(198, 18, 0, 0), 24)],
+            // a cluster whose API server hands out NodePorts as low as 10250
+            nodeport_range: 1..=32767,
             ..Default::default()
         };
         let m = Model::from_snapshot(&snap, cfg);

@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{CLIENT_MAC, NODE_MAC};
+use super::{fixture, moved, reason_name, Env, Prog, CLIENT_MAC, NODE_MAC};
 use xlb_testkit::csum::checksum as csum;
 
 fn ip_csum(ip: &mut [u8]) {
@@ -131,3 +131,43 @@ pub fn with_macs(mut f: Vec<u8>, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
 pub const FRAG_NEEDED: (u8, u8) = (3, 4);
 pub const PORT_UNREACH: (u8, u8) = (3, 3);
 pub const TTL_EXCEEDED: (u8, u8) = (11, 0);
+
+/// Runs `frame` through `prog` (XDP on ingress `xdp_ingress`, `None`: lo),
+/// asserting the verdict `rc` and that `reason` counted it once.
+pub fn step_via(
+    env: &Env,
+    prog: Prog,
+    frame: &[u8],
+    rc: u32,
+    reason: u32,
+    xdp_ingress: Option<u32>,
+) -> Vec<u8> {
+    let before = env.reasons();
+    let (got, out) = match prog {
+        Prog::Xdp => env.xdp_in(frame, xdp_ingress),
+        Prog::Tc => env.tc(frame),
+    };
+    let after = env.reasons();
+    assert_eq!(
+        got,
+        rc,
+        "verdict; reasons moved: {:?}",
+        moved(&before, &after)
+    );
+    let r = reason as usize;
+    assert_eq!(
+        after[r] - before[r],
+        1,
+        "reason {} must count the frame; moved: {:?}",
+        reason_name(r),
+        moved(&before, &after)
+    );
+    out
+}
+
+/// A private data plane with the packet tests' fixture.
+pub fn fresh() -> Option<Env> {
+    let env = Env::new()?;
+    fixture(&env);
+    Some(env)
+}
