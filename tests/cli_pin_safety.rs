@@ -306,14 +306,7 @@ fn attach_under_ip_netns_exec_says_its_bpffs_dies_with_the_command() {
     let o = ip_netns_exec(
         &ns,
         &pin,
-        &[
-            "attach",
-            "--iface",
-            "up0",
-            "--pod-ifaces",
-            "",
-            "--no-socket-lb",
-        ],
+        &["attach", "--iface", "up0", "--pod-ifaces", "", "--no-socket-lb"],
     );
     let e = stderr(&o);
     assert!(o.status.success(), "{e}");

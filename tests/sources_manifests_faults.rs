@@ -13,8 +13,10 @@ use xlb::sources::{SnapshotRx, SourceOptions, SourceStatus};
 struct TempDir(PathBuf);
 impl TempDir {
     fn new() -> Self {
-        let p =
-            std::env::temp_dir().join(format!("xlb-manifests-{}", xlb_testkit::unique_name("f")));
+        let p = std::env::temp_dir().join(format!(
+            "xlb-manifests-{}",
+            xlb_testkit::unique_name("f")
+        ));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }
