@@ -26,7 +26,6 @@ fn kubernetes() -> SocketAddrV4 {
 }
 
 #[test]
-#[ignore = "a pod on node2 (the endpoint's node) times out, node1's pod passes: the reply of a host-network endpoint on the client pod's own node leaves through the pod veth's egress, which xlb does not hook, so it is not reverse-NATed and the client times out (issue 13 point 2)"]
 fn kubernetes_service_from_pods_on_both_nodes() {
     if !xlb_testkit::privileged() {
         return;
@@ -54,7 +53,6 @@ fn kubernetes_service_from_hosts_on_both_nodes() {
 /// The hostNetwork endpoint on node1 (nodeName set), from a pod on its node
 /// and from one on the other node (over the underlay, not the pod tunnel).
 #[test]
-#[ignore = "a pod on node1 (the endpoint's node) times out, node2's pod passes: the reply of a host-network endpoint on the client pod's own node leaves through the pod veth's egress, which xlb does not hook, so it is not reverse-NATed and the client times out (issue 13 point 2)"]
 fn hostnetwork_backend_service_from_pods_on_both_nodes() {
     if !xlb_testkit::privileged() {
         return;
@@ -96,7 +94,6 @@ fn host_network_servers_of_the_lab_answer_directly() {
 }
 
 #[test]
-#[ignore = "only kubernetes-from-pod-node2 fails: the reply of a host-network endpoint on the client pod's own node leaves through the pod veth's egress, which xlb does not hook, so it is not reverse-NATed and the client times out (issue 13 point 2)"]
 fn lab_check_with_host_network_probes_passes() {
     if !xlb_testkit::privileged() {
         return;

@@ -75,7 +75,6 @@ fn row23_internal_traffic_policy_local_host_to_pod() {
 }
 
 #[test]
-#[ignore = "a pod on node1 to its own node's hostNetwork endpoint times out: the reply of a host-network endpoint on the client pod's own node leaves through the pod veth's egress, which xlb does not hook, so it is not reverse-NATed and the client times out (issue 13 point 2)"]
 fn row23_internal_traffic_policy_local_pod_and_host_to_hostnetwork_pod() {
     if !xlb_testkit::privileged() {
         return;
