@@ -17,14 +17,15 @@ use std::path::{Path, PathBuf};
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags};
-use xlb_bpf::sock::{SockSkel, SockSkelBuilder};
 use xlb_bpf::types::xlb_sock_config;
+use xlb_bpf::sock::{SockSkel, SockSkelBuilder};
 
 use crate::pin::{self, links_dir};
 use crate::{ctx, storage, sys, DataPlane, Error, Result};
 
 /// Prefix of the socket hooks' link pins under `<pin>/links/`.
 pub const LINK_PREFIX: &str = "cgroup_";
+
 
 /// One socket hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,15 +109,15 @@ impl SockLb {
                 // Every map is declared in maps.h, so the XDP object has it
                 // (and pinned it under the pin directory when there is one).
                 let src = by_name.remove(map.name()).ok_or_else(|| {
-                    Error::Other(format!(
-                        "map {name} of the socket object is not the data plane's"
-                    ))
+                    Error::Other(format!("map {name} of the socket object is not the data plane's"))
                 })?;
                 map.reuse_fd(src.as_fd())
                     .map_err(ctx(format!("sharing map {name}")))?;
             }
         }
-        let skel = open.load().map_err(ctx("loading the socket object"))?;
+        let skel = open
+            .load()
+            .map_err(ctx("loading the socket object"))?;
         Ok(Self { skel })
     }
 

@@ -358,10 +358,6 @@ pub fn remove_everything(pin_dir: &Path) -> anyhow::Result<()> {
 
 fn print_sockets_detached(hooks: &[cgroup::SockHook]) {
     for h in hooks {
-        println!(
-            "{:<16} {:<20} detached",
-            "cgroup",
-            format!("cgroup/{}", h.name())
-        );
+        println!("{:<16} {:<20} detached", "cgroup", format!("cgroup/{}", h.name()));
     }
 }
