@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * xlb pod-veth tc program (ingress of the host side = traffic leaving a pod).
+ * xlb pod-veth tc programs (xlb_tc: ingress of the host side = traffic leaving a pod).
  *
  *   1. ct hit, reverse entry: a reply of a local backend.
  *      - nat_addr set: this node chose the backend -> reverse NAT (source back
@@ -22,6 +22,8 @@
  * XLB_HAIRPIN_ADDR and the frame sent straight back into the veth; the pod's
  * replies to that address are reverse-NATed (source := frontend, destination
  * := the pod) and sent back in the same way.
+ * xlb_tc_egress (egress of the same veth): replies of host-network endpoints
+ * of this node, which the stack sends straight into the pod.
  */
 #include <linux/pkt_cls.h>
 #include "include/maps.h"
@@ -289,6 +291,57 @@ int xlb_tc(struct __sk_buff *skb)
 	if (xlb_ct_create(&t, &ch, svc->svc_id, 0, p.tcp_flags, now) != XLB_OK)
 		xlb_count(XLB_R_EVENT_CT_FULL, bytes);
 	return xlb_tc_forward(skb, &p, &t, &ch, svc->svc_id, bytes);
+}
+
+/*
+ * Egress of the pod veth's host side (frames entering the pod): replies of a
+ * host-network endpoint on this node. A pod's flow to a Service whose chosen
+ * endpoint is a process in the node's own namespace (the `kubernetes`
+ * Service on an API server's node, a hostNetwork pod) is DNATed at ingress
+ * and delivered to the local stack; the process answers straight into this
+ * veth, so its reverse NAT happens here. Only an exact reverse entry of
+ * such a flow is translated: replies of pods and of remote backends have been
+ * translated before they get here (their source is the frontend already),
+ * and hairpin and tunnel flows are turned around elsewhere. Everything else
+ * passes untouched and uncounted.
+ */
+SEC("tc")
+int xlb_tc_egress(struct __sk_buff *skb)
+{
+	void *data, *data_end;
+	__u64 bytes = skb->len;
+	struct xlb_pkt p = {};
+	struct xlb_ct_key t = {};
+	struct xlb_ct_val *v;
+	__be32 nat_addr;
+	__be16 nat_port;
+	__u32 svc_id;
+
+	if (skb->len > (long)skb->data_end - (long)skb->data)
+		bpf_skb_pull_data(skb, skb->len);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (xlb_parse(data, data_end, &p) != XLB_OK)
+		return TC_ACT_OK;
+	t.saddr = p.saddr;
+	t.daddr = p.daddr;
+	t.sport = p.sport;
+	t.dport = p.dport;
+	t.proto = p.proto;
+	v = bpf_map_lookup_elem(&ct, &t);
+	if (!v || (v->flags & (XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL | XLB_CT_F_HAIRPIN)) !=
+			  XLB_CT_F_REVERSE || !v->nat_addr)
+		return TC_ACT_OK;
+	if (!xlb_ct_reverse_live(v, t.proto, xlb_now()))
+		return TC_ACT_OK;
+	nat_addr = v->nat_addr;
+	nat_port = v->nat_port;
+	svc_id = v->svc_id;
+	xlb_count_svc(svc_id, bytes);
+	if (xlb_nat_skb(skb, ETH_HLEN, ETH_HLEN + p.ihl_len, p.proto, XLB_NAT_SRC, p.saddr,
+			nat_addr, p.sport, nat_port))
+		return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+	return xlb_tc_done(XLB_R_PASS_REVNAT, bytes, TC_ACT_OK);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

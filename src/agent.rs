@@ -675,6 +675,13 @@ impl Agent {
                     }
                     Err(e) => tracing::warn!("pod interface {name}: {e}"),
                 }
+                if let Err(e) = attach::attach_pod_egress(
+                    &self.pin_dir,
+                    self.dp.tc_egress_prog().as_fd(),
+                    &name,
+                ) {
+                    tracing::warn!("pod interface {name} (egress): {e}");
+                }
             }
         }
         attach::pin_programs(&self.pin_dir, &self.dp).context("pinning the programs")?;

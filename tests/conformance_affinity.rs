@@ -75,7 +75,6 @@ fn row17_client_ip_affinity_through_clusterip_and_nodeport() {
 }
 
 #[test]
-#[ignore = "needs a fresh choice after the affinity expires: with ClientIP affinity the Maglev slot is chosen by the client address alone (xlb_flow_hash(t, aff) in bpf/include/lb.h), so an expired client gets the same backend again unless the table changed; kube-proxy chooses anew. No branch yet"]
 fn row18_client_ip_affinity_ends_after_timeout_seconds() {
     if !xlb_testkit::privileged() {
         return;

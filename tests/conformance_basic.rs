@@ -63,7 +63,6 @@ fn row01_clusterip_reaches_endpoints_0_1_2_1_0_from_pod() {
 }
 
 #[test]
-#[ignore = "needs host-originated Service traffic (cgroup socket hooks, issue 13): g-sock"]
 fn row01_clusterip_reaches_endpoints_0_1_2_1_0_from_host() {
     if !xlb_testkit::privileged() {
         return;
@@ -213,7 +212,6 @@ fn row06_services_go_down_and_up_from_pod() {
 }
 
 #[test]
-#[ignore = "needs host-originated Service traffic (cgroup socket hooks, issue 13): g-sock"]
 fn row06_services_go_down_and_up_from_host() {
     if !xlb_testkit::privileged() {
         return;
@@ -244,7 +242,6 @@ fn row07_service_recreated_with_new_clusterip_works_from_pod() {
 }
 
 #[test]
-#[ignore = "needs host-originated Service traffic (cgroup socket hooks, issue 13): g-sock"]
 fn row07_service_recreated_with_new_clusterip_works_from_host() {
     if !xlb_testkit::privileged() {
         return;
@@ -267,7 +264,7 @@ fn row10(c: Client, name: &str, ip: Ipv4Addr, node_port: u16) {
 }
 
 #[test]
-#[ignore = "needs pod -> another node's NodePort: the backend's reply goes straight back over the overlay, past the frontend node (no SNAT or tunnel return for pod sources); no branch yet (issue 13 data plane)"]
+#[ignore = "a pod through another node's NodePort times out when the chosen backend is not on that node: the backend's reply goes straight back over the overlay, past the frontend node (no SNAT or tunnel return for pod sources)"]
 fn row10_clusterip_and_every_node_nodeport_reach_backends_from_pod() {
     if !xlb_testkit::privileged() {
         return;
@@ -276,7 +273,6 @@ fn row10_clusterip_and_every_node_nodeport_reach_backends_from_pod() {
 }
 
 #[test]
-#[ignore = "needs host-originated Service traffic (cgroup socket hooks, issue 13): g-sock"]
 fn row10_clusterip_and_every_node_nodeport_reach_backends_from_host() {
     if !xlb_testkit::privileged() {
         return;

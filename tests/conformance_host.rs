@@ -26,7 +26,6 @@ fn kubernetes() -> SocketAddrV4 {
 }
 
 #[test]
-#[ignore = "needs endpoints without nodeName outside the pod CIDRs treated as remote host-network endpoints, replies translated (issue 13 point 2): host-network data plane, no branch yet"]
 fn kubernetes_service_from_pods_on_both_nodes() {
     if !xlb_testkit::privileged() {
         return;
@@ -40,7 +39,6 @@ fn kubernetes_service_from_pods_on_both_nodes() {
 }
 
 #[test]
-#[ignore = "needs host-originated Service traffic (cgroup socket hooks, issue 13): g-sock"]
 fn kubernetes_service_from_hosts_on_both_nodes() {
     if !xlb_testkit::privileged() {
         return;
@@ -55,7 +53,6 @@ fn kubernetes_service_from_hosts_on_both_nodes() {
 /// The hostNetwork endpoint on node1 (nodeName set), from a pod on its node
 /// and from one on the other node (over the underlay, not the pod tunnel).
 #[test]
-#[ignore = "needs host-network endpoints reached over the underlay with replies translated (issue 13 point 2): host-network data plane, no branch yet"]
 fn hostnetwork_backend_service_from_pods_on_both_nodes() {
     if !xlb_testkit::privileged() {
         return;
@@ -69,7 +66,6 @@ fn hostnetwork_backend_service_from_pods_on_both_nodes() {
 
 /// kube-proxy's node health endpoint, probed by cloud load balancers.
 #[test]
-#[ignore = "needs the node health endpoint on --healthz-addr :10256 (issue 14 point 3): e-agent"]
 fn node_health_endpoint_on_10256_answers_200() {
     if !xlb_testkit::privileged() {
         return;
@@ -98,7 +94,6 @@ fn host_network_servers_of_the_lab_answer_directly() {
 }
 
 #[test]
-#[ignore = "needs host-originated Service traffic (cgroup socket hooks): g-sock; host-network endpoints (issue 13 point 2)"]
 fn lab_check_with_host_network_probes_passes() {
     if !xlb_testkit::privileged() {
         return;

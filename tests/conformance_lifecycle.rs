@@ -89,7 +89,6 @@ fn row08_services_work_across_an_agent_restart_from_pod() {
 }
 
 #[test]
-#[ignore = "needs host-originated Service traffic (cgroup socket hooks, issue 13): g-sock"]
 fn row08_services_work_across_an_agent_restart_from_host() {
     if !xlb_testkit::privileged() {
         return;

@@ -35,7 +35,6 @@ fn one(service: &str, (n, k): (u8, u8), ready: bool, serving: bool, terminating:
 }
 
 #[test]
-#[ignore = "needs endpoints selected on `ready` as published (issue 14 point 2): d-model"]
 fn row14_publish_not_ready_addresses_on_off_on() {
     if !xlb_testkit::privileged() {
         return;
@@ -61,7 +60,6 @@ fn row14_publish_not_ready_addresses_on_off_on() {
 }
 
 #[test]
-#[ignore = "needs endpoints selected on `ready` as published (issue 14 point 2): d-model"]
 fn row15_publish_not_ready_true_terminating_unready_endpoint_is_reached() {
     if !xlb_testkit::privileged() {
         return;
@@ -168,7 +166,6 @@ fn row25_terminating_fallback_with_external_traffic_policy_cluster() {
 /// eTP Local: the external client through node1 (whose endpoint is serving
 /// and terminating) is served; through node2 (none serving) it is dropped.
 #[test]
-#[ignore = "needs eTP Local without local endpoints to drop external traffic (issue 14 point 2): d-model"]
 fn row25_terminating_fallback_with_external_traffic_policy_local() {
     if !xlb_testkit::privileged() {
         return;

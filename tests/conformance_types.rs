@@ -126,7 +126,6 @@ fn row20(c: Client, name: &str, ip: Ipv4Addr) {
 }
 
 #[test]
-#[ignore = "needs service.kubernetes.io/service-proxy-name honoured (issue 14 point 4): d-model"]
 fn row20_service_proxy_name_label_is_not_served_from_pod() {
     if !xlb_testkit::privileged() {
         return;
@@ -135,7 +134,6 @@ fn row20_service_proxy_name_label_is_not_served_from_pod() {
 }
 
 #[test]
-#[ignore = "needs service-proxy-name honoured: d-model; host-originated Service traffic (cgroup socket hooks, issue 13): g-sock"]
 fn row20_service_proxy_name_label_is_not_served_from_host() {
     if !xlb_testkit::privileged() {
         return;
@@ -161,7 +159,6 @@ fn row21(c: Client, name: &str, ip: Ipv4Addr) {
 }
 
 #[test]
-#[ignore = "needs service.kubernetes.io/headless honoured (issue 14 point 4): d-model"]
 fn row21_headless_label_on_service_or_slice_is_not_served_from_pod() {
     if !xlb_testkit::privileged() {
         return;
@@ -170,7 +167,6 @@ fn row21_headless_label_on_service_or_slice_is_not_served_from_pod() {
 }
 
 #[test]
-#[ignore = "needs headless label honoured: d-model; host-originated Service traffic (cgroup socket hooks, issue 13): g-sock"]
 fn row21_headless_label_on_service_or_slice_is_not_served_from_host() {
     if !xlb_testkit::privileged() {
         return;

@@ -7,7 +7,7 @@
 //! of the checksums with etherparse.
 mod packet_util;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use packet_util::*;
 use xlb_bpf::consts::*;
@@ -15,6 +15,20 @@ use xlb_bpf::types::*;
 use xlb_bpf::wire::be32;
 
 const CLIENT_SA: &str = "198.18.0.100:40000";
+
+/// A source port of CLIENT whose whole-flow Maglev pick for 10.96.0.60:80
+/// differs from the pick of its address alone (the expired-affinity case
+/// then tells the two apart).
+fn expiry_client() -> SocketAddrV4 {
+    let vip = sa("10.96.0.60:80");
+    (40000..41000)
+        .map(|p| SocketAddrV4::new(CLIENT, p))
+        .find(|&c| {
+            maglev_pick(&AFF_TABLE, c, vip, TCP, false)
+                != maglev_pick(&AFF_TABLE, c, vip, TCP, true)
+        })
+        .expect("a port whose two picks differ")
+}
 
 fn syn(dst: &str) -> Frame {
     Frame::tcp(sa(CLIENT_SA), sa(dst))
@@ -645,29 +659,35 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
-            name: "affinity expired: chosen again by hash",
+            name: "affinity expired: a fresh choice from the whole flow",
             setup: |env| {
-                let id = maglev_pick(&AFF_TABLE, sa(CLIENT_SA), sa("10.96.0.60:80"), TCP, true);
-                let other = if id == 6 { 5 } else { 6 };
+                // The expired entry holds what the client's address alone picks.
+                let by_client =
+                    maglev_pick(&AFF_TABLE, expiry_client(), sa("10.96.0.60:80"), TCP, true);
                 env.maps()
                     .put_affinity(
                         &xlb_affinity_key::new(10, CLIENT),
                         &xlb_affinity_val {
-                            backend_id: other,
+                            backend_id: by_client,
                             generation: 1,
                             last_seen: now_ns() - 200_000_000_000,
                         },
                     )
                     .unwrap();
             },
-            frame: || syn("10.96.0.60:80").build(),
+            frame: || Frame::tcp(expiry_client(), sa("10.96.0.60:80")).build(),
             on_uplink: false,
             rc: XDP_PASS,
             reason: XLB_R_PASS_LOCAL,
             check: |env, _, out| {
-                let id = maglev_pick(&AFF_TABLE, sa(CLIENT_SA), sa("10.96.0.60:80"), TCP, true);
-                assert_dnat(syn("10.96.0.60:80"), &backend_sa(env, id), out);
-                assert_eq!(ct_backend(env, CLIENT_SA, "10.96.0.60:80", TCP), id);
+                let c = expiry_client();
+                let id = maglev_pick(&AFF_TABLE, c, sa("10.96.0.60:80"), TCP, false);
+                assert_dnat(
+                    Frame::tcp(c, sa("10.96.0.60:80")),
+                    &backend_sa(env, id),
+                    out,
+                );
+                assert_eq!(ct_backend(env, &c.to_string(), "10.96.0.60:80", TCP), id);
                 let a = env
                     .maps()
                     .affinity_entry(&xlb_affinity_key::new(10, CLIENT))

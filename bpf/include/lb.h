@@ -100,7 +100,8 @@ static __always_inline int xlb_backend_get(__u32 id, struct xlb_choice *ch)
  * Chooses a backend for a new flow t of Service svc: source ranges, traffic
  * policy Local without local endpoint, no endpoint, affinity (never to a
  * draining backend), then the Maglev slot
- * hash % table_size + table_off. Returns XLB_OK or the reason to drop/reject;
+ * hash % table_size + table_off (with affinity and no entry for the client,
+ * the hash of its address alone; else of the whole flow). Returns XLB_OK or the reason to drop/reject;
  * *event gets XLB_R_EVENT_AFFINITY_FULL when the affinity entry could not be saved.
  */
 static __always_inline int xlb_choose(struct xlb_svc_val *svc, const struct xlb_ct_key *t,
@@ -108,7 +109,7 @@ static __always_inline int xlb_choose(struct xlb_svc_val *svc, const struct xlb_
 {
 	__u32 flags = svc->flags, size = svc->table_size, slot, *id;
 	struct xlb_affinity_key ak = { .svc_id = svc->svc_id, .client = t->saddr };
-	int aff = flags & XLB_SVC_F_AFFINITY;
+	int aff = flags & XLB_SVC_F_AFFINITY, by_client = aff;
 
 	if (flags & XLB_SVC_F_SRC_RANGES) {
 		struct xlb_src_range_key rk = {
@@ -132,8 +133,12 @@ static __always_inline int xlb_choose(struct xlb_svc_val *svc, const struct xlb_
 			av->last_seen = now;
 			return XLB_OK;
 		}
+		/* An expired (or stale) entry: a fresh choice, as kube-proxy
+		 * makes, from the whole flow; the client's address alone would
+		 * give the same slot again. */
+		by_client = !av;
 	}
-	slot = svc->table_off + xlb_flow_hash(t, aff) % size;
+	slot = svc->table_off + xlb_flow_hash(t, by_client) % size;
 	id = bpf_map_lookup_elem(&maglev, &slot);
 	if (!id || !xlb_backend_get(*id, ch))
 		return XLB_R_DROP_BAD_MAGLEV;

@@ -90,6 +90,9 @@ pub enum Hook {
     Xdp(AttachMode),
     /// tcx ingress bpf_link.
     Tcx,
+    /// tcx egress bpf_link of a pod interface (reverse NAT of replies from
+    /// host-network endpoints on the node).
+    TcxEgress,
     /// Classic tc filter on a clsact qdisc (`created_qdisc`: xlb made the qdisc).
     TcClsact { created_qdisc: bool },
 }
@@ -99,6 +102,7 @@ impl Hook {
         match self {
             Hook::Xdp(m) => format!("xdp/{m}"),
             Hook::Tcx => "tcx/ingress".into(),
+            Hook::TcxEgress => "tcx/egress".into(),
             Hook::TcClsact { .. } => "tc/clsact ingress".into(),
         }
     }
@@ -108,6 +112,7 @@ impl Hook {
         match self {
             Hook::Xdp(_) => format!("xdp_{iface}"),
             Hook::Tcx => format!("tcx_{iface}"),
+            Hook::TcxEgress => format!("tcxe_{iface}"),
             Hook::TcClsact {
                 created_qdisc: false,
             } => format!("tc_{iface}"),
@@ -514,6 +519,70 @@ pub fn attach_pod(pin_dir: &Path, prog: BorrowedFd<'_>, iface: &str) -> Result<A
     })
 }
 
+/// Attaches (or replaces in place) the pod-veth egress program on `iface`
+/// (tcx egress): the reverse NAT of replies that host-network endpoints of
+/// this node send into the pod. Without tcx (or with it disabled) nothing is
+/// attached: `Ok(None)`, and those replies stay untranslated.
+pub fn attach_pod_egress(
+    pin_dir: &Path,
+    prog: BorrowedFd<'_>,
+    iface: &str,
+) -> Result<Option<Attached>> {
+    let ifindex = ifindex_of(iface)?;
+    let name = Hook::TcxEgress.pin_name(iface);
+    if let Some((path, link)) = pinned_link(pin_dir, &name) {
+        match link_ifindex(link.as_fd()) {
+            Some((i, _)) if i == ifindex => {
+                sys::link_update(link.as_fd(), prog).map_err(|e| {
+                    attach_err(
+                        iface,
+                        "replacing the tcx egress program",
+                        e,
+                        "`xlb detach --iface IF` and attach again",
+                    )
+                })?;
+                return Ok(Some(Attached {
+                    iface: iface.into(),
+                    ifindex,
+                    hook: Hook::TcxEgress,
+                    replaced: true,
+                    warning: None,
+                }));
+            }
+            _ => {
+                let _ = sys::link_detach(link.as_fd());
+                pin::unpin(&path).ok();
+            }
+        }
+    }
+    if tcx_disabled() {
+        return Ok(None);
+    }
+    match sys::link_create(prog, ifindex as i32, libbpf_sys::BPF_TCX_EGRESS, 0) {
+        Ok(link) => {
+            let path = links_dir(pin_dir).join(name);
+            if let Err(e) = pin::repin(&link, &path) {
+                let _ = sys::link_detach(link.as_fd());
+                return Err(e);
+            }
+            Ok(Some(Attached {
+                iface: iface.into(),
+                ifindex,
+                hook: Hook::TcxEgress,
+                replaced: false,
+                warning: None,
+            }))
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => Ok(None),
+        Err(e) => Err(attach_err(
+            iface,
+            "attaching tcx egress",
+            e,
+            "check `xlb doctor --iface IF`",
+        )),
+    }
+}
+
 /// bpffs refuses names with '.', which interface names may hold (VLANs).
 fn encode_iface(iface: &str) -> String {
     iface.replace('%', "%25").replace('.', "%2e")
@@ -529,6 +598,8 @@ fn parse_pin_name(name: &str) -> Option<(Hook, &str)> {
         Some((Hook::Xdp(AttachMode::Native), i))
     } else if let Some(i) = name.strip_prefix("tcx_") {
         Some((Hook::Tcx, i))
+    } else if let Some(i) = name.strip_prefix("tcxe_") {
+        Some((Hook::TcxEgress, i))
     } else if let Some(i) = name.strip_prefix("tcq_") {
         Some((
             Hook::TcClsact {
@@ -607,7 +678,7 @@ pub fn list(pin_dir: &Path) -> Result<Vec<Attachment>> {
 
 fn detach_one(a: &Attachment) -> Result<()> {
     match a.hook {
-        Hook::Xdp(_) | Hook::Tcx => {
+        Hook::Xdp(_) | Hook::Tcx | Hook::TcxEgress => {
             if let Ok(fd) = sys::obj_get(&a.pin) {
                 if let Err(e) = sys::link_detach(fd.as_fd()) {
                     // A defunct link (interface gone) has nothing to detach.
@@ -708,7 +779,16 @@ pub fn detach_all(pin_dir: &Path) -> Result<DetachedAll> {
 /// Pins the data plane's programs under `<pin>/progs/` (what new pod veths get).
 pub fn pin_programs(pin_dir: &Path, dp: &DataPlane) -> Result<()> {
     pin::repin(dp.xdp_prog().as_fd(), &progs_dir(pin_dir).join("xdp"))?;
-    pin::repin(dp.tc_prog().as_fd(), &progs_dir(pin_dir).join("tc"))
+    pin::repin(dp.tc_prog().as_fd(), &progs_dir(pin_dir).join("tc"))?;
+    pin::repin(
+        dp.tc_egress_prog().as_fd(),
+        &progs_dir(pin_dir).join("tc_egress"),
+    )
+}
+
+/// The pinned pod-veth egress program, if pinned.
+pub fn pinned_tc_egress_prog(pin_dir: &Path) -> Option<OwnedFd> {
+    sys::obj_get(&progs_dir(pin_dir).join("tc_egress")).ok()
 }
 
 /// The pinned pod-veth program (for attaching a new veth without loading).
@@ -740,6 +820,16 @@ pub fn replace(pin_dir: &Path, dp: &DataPlane) -> Result<Vec<Attached>> {
                 },
                 false,
             ),
+            Hook::TcxEgress => attach_pod_egress(pin_dir, dp.tc_egress_prog().as_fd(), &a.iface)
+                .map(|r| {
+                    r.unwrap_or(Attached {
+                        iface: a.iface.clone(),
+                        ifindex,
+                        hook: a.hook,
+                        replaced: false,
+                        warning: Some(format!("{}: tcx egress not replaced", a.iface)),
+                    })
+                }),
             _ => attach_pod(pin_dir, dp.tc_prog().as_fd(), &a.iface),
         };
         match res {

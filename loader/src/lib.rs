@@ -246,6 +246,11 @@ impl DataPlane {
     pub fn tc_prog(&self) -> &libbpf_rs::ProgramMut<'static> {
         &self.tc.progs.xlb_tc
     }
+
+    /// The pod-veth egress program (replies of local host-network endpoints).
+    pub fn tc_egress_prog(&self) -> &libbpf_rs::ProgramMut<'static> {
+        &self.tc.progs.xlb_tc_egress
+    }
 }
 
 /// Names of every map the data plane's objects declare (pinned or not, the

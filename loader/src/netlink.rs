@@ -360,6 +360,9 @@ pub fn apply_event(pin_dir: &Path, ev: &IfaceEvent) -> Result<()> {
         IfaceEvent::Added { name, .. } => {
             let prog = crate::attach::pinned_tc_prog(pin_dir)?;
             let a = crate::attach::attach_pod(pin_dir, prog.as_fd(), name)?;
+            if let Some(e) = crate::attach::pinned_tc_egress_prog(pin_dir) {
+                crate::attach::attach_pod_egress(pin_dir, e.as_fd(), name)?;
+            }
             tracing::info!(iface = %name, hook = %a.hook.describe(), "pod interface attached");
             Ok(())
         }

@@ -9,8 +9,8 @@
 //! <pin>/<map>                    a map declared by the data plane's objects,
 //!                                whose kernel name is that name too
 //! <pin>/private/<map>            the data plane's private caches
-//! <pin>/progs/{xdp,tc}           programs
-//! <pin>/links/{xdp,tcx}_<if>     links
+//! <pin>/progs/{xdp,tc,tc_egress} programs
+//! <pin>/links/{xdp,tcx,tcxe}_<if> links
 //! <pin>/links/{tc,tcq}_<if>      programs (the classic tc fallback)
 //! new_<any of these>             a pin caught while being replaced
 //! ```
@@ -87,7 +87,7 @@ type KindOf = fn(&str) -> Option<ObjKind>;
 /// What xlb pins under `links/` by that name (`None`: not an xlb name).
 fn links_entry_kind(name: &str) -> Option<ObjKind> {
     let n = name.strip_prefix("new_").unwrap_or(name);
-    if n.starts_with("xdp_") || n.starts_with("tcx_") {
+    if n.starts_with("xdp_") || n.starts_with("tcx_") || n.starts_with("tcxe_") {
         Some(ObjKind::Link)
     } else if n.starts_with("tc_") || n.starts_with("tcq_") {
         Some(ObjKind::Prog)
@@ -99,7 +99,7 @@ fn links_entry_kind(name: &str) -> Option<ObjKind> {
 /// What xlb pins under `progs/` by that name.
 fn progs_entry_kind(name: &str) -> Option<ObjKind> {
     match name.strip_prefix("new_").unwrap_or(name) {
-        "xdp" | "tc" => Some(ObjKind::Prog),
+        "xdp" | "tc" | "tc_egress" => Some(ObjKind::Prog),
         _ => None,
     }
 }
@@ -239,6 +239,7 @@ mod tests {
     fn only_xlb_names_are_candidates() {
         assert_eq!(links_entry_kind("xdp_eth0"), Some(ObjKind::Link));
         assert_eq!(links_entry_kind("tcx_veth1%2e5"), Some(ObjKind::Link));
+        assert_eq!(links_entry_kind("tcxe_veth1"), Some(ObjKind::Link));
         assert_eq!(links_entry_kind("tc_veth1"), Some(ObjKind::Prog));
         assert_eq!(links_entry_kind("tcq_veth1"), Some(ObjKind::Prog));
         assert_eq!(links_entry_kind("new_xdp_eth0"), Some(ObjKind::Link));
@@ -246,6 +247,7 @@ mod tests {
         assert_eq!(links_entry_kind("xdp"), None);
         assert_eq!(progs_entry_kind("xdp"), Some(ObjKind::Prog));
         assert_eq!(progs_entry_kind("new_tc"), Some(ObjKind::Prog));
+        assert_eq!(progs_entry_kind("tc_egress"), Some(ObjKind::Prog));
         assert_eq!(progs_entry_kind("tcx"), None);
         assert_eq!(kernel_name("local_addrs"), "local_addrs");
         assert_eq!(kernel_name("a_map_name_longer_than_15"), "a_map_name_long");

@@ -217,6 +217,9 @@ pub fn run_attach(a: AttachArgs, pin_dir: &Path) -> anyhow::Result<()> {
             Ok(r) => done.push(r),
             Err(e) => failures.push(format!("{name}: {e}")),
         }
+        if let Err(e) = attach::attach_pod_egress(pin_dir, dp.tc_egress_prog().as_fd(), name) {
+            failures.push(format!("{name} (egress): {e}"));
+        }
     }
     // Pod interfaces attached earlier and not matched now (pattern changed,
     // interface gone): their links follow the program too.

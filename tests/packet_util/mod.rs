@@ -295,6 +295,25 @@ impl Env {
         Ok((rc, out))
     }
 
+    /// The pod veth's egress program on `frame`.
+    pub fn tc_egress(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 512];
+        let input = ProgramInput {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        };
+        let o = self
+            .dp
+            .tc_egress_prog()
+            .test_run(input)
+            .expect("tc egress test_run");
+        let rc = o.return_value;
+        let n = o.data.map(|d| d.len()).unwrap_or(0);
+        out.truncate(n);
+        (rc, out)
+    }
+
     /// Every reason counter (packets), indexed by reason number.
     pub fn reasons(&self) -> Vec<u64> {
         self.maps()
