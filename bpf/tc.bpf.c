@@ -312,16 +312,21 @@ int xlb_tc_egress(struct __sk_buff *skb)
 	__u64 bytes = skb->len;
 	struct xlb_pkt p = {};
 	struct xlb_ct_key t = {};
+	struct xlb_config *cfg;
 	struct xlb_ct_val *v;
 	__be32 nat_addr;
 	__be16 nat_port;
-	__u32 svc_id;
+	__u32 svc_id, zero = 0;
 
+	cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return TC_ACT_OK;
 	if (skb->len > (long)skb->data_end - (long)skb->data)
 		bpf_skb_pull_data(skb, skb->len);
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
-	if (xlb_parse(data, data_end, &p) != XLB_OK)
+	/* whole TCP/UDP headers only: fragments and ICMP pass untouched */
+	if (xlb_parse(data, data_end, &p) != XLB_OK || !p.l4)
 		return TC_ACT_OK;
 	t.saddr = p.saddr;
 	t.daddr = p.daddr;
@@ -332,7 +337,7 @@ int xlb_tc_egress(struct __sk_buff *skb)
 	if (!v || (v->flags & (XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL | XLB_CT_F_HAIRPIN)) !=
 			  XLB_CT_F_REVERSE || !v->nat_addr)
 		return TC_ACT_OK;
-	if (!xlb_ct_reverse_live(v, t.proto, xlb_now()))
+	if (!xlb_ct_reverse_live(v, &t, cfg, p.tcp_flags, xlb_now()))
 		return TC_ACT_OK;
 	nat_addr = v->nat_addr;
 	nat_port = v->nat_port;

@@ -12,6 +12,7 @@ mod packet_util;
 use packet_util::related::*;
 use packet_util::*;
 
+/// Runs one frame (XDP on lo), checks the verdict and that `reason` counted it.
 fn step(env: &Env, prog: Prog, frame: &[u8], rc: u32, reason: u32) -> Vec<u8> {
     step_via(env, prog, frame, rc, reason, None)
 }
@@ -38,9 +39,6 @@ fn big_tcp(src: &str, dst: &str) -> Frame {
 
 /// First 32 bytes of L4, then 40, then the rest: first, middle, last.
 const CUTS: [usize; 2] = [32, 40];
-
-/// Runs one frame, checks the verdict and that exactly `reason` counted it.
-
 
 /// The translated train must be the train of the translated datagram, and
 /// reassemble into a datagram whose checksums are right.

@@ -28,8 +28,6 @@ fn ip(s: &str) -> Ipv4Addr {
     *sa(s).ip()
 }
 
-
-
 /// Checks an ICMP error frame independently: IPv4 header checksum, ICMP
 /// checksum, quoted IPv4 header checksum (etherparse), and the quoted UDP
 /// checksum when the whole datagram is quoted.
