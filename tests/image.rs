@@ -279,7 +279,11 @@ fn image_builds_and_runs_as_a_lab_nodes_agent() {
     let manifests = lab.state("manifests").display().to_string();
     let agent = Container(format!("{}-agent", lab.0));
     let mut run = podman(&RUN[..5]);
+    // The host's cgroup v2 root, for the socket hooks (as the DaemonSet
+    // mounts the host's /sys/fs/cgroup).
+    let cgroup = xlb_loader::cgroup::cgroup2_root().expect("the host's cgroup2 mount");
     run.args(["--detach", "--name", &agent.0, "--privileged", &net, bpf])
+        .arg(format!("--volume={}:/sys/fs/cgroup:ro", cgroup.display()))
         .arg(format!("--volume={manifests}:{manifests}:ro"))
         .arg(&image.0)
         .args(["--pin-dir", &lab.pin_dir("node2"), "agent"])

@@ -393,6 +393,9 @@ fn walk(v: &dyn View, f: &Flow, steps: &mut Vec<Step>) -> anyhow::Result<Outcome
         return Ok(with_svc(reject(&cfg, f)));
     }
     let aff = svc.flags & XLB_SVC_F_AFFINITY != 0;
+    // By the client's address alone, unless an affinity entry expired or
+    // went stale: then a fresh choice from the whole flow (lb.h).
+    let mut by_client = aff;
     if aff {
         let timeout = u64::from(if svc.affinity_timeout != 0 {
             svc.affinity_timeout
@@ -403,7 +406,9 @@ fn walk(v: &dyn View, f: &Flow, steps: &mut Vec<Step>) -> anyhow::Result<Outcome
         let hit = match a {
             Some(a) if age(now, a.last_seen) < timeout * XLB_NSEC => {
                 active_backend(v, a.backend_id)?
-                    .filter(|b| b.generation == a.generation)
+                    .filter(|b| {
+                        b.generation == a.generation && u32::from(b.flags) & XLB_BE_F_DRAINING == 0
+                    })
                     .map(|b| (a.backend_id, b))
             }
             _ => None,
@@ -426,8 +431,9 @@ fn walk(v: &dyn View, f: &Flow, steps: &mut Vec<Step>) -> anyhow::Result<Outcome
         if let Some((id, b)) = hit {
             return Ok(with_svc(forward(v, &cfg, f, id, &b, steps)?));
         }
+        by_client = a.is_none();
     }
-    let h = flow_hash(&t, aff);
+    let h = flow_hash(&t, by_client);
     let slot = svc.table_off.wrapping_add(h % svc.table_size);
     let id = v.maglev(slot)?;
     let b = match id {
@@ -438,7 +444,11 @@ fn walk(v: &dyn View, f: &Flow, steps: &mut Vec<Step>) -> anyhow::Result<Outcome
         step: "maglev",
         found: format!(
             "hash {h:#010x}{} -> slot {} of {} (table at {}) -> backend {}",
-            if aff { " (source port left out)" } else { "" },
+            if by_client {
+                " (source port left out)"
+            } else {
+                ""
+            },
             h % svc.table_size,
             svc.table_size,
             svc.table_off,
