@@ -147,6 +147,7 @@ impl DataPlane {
             }
         }
         let mut mounted = None;
+        let mut grown = Vec::new();
         if let Some(dir) = &opts.pin_dir {
             mounted = pin::ensure_pin_dir(dir)?;
             let mut contract = Vec::new();
@@ -175,6 +176,7 @@ impl DataPlane {
                     pin::MapRole::Private => private.push(spec),
                 }
             }
+            grown = pin::take_grown(dir, &contract)?;
             pin::check_pinned_maps(dir, &contract)?;
             for p in pin::replace_stale_private(dir, &private)? {
                 tracing::info!(pin = %p.display(), "replacing a private map of another layout");
@@ -201,6 +203,19 @@ impl DataPlane {
             },
             source,
         })?;
+        // An older layout's value, carried over zero-extended (the new
+        // fields' zero is their default): settings survive the upgrade.
+        for (name, old) in &grown {
+            use libbpf_rs::MapCore;
+            if let Some(m) = xdp.object().maps().find(|m| m.name() == name.as_str()) {
+                let mut v = vec![0u8; m.value_size() as usize];
+                let n = old.len().min(v.len());
+                v[..n].copy_from_slice(&old[..n]);
+                m.update(&0u32.to_ne_bytes(), &v, libbpf_rs::MapFlags::ANY)
+                    .map_err(ctx(format!("carrying {name} over from the older layout")))?;
+                tracing::info!(map = %name, "carried over from an older layout");
+            }
+        }
 
         let mut open_tc = TcSkelBuilder::default()
             .open(storage())

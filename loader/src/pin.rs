@@ -424,6 +424,52 @@ pub fn replace_stale_private(pin_dir: &Path, specs: &[MapSpec]) -> Result<Vec<Pa
     Ok(removed)
 }
 
+/// Contract maps whose value only ever grows at its end (a new build appends
+/// fields whose zero means "the default"): `config`. A pinned one of an older,
+/// shorter layout is migrated instead of refused ([`take_grown`]).
+pub const GROWING_MAPS: [&str; 1] = ["config"];
+
+/// For each of [`GROWING_MAPS`] pinned with a shorter value than `specs` say
+/// (an older xlb's, otherwise alike): reads its one value and removes the pin,
+/// so that the load creates this build's layout; the caller writes the old
+/// bytes back, zero-extended ([`crate::DataPlane::load`]). Anything else
+/// about the pin is left to [`check_pinned_maps`].
+pub fn take_grown(pin_dir: &Path, specs: &[MapSpec]) -> Result<Vec<(String, Vec<u8>)>> {
+    use libbpf_rs::MapCore;
+    let mut out = Vec::new();
+    for spec in specs
+        .iter()
+        .filter(|s| GROWING_MAPS.contains(&s.name.as_str()))
+    {
+        let path = map_pin_path(pin_dir, &spec.name, MapRole::Contract);
+        if std::fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        let Ok(m) = libbpf_rs::MapHandle::from_pinned_path(&path) else {
+            continue; // not a map: check_pinned_maps says so
+        };
+        let older = m.map_type() as u32 == spec.map_type
+            && m.key_size() == spec.key_size
+            && m.value_size() < spec.value_size
+            && m.max_entries() == spec.max_entries;
+        if !older {
+            continue;
+        }
+        let old = m
+            .lookup(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        unpin(&path).map_err(|e| Error::Io {
+            what: format!("replacing the older {} pin {}", spec.name, path.display()),
+            err: e,
+            hint: "is the pin directory writable (root)?".into(),
+        })?;
+        out.push((spec.name.clone(), old));
+    }
+    Ok(out)
+}
+
 /// Removes a pin; absent is fine.
 pub fn unpin(path: &Path) -> io::Result<()> {
     match std::fs::remove_file(path) {

@@ -421,3 +421,88 @@ fn bpffs_is_mounted_when_absent() {
     drop(dp);
     drop(guard);
 }
+
+/// An upgrade over an older xlb's `config` (a shorter value: later builds
+/// append fields whose zero is the default) carries its settings over and
+/// keeps connection tracking, instead of refusing the pins.
+#[test]
+fn load_over_an_older_config_layout_carries_it_over_and_keeps_ct() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    use libbpf_rs::MapCore;
+    use xlb_bpf::types::{xlb_config, xlb_ct_key, xlb_ct_val};
+    let pin = PinDir::new();
+    let dp1 = load(&pin);
+    let ck = xlb_ct_key::new(
+        "10.0.0.1:1234".parse().unwrap(),
+        "10.0.0.2:80".parse().unwrap(),
+        6,
+    );
+    let cv = xlb_ct_val {
+        backend_id: 3,
+        generation: 1,
+        ..Default::default()
+    };
+    dp1.maps.put_ct(&ck, &cv).unwrap();
+    let size = dp1.xdp.maps.config.value_size();
+    drop(dp1);
+
+    // The older build's config: 8 bytes shorter, its settings in them.
+    let c = xlb_config {
+        node_addr: u32::from_ne_bytes([198, 18, 0, 11]),
+        vxlan_port: 8472u16.to_be(),
+        mtu: 1450,
+        vni: 1,
+        ifindex: 7,
+        mac: [2, 0, 0, 0, 0, 11],
+        flags: 3,
+        ..Default::default()
+    };
+    // SAFETY: xlb_config is Plain.
+    let bytes = unsafe { plain::as_bytes(&c) };
+    let old_len = size as usize - 8;
+    let path = pin.path.join("config");
+    std::fs::remove_file(&path).unwrap();
+    pin_map(
+        &path,
+        libbpf_rs::MapType::Array,
+        "config",
+        old_len as u32,
+        1,
+    );
+    let old = libbpf_rs::MapHandle::from_pinned_path(&path).unwrap();
+    old.update(
+        &0u32.to_ne_bytes(),
+        &bytes[..old_len],
+        libbpf_rs::MapFlags::ANY,
+    )
+    .unwrap();
+    drop(old);
+
+    let dp2 = load(&pin);
+    assert_eq!(
+        dp2.xdp.maps.config.value_size(),
+        size,
+        "this build's layout"
+    );
+    let got = dp2.maps.config().unwrap();
+    // SAFETY: as above.
+    let got_bytes = unsafe { plain::as_bytes(&got) };
+    assert_eq!(
+        &got_bytes[..old_len],
+        &bytes[..old_len],
+        "settings carried over"
+    );
+    assert!(
+        got_bytes[old_len..].iter().all(|b| *b == 0),
+        "new fields default"
+    );
+    let ct = dp2.maps.ct().unwrap();
+    assert!(
+        ct.iter()
+            .any(|(k, v)| k.saddr == ck.saddr && k.sport == ck.sport && v.backend_id == 3),
+        "ct entry kept: {} entries",
+        ct.len()
+    );
+}
