@@ -9,7 +9,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cli_support::{KillOnDrop, PinDir};
+use cli_support::{pin_dir, KillOnDrop};
 use packet_util::{sa, tcp_key, Frame, XDP_DROP};
 use serde_json::Value;
 use xlb_bpf::consts::*;
@@ -44,7 +44,7 @@ fn two_monitors_both_see_every_event() {
     if !xlb_testkit::privileged() {
         return;
     }
-    let pin = PinDir::new();
+    let pin = pin_dir();
     let dp = DataPlane::load(&LoadOptions {
         pin_dir: Some(pin.path.clone()),
         ..Default::default()

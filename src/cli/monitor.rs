@@ -78,8 +78,9 @@ fn stopping() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
-/// `/run/xlb/<names file stem>.monitor.<ext>` for this pin directory.
-fn state_path(pin_dir: &Path, ext: &str) -> PathBuf {
+/// `/run/xlb/<names file stem>.monitor.<ext>` for this pin directory: the
+/// leader's lock (`lock`, kept: an flock file) and socket (`sock`).
+pub fn state_path(pin_dir: &Path, ext: &str) -> PathBuf {
     let names = crate::names::path(pin_dir);
     PathBuf::from(format!(
         "{}.monitor.{ext}",

@@ -7,10 +7,14 @@ use std::process::Command;
 
 pub use xlb_testkit::{eventually, sh, sh_out, stderr, stdout, KillOnDrop, Netns, PinDir};
 
-/// A unique pin directory; on drop also the names file xlb keeps for it.
+/// A unique pin directory; on drop also the files xlb keeps for it under
+/// /run/xlb (names, the monitor's lock and socket).
 pub fn pin_dir() -> PinDir {
     let mut p = PinDir::new();
     p.also.push(xlb::names::path(&p.path));
+    for ext in ["lock", "sock"] {
+        p.also.push(xlb::cli::monitor::state_path(&p.path, ext));
+    }
     p
 }
 
