@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use xlb_bpf::Maps;
 use xlb_loader::cgroup::{self, SockHook};
@@ -42,11 +42,7 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 fn wait(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    xlb_testkit::agent::wait_for(what, || f().then_some(()));
 }
 
 const MANIFESTS: &str = r#"
