@@ -9,64 +9,27 @@
 
 mod cli_support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cli_support::{eventually, sh, stderr, stdout, xlb, Netns, PinDir};
 use xlb_loader::{is_bpffs, sys};
 use xlb_testkit as testutil;
-
-/// A unique temporary directory of ordinary files; whatever is mounted on
-/// it or below is unmounted before it is removed.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let d = std::env::temp_dir().join(testutil::unique_name("xlb-ps-"));
-        std::fs::create_dir_all(&d).unwrap();
-        Self(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        for m in mounts_under(&self.0) {
-            umount(&m);
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use xlb_testkit::tmp::mounts_under;
+use xlb_testkit::TempDir;
 
 /// A private bpffs mounted on a unique temporary directory.
 struct Bpffs(TempDir);
 
 impl Bpffs {
     fn new() -> Self {
-        let t = TempDir::new();
-        sh(&["mount", "-t", "bpf", "bpf", t.0.to_str().unwrap()]);
-        assert!(is_bpffs(&t.0));
+        let t = TempDir::new("xlb-ps-");
+        sh(&["mount", "-t", "bpf", "bpf", t.path().to_str().unwrap()]);
+        assert!(is_bpffs(t.path()));
         Self(t)
     }
     fn path(&self) -> &Path {
-        &self.0 .0
+        self.0.path()
     }
-}
-
-fn umount(p: &Path) {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: valid C string.
-    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-}
-
-/// Mount points at or under `dir` in this mount namespace, deepest first.
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let mut v: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4).map(PathBuf::from))
-        .filter(|m| m.starts_with(dir))
-        .collect();
-    v.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
-    v
 }
 
 /// A foreign pinned map (another tool's), at `path`.
@@ -109,10 +72,10 @@ fn removing_refuses_an_ordinary_directory_or_a_file_and_touches_nothing() {
     if !testutil::privileged() {
         return;
     }
-    let t = TempDir::new();
-    let d = t.0.join("d");
+    let t = TempDir::new("xlb-ps-");
+    let d = t.path().join("d");
     ordinary_tree(&d);
-    let file = t.0.join("file");
+    let file = t.path().join("file");
     std::fs::write(&file, "file").unwrap();
 
     for args in [&["detach", "--all"][..], &["agent", "--cleanup"][..]] {
@@ -134,7 +97,7 @@ fn removing_refuses_an_ordinary_directory_or_a_file_and_touches_nothing() {
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "file");
     }
     // A pin directory that does not exist: nothing to do, exit 0.
-    let o = xlb(None, &t.0.join("absent"), &["detach", "--all"]);
+    let o = xlb(None, &t.path().join("absent"), &["detach", "--all"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("nothing of xlb's"), "{}", stdout(&o));
 }
@@ -146,12 +109,12 @@ fn attach_never_mounts_over_files_and_a_file_pin_dir_is_a_usage_error() {
     }
     let ns = Netns::new();
     ns.veth("up0", "peer0");
-    let t = TempDir::new();
+    let t = TempDir::new("xlb-ps-");
     let none = ["--pod-ifaces", ""];
     let attach = ["attach", "--iface", "up0", none[0], none[1]];
 
     // D/xlb with D an ordinary directory with files: refused, D untouched.
-    let d = t.0.join("d");
+    let d = t.path().join("d");
     ordinary_tree(&d);
     let o = xlb(Some(&ns), &d.join("xlb"), &attach);
     let e = stderr(&o);
@@ -162,13 +125,13 @@ fn attach_never_mounts_over_files_and_a_file_pin_dir_is_a_usage_error() {
     );
     assert!(!e.contains("run as root"), "{e}");
     assert!(!is_bpffs(&d), "no bpffs mounted over {d:?}");
-    assert!(mounts_under(&t.0).is_empty(), "no mount left behind");
+    assert!(mounts_under(t.path()).is_empty(), "no mount left behind");
     ordinary_tree_intact(&d);
     assert!(!d.join("xlb").exists());
     assert_eq!(ns.xdp_prog("up0"), 0, "nothing attached");
 
     // A regular file as the pin directory, or above it.
-    let file = t.0.join("file");
+    let file = t.path().join("file");
     std::fs::write(&file, "file").unwrap();
     for p in [file.clone(), file.join("xlb")] {
         let o = xlb(Some(&ns), &p, &attach);
@@ -176,12 +139,12 @@ fn attach_never_mounts_over_files_and_a_file_pin_dir_is_a_usage_error() {
         assert_eq!(o.status.code(), Some(2), "{p:?}: {e}");
         assert!(e.contains("is a file, not a directory"), "{e}");
         assert!(!e.contains("run as root"), "{e}");
-        assert!(mounts_under(&t.0).is_empty(), "no mount left behind");
+        assert!(mounts_under(t.path()).is_empty(), "no mount left behind");
     }
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "file");
 
     // A new directory: xlb mounts its bpffs there and says what that means.
-    let new = t.0.join("new");
+    let new = t.path().join("new");
     let o = xlb(Some(&ns), &new.join("xlb"), &attach);
     let e = stderr(&o);
     assert!(o.status.success(), "{e}");

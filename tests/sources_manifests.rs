@@ -1,11 +1,11 @@
 //! The manifest-directory source: multi-document parsing, bad documents
 //! skipped with the rest kept, change detection and reload.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use xlb::sources::manifests::{load_dir, parse_str};
 use xlb::sources::{SnapshotRx, SourceOptions};
+use xlb_testkit::TempDir;
 
 const GOOD: &str = r#"
 # a comment before the first document
@@ -158,27 +158,9 @@ spec: {clusterIP: 10.96.0.9, ports: [{port: 2}]}
     assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.0.9"));
 }
 
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new() -> Self {
-        let p =
-            std::env::temp_dir().join(format!("xlb-manifests-{}", xlb_testkit::unique_name("t")));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn directory_reads_nested_files_and_skips_others() {
-    let d = TempDir::new();
+    let d = TempDir::new("xlb-manifests-t");
     std::fs::write(d.path().join("10-good.yaml"), GOOD).unwrap();
     std::fs::create_dir(d.path().join("more")).unwrap();
     std::fs::write(
@@ -221,7 +203,7 @@ fn service_names(s: &xlb::sources::Snapshot) -> Vec<String> {
 
 #[tokio::test]
 async fn directory_changes_are_picked_up() {
-    let d = TempDir::new();
+    let d = TempDir::new("xlb-manifests-t");
     let f = d.path().join("svc.yaml");
     std::fs::write(&f, GOOD).unwrap();
     let opts = SourceOptions {
@@ -261,7 +243,7 @@ async fn directory_changes_are_picked_up() {
 
 #[tokio::test]
 async fn service_selector_filters_services_only() {
-    let d = TempDir::new();
+    let d = TempDir::new("xlb-manifests-t");
     std::fs::write(
         d.path().join("a.yaml"),
         r#"apiVersion: v1

@@ -5,28 +5,11 @@
 //! complete directory again.
 
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use xlb::sources::{SnapshotRx, SourceOptions, SourceStatus};
-
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new() -> Self {
-        let p =
-            std::env::temp_dir().join(format!("xlb-manifests-{}", xlb_testkit::unique_name("f")));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use xlb_testkit::TempDir;
 
 /// A Service manifest; names of one length give files of one size.
 fn svc(name: &str, ip: &str) -> String {
@@ -94,7 +77,7 @@ fn data_dir(dir: &Path, name: &str, text: &str, mtime: SystemTime) {
 /// file has the same size and mtime as the old one.
 #[tokio::test]
 async fn configmap_symlink_swap_is_picked_up() {
-    let d = TempDir::new();
+    let d = TempDir::new("xlb-manifests-f");
     let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     data_dir(d.path(), "..2026_a", &svc("web-a", "10.96.0.10"), t);
     symlink("..2026_a", d.path().join("..data")).unwrap();
@@ -114,7 +97,7 @@ async fn configmap_symlink_swap_is_picked_up() {
 /// it comes back with new content: reloaded, caught up.
 #[tokio::test]
 async fn removed_directory_keeps_the_last_snapshot() {
-    let d = TempDir::new();
+    let d = TempDir::new("xlb-manifests-f");
     std::fs::write(d.path().join("svc.yaml"), svc("web", "10.96.0.10")).unwrap();
     let (mut rx, status) = start(d.path());
     assert_eq!(names(&rx), ["web"]);
@@ -135,7 +118,7 @@ async fn removed_directory_keeps_the_last_snapshot() {
 /// mode) is an outage, not an empty file: the snapshot keeps its Services.
 #[tokio::test]
 async fn unreadable_file_keeps_the_last_snapshot() {
-    let d = TempDir::new();
+    let d = TempDir::new("xlb-manifests-f");
     std::fs::write(d.path().join("a.yaml"), svc("web", "10.96.0.10")).unwrap();
     std::fs::write(d.path().join("b.yaml"), svc("api", "10.96.0.12")).unwrap();
     let (mut rx, status) = start(d.path());

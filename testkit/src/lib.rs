@@ -3,8 +3,8 @@
 //! guards (`cmd`), network namespaces and veth pairs (`netns`), bpffs pin
 //! directories (`pin`), kernel state read with bpf(2) (`bpf`), the Internet
 //! checksum (`csum`), frame builders (`frame`), a deterministic generator
-//! (`rng`), and the agent tests' HTTP/wait helpers and manifests (`agent`,
-//! `manifests`).
+//! (`rng`), self-removing temporary directories (`tmp`), and the agent
+//! tests' HTTP/wait helpers and manifests (`agent`, `manifests`).
 //!
 //! A dev-dependency only: nothing here is part of the product.
 
@@ -17,11 +17,13 @@ pub mod manifests;
 pub mod netns;
 pub mod pin;
 pub mod rng;
+pub mod tmp;
 
 pub use cmd::{run_ok, sh, sh_out, stderr, stdout, KillOnDrop};
 pub use netns::{enter, Netns};
 pub use pin::PinDir;
 pub use rng::XorShift;
+pub use tmp::TempDir;
 
 /// Whether a missing precondition must fail the test instead of skipping it:
 /// under `CI=true` or with `XLB_REQUIRE_PRIV` set.
