@@ -60,7 +60,12 @@ fn start_streams(l: &Lab) -> Streams {
             node(n, 30080),
             3,
         );
-        s.udp(&format!("client->node{n}:30080"), &client, node(n, 30080), 2);
+        s.udp(
+            &format!("client->node{n}:30080"),
+            &client,
+            node(n, 30080),
+            2,
+        );
     }
     s.tcp(
         "client->lb 10.96.100.17:80",
@@ -102,6 +107,25 @@ fn hooks(l: &Lab, n: u8) -> Vec<(String, String, u32)> {
     out
 }
 
+/// [`hooks`] of both nodes.
+fn all_hooks(l: &Lab) -> Vec<Vec<(String, String, u32)>> {
+    (1..=2).map(|n| hooks(l, n)).collect()
+}
+
+/// Stops both agents with `sig` and lets every flow go on without them:
+/// the hooks stay as they were (same programs) and keep forwarding.
+fn stop_agents(g: &LabGuard, s: &Streams, sig: i32) {
+    let attached = all_hooks(&g.lab);
+    signal_agents(g, sig);
+    s.advance(STEP)
+        .unwrap_or_else(|e| panic!("no agent: {e}\n{}", g.logs()));
+    assert_eq!(
+        all_hooks(&g.lab),
+        attached,
+        "the stopped agents left the hooks as they were"
+    );
+}
+
 /// A copy of the xlb binary in the lab's state directory: the "new build".
 fn new_binary(l: &Lab) -> PathBuf {
     // A name per copy: an earlier copy may be running as an agent.
@@ -112,7 +136,9 @@ fn new_binary(l: &Lab) -> PathBuf {
 
 fn lab_up(g: &LabGuard, xlb_bin: Option<&Path>) {
     let mut c = Command::new(XLB);
-    c.args(["lab", "up", "--prefix", g.prefix()]);
+    // Info logs: the agents' logs tell how they stopped and started.
+    c.args(["lab", "up", "--prefix", g.prefix()])
+        .env("RUST_LOG", "info");
     if let Some(b) = xlb_bin {
         c.arg("--xlb-bin").arg(b);
     }
@@ -152,10 +178,16 @@ fn case(name: &str, act: impl FnOnce(&LabGuard, &Streams)) {
     if !xlb_testkit::privileged() {
         return;
     }
-    let g = shared(&LAB, || LabGuard::with_xlb("xup"));
+    let g = shared(&LAB, || {
+        let g = LabGuard {
+            lab: Lab::new(&xlb_testkit::unique_name("xup"), 2, 2).unwrap(),
+        };
+        lab_up(&g, None);
+        g
+    });
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     agents_up(&g);
-    let before: Vec<_> = (1..=2).map(|n| hooks(&g.lab, n)).collect();
+    let before = all_hooks(&g.lab);
     let s = start_streams(&g.lab);
     s.advance(STEP)
         .unwrap_or_else(|e| panic!("{name}, before: {e}\n{}", g.logs()));
@@ -165,29 +197,44 @@ fn case(name: &str, act: impl FnOnce(&LabGuard, &Streams)) {
     let r = s.finish();
     r.print(name);
 
-    let after: Vec<_> = (1..=2).map(|n| hooks(&g.lab, n)).collect();
+    let failures = r.tcp_failures();
+    assert!(
+        failures.is_empty(),
+        "{name}: TCP connections failed: {failures:#?}\n{}",
+        g.logs()
+    );
+    let faults = r.udp_faults();
+    assert!(
+        faults.is_empty(),
+        "{name}: UDP flows: {faults:#?}\n{}",
+        g.logs()
+    );
+    assert_eq!(
+        r.lost(),
+        0,
+        "{name}: UDP datagrams lost (see the lines above)"
+    );
+    let after = all_hooks(&g.lab);
     for (n, (b, a)) in before.iter().zip(&after).enumerate() {
         let shape = |v: &[(String, String, u32)]| -> Vec<(String, String)> {
             v.iter().map(|h| (h.0.clone(), h.1.clone())).collect()
         };
         assert_eq!(shape(b), shape(a), "node{}: hooks changed", n + 1);
-        assert!(b.len() >= 9, "node{}: uplink, pod and socket hooks: {b:?}", n + 1);
+        assert!(
+            b.len() >= 9,
+            "node{}: uplink, pod and socket hooks: {b:?}",
+            n + 1
+        );
         for (x, y) in b.iter().zip(a) {
             assert_ne!(x.2, y.2, "node{}: {} {} kept its program", n + 1, x.0, x.1);
         }
     }
-    let failures = r.tcp_failures();
-    assert!(failures.is_empty(), "{name}: TCP connections failed: {failures:#?}\n{}", g.logs());
-    let faults = r.udp_faults();
-    assert!(faults.is_empty(), "{name}: UDP flows: {faults:#?}\n{}", g.logs());
-    assert_eq!(r.lost(), 0, "{name}: UDP datagrams lost (see the lines above)");
 }
 
 #[test]
 fn sigkill_and_restart_keep_every_flow() {
     case("sigkill", |g, s| {
-        signal_agents(g, libc::SIGKILL);
-        s.advance(STEP).unwrap_or_else(|e| panic!("no agent: {e}"));
+        stop_agents(g, s, libc::SIGKILL);
         lab_up(g, None);
     });
 }
@@ -200,7 +247,7 @@ fn sigterm_and_restart_keep_every_flow() {
             .collect();
         let len = |p: &PathBuf| std::fs::metadata(p).map_or(0, |m| m.len() as usize);
         let offsets: Vec<usize> = logs.iter().map(len).collect();
-        signal_agents(g, libc::SIGTERM);
+        stop_agents(g, s, libc::SIGTERM);
         for (p, off) in logs.iter().zip(offsets) {
             let text = std::fs::read_to_string(p).unwrap();
             assert!(
@@ -210,7 +257,6 @@ fn sigterm_and_restart_keep_every_flow() {
                 &text[off..]
             );
         }
-        s.advance(STEP).unwrap_or_else(|e| panic!("no agent: {e}"));
         lab_up(g, None);
     });
 }
@@ -271,7 +317,7 @@ fn pin_other_layout(path: &Path) -> u32 {
 #[test]
 fn new_binary_with_another_private_layout_keeps_every_flow() {
     case("private_layout", |g, s| {
-        signal_agents(g, libc::SIGTERM);
+        stop_agents(g, s, libc::SIGTERM);
         let mut swapped = Vec::new();
         for n in 1..=2 {
             for name in CACHES {
@@ -281,7 +327,6 @@ fn new_binary_with_another_private_layout_keeps_every_flow() {
                 swapped.push((p, old, decoy));
             }
         }
-        s.advance(STEP).unwrap_or_else(|e| panic!("no agent: {e}"));
         lab_up(g, Some(&new_binary(&g.lab)));
         // The new agents replaced every cache of another layout with a
         // fresh one of their own layout (not the decoy, not the old map).

@@ -123,7 +123,14 @@ impl Streams {
 
     /// `conns` TCP flows from namespace `ns` (source address `from`, any when
     /// `None`) to `to`. Panics when a connection cannot be opened.
-    pub fn tcp(&mut self, label: &str, ns: &str, from: Option<Ipv4Addr>, to: SocketAddrV4, conns: usize) {
+    pub fn tcp(
+        &mut self,
+        label: &str,
+        ns: &str,
+        from: Option<Ipv4Addr>,
+        to: SocketAddrV4,
+        conns: usize,
+    ) {
         for i in 0..conns {
             let conn = netns::run(ns, move || Conn::open(from, to, TCP_TIMEOUT))
                 .unwrap()
@@ -225,7 +232,12 @@ impl Streams {
             udp_errors.push(f.tx.take().unwrap().join().expect("udp sender thread"));
         }
         // Drain: until every reply is in or none came for DRAIN_QUIET.
-        let total = |s: &Self| -> u64 { s.udp.iter().map(|f| f.received.load(Ordering::SeqCst)).sum() };
+        let total = |s: &Self| -> u64 {
+            s.udp
+                .iter()
+                .map(|f| f.received.load(Ordering::SeqCst))
+                .sum()
+        };
         let sent: u64 = self.udp.iter().map(|f| f.sent.load(Ordering::SeqCst)).sum();
         let (mut last, mut since) = (total(&self), Instant::now());
         while last < sent && since.elapsed() < DRAIN_QUIET {
@@ -249,11 +261,16 @@ impl Streams {
                     }
                 }
             }
-            let received = (0..sent as usize).filter(|&i| rx.seen.get(i).copied().unwrap_or(false)).count() as u64;
+            let received = (0..sent as usize)
+                .filter(|&i| rx.seen.get(i).copied().unwrap_or(false))
+                .count() as u64;
             let mut errors = tx_errors;
             errors.extend(rx.errors);
             if rx.seen.len() as u64 > sent {
-                errors.push(format!("echo of sequence numbers never sent (up to {})", rx.seen.len()));
+                errors.push(format!(
+                    "echo of sequence numbers never sent (up to {})",
+                    rx.seen.len()
+                ));
             }
             udp.push(UdpResult {
                 label: f.label.clone(),
@@ -291,7 +308,12 @@ impl Drop for Streams {
     }
 }
 
-fn tcp_loop(label: String, mut conn: Conn, stop: Arc<AtomicBool>, count: Arc<AtomicU64>) -> TcpResult {
+fn tcp_loop(
+    label: String,
+    mut conn: Conn,
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicU64>,
+) -> TcpResult {
     let mut seq = 0u64;
     let mut error = None;
     while !stop.load(Ordering::Relaxed) {
@@ -387,7 +409,10 @@ impl Report {
                 "[{case}] tcp {}: {} echoes{}",
                 t.label,
                 t.exchanged,
-                t.error.as_deref().map(|e| format!(", ERROR {e}")).unwrap_or_default()
+                t.error
+                    .as_deref()
+                    .map(|e| format!(", ERROR {e}"))
+                    .unwrap_or_default()
             );
         }
         for u in &self.udp {
