@@ -192,10 +192,12 @@ fn case(name: &str, act: impl FnOnce(&LabGuard, &Streams)) {
     s.advance(STEP)
         .unwrap_or_else(|e| panic!("{name}, before: {e}\n{}", g.logs()));
     act(&g, &s);
-    s.advance(STEP)
-        .unwrap_or_else(|e| panic!("{name}, after: {e}\n{}", g.logs()));
+    let progress = s.advance(STEP);
     let r = s.finish();
     r.print(name);
+    if let Err(e) = progress {
+        panic!("{name}, after: {e}\n{}", g.logs());
+    }
 
     let failures = r.tcp_failures();
     assert!(

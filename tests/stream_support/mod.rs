@@ -72,6 +72,8 @@ impl UdpResult {
 struct TcpFlow {
     label: String,
     count: Arc<AtomicU64>,
+    /// Set when the connection failed (the flow then stops).
+    failed: Arc<Mutex<Option<String>>>,
     handle: Option<JoinHandle<TcpResult>>,
 }
 
@@ -137,12 +139,14 @@ impl Streams {
                 .unwrap_or_else(|e| panic!("{label} #{i}: connecting to {to}: {e}"));
             let label = format!("{label} #{i} ({})", conn.greeting.name);
             let count = Arc::new(AtomicU64::new(0));
-            let (stop, c) = (self.stop.clone(), count.clone());
+            let failed = Arc::new(Mutex::new(None));
+            let (stop, c, f) = (self.stop.clone(), count.clone(), failed.clone());
             let l = label.clone();
-            let handle = std::thread::spawn(move || tcp_loop(l, conn, stop, c));
+            let handle = std::thread::spawn(move || tcp_loop(l, conn, stop, c, f));
             self.tcp.push(TcpFlow {
                 label,
                 count,
+                failed,
                 handle: Some(handle),
             });
         }
@@ -194,12 +198,28 @@ impl Streams {
             .collect()
     }
 
+    /// TCP flows that failed so far.
+    fn failures(&self) -> Vec<String> {
+        self.tcp
+            .iter()
+            .filter_map(|f| {
+                let e = f.failed.lock().unwrap_or_else(|p| p.into_inner());
+                e.as_ref().map(|e| format!("{}: {e}", f.label))
+            })
+            .collect()
+    }
+
     /// Waits until every flow has had `n` more messages answered than now.
-    /// Err names the flows that did not (a flow that failed stops counting).
+    /// Err at once when a TCP flow failed, else names the flows that made
+    /// no such progress within a generous bound.
     pub fn advance(&self, n: u64) -> Result<(), String> {
         let start: Vec<u64> = self.counts().iter().map(|c| c.1).collect();
         let t0 = Instant::now();
         loop {
+            let failed = self.failures();
+            if !failed.is_empty() {
+                return Err(format!("TCP connections failed: {failed:?}"));
+            }
             let behind: Vec<String> = self
                 .counts()
                 .iter()
@@ -313,12 +333,15 @@ fn tcp_loop(
     mut conn: Conn,
     stop: Arc<AtomicBool>,
     count: Arc<AtomicU64>,
+    failed: Arc<Mutex<Option<String>>>,
 ) -> TcpResult {
     let mut seq = 0u64;
     let mut error = None;
     while !stop.load(Ordering::Relaxed) {
         if let Err(e) = conn.exchange(&format!("t{seq}")) {
-            error = Some(format!("after {seq} echoes: {e}"));
+            let msg = format!("after {seq} echoes: {e}");
+            *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg.clone());
+            error = Some(msg);
             break;
         }
         seq += 1;
