@@ -265,23 +265,30 @@ fn sigterm_and_restart_keep_every_flow() {
 
 #[test]
 fn attach_from_a_new_binary_keeps_every_flow() {
-    case("attach", |g, _| {
+    case("attach", |g, s| {
         let bin = new_binary(&g.lab);
         let scratch = g.lab.state_dir().join(".bpffs-upgrade");
         std::fs::create_dir_all(&scratch).unwrap();
-        for n in 1..=2 {
-            let mut c = netns::command(&g.lab.ns_node(n), &bin, Some(&scratch)).unwrap();
-            c.arg("--pin-dir")
-                .arg(g.lab.pin_dir(n))
-                .args(["attach", "--iface", lab::UPLINK, "--pod-ifaces"])
-                .arg(daemons::POD_VETH_PATTERN);
-            let out = c.output().unwrap();
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success() && text.contains("replaced") && !text.contains(" attached"),
-                "node{n}: xlb attach: {text}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        // Three upgrades in a row, traffic flowing between them.
+        for round in 0..3 {
+            for n in 1..=2 {
+                let mut c = netns::command(&g.lab.ns_node(n), &bin, Some(&scratch)).unwrap();
+                c.arg("--pin-dir")
+                    .arg(g.lab.pin_dir(n))
+                    .args(["attach", "--iface", lab::UPLINK, "--pod-ifaces"])
+                    .arg(daemons::POD_VETH_PATTERN);
+                let out = c.output().unwrap();
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success()
+                        && text.contains("replaced")
+                        && !text.contains(" attached"),
+                    "round {round}, node{n}: xlb attach: {text}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            s.advance(STEP / 2)
+                .unwrap_or_else(|e| panic!("after upgrade {round}: {e}\n{}", g.logs()));
         }
     });
 }
