@@ -1,7 +1,8 @@
 //! Restart: SIGKILL an agent while traffic flows. The data plane keeps
 //! forwarding (existing connections live on, new ones are balanced) while it
 //! is down; once restarted it adopts the pinned maps and changes nothing that
-//! did not change.
+//! did not change. Streams with counted losses across SIGKILL, SIGTERM and
+//! upgrades: upgrade_streams.rs.
 
 mod e2e_support;
 
