@@ -400,6 +400,8 @@ impl Agent {
             }
         };
 
+        let left_unprogrammed =
+            unprogrammed::read(&unprogrammed::path(&pin_dir)).unwrap_or_default();
         let mut agent = Agent {
             node_name: args.node_name(),
             args,
@@ -417,7 +419,8 @@ impl Agent {
             proxy_health,
             health_checks,
             health_wanted: Vec::new(),
-            unprogrammed: Vec::new(),
+            // What an earlier agent left: replaced by the first sync's.
+            unprogrammed: left_unprogrammed,
         };
         // A pinned map smaller than its flag: grown to it now.
         agent.grow_maps(&sizing::Need::default(), &[]);
