@@ -13,7 +13,10 @@
 //!    uplink (replacing an older xlb program in place, atomically) and tc to
 //!    the pod veths (and keeps following new ones), then syncs. Only this
 //!    first full sync removes stale entries; `/readyz` turns 200 after it.
-//! 6. every later snapshot (debounced) is synced the same way, incrementally:
+//! 6. before every sync the maps that follow the cluster are grown when the
+//!    desired state outgrows them ([`sizing`], [`capacity`]); what cannot be
+//!    programmed fails `/readyz` ([`crate::unprogrammed`]);
+//! 7. every later snapshot (debounced) is synced the same way, incrementally:
 //!    only the objects that differ from the previous snapshot reach the model
 //!    ([`Model::apply_snapshot`]) and only their Services reach the maps.
 //!

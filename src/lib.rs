@@ -14,6 +14,6 @@ pub mod maglev;
 pub mod metrics;
 pub mod model;
 pub mod names;
-pub mod unprogrammed;
 pub mod sources;
 pub mod sync;
+pub mod unprogrammed;

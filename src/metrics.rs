@@ -778,15 +778,22 @@ mod tests {
     fn readiness_fails_while_something_is_not_programmed() {
         let m = Metrics::new();
         m.set_ready();
-        assert!(m.render().contains("xlb_unprogrammed{reason=\"maglev_full\"} 0\n"));
+        assert!(m
+            .render()
+            .contains("xlb_unprogrammed{reason=\"maglev_full\"} 0\n"));
         m.set_unprogrammed(crate::unprogrammed::from_failed(&[(
             "a/b:80/TCP".into(),
             "maglev slot array full: no free region of 1009 slots".into(),
         )]));
         let why = m.not_ready().unwrap();
-        assert!(why.contains("1 desired entries not programmed (1 maglev_full)"), "{why}");
+        assert!(
+            why.contains("1 desired entries not programmed (1 maglev_full)"),
+            "{why}"
+        );
         assert!(why.contains("a/b:80/TCP"), "{why}");
-        assert!(m.render().contains("xlb_unprogrammed{reason=\"maglev_full\"} 1\n"));
+        assert!(m
+            .render()
+            .contains("xlb_unprogrammed{reason=\"maglev_full\"} 1\n"));
         m.set_unprogrammed(Vec::new());
         assert_eq!(m.not_ready(), None);
     }

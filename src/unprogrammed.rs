@@ -103,7 +103,10 @@ pub fn path(pin_dir: &Path) -> PathBuf {
     let names = crate::names::path(pin_dir);
     let file = names
         .file_name()
-        .map(|n| n.to_string_lossy().replace("names.json", "unprogrammed.json"))
+        .map(|n| {
+            n.to_string_lossy()
+                .replace("names.json", "unprogrammed.json")
+        })
         .unwrap_or_else(|| "unprogrammed.json".into());
     names.with_file_name(file)
 }
@@ -134,8 +137,8 @@ pub fn read(path: &Path) -> io::Result<Vec<Unprogrammed>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     serde_json::from_value(v["unprogrammed"].clone())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
@@ -176,7 +179,10 @@ mod tests {
         assert_eq!(by_reason(&l)["conflict"], 0);
         let s = summary(&l).unwrap();
         assert!(s.starts_with("5 desired entries not programmed"), "{s}");
-        assert!(s.contains("first: a/b:80/TCP: maglev slot array full"), "{s}");
+        assert!(
+            s.contains("first: a/b:80/TCP: maglev slot array full"),
+            "{s}"
+        );
         assert_eq!(summary(&[]), None);
 
         let dir = std::env::temp_dir().join(format!("xlb-unprog-{}", std::process::id()));

@@ -87,7 +87,10 @@ fn agent(pin: &Path, dir: &Path, port: u16, extra: &[&str]) -> KillOnDrop {
 }
 
 fn in_services(maps: &Maps, i: u32) -> bool {
-    let key = xlb_svc_key::addr(SocketAddrV4::new(svc_ip(i).parse().unwrap(), 80), Proto::Tcp);
+    let key = xlb_svc_key::addr(
+        SocketAddrV4::new(svc_ip(i).parse().unwrap(), 80),
+        Proto::Tcp,
+    );
     maps.service(&key).unwrap().is_some()
 }
 

@@ -93,10 +93,26 @@ fn maps_grow_under_traffic_and_a_flow_keeps_its_backend() {
     };
     let (amac, umac) = (mac(&client, "a0"), mac(&node, "up0"));
     client.ip(&[
-        "neigh", "replace", "198.18.0.2", "lladdr", &umac, "dev", "a0", "nud", "permanent",
+        "neigh",
+        "replace",
+        "198.18.0.2",
+        "lladdr",
+        &umac,
+        "dev",
+        "a0",
+        "nud",
+        "permanent",
     ]);
     node.ip(&[
-        "neigh", "replace", "198.18.0.1", "lladdr", &amac, "dev", "up0", "nud", "permanent",
+        "neigh",
+        "replace",
+        "198.18.0.1",
+        "lladdr",
+        &amac,
+        "dev",
+        "up0",
+        "nud",
+        "permanent",
     ]);
     client.ip(&["route", "add", "10.96.0.0/16", "via", "198.18.0.2"]);
 
@@ -191,23 +207,33 @@ fn maps_grow_under_traffic_and_a_flow_keeps_its_backend() {
     let new_fd = prog_fd(new_prog);
     let after = Maps::from_pin_dir(&pin.path).unwrap();
     assert_eq!(grown.maglev, old * 2);
-    assert_eq!(after.maglev.max_entries(), old * 2, "the pin is the grown map");
+    assert_eq!(
+        after.maglev.max_entries(),
+        old * 2,
+        "the pin is the grown map"
+    );
     assert_ne!(id_of(after.maglev.as_fd()), maglev_id);
-    assert_eq!(id_of(after.ct.as_fd()), ct_id, "connection tracking is shared");
+    assert_eq!(
+        id_of(after.ct.as_fd()),
+        ct_id,
+        "connection tracking is shared"
+    );
     assert_eq!(after.service(&key).unwrap().map(|v| v.svc_id), Some(1));
-    assert_eq!(after.read_maglev(0, TABLE).unwrap(), vec![1; TABLE as usize]);
+    assert_eq!(
+        after.read_maglev(0, TABLE).unwrap(),
+        vec![1; TABLE as usize]
+    );
 
     // New flows now go to the second backend; the running one keeps the
     // first (its connection-tracking entry).
     after.write_maglev(0, &[2; TABLE as usize]).unwrap();
-    let probe = client.run(|| {
+    client.run(|| {
         let s = UdpSocket::bind("198.18.0.1:0").unwrap();
         s.connect(("10.96.0.10", PORT)).unwrap();
         for _ in 0..10 {
             s.send(b"new").unwrap();
         }
     });
-    let _ = probe;
     let mark = sent.load(Ordering::SeqCst);
     while sent.load(Ordering::SeqCst) < mark + 500 {
         std::thread::sleep(Duration::from_millis(5));
@@ -235,7 +261,11 @@ fn maps_grow_under_traffic_and_a_flow_keeps_its_backend() {
     assert_eq!(g2, 10, "a new flow takes the new table");
     let runs = (run_cnt(&old_fd), run_cnt(&new_fd));
     assert!(runs.0 > 0 && runs.1 > 0, "both versions ran: {runs:?}");
-    assert_eq!(runs.0 + runs.1, sent + 10, "every packet met an xlb program");
+    assert_eq!(
+        runs.0 + runs.1,
+        sent + 10,
+        "every packet met an xlb program"
+    );
 }
 
 fn enable_stats() -> std::os::fd::OwnedFd {

@@ -141,7 +141,9 @@ impl DataPlane {
                 }
             }
         }
-        let xdp = open.load().map_err(ctx("loading the XDP object (grown maps)"))?;
+        let xdp = open
+            .load()
+            .map_err(ctx("loading the XDP object (grown maps)"))?;
         for (name, _) in &grown {
             let find = |o: &libbpf_rs::Object| {
                 o.maps()

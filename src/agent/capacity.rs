@@ -61,9 +61,7 @@ impl Agent {
             }
             Ok(false) => false,
             Err(e) => {
-                tracing::error!(
-                    "growing the maps failed, the data plane keeps its maps: {e:#}"
-                );
+                tracing::error!("growing the maps failed, the data plane keeps its maps: {e:#}");
                 false
             }
         }

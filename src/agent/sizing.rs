@@ -180,7 +180,11 @@ mod tests {
             maglev: 100 * 1009,
             src_ranges: 0,
         };
-        assert_eq!(plan(&small, &cur(), &none, &[]), cur(), "the defaults hold it");
+        assert_eq!(
+            plan(&small, &cur(), &none, &[]),
+            cur(),
+            "the defaults hold it"
+        );
         // 10,000 Services x 10 endpoints: 10,090,000 slots > 8 Mi.
         let big = Need {
             services: 10_000,
@@ -201,9 +205,15 @@ mod tests {
             maglev: at.maglev + 1,
             ..small
         };
-        assert_eq!(plan(&past, &cur(), &none, &[]).maglev, 2 * (at.maglev as u32 + 1));
+        assert_eq!(
+            plan(&past, &cur(), &none, &[]).maglev,
+            2 * (at.maglev as u32 + 1)
+        );
         // Found full (fragmentation) below three quarters: twice its size.
-        assert_eq!(plan(&small, &cur(), &none, &["maglev"]).maglev, 2 * cur().maglev);
+        assert_eq!(
+            plan(&small, &cur(), &none, &["maglev"]).maglev,
+            2 * cur().maglev
+        );
         // Never above the ceiling, never below the current size.
         let huge = Need {
             maglev: u64::from(MAX_ENTRIES),
@@ -240,7 +250,10 @@ mod tests {
         assert_eq!((p.maglev, p.services), (5000, 16));
         assert_eq!(p.affinity, 1 << 20, "affinity follows its flag only");
         // A flag larger than the map: grown to it; smaller: the map stays.
-        assert_eq!(plan(&Need::default(), &cur(), &fixed, &[]).services, cur().services);
+        assert_eq!(
+            plan(&Need::default(), &cur(), &fixed, &[]).services,
+            cur().services
+        );
         let bigger = Fixed {
             maglev: Some(1 << 24),
             ..Default::default()
