@@ -71,6 +71,8 @@ impl Agent {
         let Some(new) = self.dp.grow(want).context("loading the larger maps")? else {
             return Ok(false);
         };
+        // Handles on the new maps first: nothing can fail after the swap.
+        let (for_sync, for_metrics) = (Maps::from_skel(&new.xdp)?, Maps::from_skel(&new.xdp)?);
         xlb_loader::grow::commit(&self.pin_dir, &self.dp, &new)
             .context("swapping the larger maps in")?;
         if self.attached && !self.args.no_socket_lb {
@@ -84,9 +86,8 @@ impl Agent {
                 return Err(e.context("moving the socket hooks to the larger maps"));
             }
         }
-        self.syncer
-            .replace_maps(Maps::from_pin_dir(&self.pin_dir).context("opening the grown maps")?);
-        self.metrics.set_maps(Maps::from_pin_dir(&self.pin_dir)?);
+        self.syncer.replace_maps(for_sync);
+        self.metrics.set_maps(for_metrics);
         self.dp = new;
         Ok(true)
     }
