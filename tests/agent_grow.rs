@@ -51,7 +51,13 @@ fn agent(ns: &Netns, pin: &Path, dir: &Path, port: u16, extra: &[&str]) -> KillO
             .arg("agent")
             .arg("--manifests")
             .arg(dir)
-            .args(["--node-name", "node-a", "--iface", "up0", "--fallback-generic"])
+            .args([
+                "--node-name",
+                "node-a",
+                "--iface",
+                "up0",
+                "--fallback-generic",
+            ])
             .args(["--pod-ifaces", "", "--healthz-addr", ""])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(extra)
