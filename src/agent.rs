@@ -13,7 +13,10 @@
 //!    uplink (replacing an older xlb program in place, atomically) and tc to
 //!    the pod veths (and keeps following new ones), then syncs. Only this
 //!    first full sync removes stale entries; `/readyz` turns 200 after it.
-//! 6. every later snapshot (debounced) is synced the same way, incrementally:
+//! 6. before every sync the maps that follow the cluster are grown when the
+//!    desired state outgrows them ([`sizing`], [`capacity`]); what cannot be
+//!    programmed fails `/readyz` ([`crate::unprogrammed`]);
+//! 7. every later snapshot (debounced) is synced the same way, incrementally:
 //!    only the objects that differ from the previous snapshot reach the model
 //!    ([`Model::apply_snapshot`]) and only their Services reach the maps.
 //!
@@ -37,21 +40,24 @@ use xlb_bpf::wire::be32;
 use xlb_bpf::Maps;
 use xlb_loader::attach::{self, AttachMode};
 use xlb_loader::netlink::IfacePatterns;
-use xlb_loader::{DataPlane, LoadOptions};
+use xlb_loader::DataPlane;
 
 use crate::metrics::{Metrics, ServiceLabel};
 use crate::model::{Model, ModelConfig, Snapshot};
 use crate::sources::SourceOptions;
 use crate::sync::{SyncOptions, Syncer};
+use crate::unprogrammed;
 use args::parse_opt_addr;
 pub use args::{parse_port_range, OptAddr, PortRange};
 
 pub mod args;
+mod capacity;
 pub mod ct_timeouts;
 pub mod health;
 pub mod healthz;
 pub mod http;
 pub mod net;
+pub mod sizing;
 
 /// A sync taking longer than this replaced much of the model: memory is
 /// trimmed after it.
@@ -122,6 +128,10 @@ pub struct AgentArgs {
     #[arg(long, env = "XLB_CT_ENTRIES", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1024..=134_217_728))]
     pub ct_entries: Option<u32>,
+
+    /// Sizes of the maps that grow with the cluster.
+    #[command(flatten)]
+    pub map_sizes: args::MapSizeArgs,
 
     /// XDP mode on the uplink: native, generic or offload.
     #[arg(long, env = "XLB_XDP_MODE", default_value = "native", value_parser = parse_mode)]
@@ -248,6 +258,12 @@ impl AgentArgs {
             "nodeport_addresses": self.nodeport_addresses.to_string(),
             "socket_lb": !self.no_socket_lb,
             "cgroup_root": self.cgroup_root,
+            "ct_entries": self.ct_entries,
+            "max_frontends": self.map_sizes.max_frontends,
+            "max_backends": self.map_sizes.max_backends,
+            "maglev_slots": self.map_sizes.maglev_slots,
+            "affinity_entries": self.map_sizes.affinity_entries,
+            "max_src_ranges": self.map_sizes.max_src_ranges,
             "pin_dir": pin_dir,
         })
     }
@@ -312,6 +328,8 @@ struct Agent {
     /// healthCheckNodePort listeners, and what the last snapshot wants.
     health_checks: health::ServiceHealth,
     health_wanted: Vec<health::HealthCheck>,
+    /// What the last sync could not program.
+    unprogrammed: Vec<unprogrammed::Unprogrammed>,
 }
 
 impl Agent {
@@ -332,12 +350,7 @@ impl Agent {
             metrics.clone(),
         );
 
-        let dp = DataPlane::load(&LoadOptions {
-            pin_dir: Some(pin_dir.clone()),
-            ct_entries: args.ct_entries,
-            ..Default::default()
-        })
-        .map_err(|e| {
+        let dp = DataPlane::load(&capacity::load_options(&args, &pin_dir)).map_err(|e| {
             let eperm = e.to_string().contains("Operation not permitted");
             anyhow::Error::new(e).context(format!(
                 "loading the data plane with maps pinned under {}{}",
@@ -390,6 +403,8 @@ impl Agent {
             }
         };
 
+        let left_unprogrammed =
+            unprogrammed::read(&unprogrammed::path(&pin_dir)).unwrap_or_default();
         let mut agent = Agent {
             node_name: args.node_name(),
             args,
@@ -407,7 +422,11 @@ impl Agent {
             proxy_health,
             health_checks,
             health_wanted: Vec::new(),
+            // What an earlier agent left: replaced by the first sync's.
+            unprogrammed: left_unprogrammed,
         };
+        // A pinned map smaller than its flag: grown to it now.
+        agent.grow_maps(&sizing::Need::default(), &[]);
         tracing::info!(node = %agent.node_name, "agent started");
 
         // A source may hold a complete snapshot already (a manifest directory
@@ -556,14 +575,25 @@ impl Agent {
         }
         self.metrics.set_shadows(shadows.len());
         self.shadows = shadows;
-        let retry = match self.syncer.apply(desired) {
+        // Room for the desired state first; once more when a sync still
+        // finds a map full (a fragmented slot array), and the sync again.
+        let need = sizing::need(desired);
+        self.grow_maps(&need, &[]);
+        let model = self.model.as_ref().expect("set above");
+        let mut res = self.syncer.apply(model.desired());
+        if let Ok(rep) = &res {
+            let full = sizing::full_maps(&unprogrammed::from_failed(&rep.failed));
+            if !full.is_empty() && self.grow_maps(&need, &full) {
+                let model = self.model.as_ref().expect("set above");
+                res = self.syncer.apply(model.desired());
+            }
+        }
+        let desired = self.model.as_ref().expect("set above").desired();
+        let retry = match res {
             Ok(rep) => {
                 let took = started.elapsed();
                 self.metrics.observe_sync(took, true);
                 self.proxy_health.updated();
-                for (what, why) in &rep.failed {
-                    tracing::warn!("not applied: {what}: {why}");
-                }
                 tracing::debug!(?rep, ?took, "synced");
                 if !self.metrics.is_ready() {
                     self.metrics.set_ready();
@@ -571,9 +601,10 @@ impl Agent {
                         services = snap.services.len(),
                         ports = desired.ports().count(),
                         ?took,
-                        "first complete sync applied: ready"
+                        "first complete sync applied"
                     );
                 }
+                self.report_unprogrammed(unprogrammed::from_failed(&rep.failed));
                 !rep.failed.is_empty()
             }
             Err(e) => {
@@ -595,6 +626,26 @@ impl Agent {
             );
         }
         Ok(retry)
+    }
+
+    /// What the last sync could not program: metric, readiness, the file
+    /// `xlb doctor` and `xlb maps` read, and a log line when it changes.
+    fn report_unprogrammed(&mut self, list: Vec<unprogrammed::Unprogrammed>) {
+        if list != self.unprogrammed {
+            match unprogrammed::summary(&list) {
+                Some(s) => tracing::warn!("not ready: {s}"),
+                None => tracing::info!("everything desired is programmed: ready"),
+            }
+            for u in &list {
+                tracing::warn!("not programmed: {}: {}", u.what, u.why);
+            }
+            let path = unprogrammed::path(&self.pin_dir);
+            if let Err(e) = unprogrammed::write(&path, &list) {
+                tracing::warn!("writing {}: {e}", path.display());
+            }
+        }
+        self.metrics.set_unprogrammed(list.clone());
+        self.unprogrammed = list;
     }
 
     /// The healthCheckNodePort listeners and this node's eligibility, for

@@ -16,3 +16,4 @@ pub mod model;
 pub mod names;
 pub mod sources;
 pub mod sync;
+pub mod unprogrammed;

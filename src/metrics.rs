@@ -28,10 +28,13 @@
 //!     never walks a map, so its cost does not grow with connection tracking;
 //!   - `xlb_source_objects{kind}`: objects in the last snapshot;
 //!   - `xlb_frontend_conflicts`: frontends a Service claims that another owns;
+//!   - `xlb_unprogrammed{reason}`: desired entries the last sync could not
+//!     program (a full map, ...: [`crate::unprogrammed`]);
 //!   - `xlb_ready`: 1 once the first complete sync is in the maps.
 //! - `/healthz`: 200 while the process serves requests (liveness).
 //! - `/readyz`: 200 once the first complete sync from the source has been
-//!   applied, 503 before (readiness).
+//!   applied, 503 before, while the source is behind, and while something
+//!   desired is not programmed, with the reason (readiness).
 //!
 //! Metrics are cheap to update (a mutex around a few integers per sync). At
 //! scrape time only the per-Service and per-reason counters are read (one
@@ -119,7 +122,10 @@ pub struct Metrics {
     /// Frontends a Service claims and another one owns (model).
     frontend_conflicts: std::sync::atomic::AtomicUsize,
     services: Mutex<Vec<ServiceLabel>>,
-    maps: OnceLock<Maps>,
+    /// Replaced when the maps grow.
+    maps: Mutex<Option<Arc<Maps>>>,
+    /// Desired entries the last sync could not program.
+    unprogrammed: Mutex<Vec<crate::unprogrammed::Unprogrammed>>,
     shadows: std::sync::atomic::AtomicUsize,
     /// `server` label -> failed attempts to bind its listener.
     listen_errors: Mutex<BTreeMap<&'static str, u64>>,
@@ -145,9 +151,19 @@ impl Metrics {
         Arc::new(Self::default())
     }
 
-    /// The maps to read counters and occupancy from (set once).
+    /// The maps to read counters and occupancy from (again when they grow).
     pub fn set_maps(&self, maps: Maps) {
-        let _ = self.maps.set(maps);
+        *self.maps.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(maps));
+    }
+
+    fn maps(&self) -> Option<Arc<Maps>> {
+        self.maps.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// What the last sync could not program: `/readyz` fails while there is
+    /// any, and `xlb_unprogrammed{reason}` counts them.
+    pub fn set_unprogrammed(&self, list: Vec<crate::unprogrammed::Unprogrammed>) {
+        *self.unprogrammed.lock().unwrap_or_else(|e| e.into_inner()) = list;
     }
 
     /// Counts every map's entries now (walks hash maps: call it off the
@@ -159,9 +175,10 @@ impl Metrics {
     /// Like [`Self::sample_maps`]; without `lru` the [`LRU_MAPS`] keep their
     /// previous figures (counted anyway when there are none yet).
     pub fn sample(&self, lru: bool) -> xlb_bpf::Result<()> {
-        let Some(maps) = self.maps.get() else {
+        let Some(maps) = self.maps() else {
             return Ok(());
         };
+        let maps = &*maps;
         let prev: BTreeMap<&str, u64> = self
             .map_sample()
             .map(|s| s.maps.iter().map(|(n, u, _)| (*n, *u)).collect())
@@ -233,14 +250,18 @@ impl Metrics {
     }
 
     /// Why the agent is not ready, or `None` when it is: before the first
-    /// complete sync, and while the source is behind (the data plane keeps
-    /// the last good state meanwhile).
+    /// complete sync, while the source is behind (the data plane keeps the
+    /// last good state meanwhile), and while something desired is not
+    /// programmed ([`Self::set_unprogrammed`]).
     pub fn not_ready(&self) -> Option<String> {
         if !self.is_ready() {
             return Some("waiting for the first complete sync".into());
         }
-        let behind = self.source.get().and_then(|s| s.behind())?;
-        Some(format!("the source is behind: {behind}"))
+        if let Some(behind) = self.source.get().and_then(|s| s.behind()) {
+            return Some(format!("the source is behind: {behind}"));
+        }
+        let list = self.unprogrammed.lock().unwrap_or_else(|e| e.into_inner());
+        crate::unprogrammed::summary(&list)
     }
 
     /// Records one sync (source snapshot to maps) and whether it succeeded.
@@ -309,8 +330,8 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(4096);
         self.render_agent(&mut o);
-        if let Some(maps) = self.maps.get() {
-            if let Err(e) = self.render_maps(maps, &mut o) {
+        if let Some(maps) = self.maps() {
+            if let Err(e) = self.render_maps(&maps, &mut o) {
                 tracing::warn!("reading maps for /metrics: {e}");
                 let _ = writeln!(o, "# error reading maps: {e}");
             }
@@ -374,6 +395,14 @@ impl Metrics {
             "xlb_frontend_conflicts {}",
             self.frontend_conflicts.load(Ordering::Relaxed)
         );
+        let _ = writeln!(o, "# HELP xlb_unprogrammed Desired entries (Service ports, frontends) the last sync could not put in the maps, by reason; /readyz fails while any.");
+        let _ = writeln!(o, "# TYPE xlb_unprogrammed gauge");
+        let counts = crate::unprogrammed::by_reason(
+            &self.unprogrammed.lock().unwrap_or_else(|e| e.into_inner()),
+        );
+        for (r, n) in counts {
+            let _ = writeln!(o, "xlb_unprogrammed{{reason=\"{r}\"}} {n}");
+        }
         let _ = writeln!(o, "# HELP xlb_frontend_shadows_listener (frontend, node listener) pairs where a Service frontend on a node address takes the traffic of a process listening on the node (the Service wins).");
         let _ = writeln!(o, "# TYPE xlb_frontend_shadows_listener gauge");
         let _ = writeln!(
@@ -743,6 +772,30 @@ mod tests {
         st.register("services", Duration::from_secs(3600));
         assert_eq!(m.not_ready(), None);
         assert!(m.render().contains("xlb_source_behind 0\n"));
+    }
+
+    #[test]
+    fn readiness_fails_while_something_is_not_programmed() {
+        let m = Metrics::new();
+        m.set_ready();
+        assert!(m
+            .render()
+            .contains("xlb_unprogrammed{reason=\"maglev_full\"} 0\n"));
+        m.set_unprogrammed(crate::unprogrammed::from_failed(&[(
+            "a/b:80/TCP".into(),
+            "maglev slot array full: no free region of 1009 slots".into(),
+        )]));
+        let why = m.not_ready().unwrap();
+        assert!(
+            why.contains("1 desired entries not programmed (1 maglev_full)"),
+            "{why}"
+        );
+        assert!(why.contains("a/b:80/TCP"), "{why}");
+        assert!(m
+            .render()
+            .contains("xlb_unprogrammed{reason=\"maglev_full\"} 1\n"));
+        m.set_unprogrammed(Vec::new());
+        assert_eq!(m.not_ready(), None);
     }
 
     #[test]

@@ -49,6 +49,7 @@ impl Attached {
             maglev_slots: Some(4096),
             ct_entries: Some(4096),
             backends: Some(1024),
+            ..Default::default()
         })
         .expect("loading the data plane");
         let sock = SockLb::load(&dp).expect("loading the socket hooks");

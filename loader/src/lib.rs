@@ -4,7 +4,8 @@
 //! object), sharing one set of maps between them: pinned by name under a pin
 //! directory for a real node, or private (unpinned) for tests.
 //!
-//! [`attach`] puts the programs on interfaces through pinned bpf_links and
+//! [`grow`] replaces the maps that must hold more with larger copies under
+//! the running programs. [`attach`] puts the programs on interfaces through pinned bpf_links and
 //! replaces them in place; [`cgroup`] the socket hooks on the cgroup v2
 //! root; [`netlink`] follows pod interfaces; [`pin`] owns
 //! the pin directory (bpffs mount, stale-pin checks); [`mounts`] tells
@@ -13,6 +14,7 @@
 
 pub mod attach;
 pub mod cgroup;
+pub mod grow;
 pub mod mounts;
 pub mod netlink;
 pub mod pin;
@@ -92,8 +94,14 @@ pub struct LoadOptions {
     pub maglev_slots: Option<u32>,
     /// Connection-tracking entries.
     pub ct_entries: Option<u32>,
-    /// Backend slots.
+    /// Backend slots (and `backend_stats`, indexed alike).
     pub backends: Option<u32>,
+    /// `services` entries (frontends).
+    pub services: Option<u32>,
+    /// Session-affinity entries.
+    pub affinity: Option<u32>,
+    /// `src_ranges` entries (loadBalancerSourceRanges prefixes).
+    pub src_ranges: Option<u32>,
 }
 
 /// A loaded data plane: both programs and typed handles on the shared maps.
@@ -132,6 +140,9 @@ impl DataPlane {
                 (&mut m.maglev, "maglev", opts.maglev_slots),
                 (&mut m.ct, "ct", opts.ct_entries),
                 (&mut m.backends, "backends", opts.backends),
+                (&mut m.services, "services", opts.services),
+                (&mut m.affinity, "affinity", opts.affinity),
+                (&mut m.src_ranges, "src_ranges", opts.src_ranges),
                 // indexed by backend_id like backends
                 (
                     &mut m.backend_stats,
@@ -217,23 +228,7 @@ impl DataPlane {
             }
         }
 
-        let mut open_tc = TcSkelBuilder::default()
-            .open(storage())
-            .map_err(ctx("opening the tc object"))?;
-        {
-            let shared = xdp.object().maps();
-            let mut by_name: std::collections::HashMap<_, _> =
-                shared.map(|m| (m.name().to_owned(), m)).collect();
-            for mut map in open_tc.open_object_mut().maps_mut() {
-                let name = map.name().to_owned();
-                if let Some(src) = by_name.remove(&name) {
-                    use std::os::fd::AsFd;
-                    map.reuse_fd(src.as_fd())
-                        .map_err(ctx(format!("sharing map {}", name.to_string_lossy())))?;
-                }
-            }
-        }
-        let tc = open_tc.load().map_err(ctx("loading the tc object"))?;
+        let tc = load_tc(&xdp)?;
         let maps = Maps::from_skel(&xdp)?;
         // Adopted pins of an xlb without the filters: count what is there.
         if maps.filters_repair()? {
@@ -266,6 +261,28 @@ impl DataPlane {
     pub fn tc_egress_prog(&self) -> &libbpf_rs::ProgramMut<'static> {
         &self.tc.progs.xlb_tc_egress
     }
+}
+
+/// Opens and loads the tc object over `xdp`'s maps (every map it declares
+/// is the XDP object's, shared by file descriptor).
+fn load_tc(xdp: &XdpSkel<'static>) -> Result<TcSkel<'static>> {
+    let mut open_tc = TcSkelBuilder::default()
+        .open(storage())
+        .map_err(ctx("opening the tc object"))?;
+    {
+        let shared = xdp.object().maps();
+        let mut by_name: std::collections::HashMap<_, _> =
+            shared.map(|m| (m.name().to_owned(), m)).collect();
+        for mut map in open_tc.open_object_mut().maps_mut() {
+            let name = map.name().to_owned();
+            if let Some(src) = by_name.remove(&name) {
+                use std::os::fd::AsFd;
+                map.reuse_fd(src.as_fd())
+                    .map_err(ctx(format!("sharing map {}", name.to_string_lossy())))?;
+            }
+        }
+    }
+    open_tc.load().map_err(ctx("loading the tc object"))
 }
 
 /// Names of every map the data plane's objects declare (pinned or not, the

@@ -1,6 +1,53 @@
 //! Value types of `xlb agent` flags that clap does not have.
 
 use std::net::SocketAddr;
+
+/// Sizes of the maps that grow with the cluster (docs/agent.md, "Map
+/// sizes"). A size not given follows the desired state: the map is grown,
+/// without a gap, to twice what it must hold when that passes three
+/// quarters of it; a size given is kept (never shrunk below a pinned map),
+/// and whatever does not fit is reported as not programmed.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MapSizeArgs {
+    /// `services` entries (one per frontend: ClusterIP, NodePort, external
+    /// and LoadBalancer address, per port). Default: follows the Services.
+    #[arg(long, env = "XLB_MAX_FRONTENDS", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=(1 << 28)))]
+    pub max_frontends: Option<u32>,
+    /// Backend ids (one per Service port and endpoint), also the size of
+    /// `backend_stats`. Default: follows the EndpointSlices.
+    #[arg(long, env = "XLB_MAX_BACKENDS", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(2..=(1 << 28)))]
+    pub max_backends: Option<u32>,
+    /// Maglev slots (every Service port's table: 251 to 65537 slots each,
+    /// 1009 for 10 endpoints). Default: follows the Services.
+    #[arg(long, env = "XLB_MAGLEV_SLOTS", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=(1 << 28)))]
+    pub maglev_slots: Option<u32>,
+    /// Session-affinity entries (one per client and Service with
+    /// sessionAffinity: ClientIP); default 262144 or the pinned map's.
+    #[arg(long, env = "XLB_AFFINITY_ENTRIES", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=(1 << 28)))]
+    pub affinity_entries: Option<u32>,
+    /// loadBalancerSourceRanges prefixes over all Services. Default:
+    /// follows the Services.
+    #[arg(long, env = "XLB_MAX_SRC_RANGES", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=(1 << 28)))]
+    pub max_src_ranges: Option<u32>,
+}
+
+impl MapSizeArgs {
+    /// The sizes fixed by these flags.
+    pub fn fixed(&self) -> super::sizing::Fixed {
+        super::sizing::Fixed {
+            services: self.max_frontends,
+            backends: self.max_backends,
+            maglev: self.maglev_slots,
+            affinity: self.affinity_entries,
+            src_ranges: self.max_src_ranges,
+        }
+    }
+}
 /// A listen address, or none ('').
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OptAddr(pub Option<SocketAddr>);

@@ -342,6 +342,7 @@ pub fn measure(calls: u32) -> Result<Report> {
         maglev_slots: Some(1 << 16),
         ct_entries: Some((4 * flows_needed as u32).next_power_of_two().max(1 << 16)),
         backends: Some(4096),
+        ..Default::default()
     })
     .context("loading the data plane")?;
     let m = &dp.maps;

@@ -18,6 +18,11 @@
 //!    `maglev` array (kernel memory that exists whether or not it is mapped;
 //!    it is mapped before the run so that it is resident throughout);
 //!    `rss_with_maps_mb` is VmHWM itself.
+//!
+//! The maps are the agent's: the compiled-in sizes, grown by the agent's
+//! rule ([`crate::agent::sizing`]) for the desired state before the apply
+//! (`grow_ms`, and the sizes reached: `maglev_slots`, `max_frontends`,
+//! `max_backends`).
 
 use std::net::Ipv4Addr;
 use std::time::Instant;
@@ -28,6 +33,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 
+use crate::agent::sizing;
 use crate::model::{MaglevConfig, Model, ModelConfig};
 use crate::sync::{SyncOptions, Syncer};
 
@@ -273,28 +279,11 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
         maglev: MaglevConfig::default(),
         ..Default::default()
     };
-    // Size the maps for the run: one table per Service (its ClusterIP), room
-    // for one change in flight, and the endpoint churn.
-    let table = u64::from(mcfg.maglev.table_size(m as usize));
-    let slots =
-        (u64::from(n) * table + 4 * table).max(u64::from(xlb_bpf::consts::XLB_MAGLEV_SLOTS));
-    if slots > u64::from(u32::MAX / 4) {
-        bail!("{n} Services x {table} slots do not fit one maglev array");
-    }
-    let backends =
-        (u64::from(n) * u64::from(m) + 1024).max(u64::from(xlb_bpf::consts::XLB_MAX_BACKENDS));
-    let mut dp = xlb_loader::DataPlane::load(&xlb_loader::LoadOptions {
-        maglev_slots: Some(slots as u32),
-        backends: Some(backends as u32),
-        ..Default::default()
-    })
-    .context("loading the data plane (needs root)")?;
-
-    // Map the maglev array now, so that it is resident for the whole run.
-    dp.maps.read_maglev(0, 1)?;
-    let t_adopt = Instant::now();
-    let mut syncer = Syncer::adopt(&mut dp.maps, SyncOptions::default())?;
-    let t_adopt = t_adopt.elapsed();
+    // The agent's maps: the compiled-in sizes, grown by the agent's own rule
+    // (crate::agent::sizing) for the desired state, as `xlb agent` without
+    // size flags does.
+    let mut dp = xlb_loader::DataPlane::load(&xlb_loader::LoadOptions::default())
+        .context("loading the data plane (needs root)")?;
 
     // Full sync: each object is made (deserialized) off the clock, as a
     // source hands it over, and fed to the model on it.
@@ -316,6 +305,26 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
         t_model += t.elapsed();
         serials.push(s);
     }
+    let table = model.config().maglev.table_size(m as usize);
+    let t_grow = Instant::now();
+    let want = sizing::plan(
+        &sizing::need(model.desired()),
+        &dp.sizes(),
+        &sizing::Fixed::default(),
+        &[],
+    );
+    if let Some(grown) = dp.grow(&want).context("growing the maps")? {
+        dp = grown;
+    }
+    let t_grow = t_grow.elapsed();
+    let sizes = dp.sizes();
+
+    // Map the maglev array now, so that it is resident for the whole run.
+    dp.maps.read_maglev(0, 1)?;
+    let t_adopt = Instant::now();
+    let mut syncer = Syncer::adopt(&mut dp.maps, SyncOptions::default())?;
+    let t_adopt = t_adopt.elapsed();
+
     let t1 = Instant::now();
     let rep = syncer.apply(model.desired())?;
     let t_apply = t1.elapsed();
@@ -370,12 +379,15 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
     let model_ms = t_model.as_secs_f64() * 1e3;
     let apply_ms = t_apply.as_secs_f64() * 1e3;
     let adopt_ms = t_adopt.as_secs_f64() * 1e3;
+    let grow_ms = t_grow.as_secs_f64() * 1e3;
     let p50 = hist.value_at_quantile(0.50) as f64;
     let p99 = hist.value_at_quantile(0.99) as f64;
     if a.json {
         let mut out = json!({"services": n, "full_sync_ms": full_ms, "change_p50_us": p50,
                "change_p99_us": p99, "rss_mb": rss, "model_ms": model_ms,
-               "apply_ms": apply_ms, "adopt_ms": adopt_ms, "rss_with_maps_mb": rss_all});
+               "apply_ms": apply_ms, "adopt_ms": adopt_ms, "rss_with_maps_mb": rss_all,
+               "grow_ms": grow_ms, "maglev_slots": sizes.maglev, "max_frontends": sizes.services,
+               "max_backends": sizes.backends});
         if let Some(ag) = &agent {
             out["agent_change_p50_us"] = json!(ag.incr_p50);
             out["agent_change_p99_us"] = json!(ag.incr_p99);
@@ -393,6 +405,10 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
             rep.slots_written
         );
         println!("adopt (empty maps)  {adopt_ms:.1} ms");
+        println!(
+            "agent map sizes     maglev {} slots, services {}, backends {} (grown in {grow_ms:.1} ms)",
+            sizes.maglev, sizes.services, sizes.backends
+        );
         println!(
             "one-slice change    p50 {p50:.0} us, p99 {p99:.0} us, max {} us ({} changes)",
             hist.max(),

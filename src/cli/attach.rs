@@ -334,6 +334,8 @@ pub fn remove_everything(pin_dir: &Path) -> anyhow::Result<()> {
     let done = attach::detach_all(pin_dir)
         .with_context(|| format!("removing xlb's pins under {}", pin_dir.display()))?;
     crate::names::remove(&crate::names::path(pin_dir))?;
+    crate::unprogrammed::write(&crate::unprogrammed::path(pin_dir), &[])
+        .context("removing the unprogrammed file")?;
     for r in &done.hooks {
         println!("{:<16} {:<20} detached", r.iface, r.hook.describe());
     }

@@ -201,6 +201,7 @@ pub fn run(a: DoctorArgs, pin_dir: &Path) -> anyhow::Result<()> {
                     ),
                     None,
                 );
+                programmed_check(&mut c, pin_dir);
             }
             Err(e) => check(
                 &mut c,
@@ -271,6 +272,42 @@ pub fn run(a: DoctorArgs, pin_dir: &Path) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Does the agent have everything it wants in the maps? (Its list of what
+/// it could not program, beside the names file.)
+fn programmed_check(c: &mut Vec<Check>, pin_dir: &Path) {
+    let path = crate::unprogrammed::path(pin_dir);
+    match crate::unprogrammed::read(&path) {
+        Ok(list) => match crate::unprogrammed::summary(&list) {
+            None => check(
+                c,
+                "programmed",
+                Level::Ok,
+                "the agent reports nothing desired missing from the maps",
+                None,
+            ),
+            Some(s) => check(
+                c,
+                "programmed",
+                Level::Warn,
+                s,
+                Some(
+                    "a map set by a flag is too small: raise it (--max-frontends, --max-backends, \
+                     --maglev-slots, --max-src-ranges or their XLB_* variables) or unset it so \
+                     the map follows the Services; `xlb maps services` lists what is missing"
+                        .into(),
+                ),
+            ),
+        },
+        Err(e) => check(
+            c,
+            "programmed",
+            Level::Warn,
+            format!("{}: {e}", path.display()),
+            None,
+        ),
+    }
 }
 
 /// Is the pin directory usable, on a bpffs, and is that bpffs the host's?

@@ -83,6 +83,8 @@ struct Table {
     rows: Vec<(Vec<String>, Value)>,
     noun: &'static str,
     extra: Option<String>,
+    /// An extra member of the JSON object.
+    json_extra: Option<(&'static str, Value)>,
 }
 
 impl Table {
@@ -92,6 +94,7 @@ impl Table {
             rows: Vec::new(),
             noun,
             extra: None,
+            json_extra: None,
         }
     }
 
@@ -104,7 +107,10 @@ impl Table {
         let shown = limit.unwrap_or(total).min(total);
         if json_out {
             let rows: Vec<&Value> = self.rows.iter().take(shown).map(|(_, v)| v).collect();
-            let v = json!({"rows": rows, "count": shown, "total": total});
+            let mut v = json!({"rows": rows, "count": shown, "total": total});
+            if let Some((k, x)) = self.json_extra {
+                v[k] = x;
+            }
             println!("{}", serde_json::to_string_pretty(&v)?);
             return Ok(());
         }
@@ -288,7 +294,11 @@ pub fn run(a: MapsArgs, pin_dir: &Path) -> anyhow::Result<()> {
     });
     let bsel = a.backend.as_deref();
     let table = match &a.which {
-        Which::Services => services(&maps, &names, sel.as_ref(), bsel)?,
+        Which::Services => {
+            let mut t = services(&maps, &names, sel.as_ref(), bsel)?;
+            not_programmed(&mut t, pin_dir);
+            t
+        }
         Which::Backends => backends(&maps, sel.as_ref(), bsel)?,
         Which::Maglev { svc } => maglev(
             &maps,
@@ -375,6 +385,32 @@ fn services(
         );
     }
     Ok(t)
+}
+
+/// What the agent wants in the maps and could not put there
+/// ([`crate::unprogrammed`]): after the table, and as `"unprogrammed"` in
+/// the JSON.
+fn not_programmed(t: &mut Table, pin_dir: &Path) {
+    let path = crate::unprogrammed::path(pin_dir);
+    let list = crate::unprogrammed::read(&path).unwrap_or_else(|e| {
+        eprintln!("warning: {}: {e}", path.display());
+        Vec::new()
+    });
+    if list.is_empty() {
+        return;
+    }
+    let mut s = format!(
+        "NOT PROGRAMMED ({} desired by the agent, not in the maps):",
+        list.len()
+    );
+    for u in &list {
+        s.push_str(&format!("\n  {}  {}: {}", u.what, u.reason, u.why));
+    }
+    t.extra = Some(match t.extra.take() {
+        Some(e) => format!("{e}\n{s}"),
+        None => s,
+    });
+    t.json_extra = Some(("unprogrammed", json!(list)));
 }
 
 fn backends(maps: &Maps, sel: Option<&SvcSel>, bsel: Option<&str>) -> anyhow::Result<Table> {

@@ -36,7 +36,7 @@ pub struct Cli {
 pub enum Command {
     // No doc comments here: each Args struct's own doc comment (a summary
     // line, a description and examples) is the subcommand's help.
-    Agent(crate::agent::AgentArgs),
+    Agent(Box<crate::agent::AgentArgs>),
     Attach(attach::AttachArgs),
     Detach(attach::DetachArgs),
     Maps(maps::MapsArgs),
@@ -93,7 +93,7 @@ pub fn init_tracing(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let pin_dir = cli.pin_dir;
     match cli.command {
-        Command::Agent(a) => crate::agent::run(a, &pin_dir),
+        Command::Agent(a) => crate::agent::run(*a, &pin_dir),
         Command::Attach(a) => attach::run_attach(a, &pin_dir),
         Command::Detach(a) => attach::run_detach(a, &pin_dir),
         Command::Maps(a) => {

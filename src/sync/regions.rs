@@ -104,6 +104,19 @@ impl Regions {
         self.insert_free(start, end - start);
     }
 
+    /// Extends the array to `capacity` slots (the new ones free, joined to
+    /// a free extent at the old end); a smaller capacity changes nothing.
+    pub fn grow(&mut self, capacity: u32) {
+        if capacity <= self.capacity {
+            return;
+        }
+        let (old, add) = (self.capacity, capacity - self.capacity);
+        self.capacity = capacity;
+        // Counted as used for a moment, then freed: `free` coalesces it.
+        self.used += u64::from(add);
+        self.free(old, add);
+    }
+
     /// Slots in use.
     pub fn used(&self) -> u64 {
         self.used
@@ -143,6 +156,18 @@ mod tests {
         assert_eq!(r.used(), 0);
         assert_eq!(r.largest_free(), 100);
         assert_eq!(r.alloc(100), Some(0));
+    }
+
+    #[test]
+    fn grow_joins_the_free_tail() {
+        let mut r = Regions::new(100);
+        assert_eq!(r.alloc(90), Some(0));
+        assert_eq!(r.alloc(20), None);
+        r.grow(150);
+        assert_eq!((r.capacity(), r.used(), r.largest_free()), (150, 90, 60));
+        assert_eq!(r.alloc(60), Some(90));
+        r.grow(10);
+        assert_eq!(r.capacity(), 150);
     }
 
     #[test]

@@ -223,6 +223,7 @@ impl Env {
             maglev_slots: Some(MAGLEV_SLOTS),
             ct_entries: Some(65536),
             backends: Some(1024),
+            ..Default::default()
         })
         .expect("loading the data plane");
         let env = Env { dp, uplink };
@@ -595,6 +596,7 @@ impl Env {
             maglev_slots: Some(MAGLEV_SLOTS),
             ct_entries: Some(65536),
             backends: Some(1024),
+            ..Default::default()
         })
         .expect("loading the second data plane");
         let env = Env {

@@ -136,6 +136,18 @@ impl<M: MapOps> Syncer<M> {
         &self.maps
     }
 
+    /// Takes `maps` in place of the current ones: copies holding the same
+    /// entries, at least as large (`xlb_loader::grow`). The new room is free.
+    pub fn replace_maps(&mut self, maps: M) -> M {
+        let old = std::mem::replace(&mut self.maps, maps);
+        self.regions.grow(self.maps.maglev_capacity());
+        let be_cap = self.maps.backend_capacity() as usize;
+        if self.gens.len() < be_cap {
+            self.gens.resize(be_cap, 0);
+        }
+        old
+    }
+
     /// svc_id -> `"ns/name:port/PROTO"` of every programmed Service port.
     pub fn service_names(&self) -> &BTreeMap<u32, String> {
         &self.names

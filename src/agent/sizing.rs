@@ -1,0 +1,263 @@
+//! # Map sizes: set by flags, or following the desired state
+//!
+//! Each growable map (`xlb_loader::grow::GROWABLE_MAPS`) has a size that is
+//! either *fixed* by a flag (`--max-frontends`, `--max-backends`,
+//! `--maglev-slots`, `--affinity-entries`, `--max-src-ranges`, each with its
+//! `XLB_*` environment variable) or *follows the desired state* ([`plan`]):
+//!
+//! - what the desired state needs ([`need`]): a `services` entry per
+//!   frontend, a backend id per (Service port, endpoint) plus id 0, the
+//!   Maglev slots of every table (one per distinct backend set of a port),
+//!   a `src_ranges` entry per source range;
+//! - a map that follows is grown when the need passes [`FILL`] of its size
+//!   (room for a change in flight: a new table is written before the old one
+//!   is freed, and for gaps in the slot array), or when a sync found it full
+//!   anyway (fragmentation): to [`HEADROOM`] x the need (x its size when it
+//!   was found full), never below the compiled-in default, never above
+//!   [`MAX_ENTRIES`];
+//! - maps never shrink (a smaller flag than a pinned map keeps the map);
+//! - `affinity` holds one entry per client and Service with session
+//!   affinity, which the desired state does not tell: it is its flag's
+//!   size (or the default), like connection tracking (`--ct-entries`), which
+//!   is never grown at all.
+//!
+//! Whatever a fixed size cannot hold is reported as not programmed
+//! ([`crate::unprogrammed`]).
+
+use xlb_bpf::consts::{
+    XLB_AFFINITY_ENTRIES, XLB_MAGLEV_SLOTS, XLB_MAX_BACKENDS, XLB_MAX_FRONTENDS, XLB_SRC_RANGES,
+};
+use xlb_loader::grow::Sizes;
+
+use crate::model::Desired;
+
+/// A following map's size after growing, as a multiple of the need.
+pub const HEADROOM: u64 = 2;
+/// A following map grows when the need passes this share of its size.
+pub const FILL: (u64, u64) = (3, 4);
+/// Largest size the agent grows a map to (2^28 Maglev slots are 1 GiB).
+pub const MAX_ENTRIES: u32 = 1 << 28;
+
+/// What the desired state needs of each growable map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Need {
+    pub services: u64,
+    pub backends: u64,
+    pub maglev: u64,
+    pub src_ranges: u64,
+}
+
+/// What `d` needs.
+pub fn need(d: &Desired) -> Need {
+    let mut n = Need {
+        // backend id 0 is never used
+        backends: 1,
+        ..Default::default()
+    };
+    for p in d.ports() {
+        n.services += p.frontends.len() as u64;
+        n.backends += p.backends.len() as u64;
+        n.src_ranges += p.src_ranges.len() as u64;
+        let mut groups: Vec<(&[std::net::SocketAddrV4], u32)> = Vec::new();
+        for f in &p.frontends {
+            if f.table_size > 0 && !groups.contains(&(&f.backends[..], f.table_size)) {
+                groups.push((&f.backends[..], f.table_size));
+            }
+        }
+        n.maglev += groups.iter().map(|(_, s)| u64::from(*s)).sum::<u64>();
+    }
+    n
+}
+
+/// Sizes set by flags (`None`: the map follows the desired state).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fixed {
+    pub services: Option<u32>,
+    pub backends: Option<u32>,
+    pub maglev: Option<u32>,
+    pub affinity: Option<u32>,
+    pub src_ranges: Option<u32>,
+}
+
+/// The compiled-in sizes: the floor of a following map.
+pub const DEFAULTS: Sizes = Sizes {
+    services: XLB_MAX_FRONTENDS,
+    backends: XLB_MAX_BACKENDS,
+    maglev: XLB_MAGLEV_SLOTS,
+    affinity: XLB_AFFINITY_ENTRIES,
+    src_ranges: XLB_SRC_RANGES,
+};
+
+/// Maps a sync found full (their name in `xlb_loader::grow::GROWABLE_MAPS`).
+pub type FullMaps<'a> = &'a [&'a str];
+
+/// The sizes the maps should have: `cur` where they hold `need` with room
+/// to spare, larger where not (see the module docs).
+pub fn plan(need: &Need, cur: &Sizes, fixed: &Fixed, full: FullMaps<'_>) -> Sizes {
+    let follow = |name: &str, need: u64, cur: u32, fixed: Option<u32>, floor: u32| -> u32 {
+        if let Some(f) = fixed {
+            return f.max(cur);
+        }
+        let found_full = full.contains(&name);
+        if !found_full && need * FILL.1 <= u64::from(cur) * FILL.0 {
+            return cur;
+        }
+        let base = if found_full {
+            need.max(u64::from(cur))
+        } else {
+            need
+        };
+        let want = (base * HEADROOM)
+            .max(u64::from(floor))
+            .min(u64::from(MAX_ENTRIES)) as u32;
+        want.max(cur)
+    };
+    Sizes {
+        services: follow(
+            "services",
+            need.services,
+            cur.services,
+            fixed.services,
+            DEFAULTS.services,
+        ),
+        backends: follow(
+            "backends",
+            need.backends,
+            cur.backends,
+            fixed.backends,
+            DEFAULTS.backends,
+        ),
+        maglev: follow(
+            "maglev",
+            need.maglev,
+            cur.maglev,
+            fixed.maglev,
+            DEFAULTS.maglev,
+        ),
+        affinity: fixed.affinity.unwrap_or(cur.affinity).max(cur.affinity),
+        src_ranges: follow(
+            "src_ranges",
+            need.src_ranges,
+            cur.src_ranges,
+            fixed.src_ranges,
+            DEFAULTS.src_ranges,
+        ),
+    }
+}
+
+/// The maps a sync report found full (from its failure reasons).
+pub fn full_maps(list: &[crate::unprogrammed::Unprogrammed]) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for u in list {
+        let m = match u.reason.as_str() {
+            "maglev_full" => "maglev",
+            "backends_full" => "backends",
+            "services_full" => "services",
+            "src_ranges_full" => "src_ranges",
+            _ => continue,
+        };
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cur() -> Sizes {
+        DEFAULTS
+    }
+
+    #[test]
+    fn a_following_map_grows_past_three_quarters_to_twice_the_need() {
+        let none = Fixed::default();
+        let small = Need {
+            services: 100,
+            backends: 1001,
+            maglev: 100 * 1009,
+            src_ranges: 0,
+        };
+        assert_eq!(
+            plan(&small, &cur(), &none, &[]),
+            cur(),
+            "the defaults hold it"
+        );
+        // 10,000 Services x 10 endpoints: 10,090,000 slots > 8 Mi.
+        let big = Need {
+            services: 10_000,
+            backends: 100_001,
+            maglev: 10_000 * 1009,
+            src_ranges: 0,
+        };
+        let p = plan(&big, &cur(), &none, &[]);
+        assert_eq!(p.maglev, 2 * 10_000 * 1009);
+        assert_eq!((p.services, p.backends), (cur().services, cur().backends));
+        // Exactly at three quarters: no growth; one past: growth.
+        let at = Need {
+            maglev: u64::from(cur().maglev) * 3 / 4,
+            ..small
+        };
+        assert_eq!(plan(&at, &cur(), &none, &[]).maglev, cur().maglev);
+        let past = Need {
+            maglev: at.maglev + 1,
+            ..small
+        };
+        assert_eq!(
+            plan(&past, &cur(), &none, &[]).maglev,
+            2 * (at.maglev as u32 + 1)
+        );
+        // Found full (fragmentation) below three quarters: twice its size.
+        assert_eq!(
+            plan(&small, &cur(), &none, &["maglev"]).maglev,
+            2 * cur().maglev
+        );
+        // Never above the ceiling, never below the current size.
+        let huge = Need {
+            maglev: u64::from(MAX_ENTRIES),
+            ..small
+        };
+        assert_eq!(plan(&huge, &cur(), &none, &[]).maglev, MAX_ENTRIES);
+        let grown = Sizes {
+            maglev: 1 << 25,
+            ..cur()
+        };
+        assert_eq!(plan(&small, &grown, &none, &[]).maglev, 1 << 25);
+    }
+
+    #[test]
+    fn a_fixed_size_is_kept_whatever_the_need() {
+        let fixed = Fixed {
+            maglev: Some(5000),
+            services: Some(16),
+            affinity: Some(1 << 20),
+            ..Default::default()
+        };
+        let small_cur = Sizes {
+            maglev: 5000,
+            services: 16,
+            ..cur()
+        };
+        let big = Need {
+            services: 10_000,
+            backends: 1,
+            maglev: 10_000_000,
+            src_ranges: 0,
+        };
+        let p = plan(&big, &small_cur, &fixed, &["maglev", "services"]);
+        assert_eq!((p.maglev, p.services), (5000, 16));
+        assert_eq!(p.affinity, 1 << 20, "affinity follows its flag only");
+        // A flag larger than the map: grown to it; smaller: the map stays.
+        assert_eq!(
+            plan(&Need::default(), &cur(), &fixed, &[]).services,
+            cur().services
+        );
+        let bigger = Fixed {
+            maglev: Some(1 << 24),
+            ..Default::default()
+        };
+        assert_eq!(plan(&Need::default(), &cur(), &bigger, &[]).maglev, 1 << 24);
+    }
+}
