@@ -187,8 +187,8 @@ impl DataPlane {
                     pin::MapRole::Private => private.push(spec),
                 }
             }
+            // Checks the other contract pins before it touches an older one.
             grown = pin::take_grown(dir, &contract)?;
-            pin::check_pinned_maps(dir, &contract)?;
             for p in pin::replace_stale_private(dir, &private)? {
                 tracing::info!(pin = %p.display(), "replacing a private map of another layout");
             }

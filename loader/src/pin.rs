@@ -432,11 +432,12 @@ pub const GROWING_MAPS: [&str; 1] = ["config"];
 /// For each of [`GROWING_MAPS`] pinned with a shorter value than `specs` say
 /// (an older xlb's, otherwise alike): reads its one value and removes the pin,
 /// so that the load creates this build's layout; the caller writes the old
-/// bytes back, zero-extended ([`crate::DataPlane::load`]). Anything else
-/// about the pin is left to [`check_pinned_maps`].
+/// bytes back, zero-extended ([`crate::DataPlane::load`]). Every other
+/// contract pin is checked first ([`check_pinned_maps`]): a load refused for
+/// another map's layout leaves the older pin where it was.
 pub fn take_grown(pin_dir: &Path, specs: &[MapSpec]) -> Result<Vec<(String, Vec<u8>)>> {
     use libbpf_rs::MapCore;
-    let mut out = Vec::new();
+    let mut older = Vec::new();
     for spec in specs
         .iter()
         .filter(|s| GROWING_MAPS.contains(&s.name.as_str()))
@@ -448,11 +449,11 @@ pub fn take_grown(pin_dir: &Path, specs: &[MapSpec]) -> Result<Vec<(String, Vec<
         let Ok(m) = libbpf_rs::MapHandle::from_pinned_path(&path) else {
             continue; // not a map: check_pinned_maps says so
         };
-        let older = m.map_type() as u32 == spec.map_type
+        let is_older = m.map_type() as u32 == spec.map_type
             && m.key_size() == spec.key_size
             && m.value_size() < spec.value_size
             && m.max_entries() == spec.max_entries;
-        if !older {
+        if !is_older {
             continue;
         }
         let old = m
@@ -460,12 +461,22 @@ pub fn take_grown(pin_dir: &Path, specs: &[MapSpec]) -> Result<Vec<(String, Vec<
             .ok()
             .flatten()
             .unwrap_or_default();
+        older.push((spec.name.clone(), path, old));
+    }
+    let others: Vec<MapSpec> = specs
+        .iter()
+        .filter(|s| !older.iter().any(|(n, _, _)| *n == s.name))
+        .cloned()
+        .collect();
+    check_pinned_maps(pin_dir, &others)?;
+    let mut out = Vec::new();
+    for (name, path, old) in older {
         unpin(&path).map_err(|e| Error::Io {
-            what: format!("replacing the older {} pin {}", spec.name, path.display()),
+            what: format!("replacing the older {name} pin {}", path.display()),
             err: e,
             hint: "is the pin directory writable (root)?".into(),
         })?;
-        out.push((spec.name.clone(), old));
+        out.push((name, old));
     }
     Ok(out)
 }

@@ -506,3 +506,34 @@ fn load_over_an_older_config_layout_carries_it_over_and_keeps_ct() {
         ct.len()
     );
 }
+
+/// A load refused for another contract map's layout leaves an older `config`
+/// pin as it was: the settings are carried over only by a load that goes on.
+#[test]
+fn refused_load_leaves_an_older_config_pin_in_place() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    use libbpf_rs::MapCore;
+    let pin = PinDir::new();
+    let dp1 = load(&pin);
+    let size = dp1.xdp.maps.config.value_size();
+    drop(dp1);
+    let config = pin.path.join("config");
+    std::fs::remove_file(&config).unwrap();
+    pin_map(&config, libbpf_rs::MapType::Array, "config", size - 8, 1);
+    // Another contract map of a layout this build cannot use.
+    let stats = pin.path.join("stats");
+    std::fs::remove_file(&stats).unwrap();
+    pin_map(&stats, libbpf_rs::MapType::Array, "stats", 4, 1);
+
+    let err = DataPlane::load(&LoadOptions {
+        pin_dir: Some(pin.path.clone()),
+        ..Default::default()
+    })
+    .err()
+    .expect("the stats pin of another layout refuses the load");
+    assert!(err.to_string().contains("stats"), "{err}");
+    let kept = libbpf_rs::MapHandle::from_pinned_path(&config).expect("config pin kept");
+    assert_eq!(kept.value_size(), size - 8, "the older config, untouched");
+}
