@@ -226,9 +226,16 @@ fn two_nodes_pod_to_other_nodes_nodeport_end_to_end() {
     assert_eq!((rc, back), (TC_ACT_OK, answer.build()));
     // C's kernel sends it to B through the overlay; B reverse-NATs it.
     let inner = Frame::tcp(sa(BE_REMOTE), sa(POD)).macs(VTEP_MAC, NODE_MAC);
-    let (rc, to_pod) = b.xdp_in(&vxlan(&inner.build(), PEER, NODE, VNI, false), Some(b.uplink));
+    let (rc, to_pod) = b.xdp_in(
+        &vxlan(&inner.build(), PEER, NODE, VNI, false),
+        Some(b.uplink),
+    );
     assert_eq!(rc, XDP_PASS);
     let (_, _, p) = check_eth_ipv4(&to_pod, "to the pod");
-    assert_eq!(p.src(), sa(NP_REMOTE), "the pod sees the address it dialled");
+    assert_eq!(
+        p.src(),
+        sa(NP_REMOTE),
+        "the pod sees the address it dialled"
+    );
     assert_eq!(p.dst(), sa(POD));
 }

@@ -27,7 +27,11 @@ impl<M: MapOps> Syncer<M> {
             }
         }
         if d.local_addrs != self.local_addrs {
-            let new: Vec<_> = d.local_addrs.difference(&self.local_addrs).copied().collect();
+            let new: Vec<_> = d
+                .local_addrs
+                .difference(&self.local_addrs)
+                .copied()
+                .collect();
             for a in new {
                 match self.maps.put_local_addr(a) {
                     Ok(()) => {
@@ -39,7 +43,11 @@ impl<M: MapOps> Syncer<M> {
             }
         }
         if d.remote_addrs != self.remote_addrs {
-            let new: Vec<_> = d.remote_addrs.difference(&self.remote_addrs).copied().collect();
+            let new: Vec<_> = d
+                .remote_addrs
+                .difference(&self.remote_addrs)
+                .copied()
+                .collect();
             for a in new {
                 match self.maps.put_remote_addr(a) {
                     Ok(()) => {
