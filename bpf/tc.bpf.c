@@ -10,8 +10,15 @@
  *        that node *without* reverse NAT and redirect to the uplink; that node's
  *        XDP reverse-NATs and answers the client, who sees the frontend address.
  *   2. ct hit, forward entry with a live backend -> DNAT.
- *   3. Service match for pod-originated traffic (ClusterIP, NodePort on a local
- *      address, LoadBalancer, ExternalIP) -> same choice as XDP -> DNAT.
+ *   3. Service match for pod-originated traffic (ClusterIP, LoadBalancer,
+ *      ExternalIP, NodePort on any cluster node's address: this node's
+ *      local_addrs or another's remote_addrs) -> the choice XDP makes for a
+ *      client inside the cluster (the cluster-wide set of an
+ *      externalTrafficPolicy Local frontend) -> DNAT. A NodePort of another
+ *      node is balanced here, at the source: the flow never visits that
+ *      node, its replies come back to this one and are reverse-NATed here,
+ *      so the pod sees the address it dialled (docs/dp.md, "NodePorts of
+ *      other nodes").
  * After DNAT the frame goes to the stack (TC_ACT_OK) in both cases: a local
  * backend is routed to its pod, a remote one through the node's overlay device
  * (the kernel VXLAN device); the remote node's XDP then leaves it alone and the
@@ -274,7 +281,7 @@ int xlb_tc(struct __sk_buff *skb)
 			return xlb_tc_forward(skb, &p, &t, &ch, v->svc_id, bytes);
 		}
 	}
-	svc = xlb_service(t.daddr, t.dport, t.proto, cfg->node_addr);
+	svc = xlb_service_of(t.daddr, t.dport, t.proto, cfg->node_addr, 1);
 	if (!svc)
 		return xlb_tc_done(XLB_R_PASS_NOT_SERVICE, bytes, TC_ACT_OK);
 	svc = xlb_service_internal(svc, t.daddr, t.dport, t.proto);	/* a pod: inside the cluster */

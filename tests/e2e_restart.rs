@@ -68,6 +68,14 @@ fn snapshot(pin: &Path) -> BTreeMap<&'static str, Vec<Vec<u8>>> {
             .map(|a| a.octets().to_vec())
             .collect(),
     );
+    s.insert(
+        "remote_addrs",
+        m.remote_addrs()
+            .unwrap()
+            .iter()
+            .map(|a| a.octets().to_vec())
+            .collect(),
+    );
     s.insert("config", vec![bytes(&m.config().unwrap())]);
     for rows in s.values_mut() {
         rows.sort();

@@ -15,6 +15,7 @@
 #define XLB_SRC_RANGES		65536
 #define XLB_TUNNEL_ENTRIES	16384
 #define XLB_LOCAL_ADDRS		256
+#define XLB_REMOTE_ADDRS	16384	/* remote_addrs: the other nodes' addresses (maps.h) */
 #define XLB_SOCK_RNAT_ENTRIES	65536	/* sock_rnat: sockets' backend -> frontend (maps.h) */
 #define XLB_EVENTS_BYTES	(256 * 1024)	/* events ring buffer (power of two pages) */
 

@@ -26,14 +26,15 @@ struct xlb_choice {
 };
 
 /* The Service of (daddr, dport, proto): by address first; a NodePort only
- * when daddr is one of this node's addresses. Each services lookup is taken
- * only when fe_filter says the key may exist, so traffic that is no Service
- * usually costs no lookup at all. The NodePort entry is looked up before the
- * address check: traffic to the node itself that is no NodePort (ssh,
- * kubelet, the API server) then costs one lookup less, and the node's own
- * address (node_addr) needs no local_addrs lookup. */
-static __always_inline struct xlb_svc_val *xlb_service(__be32 daddr, __be16 dport, __u8 proto,
-						       __be32 node_addr)
+ * when daddr is one of this node's addresses, or, with remote (a constant:
+ * pods' traffic, tc), one of another node's (remote_addrs). Each services
+ * lookup is taken only when fe_filter says the key may exist, so traffic
+ * that is no Service usually costs no lookup at all. The NodePort entry is
+ * looked up before the address check: traffic to the node itself that is no
+ * NodePort (ssh, kubelet, the API server) then costs one lookup less, and the
+ * node's own address (node_addr) needs no local_addrs lookup. */
+static __always_inline struct xlb_svc_val *xlb_service_of(__be32 daddr, __be16 dport, __u8 proto,
+							  __be32 node_addr, int remote)
 {
 	struct xlb_svc_key k = {
 		.addr = daddr, .port = dport, .proto = proto, .kind = XLB_KIND_ADDR,
@@ -52,9 +53,18 @@ static __always_inline struct xlb_svc_val *xlb_service(__be32 daddr, __be16 dpor
 	v = bpf_map_lookup_elem(&services, &k);
 	if (!v)
 		return NULL;
-	if ((!node_addr || daddr != node_addr) && !bpf_map_lookup_elem(&local_addrs, &daddr))
+	if ((!node_addr || daddr != node_addr) && !bpf_map_lookup_elem(&local_addrs, &daddr) &&
+	    !(remote && bpf_map_lookup_elem(&remote_addrs, &daddr)))
 		return NULL;
 	return v;
+}
+
+/* The Service of (daddr, dport, proto) for a frame of the uplink or a socket
+ * of this node: NodePorts on this node's addresses only. */
+static __always_inline struct xlb_svc_val *xlb_service(__be32 daddr, __be16 dport, __u8 proto,
+						       __be32 node_addr)
+{
+	return xlb_service_of(daddr, dport, proto, node_addr, 0);
 }
 
 /* The entry a client inside the cluster (a pod, a tunnel, the node) uses for

@@ -131,6 +131,17 @@ struct {
 	__type(value, __u32);
 } local_addrs SEC(".maps");
 
+/* the other nodes' addresses -> 1: a pod's NodePort traffic to one of them is
+ * balanced at the pod's veth (tc) like traffic to this node's; the uplink
+ * never matches them */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XLB_REMOTE_ADDRS);
+	__type(key, __be32);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} remote_addrs SEC(".maps");
+
 /* runtime settings: VXLAN port/VNI, uplink, feature flags */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -29,7 +29,7 @@ use crate::{sys, Error, Result};
 /// `ct_epoch`). Pinned at `<pin>/<name>` and reused by every later load; one
 /// pinned with another layout fails the load ([`check_pinned_maps`]), as
 /// recreating it would drop state.
-pub const CONTRACT_MAPS: [&str; 19] = [
+pub const CONTRACT_MAPS: [&str; 20] = [
     "services",
     "fe_filter",
     "be_filter",
@@ -41,6 +41,7 @@ pub const CONTRACT_MAPS: [&str; 19] = [
     "src_ranges",
     "tunnel",
     "local_addrs",
+    "remote_addrs",
     "config",
     "stats",
     "sock_config",

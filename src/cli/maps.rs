@@ -755,6 +755,8 @@ fn config(maps: &Maps) -> anyhow::Result<Table> {
     kv("flags", format!("{:#x}", c.flags), json!(c.flags));
     let addrs: Vec<String> = maps.local_addrs()?.iter().map(|a| a.to_string()).collect();
     kv("local_addrs", addrs.join(","), json!(addrs));
+    let addrs: Vec<String> = maps.remote_addrs()?.iter().map(|a| a.to_string()).collect();
+    kv("remote_addrs", addrs.join(","), json!(addrs));
     Ok(t)
 }
 

@@ -36,6 +36,8 @@ pub trait View {
     fn be_filter(&self, addr: Ipv4Addr) -> anyhow::Result<Option<u32>>;
     fn service(&self, k: &xlb_svc_key) -> anyhow::Result<Option<xlb_svc_val>>;
     fn is_local_addr(&self, a: Ipv4Addr) -> anyhow::Result<bool>;
+    /// Whether `a` is in `remote_addrs` (another node's address).
+    fn is_remote_addr(&self, a: Ipv4Addr) -> anyhow::Result<bool>;
     /// Whether `src_ranges` allows `client` for `svc_id` (longest prefix).
     fn src_range_allows(&self, svc_id: u32, client: Ipv4Addr) -> anyhow::Result<bool>;
     fn affinity(&self, k: &xlb_affinity_key) -> anyhow::Result<Option<xlb_affinity_val>>;
@@ -175,14 +177,16 @@ fn internal_entry(
     Ok(i)
 }
 
-/// The Service port a frame to `dst` matches, as lb.h's `xlb_service`: the
-/// address frontend first, then the NodePort when `dst` is one of this
-/// node's addresses. The one place explain matches Services.
+/// The Service port a frame to `dst` matches, as lb.h's `xlb_service_of`:
+/// the address frontend first, then the NodePort when `dst` is one of this
+/// node's addresses, or (`remote`: a pod's frame) another node's. The one
+/// place explain matches Services.
 pub fn match_service(
     v: &dyn View,
     cfg: &xlb_config,
     dst: SocketAddrV4,
     proto: Proto,
+    remote: bool,
     steps: &mut Vec<Step>,
 ) -> anyhow::Result<Option<(xlb_svc_key, xlb_svc_val)>> {
     let k = xlb_svc_key::addr(dst, proto);
@@ -214,7 +218,8 @@ pub fn match_service(
     };
     let local =
         (cfg.node_addr != 0 && be32(*dst.ip()) == cfg.node_addr) || v.is_local_addr(*dst.ip())?;
-    if !local {
+    let other = !local && remote && v.is_remote_addr(*dst.ip())?;
+    if !local && !other {
         steps.push(Step {
             step: "service",
             found: format!(
@@ -229,8 +234,9 @@ pub fn match_service(
     steps.push(Step {
         step: "service",
         found: format!(
-            "NodePort {} on local address {} -> svc_id {}",
+            "NodePort {} on {} address {} -> svc_id {}",
             dst.port(),
+            if local { "local" } else { "another node's" },
             dst.ip(),
             s.svc_id
         ),
@@ -341,10 +347,11 @@ fn walk(v: &dyn View, f: &Flow, steps: &mut Vec<Step>) -> anyhow::Result<Outcome
             found: format!("no entry for {} -> {} (a new flow)", f.src, f.dst),
         });
     }
-    let Some((key, svc)) = match_service(v, &cfg, f.dst, f.proto, steps)? else {
+    let pod = f.iface == Iface::Pod;
+    let Some((key, svc)) = match_service(v, &cfg, f.dst, f.proto, pod, steps)? else {
         return Ok(Outcome::new(pass, "pass_not_service"));
     };
-    let svc = if f.iface == Iface::Pod {
+    let svc = if pod {
         internal_entry(v, key, svc, steps)?
     } else {
         svc

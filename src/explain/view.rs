@@ -54,6 +54,9 @@ impl View for MapsView<'_> {
     fn is_local_addr(&self, a: Ipv4Addr) -> anyhow::Result<bool> {
         Ok(lookup::<u32, u32>(&self.0.local_addrs, "local_addrs", &be32(a))?.is_some())
     }
+    fn is_remote_addr(&self, a: Ipv4Addr) -> anyhow::Result<bool> {
+        Ok(self.0.is_remote_addr(a)?)
+    }
     fn src_range_allows(&self, svc_id: u32, client: Ipv4Addr) -> anyhow::Result<bool> {
         let k = xlb_src_range_key::new(svc_id, client, 32);
         Ok(lookup::<xlb_src_range_key, u32>(&self.0.src_ranges, "src_ranges", &k)?.is_some())

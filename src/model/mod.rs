@@ -87,6 +87,8 @@ mod endpoints;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_nodes;
+#[cfg(test)]
 mod tests_semantics;
 mod types;
 
@@ -105,8 +107,8 @@ pub struct SnapshotDelta {
     pub upserted: usize,
     /// Objects gone.
     pub removed: usize,
-    /// Whether what the maps get changed (services, tunnels, local
-    /// addresses; not the skip reasons).
+    /// Whether what the maps get changed (services, tunnels, local and
+    /// remote addresses; not the skip reasons).
     pub changed: bool,
 }
 
@@ -524,7 +526,7 @@ impl Model {
         }
     }
 
-    /// Tunnel entries and local addresses from the nodes.
+    /// Tunnel entries, local and remote addresses from the nodes.
     fn refresh_nodes(&mut self) -> bool {
         let mut tunnels = BTreeMap::new();
         let mut reasons = Vec::new();
@@ -563,12 +565,25 @@ impl Model {
         if let Some(me) = self.nodes.get(&self.cfg.node_name) {
             local.extend(me.addrs.iter().copied());
         }
+        // Every node takes NodePorts on the same addresses
+        // (`--nodeport-addresses` is cluster-wide configuration).
+        let mut remote: BTreeSet<Ipv4Addr> = self
+            .nodes
+            .iter()
+            .filter(|(name, _)| **name != self.cfg.node_name)
+            .flat_map(|(_, n)| n.addrs.iter().copied())
+            .filter(|a| !local.contains(a))
+            .collect();
         if !self.cfg.nodeport_cidrs.is_empty() {
             local.retain(|a| in_cidrs(*a, &self.cfg.nodeport_cidrs));
+            remote.retain(|a| in_cidrs(*a, &self.cfg.nodeport_cidrs));
         }
-        let changed = tunnels != self.desired.tunnels || local != self.desired.local_addrs;
+        let changed = tunnels != self.desired.tunnels
+            || local != self.desired.local_addrs
+            || remote != self.desired.remote_addrs;
         self.desired.tunnels = tunnels;
         self.desired.local_addrs = local;
+        self.desired.remote_addrs = remote;
         changed
     }
 

@@ -861,13 +861,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Everything a FakeMaps holds, as bytes (the generated map types have no
 /// PartialEq): services and src_ranges sorted, backend slots, Maglev slots,
-/// tunnels, local addresses.
+/// tunnels, local and remote addresses.
 type FakeView = (
     Vec<Vec<u8>>,
     Vec<Vec<u8>>,
     Vec<u32>,
     Vec<Vec<u8>>,
     Vec<Vec<u8>>,
+    Vec<Ipv4Addr>,
     Vec<Ipv4Addr>,
 );
 
@@ -892,6 +893,7 @@ fn fake_view(f: &crate::sync::FakeMaps) -> FakeView {
             .map(|(k, v)| [b(k), b(v)].concat())
             .collect(),
         f.local_addrs.iter().copied().collect(),
+        f.remote_addrs.iter().copied().collect(),
     )
 }
 
@@ -952,8 +954,14 @@ fn apply_snapshot_equals_build_under_random_churn() {
             seen.1 += usize::from(!want.skipped.is_empty());
             seen.2 += usize::from(!want.tunnels.is_empty());
             seen.3 += usize::from(before.tunnels != want.tunnels);
-            let maps_view =
-                |d: &Desired| (d.services.clone(), d.tunnels.clone(), d.local_addrs.clone());
+            let maps_view = |d: &Desired| {
+                (
+                    d.services.clone(),
+                    d.tunnels.clone(),
+                    d.local_addrs.clone(),
+                    d.remote_addrs.clone(),
+                )
+            };
             assert_eq!(
                 delta.changed,
                 maps_view(&before) != maps_view(&want),

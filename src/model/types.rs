@@ -227,6 +227,10 @@ pub struct Desired {
     pub tunnels: BTreeMap<(Ipv4Addr, u8), TunnelEntry>,
     /// This node's addresses (NodePort).
     pub local_addrs: BTreeSet<Ipv4Addr>,
+    /// The other nodes' addresses (their InternalIP/ExternalIP, inside
+    /// `nodeport_cidrs` when set; none of `local_addrs`): a pod's NodePort
+    /// traffic to one of them is balanced at the pod's veth.
+    pub remote_addrs: BTreeSet<Ipv4Addr>,
     /// `(object, reason)` for everything skipped, e.g.
     /// `("Service default/web port 0/TCP", "port 0 out of range")`.
     pub skipped: Vec<(String, String)>,

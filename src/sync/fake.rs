@@ -24,6 +24,8 @@ pub enum Op {
     DeleteTunnel(xlb_tunnel_key),
     PutLocalAddr(Ipv4Addr),
     DeleteLocalAddr(Ipv4Addr),
+    PutRemoteAddr(Ipv4Addr),
+    DeleteRemoteAddr(Ipv4Addr),
 }
 
 fn k8(k: &xlb_svc_key) -> [u8; 8] {
@@ -50,6 +52,7 @@ pub struct FakeMaps {
     pub src_ranges: BTreeMap<[u8; 12], xlb_src_range_key>,
     pub tunnels: BTreeMap<[u8; 8], (xlb_tunnel_key, xlb_tunnel_val)>,
     pub local_addrs: BTreeSet<Ipv4Addr>,
+    pub remote_addrs: BTreeSet<Ipv4Addr>,
     pub frontend_capacity: u32,
     /// Every write, in order.
     pub ops: Vec<Op>,
@@ -71,6 +74,7 @@ impl FakeMaps {
             src_ranges: BTreeMap::new(),
             tunnels: BTreeMap::new(),
             local_addrs: BTreeSet::new(),
+            remote_addrs: BTreeSet::new(),
             frontend_capacity: frontends,
             ops: Vec::new(),
             record: true,
@@ -258,6 +262,19 @@ impl MapOps for FakeMaps {
     fn delete_local_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<bool> {
         let had = self.local_addrs.remove(&a);
         self.rec(Op::DeleteLocalAddr(a));
+        Ok(had)
+    }
+    fn remote_addrs(&self) -> xlb_bpf::Result<Vec<Ipv4Addr>> {
+        Ok(self.remote_addrs.iter().copied().collect())
+    }
+    fn put_remote_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<()> {
+        self.remote_addrs.insert(a);
+        self.rec(Op::PutRemoteAddr(a));
+        Ok(())
+    }
+    fn delete_remote_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<bool> {
+        let had = self.remote_addrs.remove(&a);
+        self.rec(Op::DeleteRemoteAddr(a));
         Ok(had)
     }
 }

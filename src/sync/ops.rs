@@ -38,6 +38,10 @@ pub trait MapOps {
     fn local_addrs(&self) -> xlb_bpf::Result<Vec<Ipv4Addr>>;
     fn put_local_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<()>;
     fn delete_local_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<bool>;
+
+    fn remote_addrs(&self) -> xlb_bpf::Result<Vec<Ipv4Addr>>;
+    fn put_remote_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<()>;
+    fn delete_remote_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<bool>;
 }
 
 impl MapOps for Maps {
@@ -97,6 +101,15 @@ impl MapOps for Maps {
     }
     fn delete_local_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<bool> {
         Maps::delete_local_addr(self, a)
+    }
+    fn remote_addrs(&self) -> xlb_bpf::Result<Vec<Ipv4Addr>> {
+        Maps::remote_addrs(self)
+    }
+    fn put_remote_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<()> {
+        Maps::put_remote_addr(self, a)
+    }
+    fn delete_remote_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<bool> {
+        Maps::delete_remote_addr(self, a)
     }
 }
 
@@ -158,5 +171,14 @@ impl<T: MapOps> MapOps for &mut T {
     }
     fn delete_local_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<bool> {
         (**self).delete_local_addr(a)
+    }
+    fn remote_addrs(&self) -> xlb_bpf::Result<Vec<Ipv4Addr>> {
+        (**self).remote_addrs()
+    }
+    fn put_remote_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<()> {
+        (**self).put_remote_addr(a)
+    }
+    fn delete_remote_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<bool> {
+        (**self).delete_remote_addr(a)
     }
 }

@@ -249,5 +249,9 @@ pub fn verify<M: MapOps>(maps: &M, d: &Desired, names: &BTreeMap<u32, String>) -
     if la != d.local_addrs {
         bad.push(format!("local addrs {la:?} vs {:?}", d.local_addrs));
     }
+    let ra: BTreeSet<_> = maps.remote_addrs().unwrap().into_iter().collect();
+    if ra != d.remote_addrs {
+        bad.push(format!("remote addrs {ra:?} vs {:?}", d.remote_addrs));
+    }
     bad
 }

@@ -9,7 +9,7 @@
 //! (`maglev`, `backends`, the filters); [`filter`] keeps the count filters;
 //! then one file per group of maps: `services`, `tables` (backends and
 //! Maglev slots), `flows` (ct, affinity), `settings` (source ranges,
-//! tunnels, local addresses, config) and `stats`.
+//! tunnels, local and remote node addresses, config) and `stats`.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -117,6 +117,12 @@ pub struct Maps {
     /// `backend_stats` (per-backend forward counters, `crate::backend_stats`);
     /// `None` for older pins.
     pub(crate) backend_stats: Option<MapHandle>,
+    /// `remote_addrs` (the other nodes' addresses, for pods' NodePort
+    /// traffic); `None` for older pins.
+    remote_addrs: Option<MapHandle>,
+    /// The pin directory the maps were opened from (for errors about maps
+    /// older pins lack); `None` for a loaded object's.
+    pin_dir: Option<PathBuf>,
     /// `maglev` mapped into memory (`BPF_F_MMAPABLE`), on first table access.
     maglev_mem: OnceLock<MmapArray>,
     /// `backends` mapped into memory (`BPF_F_MMAPABLE`), on first write.
@@ -163,6 +169,8 @@ impl Maps {
             be_filter: CountFilter::new("be_filter", optional("be_filter")?),
             ct_epoch: optional("ct_epoch")?,
             backend_stats: optional("backend_stats")?,
+            remote_addrs: optional("remote_addrs")?,
+            pin_dir: Some(dir.to_owned()),
             maglev_mem: OnceLock::new(),
             backends_mem: OnceLock::new(),
             services: open("services")?,
@@ -189,6 +197,8 @@ impl Maps {
             be_filter: CountFilter::new("be_filter", Some(dup(&m.be_filter, "be_filter")?)),
             ct_epoch: Some(dup(&m.ct_epoch, "ct_epoch")?),
             backend_stats: Some(dup(&m.backend_stats, "backend_stats")?),
+            remote_addrs: Some(dup(&m.remote_addrs, "remote_addrs")?),
+            pin_dir: None,
             maglev_mem: OnceLock::new(),
             backends_mem: OnceLock::new(),
             services: dup(&m.services, "services")?,

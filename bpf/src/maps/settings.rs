@@ -1,10 +1,10 @@
 //! Node-wide settings the agent writes: source ranges, tunnel peers, local
-//! addresses and the `config` entry.
+//! and remote node addresses and the `config` entry.
 
 use std::net::Ipv4Addr;
 
 use super::access::{del, entries, get, put};
-use super::{Maps, Result};
+use super::{Error, Maps, Result};
 use crate::types::*;
 use crate::wire::be32;
 
@@ -42,6 +42,40 @@ impl Maps {
     }
     pub fn local_addrs(&self) -> Result<Vec<Ipv4Addr>> {
         let mut v: Vec<Ipv4Addr> = entries::<u32, u32>(&self.local_addrs, "local_addrs")?
+            .into_iter()
+            .map(|(k, _)| crate::wire::ip(k))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// `remote_addrs`, or [`Error::MissingMap`] for pins of an older xlb.
+    fn remote_map(&self) -> Result<&libbpf_rs::MapHandle> {
+        self.remote_addrs.as_ref().ok_or_else(|| Error::MissingMap {
+            name: "remote_addrs",
+            dir: self.pin_dir.clone().unwrap_or_default(),
+            feature: "NodePorts of other nodes balanced for pods",
+        })
+    }
+    pub fn put_remote_addr(&self, a: Ipv4Addr) -> Result<()> {
+        put(self.remote_map()?, "remote_addrs", &be32(a), &1u32)
+    }
+    pub fn delete_remote_addr(&self, a: Ipv4Addr) -> Result<bool> {
+        del(self.remote_map()?, "remote_addrs", &be32(a))
+    }
+    /// Whether `a` is in `remote_addrs` (never for pins of an older xlb).
+    pub fn is_remote_addr(&self, a: Ipv4Addr) -> Result<bool> {
+        let Some(m) = &self.remote_addrs else {
+            return Ok(false);
+        };
+        Ok(super::access::get::<u32, u32>(m, "remote_addrs", &be32(a))?.is_some())
+    }
+    /// The other nodes' addresses, sorted; none for pins of an older xlb.
+    pub fn remote_addrs(&self) -> Result<Vec<Ipv4Addr>> {
+        let Some(m) = &self.remote_addrs else {
+            return Ok(Vec::new());
+        };
+        let mut v: Vec<Ipv4Addr> = entries::<u32, u32>(m, "remote_addrs")?
             .into_iter()
             .map(|(k, _)| crate::wire::ip(k))
             .collect();

@@ -43,6 +43,7 @@ impl<M: MapOps> Syncer<M> {
             retry: BTreeSet::new(),
             tunnels: BTreeMap::new(),
             local_addrs: BTreeSet::new(),
+            remote_addrs: BTreeSet::new(),
             adopting: true,
             stray_services: Vec::new(),
             stray_src: Vec::new(),
@@ -209,6 +210,7 @@ impl<M: MapOps> Syncer<M> {
             );
         }
         s.local_addrs = s.maps.local_addrs()?.into_iter().collect();
+        s.remote_addrs = s.maps.remote_addrs()?.into_iter().collect();
         s.names_dirty = true;
         Ok(s)
     }

@@ -1,8 +1,8 @@
 //! The syncer: applied state, id allocators, and the ordered diff, one
 //! concern per file: [`adopt`] (taking over pinned maps after a restart),
 //! [`port`] (one Service port's frontends, tables and source ranges),
-//! [`backends`] (backend ids per Service port), [`nodes`] (tunnels and local
-//! addresses).
+//! [`backends`] (backend ids per Service port), [`nodes`] (tunnels, local
+//! and remote node addresses).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -124,6 +124,7 @@ pub struct Syncer<M: MapOps> {
     retry: BTreeSet<String>,
     tunnels: BTreeMap<(Ipv4Addr, u8), TunnelEntry>,
     local_addrs: BTreeSet<Ipv4Addr>,
+    remote_addrs: BTreeSet<Ipv4Addr>,
     /// Adopted state not yet reconciled by a first apply.
     adopting: bool,
     stray_services: Vec<xlb_svc_key>,

@@ -1,4 +1,4 @@
-//! Tunnel entries and this node's addresses.
+//! Tunnel entries, this node's addresses and the other nodes' addresses.
 
 use xlb_bpf::types::{xlb_tunnel_key, xlb_tunnel_val};
 
@@ -27,16 +27,34 @@ impl<M: MapOps> Syncer<M> {
             }
         }
         if d.local_addrs != self.local_addrs {
-            for a in &d.local_addrs {
-                if self.local_addrs.contains(a) {
-                    continue;
-                }
-                match self.maps.put_local_addr(*a) {
+            let new: Vec<_> = d
+                .local_addrs
+                .difference(&self.local_addrs)
+                .copied()
+                .collect();
+            for a in new {
+                match self.maps.put_local_addr(a) {
                     Ok(()) => {
                         rep.writes += 1;
-                        self.local_addrs.insert(*a);
+                        self.local_addrs.insert(a);
                     }
                     Err(e) => rep.failed.push((format!("local addr {a}"), e.to_string())),
+                }
+            }
+        }
+        if d.remote_addrs != self.remote_addrs {
+            let new: Vec<_> = d
+                .remote_addrs
+                .difference(&self.remote_addrs)
+                .copied()
+                .collect();
+            for a in new {
+                match self.maps.put_remote_addr(a) {
+                    Ok(()) => {
+                        rep.writes += 1;
+                        self.remote_addrs.insert(a);
+                    }
+                    Err(e) => rep.failed.push((format!("remote addr {a}"), e.to_string())),
                 }
             }
         }
@@ -75,6 +93,22 @@ impl<M: MapOps> Syncer<M> {
                         self.local_addrs.remove(&a);
                     }
                     Err(e) => rep.failed.push((format!("local addr {a}"), e.to_string())),
+                }
+            }
+        }
+        if d.remote_addrs != self.remote_addrs {
+            let gone: Vec<_> = self
+                .remote_addrs
+                .difference(&d.remote_addrs)
+                .copied()
+                .collect();
+            for a in gone {
+                match self.maps.delete_remote_addr(a) {
+                    Ok(_) => {
+                        rep.writes += 1;
+                        self.remote_addrs.remove(&a);
+                    }
+                    Err(e) => rep.failed.push((format!("remote addr {a}"), e.to_string())),
                 }
             }
         }
