@@ -26,6 +26,7 @@
 #include "include/filter.h"
 #include "include/lb.h"
 #include "include/ct.h"
+#include "include/ctsyn.h"
 #include "include/nat.h"
 #include "include/vxlan.h"
 #include "include/icmp.h"
@@ -385,7 +386,7 @@ static __always_inline int xlb_icmp_in(struct xlb_ctx *x)
 	struct xlb_choice ch = {};
 	struct xlb_send s = { .ok_reason = XLB_R_TX_ICMP_RELATED };
 	__u8 vtep[ETH_ALEN] XLB_MAC_ALIGN;
-	struct xlb_ct_val *v;
+	struct xlb_ct_val *v, sv;
 	__u64 vtep_expires;
 	__be32 nat_addr;
 	__u32 flags;
@@ -397,8 +398,12 @@ static __always_inline int xlb_icmp_in(struct xlb_ctx *x)
 	    !xlb_frontend_maybe(e.flow.daddr, e.flow.dport, e.flow.proto))
 		return xlb_done(XLB_R_PASS_L4_OTHER, x->bytes, XDP_PASS);
 	v = bpf_map_lookup_elem(&ct, &e.flow);
-	if (!v)
-		return xlb_untranslated(x, XLB_R_PASS_L4_OTHER);
+	if (!v) {
+		/* about a half-open connection (ctsyn.h) */
+		if (!xlb_syn_view(&e.flow, &sv))
+			return xlb_untranslated(x, XLB_R_PASS_L4_OTHER);
+		v = &sv;
+	}
 	s.hash = xlb_flow_hash(&e.flow, 0);
 	flags = v->flags;
 	if (flags & XLB_CT_F_REVERSE) {
@@ -441,7 +446,8 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	};
 	struct xlb_choice ch = {};
 	struct xlb_svc_val *svc;
-	struct xlb_ct_val *v;
+	struct xlb_ct_val *v, sv;
+	struct xlb_syn hs, *s;
 	struct xlb_fc_ref fc;
 	struct xlb_fc *c;
 	int r, event = XLB_OK;
@@ -483,6 +489,9 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	if (v) {
 		now = xlb_now_of(x);
 		if (v->flags & XLB_CT_F_REVERSE) {
+			/* a SYN-ACK or RST of a newer half-open flow (ctsyn.h) */
+			if (xlb_syn_reply_newer(&t, v, x->cfg, x->p.tcp_flags, now, &sv))
+				return xlb_reply(x, &sv, &t);
 			if (xlb_ct_reverse_live(v, &t, x->cfg, x->p.tcp_flags, now)) {
 				if (xlb_fc_put(&fc, &t, v, now, xlb_hash_of(x, &t)))
 					x->fc = fc.slot;
@@ -499,9 +508,27 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 				x->fc = fc.slot;
 			return xlb_forward(x, &ch, &t);
 		}
+	} else if (t.proto == IPPROTO_TCP && (s = xlb_syn_fwd(&t, &hs))) {
+		/* the client of a half-open connection: a retransmitted SYN, or
+		 * its ACK, which promotes the flow into ct (ctsyn.h) */
+		now = xlb_now_of(x);
+		r = xlb_syn_backend(s, &hs, x->cfg, x->p.tcp_flags, now, &ch);
+		if (r) {
+			xlb_count_svc(hs.svc_id, x->bytes);
+			x->svc_id = hs.svc_id;
+			if (r == XLB_SYN_PROMOTE &&
+			    xlb_ct_create(&t, &ch, hs.svc_id, hs.tunnel_peer, x->p.tcp_flags, now) !=
+				    XLB_OK)
+				xlb_count(XLB_R_EVENT_CT_FULL, x->bytes);
+			return xlb_forward(x, &ch, &t);
+		}
 	}
 	svc = xlb_service(t.daddr, t.dport, t.proto, x->cfg->node_addr);
 	if (!svc) {
+		/* a backend's reply to a half-open connection (its SYN-ACK) */
+		if (t.proto == IPPROTO_TCP && (s = xlb_syn_rev(&t, &hs)) &&
+		    xlb_syn_reply(s, &hs, x->cfg, x->p.tcp_flags, xlb_now_of(x), &sv))
+			return xlb_reply(x, &sv, &t);
 		if (x->tun.marked)
 			return xlb_tunnel_in(x, xlb_now_of(x));
 		return xlb_done(XLB_R_PASS_NOT_SERVICE, x->bytes, XDP_PASS);
@@ -519,7 +546,12 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		return xlb_reject(x);
 	if (r != XLB_OK)
 		return xlb_end(x, r, XDP_DROP);
-	if (xlb_ct_create(&t, &ch, svc->svc_id, x->tun.peer, x->p.tcp_flags, now) != XLB_OK)
+	/* A new connection's SYN: half-open, one ct_syn slot (ctsyn.h); a
+	 * SYN on the ports of a dead ct entry, and everything else, opens ct
+	 * entries. */
+	if (!v && t.proto == IPPROTO_TCP && xlb_tcp_open(x->p.tcp_flags) && !xlb_hairpin(&t, &ch))
+		xlb_syn_create(&t, &ch, svc->svc_id, x->tun.peer, now);
+	else if (xlb_ct_create(&t, &ch, svc->svc_id, x->tun.peer, x->p.tcp_flags, now) != XLB_OK)
 		xlb_count(XLB_R_EVENT_CT_FULL, x->bytes);
 	return xlb_forward(x, &ch, &t);
 }
