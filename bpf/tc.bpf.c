@@ -234,9 +234,9 @@ int xlb_tc(struct __sk_buff *skb)
 	struct xlb_choice ch = {};
 	struct xlb_config *cfg;
 	struct xlb_svc_val *svc;
-	struct xlb_ct_val *v, sv;
+	struct xlb_ct_val *v, *rv, sv;
 	struct xlb_syn hs, *s;
-	__u32 zero = 0;
+	__u32 svc_id, zero = 0;
 	__u64 now = 0;
 	int r, event = XLB_OK;
 
@@ -270,17 +270,19 @@ int xlb_tc(struct __sk_buff *skb)
 		now = xlb_now();
 		if (v->flags & XLB_CT_F_REVERSE) {
 			/* a SYN-ACK or RST of a newer half-open flow (ctsyn.h) */
+			rv = v;
 			if (xlb_syn_reply_newer(&t, v, cfg, p.tcp_flags, now, &sv))
-				return xlb_tc_reply(skb, cfg, &p, &sv, &t, bytes);
-			if (xlb_ct_reverse_live(v, &t, cfg, p.tcp_flags, now))
-				return xlb_tc_reply(skb, cfg, &p, v, &t, bytes);
+				rv = &sv;
+			if (rv == &sv || xlb_ct_reverse_live(v, &t, cfg, p.tcp_flags, now))
+				goto reply;
 		} else if ((r = xlb_ct_backend(v, cfg, t.proto, p.tcp_flags, now, &ch))) {
 			xlb_count_svc(v->svc_id, bytes);
 			if (r & XLB_CT_CHECK)
 				xlb_ct_reverse_keep(&t, &ch, v, now);
 			if (r & XLB_CT_SYNC)
 				xlb_ct_sync_reverse(&t, &ch, v->flags & XLB_CT_F_CLOSING);
-			return xlb_tc_forward(skb, &p, &t, &ch, v->svc_id, bytes);
+			svc_id = v->svc_id;
+			goto forward;
 		}
 	} else if (t.proto == IPPROTO_TCP && (s = xlb_syn_fwd(&t, &hs))) {
 		/* the client of a half-open connection: a retransmitted SYN, or
@@ -292,15 +294,18 @@ int xlb_tc(struct __sk_buff *skb)
 			if (r == XLB_SYN_PROMOTE &&
 			    xlb_ct_create(&t, &ch, hs.svc_id, 0, p.tcp_flags, now) != XLB_OK)
 				xlb_count(XLB_R_EVENT_CT_FULL, bytes);
-			return xlb_tc_forward(skb, &p, &t, &ch, hs.svc_id, bytes);
+			svc_id = hs.svc_id;
+			goto forward;
 		}
 	}
 	svc = xlb_service(t.daddr, t.dport, t.proto, cfg->node_addr);
 	if (!svc) {
 		/* a local backend's reply to a half-open connection (its SYN-ACK) */
 		if (t.proto == IPPROTO_TCP && (s = xlb_syn_rev(&t, &hs)) &&
-		    xlb_syn_reply(s, &hs, cfg, p.tcp_flags, now ? now : xlb_now(), &sv))
-			return xlb_tc_reply(skb, cfg, &p, &sv, &t, bytes);
+		    xlb_syn_reply(s, &hs, cfg, p.tcp_flags, now ? now : xlb_now(), &sv)) {
+			rv = &sv;
+			goto reply;
+		}
 		return xlb_tc_done(XLB_R_PASS_NOT_SERVICE, bytes, TC_ACT_OK);
 	}
 	svc = xlb_service_internal(svc, t.daddr, t.dport, t.proto);	/* a pod: inside the cluster */
@@ -319,7 +324,12 @@ int xlb_tc(struct __sk_buff *skb)
 		xlb_syn_create(&t, &ch, svc->svc_id, 0, now);
 	else if (xlb_ct_create(&t, &ch, svc->svc_id, 0, p.tcp_flags, now) != XLB_OK)
 		xlb_count(XLB_R_EVENT_CT_FULL, bytes);
-	return xlb_tc_forward(skb, &p, &t, &ch, svc->svc_id, bytes);
+	svc_id = svc->svc_id;
+	/* (one call site each: both are inlined) */
+forward:
+	return xlb_tc_forward(skb, &p, &t, &ch, svc_id, bytes);
+reply:
+	return xlb_tc_reply(skb, cfg, &p, rv, &t, bytes);
 }
 
 /*

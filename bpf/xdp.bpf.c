@@ -446,7 +446,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	};
 	struct xlb_choice ch = {};
 	struct xlb_svc_val *svc;
-	struct xlb_ct_val *v, sv;
+	struct xlb_ct_val *v, *rv, sv;
 	struct xlb_syn hs, *s;
 	struct xlb_fc_ref fc;
 	struct xlb_fc *c;
@@ -466,12 +466,14 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		 * state (ct.h); entries with state bits are never cached. */
 		if (now < c->expires && !(x->p.tcp_flags & XLB_TCP_CTRL)) {
 			if (v->flags & XLB_CT_F_REVERSE) {
-				if (xlb_age(now, v->last_seen) < xlb_ct_timeout(x->cfg, v->flags, t.proto))
-					return xlb_reply(x, v, &t);
+				if (xlb_age(now, v->last_seen) < xlb_ct_timeout(x->cfg, v->flags, t.proto)) {
+					rv = v;
+					goto reply;
+				}
 			} else if (xlb_ct_live_backend(v, x->cfg, t.proto, now, &ch)) {
 				xlb_count_svc(v->svc_id, x->bytes);
 				x->svc_id = v->svc_id;
-				return xlb_forward(x, &ch, &t);
+				goto forward;
 			}
 		}
 		xlb_fc_drop(&fc);
@@ -490,12 +492,15 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		now = xlb_now_of(x);
 		if (v->flags & XLB_CT_F_REVERSE) {
 			/* a SYN-ACK or RST of a newer half-open flow (ctsyn.h) */
-			if (xlb_syn_reply_newer(&t, v, x->cfg, x->p.tcp_flags, now, &sv))
-				return xlb_reply(x, &sv, &t);
+			if (xlb_syn_reply_newer(&t, v, x->cfg, x->p.tcp_flags, now, &sv)) {
+				rv = &sv;
+				goto reply;
+			}
 			if (xlb_ct_reverse_live(v, &t, x->cfg, x->p.tcp_flags, now)) {
 				if (xlb_fc_put(&fc, &t, v, now, xlb_hash_of(x, &t)))
 					x->fc = fc.slot;
-				return xlb_reply(x, v, &t);
+				rv = v;
+				goto reply;
 			}
 		} else if ((r = xlb_ct_backend(v, x->cfg, t.proto, x->p.tcp_flags, now, &ch))) {
 			xlb_count_svc(v->svc_id, x->bytes);
@@ -506,7 +511,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 				xlb_ct_sync_reverse(&t, &ch, v->flags & XLB_CT_F_CLOSING);
 			if (xlb_fc_put(&fc, &t, v, now, xlb_hash_of(x, &t)))
 				x->fc = fc.slot;
-			return xlb_forward(x, &ch, &t);
+			goto forward;
 		}
 	} else if (t.proto == IPPROTO_TCP && (s = xlb_syn_fwd(&t, &hs))) {
 		/* the client of a half-open connection: a retransmitted SYN, or
@@ -520,15 +525,17 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 			    xlb_ct_create(&t, &ch, hs.svc_id, hs.tunnel_peer, x->p.tcp_flags, now) !=
 				    XLB_OK)
 				xlb_count(XLB_R_EVENT_CT_FULL, x->bytes);
-			return xlb_forward(x, &ch, &t);
+			goto forward;
 		}
 	}
 	svc = xlb_service(t.daddr, t.dport, t.proto, x->cfg->node_addr);
 	if (!svc) {
 		/* a backend's reply to a half-open connection (its SYN-ACK) */
 		if (t.proto == IPPROTO_TCP && (s = xlb_syn_rev(&t, &hs)) &&
-		    xlb_syn_reply(s, &hs, x->cfg, x->p.tcp_flags, xlb_now_of(x), &sv))
-			return xlb_reply(x, &sv, &t);
+		    xlb_syn_reply(s, &hs, x->cfg, x->p.tcp_flags, xlb_now_of(x), &sv)) {
+			rv = &sv;
+			goto reply;
+		}
 		if (x->tun.marked)
 			return xlb_tunnel_in(x, xlb_now_of(x));
 		return xlb_done(XLB_R_PASS_NOT_SERVICE, x->bytes, XDP_PASS);
@@ -553,7 +560,11 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		xlb_syn_create(&t, &ch, svc->svc_id, x->tun.peer, now);
 	else if (xlb_ct_create(&t, &ch, svc->svc_id, x->tun.peer, x->p.tcp_flags, now) != XLB_OK)
 		xlb_count(XLB_R_EVENT_CT_FULL, x->bytes);
+	/* (one call site each: both are inlined, and large) */
+forward:
 	return xlb_forward(x, &ch, &t);
+reply:
+	return xlb_reply(x, rv, &t);
 }
 
 SEC("xdp")

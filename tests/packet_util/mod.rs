@@ -403,6 +403,43 @@ impl Env {
         (h.check != 0 && h.client == c).then_some(h)
     }
 
+    /// Writes `h` into its client's `ct_syn` slot with a valid check, as the
+    /// data plane writes one (tests age a half-open connection this way).
+    pub fn put_half_open(&self, h: &HalfOpen) {
+        use libbpf_rs::MapCore;
+        let port_raw = u32::from(u16::from_ne_bytes(h.client.port().to_be_bytes()));
+        let w = u32::from(*h.client.ip()) ^ (port_raw << 16);
+        let slot = w.wrapping_mul(0x9e37_79b1) >> (32 - XLB_SYN_BITS);
+        let mut v = [0u8; 64];
+        v[4..8].copy_from_slice(&h.flags.to_ne_bytes());
+        v[8..12].copy_from_slice(&h.client.ip().octets());
+        v[12..16].copy_from_slice(&h.frontend.ip().octets());
+        v[16..20].copy_from_slice(&h.backend.ip().octets());
+        v[20..24].copy_from_slice(&h.tunnel_peer.octets());
+        v[24..26].copy_from_slice(&h.client.port().to_be_bytes());
+        v[26..28].copy_from_slice(&h.frontend.port().to_be_bytes());
+        v[28..30].copy_from_slice(&h.backend.port().to_be_bytes());
+        v[32..36].copy_from_slice(&h.backend_id.to_ne_bytes());
+        v[36..40].copy_from_slice(&h.generation.to_ne_bytes());
+        v[40..44].copy_from_slice(&h.svc_id.to_ne_bytes());
+        v[48..56].copy_from_slice(&h.last_seen.to_ne_bytes());
+        // xlb_syn_sum (ctsyn.h)
+        let k = 0x9e37_79b9_7f4a_7c15u64;
+        let mut x = u64::from(h.flags + 1).wrapping_mul(k);
+        for i in 1..8 {
+            let word = u64::from_ne_bytes(v[i * 8..i * 8 + 8].try_into().unwrap());
+            x = (x ^ word).wrapping_mul(k);
+        }
+        let check = ((x ^ (x >> 32)) as u32) | 1;
+        v[0..4].copy_from_slice(&check.to_ne_bytes());
+        self.dp
+            .xdp
+            .maps
+            .ct_syn
+            .update(&slot.to_ne_bytes(), &v, libbpf_rs::MapFlags::ANY)
+            .expect("ct_syn update");
+    }
+
     pub fn backend(&self, id: u32, addr: &str, node: Option<Ipv4Addr>) {
         self.maps()
             .put_backend(id, &xlb_backend::new(sa(addr), node, 1))
