@@ -546,7 +546,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	now = xlb_now_of(x);
 	xlb_count_svc(svc->svc_id, x->bytes);
 	x->svc_id = svc->svc_id;
-	r = xlb_choose(svc, &t, now, &ch, &event);
+	r = xlb_choose_hash(svc, &t, now, &ch, &event, &x->hash, &x->has_hash);
 	if (event != XLB_OK)
 		xlb_count(event, x->bytes);
 	if (r == XLB_R_DROP_NO_BACKEND)
