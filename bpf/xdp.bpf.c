@@ -315,12 +315,15 @@ static __always_inline int xlb_tunnel_in(struct xlb_ctx *x, __u64 now)
 	struct xlb_ct_val *v = bpf_map_lookup_elem(&ct, &rk);
 	int r;
 
-	/* Rewrite anything but this very tunnel entry: a reverse entry left by an
-	 * earlier flow with the same backend/client ports (a client reusing its
-	 * source port towards another node's NodePort) would reverse-NAT the
-	 * replies to the wrong frontend. */
-	if (!v || !(v->flags & XLB_CT_F_TUNNEL) || v->nat_addr ||
-	    v->tunnel_peer != x->tun.peer) {
+	/* A new connection's SYN: half-open (ctsyn.h); the client's ACK writes
+	 * the entry. Else rewrite anything but this very tunnel entry: a reverse
+	 * entry left by an earlier flow with the same backend/client ports (a
+	 * client reusing its source port towards another node's NodePort) would
+	 * reverse-NAT the replies to the wrong frontend. */
+	if (!v && x->p.proto == IPPROTO_TCP && xlb_tcp_open(x->p.tcp_flags)) {
+		xlb_syn_tunnel(&rk, x->tun.peer, now);
+	} else if (!v || !(v->flags & XLB_CT_F_TUNNEL) || v->nat_addr ||
+		   v->tunnel_peer != x->tun.peer) {
 		struct xlb_ct_val nv = {
 			.flags = XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL |
 				 xlb_ct_state_new(x->p.proto, x->p.tcp_flags),

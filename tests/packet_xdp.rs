@@ -895,12 +895,36 @@ fn cases() -> Vec<Case> {
                     ..Frame::tcp(sa(CLIENT_SA), sa(BE_LOCAL))
                 };
                 assert_eq!(out, want.build().as_slice());
+                // a SYN: half-open, no ct entry until the client's ACK
+                assert!(env
+                    .maps()
+                    .ct_entry(&xlb_ct_key::new(sa(BE_LOCAL), sa(CLIENT_SA), TCP))
+                    .unwrap()
+                    .is_none());
+                let h = env.half_open(CLIENT_SA).expect("half-open tunnel entry");
+                assert_eq!(h.flags, XLB_CT_F_SYN | XLB_CT_F_TUNNEL);
+                assert_eq!((h.backend, h.tunnel_peer), (sa(BE_LOCAL), PEER));
+                assert_eq!(h.frontend, sa("0.0.0.0:0"), "the peer reverse-NATs, not this node");
+            },
+        },
+        Case {
+            name: "xlb-marked VXLAN, the client's ACK: decap, tunnel-return entry",
+            setup: no_setup,
+            frame: || {
+                let mut f = Frame::tcp(sa(CLIENT_SA), sa(BE_LOCAL));
+                f.tcp_flags = 0x10;
+                vxlan(&f.build(), PEER, NODE, VNI, true)
+            },
+            on_uplink: true,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_DECAP,
+            check: |env, _, _| {
                 let rev = env
                     .maps()
                     .ct_entry(&xlb_ct_key::new(sa(BE_LOCAL), sa(CLIENT_SA), TCP))
                     .unwrap()
                     .expect("tunnel-return entry");
-                assert_eq!(rev.flags, XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL | XLB_CT_F_SYN);
+                assert_eq!(rev.flags, XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL);
                 assert_eq!(rev.tunnel_peer(), Some(PEER));
                 assert_eq!(rev.nat_addr, 0, "the peer reverse-NATs, not this node");
             },

@@ -25,7 +25,9 @@
  * of the other fields, never 0) is written with them, and a reader uses a
  * copy only when its check matches, so a slot torn by two writers is empty.
  * Hairpin flows (a pod reaching itself) and a SYN on the ports of a ct entry
- * that is no longer live (a closed connection) go to ct as before.
+ * that is no longer live (a closed connection) go to ct as before. A node
+ * that receives a marked SYN for its backend (another node balanced it)
+ * keeps it half-open too (xlb_syn_tunnel).
  */
 #ifndef XLB_CTSYN_H
 #define XLB_CTSYN_H
@@ -115,6 +117,28 @@ static __always_inline void xlb_syn_create(const struct xlb_ct_key *t, const str
 		.tunnel_peer = tunnel_peer,
 		.backend_id = ch->backend_id, .generation = ch->generation,
 		.svc_id = svc_id,
+		.last_seen = now,
+	};
+
+	if (s)
+		xlb_syn_put(s, &v);
+}
+
+/*
+ * A pure SYN that came marked by tunnel from node peer, whose backend (this
+ * node's) is the reply rk's source: a half-open tunnel-return connection. Its
+ * replies go back through the tunnel untranslated (no frontend: the peer
+ * reverse-NATs); the client's ACK, marked too, writes the tunnel-return ct
+ * entry (xlb_tunnel_in). Never matched by a client's packet (no frontend).
+ */
+static __always_inline void xlb_syn_tunnel(const struct xlb_ct_key *rk, __be32 peer, __u64 now)
+{
+	struct xlb_syn *s = xlb_syn_at(rk->daddr, rk->dport);
+	struct xlb_syn v = {
+		.flags = XLB_CT_F_SYN | XLB_CT_F_TUNNEL,
+		.client = rk->daddr, .client_port = rk->dport,
+		.be_addr = rk->saddr, .be_port = rk->sport,
+		.tunnel_peer = peer,
 		.last_seen = now,
 	};
 
