@@ -181,7 +181,10 @@ fn state_bits_follow_a_connection_through_tc() {
             .is_some()
     };
     tc_send(&env, POD, vip, SYN);
-    assert!(!has(POD, vip) && !has(BE_LOCAL, POD), "a SYN writes no ct entry");
+    assert!(
+        !has(POD, vip) && !has(BE_LOCAL, POD),
+        "a SYN writes no ct entry"
+    );
     let h = env.half_open(POD).expect("half-open");
     assert_eq!(h.flags, XLB_CT_F_SYN);
     assert_eq!(h.backend, sa(BE_LOCAL));

@@ -71,7 +71,10 @@ fn syn_is_half_open_and_its_ack_promotes_the_same_backend_across_a_table_change(
     let Some(env) = fresh() else { return };
     let (pick, other) = pick_and_other(CLIENT_SA);
     assert_eq!(xdp_to(&env, CLIENT_SA, MULTI, SYN), pick);
-    assert!(ct_of(&env, CLIENT_SA, MULTI).is_none(), "a SYN writes no ct entry");
+    assert!(
+        ct_of(&env, CLIENT_SA, MULTI).is_none(),
+        "a SYN writes no ct entry"
+    );
     let h = env.half_open(CLIENT_SA).expect("half-open");
     assert_eq!((h.backend_id, h.flags), (pick, XLB_CT_F_SYN));
     assert_eq!((h.frontend, h.backend), (sa(MULTI), sa(be_addr(pick))));
@@ -84,7 +87,10 @@ fn syn_is_half_open_and_its_ack_promotes_the_same_backend_across_a_table_change(
     let fwd = ct_of(&env, CLIENT_SA, MULTI).expect("promoted forward entry");
     assert_eq!((fwd.backend_id, fwd.flags & XLB_CT_F_TCP_STATE), (pick, 0));
     let rev = ct_of(&env, be_addr(pick), CLIENT_SA).expect("promoted reverse entry");
-    assert_eq!(rev.flags & (XLB_CT_F_REVERSE | XLB_CT_F_TCP_STATE), XLB_CT_F_REVERSE);
+    assert_eq!(
+        rev.flags & (XLB_CT_F_REVERSE | XLB_CT_F_TCP_STATE),
+        XLB_CT_F_REVERSE
+    );
     assert_eq!(
         (rev.nat_addr, rev.nat_port),
         (xlb_bpf::wire::be32(*sa(MULTI).ip()), 80u16.to_be())
@@ -123,7 +129,10 @@ fn replies_to_a_half_open_connection_are_reverse_natted() {
     let (rc, out) = env.tc_egress(&synack.build());
     assert_eq!(rc, TC_ACT_OK);
     assert_eq!(check_eth_ipv4(&out, "syn-ack egress").2.src(), sa(vip));
-    assert!(ct_of(&env, BE_LOCAL, CLIENT_SA).is_none(), "a reply promotes nothing");
+    assert!(
+        ct_of(&env, BE_LOCAL, CLIENT_SA).is_none(),
+        "a reply promotes nothing"
+    );
 
     let mut rst = Frame::tcp(sa(BE_LOCAL), sa(CLIENT_SA));
     rst.tcp_flags = RST | ACK;
@@ -224,7 +233,11 @@ fn a_syn_flood_does_not_evict_established_flows() {
     }
     let moved = moved(&before, &env.reasons());
     assert_eq!(moved, vec![("pass_local".to_string(), 100_000)]);
-    assert_eq!(env.maps().ct().unwrap().len(), 2000, "the flood wrote no ct entry");
+    assert_eq!(
+        env.maps().ct().unwrap().len(),
+        2000,
+        "the flood wrote no ct entry"
+    );
     for c in &clients {
         let f = ct_of(&env, c, vip).expect("established forward entry");
         assert_eq!(f.backend_id, 1);
@@ -260,10 +273,22 @@ fn a_syn_ack_follows_the_newer_half_open_flow_of_a_reused_port() {
     send(vip, ACK);
     assert_eq!(reply(ACK), sa(vip));
     send(node_port, SYN);
-    assert_eq!(reply(SYN | ACK), sa(node_port), "the newer half-open flow's SYN-ACK");
-    assert_eq!(reply(ACK), sa(vip), "established replies stay A's until B is promoted");
+    assert_eq!(
+        reply(SYN | ACK),
+        sa(node_port),
+        "the newer half-open flow's SYN-ACK"
+    );
+    assert_eq!(
+        reply(ACK),
+        sa(vip),
+        "established replies stay A's until B is promoted"
+    );
     send(node_port, ACK);
-    assert_eq!(reply(ACK), sa(node_port), "B promoted: it owns the reverse key");
+    assert_eq!(
+        reply(ACK),
+        sa(node_port),
+        "B promoted: it owns the reverse key"
+    );
     send(vip, ACK);
     assert_eq!(reply(ACK), sa(vip), "A's next packet takes it back");
 }

@@ -904,7 +904,11 @@ fn cases() -> Vec<Case> {
                 let h = env.half_open(CLIENT_SA).expect("half-open tunnel entry");
                 assert_eq!(h.flags, XLB_CT_F_SYN | XLB_CT_F_TUNNEL);
                 assert_eq!((h.backend, h.tunnel_peer), (sa(BE_LOCAL), PEER));
-                assert_eq!(h.frontend, sa("0.0.0.0:0"), "the peer reverse-NATs, not this node");
+                assert_eq!(
+                    h.frontend,
+                    sa("0.0.0.0:0"),
+                    "the peer reverse-NATs, not this node"
+                );
             },
         },
         Case {
