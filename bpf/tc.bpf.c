@@ -9,7 +9,9 @@
  *        that chose this backend and holds the NAT pair) -> encapsulate back to
  *        that node *without* reverse NAT and redirect to the uplink; that node's
  *        XDP reverse-NATs and answers the client, who sees the frontend address.
- *   2. ct hit, forward entry with a live backend -> DNAT.
+ *   2. ct hit, forward entry with a live backend -> DNAT; ct miss: a half-open
+ *      connection (ctsyn.h) -> its backend (the client's ACK promotes it into
+ *      ct), or the backend's SYN-ACK -> reverse NAT as in 1.
  *   3. Service match for pod-originated traffic (ClusterIP, NodePort on a local
  *      address, LoadBalancer, ExternalIP) -> same choice as XDP -> DNAT.
  * After DNAT the frame goes to the stack (TC_ACT_OK) in both cases: a local

@@ -6,9 +6,13 @@
  *   1. ct hit, reverse entry  -> reverse NAT (source back to the frontend), pass
  *                                (or back through the tunnel it came from);
  *   2. ct hit, forward entry with a live backend of the same generation -> forward;
+ *      ct miss, a half-open connection's packet (ctsyn.h): the client's
+ *      retransmitted SYN or its ACK (which promotes the flow into ct) -> forward
+ *      to the backend its SYN went to; the backend's SYN-ACK -> reverse NAT;
  *   3. Service match (address, then NodePort when dst is a local address)
  *      -> source ranges / no endpoint / externalTrafficPolicy Local / affinity /
- *      Maglev -> ct entries -> forward;
+ *      Maglev -> a half-open ct_syn slot (a new connection's SYN) or ct
+ *      entries -> forward;
  *   4. xlb-marked VXLAN (a remote node chose a backend here) -> remember the
  *      tunnel peer for the replies, decap, pass;
  *   5. anything else passes untouched (VXLAN stays encapsulated for the kernel).
