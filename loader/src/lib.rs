@@ -17,6 +17,7 @@ pub mod mounts;
 pub mod netlink;
 pub mod pin;
 pub mod remove;
+pub mod sock_term;
 pub mod sys;
 
 pub use mounts::is_bpffs;
