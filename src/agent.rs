@@ -52,6 +52,7 @@ pub mod health;
 pub mod healthz;
 pub mod http;
 pub mod net;
+pub mod sock_term;
 
 /// A sync taking longer than this replaced much of the model: memory is
 /// trimmed after it.
@@ -312,6 +313,8 @@ struct Agent {
     /// healthCheckNodePort listeners, and what the last snapshot wants.
     health_checks: health::ServiceHealth,
     health_wanted: Vec<health::HealthCheck>,
+    /// Terminates node processes' UDP sockets of removed backends.
+    sock_term: sock_term::Terminator,
 }
 
 impl Agent {
@@ -390,6 +393,11 @@ impl Agent {
             }
         };
 
+        let sock_term = if args.no_socket_lb {
+            sock_term::Terminator::off()
+        } else {
+            sock_term::Terminator::load(&dp, &metrics)
+        };
         let mut agent = Agent {
             node_name: args.node_name(),
             args,
@@ -407,6 +415,7 @@ impl Agent {
             proxy_health,
             health_checks,
             health_wanted: Vec::new(),
+            sock_term,
         };
         tracing::info!(node = %agent.node_name, "agent started");
 
@@ -565,6 +574,7 @@ impl Agent {
                     tracing::warn!("not applied: {what}: {why}");
                 }
                 tracing::debug!(?rep, ?took, "synced");
+                self.sock_term.synced(&desired.services, &self.metrics);
                 if !self.metrics.is_ready() {
                     self.metrics.set_ready();
                     tracing::info!(

@@ -1,0 +1,287 @@
+//! Terminating node processes' UDP sockets whose backend left their Service
+//! (`sock_term.bpf.c`, see docs/socket-lb.md): after each sync, the
+//! (frontend, backend) pairs of UDP Service ports that the sync took away
+//! go to the socket iterator, which destroys the connected UDP sockets of
+//! this namespace that connect4 balanced through such a frontend to such a
+//! backend. Their next connect() picks a live backend, as kube-proxy's UDP
+//! conntrack flush and Cilium's socket termination give.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use xlb_bpf::Proto;
+use xlb_loader::sock_term::{SockTerm, TermPair};
+use xlb_loader::DataPlane;
+
+use crate::metrics::Metrics;
+use crate::model::{ServiceDesired, ServicePort};
+
+/// Every (frontend, backend) pair of the UDP Service ports of `old` that
+/// `new` no longer has: a backend no longer listed by its port's
+/// EndpointSlices (draining ones are still listed: their sockets stay, as
+/// their flows do), a frontend gone, a port or Service deleted. Services
+/// whose desired state is the same `Arc` in both are skipped unread.
+pub fn removed_pairs(
+    old: &BTreeMap<String, Arc<ServiceDesired>>,
+    new: &BTreeMap<String, Arc<ServiceDesired>>,
+) -> Vec<TermPair> {
+    let mut out = BTreeSet::new();
+    for (name, o) in old {
+        let n = new.get(name);
+        if n.is_some_and(|n| Arc::ptr_eq(n, o)) {
+            continue;
+        }
+        for op in &o.ports {
+            let was = pairs(op);
+            if was.is_empty() {
+                continue;
+            }
+            let now = n
+                .and_then(|n| n.ports.iter().find(|p| p.name == op.name))
+                .map(pairs)
+                .unwrap_or_default();
+            out.extend(was.difference(&now).copied());
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The (frontend, backend) pairs a node process's UDP socket can be
+/// balanced to through `p`: each UDP frontend as the socket hooks resolve
+/// it (an externalTrafficPolicy Local frontend's internal entry is the same
+/// frontend to them) with each backend the port lists.
+fn pairs(p: &ServicePort) -> BTreeSet<TermPair> {
+    let fes: BTreeSet<_> = p
+        .frontends
+        .iter()
+        .filter(|f| f.key.proto == Proto::Udp)
+        .map(|f| (f.key.addr, f.key.port))
+        .collect();
+    fes.iter()
+        .flat_map(|&(frontend, port)| {
+            p.backends.iter().map(move |b| TermPair {
+                frontend,
+                port,
+                backend: b.addr,
+            })
+        })
+        .collect()
+}
+
+/// The agent's socket iterator, and the Services as last synced.
+pub struct Terminator {
+    term: Option<SockTerm>,
+    applied: BTreeMap<String, Arc<ServiceDesired>>,
+}
+
+impl Terminator {
+    /// Loads the iterator beside `dp`. A kernel that cannot load it (no
+    /// `bpf_sock_destroy` before 6.5, no UDP socket iterator) gets one
+    /// warning and runs without termination.
+    pub fn load(dp: &DataPlane, metrics: &Metrics) -> Self {
+        let term = match SockTerm::load(dp) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(
+                    "UDP sockets of node processes will not be terminated when their backend \
+                     leaves (a connected socket keeps sending to the old backend until the \
+                     process reconnects): {e}"
+                );
+                None
+            }
+        };
+        metrics.set_socket_termination(term.is_some());
+        Terminator {
+            term,
+            applied: BTreeMap::new(),
+        }
+    }
+
+    /// No termination (`--no-socket-lb`: no socket was balanced).
+    pub fn off() -> Self {
+        Terminator {
+            term: None,
+            applied: BTreeMap::new(),
+        }
+    }
+
+    /// After a sync that applied `services`: terminates the sockets of the
+    /// pairs it took away (one log line per sync, the count in `metrics`).
+    /// Runs in the calling thread's network namespace (the agent's).
+    pub fn synced(&mut self, services: &BTreeMap<String, Arc<ServiceDesired>>, metrics: &Metrics) {
+        let Some(term) = &self.term else {
+            return;
+        };
+        let old = std::mem::replace(&mut self.applied, services.clone());
+        let pairs = removed_pairs(&old, services);
+        if pairs.is_empty() {
+            return;
+        }
+        match term.run(&pairs) {
+            Ok(rep) => {
+                let n = rep.terminated.len();
+                metrics.count_sockets_terminated(n as u64);
+                if n > 0 {
+                    tracing::info!(
+                        sockets = n,
+                        pairs = pairs.len(),
+                        "terminated node processes' UDP sockets whose backend left their Service"
+                    );
+                } else {
+                    tracing::debug!(pairs = pairs.len(), "no UDP socket to terminate");
+                }
+                if let Some((t, errno)) = rep.failed.first() {
+                    tracing::warn!(
+                        failed = rep.failed.len(),
+                        "bpf_sock_destroy refused to terminate UDP sockets, e.g. {} -> {}: {}",
+                        t.frontend,
+                        t.backend,
+                        std::io::Error::from_raw_os_error(*errno)
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("terminating UDP sockets of removed backends: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Backend, Frontend, FrontendKey};
+    use xlb_bpf::Kind;
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    fn be(last: u8) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, last), 5353)
+    }
+
+    fn fe(addr: Option<Ipv4Addr>, port: u16, proto: Proto, internal: bool) -> Frontend {
+        Frontend {
+            key: FrontendKey {
+                addr,
+                port,
+                proto,
+                internal,
+            },
+            kind: if addr.is_some() {
+                Kind::ClusterIp
+            } else {
+                Kind::NodePort
+            },
+            flags: 0,
+            affinity_timeout: 0,
+            table_size: 0,
+            backends: Vec::new(),
+            n_local: 0,
+        }
+    }
+
+    fn port(name: &str, fes: Vec<Frontend>, bes: &[u8]) -> ServicePort {
+        ServicePort {
+            name: name.into(),
+            frontends: fes,
+            backends: bes
+                .iter()
+                .map(|&b| Backend {
+                    addr: be(b),
+                    node: None,
+                    terminating: false,
+                    draining: false,
+                    host_network: false,
+                })
+                .collect(),
+            src_ranges: Vec::new(),
+        }
+    }
+
+    fn svc(ports: Vec<ServicePort>) -> Arc<ServiceDesired> {
+        Arc::new(ServiceDesired {
+            ports,
+            health_check_node_port: None,
+            local_ready_endpoints: 0,
+        })
+    }
+
+    const CIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+
+    fn dns(bes: &[u8]) -> Arc<ServiceDesired> {
+        svc(vec![
+            port(
+                "kube-system/dns:53/UDP",
+                vec![
+                    fe(Some(CIP), 53, Proto::Udp, false),
+                    fe(None, 30053, Proto::Udp, false),
+                    fe(None, 30053, Proto::Udp, true),
+                ],
+                bes,
+            ),
+            port(
+                "kube-system/dns:53/TCP",
+                vec![fe(Some(CIP), 53, Proto::Tcp, false)],
+                bes,
+            ),
+        ])
+    }
+
+    fn pair(frontend: Option<Ipv4Addr>, port: u16, b: u8) -> TermPair {
+        TermPair {
+            frontend,
+            port,
+            backend: be(b),
+        }
+    }
+
+    #[test]
+    fn a_backend_that_leaves_a_udp_port_is_paired_with_each_of_its_frontends() {
+        let old = BTreeMap::from([("kube-system/dns".to_string(), dns(&[1, 2]))]);
+        let new = BTreeMap::from([("kube-system/dns".to_string(), dns(&[2, 3]))]);
+        // UDP only; the eTP-Local internal entry is the NodePort again.
+        assert_eq!(
+            removed_pairs(&old, &new),
+            vec![pair(None, 30053, 1), pair(Some(CIP), 53, 1)]
+        );
+        // Nothing left: the Service deleted takes every pair.
+        assert_eq!(removed_pairs(&old, &BTreeMap::new()).len(), 4);
+        // Unchanged (same Arc, or equal content): nothing.
+        assert!(removed_pairs(&old, &old.clone()).is_empty());
+        let same = BTreeMap::from([("kube-system/dns".to_string(), dns(&[1, 2]))]);
+        assert!(removed_pairs(&old, &same).is_empty());
+        // Added backends take nothing away.
+        assert!(removed_pairs(&new, &BTreeMap::from([("kube-system/dns".to_string(), dns(&[1, 2, 3]))])).len() == 0);
+    }
+
+    #[test]
+    fn a_backend_that_still_backs_another_service_is_paired_only_with_the_one_it_left() {
+        let other = |bes: &[u8]| {
+            svc(vec![port(
+                "default/other:53/UDP",
+                vec![fe(Some(Ipv4Addr::new(10, 96, 0, 11)), 53, Proto::Udp, false)],
+                bes,
+            )])
+        };
+        let shared = other(&[1]);
+        let old = BTreeMap::from([
+            ("default/other".to_string(), shared.clone()),
+            ("kube-system/dns".to_string(), dns(&[1])),
+        ]);
+        let new = BTreeMap::from([
+            ("default/other".to_string(), shared),
+            ("kube-system/dns".to_string(), dns(&[2])),
+        ]);
+        assert_eq!(
+            removed_pairs(&old, &new),
+            vec![pair(None, 30053, 1), pair(Some(CIP), 53, 1)]
+        );
+        // A frontend removed (the NodePort) keeps the port's backends but
+        // takes its own pairs.
+        let no_np = svc(vec![port(
+            "kube-system/dns:53/UDP",
+            vec![fe(Some(CIP), 53, Proto::Udp, false)],
+            &[1],
+        )]);
+        let new = BTreeMap::from([("kube-system/dns".to_string(), no_np)]);
+        let old = BTreeMap::from([("kube-system/dns".to_string(), dns(&[1]))]);
+        assert_eq!(removed_pairs(&old, &new), vec![pair(None, 30053, 1)]);
+    }
+}
