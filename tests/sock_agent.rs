@@ -2,8 +2,9 @@
 //! creates: node processes reach a ClusterIP and a NodePort (on the node
 //! address and on 127.0.0.1) through the hooks, NodePort addresses follow
 //! the interfaces within `--nodeport-addresses`, a NodePort over a node
-//! listener is reported, and `--cleanup` leaves none of the agent's
-//! programs on the cgroup.
+//! listener is reported, `--cleanup` leaves none of the agent's programs
+//! on the cgroup, and a node process's connected UDP socket is terminated
+//! when its Service's endpoint is replaced.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};

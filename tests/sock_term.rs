@@ -156,7 +156,12 @@ fn sockopt<T: Default>(s: &UdpSocket, opt: libc::c_int) -> T {
             &mut len,
         )
     };
-    assert_eq!(rc, 0, "getsockopt {opt}: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "getsockopt {opt}: {}",
+        std::io::Error::last_os_error()
+    );
     v
 }
 
@@ -172,7 +177,8 @@ fn so_error(s: &UdpSocket) -> i32 {
 fn connected(to: SocketAddrV4) -> UdpSocket {
     let s = UdpSocket::bind("0.0.0.0:0").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.connect(to).unwrap_or_else(|e| panic!("connect {to}: {e}"));
+    s.connect(to)
+        .unwrap_or_else(|e| panic!("connect {to}: {e}"));
     s
 }
 
@@ -308,7 +314,11 @@ fn a_backend_that_left_its_service_loses_its_udp_sockets_and_nothing_else() {
             let s = &socks[i];
             assert_eq!(so_error(s), libc::ECONNABORTED, "socket {i}");
             let e = s.send(b"x").unwrap_err();
-            assert_eq!(e.raw_os_error(), Some(libc::EDESTADDRREQ), "socket {i}: {e}");
+            assert_eq!(
+                e.raw_os_error(),
+                Some(libc::EDESTADDRREQ),
+                "socket {i}: {e}"
+            );
             s.connect(to).unwrap();
             assert_eq!(who(s).unwrap(), "b2", "socket {i}");
         }
@@ -324,7 +334,10 @@ fn a_backend_that_left_its_service_loses_its_udp_sockets_and_nothing_else() {
     });
     // The other namespace's socket.
     assert_eq!(so_error(&outsider.0), 0);
-    assert_eq!(outsider.0.peer_addr().unwrap(), SocketAddr::V4(sa(B1, 5353)));
+    assert_eq!(
+        outsider.0.peer_addr().unwrap(),
+        SocketAddr::V4(sa(B1, 5353))
+    );
     assert_eq!(who(&outsider.0).unwrap(), "outside");
     drop(outsider);
 }

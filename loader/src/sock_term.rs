@@ -93,10 +93,15 @@ impl SockTerm {
         let mut open = SockTermSkelBuilder::default()
             .open(storage())
             .map_err(ctx("opening the socket-termination object"))?;
-        share_maps(open.open_object_mut(), dp, &["sock_term"], "socket-termination")?;
-        let skel = open
-            .load()
-            .map_err(ctx("loading the socket-termination object (bpf_sock_destroy needs kernel >= 6.5)"))?;
+        share_maps(
+            open.open_object_mut(),
+            dp,
+            &["sock_term"],
+            "socket-termination",
+        )?;
+        let skel = open.load().map_err(ctx(
+            "loading the socket-termination object (bpf_sock_destroy needs kernel >= 6.5)",
+        ))?;
         Ok(Self { skel })
     }
 
@@ -212,8 +217,14 @@ mod tests {
         rec[20..24].copy_from_slice(&(-22i32).to_ne_bytes());
         let (t, err) = parse(&rec);
         assert_eq!(t.cookie, 77);
-        assert_eq!(t.backend, SocketAddrV4::new(Ipv4Addr::new(10, 1, 2, 3), 8080));
-        assert_eq!(t.frontend, SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 53));
+        assert_eq!(
+            t.backend,
+            SocketAddrV4::new(Ipv4Addr::new(10, 1, 2, 3), 8080)
+        );
+        assert_eq!(
+            t.frontend,
+            SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 53)
+        );
         assert_eq!(err, -22);
     }
 }

@@ -20,7 +20,7 @@ use crate::model::{ServiceDesired, ServicePort};
 /// `new` no longer has: a backend no longer listed by its port's
 /// EndpointSlices (draining ones are still listed: their sockets stay, as
 /// their flows do), a frontend gone, a port or Service deleted. Services
-/// whose desired state is the same `Arc` in both are skipped unread.
+/// whose desired state is the same (`Arc` or content) in both are skipped.
 pub fn removed_pairs(
     old: &BTreeMap<String, Arc<ServiceDesired>>,
     new: &BTreeMap<String, Arc<ServiceDesired>>,
@@ -28,7 +28,7 @@ pub fn removed_pairs(
     let mut out = BTreeSet::new();
     for (name, o) in old {
         let n = new.get(name);
-        if n.is_some_and(|n| Arc::ptr_eq(n, o)) {
+        if n.is_some_and(|n| Arc::ptr_eq(n, o) || n == o) {
             continue;
         }
         for op in &o.ports {
@@ -149,8 +149,8 @@ impl Terminator {
 mod tests {
     use super::*;
     use crate::model::{Backend, Frontend, FrontendKey};
-    use xlb_bpf::Kind;
     use std::net::{Ipv4Addr, SocketAddrV4};
+    use xlb_bpf::Kind;
 
     fn be(last: u8) -> SocketAddrV4 {
         SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, last), 5353)
@@ -248,7 +248,8 @@ mod tests {
         let same = BTreeMap::from([("kube-system/dns".to_string(), dns(&[1, 2]))]);
         assert!(removed_pairs(&old, &same).is_empty());
         // Added backends take nothing away.
-        assert!(removed_pairs(&new, &BTreeMap::from([("kube-system/dns".to_string(), dns(&[1, 2, 3]))])).len() == 0);
+        let more = BTreeMap::from([("kube-system/dns".to_string(), dns(&[1, 2, 3]))]);
+        assert!(removed_pairs(&new, &more).is_empty());
     }
 
     #[test]
@@ -256,7 +257,12 @@ mod tests {
         let other = |bes: &[u8]| {
             svc(vec![port(
                 "default/other:53/UDP",
-                vec![fe(Some(Ipv4Addr::new(10, 96, 0, 11)), 53, Proto::Udp, false)],
+                vec![fe(
+                    Some(Ipv4Addr::new(10, 96, 0, 11)),
+                    53,
+                    Proto::Udp,
+                    false,
+                )],
                 bes,
             )])
         };
