@@ -203,9 +203,7 @@ fn a_backend_that_left_its_service_loses_its_udp_sockets_and_nothing_else() {
     // straight to B1 and given a sock_rnat entry by hand looks exactly like
     // one connect4 balanced, but for its namespace.
     let other = Netns::new();
-    for a in ["10.250.2.1/32"] {
-        other.ip(&["addr", "add", a, "dev", "lo"]);
-    }
+    other.ip(&["addr", "add", "10.250.2.1/32", "dev", "lo"]);
     let outsider = other.run(|| {
         let srv = Server::new(sa(B1, 5353), "outside");
         let s = connected(sa(B1, 5353));
@@ -340,4 +338,41 @@ fn a_backend_that_left_its_service_loses_its_udp_sockets_and_nothing_else() {
     );
     assert_eq!(who(&outsider.0).unwrap(), "outside");
     drop(outsider);
+}
+
+#[test]
+fn a_deleted_service_loses_its_udp_sockets_after_they_saw_the_backend() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.ip(&["addr", "add", "10.250.2.1/32", "dev", "lo"]);
+    ns.run(|| {
+        let a = Attached::new();
+        let _server = Server::new(sa(B1, 5353), "b1");
+        a.backend(1, sa(B1, 5353));
+        let key = xlb_svc_key::addr(sa(SVC_A, 53), Proto::Udp);
+        a.service(key, 1, 1);
+        let s = connected(sa(SVC_A, 53));
+        assert_eq!(who(&s).unwrap(), "b1");
+        // The Service is deleted; a recvfrom on the socket (recvmsg4 finds
+        // no Service) shows the backend as the source...
+        a.dp.maps.delete_service(&key).unwrap();
+        s.send(b"probe").unwrap();
+        let mut buf = [0u8; 64];
+        let (_, from) = s.recv_from(&mut buf).unwrap();
+        assert_eq!(from, SocketAddr::V4(sa(B1, 5353)));
+        // ...and the socket is still known for what it dialled.
+        let report = a
+            .term
+            .run(&[TermPair {
+                frontend: Some(SVC_A),
+                port: 53,
+                backend: sa(B1, 5353),
+            }])
+            .unwrap();
+        assert_eq!(report.terminated.len(), 1, "{report:?}");
+        assert_eq!(report.terminated[0].cookie, cookie(&s));
+        assert_eq!(so_error(&s), libc::ECONNABORTED);
+    });
 }
