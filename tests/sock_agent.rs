@@ -203,7 +203,7 @@ fn agent_terminates_a_node_process_udp_socket_when_its_backend_is_replaced() {
             UdpSocket::bind("10.9.8.2:5353").unwrap(),
         )
     });
-    let _agent = spawn_agent(&ns, &pins, port, &[]);
+    let agent = spawn_agent(&ns, &pins, port, &[]);
     assert_eq!(
         metric(&ns, port, "xlb_socket_termination").as_deref(),
         Some("1")
@@ -232,6 +232,23 @@ fn agent_terminates_a_node_process_udp_socket_when_its_backend_is_replaced() {
     c.send(b"q").unwrap();
     new.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let (_, from) = new.recv_from(&mut buf).expect("the new endpoint gets it");
+    assert_eq!(from.port(), 40053);
+
+    // The endpoint changes back while no agent runs: the next agent
+    // terminates the socket at its first sync (from sock_rnat).
+    let mut agent = agent;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
+    assert!(agent.0.wait().unwrap().success());
+    std::fs::write(pins.1.join("all.yaml"), udp_manifests("10.9.8.1")).unwrap();
+    let _agent = spawn_agent(&ns, &pins, port, &[]);
+    wait("the socket terminated by the next agent", || {
+        metric(&ns, port, "xlb_sockets_terminated_total").as_deref() == Some("1")
+    });
+    assert_eq!(so_error(&c), Some(libc::ECONNABORTED));
+    c.connect(svc).unwrap();
+    c.send(b"q").unwrap();
+    let (_, from) = old.recv_from(&mut buf).expect("the first endpoint again");
     assert_eq!(from.port(), 40053);
 }
 

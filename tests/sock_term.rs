@@ -232,6 +232,18 @@ fn a_backend_that_left_its_service_loses_its_udp_sockets_and_nothing_else() {
         for s in &socks {
             assert_eq!(who(s).unwrap(), "b1");
         }
+        // What sock_rnat remembers of them (an agent's first sync checks it).
+        let mut dialled = a.term.dialled().unwrap();
+        dialled.sort();
+        assert_eq!(
+            dialled,
+            vec![
+                (sa(SVC_A, 53), sa(B1, 5353)),
+                (sa(SVC_B, 53), sa(B1, 5353)),
+                (sa(Ipv4Addr::LOCALHOST, NODEPORT), sa(B1, 5353)),
+                (sa(NODE, NODEPORT), sa(B1, 5353)),
+            ]
+        );
 
         // The outsider's sock_rnat entry: {its cookie, B1} -> Service A.
         let k = xlb_sock_rnat_key {

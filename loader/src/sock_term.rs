@@ -22,6 +22,7 @@ use libbpf_rs::{Iter, IterOpts, MapCore, MapFlags};
 use xlb_bpf::consts::{XLB_KIND_ADDR, XLB_KIND_NODEPORT, XLB_SOCK_TERM_ENTRIES};
 use xlb_bpf::sock_term::types::xlb_sock_term_key;
 use xlb_bpf::sock_term::{SockTermSkel, SockTermSkelBuilder};
+use xlb_bpf::types::{xlb_sock_rnat_key, xlb_sock_rnat_val};
 use xlb_bpf::wire::{be16, be32, ip, port};
 
 use crate::cgroup::share_maps;
@@ -165,6 +166,37 @@ impl SockTerm {
             let kb = unsafe { plain::as_bytes(k) };
             let _ = self.skel.maps.sock_term.delete(kb);
         }
+    }
+
+    /// The UDP sockets the socket hooks balanced, as `sock_rnat` remembers
+    /// them: (frontend as dialled, backend), each pair once. An agent that
+    /// starts over hooks of an earlier run checks these against the
+    /// Services it syncs.
+    pub fn dialled(&self) -> Result<Vec<(SocketAddrV4, SocketAddrV4)>> {
+        let m = &self.skel.maps.sock_rnat;
+        let mut out = std::collections::BTreeSet::new();
+        for kb in m.keys() {
+            let mut k = xlb_sock_rnat_key::default();
+            let mut v = xlb_sock_rnat_val::default();
+            if plain::copy_from_bytes(&mut k, &kb).is_err() || k.proto != libc::IPPROTO_UDP as u8 {
+                continue;
+            }
+            // Gone since the walk listed it (LRU, a terminated socket).
+            let Some(vb) = m
+                .lookup(&kb, MapFlags::ANY)
+                .map_err(ctx("reading sock_rnat"))?
+            else {
+                continue;
+            };
+            if plain::copy_from_bytes(&mut v, &vb).is_err() {
+                continue;
+            }
+            out.insert((
+                SocketAddrV4::new(ip(v.addr), port(v.port)),
+                SocketAddrV4::new(ip(k.addr), port(k.port)),
+            ));
+        }
+        Ok(out.into_iter().collect())
     }
 
     /// How many entries `sock_term` holds (0 between runs).

@@ -6,7 +6,8 @@
 //! backend. Their next connect() picks a live backend, as kube-proxy's UDP
 //! conntrack flush and Cilium's socket termination give.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 use xlb_bpf::Proto;
@@ -46,6 +47,41 @@ pub fn removed_pairs(
     out.into_iter().collect()
 }
 
+/// The pairs of `dialled` (frontend as a socket dialled it, backend: the
+/// sockets the hooks balanced, from `sock_rnat`) whose backend the UDP
+/// frontend no longer lists in `services`, or whose frontend is gone: what
+/// changed while no agent ran. The frontend is resolved as the hooks do: by
+/// address, else as the NodePort of its port. Each pair names the frontend
+/// by address, which the iterator matches first whatever its kind.
+pub fn stale_pairs(
+    dialled: &[(SocketAddrV4, SocketAddrV4)],
+    services: &BTreeMap<String, Arc<ServiceDesired>>,
+) -> Vec<TermPair> {
+    let mut listed: HashMap<(Option<Ipv4Addr>, u16), BTreeSet<SocketAddrV4>> = HashMap::new();
+    for p in services.values().flat_map(|s| s.ports.iter()) {
+        for f in p.frontends.iter().filter(|f| f.key.proto == Proto::Udp) {
+            listed
+                .entry((f.key.addr, f.key.port))
+                .or_default()
+                .extend(p.backends.iter().map(|b| b.addr));
+        }
+    }
+    dialled
+        .iter()
+        .filter(|(fe, be)| {
+            let bes = listed
+                .get(&(Some(*fe.ip()), fe.port()))
+                .or_else(|| listed.get(&(None, fe.port())));
+            !bes.is_some_and(|s| s.contains(be))
+        })
+        .map(|(fe, be)| TermPair {
+            frontend: Some(*fe.ip()),
+            port: fe.port(),
+            backend: *be,
+        })
+        .collect()
+}
+
 /// The (frontend, backend) pairs a node process's UDP socket can be
 /// balanced to through `p`: each UDP frontend as the socket hooks resolve
 /// it (an externalTrafficPolicy Local frontend's internal entry is the same
@@ -72,6 +108,9 @@ fn pairs(p: &ServicePort) -> BTreeSet<TermPair> {
 pub struct Terminator {
     term: Option<SockTerm>,
     applied: BTreeMap<String, Arc<ServiceDesired>>,
+    /// The sockets of an earlier run (`sock_rnat`) were checked (at the
+    /// first sync).
+    swept: bool,
 }
 
 impl Terminator {
@@ -94,6 +133,7 @@ impl Terminator {
         Terminator {
             term,
             applied: BTreeMap::new(),
+            swept: false,
         }
     }
 
@@ -102,18 +142,30 @@ impl Terminator {
         Terminator {
             term: None,
             applied: BTreeMap::new(),
+            swept: true,
         }
     }
 
     /// After a sync that applied `services`: terminates the sockets of the
-    /// pairs it took away (one log line per sync, the count in `metrics`).
+    /// pairs it took away, and at the first sync those of sockets balanced
+    /// before the agent started that `services` no longer backs (one log
+    /// line per sync, the count in `metrics`).
     /// Runs in the calling thread's network namespace (the agent's).
     pub fn synced(&mut self, services: &BTreeMap<String, Arc<ServiceDesired>>, metrics: &Metrics) {
         let Some(term) = &self.term else {
             return;
         };
         let old = std::mem::replace(&mut self.applied, services.clone());
-        let pairs = removed_pairs(&old, services);
+        let mut pairs = removed_pairs(&old, services);
+        if !self.swept {
+            // The first sync: what the hooks balanced before this agent
+            // started, against the Services now.
+            self.swept = true;
+            match term.dialled() {
+                Ok(d) => pairs.extend(stale_pairs(&d, services)),
+                Err(e) => tracing::warn!("reading sock_rnat for sockets of an earlier run: {e}"),
+            }
+        }
         if pairs.is_empty() {
             return;
         }
@@ -149,7 +201,6 @@ impl Terminator {
 mod tests {
     use super::*;
     use crate::model::{Backend, Frontend, FrontendKey};
-    use std::net::{Ipv4Addr, SocketAddrV4};
     use xlb_bpf::Kind;
 
     fn be(last: u8) -> SocketAddrV4 {
@@ -250,6 +301,40 @@ mod tests {
         // Added backends take nothing away.
         let more = BTreeMap::from([("kube-system/dns".to_string(), dns(&[1, 2, 3]))]);
         assert!(removed_pairs(&new, &more).is_empty());
+    }
+
+    #[test]
+    fn sockets_of_an_earlier_run_are_checked_against_the_services_now() {
+        let now = BTreeMap::from([("kube-system/dns".to_string(), dns(&[2]))]);
+        let node = Ipv4Addr::new(198, 18, 0, 2);
+        let dialled = [
+            (SocketAddrV4::new(CIP, 53), be(1)),     // left the ClusterIP
+            (SocketAddrV4::new(CIP, 53), be(2)),     // still there
+            (SocketAddrV4::new(node, 30053), be(2)), // NodePort, still there
+            (SocketAddrV4::new(node, 30053), be(3)), // NodePort, left
+            (SocketAddrV4::new(Ipv4Addr::new(10, 96, 9, 9), 53), be(2)), // Service gone
+        ];
+        assert_eq!(
+            stale_pairs(&dialled, &now),
+            vec![
+                pair(Some(CIP), 53, 1),
+                pair(Some(node), 30053, 3),
+                pair(Some(Ipv4Addr::new(10, 96, 9, 9)), 53, 2),
+            ]
+        );
+        // The TCP port of the same address is no UDP frontend.
+        let tcp_only = BTreeMap::from([(
+            "x/y".to_string(),
+            svc(vec![port(
+                "x/y:53/TCP",
+                vec![fe(Some(CIP), 53, Proto::Tcp, false)],
+                &[2],
+            )]),
+        )]);
+        assert_eq!(
+            stale_pairs(&dialled[1..2], &tcp_only),
+            vec![pair(Some(CIP), 53, 2)]
+        );
     }
 
     #[test]
