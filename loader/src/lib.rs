@@ -6,7 +6,8 @@
 //!
 //! [`attach`] puts the programs on interfaces through pinned bpf_links and
 //! replaces them in place; [`cgroup`] the socket hooks on the cgroup v2
-//! root; [`netlink`] follows pod interfaces; [`pin`] owns
+//! root; [`sock_term`] the UDP socket iterator that terminates sockets of
+//! removed backends; [`netlink`] follows pod interfaces; [`pin`] owns
 //! the pin directory (bpffs mount, stale-pin checks); [`mounts`] tells
 //! whose bpf filesystem a path is on; [`remove`] takes xlb's own pins away
 //! and nothing else.
