@@ -111,6 +111,8 @@ pub struct Terminator {
     /// The sockets of an earlier run (`sock_rnat`) were checked (at the
     /// first sync).
     swept: bool,
+    /// A run failed (warned once).
+    run_failed: bool,
 }
 
 impl Terminator {
@@ -134,6 +136,7 @@ impl Terminator {
             term,
             applied: BTreeMap::new(),
             swept: false,
+            run_failed: false,
         }
     }
 
@@ -143,6 +146,7 @@ impl Terminator {
             term: None,
             applied: BTreeMap::new(),
             swept: true,
+            run_failed: false,
         }
     }
 
@@ -192,7 +196,16 @@ impl Terminator {
                     );
                 }
             }
-            Err(e) => tracing::warn!("terminating UDP sockets of removed backends: {e}"),
+            // Once as a warning: a run that cannot work (say, an iterator
+            // this kernel refuses) would otherwise warn at every change.
+            Err(e) if !self.run_failed => {
+                self.run_failed = true;
+                tracing::warn!(
+                    "terminating UDP sockets of removed backends: {e} (later failures are \
+                     logged at debug level)"
+                );
+            }
+            Err(e) => tracing::debug!("terminating UDP sockets of removed backends: {e}"),
         }
     }
 }
