@@ -163,11 +163,11 @@ static __always_inline void xlb_sock_rev(struct bpf_sock_addr *ctx)
 	if (!v)
 		return;
 	/* The Service went away: the peer is the backend now. (node_addr =
-	 * the frontend address: it was local when it was dialled.) */
-	if (!xlb_service(v->addr, v->port, proto, v->addr)) {
-		bpf_map_delete_elem(&sock_rnat, &k);
+	 * the frontend address: it was local when it was dialled.) The entry
+	 * stays (LRU) until the socket is terminated (sock_term.bpf.c), which
+	 * needs it to know what the socket dialled. */
+	if (!xlb_service(v->addr, v->port, proto, v->addr))
 		return;
-	}
 	ctx->user_ip4 = v->addr;
 	ctx->user_port = (__u32)v->port;
 }

@@ -58,6 +58,7 @@ pub mod healthz;
 pub mod http;
 pub mod net;
 pub mod sizing;
+pub mod sock_term;
 
 /// A sync taking longer than this replaced much of the model: memory is
 /// trimmed after it.
@@ -330,6 +331,8 @@ struct Agent {
     health_wanted: Vec<health::HealthCheck>,
     /// What the last sync could not program.
     unprogrammed: Vec<unprogrammed::Unprogrammed>,
+    /// Terminates node processes' UDP sockets of removed backends.
+    sock_term: sock_term::Terminator,
 }
 
 impl Agent {
@@ -405,6 +408,11 @@ impl Agent {
 
         let left_unprogrammed =
             unprogrammed::read(&unprogrammed::path(&pin_dir)).unwrap_or_default();
+        let sock_term = if args.no_socket_lb {
+            sock_term::Terminator::off()
+        } else {
+            sock_term::Terminator::load(&dp, &metrics)
+        };
         let mut agent = Agent {
             node_name: args.node_name(),
             args,
@@ -424,6 +432,7 @@ impl Agent {
             health_wanted: Vec::new(),
             // What an earlier agent left: replaced by the first sync's.
             unprogrammed: left_unprogrammed,
+            sock_term,
         };
         // A pinned map smaller than its flag: grown to it now.
         agent.grow_maps(&sizing::Need::default(), &[]);
@@ -595,6 +604,7 @@ impl Agent {
                 self.metrics.observe_sync(took, true);
                 self.proxy_health.updated();
                 tracing::debug!(?rep, ?took, "synced");
+                self.sock_term.synced(&desired.services, &self.metrics);
                 if !self.metrics.is_ready() {
                     self.metrics.set_ready();
                     tracing::info!(

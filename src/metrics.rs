@@ -127,6 +127,10 @@ pub struct Metrics {
     /// Desired entries the last sync could not program.
     unprogrammed: Mutex<Vec<crate::unprogrammed::Unprogrammed>>,
     shadows: std::sync::atomic::AtomicUsize,
+    /// Node processes' UDP sockets destroyed because their backend left
+    /// (`sock_term.bpf.c`), and whether this kernel can (`None`: not tried).
+    sockets_terminated: std::sync::atomic::AtomicU64,
+    sock_term: Mutex<Option<bool>>,
     /// `server` label -> failed attempts to bind its listener.
     listen_errors: Mutex<BTreeMap<&'static str, u64>>,
     /// Health check node ports (serving, failed).
@@ -298,6 +302,16 @@ impl Metrics {
         self.shadows.store(n, Ordering::Relaxed);
     }
 
+    /// Sockets destroyed by one run of the socket iterator.
+    pub fn count_sockets_terminated(&self, n: u64) {
+        self.sockets_terminated.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Whether socket termination runs (the iterator loaded).
+    pub fn set_socket_termination(&self, on: bool) {
+        *self.sock_term.lock().unwrap_or_else(|e| e.into_inner()) = Some(on);
+    }
+
     /// One failed attempt to bind a listener of `server` (`healthz`,
     /// `health_check_node_port`).
     pub fn count_listen_error(&self, server: &'static str) {
@@ -410,6 +424,19 @@ impl Metrics {
             "xlb_frontend_shadows_listener {}",
             self.shadows.load(Ordering::Relaxed)
         );
+
+        let _ = writeln!(o, "# HELP xlb_sockets_terminated_total Connected UDP sockets of node processes destroyed (ECONNABORTED) because their backend left the Service they were balanced to.");
+        let _ = writeln!(o, "# TYPE xlb_sockets_terminated_total counter");
+        let _ = writeln!(
+            o,
+            "xlb_sockets_terminated_total {}",
+            self.sockets_terminated.load(Ordering::Relaxed)
+        );
+        if let Some(on) = *self.sock_term.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = writeln!(o, "# HELP xlb_socket_termination Whether the agent terminates node processes' UDP sockets of removed backends (0: the kernel has no bpf_sock_destroy, see the log).");
+            let _ = writeln!(o, "# TYPE xlb_socket_termination gauge");
+            let _ = writeln!(o, "xlb_socket_termination {}", u8::from(on));
+        }
 
         let (serving, failed) = *self.health_ports.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(o, "# HELP xlb_health_check_node_ports healthCheckNodePorts of eTP-Local LoadBalancer Services, by state.");

@@ -7,6 +7,7 @@
 mod conformance_support;
 mod e2e_support;
 
+use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -226,16 +227,25 @@ fn row30(c: Client, svc: ServiceDef, old: (u8, u8), new: (u8, u8), to: SocketAdd
         }
         s
     });
+    // As the upstream client (`nc -u -p PORT` in a loop, restarted on
+    // error): a socket error (ECONNABORTED when the socket is terminated,
+    // EDESTADDRREQ once it is no longer connected, ECONNREFUSED from an
+    // ICMP error) connects the same fixed-port socket again.
     let who = |s: &UdpSocket| -> Option<String> {
-        s.send(b"probe").ok()?;
         let mut buf = [0u8; 256];
-        let n = s.recv(&mut buf).ok()?;
-        Some(
-            String::from_utf8_lossy(&buf[..n])
-                .split(' ')
-                .next()?
-                .to_owned(),
-        )
+        match s.send(b"probe").and_then(|_| s.recv(&mut buf)) {
+            Ok(n) => Some(
+                String::from_utf8_lossy(&buf[..n])
+                    .split(' ')
+                    .next()?
+                    .to_owned(),
+            ),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+            Err(_) => {
+                let _ = s.connect(to);
+                None
+            }
+        }
     };
     let old_name = lab::pod_name(old.0, old.1);
     let new_name = lab::pod_name(new.0, new.1);
@@ -298,7 +308,6 @@ fn row30_udp_flow_follows_a_replaced_server_pod_via_clusterip_itp_local() {
 }
 
 #[test]
-#[ignore = "the host's connected UDP socket keeps the backend address connect4 gave it, so it never reaches the new pod; needs the peer of such sockets re-chosen when their backend goes (e.g. socket termination, as Cilium does)"]
 fn row30_udp_flow_follows_a_replaced_server_pod_from_host() {
     if !xlb_testkit::privileged() {
         return;

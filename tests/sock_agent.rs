@@ -2,11 +2,12 @@
 //! creates: node processes reach a ClusterIP and a NodePort (on the node
 //! address and on 127.0.0.1) through the hooks, NodePort addresses follow
 //! the interfaces within `--nodeport-addresses`, a NodePort over a node
-//! listener is reported, and `--cleanup` leaves none of the agent's
-//! programs on the cgroup.
+//! listener is reported, `--cleanup` leaves none of the agent's programs
+//! on the cgroup, and a node process's connected UDP socket is terminated
+//! when its Service's endpoint is replaced.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -85,6 +86,172 @@ fn dial(to: SocketAddrV4, be: &TcpListener) -> (SocketAddr, bool) {
     (c.peer_addr().unwrap(), peer == local)
 }
 
+/// Starts the agent in `ns` (uplink `up0`) over `pins`, metrics on
+/// 127.0.0.1:`port` there, and waits until it is ready.
+fn spawn_agent(ns: &Netns, pins: &Pins, port: u16, extra: &[&str]) -> Agent {
+    let agent = Agent(
+        Command::new("nsenter")
+            .arg(format!("--net={}", ns.path().display()))
+            .arg(BIN)
+            .arg("--pin-dir")
+            .arg(&pins.0)
+            .arg("agent")
+            .arg("--manifests")
+            .arg(&pins.1)
+            .args([
+                "--node-name",
+                "node-a",
+                "--iface",
+                "up0",
+                "--fallback-generic",
+            ])
+            .args(extra)
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait("/readyz in the namespace", || {
+        ns.run(move || get(port, "/readyz")).map(|r| r.0) == Some(200)
+    });
+    agent
+}
+
+/// A namespace with the uplink `up0` holding the node address.
+fn node_ns() -> Netns {
+    let ns = Netns::new();
+    ns.ip(&["link", "set", "lo", "up"]);
+    ns.ip(&["link", "add", "up0", "type", "veth", "peer", "name", "up1"]);
+    ns.ip(&["addr", "add", "198.18.0.2/24", "dev", "up0"]);
+    ns.ip(&["link", "set", "up0", "up"]);
+    ns.ip(&["link", "set", "up1", "up"]);
+    ns
+}
+
+fn pins() -> Pins {
+    let name = unique_name("xlb-t-");
+    let pins = Pins(
+        Path::new("/sys/fs/bpf").join(&name),
+        std::env::temp_dir().join(format!("{name}-m")),
+    );
+    std::fs::create_dir_all(&pins.1).unwrap();
+    pins
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn metric(ns: &Netns, port: u16, name: &str) -> Option<String> {
+    let (_, m) = ns.run(move || get(port, "/metrics"))?;
+    m.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
+}
+
+/// A UDP DNS-like Service whose one endpoint is `ep` (an address on the
+/// namespace's `lo`).
+fn udp_manifests(ep: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Node
+metadata: {{name: node-a}}
+status:
+  addresses: [{{type: InternalIP, address: 198.18.0.2}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: dns, namespace: default}}
+spec:
+  clusterIP: 10.96.0.53
+  ports: [{{port: 53, targetPort: 5353, protocol: UDP}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: dns-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: dns}}
+addressType: IPv4
+ports: [{{port: 5353, protocol: UDP}}]
+endpoints:
+- addresses: ["{ep}"]
+  nodeName: node-a
+"#
+    )
+}
+
+#[test]
+fn agent_terminates_a_node_process_udp_socket_when_its_backend_is_replaced() {
+    if !privileged() {
+        return;
+    }
+    let ns = node_ns();
+    ns.ip(&["addr", "add", "10.9.8.1/32", "dev", "lo"]);
+    ns.ip(&["addr", "add", "10.9.8.2/32", "dev", "lo"]);
+    let pins = pins();
+    std::fs::write(pins.1.join("all.yaml"), udp_manifests("10.9.8.1")).unwrap();
+    let port = free_port();
+    let (old, new) = ns.run(|| {
+        (
+            UdpSocket::bind("10.9.8.1:5353").unwrap(),
+            UdpSocket::bind("10.9.8.2:5353").unwrap(),
+        )
+    });
+    let agent = spawn_agent(&ns, &pins, port, &[]);
+    assert_eq!(
+        metric(&ns, port, "xlb_socket_termination").as_deref(),
+        Some("1")
+    );
+    let svc = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 53), 53);
+    let c = ns.run(move || {
+        let c = UdpSocket::bind("0.0.0.0:40053").unwrap();
+        c.connect(svc).unwrap();
+        c
+    });
+    c.send(b"q").unwrap();
+    let mut buf = [0u8; 8];
+    old.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (_, from) = old.recv_from(&mut buf).expect("the first endpoint gets it");
+    assert_eq!(from.port(), 40053);
+
+    // The endpoint is replaced: the agent terminates the socket.
+    std::fs::write(pins.1.join("all.yaml"), udp_manifests("10.9.8.2")).unwrap();
+    let so_error = |c: &UdpSocket| c.take_error().unwrap().and_then(|e| e.raw_os_error());
+    wait("the socket terminated", || {
+        metric(&ns, port, "xlb_sockets_terminated_total").as_deref() == Some("1")
+    });
+    assert_eq!(so_error(&c), Some(libc::ECONNABORTED));
+    // Connected again (same port), it reaches the new endpoint.
+    c.connect(svc).unwrap();
+    c.send(b"q").unwrap();
+    new.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (_, from) = new.recv_from(&mut buf).expect("the new endpoint gets it");
+    assert_eq!(from.port(), 40053);
+
+    // The endpoint changes back while no agent runs: the next agent
+    // terminates the socket at its first sync (from sock_rnat).
+    let mut agent = agent;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
+    assert!(agent.0.wait().unwrap().success());
+    std::fs::write(pins.1.join("all.yaml"), udp_manifests("10.9.8.1")).unwrap();
+    let _agent = spawn_agent(&ns, &pins, port, &[]);
+    wait("the socket terminated by the next agent", || {
+        metric(&ns, port, "xlb_sockets_terminated_total").as_deref() == Some("1")
+    });
+    assert_eq!(so_error(&c), Some(libc::ECONNABORTED));
+    c.connect(svc).unwrap();
+    c.send(b"q").unwrap();
+    let (_, from) = old.recv_from(&mut buf).expect("the first endpoint again");
+    assert_eq!(from.port(), 40053);
+}
+
 #[test]
 fn agent_balances_node_processes_and_follows_nodeport_addresses() {
     if !privileged() {
@@ -120,32 +287,12 @@ fn agent_balances_node_processes_and_follows_nodeport_addresses() {
         )
     });
 
-    let agent = Agent(
-        Command::new("nsenter")
-            .arg(format!("--net={}", ns.path().display()))
-            .arg(BIN)
-            .arg("--pin-dir")
-            .arg(&pins.0)
-            .arg("agent")
-            .arg("--manifests")
-            .arg(&pins.1)
-            .args([
-                "--node-name",
-                "node-a",
-                "--iface",
-                "up0",
-                "--fallback-generic",
-            ])
-            .args(["--nodeport-addresses", "198.18.0.0/24,127.0.0.0/8"])
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let agent = spawn_agent(
+        &ns,
+        &pins,
+        port,
+        &["--nodeport-addresses", "198.18.0.0/24,127.0.0.0/8"],
     );
-    wait("/readyz in the namespace", || {
-        ns.run(move || get(port, "/readyz")).map(|r| r.0) == Some(200)
-    });
     assert_eq!(cgroup::list(&pins.0).len(), 4, "four socket hooks pinned");
 
     // Node processes: the ClusterIP, the NodePort on the node address and on

@@ -17,6 +17,7 @@
 #define XLB_LOCAL_ADDRS		256
 #define XLB_REMOTE_ADDRS	16384	/* remote_addrs: the other nodes' addresses (maps.h) */
 #define XLB_SOCK_RNAT_ENTRIES	65536	/* sock_rnat: sockets' backend -> frontend (maps.h) */
+#define XLB_SOCK_TERM_ENTRIES	4096	/* sock_term: (frontend, backend) pairs per run (sock_term.bpf.c) */
 #define XLB_EVENTS_BYTES	(256 * 1024)	/* events ring buffer (power of two pages) */
 
 /* The data plane's private maps (maps.h): fixed sizes, per CPU. */

@@ -12,6 +12,10 @@
  *     fragment ports,
  *     declared with their value types at the end of this file; a new build
  *     may change them freely (the loader replaces them).
+ *
+ * One map lives elsewhere: sock_term, of sock_term.bpf.c, filled and emptied
+ * around each run of its iterator by the process that loaded it, never
+ * pinned.
  */
 #ifndef XLB_MAPS_H
 #define XLB_MAPS_H

@@ -24,6 +24,11 @@ pub mod tc {
 pub mod sock {
     include!(concat!(env!("OUT_DIR"), "/sock.skel.rs"));
 }
+/// The UDP socket iterator that terminates sockets of removed backends
+/// (`sock_term.bpf.c`).
+pub mod sock_term {
+    include!(concat!(env!("OUT_DIR"), "/sock_term.skel.rs"));
+}
 /// The live-frames packet generator and the sink (`pktgen.bpf.c`), used by xlb-pktgen.
 pub mod pktgen {
     include!(concat!(env!("OUT_DIR"), "/pktgen.skel.rs"));
@@ -107,6 +112,18 @@ const _: () = {
     assert!(size_of::<sock::types::xlb_svc_val>() == size_of::<types::xlb_svc_val>());
     assert!(size_of::<sock::types::xlb_backend>() == size_of::<types::xlb_backend>());
     assert!(size_of::<sock::types::xlb_config>() == size_of::<types::xlb_config>());
+};
+
+// The socket iterator's own map key (`sock_term.bpf.c`).
+// SAFETY: a plain C struct of fixed-width integers with explicit padding.
+unsafe impl plain::Plain for sock_term::types::xlb_sock_term_key {}
+const _: () = {
+    use std::mem::size_of;
+    assert!(size_of::<sock_term::types::xlb_sock_term_key>() == 16);
+    assert!(size_of::<sock_term::types::xlb_sock_config>() == size_of::<types::xlb_sock_config>());
+    assert!(
+        size_of::<sock_term::types::xlb_sock_rnat_key>() == size_of::<types::xlb_sock_rnat_key>()
+    );
 };
 
 // The generator's and sink's structs (`include/types.h`), for xlb-pktgen.

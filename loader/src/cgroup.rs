@@ -96,26 +96,7 @@ impl SockLb {
         let mut open = SockSkelBuilder::default()
             .open(storage())
             .map_err(ctx("opening the socket object"))?;
-        {
-            let shared = dp.xdp.object().maps();
-            let mut by_name: std::collections::HashMap<_, _> =
-                shared.map(|m| (m.name().to_owned(), m)).collect();
-            for mut map in open.open_object_mut().maps_mut() {
-                let name = map.name().to_string_lossy().into_owned();
-                if name.contains('.') {
-                    continue; // .rodata/.bss: the object's own
-                }
-                // Every map is declared in maps.h, so the XDP object has it
-                // (and pinned it under the pin directory when there is one).
-                let src = by_name.remove(map.name()).ok_or_else(|| {
-                    Error::Other(format!(
-                        "map {name} of the socket object is not the data plane's"
-                    ))
-                })?;
-                map.reuse_fd(src.as_fd())
-                    .map_err(ctx(format!("sharing map {name}")))?;
-            }
-        }
+        share_maps(open.open_object_mut(), dp, &[], "socket")?;
         let skel = open.load().map_err(ctx("loading the socket object"))?;
         Ok(Self { skel })
     }
@@ -162,6 +143,35 @@ impl SockLb {
             .update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY)
             .map_err(ctx("writing sock_config"))
     }
+}
+
+/// Points every map of `obj` (an object built over maps.h, opened, not yet
+/// loaded) at the data plane's map of that name (reuse_fd), but the object's
+/// own: `.rodata`/`.bss` and the maps named in `own`. Every map of maps.h is
+/// in the XDP object (and pinned under the pin directory when there is one).
+pub(crate) fn share_maps(
+    obj: &mut libbpf_rs::OpenObject,
+    dp: &DataPlane,
+    own: &[&str],
+    what: &str,
+) -> Result<()> {
+    let shared = dp.xdp.object().maps();
+    let mut by_name: std::collections::HashMap<_, _> =
+        shared.map(|m| (m.name().to_owned(), m)).collect();
+    for mut map in obj.maps_mut() {
+        let name = map.name().to_string_lossy().into_owned();
+        if name.contains('.') || own.contains(&name.as_str()) {
+            continue;
+        }
+        let src = by_name.remove(map.name()).ok_or_else(|| {
+            Error::Other(format!(
+                "map {name} of the {what} object is not the data plane's"
+            ))
+        })?;
+        map.reuse_fd(src.as_fd())
+            .map_err(ctx(format!("sharing map {name}")))?;
+    }
+    Ok(())
 }
 
 /// The network namespace cookie of the calling thread (`SO_NETNS_COOKIE` on

@@ -7,7 +7,8 @@
 //! [`grow`] replaces the maps that must hold more with larger copies under
 //! the running programs. [`attach`] puts the programs on interfaces through pinned bpf_links and
 //! replaces them in place; [`cgroup`] the socket hooks on the cgroup v2
-//! root; [`netlink`] follows pod interfaces; [`pin`] owns
+//! root; [`sock_term`] the UDP socket iterator that terminates sockets of
+//! removed backends; [`netlink`] follows pod interfaces; [`pin`] owns
 //! the pin directory (bpffs mount, stale-pin checks); [`mounts`] tells
 //! whose bpf filesystem a path is on; [`remove`] takes xlb's own pins away
 //! and nothing else.
@@ -19,6 +20,7 @@ pub mod mounts;
 pub mod netlink;
 pub mod pin;
 pub mod remove;
+pub mod sock_term;
 pub mod sys;
 
 pub use mounts::is_bpffs;

@@ -89,6 +89,7 @@ impl Agent {
         self.syncer.replace_maps(for_sync);
         self.metrics.set_maps(for_metrics);
         self.dp = new;
+        self.sock_term.maps_replaced(&self.dp, &self.metrics);
         Ok(true)
     }
 

@@ -1,0 +1,410 @@
+//! Terminating node processes' UDP sockets whose backend left their Service
+//! (`sock_term.bpf.c`, see docs/socket-lb.md): after each sync, the
+//! (frontend, backend) pairs of UDP Service ports that the sync took away
+//! go to the socket iterator, which destroys the connected UDP sockets of
+//! this namespace that connect4 balanced through such a frontend to such a
+//! backend. Their next connect() picks a live backend, as kube-proxy's UDP
+//! conntrack flush and Cilium's socket termination give.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+use xlb_bpf::Proto;
+use xlb_loader::sock_term::{SockTerm, TermPair};
+use xlb_loader::DataPlane;
+
+use crate::metrics::Metrics;
+use crate::model::{ServiceDesired, ServicePort};
+
+/// Every (frontend, backend) pair of the UDP Service ports of `old` that
+/// `new` no longer has: a backend no longer listed by its port's
+/// EndpointSlices (draining ones are still listed: their sockets stay, as
+/// their flows do), a frontend gone, a port or Service deleted. Services
+/// whose desired state is the same (`Arc` or content) in both are skipped.
+pub fn removed_pairs(
+    old: &BTreeMap<String, Arc<ServiceDesired>>,
+    new: &BTreeMap<String, Arc<ServiceDesired>>,
+) -> Vec<TermPair> {
+    let mut out = BTreeSet::new();
+    for (name, o) in old {
+        let n = new.get(name);
+        if n.is_some_and(|n| Arc::ptr_eq(n, o) || n == o) {
+            continue;
+        }
+        for op in &o.ports {
+            let was = pairs(op);
+            if was.is_empty() {
+                continue;
+            }
+            let now = n
+                .and_then(|n| n.ports.iter().find(|p| p.name == op.name))
+                .map(pairs)
+                .unwrap_or_default();
+            out.extend(was.difference(&now).copied());
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The pairs of `dialled` (frontend as a socket dialled it, backend: the
+/// sockets the hooks balanced, from `sock_rnat`) whose backend the UDP
+/// frontend no longer lists in `services`, or whose frontend is gone: what
+/// changed while no agent ran. The frontend is resolved as the hooks do: by
+/// address, else as the NodePort of its port. Each pair names the frontend
+/// by address, which the iterator matches first whatever its kind.
+pub fn stale_pairs(
+    dialled: &[(SocketAddrV4, SocketAddrV4)],
+    services: &BTreeMap<String, Arc<ServiceDesired>>,
+) -> Vec<TermPair> {
+    let mut listed: HashMap<(Option<Ipv4Addr>, u16), BTreeSet<SocketAddrV4>> = HashMap::new();
+    for p in services.values().flat_map(|s| s.ports.iter()) {
+        for f in p.frontends.iter().filter(|f| f.key.proto == Proto::Udp) {
+            listed
+                .entry((f.key.addr, f.key.port))
+                .or_default()
+                .extend(p.backends.iter().map(|b| b.addr));
+        }
+    }
+    dialled
+        .iter()
+        .filter(|(fe, be)| {
+            let bes = listed
+                .get(&(Some(*fe.ip()), fe.port()))
+                .or_else(|| listed.get(&(None, fe.port())));
+            !bes.is_some_and(|s| s.contains(be))
+        })
+        .map(|(fe, be)| TermPair {
+            frontend: Some(*fe.ip()),
+            port: fe.port(),
+            backend: *be,
+        })
+        .collect()
+}
+
+/// The (frontend, backend) pairs a node process's UDP socket can be
+/// balanced to through `p`: each UDP frontend as the socket hooks resolve
+/// it (an externalTrafficPolicy Local frontend's internal entry is the same
+/// frontend to them) with each backend the port lists.
+fn pairs(p: &ServicePort) -> BTreeSet<TermPair> {
+    let fes: BTreeSet<_> = p
+        .frontends
+        .iter()
+        .filter(|f| f.key.proto == Proto::Udp)
+        .map(|f| (f.key.addr, f.key.port))
+        .collect();
+    fes.iter()
+        .flat_map(|&(frontend, port)| {
+            p.backends.iter().map(move |b| TermPair {
+                frontend,
+                port,
+                backend: b.addr,
+            })
+        })
+        .collect()
+}
+
+/// The agent's socket iterator, and the Services as last synced.
+pub struct Terminator {
+    term: Option<SockTerm>,
+    applied: BTreeMap<String, Arc<ServiceDesired>>,
+    /// The sockets of an earlier run (`sock_rnat`) were checked (at the
+    /// first sync).
+    swept: bool,
+    /// A run failed (warned once).
+    run_failed: bool,
+}
+
+impl Terminator {
+    /// Loads the iterator beside `dp`. A kernel that cannot load it (no
+    /// `bpf_sock_destroy` before 6.5, no UDP socket iterator) gets one
+    /// warning and runs without termination.
+    pub fn load(dp: &DataPlane, metrics: &Metrics) -> Self {
+        let term = match SockTerm::load(dp) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(
+                    "UDP sockets of node processes will not be terminated when their backend \
+                     leaves (a connected socket keeps sending to the old backend until the \
+                     process reconnects): {e}"
+                );
+                None
+            }
+        };
+        metrics.set_socket_termination(term.is_some());
+        Terminator {
+            term,
+            applied: BTreeMap::new(),
+            swept: false,
+            run_failed: false,
+        }
+    }
+
+    /// No termination (`--no-socket-lb`: no socket was balanced).
+    pub fn off() -> Self {
+        Terminator {
+            term: None,
+            applied: BTreeMap::new(),
+            swept: true,
+            run_failed: false,
+        }
+    }
+
+    /// The data plane's maps were replaced by larger ones
+    /// ([`xlb_loader::grow`]): the iterator is loaded again over them, so it
+    /// reads the `services` and `sock_rnat` the hooks now use. A failure
+    /// turns termination off (logged, in the gauge) rather than leaving it
+    /// on the old maps.
+    pub fn maps_replaced(&mut self, dp: &DataPlane, metrics: &Metrics) {
+        if self.term.is_none() {
+            return;
+        }
+        self.term = match SockTerm::load(dp) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!("socket termination off: reloading it over the grown maps: {e}");
+                None
+            }
+        };
+        metrics.set_socket_termination(self.term.is_some());
+    }
+
+    /// After a sync that applied `services`: terminates the sockets of the
+    /// pairs it took away, and at the first sync those of sockets balanced
+    /// before the agent started that `services` no longer backs (one log
+    /// line per sync, the count in `metrics`).
+    /// Runs in the calling thread's network namespace (the agent's).
+    pub fn synced(&mut self, services: &BTreeMap<String, Arc<ServiceDesired>>, metrics: &Metrics) {
+        let Some(term) = &self.term else {
+            return;
+        };
+        let old = std::mem::replace(&mut self.applied, services.clone());
+        let mut pairs = removed_pairs(&old, services);
+        if !self.swept {
+            // The first sync: what the hooks balanced before this agent
+            // started, against the Services now.
+            self.swept = true;
+            match term.dialled() {
+                Ok(d) => pairs.extend(stale_pairs(&d, services)),
+                Err(e) => tracing::warn!("reading sock_rnat for sockets of an earlier run: {e}"),
+            }
+        }
+        if pairs.is_empty() {
+            return;
+        }
+        match term.run(&pairs) {
+            Ok(rep) => {
+                let n = rep.terminated.len();
+                metrics.count_sockets_terminated(n as u64);
+                if n > 0 {
+                    tracing::info!(
+                        sockets = n,
+                        pairs = pairs.len(),
+                        "terminated node processes' UDP sockets whose backend left their Service"
+                    );
+                } else {
+                    tracing::debug!(pairs = pairs.len(), "no UDP socket to terminate");
+                }
+                if let Some((t, errno)) = rep.failed.first() {
+                    tracing::warn!(
+                        failed = rep.failed.len(),
+                        "bpf_sock_destroy refused to terminate UDP sockets, e.g. {} -> {}: {}",
+                        t.frontend,
+                        t.backend,
+                        std::io::Error::from_raw_os_error(*errno)
+                    );
+                }
+            }
+            // Once as a warning: a run that cannot work (say, an iterator
+            // this kernel refuses) would otherwise warn at every change.
+            Err(e) if !self.run_failed => {
+                self.run_failed = true;
+                tracing::warn!(
+                    "terminating UDP sockets of removed backends: {e} (later failures are \
+                     logged at debug level)"
+                );
+            }
+            Err(e) => tracing::debug!("terminating UDP sockets of removed backends: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Backend, Frontend, FrontendKey};
+    use xlb_bpf::Kind;
+
+    fn be(last: u8) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, last), 5353)
+    }
+
+    fn fe(addr: Option<Ipv4Addr>, port: u16, proto: Proto, internal: bool) -> Frontend {
+        Frontend {
+            key: FrontendKey {
+                addr,
+                port,
+                proto,
+                internal,
+            },
+            kind: if addr.is_some() {
+                Kind::ClusterIp
+            } else {
+                Kind::NodePort
+            },
+            flags: 0,
+            affinity_timeout: 0,
+            table_size: 0,
+            backends: Vec::new(),
+            n_local: 0,
+        }
+    }
+
+    fn port(name: &str, fes: Vec<Frontend>, bes: &[u8]) -> ServicePort {
+        ServicePort {
+            name: name.into(),
+            frontends: fes,
+            backends: bes
+                .iter()
+                .map(|&b| Backend {
+                    addr: be(b),
+                    node: None,
+                    terminating: false,
+                    draining: false,
+                    host_network: false,
+                })
+                .collect(),
+            src_ranges: Vec::new(),
+        }
+    }
+
+    fn svc(ports: Vec<ServicePort>) -> Arc<ServiceDesired> {
+        Arc::new(ServiceDesired {
+            ports,
+            health_check_node_port: None,
+            local_ready_endpoints: 0,
+        })
+    }
+
+    const CIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+
+    fn dns(bes: &[u8]) -> Arc<ServiceDesired> {
+        svc(vec![
+            port(
+                "kube-system/dns:53/UDP",
+                vec![
+                    fe(Some(CIP), 53, Proto::Udp, false),
+                    fe(None, 30053, Proto::Udp, false),
+                    fe(None, 30053, Proto::Udp, true),
+                ],
+                bes,
+            ),
+            port(
+                "kube-system/dns:53/TCP",
+                vec![fe(Some(CIP), 53, Proto::Tcp, false)],
+                bes,
+            ),
+        ])
+    }
+
+    fn pair(frontend: Option<Ipv4Addr>, port: u16, b: u8) -> TermPair {
+        TermPair {
+            frontend,
+            port,
+            backend: be(b),
+        }
+    }
+
+    #[test]
+    fn a_backend_that_leaves_a_udp_port_is_paired_with_each_of_its_frontends() {
+        let old = BTreeMap::from([("kube-system/dns".to_string(), dns(&[1, 2]))]);
+        let new = BTreeMap::from([("kube-system/dns".to_string(), dns(&[2, 3]))]);
+        // UDP only; the eTP-Local internal entry is the NodePort again.
+        assert_eq!(
+            removed_pairs(&old, &new),
+            vec![pair(None, 30053, 1), pair(Some(CIP), 53, 1)]
+        );
+        // Nothing left: the Service deleted takes every pair.
+        assert_eq!(removed_pairs(&old, &BTreeMap::new()).len(), 4);
+        // Unchanged (same Arc, or equal content): nothing.
+        assert!(removed_pairs(&old, &old.clone()).is_empty());
+        let same = BTreeMap::from([("kube-system/dns".to_string(), dns(&[1, 2]))]);
+        assert!(removed_pairs(&old, &same).is_empty());
+        // Added backends take nothing away.
+        let more = BTreeMap::from([("kube-system/dns".to_string(), dns(&[1, 2, 3]))]);
+        assert!(removed_pairs(&new, &more).is_empty());
+    }
+
+    #[test]
+    fn sockets_of_an_earlier_run_are_checked_against_the_services_now() {
+        let now = BTreeMap::from([("kube-system/dns".to_string(), dns(&[2]))]);
+        let node = Ipv4Addr::new(198, 18, 0, 2);
+        let dialled = [
+            (SocketAddrV4::new(CIP, 53), be(1)),     // left the ClusterIP
+            (SocketAddrV4::new(CIP, 53), be(2)),     // still there
+            (SocketAddrV4::new(node, 30053), be(2)), // NodePort, still there
+            (SocketAddrV4::new(node, 30053), be(3)), // NodePort, left
+            (SocketAddrV4::new(Ipv4Addr::new(10, 96, 9, 9), 53), be(2)), // Service gone
+        ];
+        assert_eq!(
+            stale_pairs(&dialled, &now),
+            vec![
+                pair(Some(CIP), 53, 1),
+                pair(Some(node), 30053, 3),
+                pair(Some(Ipv4Addr::new(10, 96, 9, 9)), 53, 2),
+            ]
+        );
+        // The TCP port of the same address is no UDP frontend.
+        let tcp_only = BTreeMap::from([(
+            "x/y".to_string(),
+            svc(vec![port(
+                "x/y:53/TCP",
+                vec![fe(Some(CIP), 53, Proto::Tcp, false)],
+                &[2],
+            )]),
+        )]);
+        assert_eq!(
+            stale_pairs(&dialled[1..2], &tcp_only),
+            vec![pair(Some(CIP), 53, 2)]
+        );
+    }
+
+    #[test]
+    fn a_backend_that_still_backs_another_service_is_paired_only_with_the_one_it_left() {
+        let other = |bes: &[u8]| {
+            svc(vec![port(
+                "default/other:53/UDP",
+                vec![fe(
+                    Some(Ipv4Addr::new(10, 96, 0, 11)),
+                    53,
+                    Proto::Udp,
+                    false,
+                )],
+                bes,
+            )])
+        };
+        let shared = other(&[1]);
+        let old = BTreeMap::from([
+            ("default/other".to_string(), shared.clone()),
+            ("kube-system/dns".to_string(), dns(&[1])),
+        ]);
+        let new = BTreeMap::from([
+            ("default/other".to_string(), shared),
+            ("kube-system/dns".to_string(), dns(&[2])),
+        ]);
+        assert_eq!(
+            removed_pairs(&old, &new),
+            vec![pair(None, 30053, 1), pair(Some(CIP), 53, 1)]
+        );
+        // A frontend removed (the NodePort) keeps the port's backends but
+        // takes its own pairs.
+        let no_np = svc(vec![port(
+            "kube-system/dns:53/UDP",
+            vec![fe(Some(CIP), 53, Proto::Udp, false)],
+            &[1],
+        )]);
+        let new = BTreeMap::from([("kube-system/dns".to_string(), no_np)]);
+        let old = BTreeMap::from([("kube-system/dns".to_string(), dns(&[1]))]);
+        assert_eq!(removed_pairs(&old, &new), vec![pair(None, 30053, 1)]);
+    }
+}
