@@ -20,6 +20,7 @@
 //!    `rss_with_maps_mb` is VmHWM itself.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -309,10 +310,10 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
     let mut serials: Vec<Vec<u32>> = Vec::with_capacity(n as usize);
     for i in 0..n {
         let s: Vec<u32> = (0..m).map(|j| i * m + j).collect();
-        let (svc, sl) = (service(i), slice(i, &s));
+        let (svc, sl) = (Arc::new(service(i)), Arc::new(slice(i, &s)));
         let t = Instant::now();
-        model.upsert_service(&svc);
-        model.upsert_slice(&sl);
+        model.upsert_service_shared(svc);
+        model.upsert_slice_shared(sl);
         t_model += t.elapsed();
         serials.push(s);
     }
@@ -340,9 +341,9 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
             s[j] = next_serial;
             next_serial += 1;
         }
-        let obj = slice(i, s);
+        let obj = Arc::new(slice(i, s));
         let t = Instant::now();
-        model.upsert_slice(&obj);
+        model.upsert_slice_shared(obj);
         let r = syncer.apply(model.desired())?;
         let us = t.elapsed().as_micros() as u64;
         if !r.failed.is_empty() {

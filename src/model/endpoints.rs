@@ -253,6 +253,23 @@ pub(super) fn candidates<'a>(
         if ports.is_empty() {
             continue;
         }
+        // The candidates of each port, taken out of `out` for the slice (one
+        // key lookup per port, not per endpoint) and put back after it.
+        // Ports of the same name and protocol share one.
+        let mut maps: Vec<((String, Proto), BTreeMap<SocketAddrV4, Candidate>)> = Vec::new();
+        let mut port_map: Vec<usize> = Vec::with_capacity(ports.len());
+        for (pname, proto, _) in &ports {
+            let key = (pname.clone(), *proto);
+            let i = match maps.iter().position(|(k, _)| *k == key) {
+                Some(i) => i,
+                None => {
+                    let m = out.remove(&key).unwrap_or_default();
+                    maps.push((key, m));
+                    maps.len() - 1
+                }
+            };
+            port_map.push(i);
+        }
         for e in &s.endpoints {
             let Some(first) = e.addresses.first() else {
                 reasons.push((sname.clone(), "endpoint without addresses".into()));
@@ -276,7 +293,7 @@ pub(super) fn candidates<'a>(
             let ready = c.and_then(|c| c.ready).unwrap_or(true);
             let serving = c.and_then(|c| c.serving).unwrap_or(ready);
             let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-            for (pname, proto, port) in &ports {
+            for ((_, _, port), &i) in ports.iter().zip(&port_map) {
                 let addr = SocketAddrV4::new(ip, *port);
                 let cand = Candidate {
                     addr,
@@ -285,7 +302,7 @@ pub(super) fn candidates<'a>(
                     serving,
                     terminating,
                 };
-                let m = out.entry((pname.clone(), *proto)).or_default();
+                let m = &mut maps[i].1;
                 // The same endpoint in two slices (during a move): ready wins.
                 match m.get(&addr) {
                     Some(old) if old.ready || !cand.ready => {}
@@ -295,6 +312,7 @@ pub(super) fn candidates<'a>(
                 }
             }
         }
+        out.extend(maps);
     }
     out
 }
