@@ -118,9 +118,9 @@ pub struct Maps {
     /// `None` for older pins.
     pub(crate) backend_stats: Option<MapHandle>,
     /// `maglev` mapped into memory (`BPF_F_MMAPABLE`), on first table access.
-    maglev_mem: OnceLock<MmapArray>,
+    maglev_mem: OnceLock<std::sync::Arc<MmapArray>>,
     /// `backends` mapped into memory (`BPF_F_MMAPABLE`), on first write.
-    backends_mem: OnceLock<MmapArray>,
+    backends_mem: OnceLock<std::sync::Arc<MmapArray>>,
 }
 
 impl Maps {
