@@ -46,7 +46,11 @@ fn two_handles_of_one_map_share_one_mapping() {
     assert_eq!(maglev_mappings(), 1);
     let other = Maps::from_pin_dir(&pin.path).unwrap();
     assert_eq!(other.read_maglev(10, 3).unwrap(), vec![7, 8, 9]);
-    assert_eq!(maglev_mappings(), 1, "the second handle maps the array again");
+    assert_eq!(
+        maglev_mappings(),
+        1,
+        "the second handle maps the array again"
+    );
     // Either one dropped, the other's mapping lives on.
     drop(dp);
     other.write_maglev(5000, &[1, 2, 3]).unwrap();

@@ -11,9 +11,7 @@ use xlb_bpf::consts::{
 };
 use xlb_bpf::{Kind, Proto};
 
-use super::endpoints::{
-    candidates, is_v6, parse_cidr, parse_proto, select, Candidate, Candidates,
-};
+use super::endpoints::{candidates, is_v6, parse_cidr, parse_proto, select, Candidate, Candidates};
 use super::{
     Backend, Frontend, FrontendKey, ModelConfig, NodeInfo, ServiceDesired, ServicePort,
     DEFAULT_AFFINITY_TIMEOUT, HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL,
