@@ -225,12 +225,14 @@ impl<M: MapOps> Syncer<M> {
             self.applied.insert(key, new);
         }
         // In batches, each batch's new Maglev tables built ahead in parallel.
-        for batch in changed.chunks(prebuild::BATCH) {
-            self.prebuild(batch);
-            for (key, new) in batch {
+        let mut start = 0;
+        while start < changed.len() {
+            let end = start + self.prebuild(&changed[start..]).max(1);
+            for (key, new) in &changed[start..end] {
                 self.apply_service(key, new.clone(), d, &mut rep);
             }
             self.prebuilt.clear();
+            start = end;
         }
 
         if self.adopting {

@@ -3,7 +3,7 @@
 //! list depends on nothing but that list and its size, so it can be built
 //! on any thread before the ordered, single-threaded writes of
 //! [`Syncer::apply`] name it. Batches are small, so the tables held at once
-//! stay a few MiB at most.
+//! stay a few MiB.
 
 use std::collections::HashSet;
 use std::net::SocketAddrV4;
@@ -13,8 +13,11 @@ use std::sync::Arc;
 use super::{MapOps, Syncer};
 use crate::model::ServiceDesired;
 
-/// Services per batch.
-pub(super) const BATCH: usize = 64;
+/// Services per batch, at most.
+const BATCH: usize = 64;
+/// Slots of the tables built ahead at once, at most (4 MiB of tables): a
+/// batch ends at the Service that reaches it.
+const BATCH_SLOTS: u64 = 1 << 20;
 
 /// A table to build: its backends (the frontend's own list, whose address
 /// names it while the desired state is borrowed) and its size.
@@ -26,17 +29,26 @@ pub(super) fn job_key(backends: &[SocketAddrV4], size: u32) -> (usize, usize, u3
 }
 
 impl<M: MapOps> Syncer<M> {
-    /// Builds the tables the ports of `batch` will need and do not hold yet,
-    /// on up to [`std::thread::available_parallelism`] threads; nothing when
-    /// one thread would do (fewer than two tables, one CPU).
-    pub(super) fn prebuild(&mut self, batch: &[(String, Option<Arc<ServiceDesired>>)]) {
+    /// Takes the next batch off the front of `changed` (at least one
+    /// Service; at most [`BATCH`], ending at the one whose tables reach
+    /// [`BATCH_SLOTS`]), builds the tables its ports will need and do not
+    /// hold yet on up to [`std::thread::available_parallelism`] threads
+    /// (nothing when one thread would do: fewer than two tables, one CPU),
+    /// and returns the batch's length.
+    pub(super) fn prebuild(&mut self, changed: &[(String, Option<Arc<ServiceDesired>>)]) -> usize {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         if threads < 2 {
-            return;
+            return changed.len().min(BATCH);
         }
         let mut seen = HashSet::new();
         let mut jobs: Vec<Job<'_>> = Vec::new();
-        for (_, new) in batch {
+        let mut slots = 0u64;
+        let mut len = 0;
+        for (_, new) in changed.iter().take(BATCH) {
+            if slots >= BATCH_SLOTS {
+                break;
+            }
+            len += 1;
             for p in new.iter().flat_map(|s| s.ports.iter()) {
                 let held = self.ports.get(&p.name);
                 for f in p.frontends.iter().filter(|f| f.table_size > 0) {
@@ -51,12 +63,13 @@ impl<M: MapOps> Syncer<M> {
                     });
                     if !reusable && seen.insert((backends, f.table_size)) {
                         jobs.push((backends, f.table_size));
+                        slots += u64::from(f.table_size);
                     }
                 }
             }
         }
         if jobs.len() < 2 {
-            return;
+            return len;
         }
         let next = AtomicUsize::new(0);
         let built: Vec<Vec<(usize, Vec<u32>)>> = std::thread::scope(|s| {
@@ -85,6 +98,7 @@ impl<M: MapOps> Syncer<M> {
             let (backends, size) = jobs[i];
             self.prebuilt.insert(job_key(backends, size), t);
         }
+        len
     }
 
     /// The table of `backends` (indexes into it) at `size`: prebuilt, or
