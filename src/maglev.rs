@@ -218,6 +218,33 @@ pub fn shift(b: &SocketAddrV4, m: u32) -> u32 {
     (fmix64(identity(b) ^ SEED_SHIFT) % u64::from(m)) as u32
 }
 
+/// `x mod m` without a division (Barrett: one 64x64->128-bit multiply by
+/// `floor((2^64 - 1) / m)` gives the quotient or slightly less; the
+/// remainder is then corrected by subtracting `m`). The probe loop of
+/// [`table`] takes one per probe.
+#[derive(Clone, Copy, Debug)]
+struct Reducer {
+    m: u64,
+    r: u64,
+}
+
+impl Reducer {
+    fn new(m: u32) -> Self {
+        let m = u64::from(m.max(1));
+        Self { m, r: u64::MAX / m }
+    }
+
+    #[inline]
+    fn rem(&self, x: u64) -> usize {
+        let q = ((u128::from(x) * u128::from(self.r)) >> 64) as u64;
+        let mut r = x - q * self.m;
+        while r >= self.m {
+            r -= self.m;
+        }
+        r as usize
+    }
+}
+
 /// Builds a table of `m` slots for `backends` (duplicates are ignored).
 /// Each slot holds an index into `backends` (as given). Empty when there are
 /// no backends or `m` is 0. `m` should be prime (see
@@ -246,7 +273,8 @@ pub fn table(backends: &[SocketAddrV4], m: u32) -> Vec<u32> {
     const EMPTY: u32 = u32::MAX;
     let mut entry = vec![EMPTY; m as usize];
     let mut filled = 0u32;
-    let m64 = u64::from(m);
+    let red = Reducer::new(m);
+    let m_us = m as usize;
     'outer: loop {
         for j in 0..n {
             let (offset, skip) = (u64::from(perm[j].0), u64::from(perm[j].1));
@@ -254,13 +282,13 @@ pub fn table(backends: &[SocketAddrV4], m: u32) -> Vec<u32> {
             // prime, the list visits every slot (σ and k -> offset + skip * k
             // are both bijections), so this ends.
             let mut k = next[j];
-            let mut c = ((offset + skip * u64::from(sig[k])) % m64) as usize;
+            let mut c = red.rem(offset + skip * u64::from(sig[k]));
             while entry[c] != EMPTY {
-                k = if k + 1 == m as usize { 0 } else { k + 1 };
-                c = ((offset + skip * u64::from(sig[k])) % m64) as usize;
+                k = if k + 1 == m_us { 0 } else { k + 1 };
+                c = red.rem(offset + skip * u64::from(sig[k]));
             }
             entry[c] = order[j];
-            next[j] = if k + 1 == m as usize { 0 } else { k + 1 };
+            next[j] = if k + 1 == m_us { 0 } else { k + 1 };
             filled += 1;
             if filled == m {
                 break 'outer;
@@ -289,6 +317,32 @@ mod tests {
             .into_iter()
             .map(|i| backends[i as usize])
             .collect()
+    }
+
+    #[test]
+    fn reducer_is_the_remainder() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for m in [1u32, 2, 3, 251, 65537, 1_453_957, u32::MAX - 4, u32::MAX] {
+            let red = Reducer::new(m);
+            for v in [
+                0u64,
+                1,
+                u64::from(m) - 1,
+                u64::from(m),
+                u64::MAX,
+                u64::MAX - 1,
+            ] {
+                assert_eq!(red.rem(v) as u64, v % u64::from(m), "{v} mod {m}");
+            }
+            for _ in 0..10_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                assert_eq!(red.rem(x) as u64, x % u64::from(m), "{x} mod {m}");
+                let small = x % (u64::from(m) * u64::from(m));
+                assert_eq!(red.rem(small) as u64, small % u64::from(m));
+            }
+        }
     }
 
     #[test]

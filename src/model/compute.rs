@@ -11,7 +11,7 @@ use xlb_bpf::consts::{
 };
 use xlb_bpf::{Kind, Proto};
 
-use super::endpoints::{candidates, is_v6, parse_cidr, parse_proto, select, Candidate};
+use super::endpoints::{candidates, is_v6, parse_cidr, parse_proto, select, Candidate, Candidates};
 use super::{
     Backend, Frontend, FrontendKey, ModelConfig, NodeInfo, ServiceDesired, ServicePort,
     DEFAULT_AFFINITY_TIMEOUT, HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL,
@@ -265,7 +265,7 @@ pub(crate) fn service<'a>(
     // service health server counts them.
     let local_ready_endpoints = cands
         .values()
-        .flat_map(|m| m.values())
+        .flat_map(|m| m.iter())
         .filter(|c| c.local() && c.ready)
         .map(|c| c.addr)
         .collect::<BTreeSet<_>>()
@@ -339,14 +339,14 @@ fn service_port(
     policy: &Policy,
     has_src_ranges: bool,
     src_ranges: &[(Ipv4Addr, u8)],
-    cands: &BTreeMap<(String, Proto), BTreeMap<SocketAddrV4, Candidate>>,
+    cands: &Candidates,
     cfg: &ModelConfig,
     reasons: &mut Reasons,
 ) -> ServicePort {
     let port = sp.port as u16;
     let pname = sp.name.clone().unwrap_or_default();
     let mine = cands.get(&(pname, proto));
-    let all = mine.into_iter().flat_map(|m| m.values());
+    let all = mine.into_iter().flat_map(|m| m.iter());
     let cluster_set = select(all.clone());
     let local_set = select(all.clone().filter(|c| c.local()));
     // Some endpoint anywhere to use: without one every frontend rejects;
@@ -444,16 +444,18 @@ fn service_port(
     // chosen; the others (terminating, not ready, or outside a Local
     // policy's set) draining: flows that use them keep them until they
     // leave the EndpointSlices, new flows never choose them.
-    let in_table: BTreeSet<SocketAddrV4> = frontends
+    let mut in_table: Vec<SocketAddrV4> = frontends
         .iter()
         .flat_map(|f| f.backends.iter().copied())
         .collect();
+    in_table.sort_unstable();
+    in_table.dedup();
     let backends = all
         .map(|c| Backend {
             addr: c.addr,
             node: c.place.node,
             terminating: c.terminating,
-            draining: !in_table.contains(&c.addr),
+            draining: in_table.binary_search(&c.addr).is_err(),
             host_network: c.place.host_network,
         })
         .collect();

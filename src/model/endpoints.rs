@@ -210,14 +210,21 @@ fn place(
     }
 }
 
+/// Candidates per (slice port name, proto): sorted by address, one per
+/// address.
+pub(super) type Candidates = BTreeMap<(String, Proto), Vec<Candidate>>;
+
 /// Endpoints of the slices, per (slice port name, proto) -> candidates.
+/// (Collected into vectors and sorted once: a tree map per port costs an
+/// allocation per node, which dominates a recompute of thousands of
+/// endpoints.)
 pub(super) fn candidates<'a>(
     slices: impl Iterator<Item = &'a EndpointSlice>,
     nodes: &BTreeMap<String, NodeInfo>,
     cfg: &ModelConfig,
     reasons: &mut Reasons,
-) -> BTreeMap<(String, Proto), BTreeMap<SocketAddrV4, Candidate>> {
-    let mut out: BTreeMap<(String, Proto), BTreeMap<SocketAddrV4, Candidate>> = BTreeMap::new();
+) -> Candidates {
+    let mut out: Candidates = BTreeMap::new();
     for s in slices {
         let sname = format!(
             "EndpointSlice {}/{}",
@@ -253,6 +260,24 @@ pub(super) fn candidates<'a>(
         if ports.is_empty() {
             continue;
         }
+        // The candidates of each port, taken out of `out` for the slice (one
+        // key lookup per port, not per endpoint) and put back after it.
+        // Ports of the same name and protocol share one.
+        let mut maps: Vec<((String, Proto), Vec<Candidate>)> = Vec::new();
+        let mut port_map: Vec<usize> = Vec::with_capacity(ports.len());
+        for (pname, proto, _) in &ports {
+            let key = (pname.clone(), *proto);
+            let i = match maps.iter().position(|(k, _)| *k == key) {
+                Some(i) => i,
+                None => {
+                    let mut m = out.remove(&key).unwrap_or_default();
+                    m.reserve(s.endpoints.len());
+                    maps.push((key, m));
+                    maps.len() - 1
+                }
+            };
+            port_map.push(i);
+        }
         for e in &s.endpoints {
             let Some(first) = e.addresses.first() else {
                 reasons.push((sname.clone(), "endpoint without addresses".into()));
@@ -276,7 +301,7 @@ pub(super) fn candidates<'a>(
             let ready = c.and_then(|c| c.ready).unwrap_or(true);
             let serving = c.and_then(|c| c.serving).unwrap_or(ready);
             let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-            for (pname, proto, port) in &ports {
+            for ((_, _, port), &i) in ports.iter().zip(&port_map) {
                 let addr = SocketAddrV4::new(ip, *port);
                 let cand = Candidate {
                     addr,
@@ -285,16 +310,27 @@ pub(super) fn candidates<'a>(
                     serving,
                     terminating,
                 };
-                let m = out.entry((pname.clone(), *proto)).or_default();
-                // The same endpoint in two slices (during a move): ready wins.
-                match m.get(&addr) {
-                    Some(old) if old.ready || !cand.ready => {}
-                    _ => {
-                        m.insert(addr, cand);
-                    }
-                }
+                maps[i].1.push(cand);
             }
         }
+        out.extend(maps);
+    }
+    for v in out.values_mut() {
+        // The same endpoint twice (in two slices during a move): the first
+        // ready one wins, else the first one (the sort is stable).
+        v.sort_by_key(|c| c.addr);
+        let mut kept: Vec<Candidate> = Vec::with_capacity(v.len());
+        for c in v.drain(..) {
+            match kept.last_mut() {
+                Some(last) if last.addr == c.addr => {
+                    if c.ready && !last.ready {
+                        *last = c;
+                    }
+                }
+                _ => kept.push(c),
+            }
+        }
+        *v = kept;
     }
     out
 }

@@ -213,12 +213,18 @@ impl Model {
 
     /// Adds or replaces a Service; returns whether the desired state changed.
     pub fn upsert_service(&mut self, svc: &Service) -> bool {
+        self.upsert_service_shared(Arc::new(svc.clone()))
+    }
+
+    /// [`Model::upsert_service`] of an object handed over as a source holds
+    /// it (shared, not copied).
+    pub fn upsert_service_shared(&mut self, svc: Arc<Service>) -> bool {
         let Some(k) = key_of(&svc.metadata) else {
             self.skip_one("Service ?", "Service", "metadata.name missing");
             self.rebuild_skipped();
             return false;
         };
-        self.services.insert(k.clone(), Arc::new(svc.clone()));
+        self.services.insert(k.clone(), svc);
         let changed = self.recompute(&k);
         self.rebuild_skipped();
         changed
@@ -235,13 +241,19 @@ impl Model {
 
     /// Adds or replaces an EndpointSlice.
     pub fn upsert_slice(&mut self, slice: &EndpointSlice) -> bool {
+        self.upsert_slice_shared(Arc::new(slice.clone()))
+    }
+
+    /// [`Model::upsert_slice`] of an object handed over as a source holds
+    /// it (shared, not copied).
+    pub fn upsert_slice_shared(&mut self, slice: Arc<EndpointSlice>) -> bool {
         let Some(k) = key_of(&slice.metadata) else {
             self.skip_one("EndpointSlice ?", "EndpointSlice", "metadata.name missing");
             self.rebuild_skipped();
             return false;
         };
         let old_owner = self.slice_owner.get(&k).cloned();
-        let new_owner = self.index_slice(Arc::new(slice.clone()));
+        let new_owner = self.index_slice(slice);
         let mut changed = false;
         if let Some(o) = old_owner.filter(|o| Some(o) != new_owner.as_ref()) {
             changed |= self.recompute(&o);

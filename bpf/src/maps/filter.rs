@@ -17,7 +17,7 @@ use super::Result;
 pub(super) struct CountFilter {
     name: &'static str,
     handle: Option<MapHandle>,
-    mem: OnceLock<MmapArray>,
+    mem: OnceLock<std::sync::Arc<MmapArray>>,
 }
 
 impl CountFilter {

@@ -11,7 +11,7 @@
 use std::os::fd::{AsFd, AsRawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU32;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use libbpf_rs::{MapCore, MapHandle};
 
@@ -83,9 +83,13 @@ impl MmapArray {
         })
     }
 
-    /// The mapping of array `h` held in `cell`, made on first use.
+    /// The mapping of array `h` held in `cell`, made on first use, or
+    /// shared with another handle of the same map in this process (the
+    /// kernel maps every page of a BPF array at mmap time, so each mapping
+    /// of the same map would count its whole size in the resident set
+    /// again: the agent's syncer and its metrics each hold a [`super::Maps`]).
     pub(super) fn lazy<'a>(
-        cell: &'a OnceLock<MmapArray>,
+        cell: &'a OnceLock<Arc<MmapArray>>,
         h: &MapHandle,
         name: &'static str,
         value_size: usize,
@@ -93,8 +97,8 @@ impl MmapArray {
         if let Some(m) = cell.get() {
             return Ok(m);
         }
-        let m = MmapArray::map(h, name, value_size)?;
-        // A concurrent first use may have won: its mapping is kept, ours unmapped.
+        let m = shared(h, name, value_size)?;
+        // A concurrent first use may have won: its mapping is kept.
         let _ = cell.set(m);
         Ok(cell.get().expect("set above"))
     }
@@ -126,6 +130,35 @@ impl MmapArray {
                 .cast::<AtomicU32>()
         }
     }
+}
+
+/// Mappings alive in this process, by map id. A mapping holds a reference
+/// to its map, so an id found here with a live mapping is still that map's.
+static SHARED: Mutex<Vec<(u32, Weak<MmapArray>)>> = Mutex::new(Vec::new());
+
+/// The live mapping of `h`'s map, or a new one (registered).
+fn shared(h: &MapHandle, name: &'static str, value_size: usize) -> Result<Arc<MmapArray>> {
+    let id = libbpf_rs::MapInfo::new(h.as_fd())
+        .map_err(|source| Error::Map {
+            op: "map info",
+            map: name,
+            source,
+        })?
+        .info
+        .id;
+    let mut reg = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    reg.retain(|(_, w)| w.strong_count() > 0);
+    let live = reg
+        .iter()
+        .filter(|(i, _)| *i == id)
+        .find_map(|(_, w)| w.upgrade());
+    // (a wrong value size is refused by `map`, whatever is shared)
+    if let Some(m) = live.filter(|_| value_size == h.value_size() as usize) {
+        return Ok(m);
+    }
+    let m = Arc::new(MmapArray::map(h, name, value_size)?);
+    reg.push((id, Arc::downgrade(&m)));
+    Ok(m)
 }
 
 impl Drop for MmapArray {

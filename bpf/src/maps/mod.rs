@@ -124,9 +124,9 @@ pub struct Maps {
     /// older pins lack); `None` for a loaded object's.
     pin_dir: Option<PathBuf>,
     /// `maglev` mapped into memory (`BPF_F_MMAPABLE`), on first table access.
-    maglev_mem: OnceLock<MmapArray>,
+    maglev_mem: OnceLock<std::sync::Arc<MmapArray>>,
     /// `backends` mapped into memory (`BPF_F_MMAPABLE`), on first write.
-    backends_mem: OnceLock<MmapArray>,
+    backends_mem: OnceLock<std::sync::Arc<MmapArray>>,
 }
 
 impl Maps {

@@ -47,6 +47,7 @@ impl<M: MapOps> Syncer<M> {
             adopting: true,
             stray_services: Vec::new(),
             stray_src: Vec::new(),
+            prebuilt: HashMap::new(),
             opts,
             maps,
         };

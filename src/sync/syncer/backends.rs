@@ -72,17 +72,19 @@ impl<M: MapOps> Syncer<M> {
     }
 
     /// Step 8 of a port update: the port's reference on the backends it no
-    /// longer lists (`keep`: the ones it still does) is dropped.
+    /// longer lists (`keep`: the ones it still does, sorted by address and
+    /// unique, as [`crate::model::ServicePort::backends`]) is dropped.
     pub(super) fn unlist_backends(
         &mut self,
         st: &mut PortState,
         keep: &[Backend],
         rep: &mut SyncReport,
     ) {
+        debug_assert!(keep.windows(2).all(|w| w[0].addr < w[1].addr));
         let gone: Vec<SocketAddrV4> = st
             .listed
             .iter()
-            .filter(|a| !keep.iter().any(|b| b.addr == **a))
+            .filter(|a| keep.binary_search_by(|b| b.addr.cmp(a)).is_err())
             .copied()
             .collect();
         for a in gone {

@@ -20,6 +20,7 @@ mod adopt;
 mod backends;
 mod nodes;
 mod port;
+mod prebuild;
 
 /// A backend's identity: the svc_id of its Service port and its address. A
 /// backend id belongs to one Service port, so an endpoint that leaves one
@@ -129,6 +130,10 @@ pub struct Syncer<M: MapOps> {
     adopting: bool,
     stray_services: Vec<xlb_svc_key>,
     stray_src: Vec<xlb_src_range_key>,
+    /// Maglev tables (as indexes) built ahead for the batch being applied,
+    /// by the address of their backend list in the borrowed desired state
+    /// ([`prebuild::job_key`]); emptied after every batch.
+    prebuilt: HashMap<(usize, usize, u32), Vec<u32>>,
 }
 
 impl<M: MapOps> Syncer<M> {
@@ -232,8 +237,15 @@ impl<M: MapOps> Syncer<M> {
         for (key, new) in relink {
             self.applied.insert(key, new);
         }
-        for (key, new) in changed {
-            self.apply_service(&key, new, d, &mut rep);
+        // In batches, each batch's new Maglev tables built ahead in parallel.
+        let mut start = 0;
+        while start < changed.len() {
+            let end = start + self.prebuild(&changed[start..]).max(1);
+            for (key, new) in &changed[start..end] {
+                self.apply_service(key, new.clone(), d, &mut rep);
+            }
+            self.prebuilt.clear();
+            start = end;
         }
 
         if self.adopting {

@@ -266,17 +266,18 @@ impl<M: MapOps> Syncer<M> {
     }
 
     /// The Maglev table as backend ids (all backends must have ids).
-    fn table_ids(&self, svc_id: u32, backends: &[SocketAddrV4], size: u32) -> Option<Vec<u32>> {
+    fn table_ids(&mut self, svc_id: u32, backends: &[SocketAddrV4], size: u32) -> Option<Vec<u32>> {
         let ids: Vec<u32> = backends
             .iter()
             .map(|b| self.backends.get(&(svc_id, *b)).map(|s| s.id))
             .collect::<Option<_>>()?;
-        Some(
-            crate::maglev::table(backends, size)
-                .into_iter()
-                .map(|i| ids[i as usize])
-                .collect(),
-        )
+        // Indexes into `backends` become their ids in place (one table-sized
+        // allocation per build).
+        let mut t = self.index_table(backends, size);
+        for slot in &mut t {
+            *slot = ids[*slot as usize];
+        }
+        Some(t)
     }
 
     /// Takes a reference on each backend (listed by the port in step 1),
