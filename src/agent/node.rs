@@ -1,0 +1,122 @@
+//! # This node as the data plane sees it
+//!
+//! The node's address, uplink and NodePort addresses, resolved from the flags
+//! and the Node object at every snapshot, and the `config` map written from them.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Context};
+use xlb_bpf::types::xlb_config;
+use xlb_bpf::wire::be32;
+
+use super::{net, Agent};
+use crate::model::Snapshot;
+
+/// This node as the data plane sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct NodeNet {
+    pub(super) addr: Option<Ipv4Addr>,
+    pub(super) iface: Option<net::Iface>,
+    /// The addresses NodePorts answer on (`--nodeport-addresses` applied).
+    pub(super) nodeport_addrs: Vec<Ipv4Addr>,
+}
+
+impl Agent {
+    /// This node's address and uplink: flags first, then the Node object.
+    pub(super) fn resolve_node(&self, snap: &Snapshot) -> anyhow::Result<NodeNet> {
+        let from_node = own_node_addr(snap, &self.node_name);
+        let iface = match self.args.iface.as_deref() {
+            None | Some("") => None,
+            Some("auto") => {
+                let Some(addr) = self.args.node_addr.or(from_node) else {
+                    bail!(
+                        "--iface auto: no node address (pass --node-addr, or make sure Node {} has an InternalIP)",
+                        self.node_name
+                    );
+                };
+                match net::iface_with_addr(addr)? {
+                    Some(name) => Some(name),
+                    None => bail!("--iface auto: no interface holds {addr}"),
+                }
+            }
+            Some(name) => Some(name.to_owned()),
+        };
+        let iface = match iface {
+            Some(name) => Some(net::iface(&name).with_context(|| format!("looking up {name}"))?),
+            None => None,
+        };
+        let addr = self
+            .args
+            .node_addr
+            .or(from_node)
+            .or_else(|| iface.as_ref().and_then(|i| i.addrs.first().copied()));
+        let had_addr = self.node.as_ref().map(|n| n.addr.is_some());
+        if addr.is_none() && had_addr != Some(false) {
+            tracing::warn!(
+                node = %self.node_name,
+                "no node address yet (no --node-addr, no InternalIP on the Node, no --iface): \
+                 NodePort and VXLAN wait for it"
+            );
+        }
+        let nodeport_addrs = net::nodeport_addrs(&self.args.nodeport_addresses.0)
+            .context("listing this node's addresses")?;
+        Ok(NodeNet {
+            addr,
+            iface,
+            nodeport_addrs,
+        })
+    }
+
+    /// The `config` map: node address, VXLAN, uplink; written when it changes.
+    pub(super) fn write_config(&mut self, node: &NodeNet) -> anyhow::Result<()> {
+        let maps = &self.dp.maps;
+        let mut c = maps.config().context("reading the config map")?;
+        if let Some(a) = node.addr {
+            c.node_addr = be32(a);
+        }
+        c.vxlan_port = self.args.vxlan_port.to_be();
+        c.vni = self.args.vni;
+        if let Some(i) = &node.iface {
+            c.ifindex = i.ifindex;
+            c.mac = i.mac;
+            c.mtu = i.mtu;
+        }
+        c.flags |= xlb_bpf::consts::XLB_CFG_F_REJECT;
+        self.args.ct_timeouts.apply(&mut c);
+        if node.addr.is_some() {
+            c.flags |= xlb_bpf::consts::XLB_CFG_F_VXLAN;
+        }
+        if self.config.as_ref().map(plain_bytes) != Some(plain_bytes(&c)) {
+            maps.put_config(&c).context("writing the config map")?;
+            tracing::info!(
+                node_addr = %c.node_addr(),
+                vxlan_port = self.args.vxlan_port,
+                vni = c.vni,
+                ifindex = c.ifindex,
+                "data-plane config written"
+            );
+            self.config = Some(c);
+        }
+        Ok(())
+    }
+}
+
+fn plain_bytes(c: &xlb_config) -> Vec<u8> {
+    // SAFETY: xlb_config is Plain (integers only, explicit padding).
+    unsafe { plain::as_bytes(c) }.to_vec()
+}
+
+/// The first IPv4 InternalIP of the Node named `name`.
+fn own_node_addr(snap: &Snapshot, name: &str) -> Option<Ipv4Addr> {
+    let node = snap
+        .nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(name))?;
+    node.status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .filter(|a| a.type_ == "InternalIP")
+        .find_map(|a| a.address.parse().ok())
+}
