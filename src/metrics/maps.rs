@@ -1,10 +1,15 @@
 //! Map occupancy for the metrics: what each map holds, counted off the
 //! scrape path ([`super::Metrics::sample`]).
 
+use std::collections::BTreeMap;
 use std::os::fd::AsFd as _;
+use std::sync::Arc;
+use std::time::Duration;
 
 use libbpf_rs::MapCore as _;
 use xlb_bpf::Maps;
+
+use super::unix_now;
 
 /// Every how many samples the LRU maps are counted too: counting a full
 /// connection-tracking table costs about half a second of CPU at 1M
@@ -107,5 +112,76 @@ pub fn count_entries(h: &libbpf_rs::MapHandle) -> u64 {
         }
         std::mem::swap(&mut in_b, &mut out_b);
         first = false;
+    }
+}
+
+impl super::Metrics {
+    /// Counts every map's entries now (walks hash maps: call it off the
+    /// request path); scrapes report the result until the next sample.
+    pub fn sample_maps(&self) -> xlb_bpf::Result<()> {
+        self.sample(true)
+    }
+
+    /// Like [`Self::sample_maps`]; without `lru` the [`LRU_MAPS`] keep their
+    /// previous figures (counted anyway when there are none yet).
+    pub fn sample(&self, lru: bool) -> xlb_bpf::Result<()> {
+        let Some(maps) = self.maps() else {
+            return Ok(());
+        };
+        let maps = &*maps;
+        let prev: BTreeMap<&str, u64> = self
+            .map_sample()
+            .map(|s| s.maps.iter().map(|(n, u, _)| (*n, *u)).collect())
+            .unwrap_or_default();
+        let keep = |n: &str| {
+            if lru || !LRU_MAPS.contains(&n) {
+                None
+            } else {
+                prev.get(n).copied()
+            }
+        };
+        let usage = map_usage_with(maps, &keep)?;
+        let max: BTreeMap<&str, u32> = maps
+            .all()
+            .into_iter()
+            .map(|(n, h)| (n, h.max_entries()))
+            .collect();
+        let sample = MapSample {
+            at_unix: unix_now(),
+            maps: usage
+                .into_iter()
+                .map(|(n, used)| (n, used, max.get(n).copied().unwrap_or(0)))
+                .collect(),
+        };
+        *self.map_sample.lock().unwrap_or_else(|e| e.into_inner()) = Some(sample);
+        Ok(())
+    }
+
+    /// The last map sample, if any.
+    pub fn map_sample(&self) -> Option<MapSample> {
+        self.map_sample
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Samples the maps now and then every `every` (the [`LRU_MAPS`] every
+    /// [`LRU_SAMPLE_RATIO`] times), on a blocking thread.
+    pub fn spawn_sampler(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let m = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            for n in 0u32.. {
+                tick.tick().await;
+                let m2 = m.clone();
+                let lru = n % LRU_SAMPLE_RATIO == 0;
+                match tokio::task::spawn_blocking(move || m2.sample(lru)).await {
+                    Ok(Err(e)) => tracing::warn!("sampling map occupancy: {e}"),
+                    Err(e) => tracing::warn!("sampling map occupancy: {e}"),
+                    Ok(Ok(())) => {}
+                }
+            }
+        })
     }
 }
