@@ -1,0 +1,120 @@
+//! `xlb maps ct` and `xlb maps affinity`: connection tracking and session
+//! affinity entries, with their ages.
+
+use super::*;
+
+pub(super) fn ct(
+    maps: &Maps,
+    names: &BTreeMap<u32, String>,
+    sel: Option<&SvcSel>,
+    bsel: Option<&str>,
+) -> anyhow::Result<Table> {
+    let now = now_ns();
+    let backends: BTreeMap<u32, xlb_backend> = maps.backends()?.into_iter().collect();
+    let mut entries = maps.ct().context("reading ct")?;
+    entries.sort_by_key(|(k, v)| (v.svc_id, k.src(), k.dst(), k.proto));
+    let mut t = Table::new(
+        "connections",
+        &[
+            "SRC", "DST", "PROTO", "DIR", "SVC", "BACKEND", "NAT", "TUNNEL", "AGE",
+        ],
+    );
+    for (k, v) in entries {
+        if sel.is_some_and(|s| !s.id_matches(v.svc_id)) {
+            continue;
+        }
+        let b = backends.get(&v.backend_id);
+        if bsel.is_some_and(|s| !backend_matches(s, v.backend_id, b)) {
+            continue;
+        }
+        let dir = if v.is_reverse() { "reply" } else { "orig" };
+        let (age_s, age_n) = age(v.last_seen, now);
+        let backend = match b {
+            Some(b) => format!("{} ({})", v.backend_id, b.sockaddr()),
+            None => v.backend_id.to_string(),
+        };
+        let nat = if v.is_reverse() {
+            v.nat().to_string()
+        } else {
+            "-".into()
+        };
+        let tunnel = v.tunnel_peer().map(|p| p.to_string());
+        t.push(
+            vec![
+                k.src().to_string(),
+                k.dst().to_string(),
+                proto_name(k.proto),
+                dir.into(),
+                svc_label(names, v.svc_id),
+                backend,
+                nat.clone(),
+                tunnel.clone().unwrap_or_else(|| "-".into()),
+                age_s,
+            ],
+            json!({
+                "src": k.src().to_string(),
+                "dst": k.dst().to_string(),
+                "proto": proto_name(k.proto),
+                "dir": dir,
+                "svc_id": v.svc_id,
+                "name": names.get(&v.svc_id),
+                "backend_id": v.backend_id,
+                "backend": b.map(|b| b.sockaddr().to_string()),
+                "generation": v.generation,
+                "nat": if v.is_reverse() { Some(nat) } else { None },
+                "tunnel_peer": tunnel,
+                "flags": v.flags,
+                "age_s": age_n,
+            }),
+        );
+    }
+    Ok(t)
+}
+
+pub(super) fn affinity(
+    maps: &Maps,
+    names: &BTreeMap<u32, String>,
+    sel: Option<&SvcSel>,
+    bsel: Option<&str>,
+) -> anyhow::Result<Table> {
+    let now = now_ns();
+    let backends: BTreeMap<u32, xlb_backend> = maps.backends()?.into_iter().collect();
+    let mut entries = maps.affinities().context("reading affinity")?;
+    entries.sort_by_key(|(k, _)| (k.svc_id, k.client()));
+    let mut t = Table::new(
+        "affinity entries",
+        &["SVC", "CLIENT", "BACKEND", "GEN", "AGE"],
+    );
+    for (k, v) in entries {
+        if sel.is_some_and(|s| !s.id_matches(k.svc_id)) {
+            continue;
+        }
+        let b = backends.get(&v.backend_id);
+        if bsel.is_some_and(|s| !backend_matches(s, v.backend_id, b)) {
+            continue;
+        }
+        let (age_s, age_n) = age(v.last_seen, now);
+        t.push(
+            vec![
+                svc_label(names, k.svc_id),
+                k.client().to_string(),
+                match b {
+                    Some(b) => format!("{} ({})", v.backend_id, b.sockaddr()),
+                    None => v.backend_id.to_string(),
+                },
+                v.generation.to_string(),
+                age_s,
+            ],
+            json!({
+                "svc_id": k.svc_id,
+                "name": names.get(&k.svc_id),
+                "client": k.client().to_string(),
+                "backend_id": v.backend_id,
+                "backend": b.map(|b| b.sockaddr().to_string()),
+                "generation": v.generation,
+                "age_s": age_n,
+            }),
+        );
+    }
+    Ok(t)
+}

@@ -1,0 +1,46 @@
+//! `xlb maps tunnel` and `xlb maps config`: the VXLAN peers and the
+//! data plane's node settings.
+
+use super::*;
+
+pub(super) fn tunnel(maps: &Maps) -> anyhow::Result<Table> {
+    let mut entries = maps.tunnels().context("reading tunnel")?;
+    entries.sort_by_key(|(k, _)| k.net());
+    let mut t = Table::new("tunnel entries", &["POD_CIDR", "NODE", "VTEP_MAC"]);
+    for (k, v) in entries {
+        let (net, len) = k.net();
+        t.push(
+            vec![format!("{net}/{len}"), v.node().to_string(), mac_string(&v.vtep_mac)],
+            json!({"cidr": format!("{net}/{len}"), "node": v.node().to_string(), "vtep_mac": mac_string(&v.vtep_mac)}),
+        );
+    }
+    Ok(t)
+}
+
+pub(super) fn config(maps: &Maps) -> anyhow::Result<Table> {
+    let c = maps.config().context("reading config")?;
+    let mut t = Table::new("settings", &["SETTING", "VALUE"]);
+    let mut kv = |k: &'static str, v: String, j: Value| {
+        t.push(vec![k.into(), v], json!({"setting": k, "value": j}))
+    };
+    kv(
+        "node_addr",
+        c.node_addr().to_string(),
+        json!(c.node_addr().to_string()),
+    );
+    kv(
+        "vxlan_port",
+        c.vxlan_port().to_string(),
+        json!(c.vxlan_port()),
+    );
+    kv("vni", c.vni.to_string(), json!(c.vni));
+    kv("mtu", c.mtu.to_string(), json!(c.mtu));
+    kv("ifindex", c.ifindex.to_string(), json!(c.ifindex));
+    kv("mac", mac_string(&c.mac), json!(mac_string(&c.mac)));
+    kv("flags", format!("{:#x}", c.flags), json!(c.flags));
+    let addrs: Vec<String> = maps.local_addrs()?.iter().map(|a| a.to_string()).collect();
+    kv("local_addrs", addrs.join(","), json!(addrs));
+    let addrs: Vec<String> = maps.remote_addrs()?.iter().map(|a| a.to_string()).collect();
+    kv("remote_addrs", addrs.join(","), json!(addrs));
+    Ok(t)
+}
