@@ -14,6 +14,9 @@
 //! a pod (tc). Not modelled: frames that arrive VXLAN-encapsulated, the
 //! per-CPU caches (copies of what the walk reads), the fib lookup of a remote
 //! backend's next hop (the kernel's routing: [`Outcome::note`] says so).
+//!
+//! Here: the walk. What it reports is in `outcome`, how a handled frame
+//! ends (reject, reverse NAT, forward) in `ends`, the map reads in [`view`].
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -23,8 +26,12 @@ use xlb_bpf::types::*;
 use xlb_bpf::wire::{be32, hash3, ip};
 use xlb_bpf::Proto;
 
+mod ends;
+mod outcome;
 pub mod view;
 
+use ends::*;
+pub use outcome::*;
 pub use view::MapsView;
 
 /// Reads of the maps the walk needs. `Err` is a map that could not be read.
@@ -49,95 +56,6 @@ pub trait View {
     fn tunnel(&self, addr: Ipv4Addr) -> anyhow::Result<Option<xlb_tunnel_val>>;
     /// CLOCK_MONOTONIC ns (the clock of `last_seen`).
     fn now(&self) -> u64;
-}
-
-/// Where the frame enters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Iface {
-    /// The node's uplink NIC (the XDP program).
-    Uplink,
-    /// A pod's veth, i.e. the frame leaves a pod (the tc program).
-    Pod,
-}
-
-/// The frame to explain.
-#[derive(Clone, Copy, Debug)]
-pub struct Flow {
-    pub src: SocketAddrV4,
-    pub dst: SocketAddrV4,
-    pub proto: Proto,
-    pub iface: Iface,
-    /// The TCP frame has RST set (a RST is never answered with a RST).
-    pub rst: bool,
-}
-
-/// What the program returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    /// XDP_PASS / TC_ACT_OK: to the kernel's stack.
-    Pass,
-    /// XDP_DROP / TC_ACT_SHOT.
-    Drop,
-    /// XDP_TX: back out of the uplink (encapsulated, or an answer).
-    Tx,
-    /// bpf_redirect: into a veth (tc answers, hairpin) or the uplink.
-    Redirect,
-}
-
-/// One step of the walk: what was looked at and what it said.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Step {
-    pub step: &'static str,
-    pub found: String,
-}
-
-/// How the data plane ends with the frame.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Outcome {
-    pub verdict: Verdict,
-    /// The reason counter it moves (`xlb maps stats`).
-    pub reason: String,
-    pub svc_id: Option<u32>,
-    pub backend_id: Option<u32>,
-    pub backend: Option<SocketAddrV4>,
-    /// The backend's node (underlay address); `None`: this node.
-    pub node: Option<Ipv4Addr>,
-    /// The frame's destination after the rewrite (DNAT, hairpin).
-    pub new_dst: Option<SocketAddrV4>,
-    /// The frame's source after the rewrite (reverse NAT, hairpin).
-    pub new_src: Option<SocketAddrV4>,
-    /// The node it is sent to through VXLAN.
-    pub tunnel_to: Option<Ipv4Addr>,
-    /// What the outcome depends on that the maps do not hold.
-    pub note: Option<String>,
-}
-
-impl Outcome {
-    /// `reason`: a reason counter's name (`xlb_bpf::Reason::name`).
-    fn new(verdict: Verdict, reason: &str) -> Self {
-        debug_assert!(xlb_bpf::Reason::from_name(reason).is_some(), "{reason}");
-        Self {
-            verdict,
-            reason: reason.to_string(),
-            svc_id: None,
-            backend_id: None,
-            backend: None,
-            node: None,
-            new_dst: None,
-            new_src: None,
-            tunnel_to: None,
-            note: None,
-        }
-    }
-}
-
-/// The whole walk.
-#[derive(Clone, Debug, Serialize)]
-pub struct Explanation {
-    pub steps: Vec<Step>,
-    pub outcome: Outcome,
 }
 
 /// The data plane's flow hash (hash.h `xlb_flow_hash`): words as stored
@@ -470,134 +388,4 @@ fn walk(v: &dyn View, f: &Flow, steps: &mut Vec<Step>) -> anyhow::Result<Outcome
         (Some(id), Some(b)) => Ok(with_svc(forward(v, &cfg, f, id, &b, steps)?)),
         _ => Ok(with_svc(Outcome::new(drop, "drop_bad_maglev"))),
     }
-}
-
-/// A Service without endpoints: RST / ICMP port unreachable, or a drop.
-fn reject(cfg: &xlb_config, f: &Flow) -> Outcome {
-    let answer = if f.iface == Iface::Uplink {
-        Verdict::Tx
-    } else {
-        Verdict::Redirect
-    };
-    if cfg.flags & XLB_CFG_F_REJECT == 0 || (f.proto == Proto::Tcp && f.rst) {
-        return Outcome::new(Verdict::Drop, "drop_no_backend");
-    }
-    let mut o = Outcome::new(answer, "tx_reject");
-    o.note = Some(match f.proto {
-        Proto::Tcp => "answered with a TCP RST".into(),
-        _ => "answered with ICMP port unreachable".into(),
-    });
-    o
-}
-
-/// A reply of a balanced flow (reverse ct entry).
-fn reply(f: &Flow, c: &xlb_ct_val, xdp: bool) -> Outcome {
-    let nat = c.nat_addr != 0;
-    let mut o = if c.flags & XLB_CT_F_HAIRPIN != 0 && nat && !xdp {
-        let mut o = Outcome::new(Verdict::Redirect, "pass_revnat");
-        o.new_dst = Some(SocketAddrV4::new(*f.src.ip(), f.dst.port()));
-        o
-    } else if c.flags & XLB_CT_F_TUNNEL != 0 && c.tunnel_peer != 0 {
-        let mut o = Outcome::new(
-            if xdp { Verdict::Tx } else { Verdict::Redirect },
-            "tx_tunnel_return",
-        );
-        o.tunnel_to = Some(ip(c.tunnel_peer));
-        if xdp {
-            o.note = Some("sent if the fib finds the tunnel peer's next hop".into());
-        }
-        o
-    } else if !nat {
-        Outcome::new(
-            Verdict::Pass,
-            if xdp {
-                "pass_decap"
-            } else {
-                "pass_not_service"
-            },
-        )
-    } else {
-        Outcome::new(Verdict::Pass, "pass_revnat")
-    };
-    if nat {
-        o.new_src = Some(c.nat());
-    }
-    o.svc_id = nat.then_some(c.svc_id);
-    o
-}
-
-/// Forwarding to backend `id`: DNAT, then the stack (local) or VXLAN to its node.
-fn forward(
-    v: &dyn View,
-    cfg: &xlb_config,
-    f: &Flow,
-    id: u32,
-    b: &xlb_backend,
-    steps: &mut Vec<Step>,
-) -> anyhow::Result<Outcome> {
-    let to = b.sockaddr();
-    let node = b.node();
-    steps.push(Step {
-        step: "backend",
-        found: format!(
-            "{id}: {to} on {} (generation {})",
-            node.map_or("this node".to_string(), |n| format!("node {n}")),
-            b.generation
-        ),
-    });
-    let o = |verdict: Verdict, reason: &str| {
-        let mut o = Outcome::new(verdict, reason);
-        o.backend_id = Some(id);
-        o.backend = Some(to);
-        o.node = node;
-        o.new_dst = Some(to);
-        o
-    };
-    if f.iface == Iface::Pod {
-        if node.is_none() && to.ip() == f.src.ip() {
-            let mut r = o(Verdict::Redirect, "pass_local");
-            r.new_src = Some(SocketAddrV4::new(
-                Ipv4Addr::from(XLB_HAIRPIN_ADDR),
-                f.src.port(),
-            ));
-            r.note = Some("hairpin: the pod reaches itself, from 169.254.42.1".into());
-            return Ok(r);
-        }
-        return Ok(if node.is_some() {
-            let mut r = o(Verdict::Pass, "tx_remote");
-            r.note = Some("to the stack, which routes it through the overlay device".into());
-            r
-        } else {
-            o(Verdict::Pass, "pass_local")
-        });
-    }
-    let Some(n) = node else {
-        return Ok(o(Verdict::Pass, "pass_local"));
-    };
-    let tun = v.tunnel(*to.ip())?;
-    steps.push(Step {
-        step: "tunnel",
-        found: match &tun {
-            Some(t) => format!(
-                "{} -> VTEP MAC {} (node {})",
-                to.ip(),
-                xlb_bpf::wire::mac_string(&t.vtep_mac),
-                t.node()
-            ),
-            None => format!("no tunnel entry covers {}", to.ip()),
-        },
-    });
-    if tun.is_none() {
-        return Ok(o(Verdict::Drop, "drop_no_tunnel"));
-    }
-    let mut r = o(Verdict::Tx, "tx_remote");
-    r.tunnel_to = Some(n);
-    let mtu = if cfg.mtu != 0 { cfg.mtu } else { 1500 };
-    r.note = Some(format!(
-        "VXLAN to {n} (UDP source port {:#06x}); sent if the fib finds {n}'s next hop \
-         (else passed once to the stack: pass_fib_no_neigh), and if the frame plus 50 bytes \
-         fits the MTU {mtu} (else tx_frag_needed)",
-        0xc000 | (flow_hash(&xlb_ct_key::new(f.src, f.dst, f.proto.number()), false) & 0x3fff)
-    ));
-    Ok(r)
 }
