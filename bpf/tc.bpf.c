@@ -288,6 +288,8 @@ int xlb_tc(struct __sk_buff *skb)
 			xlb_count_svc(v->svc_id, bytes);
 			if (r & XLB_CT_CHECK)
 				xlb_ct_reverse_keep(&t, &ch, v, now);
+			if (xlb_tcp_open(p.tcp_flags))
+				xlb_syn_end_flow(&t, &ch);	/* the newest flow of its ports */
 			if (r & XLB_CT_SYNC)
 				xlb_ct_sync_reverse(&t, &ch, v->flags & XLB_CT_F_CLOSING);
 			svc_id = v->svc_id;
@@ -300,9 +302,11 @@ int xlb_tc(struct __sk_buff *skb)
 		r = xlb_syn_backend(s, &hs, cfg, p.tcp_flags, now, &ch);
 		if (r) {
 			xlb_count_svc(hs.svc_id, bytes);
-			if (r == XLB_SYN_PROMOTE &&
-			    xlb_ct_create(&t, &ch, hs.svc_id, 0, p.tcp_flags, now) != XLB_OK)
-				xlb_count(XLB_R_EVENT_CT_FULL, bytes);
+			if (r == XLB_SYN_PROMOTE) {
+				if (xlb_ct_create(&t, &ch, hs.svc_id, 0, p.tcp_flags, now) != XLB_OK)
+					xlb_count(XLB_R_EVENT_CT_FULL, bytes);
+				xlb_syn_end(s, &hs);
+			}
 			svc_id = hs.svc_id;
 			goto forward;
 		}
@@ -329,10 +333,13 @@ int xlb_tc(struct __sk_buff *skb)
 	if (r != XLB_OK)
 		return xlb_tc_end(skb, &t, svc->svc_id, r, bytes, TC_ACT_SHOT);
 	/* A new connection's SYN: half-open, one ct_syn slot (ctsyn.h) */
-	if (!v && t.proto == IPPROTO_TCP && xlb_tcp_open(p.tcp_flags) && !xlb_hairpin(&t, &ch))
+	if (!v && t.proto == IPPROTO_TCP && xlb_tcp_open(p.tcp_flags) && !xlb_hairpin(&t, &ch)) {
 		xlb_syn_create(&t, &ch, svc->svc_id, 0, now);
-	else if (xlb_ct_create(&t, &ch, svc->svc_id, 0, p.tcp_flags, now) != XLB_OK)
-		xlb_count(XLB_R_EVENT_CT_FULL, bytes);
+	} else {
+		if (xlb_ct_create(&t, &ch, svc->svc_id, 0, p.tcp_flags, now) != XLB_OK)
+			xlb_count(XLB_R_EVENT_CT_FULL, bytes);
+		xlb_syn_end_flow(&t, &ch);
+	}
 	svc_id = svc->svc_id;
 	/* (one call site each: both are inlined) */
 forward:

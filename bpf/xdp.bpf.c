@@ -326,8 +326,13 @@ static __always_inline int xlb_tunnel_in(struct xlb_ctx *x, __u64 now)
 	 * reverse-NAT the replies to the wrong frontend. */
 	if (!v && x->p.proto == IPPROTO_TCP && xlb_tcp_open(x->p.tcp_flags)) {
 		xlb_syn_tunnel(&rk, x->tun.peer, now);
-	} else if (!v || !(v->flags & XLB_CT_F_TUNNEL) || v->nat_addr ||
-		   v->tunnel_peer != x->tun.peer) {
+		goto decap;
+	}
+	/* ct holds the flow from here: an older half-open slot of these ports
+	 * (the tunnel SYN's own, or another frontend's flow) is over */
+	if (!v || xlb_tcp_open(x->p.tcp_flags))
+		xlb_syn_end_rev(&rk);
+	if (!v || !(v->flags & XLB_CT_F_TUNNEL) || v->nat_addr || v->tunnel_peer != x->tun.peer) {
 		struct xlb_ct_val nv = {
 			.flags = XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL |
 				 xlb_ct_state_new(x->p.proto, x->p.tcp_flags),
@@ -359,6 +364,7 @@ static __always_inline int xlb_tunnel_in(struct xlb_ctx *x, __u64 now)
 				v->flags = nf;
 		}
 	}
+decap:
 	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
 	if (r != XLB_OK)
 		return xlb_end(x, r, XDP_DROP);
@@ -514,6 +520,8 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 			x->svc_id = v->svc_id;
 			if (r & XLB_CT_CHECK)
 				xlb_ct_reverse_keep(&t, &ch, v, now);
+			if (xlb_tcp_open(x->p.tcp_flags))
+				xlb_syn_end_flow(&t, &ch);	/* the newest flow of its ports */
 			if (r & XLB_CT_SYNC)
 				xlb_ct_sync_reverse(&t, &ch, v->flags & XLB_CT_F_CLOSING);
 			if (xlb_fc_put(&fc, &t, v, now, xlb_hash_of(x, &t)))
@@ -528,10 +536,12 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		if (r) {
 			xlb_count_svc(hs.svc_id, x->bytes);
 			x->svc_id = hs.svc_id;
-			if (r == XLB_SYN_PROMOTE &&
-			    xlb_ct_create(&t, &ch, hs.svc_id, hs.tunnel_peer, x->p.tcp_flags, now) !=
-				    XLB_OK)
-				xlb_count(XLB_R_EVENT_CT_FULL, x->bytes);
+			if (r == XLB_SYN_PROMOTE) {
+				if (xlb_ct_create(&t, &ch, hs.svc_id, hs.tunnel_peer,
+						  x->p.tcp_flags, now) != XLB_OK)
+					xlb_count(XLB_R_EVENT_CT_FULL, x->bytes);
+				xlb_syn_end(s, &hs);
+			}
 			goto forward;
 		}
 	}
@@ -563,10 +573,13 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	/* A new connection's SYN: half-open, one ct_syn slot (ctsyn.h); a
 	 * SYN on the ports of a dead ct entry, and everything else, opens ct
 	 * entries. */
-	if (!v && t.proto == IPPROTO_TCP && xlb_tcp_open(x->p.tcp_flags) && !xlb_hairpin(&t, &ch))
+	if (!v && t.proto == IPPROTO_TCP && xlb_tcp_open(x->p.tcp_flags) && !xlb_hairpin(&t, &ch)) {
 		xlb_syn_create(&t, &ch, svc->svc_id, x->tun.peer, now);
-	else if (xlb_ct_create(&t, &ch, svc->svc_id, x->tun.peer, x->p.tcp_flags, now) != XLB_OK)
-		xlb_count(XLB_R_EVENT_CT_FULL, x->bytes);
+	} else {
+		if (xlb_ct_create(&t, &ch, svc->svc_id, x->tun.peer, x->p.tcp_flags, now) != XLB_OK)
+			xlb_count(XLB_R_EVENT_CT_FULL, x->bytes);
+		xlb_syn_end_flow(&t, &ch);
+	}
 	/* (one call site each: both are inlined, and large) */
 forward:
 	return xlb_forward(x, &ch, &t);

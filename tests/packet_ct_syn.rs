@@ -292,3 +292,78 @@ fn a_syn_ack_follows_the_newer_half_open_flow_of_a_reused_port() {
     send(vip, ACK);
     assert_eq!(reply(ACK), sa(vip), "A's next packet takes it back");
 }
+
+/// Client port p, flow A to a frontend of this node, promoted; then the same
+/// port to another node's NodePort, whose backend is this node's (a marked
+/// tunnelled SYN rewrites ct's reverse entry into a tunnel-return one). The
+/// backend's SYN-ACK goes back through the tunnel: A's slot, left behind by
+/// its promotion, is no newer half-open flow (`xlb lab spread` to three
+/// frontends at once timed out on SYN-ACKs reverse-NATed to A's frontend).
+#[test]
+fn a_tunnelled_syn_ack_is_not_taken_by_the_promoted_flow_of_the_port() {
+    let Some(env) = fresh() else { return };
+    let vip = "10.96.0.10:80";
+    for flags in [SYN, ACK] {
+        let mut f = Frame::tcp(sa(CLIENT_SA), sa(vip));
+        f.tcp_flags = flags;
+        let (rc, out) = env.xdp(&f.build());
+        assert_eq!(rc, XDP_PASS);
+        assert_eq!(check_eth_ipv4(&out, "dnat").2.dst(), sa(BE_LOCAL));
+    }
+    assert!(env.half_open(CLIENT_SA).is_none(), "A promoted: its slot is over");
+    let mut syn = Frame::tcp(sa(CLIENT_SA), sa(BE_LOCAL));
+    syn.tcp_flags = SYN;
+    let (rc, _) = env.xdp(&vxlan(&syn.build(), PEER, NODE, VNI, true));
+    assert_eq!(rc, XDP_PASS);
+    let mut synack = Frame::tcp(sa(BE_LOCAL), sa(CLIENT_SA));
+    synack.tcp_flags = SYN | ACK;
+    let (rc, out) = env.tc(&synack.build());
+    assert_eq!(rc, TC_ACT_REDIRECT, "back through the tunnel, not NATed to A's frontend");
+    let v = check_vxlan(&out, "tunnel return");
+    assert_eq!(std::net::Ipv4Addr::from(v.ip.destination), PEER);
+    assert_eq!(check_eth_ipv4(&v.inner, "inner").2.src(), sa(BE_LOCAL));
+}
+
+/// Client port p: a half-open flow A to one frontend, then flow B of the same
+/// port and backend opened in ct (a SYN on B's ports whose ct entries are
+/// still there, closed or live): B is the newer flow, and its SYN-ACK is
+/// reverse-NATed to B's frontend, not from A's older slot.
+#[test]
+fn a_syn_ack_of_a_flow_opened_in_ct_is_not_taken_by_an_older_half_open_flow() {
+    let Some(env) = fresh() else { return };
+    let vip = "10.96.0.10:80";
+    let node_port = "198.18.0.1:30080";
+    let send = |dst: &str, flags: u8| {
+        let mut f = Frame::tcp(sa(CLIENT_SA), sa(dst));
+        f.tcp_flags = flags;
+        let (rc, out) = env.xdp(&f.build());
+        assert_eq!(rc, XDP_PASS);
+        assert_eq!(check_eth_ipv4(&out, "dnat").2.dst(), sa(BE_LOCAL));
+    };
+    let synack = || {
+        let mut f = Frame::tcp(sa(BE_LOCAL), sa(CLIENT_SA));
+        f.tcp_flags = SYN | ACK;
+        let (rc, out) = env.tc(&f.build());
+        assert_eq!(rc, TC_ACT_OK);
+        check_eth_ipv4(&out, "revnat").2.src()
+    };
+    for (name, close) in [("closed", Some(RST)), ("live", None)] {
+        env.clear_state();
+        // B's first connection on these ports: in ct
+        send(node_port, SYN);
+        send(node_port, ACK);
+        if let Some(flags) = close {
+            send(node_port, flags);
+        }
+        // A: half-open
+        send(vip, SYN);
+        assert_eq!(synack(), sa(vip), "{name}: A's SYN-ACK");
+        // B again: a SYN on its ct entry's ports
+        send(node_port, SYN);
+        assert!(
+            ct_of(&env, CLIENT_SA, node_port).is_some(),
+            "{name}: B is in ct"
+        );
+        assert_eq!(synack(), sa(node_port), "{name}: B's SYN-ACK");
+    }
+}

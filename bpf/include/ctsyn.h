@@ -14,7 +14,12 @@
  *     the backend the SYN went to, whatever the Maglev table says by then;
  *   - ICMP errors about the half-open connection (xlb_syn_view).
  * A slot lives XLB_CT_TCP_SYN_S without a packet, config.ct_tcp_close after a
- * RST (ct.h's timeouts of the same state bits). A slot overwritten by another
+ * RST (ct.h's timeouts of the same state bits), and ends when ct gets the
+ * flow (promoted) or a later flow of the same client port and backend (a
+ * client reusing its port towards another frontend, by another path than a
+ * slot: a tunnelled flow, a SYN on the ports of a closed ct entry): an older
+ * slot left behind would pass for the newer flow in xlb_syn_reply_newer and
+ * reverse-NAT its SYN-ACK to the frontend the old flow dialled. A slot overwritten by another
  * client's SYN before the handshake ends (a collision, a flood faster than
  * the table turns over) loses its half-open connection as an LRU eviction
  * would: the client's ACK is balanced again by Maglev (the same backend while
@@ -98,6 +103,41 @@ static __always_inline struct xlb_syn *xlb_syn_rev(const struct xlb_ct_key *t, s
 	    out->be_port != t->sport || out->check != xlb_syn_sum(out))
 		return NULL;
 	return s;
+}
+
+/* Empties slot s, when it still holds hs: its flow is in ct now. */
+static __always_inline void xlb_syn_end(struct xlb_syn *s, const struct xlb_syn *hs)
+{
+	if (s->check == hs->check)
+		s->check = 0;
+}
+
+/*
+ * ct was just written for the flow whose replies are rk (backend -> client):
+ * a half-open slot of the same client port and backend is older than that
+ * entry (its flow promoted on another path, or another flow of the ports
+ * opened in ct since) and is emptied, so that xlb_syn_reply_newer never
+ * prefers it to ct's reverse entry.
+ */
+static __always_inline void xlb_syn_end_rev(const struct xlb_ct_key *rk)
+{
+	struct xlb_syn hs, *s;
+
+	if (rk->proto != IPPROTO_TCP)
+		return;
+	s = xlb_syn_rev(rk, &hs);
+	if (s)
+		xlb_syn_end(s, &hs);
+}
+
+/* xlb_syn_end_rev for flow t (client -> frontend) to backend ch. */
+static __always_inline void xlb_syn_end_flow(const struct xlb_ct_key *t,
+					     const struct xlb_choice *ch)
+{
+	struct xlb_ct_key rk = {};
+
+	xlb_ct_rkey(t, ch, &rk);
+	xlb_syn_end_rev(&rk);
 }
 
 /*
