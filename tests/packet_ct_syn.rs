@@ -310,7 +310,10 @@ fn a_tunnelled_syn_ack_is_not_taken_by_the_promoted_flow_of_the_port() {
         assert_eq!(rc, XDP_PASS);
         assert_eq!(check_eth_ipv4(&out, "dnat").2.dst(), sa(BE_LOCAL));
     }
-    assert!(env.half_open(CLIENT_SA).is_none(), "A promoted: its slot is over");
+    assert!(
+        env.half_open(CLIENT_SA).is_none(),
+        "A promoted: its slot is over"
+    );
     let mut syn = Frame::tcp(sa(CLIENT_SA), sa(BE_LOCAL));
     syn.tcp_flags = SYN;
     let (rc, _) = env.xdp(&vxlan(&syn.build(), PEER, NODE, VNI, true));
@@ -318,7 +321,10 @@ fn a_tunnelled_syn_ack_is_not_taken_by_the_promoted_flow_of_the_port() {
     let mut synack = Frame::tcp(sa(BE_LOCAL), sa(CLIENT_SA));
     synack.tcp_flags = SYN | ACK;
     let (rc, out) = env.tc(&synack.build());
-    assert_eq!(rc, TC_ACT_REDIRECT, "back through the tunnel, not NATed to A's frontend");
+    assert_eq!(
+        rc, TC_ACT_REDIRECT,
+        "back through the tunnel, not NATed to A's frontend"
+    );
     let v = check_vxlan(&out, "tunnel return");
     assert_eq!(std::net::Ipv4Addr::from(v.ip.destination), PEER);
     assert_eq!(check_eth_ipv4(&v.inner, "inner").2.src(), sa(BE_LOCAL));
