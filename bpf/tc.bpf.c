@@ -9,7 +9,9 @@
  *        that chose this backend and holds the NAT pair) -> encapsulate back to
  *        that node *without* reverse NAT and redirect to the uplink; that node's
  *        XDP reverse-NATs and answers the client, who sees the frontend address.
- *   2. ct hit, forward entry with a live backend -> DNAT.
+ *   2. ct hit, forward entry with a live backend -> DNAT; ct miss: a half-open
+ *      connection (ctsyn.h) -> its backend (the client's ACK promotes it into
+ *      ct), or the backend's SYN-ACK -> reverse NAT as in 1.
  *   3. Service match for pod-originated traffic (ClusterIP, LoadBalancer,
  *      ExternalIP, NodePort on any cluster node's address: this node's
  *      local_addrs or another's remote_addrs) -> the choice XDP makes for a
@@ -40,6 +42,7 @@
 #include "include/hash.h"
 #include "include/lb.h"
 #include "include/ct.h"
+#include "include/ctsyn.h"
 #include "include/nat.h"
 #include "include/vxlan.h"
 #include "include/icmp.h"
@@ -191,15 +194,19 @@ static __always_inline int xlb_tc_icmp(struct __sk_buff *skb, struct xlb_config 
 	void *data_end = (void *)(long)skb->data_end;
 	struct xlb_icmp_err e;
 	struct xlb_choice ch = {};
-	struct xlb_ct_val *v;
+	struct xlb_ct_val *v, sv;
 	__be32 nat_addr, peer;
 	__u32 flags;
 
 	if (!xlb_icmp_err_parse(p, data_end, &e))
 		return xlb_tc_done(XLB_R_PASS_L4_OTHER, bytes, TC_ACT_OK);
 	v = bpf_map_lookup_elem(&ct, &e.flow);
-	if (!v)
-		return xlb_tc_done(XLB_R_PASS_L4_OTHER, bytes, TC_ACT_OK);
+	if (!v) {
+		/* about a half-open connection (ctsyn.h) */
+		if (!xlb_syn_view(&e.flow, &sv))
+			return xlb_tc_done(XLB_R_PASS_L4_OTHER, bytes, TC_ACT_OK);
+		v = &sv;
+	}
 	flags = v->flags;
 	if (flags & XLB_CT_F_REVERSE) {
 		nat_addr = v->nat_addr;
@@ -236,8 +243,9 @@ int xlb_tc(struct __sk_buff *skb)
 	struct xlb_choice ch = {};
 	struct xlb_config *cfg;
 	struct xlb_svc_val *svc;
-	struct xlb_ct_val *v;
-	__u32 zero = 0;
+	struct xlb_ct_val *v, *rv, sv;
+	struct xlb_syn hs, *s;
+	__u32 svc_id, zero = 0;
 	__u64 now = 0;
 	int r, event = XLB_OK;
 
@@ -270,20 +278,49 @@ int xlb_tc(struct __sk_buff *skb)
 	if (v) {
 		now = xlb_now();
 		if (v->flags & XLB_CT_F_REVERSE) {
-			if (xlb_ct_reverse_live(v, &t, cfg, p.tcp_flags, now))
-				return xlb_tc_reply(skb, cfg, &p, v, &t, bytes);
+			/* a SYN-ACK or RST of a newer half-open flow (ctsyn.h) */
+			rv = v;
+			if (xlb_syn_reply_newer(&t, v, cfg, p.tcp_flags, now, &sv))
+				rv = &sv;
+			if (rv == &sv || xlb_ct_reverse_live(v, &t, cfg, p.tcp_flags, now))
+				goto reply;
 		} else if ((r = xlb_ct_backend(v, cfg, t.proto, p.tcp_flags, now, &ch))) {
 			xlb_count_svc(v->svc_id, bytes);
 			if (r & XLB_CT_CHECK)
 				xlb_ct_reverse_keep(&t, &ch, v, now);
+			if (xlb_tcp_open(p.tcp_flags))
+				xlb_syn_end_flow(&t, &ch);	/* the newest flow of its ports */
 			if (r & XLB_CT_SYNC)
 				xlb_ct_sync_reverse(&t, &ch, v->flags & XLB_CT_F_CLOSING);
-			return xlb_tc_forward(skb, &p, &t, &ch, v->svc_id, bytes);
+			svc_id = v->svc_id;
+			goto forward;
+		}
+	} else if (t.proto == IPPROTO_TCP && (s = xlb_syn_fwd(&t, &hs))) {
+		/* the client of a half-open connection: a retransmitted SYN, or
+		 * its ACK, which promotes the flow into ct (ctsyn.h) */
+		now = xlb_now();
+		r = xlb_syn_backend(s, &hs, cfg, p.tcp_flags, now, &ch);
+		if (r) {
+			xlb_count_svc(hs.svc_id, bytes);
+			if (r == XLB_SYN_PROMOTE) {
+				if (xlb_ct_create(&t, &ch, hs.svc_id, 0, p.tcp_flags, now) != XLB_OK)
+					xlb_count(XLB_R_EVENT_CT_FULL, bytes);
+				xlb_syn_end(s, &hs);
+			}
+			svc_id = hs.svc_id;
+			goto forward;
 		}
 	}
 	svc = xlb_service_of(t.daddr, t.dport, t.proto, cfg->node_addr, 1);
-	if (!svc)
+	if (!svc) {
+		/* a local backend's reply to a half-open connection (its SYN-ACK) */
+		if (t.proto == IPPROTO_TCP && (s = xlb_syn_rev(&t, &hs)) &&
+		    xlb_syn_reply(s, &hs, cfg, p.tcp_flags, now ? now : xlb_now(), &sv)) {
+			rv = &sv;
+			goto reply;
+		}
 		return xlb_tc_done(XLB_R_PASS_NOT_SERVICE, bytes, TC_ACT_OK);
+	}
 	svc = xlb_service_internal(svc, t.daddr, t.dport, t.proto);	/* a pod: inside the cluster */
 	if (!now)
 		now = xlb_now();
@@ -295,9 +332,20 @@ int xlb_tc(struct __sk_buff *skb)
 		return xlb_tc_reject(skb, cfg, &p, &t, svc->svc_id, bytes);
 	if (r != XLB_OK)
 		return xlb_tc_end(skb, &t, svc->svc_id, r, bytes, TC_ACT_SHOT);
-	if (xlb_ct_create(&t, &ch, svc->svc_id, 0, p.tcp_flags, now) != XLB_OK)
-		xlb_count(XLB_R_EVENT_CT_FULL, bytes);
-	return xlb_tc_forward(skb, &p, &t, &ch, svc->svc_id, bytes);
+	/* A new connection's SYN: half-open, one ct_syn slot (ctsyn.h) */
+	if (!v && t.proto == IPPROTO_TCP && xlb_tcp_open(p.tcp_flags) && !xlb_hairpin(&t, &ch)) {
+		xlb_syn_create(&t, &ch, svc->svc_id, 0, now);
+	} else {
+		if (xlb_ct_create(&t, &ch, svc->svc_id, 0, p.tcp_flags, now) != XLB_OK)
+			xlb_count(XLB_R_EVENT_CT_FULL, bytes);
+		xlb_syn_end_flow(&t, &ch);
+	}
+	svc_id = svc->svc_id;
+	/* (one call site each: both are inlined) */
+forward:
+	return xlb_tc_forward(skb, &p, &t, &ch, svc_id, bytes);
+reply:
+	return xlb_tc_reply(skb, cfg, &p, rv, &t, bytes);
 }
 
 /*
@@ -320,7 +368,8 @@ int xlb_tc_egress(struct __sk_buff *skb)
 	struct xlb_pkt p = {};
 	struct xlb_ct_key t = {};
 	struct xlb_config *cfg;
-	struct xlb_ct_val *v;
+	struct xlb_ct_val *v, sv;
+	struct xlb_syn hs, *s;
 	__be32 nat_addr;
 	__be16 nat_port;
 	__u32 svc_id, zero = 0;
@@ -341,10 +390,23 @@ int xlb_tc_egress(struct __sk_buff *skb)
 	t.dport = p.dport;
 	t.proto = p.proto;
 	v = bpf_map_lookup_elem(&ct, &t);
-	if (!v || (v->flags & (XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL | XLB_CT_F_HAIRPIN)) !=
-			  XLB_CT_F_REVERSE || !v->nat_addr)
-		return TC_ACT_OK;
-	if (!xlb_ct_reverse_live(v, &t, cfg, p.tcp_flags, xlb_now()))
+	if (v && (v->flags & XLB_CT_F_REVERSE) &&
+	    xlb_syn_reply_newer(&t, v, cfg, p.tcp_flags, xlb_now(), &sv)) {
+		/* a SYN-ACK or RST of a newer half-open flow (ctsyn.h) */
+		v = &sv;
+	} else if (v) {
+		if ((v->flags & (XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL | XLB_CT_F_HAIRPIN)) !=
+			    XLB_CT_F_REVERSE || !v->nat_addr ||
+		    !xlb_ct_reverse_live(v, &t, cfg, p.tcp_flags, xlb_now()))
+			return TC_ACT_OK;
+	} else {
+		/* a reply to a half-open connection (its SYN-ACK; ctsyn.h) */
+		if (p.proto != IPPROTO_TCP || !(s = xlb_syn_rev(&t, &hs)) ||
+		    !xlb_syn_reply(s, &hs, cfg, p.tcp_flags, xlb_now(), &sv))
+			return TC_ACT_OK;
+		v = &sv;
+	}
+	if (v == &sv && (sv.flags & XLB_CT_F_TUNNEL))
 		return TC_ACT_OK;
 	nat_addr = v->nat_addr;
 	nat_port = v->nat_port;

@@ -6,9 +6,13 @@
  *   1. ct hit, reverse entry  -> reverse NAT (source back to the frontend), pass
  *                                (or back through the tunnel it came from);
  *   2. ct hit, forward entry with a live backend of the same generation -> forward;
+ *      ct miss, a half-open connection's packet (ctsyn.h): the client's
+ *      retransmitted SYN or its ACK (which promotes the flow into ct) -> forward
+ *      to the backend its SYN went to; the backend's SYN-ACK -> reverse NAT;
  *   3. Service match (address, then NodePort when dst is a local address)
  *      -> source ranges / no endpoint / externalTrafficPolicy Local / affinity /
- *      Maglev -> ct entries -> forward;
+ *      Maglev -> a half-open ct_syn slot (a new connection's SYN) or ct
+ *      entries -> forward;
  *   4. xlb-marked VXLAN (a remote node chose a backend here) -> remember the
  *      tunnel peer for the replies, decap, pass;
  *   5. anything else passes untouched (VXLAN stays encapsulated for the kernel).
@@ -26,6 +30,7 @@
 #include "include/filter.h"
 #include "include/lb.h"
 #include "include/ct.h"
+#include "include/ctsyn.h"
 #include "include/nat.h"
 #include "include/vxlan.h"
 #include "include/icmp.h"
@@ -314,12 +319,20 @@ static __always_inline int xlb_tunnel_in(struct xlb_ctx *x, __u64 now)
 	struct xlb_ct_val *v = bpf_map_lookup_elem(&ct, &rk);
 	int r;
 
-	/* Rewrite anything but this very tunnel entry: a reverse entry left by an
-	 * earlier flow with the same backend/client ports (a client reusing its
-	 * source port towards another node's NodePort) would reverse-NAT the
-	 * replies to the wrong frontend. */
-	if (!v || !(v->flags & XLB_CT_F_TUNNEL) || v->nat_addr ||
-	    v->tunnel_peer != x->tun.peer) {
+	/* A new connection's SYN: half-open (ctsyn.h); the client's ACK writes
+	 * the entry. Else rewrite anything but this very tunnel entry: a reverse
+	 * entry left by an earlier flow with the same backend/client ports (a
+	 * client reusing its source port towards another node's NodePort) would
+	 * reverse-NAT the replies to the wrong frontend. */
+	if (!v && x->p.proto == IPPROTO_TCP && xlb_tcp_open(x->p.tcp_flags)) {
+		xlb_syn_tunnel(&rk, x->tun.peer, now);
+		goto decap;
+	}
+	/* ct holds the flow from here: an older half-open slot of these ports
+	 * (the tunnel SYN's own, or another frontend's flow) is over */
+	if (!v || xlb_tcp_open(x->p.tcp_flags))
+		xlb_syn_end_rev(&rk);
+	if (!v || !(v->flags & XLB_CT_F_TUNNEL) || v->nat_addr || v->tunnel_peer != x->tun.peer) {
 		struct xlb_ct_val nv = {
 			.flags = XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL |
 				 xlb_ct_state_new(x->p.proto, x->p.tcp_flags),
@@ -351,6 +364,7 @@ static __always_inline int xlb_tunnel_in(struct xlb_ctx *x, __u64 now)
 				v->flags = nf;
 		}
 	}
+decap:
 	r = xlb_decap_xdp(x->ctx, x->cfg, &x->p, &x->tun);
 	if (r != XLB_OK)
 		return xlb_end(x, r, XDP_DROP);
@@ -385,7 +399,7 @@ static __always_inline int xlb_icmp_in(struct xlb_ctx *x)
 	struct xlb_choice ch = {};
 	struct xlb_send s = { .ok_reason = XLB_R_TX_ICMP_RELATED };
 	__u8 vtep[ETH_ALEN] XLB_MAC_ALIGN;
-	struct xlb_ct_val *v;
+	struct xlb_ct_val *v, sv;
 	__u64 vtep_expires;
 	__be32 nat_addr;
 	__u32 flags;
@@ -397,8 +411,12 @@ static __always_inline int xlb_icmp_in(struct xlb_ctx *x)
 	    !xlb_frontend_maybe(e.flow.daddr, e.flow.dport, e.flow.proto))
 		return xlb_done(XLB_R_PASS_L4_OTHER, x->bytes, XDP_PASS);
 	v = bpf_map_lookup_elem(&ct, &e.flow);
-	if (!v)
-		return xlb_untranslated(x, XLB_R_PASS_L4_OTHER);
+	if (!v) {
+		/* about a half-open connection (ctsyn.h) */
+		if (!xlb_syn_view(&e.flow, &sv))
+			return xlb_untranslated(x, XLB_R_PASS_L4_OTHER);
+		v = &sv;
+	}
 	s.hash = xlb_flow_hash(&e.flow, 0);
 	flags = v->flags;
 	if (flags & XLB_CT_F_REVERSE) {
@@ -441,7 +459,8 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	};
 	struct xlb_choice ch = {};
 	struct xlb_svc_val *svc;
-	struct xlb_ct_val *v;
+	struct xlb_ct_val *v, *rv, sv;
+	struct xlb_syn hs, *s;
 	struct xlb_fc_ref fc;
 	struct xlb_fc *c;
 	int r, event = XLB_OK;
@@ -460,12 +479,14 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		 * state (ct.h); entries with state bits are never cached. */
 		if (now < c->expires && !(x->p.tcp_flags & XLB_TCP_CTRL)) {
 			if (v->flags & XLB_CT_F_REVERSE) {
-				if (xlb_age(now, v->last_seen) < xlb_ct_timeout(x->cfg, v->flags, t.proto))
-					return xlb_reply(x, v, &t);
+				if (xlb_age(now, v->last_seen) < xlb_ct_timeout(x->cfg, v->flags, t.proto)) {
+					rv = v;
+					goto reply;
+				}
 			} else if (xlb_ct_live_backend(v, x->cfg, t.proto, now, &ch)) {
 				xlb_count_svc(v->svc_id, x->bytes);
 				x->svc_id = v->svc_id;
-				return xlb_forward(x, &ch, &t);
+				goto forward;
 			}
 		}
 		xlb_fc_drop(&fc);
@@ -483,25 +504,55 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	if (v) {
 		now = xlb_now_of(x);
 		if (v->flags & XLB_CT_F_REVERSE) {
+			/* a SYN-ACK or RST of a newer half-open flow (ctsyn.h) */
+			if (xlb_syn_reply_newer(&t, v, x->cfg, x->p.tcp_flags, now, &sv)) {
+				rv = &sv;
+				goto reply;
+			}
 			if (xlb_ct_reverse_live(v, &t, x->cfg, x->p.tcp_flags, now)) {
 				if (xlb_fc_put(&fc, &t, v, now, xlb_hash_of(x, &t)))
 					x->fc = fc.slot;
-				return xlb_reply(x, v, &t);
+				rv = v;
+				goto reply;
 			}
 		} else if ((r = xlb_ct_backend(v, x->cfg, t.proto, x->p.tcp_flags, now, &ch))) {
 			xlb_count_svc(v->svc_id, x->bytes);
 			x->svc_id = v->svc_id;
 			if (r & XLB_CT_CHECK)
 				xlb_ct_reverse_keep(&t, &ch, v, now);
+			if (xlb_tcp_open(x->p.tcp_flags))
+				xlb_syn_end_flow(&t, &ch);	/* the newest flow of its ports */
 			if (r & XLB_CT_SYNC)
 				xlb_ct_sync_reverse(&t, &ch, v->flags & XLB_CT_F_CLOSING);
 			if (xlb_fc_put(&fc, &t, v, now, xlb_hash_of(x, &t)))
 				x->fc = fc.slot;
-			return xlb_forward(x, &ch, &t);
+			goto forward;
+		}
+	} else if (t.proto == IPPROTO_TCP && (s = xlb_syn_fwd(&t, &hs))) {
+		/* the client of a half-open connection: a retransmitted SYN, or
+		 * its ACK, which promotes the flow into ct (ctsyn.h) */
+		now = xlb_now_of(x);
+		r = xlb_syn_backend(s, &hs, x->cfg, x->p.tcp_flags, now, &ch);
+		if (r) {
+			xlb_count_svc(hs.svc_id, x->bytes);
+			x->svc_id = hs.svc_id;
+			if (r == XLB_SYN_PROMOTE) {
+				if (xlb_ct_create(&t, &ch, hs.svc_id, hs.tunnel_peer,
+						  x->p.tcp_flags, now) != XLB_OK)
+					xlb_count(XLB_R_EVENT_CT_FULL, x->bytes);
+				xlb_syn_end(s, &hs);
+			}
+			goto forward;
 		}
 	}
 	svc = xlb_service(t.daddr, t.dport, t.proto, x->cfg->node_addr);
 	if (!svc) {
+		/* a backend's reply to a half-open connection (its SYN-ACK) */
+		if (t.proto == IPPROTO_TCP && (s = xlb_syn_rev(&t, &hs)) &&
+		    xlb_syn_reply(s, &hs, x->cfg, x->p.tcp_flags, xlb_now_of(x), &sv)) {
+			rv = &sv;
+			goto reply;
+		}
 		if (x->tun.marked)
 			return xlb_tunnel_in(x, xlb_now_of(x));
 		return xlb_done(XLB_R_PASS_NOT_SERVICE, x->bytes, XDP_PASS);
@@ -512,16 +563,28 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	now = xlb_now_of(x);
 	xlb_count_svc(svc->svc_id, x->bytes);
 	x->svc_id = svc->svc_id;
-	r = xlb_choose(svc, &t, now, &ch, &event);
+	r = xlb_choose_hash(svc, &t, now, &ch, &event, &x->hash, &x->has_hash);
 	if (event != XLB_OK)
 		xlb_count(event, x->bytes);
 	if (r == XLB_R_DROP_NO_BACKEND)
 		return xlb_reject(x);
 	if (r != XLB_OK)
 		return xlb_end(x, r, XDP_DROP);
-	if (xlb_ct_create(&t, &ch, svc->svc_id, x->tun.peer, x->p.tcp_flags, now) != XLB_OK)
-		xlb_count(XLB_R_EVENT_CT_FULL, x->bytes);
+	/* A new connection's SYN: half-open, one ct_syn slot (ctsyn.h); a
+	 * SYN on the ports of a dead ct entry, and everything else, opens ct
+	 * entries. */
+	if (!v && t.proto == IPPROTO_TCP && xlb_tcp_open(x->p.tcp_flags) && !xlb_hairpin(&t, &ch)) {
+		xlb_syn_create(&t, &ch, svc->svc_id, x->tun.peer, now);
+	} else {
+		if (xlb_ct_create(&t, &ch, svc->svc_id, x->tun.peer, x->p.tcp_flags, now) != XLB_OK)
+			xlb_count(XLB_R_EVENT_CT_FULL, x->bytes);
+		xlb_syn_end_flow(&t, &ch);
+	}
+	/* (one call site each: both are inlined, and large) */
+forward:
 	return xlb_forward(x, &ch, &t);
+reply:
+	return xlb_reply(x, rv, &t);
 }
 
 SEC("xdp")

@@ -166,24 +166,42 @@ fn tc_send(env: &Env, src: &str, dst: &str, tcp_flags: u8) {
 }
 
 /// SYN, SYN-ACK, ACK, FIN, FIN through tc (pod client, local backend): the
-/// state bits of both entries at every step; then a SYN on the same ports
-/// opens a new connection.
+/// SYN is half-open in ct_syn (no ct entry), its SYN-ACK is reverse-NATed
+/// from there, the client's ACK promotes the flow into ct (both entries
+/// established); then the closing bits of both entries at every step, and a
+/// SYN on the same ports opens a new connection.
 #[test]
 fn state_bits_follow_a_connection_through_tc() {
     let Some(env) = fresh() else { return };
     let vip = "10.96.0.10:80";
+    let has = |src: &str, dst: &str| {
+        env.maps()
+            .ct_entry(&xlb_ct_key::new(sa(src), sa(dst), TCP))
+            .unwrap()
+            .is_some()
+    };
     tc_send(&env, POD, vip, SYN);
-    assert_eq!(flags_of(&env, POD, vip), XLB_CT_F_SYN);
-    assert_eq!(flags_of(&env, BE_LOCAL, POD), XLB_CT_F_SYN);
-    tc_send(&env, BE_LOCAL, POD, SYN | ACK);
-    assert_eq!(flags_of(&env, BE_LOCAL, POD), 0, "a reply ends half-open");
-    assert_eq!(flags_of(&env, POD, vip), XLB_CT_F_SYN);
-    tc_send(&env, POD, vip, ACK);
-    assert_eq!(
-        flags_of(&env, POD, vip),
-        0,
-        "the client's ACK ends half-open"
+    assert!(
+        !has(POD, vip) && !has(BE_LOCAL, POD),
+        "a SYN writes no ct entry"
     );
+    let h = env.half_open(POD).expect("half-open");
+    assert_eq!(h.flags, XLB_CT_F_SYN);
+    assert_eq!(h.backend, sa(BE_LOCAL));
+    assert_eq!(h.frontend, sa(vip));
+    let mut synack = Frame::tcp(sa(BE_LOCAL), sa(POD));
+    synack.tcp_flags = SYN | ACK;
+    let (rc, out) = env.tc(&synack.build());
+    assert_eq!(rc, TC_ACT_OK);
+    assert_eq!(
+        check_eth_ipv4(&out, "syn-ack").2.src(),
+        sa(vip),
+        "the SYN-ACK is reverse-NATed from the half-open entry"
+    );
+    assert!(!has(BE_LOCAL, POD));
+    tc_send(&env, POD, vip, ACK);
+    assert_eq!(flags_of(&env, POD, vip), 0, "the client's ACK promotes");
+    assert_eq!(flags_of(&env, BE_LOCAL, POD), 0);
     tc_send(&env, POD, vip, ACK | 0x01);
     assert_eq!(flags_of(&env, POD, vip), XLB_CT_F_FIN_FWD);
     assert_eq!(flags_of(&env, BE_LOCAL, POD), XLB_CT_F_FIN_FWD);
@@ -208,16 +226,13 @@ fn rst_and_fin_reach_the_ct_entry_past_the_flow_cache() {
         assert_eq!(rc, XDP_PASS);
     };
     send(SYN);
-    send(ACK);
-    send(ACK); // established and cached
+    send(ACK); // promoted from ct_syn: both entries established
+    send(ACK); // cached
     assert_eq!(flags_of(&env, CLIENT_SA, vip), 0);
-    // (the reverse entry saw no reply here: it stays half-open)
+    assert_eq!(flags_of(&env, BE_LOCAL, CLIENT_SA), 0);
     send(ACK | 0x01);
     assert_eq!(flags_of(&env, CLIENT_SA, vip), XLB_CT_F_FIN_FWD);
-    assert_eq!(
-        flags_of(&env, BE_LOCAL, CLIENT_SA),
-        XLB_CT_F_SYN | XLB_CT_F_FIN_FWD
-    );
+    assert_eq!(flags_of(&env, BE_LOCAL, CLIENT_SA), XLB_CT_F_FIN_FWD);
     send(0x04);
     assert_eq!(
         flags_of(&env, CLIENT_SA, vip),
@@ -225,6 +240,6 @@ fn rst_and_fin_reach_the_ct_entry_past_the_flow_cache() {
     );
     assert_eq!(
         flags_of(&env, BE_LOCAL, CLIENT_SA),
-        XLB_CT_F_SYN | XLB_CT_F_FIN_FWD | XLB_CT_F_RST
+        XLB_CT_F_FIN_FWD | XLB_CT_F_RST
     );
 }

@@ -73,11 +73,18 @@ fn env() -> Option<Env> {
     Some(env)
 }
 
+/// The backend of flow src -> dst: its ct forward entry, or its half-open
+/// entry (the frames here are SYNs: ct_syn, bpf/include/ctsyn.h).
 fn fwd_backend(env: &Env, src: &str, dst: &str) -> Option<u32> {
     env.maps()
         .ct_entry(&xlb_ct_key::new(sa(src), sa(dst), TCP))
         .unwrap()
         .map(|v| v.backend_id)
+        .or_else(|| {
+            env.half_open(src)
+                .filter(|h| h.frontend == sa(dst))
+                .map(|h| h.backend_id)
+        })
 }
 
 /// Runs `f` and returns the reasons that moved.

@@ -31,6 +31,12 @@ fn from_pod(dst: &str) -> Frame {
     Frame::tcp(sa(POD), sa(dst)).macs(POD_MAC, VETH_MAC)
 }
 
+/// `f` as a segment of an established connection (ACK).
+fn established(mut f: Frame) -> Frame {
+    f.tcp_flags = 0x10;
+    f
+}
+
 fn udp_from_pod(dst: &str) -> Frame {
     Frame::udp(sa(POD), sa(dst)).macs(POD_MAC, VETH_MAC)
 }
@@ -62,7 +68,7 @@ fn fwd(env: &Env, src: &str, dst: &str) -> Option<xlb_ct_val> {
 fn cases() -> Vec<Case> {
     vec![
         Case {
-            name: "pod -> ClusterIP, local backend: DNAT, ct pair",
+            name: "pod -> ClusterIP, local backend: DNAT, half-open entry (SYN), no ct pair",
             setup: no_setup,
             frame: || from_pod("10.96.0.10:80").build(),
             on_uplink: false,
@@ -70,6 +76,25 @@ fn cases() -> Vec<Case> {
             reason: XLB_R_PASS_LOCAL,
             check: |env, _, out| {
                 assert_dnat(from_pod("10.96.0.10:80"), BE_LOCAL, out);
+                assert!(fwd(env, POD, "10.96.0.10:80").is_none());
+                assert!(fwd(env, BE_LOCAL, POD).is_none());
+                let h = env.half_open(POD).expect("half-open entry");
+                assert_eq!(h.backend_id, 1);
+                assert_eq!(h.frontend, sa("10.96.0.10:80"));
+                assert_eq!(h.flags, XLB_CT_F_SYN);
+            },
+        },
+        Case {
+            name: "pod -> ClusterIP, local backend: the ACK promotes to a ct pair",
+            setup: |env| {
+                env.tc(&from_pod("10.96.0.10:80").build());
+            },
+            frame: || established(from_pod("10.96.0.10:80")).build(),
+            on_uplink: false,
+            rc: TC_ACT_OK,
+            reason: XLB_R_PASS_LOCAL,
+            check: |env, _, out| {
+                assert_dnat(established(from_pod("10.96.0.10:80")), BE_LOCAL, out);
                 assert_eq!(fwd(env, POD, "10.96.0.10:80").unwrap().backend_id, 1);
                 let rev = fwd(env, BE_LOCAL, POD).expect("reverse entry");
                 assert!(rev.is_reverse());
@@ -327,6 +352,7 @@ fn cases() -> Vec<Case> {
             name: "pod: CT hit keeps its backend after the Maglev table changes",
             setup: |env| {
                 env.tc(&from_pod("10.96.0.70:80").build());
+                env.tc(&established(from_pod("10.96.0.70:80")).build());
                 let id = fwd(env, POD, "10.96.0.70:80").unwrap().backend_id;
                 let other = if id == 6 { 5 } else { 6 };
                 env.maps().write_maglev(160, &[other; 13]).unwrap();
@@ -345,6 +371,7 @@ fn cases() -> Vec<Case> {
             name: "pod: removed backend's CT entry chosen again",
             setup: |env| {
                 env.tc(&from_pod("10.96.0.10:80").build());
+                env.tc(&established(from_pod("10.96.0.10:80")).build());
                 let mut b = env.maps().backend(1).unwrap().unwrap();
                 b.flags = 0;
                 env.maps().put_backend(1, &b).unwrap();

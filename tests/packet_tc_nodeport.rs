@@ -85,6 +85,16 @@ fn cases() -> Vec<Case> {
             check: |env, _, out| {
                 check_eth_ipv4(out, "dnat");
                 assert_eq!(out, dnat(&from_pod(NP_TCP), BE_LOCAL).as_slice());
+                let h = env.half_open(POD).expect("the SYN is half-open");
+                assert_eq!((h.frontend, h.backend_id), (sa(NP_TCP), 1));
+                // The pod's ACK promotes it: a ct pair with the dialled address.
+                let ack = Frame {
+                    tcp_flags: 0x10,
+                    ..from_pod(NP_TCP)
+                };
+                let (rc, out) = env.tc(&ack.build());
+                assert_eq!(rc, TC_ACT_OK);
+                assert_eq!(out, dnat(&ack, BE_LOCAL).as_slice());
                 assert_eq!(ct(env, POD, NP_TCP, TCP).unwrap().backend_id, 1);
                 let rev = ct(env, BE_LOCAL, POD, TCP).expect("reverse entry");
                 assert!(rev.is_reverse());
@@ -124,7 +134,8 @@ fn cases() -> Vec<Case> {
             reason: XLB_R_PASS_LOCAL,
             check: |env, _, out| {
                 assert_eq!(out, dnat(&from_pod(NP_ETP_LOCAL), BE_LOCAL).as_slice());
-                assert_eq!(ct(env, POD, NP_ETP_LOCAL, TCP).unwrap().svc_id, 42);
+                let h = env.half_open(POD).expect("the SYN is half-open");
+                assert_eq!((h.frontend, h.svc_id), (sa(NP_ETP_LOCAL), 42));
             },
         },
         Case {

@@ -66,12 +66,32 @@ fn assert_ct_pair(env: &Env, src: &str, vip: &str, backend_id: u32, backend: &st
     assert_eq!(rev.nat(), sa(vip));
 }
 
+/// A SYN's half-open entry (ct_syn, bpf/include/ctsyn.h): it names the
+/// backend and the frontend, and the SYN wrote no ct entry.
+fn assert_half_open(env: &Env, src: &str, vip: &str, backend_id: u32, backend: &str) {
+    let h = env.half_open(src).expect("half-open entry");
+    assert_eq!(h.backend_id, backend_id);
+    assert_eq!((h.frontend, h.backend), (sa(vip), sa(backend)));
+    assert!(env
+        .maps()
+        .ct_entry(&xlb_ct_key::new(sa(src), sa(vip), TCP))
+        .unwrap()
+        .is_none());
+}
+
+/// The backend of a client flow to `vip`: its forward ct entry, or (a SYN
+/// only) its half-open entry.
 fn ct_backend(env: &Env, src: &str, vip: &str, proto: u8) -> u32 {
     env.maps()
         .ct_entry(&xlb_ct_key::new(sa(src), sa(vip), proto))
         .unwrap()
-        .expect("forward ct entry")
-        .backend_id
+        .map(|v| v.backend_id)
+        .or_else(|| {
+            env.half_open(src)
+                .filter(|h| h.frontend == sa(vip))
+                .map(|h| h.backend_id)
+        })
+        .expect("forward ct entry or half-open entry")
 }
 
 /// The address of backend `id` as the maps hold it.
@@ -84,13 +104,18 @@ fn backend_sa(env: &Env, id: u32) -> String {
         .to_string()
 }
 
-/// Sends the SYN of CLIENT_SA -> vip once (creates the ct pair).
+/// Sends the SYN of CLIENT_SA -> vip, then its ACK (which promotes the
+/// half-open connection to the ct pair).
 fn open(env: &Env, vip: &str) {
-    let (rc, _) = env.xdp(&syn(vip).build());
-    assert!(
-        rc == XDP_PASS || rc == XDP_REDIRECT,
-        "opening {vip}: rc {rc}"
-    );
+    for flags in [0x02, 0x10] {
+        let mut f = syn(vip);
+        f.tcp_flags = flags;
+        let (rc, _) = env.xdp(&f.build());
+        assert!(
+            rc == XDP_PASS || rc == XDP_REDIRECT,
+            "opening {vip}: rc {rc}"
+        );
+    }
 }
 
 fn big_remote() -> Frame {
@@ -140,10 +165,13 @@ fn reply_from(backend: &str) -> Frame {
 }
 
 /// The client's flow to `to`, which must be DNATed to BE_LOCAL.
+/// A segment (ACK) of CLIENT_SA's established flow to `to`.
 fn send(env: &Env, to: std::net::SocketAddrV4) {
-    let (rc, out) = env.xdp(&Frame::tcp(sa(CLIENT_SA), to).build());
+    let mut f = Frame::tcp(sa(CLIENT_SA), to);
+    f.tcp_flags = 0x10;
+    let (rc, out) = env.xdp(&f.build());
     assert_eq!(rc, XDP_PASS);
-    assert_dnat(Frame::tcp(sa(CLIENT_SA), to), BE_LOCAL, &out);
+    assert_dnat(f, BE_LOCAL, &out);
 }
 
 /// The source a reply of BE_LOCAL to the client is reverse-NATed to.
@@ -283,7 +311,7 @@ fn cases() -> Vec<Case> {
             reason: XLB_R_PASS_LOCAL,
             check: |env, _, out| {
                 assert_dnat(syn("10.96.0.10:80"), BE_LOCAL, out);
-                assert_ct_pair(env, CLIENT_SA, "10.96.0.10:80", 1, BE_LOCAL);
+                assert_half_open(env, CLIENT_SA, "10.96.0.10:80", 1, BE_LOCAL);
             },
         },
         Case {
@@ -363,7 +391,7 @@ fn cases() -> Vec<Case> {
             reason: XLB_R_PASS_LOCAL,
             check: |env, _, out| {
                 assert_dnat(syn("198.18.0.1:30080"), BE_LOCAL, out);
-                assert_ct_pair(env, CLIENT_SA, "198.18.0.1:30080", 1, BE_LOCAL);
+                assert_half_open(env, CLIENT_SA, "198.18.0.1:30080", 1, BE_LOCAL);
             },
         },
         // --- remote backends ----------------------------------------------------
@@ -376,13 +404,9 @@ fn cases() -> Vec<Case> {
             reason: XLB_R_TX_REMOTE,
             check: |env, _, out| {
                 check_encap_to_peer(env, syn("10.96.0.20:80"), BE_REMOTE, out);
-                let fwd = env
-                    .maps()
-                    .ct_entry(&xlb_ct_key::new(sa(CLIENT_SA), sa("10.96.0.20:80"), TCP))
-                    .unwrap()
-                    .unwrap();
+                assert_half_open(env, CLIENT_SA, "10.96.0.20:80", 3, BE_REMOTE);
                 assert_eq!(
-                    fwd.flags,
+                    env.half_open(CLIENT_SA).unwrap().flags,
                     XLB_CT_F_REMOTE | XLB_CT_F_SYN,
                     "remote, half-open"
                 );
@@ -871,12 +895,40 @@ fn cases() -> Vec<Case> {
                     ..Frame::tcp(sa(CLIENT_SA), sa(BE_LOCAL))
                 };
                 assert_eq!(out, want.build().as_slice());
+                // a SYN: half-open, no ct entry until the client's ACK
+                assert!(env
+                    .maps()
+                    .ct_entry(&xlb_ct_key::new(sa(BE_LOCAL), sa(CLIENT_SA), TCP))
+                    .unwrap()
+                    .is_none());
+                let h = env.half_open(CLIENT_SA).expect("half-open tunnel entry");
+                assert_eq!(h.flags, XLB_CT_F_SYN | XLB_CT_F_TUNNEL);
+                assert_eq!((h.backend, h.tunnel_peer), (sa(BE_LOCAL), PEER));
+                assert_eq!(
+                    h.frontend,
+                    sa("0.0.0.0:0"),
+                    "the peer reverse-NATs, not this node"
+                );
+            },
+        },
+        Case {
+            name: "xlb-marked VXLAN, the client's ACK: decap, tunnel-return entry",
+            setup: no_setup,
+            frame: || {
+                let mut f = Frame::tcp(sa(CLIENT_SA), sa(BE_LOCAL));
+                f.tcp_flags = 0x10;
+                vxlan(&f.build(), PEER, NODE, VNI, true)
+            },
+            on_uplink: true,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_DECAP,
+            check: |env, _, _| {
                 let rev = env
                     .maps()
                     .ct_entry(&xlb_ct_key::new(sa(BE_LOCAL), sa(CLIENT_SA), TCP))
                     .unwrap()
                     .expect("tunnel-return entry");
-                assert_eq!(rev.flags, XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL | XLB_CT_F_SYN);
+                assert_eq!(rev.flags, XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL);
                 assert_eq!(rev.tunnel_peer(), Some(PEER));
                 assert_eq!(rev.nat_addr, 0, "the peer reverse-NATs, not this node");
             },
@@ -894,14 +946,10 @@ fn cases() -> Vec<Case> {
                     ..syn("10.96.0.10:80")
                 };
                 assert_dnat(f, BE_LOCAL, out);
-                let rev = env
-                    .maps()
-                    .ct_entry(&xlb_ct_key::new(sa(BE_LOCAL), sa(CLIENT_SA), TCP))
-                    .unwrap()
-                    .unwrap();
-                assert_eq!(rev.flags, XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL | XLB_CT_F_SYN);
-                assert_eq!(rev.tunnel_peer(), Some(PEER));
-                assert_eq!(rev.nat(), sa("10.96.0.10:80"));
+                assert_half_open(env, CLIENT_SA, "10.96.0.10:80", 1, BE_LOCAL);
+                let h = env.half_open(CLIENT_SA).unwrap();
+                assert_eq!(h.flags, XLB_CT_F_TUNNEL | XLB_CT_F_SYN);
+                assert_eq!(h.tunnel_peer, PEER);
             },
         },
         Case {
@@ -952,12 +1000,7 @@ fn xdp_maglev_choice_matches_hash() {
         let (rc, _) = env.xdp(&f.build());
         assert_eq!(rc, XDP_PASS);
         let want = maglev_pick(&MULTI_TABLE, src, sa("10.96.0.70:80"), TCP, false);
-        let got = env
-            .maps()
-            .ct_entry(&xlb_ct_key::new(src, sa("10.96.0.70:80"), TCP))
-            .unwrap()
-            .unwrap()
-            .backend_id;
+        let got = env.half_open(&src.to_string()).unwrap().backend_id;
         assert_eq!(got, want, "flow {src}");
     }
     let _ = be32(NODE);

@@ -28,6 +28,8 @@
 #define XLB_VTEP_BITS		10	/* vtep_cache: 1024 slots */
 #define XLB_VTEP_SLOTS		(1 << XLB_VTEP_BITS)
 #define XLB_FRAG_ENTRIES	8192	/* frag: datagrams in flight whose first fragment was translated */
+#define XLB_SYN_BITS		17	/* ct_syn: 131072 half-open TCP connections (shared by every CPU) */
+#define XLB_SYN_SLOTS		(1 << XLB_SYN_BITS)
 
 /* The packet generator (pktgen.bpf.c) */
 #define XLB_PG_TMPL_MAX		160	/* header template + stamp, bytes */

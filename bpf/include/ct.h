@@ -4,7 +4,9 @@
  * forward one (client -> frontend, as on the wire) names the chosen backend
  * and its generation; the reverse one (backend -> client) names the frontend
  * to restore as the reply's source. Entries time out (xlb_ct_timeout) and are
- * refreshed at most once a second (XLB_CT_TOUCH_NS).
+ * refreshed at most once a second (XLB_CT_TOUCH_NS). A new TCP connection
+ * enters ct at the client's ACK: until then it is half-open in ct_syn
+ * (ctsyn.h).
  */
 #ifndef XLB_CT_H
 #define XLB_CT_H

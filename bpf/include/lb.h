@@ -113,9 +113,13 @@ static __always_inline int xlb_backend_get(__u32 id, struct xlb_choice *ch)
  * hash % table_size + table_off (with affinity and no entry for the client,
  * the hash of its address alone; else of the whole flow). Returns XLB_OK or the reason to drop/reject;
  * *event gets XLB_R_EVENT_AFFINITY_FULL when the affinity entry could not be saved.
+ * When the whole flow's hash (xlb_flow_hash(t, 0)) was computed and hash is
+ * not NULL: *hash gets it and *has_hash 1 (the caller needs it again for the
+ * outer source port of an encapsulation).
  */
-static __always_inline int xlb_choose(struct xlb_svc_val *svc, const struct xlb_ct_key *t,
-				      __u64 now, struct xlb_choice *ch, int *event)
+static __always_inline int xlb_choose_hash(struct xlb_svc_val *svc, const struct xlb_ct_key *t,
+					   __u64 now, struct xlb_choice *ch, int *event,
+					   __u32 *hash, __u32 *has_hash)
 {
 	__u32 flags = svc->flags, size = svc->table_size, slot, *id;
 	struct xlb_affinity_key ak = { .svc_id = svc->svc_id, .client = t->saddr };
@@ -148,7 +152,12 @@ static __always_inline int xlb_choose(struct xlb_svc_val *svc, const struct xlb_
 		 * give the same slot again. */
 		by_client = !av;
 	}
-	slot = svc->table_off + xlb_flow_hash(t, by_client) % size;
+	slot = xlb_flow_hash(t, by_client);
+	if (hash && !by_client) {
+		*hash = slot;
+		*has_hash = 1;
+	}
+	slot = svc->table_off + slot % size;
 	id = bpf_map_lookup_elem(&maglev, &slot);
 	if (!id || !xlb_backend_get(*id, ch))
 		return XLB_R_DROP_BAD_MAGLEV;
@@ -161,6 +170,12 @@ static __always_inline int xlb_choose(struct xlb_svc_val *svc, const struct xlb_
 			*event = XLB_R_EVENT_AFFINITY_FULL;
 	}
 	return XLB_OK;
+}
+
+static __always_inline int xlb_choose(struct xlb_svc_val *svc, const struct xlb_ct_key *t,
+				      __u64 now, struct xlb_choice *ch, int *event)
+{
+	return xlb_choose_hash(svc, t, now, ch, event, NULL, NULL);
 }
 
 #endif /* XLB_LB_H */

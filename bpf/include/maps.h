@@ -336,4 +336,41 @@ struct {
 	__type(value, struct xlb_sock_rnat_val);
 } sock_rnat SEC(".maps");
 
+/*
+ * A half-open TCP connection: the client's SYN was balanced, nothing else of
+ * the client seen yet (ctsyn.h). Keyed by the client (slot = hash of its
+ * address and port); names the frontend it dialled and the backend chosen,
+ * so the backend's SYN-ACK can be reverse-NATed and the client's ACK
+ * promotes the connection into `ct` with that backend. `check` is a hash of
+ * the other fields: slots are shared by every CPU and written without a lock,
+ * so a torn copy (two CPUs writing one slot) is seen as empty.
+ */
+struct xlb_syn {
+	__u32 check;		/* xlb_syn_sum of the fields below; 0 with them all: empty */
+	__u32 flags;		/* XLB_CT_F_SYN | XLB_CT_F_REMOTE | XLB_CT_F_TUNNEL | XLB_CT_F_RST */
+	__be32 client;
+	__be32 fe_addr;		/* the frontend the client dialled */
+	__be32 be_addr;		/* the backend chosen */
+	__be32 tunnel_peer;	/* XLB_CT_F_TUNNEL: the node the SYN came by */
+	__be16 client_port;
+	__be16 fe_port;
+	__be16 be_port;
+	__u16 pad;
+	__u32 backend_id;
+	__u32 generation;
+	__u32 svc_id;
+	__u32 pad1;
+	__u64 last_seen;	/* the SYN (or its last retransmit) */
+	__u64 pad2;
+};
+_Static_assert(sizeof(struct xlb_syn) == 64, "ct_syn slot size (docs/dp.md)");
+
+/* half-open TCP connections, by xlb_syn_slot (ctsyn.h); both programs */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XLB_SYN_SLOTS);
+	__type(key, __u32);
+	__type(value, struct xlb_syn);
+} ct_syn SEC(".maps");
+
 #endif /* XLB_MAPS_H */

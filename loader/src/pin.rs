@@ -69,13 +69,14 @@ pub const CONTRACT_MAPS: [&str; 20] = [
 /// map timer runs only while a pin or file descriptor holds its map; reused
 /// while the layout matches, replaced without complaint when it does not
 /// ([`replace_stale_private`]).
-pub const PRIVATE_MAPS: [&str; 6] = [
+pub const PRIVATE_MAPS: [&str; 7] = [
     "flow_cache",
     "nh_cache",
     "vtep_cache",
     "clock",
     "clock_reads",
     "frag",
+    "ct_syn",
 ];
 
 /// Which list a map of the objects is in.

@@ -180,6 +180,21 @@ pub struct Env {
 
 pub const MAGLEV_SLOTS: u32 = 4096;
 
+/// A `ct_syn` slot (struct xlb_syn, bpf/include/maps.h).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HalfOpen {
+    pub check: u32,
+    pub flags: u32,
+    pub client: SocketAddrV4,
+    pub frontend: SocketAddrV4,
+    pub backend: SocketAddrV4,
+    pub tunnel_peer: Ipv4Addr,
+    pub backend_id: u32,
+    pub generation: u32,
+    pub svc_id: u32,
+    pub last_seen: u64,
+}
+
 impl Env {
     /// None when not privileged (the test then skips, or fails under CI).
     pub fn new() -> Option<Env> {
@@ -332,6 +347,98 @@ impl Env {
         for (k, _) in self.maps().affinities().unwrap() {
             self.maps().delete_affinity(&k).unwrap();
         }
+        self.clear_half_open();
+    }
+
+    /// Empties `ct_syn`, the half-open connections (bpf/include/ctsyn.h).
+    pub fn clear_half_open(&self) {
+        use libbpf_rs::MapCore;
+        let n = XLB_SYN_SLOTS;
+        let keys: Vec<u8> = (0..n).flat_map(|i| i.to_ne_bytes()).collect();
+        let values = vec![0u8; n as usize * 64];
+        self.dp
+            .xdp
+            .maps
+            .ct_syn
+            .update_batch(
+                &keys,
+                &values,
+                n,
+                libbpf_rs::MapFlags::ANY,
+                libbpf_rs::MapFlags::ANY,
+            )
+            .expect("clearing ct_syn");
+    }
+
+    /// The half-open connection of `client` (`ct_syn`'s slot of its address
+    /// and port), when the slot holds one of that client.
+    pub fn half_open(&self, client: &str) -> Option<HalfOpen> {
+        use libbpf_rs::MapCore;
+        let c = sa(client);
+        let port_raw = u32::from(u16::from_ne_bytes(c.port().to_be_bytes()));
+        let w = u32::from(*c.ip()) ^ (port_raw << 16);
+        let slot = w.wrapping_mul(0x9e37_79b1) >> (32 - XLB_SYN_BITS);
+        let v = self
+            .dp
+            .xdp
+            .maps
+            .ct_syn
+            .lookup(&slot.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+            .expect("ct_syn lookup")
+            .expect("ct_syn slot");
+        let u32_at = |o: usize| u32::from_ne_bytes(v[o..o + 4].try_into().unwrap());
+        let addr_at = |o: usize| Ipv4Addr::from(<[u8; 4]>::try_from(&v[o..o + 4]).unwrap());
+        let port_at = |o: usize| u16::from_be_bytes([v[o], v[o + 1]]);
+        let h = HalfOpen {
+            check: u32_at(0),
+            flags: u32_at(4),
+            client: SocketAddrV4::new(addr_at(8), port_at(24)),
+            frontend: SocketAddrV4::new(addr_at(12), port_at(26)),
+            backend: SocketAddrV4::new(addr_at(16), port_at(28)),
+            tunnel_peer: addr_at(20),
+            backend_id: u32_at(32),
+            generation: u32_at(36),
+            svc_id: u32_at(40),
+            last_seen: u64::from_ne_bytes(v[48..56].try_into().unwrap()),
+        };
+        (h.check != 0 && h.client == c).then_some(h)
+    }
+
+    /// Writes `h` into its client's `ct_syn` slot with a valid check, as the
+    /// data plane writes one (tests age a half-open connection this way).
+    pub fn put_half_open(&self, h: &HalfOpen) {
+        use libbpf_rs::MapCore;
+        let port_raw = u32::from(u16::from_ne_bytes(h.client.port().to_be_bytes()));
+        let w = u32::from(*h.client.ip()) ^ (port_raw << 16);
+        let slot = w.wrapping_mul(0x9e37_79b1) >> (32 - XLB_SYN_BITS);
+        let mut v = [0u8; 64];
+        v[4..8].copy_from_slice(&h.flags.to_ne_bytes());
+        v[8..12].copy_from_slice(&h.client.ip().octets());
+        v[12..16].copy_from_slice(&h.frontend.ip().octets());
+        v[16..20].copy_from_slice(&h.backend.ip().octets());
+        v[20..24].copy_from_slice(&h.tunnel_peer.octets());
+        v[24..26].copy_from_slice(&h.client.port().to_be_bytes());
+        v[26..28].copy_from_slice(&h.frontend.port().to_be_bytes());
+        v[28..30].copy_from_slice(&h.backend.port().to_be_bytes());
+        v[32..36].copy_from_slice(&h.backend_id.to_ne_bytes());
+        v[36..40].copy_from_slice(&h.generation.to_ne_bytes());
+        v[40..44].copy_from_slice(&h.svc_id.to_ne_bytes());
+        v[48..56].copy_from_slice(&h.last_seen.to_ne_bytes());
+        // xlb_syn_sum (ctsyn.h)
+        let k = 0x9e37_79b9_7f4a_7c15u64;
+        let mut x = u64::from(h.flags + 1).wrapping_mul(k);
+        for i in 1..8 {
+            let word = u64::from_ne_bytes(v[i * 8..i * 8 + 8].try_into().unwrap());
+            x = (x ^ word).wrapping_mul(k);
+        }
+        let check = ((x ^ (x >> 32)) as u32) | 1;
+        v[0..4].copy_from_slice(&check.to_ne_bytes());
+        self.dp
+            .xdp
+            .maps
+            .ct_syn
+            .update(&slot.to_ne_bytes(), &v, libbpf_rs::MapFlags::ANY)
+            .expect("ct_syn update");
     }
 
     /// Empties the XDP program's per-CPU next-hop and VTEP caches (they

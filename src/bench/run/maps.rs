@@ -208,6 +208,22 @@ pub(super) fn established_kept(m: &Maps, flows: &[(xlb_ct_key, u32)]) -> Result<
     Ok(kept)
 }
 
+/// `ct_syn` slots in use (a non-zero check word: struct xlb_syn, maps.h).
+pub(super) fn half_open_live(dp: &xlb_loader::DataPlane) -> Result<u64> {
+    use libbpf_rs::MapCore;
+    let map = &dp.xdp.maps.ct_syn;
+    let mut n = 0;
+    for i in 0..XLB_SYN_SLOTS {
+        let v = map
+            .lookup(&i.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+            .context("ct_syn lookup")?;
+        if v.is_some_and(|v| v[..4] != [0; 4]) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use xlb_pktgen::{Latency, Limit, Pktgen, RunOptions, Template};
 use super::args::{RunArgs, Scenario};
 use super::ctmem::{self, CtMem};
 use super::frames::{spec, TABLE};
-use super::maps::{ct_entries, established_kept, fill_maps, put_established};
+use super::maps::{ct_entries, established_kept, fill_maps, half_open_live, put_established};
 use super::rules::{iptables_rules, nft_rules};
 use super::topo::*;
 
@@ -36,6 +36,8 @@ pub(super) struct Measure {
     /// xlb with --new-flows: established flows of another Service written
     /// before the phase, and how many kept their ct entry and backend.
     pub(super) established: Option<(u64, u64)>,
+    /// xlb: `ct_syn` slots in use after the phase.
+    pub(super) half_open: Option<u64>,
 }
 
 /// Entries in the conntrack table of namespace `ns`.
@@ -298,6 +300,7 @@ impl Bench<'_> {
             ct: None,
             ct_live: None,
             established: None,
+            half_open: None,
         })
     }
 
@@ -361,6 +364,7 @@ impl Bench<'_> {
             let ct = ctmem::measure(&dp.maps.ct).context("counting the ct entries")?;
             m.ct = Some(ct);
             m.ct_live = Some(ct.live);
+            m.half_open = Some(half_open_live(&dp).context("counting the half-open slots")?);
             if self.a.new_flows {
                 m.established = Some((
                     established.len() as u64,

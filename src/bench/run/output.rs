@@ -53,6 +53,10 @@ pub struct Report {
     /// ... and how many still had their ct entry and backend after it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub established_kept: Option<u64>,
+    /// xlb: half-open TCP connections left in `ct_syn` (slots in use; a
+    /// SYN's state until the client's ACK, bpf/include/ctsyn.h).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub half_open_live: Option<u64>,
 }
 
 /// Nanoseconds per packet per core on top of the XDP_DROP baseline:
@@ -109,6 +113,7 @@ pub(super) fn report(a: &RunArgs, flows: u32, m: &Measure, drop: &Measure, tx: &
             .then(|| m.mpps * 1e6 / f64::from(a.cores.max(1))),
         established_flows: m.established.map(|e| e.0),
         established_kept: m.established.map(|e| e.1),
+        half_open_live: m.half_open,
     }
 }
 
@@ -120,6 +125,9 @@ pub(super) fn state_line(r: &Report) -> Option<String> {
     }
     if let Some(n) = r.ct_live_entries {
         v.push(format!("ct entries left {n}"));
+    }
+    if let Some(n) = r.half_open_live {
+        v.push(format!("half-open left {n}"));
     }
     if let (Some(n), Some(k)) = (r.established_flows, r.established_kept) {
         v.push(format!("established flows of another Service kept {k}/{n}"));
