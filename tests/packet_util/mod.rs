@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod related;
+pub mod xdp;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
