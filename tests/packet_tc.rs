@@ -41,19 +41,6 @@ fn udp_from_pod(dst: &str) -> Frame {
     Frame::udp(sa(POD), sa(dst)).macs(POD_MAC, VETH_MAC)
 }
 
-fn dnat(f: &Frame, to: &str) -> Vec<u8> {
-    Frame {
-        dst: sa(to),
-        ..f.clone()
-    }
-    .build()
-}
-
-fn assert_dnat(f: Frame, to: &str, out: &[u8]) {
-    check_eth_ipv4(out, "dnat");
-    assert_eq!(out, dnat(&f, to).as_slice(), "DNAT output bytes");
-}
-
 /// A reply of a backend pod to `client`.
 fn reply(backend: &str, client: &str) -> Frame {
     Frame::tcp(sa(backend), sa(client)).macs(POD_MAC, VETH_MAC)

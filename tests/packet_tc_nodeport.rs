@@ -58,15 +58,6 @@ fn udp_from_pod(dst: &str) -> Frame {
     Frame::udp(sa(POD), sa(dst)).macs(POD_MAC, VETH_MAC)
 }
 
-/// `f` as it must leave: destination rewritten, checksums right.
-fn dnat(f: &Frame, to: &str) -> Vec<u8> {
-    Frame {
-        dst: sa(to),
-        ..f.clone()
-    }
-    .build()
-}
-
 fn ct(env: &Env, src: &str, dst: &str, proto: u8) -> Option<xlb_ct_val> {
     env.maps()
         .ct_entry(&xlb_ct_key::new(sa(src), sa(dst), proto))

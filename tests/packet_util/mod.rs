@@ -8,9 +8,16 @@
 //!
 //! The namespace dies with the test thread: nothing to clean up, and nothing
 //! the tests do can reach the host's interfaces.
+//!
+//! Here: the harness ([`Env`]). The fixture is in `fixture`, the output
+//! checks in `checks`, the table runner in `table`, the XDP tests' shared
+//! flows in [`xdp`], related-flow (ICMP error) frames in [`related`].
 #![allow(dead_code)]
 
+mod checks;
+mod fixture;
 pub mod related;
+mod table;
 pub mod xdp;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -25,143 +32,23 @@ use xlb_loader::{DataPlane, LoadOptions};
 
 pub use xlb_testkit::frame::*;
 
+pub use checks::*;
+pub use fixture::*;
+pub use table::*;
+
 pub const XDP_DROP: u32 = 1;
+
 pub const XDP_PASS: u32 = 2;
+
 pub const XDP_TX: u32 = 3;
+
 pub const XDP_REDIRECT: u32 = 4;
+
 pub const TC_ACT_OK: u32 = 0;
+
 pub const TC_ACT_SHOT: u32 = 2;
+
 pub const TC_ACT_REDIRECT: u32 = 7;
-
-// --- independent checks ---------------------------------------------------
-
-/// An IPv4 packet (starting at the IP header) parsed and checked with
-/// etherparse: header checksum, lengths, L4 checksum. Returns its parts.
-pub struct Parsed {
-    pub ip: Ipv4Header,
-    pub l4: Vec<u8>,
-}
-
-impl Parsed {
-    pub fn src_port(&self) -> u16 {
-        u16::from_be_bytes([self.l4[0], self.l4[1]])
-    }
-    pub fn dst_port(&self) -> u16 {
-        u16::from_be_bytes([self.l4[2], self.l4[3]])
-    }
-    pub fn src(&self) -> SocketAddrV4 {
-        SocketAddrV4::new(self.ip.source.into(), self.src_port())
-    }
-    pub fn dst(&self) -> SocketAddrV4 {
-        SocketAddrV4::new(self.ip.destination.into(), self.dst_port())
-    }
-    pub fn l4_csum(&self) -> u16 {
-        let at = if self.ip.protocol.0 == TCP { 16 } else { 6 };
-        u16::from_be_bytes([self.l4[at], self.l4[at + 1]])
-    }
-}
-
-/// Parses `b` as IPv4 and verifies every checksum it carries; panics with
-/// `what` on any inconsistency. First fragments skip the L4 check (the
-/// checksum covers data that is not here).
-pub fn check_ipv4(b: &[u8], what: &str) -> Parsed {
-    let (ip, rest) = Ipv4Header::from_slice(b).unwrap_or_else(|e| panic!("{what}: ipv4: {e}"));
-    assert_eq!(
-        ip.header_checksum,
-        ip.calc_header_checksum(),
-        "{what}: IPv4 header checksum"
-    );
-    let l4_len = usize::from(ip.total_len) - ip.header_len();
-    assert!(rest.len() >= l4_len, "{what}: total_len beyond the frame");
-    let l4 = rest[..l4_len].to_vec();
-    let p = Parsed { ip, l4 };
-    if p.ip.more_fragments || p.ip.fragment_offset.value() != 0 {
-        return p;
-    }
-    match p.ip.protocol.0 {
-        TCP => {
-            let (th, payload) =
-                TcpHeader::from_slice(&p.l4).unwrap_or_else(|e| panic!("{what}: tcp: {e}"));
-            let want = th.calc_checksum_ipv4(&p.ip, payload).unwrap();
-            assert_eq!(th.checksum, want, "{what}: TCP checksum");
-        }
-        UDP => {
-            let (uh, payload) =
-                UdpHeader::from_slice(&p.l4).unwrap_or_else(|e| panic!("{what}: udp: {e}"));
-            assert_eq!(usize::from(uh.length), p.l4.len(), "{what}: UDP length");
-            if uh.checksum != 0 {
-                let want = uh.calc_checksum_ipv4(&p.ip, payload).unwrap();
-                assert_eq!(uh.checksum, want, "{what}: UDP checksum");
-            }
-        }
-        1 => {
-            assert_eq!(
-                xlb_testkit::csum::checksum(&p.l4),
-                0,
-                "{what}: ICMP checksum"
-            );
-        }
-        _ => {}
-    }
-    p
-}
-
-/// An Ethernet frame carrying IPv4: (dst mac, src mac, parsed IPv4).
-pub fn check_eth_ipv4(f: &[u8], what: &str) -> ([u8; 6], [u8; 6], Parsed) {
-    assert!(f.len() >= 14, "{what}: short frame");
-    assert_eq!(&f[12..14], &[0x08, 0x00], "{what}: ethertype");
-    let dst: [u8; 6] = f[..6].try_into().unwrap();
-    let src: [u8; 6] = f[6..12].try_into().unwrap();
-    (dst, src, check_ipv4(&f[14..], what))
-}
-
-/// A VXLAN frame: checks outer headers and returns (outer eth dst, outer eth src,
-/// outer ip, outer udp source port, vxlan flags word, vni, inner frame).
-pub struct Vxlan {
-    pub dst_mac: [u8; 6],
-    pub src_mac: [u8; 6],
-    pub ip: Ipv4Header,
-    pub sport: u16,
-    pub flags: u32,
-    pub vni: u32,
-    pub inner: Vec<u8>,
-}
-
-pub fn check_vxlan(f: &[u8], what: &str) -> Vxlan {
-    let (dst_mac, src_mac, p) = check_eth_ipv4(f, what);
-    assert_eq!(p.ip.protocol.0, UDP, "{what}: outer proto");
-    assert_eq!(p.ip.header_len(), 20, "{what}: outer ihl");
-    assert_eq!(
-        usize::from(p.ip.total_len) + 14,
-        f.len(),
-        "{what}: outer length"
-    );
-    let udp = &p.l4;
-    assert_eq!(p.dst_port(), VXLAN_PORT, "{what}: vxlan port");
-    assert_eq!(&udp[6..8], &[0, 0], "{what}: outer UDP checksum 0");
-    let flags = u32::from_be_bytes(udp[8..12].try_into().unwrap());
-    let vni = u32::from_be_bytes(udp[12..16].try_into().unwrap()) >> 8;
-    Vxlan {
-        dst_mac,
-        src_mac,
-        sport: p.src_port(),
-        ip: p.ip,
-        flags,
-        vni,
-        inner: udp[16..].to_vec(),
-    }
-}
-
-/// The data plane's flow hash (hash.h `xlb_flow_hash`), to predict Maglev slots.
-pub fn flow_hash(src: SocketAddrV4, dst: SocketAddrV4, proto: u8, no_sport: bool) -> u32 {
-    let sport = if no_sport {
-        0
-    } else {
-        u32::from(src.port().to_be())
-    };
-    let ports = (sport << 16) | u32::from(dst.port().to_be());
-    xlb_bpf::wire::hash3(be32(*src.ip()), be32(*dst.ip()), ports, u32::from(proto))
-}
 
 // --- environment -----------------------------------------------------------
 
@@ -493,124 +380,6 @@ impl Env {
     }
 }
 
-pub fn tcp_key(s: &str) -> xlb_svc_key {
-    xlb_svc_key::addr(sa(s), Proto::Tcp)
-}
-
-pub fn udp_key(s: &str) -> xlb_svc_key {
-    xlb_svc_key::addr(sa(s), Proto::Udp)
-}
-
-pub fn reason_name(r: usize) -> String {
-    Reason(r as u32).name()
-}
-
-/// The reason counters that moved between two snapshots.
-pub fn moved(before: &[u64], after: &[u64]) -> Vec<(String, u64)> {
-    before
-        .iter()
-        .zip(after)
-        .enumerate()
-        .filter(|(_, (a, b))| a != b)
-        .map(|(i, (a, b))| (reason_name(i), b - a))
-        .collect()
-}
-
-// --- the fixture every table runs against ------------------------------------
-
-pub const VIP: &str = "10.96.0.10";
-pub const BE_LOCAL: &str = "10.244.1.10:8080";
-pub const BE_UDP: &str = "10.244.1.11:5353";
-pub const BE_REMOTE: &str = "10.244.2.10:8080";
-pub const BE_NONEIGH: &str = "10.244.3.10:8080";
-pub const BE_5: &str = "10.244.1.12:8080";
-pub const BE_6: &str = "10.244.1.13:8080";
-pub const BE_NOTUNNEL: &str = "10.244.4.10:8080";
-pub const BE_DEAD: &str = "10.244.1.99:8080";
-
-pub const AFF_TABLE: [u32; 11] = [1, 5, 6, 1, 5, 6, 1, 5, 6, 1, 5];
-pub const MULTI_TABLE: [u32; 13] = [1, 5, 6, 5, 1, 6, 6, 1, 5, 1, 6, 5, 1];
-
-/// Services (svc_id, frontend, Maglev region) and backends used by the tables:
-///
-/// | id | frontend | backends |
-/// |---|---|---|
-/// | 1 | 10.96.0.10:80/TCP | 1 (local) |
-/// | 2 | 10.96.0.10:53/UDP | 2 (local) |
-/// | 3 | 10.96.0.20:80/TCP | 3 (node PEER) |
-/// | 4 | 10.96.0.21:80/TCP | 4 (node NONEIGH) |
-/// | 5 | 10.96.0.22:80/TCP | 7 (remote, no tunnel entry) |
-/// | 6,7 | 10.96.0.30:80/TCP, :53/UDP | none |
-/// | 8 | 10.96.0.40:80/TCP, ExternalIP, Local | 3 (remote only) |
-/// | 9 | 10.96.0.50:80/TCP, source ranges 198.18.0.0/28 | 1 |
-/// | 10 | 10.96.0.60:80/TCP, affinity 100 s | AFF_TABLE |
-/// | 11 | 10.96.0.70:80/TCP | MULTI_TABLE |
-/// | 12 | NodePort 30080/TCP | 1 |
-/// | 13 | 10.96.0.80:80/TCP | 8 (inactive) |
-/// | 14 | 10.96.0.20:53/UDP | 3 (node PEER) |
-pub fn fixture(env: &Env) {
-    let m = env.maps();
-    m.put_config(&env.config()).unwrap();
-    env.backend(1, BE_LOCAL, None);
-    env.backend(2, BE_UDP, None);
-    env.backend(3, BE_REMOTE, Some(PEER));
-    env.backend(4, BE_NONEIGH, Some(NONEIGH));
-    env.backend(5, BE_5, None);
-    env.backend(6, BE_6, None);
-    env.backend(7, BE_NOTUNNEL, Some(PEER));
-    let mut dead = xlb_backend::new(sa(BE_DEAD), None, 1);
-    dead.flags = 0;
-    m.put_backend(8, &dead).unwrap();
-    m.put_tunnel(
-        &xlb_tunnel_key::new(Ipv4Addr::new(10, 244, 2, 0), 24),
-        &xlb_tunnel_val::new(PEER, VTEP_MAC),
-    )
-    .unwrap();
-    m.put_tunnel(
-        &xlb_tunnel_key::new(Ipv4Addr::new(10, 244, 3, 0), 24),
-        &xlb_tunnel_val::new(NONEIGH, VTEP_MAC),
-    )
-    .unwrap();
-    m.put_local_addr(NODE).unwrap();
-    env.service(tcp_key("10.96.0.10:80"), 1, 0, &[1; 7], 0);
-    env.service(udp_key("10.96.0.10:53"), 2, 16, &[2; 7], 0);
-    env.service(tcp_key("10.96.0.20:80"), 3, 32, &[3; 7], 0);
-    env.service(tcp_key("10.96.0.21:80"), 4, 48, &[4; 7], 0);
-    env.service(tcp_key("10.96.0.22:80"), 5, 64, &[7; 7], 0);
-    env.service(tcp_key("10.96.0.30:80"), 6, 80, &[], 0);
-    env.service(udp_key("10.96.0.30:53"), 7, 96, &[], 0);
-    env.service(tcp_key("10.96.0.40:80"), 8, 112, &[3; 7], XLB_SVC_F_LOCAL);
-    let mut v = m.service(&tcp_key("10.96.0.40:80")).unwrap().unwrap();
-    v.fe_type = XLB_FE_EXTERNALIP as u8; // externalTrafficPolicy Local
-    m.put_service(&tcp_key("10.96.0.40:80"), &v).unwrap();
-    env.service(
-        tcp_key("10.96.0.50:80"),
-        9,
-        128,
-        &[1; 7],
-        XLB_SVC_F_SRC_RANGES,
-    );
-    m.put_src_range(&xlb_src_range_key::new(9, Ipv4Addr::new(198, 18, 0, 0), 28))
-        .unwrap();
-    env.service(
-        tcp_key("10.96.0.60:80"),
-        10,
-        144,
-        &AFF_TABLE,
-        XLB_SVC_F_AFFINITY,
-    );
-    env.service(tcp_key("10.96.0.70:80"), 11, 160, &MULTI_TABLE, 0);
-    env.service(
-        xlb_svc_key::nodeport(30080, Proto::Tcp),
-        12,
-        176,
-        &[1; 7],
-        0,
-    );
-    env.service(tcp_key("10.96.0.80:80"), 13, 192, &[8; 7], 0);
-    env.service(udp_key("10.96.0.20:53"), 14, 208, &[3; 7], 0);
-}
-
 /// CLOCK_MONOTONIC in ns (what bpf_ktime_get_ns returns).
 pub fn now_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -620,94 +389,6 @@ pub fn now_ns() -> u64 {
     // SAFETY: valid out pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Backend id the Maglev region [off, off+table.len()) gives a flow.
-pub fn maglev_pick(
-    table: &[u32],
-    src: SocketAddrV4,
-    dst: SocketAddrV4,
-    proto: u8,
-    aff: bool,
-) -> u32 {
-    table[(flow_hash(src, dst, proto, aff) % table.len() as u32) as usize]
-}
-
-/// One row of a packet table.
-pub struct Case {
-    pub name: &'static str,
-    /// Extra map state (and packets) before the frame; the fixture is fresh.
-    pub setup: fn(&Env),
-    pub frame: fn() -> Vec<u8>,
-    /// XDP: run with the uplink as ingress interface (else `lo`).
-    pub on_uplink: bool,
-    pub rc: u32,
-    /// The outcome reason that must count exactly this one frame.
-    pub reason: u32,
-    /// Checks on (env, input, output).
-    pub check: fn(&Env, &[u8], &[u8]),
-}
-
-pub fn no_setup(_: &Env) {}
-
-pub fn unchanged(_: &Env, input: &[u8], out: &[u8]) {
-    assert_eq!(input, out, "frame must pass untouched");
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Prog {
-    Xdp,
-    Tc,
-}
-
-/// Runs a table; every case gets a fresh fixture and empty ct/affinity.
-/// Reports all failing rows at once.
-pub fn run_table(env: &Env, prog: Prog, cases: &[Case]) {
-    let mut failed = Vec::new();
-    for c in cases {
-        env.clear_state();
-        fixture(env);
-        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (c.setup)(env);
-            let input = (c.frame)();
-            let before = env.reasons();
-            let (rc, out) = match prog {
-                Prog::Xdp => env.xdp_in(&input, c.on_uplink.then_some(env.uplink)),
-                Prog::Tc => env.tc(&input),
-            };
-            let after = env.reasons();
-            assert_eq!(
-                rc,
-                c.rc,
-                "return code (reasons moved: {:?})",
-                moved(&before, &after)
-            );
-            let r = c.reason as usize;
-            assert_eq!(
-                after[r] - before[r],
-                1,
-                "reason {} must count the frame once; moved: {:?}",
-                reason_name(r),
-                moved(&before, &after)
-            );
-            (c.check)(env, &input, &out);
-        }));
-        if let Err(e) = res {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            failed.push(format!("{}: {msg}", c.name));
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "{} of {} cases failed:\n  {}",
-        failed.len(),
-        cases.len(),
-        failed.join("\n  ")
-    );
 }
 
 impl Env {

@@ -1,7 +1,7 @@
 //! # Helpers of the XDP packet tests
 //!
 //! Frames, ct lookups and assertions shared by `packet_xdp*.rs`: the client
-//! flow (`CLIENT_SA`), DNAT and VXLAN-encap expectations, and the short
+//! flow (`CLIENT_SA`), ct and VXLAN-encap expectations, and the short
 //! exchanges (open, send, reply) the cache tests build on.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -27,20 +27,6 @@ pub fn expiry_client() -> SocketAddrV4 {
 
 pub fn syn(dst: &str) -> Frame {
     Frame::tcp(sa(CLIENT_SA), sa(dst))
-}
-
-/// The frame after DNAT to `to` (same bytes otherwise).
-pub fn dnat(f: &Frame, to: &str) -> Vec<u8> {
-    Frame {
-        dst: sa(to),
-        ..f.clone()
-    }
-    .build()
-}
-
-pub fn assert_dnat(f: Frame, to: &str, out: &[u8]) {
-    check_eth_ipv4(out, "dnat");
-    assert_eq!(out, dnat(&f, to).as_slice(), "DNAT output bytes");
 }
 
 /// Forward and reverse ct entries of a client flow to `vip`.
