@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cli_support::{pin_dir, stderr, xlb, Netns};
+use cli_support::{client_and_attached_node, pin_dir};
 use libbpf_rs::libbpf_sys as bsys;
 use libbpf_rs::MapCore;
 use std::os::fd::AsFd;
@@ -68,61 +68,8 @@ fn maps_grow_under_traffic_and_a_flow_keeps_its_backend() {
     if !xlb_testkit::privileged() {
         return;
     }
-    let client = Netns::new();
-    let node = Netns::new();
-    for ns in [&client, &node] {
-        ns.run(|| {
-            for k in ["all", "default"] {
-                std::fs::write(format!("/proc/sys/net/ipv6/conf/{k}/disable_ipv6"), "1").unwrap();
-            }
-        });
-    }
-    client.ip(&[
-        "link", "add", "a0", "type", "veth", "peer", "name", "up0", "netns", &node.name,
-    ]);
-    client.ip(&["addr", "add", "198.18.0.1/24", "dev", "a0"]);
-    node.ip(&["addr", "add", "198.18.0.2/24", "dev", "up0"]);
-    node.ip(&["addr", "add", "198.18.0.3/24", "dev", "up0"]);
-    client.ip(&["link", "set", "a0", "up"]);
-    node.ip(&["link", "set", "up0", "up"]);
-    node.ip(&["link", "set", "lo", "up"]);
-    let mac = |ns: &Netns, dev: &str| -> String {
-        let s = ns.ip_out(&["-o", "link", "show", dev]);
-        let i = s.find("link/ether ").expect("mac") + 11;
-        s[i..i + 17].to_string()
-    };
-    let (amac, umac) = (mac(&client, "a0"), mac(&node, "up0"));
-    client.ip(&[
-        "neigh",
-        "replace",
-        "198.18.0.2",
-        "lladdr",
-        &umac,
-        "dev",
-        "a0",
-        "nud",
-        "permanent",
-    ]);
-    node.ip(&[
-        "neigh",
-        "replace",
-        "198.18.0.1",
-        "lladdr",
-        &amac,
-        "dev",
-        "up0",
-        "nud",
-        "permanent",
-    ]);
-    client.ip(&["route", "add", "10.96.0.0/16", "via", "198.18.0.2"]);
-
     let pin = pin_dir();
-    let o = xlb(
-        Some(&node),
-        &pin.path,
-        &["attach", "--iface", "up0", "--pod-ifaces", ""],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (client, node) = client_and_attached_node(&pin.path, &["198.18.0.3"]);
     // 10.96.0.10:9999/UDP, two local backends; the table names only the
     // first for now.
     let maps = Maps::from_pin_dir(&pin.path).unwrap();

@@ -59,3 +59,62 @@ pub fn xlb_env(
     }
     cmd.output().expect("run xlb")
 }
+
+/// A client namespace and a node namespace joined by a veth (client `a0`
+/// 198.18.0.1 <-> node `up0` 198.18.0.2 and any `extra` node addresses),
+/// with IPv6 off (only the test's traffic reaches `up0`: no router or
+/// neighbour solicitations), static neighbours (no packet waits for ARP) and
+/// the client's route to 10.96.0.0/16 through the node; then xlb attached to
+/// `up0` with its maps pinned under `pin`. Returns (client, node).
+pub fn client_and_attached_node(pin: &Path, extra: &[&str]) -> (Netns, Netns) {
+    let client = Netns::new();
+    let node = Netns::new();
+    // (/proc/sys/net is the opener's namespace's.)
+    for ns in [&client, &node] {
+        ns.run(|| {
+            for k in ["all", "default"] {
+                std::fs::write(format!("/proc/sys/net/ipv6/conf/{k}/disable_ipv6"), "1").unwrap();
+            }
+        });
+    }
+    client.ip(&[
+        "link", "add", "a0", "type", "veth", "peer", "name", "up0", "netns", &node.name,
+    ]);
+    client.ip(&["addr", "add", "198.18.0.1/24", "dev", "a0"]);
+    node.ip(&["addr", "add", "198.18.0.2/24", "dev", "up0"]);
+    for a in extra {
+        node.ip(&["addr", "add", &format!("{a}/24"), "dev", "up0"]);
+    }
+    client.ip(&["link", "set", "a0", "up"]);
+    node.ip(&["link", "set", "up0", "up"]);
+    node.ip(&["link", "set", "lo", "up"]);
+    let mac = |ns: &Netns, dev: &str| -> String {
+        let s = ns.ip_out(&["-o", "link", "show", dev]);
+        let i = s.find("link/ether ").expect("mac") + 11;
+        s[i..i + 17].to_string()
+    };
+    let (amac, umac) = (mac(&client, "a0"), mac(&node, "up0"));
+    let permanent = |ns: &Netns, addr: &str, mac: &str, dev: &str| {
+        ns.ip(&[
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ]);
+    };
+    permanent(&client, "198.18.0.2", &umac, "a0");
+    permanent(&node, "198.18.0.1", &amac, "up0");
+    client.ip(&["route", "add", "10.96.0.0/16", "via", "198.18.0.2"]);
+    let o = xlb(
+        Some(&node),
+        pin,
+        &["attach", "--iface", "up0", "--pod-ifaces", ""],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    (client, node)
+}
