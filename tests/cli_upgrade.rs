@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cli_support::{client_and_attached_node, pin_dir, stderr, xlb};
+use cli_support::{client_and_attached_node, enable_stats, pin_dir, prog_fd, run_cnt, stderr, xlb};
 use xlb_loader::sys;
 use xlb_testkit::enter;
 
@@ -183,40 +183,4 @@ fn upgrade_under_traffic_drops_zero_packets() {
         sent,
         "every packet went through an xlb XDP program"
     );
-}
-
-use libbpf_rs::libbpf_sys as bsys;
-
-fn enable_stats() -> std::os::fd::OwnedFd {
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain syscall wrapper; the returned fd keeps stats on while open.
-    let fd = unsafe { bsys::bpf_enable_stats(bsys::BPF_STATS_RUN_TIME) };
-    assert!(fd >= 0, "BPF_ENABLE_STATS: {fd}");
-    // SAFETY: fresh fd we own.
-    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
-}
-
-fn prog_fd(id: u32) -> std::os::fd::OwnedFd {
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain syscall wrapper.
-    let fd = unsafe { bsys::bpf_prog_get_fd_by_id(id) };
-    assert!(fd >= 0, "prog {id}: {fd}");
-    // SAFETY: fresh fd we own.
-    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
-}
-
-fn run_cnt(fd: &std::os::fd::OwnedFd) -> u64 {
-    use std::os::fd::AsRawFd;
-    let mut info = bsys::bpf_prog_info::default();
-    let mut len = std::mem::size_of::<bsys::bpf_prog_info>() as u32;
-    // SAFETY: valid fd, buffer and length.
-    let rc = unsafe {
-        bsys::bpf_obj_get_info_by_fd(
-            fd.as_raw_fd(),
-            (&mut info as *mut bsys::bpf_prog_info).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0);
-    info.run_cnt
 }

@@ -16,8 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cli_support::{client_and_attached_node, pin_dir};
-use libbpf_rs::libbpf_sys as bsys;
+use cli_support::{client_and_attached_node, enable_stats, pin_dir, prog_fd, run_cnt};
 use libbpf_rs::MapCore;
 use std::os::fd::AsFd;
 use xlb_bpf::types::{xlb_backend, xlb_svc_key, xlb_svc_val};
@@ -213,38 +212,4 @@ fn maps_grow_under_traffic_and_a_flow_keeps_its_backend() {
         sent + 10,
         "every packet met an xlb program"
     );
-}
-
-fn enable_stats() -> std::os::fd::OwnedFd {
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain syscall wrapper; the returned fd keeps stats on while open.
-    let fd = unsafe { bsys::bpf_enable_stats(bsys::BPF_STATS_RUN_TIME) };
-    assert!(fd >= 0, "BPF_ENABLE_STATS: {fd}");
-    // SAFETY: fresh fd we own.
-    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
-}
-
-fn prog_fd(id: u32) -> std::os::fd::OwnedFd {
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain syscall wrapper.
-    let fd = unsafe { bsys::bpf_prog_get_fd_by_id(id) };
-    assert!(fd >= 0, "prog {id}: {fd}");
-    // SAFETY: fresh fd we own.
-    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
-}
-
-fn run_cnt(fd: &std::os::fd::OwnedFd) -> u64 {
-    use std::os::fd::AsRawFd;
-    let mut info = bsys::bpf_prog_info::default();
-    let mut len = std::mem::size_of::<bsys::bpf_prog_info>() as u32;
-    // SAFETY: valid fd, buffer and length.
-    let rc = unsafe {
-        bsys::bpf_obj_get_info_by_fd(
-            fd.as_raw_fd(),
-            (&mut info as *mut bsys::bpf_prog_info).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0);
-    info.run_cnt
 }

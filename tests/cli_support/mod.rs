@@ -118,3 +118,43 @@ pub fn client_and_attached_node(pin: &Path, extra: &[&str]) -> (Netns, Netns) {
     assert!(o.status.success(), "{}", stderr(&o));
     (client, node)
 }
+
+/// Turns on the kernel's BPF run-time statistics while the returned fd is
+/// open (`run_cnt` of every program counts from then on).
+pub fn enable_stats() -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain syscall wrapper; the returned fd keeps stats on while open.
+    let fd = unsafe {
+        libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
+    };
+    assert!(fd >= 0, "BPF_ENABLE_STATS: {fd}");
+    // SAFETY: fresh fd we own.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// An fd of program `id` (kept open, the program cannot go away).
+pub fn prog_fd(id: u32) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain syscall wrapper.
+    let fd = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_fd_by_id(id) };
+    assert!(fd >= 0, "prog {id}: {fd}");
+    // SAFETY: fresh fd we own.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// How many times the program behind `fd` ran since stats were enabled.
+pub fn run_cnt(fd: &std::os::fd::OwnedFd) -> u64 {
+    use std::os::fd::AsRawFd;
+    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: valid fd, buffer and length.
+    let rc = unsafe {
+        libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(
+            fd.as_raw_fd(),
+            (&mut info as *mut libbpf_rs::libbpf_sys::bpf_prog_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0);
+    info.run_cnt
+}
