@@ -18,6 +18,9 @@
 #define XLB_REMOTE_ADDRS	16384	/* remote_addrs: the other nodes' addresses (maps.h) */
 #define XLB_SOCK_RNAT_ENTRIES	65536	/* sock_rnat: sockets' backend -> frontend (maps.h) */
 #define XLB_SOCK_TERM_ENTRIES	4096	/* sock_term: (frontend, backend) pairs per run (sock_term.bpf.c) */
+#define XLB_MAX_FRONTENDS6	65536	/* services6 map entries */
+#define XLB_CT6_ENTRIES		(1 << 18)	/* ct6: IPv6 flows (two entries each, as ct) */
+#define XLB_AFFINITY6_ENTRIES	(1 << 16)
 #define XLB_EVENTS_BYTES	(256 * 1024)	/* events ring buffer (power of two pages) */
 
 /* The data plane's private maps (maps.h): fixed sizes, per CPU. */

@@ -195,7 +195,86 @@ struct {
 	__uint(max_entries, XLB_EVENTS_BYTES);
 } events SEC(".maps");
 
-/* ---- private maps (XDP only; not shared with userspace) ---- */
+
+/* ---- IPv6 contract maps (types.h, docs/ipv6.md): the IPv4 maps' shapes
+ * with 16-byte addresses. maglev, stats, backend_stats and the monitor maps
+ * serve both families. ---- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XLB_MAX_FRONTENDS6);
+	__type(key, struct xlb_svc6_key);
+	__type(value, struct xlb_svc_val);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} services6 SEC(".maps");
+
+/* indexed by the backend ids of `backends` (one id space); sized like it */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XLB_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct xlb_backend6);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} backends6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, XLB_CT6_ENTRIES);
+	__type(key, struct xlb_ct6_key);
+	__type(value, struct xlb_ct6_val);
+} ct6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, XLB_AFFINITY6_ENTRIES);
+	__type(key, struct xlb_affinity6_key);
+	__type(value, struct xlb_affinity_val);
+} affinity6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, XLB_SRC_RANGES);
+	__type(key, struct xlb_src_range6_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} src_ranges6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, XLB_TUNNEL_ENTRIES);
+	__type(key, struct xlb_tunnel6_key);
+	__type(value, struct xlb_tunnel6_val);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} tunnel6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XLB_LOCAL_ADDRS);
+	__type(key, struct xlb_addr6);
+	__type(value, __u32);
+} local_addrs6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XLB_REMOTE_ADDRS);
+	__type(key, struct xlb_addr6);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} remote_addrs6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xlb_config6);
+} config6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, XLB_SOCK_RNAT_ENTRIES);
+	__type(key, struct xlb_sock_rnat6_key);
+	__type(value, struct xlb_sock_rnat6_val);
+} sock_rnat6 SEC(".maps");
 
 /* ---- private maps (not shared with userspace; XDP only but `frag`) ---- */
 

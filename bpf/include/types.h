@@ -143,9 +143,12 @@ struct xlb_event {
 	__be16 dport;
 	__u8 proto;
 	__u8 hook;		/* XLB_HOOK_* */
-	__u16 pad;
+	__u8 family;		/* 0 (or 4): saddr/daddr; 6: saddr6/daddr6 */
+	__u8 pad;
 	__u32 ifindex;		/* ingress interface */
 	__u32 len;		/* frame length */
+	__be32 saddr6[4];	/* family 6: the addresses (saddr, daddr are 0) */
+	__be32 daddr6[4];
 };
 
 /* The packet generator and sink (pktgen.bpf.c; xlb-pktgen) */
@@ -204,6 +207,110 @@ struct xlb_sock_rnat_key {
 struct xlb_sock_rnat_val {
 	__be32 addr;		/* frontend address as dialled (ClusterIP, node address, 127.0.0.1) */
 	__be16 port;		/* frontend port as dialled */
+	__u16 pad;
+};
+
+/*
+ * IPv6 (docs/ipv6.md). The same shapes as the IPv4 maps above with 16-byte
+ * addresses (four network-order words, as struct in6_addr's s6_addr32), in
+ * maps of their own: the IPv4 keys, hashes and entries stay exactly as they
+ * are, and a frame does one lookup in its family's map. Values that hold no
+ * address (xlb_svc_val, xlb_affinity_val, xlb_counter) are shared; svc_id,
+ * backend_id and the Maglev slot array are one space for both families.
+ */
+
+/* services6: frontend -> Service port (value: struct xlb_svc_val) */
+struct xlb_svc6_key {
+	__be32 addr[4];		/* all zero for XLB_KIND_NODEPORT */
+	__be16 port;
+	__u8 proto;
+	__u8 kind;		/* XLB_KIND_* */
+};
+
+/* backends6: backend_id (array index, the ids of `backends`) -> IPv6 endpoint */
+struct xlb_backend6 {
+	__be32 addr[4];
+	__be16 port;
+	__u8 flags;		/* XLB_BE_F_* */
+	__u8 pad;
+	__u32 generation;	/* bumped when the id is freed or reused */
+	__be32 node[4];		/* the node's IPv6 underlay address; all zero = this node */
+};
+
+/* ct6: 5-tuple as seen on the wire in that direction */
+struct xlb_ct6_key {
+	__be32 saddr[4];
+	__be32 daddr[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct xlb_ct6_val {
+	__u32 backend_id;	/* forward: chosen backend (backends6) */
+	__u32 generation;
+	__u32 svc_id;
+	__u32 flags;		/* XLB_CT_F_* */
+	__be32 tunnel_peer[4];	/* XLB_CT_F_TUNNEL: node (IPv6 underlay) to return replies to */
+	__be32 nat_addr[4];	/* reverse: address to restore as source (VIP) */
+	__be16 nat_port;	/* reverse: port to restore as source */
+	__u16 pad;
+	__u32 pad2;
+	__u64 last_seen;	/* CLOCK_MONOTONIC ns (coarse) */
+};
+
+/* affinity6: sessionAffinity ClientIP on the /128 (value: struct xlb_affinity_val) */
+struct xlb_affinity6_key {
+	__u32 svc_id;
+	__be32 client[4];
+};
+
+/* src_ranges6: LPM, prefixlen counts svc_id's 32 bits plus the address prefix */
+struct xlb_src_range6_key {
+	__u32 prefixlen;	/* 32 + address prefix length (0..=128) */
+	__be32 svc_id;		/* big endian so the trie matches it bit by bit */
+	__be32 addr[4];
+};
+
+/* tunnel6: IPv6 pod CIDR -> node (flannel's IPv6 VXLAN: IPv6 underlay) */
+struct xlb_tunnel6_key {
+	__u32 prefixlen;
+	__be32 addr[4];
+};
+
+struct xlb_tunnel6_val {
+	__be32 node[4];		/* the node's IPv6 underlay address (public-ipv6) */
+	__u8 vtep_mac[6];	/* its IPv6 VTEP MAC (backend-v6-data) */
+	__u8 pad[2];
+};
+
+/* local_addrs6 / remote_addrs6 key: one IPv6 address */
+struct xlb_addr6 {
+	__be32 addr[4];
+};
+
+/* config6: ARRAY[1], what the IPv6 paths need beyond struct xlb_config
+ * (VXLAN port, VNI, MTU, uplink and flags are config's) */
+struct xlb_config6 {
+	__be32 node_addr[4];	/* this node's IPv6 underlay address (outer source); 0 = none */
+	__u32 flags;		/* XLB_CFG6_F_* */
+	__u32 pad;
+};
+
+/* sock_rnat6: an IPv6 socket that was sent to a backend -> the frontend it dialled */
+struct xlb_sock_rnat6_key {
+	__u64 cookie;		/* bpf_get_socket_cookie */
+	__be32 addr[4];		/* backend address */
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+	__u32 pad2;
+};
+
+struct xlb_sock_rnat6_val {
+	__be32 addr[4];		/* frontend address as dialled */
+	__be16 port;
 	__u16 pad;
 };
 

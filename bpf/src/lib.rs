@@ -52,6 +52,12 @@ pub mod types {
         xlb_sock_rnat_val, xlb_src_range_key, xlb_svc_key, xlb_svc_val, xlb_tunnel_key,
         xlb_tunnel_val,
     };
+    // IPv6 (docs/ipv6.md)
+    pub use crate::xdp::types::{
+        xlb_addr6, xlb_affinity6_key, xlb_backend6, xlb_config6, xlb_ct6_key, xlb_ct6_val,
+        xlb_sock_rnat6_key, xlb_sock_rnat6_val, xlb_src_range6_key, xlb_svc6_key, xlb_tunnel6_key,
+        xlb_tunnel6_val,
+    };
 }
 
 pub use maps::{Error, Maps, Result};
@@ -83,7 +89,19 @@ shared! {
     xlb_counter = 16,
     xlb_monitor = 8,
     xlb_monitor_cpu = 40,
-    xlb_event = 40,
+    xlb_event = 72,
+    xlb_svc6_key = 20,
+    xlb_backend6 = 40,
+    xlb_ct6_key = 40,
+    xlb_ct6_val = 64,
+    xlb_affinity6_key = 20,
+    xlb_src_range6_key = 24,
+    xlb_tunnel6_key = 20,
+    xlb_tunnel6_val = 24,
+    xlb_addr6 = 16,
+    xlb_config6 = 24,
+    xlb_sock_rnat6_key = 32,
+    xlb_sock_rnat6_val = 20,
 }
 
 /// The tc object's structs are generated from the same header; tie them to the

@@ -40,11 +40,12 @@ use xlb_bpf::Maps;
 use crate::{ctx, pin, storage, DataPlane, Error, Result};
 
 /// The maps that may be grown, in the order of [`Sizes`]' fields.
-/// `backend_stats` follows `backends` (indexed by backend id alike).
-pub const GROWABLE_MAPS: [&str; 6] = [
+/// `backend_stats` and `backends6` follow `backends` (indexed by backend id alike).
+pub const GROWABLE_MAPS: [&str; 7] = [
     "services",
     "backends",
     "backend_stats",
+    "backends6",
     "maglev",
     "affinity",
     "src_ranges",
@@ -65,7 +66,7 @@ impl Sizes {
     pub fn of(&self, name: &str) -> Option<u32> {
         Some(match name {
             "services" => self.services,
-            "backends" | "backend_stats" => self.backends,
+            "backends" | "backend_stats" | "backends6" => self.backends,
             "maglev" => self.maglev,
             "affinity" => self.affinity,
             "src_ranges" => self.src_ranges,

@@ -151,6 +151,11 @@ impl DataPlane {
                     "backend_stats",
                     opts.backends.or_else(|| pinned("backends")),
                 ),
+                (
+                    &mut m.backends6,
+                    "backends6",
+                    opts.backends.or_else(|| pinned("backends")),
+                ),
             ];
             for (map, name, given) in sizes {
                 if let Some(n) = given.or_else(|| pinned(name)) {

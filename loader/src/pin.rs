@@ -39,7 +39,7 @@ pub use maps::*;
 /// `ct_epoch`). Pinned at `<pin>/<name>` and reused by every later load; one
 /// pinned with another layout fails the load ([`check_pinned_maps`]), as
 /// recreating it would drop state.
-pub const CONTRACT_MAPS: [&str; 20] = [
+pub const CONTRACT_MAPS: [&str; 30] = [
     "services",
     "fe_filter",
     "be_filter",
@@ -60,6 +60,17 @@ pub const CONTRACT_MAPS: [&str; 20] = [
     "monitor",
     "monitor_cpu",
     "events",
+    // IPv6 (docs/ipv6.md)
+    "services6",
+    "backends6",
+    "ct6",
+    "affinity6",
+    "src_ranges6",
+    "tunnel6",
+    "local_addrs6",
+    "remote_addrs6",
+    "config6",
+    "sock_rnat6",
 ];
 
 /// The data plane's private maps: per-CPU caches rebuilt within their entries'
