@@ -450,7 +450,10 @@ fn fuzz_xdp_ipv6() {
     let counted = total(&env) - start;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(counted, XDP6_FRAMES as u64, "one reason per IPv6 frame");
-    assert!(changed > 10_000, "the fuzz must exercise rewriting paths ({changed})");
+    assert!(
+        changed > 10_000,
+        "the fuzz must exercise rewriting paths ({changed})"
+    );
     assert!(sent > 1_000, "and the encapsulation and answers ({sent})");
     eprintln!("fuzz6: {XDP6_FRAMES} xdp frames, {changed} rewritten, {sent} sent");
 }

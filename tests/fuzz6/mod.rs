@@ -45,7 +45,10 @@ fn random_frame6(rng: &mut StdRng) -> Frame6 {
             let (n, p) = VIPS6[rng.random_range(0..VIPS6.len())];
             (client6(rng), vip6_n(n, p))
         }
-        6..=7 => (sa6(BACKENDS6[rng.random_range(0..BACKENDS6.len())]), client6(rng)),
+        6..=7 => (
+            sa6(BACKENDS6[rng.random_range(0..BACKENDS6.len())]),
+            client6(rng),
+        ),
         8 => (client6(rng), SocketAddrV6::new(NODE6, 30080, 0, 0)),
         _ => (
             SocketAddrV6::new(Ipv6Addr::from(rng.random::<u128>()), rng.random(), 0, 0),
@@ -121,7 +124,14 @@ fn structured6(rng: &mut StdRng) -> Vec<u8> {
     if rng.random_bool(0.3) {
         let dst = if rng.random_bool(0.9) { NODE6 } else { PEER6 };
         let vni = if rng.random_bool(0.9) { VNI } else { 2 };
-        vxlan6(&b, PEER6, dst, vni, rng.random_bool(0.5), rng.random_bool(0.3))
+        vxlan6(
+            &b,
+            PEER6,
+            dst,
+            vni,
+            rng.random_bool(0.5),
+            rng.random_bool(0.3),
+        )
     } else {
         b
     }

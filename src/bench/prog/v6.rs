@@ -62,7 +62,15 @@ pub(super) fn setup(dp: &DataPlane, flows: usize) -> Result<Frames6> {
         .context("enabling IPv6 forwarding in the bench namespace")?;
     std::fs::write("/proc/sys/net/ipv6/conf/v0/forwarding", "1")
         .context("enabling IPv6 forwarding on the bench veth")?;
-    ip_cmd(&["-6", "addr", "add", "2001:db8:18::1/64", "dev", "v0", "nodad"])?;
+    ip_cmd(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:18::1/64",
+        "dev",
+        "v0",
+        "nodad",
+    ])?;
     ip_cmd(&[
         "-6",
         "neigh",
@@ -89,7 +97,11 @@ pub(super) fn setup(dp: &DataPlane, flows: usize) -> Result<Frames6> {
     };
     // The CT-hit Service's backend is its own address (as for IPv4).
     backend(11, addr("fd00:96::10"), 80, Ipv6Addr::UNSPECIFIED)?;
-    for (id, a) in [(12, "fd00:244:1::10"), (13, "fd00:244:1::11"), (14, "fd00:244:1::12")] {
+    for (id, a) in [
+        (12, "fd00:244:1::10"),
+        (13, "fd00:244:1::11"),
+        (14, "fd00:244:1::12"),
+    ] {
         backend(id, addr(a), 8080, Ipv6Addr::UNSPECIFIED)?;
     }
     backend(15, addr("fd00:244:2::10"), 8080, PEER6)?;
@@ -118,7 +130,11 @@ pub(super) fn setup(dp: &DataPlane, flows: usize) -> Result<Frames6> {
     let miss = (0..flows)
         .map(|i| {
             let src = Ipv6Addr::new(0x2001, 0xdb8, 0x19, 0, 0, 0, (i / 60000) as u16, i as u16);
-            tcp6((src, 1024 + (i % 60000) as u16), (addr("fd00:96::11"), 80), SYN)
+            tcp6(
+                (src, 1024 + (i % 60000) as u16),
+                (addr("fd00:96::11"), 80),
+                SYN,
+            )
         })
         .collect();
     Ok(Frames6 {
