@@ -58,7 +58,7 @@ pub fn need(d: &Desired) -> Need {
         n.services += p.frontends.len() as u64;
         n.backends += p.backends.len() as u64;
         n.src_ranges += p.src_ranges.len() as u64;
-        let mut groups: Vec<(&[std::net::SocketAddrV4], u32)> = Vec::new();
+        let mut groups: Vec<(&[std::net::SocketAddr], u32)> = Vec::new();
         for f in &p.frontends {
             if f.table_size > 0 && !groups.contains(&(&f.backends[..], f.table_size)) {
                 groups.push((&f.backends[..], f.table_size));
