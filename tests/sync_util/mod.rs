@@ -297,3 +297,97 @@ pub fn verify<M: MapOps>(maps: &M, d: &Desired, names: &BTreeMap<u32, String>) -
     }
     bad
 }
+
+// --- dual stack (tests/sync_maps6.rs) ------------------------------------
+
+/// `cfg()` with this node's IPv6 address too.
+pub fn cfg6() -> ModelConfig {
+    let mut c = cfg();
+    c.node_addrs.push("fd00:18::11".parse().unwrap());
+    c
+}
+
+/// Three dual-stack nodes: IPv4 and IPv6 InternalIPs, pod CIDRs of both
+/// families, IPv4 and IPv6 VTEP MACs.
+pub fn nodes6() -> Vec<Node> {
+    (1..=3)
+        .map(|i| {
+            serde_json::from_value(json!({
+                "metadata": {"name": format!("n{i}"),
+                    "annotations": {"xlb.io/vtep-mac": format!("02:00:00:00:00:0{i}"),
+                        "flannel.alpha.coreos.com/backend-v6-data":
+                            format!("{{\"VNI\":1,\"VtepMAC\":\"02:00:00:00:06:0{i}\"}}")}},
+                "spec": {"podCIDRs": [format!("10.244.{i}.0/24"), format!("fd00:244:{i}::/64")]},
+                "status": {"addresses": [
+                    {"type": "InternalIP", "address": format!("198.18.0.1{i}")},
+                    {"type": "InternalIP", "address": format!("fd00:18::1{i}")}]}
+            }))
+            .unwrap()
+        })
+        .collect()
+}
+
+/// A dual-stack Service `s{n}` on 10.96.0.`n` and fd00:96::`n` port 80 (+
+/// NodePort 30000+n, ETP Local when `local`).
+pub fn service6(n: u8, local: bool) -> Service {
+    let mut spec = json!({"clusterIP": format!("10.96.0.{n}"),
+        "clusterIPs": [format!("10.96.0.{n}"), format!("fd00:96::{n:x}")],
+        "ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "PreferDualStack",
+        "type": "NodePort",
+        "ports": [{"name": "http", "port": 80, "nodePort": 30000 + n as u32}]});
+    if local {
+        spec["externalTrafficPolicy"] = json!("Local");
+    }
+    serde_json::from_value(
+        json!({"metadata": {"name": format!("s{n}"), "namespace": "default"},
+        "spec": spec}),
+    )
+    .unwrap()
+}
+
+/// A dual-stack LoadBalancer Service with source ranges (any family) and
+/// affinity; ingress IPs of both families.
+pub fn lb_service6(n: u8, ranges: &[&str]) -> Service {
+    serde_json::from_value(
+        json!({"metadata": {"name": format!("s{n}"), "namespace": "default"},
+        "spec": {"clusterIP": format!("10.96.0.{n}"),
+            "clusterIPs": [format!("10.96.0.{n}"), format!("fd00:96::{n:x}")],
+            "ipFamilies": ["IPv4", "IPv6"], "type": "LoadBalancer",
+            "sessionAffinity": "ClientIP",
+            "loadBalancerSourceRanges": ranges,
+            "ports": [{"name": "http", "port": 80, "nodePort": 30000 + n as u32}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": format!("203.0.113.{n}")},
+                                                {"ip": format!("2001:db8::{n:x}")}]}}}),
+    )
+    .unwrap()
+}
+
+/// IPv6 endpoints `(node, host)` of Service `s{n}`: fd00:244:`node`::`host`.
+pub fn slice6(n: u8, eps: &[(u8, u8)]) -> EndpointSlice {
+    let eps: Vec<_> = eps
+        .iter()
+        .map(|(node, host)| {
+            json!({"addresses": [format!("fd00:244:{node}::{host:x}")], "nodeName": format!("n{node}"),
+                "conditions": {"ready": true}})
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("s{n}-6"), "namespace": "default",
+            "labels": {"kubernetes.io/service-name": format!("s{n}")}},
+        "addressType": "IPv6",
+        "ports": [{"name": "http", "port": 8080}],
+        "endpoints": eps}))
+    .unwrap()
+}
+
+/// The desired state of `services` and `slices` on the dual-stack nodes.
+pub fn desired6(services: Vec<Service>, slices: Vec<EndpointSlice>) -> Desired {
+    build(
+        &Snapshot {
+            services: services.into_iter().map(Arc::new).collect(),
+            slices: slices.into_iter().map(Arc::new).collect(),
+            nodes: nodes6().into_iter().map(Arc::new).collect(),
+        },
+        &cfg6(),
+    )
+}
