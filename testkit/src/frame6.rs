@@ -136,6 +136,7 @@ pub struct Frame6 {
     pub tcp_flags: u8,
     pub seq: u32,
     pub ack: u32,
+    pub window: u16,
     pub payload: Vec<u8>,
     pub udp_csum: UdpCsum,
 }
@@ -153,6 +154,7 @@ impl Frame6 {
             tcp_flags: 0x02,
             seq: 1000,
             ack: 0,
+            window: 64240,
             payload: vec![],
             udp_csum: UdpCsum::Valid,
         }
@@ -193,7 +195,7 @@ impl Frame6 {
             l4.extend_from_slice(&self.ack.to_be_bytes());
             l4.push(5 << 4);
             l4.push(self.tcp_flags);
-            l4.extend_from_slice(&64240u16.to_be_bytes());
+            l4.extend_from_slice(&self.window.to_be_bytes());
             l4.extend_from_slice(&[0, 0, 0, 0]);
         } else {
             l4.extend_from_slice(&((8 + self.payload.len()) as u16).to_be_bytes());
@@ -257,6 +259,14 @@ pub fn icmp6_msg(src: Ipv6Addr, dst: Ipv6Addr, typ: u8, code: u8, rest: &[u8]) -
 pub fn icmp6_frame(src: Ipv6Addr, dst: Ipv6Addr, typ: u8, code: u8, rest: &[u8]) -> Vec<u8> {
     let m = icmp6_msg(src, dst, typ, code, rest);
     ipv6_packet((CLIENT_MAC, NODE_MAC), src, dst, ICMP6, 64, &m)
+}
+
+/// `f` with its Ethernet source and destination swapped (an answer).
+pub fn swap_macs(mut f: Vec<u8>) -> Vec<u8> {
+    let (d, s) = (f[0..6].to_vec(), f[6..12].to_vec());
+    f[0..6].copy_from_slice(&s);
+    f[6..12].copy_from_slice(&d);
+    f
 }
 
 pub fn icmp6_echo(src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
