@@ -109,14 +109,29 @@ fn snat6(f: &Frame6, from: SocketAddrV6) -> Vec<u8> {
 fn not_ours_passes_untouched() {
     let Some(env) = env6() else { return };
     let p = *pod().ip();
-    assert_untouched(&env, &neighbour_solicitation(p, *vip6(80).ip()), XLB_R_PASS_L4_OTHER, "ND");
-    assert_untouched(&env, &icmp6_echo(p, VIP6), XLB_R_PASS_L4_OTHER, "echo to a ClusterIP");
+    assert_untouched(
+        &env,
+        &neighbour_solicitation(p, *vip6(80).ip()),
+        XLB_R_PASS_L4_OTHER,
+        "ND",
+    );
+    assert_untouched(
+        &env,
+        &icmp6_echo(p, VIP6),
+        XLB_R_PASS_L4_OTHER,
+        "echo to a ClusterIP",
+    );
     let f = from_pod(vip6(81)).build();
     assert_untouched(&env, &f, XLB_R_PASS_NOT_SERVICE, "ClusterIP, another port");
     let f = from_pod(sa6("[fd00:244:2::7]:80")).build();
     assert_untouched(&env, &f, XLB_R_PASS_NOT_SERVICE, "a pod of another node");
     let f = from_pod(sa6("[2001:db8:18::77]:30080")).build();
-    assert_untouched(&env, &f, XLB_R_PASS_NOT_SERVICE, "NodePort on no node's address");
+    assert_untouched(
+        &env,
+        &f,
+        XLB_R_PASS_NOT_SERVICE,
+        "NodePort on no node's address",
+    );
     // UDP with checksum 0 (invalid over IPv6): never translated
     let mut u = udp_from_pod(vip6(53));
     u.udp_csum = UdpCsum::Zero;
@@ -150,7 +165,13 @@ fn pod_to_services_dnat_and_replies_are_reverse_natted() {
     a.seq = 1001;
     a.ack = 5001;
     a.payload = b"GET / HTTP/1.1\r\n\r\n".to_vec();
-    assert_dnat6(&env, &a, sa6(BE6_LOCAL), XLB_R_PASS_LOCAL, "established segment");
+    assert_dnat6(
+        &env,
+        &a,
+        sa6(BE6_LOCAL),
+        XLB_R_PASS_LOCAL,
+        "established segment",
+    );
 
     // UDP to a ClusterIP, local backend; its answer.
     let u = udp_from_pod(vip6(53));
@@ -170,7 +191,13 @@ fn pod_to_services_dnat_and_replies_are_reverse_natted() {
     for (n, node) in [NODE6, NODE6_B, REMOTE_NODE6].into_iter().enumerate() {
         let mut f = from_pod(SocketAddrV6::new(node, 30080, 0, 0));
         f.src = pod_at(34000 + n as u16);
-        assert_dnat6(&env, &f, sa6(BE6_LOCAL), XLB_R_PASS_LOCAL, &format!("NodePort on {node}"));
+        assert_dnat6(
+            &env,
+            &f,
+            sa6(BE6_LOCAL),
+            XLB_R_PASS_LOCAL,
+            &format!("NodePort on {node}"),
+        );
     }
     // the reply of the remote node's NodePort flow: back to what the pod dialled
     let mut r = Frame6::tcp(sa6(BE6_LOCAL), pod_at(34002)).macs(POD_MAC, VETH_MAC);
@@ -180,7 +207,13 @@ fn pod_to_services_dnat_and_replies_are_reverse_natted() {
     assert_eq!(out, snat6(&r, SocketAddrV6::new(REMOTE_NODE6, 30080, 0, 0)));
     // eTP Local frontend without local endpoints: a pod uses the internal entry
     let f = from_pod(vip6_n(0x40, 80));
-    assert_dnat6(&env, &f, sa6(BE6_LOCAL), XLB_R_PASS_LOCAL, "eTP Local, internal entry");
+    assert_dnat6(
+        &env,
+        &f,
+        sa6(BE6_LOCAL),
+        XLB_R_PASS_LOCAL,
+        "eTP Local, internal entry",
+    );
 }
 
 #[test]
@@ -202,7 +235,11 @@ fn a_pod_reaching_itself_is_hairpinned() {
     let mut r = Frame6::tcp(pod_at(8080), want.src).macs(POD_MAC, VETH_MAC);
     r.tcp_flags = 0x12;
     let (rc, reason, out) = run_tc6(&env, &r.build());
-    assert_eq!((rc, reason), (TC_ACT_REDIRECT, XLB_R_PASS_REVNAT), "hairpin reply");
+    assert_eq!(
+        (rc, reason),
+        (TC_ACT_REDIRECT, XLB_R_PASS_REVNAT),
+        "hairpin reply"
+    );
     check_frame6(&out).unwrap();
     let mut want = r.clone().macs(VETH_MAC, POD_MAC);
     want.src = vip;
@@ -264,7 +301,13 @@ fn services_without_endpoints_are_rejected_into_the_veth() {
         *pod().ip(),
         ICMP6,
         64,
-        &icmp6_msg(*vip53.ip(), *pod().ip(), 1, 4, &[&[0u8; 4][..], &u[14..]].concat()),
+        &icmp6_msg(
+            *vip53.ip(),
+            *pod().ip(),
+            1,
+            4,
+            &[&[0u8; 4][..], &u[14..]].concat(),
+        ),
     );
     assert_eq!(out, want, "port unreachable");
     // a large datagram: the quote stops at 1232 bytes (1280 in all)
@@ -294,7 +337,11 @@ fn icmpv6_errors_about_balanced_flows_are_translated() {
     let seen = dnat6(&f, sa6(BE6_LOCAL));
     let err = icmp6_error(be, *pod().ip(), 1, 4, 0, &seen, 1232);
     let (rc, r, out) = run_tc6(&env, &err);
-    assert_eq!((rc, r), (TC_ACT_OK, XLB_R_PASS_ICMP_RELATED), "backend's error");
+    assert_eq!(
+        (rc, r),
+        (TC_ACT_OK, XLB_R_PASS_ICMP_RELATED),
+        "backend's error"
+    );
     check_frame6(&out).unwrap();
     let want = icmp6_error(VIP6, *pod().ip(), 1, 4, 0, &f.build(), 1232);
     assert_eq!(out, want, "exact translated error");
@@ -304,7 +351,11 @@ fn icmpv6_errors_about_balanced_flows_are_translated() {
     reply.tcp_flags = 0x12;
     let err = icmp6_error(*pod().ip(), VIP6, 1, 4, 0, &reply.build(), 1232);
     let (rc, r, out) = run_tc6(&env, &err);
-    assert_eq!((rc, r), (TC_ACT_OK, XLB_R_PASS_ICMP_RELATED), "client's error");
+    assert_eq!(
+        (rc, r),
+        (TC_ACT_OK, XLB_R_PASS_ICMP_RELATED),
+        "client's error"
+    );
     check_frame6(&out).unwrap();
     let mut as_sent = reply.clone();
     as_sent.src = sa6(BE6_LOCAL);
@@ -326,7 +377,10 @@ fn fragments_follow_their_first_fragment() {
     let (want_first, want_later) = d.fragments(64, 0x1234_5678);
     let (rc, r, out) = run_tc6(&env, &first);
     assert_eq!((rc, r), (TC_ACT_OK, XLB_R_PASS_LOCAL), "first fragment");
-    assert_eq!(out, want_first, "first fragment: address, port, datagram checksum");
+    assert_eq!(
+        out, want_first,
+        "first fragment: address, port, datagram checksum"
+    );
     let (rc, r, out) = run_tc6(&env, &later);
     assert_eq!((rc, r), (TC_ACT_OK, XLB_R_PASS_LOCAL), "later fragment");
     assert_eq!(out, want_later, "later fragment: its address");
@@ -351,9 +405,27 @@ fn host_network_replies_into_the_pod_are_reverse_natted_at_egress() {
     let host = SocketAddrV6::new(NODE6, 6443, 0, 0);
     backend6(&env, 122, host, None, XLB_BE_F_ACTIVE as u8);
     let vip = vip6_n(0x91, 443);
-    service6(&env, *vip.ip(), 443, TCP, XLB_KIND_ADDR as u8, 122, 752, &[122; 7], 0, 7, 0);
+    service6(
+        &env,
+        *vip.ip(),
+        443,
+        TCP,
+        XLB_KIND_ADDR as u8,
+        122,
+        752,
+        &[122; 7],
+        0,
+        7,
+        0,
+    );
     let f = from_pod(vip);
-    assert_dnat6(&env, &f, host, XLB_R_PASS_LOCAL, "to a host-network endpoint");
+    assert_dnat6(
+        &env,
+        &f,
+        host,
+        XLB_R_PASS_LOCAL,
+        "to a host-network endpoint",
+    );
     // The node's answer goes straight into the veth (egress).
     let mut r = Frame6::tcp(host, pod()).macs(VETH_MAC, POD_MAC);
     r.tcp_flags = 0x12;
@@ -364,7 +436,9 @@ fn host_network_replies_into_the_pod_are_reverse_natted_at_egress() {
     check_frame6(&out).unwrap();
     assert_eq!(out, snat6(&r, vip), "exact reverse NAT at egress");
     // Anything else passes egress untouched and uncounted.
-    let other = Frame6::tcp(sa6(BE6_REMOTE), pod()).macs(VETH_MAC, POD_MAC).build();
+    let other = Frame6::tcp(sa6(BE6_REMOTE), pod())
+        .macs(VETH_MAC, POD_MAC)
+        .build();
     let before = env.reasons();
     let (rc, out) = env.tc_egress(&other);
     assert_eq!((rc, out), (TC_ACT_OK, other));

@@ -112,7 +112,11 @@ fn replies_to_a_pod_of_another_node_are_reverse_natted_then_encapsulated() {
     natted.src = vip6(80);
     // (the outer port hashes the flow as it left the pod, as for IPv4)
     let hash = flow_hash6(sa6(BE6_LOCAL), pod, TCP, false);
-    assert_eq!(out, encap6_tc(&natted.build(), hash), "reverse NAT, then encapsulation");
+    assert_eq!(
+        out,
+        encap6_tc(&natted.build(), hash),
+        "reverse NAT, then encapsulation"
+    );
 
     // The backend's ICMPv6 error about the pod's packet: translated toward
     // the pod (about the frontend, from the frontend), through the tunnel.

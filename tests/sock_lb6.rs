@@ -234,12 +234,14 @@ fn connect6_and_udp6_reach_the_backend_and_show_the_service() {
             assert_eq!(a.reason(XLB_R_SOCK_XLATE), before + 1, "{to}");
         }
         let before = a.reason(XLB_R_SOCK_XLATE);
-        let e = TcpStream::connect_timeout(
-            &sa6(other_node_addr, NODEPORT),
-            Duration::from_millis(300),
-        )
-        .unwrap_err();
-        assert_eq!(a.reason(XLB_R_SOCK_XLATE), before, "not a node address: {e}");
+        let e =
+            TcpStream::connect_timeout(&sa6(other_node_addr, NODEPORT), Duration::from_millis(300))
+                .unwrap_err();
+        assert_eq!(
+            a.reason(XLB_R_SOCK_XLATE),
+            before,
+            "not a node address: {e}"
+        );
         ns.ip(&["addr", "add", "2001:db8::2/128", "dev", "lo", "nodad"]);
         a.local_addr6(other_node_addr);
         let srv = serve_once(l.try_clone().unwrap());
@@ -322,15 +324,24 @@ fn a_v4_mapped_destination_is_balanced_through_the_ipv4_maps() {
             .put_backend(1, &xlb_backend::new(be, None, 1))
             .unwrap();
         a.dp.maps
-            .put_backend(2, &xlb_backend::new(SocketAddrV4::new(*be.ip(), 5353), None, 1))
+            .put_backend(
+                2,
+                &xlb_backend::new(SocketAddrV4::new(*be.ip(), 5353), None, 1),
+            )
             .unwrap();
         let v = a.val(1, 0, &[1; 7]);
         a.dp.maps
-            .put_service(&xlb_svc_key::addr(SocketAddrV4::new(vip, 80), Proto::Tcp), &v)
+            .put_service(
+                &xlb_svc_key::addr(SocketAddrV4::new(vip, 80), Proto::Tcp),
+                &v,
+            )
             .unwrap();
         let v = a.val(2, 7, &[2; 7]);
         a.dp.maps
-            .put_service(&xlb_svc_key::addr(SocketAddrV4::new(vip, 53), Proto::Udp), &v)
+            .put_service(
+                &xlb_svc_key::addr(SocketAddrV4::new(vip, 53), Proto::Udp),
+                &v,
+            )
             .unwrap();
         let mapped = vip.to_ipv6_mapped();
 
@@ -338,14 +349,21 @@ fn a_v4_mapped_destination_is_balanced_through_the_ipv4_maps() {
         let l = TcpListener::bind(be).unwrap();
         let srv = serve_once(l);
         let (peer, local) = tcp_roundtrip(sa6(mapped, 80)).unwrap();
-        assert_eq!(peer, sa6(mapped, 80), "getpeername6 shows the mapped frontend");
+        assert_eq!(
+            peer,
+            sa6(mapped, 80),
+            "getpeername6 shows the mapped frontend"
+        );
         let seen = srv.join().unwrap();
         assert_eq!(seen.port(), local.port(), "the IPv4 backend served it");
         assert_eq!(a.reason(XLB_R_SOCK_XLATE), 1);
 
         // UDP, connected (connect6) and unconnected (the kernel sends a
         // mapped datagram through sendmsg4); replies show the frontend.
-        let echo = udp_echo(UdpSocket::bind(SocketAddrV4::new(*be.ip(), 5353)).unwrap(), 2);
+        let echo = udp_echo(
+            UdpSocket::bind(SocketAddrV4::new(*be.ip(), 5353)).unwrap(),
+            2,
+        );
         let mut buf = [0u8; 16];
         let c = udp6();
         c.send_to(b"u1", sa6(mapped, 53)).unwrap();

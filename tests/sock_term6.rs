@@ -347,6 +347,9 @@ fn an_ipv6_backend_that_left_its_service_loses_its_udp_sockets_and_nothing_else(
             socks[1].peer_addr().unwrap(),
             SocketAddr::V6(sa6(SVC_B, 53))
         );
-        assert_eq!(a.term.run_both(&pairs4, &pairs6).unwrap(), Default::default());
+        assert_eq!(
+            a.term.run_both(&pairs4, &pairs6).unwrap(),
+            Default::default()
+        );
     });
 }

@@ -27,7 +27,9 @@ use libbpf_rs::{Iter, IterOpts, MapCore, MapFlags};
 use xlb_bpf::consts::{XLB_KIND_ADDR, XLB_KIND_NODEPORT, XLB_SOCK_TERM_ENTRIES};
 use xlb_bpf::sock_term::types::{xlb_sock_term6_key, xlb_sock_term_key};
 use xlb_bpf::sock_term::{SockTermSkel, SockTermSkelBuilder};
-use xlb_bpf::types::{xlb_sock_rnat6_key, xlb_sock_rnat6_val, xlb_sock_rnat_key, xlb_sock_rnat_val};
+use xlb_bpf::types::{
+    xlb_sock_rnat6_key, xlb_sock_rnat6_val, xlb_sock_rnat_key, xlb_sock_rnat_val,
+};
 use xlb_bpf::wire::{be16, be32, ip, port};
 
 use crate::cgroup::share_maps;
@@ -397,8 +399,10 @@ mod tests {
         );
         assert_eq!(err, -22);
 
-        let (fe6, be6): (Ipv6Addr, Ipv6Addr) =
-            ("fd00:96::a".parse().unwrap(), "fd00:10::1:2".parse().unwrap());
+        let (fe6, be6): (Ipv6Addr, Ipv6Addr) = (
+            "fd00:96::a".parse().unwrap(),
+            "fd00:10::1:2".parse().unwrap(),
+        );
         let k = TermPair6 {
             frontend: Some(fe6),
             port: 53,
