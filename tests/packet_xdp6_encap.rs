@@ -102,7 +102,9 @@ fn packet_too_big_when_encap_exceeds_the_mtu() {
     // one byte more: Packet Too Big from the frontend, MTU 1430, quoting
     // the packet (at most 1232 bytes)
     clear_ct6(&env);
-    let big = Frame6::tcp(client(), vip).payload(&vec![0xab; 1500 - 70 - 60 + 1]).build();
+    let big = Frame6::tcp(client(), vip)
+        .payload(&vec![0xab; 1500 - 70 - 60 + 1])
+        .build();
     let (rc, r, out) = run6(&env, &big);
     assert_eq!((rc, r), (XDP_TX, XLB_R_TX_FRAG_NEEDED));
     let p = check_frame6(&out).unwrap();
@@ -124,7 +126,11 @@ fn vxlan6_from_the_underlay() {
     for zero_csum in [false, true] {
         let v = vxlan6(&reply.build(), PEER6, NODE6, VNI, false, zero_csum);
         let (rc, r, out) = run6(&env, &v);
-        assert_eq!((rc, r), (XDP_PASS, XLB_R_PASS_REVNAT), "zero outer csum {zero_csum}");
+        assert_eq!(
+            (rc, r),
+            (XDP_PASS, XLB_R_PASS_REVNAT),
+            "zero outer csum {zero_csum}"
+        );
         let mut want = reply.clone();
         want.src = vip;
         assert_eq!(out, want.build(), "decap + reverse NAT");

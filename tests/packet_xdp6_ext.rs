@@ -49,28 +49,59 @@ fn extension_headers_are_skipped() {
     }
     // not walked: a seventh header, a routing header with segments left,
     // two fragment headers, an unknown one (AH) before TCP
-    let f = Frame6::tcp(client(), vip6(80)).ext(vec![Ext::DestOpts(0); 7]).build();
+    let f = Frame6::tcp(client(), vip6(80))
+        .ext(vec![Ext::DestOpts(0); 7])
+        .build();
     let (rc, r, out) = run6(&env, &f);
-    assert_eq!((rc, r, out == f), (XDP_PASS, XLB_R_PASS_EXT6, true), "seven");
-    let mut f = Frame6::tcp(client(), vip6(80)).ext(vec![Ext::Routing(4, 2)]).build();
+    assert_eq!(
+        (rc, r, out == f),
+        (XDP_PASS, XLB_R_PASS_EXT6, true),
+        "seven"
+    );
+    let mut f = Frame6::tcp(client(), vip6(80))
+        .ext(vec![Ext::Routing(4, 2)])
+        .build();
     f[14 + 40 + 3] = 1; // segments left
     let (rc, r, out) = run6(&env, &f);
-    assert_eq!((rc, r, out == f), (XDP_PASS, XLB_R_PASS_EXT6, true), "segments left");
+    assert_eq!(
+        (rc, r, out == f),
+        (XDP_PASS, XLB_R_PASS_EXT6, true),
+        "segments left"
+    );
     let two = vec![
-        Ext::Fragment { offset: 0, more: false, id: 1 },
-        Ext::Fragment { offset: 0, more: false, id: 2 },
+        Ext::Fragment {
+            offset: 0,
+            more: false,
+            id: 1,
+        },
+        Ext::Fragment {
+            offset: 0,
+            more: false,
+            id: 2,
+        },
     ];
     let f = Frame6::tcp(client(), vip6(80)).ext(two).build();
     let (rc, r, out) = run6(&env, &f);
-    assert_eq!((rc, r, out == f), (XDP_PASS, XLB_R_PASS_EXT6, true), "two fragment headers");
+    assert_eq!(
+        (rc, r, out == f),
+        (XDP_PASS, XLB_R_PASS_EXT6, true),
+        "two fragment headers"
+    );
     // an AH (51) is an upper layer xlb does not balance: passes
     let mut f = Frame6::tcp(client(), vip6(80)).build();
     f[20] = 51;
     let (rc, r, out) = run6(&env, &f);
-    assert_eq!((rc, r, out == f), (XDP_PASS, XLB_R_PASS_L4_OTHER, true), "AH");
+    assert_eq!(
+        (rc, r, out == f),
+        (XDP_PASS, XLB_R_PASS_L4_OTHER, true),
+        "AH"
+    );
     // an atomic fragment (offset 0, no M) is a whole datagram
-    let at = Frame6::tcp(sa6("[2001:db8:18::64]:44000"), vip6(80))
-        .ext(vec![Ext::Fragment { offset: 0, more: false, id: 9 }]);
+    let at = Frame6::tcp(sa6("[2001:db8:18::64]:44000"), vip6(80)).ext(vec![Ext::Fragment {
+        offset: 0,
+        more: false,
+        id: 9,
+    }]);
     let (rc, r, out) = run6(&env, &at.build());
     assert_eq!((rc, r), (XDP_PASS, XLB_R_PASS_LOCAL));
     assert_eq!(out, dnat6(&at, sa6(BE6_LOCAL)));
@@ -86,10 +117,16 @@ fn fragments_follow_their_first() {
     let (want_first, want_later) = to_be.fragments(64, 0x1234_5678);
     // a later fragment before its first: untranslated
     let (rc, r, out) = run6(&env, &later);
-    assert_eq!((rc, r, out == later), (XDP_PASS, XLB_R_PASS_FRAG_NO_FIRST, true));
+    assert_eq!(
+        (rc, r, out == later),
+        (XDP_PASS, XLB_R_PASS_FRAG_NO_FIRST, true)
+    );
     let (rc, r, out) = run6(&env, &first);
     assert_eq!((rc, r), (XDP_PASS, XLB_R_PASS_LOCAL), "first fragment");
-    assert_eq!(out, want_first, "first fragment: address, port, datagram checksum");
+    assert_eq!(
+        out, want_first,
+        "first fragment: address, port, datagram checksum"
+    );
     let (rc, r, out) = run6(&env, &later);
     assert_eq!((rc, r), (XDP_PASS, XLB_R_PASS_LOCAL), "later fragment");
     assert_eq!(out, want_later, "later fragment: address only");
@@ -101,7 +138,10 @@ fn fragments_follow_their_first() {
     // another datagram id: its later fragment has no first
     let (_, other) = u.fragments(64, 0x99);
     let (rc, r, out) = run6(&env, &other);
-    assert_eq!((rc, r, out == other), (XDP_PASS, XLB_R_PASS_FRAG_NO_FIRST, true));
+    assert_eq!(
+        (rc, r, out == other),
+        (XDP_PASS, XLB_R_PASS_FRAG_NO_FIRST, true)
+    );
     // TCP to a remote backend: both fragments encapsulated
     let t = Frame6::tcp(client(), vip6_n(0x20, 80)).payload(&[7; 100]);
     let (a, b) = t.fragments(48, 5);
@@ -115,7 +155,13 @@ fn fragments_follow_their_first() {
 }
 
 /// An ICMPv6 error from `src` to `dst` quoting `quoted` (a whole frame).
-fn error6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, typ: u8, word: u32, quoted: &[u8]) -> Vec<u8> {
+fn error6(
+    src: std::net::Ipv6Addr,
+    dst: std::net::Ipv6Addr,
+    typ: u8,
+    word: u32,
+    quoted: &[u8],
+) -> Vec<u8> {
     icmp6_error(src, dst, typ, 0, word, quoted, 1232)
 }
 
@@ -133,7 +179,11 @@ fn icmp6_errors_about_balanced_flows_are_translated() {
         let (rc, r, out) = run6(&env, &e);
         assert_eq!((rc, r), (XDP_PASS, XLB_R_PASS_ICMP_RELATED), "type {typ}");
         check_frame6(&out).unwrap();
-        assert_eq!(out, error6(VIP6, CLIENT6, typ, 1280, &f.build()), "type {typ}");
+        assert_eq!(
+            out,
+            error6(VIP6, CLIENT6, typ, 1280, &f.build()),
+            "type {typ}"
+        );
     }
     // a short quote (TCP checksum not quoted) too
     let e = icmp6_error(router, CLIENT6, 1, 4, 0, &dnated, 48);
@@ -151,7 +201,10 @@ fn icmp6_errors_about_balanced_flows_are_translated() {
     let (rc, r, out) = run6(&env, &e);
     assert_eq!((rc, r), (XDP_PASS, XLB_R_PASS_ICMP_RELATED));
     check_frame6(&out).unwrap();
-    assert_eq!(out, error6(CLIENT6, *sa6(BE6_LOCAL).ip(), 1, 0, &from_backend.build()));
+    assert_eq!(
+        out,
+        error6(CLIENT6, *sa6(BE6_LOCAL).ip(), 1, 0, &from_backend.build())
+    );
     // about no flow: untouched
     let stray = Frame6::tcp(sa6("[2001:db8:18::65]:1"), vip6(80)).build();
     let e = error6(router, CLIENT6, 1, 0, &stray);
@@ -227,7 +280,11 @@ fn every_truncation_is_counted() {
             }
         }
     }
-    for r in [XLB_R_PASS_TRUNC_IP, XLB_R_PASS_TRUNC_L4, XLB_R_PASS_TRUNC_VXLAN] {
+    for r in [
+        XLB_R_PASS_TRUNC_IP,
+        XLB_R_PASS_TRUNC_L4,
+        XLB_R_PASS_TRUNC_VXLAN,
+    ] {
         assert!(seen.contains(&r), "reason {r} reached: {seen:?}");
     }
     assert!(runs > 400);
