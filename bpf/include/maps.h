@@ -448,8 +448,8 @@ struct xlb_rev6 {
 };
 
 /* The XDP IPv6 path's working state that holds no pointer (xdp6.h): per
- * CPU, so that the path's subprograms' stack frames stay small (their sum
- * is bounded by 512 bytes). */
+ * CPU, so that its subprograms' stack frames stay small (their sum on a
+ * call chain is bounded by 512 bytes). */
 struct xlb_scratch6 {
 	struct xlb_ct6_key t;		/* the (inner) 5-tuple as received */
 	struct xlb_choice6 ch;		/* the chosen backend */
@@ -463,6 +463,19 @@ struct {
 	__type(key, __u32);
 	__type(value, struct xlb_scratch6);
 } scratch6 SEC(".maps");
+
+/* The XDP IPv6 path (xdp6.h), a program of its own: xlb_xdp tail-calls it
+ * for IPv6 frames. Filled when the XDP object loads. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__array(values, int(void *));
+} xdp6_prog SEC(".maps")
+#ifdef XLB_XDP_OBJECT
+	= { .values = { [0] = (void *)&xlb_xdp6 } }
+#endif
+	;
 
 /* per-CPU count of clock reads (one in XLB_CLOCK_CHECK checks the timer) */
 struct {

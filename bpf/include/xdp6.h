@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * xlb uplink XDP, IPv6 path: xlb_xdp6, a global subprogram xlb_xdp (xdp.bpf.c)
- * calls for an IPv6 ethertype. Verified on its own, so the IPv4 path's
- * instructions and verifier budget do not depend on it.
+ * xlb uplink XDP, IPv6 path: the program xlb_xdp6, which xlb_xdp (xdp.bpf.c)
+ * tail-calls for an IPv6 ethertype (map xdp6_prog). A program of its own:
+ * the IPv4 path's instructions, stack and verifier budget do not depend on it.
  *
  * Per frame, as the IPv4 path: parse (extension headers: parse6.h); VXLAN
  * over IPv6 for this node -> the inner IPv6 frame (vxlan6.h); ICMPv6 errors
@@ -501,9 +501,11 @@ static __always_inline int xlb6_parse_at(struct xdp_md *ctx, __u32 at, struct xl
 	return r;
 }
 
-/* The IPv6 path of the uplink program (the frame's ethertype is IPv6):
- * each step a subprogram, called one after the other from here. */
-__noinline int xlb_xdp6(struct xdp_md *ctx)
+/* The IPv6 path of the uplink program (the frame's ethertype is IPv6;
+ * xlb_xdp tail-calls it through xdp6_prog): each step a subprogram, called
+ * one after the other from here. */
+SEC("xdp")
+int xlb_xdp6(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
