@@ -73,6 +73,15 @@ static __always_inline int xlb_tc_done(int reason, __u64 bytes, int verdict)
 	return verdict;
 }
 
+/* An IPv6 frame: on to xlb_tc6 (on failure, an empty slot: not IP). Only
+ * the context lives across the call, so the IPv4 path around it keeps its
+ * registers. */
+static __always_inline int xlb_tc_ipv6(struct __sk_buff *skb)
+{
+	bpf_tail_call(skb, &tc6_progs, 0);
+	return xlb_tc_done(XLB_R_PASS_NOT_IP, skb->len, TC_ACT_OK);
+}
+
 /* A frame's outcome where it may be a drop or an answer: its reason counter,
  * and an event for `xlb monitor` (only while a monitor is on). */
 static __always_inline int xlb_tc_end(struct __sk_buff *skb, const struct xlb_ct_key *t,
@@ -277,8 +286,8 @@ int xlb_tc(struct __sk_buff *skb)
 	}
 	r = xlb_parse(data, data_end, &p);
 	if (r != XLB_OK && r != XLB_R_PASS_FRAG_NO_FIRST && r != XLB_R_PASS_L4_OTHER) {
-		if (r == XLB_R_PASS_NOT_IP && skb->protocol == bpf_htons(ETH_P_IPV6))
-			bpf_tail_call(skb, &tc6_progs, 0);	/* xlb_tc6; on failure: */
+		if (r == XLB_R_PASS_NOT_IP && p.eth->h_proto == bpf_htons(ETH_P_IPV6))
+			return xlb_tc_ipv6(skb);
 		return xlb_tc_done(r, bytes, TC_ACT_OK);
 	}
 	cfg = bpf_map_lookup_elem(&config, &zero);

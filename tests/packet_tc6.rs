@@ -444,3 +444,26 @@ fn host_network_replies_into_the_pod_are_reverse_natted_at_egress() {
     assert_eq!((rc, out), (TC_ACT_OK, other));
     assert_eq!(before, env.reasons());
 }
+
+#[test]
+fn ipv6_reaches_its_program_by_the_tail_call_only() {
+    let Some(env) = env6() else { return };
+    let f = from_pod(vip6(80));
+    assert_dnat6(
+        &env,
+        &f,
+        sa6(BE6_LOCAL),
+        XLB_R_PASS_LOCAL,
+        "through xlb_tc6",
+    );
+    clear_ct6(&env);
+    // Without the slot the IPv6 frame falls through xlb_tc: not IP, untouched.
+    env.dp
+        .tc
+        .maps
+        .tc6_progs
+        .delete(&0u32.to_ne_bytes())
+        .unwrap();
+    assert_untouched(&env, &f.build(), XLB_R_PASS_NOT_IP, "empty slot");
+    assert_eq!(ct6_count(&env), 0);
+}
