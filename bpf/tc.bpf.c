@@ -53,9 +53,9 @@
 #include "include/tc6_flow.h"
 
 /* IPv6 frames leave xlb_tc for xlb_tc6 (tc6_flow.h), a program of its own
- * reached by a tail call: xlb_tc's IPv4 locals fill its stack, so the IPv6
- * path cannot be a subprogram of it, and the IPv4 path keeps its
- * instructions. */
+ * reached by a tail call on the not-IPv4 exit: xlb_tc's IPv4 locals fill
+ * its stack, so the IPv6 path cannot be a subprogram of it, and none of the
+ * IPv6 code is in the IPv4 path. */
 int xlb_tc6(struct __sk_buff *skb);
 
 struct {

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * xlb: the pod-veth tc path for IPv6 (tc.bpf.c's xlb_tc for IPv6 frames,
- * reached only through the ethertype: the IPv4 path runs the instructions it
- * ran before). The same rules over the IPv6 maps (docs/ipv6.md):
+ * reached only through the ethertype, by a tail call from the IPv4 path's
+ * not-IP exit). The same rules over the IPv6 maps (docs/ipv6.md):
  *
  *   1. ct6 reverse entry (a reply of a local backend): source back to the
  *      frontend (nat_addr); a hairpin reply also gets its destination back
