@@ -82,6 +82,73 @@ impl Maps {
             .collect()
     }
 
+    /// Every backend id's forward packets/bytes summed over CPUs, indexed by
+    /// id, read in batches of 4096 ids (one syscall each, not one per id);
+    /// empty when the map is missing (older pins).
+    pub fn all_backend_counters(&self) -> Result<Vec<xlb_counter>> {
+        let Some(h) = &self.backend_stats else {
+            return Ok(Vec::new());
+        };
+        const BATCH: u32 = 4096;
+        let max = h.max_entries();
+        let cpus = libbpf_rs::num_possible_cpus().map_err(map_err("num_possible_cpus"))?;
+        let value = std::mem::size_of::<xlb_counter>().next_multiple_of(8);
+        let mut out = vec![xlb_counter::default(); max as usize];
+        let mut keys = vec![0u32; BATCH as usize];
+        let mut vals = vec![0u8; BATCH as usize * cpus * value];
+        let opts = libbpf_rs::libbpf_sys::bpf_map_batch_opts {
+            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_batch_opts>() as _,
+            ..Default::default()
+        };
+        // The batch token of an array: the next index.
+        let (mut in_b, mut out_b) = (0u32, 0u32);
+        let mut first = true;
+        loop {
+            let mut count = BATCH;
+            // SAFETY: the buffers hold BATCH keys and per-CPU values of the
+            // map's sizes and a key-sized token; `count` says how many fit.
+            let rc = unsafe {
+                libbpf_rs::libbpf_sys::bpf_map_lookup_batch(
+                    std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(h)),
+                    if first {
+                        std::ptr::null_mut()
+                    } else {
+                        (&raw mut in_b).cast()
+                    },
+                    (&raw mut out_b).cast(),
+                    keys.as_mut_ptr().cast(),
+                    vals.as_mut_ptr().cast(),
+                    &mut count,
+                    &opts,
+                )
+            };
+            let err = std::io::Error::last_os_error();
+            if rc < 0 && err.raw_os_error() != Some(libc::ENOENT) {
+                return Err(Error::Map {
+                    op: "lookup_batch",
+                    map: MAP,
+                    source: libbpf_rs::Error::from(err),
+                });
+            }
+            for (i, &id) in keys.iter().take(count as usize).enumerate() {
+                let Some(slot) = out.get_mut(id as usize) else {
+                    continue;
+                };
+                for cpu in 0..cpus {
+                    let at = (i * cpus + cpu) * value;
+                    let c: xlb_counter = from_bytes(MAP, &vals[at..at + value])?;
+                    slot.packets += c.packets;
+                    slot.bytes += c.bytes;
+                }
+            }
+            if rc < 0 || count == 0 {
+                return Ok(out); // ENOENT: that was the last batch
+            }
+            std::mem::swap(&mut in_b, &mut out_b);
+            first = false;
+        }
+    }
+
     /// The `backend_stats` map itself (tests write counters through it).
     ///
     /// # Panics
