@@ -345,8 +345,8 @@ fn service_port(
 ) -> ServicePort {
     let port = sp.port as u16;
     let pname = sp.name.clone().unwrap_or_default();
-    let mine = cands.get(&(pname, proto));
-    let all = mine.into_iter().flat_map(|m| m.iter());
+    let mine: &[Candidate] = cands.get(&(pname, proto)).map_or(&[], |m| &m[..]);
+    let all = mine.iter();
     let cluster_set = select(all.clone());
     let local_set = select(all.clone().filter(|c| c.local()));
     // Some endpoint anywhere to use: without one every frontend rejects;
@@ -444,10 +444,9 @@ fn service_port(
     // chosen; the others (terminating, not ready, or outside a Local
     // policy's set) draining: flows that use them keep them until they
     // leave the EndpointSlices, new flows never choose them.
-    let mut in_table: Vec<SocketAddrV4> = frontends
-        .iter()
-        .flat_map(|f| f.backends.iter().copied())
-        .collect();
+    let mut in_table: Vec<SocketAddrV4> =
+        Vec::with_capacity(frontends.iter().map(|f| f.backends.len()).sum());
+    in_table.extend(frontends.iter().flat_map(|f| f.backends.iter().copied()));
     in_table.sort_unstable();
     in_table.dedup();
     let backends = all
