@@ -79,5 +79,4 @@ fn every_new_generation_starts_from_zero() {
     m.put_backend(2, &xlb_backend::new(sa("10.244.9.9:80"), None, 3))
         .unwrap();
     assert_eq!(packets(m, 2), 0, "reused");
-
 }

@@ -296,7 +296,11 @@ impl Metrics {
     }
 
     /// The sampled rows when they are of `labels`, else read now.
-    fn backend_rows(&self, maps: &Maps, labels: &[ServiceLabel]) -> xlb_bpf::Result<Arc<BackendRows>> {
+    fn backend_rows(
+        &self,
+        maps: &Maps,
+        labels: &[ServiceLabel],
+    ) -> xlb_bpf::Result<Arc<BackendRows>> {
         let cached = self
             .backend_rows
             .lock()
