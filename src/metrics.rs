@@ -11,7 +11,13 @@
 //!   - `xlb_backend_packets_total` / `xlb_backend_bytes_total`
 //!     `{namespace, service, port, protocol, backend}`: frames forwarded to
 //!     each backend (`backend` = `address:port`) of a Service port, from the
-//!     `backend_stats` map (see [`backend_ports`]);
+//!     `backend_stats` map (see [`backend_ports`]). Which ids serve which
+//!     port takes reading every Maglev table: that is sampled with the map
+//!     occupancy (a backend added since shows from the next sample); a
+//!     scrape reads the counters of all ids in a few batch syscalls and
+//!     shows the sampled backends whose slot still holds the same
+//!     generation (an id retired or given to another endpoint since is left
+//!     out until the next sample, never shown under the old name);
 //!   - `xlb_reason_packets_total{action, reason}`: every reason counter
 //!     (`action` is the name's first word: `pass`, `drop`, `tx` or `sock` for a
 //!     frame's outcome, `event` for something counted on the way such as
@@ -124,6 +130,10 @@ pub struct Metrics {
     /// Frontends a Service claims and another one owns (model).
     frontend_conflicts: std::sync::atomic::AtomicUsize,
     services: Mutex<Vec<ServiceLabel>>,
+    /// Which backend ids serve which Service port, as last sampled
+    /// ([`render::BackendRows`]); `None` after the maps or the Service ports
+    /// changed.
+    backend_rows: Mutex<Option<Arc<render::BackendRows>>>,
     /// Replaced when the maps grow.
     maps: Mutex<Option<Arc<Maps>>>,
     /// Desired entries the last sync could not program.
@@ -160,6 +170,7 @@ impl Metrics {
     /// The maps to read counters and occupancy from (again when they grow).
     pub fn set_maps(&self, maps: Maps) {
         *self.maps.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(maps));
+        *self.backend_rows.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     fn maps(&self) -> Option<Arc<Maps>> {
@@ -271,6 +282,7 @@ impl Metrics {
     pub fn set_services(&self, mut labels: Vec<ServiceLabel>) {
         labels.sort_by_key(|l| l.svc_id);
         *self.services.lock().unwrap_or_else(|e| e.into_inner()) = labels;
+        *self.backend_rows.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 

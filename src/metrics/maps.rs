@@ -162,7 +162,7 @@ impl super::Metrics {
                 .collect(),
         };
         *self.map_sample.lock().unwrap_or_else(|e| e.into_inner()) = Some(sample);
-        Ok(())
+        self.sample_backend_rows(maps)
     }
 
     /// The last map sample, if any.

@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use xlb_bpf::Maps;
 
@@ -167,7 +168,7 @@ impl Metrics {
         let _ = writeln!(o, "# TYPE xlb_service_bytes_total counter");
         o.push_str(&by);
 
-        render_backends(maps, &labels, o)?;
+        self.render_backends(maps, &labels, o)?;
 
         let reasons = maps.reasons()?;
         let _ = writeln!(
@@ -235,70 +236,150 @@ pub fn backend_ports(
     maps: &Maps,
     labels: &[ServiceLabel],
 ) -> xlb_bpf::Result<Vec<(ServiceLabel, u32, std::net::SocketAddr)>> {
-    use std::collections::{BTreeMap, BTreeSet};
-    use std::net::SocketAddr;
-    let by_id: BTreeMap<u32, &ServiceLabel> = labels.iter().map(|l| (l.svc_id, l)).collect();
-    let mut backends: BTreeMap<u32, SocketAddr> = maps
-        .backends()?
+    Ok(BackendRows::read(maps, labels)?
+        .rows
         .into_iter()
-        .map(|(id, b)| (id, SocketAddr::V4(b.sockaddr())))
-        .collect();
-    backends.extend(
-        maps.backends6()?
-            .into_iter()
-            .map(|(id, b)| (id, SocketAddr::V6(b.sockaddr()))),
-    );
-    let regions = maps
-        .services()?
-        .into_iter()
-        .map(|(_, v)| v)
-        .chain(maps.services6()?.into_iter().map(|(_, v)| v));
-    let mut seen = BTreeSet::new();
-    for v in regions {
-        if !by_id.contains_key(&v.svc_id) {
-            continue;
-        }
-        for id in maps.read_maglev(v.table_off, v.table_size)? {
-            if backends.contains_key(&id) {
-                seen.insert((v.svc_id, id));
-            }
-        }
-    }
-    Ok(seen
-        .into_iter()
-        .map(|(svc, id)| ((*by_id[&svc]).clone(), id, backends[&id]))
+        .map(|(l, id, addr, _)| (l, id, addr))
         .collect())
 }
 
-/// `xlb_backend_packets_total` / `xlb_backend_bytes_total`.
-fn render_backends(maps: &Maps, labels: &[ServiceLabel], o: &mut String) -> xlb_bpf::Result<()> {
-    let mut pk = String::new();
-    let mut by = String::new();
-    for (l, id, addr) in backend_ports(maps, labels)? {
-        let c = maps.backend_counter(id)?;
-        let lab = format!(
-            "namespace=\"{}\",service=\"{}\",port=\"{}\",protocol=\"{}\",backend=\"{addr}\"",
-            esc(&l.namespace),
-            esc(&l.service),
-            esc(&l.port),
-            esc(&l.protocol)
-        );
-        let _ = writeln!(pk, "xlb_backend_packets_total{{{lab}}} {}", c.packets);
-        let _ = writeln!(by, "xlb_backend_bytes_total{{{lab}}} {}", c.bytes);
+/// [`backend_ports`] as read at one time, with each backend's generation
+/// then, and the Service ports it was read for.
+#[derive(Debug)]
+pub(super) struct BackendRows {
+    labels: Vec<ServiceLabel>,
+    rows: Vec<(ServiceLabel, u32, std::net::SocketAddr, u32)>,
+}
+
+/// Every active backend of both families: id -> (address, generation).
+fn backend_generations(
+    maps: &Maps,
+) -> xlb_bpf::Result<std::collections::BTreeMap<u32, (std::net::SocketAddr, u32)>> {
+    use std::net::SocketAddr;
+    let mut all: std::collections::BTreeMap<u32, (SocketAddr, u32)> = maps
+        .backends()?
+        .into_iter()
+        .map(|(id, b)| (id, (SocketAddr::V4(b.sockaddr()), b.generation)))
+        .collect();
+    all.extend(
+        maps.backends6()?
+            .into_iter()
+            .map(|(id, b)| (id, (SocketAddr::V6(b.sockaddr()), b.generation))),
+    );
+    Ok(all)
+}
+
+impl BackendRows {
+    /// Reads every table of the Service ports `labels` (and the backends).
+    pub(super) fn read(maps: &Maps, labels: &[ServiceLabel]) -> xlb_bpf::Result<Self> {
+        use std::collections::{BTreeMap, BTreeSet};
+        let by_id: BTreeMap<u32, &ServiceLabel> = labels.iter().map(|l| (l.svc_id, l)).collect();
+        let backends = backend_generations(maps)?;
+        let regions = maps
+            .services()?
+            .into_iter()
+            .map(|(_, v)| v)
+            .chain(maps.services6()?.into_iter().map(|(_, v)| v));
+        let mut seen = BTreeSet::new();
+        for v in regions {
+            if !by_id.contains_key(&v.svc_id) {
+                continue;
+            }
+            for id in maps.read_maglev(v.table_off, v.table_size)? {
+                if backends.contains_key(&id) {
+                    seen.insert((v.svc_id, id));
+                }
+            }
+        }
+        Ok(Self {
+            labels: labels.to_vec(),
+            rows: seen
+                .into_iter()
+                .map(|(svc, id)| {
+                    let (addr, generation) = backends[&id];
+                    ((*by_id[&svc]).clone(), id, addr, generation)
+                })
+                .collect(),
+        })
     }
-    let _ = writeln!(
-        o,
-        "# HELP xlb_backend_packets_total Packets forwarded to each backend of a Service port."
-    );
-    let _ = writeln!(o, "# TYPE xlb_backend_packets_total counter");
-    o.push_str(&pk);
-    let _ = writeln!(
-        o,
-        "# HELP xlb_backend_bytes_total Bytes forwarded to each backend of a Service port."
-    );
-    let _ = writeln!(o, "# TYPE xlb_backend_bytes_total counter");
-    o.push_str(&by);
-    Ok(())
+}
+
+impl Metrics {
+    /// Reads which backends serve which Service port now (every table:
+    /// called by the sampler, off the request path).
+    pub(super) fn sample_backend_rows(&self, maps: &Maps) -> xlb_bpf::Result<()> {
+        let labels = self
+            .services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let rows = Arc::new(BackendRows::read(maps, &labels)?);
+        *self.backend_rows.lock().unwrap_or_else(|e| e.into_inner()) = Some(rows);
+        Ok(())
+    }
+
+    /// The sampled rows when they are of `labels`, else read now.
+    fn backend_rows(
+        &self,
+        maps: &Maps,
+        labels: &[ServiceLabel],
+    ) -> xlb_bpf::Result<Arc<BackendRows>> {
+        let cached = self
+            .backend_rows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match cached.filter(|r| r.labels == labels) {
+            Some(r) => Ok(r),
+            None => {
+                let r = Arc::new(BackendRows::read(maps, labels)?);
+                *self.backend_rows.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.clone());
+                Ok(r)
+            }
+        }
+    }
+
+    /// `xlb_backend_packets_total` / `xlb_backend_bytes_total`.
+    fn render_backends(
+        &self,
+        maps: &Maps,
+        labels: &[ServiceLabel],
+        o: &mut String,
+    ) -> xlb_bpf::Result<()> {
+        let rows = self.backend_rows(maps, labels)?;
+        let generations = backend_generations(maps)?;
+        let counters = maps.all_backend_counters()?;
+        let mut pk = String::new();
+        let mut by = String::new();
+        for (l, id, addr, generation) in &rows.rows {
+            if generations.get(id).map(|(_, g)| g) != Some(generation) {
+                continue; // retired or another endpoint's since the sample
+            }
+            let c = counters.get(*id as usize).copied().unwrap_or_default();
+            let lab = format!(
+                "namespace=\"{}\",service=\"{}\",port=\"{}\",protocol=\"{}\",backend=\"{addr}\"",
+                esc(&l.namespace),
+                esc(&l.service),
+                esc(&l.port),
+                esc(&l.protocol)
+            );
+            let _ = writeln!(pk, "xlb_backend_packets_total{{{lab}}} {}", c.packets);
+            let _ = writeln!(by, "xlb_backend_bytes_total{{{lab}}} {}", c.bytes);
+        }
+        let _ = writeln!(
+            o,
+            "# HELP xlb_backend_packets_total Packets forwarded to each backend of a Service port."
+        );
+        let _ = writeln!(o, "# TYPE xlb_backend_packets_total counter");
+        o.push_str(&pk);
+        let _ = writeln!(
+            o,
+            "# HELP xlb_backend_bytes_total Bytes forwarded to each backend of a Service port."
+        );
+        let _ = writeln!(o, "# TYPE xlb_backend_bytes_total counter");
+        o.push_str(&by);
+        Ok(())
+    }
 }
 
 fn esc(s: &str) -> String {

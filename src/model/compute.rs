@@ -539,10 +539,9 @@ fn service_port(
     // chosen; the others (terminating, not ready, or outside a Local
     // policy's set) draining: flows that use them keep them until they
     // leave the EndpointSlices, new flows never choose them.
-    let mut in_table: Vec<SocketAddr> = frontends
-        .iter()
-        .flat_map(|f| f.backends.iter().copied())
-        .collect();
+    let mut in_table: Vec<SocketAddr> =
+        Vec::with_capacity(frontends.iter().map(|f| f.backends.len()).sum());
+    in_table.extend(frontends.iter().flat_map(|f| f.backends.iter().copied()));
     in_table.sort_unstable();
     in_table.dedup();
     let backends = all

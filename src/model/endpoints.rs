@@ -442,10 +442,18 @@ pub(super) fn candidates<'a>(
 /// As kube-proxy's CategorizeEndpoints: the ready ones (`ready` as
 /// published, whatever `terminating` says: publishNotReadyAddresses); when
 /// there is none, the serving-and-terminating ones.
+/// (Counted first, so the vector is allocated once: growing it by
+/// reallocation right after a big EndpointSlice was freed costs most of a
+/// recompute in glibc's malloc.)
 pub(super) fn select<'a>(cands: impl Iterator<Item = &'a Candidate> + Clone) -> Vec<&'a Candidate> {
-    let ready: Vec<_> = cands.clone().filter(|c| c.ready).collect();
+    let collect = |keep: fn(&Candidate) -> bool| {
+        let mut v = Vec::with_capacity(cands.clone().filter(|c| keep(c)).count());
+        v.extend(cands.clone().filter(|c| keep(c)));
+        v
+    };
+    let ready = collect(|c| c.ready);
     if !ready.is_empty() {
         return ready;
     }
-    cands.filter(|c| c.serving && c.terminating).collect()
+    collect(|c| c.serving && c.terminating)
 }

@@ -120,6 +120,8 @@ pub struct Maps {
     /// `backend_stats` (per-backend forward counters, `crate::backend_stats`);
     /// `None` for older pins.
     pub(crate) backend_stats: Option<MapHandle>,
+    /// Ids of `backend_stats` zeroed ahead (`crate::backend_stats`).
+    pub(crate) be_zeroed: crate::backend_stats::ZeroedAhead,
     /// `remote_addrs` (the other nodes' addresses, for pods' NodePort
     /// traffic); `None` for older pins.
     remote_addrs: Option<MapHandle>,
@@ -174,6 +176,7 @@ impl Maps {
             be_filter: CountFilter::new("be_filter", optional("be_filter")?),
             ct_epoch: optional("ct_epoch")?,
             backend_stats: optional("backend_stats")?,
+            be_zeroed: Default::default(),
             remote_addrs: optional("remote_addrs")?,
             v6: if dir.join("services6").exists() {
                 Some(Maps6::open(|n| {
@@ -213,6 +216,7 @@ impl Maps {
             be_filter: CountFilter::new("be_filter", Some(dup(&m.be_filter, "be_filter")?)),
             ct_epoch: Some(dup(&m.ct_epoch, "ct_epoch")?),
             backend_stats: Some(dup(&m.backend_stats, "backend_stats")?),
+            be_zeroed: Default::default(),
             remote_addrs: Some(dup(&m.remote_addrs, "remote_addrs")?),
             v6: Some(Maps6::open(|n| match n {
                 "services6" => dup(&m.services6, n),

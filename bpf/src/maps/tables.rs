@@ -38,7 +38,9 @@ impl Maps {
         // (or none), whose counters start from zero.
         let old_gen = mem.word(id, 3).load(Ordering::Relaxed);
         if old_gen != v.generation {
-            self.reset_backend_counter(id)?;
+            let words = std::mem::size_of::<xlb_backend>() / 4;
+            let blank = |i: u32| (0..words).all(|w| mem.word(i, w).load(Ordering::Relaxed) == 0);
+            self.reset_for_new_generation(id, blank)?;
         }
         let filter = self.be_filter.counts()?.filter(|_| old_addr != v.addr);
         if let Some(f) = filter.filter(|_| v.addr != 0) {

@@ -238,15 +238,7 @@ impl<M: MapOps> Syncer<M> {
             self.applied.insert(key, new);
         }
         // In batches, each batch's new Maglev tables built ahead in parallel.
-        let mut start = 0;
-        while start < changed.len() {
-            let end = start + self.prebuild(&changed[start..]).max(1);
-            for (key, new) in &changed[start..end] {
-                self.apply_service(key, new.clone(), d, &mut rep);
-            }
-            self.prebuilt.clear();
-            start = end;
-        }
+        self.apply_batches(&changed, d, &mut rep);
 
         if self.adopting {
             self.finish_adopt(d, &mut rep);
