@@ -62,16 +62,18 @@ pub(super) fn spec(
 ) -> PacketSpec {
     let client = SocketAddrV4::new(CLIENTS, CLIENT_PORT);
     let mut p = match s {
-        Scenario::NodeportRemote | Scenario::Iptables | Scenario::Nftables => {
-            PacketSpec::new(client, SocketAddrV4::new(NODE, NODEPORT), l4(a.proto))
-        }
+        Scenario::NodeportRemote | Scenario::Iptables | Scenario::Nftables => PacketSpec::new(
+            client.into(),
+            SocketAddrV4::new(NODE, NODEPORT).into(),
+            l4(a.proto),
+        ),
         Scenario::ClusteripDecap => PacketSpec::new(
-            SocketAddrV4::new(Ipv4Addr::from(u32::from(CLIENT_PODS) + 1), CLIENT_PORT),
-            svc_addr(target(services)),
+            SocketAddrV4::new(Ipv4Addr::from(u32::from(CLIENT_PODS) + 1), CLIENT_PORT).into(),
+            svc_addr(target(services)).into(),
             l4(a.proto),
         ),
         Scenario::ReplyRevnat => {
-            let mut p = PacketSpec::new(backend_addr(0), client, l4(a.proto));
+            let mut p = PacketSpec::new(backend_addr(0).into(), client.into(), l4(a.proto));
             p.vary = Vary::Destination;
             p
         }
@@ -81,7 +83,7 @@ pub(super) fn spec(
     p.size = a.size as usize;
     p.flows = flows;
     if a.new_flows && p.vary == Vary::Source {
-        p.src = SocketAddrV4::new(NEW_FLOW_SOURCES, CLIENT_PORT);
+        p.src = SocketAddrV4::new(NEW_FLOW_SOURCES, CLIENT_PORT).into();
         p.new_flows = true;
     }
     match s {

@@ -125,7 +125,9 @@ pub(super) fn fill_maps(
     if s == Scenario::ReplyRevnat {
         let now = monotonic_ns();
         for f in 0..tmpl.flows() {
-            let client = tmpl.flow(f);
+            let std::net::SocketAddr::V4(client) = tmpl.flow(f) else {
+                anyhow::bail!("reply-revnat: an IPv4 template")
+            };
             let key = xlb_ct_key::new(backend_addr(0), client, p.number());
             m.put_ct(
                 &key,
