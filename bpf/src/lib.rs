@@ -43,6 +43,7 @@ pub mod backend_stats;
 pub mod maps;
 pub mod monitor;
 pub mod wire;
+pub mod wire6;
 
 /// The structs of `include/types.h`, as generated from the object's BTF.
 pub mod types {

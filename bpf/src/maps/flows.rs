@@ -22,7 +22,7 @@ impl Maps {
     }
     /// Adds 1 << 32 to `ct_epoch` (the data plane adds 1): whatever the data
     /// plane did meanwhile, the value written was never seen before.
-    fn bump_ct_epoch(&self) -> Result<()> {
+    pub(super) fn bump_ct_epoch(&self) -> Result<()> {
         let Some(h) = &self.ct_epoch else {
             return Ok(());
         };

@@ -9,7 +9,8 @@
 //! (`maglev`, `backends`, the filters); [`filter`] keeps the count filters;
 //! then one file per group of maps: `services`, `tables` (backends and
 //! Maglev slots), `flows` (ct, affinity), `settings` (source ranges,
-//! tunnels, local and remote node addresses, config) and `stats`.
+//! tunnels, local and remote node addresses, config) and `stats`; `v6`
+//! holds the IPv6 maps (docs/ipv6.md).
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -25,11 +26,13 @@ mod services;
 mod settings;
 mod stats;
 mod tables;
+mod v6;
 
 pub(crate) use access::from_bytes;
 use access::map_err;
 use filter::CountFilter;
 use mmap_array::MmapArray;
+pub use v6::{Maps6, MAP_NAMES6};
 
 /// Errors of map access.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +123,8 @@ pub struct Maps {
     /// `remote_addrs` (the other nodes' addresses, for pods' NodePort
     /// traffic); `None` for older pins.
     remote_addrs: Option<MapHandle>,
+    /// The IPv6 maps (docs/ipv6.md); `None` for pins of an xlb without IPv6.
+    v6: Option<Maps6>,
     /// The pin directory the maps were opened from (for errors about maps
     /// older pins lack); `None` for a loaded object's.
     pin_dir: Option<PathBuf>,
@@ -170,6 +175,17 @@ impl Maps {
             ct_epoch: optional("ct_epoch")?,
             backend_stats: optional("backend_stats")?,
             remote_addrs: optional("remote_addrs")?,
+            v6: if dir.join("services6").exists() {
+                Some(Maps6::open(|n| {
+                    if n == "backends6" {
+                        mmapable(n)
+                    } else {
+                        open(n)
+                    }
+                })?)
+            } else {
+                None
+            },
             pin_dir: Some(dir.to_owned()),
             maglev_mem: OnceLock::new(),
             backends_mem: OnceLock::new(),
@@ -198,6 +214,17 @@ impl Maps {
             ct_epoch: Some(dup(&m.ct_epoch, "ct_epoch")?),
             backend_stats: Some(dup(&m.backend_stats, "backend_stats")?),
             remote_addrs: Some(dup(&m.remote_addrs, "remote_addrs")?),
+            v6: Some(Maps6::open(|n| match n {
+                "services6" => dup(&m.services6, n),
+                "backends6" => dup(&m.backends6, n),
+                "ct6" => dup(&m.ct6, n),
+                "affinity6" => dup(&m.affinity6, n),
+                "src_ranges6" => dup(&m.src_ranges6, n),
+                "tunnel6" => dup(&m.tunnel6, n),
+                "local_addrs6" => dup(&m.local_addrs6, n),
+                "remote_addrs6" => dup(&m.remote_addrs6, n),
+                _ => dup(&m.config6, n),
+            })?),
             pin_dir: None,
             maglev_mem: OnceLock::new(),
             backends_mem: OnceLock::new(),
