@@ -216,7 +216,12 @@ impl Maps {
     // --- src_ranges6, tunnel6 ---------------------------------------------
 
     pub fn put_src_range6(&self, k: &xlb_src_range6_key) -> Result<()> {
-        put(&self.need6("src_ranges6")?.src_ranges6, "src_ranges6", k, &1u32)
+        put(
+            &self.need6("src_ranges6")?.src_ranges6,
+            "src_ranges6",
+            k,
+            &1u32,
+        )
     }
     pub fn delete_src_range6(&self, k: &xlb_src_range6_key) -> Result<bool> {
         del(&self.need6("src_ranges6")?.src_ranges6, "src_ranges6", k)

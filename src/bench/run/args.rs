@@ -13,6 +13,10 @@ use super::topo::Egress;
 pub enum Scenario {
     /// NodePort to a remote backend: DNAT + VXLAN encap + transmit (xlb).
     NodeportRemote,
+    /// nodeport-remote over IPv6: IPv6 NodePort, IPv6 backend, VXLAN over IPv6 (xlb).
+    /// IPv6 frames need --size 80 (UDP) / 96 (TCP) at least.
+    #[value(name = "nodeport-remote-v6")]
+    NodeportRemoteV6,
     /// VXLAN-encapsulated ClusterIP traffic from another node: decap + DNAT + re-encap (xlb).
     ClusteripDecap,
     /// Replies from a remote backend: decap + reverse NAT (xlb, ct reverse entries pre-filled).
@@ -27,6 +31,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::NodeportRemote => "nodeport-remote",
+            Scenario::NodeportRemoteV6 => "nodeport-remote-v6",
             Scenario::ClusteripDecap => "clusterip-decap",
             Scenario::ReplyRevnat => "reply-revnat",
             Scenario::Iptables => "iptables",
@@ -36,6 +41,11 @@ impl Scenario {
 
     pub(super) fn is_xlb(self) -> bool {
         !matches!(self, Scenario::Iptables | Scenario::Nftables)
+    }
+
+    /// Whether its frames are IPv6.
+    pub fn is_v6(self) -> bool {
+        matches!(self, Scenario::NodeportRemoteV6)
     }
 }
 
@@ -103,6 +113,7 @@ impl std::str::FromStr for Sweep {
 ///
 /// Examples:
 ///   xlb bench run --scenario nodeport-remote --cores 1 --seconds 3
+///   xlb bench run --scenario nodeport-remote-v6 --size 80
 ///   xlb bench run --scenario iptables --json
 ///   xlb bench run --scenario nodeport-remote --sweep services=1,1000,100000 --svg services.svg
 ///   xlb bench run --scenario nodeport-remote --iface enp1s0f0 --peer-iface enp1s0f1
@@ -201,6 +212,25 @@ impl RunArgs {
                     .into(),
             );
         }
+        if self.new_flows && self.scenario.is_v6() {
+            return Err(
+                "--new-flows: the IPv6 scenarios measure established flows only (no IPv6 \
+                 flows are pre-filled)"
+                    .into(),
+            );
+        }
+        let min = match (self.scenario.is_v6(), self.proto) {
+            (true, ProtoArg::Udp) => 80,
+            (true, _) => 96,
+            _ => 0,
+        };
+        if self.size < min {
+            return Err(format!(
+                "--size {}: {} frames carry an IPv6 header and the stamp: --size {min} or more",
+                self.size,
+                self.scenario.name()
+            ));
+        }
         if self.new_flows && matches!(&self.sweep, Some(s) if s.axis == Axis::Flows) {
             return Err("--new-flows makes every packet a new flow: no flows sweep".into());
         }
@@ -246,6 +276,31 @@ mod tests {
         assert!("flows".parse::<Sweep>().is_err());
         assert!("services=100001".parse::<Sweep>().is_err());
         assert!("flows=1000001".parse::<Sweep>().is_err());
+    }
+
+    #[test]
+    fn ipv6_scenarios_check_their_frame_size() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let run = |extra: &[&str]| {
+            let mut v = vec!["run", "--scenario", "nodeport-remote-v6"];
+            v.extend_from_slice(extra);
+            Cli::try_parse_from(v).unwrap().run
+        };
+        assert_eq!(run(&[]).scenario.name(), "nodeport-remote-v6");
+        assert!(run(&[]).scenario.is_v6());
+        let e = run(&[]).check().unwrap_err();
+        assert!(e.contains("--size 80"), "{e}");
+        assert!(run(&["--size", "80"]).check().is_ok());
+        assert!(run(&["--size", "80", "--proto", "tcp-syn"])
+            .check()
+            .is_err());
+        assert!(run(&["--size", "96", "--proto", "tcp-ack"]).check().is_ok());
+        assert!(run(&["--size", "80", "--new-flows"]).check().is_err());
     }
 
     #[test]

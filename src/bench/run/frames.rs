@@ -1,6 +1,6 @@
 //! The bench's Services, backends and the frames each scenario sends.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
 use xlb_bpf::consts::*;
 use xlb_bpf::Proto;
@@ -8,6 +8,7 @@ use xlb_pktgen::{PacketSpec, Vary, Vxlan, L4};
 
 use super::args::{ProtoArg, RunArgs, Scenario};
 use super::topo::*;
+use super::topo6::*;
 
 pub(super) const NODEPORT: u16 = 30080;
 pub(super) const SVC_PORT: u16 = 80;
@@ -29,6 +30,27 @@ pub(super) fn backend_addr(j: u32) -> SocketAddrV4 {
     SocketAddrV4::new(
         Ipv4Addr::from(u32::from(REMOTE_PODS) + 10 + j),
         BACKEND_PORT,
+    )
+}
+
+/// ClusterIP `i` of the IPv6 scenarios: fd00:10:96::/112 (then the next ports).
+pub(super) fn svc_addr6(i: u32) -> SocketAddrV6 {
+    let base = u128::from(Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 1));
+    SocketAddrV6::new(
+        Ipv6Addr::from(base + u128::from(i % 65534)),
+        SVC_PORT + (i / 65534) as u16,
+        0,
+        0,
+    )
+}
+
+/// Backend `j` of the IPv6 scenarios, a pod of the remote node.
+pub(super) fn backend_addr6(j: u32) -> SocketAddrV6 {
+    SocketAddrV6::new(
+        Ipv6Addr::from(u128::from(REMOTE_PODS6) + 10 + u128::from(j)),
+        BACKEND_PORT,
+        0,
+        0,
     )
 }
 
@@ -77,6 +99,11 @@ pub(super) fn spec(
             p.vary = Vary::Destination;
             p
         }
+        Scenario::NodeportRemoteV6 => PacketSpec::new(
+            SocketAddrV6::new(CLIENTS6, CLIENT_PORT, 0, 0).into(),
+            SocketAddrV6::new(NODE6, NODEPORT, 0, 0).into(),
+            l4(a.proto),
+        ),
     };
     p.src_mac = mac_c0;
     p.dst_mac = mac_n0;
@@ -116,6 +143,16 @@ pub(super) fn spec(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_addresses_stay_in_their_ranges() {
+        for i in [0, 1, 65533, 65534, 99_999] {
+            let a = svc_addr6(i);
+            assert_eq!(a.ip().segments()[..7], [0xfd00, 0x10, 0x96, 0, 0, 0, 0]);
+            assert_ne!(a.ip().segments()[7], 0xffff);
+        }
+        assert_eq!(backend_addr6(3).ip().to_string(), "fd00:10:244:1::d");
+    }
 
     #[test]
     fn service_addresses_stay_in_the_service_range() {
