@@ -16,6 +16,7 @@
  *   4. xlb-marked VXLAN (a remote node chose a backend here) -> remember the
  *      tunnel peer for the replies, decap, pass;
  *   5. anything else passes untouched (VXLAN stays encapsulated for the kernel).
+ * IPv6 frames go to xlb_xdp6 (xdp6.h), a subprogram of their own.
  * Forward: local backend -> DNAT, pass; remote -> DNAT + VXLAN to its node.
  * Every frame counts exactly one outcome reason (stats.h); a forwarded one also
  * counts on its backend, a dropped or answered one is an event for `xlb
@@ -38,6 +39,7 @@
 #include "include/flowcache.h"
 #include "include/frag.h"
 #include "include/icmperr.h"
+#include "include/xdp6.h"
 
 struct xlb_ctx {
 	struct xdp_md *ctx;
@@ -587,8 +589,9 @@ reply:
 	return xlb_reply(x, rv, &t);
 }
 
-SEC("xdp")
-int xlb_xdp(struct xdp_md *ctx)
+/* The IPv4 path (and every frame neither IPv4 nor IPv6): a subprogram of
+ * its own, so that its stack frame and the IPv6 one's are never added up. */
+static __noinline int xlb_xdp4(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -614,6 +617,17 @@ int xlb_xdp(struct xdp_md *ctx)
 	if (r == XLB_R_PASS_FRAG_NO_FIRST && !xlb_frag_get(&x.p, data_end))
 		return xlb_untranslated(&x, XLB_R_PASS_FRAG_NO_FIRST);
 	return xlb_balance(&x);
+}
+
+SEC("xdp")
+int xlb_xdp(struct xdp_md *ctx)
+{
+	struct ethhdr *eth = (void *)(long)ctx->data;
+
+	if ((void *)(eth + 1) <= (void *)(long)ctx->data_end &&
+	    eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return xlb_xdp6(ctx);
+	return xlb_xdp4(ctx);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -31,6 +31,7 @@
 #define XLB_VTEP_BITS		10	/* vtep_cache: 1024 slots */
 #define XLB_VTEP_SLOTS		(1 << XLB_VTEP_BITS)
 #define XLB_FRAG_ENTRIES	8192	/* frag: datagrams in flight whose first fragment was translated */
+#define XLB_FRAG6_ENTRIES	8192	/* frag6: the same for IPv6 (frag6.h) */
 #define XLB_SYN_BITS		17	/* ct_syn: 131072 half-open TCP connections (shared by every CPU) */
 #define XLB_SYN_SLOTS		(1 << XLB_SYN_BITS)
 
@@ -137,8 +138,8 @@
  * Names in Rust: Reason (`XLB_R_PASS_NOT_IP` is `pass_not_ip`).
  */
 enum xlb_reason {
-	XLB_R_PASS_NOT_IP = 0,		/* ARP, IPv6, anything not IPv4 */
-	XLB_R_PASS_NOT_SERVICE = 1,	/* IPv4 that matched no Service */
+	XLB_R_PASS_NOT_IP = 0,		/* ARP, anything neither IPv4 nor IPv6 */
+	XLB_R_PASS_NOT_SERVICE = 1,	/* IPv4/IPv6 that matched no Service */
 	XLB_R_PASS_FRAG_NO_FIRST = 2,	/* non-first fragment without a recorded first fragment: untranslated */
 	XLB_R_PASS_L4_OTHER = 3,	/* IPv4 protocol we do not balance (ICMP, SCTP, ...) */
 	XLB_R_PASS_TRUNC_ETH = 4,	/* shorter than an Ethernet header */
@@ -169,6 +170,9 @@ enum xlb_reason {
 	XLB_R_SOCK_UNCHANGED = 29,	/* socket hook: Service matched, left as dialled (source range, bad table) */
 	XLB_R_PASS_ICMP_RELATED = 30,	/* ICMP error about a balanced flow: translated, passed */
 	XLB_R_TX_ICMP_RELATED = 31,	/* ICMP error about a balanced flow: sent through the tunnel */
+	XLB_R_PASS_EXT6 = 32,		/* IPv6 extension headers not walked: unknown header, chain too long,
+					 * routing header with segments left (parse6.h) */
+	XLB_R_PASS_UDP6_NO_CSUM = 33,	/* UDP/IPv6 with checksum 0 (invalid, RFC 8200 8.1): untranslated */
 	XLB_R__MAX
 };
 

@@ -390,6 +390,25 @@ struct {
 	__type(value, struct xlb_frag_val);
 } frag SEC(".maps");
 
+/* An IPv6 datagram's fragments: source, destination, fragment header id
+ * (the IPv6 reassembly key, RFC 8200 4.5) and upper-layer protocol (frag6.h). */
+struct xlb_frag6_key {
+	__be32 saddr[4];
+	__be32 daddr[4];
+	__be32 id;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* first IPv6 fragments translated here -> their ports (value: struct
+ * xlb_frag_val), for the later fragments (frag6.h); XDP */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, XLB_FRAG6_ENTRIES);
+	__type(key, struct xlb_frag6_key);
+	__type(value, struct xlb_frag_val);
+} frag6 SEC(".maps");
+
 /* per-CPU count of clock reads (one in XLB_CLOCK_CHECK checks the timer) */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

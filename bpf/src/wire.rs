@@ -88,6 +88,27 @@ pub fn hash3(a: u32, b: u32, c: u32, init: u32) -> u32 {
     c.wrapping_sub(b.rotate_left(24))
 }
 
+/// The IPv6 flow hash (hash6.h `xlb_flow_hash6`): each address (16 bytes,
+/// four words as stored) folds to `hash3` of its words, then the two folds,
+/// the ports (network order as stored) and the protocol mix as in the IPv4
+/// hash; with session affinity the source port is left out.
+pub fn flow_hash6(
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    no_sport: bool,
+) -> u32 {
+    let fold = |a: [u8; 16]| {
+        let w = |i: usize| u32::from_ne_bytes(a[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+        hash3(w(0), w(1), w(2), w(3))
+    };
+    let sport = if no_sport { 0 } else { u32::from(sport.to_be()) };
+    let ports = (sport << 16) | u32::from(dport.to_be());
+    hash3(fold(saddr), fold(daddr), ports, u32::from(proto))
+}
+
 /// The `fe_filter` slot of a services key: lb.h's `xlb_fe_slot` (the key's
 /// two 32-bit words as stored in memory).
 pub fn fe_slot(k: &crate::types::xlb_svc_key) -> u32 {

@@ -74,13 +74,13 @@ pub const CONTRACT_MAPS: [&str; 30] = [
 ];
 
 /// The data plane's private maps: per-CPU caches rebuilt within their entries'
-/// lifetime, the timer clock, and `frag` (the ports of datagrams whose first
+/// lifetime, the timer clock, and `frag`, `frag6` (the ports of datagrams whose first
 /// fragment was translated: lost on a replacement, a datagram in flight then
 /// loses its later fragments, counted as `pass_frag_no_first`). Pinned under `<pin>/private/` only because a
 /// map timer runs only while a pin or file descriptor holds its map; reused
 /// while the layout matches, replaced without complaint when it does not
 /// ([`replace_stale_private`]).
-pub const PRIVATE_MAPS: [&str; 7] = [
+pub const PRIVATE_MAPS: [&str; 9] = [
     "flow_cache",
     "nh_cache",
     "vtep_cache",
@@ -88,6 +88,8 @@ pub const PRIVATE_MAPS: [&str; 7] = [
     "clock_reads",
     "frag",
     "ct_syn",
+    "frag6",
+    "scratch6",
 ];
 
 /// Which list a map of the objects is in.

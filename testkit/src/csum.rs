@@ -31,6 +31,12 @@ pub fn pseudo_sum(src: [u8; 4], dst: [u8; 4], proto: u8, len: usize) -> u32 {
     sum16(&src) + sum16(&dst) + u32::from(proto) + len as u32
 }
 
+/// Sum of the IPv6 pseudo header (RFC 8200 8.1) for upper-layer data of
+/// `len` bytes with Next Header `proto`.
+pub fn pseudo_sum6(src: [u8; 16], dst: [u8; 16], proto: u8, len: usize) -> u32 {
+    sum16(&src) + sum16(&dst) + (len as u32 >> 16) + (len as u32 & 0xffff) + u32::from(proto)
+}
+
 /// Whether data carrying its own checksum verifies (its sum folds to 0xffff).
 pub fn verifies(s: u32) -> bool {
     fold(s) == 0xffff

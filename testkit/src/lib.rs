@@ -2,7 +2,8 @@
 //! under CI instead of skipping, unique names, commands and child-process
 //! guards (`cmd`), network namespaces and veth pairs (`netns`), bpffs pin
 //! directories (`pin`), kernel state read with bpf(2) (`bpf`), the Internet
-//! checksum (`csum`), frame builders (`frame`), a deterministic generator
+//! checksum (`csum`), frame builders (`frame`, IPv6: `frame6`,
+//! checked by `check6`), a deterministic generator
 //! (`rng`), self-removing temporary directories (`tmp`), and the agent
 //! tests' HTTP/wait helpers and manifests (`agent`, `manifests`).
 //!
@@ -10,9 +11,11 @@
 
 pub mod agent;
 pub mod bpf;
+pub mod check6;
 pub mod cmd;
 pub mod csum;
 pub mod frame;
+pub mod frame6;
 pub mod manifests;
 pub mod netns;
 pub mod pin;
