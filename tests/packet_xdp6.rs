@@ -61,8 +61,19 @@ fn not_ours_passes_untouched() {
     assert_untouched(&env, &echo, XLB_R_PASS_L4_OTHER, "echo to a VIP");
     let f = syn6(vip6(81)).build();
     assert_untouched(&env, &f, XLB_R_PASS_NOT_SERVICE, "ClusterIP, another port");
-    let f = syn6(SocketAddrV6::new("2001:db8:18::77".parse().unwrap(), 30080, 0, 0)).build();
-    assert_untouched(&env, &f, XLB_R_PASS_NOT_SERVICE, "NodePort on a foreign address");
+    let f = syn6(SocketAddrV6::new(
+        "2001:db8:18::77".parse().unwrap(),
+        30080,
+        0,
+        0,
+    ))
+    .build();
+    assert_untouched(
+        &env,
+        &f,
+        XLB_R_PASS_NOT_SERVICE,
+        "NodePort on a foreign address",
+    );
     let f = Frame6::udp(client(), sa6("[2001:db8:18::1]:9999")).build();
     assert_untouched(&env, &f, XLB_R_PASS_NOT_SERVICE, "UDP to the node");
     assert_eq!(ct6_count(&env), 0, "no ct6 entry");
@@ -95,7 +106,12 @@ fn local_backends_dnat_and_track() {
     assert_local(&env, &np, BE6_LOCAL, "NodePort on the node address");
     let np = syn6(SocketAddrV6::new(NODE6_B, 30080, 0, 0));
     assert_local(&env, &np, BE6_LOCAL, "NodePort on a local_addrs6 address");
-    assert_eq!(ct6(&env, client(), SocketAddrV6::new(NODE6_B, 30080, 0, 0), TCP).unwrap().svc_id, 111);
+    assert_eq!(
+        ct6(&env, client(), SocketAddrV6::new(NODE6_B, 30080, 0, 0), TCP)
+            .unwrap()
+            .svc_id,
+        111
+    );
 }
 
 #[test]
@@ -122,7 +138,11 @@ fn udp_checksum_zero_is_never_emitted() {
     let (rc, r, got) = run6(&env, &f.build());
     assert_eq!((rc, r), (XDP_PASS, XLB_R_PASS_LOCAL));
     let p = check_frame6(&got).unwrap();
-    assert_eq!(&got[p.l4_off + 6..p.l4_off + 8], &[0xff, 0xff], "0 sent as 0xffff");
+    assert_eq!(
+        &got[p.l4_off + 6..p.l4_off + 8],
+        &[0xff, 0xff],
+        "0 sent as 0xffff"
+    );
     assert_eq!(got, dnat6(&f, sa6(BE6_UDP)));
 }
 
@@ -144,10 +164,26 @@ fn backend_choice() {
         let (_, _, out) = run6(&env, &f.build());
         seen.insert(check_frame6(&out).unwrap().dst);
     }
-    assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![be], "one backend");
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        vec![be],
+        "one backend"
+    );
     // without affinity the whole flow's hash picks the slot
     let a = XLB_KIND_ADDR as u8;
-    service6(&env, *vip6_n(0x70, 0).ip(), 80, TCP, a, 113, 720, &AFF6_TABLE, 0, 11, 0);
+    service6(
+        &env,
+        *vip6_n(0x70, 0).ip(),
+        80,
+        TCP,
+        a,
+        113,
+        720,
+        &AFF6_TABLE,
+        0,
+        11,
+        0,
+    );
     let mut spread = std::collections::BTreeSet::new();
     for port in 41000..41040 {
         let src = SocketAddrV6::new(CLIENT6, port, 0, 0);
@@ -163,7 +199,12 @@ fn backend_choice() {
     }
     assert_eq!(spread.len(), 3, "the flows spread over the table");
     // source ranges: allowed inside 2001:db8:18::/120, dropped outside
-    assert_local(&env, &syn6(vip6_n(0x50, 80)), BE6_LOCAL, "source range allows");
+    assert_local(
+        &env,
+        &syn6(vip6_n(0x50, 80)),
+        BE6_LOCAL,
+        "source range allows",
+    );
     let out_of_range = Frame6::tcp(sa6("[2001:db8:19::1]:40000"), vip6_n(0x50, 80));
     let (rc, r, _) = run6(&env, &out_of_range.build());
     assert_eq!((rc, r), (XDP_DROP, XLB_R_DROP_SRC_RANGE));
@@ -223,15 +264,36 @@ fn services_without_endpoints_are_rejected() {
     let (rc, r, out) = run6(&env, &u);
     assert_eq!((rc, r), (XDP_TX, XLB_R_TX_REJECT));
     let p = check_frame6(&out).unwrap();
-    assert_eq!((p.src, p.dst, p.proto), (*vip6_n(0x30, 0).ip(), CLIENT6, ICMP6));
-    let want = swap_macs(icmp6_error(*vip6_n(0x30, 0).ip(), CLIENT6, 1, 4, 0, &u, 1232));
+    assert_eq!(
+        (p.src, p.dst, p.proto),
+        (*vip6_n(0x30, 0).ip(), CLIENT6, ICMP6)
+    );
+    let want = swap_macs(icmp6_error(
+        *vip6_n(0x30, 0).ip(),
+        CLIENT6,
+        1,
+        4,
+        0,
+        &u,
+        1232,
+    ));
     assert_eq!(out, want, "port unreachable");
     // a large datagram: the quote stops at 1232 bytes (1280 in all)
-    let big = Frame6::udp(client(), vip6_n(0x30, 53)).payload(&[0x5a; 1400]).build();
+    let big = Frame6::udp(client(), vip6_n(0x30, 53))
+        .payload(&[0x5a; 1400])
+        .build();
     let (rc, _, out) = run6(&env, &big);
     assert_eq!(rc, XDP_TX);
     assert_eq!(out.len(), 14 + 1280);
-    let want = swap_macs(icmp6_error(*vip6_n(0x30, 0).ip(), CLIENT6, 1, 4, 0, &big, 1232));
+    let want = swap_macs(icmp6_error(
+        *vip6_n(0x30, 0).ip(),
+        CLIENT6,
+        1,
+        4,
+        0,
+        &big,
+        1232,
+    ));
     assert_eq!(out, want);
     check_frame6(&out).unwrap();
     // reject off: a counted drop
@@ -253,6 +315,11 @@ fn ipv6_ethertype_reaches_the_ipv6_path_only() {
     // an IPv6 frame with a bad version nibble is truncated/invalid, counted
     let mut bad = syn6(vip6(80)).build();
     bad[14] = 0x40;
-    assert_untouched(&env, &bad, XLB_R_PASS_TRUNC_IP, "version 4 in an IPv6 ethertype");
+    assert_untouched(
+        &env,
+        &bad,
+        XLB_R_PASS_TRUNC_IP,
+        "version 4 in an IPv6 ethertype",
+    );
     let _ = Ipv6Addr::LOCALHOST;
 }

@@ -104,7 +104,11 @@ pub fn flow_hash6(
         let w = |i: usize| u32::from_ne_bytes(a[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
         hash3(w(0), w(1), w(2), w(3))
     };
-    let sport = if no_sport { 0 } else { u32::from(sport.to_be()) };
+    let sport = if no_sport {
+        0
+    } else {
+        u32::from(sport.to_be())
+    };
     let ports = (sport << 16) | u32::from(dport.to_be());
     hash3(fold(saddr), fold(daddr), ports, u32::from(proto))
 }

@@ -42,7 +42,10 @@ pub fn parse6_at(f: &[u8], at: usize) -> Result<Parsed6, String> {
     }
     let plen = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
     if plen + 40 != ip.len() {
-        return Err(format!("payload length {plen}, {} bytes follow the header", ip.len() - 40));
+        return Err(format!(
+            "payload length {plen}, {} bytes follow the header",
+            ip.len() - 40
+        ));
     }
     let mut nh = ip[6];
     let mut off = 40;
@@ -113,7 +116,11 @@ pub fn check_l4_6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, l4: &[u8]) -> Result<
     }
     let s = pseudo_sum6(src.octets(), dst.octets(), proto, l4.len()) + sum16(l4);
     if !verifies(s) {
-        return Err(format!("protocol {proto}: bad checksum {:02x}{:02x}", l4[at], l4[at + 1]));
+        return Err(format!(
+            "protocol {proto}: bad checksum {:02x}{:02x}",
+            l4[at],
+            l4[at + 1]
+        ));
     }
     Ok(())
 }

@@ -239,10 +239,21 @@ impl Frame6 {
         assert!(first_len.is_multiple_of(8));
         let l4 = self.l4();
         let mut a = self.clone();
-        a.ext.push(Ext::Fragment { offset: 0, more: true, id });
+        a.ext.push(Ext::Fragment {
+            offset: 0,
+            more: true,
+            id,
+        });
         let mut b = self.clone();
-        b.ext.push(Ext::Fragment { offset: (first_len / 8) as u16, more: false, id });
-        (a.build_with(&l4[..first_len]), b.build_with(&l4[first_len..]))
+        b.ext.push(Ext::Fragment {
+            offset: (first_len / 8) as u16,
+            more: false,
+            id,
+        });
+        (
+            a.build_with(&l4[..first_len]),
+            b.build_with(&l4[first_len..]),
+        )
     }
 }
 

@@ -19,7 +19,15 @@ use super::*;
 pub fn underlay6(env: &Env) {
     std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1").unwrap();
     std::fs::write("/proc/sys/net/ipv6/conf/v0/forwarding", "1").unwrap();
-    sh(&["-6", "addr", "add", "2001:db8:18::1/64", "dev", "v0", "nodad"]);
+    sh(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:18::1/64",
+        "dev",
+        "v0",
+        "nodad",
+    ]);
     sh(&[
         "-6",
         "neigh",
@@ -105,7 +113,11 @@ pub fn tunnel6(env: &Env, prefix: Ipv6Addr, len: u32, node: Ipv6Addr, vtep: [u8;
 }
 
 pub fn local_addr6(env: &Env, a: Ipv6Addr) {
-    upd(&env.dp.xdp.maps.local_addrs6, &a.octets(), &1u32.to_ne_bytes());
+    upd(
+        &env.dp.xdp.maps.local_addrs6,
+        &a.octets(),
+        &1u32.to_ne_bytes(),
+    );
 }
 
 pub fn src_range6(env: &Env, svc_id: u32, prefix: Ipv6Addr, len: u32) {
@@ -175,7 +187,13 @@ pub fn clear_ct6(env: &Env) {
 pub fn affinity6(env: &Env, svc_id: u32, client: Ipv6Addr) -> Option<u32> {
     let mut k = svc_id.to_ne_bytes().to_vec();
     k.extend_from_slice(&client.octets());
-    let v = env.dp.xdp.maps.affinity6.lookup(&k, MapFlags::ANY).unwrap()?;
+    let v = env
+        .dp
+        .xdp
+        .maps
+        .affinity6
+        .lookup(&k, MapFlags::ANY)
+        .unwrap()?;
     Some(u32::from_ne_bytes(v[0..4].try_into().unwrap()))
 }
 
@@ -191,7 +209,13 @@ pub fn flow_hash6(src: SocketAddrV6, dst: SocketAddrV6, proto: u8, no_sport: boo
     )
 }
 
-pub fn maglev_pick6(table: &[u32], src: SocketAddrV6, dst: SocketAddrV6, proto: u8, aff: bool) -> u32 {
+pub fn maglev_pick6(
+    table: &[u32],
+    src: SocketAddrV6,
+    dst: SocketAddrV6,
+    proto: u8,
+    aff: bool,
+) -> u32 {
     table[(flow_hash6(src, dst, proto, aff) % table.len() as u32) as usize]
 }
 
@@ -252,35 +276,143 @@ pub fn fixture6(env: &Env) {
     let k = XLB_KIND_ADDR as u8;
     service6(env, VIP6, 80, t, k, 101, 512, &[101; 7], 0, 7, 0);
     service6(env, VIP6, 53, u, k, 102, 528, &[102; 7], 0, 7, 0);
-    service6(env, vip6_n(0x20, 0).ip().to_owned(), 80, t, k, 103, 544, &[103; 7], 0, 0, 0);
-    service6(env, *vip6_n(0x20, 0).ip(), 53, u, k, 104, 560, &[103; 7], 0, 0, 0);
-    service6(env, *vip6_n(0x21, 0).ip(), 80, t, k, 105, 576, &[104; 7], 0, 0, 0);
-    service6(env, *vip6_n(0x22, 0).ip(), 80, t, k, 106, 592, &[105; 7], 0, 0, 0);
+    service6(
+        env,
+        vip6_n(0x20, 0).ip().to_owned(),
+        80,
+        t,
+        k,
+        103,
+        544,
+        &[103; 7],
+        0,
+        0,
+        0,
+    );
+    service6(
+        env,
+        *vip6_n(0x20, 0).ip(),
+        53,
+        u,
+        k,
+        104,
+        560,
+        &[103; 7],
+        0,
+        0,
+        0,
+    );
+    service6(
+        env,
+        *vip6_n(0x21, 0).ip(),
+        80,
+        t,
+        k,
+        105,
+        576,
+        &[104; 7],
+        0,
+        0,
+        0,
+    );
+    service6(
+        env,
+        *vip6_n(0x22, 0).ip(),
+        80,
+        t,
+        k,
+        106,
+        592,
+        &[105; 7],
+        0,
+        0,
+        0,
+    );
     service6(env, *vip6_n(0x30, 0).ip(), 80, t, k, 107, 608, &[], 0, 0, 0);
     service6(env, *vip6_n(0x30, 0).ip(), 53, u, k, 108, 624, &[], 0, 0, 0);
     let sr = XLB_SVC_F_SRC_RANGES;
-    service6(env, *vip6_n(0x50, 0).ip(), 80, t, k, 109, 640, &[101; 7], sr, 7, 0);
+    service6(
+        env,
+        *vip6_n(0x50, 0).ip(),
+        80,
+        t,
+        k,
+        109,
+        640,
+        &[101; 7],
+        sr,
+        7,
+        0,
+    );
     src_range6(env, 109, p("2001:db8:18::"), 120);
     let aff = XLB_SVC_F_AFFINITY;
-    service6(env, *vip6_n(0x60, 0).ip(), 80, t, k, 110, 656, &AFF6_TABLE, aff, 11, 0);
+    service6(
+        env,
+        *vip6_n(0x60, 0).ip(),
+        80,
+        t,
+        k,
+        110,
+        656,
+        &AFF6_TABLE,
+        aff,
+        11,
+        0,
+    );
     let np = XLB_KIND_NODEPORT as u8;
-    service6(env, Ipv6Addr::UNSPECIFIED, 30080, t, np, 111, 672, &[101; 7], 0, 7, 1);
+    service6(
+        env,
+        Ipv6Addr::UNSPECIFIED,
+        30080,
+        t,
+        np,
+        111,
+        672,
+        &[101; 7],
+        0,
+        7,
+        1,
+    );
     let etp = XLB_SVC_F_LOCAL | XLB_SVC_F_EXT_LOCAL;
     let ext = XLB_FE_EXTERNALIP as u8;
-    service6(env, *vip6_n(0x40, 0).ip(), 80, t, k, 112, 688, &[103; 7], etp, 0, ext);
+    service6(
+        env,
+        *vip6_n(0x40, 0).ip(),
+        80,
+        t,
+        k,
+        112,
+        688,
+        &[103; 7],
+        etp,
+        0,
+        ext,
+    );
     let internal = (XLB_KIND_ADDR | XLB_KIND_F_INTERNAL) as u8;
-    service6(env, *vip6_n(0x40, 0).ip(), 80, t, internal, 112, 704, &[101; 7], 0, 7, ext);
+    service6(
+        env,
+        *vip6_n(0x40, 0).ip(),
+        80,
+        t,
+        internal,
+        112,
+        704,
+        &[101; 7],
+        0,
+        7,
+        ext,
+    );
 }
 
 /// The reason counters' change from `before` (one frame: exactly one reason).
 pub fn one_reason(before: &[u64], after: &[u64]) -> u32 {
-    let moved: Vec<usize> = (0..after.len()).filter(|&i| after[i] != before[i]).collect();
+    let moved: Vec<usize> = (0..after.len())
+        .filter(|&i| after[i] != before[i])
+        .collect();
     let outcomes: Vec<usize> = moved
         .iter()
         .copied()
-        .filter(|&i| {
-            ![XLB_R_EVENT_CT_FULL, XLB_R_EVENT_AFFINITY_FULL].contains(&(i as u32))
-        })
+        .filter(|&i| ![XLB_R_EVENT_CT_FULL, XLB_R_EVENT_AFFINITY_FULL].contains(&(i as u32)))
         .collect();
     assert_eq!(outcomes.len(), 1, "reasons moved: {moved:?}");
     outcomes[0] as u32
