@@ -6,7 +6,7 @@ use std::process::Command;
 use serde_json::Value;
 use xlb_testkit::privileged;
 
-const PATHS: [&str; 8] = [
+const PATHS: [&str; 12] = [
     "not_ours_pass",
     "ct_hit_local_dnat",
     "ct_miss_maglev_choice",
@@ -15,6 +15,10 @@ const PATHS: [&str; 8] = [
     "drop_src_range",
     "drop_monitor_on",
     "drop_monitor_every_event",
+    "v6_not_ours_pass",
+    "v6_ct_hit_local_dnat",
+    "v6_ct_miss_maglev_choice",
+    "v6_remote_vxlan_encap",
 ];
 const FLOORS: [&str; 4] = [
     "ct_lookup_miss",

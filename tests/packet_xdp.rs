@@ -66,12 +66,12 @@ fn cases() -> Vec<Case> {
             check: unchanged,
         },
         Case {
-            name: "IPv6 passes untouched",
+            name: "IPv6 with a UDP length of 0 passes untouched (the IPv6 path: packet_xdp6*.rs)",
             setup: no_setup,
             frame: ipv6_frame,
             on_uplink: false,
             rc: XDP_PASS,
-            reason: XLB_R_PASS_NOT_IP,
+            reason: XLB_R_PASS_TRUNC_L4,
             check: unchanged,
         },
         Case {

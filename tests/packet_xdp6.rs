@@ -323,3 +323,67 @@ fn ipv6_ethertype_reaches_the_ipv6_path_only() {
     );
     let _ = Ipv6Addr::LOCALHOST;
 }
+
+/// Every raw record waiting in the events ring buffer.
+fn drain_raw(mon: &xlb_bpf::monitor::MonitorMaps) -> Vec<Vec<u8>> {
+    let got = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let sink = got.clone();
+    let mut b = libbpf_rs::RingBufferBuilder::new();
+    b.add(&mon.events, move |d: &[u8]| {
+        sink.borrow_mut().push(d.to_vec());
+        0
+    })
+    .unwrap();
+    let rb = b.build().unwrap();
+    rb.consume().unwrap();
+    drop(rb);
+    std::rc::Rc::try_unwrap(got).unwrap().into_inner()
+}
+
+/// struct xlb_event: family at 30, saddr/daddr at 16/20, sport/dport at
+/// 24/26, saddr6/daddr6 at 40/56 (72 bytes).
+#[test]
+fn drops_are_events_with_their_family() {
+    let Some(env) = env6() else { return };
+    let mon = xlb_bpf::monitor::MonitorMaps::from_skel(&env.dp.xdp).unwrap();
+    mon.set(true, 0).unwrap();
+    let src = sa6("[2001:db8:19::1]:40000");
+    let f = Frame6::tcp(src, vip6_n(0x50, 80)).build();
+    let (rc, r, _) = run6(&env, &f);
+    assert_eq!((rc, r), (XDP_DROP, XLB_R_DROP_SRC_RANGE));
+    let ev = drain_raw(&mon);
+    assert_eq!(ev.len(), 1);
+    let e = &ev[0];
+    assert_eq!(e.len(), 72);
+    assert_eq!(
+        u32::from_ne_bytes(e[8..12].try_into().unwrap()),
+        XLB_R_DROP_SRC_RANGE
+    );
+    assert_eq!(
+        u32::from_ne_bytes(e[12..16].try_into().unwrap()),
+        109,
+        "svc_id"
+    );
+    assert_eq!(e[30], 6, "family");
+    assert_eq!(&e[16..24], &[0; 8], "no IPv4 addresses");
+    assert_eq!(&e[24..28], &[0x9c, 0x40, 0, 80], "ports");
+    assert_eq!(e[28], TCP);
+    assert_eq!(&e[40..56], &src.ip().octets());
+    assert_eq!(&e[56..72], &vip6_n(0x50, 0).ip().octets());
+    // an IPv4 drop: family 0
+    env.service(
+        tcp_key("10.96.0.50:80"),
+        9,
+        0,
+        &[1; 7],
+        XLB_SVC_F_SRC_RANGES,
+    );
+    env.backend(1, "10.244.1.10:8080", None);
+    let f4 = Frame::tcp(sa("198.18.0.100:40000"), sa("10.96.0.50:80")).build();
+    let (rc, _) = env.xdp_in(&f4, Some(env.uplink));
+    assert_eq!(rc, XDP_DROP);
+    let ev = drain_raw(&mon);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0][30], 0, "family");
+    assert_eq!(&ev[0][16..20], &[198, 18, 0, 100]);
+}

@@ -25,7 +25,14 @@
 //!
 //! The encapsulation path needs `bpf_fib_lookup` to find a neighbour: the
 //! command moves itself into a private network namespace with a veth
-//! (198.18.0.1/24, forwarding on) and a permanent neighbour 198.18.0.2.
+//! (198.18.0.1/24 and 2001:db8:18::1/64, forwarding on) and permanent
+//! neighbours 198.18.0.2 and 2001:db8:18::2.
+//!
+//! The `v6_*` paths are the IPv6 ones (`prog/v6.rs`): an IPv6 frame that is
+//! no Service, a CT hit to a local backend, a CT miss with a Maglev choice,
+//! and a CT hit encapsulated over IPv6 to a remote backend.
+
+mod v6;
 
 use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -437,6 +444,14 @@ pub fn measure(calls: u32) -> Result<Report> {
         })
         .collect();
     let not_ours = tcp_frame(cmac, NODE_MAC, client, sa([198, 18, 0, 99], 80), ACK);
+    let f6 = v6::setup(&dp, flows_needed)?;
+    for (f, want) in [(&f6.hit, XDP_PASS), (&f6.remote, XDP_TX)] {
+        let (rc, _) = run_once(dp.xdp_prog(), f, Some(uplink))?;
+        ensure!(
+            rc == want,
+            "setting up the IPv6 bench flows: verdict {rc}, want {want}"
+        );
+    }
     let denied = tcp_frame(cmac, NODE_MAC, client, sa([10, 96, 0, 30], 80), ACK);
 
     let mut storage = MaybeUninit::uninit();
@@ -480,6 +495,10 @@ pub fn measure(calls: u32) -> Result<Report> {
             .monitored("drop_monitor_on", 0),
         Path::new("drop_src_range", xdp, vec![denied], up, XDP_DROP)
             .monitored("drop_monitor_every_event", u32::MAX),
+        Path::new("v6_not_ours_pass", xdp, vec![f6.not_ours], up, XDP_PASS),
+        Path::new("v6_ct_hit_local_dnat", xdp, vec![f6.hit], up, XDP_PASS),
+        Path::new("v6_ct_miss_maglev_choice", xdp, f6.miss, up, XDP_PASS),
+        Path::new("v6_remote_vxlan_encap", xdp, vec![f6.remote], up, XDP_TX),
         floor_path(
             "ct_lookup_miss",
             &fl.floor_ct_lookup,
