@@ -61,6 +61,7 @@ pub mod healthz;
 mod hooks;
 pub mod http;
 pub mod net;
+pub mod net6;
 mod node;
 pub mod sizing;
 mod snapshot;

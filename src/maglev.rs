@@ -27,7 +27,8 @@
 //! flow that ECMP sends to any node lands on the same backend):
 //!
 //! - identity bytes: the 4 address octets then the port, big endian, packed
-//!   into a `u64` as `addr << 16 | port`;
+//!   into a `u64` as `addr << 16 | port` (IPv4; an IPv6 `addr:port` is
+//!   folded into one by [`Identity`]'s fixed hash of its 18 bytes);
 //! - the three hashes: MurmurHash3's 64-bit finaliser (`fmix64`) of the
 //!   identity XOR three fixed seeds ([`SEED_OFFSET`], [`SEED_SKIP`],
 //!   [`SEED_SHIFT`]); `offset = h1 % M`, `skip = h2 % (M - 1) + 1`,
@@ -44,7 +45,42 @@
 //! count moves within a band) with `M >= factor x N`, bounded by a configurable
 //! floor and ceiling ([`MaglevConfig`]).
 
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+
+/// Seed of the fold of an IPv6 backend's address and port into its identity.
+pub const SEED_V6: u64 = 0x6d61_676c_6576_3676; // "maglev6v"
+
+/// A backend's stable identity as one integer, the same on every node.
+pub trait Identity {
+    fn identity(&self) -> u64;
+}
+
+impl Identity for SocketAddrV4 {
+    /// `addr << 16 | port`.
+    fn identity(&self) -> u64 {
+        (u64::from(u32::from(*self.ip())) << 16) | u64::from(self.port())
+    }
+}
+
+impl Identity for SocketAddrV6 {
+    /// The address's two halves and the port, each mixed in with `fmix64`
+    /// (a fixed function of the bytes: the same on every node).
+    fn identity(&self) -> u64 {
+        let a = u128::from(*self.ip());
+        let h = fmix64((a >> 64) as u64 ^ SEED_V6);
+        let h = fmix64(h ^ a as u64);
+        fmix64(h ^ u64::from(self.port()))
+    }
+}
+
+impl Identity for SocketAddr {
+    fn identity(&self) -> u64 {
+        match self {
+            SocketAddr::V4(a) => a.identity(),
+            SocketAddr::V6(a) => a.identity(),
+        }
+    }
+}
 
 /// Seed of the hash that picks a backend's first slot.
 pub const SEED_OFFSET: u64 = 0x6d61_676c_6576_6f66; // "maglevof"
@@ -148,12 +184,12 @@ fn fmix64(mut k: u64) -> u64 {
 }
 
 /// The stable identity of a backend as one integer: address then port.
-pub fn identity(b: &SocketAddrV4) -> u64 {
-    (u64::from(u32::from(*b.ip())) << 16) | u64::from(b.port())
+pub fn identity<B: Identity>(b: &B) -> u64 {
+    b.identity()
 }
 
 /// `(offset, skip)` of a backend's permutation in a table of `m` slots.
-pub fn permutation(b: &SocketAddrV4, m: u32) -> (u32, u32) {
+pub fn permutation<B: Identity>(b: &B, m: u32) -> (u32, u32) {
     let id = identity(b);
     let m64 = u64::from(m);
     let offset = (fmix64(id ^ SEED_OFFSET) % m64) as u32;
@@ -211,7 +247,7 @@ fn sigma(m: u32) -> std::sync::Arc<[u32]> {
 }
 
 /// Where a backend starts along the index permutation `σ` (see the module docs).
-pub fn shift(b: &SocketAddrV4, m: u32) -> u32 {
+pub fn shift<B: Identity>(b: &B, m: u32) -> u32 {
     if m == 0 {
         return 0;
     }
@@ -249,7 +285,7 @@ impl Reducer {
 /// Each slot holds an index into `backends` (as given). Empty when there are
 /// no backends or `m` is 0. `m` should be prime (see
 /// [`MaglevConfig::table_size`]) and `>= backends.len()`.
-pub fn table(backends: &[SocketAddrV4], m: u32) -> Vec<u32> {
+pub fn table<B: Identity>(backends: &[B], m: u32) -> Vec<u32> {
     if backends.is_empty() || m == 0 {
         return Vec::new();
     }
@@ -405,7 +441,7 @@ mod tests {
         let t = table(&bs, 251);
         assert_eq!(t.len(), 251);
         assert!(t.iter().all(|&i| (i as usize) < bs.len() && i != 2));
-        assert!(table(&[], 251).is_empty());
+        assert!(table::<SocketAddrV4>(&[], 251).is_empty());
         assert!(table(&bs, 0).is_empty());
     }
 

@@ -29,11 +29,13 @@ pub struct Unprogrammed {
 }
 
 /// The `reason` label values.
-pub const REASONS: [&str; 7] = [
+pub const REASONS: [&str; 9] = [
     "maglev_full",
     "backends_full",
     "services_full",
     "src_ranges_full",
+    "services6_full",
+    "src_ranges6_full",
     "svc_ids_full",
     "conflict",
     "map_error",
@@ -49,6 +51,10 @@ pub fn reason(why: &str) -> &'static str {
         "services_full"
     } else if why.contains("map src_ranges is full") {
         "src_ranges_full"
+    } else if why.contains("map services6 is full") {
+        "services6_full"
+    } else if why.contains("map src_ranges6 is full") {
+        "src_ranges6_full"
     } else if why.contains("svc_id space full") {
         "svc_ids_full"
     } else if why.contains("also claimed by") {
@@ -161,6 +167,10 @@ mod tests {
             ),
             ("a/d:80/TCP".into(), "backends map full (8 ids)".into()),
             ("a/e:80/TCP".into(), "svc_id space full (131072)".into()),
+            (
+                "a/f:80/TCP [fd00::1]:80/TCP".into(),
+                "map services6 is full (65536 entries)".into(),
+            ),
             ("x".into(), "update on map services: EPERM".into()),
         ];
         let l = from_failed(&failed);
@@ -172,13 +182,14 @@ mod tests {
                 "services_full",
                 "backends_full",
                 "svc_ids_full",
+                "services6_full",
                 "map_error"
             ]
         );
         assert_eq!(by_reason(&l)["maglev_full"], 1);
         assert_eq!(by_reason(&l)["conflict"], 0);
         let s = summary(&l).unwrap();
-        assert!(s.starts_with("5 desired entries not programmed"), "{s}");
+        assert!(s.starts_with("6 desired entries not programmed"), "{s}");
         assert!(
             s.contains("first: a/b:80/TCP: maglev slot array full"),
             "{s}"

@@ -5,7 +5,7 @@
 
 mod sync_util;
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use serde_json::{json, Value};
 use sync_util::*;
@@ -46,7 +46,7 @@ fn slice_with(n: u8, eps: &[(&str, bool, bool)]) -> k8s_openapi::api::discovery:
 const A: &str = "10.244.1.1";
 const B: &str = "10.244.1.2";
 
-fn addr(ip: &str) -> SocketAddrV4 {
+fn addr(ip: &str) -> SocketAddr {
     format!("{ip}:8080").parse().unwrap()
 }
 

@@ -5,7 +5,6 @@
 mod sync_util;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddrV4;
 use std::path::PathBuf;
 
 use sync_util::*;
@@ -95,7 +94,7 @@ fn removal_in_reverse_order_and_generation_bump() {
     let d1 = desired(vec![service(1, false)], vec![slice(1, &[(1, 5), (2, 6)])]);
     let d2 = desired(vec![service(1, false)], vec![slice(1, &[(1, 5)])]);
     let d3 = desired(vec![], vec![]);
-    let gone: SocketAddrV4 = "10.244.2.6:8080".parse().unwrap();
+    let gone: std::net::SocketAddr = "10.244.2.6:8080".parse().unwrap();
     let (id, n) = {
         let mut s = syncer(&mut fake);
         s.apply(&d1).unwrap();

@@ -59,6 +59,13 @@ pub struct AgentArgs {
     #[arg(long, env = "XLB_NODE_ADDR", value_name = "IPV4")]
     pub node_addr: Option<Ipv4Addr>,
 
+    /// This node's IPv6 underlay address (outer source of IPv6 VXLAN,
+    /// `config6`; docs/ipv6.md). Default: the Node's
+    /// `flannel.alpha.coreos.com/public-ipv6` annotation, else its first
+    /// IPv6 InternalIP, else the uplink's first global IPv6 address.
+    #[arg(long, env = "XLB_NODE_ADDR6", value_name = "IPV6")]
+    pub node_addr6: Option<std::net::Ipv6Addr>,
+
     /// VXLAN UDP port of the overlay (flannel: 8472).
     #[arg(long, env = "XLB_VXLAN_PORT", default_value_t = 8472)]
     pub vxlan_port: u16,
@@ -190,6 +197,7 @@ impl AgentArgs {
             "node_name": self.node_name(),
             "iface": self.iface,
             "node_addr": self.node_addr,
+            "node_addr6": self.node_addr6,
             "vxlan_port": self.vxlan_port,
             "vni": self.vni,
             "xdp_mode": self.xdp_mode.name(),

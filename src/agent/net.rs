@@ -3,7 +3,7 @@
 //! listening on the node (which a frontend on a node address may shadow).
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,6 +23,8 @@ pub struct Iface {
     pub mac: [u8; 6],
     pub mtu: u16,
     pub addrs: Vec<Ipv4Addr>,
+    /// Its global IPv6 addresses (no link-local one).
+    pub addrs6: Vec<Ipv6Addr>,
 }
 
 /// Every interface's IPv4 addresses (getifaddrs), in kernel order.
@@ -60,7 +62,7 @@ pub fn ipv4_addrs() -> std::io::Result<Vec<(String, Ipv4Addr)>> {
 /// `--nodeport-addresses`: the CIDRs whose node addresses take NodePorts
 /// (empty: every address).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NodePortCidrs(pub Vec<(Ipv4Addr, u8)>);
+pub struct NodePortCidrs(pub Vec<(IpAddr, u8)>);
 
 impl std::str::FromStr for NodePortCidrs {
     type Err = String;
@@ -77,20 +79,21 @@ impl std::fmt::Display for NodePortCidrs {
 }
 
 /// `--nodeport-addresses`: comma-separated IPv4 CIDRs ('' = every address).
-pub fn parse_cidrs(s: &str) -> Result<Vec<(Ipv4Addr, u8)>, String> {
+pub fn parse_cidrs(s: &str) -> Result<Vec<(IpAddr, u8)>, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (a, len) = part
-            .split_once('/')
-            .ok_or_else(|| format!("{part:?}: expected an IPv4 CIDR such as 10.0.0.0/8"))?;
-        let a: Ipv4Addr = a
+        let (a, len) = part.split_once('/').ok_or_else(|| {
+            format!("{part:?}: expected a CIDR such as 10.0.0.0/8 or 2001:db8::/64")
+        })?;
+        let a: IpAddr = a
             .parse()
-            .map_err(|_| format!("{part:?}: {a:?} is no IPv4 address"))?;
+            .map_err(|_| format!("{part:?}: {a:?} is no IP address"))?;
+        let max = if a.is_ipv4() { 32 } else { 128 };
         let len: u8 = len
             .parse()
             .ok()
-            .filter(|l| *l <= 32)
-            .ok_or_else(|| format!("{part:?}: prefix length {len:?} is not 0..=32"))?;
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("{part:?}: prefix length {len:?} is not 0..={max}"))?;
         out.push((a, len));
     }
     Ok(out)
@@ -98,12 +101,22 @@ pub fn parse_cidrs(s: &str) -> Result<Vec<(Ipv4Addr, u8)>, String> {
 
 /// The node addresses NodePorts answer on: every IPv4 address of this
 /// network namespace but loopback (127.0.0.0/8 is the socket hooks'
-/// business: XLB_SOCK_F_LOOPBACK), inside `cidrs` when any are given.
-pub fn nodeport_addrs(cidrs: &[(Ipv4Addr, u8)]) -> std::io::Result<Vec<Ipv4Addr>> {
-    let set: BTreeSet<Ipv4Addr> = ipv4_addrs()?
+/// business: XLB_SOCK_F_LOOPBACK) and every global IPv6 one (no loopback,
+/// no link-local), inside `cidrs` when any are given (a family without a
+/// CIDR in them then has none, as kube-proxy).
+pub fn nodeport_addrs(cidrs: &[(IpAddr, u8)]) -> std::io::Result<Vec<IpAddr>> {
+    let v4 = ipv4_addrs()?
         .into_iter()
         .map(|(_, a)| a)
         .filter(|a| !a.is_loopback() && !a.is_unspecified())
+        .map(IpAddr::V4);
+    let v6 = super::net6::ipv6_addrs()?
+        .into_iter()
+        .map(|(_, a)| a)
+        .filter(super::net6::is_node_addr6)
+        .map(IpAddr::V6);
+    let set: BTreeSet<IpAddr> = v4
+        .chain(v6)
         .filter(|a| cidrs.is_empty() || in_cidrs(*a, cidrs))
         .collect();
     Ok(set.into_iter().collect())
@@ -111,12 +124,12 @@ pub fn nodeport_addrs(cidrs: &[(Ipv4Addr, u8)]) -> std::io::Result<Vec<Ipv4Addr>
 
 /// Whether node processes get NodePorts on 127.0.0.1 (kube-proxy's
 /// localhost NodePorts): unless `--nodeport-addresses` leaves it out.
-pub fn loopback_nodeports(cidrs: &[(Ipv4Addr, u8)]) -> bool {
-    cidrs.is_empty() || in_cidrs(Ipv4Addr::LOCALHOST, cidrs)
+pub fn loopback_nodeports(cidrs: &[(IpAddr, u8)]) -> bool {
+    cidrs.is_empty() || in_cidrs(IpAddr::V4(Ipv4Addr::LOCALHOST), cidrs)
 }
 
-/// Wakes up when an IPv4 address is added or removed in this network
-/// namespace (rtnetlink group RTMGRP_IPV4_IFADDR). What changed is read
+/// Wakes up when an address is added or removed in this network
+/// namespace (rtnetlink groups RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR). What changed is read
 /// again with [`nodeport_addrs`]: the messages are only a signal.
 pub struct AddrWatcher {
     fd: OwnedFd,
@@ -125,6 +138,7 @@ pub struct AddrWatcher {
 impl AddrWatcher {
     pub fn new() -> std::io::Result<Self> {
         const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+        const RTMGRP_IPV6_IFADDR: u32 = 0x100;
         // SAFETY: plain socket creation; the fd is owned below.
         let fd = unsafe {
             libc::socket(
@@ -141,7 +155,7 @@ impl AddrWatcher {
         // SAFETY: a zeroed sockaddr_nl is valid; family and groups set below.
         let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         sa.nl_family = libc::AF_NETLINK as u16;
-        sa.nl_groups = RTMGRP_IPV4_IFADDR;
+        sa.nl_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
         // SAFETY: valid fd and sockaddr of the given length.
         let rc = unsafe {
             libc::bind(
@@ -227,7 +241,7 @@ pub fn watch_addrs(
 }
 
 /// Logs the NodePort addresses when they differ from `old` (None: the first time).
-pub fn log_nodeport_addrs(old: Option<&[Ipv4Addr]>, new: &[Ipv4Addr]) {
+pub fn log_nodeport_addrs(old: Option<&[IpAddr]>, new: &[IpAddr]) {
     if old == Some(new) {
         return;
     }
@@ -305,7 +319,7 @@ pub struct Shadow {
 /// 127.0.0.0/8 (the socket hooks).
 pub fn shadows(
     desired: &Desired,
-    node_addrs: &BTreeSet<Ipv4Addr>,
+    node_addrs: &BTreeSet<IpAddr>,
     loopback: bool,
     listeners: &[Listener],
 ) -> Vec<Shadow> {
@@ -316,13 +330,16 @@ pub fn shadows(
             if l.port != k.port || l.proto != k.proto {
                 continue;
             }
+            // (the listeners are IPv4 ones: /proc/net/tcp and udp)
+            let la = IpAddr::V4(l.addr);
             let covered = match k.addr {
                 None => {
-                    l.addr.is_unspecified()
-                        || node_addrs.contains(&l.addr)
-                        || (loopback && l.addr.is_loopback())
+                    k.family == crate::model::Family::V4
+                        && (l.addr.is_unspecified()
+                            || node_addrs.contains(&la)
+                            || (loopback && l.addr.is_loopback()))
                 }
-                Some(a) => node_addrs.contains(&a) && (l.addr.is_unspecified() || l.addr == a),
+                Some(a) => node_addrs.contains(&a) && (l.addr.is_unspecified() || la == a),
             };
             if covered {
                 out.push(Shadow {
@@ -409,6 +426,7 @@ pub fn iface(name: &str) -> std::io::Result<Iface> {
         mac,
         mtu,
         addrs,
+        addrs6: super::net6::iface_addrs6(name)?,
     })
 }
 
@@ -435,21 +453,33 @@ mod tests {
         assert_eq!(
             c,
             vec![
-                (Ipv4Addr::new(10, 0, 0, 0), 8),
-                (Ipv4Addr::new(198, 18, 0, 1), 32)
+                (Ipv4Addr::new(10, 0, 0, 0).into(), 8),
+                (Ipv4Addr::new(198, 18, 0, 1).into(), 32)
             ]
         );
-        assert!(in_cidrs(Ipv4Addr::new(10, 9, 8, 7), &c));
-        assert!(!in_cidrs(Ipv4Addr::new(198, 18, 0, 2), &c));
+        assert!(in_cidrs(Ipv4Addr::new(10, 9, 8, 7).into(), &c));
+        assert!(!in_cidrs(Ipv4Addr::new(198, 18, 0, 2).into(), &c));
         assert!(in_cidrs(
-            Ipv4Addr::new(1, 2, 3, 4),
-            &[(Ipv4Addr::UNSPECIFIED, 0)]
+            Ipv4Addr::new(1, 2, 3, 4).into(),
+            &[(Ipv4Addr::UNSPECIFIED.into(), 0)]
         ));
         assert_eq!(parse_cidrs("").unwrap(), vec![]);
         assert!(!loopback_nodeports(&c));
         assert!(loopback_nodeports(&[]));
         assert!(loopback_nodeports(&parse_cidrs("127.0.0.0/8").unwrap()));
-        for bad in ["10.0.0.0", "10.0.0.0/33", "x/8", "10.0.0.0/"] {
+        // IPv6 CIDRs too; never matching across families
+        let c6 = parse_cidrs("2001:db8::/32,10.0.0.0/8").unwrap();
+        assert!(in_cidrs("2001:db8:1::5".parse().unwrap(), &c6));
+        assert!(!in_cidrs("2001:db9::5".parse().unwrap(), &c6));
+        assert!(!in_cidrs("::ffff:10.0.0.1".parse().unwrap(), &c6));
+        assert!(!in_cidrs("2001:db8::1".parse().unwrap(), &c));
+        for bad in [
+            "10.0.0.0",
+            "10.0.0.0/33",
+            "x/8",
+            "10.0.0.0/",
+            "2001:db8::/129",
+        ] {
             assert!(parse_cidrs(bad).is_err(), "{bad}");
         }
     }
@@ -495,8 +525,8 @@ mod tests {
         let node = Ipv4Addr::new(198, 18, 0, 11);
         let cfg = ModelConfig {
             node_name: "n1".into(),
-            node_addrs: vec![node],
-            nodeport_cidrs: vec![(Ipv4Addr::new(198, 18, 0, 0), 24)],
+            node_addrs: vec![node.into()],
+            nodeport_cidrs: vec![(Ipv4Addr::new(198, 18, 0, 0).into(), 24)],
             // a cluster whose API server hands out NodePorts as low as 10250
             nodeport_range: 1..=32767,
             ..Default::default()
@@ -507,7 +537,7 @@ mod tests {
             d.local_addrs.iter().copied().collect::<Vec<_>>(),
             vec![node]
         );
-        let addrs: BTreeSet<_> = [node].into();
+        let addrs: BTreeSet<IpAddr> = [node.into()].into();
         let l = |a: [u8; 4], port| Listener {
             proto: Proto::Tcp,
             addr: Ipv4Addr::from(a),
@@ -541,8 +571,8 @@ mod tests {
         // Outside --nodeport-addresses, the node address takes no NodePort.
         let cfg = ModelConfig {
             node_name: "n1".into(),
-            node_addrs: vec![node],
-            nodeport_cidrs: vec![(Ipv4Addr::new(10, 0, 0, 0), 8)],
+            node_addrs: vec![node.into()],
+            nodeport_cidrs: vec![(Ipv4Addr::new(10, 0, 0, 0).into(), 8)],
             ..Default::default()
         };
         assert!(Model::from_snapshot(&snap, cfg)

@@ -1,24 +1,28 @@
 //! # This node as the data plane sees it
 //!
-//! The node's address, uplink and NodePort addresses, resolved from the flags
-//! and the Node object at every snapshot, and the `config` map written from them.
+//! The node's addresses (IPv4 and IPv6 underlay), uplink and NodePort
+//! addresses, resolved from the flags and the Node object at every
+//! snapshot, and the `config` and `config6` maps written from them.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context};
 use xlb_bpf::types::xlb_config;
 use xlb_bpf::wire::be32;
 
-use super::{net, Agent};
+use super::{net, net6, Agent};
 use crate::model::Snapshot;
 
 /// This node as the data plane sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct NodeNet {
     pub(super) addr: Option<Ipv4Addr>,
+    /// The IPv6 underlay address (`config6`).
+    pub(super) addr6: Option<Ipv6Addr>,
     pub(super) iface: Option<net::Iface>,
-    /// The addresses NodePorts answer on (`--nodeport-addresses` applied).
-    pub(super) nodeport_addrs: Vec<Ipv4Addr>,
+    /// The addresses NodePorts answer on, both families
+    /// (`--nodeport-addresses` applied).
+    pub(super) nodeport_addrs: Vec<IpAddr>,
 }
 
 impl Agent {
@@ -58,10 +62,16 @@ impl Agent {
                  NodePort and VXLAN wait for it"
             );
         }
+        let addr6 = self
+            .args
+            .node_addr6
+            .or_else(|| own_node_addr6(snap, &self.node_name))
+            .or_else(|| iface.as_ref().and_then(|i| i.addrs6.first().copied()));
         let nodeport_addrs = net::nodeport_addrs(&self.args.nodeport_addresses.0)
             .context("listing this node's addresses")?;
         Ok(NodeNet {
             addr,
+            addr6,
             iface,
             nodeport_addrs,
         })
@@ -97,8 +107,52 @@ impl Agent {
             );
             self.config = Some(c);
         }
+        // config6: the IPv6 underlay address (pins of an xlb without IPv6
+        // have no config6: nothing to write there).
+        if maps.v6().is_some() {
+            let c6 = maps.config6().context("reading the config6 map")?;
+            let want = c6.with_node_addr(node.addr6.or(c6.node_addr()));
+            if plain_bytes6(&want) != plain_bytes6(&c6) {
+                maps.put_config6(&want).context("writing the config6 map")?;
+                tracing::info!(
+                    node_addr6 = ?want.node_addr(),
+                    "data-plane IPv6 config written"
+                );
+            }
+        }
         Ok(())
     }
+}
+
+fn plain_bytes6(c: &xlb_bpf::types::xlb_config6) -> Vec<u8> {
+    // SAFETY: xlb_config6 is Plain (integers only, explicit padding).
+    unsafe { plain::as_bytes(c) }.to_vec()
+}
+
+/// The IPv6 underlay of the Node named `name`: flannel's `public-ipv6`
+/// annotation, else its first global IPv6 InternalIP.
+fn own_node_addr6(snap: &Snapshot, name: &str) -> Option<Ipv6Addr> {
+    let node = snap
+        .nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(name))?;
+    let ann = node
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::model::FLANNEL_PUBLIC_IPV6_ANNOTATION))
+        .and_then(|v| v.trim().parse::<Ipv6Addr>().ok())
+        .filter(net6::is_node_addr6);
+    ann.or_else(|| {
+        node.status
+            .as_ref()?
+            .addresses
+            .as_ref()?
+            .iter()
+            .filter(|a| a.type_ == "InternalIP")
+            .filter_map(|a| a.address.parse::<Ipv6Addr>().ok())
+            .find(net6::is_node_addr6)
+    })
 }
 
 fn plain_bytes(c: &xlb_config) -> Vec<u8> {

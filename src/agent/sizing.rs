@@ -5,10 +5,12 @@
 //! `--maglev-slots`, `--affinity-entries`, `--max-src-ranges`, each with its
 //! `XLB_*` environment variable) or *follows the desired state* ([`plan`]):
 //!
-//! - what the desired state needs ([`need`]): a `services` entry per
-//!   frontend, a backend id per (Service port, endpoint) plus id 0, the
+//! - what the desired state needs ([`need`]): a `services` entry per IPv4
+//!   frontend, a backend id per (Service port, endpoint) plus id 0 (both
+//!   families: one id space, `backends6` is sized with `backends`), the
 //!   Maglev slots of every table (one per distinct backend set of a port),
-//!   a `src_ranges` entry per source range;
+//!   a `src_ranges` entry per IPv4 source range (`services6` and
+//!   `src_ranges6` have fixed sizes: what they cannot hold is reported);
 //! - a map that follows is grown when the need passes [`FILL`] of its size
 //!   (room for a change in flight: a new table is written before the old one
 //!   is freed, and for gaps in the slot array), or when a sync found it full
@@ -29,7 +31,7 @@ use xlb_bpf::consts::{
 };
 use xlb_loader::grow::Sizes;
 
-use crate::model::Desired;
+use crate::model::{Desired, Family};
 
 /// A following map's size after growing, as a multiple of the need.
 pub const HEADROOM: u64 = 2;
@@ -55,10 +57,11 @@ pub fn need(d: &Desired) -> Need {
         ..Default::default()
     };
     for p in d.ports() {
-        n.services += p.frontends.len() as u64;
+        let v4 = p.frontends.iter().filter(|f| f.key.family == Family::V4);
+        n.services += v4.count() as u64;
         n.backends += p.backends.len() as u64;
-        n.src_ranges += p.src_ranges.len() as u64;
-        let mut groups: Vec<(&[std::net::SocketAddrV4], u32)> = Vec::new();
+        n.src_ranges += p.src_ranges.iter().filter(|r| r.0.is_ipv4()).count() as u64;
+        let mut groups: Vec<(&[std::net::SocketAddr], u32)> = Vec::new();
         for f in &p.frontends {
             if f.table_size > 0 && !groups.contains(&(&f.backends[..], f.table_size)) {
                 groups.push((&f.backends[..], f.table_size));
@@ -259,5 +262,41 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(plan(&Need::default(), &cur(), &bigger, &[]).maglev, 1 << 24);
+    }
+
+    #[test]
+    fn need_counts_ipv4_frontends_and_ranges_and_backends_of_both_families() {
+        use std::sync::Arc;
+        let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "clusterIPs": ["10.96.0.10", "fd00:96::10"],
+                     "loadBalancerSourceRanges": ["192.0.2.0/24", "2001:db8::/32"],
+                     "ports": [{"port": 80, "nodePort": 30080}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.1"}, {"ip": "2001:db8::1"}]}}}))
+        .unwrap();
+        let sl = |fam: &str, addr: &str| -> k8s_openapi::api::discovery::v1::EndpointSlice {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("web-{fam}"), "namespace": "default",
+                             "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": fam, "ports": [{"port": 8080}],
+                "endpoints": [{"addresses": [addr]}]}))
+            .unwrap()
+        };
+        let d = crate::model::build(
+            &crate::model::Snapshot {
+                services: vec![Arc::new(svc)],
+                slices: vec![
+                    Arc::new(sl("IPv4", "10.244.0.5")),
+                    Arc::new(sl("IPv6", "fd00:244::5")),
+                ],
+                nodes: Vec::new(),
+            },
+            &Default::default(),
+        );
+        let n = need(&d);
+        // ClusterIP, NodePort, LoadBalancer of IPv4 (the IPv6 ones go to
+        // services6); both backends and id 0; one range per family.
+        assert_eq!(d.frontends().count(), 6);
+        assert_eq!((n.services, n.backends, n.src_ranges), (3, 3, 1));
     }
 }

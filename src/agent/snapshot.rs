@@ -4,6 +4,7 @@
 //! growth, the sync itself, and what follows from its outcome: readiness,
 //! what could not be programmed, metrics, and the healthCheckNodePorts.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::metrics::ServiceLabel;
@@ -35,7 +36,9 @@ impl Agent {
             node_name: self.node_name.clone(),
             node_addrs: node
                 .addr
+                .map(IpAddr::V4)
                 .into_iter()
+                .chain(node.addr6.map(IpAddr::V6))
                 .chain(node.nodeport_addrs.iter().copied())
                 .collect(),
             nodeport_cidrs: self.args.nodeport_addresses.0.clone(),

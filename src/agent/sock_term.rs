@@ -7,7 +7,7 @@
 //! conntrack flush and Cilium's socket termination give.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 use xlb_bpf::Proto;
@@ -15,7 +15,7 @@ use xlb_loader::sock_term::{SockTerm, TermPair};
 use xlb_loader::DataPlane;
 
 use crate::metrics::Metrics;
-use crate::model::{ServiceDesired, ServicePort};
+use crate::model::{Family, Frontend, ServiceDesired, ServicePort};
 
 /// Every (frontend, backend) pair of the UDP Service ports of `old` that
 /// `new` no longer has: a backend no longer listed by its port's
@@ -59,11 +59,8 @@ pub fn stale_pairs(
 ) -> Vec<TermPair> {
     let mut listed: HashMap<(Option<Ipv4Addr>, u16), BTreeSet<SocketAddrV4>> = HashMap::new();
     for p in services.values().flat_map(|s| s.ports.iter()) {
-        for f in p.frontends.iter().filter(|f| f.key.proto == Proto::Udp) {
-            listed
-                .entry((f.key.addr, f.key.port))
-                .or_default()
-                .extend(p.backends.iter().map(|b| b.addr));
+        for (fe, port) in udp_frontends4(p) {
+            listed.entry((fe, port)).or_default().extend(backends4(p));
         }
     }
     dialled
@@ -87,21 +84,37 @@ pub fn stale_pairs(
 /// it (an externalTrafficPolicy Local frontend's internal entry is the same
 /// frontend to them) with each backend the port lists.
 fn pairs(p: &ServicePort) -> BTreeSet<TermPair> {
-    let fes: BTreeSet<_> = p
-        .frontends
-        .iter()
-        .filter(|f| f.key.proto == Proto::Udp)
-        .map(|f| (f.key.addr, f.key.port))
-        .collect();
+    let fes: BTreeSet<_> = udp_frontends4(p).collect();
     fes.iter()
         .flat_map(|&(frontend, port)| {
-            p.backends.iter().map(move |b| TermPair {
+            backends4(p).map(move |backend| TermPair {
                 frontend,
                 port,
-                backend: b.addr,
+                backend,
             })
         })
         .collect()
+}
+
+/// The IPv4 UDP frontends of `p` as `(address, port)` (`None`: the
+/// NodePort): the socket iterator terminates IPv4 sockets only.
+fn udp_frontends4(p: &ServicePort) -> impl Iterator<Item = (Option<Ipv4Addr>, u16)> + '_ {
+    p.frontends
+        .iter()
+        .filter(|f: &&Frontend| f.key.proto == Proto::Udp && f.key.family == Family::V4)
+        .filter_map(|f| match f.key.addr {
+            None => Some((None, f.key.port)),
+            Some(IpAddr::V4(a)) => Some((Some(a), f.key.port)),
+            Some(IpAddr::V6(_)) => None,
+        })
+}
+
+/// The IPv4 backends `p` lists.
+fn backends4(p: &ServicePort) -> impl Iterator<Item = SocketAddrV4> + '_ {
+    p.backends.iter().filter_map(|b| match b.addr {
+        SocketAddr::V4(a) => Some(a),
+        SocketAddr::V6(_) => None,
+    })
 }
 
 /// The agent's socket iterator, and the Services as last synced.
@@ -242,10 +255,11 @@ mod tests {
     fn fe(addr: Option<Ipv4Addr>, port: u16, proto: Proto, internal: bool) -> Frontend {
         Frontend {
             key: FrontendKey {
-                addr,
+                addr: addr.map(IpAddr::V4),
                 port,
                 proto,
                 internal,
+                family: Family::V4,
             },
             kind: if addr.is_some() {
                 Kind::ClusterIp
@@ -267,7 +281,7 @@ mod tests {
             backends: bes
                 .iter()
                 .map(|&b| Backend {
-                    addr: be(b),
+                    addr: SocketAddr::V4(be(b)),
                     node: None,
                     terminating: false,
                     draining: false,
@@ -351,7 +365,7 @@ mod tests {
             vec![
                 pair(Some(CIP), 53, 1),
                 pair(Some(node), 30053, 3),
-                pair(Some(Ipv4Addr::new(10, 96, 9, 9)), 53, 2),
+                pair(Some(Ipv4Addr::new(10, 96, 9, 9).into()), 53, 2),
             ]
         );
         // The TCP port of the same address is no UDP frontend.
@@ -375,7 +389,7 @@ mod tests {
             svc(vec![port(
                 "default/other:53/UDP",
                 vec![fe(
-                    Some(Ipv4Addr::new(10, 96, 0, 11)),
+                    Some(Ipv4Addr::new(10, 96, 0, 11).into()),
                     53,
                     Proto::Udp,
                     false,

@@ -292,7 +292,7 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
     }
     let mcfg = ModelConfig {
         node_name: "node-0".into(),
-        node_addrs: vec![Ipv4Addr::new(198, 18, 0, 1)],
+        node_addrs: vec![Ipv4Addr::new(198, 18, 0, 1).into()],
         maglev: MaglevConfig::default(),
         ..Default::default()
     };

@@ -1,7 +1,8 @@
 //! `xlb maps`: read the pinned maps as tables (or JSON), like `ipvsadm -Ln`.
 //!
-//! Everything goes through `xlb_bpf::Maps` (typed); addresses print as dotted
-//! quads, ports in host order, protocols by name, Services by the name the
+//! Everything goes through `xlb_bpf::Maps` (typed), both families' maps
+//! in one table (`family`); addresses print as dotted quads or canonical
+//! IPv6 (`[2001:db8::1]:80` with a port), ports in host order, protocols by name, Services by the name the
 //! agent recorded in `/run/xlb/names.json` (see [`crate::names`]).
 //!
 //! Here: the arguments and the dispatch. One module per group of tables
@@ -9,7 +10,6 @@
 //! formatting in `format`, the `--service`/`--backend` selectors in `select`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 
 use anyhow::Context;
@@ -20,6 +20,7 @@ use xlb_bpf::wire::{mac_string, proto_name};
 use xlb_bpf::Maps;
 
 mod backends;
+mod family;
 mod flows;
 mod format;
 mod node;
@@ -27,6 +28,7 @@ mod select;
 mod services;
 
 use backends::*;
+use family::*;
 use flows::*;
 use format::*;
 use node::*;
@@ -52,11 +54,11 @@ pub struct MapsArgs {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Only this Service: svc_id, name (ns/name or ns/name:port/PROTO), or frontend (IP or IP:port).
+    /// Only this Service: svc_id, name (ns/name or ns/name:port/PROTO), or frontend (IP or IP:port; [IPv6]:port).
     #[arg(long, global = true, value_name = "S")]
     pub service: Option<String>,
 
-    /// Only this backend: backend id, IP or IP:port.
+    /// Only this backend: backend id, IP or IP:port ([IPv6]:port).
     #[arg(long, global = true, value_name = "B")]
     pub backend: Option<String>,
 

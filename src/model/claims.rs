@@ -15,7 +15,7 @@
 //! final states a change can touch and [`Claims::resolve`] derives one.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
@@ -56,9 +56,9 @@ pub(crate) struct Claims {
     /// address (LoadBalancer / ExternalIP).
     by_key: HashMap<FrontendKey, BTreeMap<Rank, bool>>,
     /// ClusterIP -> Services with it.
-    cluster_ips: HashMap<Ipv4Addr, BTreeSet<String>>,
+    cluster_ips: HashMap<IpAddr, BTreeSet<String>>,
     /// External address -> Services with a frontend on it.
-    ext_addrs: HashMap<Ipv4Addr, BTreeSet<String>>,
+    ext_addrs: HashMap<IpAddr, BTreeSet<String>>,
 }
 
 impl Claims {
@@ -123,7 +123,7 @@ impl Claims {
     }
 
     /// The other Service whose ClusterIP `a` is, if any.
-    fn cluster_ip_of_other(&self, a: Ipv4Addr, key: &str) -> Option<&String> {
+    fn cluster_ip_of_other(&self, a: IpAddr, key: &str) -> Option<&String> {
         self.cluster_ips.get(&a)?.iter().find(|n| *n != key)
     }
 
@@ -227,7 +227,7 @@ impl Claims {
                 continue;
             }
             p.frontends.retain(|f| !lost.contains(&f.key.external()));
-            let in_table: BTreeSet<SocketAddrV4> = p
+            let in_table: BTreeSet<SocketAddr> = p
                 .frontends
                 .iter()
                 .flat_map(|f| f.backends.iter().copied())

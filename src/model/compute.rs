@@ -2,7 +2,7 @@
 //! its ports, frontends and backends.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::{Service, ServicePort as K8sServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -11,9 +11,11 @@ use xlb_bpf::consts::{
 };
 use xlb_bpf::{Kind, Proto};
 
-use super::endpoints::{candidates, is_v6, parse_cidr, parse_proto, select, Candidate, Candidates};
+use super::endpoints::{
+    candidates, parse_cidr, parse_ip, parse_proto, select, Candidate, Candidates,
+};
 use super::{
-    Backend, Frontend, FrontendKey, ModelConfig, NodeInfo, ServiceDesired, ServicePort,
+    Backend, Family, Frontend, FrontendKey, ModelConfig, NodeInfo, ServiceDesired, ServicePort,
     DEFAULT_AFFINITY_TIMEOUT, HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL,
 };
 
@@ -75,22 +77,31 @@ pub(crate) fn service<'a>(
     if ip_strings.iter().any(|s| s.as_str() == "None") {
         return None; // headless: DNS only
     }
-    let mut cluster_ips = Vec::new();
+    let mut cluster_ips: Vec<IpAddr> = Vec::new();
     for s in &ip_strings {
-        if s.is_empty() || is_v6(s) {
+        if s.is_empty() {
             continue;
         }
-        match s.parse::<Ipv4Addr>() {
+        match parse_ip(s) {
             Ok(ip) => match unroutable(ip) {
+                None if cluster_ips.iter().any(|c| Family::of(*c) == Family::of(ip)) => reasons
+                    .push((
+                        obj.clone(),
+                        format!(
+                            "clusterIP {ip} ignored: a second {} clusterIP",
+                            Family::of(ip)
+                        ),
+                    )),
                 None => cluster_ips.push(ip),
                 Some(why) => reasons.push((obj.clone(), format!("clusterIP {ip} refused: {why}"))),
             },
-            _ => reasons.push((obj.clone(), format!("bad clusterIP {s:?}"))),
+            Err(why) => reasons.push((obj.clone(), format!("bad clusterIP {s:?}: {why}"))),
         }
     }
     if cluster_ips.is_empty() && ip_strings.iter().all(|s| s.is_empty()) {
         reasons.push((obj.clone(), "no clusterIP allocated".into()));
     }
+    let families = families(spec, &cluster_ips, &obj, reasons);
 
     // Policy.
     let mut flags = 0;
@@ -138,22 +149,16 @@ pub(crate) fn service<'a>(
         ),
     };
 
-    // External addresses.
+    // External addresses: of the Service's families only (kube-proxy
+    // serves a family only for a Service with a clusterIP of it).
     let mut external_ips = Vec::new();
     for s in spec.external_ips.iter().flatten() {
-        if is_v6(s) {
-            continue;
-        }
-        match s.parse::<Ipv4Addr>() {
-            Ok(ip) => match unroutable(ip) {
-                None => external_ips.push(ip),
-                Some(why) => reasons.push((obj.clone(), format!("externalIP {ip} refused: {why}"))),
-            },
-            _ => reasons.push((obj.clone(), format!("bad externalIP {s:?}"))),
+        if let Some(ip) = frontend_addr(s, "externalIP", &families, &obj, reasons) {
+            external_ips.push(ip);
         }
     }
     let mut lb_ips = Vec::new();
-    let mut src_ranges = Vec::new();
+    let mut src_ranges: Vec<(IpAddr, u8)> = Vec::new();
     if ty == "LoadBalancer" {
         for ing in svc
             .status
@@ -164,35 +169,28 @@ pub(crate) fn service<'a>(
             .flatten()
         {
             let Some(s) = ing.ip.as_deref() else { continue }; // hostname-only
-            if is_v6(s) {
-                continue;
-            }
-            match s.parse::<Ipv4Addr>() {
-                Ok(ip) => match unroutable(ip) {
-                    None => lb_ips.push(ip),
-                    Some(why) => reasons.push((
-                        obj.clone(),
-                        format!("loadBalancer ingress ip {ip} refused: {why}"),
-                    )),
-                },
-                _ => reasons.push((obj.clone(), format!("bad loadBalancer ingress ip {s:?}"))),
+            if let Some(ip) = frontend_addr(s, "loadBalancer ingress ip", &families, &obj, reasons)
+            {
+                lb_ips.push(ip);
             }
         }
         for r in spec.load_balancer_source_ranges.iter().flatten() {
-            if is_v6(r) {
-                continue;
-            }
             match parse_cidr(r) {
-                Some(net) => src_ranges.push(net),
-                None => reasons.push((
+                Ok(net) => src_ranges.push(net),
+                Err(why) => reasons.push((
                     obj.clone(),
-                    format!("bad loadBalancerSourceRange {r:?} (ignored: fewer sources allowed)"),
+                    format!(
+                        "bad loadBalancerSourceRange {r:?} (ignored: fewer sources allowed): {why}"
+                    ),
                 )),
             }
         }
         src_ranges.sort();
         src_ranges.dedup();
     }
+    // Any range listed restricts every LoadBalancer frontend of both
+    // families: a family without a range of its own admits no client
+    // (docs/ipv6.md; kube-proxy admits every client of that family).
     let has_src_ranges = !spec
         .load_balancer_source_ranges
         .as_ref()
@@ -231,6 +229,7 @@ pub(crate) fn service<'a>(
             &pobj,
             ty,
             &cluster_ips,
+            &families,
             &lb_ips,
             &external_ips,
             &policy,
@@ -307,22 +306,99 @@ fn not_ours(svc: &Service, slices: &[&EndpointSlice]) -> Option<String> {
         })
 }
 
+/// The families a Service is served in: those of its clusterIPs; without
+/// a usable one (manifests without clusterIP, a refused one), spec.ipFamilies,
+/// else IPv4. A family spec.ipFamilies lists without a clusterIP of it is
+/// reported (RequireDualStack not met).
+fn families(
+    spec: &k8s_openapi::api::core::v1::ServiceSpec,
+    cluster_ips: &[IpAddr],
+    obj: &str,
+    reasons: &mut Reasons,
+) -> Vec<Family> {
+    let mut listed = Vec::new();
+    for f in spec.ip_families.iter().flatten() {
+        match f.as_str() {
+            "IPv4" => listed.push(Family::V4),
+            "IPv6" => listed.push(Family::V6),
+            other => reasons.push((
+                obj.to_string(),
+                format!("ipFamilies {other:?} unknown, ignored"),
+            )),
+        }
+    }
+    match spec.ip_family_policy.as_deref() {
+        None | Some("SingleStack") | Some("PreferDualStack") | Some("RequireDualStack") => {}
+        Some(other) => reasons.push((
+            obj.to_string(),
+            format!("ipFamilyPolicy {other:?} unknown, ignored"),
+        )),
+    }
+    let mut fams: Vec<Family> = cluster_ips.iter().map(|a| Family::of(*a)).collect();
+    if fams.is_empty() {
+        fams = listed.clone();
+    } else {
+        for f in &listed {
+            if !fams.contains(f) {
+                reasons.push((
+                    obj.to_string(),
+                    format!("ipFamilies lists {f} but no {f} clusterIP is allocated: not served over {f}"),
+                ));
+            }
+        }
+    }
+    if fams.is_empty() {
+        fams.push(Family::V4);
+    }
+    fams.sort();
+    fams.dedup();
+    fams
+}
+
+/// An external frontend address (externalIP, LoadBalancer ingress): a
+/// routable address of one of the Service's families.
+fn frontend_addr(
+    s: &str,
+    what: &str,
+    families: &[Family],
+    obj: &str,
+    reasons: &mut Reasons,
+) -> Option<IpAddr> {
+    let ip = match parse_ip(s) {
+        Ok(ip) => ip,
+        Err(why) => {
+            reasons.push((obj.to_string(), format!("bad {what} {s:?}: {why}")));
+            return None;
+        }
+    };
+    if let Some(why) = unroutable(ip) {
+        reasons.push((obj.to_string(), format!("{what} {ip} refused: {why}")));
+        return None;
+    }
+    let fam = Family::of(ip);
+    if !families.contains(&fam) {
+        reasons.push((
+            obj.to_string(),
+            format!("{what} {ip} ignored: the Service has no {fam} clusterIP (ipFamilies)"),
+        ));
+        return None;
+    }
+    Some(ip)
+}
+
 /// Why an address cannot be a frontend address: traffic to it is the
 /// node's own or no single host's (CVE-2020-8554 class: a Service must not
 /// capture it).
-pub(crate) fn unroutable(ip: Ipv4Addr) -> Option<&'static str> {
-    if ip.is_unspecified() {
-        Some("unspecified address")
-    } else if ip.is_loopback() {
-        Some("loopback address")
-    } else if ip.is_multicast() {
-        Some("multicast address")
-    } else if ip.is_broadcast() {
-        Some("broadcast address")
-    } else if ip.is_link_local() {
-        Some("link-local address")
-    } else {
-        None
+pub(crate) fn unroutable(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(ip) if ip.is_broadcast() => Some("broadcast address"),
+        IpAddr::V4(ip) if ip.is_link_local() => Some("link-local address"),
+        IpAddr::V6(ip) if ip.is_unicast_link_local() => Some("link-local address"),
+        IpAddr::V6(ip) if ip.to_ipv4_mapped().is_some() => Some("v4-mapped IPv6 address"),
+        ip if ip.is_unspecified() => Some("unspecified address"),
+        ip if ip.is_loopback() => Some("loopback address"),
+        ip if ip.is_multicast() => Some("multicast address"),
+        _ => None,
     }
 }
 
@@ -333,12 +409,13 @@ fn service_port(
     key: &str,
     pobj: &str,
     ty: &str,
-    cluster_ips: &[Ipv4Addr],
-    lb_ips: &[Ipv4Addr],
-    external_ips: &[Ipv4Addr],
+    cluster_ips: &[IpAddr],
+    families: &[Family],
+    lb_ips: &[IpAddr],
+    external_ips: &[IpAddr],
     policy: &Policy,
     has_src_ranges: bool,
-    src_ranges: &[(Ipv4Addr, u8)],
+    src_ranges: &[(IpAddr, u8)],
     cands: &Candidates,
     cfg: &ModelConfig,
     reasons: &mut Reasons,
@@ -347,25 +424,26 @@ fn service_port(
     let pname = sp.name.clone().unwrap_or_default();
     let mine = cands.get(&(pname, proto));
     let all = mine.into_iter().flat_map(|m| m.iter());
-    let cluster_set = select(all.clone());
-    let local_set = select(all.clone().filter(|c| c.local()));
-    // Some endpoint anywhere to use: without one every frontend rejects;
-    // with one, a Local policy without local endpoint drops.
-    let has_any = all.clone().any(Candidate::usable);
+    // Per family: a frontend balances over the endpoints of its family.
+    let sets = [Family::V4, Family::V6].map(|fam| {
+        let of_fam = all.clone().filter(move |c| Family::of(c.addr.ip()) == fam);
+        let cluster_set = select(of_fam.clone());
+        let local_set = select(of_fam.clone().filter(|c| c.local()));
+        // Some endpoint anywhere to use: without one every frontend rejects;
+        // with one, a Local policy without local endpoint drops.
+        let has_any = of_fam.clone().any(Candidate::usable);
+        (cluster_set, local_set, has_any)
+    });
 
     let mut frontends: Vec<Frontend> = Vec::new();
-    let mut add = |addr: Option<Ipv4Addr>, port: u16, kind: Kind, local: bool, extra: u32| {
-        let key = FrontendKey {
-            addr,
-            port,
-            proto,
-            internal: false,
-        };
+    let mut add = |key: FrontendKey, kind: Kind, local: bool, extra: u32| {
         if frontends.iter().any(|f| f.key == key) {
             return;
         }
+        let (cluster_set, local_set, has_any) = &sets[key.family as usize];
+        let has_any = *has_any;
         let frontend = |key: FrontendKey, set: &[&Candidate], flags: u32| {
-            let mut backends: Vec<SocketAddrV4> = set.iter().map(|c| c.addr).collect();
+            let mut backends: Vec<SocketAddr> = set.iter().map(|c| c.addr).collect();
             backends.sort();
             Frontend {
                 key,
@@ -379,19 +457,19 @@ fn service_port(
         };
         let flags = policy.flags | extra;
         if !local {
-            frontends.push(frontend(key, &cluster_set, flags));
+            frontends.push(frontend(key, cluster_set, flags));
             return;
         }
         let local_flag = if has_any { XLB_SVC_F_LOCAL } else { 0 };
         if kind == Kind::ClusterIp {
-            frontends.push(frontend(key, &local_set, flags | local_flag));
+            frontends.push(frontend(key, local_set, flags | local_flag));
             return;
         }
         // externalTrafficPolicy Local: this node's endpoints for clients
         // outside the cluster; the cluster-wide set for clients inside it.
         frontends.push(frontend(
             key,
-            &local_set,
+            local_set,
             flags | local_flag | XLB_SVC_F_EXT_LOCAL,
         ));
         frontends.push(frontend(
@@ -399,18 +477,31 @@ fn service_port(
                 internal: true,
                 ..key
             },
-            &cluster_set,
+            cluster_set,
             flags,
         ));
     };
     for ip in cluster_ips {
-        add(Some(*ip), port, Kind::ClusterIp, policy.itp_local, 0);
+        add(
+            FrontendKey::on(*ip, port, proto),
+            Kind::ClusterIp,
+            policy.itp_local,
+            0,
+        );
     }
     if ty == "NodePort" || ty == "LoadBalancer" {
         match sp.node_port {
             None | Some(0) => {}
             Some(np) if u16::try_from(np).is_ok_and(|np| cfg.nodeport_range.contains(&np)) => {
-                add(None, np as u16, Kind::NodePort, policy.etp_local, 0)
+                // A NodePort frontend per family the Service is served in.
+                for fam in families {
+                    add(
+                        FrontendKey::nodeport(np as u16, proto, *fam),
+                        Kind::NodePort,
+                        policy.etp_local,
+                        0,
+                    )
+                }
             }
             Some(np) => reasons.push((
                 pobj.to_string(),
@@ -429,22 +520,26 @@ fn service_port(
     };
     for ip in lb_ips {
         add(
-            Some(*ip),
-            port,
+            FrontendKey::on(*ip, port, proto),
             Kind::LoadBalancer,
             policy.etp_local,
             src_flag,
         );
     }
     for ip in external_ips {
-        add(Some(*ip), port, Kind::ExternalIp, policy.etp_local, 0);
+        add(
+            FrontendKey::on(*ip, port, proto),
+            Kind::ExternalIp,
+            policy.etp_local,
+            0,
+        );
     }
 
     // Every endpoint listed for the port is a backend: those in a table as
     // chosen; the others (terminating, not ready, or outside a Local
     // policy's set) draining: flows that use them keep them until they
     // leave the EndpointSlices, new flows never choose them.
-    let mut in_table: Vec<SocketAddrV4> = frontends
+    let mut in_table: Vec<SocketAddr> = frontends
         .iter()
         .flat_map(|f| f.backends.iter().copied())
         .collect();
@@ -459,17 +554,20 @@ fn service_port(
             host_network: c.place.host_network,
         })
         .collect();
-    let with_ranges = frontends
+    // Ranges of the families whose LoadBalancer frontends check them.
+    let with_ranges: Vec<Family> = frontends
         .iter()
-        .any(|f| f.flags & XLB_SVC_F_SRC_RANGES != 0);
+        .filter(|f| f.flags & XLB_SVC_F_SRC_RANGES != 0)
+        .map(|f| f.key.family)
+        .collect();
     ServicePort {
         name: format!("{key}:{port}/{proto}"),
         frontends,
         backends,
-        src_ranges: if with_ranges {
-            src_ranges.to_vec()
-        } else {
-            Vec::new()
-        },
+        src_ranges: src_ranges
+            .iter()
+            .filter(|r| with_ranges.contains(&Family::of(r.0)))
+            .copied()
+            .collect(),
     }
 }

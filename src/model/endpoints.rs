@@ -2,36 +2,55 @@
 //! lives, and which endpoints a port's frontends balance over.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use xlb_bpf::Proto;
 
-use super::{ModelConfig, NodeInfo, XLB_VTEP_ANNOTATION};
+use super::{
+    in_cidr, Family, ModelConfig, NodeInfo, FLANNEL_PUBLIC_IPV6_ANNOTATION,
+    FLANNEL_VTEP6_ANNOTATION, XLB_VTEP_ANNOTATION,
+};
 
 type Reasons = Vec<(String, String)>;
 
-/// Parses `a.b.c.d/n`, masking host bits.
-pub(crate) fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
-    let (a, p) = s.trim().split_once('/')?;
-    let a: Ipv4Addr = a.parse().ok()?;
-    let p: u8 = p.parse().ok().filter(|p| *p <= 32)?;
-    let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
-    Some((Ipv4Addr::from(u32::from(a) & mask), p))
+/// Parses an address of either family. A v4-mapped IPv6 address
+/// (`::ffff:a.b.c.d`) is refused: it names an IPv4 host in IPv6 clothes,
+/// which neither data-plane family would match.
+pub(crate) fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    match s.trim().parse::<IpAddr>() {
+        Ok(IpAddr::V6(a)) if a.to_ipv4_mapped().is_some() => {
+            Err(format!("v4-mapped IPv6 address {s:?}"))
+        }
+        Ok(a) => Ok(a),
+        Err(_) => Err(format!("unparsable address {s:?}")),
+    }
 }
 
-fn contains(net: (Ipv4Addr, u8), a: Ipv4Addr) -> bool {
-    let mask = if net.1 == 0 {
-        0
-    } else {
-        u32::MAX << (32 - net.1)
+/// Parses `addr/n` of either family (n at most 32 for IPv4, 128 for
+/// IPv6), masking host bits.
+pub(crate) fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let Some((a, p)) = s.trim().split_once('/') else {
+        return Err(format!("not a CIDR: {s:?}"));
     };
-    u32::from(a) & mask == u32::from(net.0)
-}
-
-pub(super) fn is_v6(s: &str) -> bool {
-    s.contains(':')
+    let a = parse_ip(a)?;
+    let max = match a {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    };
+    let p: u8 = match p.parse::<u32>() {
+        Ok(p) if p <= max => p as u8,
+        Ok(p) => return Err(format!("prefix /{p} longer than {max} in {s:?}")),
+        Err(_) => return Err(format!("bad prefix in {s:?}")),
+    };
+    Ok(match a {
+        IpAddr::V4(a) => {
+            let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+            (IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask)), p)
+        }
+        IpAddr::V6(a) => (IpAddr::V6(xlb_bpf::wire6::mask6(a, p)), p),
+    })
 }
 
 pub(super) fn parse_proto(p: Option<&str>) -> Result<Proto, String> {
@@ -43,6 +62,7 @@ pub(super) fn parse_proto(p: Option<&str>) -> Result<Proto, String> {
     }
 }
 
+/// Flannel's JSON (`{"VNI":1,"VtepMAC":".."}`) or a plain MAC.
 fn parse_mac_annotation(v: &str) -> Option<[u8; 6]> {
     let v = v.trim();
     if let Some(m) = xlb_bpf::wire::parse_mac(v) {
@@ -52,11 +72,13 @@ fn parse_mac_annotation(v: &str) -> Option<[u8; 6]> {
     xlb_bpf::wire::parse_mac(j.get("VtepMAC")?.as_str()?)
 }
 
-/// What the model uses of a Node.
+/// What the model uses of a Node: its addresses of both families, pod
+/// CIDRs, and per family its underlay address and VTEP MAC.
 pub(crate) fn node_info(n: &Node, cfg: &ModelConfig, reasons: &mut Reasons) -> NodeInfo {
     let name = n.metadata.name.as_deref().unwrap_or("?");
     let obj = format!("Node {name}");
     let mut info = NodeInfo::default();
+    let mut first6 = None;
     for a in n
         .status
         .as_ref()
@@ -67,21 +89,49 @@ pub(crate) fn node_info(n: &Node, cfg: &ModelConfig, reasons: &mut Reasons) -> N
         if a.type_ != "InternalIP" && a.type_ != "ExternalIP" {
             continue;
         }
-        if is_v6(&a.address) {
+        let ip = match parse_ip(&a.address) {
+            Ok(ip) => ip,
+            Err(why) => {
+                reasons.push((obj.clone(), format!("bad address {:?}: {why}", a.address)));
+                continue;
+            }
+        };
+        if let Some(why) = unusable_node_addr(ip) {
+            reasons.push((obj.clone(), format!("address {ip} skipped: {why}")));
             continue;
         }
-        match a.address.parse::<Ipv4Addr>() {
-            Ok(ip) => {
-                if a.type_ == "InternalIP" && info.addr.is_none() {
-                    info.addr = Some(ip);
-                }
-                info.addrs.push(ip);
+        match ip {
+            IpAddr::V4(v4) if a.type_ == "InternalIP" && info.addr.is_none() => {
+                info.addr = Some(v4)
             }
-            Err(_) => reasons.push((obj.clone(), format!("bad address {:?}", a.address))),
+            IpAddr::V6(v6) if a.type_ == "InternalIP" && first6.is_none() => first6 = Some(v6),
+            _ => {}
+        }
+        if !info.addrs.contains(&ip) {
+            info.addrs.push(ip);
         }
     }
-    if info.addr.is_none() {
-        reasons.push((obj.clone(), "no IPv4 InternalIP".into()));
+    let ann = n.metadata.annotations.as_ref();
+    info.addr6 = first6;
+    if let Some(v) = ann.and_then(|a| a.get(FLANNEL_PUBLIC_IPV6_ANNOTATION)) {
+        match parse_ip(v) {
+            Ok(IpAddr::V6(a)) if unusable_node_addr(IpAddr::V6(a)).is_none() => {
+                info.addr6 = Some(a)
+            }
+            Ok(a) => reasons.push((
+                obj.clone(),
+                format!(
+                    "annotation {FLANNEL_PUBLIC_IPV6_ANNOTATION}: {a} is not a global IPv6 address"
+                ),
+            )),
+            Err(why) => reasons.push((
+                obj.clone(),
+                format!("annotation {FLANNEL_PUBLIC_IPV6_ANNOTATION}: {why}"),
+            )),
+        }
+    }
+    if info.addr.is_none() && info.addr6.is_none() {
+        reasons.push((obj.clone(), "no InternalIP".into()));
     }
     let spec = n.spec.as_ref();
     let mut cidrs: Vec<&String> = spec
@@ -93,16 +143,12 @@ pub(crate) fn node_info(n: &Node, cfg: &ModelConfig, reasons: &mut Reasons) -> N
         cidrs.extend(spec.and_then(|s| s.pod_cidr.as_ref()));
     }
     for c in cidrs {
-        if is_v6(c) {
-            continue;
-        }
         match parse_cidr(c) {
-            Some(net) if !info.cidrs.contains(&net) => info.cidrs.push(net),
-            Some(_) => {}
-            None => reasons.push((obj.clone(), format!("bad podCIDR {c:?}"))),
+            Ok(net) if !info.cidrs.contains(&net) => info.cidrs.push(net),
+            Ok(_) => {}
+            Err(why) => reasons.push((obj.clone(), format!("bad podCIDR {c:?}: {why}"))),
         }
     }
-    let ann = n.metadata.annotations.as_ref();
     for key in [cfg.vtep_mac_annotation.as_str(), XLB_VTEP_ANNOTATION] {
         if let Some(v) = ann.and_then(|a| a.get(key)) {
             match parse_mac_annotation(v) {
@@ -114,7 +160,41 @@ pub(crate) fn node_info(n: &Node, cfg: &ModelConfig, reasons: &mut Reasons) -> N
             }
         }
     }
+    if let Some(v) = ann.and_then(|a| a.get(FLANNEL_VTEP6_ANNOTATION)) {
+        match parse_mac_annotation(v) {
+            Some(m) => info.vtep_mac6 = Some(m),
+            None => reasons.push((
+                obj.clone(),
+                format!("annotation {FLANNEL_VTEP6_ANNOTATION}: no MAC in {v:?}"),
+            )),
+        }
+    }
     info
+}
+
+/// Why an endpoint address cannot be a backend: no single host's
+/// (multicast, unspecified), or, for IPv6, link-local (meaningless without
+/// an interface).
+fn bad_backend_addr(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V6(a) if a.is_unicast_link_local() => Some("link-local address"),
+        a if a.is_multicast() => Some("multicast address"),
+        a if a.is_unspecified() => Some("unspecified address"),
+        IpAddr::V4(a) if a.is_broadcast() => Some("broadcast address"),
+        _ => None,
+    }
+}
+
+/// Why a Node address cannot be used: an IPv6 link-local address is only
+/// meaningful with an interface, multicast and unspecified ones are no
+/// host's.
+fn unusable_node_addr(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V6(a) if a.is_unicast_link_local() => Some("link-local address"),
+        a if a.is_multicast() => Some("multicast address"),
+        a if a.is_unspecified() => Some("unspecified address"),
+        _ => None,
+    }
 }
 
 /// One endpoint of one port, before selection. Conditions as published
@@ -122,7 +202,7 @@ pub(crate) fn node_info(n: &Node, cfg: &ModelConfig, reasons: &mut Reasons) -> N
 /// unset = ready, terminating unset = false).
 #[derive(Clone, Debug)]
 pub(super) struct Candidate {
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     pub place: Place,
     pub ready: bool,
     pub serving: bool,
@@ -143,15 +223,16 @@ impl Candidate {
 /// Where an endpoint lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Place {
-    /// Underlay address of its node; `None` = this node.
-    pub node: Option<Ipv4Addr>,
+    /// Underlay address of its node, of the endpoint's family; `None` =
+    /// this node.
+    pub node: Option<IpAddr>,
     /// Its address is its node's own address (a hostNetwork pod, the API
     /// server of the `kubernetes` Service).
     pub host_network: bool,
 }
 
 /// Whether `ip` is one of this node's addresses (its Node's, or configured).
-fn is_own_addr(ip: Ipv4Addr, nodes: &BTreeMap<String, NodeInfo>, cfg: &ModelConfig) -> bool {
+fn is_own_addr(ip: IpAddr, nodes: &BTreeMap<String, NodeInfo>, cfg: &ModelConfig) -> bool {
     cfg.node_addrs.contains(&ip)
         || nodes
             .get(&cfg.node_name)
@@ -164,21 +245,27 @@ fn is_own_addr(ip: Ipv4Addr, nodes: &BTreeMap<String, NodeInfo>, cfg: &ModelConf
 /// outside the cluster in a hand-written EndpointSlice).
 fn place(
     node_name: Option<&str>,
-    ip: Ipv4Addr,
+    ip: IpAddr,
     nodes: &BTreeMap<String, NodeInfo>,
     cfg: &ModelConfig,
 ) -> Result<Place, String> {
+    let fam = Family::of(ip);
     let here = |host_network| Place {
         node: None,
         host_network,
     };
     let remote = |name: &str, info: &NodeInfo, host_network| {
-        info.addr
+        info.underlay(fam)
             .map(|a| Place {
                 node: Some(a),
                 host_network,
             })
-            .ok_or_else(|| format!("node {name} has no IPv4 InternalIP"))
+            .ok_or_else(|| match fam {
+                Family::V4 => format!("node {name} has no IPv4 InternalIP"),
+                Family::V6 => format!(
+                    "node {name} has no IPv6 address (InternalIP or annotation {FLANNEL_PUBLIC_IPV6_ANNOTATION})"
+                ),
+            })
     };
     match node_name.filter(|n| !n.is_empty()) {
         Some(n) if n == cfg.node_name => Ok(here(is_own_addr(ip, nodes, cfg))),
@@ -196,12 +283,12 @@ fn place(
                 }
             }
             if let Some(me) = nodes.get(&cfg.node_name) {
-                if me.cidrs.iter().any(|c| contains(*c, ip)) {
+                if me.cidrs.iter().any(|c| in_cidr(ip, *c)) {
                     return Ok(here(false));
                 }
             }
             for (name, info) in nodes {
-                if *name != cfg.node_name && info.cidrs.iter().any(|c| contains(*c, ip)) {
+                if *name != cfg.node_name && info.cidrs.iter().any(|c| in_cidr(ip, *c)) {
                     return remote(name, info, false);
                 }
             }
@@ -231,14 +318,14 @@ pub(super) fn candidates<'a>(
             s.metadata.namespace.as_deref().unwrap_or("default"),
             s.metadata.name.as_deref().unwrap_or("?")
         );
-        match s.address_type.as_str() {
-            "IPv4" => {}
-            "IPv6" => continue,
+        let fam = match s.address_type.as_str() {
+            "IPv4" => Family::V4,
+            "IPv6" => Family::V6,
             other => {
                 reasons.push((sname, format!("addressType {other:?} not supported")));
                 continue;
             }
-        }
+        };
         let mut ports = Vec::new();
         for p in s.ports.iter().flatten() {
             let pname = p.name.clone().unwrap_or_default();
@@ -283,13 +370,30 @@ pub(super) fn candidates<'a>(
                 reasons.push((sname.clone(), "endpoint without addresses".into()));
                 continue;
             };
-            let ip: Ipv4Addr = match first.parse() {
+            let ip = match parse_ip(first) {
+                Ok(ip) if Family::of(ip) != fam => {
+                    reasons.push((
+                        sname.clone(),
+                        format!(
+                            "endpoint {ip} skipped: an {} address in an {fam} EndpointSlice",
+                            Family::of(ip)
+                        ),
+                    ));
+                    continue;
+                }
                 Ok(ip) => ip,
-                Err(_) => {
-                    reasons.push((sname.clone(), format!("bad endpoint address {first:?}")));
+                Err(why) => {
+                    reasons.push((
+                        sname.clone(),
+                        format!("bad endpoint address {first:?}: {why}"),
+                    ));
                     continue;
                 }
             };
+            if let Some(why) = bad_backend_addr(ip) {
+                reasons.push((sname.clone(), format!("endpoint {ip} skipped: {why}")));
+                continue;
+            }
             let place = match place(e.node_name.as_deref(), ip, nodes, cfg) {
                 Ok(p) => p,
                 Err(why) => {
@@ -302,7 +406,7 @@ pub(super) fn candidates<'a>(
             let serving = c.and_then(|c| c.serving).unwrap_or(ready);
             let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
             for ((_, _, port), &i) in ports.iter().zip(&port_map) {
-                let addr = SocketAddrV4::new(ip, *port);
+                let addr = SocketAddr::new(ip, *port);
                 let cand = Candidate {
                     addr,
                     place,

@@ -72,7 +72,7 @@
 //! it, e.g. an address outside the cluster in a hand-written EndpointSlice).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -86,6 +86,8 @@ mod diff;
 mod endpoints;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_dual_stack;
 #[cfg(test)]
 mod tests_nodes;
 #[cfg(test)]
@@ -115,12 +117,36 @@ pub struct SnapshotDelta {
 /// What the model keeps of a Node.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub(crate) struct NodeInfo {
-    /// First IPv4 InternalIP.
+    /// First IPv4 InternalIP: the IPv4 underlay address.
     pub addr: Option<Ipv4Addr>,
-    /// Every IPv4 InternalIP/ExternalIP.
-    pub addrs: Vec<Ipv4Addr>,
-    pub cidrs: Vec<(Ipv4Addr, u8)>,
+    /// The IPv6 underlay address: flannel's `public-ipv6` annotation, else
+    /// the first IPv6 InternalIP.
+    pub addr6: Option<Ipv6Addr>,
+    /// Every InternalIP/ExternalIP of both families.
+    pub addrs: Vec<IpAddr>,
+    /// Pod CIDRs of both families.
+    pub cidrs: Vec<(IpAddr, u8)>,
     pub vtep_mac: Option<[u8; 6]>,
+    /// The IPv6 VTEP MAC (flannel's `backend-v6-data`).
+    pub vtep_mac6: Option<[u8; 6]>,
+}
+
+impl NodeInfo {
+    /// The underlay address of `family`.
+    pub fn underlay(&self, family: Family) -> Option<IpAddr> {
+        match family {
+            Family::V4 => self.addr.map(IpAddr::V4),
+            Family::V6 => self.addr6.map(IpAddr::V6),
+        }
+    }
+
+    /// The VTEP MAC of `family`.
+    pub fn vtep(&self, family: Family) -> Option<[u8; 6]> {
+        match family {
+            Family::V4 => self.vtep_mac,
+            Family::V6 => self.vtep_mac6,
+        }
+    }
 }
 
 /// The incremental model: keeps the objects and indexes, and the desired
@@ -546,40 +572,50 @@ impl Model {
             if *name == self.cfg.node_name {
                 continue;
             }
-            let (Some(addr), Some(mac)) = (n.addr, n.vtep_mac) else {
-                if !n.cidrs.is_empty() {
-                    reasons.push((
-                        format!("Node {name}"),
-                        if n.addr.is_none() {
-                            "no IPv4 InternalIP: no tunnel entry for its pod CIDRs".to_string()
-                        } else {
-                            format!(
-                                "no VTEP MAC (annotation {} or {XLB_VTEP_ANNOTATION}): no tunnel entry for its pod CIDRs",
-                                self.cfg.vtep_mac_annotation
-                            )
-                        },
-                    ));
+            for fam in [Family::V4, Family::V6] {
+                let cidrs: Vec<(IpAddr, u8)> = n
+                    .cidrs
+                    .iter()
+                    .filter(|c| Family::of(c.0) == fam)
+                    .copied()
+                    .collect();
+                if cidrs.is_empty() {
+                    continue;
                 }
-                continue;
-            };
-            for c in &n.cidrs {
-                tunnels.insert(
-                    *c,
-                    TunnelEntry {
-                        node: addr,
-                        vtep_mac: mac,
-                    },
-                );
+                let (Some(addr), Some(mac)) = (n.underlay(fam), n.vtep(fam)) else {
+                    let why = match (fam, n.underlay(fam).is_none()) {
+                        (Family::V4, true) => "no IPv4 InternalIP: no tunnel entry for its IPv4 pod CIDRs".to_string(),
+                        (Family::V6, true) => format!("no IPv6 address (annotation {FLANNEL_PUBLIC_IPV6_ANNOTATION} or an IPv6 InternalIP): no tunnel entry for its IPv6 pod CIDRs"),
+                        (Family::V4, false) => format!(
+                            "no VTEP MAC (annotation {} or {XLB_VTEP_ANNOTATION}): no tunnel entry for its IPv4 pod CIDRs",
+                            self.cfg.vtep_mac_annotation
+                        ),
+                        (Family::V6, false) => format!(
+                            "no IPv6 VTEP MAC (annotation {FLANNEL_VTEP6_ANNOTATION}): no tunnel entry for its IPv6 pod CIDRs"
+                        ),
+                    };
+                    reasons.push((format!("Node {name}"), why));
+                    continue;
+                };
+                for c in cidrs {
+                    tunnels.insert(
+                        c,
+                        TunnelEntry {
+                            node: addr,
+                            vtep_mac: mac,
+                        },
+                    );
+                }
             }
         }
         self.set_reasons("Nodes (tunnels)", reasons);
-        let mut local: BTreeSet<Ipv4Addr> = self.cfg.node_addrs.iter().copied().collect();
+        let mut local: BTreeSet<IpAddr> = self.cfg.node_addrs.iter().copied().collect();
         if let Some(me) = self.nodes.get(&self.cfg.node_name) {
             local.extend(me.addrs.iter().copied());
         }
         // Every node takes NodePorts on the same addresses
         // (`--nodeport-addresses` is cluster-wide configuration).
-        let mut remote: BTreeSet<Ipv4Addr> = self
+        let mut remote: BTreeSet<IpAddr> = self
             .nodes
             .iter()
             .filter(|(name, _)| **name != self.cfg.node_name)

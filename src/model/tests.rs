@@ -1,6 +1,6 @@
 //! Model unit tests: one per Service field and per bad input.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -56,9 +56,11 @@ pub(super) fn nodes() -> Vec<Node> {
                                      {"type": "Hostname", "address": "n1"}]}
         })),
         node(json!({
-            "metadata": {"name": "n2", "annotations": {"xlb.io/vtep-mac": "02:00:00:00:00:02"}},
-            "spec": {"podCIDRs": ["10.244.2.0/24", "fd00::/64"]},
-            "status": {"addresses": [{"type": "InternalIP", "address": "198.18.0.12"}]}
+            "metadata": {"name": "n2", "annotations": {"xlb.io/vtep-mac": "02:00:00:00:00:02",
+                "flannel.alpha.coreos.com/backend-v6-data": "{\"VNI\":1,\"VtepMAC\":\"02:00:00:00:06:02\"}"}},
+            "spec": {"podCIDRs": ["10.244.2.0/24", "fd00:244:2::/64"]},
+            "status": {"addresses": [{"type": "InternalIP", "address": "198.18.0.12"},
+                                     {"type": "InternalIP", "address": "fd00:18::12"}]}
         })),
     ]
 }
@@ -66,7 +68,7 @@ pub(super) fn nodes() -> Vec<Node> {
 pub(super) fn cfg() -> ModelConfig {
     ModelConfig {
         node_name: "n1".into(),
-        node_addrs: vec![Ipv4Addr::new(198, 18, 0, 11)],
+        node_addrs: vec![Ipv4Addr::new(198, 18, 0, 11).into()],
         ..Default::default()
     }
 }
@@ -94,7 +96,7 @@ pub(super) fn two_eps() -> EndpointSlice {
     )
 }
 
-pub(super) fn sa(s: &str) -> SocketAddrV4 {
+pub(super) fn sa(s: &str) -> std::net::SocketAddr {
     s.parse().unwrap()
 }
 
@@ -120,10 +122,11 @@ fn cluster_ip_with_named_target_port() {
     assert_eq!(
         f.key,
         FrontendKey {
-            addr: Some(Ipv4Addr::new(10, 96, 0, 10)),
+            addr: Some(Ipv4Addr::new(10, 96, 0, 10).into()),
             port: 80,
             proto: Proto::Tcp,
             internal: false,
+            family: Family::V4,
         }
     );
     assert_eq!(f.kind, Kind::ClusterIp);
@@ -147,7 +150,7 @@ fn cluster_ip_with_named_target_port() {
             },
             Backend {
                 addr: sa("10.244.2.7:8080"),
-                node: Some(Ipv4Addr::new(198, 18, 0, 12)),
+                node: Some(Ipv4Addr::new(198, 18, 0, 12).into()),
                 terminating: false,
                 draining: false,
                 host_network: false,
@@ -158,15 +161,21 @@ fn cluster_ip_with_named_target_port() {
 }
 
 #[test]
-fn cluster_ips_list_and_ipv6_ignored() {
+fn cluster_ips_list_of_both_families() {
+    // (tests_dual_stack covers the IPv6 side; here: both are frontends, the
+    // IPv6 one without an IPv6 EndpointSlice has no backend)
     let d = run(
         vec![web(
-            json!({"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd00::10"]}),
+            json!({"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd00:96::10"]}),
         )],
         vec![two_eps()],
     );
-    assert_eq!(fe(&d, Kind::ClusterIp).len(), 1);
-    assert!(d.skipped.is_empty());
+    let c = fe(&d, Kind::ClusterIp);
+    assert_eq!(c.len(), 2);
+    assert_eq!(c[0].backends.len(), 2);
+    assert_eq!(c[1].key.addr, Some("fd00:96::10".parse().unwrap()));
+    assert_eq!(c[1].backends, vec![]);
+    assert!(d.skipped.is_empty(), "{:?}", d.skipped);
 }
 
 #[test]
@@ -182,7 +191,10 @@ fn node_port() {
     assert_eq!(np[0].key.port, 30080);
     assert_eq!(np[0].backends.len(), 2);
     assert_eq!(
-        np[0].key.svc_key().kind as u32,
+        match np[0].key.svc_key() {
+            SvcKey::V4(k) => k.kind as u32,
+            SvcKey::V6(_) => unreachable!("an IPv4 NodePort"),
+        },
         xlb_bpf::consts::XLB_KIND_NODEPORT
     );
     assert_eq!(fe(&d, Kind::ClusterIp).len(), 1);
@@ -201,7 +213,7 @@ fn load_balancer_ingress_and_source_ranges() {
     let d = run(vec![s], vec![two_eps()]);
     let lb = fe(&d, Kind::LoadBalancer);
     assert_eq!(lb.len(), 1);
-    assert_eq!(lb[0].key.addr, Some(Ipv4Addr::new(203, 0, 113, 10)));
+    assert_eq!(lb[0].key.addr, Some(Ipv4Addr::new(203, 0, 113, 10).into()));
     assert_eq!(lb[0].flags & XLB_SVC_F_SRC_RANGES, XLB_SVC_F_SRC_RANGES);
     // only LB frontends check source ranges
     assert_eq!(fe(&d, Kind::ClusterIp)[0].flags & XLB_SVC_F_SRC_RANGES, 0);
@@ -210,8 +222,8 @@ fn load_balancer_ingress_and_source_ranges() {
     assert_eq!(
         p.src_ranges,
         vec![
-            (Ipv4Addr::new(192, 0, 2, 0), 24),
-            (Ipv4Addr::new(198, 51, 0, 0), 16)
+            (Ipv4Addr::new(192, 0, 2, 0).into(), 24),
+            (Ipv4Addr::new(198, 51, 0, 0).into(), 16)
         ]
     );
 }
@@ -238,7 +250,7 @@ fn external_ips() {
     );
     let ext = fe(&d, Kind::ExternalIp);
     assert_eq!(ext.len(), 1);
-    assert_eq!(ext[0].key.addr, Some(Ipv4Addr::new(192, 0, 2, 50)));
+    assert_eq!(ext[0].key.addr, Some(Ipv4Addr::new(192, 0, 2, 50).into()));
     assert!(skipped_has(&d, "bad externalIP"));
 }
 
@@ -332,7 +344,7 @@ fn node_name_local_remote_and_unknown() {
     let d = run(vec![web(json!({}))], vec![web_slice("web-a", eps)]);
     let p = d.port("default/web:80/TCP").unwrap();
     let nodes: Vec<_> = p.backends.iter().map(|b| (b.addr, b.node)).collect();
-    let n2 = Some(Ipv4Addr::new(198, 18, 0, 12));
+    let n2 = Some(Ipv4Addr::new(198, 18, 0, 12).into());
     assert_eq!(
         nodes,
         vec![
@@ -348,11 +360,14 @@ fn node_name_local_remote_and_unknown() {
 #[test]
 fn tunnels_and_local_addrs() {
     let d = run(vec![], vec![]);
-    // n2's IPv4 CIDR only; not our own node's
-    assert_eq!(d.tunnels.len(), 1);
-    let t = &d.tunnels[&(Ipv4Addr::new(10, 244, 2, 0), 24)];
+    // n2's CIDRs (each to its family's underlay and VTEP); not our own node's
+    assert_eq!(d.tunnels.len(), 2);
+    let t = &d.tunnels[&(Ipv4Addr::new(10, 244, 2, 0).into(), 24)];
     assert_eq!(t.node, Ipv4Addr::new(198, 18, 0, 12));
     assert_eq!(t.vtep_mac, [2, 0, 0, 0, 0, 2]);
+    let t6 = &d.tunnels[&("fd00:244:2::".parse().unwrap(), 64)];
+    assert_eq!(t6.node, "fd00:18::12".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(t6.vtep_mac, [2, 0, 0, 0, 6, 2]);
     assert_eq!(
         d.local_addrs.iter().copied().collect::<Vec<_>>(),
         vec![Ipv4Addr::new(198, 18, 0, 11)]
@@ -388,7 +403,7 @@ fn vtep_annotation_configurable_and_bad() {
     );
     assert_eq!(d.tunnels.len(), 1);
     assert_eq!(
-        d.tunnels[&(Ipv4Addr::new(10, 244, 3, 0), 24)].vtep_mac,
+        d.tunnels[&(Ipv4Addr::new(10, 244, 3, 0).into(), 24)].vtep_mac,
         [2, 0, 0, 0, 0, 3]
     );
     assert!(skipped_has(&d, "no MAC"));
@@ -650,7 +665,7 @@ fn incremental_model_matches_build_and_keeps_unchanged_arcs() {
     assert_eq!(
         fe(m.desired(), Kind::ClusterIp)
             .iter()
-            .find(|f| f.key.port == 80 && f.key.addr == Some(Ipv4Addr::new(10, 96, 0, 10)))
+            .find(|f| f.key.port == 80 && f.key.addr == Some(Ipv4Addr::new(10, 96, 0, 10).into()))
             .unwrap()
             .table_size,
         0
@@ -780,6 +795,39 @@ impl Churn {
         } else if self.chance(3) {
             v["metadata"]["labels"] = json!({"service.kubernetes.io/headless": ""});
         }
+        // Dual stack: both families' clusterIPs (and external addresses),
+        // or IPv6 only; now and then a bad IPv6 address.
+        match self.below(10) {
+            0..=2 => {
+                let v4 = v["spec"]["clusterIP"].clone();
+                let v6 = json!(format!("fd00:96::{:x}", 1 + self.below(20)));
+                v["spec"]["clusterIPs"] = json!([v4, v6]);
+                v["spec"]["ipFamilies"] = json!(["IPv4", "IPv6"]);
+                v["spec"]["ipFamilyPolicy"] = json!("PreferDualStack");
+            }
+            3 => {
+                let v6 = format!("fd00:96::{:x}", 1 + self.below(20));
+                v["spec"]["clusterIP"] = json!(v6);
+                v["spec"]["ipFamilies"] = json!(["IPv6"]);
+            }
+            _ => {}
+        }
+        if self.chance(10) {
+            let ip = match self.below(4) {
+                0 => "fe80::1".to_string(),          // link-local: refused
+                1 => "::ffff:10.96.0.1".to_string(), // v4-mapped: refused
+                _ => format!("fd00:96::{:x}", 1 + self.below(20)),
+            };
+            v["spec"]["externalIPs"] = json!([ip]);
+        }
+        if self.chance(10) {
+            v["spec"]["type"] = json!("LoadBalancer");
+            v["spec"]["loadBalancerSourceRanges"] = json!(match self.below(3) {
+                0 => json!(["192.0.2.0/24"]),
+                1 => json!(["2001:db8::/32"]),
+                _ => json!(["192.0.2.0/24", "2001:db8::/32", "2001:db8::/200"]),
+            });
+        }
         if self.chance(5) {
             v["metadata"]["name"] = json!(null); // nameless: skipped
         }
@@ -788,10 +836,18 @@ impl Churn {
     }
     fn slice(&mut self) -> EndpointSlice {
         let i = self.below(12);
+        let v6 = self.chance(35);
         let eps: Vec<Value> = (0..self.below(4))
             .map(|_| {
                 let n = 1 + self.below(3);
-                let mut e = json!({"addresses": [format!("10.244.{n}.{}", 1 + self.below(9))],
+                let host = 1 + self.below(9);
+                // now and then an address of the other family: skipped
+                let addr = if v6 != self.chance(5) {
+                    format!("fd00:244:{n}::{host}")
+                } else {
+                    format!("10.244.{n}.{host}")
+                };
+                let mut e = json!({"addresses": [addr],
                                    "conditions": {"ready": self.chance(80), "serving": true,
                                                   "terminating": self.chance(20)}});
                 if self.chance(85) {
@@ -803,7 +859,7 @@ impl Churn {
         let mut v = json!({"metadata": {"name": format!("sl{i}"),
                                         "namespace": if self.chance(85) { "default" } else { "other" },
                                         "labels": {"kubernetes.io/service-name": format!("s{}", self.below(8))}},
-            "addressType": "IPv4",
+            "addressType": if v6 { "IPv6" } else { "IPv4" },
             "ports": [{"name": if self.chance(80) { "http" } else { "web" }, "port": 8080, "protocol": "TCP"}],
             "endpoints": eps});
         if self.chance(8) {
@@ -824,6 +880,26 @@ impl Churn {
             "spec": {"podCIDR": format!("10.244.{n}.0/24")},
             "status": {"addresses": [{"type": "InternalIP",
                                       "address": format!("198.18.0.{}", 10 + n + 10 * self.below(2))}]}});
+        if self.chance(60) {
+            // Dual stack: an IPv6 pod CIDR, address and VTEP (some parts
+            // missing now and then: no tunnel6 entry, with a reason).
+            v["spec"]["podCIDRs"] =
+                json!([format!("10.244.{n}.0/24"), format!("fd00:244:{n}::/64")]);
+            if self.chance(80) {
+                v["status"]["addresses"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"type": "InternalIP", "address": format!("fd00:18::{}", 10 + n)}));
+            }
+            if self.chance(80) {
+                v["metadata"]["annotations"]["flannel.alpha.coreos.com/backend-v6-data"] =
+                    json!(format!("{{\"VNI\":1,\"VtepMAC\":\"02:00:00:00:06:0{n}\"}}"));
+            }
+            if self.chance(30) {
+                v["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ipv6"] =
+                    json!(format!("2001:db8:18::{}", 10 + n + 10 * self.below(2)));
+            }
+        }
         if self.chance(15) {
             v["metadata"]["annotations"] = json!({});
         }
@@ -860,16 +936,17 @@ fn churn_list<T: Clone + k8s_openapi::Metadata<Ty = ObjectMeta>>(
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Everything a FakeMaps holds, as bytes (the generated map types have no
-/// PartialEq): services and src_ranges sorted, backend slots, Maglev slots,
-/// tunnels, local and remote addresses.
+/// PartialEq): services (both families) and src_ranges sorted, backend
+/// slots (both arrays), Maglev slots, tunnels (both), local and remote
+/// addresses.
 type FakeView = (
     Vec<Vec<u8>>,
     Vec<Vec<u8>>,
     Vec<u32>,
     Vec<Vec<u8>>,
     Vec<Vec<u8>>,
-    Vec<Ipv4Addr>,
-    Vec<Ipv4Addr>,
+    Vec<std::net::IpAddr>,
+    Vec<std::net::IpAddr>,
 );
 
 fn fake_view(f: &crate::sync::FakeMaps) -> FakeView {
@@ -881,16 +958,26 @@ fn fake_view(f: &crate::sync::FakeMaps) -> FakeView {
         .services
         .values()
         .map(|(k, v)| [b(k), b(v)].concat())
+        .chain(f.services6.values().map(|(k, v)| [b(k), b(v)].concat()))
         .collect();
     services.sort();
     (
         services,
-        f.backends.iter().map(b).collect(),
+        f.backends
+            .iter()
+            .map(b)
+            .chain(f.backends6.iter().map(b))
+            .collect(),
         f.maglev.clone(),
-        f.src_ranges.values().map(b).collect(),
+        f.src_ranges
+            .values()
+            .map(b)
+            .chain(f.src_ranges6.values().map(b))
+            .collect(),
         f.tunnels
             .values()
             .map(|(k, v)| [b(k), b(v)].concat())
+            .chain(f.tunnels6.values().map(|(k, v)| [b(k), b(v)].concat()))
             .collect(),
         f.local_addrs.iter().copied().collect(),
         f.remote_addrs.iter().copied().collect(),
@@ -899,8 +986,10 @@ fn fake_view(f: &crate::sync::FakeMaps) -> FakeView {
 
 #[test]
 fn apply_snapshot_equals_build_under_random_churn() {
-    // (steps with backends, with skip reasons, with tunnels, with a Node change)
-    let mut seen = (0, 0, 0, 0, 0);
+    // (steps with backends, with skip reasons, with tunnels, with a Node
+    // change, conflicts, with an IPv6 frontend with backends, with an IPv6
+    // tunnel)
+    let mut seen = (0, 0, 0, 0, 0, 0, 0);
     for seed in 1..=12u64 {
         let mut r = Churn(XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1));
         let mut snap = Snapshot::default();
@@ -954,6 +1043,11 @@ fn apply_snapshot_equals_build_under_random_churn() {
             seen.1 += usize::from(!want.skipped.is_empty());
             seen.2 += usize::from(!want.tunnels.is_empty());
             seen.3 += usize::from(before.tunnels != want.tunnels);
+            seen.5 += usize::from(
+                want.frontends()
+                    .any(|(_, f)| f.key.family == Family::V6 && !f.backends.is_empty()),
+            );
+            seen.6 += usize::from(want.tunnels.keys().any(|(a, _)| a.is_ipv6()));
             let maps_view = |d: &Desired| {
                 (
                     d.services.clone(),
@@ -994,7 +1088,13 @@ fn apply_snapshot_equals_build_under_random_churn() {
     }
     // The generator reaches the interesting cases (1800 steps in all).
     assert!(
-        seen.0 > 500 && seen.1 > 500 && seen.2 > 500 && seen.3 > 20 && seen.4 > 200,
+        seen.0 > 500
+            && seen.1 > 500
+            && seen.2 > 500
+            && seen.3 > 20
+            && seen.4 > 200
+            && seen.5 > 150
+            && seen.6 > 300,
         "{seen:?}"
     );
 }

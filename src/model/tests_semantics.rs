@@ -375,7 +375,7 @@ fn cluster_ip_is_never_taken_by_external_addresses() {
         let d = run(services, vec![]);
         let at_77: Vec<_> = d
             .frontends()
-            .filter(|(_, f)| f.key.addr == Some(Ipv4Addr::new(10, 96, 0, 77)))
+            .filter(|(_, f)| f.key.addr == Some(Ipv4Addr::new(10, 96, 0, 77).into()))
             .map(|(p, f)| (p.name.as_str(), f.kind))
             .collect();
         assert_eq!(at_77, vec![("default/owner:80/TCP", Kind::ClusterIp)]);
@@ -405,7 +405,7 @@ fn cluster_ip_is_never_taken_by_external_addresses() {
     assert_eq!(fe(&d, Kind::ExternalIp).len(), 1); // 10.96.0.10:80 is the ClusterIP's key
     assert_eq!(
         fe(&d, Kind::ExternalIp)[0].key.addr,
-        Some(Ipv4Addr::new(198, 18, 0, 11))
+        Some(Ipv4Addr::new(198, 18, 0, 11).into())
     );
     assert!(d.skipped.is_empty(), "{:?}", d.skipped);
 }
@@ -495,7 +495,7 @@ fn host_network_endpoints_placed_by_node_address() {
     ]);
     let p = d.port("default/kubernetes:443/TCP").unwrap();
     let by = |a: &str| p.backends.iter().find(|b| b.addr == sa(a)).unwrap();
-    let n2 = Some(Ipv4Addr::new(198, 18, 0, 12));
+    let n2 = Some(Ipv4Addr::new(198, 18, 0, 12).into());
     assert_eq!(
         (
             by("198.18.0.12:6443").node,

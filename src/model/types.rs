@@ -2,7 +2,7 @@
 //! the desired state it computes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -25,6 +25,10 @@ pub struct Snapshot {
 
 /// Flannel's annotation: JSON `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}`.
 pub const FLANNEL_VTEP_ANNOTATION: &str = "flannel.alpha.coreos.com/backend-data";
+/// Flannel's IPv6 VTEP (dual-stack VXLAN): JSON `{"VNI":1,"VtepMAC":".."}`.
+pub const FLANNEL_VTEP6_ANNOTATION: &str = "flannel.alpha.coreos.com/backend-v6-data";
+/// Flannel's IPv6 underlay address of a node (dual-stack VXLAN).
+pub const FLANNEL_PUBLIC_IPV6_ANNOTATION: &str = "flannel.alpha.coreos.com/public-ipv6";
 /// xlb's own annotation: a plain `aa:bb:cc:dd:ee:ff`. Always accepted.
 pub const XLB_VTEP_ANNOTATION: &str = "xlb.io/vtep-mac";
 /// The EndpointSlice label naming its Service.
@@ -44,9 +48,9 @@ pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
 pub struct ModelConfig {
     /// This node's name (Node metadata.name; endpoints with this nodeName are local).
     pub node_name: String,
-    /// This node's addresses (NodePort matches any of them); the own Node's
-    /// InternalIP/ExternalIP addresses are added.
-    pub node_addrs: Vec<Ipv4Addr>,
+    /// This node's addresses of both families (NodePort matches any of
+    /// them); the own Node's InternalIP/ExternalIP addresses are added.
+    pub node_addrs: Vec<IpAddr>,
     /// Node annotation holding the VTEP MAC: either flannel's JSON
     /// (`{"VtepMAC": ".."}`) or a plain MAC. [`XLB_VTEP_ANNOTATION`] is always
     /// accepted as a fallback.
@@ -57,18 +61,73 @@ pub struct ModelConfig {
     /// API server's `--service-node-port-range`).
     pub nodeport_range: std::ops::RangeInclusive<u16>,
     /// When not empty, only the node addresses inside these CIDRs take
-    /// NodePorts (kube-proxy's `--nodeport-addresses`).
-    pub nodeport_cidrs: Vec<(Ipv4Addr, u8)>,
+    /// NodePorts (kube-proxy's `--nodeport-addresses`); CIDRs of both
+    /// families: a family without one takes NodePorts on none of its
+    /// addresses, as kube-proxy.
+    pub nodeport_cidrs: Vec<(IpAddr, u8)>,
 }
 
-/// Whether `a` is inside one of `cidrs` (prefix lengths 0..=32).
-pub fn in_cidrs(a: Ipv4Addr, cidrs: &[(Ipv4Addr, u8)]) -> bool {
-    cidrs.iter().any(|(net, len)| {
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from((*len).min(32)))
-            .unwrap_or(0);
-        u32::from(a) & mask == u32::from(*net) & mask
-    })
+/// Whether `a` is inside `net` (prefix lengths up to 32 for IPv4, 128 for
+/// IPv6; never across families).
+pub fn in_cidr(a: IpAddr, net: (IpAddr, u8)) -> bool {
+    match (a, net.0) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(net.1.min(32)))
+                .unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(net.1.min(128)))
+                .unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Whether `a` is inside one of `cidrs`.
+pub fn in_cidrs(a: IpAddr, cidrs: &[(IpAddr, u8)]) -> bool {
+    cidrs.iter().any(|net| in_cidr(a, *net))
+}
+
+/// An address family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Family {
+    #[default]
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(a: IpAddr) -> Self {
+        match a {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    /// Kubernetes' name (`ipFamilies`, EndpointSlice `addressType`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A `services` or `services6` key.
+#[derive(Clone, Copy, Debug)]
+pub enum SvcKey {
+    V4(xlb_bpf::types::xlb_svc_key),
+    V6(xlb_bpf::types::xlb_svc6_key),
 }
 
 impl Default for ModelConfig {
@@ -84,30 +143,64 @@ impl Default for ModelConfig {
     }
 }
 
-/// What the `services` map matches: an address (ClusterIP, LoadBalancer
-/// ingress, ExternalIP) or, with `addr: None`, a NodePort on any local address.
+/// What the `services` (IPv4) or `services6` (IPv6) map matches: an
+/// address (ClusterIP, LoadBalancer ingress, ExternalIP) or, with `addr:
+/// None`, a NodePort on any local address of `family`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FrontendKey {
-    pub addr: Option<Ipv4Addr>,
+    pub addr: Option<IpAddr>,
     pub port: u16,
     pub proto: Proto,
     /// The entry clients inside the cluster use for an
     /// externalTrafficPolicy Local frontend (`XLB_SVC_F_EXT_LOCAL`).
     pub internal: bool,
+    /// The family of `addr`, or of the local addresses a NodePort matches.
+    pub family: Family,
 }
 
 impl FrontendKey {
-    /// The map key.
-    pub fn svc_key(&self) -> xlb_bpf::types::xlb_svc_key {
-        use xlb_bpf::types::xlb_svc_key;
-        let k = match self.addr {
-            Some(a) => xlb_svc_key::addr(SocketAddrV4::new(a, self.port), self.proto),
-            None => xlb_svc_key::nodeport(self.port, self.proto),
-        };
-        if self.internal {
-            k.internal()
-        } else {
-            k
+    /// A frontend on an address.
+    pub fn on(addr: IpAddr, port: u16, proto: Proto) -> Self {
+        Self {
+            addr: Some(addr),
+            port,
+            proto,
+            internal: false,
+            family: Family::of(addr),
+        }
+    }
+
+    /// A NodePort of `family`.
+    pub fn nodeport(port: u16, proto: Proto, family: Family) -> Self {
+        Self {
+            addr: None,
+            port,
+            proto,
+            internal: false,
+            family,
+        }
+    }
+
+    /// The map key (of `services` or `services6`, by family).
+    pub fn svc_key(&self) -> SvcKey {
+        use xlb_bpf::types::{xlb_svc6_key, xlb_svc_key};
+        match (self.addr, self.family) {
+            (Some(IpAddr::V4(a)), _) => {
+                let k = xlb_svc_key::addr(SocketAddrV4::new(a, self.port), self.proto);
+                SvcKey::V4(if self.internal { k.internal() } else { k })
+            }
+            (None, Family::V4) => {
+                let k = xlb_svc_key::nodeport(self.port, self.proto);
+                SvcKey::V4(if self.internal { k.internal() } else { k })
+            }
+            (Some(IpAddr::V6(a)), _) => {
+                let k = xlb_svc6_key::addr(SocketAddrV6::new(a, self.port, 0, 0), self.proto);
+                SvcKey::V6(if self.internal { k.internal() } else { k })
+            }
+            (None, Family::V6) => {
+                let k = xlb_svc6_key::nodeport(self.port, self.proto);
+                SvcKey::V6(if self.internal { k.internal() } else { k })
+            }
         }
     }
 
@@ -122,9 +215,10 @@ impl FrontendKey {
 
 impl std::fmt::Display for FrontendKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.addr {
-            Some(a) => write!(f, "{a}:{}/{}", self.port, self.proto)?,
-            None => write!(f, "*:{}/{} (NodePort)", self.port, self.proto)?,
+        match (self.addr, self.family) {
+            (Some(a), _) => write!(f, "{}/{}", SocketAddr::new(a, self.port), self.proto)?,
+            (None, Family::V4) => write!(f, "*:{}/{} (NodePort)", self.port, self.proto)?,
+            (None, Family::V6) => write!(f, "[*]:{}/{} (NodePort)", self.port, self.proto)?,
         }
         if self.internal {
             f.write_str(" (internal clients)")?;
@@ -146,9 +240,9 @@ pub struct Frontend {
     /// choose: the data plane rejects, or drops (counted) when `flags` has
     /// `XLB_SVC_F_LOCAL` (a Local policy while endpoints exist elsewhere).
     pub table_size: u32,
-    /// The backends to balance over (identities, sorted, unique); each is in
-    /// the port's [`ServicePort::backends`].
-    pub backends: Vec<SocketAddrV4>,
+    /// The backends to balance over (identities, sorted, unique, all of
+    /// the frontend's family); each is in the port's [`ServicePort::backends`].
+    pub backends: Vec<SocketAddr>,
     /// How many of `backends` are on this node.
     pub n_local: u32,
 }
@@ -157,9 +251,10 @@ pub struct Frontend {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backend {
     /// Stable identity (and DNAT target).
-    pub addr: SocketAddrV4,
-    /// Underlay address of its node; `None` = this node.
-    pub node: Option<Ipv4Addr>,
+    pub addr: SocketAddr,
+    /// Underlay address of its node, of the endpoint's family; `None` =
+    /// this node.
+    pub node: Option<IpAddr>,
     /// The endpoint is terminating (serving or not).
     pub terminating: bool,
     /// In no frontend's backend set (terminating while others are ready, not
@@ -178,12 +273,14 @@ pub struct ServicePort {
     /// `"ns/name:port/PROTO"`, e.g. `"default/web:80/TCP"`.
     pub name: String,
     pub frontends: Vec<Frontend>,
-    /// Every endpoint the port's EndpointSlices list, sorted by address,
-    /// unique: every backend a frontend uses, and the draining ones.
+    /// Every endpoint the port's EndpointSlices list (both families),
+    /// sorted by address, unique: every backend a frontend uses, and the
+    /// draining ones.
     pub backends: Vec<Backend>,
-    /// loadBalancerSourceRanges `(network, prefix)`, only when a LoadBalancer
-    /// frontend carries `XLB_SVC_F_SRC_RANGES`.
-    pub src_ranges: Vec<(Ipv4Addr, u8)>,
+    /// loadBalancerSourceRanges `(network, prefix)` of both families, only
+    /// when a LoadBalancer frontend carries `XLB_SVC_F_SRC_RANGES` (a
+    /// frontend of a family without a range of it admits no client).
+    pub src_ranges: Vec<(IpAddr, u8)>,
 }
 
 /// What one Service object asks of the data plane.
@@ -213,7 +310,8 @@ pub struct FrontendConflict {
 /// A tunnel entry: another node's pod CIDR.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TunnelEntry {
-    pub node: Ipv4Addr,
+    /// The node's underlay address, of the pod CIDR's family.
+    pub node: IpAddr,
     pub vtep_mac: [u8; 6],
 }
 
@@ -223,14 +321,15 @@ pub struct Desired {
     /// Per Service object, keyed `"ns/name"`.
     pub services: BTreeMap<String, Arc<ServiceDesired>>,
     /// `(network, prefix)` -> node, for every other node with an address,
-    /// a VTEP MAC and pod CIDR(s).
-    pub tunnels: BTreeMap<(Ipv4Addr, u8), TunnelEntry>,
-    /// This node's addresses (NodePort).
-    pub local_addrs: BTreeSet<Ipv4Addr>,
+    /// a VTEP MAC and pod CIDR(s), per family (an IPv6 pod CIDR goes to the
+    /// node's IPv6 underlay address and IPv6 VTEP).
+    pub tunnels: BTreeMap<(IpAddr, u8), TunnelEntry>,
+    /// This node's addresses (NodePort), both families.
+    pub local_addrs: BTreeSet<IpAddr>,
     /// The other nodes' addresses (their InternalIP/ExternalIP, inside
     /// `nodeport_cidrs` when set; none of `local_addrs`): a pod's NodePort
     /// traffic to one of them is balanced at the pod's veth.
-    pub remote_addrs: BTreeSet<Ipv4Addr>,
+    pub remote_addrs: BTreeSet<IpAddr>,
     /// `(object, reason)` for everything skipped, e.g.
     /// `("Service default/web port 0/TCP", "port 0 out of range")`.
     pub skipped: Vec<(String, String)>,
@@ -251,7 +350,7 @@ impl Desired {
     }
 
     /// Every backend, by identity.
-    pub fn backends(&self) -> BTreeMap<SocketAddrV4, &Backend> {
+    pub fn backends(&self) -> BTreeMap<SocketAddr, &Backend> {
         self.ports()
             .flat_map(|p| p.backends.iter().map(|b| (b.addr, b)))
             .collect()

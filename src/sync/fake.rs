@@ -3,10 +3,11 @@
 //! invariants the data plane relies on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use xlb_bpf::types::{
-    xlb_backend, xlb_src_range_key, xlb_svc_key, xlb_svc_val, xlb_tunnel_key, xlb_tunnel_val,
+    xlb_backend, xlb_backend6, xlb_src_range6_key, xlb_src_range_key, xlb_svc6_key, xlb_svc_key,
+    xlb_svc_val, xlb_tunnel6_key, xlb_tunnel6_val, xlb_tunnel_key, xlb_tunnel_val,
 };
 
 use super::MapOps;
@@ -22,10 +23,23 @@ pub enum Op {
     DeleteSrcRange(xlb_src_range_key),
     PutTunnel(xlb_tunnel_key, xlb_tunnel_val),
     DeleteTunnel(xlb_tunnel_key),
-    PutLocalAddr(Ipv4Addr),
-    DeleteLocalAddr(Ipv4Addr),
-    PutRemoteAddr(Ipv4Addr),
-    DeleteRemoteAddr(Ipv4Addr),
+    PutLocalAddr(IpAddr),
+    DeleteLocalAddr(IpAddr),
+    PutRemoteAddr(IpAddr),
+    DeleteRemoteAddr(IpAddr),
+    PutService6(xlb_svc6_key, xlb_svc_val),
+    DeleteService6(xlb_svc6_key),
+    PutBackend6(u32, xlb_backend6),
+    PutSrcRange6(xlb_src_range6_key),
+    DeleteSrcRange6(xlb_src_range6_key),
+    PutTunnel6(xlb_tunnel6_key, xlb_tunnel6_val),
+    DeleteTunnel6(xlb_tunnel6_key),
+}
+
+/// A Plain struct's bytes as a map key.
+fn kb<T: plain::Plain>(k: &T) -> Vec<u8> {
+    // SAFETY: Plain struct.
+    unsafe { plain::as_bytes(k) }.to_vec()
 }
 
 fn k8(k: &xlb_svc_key) -> [u8; 8] {
@@ -51,9 +65,16 @@ pub struct FakeMaps {
     pub maglev: Vec<u32>,
     pub src_ranges: BTreeMap<[u8; 12], xlb_src_range_key>,
     pub tunnels: BTreeMap<[u8; 8], (xlb_tunnel_key, xlb_tunnel_val)>,
-    pub local_addrs: BTreeSet<Ipv4Addr>,
-    pub remote_addrs: BTreeSet<Ipv4Addr>,
+    pub local_addrs: BTreeSet<IpAddr>,
+    pub remote_addrs: BTreeSet<IpAddr>,
     pub frontend_capacity: u32,
+    /// The IPv6 maps: `services6` (by key bytes), `backends6` (as long as
+    /// `backends`: one id space), `src_ranges6`, `tunnel6`.
+    pub services6: HashMap<Vec<u8>, (xlb_svc6_key, xlb_svc_val)>,
+    pub backends6: Vec<xlb_backend6>,
+    pub src_ranges6: BTreeMap<Vec<u8>, xlb_src_range6_key>,
+    pub tunnels6: BTreeMap<Vec<u8>, (xlb_tunnel6_key, xlb_tunnel6_val)>,
+    pub frontend6_capacity: u32,
     /// Every write, in order.
     pub ops: Vec<Op>,
     /// Record writes in `ops` (off for big benchmarks).
@@ -76,6 +97,11 @@ impl FakeMaps {
             local_addrs: BTreeSet::new(),
             remote_addrs: BTreeSet::new(),
             frontend_capacity: frontends,
+            services6: HashMap::new(),
+            backends6: vec![xlb_backend6::default(); backends as usize],
+            src_ranges6: BTreeMap::new(),
+            tunnels6: BTreeMap::new(),
+            frontend6_capacity: frontends,
             ops: Vec::new(),
             record: true,
             check: true,
@@ -99,7 +125,15 @@ impl FakeMaps {
     /// violations.
     pub fn violations(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for (k, v) in self.services.values() {
+        let v6 = self
+            .services6
+            .values()
+            .map(|(k, v)| (std::net::SocketAddr::new(k.ip().into(), k.port()), v, true));
+        let v4 = self
+            .services
+            .values()
+            .map(|(k, v)| (std::net::SocketAddr::new(k.ip().into(), k.port()), v, false));
+        for (k, v, is6) in v4.chain(v6) {
             let end = u64::from(v.table_off) + u64::from(v.table_size);
             if end > self.maglev.len() as u64 {
                 out.push(format!("{k:?}: region past the array"));
@@ -107,15 +141,19 @@ impl FakeMaps {
             }
             for s in v.table_off..v.table_off + v.table_size {
                 let id = self.maglev[s as usize];
-                let ok = self
-                    .backends
-                    .get(id as usize)
-                    .is_some_and(|b| b.is_active());
+                // a table names ids of its frontend's family only
+                let ok = if is6 {
+                    self.backends6
+                        .get(id as usize)
+                        .is_some_and(|b| b.is_active())
+                } else {
+                    self.backends
+                        .get(id as usize)
+                        .is_some_and(|b| b.is_active())
+                };
                 if !ok || !self.written[s as usize] {
                     out.push(format!(
-                        "{}:{} svc_id {} slot {s} -> backend {id} not active/written",
-                        k.ip(),
-                        k.port(),
+                        "{k} svc_id {} slot {s} -> backend {id} not active/written",
                         v.svc_id
                     ));
                     break;
@@ -251,30 +289,96 @@ impl MapOps for FakeMaps {
         self.rec(Op::DeleteTunnel(*k));
         Ok(had)
     }
-    fn local_addrs(&self) -> xlb_bpf::Result<Vec<Ipv4Addr>> {
+    fn local_addrs(&self) -> xlb_bpf::Result<Vec<IpAddr>> {
         Ok(self.local_addrs.iter().copied().collect())
     }
-    fn put_local_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<()> {
+    fn put_local_addr(&mut self, a: IpAddr) -> xlb_bpf::Result<()> {
         self.local_addrs.insert(a);
         self.rec(Op::PutLocalAddr(a));
         Ok(())
     }
-    fn delete_local_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<bool> {
+    fn delete_local_addr(&mut self, a: IpAddr) -> xlb_bpf::Result<bool> {
         let had = self.local_addrs.remove(&a);
         self.rec(Op::DeleteLocalAddr(a));
         Ok(had)
     }
-    fn remote_addrs(&self) -> xlb_bpf::Result<Vec<Ipv4Addr>> {
+    fn remote_addrs(&self) -> xlb_bpf::Result<Vec<IpAddr>> {
         Ok(self.remote_addrs.iter().copied().collect())
     }
-    fn put_remote_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<()> {
+    fn put_remote_addr(&mut self, a: IpAddr) -> xlb_bpf::Result<()> {
         self.remote_addrs.insert(a);
         self.rec(Op::PutRemoteAddr(a));
         Ok(())
     }
-    fn delete_remote_addr(&mut self, a: Ipv4Addr) -> xlb_bpf::Result<bool> {
+    fn delete_remote_addr(&mut self, a: IpAddr) -> xlb_bpf::Result<bool> {
         let had = self.remote_addrs.remove(&a);
         self.rec(Op::DeleteRemoteAddr(a));
+        Ok(had)
+    }
+    fn frontend6_capacity(&self) -> u32 {
+        self.frontend6_capacity
+    }
+    fn services6(&self) -> xlb_bpf::Result<Vec<(xlb_svc6_key, xlb_svc_val)>> {
+        Ok(self.services6.values().copied().collect())
+    }
+    fn put_service6(&mut self, k: &xlb_svc6_key, v: &xlb_svc_val) -> xlb_bpf::Result<()> {
+        if !self.services6.contains_key(&kb(k))
+            && self.services6.len() >= self.frontend6_capacity as usize
+        {
+            return Err(full("services6", self.frontend6_capacity));
+        }
+        self.services6.insert(kb(k), (*k, *v));
+        self.rec(Op::PutService6(*k, *v));
+        self.assert_ok("put_service6");
+        Ok(())
+    }
+    fn delete_service6(&mut self, k: &xlb_svc6_key) -> xlb_bpf::Result<bool> {
+        let had = self.services6.remove(&kb(k)).is_some();
+        self.rec(Op::DeleteService6(*k));
+        Ok(had)
+    }
+    fn backend6_slots(&self) -> xlb_bpf::Result<Vec<xlb_backend6>> {
+        Ok(self.backends6.clone())
+    }
+    fn put_backend6(&mut self, id: u32, v: &xlb_backend6) -> xlb_bpf::Result<()> {
+        let max = self.backends6.len() as u32;
+        let slot = self
+            .backends6
+            .get_mut(id as usize)
+            .ok_or(xlb_bpf::Error::OutOfRange {
+                map: "backends6",
+                index: id.into(),
+                max,
+            })?;
+        *slot = *v;
+        self.rec(Op::PutBackend6(id, *v));
+        self.assert_ok("put_backend6");
+        Ok(())
+    }
+    fn src_ranges6(&self) -> xlb_bpf::Result<Vec<xlb_src_range6_key>> {
+        Ok(self.src_ranges6.values().copied().collect())
+    }
+    fn put_src_range6(&mut self, k: &xlb_src_range6_key) -> xlb_bpf::Result<()> {
+        self.src_ranges6.insert(kb(k), *k);
+        self.rec(Op::PutSrcRange6(*k));
+        Ok(())
+    }
+    fn delete_src_range6(&mut self, k: &xlb_src_range6_key) -> xlb_bpf::Result<bool> {
+        let had = self.src_ranges6.remove(&kb(k)).is_some();
+        self.rec(Op::DeleteSrcRange6(*k));
+        Ok(had)
+    }
+    fn tunnels6(&self) -> xlb_bpf::Result<Vec<(xlb_tunnel6_key, xlb_tunnel6_val)>> {
+        Ok(self.tunnels6.values().copied().collect())
+    }
+    fn put_tunnel6(&mut self, k: &xlb_tunnel6_key, v: &xlb_tunnel6_val) -> xlb_bpf::Result<()> {
+        self.tunnels6.insert(kb(k), (*k, *v));
+        self.rec(Op::PutTunnel6(*k, *v));
+        Ok(())
+    }
+    fn delete_tunnel6(&mut self, k: &xlb_tunnel6_key) -> xlb_bpf::Result<bool> {
+        let had = self.tunnels6.remove(&kb(k)).is_some();
+        self.rec(Op::DeleteTunnel6(*k));
         Ok(had)
     }
 }

@@ -194,6 +194,12 @@ impl Maps {
             None => Ok(Vec::new()),
         }
     }
+    /// Writes an IPv6 ct entry (the data plane's job; tests, tools), then
+    /// voids the XDP flow cache's copies.
+    pub fn put_ct6(&self, k: &xlb_ct6_key, v: &xlb_ct6_val) -> Result<()> {
+        put(&self.need6("ct6")?.ct6, "ct6", k, v)?;
+        self.bump_ct_epoch()
+    }
     /// Deletes an IPv6 ct entry, then voids the XDP flow cache's copies.
     pub fn delete_ct6(&self, k: &xlb_ct6_key) -> Result<bool> {
         let gone = del(&self.need6("ct6")?.ct6, "ct6", k)?;
@@ -205,6 +211,9 @@ impl Maps {
             Some(m) => get(&m.affinity6, "affinity6", k),
             None => Ok(None),
         }
+    }
+    pub fn put_affinity6(&self, k: &xlb_affinity6_key, v: &xlb_affinity_val) -> Result<()> {
+        put(&self.need6("affinity6")?.affinity6, "affinity6", k, v)
     }
     pub fn affinities6(&self) -> Result<Vec<(xlb_affinity6_key, xlb_affinity_val)>> {
         match &self.v6 {

@@ -11,9 +11,9 @@ pub(super) fn backends(
     let mut wanted: Option<BTreeSet<u32>> = None;
     if let Some(s) = sel {
         let mut ids = BTreeSet::new();
-        for (k, v) in maps.services()? {
-            if s.frontend_matches(v.svc_id, &k) {
-                ids.extend(maps.read_maglev(v.table_off, v.table_size)?);
+        for k in frontends(maps)? {
+            if s.frontend_matches(k.val.svc_id, &k) {
+                ids.extend(maps.read_maglev(k.val.table_off, k.val.table_size)?);
             }
         }
         wanted = Some(ids);
@@ -22,7 +22,7 @@ pub(super) fn backends(
         "backends",
         &["ID", "ADDRESS", "NODE", "STATE", "GEN", "PACKETS", "BYTES"],
     );
-    for (id, b) in maps.backends().context("reading backends")? {
+    for (id, b) in backends_by_id(maps)? {
         if wanted.as_ref().is_some_and(|w| !w.contains(&id)) {
             continue;
         }
@@ -33,8 +33,8 @@ pub(super) fn backends(
         t.push(
             vec![
                 id.to_string(),
-                b.sockaddr().to_string(),
-                node_str(b.node()),
+                b.addr.to_string(),
+                node_str(b.node),
                 be_state(&b).into(),
                 b.generation.to_string(),
                 c.packets.to_string(),
@@ -42,9 +42,9 @@ pub(super) fn backends(
             ],
             json!({
                 "id": id,
-                "addr": b.sockaddr().ip().to_string(),
-                "port": b.sockaddr().port(),
-                "node": b.node().map(|n| n.to_string()),
+                "addr": b.addr.ip().to_string(),
+                "port": b.addr.port(),
+                "node": b.node.map(|n| n.to_string()),
                 "state": be_state(&b),
                 "generation": b.generation,
                 "packets": c.packets,
@@ -61,10 +61,9 @@ pub(super) fn maglev(
     sel: &SvcSel,
     bsel: Option<&str>,
 ) -> anyhow::Result<Table> {
-    let mut fes: Vec<_> = maps
-        .services()?
+    let fes: Vec<Fe> = frontends(maps)?
         .into_iter()
-        .filter(|(k, v)| sel.frontend_matches(v.svc_id, k))
+        .filter(|k| sel.frontend_matches(k.val.svc_id, k))
         .collect();
     if fes.is_empty() {
         anyhow::bail!(
@@ -72,8 +71,7 @@ pub(super) fn maglev(
             sel.sel
         );
     }
-    fes.sort_by_key(|(k, v)| (v.svc_id, k.ip(), k.port(), k.proto));
-    let backends: BTreeMap<u32, xlb_backend> = maps.backends()?.into_iter().collect();
+    let backends = backends_by_id(maps)?;
     let mut t = Table::new(
         "backend rows",
         &[
@@ -81,7 +79,8 @@ pub(super) fn maglev(
         ],
     );
     let mut summary = Vec::new();
-    for (k, v) in fes {
+    for k in fes {
+        let v = k.val;
         let table = maps.read_maglev(v.table_off, v.table_size)?;
         let mut per: BTreeMap<u32, u32> = BTreeMap::new();
         for id in &table {
@@ -109,9 +108,9 @@ pub(super) fn maglev(
                     svc_label(names, v.svc_id),
                     frontend(&k),
                     id.to_string(),
-                    b.map(|b| b.sockaddr().to_string())
+                    b.map(|b| b.addr.to_string())
                         .unwrap_or_else(|| "(free slot)".into()),
-                    b.map(|b| node_str(b.node())).unwrap_or_else(|| "-".into()),
+                    b.map(|b| node_str(b.node)).unwrap_or_else(|| "-".into()),
                     n.to_string(),
                     format!("{share:.1}%"),
                     c.packets.to_string(),
@@ -124,8 +123,8 @@ pub(super) fn maglev(
                     "table_off": v.table_off,
                     "table_size": v.table_size,
                     "backend_id": id,
-                    "addr": b.map(|b| b.sockaddr().ip().to_string()),
-                    "port": b.map(|b| b.sockaddr().port()),
+                    "addr": b.map(|b| b.addr.ip().to_string()),
+                    "port": b.map(|b| b.addr.port()),
                     "slots": n,
                     "packets": c.packets,
                     "bytes": c.bytes,

@@ -10,16 +10,16 @@ pub(super) fn ct(
     bsel: Option<&str>,
 ) -> anyhow::Result<Table> {
     let now = now_ns();
-    let backends: BTreeMap<u32, xlb_backend> = maps.backends()?.into_iter().collect();
-    let mut entries = maps.ct().context("reading ct")?;
-    entries.sort_by_key(|(k, v)| (v.svc_id, k.src(), k.dst(), k.proto));
+    let backends = backends_by_id(maps)?;
+    let mut entries = flows(maps)?;
+    entries.sort_by_key(|f| (f.svc_id, f.src, f.dst, f.proto));
     let mut t = Table::new(
         "connections",
         &[
             "SRC", "DST", "PROTO", "DIR", "SVC", "BACKEND", "NAT", "TUNNEL", "AGE",
         ],
     );
-    for (k, v) in entries {
+    for v in entries {
         if sel.is_some_and(|s| !s.id_matches(v.svc_id)) {
             continue;
         }
@@ -27,23 +27,23 @@ pub(super) fn ct(
         if bsel.is_some_and(|s| !backend_matches(s, v.backend_id, b)) {
             continue;
         }
-        let dir = if v.is_reverse() { "reply" } else { "orig" };
+        let dir = if v.reverse { "reply" } else { "orig" };
         let (age_s, age_n) = age(v.last_seen, now);
         let backend = match b {
-            Some(b) => format!("{} ({})", v.backend_id, b.sockaddr()),
+            Some(b) => format!("{} ({})", v.backend_id, b.addr),
             None => v.backend_id.to_string(),
         };
-        let nat = if v.is_reverse() {
-            v.nat().to_string()
+        let nat = if v.reverse {
+            v.nat.to_string()
         } else {
             "-".into()
         };
-        let tunnel = v.tunnel_peer().map(|p| p.to_string());
+        let tunnel = v.tunnel_peer.map(|p| p.to_string());
         t.push(
             vec![
-                k.src().to_string(),
-                k.dst().to_string(),
-                proto_name(k.proto),
+                v.src.to_string(),
+                v.dst.to_string(),
+                proto_name(v.proto),
                 dir.into(),
                 svc_label(names, v.svc_id),
                 backend,
@@ -52,16 +52,16 @@ pub(super) fn ct(
                 age_s,
             ],
             json!({
-                "src": k.src().to_string(),
-                "dst": k.dst().to_string(),
-                "proto": proto_name(k.proto),
+                "src": v.src.to_string(),
+                "dst": v.dst.to_string(),
+                "proto": proto_name(v.proto),
                 "dir": dir,
                 "svc_id": v.svc_id,
                 "name": names.get(&v.svc_id),
                 "backend_id": v.backend_id,
-                "backend": b.map(|b| b.sockaddr().to_string()),
+                "backend": b.map(|b| b.addr.to_string()),
                 "generation": v.generation,
-                "nat": if v.is_reverse() { Some(nat) } else { None },
+                "nat": if v.reverse { Some(nat) } else { None },
                 "tunnel_peer": tunnel,
                 "flags": v.flags,
                 "age_s": age_n,
@@ -78,15 +78,15 @@ pub(super) fn affinity(
     bsel: Option<&str>,
 ) -> anyhow::Result<Table> {
     let now = now_ns();
-    let backends: BTreeMap<u32, xlb_backend> = maps.backends()?.into_iter().collect();
-    let mut entries = maps.affinities().context("reading affinity")?;
-    entries.sort_by_key(|(k, _)| (k.svc_id, k.client()));
+    let backends = backends_by_id(maps)?;
+    let mut entries = affinities(maps)?;
+    entries.sort_by_key(|(svc_id, client, _)| (*svc_id, *client));
     let mut t = Table::new(
         "affinity entries",
         &["SVC", "CLIENT", "BACKEND", "GEN", "AGE"],
     );
-    for (k, v) in entries {
-        if sel.is_some_and(|s| !s.id_matches(k.svc_id)) {
+    for (svc_id, client, v) in entries {
+        if sel.is_some_and(|s| !s.id_matches(svc_id)) {
             continue;
         }
         let b = backends.get(&v.backend_id);
@@ -96,21 +96,21 @@ pub(super) fn affinity(
         let (age_s, age_n) = age(v.last_seen, now);
         t.push(
             vec![
-                svc_label(names, k.svc_id),
-                k.client().to_string(),
+                svc_label(names, svc_id),
+                client.to_string(),
                 match b {
-                    Some(b) => format!("{} ({})", v.backend_id, b.sockaddr()),
+                    Some(b) => format!("{} ({})", v.backend_id, b.addr),
                     None => v.backend_id.to_string(),
                 },
                 v.generation.to_string(),
                 age_s,
             ],
             json!({
-                "svc_id": k.svc_id,
-                "name": names.get(&k.svc_id),
-                "client": k.client().to_string(),
+                "svc_id": svc_id,
+                "name": names.get(&svc_id),
+                "client": client.to_string(),
                 "backend_id": v.backend_id,
-                "backend": b.map(|b| b.sockaddr().to_string()),
+                "backend": b.map(|b| b.addr.to_string()),
                 "generation": v.generation,
                 "age_s": age_n,
             }),

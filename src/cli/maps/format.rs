@@ -80,13 +80,9 @@ impl Table {
     }
 }
 
-pub(super) fn frontend(k: &xlb_svc_key) -> String {
-    let f = if k.is_nodeport() {
-        format!("*:{}", k.port())
-    } else {
-        format!("{}:{}", k.ip(), k.port())
-    };
-    if k.is_internal() {
+pub(super) fn frontend(k: &Fe) -> String {
+    let f = k.endpoint();
+    if k.internal {
         // the entry of an externalTrafficPolicy Local frontend for clients inside the cluster
         format!("{f} (internal)")
     } else {
@@ -111,8 +107,8 @@ pub(super) fn svc_flags(f: u32) -> Vec<&'static str> {
     v
 }
 
-pub(super) fn be_state(b: &xlb_backend) -> &'static str {
-    if !b.is_active() {
+pub(super) fn be_state(b: &Be) -> &'static str {
+    if u32::from(b.flags) & XLB_BE_F_ACTIVE == 0 {
         "free"
     } else if u32::from(b.flags) & XLB_BE_F_TERMINATING != 0 {
         "terminating"
@@ -123,7 +119,7 @@ pub(super) fn be_state(b: &xlb_backend) -> &'static str {
     }
 }
 
-pub(super) fn node_str(n: Option<Ipv4Addr>) -> String {
+pub(super) fn node_str(n: Option<std::net::IpAddr>) -> String {
     n.map(|a| a.to_string()).unwrap_or_else(|| "local".into())
 }
 

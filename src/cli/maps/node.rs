@@ -4,14 +4,13 @@
 use super::*;
 
 pub(super) fn tunnel(maps: &Maps) -> anyhow::Result<Table> {
-    let mut entries = maps.tunnels().context("reading tunnel")?;
-    entries.sort_by_key(|(k, _)| k.net());
+    let mut entries = tunnels_all(maps)?;
+    entries.sort();
     let mut t = Table::new("tunnel entries", &["POD_CIDR", "NODE", "VTEP_MAC"]);
-    for (k, v) in entries {
-        let (net, len) = k.net();
+    for ((net, len), node, mac) in entries {
         t.push(
-            vec![format!("{net}/{len}"), v.node().to_string(), mac_string(&v.vtep_mac)],
-            json!({"cidr": format!("{net}/{len}"), "node": v.node().to_string(), "vtep_mac": mac_string(&v.vtep_mac)}),
+            vec![format!("{net}/{len}"), node.to_string(), mac_string(&mac)],
+            json!({"cidr": format!("{net}/{len}"), "node": node.to_string(), "vtep_mac": mac_string(&mac)}),
         );
     }
     Ok(t)
@@ -42,5 +41,23 @@ pub(super) fn config(maps: &Maps) -> anyhow::Result<Table> {
     kv("local_addrs", addrs.join(","), json!(addrs));
     let addrs: Vec<String> = maps.remote_addrs()?.iter().map(|a| a.to_string()).collect();
     kv("remote_addrs", addrs.join(","), json!(addrs));
+    // IPv6 (pins of an xlb without IPv6: none)
+    if maps.v6().is_some() {
+        let c6 = maps.config6().context("reading config6")?;
+        let a6 = c6.node_addr().map(|a| a.to_string());
+        kv(
+            "node_addr6",
+            a6.clone().unwrap_or_else(|| "-".into()),
+            json!(a6),
+        );
+        let addrs: Vec<String> = maps.local_addrs6()?.iter().map(|a| a.to_string()).collect();
+        kv("local_addrs6", addrs.join(","), json!(addrs));
+        let addrs: Vec<String> = maps
+            .remote_addrs6()?
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        kv("remote_addrs6", addrs.join(","), json!(addrs));
+    }
     Ok(t)
 }

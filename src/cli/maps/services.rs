@@ -10,16 +10,16 @@ pub(super) fn services(
     sel: Option<&SvcSel>,
     bsel: Option<&str>,
 ) -> anyhow::Result<Table> {
-    let mut svcs = maps.services().context("reading services")?;
-    svcs.sort_by_key(|(k, v)| (v.svc_id, k.ip(), k.port(), k.proto));
+    let svcs = frontends(maps)?;
     let mut t = Table::new(
         "frontends",
         &[
             "ID", "NAME", "FRONTEND", "PROTO", "TYPE", "TABLE", "LOCAL", "FLAGS", "AFFINITY",
         ],
     );
-    let backends: BTreeMap<u32, xlb_backend> = maps.backends()?.into_iter().collect();
-    for (k, v) in svcs {
+    let backends = backends_by_id(maps)?;
+    for k in svcs {
+        let v = k.val;
         if sel.is_some_and(|s| !s.frontend_matches(v.svc_id, &k)) {
             continue;
         }
@@ -56,8 +56,9 @@ pub(super) fn services(
                 "svc_id": v.svc_id,
                 "name": name,
                 "frontend": frontend(&k),
-                "addr": if k.is_nodeport() { None } else { Some(k.ip().to_string()) },
-                "port": k.port(),
+                "addr": k.addr.map(|a| a.to_string()),
+                "family": if k.v6 { "IPv6" } else { "IPv4" },
+                "port": k.port,
                 "proto": proto_name(k.proto),
                 "type": kind,
                 "nodeport": k.is_nodeport(),
@@ -103,17 +104,16 @@ pub(super) fn src_ranges(
     names: &BTreeMap<u32, String>,
     sel: Option<&SvcSel>,
 ) -> anyhow::Result<Table> {
-    let mut entries = maps.src_ranges().context("reading src_ranges")?;
-    entries.sort_by_key(|k| (k.svc_id(), k.net()));
+    let mut entries = src_ranges_all(maps)?;
+    entries.sort();
     let mut t = Table::new("source ranges", &["SVC", "ALLOWED"]);
-    for k in entries {
-        if sel.is_some_and(|s| !s.id_matches(k.svc_id())) {
+    for (svc_id, net, len) in entries {
+        if sel.is_some_and(|s| !s.id_matches(svc_id)) {
             continue;
         }
-        let (net, len) = k.net();
         t.push(
-            vec![svc_label(names, k.svc_id()), format!("{net}/{len}")],
-            json!({"svc_id": k.svc_id(), "name": names.get(&k.svc_id()), "cidr": format!("{net}/{len}")}),
+            vec![svc_label(names, svc_id), format!("{net}/{len}")],
+            json!({"svc_id": svc_id, "name": names.get(&svc_id), "cidr": format!("{net}/{len}")}),
         );
     }
     Ok(t)
@@ -137,11 +137,10 @@ pub(super) fn stats(
             );
         }
     }
-    let ids: BTreeSet<u32> = maps
-        .services()?
+    let ids: BTreeSet<u32> = frontends(maps)?
         .into_iter()
-        .filter(|(k, v)| sel.is_none_or(|s| s.frontend_matches(v.svc_id, k)))
-        .map(|(_, v)| v.svc_id)
+        .filter(|k| sel.is_none_or(|s| s.frontend_matches(k.val.svc_id, k)))
+        .map(|k| k.val.svc_id)
         .collect();
     for id in ids {
         let c = maps.svc_counter(id)?;

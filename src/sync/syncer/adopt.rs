@@ -4,13 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use xlb_bpf::consts::XLB_MAX_SVC;
-use xlb_bpf::types::xlb_backend;
 
+use super::family::{delete_service, delete_src_range, key_of_svc6, src_ranges, tunnels};
 use super::{
-    hash_ids, key_of_svc, BeKey, BeState, FeState, MapOps, PortState, Result, SyncOptions,
+    hash_ids, key_of_svc, BeKey, BeState, BeVal, FeState, MapOps, PortState, Result, SyncOptions,
     SyncReport, Syncer, Table,
 };
-use crate::model::Desired;
+use crate::model::{Desired, Family, SvcKey};
 use crate::sync::Regions;
 
 impl<M: MapOps> Syncer<M> {
@@ -55,24 +55,55 @@ impl<M: MapOps> Syncer<M> {
         // Backend slots: generations kept; the highest id seen bounds the
         // fresh ones, inactive ones below it are free. Active ones belong to
         // the Service port whose table names them (below).
+        // One id space over `backends` and `backends6`: an id's generation
+        // is the higher of its two slots' (the one written last).
         let slots = s.maps.backend_slots()?;
+        let slots6 = s.maps.backend6_slots()?;
         let mut max_seen = 0;
-        for (id, b) in slots.iter().enumerate().skip(1) {
-            let id = id as u32;
-            s.gens[id as usize] = b.generation;
-            if b.generation != 0 || b.is_active() {
-                max_seen = id;
+        for id in 1..s.gens.len() {
+            let g4 = slots.get(id).map_or(0, |b| b.generation);
+            let g6 = slots6.get(id).map_or(0, |b| b.generation);
+            let active = slots.get(id).is_some_and(|b| b.is_active())
+                || slots6.get(id).is_some_and(|b| b.is_active());
+            s.gens[id] = g4.max(g6);
+            if g4 != 0 || g6 != 0 || active {
+                max_seen = id as u32;
             }
         }
         s.next_be = max_seen + 1;
-        let active = |id: u32| slots.get(id as usize).filter(|b| b.is_active());
+        // The active value of id in the array of `fam`.
+        let active_in = |id: u32, fam: Family| -> Option<BeVal> {
+            match fam {
+                Family::V4 => slots
+                    .get(id as usize)
+                    .filter(|b| b.is_active())
+                    .map(|b| BeVal::V4(*b)),
+                Family::V6 => slots6
+                    .get(id as usize)
+                    .filter(|b| b.is_active())
+                    .map(|b| BeVal::V6(*b)),
+            }
+        };
+        // Active in either (an id is active in one array at most; IPv4 first).
+        let active = |id: u32| active_in(id, Family::V4).or_else(|| active_in(id, Family::V6));
         // id -> the Service port it is adopted for.
         let mut owner_of: HashMap<u32, BeKey> = HashMap::new();
 
         // Frontends, their regions and the backends their tables name.
         let mut used_regions = Vec::new();
-        for (k, v) in s.maps.services()? {
-            let Some(key) = key_of_svc(&k) else {
+        let v4 = s
+            .maps
+            .services()?
+            .into_iter()
+            .map(|(k, v)| (SvcKey::V4(k), key_of_svc(&k), v));
+        let v6 = s
+            .maps
+            .services6()?
+            .into_iter()
+            .map(|(k, v)| (SvcKey::V6(k), key_of_svc6(&k), v));
+        let all: Vec<_> = v4.chain(v6).collect();
+        for (k, key, v) in all {
+            let Some(key) = key else {
                 s.stray_services.push(k);
                 continue;
             };
@@ -107,7 +138,7 @@ impl<M: MapOps> Syncer<M> {
                     let mut backends = Vec::with_capacity(ids.len());
                     let mut complete = !ids.is_empty();
                     for id in &ids {
-                        let Some(b) = active(*id) else {
+                        let Some(b) = active_in(*id, key.family) else {
                             complete = false;
                             break;
                         };
@@ -130,7 +161,7 @@ impl<M: MapOps> Syncer<M> {
                                     BeState {
                                         id: *id,
                                         refs: 0,
-                                        val: *b,
+                                        val: b,
                                     },
                                 );
                             }
@@ -170,7 +201,7 @@ impl<M: MapOps> Syncer<M> {
                 continue;
             }
             match active(id) {
-                Some(b) => s.orphans.entry(b.sockaddr()).or_default().push((id, *b)),
+                Some(b) => s.orphans.entry(b.sockaddr()).or_default().push((id, b)),
                 None => {
                     s.free_be.insert(id);
                 }
@@ -193,23 +224,15 @@ impl<M: MapOps> Syncer<M> {
         // Source ranges: attach to their port, the rest are stray.
         let by_svc: HashMap<u32, String> =
             s.ports.iter().map(|(n, p)| (p.svc_id, n.clone())).collect();
-        for k in s.maps.src_ranges()? {
-            match by_svc.get(&k.svc_id()) {
+        for (svc_id, r) in src_ranges(&s.maps)? {
+            match by_svc.get(&svc_id) {
                 Some(n) => {
-                    s.ports.get_mut(n).unwrap().src_ranges.insert(k.net());
+                    s.ports.get_mut(n).unwrap().src_ranges.insert(r);
                 }
-                None => s.stray_src.push(k),
+                None => s.stray_src.push((svc_id, r)),
             }
         }
-        for (k, v) in s.maps.tunnels()? {
-            s.tunnels.insert(
-                k.net(),
-                crate::model::TunnelEntry {
-                    node: v.node(),
-                    vtep_mac: v.vtep_mac,
-                },
-            );
-        }
+        s.tunnels = tunnels(&s.maps)?.into_iter().collect();
         s.local_addrs = s.maps.local_addrs()?.into_iter().collect();
         s.remote_addrs = s.maps.remote_addrs()?.into_iter().collect();
         s.names_dirty = true;
@@ -230,34 +253,34 @@ impl<M: MapOps> Syncer<M> {
             self.apply_port(&n, None, d, rep);
         }
         for k in std::mem::take(&mut self.stray_services) {
-            match self.maps.delete_service(&k) {
+            match delete_service(&mut self.maps, &k) {
                 Ok(_) => rep.writes += 1,
                 Err(e) => rep
                     .failed
                     .push(("stale services entry".into(), e.to_string())),
             }
         }
-        for k in std::mem::take(&mut self.stray_src) {
-            match self.maps.delete_src_range(&k) {
+        for (svc_id, r) in std::mem::take(&mut self.stray_src) {
+            match delete_src_range(&mut self.maps, svc_id, r) {
                 Ok(_) => rep.writes += 1,
                 Err(e) => rep
                     .failed
                     .push(("stale src_ranges entry".into(), e.to_string())),
             }
         }
-        let unref: Vec<(BeKey, u32, xlb_backend)> = self
+        let unref: Vec<(BeKey, u32, BeVal)> = self
             .backends
             .iter()
             .filter(|(_, b)| b.refs == 0)
             .map(|(k, b)| (*k, b.id, b.val))
             .collect();
-        for (k, id, mut v) in unref {
-            self.retire(id, &mut v, rep);
+        for (k, id, v) in unref {
+            self.retire(id, v, rep);
             self.backends.remove(&k);
         }
-        let orphans: Vec<(u32, xlb_backend)> = self.orphans.drain().flat_map(|(_, v)| v).collect();
-        for (id, mut v) in orphans {
-            self.retire(id, &mut v, rep);
+        let orphans: Vec<(u32, BeVal)> = self.orphans.drain().flat_map(|(_, v)| v).collect();
+        for (id, v) in orphans {
+            self.retire(id, v, rep);
         }
         self.adopting = false;
     }

@@ -4,30 +4,11 @@
 //! that Service port to it are re-chosen (TCP at once, UDP at its next
 //! datagram), whatever other Services still use the address.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
-use xlb_bpf::consts::{
-    XLB_BE_F_ACTIVE, XLB_BE_F_DRAINING, XLB_BE_F_HOST_NETWORK, XLB_BE_F_TERMINATING,
-};
-use xlb_bpf::types::xlb_backend;
-
-use super::{same_backend, BeState, MapOps, PortState, SyncReport, Syncer};
+use super::family::backend_val;
+use super::{BeState, BeVal, MapOps, PortState, SyncReport, Syncer};
 use crate::model::Backend;
-
-/// The `backends` value of `b` at `generation`.
-pub(super) fn backend_val(b: &Backend, generation: u32) -> xlb_backend {
-    let mut v = xlb_backend::new(b.addr, b.node, generation);
-    for (on, flag) in [
-        (b.terminating, XLB_BE_F_TERMINATING),
-        (b.draining, XLB_BE_F_DRAINING),
-        (b.host_network, XLB_BE_F_HOST_NETWORK),
-    ] {
-        if on {
-            v.flags |= flag as u8;
-        }
-    }
-    v
-}
 
 impl<M: MapOps> Syncer<M> {
     /// Step 1 of a port update: every backend it lists gets (or keeps) its
@@ -47,9 +28,9 @@ impl<M: MapOps> Syncer<M> {
             if st.listed.contains(&b.addr) {
                 let be = self.backends.get_mut(&(st.svc_id, b.addr));
                 let Some(be) = be else { continue };
-                let want = backend_val(b, be.val.generation);
-                if !same_backend(&want, &be.val) {
-                    match self.maps.put_backend(be.id, &want) {
+                let want = backend_val(b, be.val.generation());
+                if !want.same(&be.val) {
+                    match want.put(&mut self.maps, be.id) {
                         Ok(()) => {
                             rep.writes += 1;
                             be.val = want;
@@ -81,7 +62,7 @@ impl<M: MapOps> Syncer<M> {
         rep: &mut SyncReport,
     ) {
         debug_assert!(keep.windows(2).all(|w| w[0].addr < w[1].addr));
-        let gone: Vec<SocketAddrV4> = st
+        let gone: Vec<SocketAddr> = st
             .listed
             .iter()
             .filter(|a| keep.binary_search_by(|b| b.addr.cmp(a)).is_err())
@@ -107,9 +88,9 @@ impl<M: MapOps> Syncer<M> {
             return Ok(());
         }
         if let Some((id, old)) = self.take_orphan(b.addr) {
-            let want = backend_val(b, old.generation);
-            if !same_backend(&want, &old) {
-                if let Err(e) = self.maps.put_backend(id, &want) {
+            let want = backend_val(b, old.generation());
+            if !want.same(&old) {
+                if let Err(e) = want.put(&mut self.maps, id) {
                     self.orphans.entry(b.addr).or_default().push((id, old));
                     return Err(e.to_string());
                 }
@@ -136,7 +117,7 @@ impl<M: MapOps> Syncer<M> {
         };
         let generation = self.gens[id as usize].wrapping_add(1);
         let val = backend_val(b, generation);
-        if let Err(e) = self.maps.put_backend(id, &val) {
+        if let Err(e) = val.put(&mut self.maps, id) {
             self.free_be.insert(id);
             return Err(e.to_string());
         }
@@ -148,7 +129,7 @@ impl<M: MapOps> Syncer<M> {
         Ok(())
     }
 
-    fn take_orphan(&mut self, addr: SocketAddrV4) -> Option<(u32, xlb_backend)> {
+    fn take_orphan(&mut self, addr: SocketAddr) -> Option<(u32, BeVal)> {
         let list = self.orphans.get_mut(&addr)?;
         let o = list.pop();
         if list.is_empty() {
@@ -157,19 +138,14 @@ impl<M: MapOps> Syncer<M> {
         o
     }
 
-    pub(super) fn release_all(
-        &mut self,
-        svc_id: u32,
-        addrs: &[SocketAddrV4],
-        rep: &mut SyncReport,
-    ) {
+    pub(super) fn release_all(&mut self, svc_id: u32, addrs: &[SocketAddr], rep: &mut SyncReport) {
         for a in addrs {
             self.release(svc_id, *a, rep);
         }
     }
 
     /// Drops one ref; the last one deactivates the slot and bumps its generation.
-    pub(super) fn release(&mut self, svc_id: u32, addr: SocketAddrV4, rep: &mut SyncReport) {
+    pub(super) fn release(&mut self, svc_id: u32, addr: SocketAddr, rep: &mut SyncReport) {
         let Some(be) = self.backends.get_mut(&(svc_id, addr)) else {
             return;
         };
@@ -177,18 +153,18 @@ impl<M: MapOps> Syncer<M> {
         if be.refs > 0 {
             return;
         }
-        let id = be.id;
-        let mut dead = be.val;
-        self.retire(id, &mut dead, rep);
+        let (id, dead) = (be.id, be.val);
+        self.retire(id, dead, rep);
         self.backends.remove(&(svc_id, addr));
     }
 
-    pub(super) fn retire(&mut self, id: u32, dead: &mut xlb_backend, rep: &mut SyncReport) {
-        dead.flags &= !(XLB_BE_F_ACTIVE as u8);
-        dead.generation = self.gens[id as usize].wrapping_add(1);
-        match self.maps.put_backend(id, dead) {
+    /// Deactivates id `id` (holding `dead`) at a bumped generation, in its
+    /// family's array.
+    pub(super) fn retire(&mut self, id: u32, dead: BeVal, rep: &mut SyncReport) {
+        let dead = dead.retired(self.gens[id as usize].wrapping_add(1));
+        match dead.put(&mut self.maps, id) {
             Ok(()) => {
-                self.gens[id as usize] = dead.generation;
+                self.gens[id as usize] = dead.generation();
                 self.free_be.insert(id);
                 rep.writes += 1;
                 rep.backends_removed += 1;

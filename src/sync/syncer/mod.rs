@@ -6,18 +6,19 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use xlb_bpf::consts::{XLB_KIND_F_INTERNAL, XLB_KIND_NODEPORT, XLB_MAX_SVC};
-use xlb_bpf::types::{xlb_backend, xlb_src_range_key, xlb_svc_key, xlb_svc_val};
+use xlb_bpf::types::{xlb_svc_key, xlb_svc_val};
 use xlb_bpf::Proto;
 
 use super::{MapOps, Occupancy, Regions, Result, SyncOptions, SyncReport};
-use crate::model::{Desired, Frontend, FrontendKey, ServiceDesired, TunnelEntry};
+use crate::model::{Desired, Family, Frontend, FrontendKey, ServiceDesired, SvcKey, TunnelEntry};
 
 mod adopt;
 mod backends;
+mod family;
 mod nodes;
 mod port;
 mod prebuild;
@@ -26,7 +27,9 @@ mod prebuild;
 /// backend id belongs to one Service port, so an endpoint that leaves one
 /// Service retires only that Service's id: its flows there are re-chosen,
 /// whatever other Services still use the same address.
-type BeKey = (u32, SocketAddrV4);
+type BeKey = (u32, SocketAddr);
+
+pub(crate) use family::BeVal;
 
 /// A backend id in use.
 #[derive(Clone, Debug)]
@@ -34,7 +37,7 @@ struct BeState {
     id: u32,
     /// Tables naming it, plus one while its port lists it.
     refs: u32,
-    val: xlb_backend,
+    val: BeVal,
 }
 
 /// A Maglev region owned by one Service port.
@@ -42,8 +45,8 @@ struct BeState {
 struct Table {
     off: u32,
     size: u32,
-    /// Sorted identities; each holds one backend ref.
-    backends: Vec<SocketAddrV4>,
+    /// Sorted identities (all of one family); each holds one backend ref.
+    backends: Vec<SocketAddr>,
     /// Frontends pointing at it.
     refs: u32,
     /// Adopted from the maps and not yet verified: hash of its content.
@@ -60,9 +63,9 @@ struct PortState {
     svc_id: u32,
     frontends: HashMap<FrontendKey, FeState>,
     tables: Vec<Table>,
-    src_ranges: BTreeSet<(Ipv4Addr, u8)>,
+    src_ranges: BTreeSet<(IpAddr, u8)>,
     /// Backends the port lists (each holds one ref): in a table or draining.
-    listed: BTreeSet<SocketAddrV4>,
+    listed: BTreeSet<SocketAddr>,
 }
 
 fn val_bytes(v: &xlb_svc_val) -> &[u8] {
@@ -72,11 +75,6 @@ fn val_bytes(v: &xlb_svc_val) -> &[u8] {
 
 fn same_val(a: &xlb_svc_val, b: &xlb_svc_val) -> bool {
     val_bytes(a) == val_bytes(b)
-}
-
-fn same_backend(a: &xlb_backend, b: &xlb_backend) -> bool {
-    // SAFETY: Plain structs.
-    unsafe { plain::as_bytes(a) == plain::as_bytes(b) }
 }
 
 fn hash_ids(ids: &[u32]) -> u64 {
@@ -91,10 +89,11 @@ fn key_of_svc(k: &xlb_svc_key) -> Option<FrontendKey> {
         return None;
     }
     Some(FrontendKey {
-        addr: (kind & XLB_KIND_NODEPORT == 0).then(|| k.ip()),
+        addr: (kind & XLB_KIND_NODEPORT == 0).then(|| IpAddr::V4(k.ip())),
         port: k.port(),
         proto: Proto::from_number(k.proto)?,
         internal: kind & XLB_KIND_F_INTERNAL != 0,
+        family: Family::V4,
     })
 }
 
@@ -113,7 +112,7 @@ pub struct Syncer<M: MapOps> {
     /// agent before a restart), by address: the first port that lists the
     /// address takes one over (same id and generation, so its flows keep
     /// it); the first apply retires the rest.
-    orphans: HashMap<SocketAddrV4, Vec<(u32, xlb_backend)>>,
+    orphans: HashMap<SocketAddr, Vec<(u32, BeVal)>>,
     svc_ids: HashMap<String, u32>,
     names: BTreeMap<u32, String>,
     next_svc: u32,
@@ -123,13 +122,14 @@ pub struct Syncer<M: MapOps> {
     fe_owner: HashMap<FrontendKey, String>,
     applied: BTreeMap<String, Arc<ServiceDesired>>,
     retry: BTreeSet<String>,
-    tunnels: BTreeMap<(Ipv4Addr, u8), TunnelEntry>,
-    local_addrs: BTreeSet<Ipv4Addr>,
-    remote_addrs: BTreeSet<Ipv4Addr>,
+    tunnels: BTreeMap<(IpAddr, u8), TunnelEntry>,
+    local_addrs: BTreeSet<IpAddr>,
+    remote_addrs: BTreeSet<IpAddr>,
     /// Adopted state not yet reconciled by a first apply.
     adopting: bool,
-    stray_services: Vec<xlb_svc_key>,
-    stray_src: Vec<xlb_src_range_key>,
+    stray_services: Vec<SvcKey>,
+    /// `(svc_id, range)` of ranges no port holds.
+    stray_src: Vec<(u32, (IpAddr, u8))>,
     /// Maglev tables (as indexes) built ahead for the batch being applied,
     /// by the address of their backend list in the borrowed desired state
     /// ([`prebuild::job_key`]); emptied after every batch.
@@ -165,7 +165,7 @@ impl<M: MapOps> Syncer<M> {
     }
 
     /// The backend id of an endpoint of a Service port.
-    pub fn backend_id(&self, port_name: &str, addr: SocketAddrV4) -> Option<u32> {
+    pub fn backend_id(&self, port_name: &str, addr: SocketAddr) -> Option<u32> {
         let svc_id = self.svc_id(port_name)?;
         self.backends.get(&(svc_id, addr)).map(|b| b.id)
     }

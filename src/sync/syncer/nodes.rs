@@ -1,7 +1,7 @@
-//! Tunnel entries, this node's addresses and the other nodes' addresses.
+//! Tunnel entries, this node's addresses and the other nodes' addresses
+//! (both families, each into its family's map).
 
-use xlb_bpf::types::{xlb_tunnel_key, xlb_tunnel_val};
-
+use super::family::{delete_tunnel, put_tunnel};
 use super::{MapOps, SyncReport, Syncer};
 use crate::model::Desired;
 
@@ -12,10 +12,7 @@ impl<M: MapOps> Syncer<M> {
                 if self.tunnels.get(net) == Some(t) {
                     continue;
                 }
-                match self.maps.put_tunnel(
-                    &xlb_tunnel_key::new(net.0, net.1),
-                    &xlb_tunnel_val::new(t.node, t.vtep_mac),
-                ) {
+                match put_tunnel(&mut self.maps, *net, t) {
                     Ok(()) => {
                         rep.writes += 1;
                         self.tunnels.insert(*net, t.clone());
@@ -69,7 +66,7 @@ impl<M: MapOps> Syncer<M> {
                 .copied()
                 .collect();
             for net in gone {
-                match self.maps.delete_tunnel(&xlb_tunnel_key::new(net.0, net.1)) {
+                match delete_tunnel(&mut self.maps, net) {
                     Ok(_) => {
                         rep.writes += 1;
                         self.tunnels.remove(&net);

@@ -2,11 +2,11 @@
 //! frontends, in the order of the module docs of [`crate::sync`].
 
 use std::collections::{BTreeSet, HashSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use xlb_bpf::consts::XLB_MAX_SVC;
-use xlb_bpf::types::xlb_src_range_key;
 
+use super::family::{delete_service, delete_src_range, put_service, put_src_range};
 use super::{
     frontend_val, hash_ids, same_val, table_unref, FeState, MapOps, PortState, SyncReport, Syncer,
     Table,
@@ -14,7 +14,7 @@ use super::{
 use crate::model::{Desired, FrontendKey, ServicePort};
 
 /// Frontends of a port grouped by table: `(backends, size)`.
-type Group<'a> = (&'a [SocketAddrV4], u32);
+type Group<'a> = (&'a [SocketAddr], u32);
 
 impl<M: MapOps> Syncer<M> {
     /// Brings one Service port to `new` (`None`: removes it). `d` is the
@@ -144,12 +144,9 @@ impl<M: MapOps> Syncer<M> {
         }
 
         // 3. Source ranges to add.
-        let want_ranges: BTreeSet<(Ipv4Addr, u8)> = new.src_ranges.iter().copied().collect();
+        let want_ranges: BTreeSet<(IpAddr, u8)> = new.src_ranges.iter().copied().collect();
         for r in want_ranges.difference(&st.src_ranges.clone()) {
-            match self
-                .maps
-                .put_src_range(&xlb_src_range_key::new(st.svc_id, r.0, r.1))
-            {
+            match put_src_range(&mut self.maps, st.svc_id, *r) {
                 Ok(()) => {
                     rep.writes += 1;
                     st.src_ranges.insert(*r);
@@ -179,7 +176,7 @@ impl<M: MapOps> Syncer<M> {
             if old.is_some_and(|o| same_val(&o, &val)) {
                 continue;
             }
-            if let Err(e) = self.maps.put_service(&f.key.svc_key(), &val) {
+            if let Err(e) = put_service(&mut self.maps, &f.key, &val) {
                 rep.failed
                     .push((format!("{name} {}", f.key), e.to_string()));
                 continue;
@@ -242,7 +239,7 @@ impl<M: MapOps> Syncer<M> {
     fn reusable_table(
         &mut self,
         st: &mut PortState,
-        backends: &[SocketAddrV4],
+        backends: &[SocketAddr],
         size: u32,
         rep: &mut SyncReport,
     ) -> Option<u32> {
@@ -266,7 +263,7 @@ impl<M: MapOps> Syncer<M> {
     }
 
     /// The Maglev table as backend ids (all backends must have ids).
-    fn table_ids(&mut self, svc_id: u32, backends: &[SocketAddrV4], size: u32) -> Option<Vec<u32>> {
+    fn table_ids(&mut self, svc_id: u32, backends: &[SocketAddr], size: u32) -> Option<Vec<u32>> {
         let ids: Vec<u32> = backends
             .iter()
             .map(|b| self.backends.get(&(svc_id, *b)).map(|s| s.id))
@@ -286,7 +283,7 @@ impl<M: MapOps> Syncer<M> {
     fn new_table(
         &mut self,
         st: &mut PortState,
-        backends: &[SocketAddrV4],
+        backends: &[SocketAddr],
         size: u32,
         rep: &mut SyncReport,
     ) -> std::result::Result<u32, String> {
@@ -343,7 +340,7 @@ impl<M: MapOps> Syncer<M> {
     ) -> bool {
         let owned = self.fe_owner.get(&k).is_some_and(|o| o == name);
         if owned {
-            if let Err(e) = self.maps.delete_service(&k.svc_key()) {
+            if let Err(e) = delete_service(&mut self.maps, &k.svc_key()) {
                 rep.failed.push((format!("{name} {k}"), e.to_string()));
                 return false;
             }
@@ -361,13 +358,10 @@ impl<M: MapOps> Syncer<M> {
         &mut self,
         st: &mut PortState,
         name: &str,
-        r: (Ipv4Addr, u8),
+        r: (IpAddr, u8),
         rep: &mut SyncReport,
     ) -> bool {
-        match self
-            .maps
-            .delete_src_range(&xlb_src_range_key::new(st.svc_id, r.0, r.1))
-        {
+        match delete_src_range(&mut self.maps, st.svc_id, r) {
             Ok(_) => {
                 rep.writes += 1;
                 st.src_ranges.remove(&r);

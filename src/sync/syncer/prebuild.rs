@@ -6,7 +6,7 @@
 //! stay a few MiB.
 
 use std::collections::HashSet;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -21,10 +21,10 @@ const BATCH_SLOTS: u64 = 1 << 20;
 
 /// A table to build: its backends (the frontend's own list, whose address
 /// names it while the desired state is borrowed) and its size.
-type Job<'a> = (&'a [SocketAddrV4], u32);
+type Job<'a> = (&'a [SocketAddr], u32);
 
 /// Where a table's backends live: the key of [`Syncer::prebuilt`].
-pub(super) fn job_key(backends: &[SocketAddrV4], size: u32) -> (usize, usize, u32) {
+pub(super) fn job_key(backends: &[SocketAddr], size: u32) -> (usize, usize, u32) {
     (backends.as_ptr() as usize, backends.len(), size)
 }
 
@@ -103,7 +103,7 @@ impl<M: MapOps> Syncer<M> {
 
     /// The table of `backends` (indexes into it) at `size`: prebuilt, or
     /// built now.
-    pub(super) fn index_table(&mut self, backends: &[SocketAddrV4], size: u32) -> Vec<u32> {
+    pub(super) fn index_table(&mut self, backends: &[SocketAddr], size: u32) -> Vec<u32> {
         match self.prebuilt.remove(&job_key(backends, size)) {
             Some(t) => t,
             None => crate::maglev::table(backends, size),
