@@ -33,6 +33,8 @@
  * := the pod) and sent back in the same way.
  * xlb_tc_egress (egress of the same veth): replies of host-network endpoints
  * of this node, which the stack sends straight into the pod.
+ * IPv6 frames go to xlb_tc6 (tail call) / xlb_tc6_egress (subprogram):
+ * tc6.h, tc6_flow.h, the same rules over the IPv6 maps.
  */
 #include <linux/pkt_cls.h>
 #include "include/maps.h"
@@ -48,6 +50,22 @@
 #include "include/icmp.h"
 #include "include/frag.h"
 #include "include/icmperr.h"
+#include "include/tc6_flow.h"
+
+/* IPv6 frames leave xlb_tc for xlb_tc6 (tc6_flow.h), a program of its own
+ * reached by a tail call: xlb_tc's IPv4 locals fill its stack, so the IPv6
+ * path cannot be a subprogram of it, and the IPv4 path keeps its
+ * instructions. */
+int xlb_tc6(struct __sk_buff *skb);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, int(struct __sk_buff *));
+} tc6_progs SEC(".maps") = {
+	.values = { [0] = (void *)&xlb_tc6 },
+};
 
 static __always_inline int xlb_tc_done(int reason, __u64 bytes, int verdict)
 {
@@ -258,8 +276,11 @@ int xlb_tc(struct __sk_buff *skb)
 		data_end = (void *)(long)skb->data_end;
 	}
 	r = xlb_parse(data, data_end, &p);
-	if (r != XLB_OK && r != XLB_R_PASS_FRAG_NO_FIRST && r != XLB_R_PASS_L4_OTHER)
+	if (r != XLB_OK && r != XLB_R_PASS_FRAG_NO_FIRST && r != XLB_R_PASS_L4_OTHER) {
+		if (r == XLB_R_PASS_NOT_IP && skb->protocol == bpf_htons(ETH_P_IPV6))
+			bpf_tail_call(skb, &tc6_progs, 0);	/* xlb_tc6; on failure: */
 		return xlb_tc_done(r, bytes, TC_ACT_OK);
+	}
 	cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg)
 		return xlb_tc_done(XLB_R_PASS_NOT_SERVICE, bytes, TC_ACT_OK);
@@ -348,6 +369,12 @@ reply:
 	return xlb_tc_reply(skb, cfg, &p, rv, &t, bytes);
 }
 
+SEC("tc")
+int xlb_tc6(struct __sk_buff *skb)
+{
+	return xlb_tc6_run(skb);
+}
+
 /*
  * Egress of the pod veth's host side (frames entering the pod): replies of a
  * host-network endpoint on this node. A pod's flow to a Service whose chosen
@@ -373,6 +400,7 @@ int xlb_tc_egress(struct __sk_buff *skb)
 	__be32 nat_addr;
 	__be16 nat_port;
 	__u32 svc_id, zero = 0;
+	int r;
 
 	cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg)
@@ -382,7 +410,10 @@ int xlb_tc_egress(struct __sk_buff *skb)
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	/* whole TCP/UDP headers only: fragments and ICMP pass untouched */
-	if (xlb_parse(data, data_end, &p) != XLB_OK || !p.l4)
+	r = xlb_parse(data, data_end, &p);
+	if (r == XLB_R_PASS_NOT_IP && skb->protocol == bpf_htons(ETH_P_IPV6))
+		return xlb_tc6_egress(skb);	/* tc6_flow.h */
+	if (r != XLB_OK || !p.l4)
 		return TC_ACT_OK;
 	t.saddr = p.saddr;
 	t.daddr = p.daddr;

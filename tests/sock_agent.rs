@@ -293,7 +293,7 @@ fn agent_balances_node_processes_and_follows_nodeport_addresses() {
         port,
         &["--nodeport-addresses", "198.18.0.0/24,127.0.0.0/8"],
     );
-    assert_eq!(cgroup::list(&pins.0).len(), 4, "four socket hooks pinned");
+    assert_eq!(cgroup::list(&pins.0).len(), 8, "eight socket hooks pinned");
 
     // Node processes: the ClusterIP, the NodePort on the node address and on
     // 127.0.0.1 all reach the backend, and the socket shows what was dialled

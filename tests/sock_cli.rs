@@ -42,11 +42,11 @@ fn attach_puts_the_socket_hooks_on_and_detach_takes_them_off() {
     assert!(o.status.success(), "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let socks = j["sockets"].as_array().unwrap();
-    assert_eq!(socks.len(), 4, "{j}");
+    assert_eq!(socks.len(), 8, "{j}");
     assert!(socks.iter().all(|s| s["replaced"] == false), "{j}");
     let first = pinned(p);
-    assert_eq!(first.len(), 4);
-    assert_eq!(on_cgroup(&first), [true; 4]);
+    assert_eq!(first.len(), 8);
+    assert_eq!(on_cgroup(&first), [true; 8]);
 
     // Again: replaced inside the links, the old programs off the cgroup.
     let o = xlb(Some(&ns), p, &["attach", "--iface", "up0"]);
@@ -54,13 +54,13 @@ fn attach_puts_the_socket_hooks_on_and_detach_takes_them_off() {
     assert!(stdout(&o).contains("cgroup/connect4"), "{}", stdout(&o));
     assert!(stdout(&o).contains("replaced"), "{}", stdout(&o));
     let second = pinned(p);
-    assert_eq!(on_cgroup(&second), [true; 4]);
-    assert_eq!(on_cgroup(&first), [false; 4]);
+    assert_eq!(on_cgroup(&second), [true; 8]);
+    assert_eq!(on_cgroup(&first), [false; 8]);
 
     let o = xlb(Some(&ns), p, &["detach", "--sockets"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("4 hook(s) detached"), "{}", stdout(&o));
-    assert_eq!(on_cgroup(&second), [false; 4]);
+    assert!(stdout(&o).contains("8 hook(s) detached"), "{}", stdout(&o));
+    assert_eq!(on_cgroup(&second), [false; 8]);
     assert!(pinned(p).is_empty());
     assert_ne!(ns.xdp_prog("up0"), 0, "the uplink stays attached");
 
@@ -77,11 +77,11 @@ fn attach_puts_the_socket_hooks_on_and_detach_takes_them_off() {
     let o = xlb(Some(&ns), p, &["attach", "--iface", "up0"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let third = pinned(p);
-    assert_eq!(on_cgroup(&third), [true; 4]);
+    assert_eq!(on_cgroup(&third), [true; 8]);
     let o = xlb(Some(&ns), p, &["detach", "--all"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("cgroup/getpeername4"), "{}", stdout(&o));
-    assert_eq!(on_cgroup(&third), [false; 4]);
+    assert_eq!(on_cgroup(&third), [false; 8]);
     assert!(!p.exists());
 }
 
@@ -124,7 +124,7 @@ fn cgroup_root_is_taken_as_given() {
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(on_cgroup(&pinned(p)), [true; 4]);
+    assert_eq!(on_cgroup(&pinned(p)), [true; 8]);
     let o = xlb(Some(&ns), p, &["detach", "--all"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }

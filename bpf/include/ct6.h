@@ -17,9 +17,12 @@
 #include "lb6.h"
 
 /* Source address a pod's packets to itself through an IPv6 Service carry
- * (hairpin), as XLB_HAIRPIN_ADDR for IPv4: fe80::a9fe:2a01, link-local,
- * never routed. Network-order words. */
-#define XLB_HAIRPIN6_W0	bpf_htonl(0xfe800000)
+ * (hairpin), as XLB_HAIRPIN_ADDR for IPv4: 100::a9fe:2a01, in the
+ * discard-only prefix 100::/64 (RFC 6666), never a real peer. Not
+ * link-local: a pod answers a link-local source on-link, through neighbour
+ * discovery nobody answers; 100::/64 goes out by the pod's default route,
+ * into its veth, where tc turns the reply around. Network-order words. */
+#define XLB_HAIRPIN6_W0	bpf_htonl(0x01000000)
 #define XLB_HAIRPIN6_W3	bpf_htonl(0xa9fe2a01)
 
 static __always_inline void xlb_hairpin6_addr(__be32 *a)

@@ -1,7 +1,8 @@
 //! # Socket hooks on the cgroup v2 root
 //!
 //! The socket programs of `sock.bpf.c` (connect4, sendmsg4, recvmsg4,
-//! getpeername4) balance what the node's own processes send. They are loaded
+//! getpeername4, and their IPv6 twins connect6, sendmsg6, recvmsg6,
+//! getpeername6) balance what the node's own processes send. They are loaded
 //! as a third object sharing the data plane's maps ([`SockLb::load`]),
 //! attached to the root of the cgroup v2 hierarchy through bpf_links pinned
 //! as `<pin>/links/cgroup_<hook>` ([`attach`]: a second run swaps the program
@@ -33,14 +34,22 @@ pub enum SockHook {
     Sendmsg4,
     Recvmsg4,
     Getpeername4,
+    Connect6,
+    Sendmsg6,
+    Recvmsg6,
+    Getpeername6,
 }
 
 impl SockHook {
-    pub const ALL: [SockHook; 4] = [
+    pub const ALL: [SockHook; 8] = [
         SockHook::Connect4,
         SockHook::Sendmsg4,
         SockHook::Recvmsg4,
         SockHook::Getpeername4,
+        SockHook::Connect6,
+        SockHook::Sendmsg6,
+        SockHook::Recvmsg6,
+        SockHook::Getpeername6,
     ];
 
     /// The kernel's name of the hook (libbpf section `cgroup/<name>`).
@@ -50,6 +59,10 @@ impl SockHook {
             SockHook::Sendmsg4 => "sendmsg4",
             SockHook::Recvmsg4 => "recvmsg4",
             SockHook::Getpeername4 => "getpeername4",
+            SockHook::Connect6 => "connect6",
+            SockHook::Sendmsg6 => "sendmsg6",
+            SockHook::Recvmsg6 => "recvmsg6",
+            SockHook::Getpeername6 => "getpeername6",
         }
     }
 
@@ -59,6 +72,10 @@ impl SockHook {
             SockHook::Sendmsg4 => libbpf_sys::BPF_CGROUP_UDP4_SENDMSG,
             SockHook::Recvmsg4 => libbpf_sys::BPF_CGROUP_UDP4_RECVMSG,
             SockHook::Getpeername4 => libbpf_sys::BPF_CGROUP_INET4_GETPEERNAME,
+            SockHook::Connect6 => libbpf_sys::BPF_CGROUP_INET6_CONNECT,
+            SockHook::Sendmsg6 => libbpf_sys::BPF_CGROUP_UDP6_SENDMSG,
+            SockHook::Recvmsg6 => libbpf_sys::BPF_CGROUP_UDP6_RECVMSG,
+            SockHook::Getpeername6 => libbpf_sys::BPF_CGROUP_INET6_GETPEERNAME,
         }
     }
 
@@ -69,6 +86,10 @@ impl SockHook {
             SockHook::Sendmsg4 => "xlb_sendmsg4",
             SockHook::Recvmsg4 => "xlb_recvmsg4",
             SockHook::Getpeername4 => "xlb_getpeer4",
+            SockHook::Connect6 => "xlb_connect6",
+            SockHook::Sendmsg6 => "xlb_sendmsg6",
+            SockHook::Recvmsg6 => "xlb_recvmsg6",
+            SockHook::Getpeername6 => "xlb_getpeer6",
         }
     }
 
@@ -89,8 +110,8 @@ pub struct SockLb {
 
 impl SockLb {
     /// Opens and loads `sock.bpf.c` over the data plane's maps: every map
-    /// is declared in maps.h, so `dp` has it (pinned, `sock_config` and
-    /// `sock_rnat` included, when `dp` has a pin directory) and it is shared
+    /// is declared in maps.h, so `dp` has it (pinned, `sock_config`,
+    /// `sock_rnat` and `sock_rnat6` included, when `dp` has a pin directory) and it is shared
     /// (reuse_fd).
     pub fn load(dp: &DataPlane) -> Result<Self> {
         let mut open = SockSkelBuilder::default()
@@ -109,6 +130,10 @@ impl SockLb {
             SockHook::Sendmsg4 => p.xlb_sendmsg4.as_fd(),
             SockHook::Recvmsg4 => p.xlb_recvmsg4.as_fd(),
             SockHook::Getpeername4 => p.xlb_getpeer4.as_fd(),
+            SockHook::Connect6 => p.xlb_connect6.as_fd(),
+            SockHook::Sendmsg6 => p.xlb_sendmsg6.as_fd(),
+            SockHook::Recvmsg6 => p.xlb_recvmsg6.as_fd(),
+            SockHook::Getpeername6 => p.xlb_getpeer6.as_fd(),
         }
     }
 

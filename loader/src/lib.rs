@@ -236,6 +236,14 @@ impl DataPlane {
         }
 
         let tc = load_tc(&xdp)?;
+        if let Some(dir) = &opts.pin_dir {
+            // The tc object's IPv6 tail-call table (tc6_progs) loses its
+            // entries when no user reference is left: pinned, it outlives
+            // this process (`xlb attach` exits; the programs stay).
+            use std::os::fd::AsFd;
+            let path = pin::map_pin_path(dir, "tc6_progs", pin::MapRole::Private);
+            pin::repin(tc.maps.tc6_progs.as_fd(), &path)?;
+        }
         let maps = Maps::from_skel(&xdp)?;
         // Adopted pins of an xlb without the filters: count what is there.
         if maps.filters_repair()? {

@@ -80,7 +80,7 @@ pub const CONTRACT_MAPS: [&str; 30] = [
 /// map timer runs only while a pin or file descriptor holds its map; reused
 /// while the layout matches, replaced without complaint when it does not
 /// ([`replace_stale_private`]).
-pub const PRIVATE_MAPS: [&str; 9] = [
+pub const PRIVATE_MAPS: [&str; 10] = [
     "flow_cache",
     "nh_cache",
     "vtep_cache",
@@ -90,6 +90,7 @@ pub const PRIVATE_MAPS: [&str; 9] = [
     "ct_syn",
     "frag6",
     "scratch6",
+    "tc6_progs",
 ];
 
 /// Which list a map of the objects is in.

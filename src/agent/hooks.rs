@@ -69,7 +69,7 @@ impl Agent {
                     cgroup = %s.cgroup.display(),
                     replaced = s.replaced,
                     loopback_nodeports = flags != 0,
-                    "socket hooks attached (connect4, sendmsg4, recvmsg4, getpeername4)"
+                    "socket hooks attached (connect, sendmsg, recvmsg, getpeername; IPv4 and IPv6)"
                 );
             }
         }

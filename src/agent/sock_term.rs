@@ -5,12 +5,18 @@
 //! this namespace that connect4 balanced through such a frontend to such a
 //! backend. Their next connect() picks a live backend, as kube-proxy's UDP
 //! conntrack flush and Cilium's socket termination give.
+//!
+//! IPv6: the sync hands the UDP (frontend, backend) pairs its IPv6 Service
+//! ports hold ([`Pairs6`]) to [`Terminator::synced_dual`]; the pairs that
+//! left since the last call go to the same iterator walk (connect6's
+//! sockets, `sock_rnat6`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 
 use xlb_bpf::Proto;
+pub use xlb_loader::sock_term::TermPair6;
 use xlb_loader::sock_term::{SockTerm, TermPair};
 use xlb_loader::DataPlane;
 
@@ -79,6 +85,78 @@ pub fn stale_pairs(
         .collect()
 }
 
+/// Every UDP (frontend, backend) pair of the IPv6 Service ports as synced:
+/// each IPv6 UDP frontend as the socket hooks resolve it (`None`: the
+/// NodePort on the node's IPv6 addresses; an externalTrafficPolicy Local
+/// frontend's internal entry is the same frontend) with each IPv6 backend of
+/// its port; draining backends included (their sockets stay).
+pub type Pairs6 = BTreeSet<TermPair6>;
+
+/// The [`Pairs6`] of `services`: each IPv6 UDP frontend with each IPv6
+/// backend its port lists.
+pub fn pairs6(services: &BTreeMap<String, Arc<ServiceDesired>>) -> Pairs6 {
+    let mut out = Pairs6::new();
+    for p in services.values().flat_map(|s| s.ports.iter()) {
+        let bes: Vec<SocketAddrV6> = p
+            .backends
+            .iter()
+            .filter_map(|b| match b.addr {
+                SocketAddr::V6(a) => Some(a),
+                SocketAddr::V4(_) => None,
+            })
+            .collect();
+        for f in p
+            .frontends
+            .iter()
+            .filter(|f| f.key.proto == Proto::Udp && f.key.family == Family::V6)
+        {
+            let frontend = match f.key.addr {
+                None => None,
+                Some(IpAddr::V6(a)) => Some(a),
+                Some(IpAddr::V4(_)) => continue,
+            };
+            out.extend(bes.iter().map(|&backend| TermPair6 {
+                frontend,
+                port: f.key.port,
+                backend,
+            }));
+        }
+    }
+    out
+}
+
+/// The pairs of `old` that `new` no longer has.
+pub fn removed_pairs6(old: &Pairs6, new: &Pairs6) -> Vec<TermPair6> {
+    old.difference(new).copied().collect()
+}
+
+/// [`stale_pairs`] for IPv6: the pairs of `dialled` (`sock_rnat6`) that
+/// `now` does not hold, the frontend resolved by address, else as the
+/// NodePort of its port.
+pub fn stale_pairs6(dialled: &[(SocketAddrV6, SocketAddrV6)], now: &Pairs6) -> Vec<TermPair6> {
+    let mut listed: HashMap<(Option<Ipv6Addr>, u16), BTreeSet<SocketAddrV6>> = HashMap::new();
+    for p in now {
+        listed
+            .entry((p.frontend, p.port))
+            .or_default()
+            .insert(p.backend);
+    }
+    dialled
+        .iter()
+        .filter(|(fe, be)| {
+            let bes = listed
+                .get(&(Some(*fe.ip()), fe.port()))
+                .or_else(|| listed.get(&(None, fe.port())));
+            !bes.is_some_and(|s| s.contains(be))
+        })
+        .map(|(fe, be)| TermPair6 {
+            frontend: Some(*fe.ip()),
+            port: fe.port(),
+            backend: *be,
+        })
+        .collect()
+}
+
 /// The (frontend, backend) pairs a node process's UDP socket can be
 /// balanced to through `p`: each UDP frontend as the socket hooks resolve
 /// it (an externalTrafficPolicy Local frontend's internal entry is the same
@@ -121,9 +199,14 @@ fn backends4(p: &ServicePort) -> impl Iterator<Item = SocketAddrV4> + '_ {
 pub struct Terminator {
     term: Option<SockTerm>,
     applied: BTreeMap<String, Arc<ServiceDesired>>,
+    /// The IPv6 pairs as last synced ([`Terminator::synced_dual`]).
+    applied6: Pairs6,
     /// The sockets of an earlier run (`sock_rnat`) were checked (at the
     /// first sync).
     swept: bool,
+    /// The same for the IPv6 sockets (`sock_rnat6`), at the first
+    /// [`Terminator::synced_dual`].
+    swept6: bool,
     /// A run failed (warned once).
     run_failed: bool,
 }
@@ -148,7 +231,9 @@ impl Terminator {
         Terminator {
             term,
             applied: BTreeMap::new(),
+            applied6: Pairs6::new(),
             swept: false,
+            swept6: false,
             run_failed: false,
         }
     }
@@ -158,7 +243,9 @@ impl Terminator {
         Terminator {
             term: None,
             applied: BTreeMap::new(),
+            applied6: Pairs6::new(),
             swept: true,
+            swept6: true,
             run_failed: false,
         }
     }
@@ -186,13 +273,40 @@ impl Terminator {
     /// pairs it took away, and at the first sync those of sockets balanced
     /// before the agent started that `services` no longer backs (one log
     /// line per sync, the count in `metrics`).
-    /// Runs in the calling thread's network namespace (the agent's).
+    /// Runs in the calling thread's network namespace (the agent's). The
+    /// IPv6 pairs stay as last given to [`Terminator::synced_dual`].
     pub fn synced(&mut self, services: &BTreeMap<String, Arc<ServiceDesired>>, metrics: &Metrics) {
+        let now6 = self.applied6.clone();
+        self.sync(services, None, &now6, metrics);
+    }
+
+    /// [`Terminator::synced`] with the IPv6 Service ports' UDP pairs as
+    /// now synced (`udp6`): the pairs that left since the last call are
+    /// terminated in the same walk, and at the first call the IPv6 sockets
+    /// of an earlier run that `udp6` no longer backs.
+    pub fn synced_dual(
+        &mut self,
+        services: &BTreeMap<String, Arc<ServiceDesired>>,
+        udp6: &Pairs6,
+        metrics: &Metrics,
+    ) {
+        let old6 = std::mem::replace(&mut self.applied6, udp6.clone());
+        self.sync(services, Some(&old6), udp6, metrics);
+    }
+
+    fn sync(
+        &mut self,
+        services: &BTreeMap<String, Arc<ServiceDesired>>,
+        old6: Option<&Pairs6>,
+        now6: &Pairs6,
+        metrics: &Metrics,
+    ) {
         let Some(term) = &self.term else {
             return;
         };
         let old = std::mem::replace(&mut self.applied, services.clone());
         let mut pairs = removed_pairs(&old, services);
+        let mut pairs6 = old6.map(|o| removed_pairs6(o, now6)).unwrap_or_default();
         if !self.swept {
             // The first sync: what the hooks balanced before this agent
             // started, against the Services now.
@@ -202,28 +316,46 @@ impl Terminator {
                 Err(e) => tracing::warn!("reading sock_rnat for sockets of an earlier run: {e}"),
             }
         }
-        if pairs.is_empty() {
+        if !self.swept6 && old6.is_some() {
+            self.swept6 = true;
+            match term.dialled6() {
+                Ok(d) => pairs6.extend(stale_pairs6(&d, now6)),
+                Err(e) => tracing::warn!("reading sock_rnat6 for sockets of an earlier run: {e}"),
+            }
+        }
+        if pairs.is_empty() && pairs6.is_empty() {
             return;
         }
-        match term.run(&pairs) {
+        match term.run_both(&pairs, &pairs6) {
             Ok(rep) => {
-                let n = rep.terminated.len();
+                let n = rep.terminated.len() + rep.terminated6.len();
                 metrics.count_sockets_terminated(n as u64);
                 if n > 0 {
                     tracing::info!(
                         sockets = n,
-                        pairs = pairs.len(),
+                        pairs = pairs.len() + pairs6.len(),
                         "terminated node processes' UDP sockets whose backend left their Service"
                     );
                 } else {
-                    tracing::debug!(pairs = pairs.len(), "no UDP socket to terminate");
+                    tracing::debug!(
+                        pairs = pairs.len() + pairs6.len(),
+                        "no UDP socket to terminate"
+                    );
                 }
-                if let Some((t, errno)) = rep.failed.first() {
+                let failed = rep
+                    .failed
+                    .iter()
+                    .map(|(t, e)| (t.frontend.to_string(), t.backend.to_string(), *e))
+                    .chain(
+                        rep.failed6
+                            .iter()
+                            .map(|(t, e)| (t.frontend.to_string(), t.backend.to_string(), *e)),
+                    )
+                    .collect::<Vec<_>>();
+                if let Some((fe, be, errno)) = failed.first() {
                     tracing::warn!(
-                        failed = rep.failed.len(),
-                        "bpf_sock_destroy refused to terminate UDP sockets, e.g. {} -> {}: {}",
-                        t.frontend,
-                        t.backend,
+                        failed = failed.len(),
+                        "bpf_sock_destroy refused to terminate UDP sockets, e.g. {fe} -> {be}: {}",
                         std::io::Error::from_raw_os_error(*errno)
                     );
                 }
@@ -420,5 +552,54 @@ mod tests {
         let new = BTreeMap::from([("kube-system/dns".to_string(), no_np)]);
         let old = BTreeMap::from([("kube-system/dns".to_string(), dns(&[1]))]);
         assert_eq!(removed_pairs(&old, &new), vec![pair(None, 30053, 1)]);
+    }
+
+    fn p6(fe: Option<&str>, port: u16, be: &str) -> TermPair6 {
+        TermPair6 {
+            frontend: fe.map(|f| f.parse().unwrap()),
+            port,
+            backend: SocketAddrV6::new(be.parse().unwrap(), 5353, 0, 0),
+        }
+    }
+
+    #[test]
+    fn ipv6_pairs_that_left_and_ipv6_sockets_of_an_earlier_run() {
+        let old: Pairs6 = [
+            p6(Some("fd00:96::a"), 53, "fd00:10::1"),
+            p6(Some("fd00:96::a"), 53, "fd00:10::2"),
+            p6(None, 30053, "fd00:10::1"),
+        ]
+        .into();
+        let new: Pairs6 = [
+            p6(Some("fd00:96::a"), 53, "fd00:10::2"),
+            p6(None, 30053, "fd00:10::2"),
+        ]
+        .into();
+        assert_eq!(
+            removed_pairs6(&old, &new),
+            vec![
+                p6(None, 30053, "fd00:10::1"),
+                p6(Some("fd00:96::a"), 53, "fd00:10::1"),
+            ]
+        );
+        // Added pairs take nothing away.
+        let more: Pairs6 = old.union(&new).copied().collect();
+        assert!(removed_pairs6(&old, &more).is_empty());
+        let sa6 = |a: &str, port: u16| SocketAddrV6::new(a.parse().unwrap(), port, 0, 0);
+        let dialled = [
+            (sa6("fd00:96::a", 53), sa6("fd00:10::1", 5353)), // left the ClusterIP
+            (sa6("fd00:96::a", 53), sa6("fd00:10::2", 5353)), // still there
+            (sa6("2001:db8::2", 30053), sa6("fd00:10::2", 5353)), // NodePort, still there
+            (sa6("2001:db8::2", 30053), sa6("fd00:10::1", 5353)), // NodePort, left
+            (sa6("fd00:96::b", 53), sa6("fd00:10::2", 5353)), // Service gone
+        ];
+        assert_eq!(
+            stale_pairs6(&dialled, &new),
+            vec![
+                p6(Some("fd00:96::a"), 53, "fd00:10::1"),
+                p6(Some("2001:db8::2"), 30053, "fd00:10::1"),
+                p6(Some("fd00:96::b"), 53, "fd00:10::2"),
+            ]
+        );
     }
 }
