@@ -5,7 +5,8 @@
 //! ([`crate::v6`]), all added with `nodad` in namespaces whose `accept_dad` is
 //! 0, so they are usable at once:
 //!
-//! - underlay fd00:198:18::/64 on the same bridge (client ::1 and ::3, node n ::1n);
+//! - underlay fd00:198:18::/64 on the same bridge (client ::1, and ::3
+//!   deprecated so that it is a source only when bound to; node n ::1n);
 //!   the client routes the IPv6 Service range (fd00:10:96::/48) via node 1;
 //! - node n: IPv6 forwarding, pod gateway fd00:10:244:n::1/128 on `lo`,
 //!   `flannel-v6.1` (VNI 1, port 8472, IPv6 underlay, MAC 0e:18:00:00:06:0n,
@@ -60,9 +61,21 @@ fn addr(ns: &str, a: &str, dev: &str) -> Result<()> {
 
 fn client(lab: &Lab) -> Result<()> {
     let c = lab.ns_client();
-    for a in [client_addr6(), client_alt_addr6()] {
-        addr(&c, &format!("{a}/{UNDERLAY_PREFIX_LEN}"), "eth0")?;
-    }
+    addr(&c, &format!("{}/{UNDERLAY_PREFIX_LEN}", client_addr6()), "eth0")?;
+    // The second address is deprecated (preferred_lft 0): used only when
+    // bound to, never picked as a source (as the IPv4 secondary address).
+    ip(&[
+        "-n",
+        &c,
+        "addr",
+        "replace",
+        &format!("{}/{UNDERLAY_PREFIX_LEN}", client_alt_addr6()),
+        "dev",
+        "eth0",
+        "nodad",
+        "preferred_lft",
+        "0",
+    ])?;
     ip(&[
         "-n",
         &c,
