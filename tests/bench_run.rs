@@ -150,6 +150,50 @@ fn xlb_scenarios_run_and_report() {
     }
 }
 
+/// The IPv6 scenario: IPv6 frames through the real data plane's IPv6 path
+/// (NodePort DNAT to an IPv6 backend on the remote node, VXLAN over IPv6),
+/// its ct figures from ct6. Frames below an IPv6 frame's minimum are refused.
+#[test]
+fn nodeport_remote_v6_runs_and_reports() {
+    if !privileged() {
+        return;
+    }
+    for proto in ["udp", "tcp-ack"] {
+        let v = bench(&[
+            "--scenario",
+            "nodeport-remote-v6",
+            "--proto",
+            proto,
+            "--size",
+            "128",
+            "--flows",
+            "10",
+            "--services",
+            "3",
+        ]);
+        consistent(&v, "nodeport-remote-v6", 1);
+        assert!(u(&v, "received") > 0, "{proto}: {v}");
+        ct_state_consistent(&v, 10);
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_xlb"))
+        .args([
+            "bench",
+            "run",
+            "--scenario",
+            "nodeport-remote-v6",
+            "--seconds",
+            "0.2",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--size 80"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// xlb's ct figures: the flows' entries are counted (each of the 10 flows
 /// has at least one), an element costs at least the kernel's 48-byte header
 /// plus key and value, bytes per flow are live entries x element / flows,

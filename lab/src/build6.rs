@@ -61,7 +61,11 @@ fn addr(ns: &str, a: &str, dev: &str) -> Result<()> {
 
 fn client(lab: &Lab) -> Result<()> {
     let c = lab.ns_client();
-    addr(&c, &format!("{}/{UNDERLAY_PREFIX_LEN}", client_addr6()), "eth0")?;
+    addr(
+        &c,
+        &format!("{}/{UNDERLAY_PREFIX_LEN}", client_addr6()),
+        "eth0",
+    )?;
     // The second address is deprecated (preferred_lft 0): used only when
     // bound to, never picked as a source (as the IPv4 secondary address).
     ip(&[

@@ -117,7 +117,10 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
         } else if matches!(&a.sweep, Some(s) if s.axis == Axis::Flows) {
             " | ct entries: 4 x flows (pow2, >= default)".to_string()
         } else {
-            format!(" | {} ct entries", ct_entries(a.flows))
+            format!(
+                " | {} ct entries",
+                maps::scenario_ct_entries(a.scenario, a.flows)
+            )
         };
         let t = &bench.topo;
         let ports = if t.real {

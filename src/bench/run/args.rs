@@ -219,6 +219,18 @@ impl RunArgs {
                     .into(),
             );
         }
+        let most = match &self.sweep {
+            Some(s) if s.axis == Axis::Flows => s.points.iter().copied().max().unwrap_or(0),
+            _ => self.flows,
+        };
+        let ct6_flows = xlb_bpf::consts::XLB_CT6_ENTRIES / 4;
+        if self.scenario.is_v6() && most > ct6_flows {
+            return Err(format!(
+                "{most} flows: the IPv6 scenarios keep their flows in ct6, which holds \
+                 {} entries (not sized by the flows): at most {ct6_flows} flows",
+                xlb_bpf::consts::XLB_CT6_ENTRIES
+            ));
+        }
         let min = match (self.scenario.is_v6(), self.proto) {
             (true, ProtoArg::Udp) => 80,
             (true, _) => 96,
@@ -301,6 +313,11 @@ mod tests {
             .is_err());
         assert!(run(&["--size", "96", "--proto", "tcp-ack"]).check().is_ok());
         assert!(run(&["--size", "80", "--new-flows"]).check().is_err());
+        assert!(run(&["--size", "80", "--flows", "65536"]).check().is_ok());
+        assert!(run(&["--size", "80", "--flows", "65537"]).check().is_err());
+        assert!(run(&["--size", "80", "--sweep", "flows=1,100000"])
+            .check()
+            .is_err());
     }
 
     #[test]

@@ -25,6 +25,17 @@ pub fn ct_entries(flows: u32) -> u32 {
         .max(u64::from(XLB_CT_ENTRIES)) as u32
 }
 
+/// The ct entries a scenario's flows live in: `ct` sized for the flows
+/// ([`ct_entries`]), or `ct6` (IPv6 scenarios), which the data plane
+/// allocates at its fixed `XLB_CT6_ENTRIES`.
+pub fn scenario_ct_entries(s: Scenario, flows: u32) -> u32 {
+    if s.is_v6() {
+        XLB_CT6_ENTRIES
+    } else {
+        ct_entries(flows)
+    }
+}
+
 pub(super) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
