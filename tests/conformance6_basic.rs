@@ -1,4 +1,4 @@
-//! Conformance rows 1, 4, 5, 10, 22 and 26 over IPv6 (docs/conformance.md,
+//! Conformance rows 1, 4-7, 10, 11, 22 and 26 over IPv6 (docs/conformance.md,
 //! "IPv6"): the IPv4 rows' tests with dual-stack Services
 //! (`RequireDualStack`, ClusterIPs fd00:10:96:61::x beside 10.96.61.x) and
 //! IPv6 EndpointSlices, probed at their IPv6 addresses, in a dual-stack lab.
@@ -107,6 +107,103 @@ fn row05_v6_pod_hairpins_back_to_itself_through_its_service() {
     );
     // The only endpoint is the client itself.
     serves(&g, Client::Pod(2, 2), cip6(5, 80), false, &["n2p2"]);
+}
+
+fn row06(c: Client, prefix: &str, base: u8) {
+    let g = lab();
+    let mk = |i: u8| {
+        let name = format!("{prefix}{i}");
+        let svc = ServiceDef::cluster_ip(&name, cip(base + i))
+            .port("http", "TCP", 80, 8080, None)
+            .dual_stack();
+        (svc, dual_slices(&name, &[(1, 1), (2, 2)]))
+    };
+    let to = |i: u8| cip6(base + i, 80);
+    let want = ["n1p1", "n2p2"];
+    for i in [0, 1] {
+        let (s, sl) = mk(i);
+        apply(&g, &s, &sl);
+        serves(&g, c, to(i), false, &want);
+    }
+    delete(&g, &format!("{prefix}0"));
+    fails(&g, c, to(0), false);
+    serves(&g, c, to(1), false, &want);
+    let (s, sl) = mk(2);
+    apply(&g, &s, &sl);
+    serves(&g, c, to(2), false, &want);
+    serves(&g, c, to(1), false, &want);
+    fails(&g, c, to(0), false);
+}
+
+#[test]
+fn row06_v6_services_go_down_and_up_from_pod() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    row06(Client::Pod(1, 2), "r06p", 60);
+}
+
+#[test]
+fn row06_v6_services_go_down_and_up_from_host() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    row06(Client::Host(2), "r06h", 160);
+}
+
+fn row07(c: Client, name: &str, first: u8, second: u8) {
+    let g = lab();
+    let pods = [(1, 2), (2, 1)];
+    let want = ["n1p2", "n2p1"];
+    let svc = |last| {
+        ServiceDef::cluster_ip(name, cip(last))
+            .port("http", "TCP", 80, 8080, None)
+            .dual_stack()
+    };
+    apply(&g, &svc(first), &dual_slices(name, &pods));
+    serves(&g, c, cip6(first, 80), false, &want);
+    delete(&g, name);
+    fails(&g, c, cip6(first, 80), false);
+    apply(&g, &svc(second), &dual_slices(name, &pods));
+    serves(&g, c, cip6(second, 80), false, &want);
+    fails(&g, c, cip6(first, 80), false);
+}
+
+#[test]
+fn row07_v6_service_recreated_with_new_clusterip_works_from_pod() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    row07(Client::Pod(2, 2), "r07p", 7, 70);
+}
+
+#[test]
+fn row07_v6_service_recreated_with_new_clusterip_works_from_host() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    row07(Client::Host(1), "r07h", 107, 170);
+}
+
+#[test]
+fn row11_v6_external_ip_on_no_node_is_balanced_from_pod() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    let g = lab();
+    let eip = Ipv4Addr::new(10, 96, 201, 11);
+    apply(
+        &g,
+        &ServiceDef::cluster_ip("r11", cip(11))
+            .port("http", "TCP", 80, 8080, None)
+            .external_ip(eip)
+            .dual_stack(),
+        &dual_slices("r11", &[(1, 1), (2, 1), (2, 2)]),
+    );
+    let want = ["n1p1", "n2p1", "n2p2"];
+    let to = six(SocketAddrV4::new(eip, 80));
+    serves(&g, Client::Pod(1, 2), to, false, &want);
+    serves(&g, Client::External, to, false, &want);
 }
 
 /// Row 10: the IPv6 ClusterIP and both nodes' IPv6 addresses on the
