@@ -1,6 +1,8 @@
-//! Conformance rows 17, 25 and 30 over IPv6 (docs/conformance.md, "IPv6"):
-//! ClientIP affinity (on the /128), the terminating-endpoint fallback per
-//! traffic policy, and a fixed-port UDP flow following a replaced server pod,
+//! Conformance rows 17, 23, 25, 27 and 30 over IPv6 (docs/conformance.md,
+//! "IPv6"): ClientIP affinity (on the /128), internalTrafficPolicy Local
+//! (pod, host, hostNetwork backend), the terminating-endpoint fallback per
+//! traffic policy, eTP Local keeping a host client's address, and a
+//! fixed-port UDP flow following a replaced server pod,
 //! with dual-stack Services probed at their IPv6 addresses in a dual-stack
 //! lab (3 pods per node, as the IPv4 row 30). One lab for the file; every
 //! test has Services of its own (10.96.62.x / fd00:10:96:62::x, NodePorts
@@ -85,6 +87,104 @@ fn row17_v6_client_ip_affinity_through_clusterip_and_nodeport() {
     eventually("r17 without affinity spreads", SETTLE, || {
         (distinct(&g, Client::Pod(2, 2), cip6(17, 80), 40).len() > 1).then_some(())
     });
+}
+
+/// Row 23: internalTrafficPolicy Local: `clients[0]` (on the endpoint's
+/// node) reaches it over IPv6, `clients[1]` (the other node) fails.
+fn row23(clients: [Client; 2], name: &str, last: u8, ep: EndpointDef, port: u16, want: &str) {
+    let g = lab();
+    let sl = SliceDef::new(name, "1")
+        .port("http", "TCP", port)
+        .endpoint(ep);
+    apply(
+        &g,
+        &ServiceDef::cluster_ip(name, cip(last))
+            .port("http", "TCP", 80, port, None)
+            .itp("Local")
+            .dual_stack(),
+        &[sl.clone(), sl.ipv6()],
+    );
+    let to = cip6(last, 80);
+    let [same, other] = clients;
+    serves(&g, same, to, false, &[want]);
+    fails(&g, other, to, false);
+}
+
+#[test]
+fn row23_v6_internal_traffic_policy_local_pod_to_pod() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    row23(
+        [Client::Pod(1, 2), Client::Pod(2, 2)],
+        "r23p",
+        23,
+        EndpointDef::pod(1, 1),
+        lab::BACKEND_PORT,
+        "n1p1",
+    );
+}
+
+#[test]
+fn row23_v6_internal_traffic_policy_local_host_to_pod() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    row23(
+        [Client::Host(1), Client::Host(2)],
+        "r23h",
+        123,
+        EndpointDef::pod(1, 1),
+        lab::BACKEND_PORT,
+        "n1p1",
+    );
+}
+
+#[test]
+fn row23_v6_internal_traffic_policy_local_pod_and_host_to_hostnetwork_pod() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    let name = lab::daemons::host_backend_name(1);
+    for (i, clients) in [
+        [Client::Pod(1, 2), Client::Pod(2, 2)],
+        [Client::Host(1), Client::Host(2)],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        row23(
+            clients,
+            &format!("r23n{i}"),
+            223 + i as u8,
+            EndpointDef::host(lab::node_addr(1), Some(1)),
+            lab::daemons::HOSTNET_PORT,
+            &name,
+        );
+    }
+}
+
+/// Row 27: eTP Local NodePort keeps a host client's IPv6 address (node2's
+/// process to node1's NodePort crosses the IPv6 underlay).
+#[test]
+fn row27_v6_external_traffic_policy_local_nodeport_keeps_host_client_address() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    let g = lab();
+    let np = 31727;
+    apply(
+        &g,
+        &ServiceDef::node_port("r27", cip(27))
+            .port("http", "TCP", 80, 8080, Some(np))
+            .etp("Local")
+            .dual_stack(),
+        &dual_slices("r27", &[(1, 1)]),
+    );
+    let c = Client::Host(2);
+    for r in serves(&g, c, node6(1, np), false, &["n1p1"]) {
+        assert_eq!(r.peer.ip(), c.addr6(), "{r:?}");
+    }
 }
 
 /// Serving and terminating (not ready) n1p1; terminating and not serving n2p1.
