@@ -16,12 +16,17 @@
  *   4. xlb-marked VXLAN (a remote node chose a backend here) -> remember the
  *      tunnel peer for the replies, decap, pass;
  *   5. anything else passes untouched (VXLAN stays encapsulated for the kernel).
- * IPv6 frames go to xlb_xdp6 (xdp6.h), a subprogram of their own.
+ * IPv6 frames go to the program xlb_xdp6 (xdp6.h) by a tail call: the IPv4
+ * path's instructions, stack and verifier budget do not depend on it.
  * Forward: local backend -> DNAT, pass; remote -> DNAT + VXLAN to its node.
  * Every frame counts exactly one outcome reason (stats.h); a forwarded one also
  * counts on its backend, a dropped or answered one is an event for `xlb
  * monitor` while one is on.
  */
+/* The IPv6 program fills the xdp6_prog slot (maps.h). */
+#define XLB_XDP_OBJECT
+struct xdp_md;
+int xlb_xdp6(struct xdp_md *ctx);
 #include "include/maps.h"
 #include "include/parse.h"
 #include "include/csum.h"
@@ -589,9 +594,8 @@ reply:
 	return xlb_reply(x, rv, &t);
 }
 
-/* The IPv4 path (and every frame neither IPv4 nor IPv6): a subprogram of
- * its own, so that its stack frame and the IPv6 one's are never added up. */
-static __noinline int xlb_xdp4(struct xdp_md *ctx)
+SEC("xdp")
+int xlb_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -600,8 +604,13 @@ static __noinline int xlb_xdp4(struct xdp_md *ctx)
 	int r;
 
 	r = xlb_parse(data, data_end, &x.p);
-	if (r != XLB_OK && r != XLB_R_PASS_FRAG_NO_FIRST && r != XLB_R_PASS_L4_OTHER)
+	if (r != XLB_OK && r != XLB_R_PASS_FRAG_NO_FIRST && r != XLB_R_PASS_L4_OTHER) {
+		/* IPv6: the program xlb_xdp6 (xdp6.h), by a tail call (falls
+		 * through, counted as not IP, only if the slot is empty) */
+		if (r == XLB_R_PASS_NOT_IP && x.p.eth->h_proto == bpf_htons(ETH_P_IPV6))
+			bpf_tail_call(ctx, &xdp6_prog, 0);
 		return xlb_done(r, x.bytes, XDP_PASS);
+	}
 	x.cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!x.cfg)
 		return xlb_done(XLB_R_PASS_NOT_SERVICE, x.bytes, XDP_PASS);
@@ -617,17 +626,6 @@ static __noinline int xlb_xdp4(struct xdp_md *ctx)
 	if (r == XLB_R_PASS_FRAG_NO_FIRST && !xlb_frag_get(&x.p, data_end))
 		return xlb_untranslated(&x, XLB_R_PASS_FRAG_NO_FIRST);
 	return xlb_balance(&x);
-}
-
-SEC("xdp")
-int xlb_xdp(struct xdp_md *ctx)
-{
-	struct ethhdr *eth = (void *)(long)ctx->data;
-
-	if ((void *)(eth + 1) <= (void *)(long)ctx->data_end &&
-	    eth->h_proto == bpf_htons(ETH_P_IPV6))
-		return xlb_xdp6(ctx);
-	return xlb_xdp4(ctx);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

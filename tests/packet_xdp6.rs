@@ -12,7 +12,7 @@
 //! fragments, ICMPv6 errors and truncation: `packet_xdp6_ext.rs`.
 mod packet_util;
 
-use std::net::{Ipv6Addr, SocketAddrV6};
+use std::net::SocketAddrV6;
 
 use packet_util::v6::*;
 use packet_util::*;
@@ -307,12 +307,11 @@ fn services_without_endpoints_are_rejected() {
 #[test]
 fn ipv6_ethertype_reaches_the_ipv6_path_only() {
     let Some(env) = env6() else { return };
-    // an IPv4 frame is untouched by the IPv6 maps: same Service address space
-    // does not exist for it
+    // an IPv4 frame never reaches the IPv6 maps
     let f = Frame::tcp(sa("198.18.0.100:40000"), sa("10.96.0.99:80")).build();
     let (rc, out) = env.xdp(&f);
     assert_eq!((rc, out.as_slice()), (XDP_PASS, f.as_slice()));
-    // an IPv6 frame with a bad version nibble is truncated/invalid, counted
+    // an IPv6 ethertype with a bad version nibble: counted, untouched
     let mut bad = syn6(vip6(80)).build();
     bad[14] = 0x40;
     assert_untouched(
@@ -321,7 +320,17 @@ fn ipv6_ethertype_reaches_the_ipv6_path_only() {
         XLB_R_PASS_TRUNC_IP,
         "version 4 in an IPv6 ethertype",
     );
-    let _ = Ipv6Addr::LOCALHOST;
+    // the IPv6 path is the program in xdp6_prog: without it, IPv6 is not IP
+    use libbpf_rs::MapCore;
+    env.dp
+        .xdp
+        .maps
+        .xdp6_prog
+        .delete(&0u32.to_ne_bytes())
+        .unwrap();
+    let f = syn6(vip6(80)).build();
+    assert_untouched(&env, &f, XLB_R_PASS_NOT_IP, "no IPv6 program");
+    assert_eq!(ct6_count(&env), 0);
 }
 
 /// Every raw record waiting in the events ring buffer.

@@ -14,17 +14,6 @@
 #include "clock.h"
 #include "hash6.h"
 
-/* A backend as chosen, copied out of backends6. */
-struct xlb_choice6 {
-	__u32 backend_id;
-	__u32 generation;
-	__be32 addr[4];
-	__be32 node[4];		/* all zero: this node */
-	__be16 port;
-	__u8 flags;		/* XLB_BE_F_* */
-	__u8 pad;
-};
-
 static __always_inline int xlb_addr6_eq(const __be32 *a, const __be32 *b)
 {
 	return !((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]));

@@ -409,6 +409,74 @@ struct {
 	__type(value, struct xlb_frag_val);
 } frag6 SEC(".maps");
 
+/* An IPv6 backend as chosen, copied out of backends6 (lb6.h). */
+struct xlb_choice6 {
+	__u32 backend_id;
+	__u32 generation;
+	__be32 addr[4];
+	__be32 node[4];		/* all zero: this node */
+	__be16 port;
+	__u8 flags;		/* XLB_BE_F_* */
+	__u8 pad;
+};
+
+/* What xlb6_to_peer sends, and how (in scratch6). */
+struct xlb_send6 {
+	__be32 peer[4];			/* the node to encapsulate to */
+	__be32 nat_addr[4];		/* with has_nat: the address to NAT to */
+	__u8 inner_dmac[6];		/* with has_dmac; else config.mac */
+	__u8 has_dmac;
+	__u8 has_nat;
+	__u32 hash;			/* flow hash: outer UDP source port */
+	__u32 backend_id;		/* with has_be: the backend a forwarded frame counts on */
+	__u16 ok_reason;		/* the reason counted when sent */
+	__u8 nat_dir;			/* XLB_NAT_SRC / XLB_NAT_DST */
+	__u8 mark;			/* set XLB_VXLAN_F_SVC */
+	__be16 nat_port;
+	__u8 has_be;
+	__u8 pad;
+};
+
+/* A reply's reverse entry as read. */
+struct xlb_rev6 {
+	__be32 nat_addr[4];
+	__be32 peer[4];
+	__u32 flags;
+	__u32 svc_id;
+	__be16 nat_port;
+	__u16 pad;
+};
+
+/* The XDP IPv6 path's working state that holds no pointer (xdp6.h): per
+ * CPU, so that its subprograms' stack frames stay small (their sum on a
+ * call chain is bounded by 512 bytes). */
+struct xlb_scratch6 {
+	struct xlb_ct6_key t;		/* the (inner) 5-tuple as received */
+	struct xlb_choice6 ch;		/* the chosen backend */
+	struct xlb_send6 s;
+	struct xlb_rev6 rv;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xlb_scratch6);
+} scratch6 SEC(".maps");
+
+/* The XDP IPv6 path (xdp6.h), a program of its own: xlb_xdp tail-calls it
+ * for IPv6 frames. Filled when the XDP object loads. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__array(values, int(void *));
+} xdp6_prog SEC(".maps")
+#ifdef XLB_XDP_OBJECT
+	= { .values = { [0] = (void *)&xlb_xdp6 } }
+#endif
+	;
+
 /* per-CPU count of clock reads (one in XLB_CLOCK_CHECK checks the timer) */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -67,72 +67,50 @@ static __noinline void xlb_event_tuple(struct xlb_event *e, const struct xlb_ct_
 }
 
 /*
- * Starts one event for a dropped or rejected frame, unless this CPU already
- * wrote `rate` events in the current second: then it only counts it as
- * suppressed (NULL). So a flood costs at most `rate` ring buffer writes per
- * second and CPU, plus this check per frame. The caller fills the addresses
- * (xlb_event_tuple, or the IPv6 ones: stats6.h) and sends it (xlb_event_send).
+ * Writes one event for a dropped or rejected frame (5-tuple t as received),
+ * unless this CPU already wrote `rate` events in the current second: then it
+ * only counts it as suppressed. So a flood costs at most `rate` ring buffer
+ * writes per second and CPU, plus this check per frame.
  */
-static __always_inline struct xlb_event *xlb_event_new(const struct xlb_monitor *m, int reason,
-							__u32 svc_id, __u64 len, __u32 hook,
-							__u32 ifindex, __u64 now,
-							struct xlb_monitor_cpu **cpu)
+static __always_inline void xlb_event(const struct xlb_monitor *m, int reason,
+				      const struct xlb_ct_key *t, __u32 svc_id, __u64 len,
+				      __u32 hook, __u32 ifindex, __u64 now)
 {
 	__u32 zero = 0, rate = m->rate ? m->rate : XLB_MON_RATE_DEFAULT;
 	struct xlb_monitor_cpu *c = bpf_map_lookup_elem(&monitor_cpu, &zero);
 	struct xlb_event *e;
 
 	if (!c)
-		return NULL;
+		return;
 	if (now < c->window || now - c->window >= XLB_NSEC) {
 		c->window = now;
 		c->in_window = 0;
 	}
 	if (c->in_window >= rate) {
 		c->suppressed++;
-		return NULL;
+		return;
 	}
 	c->in_window++;
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		c->lost++;
-		return NULL;
+		return;
 	}
 	e->ts = now;
 	e->reason = (__u32)reason;
 	e->svc_id = svc_id;
+	xlb_event_tuple(e, t);
 	e->hook = (__u8)hook;
-	e->family = 0;
+	e->family = 0;		/* IPv4 (IPv6 events: stats6.h) */
 	e->pad = 0;
 	e->ifindex = ifindex;
 	e->len = (__u32)len;
-	*cpu = c;
-	return e;
-}
-
-static __always_inline void xlb_event_send(struct xlb_event *e, struct xlb_monitor_cpu *c)
-{
 	/* No wakeup per event (an interrupt-time wakeup costs microseconds):
 	 * the monitor drains the ring every 100 ms, and is woken only when
 	 * the ring is half full. */
 	bpf_ringbuf_submit(e, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > XLB_EVENTS_BYTES / 2 ?
 				 BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 	c->sent++;
-}
-
-/* One event for a dropped or rejected IPv4 frame (5-tuple t as received;
- * family 0, the IPv6 addresses left as reserved). */
-static __always_inline void xlb_event(const struct xlb_monitor *m, int reason,
-				      const struct xlb_ct_key *t, __u32 svc_id, __u64 len,
-				      __u32 hook, __u32 ifindex, __u64 now)
-{
-	struct xlb_monitor_cpu *c = NULL;
-	struct xlb_event *e = xlb_event_new(m, reason, svc_id, len, hook, ifindex, now, &c);
-
-	if (!e || !c)
-		return;
-	xlb_event_tuple(e, t);
-	xlb_event_send(e, c);
 }
 
 /* Reasons that are worth an event: drops, and frames answered instead of

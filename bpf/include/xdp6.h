@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * xlb uplink XDP, IPv6 path: xlb_xdp6, a global subprogram xlb_xdp (xdp.bpf.c)
- * calls for an IPv6 ethertype. Verified on its own, so the IPv4 path's
- * instructions and verifier budget do not depend on it.
+ * xlb uplink XDP, IPv6 path: the program xlb_xdp6, which xlb_xdp (xdp.bpf.c)
+ * tail-calls for an IPv6 ethertype (map xdp6_prog). A program of its own:
+ * the IPv4 path's instructions, stack and verifier budget do not depend on it.
  *
  * Per frame, as the IPv4 path: parse (extension headers: parse6.h); VXLAN
  * over IPv6 for this node -> the inner IPv6 frame (vxlan6.h); ICMPv6 errors
@@ -34,50 +34,6 @@
 #include "icmp6.h"
 #include "icmperr6.h"
 #include "stats6.h"
-
-/* What xlb6_to_peer sends, and how (in scratch6). */
-struct xlb_send6 {
-	__be32 peer[4];			/* the node to encapsulate to */
-	__be32 nat_addr[4];		/* with has_nat: the address to NAT to */
-	__u8 inner_dmac[6];		/* with has_dmac; else config.mac */
-	__u8 has_dmac;
-	__u8 has_nat;
-	__u32 hash;			/* flow hash: outer UDP source port */
-	__u32 backend_id;		/* with has_be: the backend a forwarded frame counts on */
-	__u16 ok_reason;		/* the reason counted when sent */
-	__u8 nat_dir;			/* XLB_NAT_SRC / XLB_NAT_DST */
-	__u8 mark;			/* set XLB_VXLAN_F_SVC */
-	__be16 nat_port;
-	__u8 has_be;
-	__u8 pad;
-};
-
-/* A reply's reverse entry as read. */
-struct xlb_rev6 {
-	__be32 nat_addr[4];
-	__be32 peer[4];
-	__u32 flags;
-	__u32 svc_id;
-	__be16 nat_port;
-	__u16 pad;
-};
-
-/* The IPv6 path's working state that holds no pointer: per CPU, so that
- * the path's subprograms' stack frames stay small (their sum is bounded by
- * 512 bytes). */
-struct xlb_scratch6 {
-	struct xlb_ct6_key t;		/* the (inner) 5-tuple as received */
-	struct xlb_choice6 ch;		/* the chosen backend */
-	struct xlb_send6 s;
-	struct xlb_rev6 rv;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct xlb_scratch6);
-} scratch6 SEC(".maps");
 
 struct xlb_ctx6 {
 	struct xdp_md *ctx;
@@ -545,9 +501,11 @@ static __always_inline int xlb6_parse_at(struct xdp_md *ctx, __u32 at, struct xl
 	return r;
 }
 
-/* The IPv6 path of the uplink program (the frame's ethertype is IPv6):
- * each step a subprogram, called one after the other from here. */
-__noinline int xlb_xdp6(struct xdp_md *ctx)
+/* The IPv6 path of the uplink program (the frame's ethertype is IPv6;
+ * xlb_xdp tail-calls it through xdp6_prog): each step a subprogram, called
+ * one after the other from here. */
+SEC("xdp")
+int xlb_xdp6(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;

@@ -80,7 +80,7 @@ pub const CONTRACT_MAPS: [&str; 30] = [
 /// map timer runs only while a pin or file descriptor holds its map; reused
 /// while the layout matches, replaced without complaint when it does not
 /// ([`replace_stale_private`]).
-pub const PRIVATE_MAPS: [&str; 10] = [
+pub const PRIVATE_MAPS: [&str; 11] = [
     "flow_cache",
     "nh_cache",
     "vtep_cache",
@@ -91,6 +91,7 @@ pub const PRIVATE_MAPS: [&str; 10] = [
     "frag6",
     "scratch6",
     "tc6_progs",
+    "xdp6_prog",
 ];
 
 /// Which list a map of the objects is in.

@@ -9,7 +9,10 @@ use std::net::{Ipv6Addr, SocketAddrV6};
 use libbpf_rs::{MapCore, MapFlags};
 use xlb_bpf::consts::*;
 
+// (re-exported for the IPv6 tests; most packet test binaries use none)
+#[allow(unused_imports)]
 pub use xlb_testkit::check6::*;
+#[allow(unused_imports)]
 pub use xlb_testkit::frame6::*;
 
 use super::*;
