@@ -240,4 +240,34 @@ fn ipv6_entries_print_canonically_and_filter() {
     ] {
         assert!(out.contains(want), "{want}: {out}");
     }
+
+    // Metrics: the IPv6 backends under their Service (labels carry the
+    // canonical address), the IPv6 maps' occupancy under their own names.
+    let labels = vec![
+        xlb::metrics::ServiceLabel::parse(7, "default/web:80/TCP"),
+        xlb::metrics::ServiceLabel::parse(8, "default/web6:443/TCP"),
+    ];
+    let ports = xlb::metrics::backend_ports(&dp.maps, &labels).unwrap();
+    let got: Vec<(u32, u32, String)> = ports
+        .iter()
+        .map(|(l, id, a)| (l.svc_id, *id, a.to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (7, 1, "10.244.1.5:8080".to_string()),
+            (8, 2, "[fd00:244:1::5]:8080".to_string()),
+            (8, 3, "[fd00:244:2::7]:8080".to_string()),
+        ]
+    );
+    let usage: BTreeMap<&str, u64> = xlb::metrics::map_usage(&dp.maps)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(usage["services"], 1);
+    assert_eq!(usage["services6"], 2);
+    assert_eq!(usage["backends6"], 2);
+    assert_eq!(usage["maglev"], 7 + 11);
+    assert_eq!(usage["ct6"], 1);
+    assert_eq!(usage["tunnel6"], 1);
 }

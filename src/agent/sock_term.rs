@@ -497,7 +497,7 @@ mod tests {
             vec![
                 pair(Some(CIP), 53, 1),
                 pair(Some(node), 30053, 3),
-                pair(Some(Ipv4Addr::new(10, 96, 9, 9).into()), 53, 2),
+                pair(Some(Ipv4Addr::new(10, 96, 9, 9)), 53, 2),
             ]
         );
         // The TCP port of the same address is no UDP frontend.
@@ -521,7 +521,7 @@ mod tests {
             svc(vec![port(
                 "default/other:53/UDP",
                 vec![fe(
-                    Some(Ipv4Addr::new(10, 96, 0, 11).into()),
+                    Some(Ipv4Addr::new(10, 96, 0, 11)),
                     53,
                     Proto::Udp,
                     false,

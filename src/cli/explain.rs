@@ -49,7 +49,8 @@ pub enum ProtoArg {
     Udp,
 }
 
-const V4_ONLY: &str = "xlb's data plane balances IPv4 only";
+const V4_ONLY: &str =
+    "`xlb explain` models IPv4 flows only (`xlb maps services` and `xlb maps ct` show IPv6 ones)";
 
 fn parse_from(s: &str) -> Result<SocketAddrV4, String> {
     if let Ok(a) = s.parse::<IpAddr>() {

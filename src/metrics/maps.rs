@@ -16,7 +16,7 @@ use super::unix_now;
 /// entries, so once a minute.
 pub const LRU_SAMPLE_RATIO: u32 = 6;
 /// Maps that grow with traffic, counted only every [`LRU_SAMPLE_RATIO`] samples.
-pub const LRU_MAPS: [&str; 2] = ["ct", "affinity"];
+pub const LRU_MAPS: [&str; 4] = ["ct", "affinity", "ct6", "affinity6"];
 
 /// Map occupancy as last sampled: (map, entries in use, capacity).
 #[derive(Clone, Debug, Default)]
@@ -25,9 +25,10 @@ pub struct MapSample {
     pub maps: Vec<(&'static str, u64, u32)>,
 }
 
-/// Entries in use per map: key counts for hash-like maps, active slots for
-/// `backends`, slots owned by Services for `maglev`, the fixed size for the
-/// `config` and `stats` arrays.
+/// Entries in use per map (the IPv6 maps after the IPv4 ones, when pinned):
+/// key counts for hash-like maps, active slots for `backends` and
+/// `backends6`, slots owned by Services of either family for `maglev`, the
+/// fixed size for the `config`, `config6` and `stats` arrays.
 pub fn map_usage(maps: &Maps) -> xlb_bpf::Result<Vec<(&'static str, u64)>> {
     map_usage_with(maps, &|_| None)
 }
@@ -39,24 +40,29 @@ pub fn map_usage_with(
     known: &dyn Fn(&str) -> Option<u64>,
 ) -> xlb_bpf::Result<Vec<(&'static str, u64)>> {
     let services = maps.services()?;
+    let services6 = maps.services6()?;
     let mut regions: Vec<(u32, u32)> = services
         .iter()
         .map(|(_, v)| (v.table_off, v.table_size))
+        .chain(services6.iter().map(|(_, v)| (v.table_off, v.table_size)))
         .collect();
     regions.sort_unstable();
     regions.dedup();
     let maglev: u64 = regions.iter().map(|(_, n)| u64::from(*n)).sum();
     let mut out = Vec::new();
-    for (name, h) in maps.all() {
+    let v6 = maps.v6().map(|m| m.all()).into_iter().flatten();
+    for (name, h) in maps.all().into_iter().chain(v6) {
         if let Some(n) = known(name) {
             out.push((name, n));
             continue;
         }
         let used = match name {
             "services" => services.len() as u64,
+            "services6" => services6.len() as u64,
             "backends" => maps.backends()?.len() as u64,
+            "backends6" => maps.backends6()?.len() as u64,
             "maglev" => maglev,
-            "config" | "stats" => u64::from(h.max_entries()),
+            "config" | "config6" | "stats" => u64::from(h.max_entries()),
             _ => count_entries(h),
         };
         out.push((name, used));
@@ -141,9 +147,11 @@ impl super::Metrics {
             }
         };
         let usage = map_usage_with(maps, &keep)?;
+        let v6 = maps.v6().map(|m| m.all()).into_iter().flatten();
         let max: BTreeMap<&str, u32> = maps
             .all()
             .into_iter()
+            .chain(v6)
             .map(|(n, h)| (n, h.max_entries()))
             .collect();
         let sample = MapSample {

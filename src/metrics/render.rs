@@ -227,19 +227,34 @@ impl Metrics {
 /// Which backends serve which Service port: (Service port, backend id,
 /// backend address) for every backend in a Maglev table of one of the
 /// port's frontends. The one place that maps backend ids to Service ports
-/// for the per-backend metrics. A backend id is the backend's in every
+/// for the per-backend metrics (both families: `services6` tables name
+/// `backends6` slots). A backend id is the backend's in every
 /// Service port that names it, so while ids are shared between ports (one
 /// endpoint address:port in two Services) its counts show under each.
 pub fn backend_ports(
     maps: &Maps,
     labels: &[ServiceLabel],
-) -> xlb_bpf::Result<Vec<(ServiceLabel, u32, std::net::SocketAddrV4)>> {
+) -> xlb_bpf::Result<Vec<(ServiceLabel, u32, std::net::SocketAddr)>> {
     use std::collections::{BTreeMap, BTreeSet};
+    use std::net::SocketAddr;
     let by_id: BTreeMap<u32, &ServiceLabel> = labels.iter().map(|l| (l.svc_id, l)).collect();
-    let backends: BTreeMap<u32, xlb_bpf::types::xlb_backend> =
-        maps.backends()?.into_iter().collect();
+    let mut backends: BTreeMap<u32, SocketAddr> = maps
+        .backends()?
+        .into_iter()
+        .map(|(id, b)| (id, SocketAddr::V4(b.sockaddr())))
+        .collect();
+    backends.extend(
+        maps.backends6()?
+            .into_iter()
+            .map(|(id, b)| (id, SocketAddr::V6(b.sockaddr()))),
+    );
+    let regions = maps
+        .services()?
+        .into_iter()
+        .map(|(_, v)| v)
+        .chain(maps.services6()?.into_iter().map(|(_, v)| v));
     let mut seen = BTreeSet::new();
-    for (_, v) in maps.services()? {
+    for v in regions {
         if !by_id.contains_key(&v.svc_id) {
             continue;
         }
@@ -251,7 +266,7 @@ pub fn backend_ports(
     }
     Ok(seen
         .into_iter()
-        .map(|(svc, id)| ((*by_id[&svc]).clone(), id, backends[&id].sockaddr()))
+        .map(|(svc, id)| ((*by_id[&svc]).clone(), id, backends[&id]))
         .collect())
 }
 

@@ -24,8 +24,8 @@
 //! (status.loadBalancer.ingress IPs), externalIPs, multi-port, named
 //! targetPorts (resolved by the EndpointSlice port of the same name), several
 //! EndpointSlices per Service (label `kubernetes.io/service-name`),
-//! nodeName (local vs remote, the node's InternalIP, VTEP MAC from a
-//! configurable annotation, podCIDR(s)), sessionAffinity ClientIP with
+//! nodeName (local vs remote, the node's InternalIP of the endpoint's
+//! family, VTEP MAC from a configurable annotation, podCIDRs), sessionAffinity ClientIP with
 //! timeoutSeconds (default 10800), loadBalancerSourceRanges,
 //! healthCheckNodePort (in [`ServiceDesired`], for the agent's health server).
 //!
@@ -60,10 +60,21 @@
 //! multicast, broadcast, unspecified or link-local, is refused; so are
 //! NodePorts outside [`ModelConfig::nodeport_range`].
 //!
+//! Both address families (docs/ipv6.md): a Service is served in the
+//! families of its clusterIPs (ipFamilies when it has none usable); each
+//! family's frontends (clusterIP, NodePort on the node's addresses of that
+//! family, LoadBalancer ingress, externalIPs) balance over the endpoints of
+//! the EndpointSlices of that addressType, under the port's one svc_id;
+//! IPv6 pod CIDRs go to the node's IPv6 underlay (flannel's `public-ipv6`,
+//! else its IPv6 InternalIP) and IPv6 VTEP (`backend-v6-data`); source
+//! ranges of one family leave the other family's LoadBalancer frontends
+//! admitting no client. Link-local, multicast and v4-mapped addresses, an
+//! address of the other family in an EndpointSlice and prefixes past the
+//! family's length are skipped with a reason.
+//!
 //! Not used: topology zones and hints (accepted and ignored: every node
 //! balances over all endpoints, which is what `trafficDistribution` unset
-//! means), appProtocol, IPv6 (IPv6 addresses, slices and clusterIPs of
-//! dual-stack Services are ignored silently).
+//! means), appProtocol.
 //!
 //! An endpoint without nodeName is placed by address: a Node's own address
 //! makes it a host-network endpoint of that node ([`Backend::host_network`]:

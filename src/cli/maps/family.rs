@@ -194,9 +194,12 @@ pub(super) fn src_ranges_all(maps: &Maps) -> anyhow::Result<Vec<(u32, IpAddr, u8
     Ok(out)
 }
 
-/// Every tunnel entry of both families: ((network, prefix), node, VTEP MAC).
-pub(super) fn tunnels_all(maps: &Maps) -> anyhow::Result<Vec<((IpAddr, u8), IpAddr, [u8; 6])>> {
-    let mut out: Vec<((IpAddr, u8), IpAddr, [u8; 6])> = maps
+/// A tunnel entry: ((network, prefix), node, VTEP MAC).
+pub(super) type TunnelRow = ((IpAddr, u8), IpAddr, [u8; 6]);
+
+/// Every tunnel entry of both families.
+pub(super) fn tunnels_all(maps: &Maps) -> anyhow::Result<Vec<TunnelRow>> {
+    let mut out: Vec<TunnelRow> = maps
         .tunnels()
         .context("reading tunnel")?
         .into_iter()
