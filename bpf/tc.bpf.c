@@ -61,7 +61,7 @@ int xlb_tc6(struct __sk_buff *skb);
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
 	__uint(max_entries, 1);
-	__type(key, __u32);
+	__uint(key_size, sizeof(__u32));
 	__array(values, int(struct __sk_buff *));
 } tc6_progs SEC(".maps") = {
 	.values = { [0] = (void *)&xlb_tc6 },

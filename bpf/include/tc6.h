@@ -45,10 +45,6 @@
 #include "frag6.h"
 #include "vxlan6.h"
 
-/* The ICMPv6 port unreachable quotes the IPv6 header, its extension
- * headers and the UDP header (the client's stack finds its socket by them). */
-#define XLB_TC6_QUOTE_MAX	64
-
 /* Extension header bytes the outer checksum of an encapsulation sums */
 #define XLB_TC6_EXT_SUM_MAX	64
 
@@ -273,40 +269,29 @@ static __always_inline int xlb_rst6_skb(struct __sk_buff *skb, struct xlb_pkt6 *
 }
 
 /* ICMPv6 destination unreachable / port unreachable quoting p's IPv6
- * header, extension headers and UDP header, into the pod's veth. */
+ * packet (at most XLB_ICMP6_QUOTE_MAX bytes: the answer fits the minimum
+ * IPv6 MTU, RFC 4443 2.4(c)), into the pod's veth (xlb_icmp6_xdp's answer). */
 static __always_inline int xlb_unreach6_skb(struct __sk_buff *skb, struct xlb_pkt6 *p)
 {
-	__u8 quote[XLB_TC6_QUOTE_MAX] = {};
+	__u32 quote = p->l3_len < XLB_ICMP6_QUOTE_MAX ? p->l3_len : XLB_ICMP6_QUOTE_MAX;
 	__u8 to[ETH_ALEN], from[ETH_ALEN];
 	__be32 saddr[4], daddr[4];
-	__u64 qlen = p->l4_off;	/* 64 bits: checked and used in one register */
-	__u32 len, s;
-	void *data, *data_end;
+	void *data, *data_end, *l4;
 	struct ethhdr *eth;
 	struct ipv6hdr *ip6;
+	__u32 len, s;
 	__u8 *ih;
 
-	/* l4_off is 40 plus whole 8-byte extension headers: qlen is a
-	 * multiple of 8 (bpf_csum_diff sums 4-byte words) */
-	qlen += sizeof(struct udphdr);
-	if (qlen > XLB_TC6_QUOTE_MAX)
-		return 1;
-	asm volatile("" : "+r"(qlen));
-	if (qlen < sizeof(struct ipv6hdr) + sizeof(struct udphdr))
-		return 1;
-	if (!xlb_tc6_hdrs(skb, p, &eth, (void **)&ih, sizeof(struct udphdr)))
+	if (!xlb_tc6_hdrs(skb, p, &eth, &l4, sizeof(struct udphdr)))
 		return 1;
 	__builtin_memcpy(to, eth->h_source, ETH_ALEN);
 	__builtin_memcpy(from, eth->h_dest, ETH_ALEN);
 	xlb_addr6_copy(saddr, p->saddr);
 	xlb_addr6_copy(daddr, p->daddr);
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, quote, qlen))
+	if (bpf_skb_adjust_room(skb, XLB_ICMP6_HDRS, BPF_ADJ_ROOM_MAC, 0))
 		return -1;
-	len = ETH_HLEN + XLB_ICMP6_HDRS + qlen;
+	len = ETH_HLEN + XLB_ICMP6_HDRS + quote;
 	if (bpf_skb_change_tail(skb, len, 0) || bpf_skb_pull_data(skb, len))
-		return -1;
-	if (bpf_skb_store_bytes(skb, ETH_HLEN + XLB_ICMP6_HDRS, quote,
-				qlen, 0))
 		return -1;
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
@@ -315,16 +300,17 @@ static __always_inline int xlb_unreach6_skb(struct __sk_buff *skb, struct xlb_pk
 	ih = (void *)(ip6 + 1);
 	if ((void *)(ih + 8) > data_end)
 		return -1;
-	xlb_answer6_l2l3(eth, ip6, to, from, daddr, saddr, XLB_NH_ICMP6, 8 + qlen);
+	xlb_answer6_l2l3(eth, ip6, to, from, daddr, saddr, XLB_NH_ICMP6,
+			 XLB_ICMP6_HDRS - sizeof(struct ipv6hdr) + quote);
 	ih[0] = ICMP6_DST_UNREACH;
 	ih[1] = ICMP6_PORT_UNREACH;
 	*(__u16 *)(ih + 2) = 0;
 	*(__u32 *)(ih + 4) = 0;
-	s = xlb_pseudo6_sum(daddr, saddr, 8 + qlen, XLB_NH_ICMP6);
-	s = xlb_csum_add32(s, bpf_htonl(((__u32)ICMP6_DST_UNREACH << 24) |
-				       ((__u32)ICMP6_PORT_UNREACH << 16)));
-	s = xlb_csum_add32(s, bpf_csum_diff(0, 0, (__be32 *)quote,
-					    qlen, 0));
+	s = xlb_pseudo6_sum(daddr, saddr, 8 + quote, XLB_NH_ICMP6);
+	s = xlb_sum_to_end(s, ih, data_end);
+	asm volatile("" : "+r"(ih));
+	if ((void *)(ih + 8) > data_end)
+		return -1;
 	*(__u16 *)(ih + 2) = xlb_csum_fold(s);
 	return 0;
 }
