@@ -1,4 +1,4 @@
-//! Conformance rows 1, 4-7, 10, 11, 22 and 26 over IPv6 (docs/conformance.md,
+//! Conformance rows 1-7, 10, 11, 22, 26 and 29 over IPv6 (docs/conformance.md,
 //! "IPv6"): the IPv4 rows' tests with dual-stack Services
 //! (`RequireDualStack`, ClusterIPs fd00:10:96:61::x beside 10.96.61.x) and
 //! IPv6 EndpointSlices, probed at their IPv6 addresses, in a dual-stack lab.
@@ -10,15 +10,26 @@ mod conformance_support;
 mod e2e_support;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, Once, Weak};
 
 use conformance_support::*;
 use e2e_support::*;
+use xlb_lab as lab;
 
 static LAB: Mutex<Weak<LabGuard>> = Mutex::new(Weak::new());
+static EXTRA: Once = Once::new();
+
+/// Second container port of the pods that rows 2, 3 and 29 name.
+const ALT: u16 = 9090;
 
 fn lab() -> Arc<LabGuard> {
-    shared(&LAB, || LabGuard::up("x6b", &["--dual-stack"]))
+    let g = shared(&LAB, || LabGuard::up("x6b", &["--dual-stack"]));
+    EXTRA.call_once(|| {
+        for (n, k) in [(1, 1), (2, 1)] {
+            extra_backend(&g, n, k, ALT);
+        }
+    });
+    g
 }
 
 fn cip(last: u8) -> Ipv4Addr {
@@ -67,6 +78,84 @@ fn row01_v6_clusterip_reaches_endpoints_0_1_2_1_0_from_host() {
         return;
     }
     row01(Client::Host(1), "r01h", 101);
+}
+
+#[test]
+fn row02_v6_multiport_named_target_ports_from_pod() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    let g = lab();
+    let svc = ServiceDef::cluster_ip("r02", cip(2))
+        .port("http", "TCP", 80, "http", None)
+        .port("alt", "TCP", 81, "alt", None)
+        .dual_stack();
+    let sl = SliceDef::new("r02", "1")
+        .port("http", "TCP", lab::BACKEND_PORT)
+        .port("alt", "TCP", ALT)
+        .pods(&[(1, 1), (2, 1)]);
+    apply(&g, &svc, &[sl.clone(), sl.ipv6()]);
+    let c = Client::Pod(1, 2);
+    serves(&g, c, cip6(2, 80), false, &["n1p1", "n2p1"]);
+    serves(&g, c, cip6(2, 81), false, &["n1p1-9090", "n2p1-9090"]);
+}
+
+#[test]
+fn row03_v6_ports_added_and_removed_on_a_live_service_from_pod() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    let g = lab();
+    let c = Client::Pod(2, 2);
+    let (p80, p81) = (cip6(3, 80), cip6(3, 81));
+    let one = ServiceDef::cluster_ip("r03", cip(3))
+        .port("http", "TCP", 80, "http", None)
+        .dual_stack();
+    let sl = |ports: &[(&str, u16)]| {
+        let mut s = SliceDef::new("r03", "1").pods(&[(1, 1), (2, 1)]);
+        for (n, p) in ports {
+            s = s.port(n, "TCP", *p);
+        }
+        [s.clone(), s.ipv6()]
+    };
+    apply(&g, &one, &sl(&[("http", lab::BACKEND_PORT)]));
+    serves(&g, c, p80, false, &["n1p1", "n2p1"]);
+    fails(&g, c, p81, false);
+    // Add port 81.
+    let two = one.clone().port("alt", "TCP", 81, "alt", None);
+    apply(&g, &two, &sl(&[("http", lab::BACKEND_PORT), ("alt", ALT)]));
+    serves(&g, c, p81, false, &["n1p1-9090", "n2p1-9090"]);
+    serves(&g, c, p80, false, &["n1p1", "n2p1"]);
+    // Remove port 80: it stops, 81 stays.
+    let only81 = ServiceDef::cluster_ip("r03", cip(3))
+        .port("alt", "TCP", 81, "alt", None)
+        .dual_stack();
+    apply(&g, &only81, &sl(&[("alt", ALT)]));
+    fails(&g, c, p80, false);
+    serves(&g, c, p81, false, &["n1p1-9090", "n2p1-9090"]);
+}
+
+#[test]
+fn row29_v6_named_target_port_resolving_to_different_ports_per_endpoint() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    let g = lab();
+    let svc = ServiceDef::cluster_ip("r29", cip(29))
+        .port("web", "TCP", 80, "web", None)
+        .dual_stack();
+    // The EndpointSlice controller makes one slice per resolved port number
+    // (and family).
+    let a = SliceDef::new("r29", "a")
+        .port("web", "TCP", lab::BACKEND_PORT)
+        .pods(&[(1, 1)]);
+    let b = SliceDef::new("r29", "b")
+        .port("web", "TCP", ALT)
+        .pods(&[(2, 1)]);
+    apply(&g, &svc, &[a.clone(), a.ipv6(), b.clone(), b.ipv6()]);
+    for c in [Client::Pod(1, 2), Client::Pod(2, 2)] {
+        serves(&g, c, cip6(29, 80), false, &["n1p1", "n2p1-9090"]);
+    }
 }
 
 #[test]

@@ -231,7 +231,8 @@ pub fn refused(g: &LabGuard, c: Client, to: impl Into<SocketAddr>, udp: bool) {
 }
 
 /// Starts an extra backend in pod `(n, k)` on `port` (TCP and UDP) answering
-/// as `<pod>-<port>`, and waits for it.
+/// as `<pod>-<port>` (on the pod's IPv6 address too in a dual-stack lab),
+/// and waits for it.
 pub fn extra_backend(g: &LabGuard, n: u8, k: u8, port: u16) -> String {
     let name = format!("{}-{port}", lab::pod_name(n, k));
     let d = xlb_lab::procs::Daemon::new(
@@ -239,9 +240,14 @@ pub fn extra_backend(g: &LabGuard, n: u8, k: u8, port: u16) -> String {
         &format!("backend-{name}"),
         &g.lab.ns_pod(n, k),
     );
-    let listen = SocketAddrV4::new(lab::pod_addr(n, k), port);
-    daemons::start_extra_backend(&g.lab, std::path::Path::new(XLB), &d, &name, &[listen]).unwrap();
-    daemons::wait_answer(&g.lab.ns_node(n), listen, &name, Duration::from_secs(10)).unwrap();
+    let mut listen = vec![SocketAddr::new(lab::pod_addr(n, k).into(), port)];
+    if g.lab.dual_stack {
+        listen.push(SocketAddr::new(lab::v6::pod_addr6(n, k).into(), port));
+    }
+    daemons::start_extra_backend(&g.lab, std::path::Path::new(XLB), &d, &name, &listen).unwrap();
+    for &a in &listen {
+        daemons::wait_answer(&g.lab.ns_node(n), a, &name, Duration::from_secs(10)).unwrap();
+    }
     name
 }
 
