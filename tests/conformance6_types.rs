@@ -1,6 +1,6 @@
-//! Conformance rows 12-16, 19-21 and 31 over IPv6 (docs/conformance.md,
+//! Conformance rows 12-16, 18-21 and 31 over IPv6 (docs/conformance.md,
 //! "IPv6"): Service type changes, publishNotReadyAddresses, affinity
-//! switched on a live Service, the proxy-name and headless labels, and UDP
+//! timeout and affinity switched on a live Service, the proxy-name and headless labels, and UDP
 //! to an endpoint that becomes ready, with dual-stack Services probed at
 //! their IPv6 addresses in a dual-stack lab. One lab for the file; every
 //! test has Services of its own (10.96.63.x / fd00:10:96:63::x, NodePorts
@@ -188,6 +188,52 @@ fn row16_v6_publish_not_ready_false_terminating_unready_endpoint_is_not_reached(
 
 const ALL: [(u8, u8); 4] = [(1, 1), (1, 2), (2, 1), (2, 2)];
 const ALL_NAMES: [&str; 4] = ["n1p1", "n1p2", "n2p1", "n2p2"];
+
+/// Row 18: timeoutSeconds 1; one connection after each quiet period of 2 s
+/// chooses afresh, so over 12 of them (4 backends) more than one answers.
+#[test]
+fn row18_v6_client_ip_affinity_ends_after_timeout_seconds() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    let g = lab();
+    let np = 31818;
+    apply(
+        &g,
+        &ServiceDef::node_port("r18", cip(18))
+            .port("http", "TCP", 80, 8080, Some(np))
+            .affinity(1)
+            .dual_stack(),
+        &dual_slices("r18", &ALL),
+    );
+    for (c, to) in [
+        (Client::Pod(2, 2), cip6(18, 80)),
+        (Client::External, node6(1, np)),
+    ] {
+        eventually(&format!("{c:?} -> {to} served"), SETTLE, || {
+            answers(&g, c, to, false, 1).ok()
+        });
+        let within: BTreeSet<String> = answers(&g, c, to, false, 20)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(within.len(), 1, "{c:?} -> {to}: {within:?}");
+        let mut after = BTreeSet::new();
+        for _ in 0..12 {
+            std::thread::sleep(Duration::from_secs(2));
+            let r = answers(&g, c, to, false, 1).unwrap_or_else(|e| panic!("{e}"));
+            after.insert(r[0].name.clone());
+            if after.len() > 1 {
+                break;
+            }
+        }
+        assert!(
+            after.len() > 1,
+            "{c:?} -> {to}: affinity never expired: {after:?}"
+        );
+    }
+}
 
 #[test]
 fn row19_v6_affinity_switched_none_client_ip_none_on_a_live_service() {
