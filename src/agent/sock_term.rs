@@ -434,6 +434,61 @@ mod tests {
 
     const CIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 
+    /// `pairs6`: each IPv6 UDP frontend with each IPv6 backend of its port;
+    /// IPv4 frontends and backends, TCP, and the internal twin add nothing.
+    #[test]
+    fn pairs6_are_the_ipv6_udp_frontends_with_their_ipv6_backends() {
+        let cip6: Ipv6Addr = "fd00:10:96::10".parse().unwrap();
+        let fe6 = |addr: Option<Ipv6Addr>, port, proto, internal| Frontend {
+            key: FrontendKey {
+                addr: addr.map(IpAddr::V6),
+                family: Family::V6,
+                ..fe(None, port, proto, internal).key
+            },
+            ..fe(None, port, proto, internal)
+        };
+        let b6 = |a: &str| Backend {
+            addr: SocketAddr::V6(SocketAddrV6::new(a.parse().unwrap(), 5353, 0, 0)),
+            node: None,
+            terminating: false,
+            draining: true,
+            host_network: false,
+        };
+        let mut udp = port(
+            "kube-system/dns:53/UDP",
+            vec![
+                fe(Some(CIP), 53, Proto::Udp, false),
+                fe6(Some(cip6), 53, Proto::Udp, false),
+                fe6(None, 30053, Proto::Udp, false),
+                fe6(None, 30053, Proto::Udp, true),
+            ],
+            &[1],
+        );
+        udp.backends.push(b6("fd00:10:244:1::2"));
+        udp.backends.push(b6("fd00:10:244:2::2"));
+        let mut tcp = port(
+            "kube-system/dns:53/TCP",
+            vec![fe6(Some(cip6), 53, Proto::Tcp, false)],
+            &[],
+        );
+        tcp.backends.push(b6("fd00:10:244:1::3"));
+        let services = BTreeMap::from([("kube-system/dns".to_owned(), svc(vec![udp, tcp]))]);
+        let got = pairs6(&services);
+        let p6 = |fe: Option<Ipv6Addr>, port, be: &str| TermPair6 {
+            frontend: fe,
+            port,
+            backend: SocketAddrV6::new(be.parse().unwrap(), 5353, 0, 0),
+        };
+        let want: Pairs6 = [
+            p6(Some(cip6), 53, "fd00:10:244:1::2"),
+            p6(Some(cip6), 53, "fd00:10:244:2::2"),
+            p6(None, 30053, "fd00:10:244:1::2"),
+            p6(None, 30053, "fd00:10:244:2::2"),
+        ]
+        .into();
+        assert_eq!(got, want);
+    }
+
     fn dns(bes: &[u8]) -> Arc<ServiceDesired> {
         svc(vec![
             port(
