@@ -150,29 +150,34 @@ fn xlb_scenarios_run_and_report() {
     }
 }
 
-/// The IPv6 scenario: IPv6 frames through the real data plane's IPv6 path
-/// (NodePort DNAT to an IPv6 backend on the remote node, VXLAN over IPv6),
-/// its ct figures from ct6. Frames below an IPv6 frame's minimum are refused.
+/// The IPv6 scenarios: IPv6 frames through the real data plane's IPv6 path
+/// (NodePort DNAT to an IPv6 backend on the remote node, or VXLAN over IPv6
+/// decapsulated, DNATed and re-encapsulated), ct figures from ct6. Frames
+/// below an IPv6 frame's minimum are refused.
 #[test]
-fn nodeport_remote_v6_runs_and_reports() {
+fn ipv6_scenarios_run_and_report() {
     if !privileged() {
         return;
     }
-    for proto in ["udp", "tcp-ack"] {
+    for (s, proto, size) in [
+        ("nodeport-remote-v6", "udp", "128"),
+        ("nodeport-remote-v6", "tcp-ack", "128"),
+        ("clusterip-decap-v6", "udp", "152"),
+    ] {
         let v = bench(&[
             "--scenario",
-            "nodeport-remote-v6",
+            s,
             "--proto",
             proto,
             "--size",
-            "128",
+            size,
             "--flows",
             "10",
             "--services",
             "3",
         ]);
-        consistent(&v, "nodeport-remote-v6", 1);
-        assert!(u(&v, "received") > 0, "{proto}: {v}");
+        consistent(&v, s, 1);
+        assert!(u(&v, "received") > 0, "{s} {proto}: {v}");
         ct_state_consistent(&v, 10);
     }
     let out = Command::new(env!("CARGO_BIN_EXE_xlb"))

@@ -4,9 +4,10 @@
 //! IPv4 or IPv6, by the family of the spec's addresses. An IPv6 template has
 //! a fixed 40-byte header and no header checksum; the generator varies the
 //! last 32 bits of its address (the generator finds the family from the
-//! ethertype). VXLAN templates are IPv4 in IPv4 (flannel's VXLAN devices send
-//! IPv6 outer UDP with a checksum over the whole frame, which the generator
-//! would have to recompute for every varied field).
+//! ethertype). VXLAN templates are IPv4 in IPv4 or IPv6 in IPv6 (flannel's
+//! two overlays); the outer UDP checksum is 0 in both, which Linux's VXLAN
+//! devices refuse over IPv6 by default (`udp6zerocsumrx`) and xlb's decap
+//! accepts, so IPv6 VXLAN templates are for xlb's data plane.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -77,8 +78,9 @@ pub enum Vary {
 pub struct Vxlan {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    /// Of the inner addresses' family.
+    pub src: IpAddr,
+    pub dst: IpAddr,
     /// Outer UDP destination port (8472 for flannel, 4789 IANA).
     pub port: u16,
     pub vni: u32,
@@ -208,13 +210,16 @@ impl Template {
                 )))
             }
         };
-        if v6 && spec.vxlan.is_some() {
-            return Err(Error::Spec(
-                "VXLAN templates carry IPv4 only (IPv4 in IPv4)".into(),
-            ));
+        if let Some(v) = &spec.vxlan {
+            if v.src.is_ipv6() != v6 || v.dst.is_ipv6() != v6 {
+                return Err(Error::Spec(
+                    "VXLAN templates are IPv4 in IPv4 or IPv6 in IPv6".into(),
+                ));
+            }
         }
+        let ip_len = if v6 { IP6_LEN } else { IP_LEN };
         let outer = if spec.vxlan.is_some() {
-            ETH_LEN + IP_LEN + UDP_LEN + VXLAN_LEN
+            ETH_LEN + ip_len + UDP_LEN + VXLAN_LEN
         } else {
             0
         };
@@ -275,20 +280,23 @@ impl Template {
         if let Some(v) = &spec.vxlan {
             f[0..6].copy_from_slice(&v.dst_mac);
             f[6..12].copy_from_slice(&v.src_mac);
-            f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+            let ethertype: u16 = if v6 { 0x86dd } else { 0x0800 };
+            f[12..14].copy_from_slice(&ethertype.to_be_bytes());
             let ip = ETH_LEN;
-            ipv4_header(
-                &mut f[ip..ip + IP_LEN],
-                spec.size - ETH_LEN,
-                PROTO_UDP,
-                v.src,
-                v.dst,
-            );
-            let u = ip + IP_LEN;
+            let u = ip + ip_len;
+            match (v.src, v.dst) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => {
+                    ipv4_header(&mut f[ip..u], spec.size - ETH_LEN, PROTO_UDP, s, d)
+                }
+                (IpAddr::V6(s), IpAddr::V6(d)) => {
+                    ipv6_header(&mut f[ip..u], spec.size - u, PROTO_UDP, s, d)
+                }
+                _ => unreachable!("families checked above"),
+            }
             f[u..u + 2].copy_from_slice(&49152u16.to_be_bytes());
             f[u + 2..u + 4].copy_from_slice(&v.port.to_be_bytes());
             f[u + 4..u + 6].copy_from_slice(&((spec.size - u) as u16).to_be_bytes());
-            // outer UDP checksum 0, as VXLAN devices send it
+            // outer UDP checksum 0, as IPv4 VXLAN devices send it
             let x = u + UDP_LEN;
             f[x] = 0x08;
             f[x + 4..x + 8].copy_from_slice(&((v.vni & 0xff_ffff) << 8).to_be_bytes());
@@ -361,7 +369,7 @@ impl Template {
             csum_off: csum_off as u32,
             stamp_off: stamp_off as u32,
             outer_sport_off: if spec.vxlan.is_some() {
-                (ETH_LEN + IP_LEN) as u32
+                (ETH_LEN + ip_len) as u32
             } else {
                 0
             },
@@ -541,7 +549,7 @@ mod tests {
     }
 
     #[test]
-    fn mixed_families_and_ipv6_vxlan_are_refused() {
+    fn mixed_families_are_refused_and_ipv6_vxlan_is_ipv6_in_ipv6() {
         let mut spec = PacketSpec::new(
             "198.18.0.64:1024".parse().unwrap(),
             "[fd00::2]:80".parse().unwrap(),
@@ -551,15 +559,33 @@ mod tests {
         assert!(Template::build(&spec).is_err());
         spec.src = "[fd00::1]:1024".parse().unwrap();
         assert!(Template::build(&spec).is_ok());
-        spec.vxlan = Some(Vxlan {
+        let mut vx = Vxlan {
             src_mac: [2, 0, 0, 0, 0, 3],
             dst_mac: [2, 0, 0, 0, 0, 4],
             src: "198.18.0.1".parse().unwrap(),
             dst: "198.18.0.2".parse().unwrap(),
             port: 8472,
             vni: 1,
-        });
-        assert!(Template::build(&spec).is_err());
+        };
+        spec.vxlan = Some(vx);
+        assert!(Template::build(&spec).is_err(), "IPv6 in IPv4");
+        vx.src = "fd00::1".parse().unwrap();
+        vx.dst = "fd00::2".parse().unwrap();
+        spec.vxlan = Some(vx);
+        assert!(
+            Template::build(&spec).is_err(),
+            "128 bytes hold no IPv6 VXLAN + stamp"
+        );
+        spec.size = 152;
+        let t = Template::build(&spec).unwrap();
+        assert_eq!(&t.frame[12..14], &[0x86, 0xdd]);
+        assert_eq!(t.frame[14 + 6], 17, "outer next header UDP");
+        assert_eq!(&t.frame[56..58], &8472u16.to_be_bytes());
+        assert_eq!(&t.frame[60..62], &[0, 0], "outer UDP checksum 0");
+        assert_eq!(&t.frame[70 + 12..70 + 14], &[0x86, 0xdd], "inner IPv6");
+        assert_eq!(t.stamp_offset(), 70 + 54 + 8);
+        assert_eq!(t.conf.outer_sport_off, 54);
+        spec.size = 128;
         spec.vxlan = None;
         spec.new_flows = true;
         spec.src = "[fd00::ffff:ffff]:1024".parse().unwrap();

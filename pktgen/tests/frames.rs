@@ -188,30 +188,52 @@ fn ipv6_frames_have_valid_checksums_and_the_flows_vary() {
         "[fd00:10:244:2::1]:1024".parse().unwrap(),
         "[fd00:10:96::1]:80".parse().unwrap(),
     );
-    let cases: &[(L4, Vary, usize, u32, u32)] = &[
-        (L4::Udp, Vary::Source, 86, 10, 1),
-        (L4::Udp, Vary::Destination, 1500, 7, 3),
-        (L4::TcpSyn, Vary::Source, 96, 5, 5),
-        (L4::TcpAck, Vary::Destination, 128, 6, 2),
+    let vx = Vxlan {
+        src_mac: [2, 0, 0, 0, 0, 3],
+        dst_mac: [2, 0, 0, 0, 0, 4],
+        src: "fd00:198:18::1".parse().unwrap(),
+        dst: "fd00:198:18::2".parse().unwrap(),
+        port: 8472,
+        vni: 1,
+    };
+    /// (l4, encapsulation, varied side, size, flows, addresses)
+    type Case6 = (L4, Option<Vxlan>, Vary, usize, u32, u32);
+    let cases: &[Case6] = &[
+        (L4::Udp, None, Vary::Source, 86, 10, 1),
+        (L4::Udp, None, Vary::Destination, 1500, 7, 3),
+        (L4::TcpSyn, None, Vary::Source, 96, 5, 5),
+        (L4::TcpAck, None, Vary::Destination, 128, 6, 2),
+        (L4::Udp, Some(vx), Vary::Source, 152, 4, 2),
+        (L4::TcpAck, Some(vx), Vary::Destination, 160, 5, 1),
     ];
-    for &(l4, vary, size, flows, addrs) in cases {
+    for &(l4, vxlan, vary, size, flows, addrs) in cases {
         let mut spec = PacketSpec::new(src, dst, l4);
         spec.size = size;
         spec.vary = vary;
         spec.flows = flows;
         spec.addrs = addrs;
+        spec.vxlan = vxlan;
         let t = Template::build(&spec).unwrap();
         gen.set_template(&t, 0).unwrap();
+        // VXLAN over IPv6: outer Ethernet, IPv6, UDP, VXLAN (70 bytes)
+        let ip = if vxlan.is_some() { 70 + 14 } else { 14 };
         let mut seen = HashSet::new();
         for _ in 0..2 * flows {
             let f = run_once(&gen, &t);
-            assert_eq!(&f[..14], &t.frame[..14], "{l4:?}: ethernet header");
+            if vxlan.is_some() {
+                // all of the outer headers but the source port (flow entropy)
+                assert_eq!(&f[..54], &t.frame[..54], "{l4:?}: outer headers");
+                assert_eq!(&f[56..ip], &t.frame[56..ip], "{l4:?}: outer headers");
+                assert!(u16::from_be_bytes([f[54], f[55]]) >= 49152);
+            } else {
+                assert_eq!(&f[..ip], &t.frame[..ip], "{l4:?}: ethernet header");
+            }
             assert_eq!(
-                &f[14..22],
-                &t.frame[14..22],
+                &f[ip..ip + 8],
+                &t.frame[ip..ip + 8],
                 "{l4:?}: IPv6 header before the addresses"
             );
-            let (s, d, sport, dport, csum) = check6(&f, 14);
+            let (s, d, sport, dport, csum) = check6(&f, ip);
             if l4 == L4::Udp {
                 assert_ne!(csum, 0, "UDP over IPv6 never carries checksum 0");
             }

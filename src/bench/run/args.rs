@@ -19,6 +19,9 @@ pub enum Scenario {
     NodeportRemoteV6,
     /// VXLAN-encapsulated ClusterIP traffic from another node: decap + DNAT + re-encap (xlb).
     ClusteripDecap,
+    /// clusterip-decap over IPv6: VXLAN over IPv6 in and out (xlb). --size 152 or more.
+    #[value(name = "clusterip-decap-v6")]
+    ClusteripDecapV6,
     /// Replies from a remote backend: decap + reverse NAT (xlb, ct reverse entries pre-filled).
     ReplyRevnat,
     /// kube-proxy iptables mode: the same Services as DNAT rules, kernel forwarding.
@@ -33,6 +36,7 @@ impl Scenario {
             Scenario::NodeportRemote => "nodeport-remote",
             Scenario::NodeportRemoteV6 => "nodeport-remote-v6",
             Scenario::ClusteripDecap => "clusterip-decap",
+            Scenario::ClusteripDecapV6 => "clusterip-decap-v6",
             Scenario::ReplyRevnat => "reply-revnat",
             Scenario::Iptables => "iptables",
             Scenario::Nftables => "nftables",
@@ -45,7 +49,10 @@ impl Scenario {
 
     /// Whether its frames are IPv6.
     pub fn is_v6(self) -> bool {
-        matches!(self, Scenario::NodeportRemoteV6)
+        matches!(
+            self,
+            Scenario::NodeportRemoteV6 | Scenario::ClusteripDecapV6
+        )
     }
 }
 
@@ -114,6 +121,7 @@ impl std::str::FromStr for Sweep {
 /// Examples:
 ///   xlb bench run --scenario nodeport-remote --cores 1 --seconds 3
 ///   xlb bench run --scenario nodeport-remote-v6 --size 80
+///   xlb bench run --scenario clusterip-decap-v6 --size 152
 ///   xlb bench run --scenario iptables --json
 ///   xlb bench run --scenario nodeport-remote --sweep services=1,1000,100000 --svg services.svg
 ///   xlb bench run --scenario nodeport-remote --iface enp1s0f0 --peer-iface enp1s0f1
@@ -231,9 +239,11 @@ impl RunArgs {
                 xlb_bpf::consts::XLB_CT6_ENTRIES
             ));
         }
-        let min = match (self.scenario.is_v6(), self.proto) {
-            (true, ProtoArg::Udp) => 80,
-            (true, _) => 96,
+        let min = match (self.scenario, self.proto) {
+            (Scenario::ClusteripDecapV6, ProtoArg::Udp) => 152,
+            (Scenario::ClusteripDecapV6, _) => 160,
+            (s, ProtoArg::Udp) if s.is_v6() => 80,
+            (s, _) if s.is_v6() => 96,
             _ => 0,
         };
         if self.size < min {
@@ -313,6 +323,19 @@ mod tests {
             .is_err());
         assert!(run(&["--size", "96", "--proto", "tcp-ack"]).check().is_ok());
         assert!(run(&["--size", "80", "--new-flows"]).check().is_err());
+        let decap = |extra: &[&str]| {
+            let mut v = vec!["run", "--scenario", "clusterip-decap-v6"];
+            v.extend_from_slice(extra);
+            Cli::try_parse_from(v).unwrap().run
+        };
+        assert!(decap(&["--size", "128"]).check().is_err());
+        assert!(decap(&["--size", "152"]).check().is_ok());
+        assert!(decap(&["--size", "152", "--proto", "tcp-ack"])
+            .check()
+            .is_err());
+        assert!(decap(&["--size", "160", "--proto", "tcp-ack"])
+            .check()
+            .is_ok());
         assert!(run(&["--size", "80", "--flows", "65536"]).check().is_ok());
         assert!(run(&["--size", "80", "--flows", "65537"]).check().is_err());
         assert!(run(&["--size", "80", "--sweep", "flows=1,100000"])

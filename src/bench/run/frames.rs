@@ -104,6 +104,17 @@ pub(super) fn spec(
             SocketAddrV6::new(NODE6, NODEPORT, 0, 0).into(),
             l4(a.proto),
         ),
+        Scenario::ClusteripDecapV6 => PacketSpec::new(
+            SocketAddrV6::new(
+                Ipv6Addr::from(u128::from(CLIENT_PODS6) + 1),
+                CLIENT_PORT,
+                0,
+                0,
+            )
+            .into(),
+            svc_addr6(target(services)).into(),
+            l4(a.proto),
+        ),
     };
     p.src_mac = mac_c0;
     p.dst_mac = mac_n0;
@@ -114,12 +125,22 @@ pub(super) fn spec(
         p.new_flows = true;
     }
     match s {
+        Scenario::ClusteripDecapV6 => {
+            p.vxlan = Some(Vxlan {
+                src_mac: mac_c0,
+                dst_mac: mac_n0,
+                src: CLIENT6.into(),
+                dst: NODE6.into(),
+                port: XLB_VXLAN_PORT_DEFAULT as u16,
+                vni: XLB_VNI_DEFAULT,
+            });
+        }
         Scenario::ClusteripDecap => {
             p.vxlan = Some(Vxlan {
                 src_mac: mac_c0,
                 dst_mac: mac_n0,
-                src: CLIENT,
-                dst: NODE,
+                src: CLIENT.into(),
+                dst: NODE.into(),
                 port: XLB_VXLAN_PORT_DEFAULT as u16,
                 vni: XLB_VNI_DEFAULT,
             });
@@ -129,8 +150,8 @@ pub(super) fn spec(
             p.vxlan = Some(Vxlan {
                 src_mac: mac_c0,
                 dst_mac: mac_n0,
-                src: REMOTE_NODE,
-                dst: NODE,
+                src: REMOTE_NODE.into(),
+                dst: NODE.into(),
                 port: XLB_VXLAN_PORT_DEFAULT as u16,
                 vni: XLB_VNI_DEFAULT,
             });

@@ -163,7 +163,7 @@ pub(super) fn fill_maps(
 }
 
 /// The IPv6 scenarios' part: config6, local addresses, tunnel6 to the remote
-/// node, backends6 there and K IPv6 ClusterIP Services (the target one also
+/// node and to the client's node, backends6 there and K IPv6 ClusterIP Services (the target one also
 /// as NodePort), the IPv4 config (VXLAN port, MTU, uplink) as filled above.
 fn fill_maps6(m: &Maps, t: &Topo, a: &RunArgs, services: u32) -> Result<()> {
     use xlb_bpf::types::{
@@ -178,6 +178,10 @@ fn fill_maps6(m: &Maps, t: &Topo, a: &RunArgs, services: u32) -> Result<()> {
     m.put_tunnel6(
         &xlb_tunnel6_key::new(REMOTE_PODS6, 64),
         &xlb_tunnel6_val::new(REMOTE_NODE6, t.remote_mac()),
+    )?;
+    m.put_tunnel6(
+        &xlb_tunnel6_key::new(CLIENT_PODS6, 64),
+        &xlb_tunnel6_val::new(CLIENT6, t.mac_c0),
     )?;
     for j in 0..BACKENDS {
         m.put_backend6(

@@ -18,6 +18,8 @@ pub const REMOTE_NODE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x198, 0x18, 0, 0, 0, 0
 /// Flow sources (their last 32 bits vary), routed via the client.
 pub const CLIENTS6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x198, 0x18, 0x64, 0, 0, 0, 0);
 pub const REMOTE_PODS6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 1, 0, 0, 0, 0);
+/// Pods of the client's node (clusterip-decap-v6), behind the client.
+pub const CLIENT_PODS6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 2, 0, 0, 0, 0);
 
 impl Topo {
     /// IPv6 in the node namespace for the IPv6 scenarios: addresses (no
@@ -74,6 +76,10 @@ impl Topo {
         self.ip(
             &n,
             &format!("-6 route add {REMOTE_PODS6}/64 via {REMOTE_NODE6} dev {up}"),
+        )?;
+        self.ip(
+            &n,
+            &format!("-6 route add {CLIENT_PODS6}/64 via {CLIENT6} dev {dn0}"),
         )?;
         Ok(())
     }
