@@ -169,6 +169,30 @@ fn backend_choice() {
         vec![be],
         "one backend"
     );
+    // a live entry decides (whatever the hash says); an expired one (the
+    // Service's timeout is 100 s) gives a fresh choice from the whole flow
+    let other = sa6("[2001:db8:18::65]:40000");
+    let id_of = |a: std::net::Ipv6Addr| {
+        [(101, BE6_LOCAL), (106, BE6_5), (107, BE6_6)]
+            .into_iter()
+            .find(|(_, s)| *sa6(s).ip() == a)
+            .unwrap()
+            .0
+    };
+    let pick = maglev_pick6(&AFF6_TABLE, other, vip, TCP, false);
+    let forced = [101, 106, 107].into_iter().find(|i| *i != pick).unwrap();
+    put_affinity6(&env, 110, *other.ip(), forced, now_ns());
+    let (_, _, out) = run6(&env, &Frame6::tcp(other, vip).build());
+    assert_eq!(id_of(check_frame6(&out).unwrap().dst), forced, "live entry");
+    clear_ct6(&env);
+    put_affinity6(&env, 110, *other.ip(), forced, now_ns() - 101_000_000_000);
+    let (_, _, out) = run6(&env, &Frame6::tcp(other, vip).build());
+    assert_eq!(
+        id_of(check_frame6(&out).unwrap().dst),
+        pick,
+        "expired entry"
+    );
+    assert_eq!(affinity6(&env, 110, *other.ip()), Some(pick), "rewritten");
     // without affinity the whole flow's hash picks the slot
     let a = XLB_KIND_ADDR as u8;
     service6(

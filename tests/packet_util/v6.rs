@@ -200,6 +200,17 @@ pub fn affinity6(env: &Env, svc_id: u32, client: Ipv6Addr) -> Option<u32> {
     Some(u32::from_ne_bytes(v[0..4].try_into().unwrap()))
 }
 
+/// Writes the affinity6 entry of (svc_id, client): backend id, generation 1,
+/// last_seen.
+pub fn put_affinity6(env: &Env, svc_id: u32, client: Ipv6Addr, backend_id: u32, last_seen: u64) {
+    let mut k = svc_id.to_ne_bytes().to_vec();
+    k.extend_from_slice(&client.octets());
+    let mut v = backend_id.to_ne_bytes().to_vec();
+    v.extend_from_slice(&1u32.to_ne_bytes());
+    v.extend_from_slice(&last_seen.to_ne_bytes());
+    upd(&env.dp.xdp.maps.affinity6, &k, &v);
+}
+
 /// The data plane's IPv6 flow hash (hash6.h), to predict Maglev slots.
 pub fn flow_hash6(src: SocketAddrV6, dst: SocketAddrV6, proto: u8, no_sport: bool) -> u32 {
     xlb_bpf::wire::flow_hash6(
