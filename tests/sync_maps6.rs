@@ -314,6 +314,8 @@ fn churn<T: MapOps>(maps: &mut T, steps: usize, seed: u64) {
     }
     let mut r = xlb_testkit::XorShift(seed);
     let mut s = Syncer::adopt(&mut *maps, SyncOptions::default()).unwrap();
+    let mut last_ids: HashMap<String, u32> = HashMap::new();
+    let mut seen6 = 0;
     for step in 0..steps {
         let n = 1 + r.below(6) as u8;
         let eps = |r: &mut xlb_testkit::XorShift| -> Vec<(u8, u8)> {
@@ -353,14 +355,34 @@ fn churn<T: MapOps>(maps: &mut T, steps: usize, seed: u64) {
         assert!(rep.failed.is_empty(), "step {step}: {:?}", rep.failed);
         let bad = verify(s.maps(), model.desired(), s.service_names());
         assert!(bad.is_empty(), "step {step}: {bad:#?}");
+        // svc_ids of ports that stayed are stable (one per port, both families)
+        for p in model.desired().ports() {
+            let id = s.svc_id(&p.name).unwrap();
+            if let Some(old) = last_ids.get(&p.name) {
+                assert_eq!(*old, id, "step {step}: {}", p.name);
+            }
+        }
+        last_ids = model
+            .desired()
+            .ports()
+            .map(|p| (p.name.clone(), s.svc_id(&p.name).unwrap()))
+            .collect();
+        seen6 += usize::from(!s.maps().services6().unwrap().is_empty());
+        assert_eq!(s.apply(model.desired()).unwrap().writes, 0, "step {step}");
     }
+    assert!(
+        seen6 > steps / 2,
+        "{seen6} of {steps} steps with IPv6 frontends"
+    );
 }
 
 #[test]
 fn dual_stack_churn_with_restarts_fake() {
-    let mut fake = FakeMaps::small();
-    churn(&mut fake, 200, 7);
-    assert!(fake.violations().is_empty());
+    for seed in [7u64, 42, 1234] {
+        let mut fake = FakeMaps::new(256, 128, 1 << 16);
+        churn(&mut fake, 150, seed);
+        assert!(fake.violations().is_empty());
+    }
 }
 
 #[test]

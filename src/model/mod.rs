@@ -98,6 +98,8 @@ mod endpoints;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_churn;
+#[cfg(test)]
 mod tests_dual_stack;
 #[cfg(test)]
 mod tests_nodes;
