@@ -134,3 +134,33 @@ fn replies_to_a_pod_of_another_node_are_reverse_natted_then_encapsulated() {
     want[0..12].copy_from_slice(&err[0..12]);
     assert_eq!(out, want, "translated error, encapsulated");
 }
+
+/// The IPv6 tail-call table (`tc6_progs`) is pinned: a program array loses
+/// its entries when no user reference is left, and xlb_tc outlives the
+/// process that loaded it (`xlb attach` exits, an agent stops).
+#[test]
+fn the_ipv6_tail_call_outlives_its_loader() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    use libbpf_rs::{MapCore, MapFlags};
+    use std::os::fd::AsFd;
+    let pin = xlb_testkit::PinDir::new();
+    let dp = xlb_loader::DataPlane::load(&xlb_loader::LoadOptions {
+        pin_dir: Some(pin.path.clone()),
+        maglev_slots: Some(4096),
+        ct_entries: Some(4096),
+        backends: Some(1024),
+        ..Default::default()
+    })
+    .expect("loading the data plane");
+    let want = xlb_loader::sys::prog_id(dp.tc.progs.xlb_tc6.as_fd()).unwrap();
+    drop(dp);
+    let m = libbpf_rs::MapHandle::from_pinned_path(pin.path.join("private/tc6_progs"))
+        .expect("tc6_progs pinned");
+    let v = m
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .unwrap()
+        .expect("entry 0 kept after the loader let go");
+    assert_eq!(u32::from_ne_bytes(v[..4].try_into().unwrap()), want);
+}

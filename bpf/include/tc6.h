@@ -115,6 +115,24 @@ static __always_inline int xlb_tc6_swap_macs(struct __sk_buff *skb)
 	return 0;
 }
 
+/* The folded (not complemented) sum of seed and the skb's bytes from
+ * offset `off` to its end (linear: pulled). A global subprogram: verified
+ * once, not at every caller. */
+__noinline int xlb_tc6_sum(struct __sk_buff *skb, __u32 off, __u32 seed)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	void *from = data + (off & 0xff);
+	__u32 s;
+
+	if (from > data_end)
+		return 0;
+	s = xlb_sum_to_end(seed & 0xffff, from, data_end) + (seed >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (int)s;
+}
+
 /*
  * Encapsulates the frame (p: it, as parsed) in VXLAN over IPv6 to peer (from
  * config6's node address), for the uplink (bpf_redirect_neigh finds the
@@ -122,10 +140,10 @@ static __always_inline int xlb_tc6_swap_macs(struct __sk_buff *skb)
  * payload (as Linux's local checksum offload, lco_csum): the inner L4
  * bytes, their checksum included (or to be completed by the offload that
  * CHECKSUM_PARTIAL defers), sum to the complement of the inner pseudo
- * header. So only the headers are summed. A GSO frame (split later, each
- * segment with its own outer length) or a fragment (no whole L4 segment)
- * carries 0, which xlb's XDP on the peer accepts: it is the only receiver
- * of tunnel returns, which answer flows its XDP sent here.
+ * header. So only the headers are summed. A fragment (no whole L4 segment)
+ * is summed in full. A GSO frame (split later, each segment with its own
+ * outer length), or a fragment longer than csum6.h sums, carries 0, which xlb's XDP on the peer accepts: it is the
+ * only receiver of tunnel returns, which answer flows its XDP sent here.
  */
 static __always_inline int xlb_encap6_skb(struct __sk_buff *skb, const struct xlb_config *cfg,
 					  const struct xlb_config6 *cfg6, const __be32 *peer,
@@ -148,6 +166,9 @@ static __always_inline int xlb_encap6_skb(struct __sk_buff *skb, const struct xl
 	__u16 sum;
 
 	_Static_assert(offsetof(typeof(h), eth) + sizeof(h.eth) == XLB_ENCAP6_LEN, "outer headers");
+	/* bytes after the IPv6 packet (padding) do not travel */
+	if (skb->len > ETH_HLEN + p->l3_len && bpf_skb_change_tail(skb, ETH_HLEN + p->l3_len, 0))
+		return -1;
 	__builtin_memset(&h, 0, sizeof(h));
 	if (bpf_skb_load_bytes(skb, 0, &h.eth, sizeof(h.eth)))
 		return -1;
@@ -169,8 +190,19 @@ static __always_inline int xlb_encap6_skb(struct __sk_buff *skb, const struct xl
 	h.vx.vni = bpf_htonl((cfg->vni & 0xffffff) << 8);
 	if (bpf_skb_store_bytes(skb, ETH_HLEN, &h, XLB_ENCAP6_LEN, 0))
 		return -1;
-	if (skb->gso_size || p->frag || p->first_frag || ext > XLB_TC6_EXT_SUM_MAX)
+	if (skb->gso_size)
 		return 0;
+	if (p->frag || p->first_frag || ext > XLB_TC6_EXT_SUM_MAX) {
+		/* the whole datagram (a fragment: no L4 checksum covers it) */
+		if (ulen > XLB_SUM_CHUNK * XLB_SUM_CHUNKS)
+			return 0;	/* beyond what csum6.h sums (jumbo frames) */
+		if (bpf_skb_pull_data(skb, skb->len))
+			return -1;
+		s = xlb_pseudo6_sum(cfg6->node_addr, peer, ulen, IPPROTO_UDP);
+		s = xlb_tc6_sum(skb, ETH_HLEN + sizeof(struct ipv6hdr), s);
+		sum = xlb_csum_fold(s);
+		goto write;
+	}
 	if (bpf_skb_pull_data(skb, ETH_HLEN + XLB_ENCAP6_LEN + p->l4_off))
 		return -1;
 	data = (void *)(long)skb->data;
@@ -198,6 +230,12 @@ static __always_inline int xlb_encap6_skb(struct __sk_buff *skb, const struct xl
 	s += xlb_csum_fold(xlb_pseudo6_sum((__be32 *)&in6->saddr, (__be32 *)&in6->daddr, l4_len,
 					   proto));
 	sum = xlb_csum_fold(s);
+write:
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	uh = data + ETH_HLEN + sizeof(struct ipv6hdr);
+	if ((void *)(uh + 1) > data_end)
+		return -1;
 	uh->check = sum ? sum : 0xffff;
 	return 0;
 }

@@ -11,15 +11,35 @@
 
 #include "tc6.h"
 
+/* What xlb_tc6_known, xlb_tc6_new and xlb_tc6_icmp leave to xlb_tc6 (no TC verdict has
+ * these values): a reject, or an encapsulation back through a tunnel. */
+#define XLB_TC6_REJECT	0x7fff
+#define XLB_TC6_TUNNEL	0x7ffe
+#define XLB_TC6_NEXT	0x7ffd	/* xlb_tc6_known: no live ct6 entry */
+
+/* ... and what goes with them, in skb->cb (xlb_tc6's stack has no room):
+ * XLB_TC6_TUNNEL: cb[0..3] the peer, cb[4] the reason to count and, above
+ * bit 8, the 14 bits of the flow hash the outer source port takes;
+ * XLB_TC6_REJECT: cb[4] the svc_id. */
+static __always_inline void xlb_tc6_cb_tunnel(struct __sk_buff *skb, const __be32 *peer,
+					      __u32 hash, __u32 reason)
+{
+	skb->cb[0] = peer[0];
+	skb->cb[1] = peer[1];
+	skb->cb[2] = peer[2];
+	skb->cb[3] = peer[3];
+	skb->cb[4] = (hash & 0x3fff) << 8 | reason;
+}
+
 /* l4 offset in the skb for xlb_nat6_skb: 0 for a non-first fragment */
 static __always_inline __u32 xlb_tc6_l4_off(const struct xlb_pkt6 *p)
 {
 	return p->l4 ? ETH_HLEN + p->l4_off : 0;
 }
 
-/* A reply of a local backend (reverse entry v of t). */
-static __always_inline int xlb_tc6_reply(struct __sk_buff *skb, const struct xlb_config *cfg,
-					 const struct xlb_config6 *cfg6, struct xlb_pkt6 *p,
+/* A reply of a local backend (reverse entry v of t); a tunnel return is
+ * left to xlb_tc6 (XLB_TC6_TUNNEL, out). */
+static __always_inline int xlb_tc6_reply(struct __sk_buff *skb, struct xlb_pkt6 *p,
 					 const struct xlb_ct6_val *v, const struct xlb_ct6_key *t,
 					 __u64 bytes)
 {
@@ -48,11 +68,8 @@ static __always_inline int xlb_tc6_reply(struct __sk_buff *skb, const struct xlb
 		return bpf_redirect(skb->ifindex, 0);
 	}
 	if ((flags & XLB_CT_F_TUNNEL) && !xlb_addr6_zero(v->tunnel_peer)) {
-		if (!cfg6 || xlb_addr6_zero(cfg6->node_addr) ||
-		    xlb_encap6_skb(skb, cfg, cfg6, v->tunnel_peer, xlb_flow_hash6(t, 0), p))
-			return xlb_tc6_end(skb, t, svc_id, XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
-		xlb_count(XLB_R_TX_TUNNEL_RETURN, bytes);
-		return bpf_redirect_neigh(cfg->ifindex, NULL, 0, 0);
+		xlb_tc6_cb_tunnel(skb, v->tunnel_peer, xlb_flow_hash6(t, 0), XLB_R_TX_TUNNEL_RETURN);
+		return XLB_TC6_TUNNEL;
 	}
 	if (!nat)
 		return xlb_tc6_done(XLB_R_PASS_NOT_SERVICE, bytes, TC_ACT_OK);
@@ -91,7 +108,7 @@ static __always_inline int xlb_tc6_forward(struct __sk_buff *skb, struct xlb_pkt
 /* An ICMPv6 error a pod sends about a balanced flow (tc.bpf.c's
  * xlb_tc_icmp for IPv6; icmperr6.h). A subprogram, as xlb_tc6_reject. */
 static __noinline int xlb_tc6_icmp(struct __sk_buff *skb, const struct xlb_config *cfg,
-				   const struct xlb_config6 *cfg6, struct xlb_pkt6 *p)
+				   struct xlb_pkt6 *p)
 {
 	void *data_end = (void *)(long)skb->data_end;
 	__u64 bytes = skb->len;
@@ -117,12 +134,9 @@ static __noinline int xlb_tc6_icmp(struct __sk_buff *skb, const struct xlb_confi
 			xlb_icmp6_err_nat(p, &e, XLB_NAT_DST, v->nat_addr, v->nat_port);
 		}
 		if (tun) {
-			if (!cfg6 || xlb_addr6_zero(cfg6->node_addr) ||
-			    xlb_encap6_skb(skb, cfg, cfg6, v->tunnel_peer, xlb_flow_hash6(&e.flow, 0),
-					   p))
-				return xlb_tc6_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
-			xlb_count(XLB_R_TX_ICMP_RELATED, bytes);
-			return bpf_redirect_neigh(cfg->ifindex, NULL, 0, 0);
+			xlb_tc6_cb_tunnel(skb, v->tunnel_peer, xlb_flow_hash6(&e.flow, 0),
+					  XLB_R_TX_ICMP_RELATED);
+			return XLB_TC6_TUNNEL;
 		}
 		return xlb_tc6_done(XLB_R_PASS_ICMP_RELATED, bytes, TC_ACT_OK);
 	}
@@ -132,10 +146,6 @@ static __noinline int xlb_tc6_icmp(struct __sk_buff *skb, const struct xlb_confi
 	xlb_icmp6_err_nat(p, &e, XLB_NAT_SRC, ch.addr, ch.port);
 	return xlb_tc6_done(XLB_R_PASS_ICMP_RELATED, bytes, TC_ACT_OK);
 }
-
-/* xlb_tc6_flow's answer when the Service has no endpoint: its caller
- * rejects (no TC verdict has this value). */
-#define XLB_TC6_REJECT	0x7fff
 
 /* The ct6 key of parsed TCP/UDP frame p */
 static __always_inline void xlb_tc6_tuple(const struct xlb_pkt6 *p, struct xlb_ct6_key *t)
@@ -147,38 +157,53 @@ static __always_inline void xlb_tc6_tuple(const struct xlb_pkt6 *p, struct xlb_c
 	t->proto = p->proto;
 }
 
-/* ct6, Service match, choice, DNAT / reverse NAT of a parsed TCP/UDP frame
- * p; XLB_TC6_REJECT with *svc_id for a Service without endpoints. A
- * subprogram: xlb_tc6 calls it, the ICMPv6 error path and the reject side
- * by side, so no two of them add up their stack. */
-static __noinline int xlb_tc6_flow(struct __sk_buff *skb, const struct xlb_config *cfg,
-				   const struct xlb_config6 *cfg6, struct xlb_pkt6 *p,
-				   __u32 *reject_svc)
+/* The ct6 entry of a parsed TCP/UDP frame p: a reply reverse-NATed
+ * (XLB_TC6_TUNNEL for a tunnel return), a forward hit DNATed;
+ * XLB_TC6_NEXT when there is none (or it is stale): xlb_tc6_new's turn.
+ * Subprograms, as the ICMPv6 error path, the reject and the encapsulation:
+ * xlb_tc6 calls them side by side, so no two of them add up their stack. */
+static __noinline int xlb_tc6_known(struct __sk_buff *skb, const struct xlb_config *cfg,
+				    struct xlb_pkt6 *p)
 {
 	struct xlb_ct6_key tk = {}, *t = &tk;
 	struct xlb_choice6 ch = {};
 	struct xlb_ct6_val *v;
+	__u64 bytes = skb->len, now = xlb_now();
+	__u32 svc_id;
+	int r;
+
+	xlb_tc6_tuple(p, t);
+	v = bpf_map_lookup_elem(&ct6, t);
+	if (!v)
+		return XLB_TC6_NEXT;
+	if (v->flags & XLB_CT_F_REVERSE) {
+		if (xlb_ct6_reverse_live(v, t, cfg, p->tcp_flags, now))
+			return xlb_tc6_reply(skb, p, v, t, bytes);
+	} else if ((r = xlb_ct6_backend(v, cfg, t->proto, p->tcp_flags, now, &ch))) {
+		svc_id = v->svc_id;
+		xlb_count_svc(svc_id, bytes);
+		if (r & XLB_CT_CHECK)
+			xlb_ct6_reverse_keep(t, &ch, v, now);
+		if (r & XLB_CT_SYNC)
+			xlb_ct6_sync_reverse(t, &ch, v->flags & XLB_CT_F_CLOSING);
+		return xlb_tc6_forward(skb, p, t, &ch, svc_id, bytes);
+	}
+	return XLB_TC6_NEXT;
+}
+
+/* A new flow of parsed TCP/UDP frame p: Service match, choice, ct6, DNAT;
+ * XLB_TC6_REJECT for a Service without endpoints. */
+static __noinline int xlb_tc6_new(struct __sk_buff *skb, const struct xlb_config6 *cfg6,
+				  struct xlb_pkt6 *p)
+{
+	struct xlb_ct6_key tk = {}, *t = &tk;
+	struct xlb_choice6 ch = {};
 	struct xlb_svc_val *svc;
 	__u64 bytes = skb->len, now = xlb_now();
 	__u32 svc_id;
 	int r, event = XLB_OK;
 
 	xlb_tc6_tuple(p, t);
-	v = bpf_map_lookup_elem(&ct6, t);
-	if (v) {
-		if (v->flags & XLB_CT_F_REVERSE) {
-			if (xlb_ct6_reverse_live(v, t, cfg, p->tcp_flags, now))
-				return xlb_tc6_reply(skb, cfg, cfg6, p, v, t, bytes);
-		} else if ((r = xlb_ct6_backend(v, cfg, t->proto, p->tcp_flags, now, &ch))) {
-			svc_id = v->svc_id;
-			xlb_count_svc(svc_id, bytes);
-			if (r & XLB_CT_CHECK)
-				xlb_ct6_reverse_keep(t, &ch, v, now);
-			if (r & XLB_CT_SYNC)
-				xlb_ct6_sync_reverse(t, &ch, v->flags & XLB_CT_F_CLOSING);
-			return xlb_tc6_forward(skb, p, t, &ch, svc_id, bytes);
-		}
-	}
 	svc = xlb_service6_of(t->daddr, t->dport, t->proto, cfg6 ? cfg6->node_addr : NULL, 1);
 	if (!svc)
 		return xlb_tc6_done(XLB_R_PASS_NOT_SERVICE, bytes, TC_ACT_OK);
@@ -189,7 +214,7 @@ static __noinline int xlb_tc6_flow(struct __sk_buff *skb, const struct xlb_confi
 	if (event != XLB_OK)
 		xlb_count(event, bytes);
 	if (r == XLB_R_DROP_NO_BACKEND) {
-		*reject_svc = svc_id;
+		skb->cb[4] = svc_id;
 		return XLB_TC6_REJECT;
 	}
 	if (r != XLB_OK)
@@ -197,6 +222,23 @@ static __noinline int xlb_tc6_flow(struct __sk_buff *skb, const struct xlb_confi
 	if (xlb_ct6_create(t, &ch, svc_id, NULL, p->tcp_flags, now) != XLB_OK)
 		xlb_count(XLB_R_EVENT_CT_FULL, bytes);
 	return xlb_tc6_forward(skb, p, t, &ch, svc_id, bytes);
+}
+
+/* Sends the frame (reverse-NATed or translated already) back through the
+ * tunnel it came by: VXLAN over IPv6 to the peer in skb->cb, out of the
+ * uplink. */
+static __noinline int xlb_tc6_tunnel(struct __sk_buff *skb, const struct xlb_config *cfg,
+				     const struct xlb_config6 *cfg6, struct xlb_pkt6 *p)
+{
+	__be32 peer[4] = { skb->cb[0], skb->cb[1], skb->cb[2], skb->cb[3] };
+	__u32 code = skb->cb[4];
+	__u64 bytes = skb->len;
+
+	if (!cfg6 || xlb_addr6_zero(cfg6->node_addr) ||
+	    xlb_encap6_skb(skb, cfg, cfg6, peer, code >> 8, p))
+		return xlb_tc6_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
+	xlb_count(code & 0xff, bytes);
+	return bpf_redirect_neigh(cfg->ifindex, NULL, 0, 0);
 }
 
 /* xlb_tc for an IPv6 frame (the skb is linear: xlb_tc pulled it). */
@@ -207,7 +249,7 @@ static __always_inline int xlb_tc6_run(struct __sk_buff *skb)
 	struct xlb_pkt6 p = {};
 	struct xlb_config *cfg;
 	struct xlb_config6 *cfg6;
-	__u32 zero = 0, svc_id = 0;
+	__u32 zero = 0;
 	int r;
 
 	r = xlb_parse6_pkt(data, data_end, &p);
@@ -217,16 +259,23 @@ static __always_inline int xlb_tc6_run(struct __sk_buff *skb)
 	if (!cfg)
 		return xlb_tc6_done(XLB_R_PASS_NOT_SERVICE, skb->len, TC_ACT_OK);
 	cfg6 = bpf_map_lookup_elem(&config6, &zero);
-	if (r == XLB_R_PASS_L4_OTHER)
-		return xlb_tc6_icmp(skb, cfg, cfg6, &p);
+	if (r == XLB_R_PASS_L4_OTHER) {
+		r = xlb_tc6_icmp(skb, cfg, &p);
+		goto out;
+	}
 	/* a later fragment: its first fragment's ports, or untranslated */
 	if (r == XLB_R_PASS_FRAG_NO_FIRST && !xlb_frag6_get(&p))
 		return xlb_tc6_done(XLB_R_PASS_FRAG_NO_FIRST, skb->len, TC_ACT_OK);
 	if (p.udp_nocsum)
 		return xlb_tc6_done(XLB_R_PASS_UDP6_NO_CSUM, skb->len, TC_ACT_OK);
-	r = xlb_tc6_flow(skb, cfg, cfg6, &p, &svc_id);
+	r = xlb_tc6_known(skb, cfg, &p);
+	if (r == XLB_TC6_NEXT)
+		r = xlb_tc6_new(skb, cfg6, &p);
 	if (r == XLB_TC6_REJECT)
-		return xlb_tc6_reject(skb, cfg, &p, svc_id);
+		return xlb_tc6_reject(skb, cfg, &p, skb->cb[4]);
+out:
+	if (r == XLB_TC6_TUNNEL)
+		return xlb_tc6_tunnel(skb, cfg, cfg6, &p);
 	return r;
 }
 

@@ -213,6 +213,9 @@ pub fn commit(pin_dir: &Path, old: &DataPlane, new: &DataPlane) -> Result<()> {
     if result.is_ok() {
         result = crate::attach::replace(pin_dir, new).map(|_| ());
     }
+    if result.is_ok() {
+        result = crate::pin_tc6_progs(&new.tc, pin_dir);
+    }
     if let Err(e) = result {
         for (path, o) in &repinned {
             if let Err(e) = pin::repin(o.as_fd(), path) {

@@ -237,12 +237,7 @@ impl DataPlane {
 
         let tc = load_tc(&xdp)?;
         if let Some(dir) = &opts.pin_dir {
-            // The tc object's IPv6 tail-call table (tc6_progs) loses its
-            // entries when no user reference is left: pinned, it outlives
-            // this process (`xlb attach` exits; the programs stay).
-            use std::os::fd::AsFd;
-            let path = pin::map_pin_path(dir, "tc6_progs", pin::MapRole::Private);
-            pin::repin(tc.maps.tc6_progs.as_fd(), &path)?;
+            pin_tc6_progs(&tc, dir)?;
         }
         let maps = Maps::from_skel(&xdp)?;
         // Adopted pins of an xlb without the filters: count what is there.
@@ -276,6 +271,16 @@ impl DataPlane {
     pub fn tc_egress_prog(&self) -> &libbpf_rs::ProgramMut<'static> {
         &self.tc.progs.xlb_tc_egress
     }
+}
+
+/// Pins the tc object's IPv6 tail-call table (`tc6_progs`) under
+/// `<pin>/private/`: a program array loses its entries when no user
+/// reference is left, and the programs outlive the process that loaded them
+/// (`xlb attach` exits; an agent may stop).
+pub(crate) fn pin_tc6_progs(tc: &TcSkel<'static>, pin_dir: &std::path::Path) -> Result<()> {
+    use std::os::fd::AsFd;
+    let path = pin::map_pin_path(pin_dir, "tc6_progs", pin::MapRole::Private);
+    pin::repin(tc.maps.tc6_progs.as_fd(), &path)
 }
 
 /// Opens and loads the tc object over `xdp`'s maps (every map it declares

@@ -90,8 +90,8 @@ pub const PRIVATE_MAPS: [&str; 11] = [
     "ct_syn",
     "frag6",
     "scratch6",
-    "tc6_progs",
     "xdp6_prog",
+    "tc6_progs",
 ];
 
 /// Which list a map of the objects is in.
