@@ -6,20 +6,27 @@
  * repetition rewrites the whole header template (live frames recycle their
  * pages without resetting the bytes a data plane may have rewritten), varies
  * the flow from a per-CPU counter (or makes every frame a new flow: flows
- * == 0), fixes the IPv4 and L4 checksums, stamps
+ * == 0), fixes the IPv4 and L4 checksums (IPv6 has no header checksum; a
+ * UDP checksum that computes to 0 is sent as 0xffff), stamps
  * bpf_ktime_get_ns() into the payload and returns XDP_TX (or redirects), so
  * each repetition transmits one real frame.
  *
  * xlb_pg_sink is attached where the frames arrive: it counts them per CPU,
- * finds the stamp (inside VXLAN too; frames are parsed as the data plane
- * parses them, parse.h) and adds the latency to a per-CPU log-linear
+ * finds the stamp (inside VXLAN too; IPv4 frames are parsed as the data
+ * plane parses them, parse.h; IPv6 ones without extension headers, as the
+ * generator and the data plane's VXLAN send them) and adds the latency to a per-CPU log-linear
  * histogram, then drops the frame.
  *
  * The map value types are declared in types.h (shared with xlb-pktgen).
  */
+#include <linux/ipv6.h>
 #include "parse.h"
 #include "csum.h"
 #include "types.h"
+
+#ifndef ETH_P_IPV6
+#define ETH_P_IPV6	0x86DD
+#endif
 
 #define PG_STAMP_MAGIC	0x786c6270	/* "xlbp", network order in the frame */
 #define PG_VXLAN_PORT	8472
@@ -64,8 +71,11 @@ int xlb_pg_gen(struct xdp_md *ctx)
 	struct pg_gen_state *st;
 	struct pg_conf *c;
 	struct iphdr *ip;
+	struct ipv6hdr *ip6;
 	struct pg_stamp *stamp;
 	__u32 zero = 0, off, f, addr, sum;
+	__be32 varied;
+	__be16 *ethertype;
 	__u16 port, csum;
 	__u64 seq;
 	int i;
@@ -99,18 +109,36 @@ int xlb_pg_gen(struct xdp_md *ctx)
 		port = c->port_base + (c->addrs > 1 ? f / c->addrs : f);
 	}
 
-	off = c->ip_off;
-	if (off > XLB_PG_TMPL_MAX - sizeof(*ip))
+	/* The template's family: the ethertype in front of the varied header.
+	 * IPv6 varies the last 32 bits of the address. */
+	varied = bpf_htonl(addr);
+	off = c->ip_off - 2;	/* wraps (and fails the check) below 2 */
+	if (off > XLB_PG_TMPL_MAX - 2 - sizeof(*ip6))
 		goto bad;
-	ip = data + off;
-	if ((void *)(ip + 1) > data_end)
+	ethertype = data + off;
+	if ((void *)(ethertype + 1) > data_end)
 		goto bad;
-	if (c->vary_dst)
-		ip->daddr = bpf_htonl(addr);
-	else
-		ip->saddr = bpf_htonl(addr);
-	ip->check = 0;
-	ip->check = xlb_ipv4_csum(ip);
+	/* the IP header right after it (from the checked pointer: the verifier
+	 * knows its range, not that of c->ip_off reloaded) */
+	if (*ethertype == bpf_htons(ETH_P_IPV6)) {
+		ip6 = (void *)(ethertype + 1);
+		if ((void *)(ip6 + 1) > data_end)
+			goto bad;
+		if (c->vary_dst)
+			ip6->daddr.in6_u.u6_addr32[3] = varied;
+		else
+			ip6->saddr.in6_u.u6_addr32[3] = varied;
+	} else {
+		ip = (void *)(ethertype + 1);
+		if ((void *)(ip + 1) > data_end)
+			goto bad;
+		if (c->vary_dst)
+			ip->daddr = varied;
+		else
+			ip->saddr = varied;
+		ip->check = 0;
+		ip->check = xlb_ipv4_csum(ip);
+	}
 
 	off = c->l4_off + (c->vary_dst ? 2 : 0);
 	if (off > XLB_PG_TMPL_MAX - 2 || data + off + 2 > data_end)
@@ -134,7 +162,7 @@ int xlb_pg_gen(struct xdp_md *ctx)
 	stamp->ts = bpf_ktime_get_ns();
 
 	/* L4 checksum: the template's seed plus the fields that vary */
-	sum = xlb_csum_add32(c->l4_csum_seed, c->vary_dst ? ip->daddr : ip->saddr);
+	sum = xlb_csum_add32(c->l4_csum_seed, varied);
 	sum += bpf_htons(port);
 	sum = xlb_csum_add32(sum, (__u32)stamp->ts);
 	sum = xlb_csum_add32(sum, (__u32)(stamp->ts >> 32));
@@ -184,6 +212,40 @@ static __always_inline __u32 lat_bucket(__u64 v)
 	return b < XLB_PG_HIST_BUCKETS ? b : XLB_PG_HIST_BUCKETS - 1;
 }
 
+/* The L4 header of an Ethernet frame at `eth`: IPv4 as the data plane parses
+ * it (parse.h), IPv6 with TCP or UDP right after its fixed header. */
+static __always_inline int pg_l4(void *eth, void *data_end, __u8 *proto,
+				 void **l4, __be16 *dport)
+{
+	struct ethhdr *e = eth;
+	struct ipv6hdr *ip6;
+	struct udphdr *u;
+	struct xlb_pkt p = {};
+
+	if ((void *)(e + 1) > data_end)
+		return -1;
+	if (e->h_proto == bpf_htons(ETH_P_IPV6)) {
+		ip6 = (void *)(e + 1);
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		if (ip6->nexthdr != IPPROTO_UDP && ip6->nexthdr != IPPROTO_TCP)
+			return -1;
+		u = (void *)(ip6 + 1);
+		if ((void *)(u + 1) > data_end)
+			return -1;
+		*proto = ip6->nexthdr;
+		*l4 = u;
+		*dport = u->dest;
+		return 0;
+	}
+	if (xlb_parse(eth, data_end, &p) != XLB_OK || !p.l4)
+		return -1;
+	*proto = p.proto;
+	*l4 = p.l4;
+	*dport = p.dport;
+	return 0;
+}
+
 SEC("xdp")
 int xlb_pg_sink(struct xdp_md *ctx)
 {
@@ -191,10 +253,12 @@ int xlb_pg_sink(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct pg_sink_stats *s;
 	struct pg_stamp *stamp;
-	struct xlb_pkt p = {};
 	struct tcphdr *tcp;
+	void *l4 = NULL;
 	__u32 zero = 0, b;
 	__u64 now, ts;
+	__be16 dport = 0;
+	__u8 proto = 0;
 	int vxlan = 0;
 
 	s = bpf_map_lookup_elem(&pg_sink, &zero);
@@ -203,22 +267,22 @@ int xlb_pg_sink(struct xdp_md *ctx)
 	s->packets++;
 	s->bytes += data_end - data;
 
-	if (xlb_parse(data, data_end, &p) != XLB_OK)
+	if (pg_l4(data, data_end, &proto, &l4, &dport))
 		return XDP_DROP;
-	if (p.proto == IPPROTO_UDP &&
-	    (p.dport == bpf_htons(PG_VXLAN_PORT) || p.dport == bpf_htons(PG_VXLAN_IANA))) {
+	if (proto == IPPROTO_UDP &&
+	    (dport == bpf_htons(PG_VXLAN_PORT) || dport == bpf_htons(PG_VXLAN_IANA))) {
 		/* outer UDP, 8 bytes of VXLAN, inner Ethernet */
-		if (xlb_parse(p.l4 + sizeof(struct udphdr) + 8, data_end, &p) != XLB_OK)
+		if (pg_l4(l4 + sizeof(struct udphdr) + 8, data_end, &proto, &l4, &dport))
 			return XDP_DROP;
 		vxlan = 1;
 	}
-	if (p.proto == IPPROTO_UDP) {
-		stamp = p.l4 + sizeof(struct udphdr);
+	if (proto == IPPROTO_UDP) {
+		stamp = l4 + sizeof(struct udphdr);
 	} else {
-		tcp = p.l4;
+		tcp = l4;
 		if ((void *)(tcp + 1) > data_end)
 			return XDP_DROP;
-		stamp = p.l4 + tcp->doff * 4;
+		stamp = l4 + tcp->doff * 4;
 	}
 	if ((void *)(stamp + 1) > data_end || stamp->magic != bpf_htonl(PG_STAMP_MAGIC))
 		return XDP_DROP;

@@ -150,6 +150,55 @@ fn xlb_scenarios_run_and_report() {
     }
 }
 
+/// The IPv6 scenarios: IPv6 frames through the real data plane's IPv6 path
+/// (NodePort DNAT to an IPv6 backend on the remote node, or VXLAN over IPv6
+/// decapsulated, DNATed and re-encapsulated), ct figures from ct6. Frames
+/// below an IPv6 frame's minimum are refused.
+#[test]
+fn ipv6_scenarios_run_and_report() {
+    if !privileged() {
+        return;
+    }
+    for (s, proto, size) in [
+        ("nodeport-remote-v6", "udp", "128"),
+        ("nodeport-remote-v6", "tcp-ack", "128"),
+        ("clusterip-decap-v6", "udp", "152"),
+    ] {
+        let v = bench(&[
+            "--scenario",
+            s,
+            "--proto",
+            proto,
+            "--size",
+            size,
+            "--flows",
+            "10",
+            "--services",
+            "3",
+        ]);
+        consistent(&v, s, 1);
+        assert!(u(&v, "received") > 0, "{s} {proto}: {v}");
+        ct_state_consistent(&v, 10);
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_xlb"))
+        .args([
+            "bench",
+            "run",
+            "--scenario",
+            "nodeport-remote-v6",
+            "--seconds",
+            "0.2",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--size 80"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// xlb's ct figures: the flows' entries are counted (each of the 10 flows
 /// has at least one), an element costs at least the kernel's 48-byte header
 /// plus key and value, bytes per flow are live entries x element / flows,

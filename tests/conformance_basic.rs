@@ -153,7 +153,7 @@ fn row04_backend_sees_the_client_pod_address_through_clusterip() {
     for udp in [false, true] {
         let replies = serves(&g, c, SocketAddrV4::new(cip(4), 80), udp, &["n1p1", "n2p1"]);
         for r in replies {
-            assert_eq!(*r.peer.ip(), c.addr(), "udp {udp}: {r:?}");
+            assert_eq!(r.peer.ip(), c.addr(), "udp {udp}: {r:?}");
         }
     }
 }

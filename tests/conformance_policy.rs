@@ -153,7 +153,7 @@ fn row27_external_traffic_policy_local_nodeport_keeps_host_client_address() {
     );
     let c = Client::Host(2);
     for r in serves(&g, c, node(1, np), false, &["n1p1"]) {
-        assert_eq!(*r.peer.ip(), c.addr(), "{r:?}");
+        assert_eq!(r.peer.ip(), c.addr(), "{r:?}");
     }
 }
 

@@ -180,7 +180,7 @@ fn row25_terminating_fallback_with_external_traffic_policy_local() {
         &[fallback_slice("r25el")],
     );
     let replies = serves(&g, Client::External, node(1, 31326), false, &["n1p1"]);
-    assert!(replies.iter().all(|r| *r.peer.ip() == lab::CLIENT_ADDR));
+    assert!(replies.iter().all(|r| r.peer.ip() == lab::CLIENT_ADDR));
     let kinds = fails(&g, Client::External, node(2, 31326), false);
     assert!(
         kinds

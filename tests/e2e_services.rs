@@ -42,7 +42,7 @@ fn nodeport_to_a_local_and_a_remote_backend() {
         let r = r.unwrap_or_else(|e| panic!("{to}: {e}\n{}", g.logs()));
         assert_eq!(r.name, want, "{to}");
         assert_eq!(
-            *r.peer.ip(),
+            r.peer.ip(),
             CLIENT_ADDR,
             "{to}: backend must see the client"
         );
@@ -62,7 +62,7 @@ fn nodeport_udp_replies_come_from_the_dialled_address() {
                 .map(|_| {
                     let (r, src) = probe::udp(None, to, T).unwrap_or_else(|e| panic!("{to}: {e}"));
                     assert_eq!(src, SocketAddr::V4(to));
-                    assert_eq!(*r.peer.ip(), CLIENT_ADDR);
+                    assert_eq!(r.peer.ip(), CLIENT_ADDR);
                     r.name
                 })
                 .collect()
@@ -109,7 +109,7 @@ fn clusterip_from_a_pod_to_its_own_node_and_the_other_node() {
         let r = r.unwrap_or_else(|e| panic!("{src:?} -> {to}: {e}"));
         assert_eq!(r.name, want, "{src:?} -> {to}");
         assert_eq!(
-            *r.peer.ip(),
+            r.peer.ip(),
             lab::pod_addr(src.0, src.1),
             "no SNAT for pod traffic"
         );
@@ -140,7 +140,7 @@ fn external_traffic_policy_local_and_cluster() {
                 r.name
             );
             assert_eq!(
-                *r.peer.ip(),
+                r.peer.ip(),
                 CLIENT_ADDR,
                 "{to}: Local keeps the client address"
             );
@@ -158,7 +158,7 @@ fn external_traffic_policy_local_and_cluster() {
         "no remote backend used"
     );
     assert!(
-        replies.iter().all(|r| *r.peer.ip() == CLIENT_ADDR),
+        replies.iter().all(|r| r.peer.ip() == CLIENT_ADDR),
         "{replies:?}"
     );
 }
@@ -200,7 +200,7 @@ fn a_pod_reaches_itself_through_its_own_service() {
     });
     let r = seen.expect("n2p2 among 40 connections");
     assert_eq!(
-        *r.peer.ip(),
+        r.peer.ip(),
         std::net::Ipv4Addr::new(169, 254, 42, 1),
         "{r:?}"
     );

@@ -80,7 +80,7 @@ fn up_builds_the_overlay_and_down_removes_everything() {
         let to = SocketAddrV4::new(lab::pod_addr(dst.0, dst.1), lab::BACKEND_PORT);
         let r = g.pod(1, 1, move || probe::tcp(None, to, T)).unwrap();
         assert_eq!(r.name, lab::pod_name(dst.0, dst.1), "{via}");
-        assert_eq!(*r.peer.ip(), lab::pod_addr(1, 1), "{via}");
+        assert_eq!(r.peer.ip(), lab::pod_addr(1, 1), "{via}");
     }
     // The client reaches both nodes on the underlay.
     for n in 1..=2 {
@@ -197,17 +197,17 @@ fn backend_answers_tcp_lines_and_udp_datagrams() {
         let echoes: Vec<_> = (0..5)
             .map(|i| c.exchange(&format!("line {i}")).unwrap())
             .collect();
-        assert_eq!(std::net::SocketAddr::V4(echoes[0].peer), local);
+        assert_eq!(echoes[0].peer, local);
         let udp = probe::udp(None, to, T).unwrap();
         (c.greeting.clone(), echoes, udp)
     });
     assert_eq!(greeting.name, "n2p2");
-    assert_eq!(*greeting.peer.ip(), lab::pod_addr(2, 1));
+    assert_eq!(greeting.peer.ip(), lab::pod_addr(2, 1));
     assert_eq!(echoes[4].echo.as_deref(), Some("line 4"));
     let (reply, src) = udp;
     assert_eq!(reply.name, "n2p2");
     assert_eq!(src, std::net::SocketAddr::V4(to));
-    assert_eq!(*reply.peer.ip(), lab::pod_addr(2, 1));
+    assert_eq!(reply.peer.ip(), lab::pod_addr(2, 1));
 
     // A client that sends an endless line is cut off; the backend keeps serving.
     let (cut, after) = g.pod(2, 1, move || {

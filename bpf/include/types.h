@@ -156,14 +156,15 @@ struct xlb_event {
 /* pg_conf: generator settings (ARRAY[1]), written by userspace before a run. */
 struct pg_conf {
 	__u32 copy_len;		/* template bytes copied into every frame (multiple of 8) */
-	__u32 ip_off;		/* the IPv4 header whose address varies (inner one with VXLAN) */
+	__u32 ip_off;		/* the IP header whose address varies (inner one with VXLAN);
+				 * IPv4 or IPv6 by the ethertype in front of it */
 	__u32 l4_off;		/* its L4 header */
 	__u32 csum_off;		/* its L4 checksum field */
 	__u32 stamp_off;	/* struct pg_stamp */
 	__u32 outer_sport_off;	/* VXLAN: outer UDP source port (flow entropy); 0 = none */
 	__u32 flows;		/* distinct flows, >= 1; 0: every frame a new flow */
 	__u32 addrs;		/* distinct addresses the flows are spread over, >= 1 */
-	__u32 addr_base;	/* host order: first varied address */
+	__u32 addr_base;	/* host order: first varied address (IPv6: its last 32 bits) */
 	__u16 port_base;	/* host order: first varied port */
 	__u8 vary_dst;		/* 0: vary source address/port; 1: destination */
 	__u8 is_udp;		/* L4 is UDP: a computed checksum of 0 is sent as 0xffff */

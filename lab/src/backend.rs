@@ -4,10 +4,13 @@
 //! and the client address it saw, so tests see whether the client address was
 //! preserved), then answers each line received with `NAME PEER LINE`. With
 //! `--udp`, every datagram gets `NAME PEER` (plus the datagram's text).
+//! IPv6 addresses are bound IPv6-only, so `0.0.0.0:P` and `[::]:P` can be
+//! listened on side by side (a dual-stack pod).
 
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
@@ -53,13 +56,16 @@ pub fn run(a: BackendArgs) -> anyhow::Result<()> {
 pub async fn serve(a: BackendArgs) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for addr in &a.listen {
-        let l = TcpListener::bind(addr)
-            .await
+        let l = bind(*addr, Type::STREAM)
+            .and_then(|s| {
+                s.listen(1024)?;
+                TcpListener::from_std(s.into())
+            })
             .with_context(|| format!("listening on tcp {addr}"))?;
         tasks.spawn(tcp_loop(l, a.name.clone()));
         if a.udp {
-            let u = UdpSocket::bind(addr)
-                .await
+            let u = bind(*addr, Type::DGRAM)
+                .and_then(|s| UdpSocket::from_std(s.into()))
                 .with_context(|| format!("listening on udp {addr}"))?;
             tasks.spawn(udp_loop(u, a.name.clone()));
         }
@@ -69,6 +75,20 @@ pub async fn serve(a: BackendArgs) -> anyhow::Result<()> {
         r.context("backend task")??;
     }
     Ok(())
+}
+
+/// A non-blocking socket bound to `addr` (IPv6-only for an IPv6 address).
+fn bind(addr: SocketAddr, ty: Type) -> std::io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), ty, None)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    if ty == Type::STREAM {
+        s.set_reuse_address(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s)
 }
 
 async fn tcp_loop(l: TcpListener, name: String) -> anyhow::Result<()> {

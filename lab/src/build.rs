@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::cmd::{bridge, ip, link_exists};
 use crate::*;
 
-fn ensure_ns(name: &str) -> Result<()> {
+pub(crate) fn ensure_ns(name: &str) -> Result<()> {
     if !netns::exists(name) {
         ip(&["netns", "add", name])?;
     }
@@ -18,7 +18,7 @@ fn ensure_ns(name: &str) -> Result<()> {
 }
 
 /// Writes sysctls of the namespace (from a thread inside it: /proc/sys/net is per netns).
-fn sysctls(ns: &str, kv: &[(&str, &str)]) -> Result<()> {
+pub(crate) fn sysctls(ns: &str, kv: &[(&str, &str)]) -> Result<()> {
     let kv: Vec<(String, String)> = kv
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -37,8 +37,12 @@ fn gro_on(ns: &str, dev: &str) -> Result<()> {
     netns::output(ns, "ethtool", &["-K", dev, "gro", "on"]).map(drop)
 }
 
-/// Underlay, client, nodes and pods, in that order (each needs the one before).
+/// Underlay, client, nodes and pods, in that order (each needs the one
+/// before); in a dual-stack lab, their IPv6 half ([`crate::build6`]) too.
 pub(crate) fn network(lab: &Lab) -> Result<()> {
+    if lab.dual_stack {
+        crate::build6::prepare(lab)?;
+    }
     underlay(lab)?;
     client(lab)?;
     for n in lab.node_numbers() {
@@ -46,6 +50,9 @@ pub(crate) fn network(lab: &Lab) -> Result<()> {
     }
     for (n, k) in lab.pods() {
         pod(lab, n, k)?;
+    }
+    if lab.dual_stack {
+        crate::build6::network(lab)?;
     }
     Ok(())
 }
@@ -246,7 +253,7 @@ fn node(lab: &Lab, n: u8) -> Result<()> {
 }
 
 /// Host-side name of pod `k`'s veth in its node namespace.
-fn pod_veth(k: u8) -> String {
+pub(crate) fn pod_veth(k: u8) -> String {
     format!("vethp{k}")
 }
 
@@ -307,7 +314,7 @@ fn pod(lab: &Lab, n: u8, k: u8) -> Result<()> {
 pub(crate) fn install_manifests(lab: &Lab, from: Option<&Path>) -> Result<()> {
     let dir = lab.manifests_dir();
     match from {
-        None => manifests::install(&dir, lab.nodes),
+        None => manifests::install(&dir, lab.nodes, lab.dual_stack),
         Some(src) => {
             std::fs::create_dir_all(&dir).map_err(io_ctx(format!("creating {}", dir.display())))?;
             let rd =

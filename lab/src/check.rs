@@ -4,7 +4,7 @@
 //! backends allowed to answer; adding a probe is adding one entry to the list
 //! [`check`] builds (a new [`Src`] kind for a new source namespace).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -27,6 +27,7 @@ pub struct CheckRow {
     pub host_network: bool,
 }
 
+#[derive(Clone, Copy)]
 enum Src {
     Client,
     Pod(u8, u8),
@@ -35,9 +36,9 @@ enum Src {
 }
 
 struct Probe {
-    name: &'static str,
+    name: String,
     src: Src,
-    to: SocketAddrV4,
+    to: SocketAddr,
     udp: bool,
     /// Backends allowed to answer.
     expect: Vec<String>,
@@ -53,19 +54,24 @@ fn run_probe(lab: &Lab, p: &Probe) -> CheckRow {
         Src::Pod(n, k) => (lab.ns_pod(n, k), pod_name(n, k), pod_addr(n, k)),
         Src::Node(n) => (lab.ns_node(n), node_name(n), node_addr(n)),
     };
+    // The client's address in the family of the destination.
+    let from_addr = match p.to {
+        SocketAddr::V4(_) => IpAddr::V4(from_addr),
+        SocketAddr::V6(_) => IpAddr::V6(v6::v6(from_addr)),
+    };
     let (to, udp) = (p.to, p.udp);
     let t = Duration::from_secs(2);
     let res = netns::run(&ns, move || {
         if udp {
-            probe::udp(None, to, t).and_then(|(r, src)| {
-                if src == std::net::SocketAddr::V4(to) {
+            probe::udp_ip(None, to, t).and_then(|(r, src)| {
+                if src == to {
                     Ok(r)
                 } else {
                     Err(std::io::Error::other(format!("reply from {src}")))
                 }
             })
         } else {
-            probe::tcp(None, to, t)
+            probe::tcp_ip(None, to, t)
         }
     });
     let (got, ok) = match res {
@@ -73,12 +79,12 @@ fn run_probe(lab: &Lab, p: &Probe) -> CheckRow {
         Ok(Err(e)) => (format!("error: {e}"), false),
         Ok(Ok(r)) => {
             let who = p.expect.contains(&r.name);
-            let seen = !p.client_visible || *r.peer.ip() == from_addr;
+            let seen = !p.client_visible || r.peer.ip() == from_addr;
             (format!("{} saw {}", r.name, r.peer.ip()), who && seen)
         }
     };
     CheckRow {
-        probe: p.name.to_owned(),
+        probe: p.name.clone(),
         from: from_name,
         to: format!("{}{}", p.to, if p.udp { "/udp" } else { "" }),
         expect: p.expect.join("|"),
@@ -97,7 +103,8 @@ fn run_probe(lab: &Lab, p: &Probe) -> CheckRow {
 /// out with `pods_only`): ClusterIP and NodePort from node namespaces, the
 /// `kubernetes` Service (endpoint in node 2's namespace, no nodeName) from
 /// pods and nodes on both nodes, and the `hostnet` Service (a hostNetwork
-/// backend on node 1) from a pod on the other node.
+/// backend on node 1) from a pod on the other node. In a dual-stack lab,
+/// every probe again over IPv6 (`<name>-v6`).
 pub fn check(prefix: &str, pods_only: bool) -> Result<Vec<CheckRow>> {
     require_root()?;
     let info = LabInfo::load(prefix)?;
@@ -107,9 +114,9 @@ pub fn check(prefix: &str, pods_only: bool) -> Result<Vec<CheckRow>> {
     let last = lab.nodes;
     if last > 1 {
         probes.push(Probe {
-            name: "pod-to-pod-overlay",
+            name: "pod-to-pod-overlay".into(),
             src: Src::Pod(1, 1),
-            to: SocketAddrV4::new(pod_addr(last, 1), BACKEND_PORT),
+            to: SocketAddrV4::new(pod_addr(last, 1), BACKEND_PORT).into(),
             udp: false,
             expect: vec![pod_name(last, 1)],
             client_visible: true,
@@ -124,18 +131,18 @@ pub fn check(prefix: &str, pods_only: bool) -> Result<Vec<CheckRow>> {
             .collect();
         let vip = |a: [u8; 4], port| SocketAddrV4::new(Ipv4Addr::from(a), port);
         probes.push(Probe {
-            name: "nodeport-local",
+            name: "nodeport-local".into(),
             src: Src::Client,
-            to: SocketAddrV4::new(n1, 30081),
+            to: SocketAddrV4::new(n1, 30081).into(),
             udp: false,
             expect: vec![pod_name(1, 1)],
             client_visible: true,
             host_network: false,
         });
         probes.push(Probe {
-            name: "nodeport-remote",
+            name: "nodeport-remote".into(),
             src: Src::Client,
-            to: SocketAddrV4::new(n1, 30082),
+            to: SocketAddrV4::new(n1, 30082).into(),
             udp: false,
             expect: vec![pod_name(2, 1)],
             client_visible: true,
@@ -143,18 +150,18 @@ pub fn check(prefix: &str, pods_only: bool) -> Result<Vec<CheckRow>> {
         });
         if lab.pods_per_node >= 2 {
             probes.push(Probe {
-                name: "clusterip-local",
+                name: "clusterip-local".into(),
                 src: Src::Pod(1, 2),
-                to: vip([10, 96, 0, 11], 80),
+                to: vip([10, 96, 0, 11], 80).into(),
                 udp: false,
                 expect: vec![pod_name(1, 1)],
                 client_visible: true,
                 host_network: false,
             });
             probes.push(Probe {
-                name: "clusterip-remote",
+                name: "clusterip-remote".into(),
                 src: Src::Pod(1, 2),
-                to: vip([10, 96, 0, 12], 80),
+                to: vip([10, 96, 0, 12], 80).into(),
                 udp: false,
                 expect: vec![pod_name(2, 1)],
                 client_visible: true,
@@ -162,27 +169,27 @@ pub fn check(prefix: &str, pods_only: bool) -> Result<Vec<CheckRow>> {
             });
         }
         probes.push(Probe {
-            name: "loadbalancer-ip",
+            name: "loadbalancer-ip".into(),
             src: Src::Client,
-            to: vip([10, 96, 100, 17], 80),
+            to: vip([10, 96, 100, 17], 80).into(),
             udp: false,
             expect: web.clone(),
             client_visible: true,
             host_network: false,
         });
         probes.push(Probe {
-            name: "external-ip",
+            name: "external-ip".into(),
             src: Src::Client,
-            to: vip([10, 96, 200, 18], 80),
+            to: vip([10, 96, 200, 18], 80).into(),
             udp: false,
             expect: web.clone(),
             client_visible: true,
             host_network: false,
         });
         probes.push(Probe {
-            name: "nodeport-udp",
+            name: "nodeport-udp".into(),
             src: Src::Client,
-            to: SocketAddrV4::new(n1, 30080),
+            to: SocketAddrV4::new(n1, 30080).into(),
             udp: true,
             expect: web,
             client_visible: true,
@@ -192,15 +199,36 @@ pub fn check(prefix: &str, pods_only: bool) -> Result<Vec<CheckRow>> {
             host_probes(&mut probes);
         }
     }
+    if info.dual_stack {
+        let six: Vec<Probe> = probes.iter().filter_map(v6_twin).collect();
+        probes.extend(six);
+    }
     Ok(probes.iter().map(|p| run_probe(&lab, p)).collect())
+}
+
+/// The same probe over IPv6 (a dual-stack lab): the destination's IPv6
+/// counterpart, from the same namespace.
+fn v6_twin(p: &Probe) -> Option<Probe> {
+    let SocketAddr::V4(to) = p.to else {
+        return None;
+    };
+    Some(Probe {
+        name: format!("{}-v6", p.name),
+        src: p.src,
+        to: SocketAddr::new(v6::to_v6(*to.ip())?.into(), to.port()),
+        udp: p.udp,
+        expect: p.expect.clone(),
+        client_visible: p.client_visible,
+        host_network: p.host_network,
+    })
 }
 
 fn host_probes(probes: &mut Vec<Probe>) {
     let vip = |a: [u8; 4], port| SocketAddrV4::new(Ipv4Addr::from(a), port);
-    let host = |name, src, to, expect: String, client_visible| Probe {
-        name,
+    let host = |name: &str, src, to: SocketAddrV4, expect: String, client_visible| Probe {
+        name: name.to_owned(),
         src,
-        to,
+        to: to.into(),
         udp: false,
         expect: vec![expect],
         client_visible,

@@ -4,7 +4,7 @@
 //! [`crate::procs::Daemon`]; readiness is a TCP answer from the backend and a
 //! 200 from the agent's /readyz.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -32,21 +32,40 @@ pub fn agent_daemon(lab: &Lab, n: u8) -> Daemon {
 }
 
 pub(crate) fn start_backend(lab: &Lab, xlb: &Path, n: u8, k: u8) -> Result<()> {
+    let mut listen = format!("0.0.0.0:{BACKEND_PORT}");
+    if lab.dual_stack {
+        listen.push_str(&format!(",[::]:{BACKEND_PORT}"));
+    }
     let args = [
         "lab".to_owned(),
         "backend".to_owned(),
         "--name".to_owned(),
         pod_name(n, k),
         "--listen".to_owned(),
-        format!("0.0.0.0:{BACKEND_PORT}"),
+        listen,
         "--udp".to_owned(),
     ];
     backend_daemon(lab, n, k).start_tagged(&lab.prefix, xlb, &args, None)?;
     Ok(())
 }
 
+/// Addresses pod `(n, k)`'s backend answers on (IPv4, and IPv6 when dual-stack).
+pub fn backend_addrs(lab: &Lab, n: u8, k: u8) -> Vec<SocketAddr> {
+    let mut v = vec![SocketAddr::new(pod_addr(n, k).into(), BACKEND_PORT)];
+    if lab.dual_stack {
+        v.push(SocketAddr::new(v6::pod_addr6(n, k).into(), BACKEND_PORT));
+    }
+    v
+}
+
 pub(crate) fn wait_backend(lab: &Lab, n: u8, k: u8, limit: Duration) -> Result<()> {
-    let to = SocketAddrV4::new(pod_addr(n, k), BACKEND_PORT);
+    for to in backend_addrs(lab, n, k) {
+        wait_backend_at(lab, n, k, to, limit)?;
+    }
+    Ok(())
+}
+
+fn wait_backend_at(lab: &Lab, n: u8, k: u8, to: SocketAddr, limit: Duration) -> Result<()> {
     let start = Instant::now();
     loop {
         let r = netns::run(&lab.ns_node(n), move || {
@@ -210,14 +229,23 @@ pub fn host_backends(lab: &Lab) -> Vec<(u8, u16)> {
     v
 }
 
+/// Where node `n`'s host-network backend on `port` listens: its underlay
+/// address (and its IPv6 one when dual-stack).
+pub fn host_backend_addrs(lab: &Lab, n: u8, port: u16) -> Vec<SocketAddr> {
+    let mut v = vec![SocketAddr::new(node_addr(n).into(), port)];
+    if lab.dual_stack {
+        v.push(SocketAddr::new(v6::node_addr6(n).into(), port));
+    }
+    v
+}
+
 pub(crate) fn start_host_backend(lab: &Lab, xlb: &Path, n: u8, port: u16) -> Result<()> {
-    let listen = SocketAddrV4::new(node_addr(n), port);
     start_extra_backend(
         lab,
         xlb,
         &host_backend_daemon(lab, n, port),
         &host_backend_name(n),
-        &[listen],
+        &host_backend_addrs(lab, n, port),
     )
 }
 
@@ -229,9 +257,9 @@ pub fn start_extra_backend(
     xlb: &Path,
     d: &Daemon,
     name: &str,
-    listen: &[SocketAddrV4],
+    listen: &[impl Into<SocketAddr> + Copy],
 ) -> Result<()> {
-    let list: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
+    let list: Vec<String> = listen.iter().map(|&a| a.into().to_string()).collect();
     let args = [
         "lab".to_owned(),
         "backend".to_owned(),
@@ -246,7 +274,8 @@ pub fn start_extra_backend(
 }
 
 /// Waits until `to` answers as `name` from inside `ns`.
-pub fn wait_answer(ns: &str, to: SocketAddrV4, name: &str, limit: Duration) -> Result<()> {
+pub fn wait_answer(ns: &str, to: impl Into<SocketAddr>, name: &str, limit: Duration) -> Result<()> {
+    let to: SocketAddr = to.into();
     let start = Instant::now();
     loop {
         let r = netns::run(ns, move || probe::tcp(None, to, Duration::from_millis(500)))?;

@@ -19,6 +19,9 @@
 //! namespace called `P-*`, every process inside them, the pin directories
 //! `/sys/fs/bpf/P-node*` and the state directory `/run/xlb-lab/P`.
 //! `deploy/examples` names the same addresses (Nodes, EndpointSlices).
+//! With `--dual-stack` every node, pod and client also gets the IPv6
+//! counterpart of each address ([`v6`]), the nodes a `flannel-v6.1` VXLAN
+//! device over an IPv6 underlay, and the manifests dual-stack Services.
 //!
 //! A crate of its own so the harness stays out of the product: the xlb
 //! binary's `xlb lab` commands call into it, and it runs the xlb binary it is
@@ -27,16 +30,19 @@
 
 pub mod backend;
 mod build;
+mod build6;
 pub mod check;
 mod cmd;
 pub mod daemons;
 pub mod down;
+pub mod dual;
 pub mod manifests;
 pub mod netns;
 pub mod objects;
 pub mod probe;
 pub mod procs;
 pub mod up;
+pub mod v6;
 pub mod xdp_pass;
 
 use std::net::Ipv4Addr;
@@ -143,6 +149,8 @@ pub struct Lab {
     pub prefix: String,
     pub nodes: u8,
     pub pods_per_node: u8,
+    /// IPv6 beside IPv4 everywhere (`xlb lab up --dual-stack`).
+    pub dual_stack: bool,
 }
 
 impl Lab {
@@ -163,7 +171,14 @@ impl Lab {
             prefix: prefix.to_owned(),
             nodes,
             pods_per_node,
+            dual_stack: false,
         })
+    }
+
+    /// The same lab with IPv6 beside IPv4 (or IPv4 only).
+    pub fn with_dual_stack(mut self, on: bool) -> Self {
+        self.dual_stack = on;
+        self
     }
 
     pub fn ns_underlay(&self) -> String {

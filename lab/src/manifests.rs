@@ -152,12 +152,17 @@ pub fn endpoint_slice_yaml(service: &str, pods: &[(u8, u8)], ports: Vec<Endpoint
 
 /// Fills `dir` with the examples unless it already holds them (a running lab's
 /// changes are kept), and adds Node objects for nodes beyond the examples'.
-pub fn install(dir: &Path, nodes: u8) -> Result<()> {
+/// `dual_stack`: the examples made dual-stack ([`crate::dual`]).
+pub fn install(dir: &Path, nodes: u8, dual_stack: bool) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io_ctx(format!("creating {}", dir.display())))?;
     for (name, text) in EXAMPLES {
         let path = dir.join(name);
         if !path.exists() {
-            write_atomic(&path, text)?;
+            if dual_stack {
+                write_atomic(&path, &crate::dual::dual_stack_file(text)?)?;
+            } else {
+                write_atomic(&path, text)?;
+            }
         }
     }
     if nodes > EXAMPLE_NODES {
@@ -167,7 +172,11 @@ pub fn install(dir: &Path, nodes: u8) -> Result<()> {
             if n > EXAMPLE_NODES + 1 {
                 extra.push_str("---\n");
             }
-            extra.push_str(&node_yaml(n));
+            extra.push_str(&if dual_stack {
+                crate::dual::node_yaml(n)
+            } else {
+                node_yaml(n)
+            });
         }
         write_atomic(&dir.join("nodes-extra.yaml"), &extra)?;
     }
@@ -187,7 +196,9 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
 }
 
 /// Replaces the EndpointSlices of the Service in `<dir>/<service>.yaml` by one
-/// slice with `pods`, keeping the file's other documents (the Service).
+/// slice with `pods`, keeping the file's other documents (the Service); when
+/// the file had an IPv6 slice (a dual-stack lab), by that slice and its IPv6
+/// sibling.
 pub fn set_endpoints(dir: &Path, service: &str, pods: &[(u8, u8)]) -> Result<()> {
     let path = dir.join(format!("{service}.yaml"));
     let text = std::fs::read_to_string(&path).map_err(io_ctx(format!(
@@ -196,7 +207,9 @@ pub fn set_endpoints(dir: &Path, service: &str, pods: &[(u8, u8)]) -> Result<()>
     )))?;
     let mut out = String::new();
     let mut ports = None;
+    let mut had_v6 = false;
     for doc in split_documents(&text) {
+        had_v6 |= doc.lines().any(|l| l.trim() == "addressType: IPv6");
         if doc.lines().any(|l| l.trim() == "kind: EndpointSlice") {
             // Keep the ports of the slice being replaced (named, several protocols).
             if ports.is_none() {
@@ -215,11 +228,17 @@ pub fn set_endpoints(dir: &Path, service: &str, pods: &[(u8, u8)]) -> Result<()>
             path.display()
         )));
     }
-    out.push_str(&endpoint_slice_yaml(
-        service,
-        pods,
-        ports.unwrap_or_else(default_ports),
-    ));
+    let slice = endpoint_slice_yaml(service, pods, ports.unwrap_or_else(default_ports));
+    if had_v6 {
+        let v: serde_yaml::Value = serde_yaml::from_str(&slice).expect("just written");
+        out.push_str(&slice);
+        out.push_str("---\n");
+        out.push_str(
+            &serde_yaml::to_string(&crate::dual::v6_slice(&v)).expect("YAML values serialise"),
+        );
+    } else {
+        out.push_str(&slice);
+    }
     write_atomic(&path, &out)
 }
 
@@ -361,7 +380,7 @@ mod tests {
     #[test]
     fn set_endpoints_keeps_the_service_and_replaces_the_slice() {
         let dir = std::env::temp_dir().join(format!("xlb-lab-man-{}", std::process::id()));
-        install(&dir, 3).unwrap();
+        install(&dir, 3, false).unwrap();
         set_endpoints(&dir, "churn", &[(1, 2), (2, 2)]).unwrap();
         let text = std::fs::read_to_string(dir.join("churn.yaml")).unwrap();
         let ds = docs(&text);

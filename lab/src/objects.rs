@@ -6,7 +6,10 @@
 //! labels, healthCheckNodePort, ExternalName) and for EndpointSlices with any
 //! conditions, pod or host-network addresses, with or without `nodeName`.
 //! [`apply`] writes them as `<dir>/<name>.yaml` the way a controller would
-//! update the API server; [`delete`] removes the file.
+//! update the API server; [`delete`] removes the file. In a dual-stack lab,
+//! [`ServiceDef::dual_stack`] gives a Service the IPv6 counterpart of each of
+//! its addresses and [`SliceDef::ipv6`] makes the IPv6 slice of the same
+//! endpoints ([`crate::v6::to_v6`]).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -14,6 +17,7 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 
 use crate::manifests::write_atomic;
+use crate::v6::to_v6;
 use crate::{io_ctx, node_name, pod_addr, pod_name, Result};
 
 /// A Service port's targetPort: a number or a container port name.
@@ -62,6 +66,8 @@ pub struct ServiceDef {
     pub lb_ingress: Vec<Ipv4Addr>,
     pub health_check_node_port: Option<u16>,
     pub external_name: Option<String>,
+    /// `RequireDualStack`: every address also as its IPv6 counterpart.
+    pub dual_stack: bool,
 }
 
 impl ServiceDef {
@@ -81,7 +87,16 @@ impl ServiceDef {
             lb_ingress: Vec::new(),
             health_check_node_port: None,
             external_name: None,
+            dual_stack: false,
         }
+    }
+
+    /// `ipFamilyPolicy: RequireDualStack`, `ipFamilies: [IPv4, IPv6]`: the
+    /// ClusterIP, external IPs and LoadBalancer ingress IPs also as their
+    /// IPv6 counterparts (lab addresses only).
+    pub fn dual_stack(mut self) -> Self {
+        self.dual_stack = true;
+        self
     }
 
     pub fn cluster_ip(name: &str, ip: Ipv4Addr) -> Self {
@@ -163,9 +178,20 @@ impl ServiceDef {
     pub fn to_value(&self) -> Value {
         let mut spec = Map::new();
         spec.insert("type".into(), json!(self.type_));
+        let six = |a: &Ipv4Addr| {
+            self.dual_stack
+                .then(|| to_v6(*a).map(|x| x.to_string()))
+                .flatten()
+        };
         if let Some(ip) = self.cluster_ip {
             spec.insert("clusterIP".into(), json!(ip.to_string()));
-            spec.insert("clusterIPs".into(), json!([ip.to_string()]));
+            let mut ips = vec![ip.to_string()];
+            ips.extend(six(&ip));
+            spec.insert("clusterIPs".into(), json!(ips));
+            if self.dual_stack {
+                spec.insert("ipFamilyPolicy".into(), json!("RequireDualStack"));
+                spec.insert("ipFamilies".into(), json!(["IPv4", "IPv6"]));
+            }
         }
         if let Some(n) = &self.external_name {
             spec.insert("externalName".into(), json!(n));
@@ -213,7 +239,8 @@ impl ServiceDef {
             spec.insert("publishNotReadyAddresses".into(), json!(true));
         }
         if !self.external_ips.is_empty() {
-            let ips: Vec<String> = self.external_ips.iter().map(|a| a.to_string()).collect();
+            let mut ips: Vec<String> = self.external_ips.iter().map(|a| a.to_string()).collect();
+            ips.extend(self.external_ips.iter().filter_map(six));
             spec.insert("externalIPs".into(), json!(ips));
         }
         if let Some(p) = self.health_check_node_port {
@@ -232,7 +259,9 @@ impl ServiceDef {
             let ing: Vec<Value> = self
                 .lb_ingress
                 .iter()
-                .map(|a| json!({"ip": a.to_string()}))
+                .map(|a| a.to_string())
+                .chain(self.lb_ingress.iter().filter_map(six))
+                .map(|a| json!({ "ip": a }))
                 .collect();
             v["status"] = json!({"loadBalancer": {"ingress": ing}});
         }
@@ -296,7 +325,7 @@ impl EndpointDef {
         self
     }
 
-    fn to_value(&self) -> Value {
+    fn to_value(&self, v6: bool) -> Value {
         let mut cond = Map::new();
         for (k, v) in [
             ("ready", self.ready),
@@ -308,7 +337,12 @@ impl EndpointDef {
             }
         }
         let mut m = Map::new();
-        m.insert("addresses".into(), json!([self.addr.to_string()]));
+        let addr = if v6 {
+            to_v6(self.addr).map_or_else(|| self.addr.to_string(), |a| a.to_string())
+        } else {
+            self.addr.to_string()
+        };
+        m.insert("addresses".into(), json!([addr]));
         m.insert("conditions".into(), Value::Object(cond));
         if let Some(n) = self.node {
             m.insert("nodeName".into(), json!(node_name(n)));
@@ -334,6 +368,8 @@ pub struct SliceDef {
     pub endpoints: Vec<EndpointDef>,
     /// Labels besides `kubernetes.io/service-name`.
     pub labels: Vec<(String, String)>,
+    /// `addressType: IPv6`, the endpoints' IPv6 counterparts.
+    pub v6: bool,
 }
 
 impl SliceDef {
@@ -344,7 +380,14 @@ impl SliceDef {
             ports: Vec::new(),
             endpoints: Vec::new(),
             labels: Vec::new(),
+            v6: false,
         }
+    }
+
+    /// The IPv6 slice of the same endpoints, named `<service>-<suffix>-v6`.
+    pub fn ipv6(mut self) -> Self {
+        self.v6 = true;
+        self
     }
 
     pub fn port(mut self, name: &str, proto: &str, port: u16) -> Self {
@@ -379,15 +422,20 @@ impl SliceDef {
             "apiVersion": "discovery.k8s.io/v1",
             "kind": "EndpointSlice",
             "metadata": {
-                "name": format!("{}-{}", self.service, self.suffix),
+                "name": format!(
+                    "{}-{}{}",
+                    self.service,
+                    self.suffix,
+                    if self.v6 { "-v6" } else { "" }
+                ),
                 "namespace": "default",
                 "labels": labels(&l),
             },
-            "addressType": "IPv4",
+            "addressType": if self.v6 { "IPv6" } else { "IPv4" },
             "ports": self.ports.iter().map(|(n, p, port)| json!({
                 "name": n, "protocol": p, "port": port,
             })).collect::<Vec<_>>(),
-            "endpoints": self.endpoints.iter().map(EndpointDef::to_value).collect::<Vec<_>>(),
+            "endpoints": self.endpoints.iter().map(|e| e.to_value(self.v6)).collect::<Vec<_>>(),
         })
     }
 }
@@ -458,6 +506,27 @@ mod tests {
         );
         let text = to_yaml(&[s.to_value(), sl.to_value()]);
         assert_eq!(text.matches("---\n").count(), 1);
+        let ds = ServiceDef::node_port("d", Ipv4Addr::new(10, 96, 1, 3))
+            .external_ip(Ipv4Addr::new(10, 96, 201, 3))
+            .lb_ingress(Ipv4Addr::new(10, 96, 100, 3))
+            .dual_stack();
+        let svc: Service = serde_json::from_value(ds.to_value()).unwrap();
+        let st = svc.status.unwrap().load_balancer.unwrap().ingress.unwrap();
+        assert_eq!(st[1].ip.as_deref(), Some("fd00:10:96:100::3"));
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.cluster_ips.unwrap(), ["10.96.1.3", "fd00:10:96:1::3"]);
+        assert_eq!(spec.ip_families.unwrap(), ["IPv4", "IPv6"]);
+        assert_eq!(spec.ip_family_policy.as_deref(), Some("RequireDualStack"));
+        assert_eq!(
+            spec.external_ips.unwrap(),
+            ["10.96.201.3", "fd00:10:96:201::3"]
+        );
+        let es: EndpointSlice =
+            serde_json::from_value(SliceDef::new("d", "1").pods(&[(2, 1)]).ipv6().to_value())
+                .unwrap();
+        assert_eq!(es.address_type, "IPv6");
+        assert_eq!(es.metadata.name.as_deref(), Some("d-1-v6"));
+        assert_eq!(es.endpoints[0].addresses, ["fd00:10:244:2::2"]);
         let en = ServiceDef::cluster_ip("x", Ipv4Addr::new(10, 96, 1, 2)).external_name("a.b");
         let svc: Service = serde_json::from_value(en.to_value()).unwrap();
         assert_eq!(svc.spec.unwrap().cluster_ip, None);

@@ -4,10 +4,11 @@
 //! pod name and the client address it saw), answers each line it receives
 //! with `NAME PEER LINE`, and answers each UDP datagram the same way. These
 //! helpers run in whatever namespace the calling thread is in (see
-//! [`crate::netns::run`]).
+//! [`crate::netns::run`]). Destinations are of either family; a source
+//! address given as `Option<Ipv4Addr>` has an `_ip` variant taking either.
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -16,7 +17,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
     pub name: String,
-    pub peer: SocketAddrV4,
+    pub peer: SocketAddr,
     /// The echoed text, if any.
     pub echo: Option<String>,
 }
@@ -40,12 +41,21 @@ fn bad(msg: String) -> io::Error {
 /// A TCP connection from `from` (any local address when `None`) to `to`.
 pub fn tcp_connect(
     from: Option<Ipv4Addr>,
-    to: SocketAddrV4,
+    to: impl Into<SocketAddr>,
     timeout: Duration,
 ) -> io::Result<TcpStream> {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    tcp_connect_ip(from.map(IpAddr::V4), to.into(), timeout)
+}
+
+/// [`tcp_connect`] from an address of either family.
+pub fn tcp_connect_ip(
+    from: Option<IpAddr>,
+    to: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    let s = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
     if let Some(a) = from {
-        s.bind(&SockAddr::from(SocketAddrV4::new(a, 0)))?;
+        s.bind(&SockAddr::from(SocketAddr::new(a, 0)))?;
     }
     s.connect_timeout(&SockAddr::from(to), timeout)?;
     let t: TcpStream = s.into();
@@ -64,10 +74,19 @@ pub struct Conn {
 
 impl Conn {
     /// Connects and reads the greeting.
-    pub fn open(from: Option<Ipv4Addr>, to: SocketAddrV4, timeout: Duration) -> io::Result<Self> {
-        let stream = tcp_connect(from, to, timeout)?;
+    pub fn open(
+        from: Option<Ipv4Addr>,
+        to: impl Into<SocketAddr>,
+        timeout: Duration,
+    ) -> io::Result<Self> {
+        Self::open_ip(from.map(IpAddr::V4), to.into(), timeout)
+    }
+
+    /// [`Conn::open`] from an address of either family.
+    pub fn open_ip(from: Option<IpAddr>, to: SocketAddr, timeout: Duration) -> io::Result<Self> {
+        let stream = tcp_connect_ip(from, to, timeout)?;
         let peer = stream.peer_addr()?;
-        if peer != SocketAddr::V4(to) {
+        if peer != to {
             return Err(bad(format!("connected to {to} but the peer is {peer}")));
         }
         let mut reader = BufReader::new(stream);
@@ -112,31 +131,55 @@ fn read_reply(r: &mut impl BufRead) -> io::Result<Reply> {
 }
 
 /// One TCP connection: who answered.
-pub fn tcp(from: Option<Ipv4Addr>, to: SocketAddrV4, timeout: Duration) -> io::Result<Reply> {
+pub fn tcp(
+    from: Option<Ipv4Addr>,
+    to: impl Into<SocketAddr>,
+    timeout: Duration,
+) -> io::Result<Reply> {
     Conn::open(from, to, timeout).map(|c| c.greeting)
+}
+
+/// [`tcp`] from an address of either family.
+pub fn tcp_ip(from: Option<IpAddr>, to: SocketAddr, timeout: Duration) -> io::Result<Reply> {
+    Conn::open_ip(from, to, timeout).map(|c| c.greeting)
+}
+
+/// The unspecified address of `to`'s family.
+pub fn any_of_family(to: SocketAddr) -> IpAddr {
+    match to {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
 }
 
 /// One UDP datagram to `to`; returns the reply and the address it came from
 /// (which must be `to` for a correct reverse NAT).
 pub fn udp(
     from: Option<Ipv4Addr>,
-    to: SocketAddrV4,
+    to: impl Into<SocketAddr>,
     timeout: Duration,
 ) -> io::Result<(Reply, SocketAddr)> {
-    udp_bound(
-        SocketAddrV4::new(from.unwrap_or(Ipv4Addr::UNSPECIFIED), 0),
-        to,
-        timeout,
-    )
+    udp_ip(from.map(IpAddr::V4), to.into(), timeout)
+}
+
+/// [`udp`] from an address of either family.
+pub fn udp_ip(
+    from: Option<IpAddr>,
+    to: SocketAddr,
+    timeout: Duration,
+) -> io::Result<(Reply, SocketAddr)> {
+    let from = SocketAddr::new(from.unwrap_or_else(|| any_of_family(to)), 0);
+    udp_bound(from, to, timeout)
 }
 
 /// [`udp`] from a given source address and port.
 pub fn udp_bound(
-    from: SocketAddrV4,
-    to: SocketAddrV4,
+    from: impl Into<SocketAddr>,
+    to: impl Into<SocketAddr>,
     timeout: Duration,
 ) -> io::Result<(Reply, SocketAddr)> {
-    let sock = UdpSocket::bind(from)?;
+    let to = to.into();
+    let sock = UdpSocket::bind(from.into())?;
     sock.set_read_timeout(Some(timeout))?;
     sock.send_to(b"probe", to)?;
     let mut buf = [0u8; 512];
@@ -161,6 +204,8 @@ mod tests {
         assert_eq!(r.echo, None);
         let r = Reply::parse("n1p1 198.18.0.1:40000 ping 3").unwrap();
         assert_eq!(r.echo.as_deref(), Some("ping 3"));
+        let r = Reply::parse("n1p1 [fd00:198:18::1]:40000 ping").unwrap();
+        assert_eq!(r.peer, "[fd00:198:18::1]:40000".parse().unwrap());
         for bad in ["", "n1p1", "n1p1 nope", " 1.2.3.4:5"] {
             assert!(Reply::parse(bad).is_none(), "{bad:?}");
         }

@@ -33,6 +33,9 @@ pub struct LabInfo {
     pub nodes: u8,
     pub pods_per_node: u8,
     pub xlb: bool,
+    /// `--dual-stack`: IPv6 beside IPv4.
+    #[serde(default)]
+    pub dual_stack: bool,
 }
 
 impl LabInfo {
@@ -45,7 +48,10 @@ impl LabInfo {
         serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
     }
     pub fn lab(&self) -> Result<Lab> {
-        Lab::new(&self.prefix, self.nodes, self.pods_per_node)
+        Ok(
+            Lab::new(&self.prefix, self.nodes, self.pods_per_node)?
+                .with_dual_stack(self.dual_stack),
+        )
     }
 }
 
@@ -57,10 +63,17 @@ pub fn up(o: &UpOptions) -> Result<()> {
     let state = lab.state_dir();
     std::fs::create_dir_all(&state).map_err(io_ctx(format!("creating {}", state.display())))?;
     if let Ok(prev) = LabInfo::load(&lab.prefix) {
-        if prev.nodes != lab.nodes || prev.pods_per_node != lab.pods_per_node {
+        if prev.nodes != lab.nodes
+            || prev.pods_per_node != lab.pods_per_node
+            || prev.dual_stack != lab.dual_stack
+        {
             return Err(Error::Invalid(format!(
-                "lab {} is up with {} nodes x {} pods; `xlb lab down --prefix {}` first",
-                lab.prefix, prev.nodes, prev.pods_per_node, lab.prefix
+                "lab {} is up with {} nodes x {} pods{}; `xlb lab down --prefix {}` first",
+                lab.prefix,
+                prev.nodes,
+                prev.pods_per_node,
+                if prev.dual_stack { ", dual-stack" } else { "" },
+                lab.prefix
             )));
         }
     }
@@ -69,6 +82,7 @@ pub fn up(o: &UpOptions) -> Result<()> {
         nodes: lab.nodes,
         pods_per_node: lab.pods_per_node,
         xlb: !o.topology_only,
+        dual_stack: lab.dual_stack,
     };
     std::fs::write(
         state.join("lab.json"),
@@ -88,13 +102,14 @@ pub fn up(o: &UpOptions) -> Result<()> {
         daemons::wait_backend(lab, n, k, o.ready_timeout)?;
     }
     for (n, port) in daemons::host_backends(lab) {
-        let to = std::net::SocketAddrV4::new(crate::node_addr(n), port);
-        daemons::wait_answer(
-            &lab.ns_node(n),
-            to,
-            &daemons::host_backend_name(n),
-            o.ready_timeout,
-        )?;
+        for to in daemons::host_backend_addrs(lab, n, port) {
+            daemons::wait_answer(
+                &lab.ns_node(n),
+                to,
+                &daemons::host_backend_name(n),
+                o.ready_timeout,
+            )?;
+        }
     }
     if !o.topology_only {
         daemons::ensure_bpffs()?;

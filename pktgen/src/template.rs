@@ -1,7 +1,15 @@
 //! Frame templates: the bytes the generator copies into every frame, and the
 //! offsets and checksum seed it needs to vary the flow and fix the checksums.
+//!
+//! IPv4 or IPv6, by the family of the spec's addresses. An IPv6 template has
+//! a fixed 40-byte header and no header checksum; the generator varies the
+//! last 32 bits of its address (the generator finds the family from the
+//! ethertype). VXLAN templates are IPv4 in IPv4 or IPv6 in IPv6 (flannel's
+//! two overlays); the outer UDP checksum is 0 in both, which Linux's VXLAN
+//! devices refuse over IPv6 by default (`udp6zerocsumrx`) and xlb's decap
+//! accepts, so IPv6 VXLAN templates are for xlb's data plane.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use xlb_bpf::consts::XLB_PG_NEW_PORT_BITS;
 use xlb_bpf::pktgen::types::pg_conf;
@@ -22,6 +30,7 @@ pub const MIN_SIZE: usize = 64;
 
 const ETH_LEN: usize = 14;
 const IP_LEN: usize = 20;
+const IP6_LEN: usize = 40;
 const UDP_LEN: usize = 8;
 const TCP_LEN: usize = 20;
 const VXLAN_LEN: usize = 8;
@@ -69,8 +78,9 @@ pub enum Vary {
 pub struct Vxlan {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    /// Of the inner addresses' family.
+    pub src: IpAddr,
+    pub dst: IpAddr,
     /// Outer UDP destination port (8472 for flannel, 4789 IANA).
     pub port: u16,
     pub vni: u32,
@@ -81,8 +91,9 @@ pub struct Vxlan {
 pub struct PacketSpec {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
-    pub src: SocketAddrV4,
-    pub dst: SocketAddrV4,
+    /// Both of one family.
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
     pub l4: L4,
     /// Frame length handed to the interface (without FCS), MIN_SIZE..=MAX_SIZE.
     pub size: usize,
@@ -95,7 +106,8 @@ pub struct PacketSpec {
     pub addrs: u32,
     pub vary: Vary,
     /// Every frame a flow never seen before (`flows` and `addrs` are
-    /// ignored): the varied endpoint walks through 2^22 addresses from its
+    /// ignored): the varied endpoint walks through 2^22 addresses (IPv6: of
+    /// the last 32 bits) from its
     /// address and 1024 ports from its port, numbered by a 32-bit flow
     /// number (28 bits of the CPU's frame counter, 4 of the CPU), so flows
     /// do not repeat within 2^28 frames per CPU.
@@ -103,8 +115,9 @@ pub struct PacketSpec {
 }
 
 impl PacketSpec {
-    /// A UDP or TCP packet from `src` to `dst` with one flow, 64 bytes.
-    pub fn new(src: SocketAddrV4, dst: SocketAddrV4, l4: L4) -> Self {
+    /// A UDP or TCP packet from `src` to `dst` with one flow, 64 bytes
+    /// (an IPv6 one needs at least 86).
+    pub fn new(src: SocketAddr, dst: SocketAddr, l4: L4) -> Self {
         Self {
             src_mac: [0x02, 0, 0, 0, 0, 1],
             dst_mac: [0x02, 0, 0, 0, 0, 2],
@@ -127,6 +140,8 @@ pub struct Template {
     /// The whole first frame (template, stamp and zero payload).
     pub frame: Vec<u8>,
     conf: pg_conf,
+    /// The first varied address (the rest differ in the last 32 bits).
+    base: IpAddr,
 }
 
 fn sum16(bytes: &[u8]) -> u32 {
@@ -155,16 +170,61 @@ fn ipv4_header(b: &mut [u8], total: usize, proto: u8, src: Ipv4Addr, dst: Ipv4Ad
     b[10..12].copy_from_slice(&c.to_ne_bytes());
 }
 
+fn ipv6_header(b: &mut [u8], payload: usize, proto: u8, src: Ipv6Addr, dst: Ipv6Addr) {
+    b[0] = 0x60;
+    b[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
+    b[6] = proto;
+    b[7] = 64;
+    b[8..24].copy_from_slice(&src.octets());
+    b[24..40].copy_from_slice(&dst.octets());
+}
+
+/// The low 32 bits of an address (all of an IPv4 one): what the generator varies.
+fn low32(a: IpAddr) -> u32 {
+    match a {
+        IpAddr::V4(a) => u32::from(a),
+        IpAddr::V6(a) => (u128::from(a) & 0xffff_ffff) as u32,
+    }
+}
+
+/// `a` with its low 32 bits set to `low`.
+fn with_low32(a: IpAddr, low: u32) -> IpAddr {
+    match a {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(low)),
+        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(
+            (u128::from(a) & !0xffff_ffffu128) | u128::from(low),
+        )),
+    }
+}
+
 impl Template {
     /// Builds the template of `spec`, checking sizes and port ranges.
     pub fn build(spec: &PacketSpec) -> Result<Self> {
+        let v6 = match (spec.src, spec.dst) {
+            (SocketAddr::V4(_), SocketAddr::V4(_)) => false,
+            (SocketAddr::V6(_), SocketAddr::V6(_)) => true,
+            _ => {
+                return Err(Error::Spec(format!(
+                    "{} -> {}: source and destination of different families",
+                    spec.src, spec.dst
+                )))
+            }
+        };
+        if let Some(v) = &spec.vxlan {
+            if v.src.is_ipv6() != v6 || v.dst.is_ipv6() != v6 {
+                return Err(Error::Spec(
+                    "VXLAN templates are IPv4 in IPv4 or IPv6 in IPv6".into(),
+                ));
+            }
+        }
+        let ip_len = if v6 { IP6_LEN } else { IP_LEN };
         let outer = if spec.vxlan.is_some() {
-            ETH_LEN + IP_LEN + UDP_LEN + VXLAN_LEN
+            ETH_LEN + ip_len + UDP_LEN + VXLAN_LEN
         } else {
             0
         };
         let ip_off = outer + ETH_LEN;
-        let l4_off = ip_off + IP_LEN;
+        let l4_off = ip_off + if v6 { IP6_LEN } else { IP_LEN };
         let stamp_off = l4_off + spec.l4.header_len();
         let copy_len = (stamp_off + STAMP_LEN).div_ceil(8) * 8;
         if spec.size > MAX_SIZE || spec.size < MIN_SIZE.max(copy_len) {
@@ -189,12 +249,12 @@ impl Template {
                     "new flows use {ports} ports from {port_base}: past 65535"
                 )));
             }
-            if u32::from(*base.ip())
+            if low32(base.ip())
                 .checked_add((1u32 << (32 - XLB_PG_NEW_PORT_BITS)) - 1)
                 .is_none()
             {
                 return Err(Error::Spec(
-                    "new flows' addresses run past 255.255.255.255".into(),
+                    "new flows' addresses run past the last (32 bits of) address".into(),
                 ));
             }
         }
@@ -210,9 +270,9 @@ impl Template {
                 spec.flows
             )));
         }
-        if u32::from(*base.ip()).checked_add(addrs - 1).is_none() {
+        if low32(base.ip()).checked_add(addrs - 1).is_none() {
             return Err(Error::Spec(
-                "varied addresses run past 255.255.255.255".into(),
+                "varied addresses run past the last (32 bits of) address".into(),
             ));
         }
 
@@ -220,20 +280,23 @@ impl Template {
         if let Some(v) = &spec.vxlan {
             f[0..6].copy_from_slice(&v.dst_mac);
             f[6..12].copy_from_slice(&v.src_mac);
-            f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+            let ethertype: u16 = if v6 { 0x86dd } else { 0x0800 };
+            f[12..14].copy_from_slice(&ethertype.to_be_bytes());
             let ip = ETH_LEN;
-            ipv4_header(
-                &mut f[ip..ip + IP_LEN],
-                spec.size - ETH_LEN,
-                PROTO_UDP,
-                v.src,
-                v.dst,
-            );
-            let u = ip + IP_LEN;
+            let u = ip + ip_len;
+            match (v.src, v.dst) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => {
+                    ipv4_header(&mut f[ip..u], spec.size - ETH_LEN, PROTO_UDP, s, d)
+                }
+                (IpAddr::V6(s), IpAddr::V6(d)) => {
+                    ipv6_header(&mut f[ip..u], spec.size - u, PROTO_UDP, s, d)
+                }
+                _ => unreachable!("families checked above"),
+            }
             f[u..u + 2].copy_from_slice(&49152u16.to_be_bytes());
             f[u + 2..u + 4].copy_from_slice(&v.port.to_be_bytes());
             f[u + 4..u + 6].copy_from_slice(&((spec.size - u) as u16).to_be_bytes());
-            // outer UDP checksum 0, as VXLAN devices send it
+            // outer UDP checksum 0, as IPv4 VXLAN devices send it
             let x = u + UDP_LEN;
             f[x] = 0x08;
             f[x + 4..x + 8].copy_from_slice(&((v.vni & 0xff_ffff) << 8).to_be_bytes());
@@ -241,15 +304,22 @@ impl Template {
         let e = outer;
         f[e..e + 6].copy_from_slice(&spec.dst_mac);
         f[e + 6..e + 12].copy_from_slice(&spec.src_mac);
-        f[e + 12..e + 14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let ethertype: u16 = if v6 { 0x86dd } else { 0x0800 };
+        f[e + 12..e + 14].copy_from_slice(&ethertype.to_be_bytes());
         let l4_len = spec.size - l4_off;
-        ipv4_header(
-            &mut f[ip_off..l4_off],
-            spec.size - ip_off,
-            spec.l4.proto(),
-            *spec.src.ip(),
-            *spec.dst.ip(),
-        );
+        match (spec.src.ip(), spec.dst.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => ipv4_header(
+                &mut f[ip_off..l4_off],
+                spec.size - ip_off,
+                spec.l4.proto(),
+                s,
+                d,
+            ),
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                ipv6_header(&mut f[ip_off..l4_off], l4_len, spec.l4.proto(), s, d)
+            }
+            _ => unreachable!("families checked above"),
+        }
         let l = l4_off;
         f[l..l + 2].copy_from_slice(&spec.src.port().to_be_bytes());
         f[l + 2..l + 4].copy_from_slice(&spec.dst.port().to_be_bytes());
@@ -271,17 +341,23 @@ impl Template {
         };
         f[stamp_off..stamp_off + 4].copy_from_slice(&STAMP_MAGIC.to_be_bytes());
 
-        // L4 checksum seed: pseudo header and L4 bytes with the varied address,
-        // the varied port, the timestamp and the checksum itself at zero.
+        // L4 checksum seed: pseudo header and L4 bytes with the varied address
+        // (its last 32 bits), the varied port, the timestamp and the checksum
+        // itself at zero.
+        let (addrs_off, addr_len) = if v6 {
+            (ip_off + 8, 16)
+        } else {
+            (ip_off + 12, 4)
+        };
         let (addr_field, port_field) = match spec.vary {
-            Vary::Source => (ip_off + 12, l),
-            Vary::Destination => (ip_off + 16, l + 2),
+            Vary::Source => (addrs_off + addr_len - 4, l),
+            Vary::Destination => (addrs_off + 2 * addr_len - 4, l + 2),
         };
         let mut s = f.clone();
         s[addr_field..addr_field + 4].fill(0);
         s[port_field..port_field + 2].fill(0);
         s[csum_off..csum_off + 2].fill(0);
-        let mut seed = sum16(&s[ip_off + 12..ip_off + 20]);
+        let mut seed = sum16(&s[addrs_off..addrs_off + 2 * addr_len]);
         seed += u16::from_ne_bytes([0, spec.l4.proto()]) as u32;
         seed += u16::from_ne_bytes((l4_len as u16).to_be_bytes()) as u32;
         seed += sum16(&s[l4_off..]);
@@ -293,7 +369,7 @@ impl Template {
             csum_off: csum_off as u32,
             stamp_off: stamp_off as u32,
             outer_sport_off: if spec.vxlan.is_some() {
-                (ETH_LEN + IP_LEN) as u32
+                (ETH_LEN + ip_len) as u32
             } else {
                 0
             },
@@ -303,7 +379,7 @@ impl Template {
             } else {
                 addrs
             },
-            addr_base: u32::from(*base.ip()),
+            addr_base: low32(base.ip()),
             port_base,
             vary_dst: (spec.vary == Vary::Destination) as u8,
             is_udp: (spec.l4 == L4::Udp) as u8,
@@ -312,16 +388,20 @@ impl Template {
             ..Default::default()
         };
         conf.tmpl[..copy_len].copy_from_slice(&f[..copy_len]);
-        Ok(Self { frame: f, conf })
+        Ok(Self {
+            frame: f,
+            conf,
+            base: base.ip(),
+        })
     }
 
     /// The endpoint flow `f` (0-based, wrapping at `flows`) uses for the varied side.
     /// In new-flows mode `f` is the 32-bit flow number.
-    pub fn flow(&self, f: u32) -> SocketAddrV4 {
+    pub fn flow(&self, f: u32) -> SocketAddr {
         let c = &self.conf;
         if c.flows == 0 {
-            return SocketAddrV4::new(
-                Ipv4Addr::from(c.addr_base + (f >> XLB_PG_NEW_PORT_BITS)),
+            return SocketAddr::new(
+                with_low32(self.base, c.addr_base + (f >> XLB_PG_NEW_PORT_BITS)),
                 c.port_base + (f & ((1 << XLB_PG_NEW_PORT_BITS) - 1)) as u16,
             );
         }
@@ -331,10 +411,15 @@ impl Template {
         } else {
             (0, f)
         };
-        SocketAddrV4::new(
-            Ipv4Addr::from(c.addr_base + a),
+        SocketAddr::new(
+            with_low32(self.base, c.addr_base + a),
             c.port_base.wrapping_add(p as u16),
         )
+    }
+
+    /// Whether the frames are IPv6.
+    pub fn is_v6(&self) -> bool {
+        self.base.is_ipv6()
     }
 
     /// Distinct flows; 0 in new-flows mode (every frame a new flow).
@@ -395,6 +480,122 @@ mod tests {
         l4[6..8].copy_from_slice(&c.to_ne_bytes());
         full += sum16(&l4);
         assert_eq!(fold(full), 0xffff);
+    }
+
+    /// The full IPv6 L4 checksum of `f` (pseudo header: addresses, length,
+    /// next header), computed from scratch.
+    fn l4_sum6(f: &[u8]) -> u16 {
+        let ip = 14;
+        let l4 = &f[ip + 40..];
+        let mut s = sum16(&f[ip + 8..ip + 40]);
+        s += sum16(&(l4.len() as u32).to_be_bytes());
+        s += sum16(&[0, 0, 0, f[ip + 6]]);
+        s += sum16(l4);
+        fold(s)
+    }
+
+    #[test]
+    fn ipv6_templates_have_valid_l4_checksums_and_vary_the_last_32_bits() {
+        for (l4, csum_at) in [(L4::Udp, 6), (L4::TcpSyn, 16), (L4::TcpAck, 16)] {
+            let mut spec = PacketSpec::new(
+                "[fd00:198:18::64]:1024".parse().unwrap(),
+                "[fd00:198:18::2]:30080".parse().unwrap(),
+                l4,
+            );
+            assert!(
+                Template::build(&spec).is_err(),
+                "64 bytes hold no IPv6 + stamp"
+            );
+            spec.size = 128;
+            spec.flows = 100;
+            spec.addrs = 10;
+            let t = Template::build(&spec).unwrap();
+            assert!(t.is_v6());
+            let f = &t.frame;
+            assert_eq!(&f[12..14], &[0x86, 0xdd]);
+            assert_eq!(f[14] >> 4, 6);
+            assert_eq!(f[14 + 6], l4.proto());
+            assert_eq!(u16::from_be_bytes([f[18], f[19]]) as usize, 128 - 54);
+            assert_eq!(t.stamp_offset(), 54 + l4.header_len());
+            // as the generator writes flow 37: the varied address and port,
+            // the checksum from the seed, a timestamp
+            let flow = t.flow(37);
+            assert_eq!(
+                flow,
+                "[fd00:198:18::6b]:1027".parse().unwrap(),
+                "address 0x64 + 37 % 10, port 1024 + 37 / 10"
+            );
+            let mut g = f.clone();
+            let IpAddr::V6(a) = flow.ip() else { panic!() };
+            g[14 + 8..14 + 24].copy_from_slice(&a.octets());
+            g[54..56].copy_from_slice(&flow.port().to_be_bytes());
+            let st = t.stamp_offset() + 8;
+            g[st..st + 8].copy_from_slice(&0x0123_4567_89ab_cdefu64.to_ne_bytes());
+            let mut sum = t.conf.l4_csum_seed + sum16(&g[14 + 20..14 + 24]);
+            sum += sum16(&g[54..56]) + sum16(&g[st..st + 8]);
+            let mut c = !fold(sum);
+            if l4 == L4::Udp && c == 0 {
+                c = 0xffff;
+            }
+            g[54 + csum_at..54 + csum_at + 2].copy_from_slice(&c.to_ne_bytes());
+            assert_eq!(l4_sum6(&g), 0xffff, "{l4:?}");
+            assert!(xlb_testkit::csum::verifies(
+                xlb_testkit::csum::sum16(&g[14 + 8..14 + 40])
+                    + xlb_testkit::csum::sum16(&((128 - 54) as u32).to_be_bytes())
+                    + u32::from(l4.proto())
+                    + xlb_testkit::csum::sum16(&g[54..])
+            ));
+        }
+    }
+
+    #[test]
+    fn mixed_families_are_refused_and_ipv6_vxlan_is_ipv6_in_ipv6() {
+        let mut spec = PacketSpec::new(
+            "198.18.0.64:1024".parse().unwrap(),
+            "[fd00::2]:80".parse().unwrap(),
+            L4::Udp,
+        );
+        spec.size = 128;
+        assert!(Template::build(&spec).is_err());
+        spec.src = "[fd00::1]:1024".parse().unwrap();
+        assert!(Template::build(&spec).is_ok());
+        let mut vx = Vxlan {
+            src_mac: [2, 0, 0, 0, 0, 3],
+            dst_mac: [2, 0, 0, 0, 0, 4],
+            src: "198.18.0.1".parse().unwrap(),
+            dst: "198.18.0.2".parse().unwrap(),
+            port: 8472,
+            vni: 1,
+        };
+        spec.vxlan = Some(vx);
+        assert!(Template::build(&spec).is_err(), "IPv6 in IPv4");
+        vx.src = "fd00::1".parse().unwrap();
+        vx.dst = "fd00::2".parse().unwrap();
+        spec.vxlan = Some(vx);
+        assert!(
+            Template::build(&spec).is_err(),
+            "128 bytes hold no IPv6 VXLAN + stamp"
+        );
+        spec.size = 152;
+        let t = Template::build(&spec).unwrap();
+        assert_eq!(&t.frame[12..14], &[0x86, 0xdd]);
+        assert_eq!(t.frame[14 + 6], 17, "outer next header UDP");
+        assert_eq!(&t.frame[56..58], &8472u16.to_be_bytes());
+        assert_eq!(&t.frame[60..62], &[0, 0], "outer UDP checksum 0");
+        assert_eq!(&t.frame[70 + 12..70 + 14], &[0x86, 0xdd], "inner IPv6");
+        assert_eq!(t.stamp_offset(), 70 + 54 + 8);
+        assert_eq!(t.conf.outer_sport_off, 54);
+        spec.size = 128;
+        spec.vxlan = None;
+        spec.new_flows = true;
+        spec.src = "[fd00::ffff:ffff]:1024".parse().unwrap();
+        assert!(Template::build(&spec).is_err(), "low 32 bits run out");
+        spec.src = "[fd00::1:0:0]:1024".parse().unwrap();
+        let t = Template::build(&spec).unwrap();
+        assert_eq!(
+            t.flow(1025),
+            "[fd00::1:0:1]:1025".parse::<SocketAddr>().unwrap()
+        );
     }
 
     #[test]

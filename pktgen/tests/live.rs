@@ -81,6 +81,37 @@ fn sends_exactly_the_requested_count_and_the_sink_counts_it() {
 }
 
 #[test]
+fn ipv6_frames_are_sent_and_stamped_at_the_sink() {
+    if !privileged() {
+        return;
+    }
+    let p = Pair::new();
+    let (gen, _link, a) = setup(&p);
+    let mut s = PacketSpec::new(
+        "[fd00:198:18::64]:1024".parse().unwrap(),
+        "[fd00:198:18::2]:30080".parse().unwrap(),
+        L4::Udp,
+    );
+    s.size = 128;
+    s.flows = 100;
+    gen.set_template(&Template::build(&s).unwrap(), 0).unwrap();
+    gen.reset_sink().unwrap();
+    let mut o = RunOptions::new(a, vec![0], Limit::Count(5_003));
+    o.netns = Some(p.path());
+    let r = gen.run(&o, |_| {}).unwrap();
+    assert_eq!(r.sent(), 5_003);
+    assert_eq!(r.cores[0].errors, 0);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let st = gen.sink_stats().unwrap().total();
+    assert!(st.stamped > 0 && st.stamped <= 5_003, "{st:?}");
+    assert!(st.bytes >= st.stamped * 128);
+    assert_eq!(
+        gen.sink_stats().unwrap().latency().unwrap().samples,
+        st.stamped
+    );
+}
+
+#[test]
 fn two_cores_report_two_figures() {
     if !privileged() || !precondition(several_cpus(), "two CPUs") {
         return;

@@ -104,7 +104,9 @@ impl Agent {
                 self.metrics.observe_sync(took, true);
                 self.proxy_health.updated();
                 tracing::debug!(?rep, ?took, "synced");
-                self.sock_term.synced(&desired.services, &self.metrics);
+                let udp6 = super::sock_term::pairs6(&desired.services);
+                self.sock_term
+                    .synced_dual(&desired.services, &udp6, &self.metrics);
                 if !self.metrics.is_ready() {
                     self.metrics.set_ready();
                     tracing::info!(

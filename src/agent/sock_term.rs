@@ -92,6 +92,39 @@ pub fn stale_pairs(
 /// its port; draining backends included (their sockets stay).
 pub type Pairs6 = BTreeSet<TermPair6>;
 
+/// The [`Pairs6`] of `services`: each IPv6 UDP frontend with each IPv6
+/// backend its port lists.
+pub fn pairs6(services: &BTreeMap<String, Arc<ServiceDesired>>) -> Pairs6 {
+    let mut out = Pairs6::new();
+    for p in services.values().flat_map(|s| s.ports.iter()) {
+        let bes: Vec<SocketAddrV6> = p
+            .backends
+            .iter()
+            .filter_map(|b| match b.addr {
+                SocketAddr::V6(a) => Some(a),
+                SocketAddr::V4(_) => None,
+            })
+            .collect();
+        for f in p
+            .frontends
+            .iter()
+            .filter(|f| f.key.proto == Proto::Udp && f.key.family == Family::V6)
+        {
+            let frontend = match f.key.addr {
+                None => None,
+                Some(IpAddr::V6(a)) => Some(a),
+                Some(IpAddr::V4(_)) => continue,
+            };
+            out.extend(bes.iter().map(|&backend| TermPair6 {
+                frontend,
+                port: f.key.port,
+                backend,
+            }));
+        }
+    }
+    out
+}
+
 /// The pairs of `old` that `new` no longer has.
 pub fn removed_pairs6(old: &Pairs6, new: &Pairs6) -> Vec<TermPair6> {
     old.difference(new).copied().collect()
@@ -400,6 +433,61 @@ mod tests {
     }
 
     const CIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+
+    /// `pairs6`: each IPv6 UDP frontend with each IPv6 backend of its port;
+    /// IPv4 frontends and backends, TCP, and the internal twin add nothing.
+    #[test]
+    fn pairs6_are_the_ipv6_udp_frontends_with_their_ipv6_backends() {
+        let cip6: Ipv6Addr = "fd00:10:96::10".parse().unwrap();
+        let fe6 = |addr: Option<Ipv6Addr>, port, proto, internal| Frontend {
+            key: FrontendKey {
+                addr: addr.map(IpAddr::V6),
+                family: Family::V6,
+                ..fe(None, port, proto, internal).key
+            },
+            ..fe(None, port, proto, internal)
+        };
+        let b6 = |a: &str| Backend {
+            addr: SocketAddr::V6(SocketAddrV6::new(a.parse().unwrap(), 5353, 0, 0)),
+            node: None,
+            terminating: false,
+            draining: true,
+            host_network: false,
+        };
+        let mut udp = port(
+            "kube-system/dns:53/UDP",
+            vec![
+                fe(Some(CIP), 53, Proto::Udp, false),
+                fe6(Some(cip6), 53, Proto::Udp, false),
+                fe6(None, 30053, Proto::Udp, false),
+                fe6(None, 30053, Proto::Udp, true),
+            ],
+            &[1],
+        );
+        udp.backends.push(b6("fd00:10:244:1::2"));
+        udp.backends.push(b6("fd00:10:244:2::2"));
+        let mut tcp = port(
+            "kube-system/dns:53/TCP",
+            vec![fe6(Some(cip6), 53, Proto::Tcp, false)],
+            &[],
+        );
+        tcp.backends.push(b6("fd00:10:244:1::3"));
+        let services = BTreeMap::from([("kube-system/dns".to_owned(), svc(vec![udp, tcp]))]);
+        let got = pairs6(&services);
+        let p6 = |fe: Option<Ipv6Addr>, port, be: &str| TermPair6 {
+            frontend: fe,
+            port,
+            backend: SocketAddrV6::new(be.parse().unwrap(), 5353, 0, 0),
+        };
+        let want: Pairs6 = [
+            p6(Some(cip6), 53, "fd00:10:244:1::2"),
+            p6(Some(cip6), 53, "fd00:10:244:2::2"),
+            p6(None, 30053, "fd00:10:244:1::2"),
+            p6(None, 30053, "fd00:10:244:2::2"),
+        ]
+        .into();
+        assert_eq!(got, want);
+    }
 
     fn dns(bes: &[u8]) -> Arc<ServiceDesired> {
         svc(vec![

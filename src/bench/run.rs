@@ -33,6 +33,7 @@ mod nic;
 mod output;
 mod rules;
 mod topo;
+mod topo6;
 
 use std::path::Path;
 
@@ -71,6 +72,10 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
     let stop = stop_flag();
 
     let topo = Topo::new(ncpu, a.egress, nics.as_ref())?;
+    if a.scenario.is_v6() {
+        topo.add_ipv6()
+            .context("IPv6 in the bench's node namespace")?;
+    }
     check_stop(&stop)?;
     let gen = Pktgen::load().context("loading the generator")?;
     let sink_fd = prog_fd(gen.sink_prog());
@@ -112,7 +117,10 @@ pub fn run(a: RunArgs, _pin_dir: &Path) -> Result<()> {
         } else if matches!(&a.sweep, Some(s) if s.axis == Axis::Flows) {
             " | ct entries: 4 x flows (pow2, >= default)".to_string()
         } else {
-            format!(" | {} ct entries", ct_entries(a.flows))
+            format!(
+                " | {} ct entries",
+                maps::scenario_ct_entries(a.scenario, a.flows)
+            )
         };
         let t = &bench.topo;
         let ports = if t.real {

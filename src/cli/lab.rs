@@ -12,6 +12,7 @@ use xlb_lab as lab;
 ///
 /// Examples:
 ///   sudo xlb lab up                 # 2 nodes x 2 pods, agents reading deploy/examples
+///   sudo xlb lab up --dual-stack    # the same with IPv6 beside IPv4
 ///   sudo xlb lab check              # NodePort/ClusterIP local and remote over real TCP
 ///   sudo xlb lab set-endpoints --service churn --pods n1p1,n2p2
 ///   sudo xlb lab down
@@ -43,9 +44,10 @@ pub enum LabCommand {
 pub struct SpreadArgs {
     #[command(flatten)]
     pub prefix: PrefixArgs,
-    /// Where to connect, e.g. 198.18.0.11:30080 (NodePort on node1) or 10.96.0.10:80.
+    /// Where to connect, e.g. 198.18.0.11:30080 (NodePort on node1), 10.96.0.10:80,
+    /// or [fd00:10:96::10]:80 in a dual-stack lab.
     #[arg(long)]
-    pub to: std::net::SocketAddrV4,
+    pub to: std::net::SocketAddr,
     /// Number of connections.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub count: u32,
@@ -80,6 +82,11 @@ pub struct UpArgs {
     /// Only the network and the backends: no data plane, no agents.
     #[arg(long)]
     pub topology_only: bool,
+    /// IPv6 beside IPv4: an IPv6 underlay (fd00:198:18::/64), IPv6 pod CIDRs
+    /// (fd00:10:244:N::/64), flannel-v6.1 VXLAN devices, dual-stack Nodes,
+    /// Services and EndpointSlices in the manifests (docs/lab.md).
+    #[arg(long)]
+    pub dual_stack: bool,
     /// The xlb binary run in the lab (default: this one).
     #[arg(long)]
     pub xlb_bin: Option<PathBuf>,
@@ -148,7 +155,8 @@ pub fn run(a: LabArgs, _pin: &Path) -> anyhow::Result<()> {
 }
 
 fn up(u: UpArgs) -> anyhow::Result<()> {
-    let l = lab::Lab::new(&u.prefix.prefix, u.nodes, u.pods_per_node)?;
+    let l =
+        lab::Lab::new(&u.prefix.prefix, u.nodes, u.pods_per_node)?.with_dual_stack(u.dual_stack);
     let xlb = match u.xlb_bin {
         Some(p) => p,
         None => std::env::current_exe().context("finding the xlb binary")?,
@@ -167,10 +175,11 @@ fn up(u: UpArgs) -> anyhow::Result<()> {
         )
     })?;
     println!(
-        "lab {} up: {} nodes x {} pods{}; manifests in {}",
+        "lab {} up: {} nodes x {} pods{}{}; manifests in {}",
         l.prefix,
         l.nodes,
         l.pods_per_node,
+        if l.dual_stack { ", dual-stack" } else { "" },
         if u.topology_only {
             " (topology only)"
         } else {

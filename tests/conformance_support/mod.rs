@@ -5,11 +5,15 @@
 //! A wait ([`serves`], [`fails`]) retries until the agents have applied a
 //! change, then checks once more without retrying, so a behaviour that holds
 //! only now and then does not pass.
+//!
+//! Destinations are of either family (`impl Into<SocketAddr>`): the IPv6
+//! rows (`conformance6_*`) use the same waits with IPv6 addresses, the
+//! helpers at the end of this file, and a dual-stack lab.
 #![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeSet;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use crate::e2e_support::*;
@@ -41,6 +45,19 @@ impl Client {
             Client::Pod(n, k) => lab::pod_addr(n, k),
             Client::Host(n) => lab::node_addr(n),
             Client::External => lab::CLIENT_ADDR,
+        }
+    }
+
+    /// [`Client::addr`] in IPv6 (a dual-stack lab).
+    pub fn addr6(self) -> Ipv6Addr {
+        lab::v6::v6(self.addr())
+    }
+
+    /// The client's own address in the family of `to`.
+    pub fn addr_for(self, to: SocketAddr) -> IpAddr {
+        match to {
+            SocketAddr::V4(_) => self.addr().into(),
+            SocketAddr::V6(_) => self.addr6().into(),
         }
     }
 }
@@ -81,23 +98,24 @@ pub fn slice(service: &str, pods: &[(u8, u8)]) -> SliceDef {
 pub fn answers(
     g: &LabGuard,
     c: Client,
-    to: SocketAddrV4,
+    to: impl Into<SocketAddr>,
     udp: bool,
     count: usize,
 ) -> Result<Vec<probe::Reply>, String> {
+    let to: SocketAddr = to.into();
     run(g, c, move || {
         let mut v = Vec::new();
         for _ in 0..count {
             let r = if udp {
-                probe::udp(None, to, T).and_then(|(r, src)| {
-                    if src == SocketAddr::V4(to) {
+                probe::udp_ip(None, to, T).and_then(|(r, src)| {
+                    if src == to {
                         Ok(r)
                     } else {
                         Err(io::Error::other(format!("reply from {src}")))
                     }
                 })
             } else {
-                probe::tcp(None, to, T)
+                probe::tcp_ip(None, to, T)
             };
             v.push(r.map_err(|e| format!("{c:?} -> {to}{}: {e}", if udp { "/udp" } else { "" }))?);
         }
@@ -115,10 +133,11 @@ fn names_of(v: &[probe::Reply]) -> BTreeSet<String> {
 pub fn serves(
     g: &LabGuard,
     c: Client,
-    to: SocketAddrV4,
+    to: impl Into<SocketAddr>,
     udp: bool,
     want: &[&str],
 ) -> Vec<probe::Reply> {
+    let to: SocketAddr = to.into();
     let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
     let count = (8 * want.len()).max(8);
     let limit = std::time::Instant::now() + SETTLE;
@@ -145,9 +164,10 @@ pub fn serves(
 }
 
 /// One attempt that must fail: TCP connect (or UDP exchange) with a short timeout.
-pub fn attempt(to: SocketAddrV4, udp: bool) -> io::Result<probe::Reply> {
+pub fn attempt(to: impl Into<SocketAddr>, udp: bool) -> io::Result<probe::Reply> {
+    let to: SocketAddr = to.into();
     if udp {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
+        let s = UdpSocket::bind(SocketAddr::new(probe::any_of_family(to), 0))?;
         s.set_read_timeout(Some(SHORT))?;
         s.connect(to)?;
         s.send(b"probe")?;
@@ -156,13 +176,14 @@ pub fn attempt(to: SocketAddrV4, udp: bool) -> io::Result<probe::Reply> {
         probe::Reply::parse(&String::from_utf8_lossy(&buf[..n]))
             .ok_or_else(|| io::Error::other("bad reply"))
     } else {
-        probe::tcp(None, to, SHORT)
+        probe::tcp_ip(None, to, SHORT)
     }
 }
 
 /// Waits until `to` stops answering from `c` (any error), then checks that
 /// five more attempts fail too. Returns the error kinds of those.
-pub fn fails(g: &LabGuard, c: Client, to: SocketAddrV4, udp: bool) -> Vec<ErrorKind> {
+pub fn fails(g: &LabGuard, c: Client, to: impl Into<SocketAddr>, udp: bool) -> Vec<ErrorKind> {
+    let to: SocketAddr = to.into();
     eventually(
         &format!("{c:?} -> {to} (udp {udp}) stops answering"),
         SETTLE,
@@ -185,7 +206,8 @@ pub fn fails(g: &LabGuard, c: Client, to: SocketAddrV4, udp: bool) -> Vec<ErrorK
 /// Waits until `to` refuses from `c` at once (TCP RST / ICMP port
 /// unreachable, not a timeout), then checks that five more attempts are
 /// refused too.
-pub fn refused(g: &LabGuard, c: Client, to: SocketAddrV4, udp: bool) {
+pub fn refused(g: &LabGuard, c: Client, to: impl Into<SocketAddr>, udp: bool) {
+    let to: SocketAddr = to.into();
     eventually(
         &format!("{c:?} -> {to} (udp {udp}) refused"),
         SETTLE,
@@ -209,7 +231,8 @@ pub fn refused(g: &LabGuard, c: Client, to: SocketAddrV4, udp: bool) {
 }
 
 /// Starts an extra backend in pod `(n, k)` on `port` (TCP and UDP) answering
-/// as `<pod>-<port>`, and waits for it.
+/// as `<pod>-<port>` (on the pod's IPv6 address too in a dual-stack lab),
+/// and waits for it.
 pub fn extra_backend(g: &LabGuard, n: u8, k: u8, port: u16) -> String {
     let name = format!("{}-{port}", lab::pod_name(n, k));
     let d = xlb_lab::procs::Daemon::new(
@@ -217,9 +240,14 @@ pub fn extra_backend(g: &LabGuard, n: u8, k: u8, port: u16) -> String {
         &format!("backend-{name}"),
         &g.lab.ns_pod(n, k),
     );
-    let listen = SocketAddrV4::new(lab::pod_addr(n, k), port);
-    daemons::start_extra_backend(&g.lab, std::path::Path::new(XLB), &d, &name, &[listen]).unwrap();
-    daemons::wait_answer(&g.lab.ns_node(n), listen, &name, Duration::from_secs(10)).unwrap();
+    let mut listen = vec![SocketAddr::new(lab::pod_addr(n, k).into(), port)];
+    if g.lab.dual_stack {
+        listen.push(SocketAddr::new(lab::v6::pod_addr6(n, k).into(), port));
+    }
+    daemons::start_extra_backend(&g.lab, std::path::Path::new(XLB), &d, &name, &listen).unwrap();
+    for &a in &listen {
+        daemons::wait_answer(&g.lab.ns_node(n), a, &name, Duration::from_secs(10)).unwrap();
+    }
     name
 }
 
@@ -261,4 +289,20 @@ pub fn http_status(
 
 pub fn vip(a: [u8; 4], port: u16) -> SocketAddrV4 {
     sa(a, port)
+}
+
+/// The IPv6 counterpart of a lab IPv4 destination (dual-stack lab).
+pub fn six(to: SocketAddrV4) -> SocketAddr {
+    SocketAddr::new(lab::v6::v6(*to.ip()).into(), to.port())
+}
+
+/// Node `n`'s IPv6 address with `port` (a NodePort).
+pub fn node6(n: u8, port: u16) -> SocketAddr {
+    SocketAddr::new(lab::v6::node_addr6(n).into(), port)
+}
+
+/// [`slice`] in both families: the IPv4 slice and its IPv6 sibling.
+pub fn dual_slices(service: &str, pods: &[(u8, u8)]) -> [SliceDef; 2] {
+    let s = slice(service, pods);
+    [s.clone(), s.ipv6()]
 }

@@ -31,7 +31,9 @@ impl LabGuard {
                 .map_or(default, |w| w[1].parse().unwrap())
         };
         let guard = LabGuard {
-            lab: Lab::new(&prefix, arg("--nodes", 2), arg("--pods-per-node", 2)).unwrap(),
+            lab: Lab::new(&prefix, arg("--nodes", 2), arg("--pods-per-node", 2))
+                .unwrap()
+                .with_dual_stack(extra.contains(&"--dual-stack")),
         };
         let mut args = vec!["lab", "up", "--prefix", &prefix];
         args.extend_from_slice(extra);

@@ -13,8 +13,15 @@ use super::topo::Egress;
 pub enum Scenario {
     /// NodePort to a remote backend: DNAT + VXLAN encap + transmit (xlb).
     NodeportRemote,
+    /// nodeport-remote over IPv6: IPv6 NodePort, IPv6 backend, VXLAN over IPv6 (xlb).
+    /// IPv6 frames need --size 80 (UDP) / 96 (TCP) at least.
+    #[value(name = "nodeport-remote-v6")]
+    NodeportRemoteV6,
     /// VXLAN-encapsulated ClusterIP traffic from another node: decap + DNAT + re-encap (xlb).
     ClusteripDecap,
+    /// clusterip-decap over IPv6: VXLAN over IPv6 in and out (xlb). --size 152 or more.
+    #[value(name = "clusterip-decap-v6")]
+    ClusteripDecapV6,
     /// Replies from a remote backend: decap + reverse NAT (xlb, ct reverse entries pre-filled).
     ReplyRevnat,
     /// kube-proxy iptables mode: the same Services as DNAT rules, kernel forwarding.
@@ -27,7 +34,9 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::NodeportRemote => "nodeport-remote",
+            Scenario::NodeportRemoteV6 => "nodeport-remote-v6",
             Scenario::ClusteripDecap => "clusterip-decap",
+            Scenario::ClusteripDecapV6 => "clusterip-decap-v6",
             Scenario::ReplyRevnat => "reply-revnat",
             Scenario::Iptables => "iptables",
             Scenario::Nftables => "nftables",
@@ -36,6 +45,14 @@ impl Scenario {
 
     pub(super) fn is_xlb(self) -> bool {
         !matches!(self, Scenario::Iptables | Scenario::Nftables)
+    }
+
+    /// Whether its frames are IPv6.
+    pub fn is_v6(self) -> bool {
+        matches!(
+            self,
+            Scenario::NodeportRemoteV6 | Scenario::ClusteripDecapV6
+        )
     }
 }
 
@@ -103,6 +120,8 @@ impl std::str::FromStr for Sweep {
 ///
 /// Examples:
 ///   xlb bench run --scenario nodeport-remote --cores 1 --seconds 3
+///   xlb bench run --scenario nodeport-remote-v6 --size 80
+///   xlb bench run --scenario clusterip-decap-v6 --size 152
 ///   xlb bench run --scenario iptables --json
 ///   xlb bench run --scenario nodeport-remote --sweep services=1,1000,100000 --svg services.svg
 ///   xlb bench run --scenario nodeport-remote --iface enp1s0f0 --peer-iface enp1s0f1
@@ -201,6 +220,39 @@ impl RunArgs {
                     .into(),
             );
         }
+        if self.new_flows && self.scenario.is_v6() {
+            return Err(
+                "--new-flows: the IPv6 scenarios measure established flows only (no IPv6 \
+                 flows are pre-filled)"
+                    .into(),
+            );
+        }
+        let most = match &self.sweep {
+            Some(s) if s.axis == Axis::Flows => s.points.iter().copied().max().unwrap_or(0),
+            _ => self.flows,
+        };
+        let ct6_flows = xlb_bpf::consts::XLB_CT6_ENTRIES / 4;
+        if self.scenario.is_v6() && most > ct6_flows {
+            return Err(format!(
+                "{most} flows: the IPv6 scenarios keep their flows in ct6, which holds \
+                 {} entries (not sized by the flows): at most {ct6_flows} flows",
+                xlb_bpf::consts::XLB_CT6_ENTRIES
+            ));
+        }
+        let min = match (self.scenario, self.proto) {
+            (Scenario::ClusteripDecapV6, ProtoArg::Udp) => 152,
+            (Scenario::ClusteripDecapV6, _) => 160,
+            (s, ProtoArg::Udp) if s.is_v6() => 80,
+            (s, _) if s.is_v6() => 96,
+            _ => 0,
+        };
+        if self.size < min {
+            return Err(format!(
+                "--size {}: {} frames carry an IPv6 header and the stamp: --size {min} or more",
+                self.size,
+                self.scenario.name()
+            ));
+        }
         if self.new_flows && matches!(&self.sweep, Some(s) if s.axis == Axis::Flows) {
             return Err("--new-flows makes every packet a new flow: no flows sweep".into());
         }
@@ -246,6 +298,49 @@ mod tests {
         assert!("flows".parse::<Sweep>().is_err());
         assert!("services=100001".parse::<Sweep>().is_err());
         assert!("flows=1000001".parse::<Sweep>().is_err());
+    }
+
+    #[test]
+    fn ipv6_scenarios_check_their_frame_size() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let run = |extra: &[&str]| {
+            let mut v = vec!["run", "--scenario", "nodeport-remote-v6"];
+            v.extend_from_slice(extra);
+            Cli::try_parse_from(v).unwrap().run
+        };
+        assert_eq!(run(&[]).scenario.name(), "nodeport-remote-v6");
+        assert!(run(&[]).scenario.is_v6());
+        let e = run(&[]).check().unwrap_err();
+        assert!(e.contains("--size 80"), "{e}");
+        assert!(run(&["--size", "80"]).check().is_ok());
+        assert!(run(&["--size", "80", "--proto", "tcp-syn"])
+            .check()
+            .is_err());
+        assert!(run(&["--size", "96", "--proto", "tcp-ack"]).check().is_ok());
+        assert!(run(&["--size", "80", "--new-flows"]).check().is_err());
+        let decap = |extra: &[&str]| {
+            let mut v = vec!["run", "--scenario", "clusterip-decap-v6"];
+            v.extend_from_slice(extra);
+            Cli::try_parse_from(v).unwrap().run
+        };
+        assert!(decap(&["--size", "128"]).check().is_err());
+        assert!(decap(&["--size", "152"]).check().is_ok());
+        assert!(decap(&["--size", "152", "--proto", "tcp-ack"])
+            .check()
+            .is_err());
+        assert!(decap(&["--size", "160", "--proto", "tcp-ack"])
+            .check()
+            .is_ok());
+        assert!(run(&["--size", "80", "--flows", "65536"]).check().is_ok());
+        assert!(run(&["--size", "80", "--flows", "65537"]).check().is_err());
+        assert!(run(&["--size", "80", "--sweep", "flows=1,100000"])
+            .check()
+            .is_err());
     }
 
     #[test]

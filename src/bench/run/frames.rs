@@ -1,6 +1,6 @@
 //! The bench's Services, backends and the frames each scenario sends.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
 use xlb_bpf::consts::*;
 use xlb_bpf::Proto;
@@ -8,6 +8,7 @@ use xlb_pktgen::{PacketSpec, Vary, Vxlan, L4};
 
 use super::args::{ProtoArg, RunArgs, Scenario};
 use super::topo::*;
+use super::topo6::*;
 
 pub(super) const NODEPORT: u16 = 30080;
 pub(super) const SVC_PORT: u16 = 80;
@@ -29,6 +30,27 @@ pub(super) fn backend_addr(j: u32) -> SocketAddrV4 {
     SocketAddrV4::new(
         Ipv4Addr::from(u32::from(REMOTE_PODS) + 10 + j),
         BACKEND_PORT,
+    )
+}
+
+/// ClusterIP `i` of the IPv6 scenarios: fd00:10:96::/112 (then the next ports).
+pub(super) fn svc_addr6(i: u32) -> SocketAddrV6 {
+    let base = u128::from(Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 1));
+    SocketAddrV6::new(
+        Ipv6Addr::from(base + u128::from(i % 65534)),
+        SVC_PORT + (i / 65534) as u16,
+        0,
+        0,
+    )
+}
+
+/// Backend `j` of the IPv6 scenarios, a pod of the remote node.
+pub(super) fn backend_addr6(j: u32) -> SocketAddrV6 {
+    SocketAddrV6::new(
+        Ipv6Addr::from(u128::from(REMOTE_PODS6) + 10 + u128::from(j)),
+        BACKEND_PORT,
+        0,
+        0,
     )
 }
 
@@ -62,35 +84,63 @@ pub(super) fn spec(
 ) -> PacketSpec {
     let client = SocketAddrV4::new(CLIENTS, CLIENT_PORT);
     let mut p = match s {
-        Scenario::NodeportRemote | Scenario::Iptables | Scenario::Nftables => {
-            PacketSpec::new(client, SocketAddrV4::new(NODE, NODEPORT), l4(a.proto))
-        }
+        Scenario::NodeportRemote | Scenario::Iptables | Scenario::Nftables => PacketSpec::new(
+            client.into(),
+            SocketAddrV4::new(NODE, NODEPORT).into(),
+            l4(a.proto),
+        ),
         Scenario::ClusteripDecap => PacketSpec::new(
-            SocketAddrV4::new(Ipv4Addr::from(u32::from(CLIENT_PODS) + 1), CLIENT_PORT),
-            svc_addr(target(services)),
+            SocketAddrV4::new(Ipv4Addr::from(u32::from(CLIENT_PODS) + 1), CLIENT_PORT).into(),
+            svc_addr(target(services)).into(),
             l4(a.proto),
         ),
         Scenario::ReplyRevnat => {
-            let mut p = PacketSpec::new(backend_addr(0), client, l4(a.proto));
+            let mut p = PacketSpec::new(backend_addr(0).into(), client.into(), l4(a.proto));
             p.vary = Vary::Destination;
             p
         }
+        Scenario::NodeportRemoteV6 => PacketSpec::new(
+            SocketAddrV6::new(CLIENTS6, CLIENT_PORT, 0, 0).into(),
+            SocketAddrV6::new(NODE6, NODEPORT, 0, 0).into(),
+            l4(a.proto),
+        ),
+        Scenario::ClusteripDecapV6 => PacketSpec::new(
+            SocketAddrV6::new(
+                Ipv6Addr::from(u128::from(CLIENT_PODS6) + 1),
+                CLIENT_PORT,
+                0,
+                0,
+            )
+            .into(),
+            svc_addr6(target(services)).into(),
+            l4(a.proto),
+        ),
     };
     p.src_mac = mac_c0;
     p.dst_mac = mac_n0;
     p.size = a.size as usize;
     p.flows = flows;
     if a.new_flows && p.vary == Vary::Source {
-        p.src = SocketAddrV4::new(NEW_FLOW_SOURCES, CLIENT_PORT);
+        p.src = SocketAddrV4::new(NEW_FLOW_SOURCES, CLIENT_PORT).into();
         p.new_flows = true;
     }
     match s {
+        Scenario::ClusteripDecapV6 => {
+            p.vxlan = Some(Vxlan {
+                src_mac: mac_c0,
+                dst_mac: mac_n0,
+                src: CLIENT6.into(),
+                dst: NODE6.into(),
+                port: XLB_VXLAN_PORT_DEFAULT as u16,
+                vni: XLB_VNI_DEFAULT,
+            });
+        }
         Scenario::ClusteripDecap => {
             p.vxlan = Some(Vxlan {
                 src_mac: mac_c0,
                 dst_mac: mac_n0,
-                src: CLIENT,
-                dst: NODE,
+                src: CLIENT.into(),
+                dst: NODE.into(),
                 port: XLB_VXLAN_PORT_DEFAULT as u16,
                 vni: XLB_VNI_DEFAULT,
             });
@@ -100,8 +150,8 @@ pub(super) fn spec(
             p.vxlan = Some(Vxlan {
                 src_mac: mac_c0,
                 dst_mac: mac_n0,
-                src: REMOTE_NODE,
-                dst: NODE,
+                src: REMOTE_NODE.into(),
+                dst: NODE.into(),
                 port: XLB_VXLAN_PORT_DEFAULT as u16,
                 vni: XLB_VNI_DEFAULT,
             });
@@ -114,6 +164,16 @@ pub(super) fn spec(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_addresses_stay_in_their_ranges() {
+        for i in [0, 1, 65533, 65534, 99_999] {
+            let a = svc_addr6(i);
+            assert_eq!(a.ip().segments()[..7], [0xfd00, 0x10, 0x96, 0, 0, 0, 0]);
+            assert_ne!(a.ip().segments()[7], 0xffff);
+        }
+        assert_eq!(backend_addr6(3).ip().to_string(), "fd00:10:244:1::d");
+    }
 
     #[test]
     fn service_addresses_stay_in_the_service_range() {

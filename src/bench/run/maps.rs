@@ -11,6 +11,7 @@ use xlb_pktgen::Template;
 use super::args::{RunArgs, Scenario};
 use super::frames::*;
 use super::topo::*;
+use super::topo6::*;
 
 /// Connection-tracking entries for `flows` flows: every flow holds two (its
 /// forward entry and the reverse one its replies use), and an LRU map evicts
@@ -22,6 +23,17 @@ pub fn ct_entries(flows: u32) -> u32 {
         .next_power_of_two()
         .min(1 << 31)
         .max(u64::from(XLB_CT_ENTRIES)) as u32
+}
+
+/// The ct entries a scenario's flows live in: `ct` sized for the flows
+/// ([`ct_entries`]), or `ct6` (IPv6 scenarios), which the data plane
+/// allocates at its fixed `XLB_CT6_ENTRIES`.
+pub fn scenario_ct_entries(s: Scenario, flows: u32) -> u32 {
+    if s.is_v6() {
+        XLB_CT6_ENTRIES
+    } else {
+        ct_entries(flows)
+    }
 }
 
 pub(super) fn monotonic_ns() -> u64 {
@@ -61,6 +73,9 @@ pub(super) fn fill_maps(
     })?;
     m.put_local_addr(NODE)?;
     m.put_local_addr(NODE_SINK_SIDE)?;
+    if s.is_v6() {
+        return fill_maps6(m, t, a, services);
+    }
     m.put_tunnel(
         &xlb_tunnel_key::new(REMOTE_PODS, 24),
         &xlb_tunnel_val::new(REMOTE_NODE, t.remote_mac()),
@@ -125,7 +140,9 @@ pub(super) fn fill_maps(
     if s == Scenario::ReplyRevnat {
         let now = monotonic_ns();
         for f in 0..tmpl.flows() {
-            let client = tmpl.flow(f);
+            let std::net::SocketAddr::V4(client) = tmpl.flow(f) else {
+                anyhow::bail!("reply-revnat: an IPv4 template")
+            };
             let key = xlb_ct_key::new(backend_addr(0), client, p.number());
             m.put_ct(
                 &key,
@@ -140,6 +157,62 @@ pub(super) fn fill_maps(
                 },
             )
             .with_context(|| format!("ct reverse entry {f}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The IPv6 scenarios' part: config6, local addresses, tunnel6 to the remote
+/// node and to the client's node, backends6 there and K IPv6 ClusterIP Services (the target one also
+/// as NodePort), the IPv4 config (VXLAN port, MTU, uplink) as filled above.
+fn fill_maps6(m: &Maps, t: &Topo, a: &RunArgs, services: u32) -> Result<()> {
+    use xlb_bpf::types::{
+        xlb_backend6, xlb_config6, xlb_svc6_key, xlb_tunnel6_key, xlb_tunnel6_val,
+    };
+    m.put_config6(&xlb_config6 {
+        node_addr: xlb_bpf::wire6::be128(NODE6),
+        ..Default::default()
+    })?;
+    m.put_local_addr6(NODE6)?;
+    m.put_local_addr6(NODE_SINK_SIDE6)?;
+    m.put_tunnel6(
+        &xlb_tunnel6_key::new(REMOTE_PODS6, 64),
+        &xlb_tunnel6_val::new(REMOTE_NODE6, t.remote_mac()),
+    )?;
+    m.put_tunnel6(
+        &xlb_tunnel6_key::new(CLIENT_PODS6, 64),
+        &xlb_tunnel6_val::new(CLIENT6, t.mac_c0),
+    )?;
+    for j in 0..BACKENDS {
+        m.put_backend6(
+            j + 1,
+            &xlb_backend6::new(backend_addr6(j), Some(REMOTE_NODE6), 0),
+        )?;
+    }
+    let p = proto(a.proto);
+    let tgt = target(services);
+    let mut table = vec![0u32; TABLE as usize];
+    for i in 0..services {
+        for (k, slot) in table.iter_mut().enumerate() {
+            *slot = 1 + (i + k as u32) % BACKENDS;
+        }
+        m.write_maglev(i * TABLE, &table)?;
+        let val = |fe: xlb_bpf::Kind| xlb_svc_val {
+            svc_id: i + 1,
+            table_off: i * TABLE,
+            table_size: TABLE,
+            fe_type: fe.fe_type(),
+            ..Default::default()
+        };
+        m.put_service6(
+            &xlb_svc6_key::addr(svc_addr6(i), p),
+            &val(xlb_bpf::Kind::ClusterIp),
+        )?;
+        if i == tgt {
+            m.put_service6(
+                &xlb_svc6_key::nodeport(NODEPORT, p),
+                &val(xlb_bpf::Kind::NodePort),
+            )?;
         }
     }
     Ok(())

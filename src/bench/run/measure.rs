@@ -361,7 +361,12 @@ impl Bench<'_> {
             check_stop(&self.stop)?;
             let mut m =
                 self.with_node_prog(prog_fd(dp.xdp_prog()), s.name(), Point::Sink, flows)?;
-            let ct = ctmem::measure(&dp.maps.ct).context("counting the ct entries")?;
+            // the scenario's family: ct6 holds the IPv6 flows
+            let ct_map = match dp.maps.v6() {
+                Some(m6) if s.is_v6() => &m6.ct6,
+                _ => &dp.maps.ct,
+            };
+            let ct = ctmem::measure(ct_map).context("counting the ct entries")?;
             m.ct = Some(ct);
             m.ct_live = Some(ct.live);
             m.half_open = Some(half_open_live(&dp).context("counting the half-open slots")?);

@@ -6,7 +6,7 @@ use serde::Serialize;
 use xlb_pktgen::Latency;
 
 use super::args::RunArgs;
-use super::maps::ct_entries;
+use super::maps::scenario_ct_entries;
 use super::measure::Measure;
 
 /// The JSON of one run (keys as documented).
@@ -100,7 +100,10 @@ pub(super) fn report(a: &RunArgs, flows: u32, m: &Measure, drop: &Measure, tx: &
         latency_us: m.latency.into(),
         sent: m.sent,
         received: m.received,
-        ct_entries: a.scenario.is_xlb().then(|| ct_entries(flows)),
+        ct_entries: a
+            .scenario
+            .is_xlb()
+            .then(|| scenario_ct_entries(a.scenario, flows)),
         ct_live_entries: m.ct_live,
         ct_elem_bytes: m.ct.map(|c| c.elem_bytes),
         ct_bytes_per_flow: m

@@ -82,7 +82,7 @@ pub fn sh(prog: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn mac(m: &[u8; 6]) -> String {
+pub(super) fn mac(m: &[u8; 6]) -> String {
     xlb_bpf::wire::mac_string(m)
 }
 
@@ -263,7 +263,7 @@ impl Topo {
         }
     }
 
-    fn ip(&self, ns: &str, args: &str) -> Result<String> {
+    pub(super) fn ip(&self, ns: &str, args: &str) -> Result<String> {
         let mut v = vec!["-n", ns];
         v.extend(args.split_whitespace());
         sh("ip", &v)
