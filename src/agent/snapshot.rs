@@ -77,7 +77,7 @@ impl Agent {
             if !self.shadows.contains(s) {
                 tracing::warn!(
                     frontend = %s.frontend,
-                    listener = %format!("{}:{}/{}", s.listener.addr, s.listener.port, s.listener.proto),
+                    listener = %format!("{}/{}", std::net::SocketAddr::new(s.listener.addr, s.listener.port), s.listener.proto),
                     "a Service frontend on a node address takes the traffic of a process listening on the node (the Service wins, as with kube-proxy)"
                 );
             }
