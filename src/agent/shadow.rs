@@ -139,9 +139,11 @@ pub fn shadows(
             }
             let covered = match k.addr {
                 None => {
-                    let fam = |a: &IpAddr| match (a, k.family) {
-                        (IpAddr::V4(_), Family::V4) | (IpAddr::V6(_), Family::V6) => true,
-                        _ => false,
+                    let fam = |a: &IpAddr| {
+                        matches!(
+                            (a, k.family),
+                            (IpAddr::V4(_), Family::V4) | (IpAddr::V6(_), Family::V6)
+                        )
                     };
                     node_addrs.iter().any(|a| fam(a) && l.takes(*a))
                         || (loopback
