@@ -174,3 +174,31 @@ pub fn run(a: ExplainArgs, pin_dir: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_of_both_families_parse() {
+        assert_eq!(
+            parse_from("2001:db8::64").unwrap(),
+            "[2001:db8::64]:0".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_from("[2001:db8::64]:40000").unwrap(),
+            "[2001:db8::64]:40000".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_to("[fd00:96::10]:80").unwrap(),
+            "[fd00:96::10]:80".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_to("10.96.0.10:80").unwrap(),
+            "10.96.0.10:80".parse::<SocketAddr>().unwrap()
+        );
+        assert!(parse_to("fd00:96::10").unwrap_err().contains("no port"));
+        assert!(parse_to("10.96.0.10").unwrap_err().contains("no port"));
+        assert!(parse_to("x:80").unwrap_err().contains("not ADDR:PORT"));
+    }
+}
