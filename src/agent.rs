@@ -63,6 +63,7 @@ pub mod http;
 pub mod net;
 pub mod net6;
 mod node;
+pub mod shadow;
 pub mod sizing;
 mod snapshot;
 pub mod sock_term;

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +16,14 @@ use tokio::net::TcpStream;
 use xlb::agent::health::{self, HealthCheck, ServiceHealth};
 use xlb::agent::healthz::{self, ProxyHealth};
 use xlb::metrics::Metrics;
-use xlb::model::Snapshot;
+use xlb::model::{Model, ModelConfig, Snapshot};
+
+/// Each Service its own ClusterIP and NodePort (the model gives a shared
+/// frontend to one Service only).
+static NEXT: AtomicU32 = AtomicU32::new(1);
 
 fn lb_service(name: &str, etp: &str, hc_port: Option<i32>, labels: &[(&str, &str)]) -> Service {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
     Service {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -32,12 +38,12 @@ fn lb_service(name: &str, etp: &str, hc_port: Option<i32>, labels: &[(&str, &str
         },
         spec: Some(ServiceSpec {
             type_: Some("LoadBalancer".into()),
-            cluster_ip: Some("10.96.0.10".into()),
+            cluster_ip: Some(format!("10.96.0.{n}")),
             external_traffic_policy: Some(etp.into()),
             health_check_node_port: hc_port,
             ports: Some(vec![ServicePort {
                 port: 80,
-                node_port: Some(30080),
+                node_port: Some(30000 + n as i32),
                 protocol: Some("TCP".into()),
                 ..Default::default()
             }]),
@@ -91,6 +97,16 @@ fn snap(services: Vec<Service>, slices: Vec<EndpointSlice>) -> Snapshot {
         slices: slices.into_iter().map(Arc::new).collect(),
         nodes: vec![],
     }
+}
+
+/// What the health server serves on `node` for `s`, through the model as
+/// the agent computes it.
+fn wanted(s: &Snapshot, node: &str) -> Vec<HealthCheck> {
+    let cfg = ModelConfig {
+        node_name: node.into(),
+        ..Default::default()
+    };
+    health::wanted(Model::from_snapshot(s, cfg).desired())
 }
 
 fn hc(name: &str, port: u16, n: usize) -> HealthCheck {
@@ -175,7 +191,7 @@ fn wanted_counts_local_ready_endpoints_as_kube_proxy() {
     s_with_plain_service.services.push(Arc::new(plain));
 
     assert_eq!(
-        health::wanted(&s_with_plain_service, "node-a"),
+        wanted(&s_with_plain_service, "node-a"),
         vec![
             hc("drain", 31002, 0),
             hc("portless", 31006, 0),
@@ -183,13 +199,46 @@ fn wanted_counts_local_ready_endpoints_as_kube_proxy() {
         ]
     );
     assert_eq!(
-        health::wanted(&s, "node-b"),
+        wanted(&s, "node-b"),
         vec![
             hc("drain", 31002, 1),
             hc("portless", 31006, 0),
             hc("web", 31001, 1)
         ]
     );
+}
+
+#[test]
+fn wanted_counts_local_endpoints_of_both_families() {
+    // A dual-stack Service whose only local endpoints are IPv6 ones.
+    let mut svc = lb_service("dual", "Local", Some(31010), &[]);
+    let spec = svc.spec.as_mut().unwrap();
+    spec.ip_families = Some(vec!["IPv4".into(), "IPv6".into()]);
+    spec.ip_family_policy = Some("RequireDualStack".into());
+    let ip4 = spec.cluster_ip.clone().unwrap();
+    spec.cluster_ips = Some(vec![ip4, "fd00:96::10".into()]);
+    let v4 = slice(
+        "dual-v4",
+        "dual",
+        true,
+        &[("10.244.2.5", "node-b", Some(true))],
+    );
+    let mut v6 = slice(
+        "dual-v6",
+        "dual",
+        true,
+        &[
+            ("fd00:244:1::5", "node-a", Some(true)),
+            ("fd00:244:1::6", "node-a", None),
+            ("fd00:244:1::7", "node-a", Some(false)),
+            ("fd00:244:2::5", "node-b", Some(true)),
+        ],
+    );
+    v6.address_type = "IPv6".into();
+    let s = snap(vec![svc], vec![v4, v6]);
+    assert_eq!(wanted(&s, "node-a"), vec![hc("dual", 31010, 2)]);
+    assert_eq!(wanted(&s, "node-b"), vec![hc("dual", 31010, 2)]);
+    assert_eq!(wanted(&s, "node-c"), vec![hc("dual", 31010, 0)]);
 }
 
 /// Two ports no other test of this process uses (bound, then released).

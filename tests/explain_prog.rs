@@ -9,7 +9,7 @@
 //! or source (the chosen backend). XDP and tc, seeded, a few hundred cases.
 mod packet_util;
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use packet_util::*;
 use xlb::explain::{explain, Flow, Iface, MapsView, Verdict, View};
@@ -325,8 +325,16 @@ fn explain_outcome_equals_the_programs() {
             assert_eq!(rc, code(o.verdict, f.iface), "verdict; {what}");
             if o.reason != "tx_reject" && o.verdict != Verdict::Drop {
                 let (src, dst) = addrs_out(&out, &what);
-                assert_eq!(dst, o.new_dst.unwrap_or(f.dst), "destination; {what}");
-                assert_eq!(src, o.new_src.unwrap_or(f.src), "source; {what}");
+                assert_eq!(
+                    SocketAddr::from(dst),
+                    o.new_dst.unwrap_or(f.dst.into()),
+                    "destination; {what}"
+                );
+                assert_eq!(
+                    SocketAddr::from(src),
+                    o.new_src.unwrap_or(f.src.into()),
+                    "source; {what}"
+                );
             }
             *seen.entry(o.reason.clone()).or_default() += 1;
             if e.steps.iter().any(|s| s.found.contains("another node's")) {

@@ -48,8 +48,8 @@ pub struct AgentArgs {
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
 
-    /// Uplink to attach XDP to; `auto` = the interface holding the node
-    /// address. Without it the agent only syncs the maps (attach with
+    /// Uplink to attach XDP to; `auto` = the interface holding the node's
+    /// IPv4 address, else its IPv6 address (an IPv6-only node). Without it the agent only syncs the maps (attach with
     /// `xlb attach`).
     #[arg(long, short = 'i', env = "XLB_IFACE", value_name = "IF")]
     pub iface: Option<String>,

@@ -7,13 +7,14 @@
 //! agent's equivalent of kube-proxy's service health server
 //! (`pkg/proxy/healthcheck/service_health.go`):
 //!
-//! - [`wanted`] lists, from a snapshot, every such Service with its port and
-//!   its *local ready endpoints*: distinct IPv4 addresses of endpoints whose
-//!   `ready` condition is true (unset counts as true, as Kubernetes
-//!   documents) and whose `nodeName` is this node, in the Service's
-//!   EndpointSlices that carry at least one port. Terminating endpoints do not
-//!   count, so a node with only terminating endpoints answers 503 and the load
-//!   balancer drains it. Services kube-proxy must leave alone (labels
+//! - [`wanted`] lists, from the model's desired state, every such Service
+//!   with its port and its *local ready endpoints*: distinct `addr:port` of
+//!   endpoints of either family whose `ready` condition is true (unset counts
+//!   as true, as Kubernetes documents) and whose `nodeName` is this node,
+//!   through a usable port (as kube-proxy's `LocalReadyEndpoints`).
+//!   Terminating endpoints do not count, so a node with only terminating
+//!   endpoints answers 503 and the load balancer drains it. Services
+//!   kube-proxy must leave alone (labels
 //!   `service.kubernetes.io/service-proxy-name` and
 //!   `service.kubernetes.io/headless`) have no health check.
 //! - [`ServiceHealth::sync`] opens a listener per Service on each bind
@@ -30,7 +31,7 @@
 //!   `xlb_health_check_node_ports{state="failed"}`, and retried by the next
 //!   sync at least [`RETRY`] later.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -42,12 +43,8 @@ use tokio::task::JoinHandle;
 use super::healthz::ProxyHealth;
 use super::http;
 use crate::metrics::Metrics;
-use crate::model::{Snapshot, SERVICE_NAME_LABEL};
+use crate::model::Desired;
 
-/// Services with this label belong to another service proxy.
-pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
-/// Services with this label are headless: no proxying.
-pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 /// Least time between two attempts to open a port that failed.
 pub const RETRY: Duration = Duration::from_secs(5);
 
@@ -61,73 +58,24 @@ pub struct HealthCheck {
     pub local_endpoints: usize,
 }
 
-/// Every health check `snap` asks of node `node_name`, sorted by Service.
-pub fn wanted(snap: &Snapshot, node_name: &str) -> Vec<HealthCheck> {
-    let mut want: BTreeMap<(&str, &str), (u16, BTreeSet<&str>)> = BTreeMap::new();
-    for svc in &snap.services {
-        let labels = svc.metadata.labels.as_ref();
-        if labels.is_some_and(|l| {
-            l.contains_key(SERVICE_PROXY_NAME_LABEL) || l.contains_key(HEADLESS_LABEL)
-        }) {
-            continue;
-        }
-        let Some(spec) = &svc.spec else { continue };
-        let port = spec
-            .health_check_node_port
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p != 0);
-        if spec.type_.as_deref() != Some("LoadBalancer")
-            || spec.external_traffic_policy.as_deref() != Some("Local")
-        {
-            continue;
-        }
-        let (Some(port), Some(name)) = (port, svc.metadata.name.as_deref()) else {
-            continue;
-        };
-        let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-        want.insert((ns, name), (port, BTreeSet::new()));
-    }
-    for slice in &snap.slices {
-        if slice.address_type != "IPv4" {
-            continue;
-        }
-        let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
-        let Some(svc) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        else {
-            continue;
-        };
-        let Some((_, ips)) = want.get_mut(&(ns, svc.as_str())) else {
-            continue;
-        };
-        // Like kube-proxy, endpoints count only through a usable port.
-        let has_port = slice
-            .ports
-            .as_ref()
-            .is_some_and(|ps| ps.iter().any(|p| p.port.is_some_and(|n| n > 0)));
-        if !has_port {
-            continue;
-        }
-        for ep in &slice.endpoints {
-            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-            if ready && ep.node_name.as_deref() == Some(node_name) {
-                if let Some(a) = ep.addresses.first() {
-                    ips.insert(a.as_str());
-                }
+/// Every health check the model's desired state asks of this node, sorted
+/// by Service: [`Desired::health_checks`] holds the port and the count of
+/// local ready endpoints (both families) of each such Service.
+pub fn wanted(desired: &Desired) -> Vec<HealthCheck> {
+    let mut want: Vec<HealthCheck> = desired
+        .health_checks()
+        .map(|(key, port, n)| {
+            let (ns, name) = key.split_once('/').unwrap_or(("default", key));
+            HealthCheck {
+                namespace: ns.to_owned(),
+                name: name.to_owned(),
+                port,
+                local_endpoints: n as usize,
             }
-        }
-    }
-    want.into_iter()
-        .map(|((ns, name), (port, ips))| HealthCheck {
-            namespace: ns.to_owned(),
-            name: name.to_owned(),
-            port,
-            local_endpoints: ips.len(),
         })
-        .collect()
+        .collect();
+    want.sort();
+    want
 }
 
 /// An open health check: its listeners and the count they answer with.

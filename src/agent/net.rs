@@ -1,6 +1,7 @@
 //! This node's network facts: interfaces, their addresses, MAC and MTU; the
-//! addresses NodePorts answer on (followed through netlink); the sockets
-//! listening on the node (which a frontend on a node address may shadow).
+//! addresses NodePorts answer on (followed through netlink). The sockets
+//! listening on the node (which a frontend on a node address may shadow) are
+//! in [`super::shadow`], re-exported here.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -11,9 +12,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use xlb_bpf::Proto;
+use crate::model::in_cidrs;
 
-use crate::model::{in_cidrs, Desired};
+pub use super::shadow::{listeners, parse_proc_net, shadows, Listener, Shadow};
 
 /// What the data plane needs to know about the uplink.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -251,109 +252,6 @@ pub fn log_nodeport_addrs(old: Option<&[IpAddr]>, new: &[IpAddr]) {
     tracing::info!(?added, ?removed, "NodePort addresses: {new:?}");
 }
 
-/// A socket listening (TCP) or bound (UDP) in this network namespace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Listener {
-    pub proto: Proto,
-    pub addr: Ipv4Addr,
-    pub port: u16,
-}
-
-/// Listeners of `/proc/net/{tcp,udp}` text: TCP in state LISTEN, UDP bound
-/// and unconnected (state 07).
-pub fn parse_proc_net(text: &str, proto: Proto) -> Vec<Listener> {
-    let want = match proto {
-        Proto::Tcp => "0A",
-        _ => "07",
-    };
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let local = f.nth(1)?;
-            let remote = f.next()?;
-            let state = f.next()?;
-            if state != want || (proto != Proto::Tcp && !remote.starts_with("00000000:0000")) {
-                return None;
-            }
-            let (a, p) = local.split_once(':')?;
-            // The kernel prints the __be32 as a host-order number: its
-            // native-endian bytes are the address.
-            let a = u32::from_str_radix(a, 16).ok()?;
-            let port = u16::from_str_radix(p, 16).ok()?;
-            Some(Listener {
-                proto,
-                addr: Ipv4Addr::from(a.to_ne_bytes()),
-                port,
-            })
-        })
-        .collect()
-}
-
-/// Every TCP listener and bound UDP socket of the calling thread's network
-/// namespace (IPv4).
-pub fn listeners() -> Vec<Listener> {
-    let mut out = Vec::new();
-    for (file, proto) in [("tcp", Proto::Tcp), ("udp", Proto::Udp)] {
-        if let Ok(t) = std::fs::read_to_string(format!("/proc/thread-self/net/{file}")) {
-            out.extend(parse_proc_net(&t, proto));
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// A frontend on a node address that takes the traffic of a process
-/// listening on the node (the Service wins, as with kube-proxy).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Shadow {
-    /// The frontend, as `addr:port/proto` (`*` for a NodePort).
-    pub frontend: String,
-    pub listener: Listener,
-}
-
-/// Frontends that cover a node listener: a NodePort on a port some process
-/// listens on at a node address (or any address), an address frontend on a
-/// node address and a listened port. `loopback`: NodePorts also answer on
-/// 127.0.0.0/8 (the socket hooks).
-pub fn shadows(
-    desired: &Desired,
-    node_addrs: &BTreeSet<IpAddr>,
-    loopback: bool,
-    listeners: &[Listener],
-) -> Vec<Shadow> {
-    let mut out = Vec::new();
-    for (_, f) in desired.frontends() {
-        let k = &f.key;
-        for l in listeners {
-            if l.port != k.port || l.proto != k.proto {
-                continue;
-            }
-            // (the listeners are IPv4 ones: /proc/net/tcp and udp)
-            let la = IpAddr::V4(l.addr);
-            let covered = match k.addr {
-                None => {
-                    k.family == crate::model::Family::V4
-                        && (l.addr.is_unspecified()
-                            || node_addrs.contains(&la)
-                            || (loopback && l.addr.is_loopback()))
-                }
-                Some(a) => node_addrs.contains(&a) && (l.addr.is_unspecified() || la == a),
-            };
-            if covered {
-                out.push(Shadow {
-                    frontend: k.to_string(),
-                    listener: *l,
-                });
-            }
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
 /// The interface that holds `addr`, if any.
 pub fn iface_with_addr(addr: Ipv4Addr) -> std::io::Result<Option<String>> {
     Ok(ipv4_addrs()?
@@ -482,103 +380,6 @@ mod tests {
         ] {
             assert!(parse_cidrs(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn proc_net_listeners() {
-        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
-   1: 0100007F:280A 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0
-   2: 0100007F:9C40 0100007F:0016 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0
-";
-        let l = parse_proc_net(tcp, Proto::Tcp);
-        assert_eq!(l.len(), 2, "{l:?}");
-        assert_eq!(l[0].port, 22);
-        assert!(l[0].addr.is_unspecified());
-        assert_eq!(l[1].port, 10250);
-        if cfg!(target_endian = "little") {
-            assert_eq!(l[1].addr, Ipv4Addr::LOCALHOST);
-        }
-        // A real listener of this process shows up.
-        let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = s.local_addr().unwrap().port();
-        assert!(listeners()
-            .iter()
-            .any(|l| l.proto == Proto::Tcp && l.port == port && l.addr == Ipv4Addr::LOCALHOST));
-    }
-
-    #[test]
-    fn shadows_of_node_listeners() {
-        use crate::model::{Model, ModelConfig, Snapshot};
-        let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "s", "namespace": "d"},
-            "spec": {"type": "NodePort", "clusterIP": "10.96.0.5",
-                     "externalIPs": ["198.18.0.11"],
-                     "ports": [{"port": 22, "nodePort": 30022, "protocol": "TCP"},
-                               {"port": 80, "nodePort": 10250, "protocol": "TCP"}]}
-        }))
-        .unwrap();
-        let snap = Snapshot {
-            services: vec![std::sync::Arc::new(svc)],
-            ..Default::default()
-        };
-        let node = Ipv4Addr::new(198, 18, 0, 11);
-        let cfg = ModelConfig {
-            node_name: "n1".into(),
-            node_addrs: vec![node.into()],
-            nodeport_cidrs: vec![(Ipv4Addr::new(198, 18, 0, 0).into(), 24)],
-            // a cluster whose API server hands out NodePorts as low as 10250
-            nodeport_range: 1..=32767,
-            ..Default::default()
-        };
-        let m = Model::from_snapshot(&snap, cfg);
-        let d = m.desired();
-        assert_eq!(
-            d.local_addrs.iter().copied().collect::<Vec<_>>(),
-            vec![node]
-        );
-        let addrs: BTreeSet<IpAddr> = [node.into()].into();
-        let l = |a: [u8; 4], port| Listener {
-            proto: Proto::Tcp,
-            addr: Ipv4Addr::from(a),
-            port,
-        };
-        let listening = [
-            l([0, 0, 0, 0], 22),        // sshd: the externalIP on the node address covers it
-            l([127, 0, 0, 1], 10250),   // kubelet on loopback: the NodePort with loopback
-            l([10, 1, 1, 1], 80),       // another address: not covered
-            l([198, 18, 0, 11], 30022), // on the node address: the NodePort covers it
-        ];
-        let s = shadows(d, &addrs, true, &listening);
-        let got: Vec<_> = s
-            .iter()
-            .map(|s| (s.frontend.clone(), s.listener.port))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("*:10250/TCP (NodePort)".to_string(), 10250),
-                ("*:30022/TCP (NodePort)".to_string(), 30022),
-                ("198.18.0.11:22/TCP".to_string(), 22),
-            ],
-            "{s:?}"
-        );
-        assert_eq!(
-            shadows(d, &addrs, false, &listening).len(),
-            2,
-            "no loopback NodePorts"
-        );
-        // Outside --nodeport-addresses, the node address takes no NodePort.
-        let cfg = ModelConfig {
-            node_name: "n1".into(),
-            node_addrs: vec![node.into()],
-            nodeport_cidrs: vec![(Ipv4Addr::new(10, 0, 0, 0).into(), 8)],
-            ..Default::default()
-        };
-        assert!(Model::from_snapshot(&snap, cfg)
-            .desired()
-            .local_addrs
-            .is_empty());
     }
 
     #[test]

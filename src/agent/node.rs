@@ -32,16 +32,18 @@ impl Agent {
         let iface = match self.args.iface.as_deref() {
             None | Some("") => None,
             Some("auto") => {
-                let Some(addr) = self.args.node_addr.or(from_node) else {
-                    bail!(
-                        "--iface auto: no node address (pass --node-addr, or make sure Node {} has an InternalIP)",
-                        self.node_name
-                    );
-                };
-                match net::iface_with_addr(addr)? {
-                    Some(name) => Some(name),
-                    None => bail!("--iface auto: no interface holds {addr}"),
-                }
+                let v4 = self.args.node_addr.or(from_node);
+                let v6 = self
+                    .args
+                    .node_addr6
+                    .or_else(|| own_node_addr6(snap, &self.node_name));
+                Some(auto_uplink(
+                    &self.node_name,
+                    v4,
+                    v6,
+                    &net::ipv4_addrs()?,
+                    &net6::ipv6_addrs()?,
+                )?)
             }
             Some(name) => Some(name.to_owned()),
         };
@@ -124,6 +126,32 @@ impl Agent {
     }
 }
 
+/// The uplink `--iface auto` picks: the interface holding the node's IPv4
+/// address, else (a node with only IPv6, or an IPv4 address on no
+/// interface) the one holding its IPv6 address. `addrs4` and `addrs6` are
+/// every interface's addresses.
+fn auto_uplink(
+    node_name: &str,
+    v4: Option<Ipv4Addr>,
+    v6: Option<Ipv6Addr>,
+    addrs4: &[(String, Ipv4Addr)],
+    addrs6: &[(String, Ipv6Addr)],
+) -> anyhow::Result<String> {
+    let by4 = v4.and_then(|a| addrs4.iter().find(|(_, x)| *x == a).map(|(n, _)| n));
+    let by6 = v6.and_then(|a| addrs6.iter().find(|(_, x)| *x == a).map(|(n, _)| n));
+    if let Some(name) = by4.or(by6) {
+        return Ok(name.clone());
+    }
+    match (v4, v6) {
+        (None, None) => bail!(
+            "--iface auto: no node address (pass --node-addr or --node-addr6, or make sure Node {node_name} has an InternalIP)"
+        ),
+        (Some(a), None) => bail!("--iface auto: no interface holds {a}"),
+        (None, Some(b)) => bail!("--iface auto: no interface holds {b}"),
+        (Some(a), Some(b)) => bail!("--iface auto: no interface holds {a} or {b}"),
+    }
+}
+
 fn plain_bytes6(c: &xlb_bpf::types::xlb_config6) -> Vec<u8> {
     // SAFETY: xlb_config6 is Plain (integers only, explicit padding).
     unsafe { plain::as_bytes(c) }.to_vec()
@@ -173,4 +201,59 @@ fn own_node_addr(snap: &Snapshot, name: &str) -> Option<Ipv4Addr> {
         .iter()
         .filter(|a| a.type_ == "InternalIP")
         .find_map(|a| a.address.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs<A: std::str::FromStr>(l: &[(&str, &str)]) -> Vec<(String, A)>
+    where
+        A::Err: std::fmt::Debug,
+    {
+        l.iter()
+            .map(|(n, a)| (n.to_string(), a.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn auto_uplink_by_either_family() {
+        let a4: Vec<(String, Ipv4Addr)> = addrs(&[("lo", "127.0.0.1"), ("eth0", "198.18.0.11")]);
+        let a6: Vec<(String, Ipv6Addr)> =
+            addrs(&[("lo", "::1"), ("eth0", "fe80::1"), ("eth1", "2001:db8::11")]);
+        let v4 = Some(Ipv4Addr::new(198, 18, 0, 11));
+        let v6 = Some("2001:db8::11".parse().unwrap());
+        let pick = |v4, v6| auto_uplink("n1", v4, v6, &a4, &a6);
+        // IPv4 first; an IPv6-only node by its IPv6 address.
+        assert_eq!(pick(v4, v6).unwrap(), "eth0");
+        assert_eq!(pick(None, v6).unwrap(), "eth1");
+        // an IPv4 address on no interface: the IPv6 one still finds it
+        assert_eq!(pick(Some(Ipv4Addr::new(10, 9, 9, 9)), v6).unwrap(), "eth1");
+        let e = pick(None, Some("2001:db8::99".parse().unwrap())).unwrap_err();
+        assert!(
+            e.to_string().contains("no interface holds 2001:db8::99"),
+            "{e}"
+        );
+        let e = pick(None, None).unwrap_err();
+        assert!(e.to_string().contains("no node address"), "{e}");
+    }
+
+    #[test]
+    fn auto_uplink_on_this_host_ipv6_only() {
+        // ::1 on lo (when the namespace has IPv6 at all) finds lo.
+        let a6 = net6::ipv6_addrs().unwrap();
+        if a6
+            .iter()
+            .any(|(n, a)| n == "lo" && *a == Ipv6Addr::LOCALHOST)
+        {
+            let got = auto_uplink(
+                "n1",
+                None,
+                Some(Ipv6Addr::LOCALHOST),
+                &net::ipv4_addrs().unwrap(),
+                &a6,
+            );
+            assert_eq!(got.unwrap(), "lo");
+        }
+    }
 }

@@ -77,7 +77,7 @@ impl Agent {
             if !self.shadows.contains(s) {
                 tracing::warn!(
                     frontend = %s.frontend,
-                    listener = %format!("{}:{}/{}", s.listener.addr, s.listener.port, s.listener.proto),
+                    listener = %format!("{}/{}", std::net::SocketAddr::new(s.listener.addr, s.listener.port), s.listener.proto),
                     "a Service frontend on a node address takes the traffic of a process listening on the node (the Service wins, as with kube-proxy)"
                 );
             }
@@ -168,7 +168,12 @@ impl Agent {
             .iter()
             .find(|n| n.metadata.name.as_deref() == Some(self.node_name.as_str()));
         self.proxy_health.sync_node(own.map(|n| &**n));
-        self.health_wanted = health::wanted(snap, &self.node_name);
+        // The model of the last snapshot the agent could build one for (a
+        // snapshot that fails before the model, say on node facts, keeps the
+        // previous counts).
+        if let Some(model) = &self.model {
+            self.health_wanted = health::wanted(model.desired());
+        }
         self.health_checks.sync(&self.health_wanted).await;
     }
 }

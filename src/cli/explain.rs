@@ -1,14 +1,14 @@
 //! `xlb explain`: what the data plane would do with one frame, step by step,
 //! read from the pinned maps (the walk is `crate::explain`).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use serde_json::json;
 use xlb_bpf::{Maps, Proto};
 
-use crate::explain::{explain, Flow, Iface, MapsView};
+use crate::explain::{explain, explain6, Flow, Flow6, Iface, MapsView};
 
 /// Explain what the data plane would do with a frame: filters, connection
 /// tracking, Service match (NodePort on a local address too), source ranges,
@@ -20,19 +20,23 @@ use crate::explain::{explain, Flow, Iface, MapsView};
 /// is used. Frames that arrive VXLAN-encapsulated are not modelled; the next
 /// hop of a remote backend is the kernel's routing (the outcome says so).
 ///
+/// IPv6 frames are modelled from the uplink (the XDP program's IPv6 path,
+/// on the IPv6 maps).
+///
 /// Examples:
 ///   xlb explain --from 198.18.0.100:40000 --to 10.96.0.10:80
+///   xlb explain --from [2001:db8::64]:40000 --to [fd00:96::10]:80
 ///   xlb explain --from 192.0.2.7 --to 198.18.0.2:30080 --proto udp --json
 ///   xlb explain --from 10.244.1.5:33000 --to 10.96.0.10:80 --iface pod
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct ExplainArgs {
-    /// Client address, with or without a source port (IPv4).
+    /// Client address, with or without a source port (IPv4 or IPv6: `[ADDR]:PORT`).
     #[arg(long, value_name = "ADDR[:PORT]", value_parser = parse_from)]
-    pub from: SocketAddrV4,
-    /// Destination address and port (IPv4): a ClusterIP, LoadBalancer or external IP, or a node address for a NodePort.
+    pub from: SocketAddr,
+    /// Destination address and port, of the client's family: a ClusterIP, LoadBalancer or external IP, or a node address for a NodePort.
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_to)]
-    pub to: SocketAddrV4,
+    pub to: SocketAddr,
     #[arg(long, value_enum, default_value = "tcp")]
     pub proto: ProtoArg,
     /// Where the frame enters: the uplink (XDP) or a pod's veth (tc).
@@ -49,28 +53,22 @@ pub enum ProtoArg {
     Udp,
 }
 
-const V4_ONLY: &str =
-    "`xlb explain` models IPv4 flows only (`xlb maps services` and `xlb maps ct` show IPv6 ones)";
-
-fn parse_from(s: &str) -> Result<SocketAddrV4, String> {
+fn parse_from(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<IpAddr>() {
-        return match a {
-            IpAddr::V4(a) => Ok(SocketAddrV4::new(a, 0)),
-            IpAddr::V6(_) => Err(format!("{s} is an IPv6 address; {V4_ONLY}")),
-        };
+        return Ok(SocketAddr::new(a, 0));
     }
     parse_to(s)
 }
 
-fn parse_to(s: &str) -> Result<SocketAddrV4, String> {
+fn parse_to(s: &str) -> Result<SocketAddr, String> {
     match s.parse::<SocketAddr>() {
-        Ok(SocketAddr::V4(a)) => Ok(a),
-        Ok(SocketAddr::V6(_)) => Err(format!("{s} is an IPv6 address; {V4_ONLY}")),
-        Err(_) if s.parse::<IpAddr>().is_ok_and(|a| a.is_ipv6()) => {
-            Err(format!("{s} is an IPv6 address; {V4_ONLY}"))
-        }
-        Err(_) if s.parse::<Ipv4Addr>().is_ok() => Err(format!("{s} has no port: give ADDR:PORT")),
-        Err(_) => Err(format!("{s} is not ADDR:PORT (e.g. 10.96.0.10:80)")),
+        Ok(a) => Ok(a),
+        Err(_) if s.parse::<IpAddr>().is_ok() => Err(format!(
+            "{s} has no port: give ADDR:PORT ([ADDR]:PORT for IPv6)"
+        )),
+        Err(_) => Err(format!(
+            "{s} is not ADDR:PORT (e.g. 10.96.0.10:80 or [fd00:96::10]:80)"
+        )),
     }
 }
 
@@ -82,14 +80,45 @@ pub fn run(a: ExplainArgs, pin_dir: &Path) -> anyhow::Result<()> {
         ProtoArg::Tcp => Proto::Tcp,
         ProtoArg::Udp => Proto::Udp,
     };
-    let flow = Flow {
-        src: a.from,
-        dst: a.to,
-        proto,
-        iface: a.iface,
-        rst: false,
-    };
-    let e = explain(&MapsView(&maps), &flow).context("reading the maps")?;
+    let view = MapsView(&maps);
+    let e = match (a.from, a.to) {
+        (SocketAddr::V4(src), SocketAddr::V4(dst)) => explain(
+            &view,
+            &Flow {
+                src,
+                dst,
+                proto,
+                iface: a.iface,
+                rst: false,
+            },
+        ),
+        (SocketAddr::V6(src), SocketAddr::V6(dst)) => {
+            if a.iface != Iface::Uplink {
+                bail!("IPv6 frames are modelled from the uplink (XDP) only, not from a pod (tc)");
+            }
+            if maps.v6().is_none() {
+                bail!(
+                    "the maps under {} have no IPv6 maps (an xlb without IPv6)",
+                    pin_dir.display()
+                );
+            }
+            explain6(
+                &view,
+                &Flow6 {
+                    src,
+                    dst,
+                    proto,
+                    rst: false,
+                },
+            )
+        }
+        _ => bail!(
+            "--from {} and --to {} are of different families",
+            a.from,
+            a.to
+        ),
+    }
+    .context("reading the maps")?;
     let service = e.outcome.svc_id.and_then(|id| names.get(&id).cloned());
     if a.json {
         let j = json!({
@@ -144,4 +173,32 @@ pub fn run(a: ExplainArgs, pin_dir: &Path) -> anyhow::Result<()> {
         println!("   {n}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_of_both_families_parse() {
+        assert_eq!(
+            parse_from("2001:db8::64").unwrap(),
+            "[2001:db8::64]:0".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_from("[2001:db8::64]:40000").unwrap(),
+            "[2001:db8::64]:40000".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_to("[fd00:96::10]:80").unwrap(),
+            "[fd00:96::10]:80".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_to("10.96.0.10:80").unwrap(),
+            "10.96.0.10:80".parse::<SocketAddr>().unwrap()
+        );
+        assert!(parse_to("fd00:96::10").unwrap_err().contains("no port"));
+        assert!(parse_to("10.96.0.10").unwrap_err().contains("no port"));
+        assert!(parse_to("x:80").unwrap_err().contains("not ADDR:PORT"));
+    }
 }

@@ -5,17 +5,18 @@
 use super::*;
 
 /// A Service without endpoints: RST / ICMP port unreachable, or a drop.
-pub(super) fn reject(cfg: &xlb_config, f: &Flow) -> Outcome {
-    let answer = if f.iface == Iface::Uplink {
+/// (IPv4 and IPv6 alike: a TCP RST, or ICMP / ICMPv6 port unreachable.)
+pub(super) fn reject(cfg: &xlb_config, iface: Iface, proto: Proto, rst: bool) -> Outcome {
+    let answer = if iface == Iface::Uplink {
         Verdict::Tx
     } else {
         Verdict::Redirect
     };
-    if cfg.flags & XLB_CFG_F_REJECT == 0 || (f.proto == Proto::Tcp && f.rst) {
+    if cfg.flags & XLB_CFG_F_REJECT == 0 || (proto == Proto::Tcp && rst) {
         return Outcome::new(Verdict::Drop, "drop_no_backend");
     }
     let mut o = Outcome::new(answer, "tx_reject");
-    o.note = Some(match f.proto {
+    o.note = Some(match proto {
         Proto::Tcp => "answered with a TCP RST".into(),
         _ => "answered with ICMP port unreachable".into(),
     });
@@ -27,14 +28,14 @@ pub(super) fn reply(f: &Flow, c: &xlb_ct_val, xdp: bool) -> Outcome {
     let nat = c.nat_addr != 0;
     let mut o = if c.flags & XLB_CT_F_HAIRPIN != 0 && nat && !xdp {
         let mut o = Outcome::new(Verdict::Redirect, "pass_revnat");
-        o.new_dst = Some(SocketAddrV4::new(*f.src.ip(), f.dst.port()));
+        o.new_dst = Some(SocketAddrV4::new(*f.src.ip(), f.dst.port()).into());
         o
     } else if c.flags & XLB_CT_F_TUNNEL != 0 && c.tunnel_peer != 0 {
         let mut o = Outcome::new(
             if xdp { Verdict::Tx } else { Verdict::Redirect },
             "tx_tunnel_return",
         );
-        o.tunnel_to = Some(ip(c.tunnel_peer));
+        o.tunnel_to = Some(ip(c.tunnel_peer).into());
         if xdp {
             o.note = Some("sent if the fib finds the tunnel peer's next hop".into());
         }
@@ -52,7 +53,7 @@ pub(super) fn reply(f: &Flow, c: &xlb_ct_val, xdp: bool) -> Outcome {
         Outcome::new(Verdict::Pass, "pass_revnat")
     };
     if nat {
-        o.new_src = Some(c.nat());
+        o.new_src = Some(c.nat().into());
     }
     o.svc_id = nat.then_some(c.svc_id);
     o
@@ -80,18 +81,16 @@ pub(super) fn forward(
     let o = |verdict: Verdict, reason: &str| {
         let mut o = Outcome::new(verdict, reason);
         o.backend_id = Some(id);
-        o.backend = Some(to);
-        o.node = node;
-        o.new_dst = Some(to);
+        o.backend = Some(to.into());
+        o.node = node.map(IpAddr::V4);
+        o.new_dst = Some(to.into());
         o
     };
     if f.iface == Iface::Pod {
         if node.is_none() && to.ip() == f.src.ip() {
             let mut r = o(Verdict::Redirect, "pass_local");
-            r.new_src = Some(SocketAddrV4::new(
-                Ipv4Addr::from(XLB_HAIRPIN_ADDR),
-                f.src.port(),
-            ));
+            r.new_src =
+                Some(SocketAddrV4::new(Ipv4Addr::from(XLB_HAIRPIN_ADDR), f.src.port()).into());
             r.note = Some("hairpin: the pod reaches itself, from 169.254.42.1".into());
             return Ok(r);
         }
@@ -123,7 +122,7 @@ pub(super) fn forward(
         return Ok(o(Verdict::Drop, "drop_no_tunnel"));
     }
     let mut r = o(Verdict::Tx, "tx_remote");
-    r.tunnel_to = Some(n);
+    r.tunnel_to = Some(n.into());
     let mtu = if cfg.mtu != 0 { cfg.mtu } else { 1500 };
     r.note = Some(format!(
         "VXLAN to {n} (UDP source port {:#06x}); sent if the fib finds {n}'s next hop \

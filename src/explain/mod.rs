@@ -15,10 +15,13 @@
 //! per-CPU caches (copies of what the walk reads), the fib lookup of a remote
 //! backend's next hop (the kernel's routing: [`Outcome::note`] says so).
 //!
+//! IPv6: [`explain6`] walks the IPv6 maps for a frame from the uplink (the
+//! XDP program's IPv6 path), in `walk6`; `tests/explain_prog6.rs` checks it.
+//!
 //! Here: the walk. What it reports is in `outcome`, how a handled frame
 //! ends (reject, reverse NAT, forward) in `ends`, the map reads in [`view`].
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use serde::Serialize;
 use xlb_bpf::consts::*;
@@ -29,10 +32,13 @@ use xlb_bpf::Proto;
 mod ends;
 mod outcome;
 pub mod view;
+mod view6;
+mod walk6;
 
 use ends::*;
 pub use outcome::*;
 pub use view::MapsView;
+pub use walk6::{explain6, flow_hash6, View6};
 
 /// Reads of the maps the walk needs. `Err` is a map that could not be read.
 pub trait View {
@@ -315,7 +321,7 @@ fn walk(v: &dyn View, f: &Flow, steps: &mut Vec<Step>) -> anyhow::Result<Outcome
             step: "endpoints",
             found: "none (table size 0)".into(),
         });
-        return Ok(with_svc(reject(&cfg, f)));
+        return Ok(with_svc(reject(&cfg, f.iface, f.proto, f.rst)));
     }
     let aff = svc.flags & XLB_SVC_F_AFFINITY != 0;
     // By the client's address alone, unless an affinity entry expired or

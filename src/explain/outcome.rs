@@ -25,6 +25,16 @@ pub struct Flow {
     pub rst: bool,
 }
 
+/// An IPv6 frame to explain (the uplink only: `xlb_xdp6`).
+#[derive(Clone, Copy, Debug)]
+pub struct Flow6 {
+    pub src: SocketAddrV6,
+    pub dst: SocketAddrV6,
+    pub proto: Proto,
+    /// The TCP frame has RST set (a RST is never answered with a RST).
+    pub rst: bool,
+}
+
 /// What the program returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,15 +64,15 @@ pub struct Outcome {
     pub reason: String,
     pub svc_id: Option<u32>,
     pub backend_id: Option<u32>,
-    pub backend: Option<SocketAddrV4>,
+    pub backend: Option<SocketAddr>,
     /// The backend's node (underlay address); `None`: this node.
-    pub node: Option<Ipv4Addr>,
+    pub node: Option<IpAddr>,
     /// The frame's destination after the rewrite (DNAT, hairpin).
-    pub new_dst: Option<SocketAddrV4>,
+    pub new_dst: Option<SocketAddr>,
     /// The frame's source after the rewrite (reverse NAT, hairpin).
-    pub new_src: Option<SocketAddrV4>,
+    pub new_src: Option<SocketAddr>,
     /// The node it is sent to through VXLAN.
-    pub tunnel_to: Option<Ipv4Addr>,
+    pub tunnel_to: Option<IpAddr>,
     /// What the outcome depends on that the maps do not hold.
     pub note: Option<String>,
 }

@@ -19,7 +19,7 @@ use super::View;
 /// The maps of a pin directory or a loaded data plane.
 pub struct MapsView<'a>(pub &'a Maps);
 
-fn lookup<K: plain::Plain, V: plain::Plain + Default>(
+pub(super) fn lookup<K: plain::Plain, V: plain::Plain + Default>(
     map: &libbpf_rs::MapHandle,
     name: &str,
     k: &K,
