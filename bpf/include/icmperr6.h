@@ -7,10 +7,8 @@
  * back as the IPv4 ones: toward the client (quoted destination := frontend
  * address and port, outer source := frontend address) or toward the backend
  * (quoted source := backend address and port, outer destination := backend).
- * The quoted packet must carry TCP or UDP with its ports, after at most
- * XLB_EXT6_MAX extension headers walked as parse6.h walks them (hop-by-hop,
- * destination options, routing with segments left 0, one fragment header
- * of offset 0); anything else quoted passes untranslated. Checksums kept right incrementally:
+ * The quoted packet must carry TCP or UDP right after its IPv6 header (no
+ * extension headers) with its ports. Checksums kept right incrementally:
  * the quoted L4 checksum when it is in the frame (a zero UDP checksum stays
  * zero) and the ICMPv6 checksum, which covers the outer pseudo header too.
  */
@@ -32,7 +30,6 @@ struct xlb_icmp6_err {
 	struct ipv6hdr *qip;		/* the quoted IPv6 header */
 	__be16 *qports;			/* its source and destination ports */
 	__sum16 *ql4sum;		/* its L4 checksum, NULL when not quoted */
-	__u8 qproto;			/* its upper layer: TCP or UDP */
 	struct xlb_ct6_key flow;	/* the quoted tuple reversed: the ct6 key */
 };
 
@@ -44,10 +41,9 @@ static __always_inline int xlb_icmp6_err_parse(struct xlb_pkt6 *p, void *data_en
 {
 	struct xlb_cursor c = { .pos = p->l4, .end = data_end };
 	void *l3_end = (void *)p->ip6 + (p->l3_len & 0xffff);
-	__u32 off = 0, seen_frag = 0;
 	struct ipv6hdr *qip;
 	__be16 *ports;
-	__u8 *ih, *q, nh;
+	__u8 *ih;
 
 	if (p->proto != XLB_NH_ICMP6 || !c.pos)
 		return 0;
@@ -57,42 +53,16 @@ static __always_inline int xlb_icmp6_err_parse(struct xlb_pkt6 *p, void *data_en
 	qip = xlb_pull(&c, struct ipv6hdr, sizeof(struct ipv6hdr));
 	if (!qip || qip->version != 6)
 		return 0;
-	/* The quoted extension headers: parse6.h's bounded walk. */
-	q = (__u8 *)(qip + 1);
-	nh = qip->nexthdr;
-	for (int n = 0; n < XLB_EXT6_MAX; n++) {
-		__u8 *h = q + (off & XLB_L4_OFF6_MASK);
-
-		if (nh != XLB_NH_HOP && nh != XLB_NH_DEST && nh != XLB_NH_ROUTING &&
-		    nh != XLB_NH_FRAGMENT)
-			break;
-		if ((void *)(h + 8) > data_end || (void *)(h + 8) > l3_end)
-			return 0;
-		if (nh == XLB_NH_FRAGMENT) {
-			/* a later fragment quotes no ports */
-			if (seen_frag || (bpf_ntohs(*(__be16 *)(h + 2)) & XLB_IP6_OFFSET))
-				return 0;
-			seen_frag = 1;
-			nh = h[0];
-			off += 8;
-			continue;
-		}
-		if (nh == XLB_NH_ROUTING && h[3])
-			return 0;
-		nh = h[0];
-		off += 8 + (__u32)h[1] * 8;
-	}
-	if (nh != IPPROTO_TCP && nh != IPPROTO_UDP)
+	if (qip->nexthdr != IPPROTO_TCP && qip->nexthdr != IPPROTO_UDP)
 		return 0;
-	ports = (__be16 *)(q + (off & XLB_L4_OFF6_MASK));
-	if ((void *)(ports + 4) > data_end || (void *)(ports + 4) > l3_end)
+	ports = xlb_pull(&c, __be16, 8);
+	if (!ports || c.pos > l3_end)
 		return 0;
 	e->ih = ih;
 	e->qip = qip;
 	e->qports = ports;
 	e->ql4sum = NULL;
-	e->qproto = nh;
-	if (nh == IPPROTO_UDP) {
+	if (qip->nexthdr == IPPROTO_UDP) {
 		e->ql4sum = (__sum16 *)&ports[3];
 	} else {
 		__sum16 *s = (__sum16 *)&ports[8];
@@ -104,7 +74,7 @@ static __always_inline int xlb_icmp6_err_parse(struct xlb_pkt6 *p, void *data_en
 	__builtin_memcpy(e->flow.daddr, &qip->saddr, 16);
 	e->flow.sport = ports[1];
 	e->flow.dport = ports[0];
-	e->flow.proto = nh;
+	e->flow.proto = qip->nexthdr;
 	__builtin_memset(e->flow.pad, 0, sizeof(e->flow.pad));
 	return 1;
 }
@@ -130,12 +100,12 @@ static __always_inline void xlb_icmp6_err_nat(struct xlb_pkt6 *p, const struct x
 	xlb_addr6_copy(qdir == XLB_NAT_DST ? p->saddr : p->daddr, addr);
 	xlb_csum_replace16(isum, old_o, addr);
 	/* quoted L4 checksum: pseudo-header address and the port */
-	if (l4 && (e->qproto == IPPROTO_TCP || *l4)) {
+	if (l4 && (qip->nexthdr == IPPROTO_TCP || *l4)) {
 		__sum16 old_l4 = *l4;
 
 		xlb_csum_replace16(l4, old_q, addr);
 		xlb_csum_replace2(l4, old_p, port);
-		if (e->qproto == IPPROTO_UDP && !*l4)
+		if (qip->nexthdr == IPPROTO_UDP && !*l4)
 			*l4 = 0xffff;
 		xlb_csum_replace2(isum, old_l4, *l4);
 	}
