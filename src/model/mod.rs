@@ -108,6 +108,10 @@ mod tests_churn;
 #[cfg(test)]
 mod tests_dual_stack;
 #[cfg(test)]
+mod tests_incremental;
+#[cfg(test)]
+mod tests_inputs;
+#[cfg(test)]
 mod tests_nodes;
 #[cfg(test)]
 mod tests_semantics;
