@@ -5,27 +5,14 @@
 //! `--cleanup` takes it all off. No traffic leaves the namespace.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 
 use xlb_bpf::Maps;
 use xlb_loader::attach::{self, Hook};
 mod cli_support;
-use cli_support::{KillOnDrop as Agent, Netns};
+use cli_support::{agent_cleanup, spawn_agent, Netns, Pins};
 use xlb_testkit::agent::{free_port, http_status, wait_for};
-use xlb_testkit::{privileged, run_ok, unique_name};
-
-const BIN: &str = env!("CARGO_BIN_EXE_xlb");
-
-struct Pins(PathBuf, PathBuf);
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-        let _ = xlb::names::remove(&xlb::names::path(&self.0));
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
+use xlb_testkit::{privileged, unique_name};
 
 /// (iface, is XDP) of every attachment, seen from inside the namespace.
 fn attachments(ns: &Netns, pin: &Path) -> Vec<(String, bool)> {
@@ -68,28 +55,7 @@ fn agent_attaches_to_the_uplink_and_pod_veths_and_cleans_up() {
     .unwrap();
     let port = free_port();
 
-    let agent = Agent(
-        Command::new("nsenter")
-            .arg(format!("--net={}", ns.path().display()))
-            .arg(BIN)
-            .arg("--pin-dir")
-            .arg(&pins.0)
-            .arg("agent")
-            .arg("--manifests")
-            .arg(&pins.1)
-            .args([
-                "--node-name",
-                "node-a",
-                "--iface",
-                "auto",
-                "--fallback-generic",
-            ])
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let agent = spawn_agent(&ns, &pins, port, &[]);
     wait_for("/readyz in the namespace", || {
         (ns.run(move || http_status(port, "/readyz")) == Some(200)).then_some(())
     });
@@ -137,14 +103,7 @@ fn agent_attaches_to_the_uplink_and_pod_veths_and_cleans_up() {
     drop(maps);
 
     // Uninstall: every hook and pin gone.
-    run_ok(
-        Command::new("nsenter")
-            .arg(format!("--net={}", ns.path().display()))
-            .arg(BIN)
-            .arg("--pin-dir")
-            .arg(&pins.0)
-            .args(["agent", "--cleanup"]),
-    );
+    agent_cleanup(&ns, &pins.0);
     assert_eq!(ns.xdp_prog("up0"), 0, "XDP detached");
     assert!(!pins.0.exists());
 }

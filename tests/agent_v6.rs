@@ -7,26 +7,13 @@
 //! traffic leaves the namespace.
 
 use std::net::Ipv6Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 
 use xlb_bpf::Maps;
 mod cli_support;
-use cli_support::{KillOnDrop as Agent, Netns};
+use cli_support::{agent_cleanup, spawn_agent, Netns, Pins};
 use xlb_testkit::agent::{free_port, http_status, wait_for};
 use xlb_testkit::{privileged, unique_name};
-
-const BIN: &str = env!("CARGO_BIN_EXE_xlb");
-
-struct Pins(PathBuf, PathBuf);
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-        let _ = xlb::names::remove(&xlb::names::path(&self.0));
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
 
 const MANIFESTS: &str = r#"apiVersion: v1
 kind: Node
@@ -106,29 +93,7 @@ fn agent_programs_this_nodes_ipv6_addresses_underlay_and_the_ipv6_maps() {
     std::fs::create_dir_all(&pins.1).unwrap();
     std::fs::write(pins.1.join("all.yaml"), MANIFESTS).unwrap();
     let port = free_port();
-    let agent = Agent(
-        Command::new("nsenter")
-            .arg(format!("--net={}", ns.path().display()))
-            .arg(BIN)
-            .arg("--pin-dir")
-            .arg(&pins.0)
-            .arg("agent")
-            .arg("--manifests")
-            .arg(&pins.1)
-            .args([
-                "--node-name",
-                "node-a",
-                "--iface",
-                "auto",
-                "--fallback-generic",
-                "--no-socket-lb",
-            ])
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let agent = spawn_agent(&ns, &pins, port, &["--no-socket-lb"]);
     wait_for("/readyz in the namespace", || {
         (ns.run(move || http_status(port, "/readyz")) == Some(200)).then_some(())
     });
@@ -198,12 +163,5 @@ fn agent_programs_this_nodes_ipv6_addresses_underlay_and_the_ipv6_maps() {
     let st = agent.terminate();
     assert!(st.success(), "{st:?}");
     drop(maps);
-    xlb_testkit::run_ok(
-        Command::new("nsenter")
-            .arg(format!("--net={}", ns.path().display()))
-            .arg(BIN)
-            .arg("--pin-dir")
-            .arg(&pins.0)
-            .args(["agent", "--cleanup"]),
-    );
+    agent_cleanup(&ns, &pins.0);
 }

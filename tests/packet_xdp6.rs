@@ -18,18 +18,8 @@ use packet_util::v6::*;
 use packet_util::*;
 use xlb_bpf::consts::*;
 
-fn env6() -> Option<Env> {
-    let env = Env::new()?;
-    fixture6(&env);
-    Some(env)
-}
-
-fn client() -> SocketAddrV6 {
-    sa6(CLIENT6_SA)
-}
-
 fn syn6(dst: SocketAddrV6) -> Frame6 {
-    Frame6::tcp(client(), dst)
+    Frame6::tcp(client6(), dst)
 }
 
 /// The frame passes untouched with `reason`.
@@ -74,7 +64,7 @@ fn not_ours_passes_untouched() {
         XLB_R_PASS_NOT_SERVICE,
         "NodePort on a foreign address",
     );
-    let f = Frame6::udp(client(), sa6("[2001:db8:18::1]:9999")).build();
+    let f = Frame6::udp(client6(), sa6("[2001:db8:18::1]:9999")).build();
     assert_untouched(&env, &f, XLB_R_PASS_NOT_SERVICE, "UDP to the node");
     assert_eq!(ct6_count(&env), 0, "no ct6 entry");
 }
@@ -84,12 +74,12 @@ fn local_backends_dnat_and_track() {
     let Some(env) = env6() else { return };
     let f = syn6(vip6(80));
     assert_local(&env, &f, BE6_LOCAL, "ClusterIP SYN");
-    let fwd = ct6(&env, client(), vip6(80), TCP).expect("forward entry");
+    let fwd = ct6(&env, client6(), vip6(80), TCP).expect("forward entry");
     assert_eq!(
         (fwd.backend_id, fwd.svc_id, fwd.flags),
         (101, 101, XLB_CT_F_SYN)
     );
-    let rev = ct6(&env, sa6(BE6_LOCAL), client(), TCP).expect("reverse entry");
+    let rev = ct6(&env, sa6(BE6_LOCAL), client6(), TCP).expect("reverse entry");
     assert_eq!(rev.flags, XLB_CT_F_REVERSE | XLB_CT_F_SYN);
     assert_eq!(rev.nat, vip6(80));
     // the client's ACK: established, the same backend
@@ -97,9 +87,9 @@ fn local_backends_dnat_and_track() {
     ack.tcp_flags = 0x10;
     ack.payload = b"GET / HTTP/1.1\r\n".to_vec();
     assert_local(&env, &ack, BE6_LOCAL, "ClusterIP ACK");
-    assert_eq!(ct6(&env, client(), vip6(80), TCP).unwrap().flags, 0);
+    assert_eq!(ct6(&env, client6(), vip6(80), TCP).unwrap().flags, 0);
     // UDP
-    let u = Frame6::udp(client(), vip6(53));
+    let u = Frame6::udp(client6(), vip6(53));
     assert_local(&env, &u, BE6_UDP, "ClusterIP UDP");
     // NodePort on config6's address and on another local address
     let np = syn6(SocketAddrV6::new(NODE6, 30080, 0, 0));
@@ -107,9 +97,14 @@ fn local_backends_dnat_and_track() {
     let np = syn6(SocketAddrV6::new(NODE6_B, 30080, 0, 0));
     assert_local(&env, &np, BE6_LOCAL, "NodePort on a local_addrs6 address");
     assert_eq!(
-        ct6(&env, client(), SocketAddrV6::new(NODE6_B, 30080, 0, 0), TCP)
-            .unwrap()
-            .svc_id,
+        ct6(
+            &env,
+            client6(),
+            SocketAddrV6::new(NODE6_B, 30080, 0, 0),
+            TCP
+        )
+        .unwrap()
+        .svc_id,
         111
     );
 }
@@ -118,12 +113,12 @@ fn local_backends_dnat_and_track() {
 fn udp_checksum_zero_is_never_emitted() {
     let Some(env) = env6() else { return };
     // a received UDP/IPv6 datagram with checksum 0 is invalid: untouched
-    let mut z = Frame6::udp(client(), vip6(53));
+    let mut z = Frame6::udp(client6(), vip6(53));
     z.udp_csum = UdpCsum::Zero;
     assert_untouched(&env, &z.build(), XLB_R_PASS_UDP6_NO_CSUM, "UDP checksum 0");
-    assert!(ct6(&env, client(), vip6(53), UDP).is_none());
+    assert!(ct6(&env, client6(), vip6(53), UDP).is_none());
     // a payload whose checksum after the DNAT computes to 0: sent as 0xffff
-    let mut f = Frame6::udp(client(), vip6(53)).payload(&[0x11, 0x22, 0, 0]);
+    let mut f = Frame6::udp(client6(), vip6(53)).payload(&[0x11, 0x22, 0, 0]);
     let mut out = f.clone();
     out.dst = sa6(BE6_UDP);
     let mut l4 = out.l4();
@@ -153,7 +148,7 @@ fn backend_choice() {
     // recorded on the /128
     let vip = vip6_n(0x60, 80);
     let first = syn6(vip);
-    let want = maglev_pick6(&AFF6_TABLE, client(), vip, TCP, true);
+    let want = maglev_pick6(&AFF6_TABLE, client6(), vip, TCP, true);
     let (rc, _, out) = run6(&env, &first.build());
     assert_eq!(rc, XDP_PASS);
     let be = check_frame6(&out).unwrap().dst;
@@ -260,7 +255,7 @@ fn services_without_endpoints_are_rejected() {
     let (rc, r, out) = run6(&env, &f.build());
     assert_eq!((rc, r), (XDP_TX, XLB_R_TX_REJECT));
     check_frame6(&out).unwrap();
-    let mut rst = Frame6::tcp(vip, client()).macs(NODE_MAC, CLIENT_MAC);
+    let mut rst = Frame6::tcp(vip, client6()).macs(NODE_MAC, CLIENT_MAC);
     rst.tcp_flags = 0x14;
     rst.seq = 0;
     rst.ack = 1000 + 4 + 1;
@@ -272,7 +267,7 @@ fn services_without_endpoints_are_rejected() {
     a.ack = 777;
     let (rc, _, out) = run6(&env, &a.build());
     assert_eq!(rc, XDP_TX);
-    let mut rst = Frame6::tcp(vip, client()).macs(NODE_MAC, CLIENT_MAC);
+    let mut rst = Frame6::tcp(vip, client6()).macs(NODE_MAC, CLIENT_MAC);
     rst.tcp_flags = 0x04;
     rst.seq = 777;
     rst.ack = 0;
@@ -284,7 +279,7 @@ fn services_without_endpoints_are_rejected() {
     let (rc, r, _) = run6(&env, &r0.build());
     assert_eq!((rc, r), (XDP_DROP, XLB_R_DROP_NO_BACKEND));
     // UDP: ICMPv6 port unreachable quoting the datagram
-    let u = Frame6::udp(client(), vip6_n(0x30, 53)).build();
+    let u = Frame6::udp(client6(), vip6_n(0x30, 53)).build();
     let (rc, r, out) = run6(&env, &u);
     assert_eq!((rc, r), (XDP_TX, XLB_R_TX_REJECT));
     let p = check_frame6(&out).unwrap();
@@ -303,7 +298,7 @@ fn services_without_endpoints_are_rejected() {
     ));
     assert_eq!(out, want, "port unreachable");
     // a large datagram: the quote stops at 1232 bytes (1280 in all)
-    let big = Frame6::udp(client(), vip6_n(0x30, 53))
+    let big = Frame6::udp(client6(), vip6_n(0x30, 53))
         .payload(&[0x5a; 1400])
         .build();
     let (rc, _, out) = run6(&env, &big);

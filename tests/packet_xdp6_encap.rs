@@ -7,21 +7,9 @@
 //! for a local backend (tunnel return entry), frames that are not ours.
 mod packet_util;
 
-use std::net::SocketAddrV6;
-
 use packet_util::v6::*;
 use packet_util::*;
 use xlb_bpf::consts::*;
-
-fn env6() -> Option<Env> {
-    let env = Env::new()?;
-    fixture6(&env);
-    Some(env)
-}
-
-fn client() -> SocketAddrV6 {
-    sa6(CLIENT6_SA)
-}
 
 /// The exact frame xlb sends to node `peer` for inner frame `inner` (already
 /// NATed; its MACs are rewritten to NODE_MAC -> VTEP_MAC): outer Ethernet
@@ -49,24 +37,24 @@ fn encap6(inner: &Frame6, hash: u32, marked: bool, inner_dmac: [u8; 6]) -> Vec<u
 fn remote_backends_are_encapsulated() {
     let Some(env) = env6() else { return };
     let vip = vip6_n(0x20, 80);
-    let f = Frame6::tcp(client(), vip);
+    let f = Frame6::tcp(client6(), vip);
     let (rc, r, out) = run6(&env, &f.build());
     assert_eq!((rc, r), (XDP_TX, XLB_R_TX_REMOTE));
     check_frame6(&out).unwrap();
     let mut inner = f.clone();
     inner.dst = sa6(BE6_REMOTE);
-    let hash = flow_hash6(client(), vip, TCP, false);
+    let hash = flow_hash6(client6(), vip, TCP, false);
     assert_eq!(out, encap6(&inner, hash, true, VTEP_MAC), "exact encap");
-    let fwd = ct6(&env, client(), vip, TCP).unwrap();
+    let fwd = ct6(&env, client6(), vip, TCP).unwrap();
     assert_eq!(fwd.flags, XLB_CT_F_REMOTE | XLB_CT_F_SYN);
     // UDP, and an established flow's next packet the same way
-    let u = Frame6::udp(client(), vip6_n(0x20, 53)).payload(&[1; 333]);
+    let u = Frame6::udp(client6(), vip6_n(0x20, 53)).payload(&[1; 333]);
     for _ in 0..2 {
         let (rc, r, out) = run6(&env, &u.build());
         assert_eq!((rc, r), (XDP_TX, XLB_R_TX_REMOTE));
         let mut inner = u.clone();
         inner.dst = sa6("[fd00:244:2::10]:8080");
-        let hash = flow_hash6(client(), vip6_n(0x20, 53), UDP, false);
+        let hash = flow_hash6(client6(), vip6_n(0x20, 53), UDP, false);
         assert_eq!(out, encap6(&inner, hash, true, VTEP_MAC));
     }
     // the outer checksum is checked: a flipped inner byte breaks it
@@ -75,12 +63,12 @@ fn remote_backends_are_encapsulated() {
     bad[n - 1] ^= 1;
     assert!(check_frame6(&bad).is_err());
     // no neighbour for the node: DNAT, passed once to the stack
-    let g = Frame6::tcp(client(), vip6_n(0x21, 80));
+    let g = Frame6::tcp(client6(), vip6_n(0x21, 80));
     let (rc, r, out) = run6(&env, &g.build());
     assert_eq!((rc, r), (XDP_PASS, XLB_R_PASS_FIB_NO_NEIGH));
     assert_eq!(out, dnat6(&g, sa6(BE6_NONEIGH)));
     // no tunnel entry for the backend: dropped
-    let (rc, r, _) = run6(&env, &Frame6::tcp(client(), vip6_n(0x22, 80)).build());
+    let (rc, r, _) = run6(&env, &Frame6::tcp(client6(), vip6_n(0x22, 80)).build());
     assert_eq!((rc, r), (XDP_DROP, XLB_R_DROP_NO_TUNNEL));
     // no IPv6 node address configured: no outer source, dropped
     put_config6(&env, std::net::Ipv6Addr::UNSPECIFIED);
@@ -94,7 +82,7 @@ fn packet_too_big_when_encap_exceeds_the_mtu() {
     let Some(env) = env6() else { return };
     let vip = vip6_n(0x20, 80);
     // 40 + 20 + payload + 70 = 1500: fits exactly
-    let fits = Frame6::tcp(client(), vip).payload(&vec![0xab; 1500 - 70 - 60]);
+    let fits = Frame6::tcp(client6(), vip).payload(&vec![0xab; 1500 - 70 - 60]);
     let (rc, r, out) = run6(&env, &fits.build());
     assert_eq!((rc, r), (XDP_TX, XLB_R_TX_REMOTE));
     assert_eq!(out.len(), 14 + 1500);
@@ -102,7 +90,7 @@ fn packet_too_big_when_encap_exceeds_the_mtu() {
     // one byte more: Packet Too Big from the frontend, MTU 1430, quoting
     // the packet (at most 1232 bytes)
     clear_ct6(&env);
-    let big = Frame6::tcp(client(), vip)
+    let big = Frame6::tcp(client6(), vip)
         .payload(&vec![0xab; 1500 - 70 - 60 + 1])
         .build();
     let (rc, r, out) = run6(&env, &big);
@@ -118,9 +106,9 @@ fn vxlan6_from_the_underlay() {
     let Some(env) = env6() else { return };
     let vip = vip6_n(0x20, 80);
     // a flow to the remote backend, then its reply by tunnel return
-    let (rc, _, _) = run6(&env, &Frame6::tcp(client(), vip).build());
+    let (rc, _, _) = run6(&env, &Frame6::tcp(client6(), vip).build());
     assert_eq!(rc, XDP_TX);
-    let mut reply = Frame6::tcp(sa6(BE6_REMOTE), client()).macs(PEER_MAC, NODE_MAC);
+    let mut reply = Frame6::tcp(sa6(BE6_REMOTE), client6()).macs(PEER_MAC, NODE_MAC);
     reply.tcp_flags = 0x12;
     reply.ack = 1001;
     for zero_csum in [false, true] {

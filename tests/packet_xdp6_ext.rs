@@ -13,16 +13,6 @@ use packet_util::v6::*;
 use packet_util::*;
 use xlb_bpf::consts::*;
 
-fn env6() -> Option<Env> {
-    let env = Env::new()?;
-    fixture6(&env);
-    Some(env)
-}
-
-fn client() -> SocketAddrV6 {
-    sa6(CLIENT6_SA)
-}
-
 #[test]
 fn extension_headers_are_skipped() {
     let Some(env) = env6() else { return };
@@ -49,7 +39,7 @@ fn extension_headers_are_skipped() {
     }
     // not walked: a seventh header, a routing header with segments left,
     // two fragment headers, an unknown one (AH) before TCP
-    let f = Frame6::tcp(client(), vip6(80))
+    let f = Frame6::tcp(client6(), vip6(80))
         .ext(vec![Ext::DestOpts(0); 7])
         .build();
     let (rc, r, out) = run6(&env, &f);
@@ -58,7 +48,7 @@ fn extension_headers_are_skipped() {
         (XDP_PASS, XLB_R_PASS_EXT6, true),
         "seven"
     );
-    let mut f = Frame6::tcp(client(), vip6(80))
+    let mut f = Frame6::tcp(client6(), vip6(80))
         .ext(vec![Ext::Routing(4, 2)])
         .build();
     f[14 + 40 + 3] = 1; // segments left
@@ -80,7 +70,7 @@ fn extension_headers_are_skipped() {
             id: 2,
         },
     ];
-    let f = Frame6::tcp(client(), vip6(80)).ext(two).build();
+    let f = Frame6::tcp(client6(), vip6(80)).ext(two).build();
     let (rc, r, out) = run6(&env, &f);
     assert_eq!(
         (rc, r, out == f),
@@ -88,7 +78,7 @@ fn extension_headers_are_skipped() {
         "two fragment headers"
     );
     // an AH (51) is an upper layer xlb does not balance: passes
-    let mut f = Frame6::tcp(client(), vip6(80)).build();
+    let mut f = Frame6::tcp(client6(), vip6(80)).build();
     f[20] = 51;
     let (rc, r, out) = run6(&env, &f);
     assert_eq!(
@@ -110,7 +100,7 @@ fn extension_headers_are_skipped() {
 #[test]
 fn fragments_follow_their_first() {
     let Some(env) = env6() else { return };
-    let u = Frame6::udp(client(), vip6(53)).payload(&(0..200u8).collect::<Vec<_>>());
+    let u = Frame6::udp(client6(), vip6(53)).payload(&(0..200u8).collect::<Vec<_>>());
     let (first, later) = u.fragments(64, 0x1234_5678);
     let mut to_be = u.clone();
     to_be.dst = sa6(BE6_UDP);
@@ -143,7 +133,7 @@ fn fragments_follow_their_first() {
         (XDP_PASS, XLB_R_PASS_FRAG_NO_FIRST, true)
     );
     // TCP to a remote backend: both fragments encapsulated
-    let t = Frame6::tcp(client(), vip6_n(0x20, 80)).payload(&[7; 100]);
+    let t = Frame6::tcp(client6(), vip6_n(0x20, 80)).payload(&[7; 100]);
     let (a, b) = t.fragments(48, 5);
     for f in [a, b] {
         let (rc, r, out) = run6(&env, &f);
@@ -168,7 +158,7 @@ fn error6(
 #[test]
 fn icmp6_errors_about_balanced_flows_are_translated() {
     let Some(env) = env6() else { return };
-    let f = Frame6::tcp(client(), vip6(80)).payload(b"hello");
+    let f = Frame6::tcp(client6(), vip6(80)).payload(b"hello");
     let (rc, _, dnated) = run6(&env, &f.build());
     assert_eq!(rc, XDP_PASS);
     let router = "2001:db8:18::fe".parse().unwrap();
@@ -193,7 +183,7 @@ fn icmp6_errors_about_balanced_flows_are_translated() {
     check_frame6(&out).unwrap();
     // toward the backend: the client side quotes a reverse-NATed reply
     // frontend -> client; the backend must see backend -> client
-    let mut reply = Frame6::tcp(vip6(80), client());
+    let mut reply = Frame6::tcp(vip6(80), client6());
     reply.tcp_flags = 0x12;
     let mut from_backend = reply.clone();
     from_backend.src = sa6(BE6_LOCAL);
@@ -211,10 +201,10 @@ fn icmp6_errors_about_balanced_flows_are_translated() {
     let (rc, r, out) = run6(&env, &e);
     assert_eq!((rc, r, out == e), (XDP_PASS, XLB_R_PASS_L4_OTHER, true));
     // about a flow to a remote backend: toward the backend, through the tunnel
-    let g = Frame6::udp(client(), vip6_n(0x20, 53));
+    let g = Frame6::udp(client6(), vip6_n(0x20, 53));
     let (rc, _, _) = run6(&env, &g.build());
     assert_eq!(rc, XDP_TX);
-    let mut rep = Frame6::udp(vip6_n(0x20, 53), client());
+    let mut rep = Frame6::udp(vip6_n(0x20, 53), client6());
     rep.payload = b"answer".to_vec();
     let e = error6(CLIENT6, *vip6_n(0x20, 0).ip(), 1, 0, &rep.build());
     let (rc, r, out) = run6(&env, &e);
@@ -243,11 +233,11 @@ fn every_truncation_is_counted() {
         XLB_R_PASS_EXT6,
         XLB_R_PASS_NOT_IP,
     ];
-    let tcp = Frame6::tcp(client(), vip6(80)).ext(vec![Ext::HopByHop(1), Ext::DestOpts(0)]);
+    let tcp = Frame6::tcp(client6(), vip6(80)).ext(vec![Ext::HopByHop(1), Ext::DestOpts(0)]);
     let inner = Frame6::tcp(sa6("[fd00:244:2::8]:42000"), vip6(80)).build();
     let frames = [
         ("tcp+ext", tcp.build(), 0usize),
-        ("udp", Frame6::udp(client(), vip6(53)).build(), 0),
+        ("udp", Frame6::udp(client6(), vip6(53)).build(), 0),
         ("vxlan6", vxlan6(&inner, PEER6, NODE6, VNI, true, true), 1),
     ];
     let mut seen = std::collections::BTreeSet::new();
@@ -289,16 +279,16 @@ fn every_truncation_is_counted() {
     }
     assert!(runs > 400);
     // a payload length beyond the frame, and one below the headers
-    let mut f = Frame6::tcp(client(), vip6(80)).build();
+    let mut f = Frame6::tcp(client6(), vip6(80)).build();
     f[18..20].copy_from_slice(&999u16.to_be_bytes());
     let (rc, r, out) = run6(&env, &f);
     assert_eq!((rc, r, out == f), (XDP_PASS, XLB_R_PASS_TRUNC_IP, true));
-    let mut f = Frame6::tcp(client(), vip6(80)).build();
+    let mut f = Frame6::tcp(client6(), vip6(80)).build();
     f[18..20].copy_from_slice(&10u16.to_be_bytes());
     let (rc, r, out) = run6(&env, &f);
     assert_eq!((rc, r, out == f), (XDP_PASS, XLB_R_PASS_TRUNC_L4, true));
     // a TCP data offset past the payload
-    let mut f = Frame6::tcp(client(), vip6(80)).build();
+    let mut f = Frame6::tcp(client6(), vip6(80)).build();
     f[54 + 12] = 0xf0;
     let (rc, r, out) = run6(&env, &f);
     assert_eq!((rc, r, out == f), (XDP_PASS, XLB_R_PASS_TRUNC_L4, true));

@@ -4,22 +4,22 @@
 //! sock_addr programs (`test_run_is_refused` pins that down), so every
 //! behaviour is checked through connect/sendto/recvfrom/getpeername.
 
+mod sock_support;
 #[path = "../loader/tests/support/mod.rs"]
 mod support;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use support::{Netns, PinDir};
+use sock_support::SockHooks;
+use support::Netns;
 use xlb_bpf::consts::*;
-use xlb_bpf::types::{xlb_backend, xlb_config, xlb_svc_key, xlb_svc_val};
-use xlb_bpf::wire::be32;
+use xlb_bpf::types::{xlb_svc_key, xlb_svc_val};
 use xlb_bpf::{Proto, Reason};
 use xlb_loader::cgroup::{self, SockHook, SockLb};
-use xlb_loader::{DataPlane, LoadOptions};
+use xlb_loader::DataPlane;
 
 const NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 250, 1, 1);
@@ -31,50 +31,23 @@ fn sa(ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(ip, port)
 }
 
-/// A data plane whose socket hooks are attached to the cgroup root for the
-/// namespace `ns`; detached (and the pins removed) on drop.
-struct Attached {
-    dp: DataPlane,
-    sock: SockLb,
-    pin: PinDir,
-    cgroup: PathBuf,
+/// The socket hooks attached (sock_support) for the namespace `ns`, with
+/// this file's Service writer and counters.
+struct Attached(SockHooks);
+
+impl std::ops::Deref for Attached {
+    type Target = SockHooks;
+    fn deref(&self) -> &SockHooks {
+        &self.0
+    }
 }
 
 impl Attached {
     /// Call on a thread inside the namespace the hooks are for.
     fn new(flags: u32) -> Self {
-        let pin = PinDir::new();
-        let dp = DataPlane::load(&LoadOptions {
-            pin_dir: Some(pin.path.clone()),
-            maglev_slots: Some(4096),
-            ct_entries: Some(4096),
-            backends: Some(1024),
-            ..Default::default()
-        })
-        .expect("loading the data plane");
-        let sock = SockLb::load(&dp).expect("loading the socket hooks");
-        let cgroup = cgroup::cgroup2_root().expect("cgroup2 mount");
-        let done = cgroup::attach(&pin.path, &sock, &cgroup, flags).expect("attach");
-        assert_eq!(done.len(), SockHook::ALL.len());
-        dp.maps
-            .put_config(&xlb_config {
-                node_addr: be32(NODE),
-                ..Default::default()
-            })
-            .unwrap();
-        Attached {
-            dp,
-            sock,
-            pin,
-            cgroup,
-        }
-    }
-
-    fn backend(&self, id: u32, addr: SocketAddrV4) {
-        self.dp
-            .maps
-            .put_backend(id, &xlb_backend::new(addr, None, 1))
-            .unwrap();
+        let hooks = SockHooks::attach(flags, NODE);
+        assert_eq!(hooks.attached.len(), SockHook::ALL.len());
+        Attached(hooks)
     }
 
     fn service(&self, key: xlb_svc_key, svc_id: u32, off: u32, table: &[u32], flags: u32) {
@@ -110,12 +83,6 @@ impl Attached {
                 )
             })
             .collect()
-    }
-}
-
-impl Drop for Attached {
-    fn drop(&mut self) {
-        let _ = cgroup::detach(&self.pin.path);
     }
 }
 

@@ -3,27 +3,24 @@
 //! listen inside it (addresses on `lo`), connected UDP sockets balanced to
 //! them, and the UDP socket iterator run for the pairs a sync took away.
 
+mod sock_support;
 #[path = "../loader/tests/support/mod.rs"]
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use libbpf_rs::{MapCore, MapFlags};
-use support::{Netns, PinDir};
+use sock_support::SockHooks;
+use support::Netns;
 use xlb_bpf::consts::*;
-use xlb_bpf::types::{
-    xlb_backend, xlb_config, xlb_sock_rnat_key, xlb_sock_rnat_val, xlb_svc_key, xlb_svc_val,
-};
+use xlb_bpf::types::{xlb_sock_rnat_key, xlb_sock_rnat_val, xlb_svc_key, xlb_svc_val};
 use xlb_bpf::wire::{be16, be32};
 use xlb_bpf::Proto;
-use xlb_loader::cgroup::{self, SockLb};
 use xlb_loader::sock_term::{SockTerm, TermPair};
-use xlb_loader::{DataPlane, LoadOptions};
 
 const NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const B1: Ipv4Addr = Ipv4Addr::new(10, 250, 2, 1);
@@ -36,53 +33,26 @@ fn sa(ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(ip, port)
 }
 
-/// The data plane with its socket hooks attached to the cgroup root for
-/// the calling thread's namespace, and the socket iterator; detached on
-/// drop.
+/// The socket hooks attached (sock_support) for the calling thread's
+/// namespace, and the socket iterator.
 struct Attached {
-    dp: DataPlane,
-    sock: SockLb,
+    hooks: SockHooks,
     term: SockTerm,
-    pin: PinDir,
-    _cgroup: PathBuf,
+}
+
+impl std::ops::Deref for Attached {
+    type Target = SockHooks;
+    fn deref(&self) -> &SockHooks {
+        &self.hooks
+    }
 }
 
 impl Attached {
     fn new() -> Self {
-        let pin = PinDir::new();
-        let dp = DataPlane::load(&LoadOptions {
-            pin_dir: Some(pin.path.clone()),
-            maglev_slots: Some(4096),
-            ct_entries: Some(4096),
-            backends: Some(1024),
-            ..Default::default()
-        })
-        .expect("loading the data plane");
-        let sock = SockLb::load(&dp).expect("loading the socket hooks");
-        let term = SockTerm::load(&dp).expect("loading the socket iterator");
-        let cg = cgroup::cgroup2_root().expect("cgroup2 mount");
-        cgroup::attach(&pin.path, &sock, &cg, XLB_SOCK_F_LOOPBACK).expect("attach");
-        dp.maps
-            .put_config(&xlb_config {
-                node_addr: be32(NODE),
-                ..Default::default()
-            })
-            .unwrap();
-        dp.maps.put_local_addr(NODE).unwrap();
-        Attached {
-            dp,
-            sock,
-            term,
-            pin,
-            _cgroup: cg,
-        }
-    }
-
-    fn backend(&self, id: u32, addr: SocketAddrV4) {
-        self.dp
-            .maps
-            .put_backend(id, &xlb_backend::new(addr, None, 1))
-            .unwrap();
+        let hooks = SockHooks::attach(XLB_SOCK_F_LOOPBACK, NODE);
+        let term = SockTerm::load(&hooks.dp).expect("loading the socket iterator");
+        hooks.dp.maps.put_local_addr(NODE).unwrap();
+        Attached { hooks, term }
     }
 
     /// A UDP Service `key` whose Maglev table is all `backend`.
@@ -102,12 +72,6 @@ impl Attached {
                 },
             )
             .unwrap();
-    }
-}
-
-impl Drop for Attached {
-    fn drop(&mut self) {
-        let _ = cgroup::detach(&self.pin.path);
     }
 }
 

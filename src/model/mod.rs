@@ -81,9 +81,13 @@
 //! a remote one is reached over the underlay, not the pod-CIDR tunnel);
 //! else a node's pod CIDR; else it is treated as local (the kernel routes
 //! it, e.g. an address outside the cluster in a hand-written EndpointSlice).
+//!
+//! Files: this one holds [`Model`] and its per-object updates; `types` what
+//! the model reads and hands out, `compute` and `endpoints` one Service,
+//! `claims` frontend ownership, `nodes` the Node-derived state, `snapshot`
+//! [`Model::apply_snapshot`], `diff` the object comparison it uses.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -95,6 +99,8 @@ mod claims;
 mod compute;
 mod diff;
 mod endpoints;
+mod nodes;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -102,64 +108,23 @@ mod tests_churn;
 #[cfg(test)]
 mod tests_dual_stack;
 #[cfg(test)]
+mod tests_incremental;
+#[cfg(test)]
+mod tests_inputs;
+#[cfg(test)]
 mod tests_nodes;
 #[cfg(test)]
 mod tests_semantics;
 mod types;
 
-use diff::{diff_kind, key_of, same_object};
+use diff::key_of;
+pub(crate) use nodes::NodeInfo;
+pub use snapshot::SnapshotDelta;
 pub use types::*;
 
 /// Builds the desired state from a snapshot in one go.
 pub fn build(snap: &Snapshot, cfg: &ModelConfig) -> Desired {
     Model::from_snapshot(snap, cfg.clone()).desired().clone()
-}
-
-/// What [`Model::apply_snapshot`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SnapshotDelta {
-    /// Objects added or changed (each fed to the model).
-    pub upserted: usize,
-    /// Objects gone.
-    pub removed: usize,
-    /// Whether what the maps get changed (services, tunnels, local and
-    /// remote addresses; not the skip reasons).
-    pub changed: bool,
-}
-
-/// What the model keeps of a Node.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub(crate) struct NodeInfo {
-    /// First IPv4 InternalIP: the IPv4 underlay address.
-    pub addr: Option<Ipv4Addr>,
-    /// The IPv6 underlay address: flannel's `public-ipv6` annotation, else
-    /// the first IPv6 InternalIP.
-    pub addr6: Option<Ipv6Addr>,
-    /// Every InternalIP/ExternalIP of both families.
-    pub addrs: Vec<IpAddr>,
-    /// Pod CIDRs of both families.
-    pub cidrs: Vec<(IpAddr, u8)>,
-    pub vtep_mac: Option<[u8; 6]>,
-    /// The IPv6 VTEP MAC (flannel's `backend-v6-data`).
-    pub vtep_mac6: Option<[u8; 6]>,
-}
-
-impl NodeInfo {
-    /// The underlay address of `family`.
-    pub fn underlay(&self, family: Family) -> Option<IpAddr> {
-        match family {
-            Family::V4 => self.addr.map(IpAddr::V4),
-            Family::V6 => self.addr6.map(IpAddr::V6),
-        }
-    }
-
-    /// The VTEP MAC of `family`.
-    pub fn vtep(&self, family: Family) -> Option<[u8; 6]> {
-        match family {
-            Family::V4 => self.vtep_mac,
-            Family::V6 => self.vtep_mac6,
-        }
-    }
 }
 
 /// The incremental model: keeps the objects and indexes, and the desired
@@ -355,135 +320,6 @@ impl Model {
         changed
     }
 
-    /// Brings the model to exactly the objects of `snap` (what a source
-    /// publishes: the complete current view), touching only what differs
-    /// from the objects it holds: objects are matched by kind and
-    /// `namespace/name`; one counts as changed when its resourceVersion
-    /// differs, or, when it has none (manifest files), when its content
-    /// differs. Only the Services a changed object belongs to are
-    /// recomputed (every Service when a Node's addresses, pod CIDRs or VTEP
-    /// MAC changed), so unchanged Services keep their `Arc` and
-    /// [`crate::sync::Syncer::apply`] skips them. The result equals
-    /// [`build`]`(snap)`. Duplicate names: the last object wins, as in
-    /// [`build`].
-    pub fn apply_snapshot(&mut self, snap: &Snapshot) -> SnapshotDelta {
-        let mut delta = SnapshotDelta::default();
-        // Nameless objects are re-reported from this snapshot alone.
-        for owner in ["Service ?", "EndpointSlice ?", "Node ?"] {
-            self.skipped.remove(owner);
-        }
-
-        // Nodes.
-        let mut nodes: HashMap<&str, &Arc<Node>> = HashMap::with_capacity(snap.nodes.len());
-        for n in &snap.nodes {
-            match n.metadata.name.as_deref().filter(|n| !n.is_empty()) {
-                Some(name) => {
-                    nodes.insert(name, n);
-                }
-                None => self.skip_one("Node ?", "Node", "metadata.name missing"),
-            }
-        }
-        let mut nodes_changed = false;
-        let gone: Vec<String> = self
-            .node_objs
-            .keys()
-            .filter(|k| !nodes.contains_key(k.as_str()))
-            .cloned()
-            .collect();
-        for name in gone {
-            self.skipped.remove(&format!("Node {name}"));
-            self.node_objs.remove(&name);
-            nodes_changed |= self.nodes.remove(&name).is_some();
-            delta.removed += 1;
-        }
-        for (name, n) in nodes {
-            if self
-                .node_objs
-                .get(name)
-                .is_some_and(|old| same_object(old, n))
-            {
-                continue;
-            }
-            delta.upserted += 1;
-            let mut reasons = Vec::new();
-            let info = endpoints::node_info(n, &self.cfg, &mut reasons);
-            self.set_reasons(&format!("Node {name}"), reasons);
-            self.node_objs.insert(name.to_string(), n.clone());
-            if self.nodes.get(name) != Some(&info) {
-                self.nodes.insert(name.to_string(), info);
-                nodes_changed = true;
-            }
-        }
-
-        // EndpointSlices: every Service a changed slice left or joined is dirty.
-        let mut dirty: BTreeSet<String> = BTreeSet::new();
-        let sd = diff_kind(&self.slices, &snap.slices);
-        for _ in 0..sd.nameless {
-            self.skip_one("EndpointSlice ?", "EndpointSlice", "metadata.name missing");
-        }
-        for k in sd.gone {
-            self.slices.remove(&k);
-            self.skipped.remove(&format!("EndpointSlice {k}"));
-            if let Some(o) = self.slice_owner.remove(&k) {
-                if let Some(set) = self.slices_by_svc.get_mut(&o) {
-                    set.remove(&k);
-                    if set.is_empty() {
-                        self.slices_by_svc.remove(&o);
-                    }
-                }
-                dirty.insert(o);
-            }
-            delta.removed += 1;
-        }
-        for (k, sl) in sd.changed {
-            delta.upserted += 1;
-            if let Some(o) = self.slice_owner.get(&k) {
-                dirty.insert(o.clone());
-            }
-            if let Some(o) = self.index_slice(sl.clone()) {
-                dirty.insert(o);
-            }
-        }
-
-        // Services.
-        let vd = diff_kind(&self.services, &snap.services);
-        for _ in 0..vd.nameless {
-            self.skip_one("Service ?", "Service", "metadata.name missing");
-        }
-        for k in vd.gone {
-            self.services.remove(&k);
-            dirty.insert(k);
-            delta.removed += 1;
-        }
-        for (k, sv) in vd.changed {
-            delta.upserted += 1;
-            self.services.insert(k.clone(), sv.clone());
-            dirty.insert(k);
-        }
-
-        // Recompute what the changes touch.
-        if nodes_changed {
-            // Every Service there is; dirty ones gone are dropped below.
-            delta.changed |= self.node_changed();
-        }
-        for k in &dirty {
-            if !nodes_changed || !self.services.contains_key(k) {
-                delta.changed |= self.recompute(k);
-            }
-        }
-        self.rebuild_skipped();
-        delta
-    }
-
-    fn node_changed(&mut self) -> bool {
-        let mut changed = self.refresh_nodes();
-        let keys: Vec<String> = self.services.keys().cloned().collect();
-        for k in keys {
-            changed |= self.recompute(&k);
-        }
-        changed
-    }
-
     /// Indexes a slice under its Service; returns the owner key.
     fn index_slice(&mut self, slice: Arc<EndpointSlice>) -> Option<String> {
         let k = key_of(&slice.metadata)?;
@@ -575,77 +411,6 @@ impl Model {
                 true
             }
         }
-    }
-
-    /// Tunnel entries, local and remote addresses from the nodes.
-    fn refresh_nodes(&mut self) -> bool {
-        let mut tunnels = BTreeMap::new();
-        let mut reasons = Vec::new();
-        for (name, n) in &self.nodes {
-            if *name == self.cfg.node_name {
-                continue;
-            }
-            for fam in [Family::V4, Family::V6] {
-                let cidrs: Vec<(IpAddr, u8)> = n
-                    .cidrs
-                    .iter()
-                    .filter(|c| Family::of(c.0) == fam)
-                    .copied()
-                    .collect();
-                if cidrs.is_empty() {
-                    continue;
-                }
-                let (Some(addr), Some(mac)) = (n.underlay(fam), n.vtep(fam)) else {
-                    let why = match (fam, n.underlay(fam).is_none()) {
-                        (Family::V4, true) => "no IPv4 InternalIP: no tunnel entry for its IPv4 pod CIDRs".to_string(),
-                        (Family::V6, true) => format!("no IPv6 address (annotation {FLANNEL_PUBLIC_IPV6_ANNOTATION} or an IPv6 InternalIP): no tunnel entry for its IPv6 pod CIDRs"),
-                        (Family::V4, false) => format!(
-                            "no VTEP MAC (annotation {} or {XLB_VTEP_ANNOTATION}): no tunnel entry for its IPv4 pod CIDRs",
-                            self.cfg.vtep_mac_annotation
-                        ),
-                        (Family::V6, false) => format!(
-                            "no IPv6 VTEP MAC (annotation {FLANNEL_VTEP6_ANNOTATION}): no tunnel entry for its IPv6 pod CIDRs"
-                        ),
-                    };
-                    reasons.push((format!("Node {name}"), why));
-                    continue;
-                };
-                for c in cidrs {
-                    tunnels.insert(
-                        c,
-                        TunnelEntry {
-                            node: addr,
-                            vtep_mac: mac,
-                        },
-                    );
-                }
-            }
-        }
-        self.set_reasons("Nodes (tunnels)", reasons);
-        let mut local: BTreeSet<IpAddr> = self.cfg.node_addrs.iter().copied().collect();
-        if let Some(me) = self.nodes.get(&self.cfg.node_name) {
-            local.extend(me.addrs.iter().copied());
-        }
-        // Every node takes NodePorts on the same addresses
-        // (`--nodeport-addresses` is cluster-wide configuration).
-        let mut remote: BTreeSet<IpAddr> = self
-            .nodes
-            .iter()
-            .filter(|(name, _)| **name != self.cfg.node_name)
-            .flat_map(|(_, n)| n.addrs.iter().copied())
-            .filter(|a| !local.contains(a))
-            .collect();
-        if !self.cfg.nodeport_cidrs.is_empty() {
-            local.retain(|a| in_cidrs(*a, &self.cfg.nodeport_cidrs));
-            remote.retain(|a| in_cidrs(*a, &self.cfg.nodeport_cidrs));
-        }
-        let changed = tunnels != self.desired.tunnels
-            || local != self.desired.local_addrs
-            || remote != self.desired.remote_addrs;
-        self.desired.tunnels = tunnels;
-        self.desired.local_addrs = local;
-        self.desired.remote_addrs = remote;
-        changed
     }
 
     fn skip_one(&mut self, object: &str, owner_kind: &str, reason: &str) {

@@ -158,3 +158,57 @@ pub fn run_cnt(fd: &std::os::fd::OwnedFd) -> u64 {
     assert_eq!(rc, 0);
     info.run_cnt
 }
+
+/// An agent run's directories: the pin directory (`.0`) and the manifests
+/// directory (`.1`); both removed on drop, with xlb's name file of the pin
+/// directory.
+pub struct Pins(pub std::path::PathBuf, pub std::path::PathBuf);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = xlb::names::remove(&xlb::names::path(&self.0));
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+/// Starts `xlb agent` as node `node-a` inside `ns` over `pins` (`--iface
+/// auto --fallback-generic`, then `extra`), metrics on 127.0.0.1:`port`
+/// there; killed on drop.
+pub fn spawn_agent(ns: &Netns, pins: &Pins, port: u16, extra: &[&str]) -> KillOnDrop {
+    KillOnDrop(
+        Command::new("nsenter")
+            .arg(format!("--net={}", ns.path().display()))
+            .arg(env!("CARGO_BIN_EXE_xlb"))
+            .arg("--pin-dir")
+            .arg(&pins.0)
+            .arg("agent")
+            .arg("--manifests")
+            .arg(&pins.1)
+            .args([
+                "--node-name",
+                "node-a",
+                "--iface",
+                "auto",
+                "--fallback-generic",
+            ])
+            .args(extra)
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `xlb agent --cleanup` over `pin` inside `ns`; must succeed.
+pub fn agent_cleanup(ns: &Netns, pin: &Path) {
+    xlb_testkit::run_ok(
+        Command::new("nsenter")
+            .arg(format!("--net={}", ns.path().display()))
+            .arg(env!("CARGO_BIN_EXE_xlb"))
+            .arg("--pin-dir")
+            .arg(pin)
+            .args(["agent", "--cleanup"]),
+    );
+}

@@ -255,6 +255,19 @@ pub fn vip6_n(n: u16, port: u16) -> SocketAddrV6 {
     SocketAddrV6::new(Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, n), port, 0, 0)
 }
 
+/// A test environment with [`fixture6`] written; None when not privileged
+/// (see [`Env::new`]).
+pub fn env6() -> Option<Env> {
+    let env = Env::new()?;
+    fixture6(&env);
+    Some(env)
+}
+
+/// The fixture's client address.
+pub fn client6() -> SocketAddrV6 {
+    sa6(CLIENT6_SA)
+}
+
 /// IPv6 Services and backends (ids 101.. in the shared id space; Maglev
 /// regions from 512):
 ///
