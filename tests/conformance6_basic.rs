@@ -10,26 +10,27 @@ mod conformance_support;
 mod e2e_support;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::{Arc, Mutex, Once, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use conformance_support::*;
 use e2e_support::*;
 use xlb_lab as lab;
 
 static LAB: Mutex<Weak<LabGuard>> = Mutex::new(Weak::new());
-static EXTRA: Once = Once::new();
 
 /// Second container port of the pods that rows 2, 3 and 29 name.
 const ALT: u16 = 9090;
 
+/// The shared lab; every lab made (a new one when the last test let the
+/// previous one go) gets the extra listeners.
 fn lab() -> Arc<LabGuard> {
-    let g = shared(&LAB, || LabGuard::up("x6b", &["--dual-stack"]));
-    EXTRA.call_once(|| {
+    shared(&LAB, || {
+        let g = LabGuard::up("x6b", &["--dual-stack"]);
         for (n, k) in [(1, 1), (2, 1)] {
             extra_backend(&g, n, k, ALT);
         }
-    });
-    g
+        g
+    })
 }
 
 fn cip(last: u8) -> Ipv4Addr {

@@ -7,21 +7,22 @@ mod conformance_support;
 mod e2e_support;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::{Arc, Mutex, Once, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use conformance_support::*;
 use e2e_support::*;
 use xlb_lab as lab;
 
 static LAB: Mutex<Weak<LabGuard>> = Mutex::new(Weak::new());
-static EXTRA: Once = Once::new();
 
+/// The shared lab; every lab made (a new one when the last test let the
+/// previous one go) gets the extra listeners.
 fn lab() -> Arc<LabGuard> {
-    let g = shared(&LAB, || LabGuard::with_xlb("xct"));
-    EXTRA.call_once(|| {
+    shared(&LAB, || {
+        let g = LabGuard::with_xlb("xct");
         extra_backend(&g, 2, 1, 9090);
-    });
-    g
+        g
+    })
 }
 
 fn cip(last: u8) -> Ipv4Addr {
