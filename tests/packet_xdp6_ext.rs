@@ -296,12 +296,20 @@ fn icmp6_errors_quoting_extension_headers_are_translated() {
     for (i, q) in quotes.iter().enumerate() {
         let e = error6(router, CLIENT6, 1, 0, q);
         let (rc, r, out) = run6(&env, &e);
-        assert_eq!((rc, r, out == e), (XDP_PASS, XLB_R_PASS_L4_OTHER, true), "quote {i}");
+        assert_eq!(
+            (rc, r, out == e),
+            (XDP_PASS, XLB_R_PASS_L4_OTHER, true),
+            "quote {i}"
+        );
     }
     let long = requote(vec![Ext::DestOpts(3)]);
     let e = icmp6_error(router, CLIENT6, 1, 0, 0, &long, 40 + 16);
     let (rc, r, out) = run6(&env, &e);
-    assert_eq!((rc, r, out == e), (XDP_PASS, XLB_R_PASS_L4_OTHER, true), "cut");
+    assert_eq!(
+        (rc, r, out == e),
+        (XDP_PASS, XLB_R_PASS_L4_OTHER, true),
+        "cut"
+    );
     // the same flow quoted without extension headers is still translated
     let e = error6(router, CLIENT6, 1, 0, &dnated);
     assert_eq!(run6(&env, &e).1, XLB_R_PASS_ICMP_RELATED);
