@@ -5,7 +5,8 @@
 //! ClusterIPs and NodePorts (this node's addresses and another node's,
 //! remote_addrs6), reverse NAT of local backends' replies, hairpin, Services
 //! without endpoints (TCP RST, ICMPv6 port unreachable into the veth),
-//! ICMPv6 errors about balanced flows, fragments, and the egress program's
+//! ICMPv6 errors about balanced flows (also quoting extension headers),
+//! fragments, and the egress program's
 //! host-network replies. Tunnel return: `packet_tc6_tunnel.rs`. Expected
 //! frames are rebuilt from scratch by the test kit (the program's
 //! incremental checksums must equal a full computation) and checked by its
@@ -365,6 +366,59 @@ fn icmpv6_errors_about_balanced_flows_are_translated() {
     let other = from_pod(sa6("[fd00:244:2::9]:80")).build();
     let err = icmp6_error(be, *pod().ip(), 1, 4, 0, &other, 1232);
     assert_untouched(&env, &err, XLB_R_PASS_L4_OTHER, "error about no flow");
+}
+
+#[test]
+fn icmpv6_errors_quoting_extension_headers_are_translated() {
+    let Some(env) = env6() else { return };
+    let be = *sa6(BE6_LOCAL).ip();
+    let p = *pod().ip();
+    let chains = [
+        vec![Ext::DestOpts(0)],
+        vec![Ext::HopByHop(1), Ext::Routing(4, 2)],
+        vec![Ext::Fragment {
+            offset: 0,
+            more: false,
+            id: 7,
+        }],
+    ];
+    for (i, ext) in chains.iter().enumerate() {
+        let src = pod_at(33100 + i as u16);
+        let f = Frame6::tcp(src, vip6(80))
+            .macs(POD_MAC, VETH_MAC)
+            .ext(ext.clone())
+            .payload(b"hello");
+        assert_dnat6(&env, &f, sa6(BE6_LOCAL), XLB_R_PASS_LOCAL, "flow");
+        // the backend's error about the pod's packet: about the frontend
+        let seen = dnat6(&f, sa6(BE6_LOCAL));
+        let err = icmp6_error(be, p, 1, 4, 0, &seen, 1232);
+        let (rc, r, out) = run_tc6(&env, &err);
+        assert_eq!((rc, r), (TC_ACT_OK, XLB_R_PASS_ICMP_RELATED), "{ext:?}");
+        check_frame6(&out).unwrap();
+        let want = icmp6_error(VIP6, p, 1, 4, 0, &f.build(), 1232);
+        assert_eq!(out, want, "{ext:?}: exact translated error");
+        // the pod's error about a reply: toward the backend, about it
+        let mut reply = Frame6::tcp(vip6(80), src).ext(ext.clone());
+        reply.tcp_flags = 0x12;
+        let err = icmp6_error(p, VIP6, 1, 4, 0, &reply.build(), 1232);
+        let (rc, r, out) = run_tc6(&env, &err);
+        assert_eq!((rc, r), (TC_ACT_OK, XLB_R_PASS_ICMP_RELATED), "{ext:?}");
+        check_frame6(&out).unwrap();
+        let mut as_sent = reply.clone();
+        as_sent.src = sa6(BE6_LOCAL);
+        let want = icmp6_error(p, be, 1, 4, 0, &as_sent.build(), 1232);
+        assert_eq!(out, want, "{ext:?}: exact error toward the backend");
+    }
+    // a quoted later fragment has no ports: untouched
+    let later = Frame6::tcp(pod_at(33100), sa6(BE6_LOCAL))
+        .ext(vec![Ext::Fragment {
+            offset: 1,
+            more: false,
+            id: 7,
+        }])
+        .build();
+    let err = icmp6_error(be, p, 1, 4, 0, &later, 1232);
+    assert_untouched(&env, &err, XLB_R_PASS_L4_OTHER, "quoted later fragment");
 }
 
 #[test]

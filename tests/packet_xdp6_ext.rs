@@ -4,7 +4,8 @@
 //! The IPv6 path walks hop-by-hop, destination options, routing (segments
 //! left 0) and fragment headers; balances first fragments and lets later
 //! ones follow (frag6); translates ICMPv6 errors about balanced flows both
-//! ways; and counts every truncated or malformed frame, untouched.
+//! ways, also when the quoted packet carries extension headers; and counts
+//! every truncated or malformed frame, untouched.
 mod packet_util;
 
 use std::net::SocketAddrV6;
@@ -217,6 +218,101 @@ fn icmp6_errors_about_balanced_flows_are_translated() {
     let want = error6(CLIENT6, *sa6(BE6_REMOTE).ip(), 1, 0, &rep_be.build());
     assert_eq!(&inner[14..], &want[14..], "translated, encapsulated");
     assert_eq!(&inner[..6], &VTEP_MAC);
+}
+
+#[test]
+fn icmp6_errors_quoting_extension_headers_are_translated() {
+    let Some(env) = env6() else { return };
+    let router = "2001:db8:18::fe".parse().unwrap();
+    for ext in [
+        vec![Ext::DestOpts(0)],
+        vec![Ext::HopByHop(1), Ext::Routing(4, 2)],
+        vec![Ext::Fragment {
+            offset: 0,
+            more: false,
+            id: 7,
+        }],
+        vec![Ext::HopByHop(0), Ext::DestOpts(1), Ext::Routing(0, 0)],
+    ] {
+        clear_ct6(&env);
+        let f = Frame6::tcp(client6(), vip6(80))
+            .ext(ext.clone())
+            .payload(b"hello");
+        let (rc, _, dnated) = run6(&env, &f.build());
+        assert_eq!(rc, XDP_PASS, "{ext:?}");
+        // toward the client: client -> backend quoted, client -> frontend seen
+        let e = error6(router, CLIENT6, 1, 0, &dnated);
+        let (rc, r, out) = run6(&env, &e);
+        assert_eq!((rc, r), (XDP_PASS, XLB_R_PASS_ICMP_RELATED), "{ext:?}");
+        check_frame6(&out).unwrap();
+        assert_eq!(out, error6(VIP6, CLIENT6, 1, 0, &f.build()), "{ext:?}");
+        // a quote cut past the ports (the TCP checksum not quoted) too
+        let cut = 40 + ext_chain(&ext, TCP).1.len() + 8;
+        let e = icmp6_error(router, CLIENT6, 2, 0, 1280, &dnated, cut);
+        let (rc, r, out) = run6(&env, &e);
+        assert_eq!((rc, r), (XDP_PASS, XLB_R_PASS_ICMP_RELATED), "{ext:?}");
+        assert_eq!(
+            out,
+            icmp6_error(VIP6, CLIENT6, 2, 0, 1280, &f.build(), cut),
+            "{ext:?}"
+        );
+        // toward the backend: a reverse-NATed reply quoted
+        let mut reply = Frame6::tcp(vip6(80), client6()).ext(ext.clone());
+        reply.tcp_flags = 0x12;
+        let mut from_backend = reply.clone();
+        from_backend.src = sa6(BE6_LOCAL);
+        let e = error6(CLIENT6, VIP6, 1, 0, &reply.build());
+        let (rc, r, out) = run6(&env, &e);
+        assert_eq!((rc, r), (XDP_PASS, XLB_R_PASS_ICMP_RELATED), "{ext:?}");
+        check_frame6(&out).unwrap();
+        assert_eq!(
+            out,
+            error6(CLIENT6, *sa6(BE6_LOCAL).ip(), 1, 0, &from_backend.build()),
+            "{ext:?}"
+        );
+    }
+    // Quotes that hold no ports of a flow pass untouched: a later fragment,
+    // a routing header with segments left, a chain longer than the walk, a
+    // quote cut inside the extension headers.
+    clear_ct6(&env);
+    let f = Frame6::tcp(client6(), vip6(80)).payload(b"hello");
+    let (_, _, dnated) = run6(&env, &f.build());
+    let requote = |ext: Vec<Ext>| {
+        let mut g = Frame6::tcp(client6(), sa6(BE6_LOCAL)).payload(b"hello");
+        g.ext = ext;
+        g.build()
+    };
+    let mut seg_left = requote(vec![Ext::Routing(4, 0)]);
+    seg_left[14 + 40 + 3] = 1;
+    let quotes = [
+        requote(vec![Ext::Fragment {
+            offset: 1,
+            more: false,
+            id: 7,
+        }]),
+        seg_left,
+        requote(vec![Ext::DestOpts(0); 7]),
+    ];
+    for (i, q) in quotes.iter().enumerate() {
+        let e = error6(router, CLIENT6, 1, 0, q);
+        let (rc, r, out) = run6(&env, &e);
+        assert_eq!(
+            (rc, r, out == e),
+            (XDP_PASS, XLB_R_PASS_L4_OTHER, true),
+            "quote {i}"
+        );
+    }
+    let long = requote(vec![Ext::DestOpts(3)]);
+    let e = icmp6_error(router, CLIENT6, 1, 0, 0, &long, 40 + 16);
+    let (rc, r, out) = run6(&env, &e);
+    assert_eq!(
+        (rc, r, out == e),
+        (XDP_PASS, XLB_R_PASS_L4_OTHER, true),
+        "cut"
+    );
+    // the same flow quoted without extension headers is still translated
+    let e = error6(router, CLIENT6, 1, 0, &dnated);
+    assert_eq!(run6(&env, &e).1, XLB_R_PASS_ICMP_RELATED);
 }
 
 /// Every truncation of IPv6 frames (Ethernet, IPv6, extension headers,

@@ -105,11 +105,20 @@ static __always_inline int xlb_tc6_forward(struct __sk_buff *skb, struct xlb_pkt
 			    TC_ACT_OK);
 }
 
+/* xlb_icmp6_qwalk of the skb (linear; IPv6 header after Ethernet). A
+ * global subprogram: verified once (icmperr6.h). */
+__noinline int xlb_tc6_qwalk(struct __sk_buff *skb, __u32 l4_off, __u32 l3_len)
+{
+	return xlb_icmp6_qwalk((void *)(long)skb->data, (void *)(long)skb->data_end,
+			       sizeof(struct ethhdr), l4_off, l3_len);
+}
+
 /* An ICMPv6 error a pod sends about a balanced flow (tc.bpf.c's
  * xlb_tc_icmp for IPv6; icmperr6.h). A subprogram, as xlb_tc6_reject. */
 static __noinline int xlb_tc6_icmp(struct __sk_buff *skb, const struct xlb_config *cfg,
 				   struct xlb_pkt6 *p)
 {
+	int w = xlb_tc6_qwalk(skb, p->l4_off, p->l3_len);
 	void *data_end = (void *)(long)skb->data_end;
 	__u64 bytes = skb->len;
 	struct xlb_icmp6_err e;
@@ -118,7 +127,7 @@ static __noinline int xlb_tc6_icmp(struct __sk_buff *skb, const struct xlb_confi
 	__u32 flags;
 	int nat, tun;
 
-	if (!xlb_icmp6_err_parse(p, data_end, &e))
+	if (!xlb_icmp6_err_parse(p, data_end, w, &e))
 		return xlb_tc6_done(XLB_R_PASS_L4_OTHER, bytes, TC_ACT_OK);
 	v = bpf_map_lookup_elem(&ct6, &e.flow);
 	if (!v)

@@ -341,6 +341,14 @@ static __noinline int xlb6_tunnel_in(struct xlb_ctx6 *x)
 	return xlb6_done(x, XLB_R_PASS_DECAP, XDP_PASS);
 }
 
+/* xlb_icmp6_qwalk of the frame (IPv6 header at data + ip6_off). A global
+ * subprogram: verified once (icmperr6.h). */
+__noinline int xlb_xdp6_qwalk(struct xdp_md *ctx, __u32 ip6_off, __u32 l4_off, __u32 l3_len)
+{
+	return xlb_icmp6_qwalk((void *)(long)ctx->data, (void *)(long)ctx->data_end, ip6_off,
+			       l4_off, l3_len);
+}
+
 /* ICMPv6: neighbour discovery untouched; an error about a balanced flow
  * translated and sent on like the flow's own packets (XLB6_TO_PEER through
  * a tunnel); the rest passes. */
@@ -353,8 +361,11 @@ static __noinline int xlb6_icmp_in(struct xlb_ctx6 *x)
 	void *data_end;
 	__u8 *ih;
 	__u32 flags;
-	int r;
+	int r, w;
 
+	/* before the packet pointers: the call keeps none */
+	w = xlb_xdp6_qwalk(x->ctx, (x->tun.outer_len & 0x3ff) + sizeof(struct ethhdr),
+			   x->p.l4_off, x->p.l3_len);
 	if (xlb6_rebind(x) != XLB_OK)
 		return xlb6_done(x, XLB_R_DROP_ADJUST, XDP_DROP);
 	data_end = (void *)(long)x->ctx->data_end;
@@ -363,7 +374,7 @@ static __noinline int xlb6_icmp_in(struct xlb_ctx6 *x)
 		return xlb6_untranslated(x, XLB_R_PASS_L4_OTHER);
 	if (ih[0] >= ICMP6_ND_FIRST && ih[0] <= ICMP6_ND_LAST)
 		return xlb6_done(x, XLB_R_PASS_L4_OTHER, XDP_PASS);
-	if (!xlb_icmp6_err_parse(&x->p, data_end, &e))
+	if (!xlb_icmp6_err_parse(&x->p, data_end, w, &e))
 		return xlb6_untranslated(x, XLB_R_PASS_L4_OTHER);
 	v = bpf_map_lookup_elem(&ct6, &e.flow);
 	if (!v)
