@@ -3,7 +3,9 @@
 //! counts in `xlb_unprogrammed`, shows in `xlb doctor` and `xlb maps
 //! services`; the same pinned map follows the Services once the flag goes
 //! (grown at start); and 10,000 Services x 10 endpoints are all programmed
-//! with the default sizes (the Maglev array grows past its default).
+//! with the default sizes (the Maglev array grows past its default). The
+//! same for `services6`: `--max-frontends` sizes it, and once the flag goes
+//! it follows the IPv6 Services.
 
 mod cli_support;
 
@@ -13,8 +15,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cli_support::{pin_dir, xlb, KillOnDrop};
-use libbpf_rs::MapCore;
-use xlb_bpf::consts::XLB_MAGLEV_SLOTS;
+use libbpf_rs::{MapCore, MapHandle};
+use xlb_bpf::consts::{XLB_MAGLEV_SLOTS, XLB_MAX_FRONTENDS6};
 use xlb_bpf::types::xlb_svc_key;
 use xlb_bpf::{Maps, Proto};
 use xlb_testkit::agent::{free_port, http_get, wait_for};
@@ -161,6 +163,74 @@ fn a_fixed_size_too_small_fails_readyz_and_the_map_follows_once_unset() {
     );
     let out = xlb(None, &pin.path, &["maps", "services"]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("NOT PROGRAMMED"));
+    drop(a);
+}
+
+/// `n` IPv6 Services (ClusterIP fd00:96::N, port 80) of one ready endpoint
+/// each, in YAML.
+fn manifests6(n: u32) -> String {
+    let mut s = String::from(
+        "apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\nspec: {podCIDR: 10.244.1.0/24}\n\
+         status: {addresses: [{type: InternalIP, address: 198.18.0.2}, \
+         {type: InternalIP, address: \"fd00:18::2\"}]}\n",
+    );
+    for i in 0..n {
+        s.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: t}}\n\
+             spec: {{ipFamilies: [IPv6], clusterIP: \"fd00:96::{:x}\", \
+             ports: [{{name: http, port: 80, targetPort: 8080}}]}}\n\
+             ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: s{i}-1, namespace: t, labels: {{kubernetes.io/service-name: s{i}}}}}\n\
+             addressType: IPv6\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints:\n\
+             - {{addresses: [\"fd00:244::{:x}\"], conditions: {{ready: true}}, nodeName: node-a}}\n",
+            i + 1,
+            i + 1
+        ));
+    }
+    s
+}
+
+fn services6_size(pin: &Path) -> u32 {
+    MapHandle::from_pinned_path(pin.join("services6"))
+        .unwrap()
+        .max_entries()
+}
+
+#[test]
+fn services6_is_sized_by_max_frontends_and_follows_the_ipv6_services_once_unset() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    let mut pin = pin_dir();
+    pin.also.push(xlb::unprogrammed::path(&pin.path));
+    let dir = manifest_dir(&manifests6(20));
+    let port = free_port();
+    // 20 IPv6 frontends; 16 entries hold 16 of them.
+    let a = agent(&pin.path, &dir.0, port, &["--max-frontends", "16"]);
+    let body = wait_for("/readyz 503 naming the full services6", || {
+        http_get(port, "/readyz").filter(|(s, b)| *s == 503 && b.contains("services6_full"))
+    })
+    .1;
+    assert!(body.contains("4 desired entries not programmed"), "{body}");
+    let maps = Maps::from_pin_dir(&pin.path).unwrap();
+    assert_eq!(services6_size(&pin.path), 16, "a fixed size is not grown");
+    assert_eq!(maps.services6().unwrap().len(), 16);
+    drop(a);
+
+    // Without the flag the pinned 16-entry map follows the IPv6 Services:
+    // grown at the first sync (to the default floor), all 20 in.
+    let a = agent(&pin.path, &dir.0, port, &[]);
+    wait_for("/readyz 200 after growing", || {
+        http_get(port, "/readyz").filter(|(s, _)| *s == 200)
+    });
+    let maps = Maps::from_pin_dir(&pin.path).unwrap();
+    assert_eq!(services6_size(&pin.path), XLB_MAX_FRONTENDS6);
+    assert_eq!(maps.services6().unwrap().len(), 20);
+    let metrics = http_get(port, "/metrics").unwrap().1;
+    assert!(
+        metrics.contains("xlb_unprogrammed{reason=\"services6_full\"} 0\n"),
+        "{metrics}"
+    );
     drop(a);
 }
 

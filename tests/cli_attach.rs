@@ -409,7 +409,8 @@ fn follow_attaches_pod_interfaces_as_they_appear() {
     assert_ne!(ns.xdp_prog("up0"), 0, "and leaves the data plane attached");
 }
 
-/// `--ct-entries` sizes connection tracking when the maps are created; later
+/// `--ct-entries` (and `--ct6-entries` for `ct6`) sizes connection tracking
+/// when the maps are created; later
 /// loads without it (a re-attach, the agent) keep the pinned size, and a
 /// different size is a clear stale-pin error, not a silent re-creation.
 #[test]
@@ -421,23 +422,45 @@ fn ct_entries_is_chosen_at_attach_and_kept_by_later_loads() {
     ns.veth("up0", "peer0");
     let pin = pin_dir();
     let p = &pin.path;
-    let ct_size = || {
-        let h = libbpf_rs::MapHandle::from_pinned_path(p.join("ct")).unwrap();
+    let size_of = |name: &str| {
+        let h = libbpf_rs::MapHandle::from_pinned_path(p.join(name)).unwrap();
         libbpf_rs::MapInfo::new(std::os::fd::AsFd::as_fd(&h))
             .unwrap()
             .info
             .max_entries
     };
+    let ct_size = || size_of("ct");
     let o = xlb(
         Some(&ns),
         p,
-        &["attach", "--iface", "up0", "--ct-entries", "8192"],
+        &[
+            "attach",
+            "--iface",
+            "up0",
+            "--ct-entries",
+            "8192",
+            "--ct6-entries",
+            "4096",
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(ct_size(), 8192);
+    assert_eq!(size_of("ct6"), 4096, "--ct6-entries sizes ct6");
     let o = xlb(Some(&ns), p, &["attach", "--iface", "up0"]);
     assert!(o.status.success(), "re-attach keeps it: {}", stderr(&o));
     assert_eq!(ct_size(), 8192);
+    assert_eq!(size_of("ct6"), 4096);
+    let o = xlb(
+        Some(&ns),
+        p,
+        &["attach", "--iface", "up0", "--ct6-entries", "8192"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("/ct6") && e.contains("max entries 4096 (expected 8192)"),
+        "{e}"
+    );
     let o = xlb(
         Some(&ns),
         p,

@@ -8,6 +8,7 @@
 //! the old flow keeps its backend through connection tracking, which the
 //! grow shares rather than copies. The kernel's run counters of the two
 //! program versions add up to the packets sent: the hook was never empty.
+//! The IPv6 frontend map `services6` grows the same way, its entry copied.
 
 mod cli_support;
 
@@ -19,7 +20,7 @@ use std::time::Duration;
 use cli_support::{client_and_attached_node, enable_stats, pin_dir, prog_fd, run_cnt};
 use libbpf_rs::MapCore;
 use std::os::fd::AsFd;
-use xlb_bpf::types::{xlb_backend, xlb_svc_key, xlb_svc_val};
+use xlb_bpf::types::{xlb_backend, xlb_svc6_key, xlb_svc_key, xlb_svc_val};
 use xlb_bpf::{Kind, Maps, Proto};
 use xlb_loader::grow::Sizes;
 use xlb_loader::{sys, DataPlane, LoadOptions};
@@ -87,6 +88,8 @@ fn maps_grow_under_traffic_and_a_flow_keeps_its_backend() {
         ..Default::default()
     };
     maps.put_service(&key, &svc).unwrap();
+    let key6 = xlb_svc6_key::addr("[fd00:96::10]:9999".parse().unwrap(), Proto::Udp);
+    maps.put_service6(&key6, &svc).unwrap();
 
     let done = Arc::new(AtomicBool::new(false));
     let (got1, got2) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -128,6 +131,7 @@ fn maps_grow_under_traffic_and_a_flow_keeps_its_backend() {
     let before = Maps::from_pin_dir(&pin.path).unwrap();
     let (ct_id, maglev_id) = (id_of(before.ct.as_fd()), id_of(before.maglev.as_fd()));
     let old = before.maglev.max_entries();
+    let old6 = before.services6_capacity();
     let sent_before = sent.load(Ordering::SeqCst);
     let pin_path = pin.path.clone();
     let grown = node.run(move || {
@@ -141,6 +145,7 @@ fn maps_grow_under_traffic_and_a_flow_keeps_its_backend() {
             maglev: cur.maglev * 2,
             services: cur.services * 2,
             backends: cur.backends * 2,
+            services6: cur.services6 * 2,
             ..cur
         };
         let new = dp.grow(&want).unwrap().expect("grown");
@@ -159,6 +164,13 @@ fn maps_grow_under_traffic_and_a_flow_keeps_its_backend() {
         "the pin is the grown map"
     );
     assert_ne!(id_of(after.maglev.as_fd()), maglev_id);
+    assert_eq!(grown.services6, old6 * 2);
+    assert_eq!(after.services6_capacity(), old6 * 2, "services6 grown");
+    assert_eq!(
+        after.service6(&key6).unwrap().map(|v| v.svc_id),
+        Some(1),
+        "services6 entries copied"
+    );
     assert_eq!(
         id_of(after.ct.as_fd()),
         ct_id,

@@ -2,7 +2,7 @@
 //!
 //! The maps whose size follows what the agent must hold ([`GROWABLE_MAPS`]:
 //! frontends, backends and their counters, the Maglev slot array, session
-//! affinity, source ranges) can be replaced by larger ones without a gap:
+//! affinity, source ranges, of both families) can be replaced by larger ones without a gap:
 //!
 //! 1. [`DataPlane::grow`] opens both objects again, gives the maps to grow
 //!    their new size and shares every other map with the running data plane
@@ -18,7 +18,7 @@
 //!    same entries. A failure puts the old maps and programs back.
 //!
 //! Connection tracking is never grown this way: its size is a setting
-//! (`--ct-entries`), changed only with a fresh pin directory.
+//! (`--ct-entries`, `--ct6-entries`), changed only with a fresh pin directory.
 //!
 //! What the data plane itself writes into a grown map between the copy and
 //! the swap (a new affinity entry, forward counters of `backend_stats`) stays
@@ -41,7 +41,7 @@ use crate::{ctx, pin, storage, DataPlane, Error, Result};
 
 /// The maps that may be grown, in the order of [`Sizes`]' fields.
 /// `backend_stats` and `backends6` follow `backends` (indexed by backend id alike).
-pub const GROWABLE_MAPS: [&str; 7] = [
+pub const GROWABLE_MAPS: [&str; 10] = [
     "services",
     "backends",
     "backend_stats",
@@ -49,6 +49,9 @@ pub const GROWABLE_MAPS: [&str; 7] = [
     "maglev",
     "affinity",
     "src_ranges",
+    "services6",
+    "affinity6",
+    "src_ranges6",
 ];
 
 /// Sizes (max_entries) of the growable maps.
@@ -59,6 +62,9 @@ pub struct Sizes {
     pub maglev: u32,
     pub affinity: u32,
     pub src_ranges: u32,
+    pub services6: u32,
+    pub affinity6: u32,
+    pub src_ranges6: u32,
 }
 
 impl Sizes {
@@ -70,6 +76,9 @@ impl Sizes {
             "maglev" => self.maglev,
             "affinity" => self.affinity,
             "src_ranges" => self.src_ranges,
+            "services6" => self.services6,
+            "affinity6" => self.affinity6,
+            "src_ranges6" => self.src_ranges6,
             _ => return None,
         })
     }
@@ -82,6 +91,9 @@ impl Sizes {
             maglev: self.maglev.max(o.maglev),
             affinity: self.affinity.max(o.affinity),
             src_ranges: self.src_ranges.max(o.src_ranges),
+            services6: self.services6.max(o.services6),
+            affinity6: self.affinity6.max(o.affinity6),
+            src_ranges6: self.src_ranges6.max(o.src_ranges6),
         }
     }
 }
@@ -96,6 +108,9 @@ impl DataPlane {
             maglev: m.maglev.max_entries(),
             affinity: m.affinity.max_entries(),
             src_ranges: m.src_ranges.max_entries(),
+            services6: m.services6.max_entries(),
+            affinity6: m.affinity6.max_entries(),
+            src_ranges6: m.src_ranges6.max_entries(),
         }
     }
 

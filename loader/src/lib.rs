@@ -94,16 +94,24 @@ pub struct LoadOptions {
     pub pin_dir: Option<PathBuf>,
     /// Size of the one Maglev slot array.
     pub maglev_slots: Option<u32>,
-    /// Connection-tracking entries.
+    /// Connection-tracking entries (`ct`, IPv4 flows).
     pub ct_entries: Option<u32>,
+    /// IPv6 connection-tracking entries (`ct6`).
+    pub ct6_entries: Option<u32>,
     /// Backend slots (and `backend_stats`, indexed alike).
     pub backends: Option<u32>,
-    /// `services` entries (frontends).
+    /// `services` entries (IPv4 frontends).
     pub services: Option<u32>,
-    /// Session-affinity entries.
+    /// Session-affinity entries (`affinity`, IPv4 clients).
     pub affinity: Option<u32>,
-    /// `src_ranges` entries (loadBalancerSourceRanges prefixes).
+    /// `src_ranges` entries (IPv4 loadBalancerSourceRanges prefixes).
     pub src_ranges: Option<u32>,
+    /// `services6` entries (IPv6 frontends).
+    pub services6: Option<u32>,
+    /// `affinity6` entries (IPv6 clients).
+    pub affinity6: Option<u32>,
+    /// `src_ranges6` entries (IPv6 source-range prefixes).
+    pub src_ranges6: Option<u32>,
 }
 
 /// A loaded data plane: both programs and typed handles on the shared maps.
@@ -145,6 +153,10 @@ impl DataPlane {
                 (&mut m.services, "services", opts.services),
                 (&mut m.affinity, "affinity", opts.affinity),
                 (&mut m.src_ranges, "src_ranges", opts.src_ranges),
+                (&mut m.ct6, "ct6", opts.ct6_entries),
+                (&mut m.services6, "services6", opts.services6),
+                (&mut m.affinity6, "affinity6", opts.affinity6),
+                (&mut m.src_ranges6, "src_ranges6", opts.src_ranges6),
                 // indexed by backend_id like backends
                 (
                     &mut m.backend_stats,

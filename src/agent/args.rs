@@ -6,11 +6,14 @@ use std::net::SocketAddr;
 /// sizes"). A size not given follows the desired state: the map is grown,
 /// without a gap, to twice what it must hold when that passes three
 /// quarters of it; a size given is kept (never shrunk below a pinned map),
-/// and whatever does not fit is reported as not programmed.
+/// and whatever does not fit is reported as not programmed. The frontend,
+/// affinity and source-range sizes are both families' maps' (`services`
+/// and `services6`, ...), each map on its own.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct MapSizeArgs {
-    /// `services` entries (one per frontend: ClusterIP, NodePort, external
-    /// and LoadBalancer address, per port). Default: follows the Services.
+    /// `services` entries (one per IPv4 frontend: ClusterIP, NodePort,
+    /// external and LoadBalancer address, per port), and as many `services6`
+    /// entries (IPv6 frontends). Default: each follows the Services.
     #[arg(long, env = "XLB_MAX_FRONTENDS", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=(1 << 28)))]
     pub max_frontends: Option<u32>,
@@ -25,12 +28,13 @@ pub struct MapSizeArgs {
           value_parser = clap::value_parser!(u32).range(1..=(1 << 28)))]
     pub maglev_slots: Option<u32>,
     /// Session-affinity entries (one per client and Service with
-    /// sessionAffinity: ClientIP); default 262144 or the pinned map's.
+    /// sessionAffinity: ClientIP), of `affinity` and of `affinity6` (IPv6
+    /// clients); default 262144 and 65536, or the pinned maps'.
     #[arg(long, env = "XLB_AFFINITY_ENTRIES", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=(1 << 28)))]
     pub affinity_entries: Option<u32>,
-    /// loadBalancerSourceRanges prefixes over all Services. Default:
-    /// follows the Services.
+    /// loadBalancerSourceRanges prefixes over all Services, of each family
+    /// (`src_ranges`, `src_ranges6`). Default: each follows the Services.
     #[arg(long, env = "XLB_MAX_SRC_RANGES", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=(1 << 28)))]
     pub max_src_ranges: Option<u32>,

@@ -19,8 +19,9 @@ use xlb_loader::{pin, LoadOptions};
 use super::sizing::{self, Need};
 use super::{net, Agent, AgentArgs};
 
-/// Load options: `--ct-entries`, and each map size flag for a map not
-/// pinned yet (a pinned one keeps its size and is grown to the flag after).
+/// Load options: `--ct-entries` and `--ct6-entries`, and each map size flag
+/// for a map not pinned yet, of both families (a pinned one keeps its size
+/// and is grown to the flag after).
 pub(super) fn load_options(args: &AgentArgs, pin_dir: &Path) -> LoadOptions {
     let unpinned = |name: &str, v: Option<u32>| {
         v.filter(|_| pin::pinned_max_entries(&pin_dir.join(name)).is_none())
@@ -29,11 +30,15 @@ pub(super) fn load_options(args: &AgentArgs, pin_dir: &Path) -> LoadOptions {
     LoadOptions {
         pin_dir: Some(pin_dir.to_owned()),
         ct_entries: args.ct_entries,
+        ct6_entries: args.ct6_entries,
         services: unpinned("services", s.max_frontends),
         backends: unpinned("backends", s.max_backends),
         maglev_slots: unpinned("maglev", s.maglev_slots),
         affinity: unpinned("affinity", s.affinity_entries),
         src_ranges: unpinned("src_ranges", s.max_src_ranges),
+        services6: unpinned("services6", s.max_frontends),
+        affinity6: unpinned("affinity6", s.affinity_entries),
+        src_ranges6: unpinned("src_ranges6", s.max_src_ranges),
     }
 }
 
@@ -119,6 +124,9 @@ fn changes(cur: &Sizes, want: &Sizes) -> Vec<(&'static str, u32, u32)> {
         ("maglev", cur.maglev, want.maglev),
         ("affinity", cur.affinity, want.affinity),
         ("src_ranges", cur.src_ranges, want.src_ranges),
+        ("services6", cur.services6, want.services6),
+        ("affinity6", cur.affinity6, want.affinity6),
+        ("src_ranges6", cur.src_ranges6, want.src_ranges6),
     ]
     .into_iter()
     .filter(|(_, c, w)| c != w)

@@ -82,6 +82,13 @@ pub struct AgentArgs {
           value_parser = clap::value_parser!(u32).range(1024..=134_217_728))]
     pub ct_entries: Option<u32>,
 
+    /// IPv6 connection-tracking entries (`ct6`), as `--ct-entries` for the
+    /// IPv6 flows (default 262144, or the size of the pinned map). Changing
+    /// the size of a pinned map takes `--cleanup` first.
+    #[arg(long, env = "XLB_CT6_ENTRIES", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1024..=134_217_728))]
+    pub ct6_entries: Option<u32>,
+
     /// Sizes of the maps that grow with the cluster.
     #[command(flatten)]
     pub map_sizes: args::MapSizeArgs,
@@ -213,6 +220,7 @@ impl AgentArgs {
             "socket_lb": !self.no_socket_lb,
             "cgroup_root": self.cgroup_root,
             "ct_entries": self.ct_entries,
+            "ct6_entries": self.ct6_entries,
             "max_frontends": self.map_sizes.max_frontends,
             "max_backends": self.map_sizes.max_backends,
             "maglev_slots": self.map_sizes.maglev_slots,

@@ -3,14 +3,18 @@
 //! Each growable map (`xlb_loader::grow::GROWABLE_MAPS`) has a size that is
 //! either *fixed* by a flag (`--max-frontends`, `--max-backends`,
 //! `--maglev-slots`, `--affinity-entries`, `--max-src-ranges`, each with its
-//! `XLB_*` environment variable) or *follows the desired state* ([`plan`]):
+//! `XLB_*` environment variable) or *follows the desired state* ([`plan`]).
+//! The flags of the per-family maps size both families' maps, each on its
+//! own: `--max-frontends` sizes `services` and `services6`,
+//! `--max-src-ranges` `src_ranges` and `src_ranges6`, `--affinity-entries`
+//! `affinity` and `affinity6`.
 //!
 //! - what the desired state needs ([`need`]): a `services` entry per IPv4
-//!   frontend, a backend id per (Service port, endpoint) plus id 0 (both
-//!   families: one id space, `backends6` is sized with `backends`), the
-//!   Maglev slots of every table (one per distinct backend set of a port),
-//!   a `src_ranges` entry per IPv4 source range (`services6` and
-//!   `src_ranges6` have fixed sizes: what they cannot hold is reported);
+//!   frontend and a `services6` entry per IPv6 one, a backend id per
+//!   (Service port, endpoint) plus id 0 (both families: one id space,
+//!   `backends6` is sized with `backends`), the Maglev slots of every table
+//!   (one per distinct backend set of a port), a `src_ranges` entry per IPv4
+//!   source range and a `src_ranges6` entry per IPv6 one;
 //! - a map that follows is grown when the need passes [`FILL`] of its size
 //!   (room for a change in flight: a new table is written before the old one
 //!   is freed, and for gaps in the slot array), or when a sync found it full
@@ -20,14 +24,15 @@
 //! - maps never shrink (a smaller flag than a pinned map keeps the map);
 //! - `affinity` holds one entry per client and Service with session
 //!   affinity, which the desired state does not tell: it is its flag's
-//!   size (or the default), like connection tracking (`--ct-entries`), which
-//!   is never grown at all.
+//!   size (or the default), and so is `affinity6`, like connection tracking
+//!   (`--ct-entries`, `--ct6-entries`), which is never grown at all.
 //!
 //! Whatever a fixed size cannot hold is reported as not programmed
 //! ([`crate::unprogrammed`]).
 
 use xlb_bpf::consts::{
-    XLB_AFFINITY_ENTRIES, XLB_MAGLEV_SLOTS, XLB_MAX_BACKENDS, XLB_MAX_FRONTENDS, XLB_SRC_RANGES,
+    XLB_AFFINITY6_ENTRIES, XLB_AFFINITY_ENTRIES, XLB_MAGLEV_SLOTS, XLB_MAX_BACKENDS,
+    XLB_MAX_FRONTENDS, XLB_MAX_FRONTENDS6, XLB_SRC_RANGES,
 };
 use xlb_loader::grow::Sizes;
 
@@ -47,6 +52,8 @@ pub struct Need {
     pub backends: u64,
     pub maglev: u64,
     pub src_ranges: u64,
+    pub services6: u64,
+    pub src_ranges6: u64,
 }
 
 /// What `d` needs.
@@ -58,9 +65,13 @@ pub fn need(d: &Desired) -> Need {
     };
     for p in d.ports() {
         let v4 = p.frontends.iter().filter(|f| f.key.family == Family::V4);
-        n.services += v4.count() as u64;
+        let v4 = v4.count() as u64;
+        n.services += v4;
+        n.services6 += p.frontends.len() as u64 - v4;
         n.backends += p.backends.len() as u64;
-        n.src_ranges += p.src_ranges.iter().filter(|r| r.0.is_ipv4()).count() as u64;
+        let r4 = p.src_ranges.iter().filter(|r| r.0.is_ipv4()).count() as u64;
+        n.src_ranges += r4;
+        n.src_ranges6 += p.src_ranges.len() as u64 - r4;
         let mut groups: Vec<(&[std::net::SocketAddr], u32)> = Vec::new();
         for f in &p.frontends {
             if f.table_size > 0 && !groups.contains(&(&f.backends[..], f.table_size)) {
@@ -72,7 +83,9 @@ pub fn need(d: &Desired) -> Need {
     n
 }
 
-/// Sizes set by flags (`None`: the map follows the desired state).
+/// Sizes set by flags (`None`: the map follows the desired state). Each
+/// per-family size is both families' maps' (`services` also `services6`,
+/// `affinity` also `affinity6`, `src_ranges` also `src_ranges6`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Fixed {
     pub services: Option<u32>,
@@ -89,6 +102,9 @@ pub const DEFAULTS: Sizes = Sizes {
     maglev: XLB_MAGLEV_SLOTS,
     affinity: XLB_AFFINITY_ENTRIES,
     src_ranges: XLB_SRC_RANGES,
+    services6: XLB_MAX_FRONTENDS6,
+    affinity6: XLB_AFFINITY6_ENTRIES,
+    src_ranges6: XLB_SRC_RANGES,
 };
 
 /// Maps a sync found full (their name in `xlb_loader::grow::GROWABLE_MAPS`).
@@ -145,6 +161,21 @@ pub fn plan(need: &Need, cur: &Sizes, fixed: &Fixed, full: FullMaps<'_>) -> Size
             fixed.src_ranges,
             DEFAULTS.src_ranges,
         ),
+        services6: follow(
+            "services6",
+            need.services6,
+            cur.services6,
+            fixed.services,
+            DEFAULTS.services6,
+        ),
+        affinity6: fixed.affinity.unwrap_or(cur.affinity6).max(cur.affinity6),
+        src_ranges6: follow(
+            "src_ranges6",
+            need.src_ranges6,
+            cur.src_ranges6,
+            fixed.src_ranges,
+            DEFAULTS.src_ranges6,
+        ),
     }
 }
 
@@ -157,6 +188,8 @@ pub fn full_maps(list: &[crate::unprogrammed::Unprogrammed]) -> Vec<&'static str
             "backends_full" => "backends",
             "services_full" => "services",
             "src_ranges_full" => "src_ranges",
+            "services6_full" => "services6",
+            "src_ranges6_full" => "src_ranges6",
             _ => continue,
         };
         if !out.contains(&m) {
@@ -182,6 +215,7 @@ mod tests {
             backends: 1001,
             maglev: 100 * 1009,
             src_ranges: 0,
+            ..Default::default()
         };
         assert_eq!(
             plan(&small, &cur(), &none, &[]),
@@ -194,6 +228,7 @@ mod tests {
             backends: 100_001,
             maglev: 10_000 * 1009,
             src_ranges: 0,
+            ..Default::default()
         };
         let p = plan(&big, &cur(), &none, &[]);
         assert_eq!(p.maglev, 2 * 10_000 * 1009);
@@ -248,6 +283,7 @@ mod tests {
             backends: 1,
             maglev: 10_000_000,
             src_ranges: 0,
+            ..Default::default()
         };
         let p = plan(&big, &small_cur, &fixed, &["maglev", "services"]);
         assert_eq!((p.maglev, p.services), (5000, 16));
@@ -262,6 +298,58 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(plan(&Need::default(), &cur(), &bigger, &[]).maglev, 1 << 24);
+    }
+
+    #[test]
+    fn ipv6_maps_follow_their_own_need_and_the_same_flags() {
+        let none = Fixed::default();
+        // More IPv6 frontends than services6 holds, few IPv4 ones: only
+        // services6 grows, to twice its need.
+        let v6 = Need {
+            services: 10,
+            backends: 1,
+            services6: u64::from(DEFAULTS.services6) + 1,
+            src_ranges6: u64::from(DEFAULTS.src_ranges6),
+            ..Default::default()
+        };
+        let p = plan(&v6, &cur(), &none, &[]);
+        assert_eq!(p.services6, 2 * (DEFAULTS.services6 + 1));
+        assert_eq!(p.src_ranges6, 2 * DEFAULTS.src_ranges6);
+        assert_eq!(
+            (p.services, p.src_ranges, p.affinity6),
+            (cur().services, cur().src_ranges, cur().affinity6)
+        );
+        // Found full below three quarters: twice its size, alone.
+        let p = plan(&Need::default(), &cur(), &none, &["services6"]);
+        assert_eq!(p.services6, 2 * cur().services6);
+        assert_eq!(p.services, cur().services);
+        // The flags fix both families' maps.
+        let fixed = Fixed {
+            services: Some(1 << 20),
+            affinity: Some(1 << 19),
+            src_ranges: Some(16),
+            ..Default::default()
+        };
+        let p = plan(&v6, &cur(), &fixed, &["services6", "src_ranges6"]);
+        assert_eq!((p.services, p.services6), (1 << 20, 1 << 20));
+        assert_eq!((p.affinity, p.affinity6), (1 << 19, 1 << 19));
+        // smaller than the maps: they stay
+        assert_eq!(
+            (p.src_ranges, p.src_ranges6),
+            (cur().src_ranges, cur().src_ranges6)
+        );
+        let reasons = [
+            ("services6_full", "services6"),
+            ("src_ranges6_full", "src_ranges6"),
+        ];
+        for (reason, map) in reasons {
+            let u = crate::unprogrammed::Unprogrammed {
+                what: "default/web:80/TCP".into(),
+                reason: reason.into(),
+                why: String::new(),
+            };
+            assert_eq!(full_maps(&[u]), vec![map]);
+        }
     }
 
     #[test]
@@ -294,9 +382,10 @@ mod tests {
             &Default::default(),
         );
         let n = need(&d);
-        // ClusterIP, NodePort, LoadBalancer of IPv4 (the IPv6 ones go to
+        // ClusterIP, NodePort, LoadBalancer of each family (the IPv6 ones in
         // services6); both backends and id 0; one range per family.
         assert_eq!(d.frontends().count(), 6);
         assert_eq!((n.services, n.backends, n.src_ranges), (3, 3, 1));
+        assert_eq!((n.services6, n.src_ranges6), (3, 1));
     }
 }

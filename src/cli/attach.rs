@@ -56,6 +56,12 @@ pub struct AttachArgs {
           value_parser = clap::value_parser!(u32).range(1024..=134_217_728))]
     pub ct_entries: Option<u32>,
 
+    /// IPv6 connection-tracking entries (`ct6`), as `--ct-entries` for the
+    /// IPv6 flows (default 262144, or the size of the pinned map).
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1024..=134_217_728))]
+    pub ct6_entries: Option<u32>,
+
     /// Leave node processes' traffic alone: no cgroup socket hooks (by
     /// default connect/sendmsg to a Service from this network namespace is
     /// balanced at the socket, see docs/socket-lb.md).
@@ -177,6 +183,7 @@ pub fn run_attach(a: AttachArgs, pin_dir: &Path) -> anyhow::Result<()> {
     let dp = DataPlane::load(&LoadOptions {
         pin_dir: Some(pin_dir.to_owned()),
         ct_entries: a.ct_entries,
+        ct6_entries: a.ct6_entries,
         ..Default::default()
     })
     .with_context(|| {
