@@ -46,6 +46,28 @@ pub(super) fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Writes the Maglev region of bench Service `i` (of either family): the
+/// backends round-robin over its slots (the data plane only reads slots;
+/// Maglev's permutation is the agent's business). `table` is scratch.
+fn put_table(m: &Maps, table: &mut [u32], i: u32) -> Result<()> {
+    for (k, slot) in table.iter_mut().enumerate() {
+        *slot = 1 + (i + k as u32) % BACKENDS;
+    }
+    m.write_maglev(i * TABLE, table)?;
+    Ok(())
+}
+
+/// The `services` value of bench Service `i`'s frontend of kind `fe`.
+fn svc_val(i: u32, fe: xlb_bpf::Kind) -> xlb_svc_val {
+    xlb_svc_val {
+        svc_id: i + 1,
+        table_off: i * TABLE,
+        table_size: TABLE,
+        fe_type: fe.fe_type(),
+        ..Default::default()
+    }
+}
+
 /// Fills the data plane's maps: config, local addresses, tunnel, backends on
 /// the remote node, K ClusterIP Services (each with its own Maglev region; the
 /// target one also as NodePort) and, for reply-revnat, a reverse ct entry per flow.
@@ -94,27 +116,15 @@ pub(super) fn fill_maps(
     let tgt = target(services);
     let mut table = vec![0u32; TABLE as usize];
     for i in 0..services {
-        // a bench fill: backends round-robin over the slots (the data plane
-        // only reads slots; Maglev's permutation is the agent's business)
-        for (k, slot) in table.iter_mut().enumerate() {
-            *slot = 1 + (i + k as u32) % BACKENDS;
-        }
-        m.write_maglev(i * TABLE, &table)?;
-        let val = |fe: xlb_bpf::Kind| xlb_svc_val {
-            svc_id: i + 1,
-            table_off: i * TABLE,
-            table_size: TABLE,
-            fe_type: fe.fe_type(),
-            ..Default::default()
-        };
+        put_table(m, &mut table, i)?;
         m.put_service(
             &xlb_svc_key::addr(svc_addr(i), p),
-            &val(xlb_bpf::Kind::ClusterIp),
+            &svc_val(i, xlb_bpf::Kind::ClusterIp),
         )?;
         if i == tgt {
             m.put_service(
                 &xlb_svc_key::nodeport(NODEPORT, p),
-                &val(xlb_bpf::Kind::NodePort),
+                &svc_val(i, xlb_bpf::Kind::NodePort),
             )?;
         }
     }
@@ -122,19 +132,10 @@ pub(super) fn fill_maps(
         // the Service of the established flows (`put_established`): one
         // more ClusterIP after the K, with a Maglev region of its own
         let i = services;
-        for (k, slot) in table.iter_mut().enumerate() {
-            *slot = 1 + (i + k as u32) % BACKENDS;
-        }
-        m.write_maglev(i * TABLE, &table)?;
+        put_table(m, &mut table, i)?;
         m.put_service(
             &xlb_svc_key::addr(svc_addr(i), p),
-            &xlb_svc_val {
-                svc_id: i + 1,
-                table_off: i * TABLE,
-                table_size: TABLE,
-                fe_type: xlb_bpf::Kind::ClusterIp.fe_type(),
-                ..Default::default()
-            },
+            &svc_val(i, xlb_bpf::Kind::ClusterIp),
         )?;
     }
     if s == Scenario::ReplyRevnat {
@@ -193,25 +194,15 @@ fn fill_maps6(m: &Maps, t: &Topo, a: &RunArgs, services: u32) -> Result<()> {
     let tgt = target(services);
     let mut table = vec![0u32; TABLE as usize];
     for i in 0..services {
-        for (k, slot) in table.iter_mut().enumerate() {
-            *slot = 1 + (i + k as u32) % BACKENDS;
-        }
-        m.write_maglev(i * TABLE, &table)?;
-        let val = |fe: xlb_bpf::Kind| xlb_svc_val {
-            svc_id: i + 1,
-            table_off: i * TABLE,
-            table_size: TABLE,
-            fe_type: fe.fe_type(),
-            ..Default::default()
-        };
+        put_table(m, &mut table, i)?;
         m.put_service6(
             &xlb_svc6_key::addr(svc_addr6(i), p),
-            &val(xlb_bpf::Kind::ClusterIp),
+            &svc_val(i, xlb_bpf::Kind::ClusterIp),
         )?;
         if i == tgt {
             m.put_service6(
                 &xlb_svc6_key::nodeport(NODEPORT, p),
-                &val(xlb_bpf::Kind::NodePort),
+                &svc_val(i, xlb_bpf::Kind::NodePort),
             )?;
         }
     }
