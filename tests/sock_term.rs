@@ -8,13 +8,10 @@ mod sock_support;
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use libbpf_rs::{MapCore, MapFlags};
-use sock_support::SockHooks;
+use sock_support::{cookie, so_error, Server, SockHooks};
 use support::Netns;
 use xlb_bpf::consts::*;
 use xlb_bpf::types::{xlb_sock_rnat_key, xlb_sock_rnat_val, xlb_svc_key, xlb_svc_val};
@@ -75,70 +72,6 @@ impl Attached {
     }
 }
 
-/// A UDP server on `addr` answering every datagram with `name`, until drop.
-struct Server {
-    stop: Arc<AtomicBool>,
-    h: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Server {
-    fn new(addr: SocketAddrV4, name: &'static str) -> Self {
-        let s = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let st = stop.clone();
-        let h = std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
-            while !st.load(Ordering::Relaxed) {
-                if let Ok((_, from)) = s.recv_from(&mut buf) {
-                    let _ = s.send_to(name.as_bytes(), from);
-                }
-            }
-        });
-        Server { stop, h: Some(h) }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.h.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-fn sockopt<T: Default>(s: &UdpSocket, opt: libc::c_int) -> T {
-    let mut v = T::default();
-    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
-    // SAFETY: valid fd, out buffer of len bytes.
-    let rc = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            (&mut v as *mut T).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "getsockopt {opt}: {}",
-        std::io::Error::last_os_error()
-    );
-    v
-}
-
-fn cookie(s: &UdpSocket) -> u64 {
-    sockopt(s, libc::SO_COOKIE)
-}
-
-/// The pending error of `s` (SO_ERROR reads and clears it).
-fn so_error(s: &UdpSocket) -> i32 {
-    sockopt(s, libc::SO_ERROR)
-}
-
 fn connected(to: SocketAddrV4) -> UdpSocket {
     let s = UdpSocket::bind("0.0.0.0:0").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -170,7 +103,7 @@ fn a_backend_that_left_its_service_loses_its_udp_sockets_and_nothing_else() {
     let other = Netns::new();
     other.ip(&["addr", "add", "10.250.2.1/32", "dev", "lo"]);
     let outsider = other.run(|| {
-        let srv = Server::new(sa(B1, 5353), "outside");
+        let srv = Server::new(sa(B1, 5353).into(), "outside");
         let s = connected(sa(B1, 5353));
         assert_eq!(who(&s).unwrap(), "outside");
         (s, srv)
@@ -179,8 +112,8 @@ fn a_backend_that_left_its_service_loses_its_udp_sockets_and_nothing_else() {
     ns.run(|| {
         let a = Attached::new();
         let _servers = [
-            Server::new(sa(B1, 5353), "b1"),
-            Server::new(sa(B2, 5353), "b2"),
+            Server::new(sa(B1, 5353).into(), "b1"),
+            Server::new(sa(B2, 5353).into(), "b2"),
         ];
         a.backend(1, sa(B1, 5353));
         a.backend(2, sa(B2, 5353));
@@ -326,7 +259,7 @@ fn a_deleted_service_loses_its_udp_sockets_after_they_saw_the_backend() {
     ns.ip(&["addr", "add", "10.250.2.1/32", "dev", "lo"]);
     ns.run(|| {
         let a = Attached::new();
-        let _server = Server::new(sa(B1, 5353), "b1");
+        let _server = Server::new(sa(B1, 5353).into(), "b1");
         a.backend(1, sa(B1, 5353));
         let key = xlb_svc_key::addr(sa(SVC_A, 53), Proto::Udp);
         a.service(key, 1, 1);

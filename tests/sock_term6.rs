@@ -5,16 +5,15 @@
 //! destroys exactly those. An IPv6 socket that dialled a v4-mapped
 //! frontend is matched by the IPv4 pair.
 
+mod sock_support;
 #[path = "../loader/tests/support/mod.rs"]
 mod support;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use libbpf_rs::{MapCore, MapFlags};
+use sock_support::{cookie, so_error, Server};
 use support::{Netns, PinDir};
 use xlb_bpf::consts::*;
 use xlb_bpf::types::{
@@ -139,64 +138,6 @@ impl Drop for Attached {
     fn drop(&mut self) {
         let _ = cgroup::detach(&self.pin.path);
     }
-}
-
-/// A UDP server on `addr` answering every datagram with `name`, until drop.
-struct Server {
-    stop: Arc<AtomicBool>,
-    h: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Server {
-    fn new(addr: SocketAddr, name: &'static str) -> Self {
-        let s = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let st = stop.clone();
-        let h = std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
-            while !st.load(Ordering::Relaxed) {
-                if let Ok((_, from)) = s.recv_from(&mut buf) {
-                    let _ = s.send_to(name.as_bytes(), from);
-                }
-            }
-        });
-        Server { stop, h: Some(h) }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.h.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-fn sockopt<T: Default>(s: &UdpSocket, opt: libc::c_int) -> T {
-    let mut v = T::default();
-    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
-    // SAFETY: valid fd, out buffer of len bytes.
-    let rc = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            (&mut v as *mut T).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0, "getsockopt {opt}");
-    v
-}
-
-fn cookie(s: &UdpSocket) -> u64 {
-    sockopt(s, libc::SO_COOKIE)
-}
-
-fn so_error(s: &UdpSocket) -> i32 {
-    sockopt(s, libc::SO_ERROR)
 }
 
 /// An IPv6 UDP socket connected to `to`.

@@ -3,11 +3,16 @@
 //! attached to the cgroup v2 root for the calling thread's namespace,
 //! detached on drop. Each test file adds its own Service writers on top
 //! (they differ per hook under test); the load, attach and teardown live
-//! here once.
+//! here once, and so do the UDP server and socket options that the
+//! termination tests of both families (sock_term, sock_term6) use.
 #![allow(dead_code)]
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use xlb_bpf::types::{xlb_backend, xlb_config};
 use xlb_bpf::wire::be32;
@@ -71,4 +76,68 @@ impl Drop for SockHooks {
     fn drop(&mut self) {
         let _ = cgroup::detach(&self.pin.path);
     }
+}
+
+/// A UDP server on `addr` answering every datagram with `name`, until drop.
+pub struct Server {
+    stop: Arc<AtomicBool>,
+    h: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn new(addr: SocketAddr, name: &'static str) -> Self {
+        let s = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let h = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !st.load(Ordering::Relaxed) {
+                if let Ok((_, from)) = s.recv_from(&mut buf) {
+                    let _ = s.send_to(name.as_bytes(), from);
+                }
+            }
+        });
+        Server { stop, h: Some(h) }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.h.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+pub fn sockopt<T: Default>(s: &UdpSocket, opt: libc::c_int) -> T {
+    let mut v = T::default();
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: valid fd, out buffer of len bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&mut v as *mut T).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "getsockopt {opt}: {}",
+        std::io::Error::last_os_error()
+    );
+    v
+}
+
+pub fn cookie(s: &UdpSocket) -> u64 {
+    sockopt(s, libc::SO_COOKIE)
+}
+
+/// The pending error of `s` (SO_ERROR reads and clears it).
+pub fn so_error(s: &UdpSocket) -> i32 {
+    sockopt(s, libc::SO_ERROR)
 }
