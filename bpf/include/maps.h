@@ -101,6 +101,14 @@ struct {
 	__type(value, __u64);
 } ct_epoch SEC(".maps");
 
+/* svc_id -> the table of the Service's stateless UDP flows (struct xlb_svc_stable) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XLB_MAX_SVC);
+	__type(key, __u32);
+	__type(value, struct xlb_svc_stable);
+} svc_stable SEC(".maps");
+
 /* sessionAffinity ClientIP: {svc_id, client} -> backend */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

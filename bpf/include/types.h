@@ -30,6 +30,30 @@ struct xlb_svc_val {
 	__u32 pad2;
 };
 
+/*
+ * svc_stable: svc_id -> the Maglev table the Service's stateless UDP flows
+ * follow (docs/dp.md, "Stateless UDP flows"). Written by the agent (sync),
+ * read by the XDP program; ct_seen is the data plane's.
+ */
+struct xlb_svc_stable {
+	__u32 table_off;	/* the stable table's region in maglev */
+	__u32 table_size;	/* 0: no stateless path (every flow of the Service in ct) */
+	__u64 window_end;	/* CLOCK_MONOTONIC ns: until then the table changed within
+				 * ct_udp, and a flow without a ct entry follows the
+				 * stable table (while its backend lives) */
+	__u64 ct_seen;		/* CLOCK_MONOTONIC ns a ct entry of the Service was last
+				 * hit or written (data plane, at most once a second;
+				 * userspace writes its own now with every update) */
+};
+
+/* After the VXLAN header of a frame marked XLB_VXLAN_F_FE: the frontend the
+ * flow was balanced from, for the backend's node to reverse-NAT the replies. */
+struct xlb_vxlan_fe {
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
+};
+
 /* backends: backend_id (array index) -> endpoint */
 struct xlb_backend {
 	__be32 addr;

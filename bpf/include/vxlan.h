@@ -28,6 +28,8 @@ struct xlb_vxlanhdr {
 
 #define XLB_VXLAN_F_I		0x08000000	/* VNI valid */
 #define XLB_VXLAN_F_SVC		0x00000001	/* xlb-forwarded Service flow (reserved bit) */
+#define XLB_VXLAN_F_FE		0x00000002	/* with SVC: struct xlb_vxlan_fe follows the header */
+#define XLB_VXLAN_F_XLATED	0x00000004	/* a reply the backend's node reverse-NATed: decap, pass */
 
 /* outer IPv4 + UDP + VXLAN + inner Ethernet */
 #define XLB_ENCAP_LEN	(sizeof(struct iphdr) + sizeof(struct udphdr) + \

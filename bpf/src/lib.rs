@@ -50,8 +50,8 @@ pub mod types {
     pub use crate::xdp::types::{
         xlb_affinity_key, xlb_affinity_val, xlb_backend, xlb_config, xlb_counter, xlb_ct_key,
         xlb_ct_val, xlb_event, xlb_monitor, xlb_monitor_cpu, xlb_sock_config, xlb_sock_rnat_key,
-        xlb_sock_rnat_val, xlb_src_range_key, xlb_svc_key, xlb_svc_val, xlb_tunnel_key,
-        xlb_tunnel_val,
+        xlb_sock_rnat_val, xlb_src_range_key, xlb_svc_key, xlb_svc_stable, xlb_svc_val,
+        xlb_tunnel_key, xlb_tunnel_val,
     };
     // IPv6 (docs/ipv6.md)
     pub use crate::xdp::types::{
@@ -78,6 +78,7 @@ macro_rules! shared {
 shared! {
     xlb_svc_key = 8,
     xlb_svc_val = 32,
+    xlb_svc_stable = 24,
     xlb_backend = 16,
     xlb_ct_key = 16,
     xlb_ct_val = 40,

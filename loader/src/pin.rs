@@ -39,7 +39,7 @@ pub use maps::*;
 /// `ct_epoch`). Pinned at `<pin>/<name>` and reused by every later load; one
 /// pinned with another layout fails the load ([`check_pinned_maps`]), as
 /// recreating it would drop state.
-pub const CONTRACT_MAPS: [&str; 30] = [
+pub const CONTRACT_MAPS: [&str; 31] = [
     "services",
     "fe_filter",
     "be_filter",
@@ -60,6 +60,7 @@ pub const CONTRACT_MAPS: [&str; 30] = [
     "monitor",
     "monitor_cpu",
     "events",
+    "svc_stable",
     // IPv6 (docs/ipv6.md)
     "services6",
     "backends6",

@@ -125,6 +125,9 @@ pub struct Maps {
     /// `remote_addrs` (the other nodes' addresses, for pods' NodePort
     /// traffic); `None` for older pins.
     remote_addrs: Option<MapHandle>,
+    /// `svc_stable` (the tables stateless UDP flows follow); `None` for older
+    /// pins.
+    svc_stable: Option<MapHandle>,
     /// The IPv6 maps (docs/ipv6.md); `None` for pins of an xlb without IPv6.
     v6: Option<Maps6>,
     /// The pin directory the maps were opened from (for errors about maps
@@ -178,6 +181,7 @@ impl Maps {
             backend_stats: optional("backend_stats")?,
             be_zeroed: Default::default(),
             remote_addrs: optional("remote_addrs")?,
+            svc_stable: optional("svc_stable")?,
             v6: if dir.join("services6").exists() {
                 Some(Maps6::open(|n| {
                     if n == "backends6" {
@@ -218,6 +222,7 @@ impl Maps {
             backend_stats: Some(dup(&m.backend_stats, "backend_stats")?),
             be_zeroed: Default::default(),
             remote_addrs: Some(dup(&m.remote_addrs, "remote_addrs")?),
+            svc_stable: Some(dup(&m.svc_stable, "svc_stable")?),
             v6: Some(Maps6::open(|n| match n {
                 "services6" => dup(&m.services6, n),
                 "backends6" => dup(&m.backends6, n),
@@ -266,4 +271,16 @@ impl Maps {
         use libbpf_rs::MapCore;
         map.keys().count()
     }
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock of every timestamp in the maps
+/// (ct `last_seen`, `svc_stable`; the data plane reads its coarse variant).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

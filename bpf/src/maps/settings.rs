@@ -49,6 +49,35 @@ impl Maps {
         Ok(v)
     }
 
+    /// `svc_stable`, or [`Error::MissingMap`] for pins of an older xlb.
+    fn svc_stable_map(&self) -> Result<&libbpf_rs::MapHandle> {
+        self.svc_stable.as_ref().ok_or_else(|| Error::MissingMap {
+            name: "svc_stable",
+            dir: self.pin_dir.clone().unwrap_or_default(),
+            feature: "stateless UDP flows",
+        })
+    }
+    /// Whether the pins have `svc_stable` (an older xlb's do not: every flow
+    /// is then kept in ct).
+    pub fn has_svc_stable(&self) -> bool {
+        self.svc_stable.is_some()
+    }
+    /// The table Service port `svc_id`'s stateless UDP flows follow
+    /// (docs/dp.md, "Stateless UDP flows"); all zero when it has none.
+    pub fn svc_stable(&self, svc_id: u32) -> Result<xlb_svc_stable> {
+        Ok(get(self.svc_stable_map()?, "svc_stable", &svc_id)?.unwrap_or_default())
+    }
+    /// Writes `svc_stable[svc_id]`; `ct_seen` is set to the current
+    /// CLOCK_MONOTONIC time whatever `v` says (the data plane must then look
+    /// ct up for the Service's flows for one more ct_udp).
+    pub fn put_svc_stable(&self, svc_id: u32, v: &xlb_svc_stable) -> Result<()> {
+        let v = xlb_svc_stable {
+            ct_seen: crate::maps::monotonic_ns(),
+            ..*v
+        };
+        put(self.svc_stable_map()?, "svc_stable", &svc_id, &v)
+    }
+
     /// `remote_addrs`, or [`Error::MissingMap`] for pins of an older xlb.
     fn remote_map(&self) -> Result<&libbpf_rs::MapHandle> {
         self.remote_addrs.as_ref().ok_or_else(|| Error::MissingMap {

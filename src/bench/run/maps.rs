@@ -36,15 +36,7 @@ pub fn scenario_ct_entries(s: Scenario, flows: u32) -> u32 {
     }
 }
 
-pub(super) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub(super) use xlb_bpf::maps::monotonic_ns;
 
 /// Writes the Maglev region of bench Service `i` (of either family): the
 /// backends round-robin over its slots (the data plane only reads slots;

@@ -131,15 +131,7 @@ pub(super) fn dash(v: &[&str]) -> String {
     }
 }
 
-pub(super) fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out pointer; bpf_ktime_get_ns() is CLOCK_MONOTONIC.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub(super) use xlb_bpf::maps::monotonic_ns as now_ns;
 
 pub(super) fn age(last_seen: u64, now: u64) -> (String, Option<u64>) {
     if last_seen == 0 || last_seen > now {
