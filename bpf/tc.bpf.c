@@ -6,9 +6,12 @@
  *      - nat_addr set: this node chose the backend -> reverse NAT (source back
  *        to the frontend the client dialled);
  *      - XLB_CT_F_TUNNEL: the flow arrived by tunnel from tunnel_peer (the node
- *        that chose this backend and holds the NAT pair) -> encapsulate back to
- *        that node *without* reverse NAT and redirect to the uplink; that node's
- *        XDP reverse-NATs and answers the client, who sees the frontend address.
+ *        that chose this backend) -> encapsulate back to that node and redirect
+ *        to the uplink. Without nat_addr (that node holds the NAT pair) the
+ *        reply goes untranslated and that node's XDP reverse-NATs it; with
+ *        XLB_CT_F_TNAT (tunnel NAT: that node sent the frontend along, vxlan.h)
+ *        it is reverse-NATed here and marked XLB_VXLAN_F_XLATED, and that
+ *        node only decapsulates it. The client sees the frontend address.
  *   2. ct hit, forward entry with a live backend -> DNAT; ct miss: a half-open
  *      connection (ctsyn.h) -> its backend (the client's ACK promotes it into
  *      ct), or the backend's SYN-ACK -> reverse NAT as in 1.
@@ -136,7 +139,9 @@ static __always_inline int xlb_tc_reply(struct __sk_buff *skb, struct xlb_config
 		return bpf_redirect(skb->ifindex, 0);
 	}
 	if ((flags & XLB_CT_F_TUNNEL) && peer) {
-		if (xlb_encap_skb(skb, cfg, peer, xlb_flow_hash(t, 0)))
+		/* tunnel NAT: reverse-NATed above, marked as such for the peer */
+		if (xlb_encap_skb(skb, cfg, peer, xlb_flow_hash(t, 0),
+				  (flags & XLB_CT_F_TNAT) ? XLB_VXLAN_F_XLATED : 0))
 			return xlb_tc_end(skb, t, svc_id, XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
 		xlb_count(XLB_R_TX_TUNNEL_RETURN, bytes);
 		return bpf_redirect_neigh(cfg->ifindex, NULL, 0, 0);
@@ -245,7 +250,8 @@ static __always_inline int xlb_tc_icmp(struct __sk_buff *skb, struct xlb_config 
 			xlb_icmp_err_nat(p, &e, XLB_NAT_DST, nat_addr, v->nat_port);
 		}
 		if (peer) {
-			if (xlb_encap_skb(skb, cfg, peer, xlb_flow_hash(&e.flow, 0)))
+			if (xlb_encap_skb(skb, cfg, peer, xlb_flow_hash(&e.flow, 0),
+					  (flags & XLB_CT_F_TNAT) ? XLB_VXLAN_F_XLATED : 0))
 				return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
 			xlb_count(XLB_R_TX_ICMP_RELATED, bytes);
 			return bpf_redirect_neigh(cfg->ifindex, NULL, 0, 0);
@@ -333,7 +339,7 @@ int xlb_tc(struct __sk_buff *skb)
 		if (r) {
 			xlb_count_svc(hs.svc_id, bytes);
 			if (r == XLB_SYN_PROMOTE) {
-				if (xlb_ct_create(&t, &ch, hs.svc_id, 0, p.tcp_flags, now) != XLB_OK)
+				if (xlb_ct_create(&t, &ch, hs.svc_id, 0, 0, p.tcp_flags, now) != XLB_OK)
 					xlb_count(XLB_R_EVENT_CT_FULL, bytes);
 				xlb_syn_end(s, &hs);
 			}
@@ -366,7 +372,7 @@ int xlb_tc(struct __sk_buff *skb)
 	if (!v && t.proto == IPPROTO_TCP && xlb_tcp_open(p.tcp_flags) && !xlb_hairpin(&t, &ch)) {
 		xlb_syn_create(&t, &ch, svc->svc_id, 0, now);
 	} else {
-		if (xlb_ct_create(&t, &ch, svc->svc_id, 0, p.tcp_flags, now) != XLB_OK)
+		if (xlb_ct_create(&t, &ch, svc->svc_id, 0, 0, p.tcp_flags, now) != XLB_OK)
 			xlb_count(XLB_R_EVENT_CT_FULL, bytes);
 		xlb_syn_end_flow(&t, &ch);
 	}

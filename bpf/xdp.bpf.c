@@ -14,11 +14,15 @@
  *      Maglev -> a half-open ct_syn slot (a new connection's SYN) or ct
  *      entries -> forward;
  *   4. xlb-marked VXLAN (a remote node chose a backend here) -> remember the
- *      tunnel peer for the replies, decap, pass;
+ *      tunnel peer (and, with the frontend trailer, the reverse NAT: tunnel
+ *      NAT) for the replies, decap, pass; VXLAN marked XLB_VXLAN_F_XLATED (a
+ *      reply the backend's node reverse-NATed) -> decap, pass;
  *   5. anything else passes untouched (VXLAN stays encapsulated for the kernel).
  * IPv6 frames go to the program xlb_xdp6 (xdp6.h) by a tail call: the IPv4
  * path's instructions, stack and verifier budget do not depend on it.
- * Forward: local backend -> DNAT, pass; remote -> DNAT + VXLAN to its node.
+ * Forward: local backend -> DNAT, pass; remote -> DNAT + VXLAN to its node
+ * (a flow from the uplink: with the frontend trailer, and its forward ct
+ * entry only: xlb_tnat, xdp_flow.h).
  * Every frame counts exactly one outcome reason (stats.h); a forwarded one also
  * counts on its backend, a dropped or answered one is an event for `xlb
  * monitor` while one is on.
@@ -141,7 +145,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 			x->svc_id = hs.svc_id;
 			if (r == XLB_SYN_PROMOTE) {
 				if (xlb_ct_create(&t, &ch, hs.svc_id, hs.tunnel_peer,
-						  x->p.tcp_flags, now) != XLB_OK)
+						  xlb_tnat(x, &ch), x->p.tcp_flags, now) != XLB_OK)
 					xlb_count(XLB_R_EVENT_CT_FULL, x->bytes);
 				xlb_syn_end(s, &hs);
 			}
@@ -179,7 +183,8 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	if (!v && t.proto == IPPROTO_TCP && xlb_tcp_open(x->p.tcp_flags) && !xlb_hairpin(&t, &ch)) {
 		xlb_syn_create(&t, &ch, svc->svc_id, x->tun.peer, now);
 	} else {
-		if (xlb_ct_create(&t, &ch, svc->svc_id, x->tun.peer, x->p.tcp_flags, now) != XLB_OK)
+		if (xlb_ct_create(&t, &ch, svc->svc_id, x->tun.peer, xlb_tnat(x, &ch),
+				  x->p.tcp_flags, now) != XLB_OK)
 			xlb_count(XLB_R_EVENT_CT_FULL, x->bytes);
 		xlb_syn_end_flow(&t, &ch);
 	}
@@ -215,6 +220,9 @@ int xlb_xdp(struct xdp_md *ctx)
 		r = xlb_vxlan_in(data, data_end, x.cfg, &x.p, &x.tun);
 		if (r != XLB_OK && r != XLB_R_PASS_FRAG_NO_FIRST && r != XLB_R_PASS_L4_OTHER)
 			return xlb_done(r, x.bytes, XDP_PASS);
+		/* a reply the backend's node reverse-NATed (tunnel NAT) */
+		if (x.tun.xlated)
+			return xlb_xlated_in(&x);
 	}
 	if (r == XLB_R_PASS_L4_OTHER)
 		return xlb_icmp_in(&x);

@@ -3,7 +3,10 @@
  * xlb: connection tracking. A balanced flow has two entries in `ct`: the
  * forward one (client -> frontend, as on the wire) names the chosen backend
  * and its generation; the reverse one (backend -> client) names the frontend
- * to restore as the reply's source. Entries time out (xlb_ct_timeout) and are
+ * to restore as the reply's source. A flow the uplink's XDP balances to a
+ * remote backend has the forward entry only, flagged XLB_CT_F_TNAT: the
+ * backend's node reverse-NATs its replies (tunnel NAT, vxlan.h), and nothing
+ * here checks, restores or closes a reverse entry for it. Entries time out (xlb_ct_timeout) and are
  * refreshed at most once a second (XLB_CT_TOUCH_NS). A new TCP connection
  * enters ct at the client's ACK: until then it is half-open in ct_syn
  * (ctsyn.h).
@@ -147,6 +150,9 @@ static __always_inline int xlb_ct_backend(struct xlb_ct_val *v, const struct xlb
 		if (nf != f)
 			v->flags = nf;
 	}
+	/* tunnel NAT: no reverse entry on this node to check or close */
+	if (f & XLB_CT_F_TNAT)
+		r = XLB_CT_USE;
 	return r;
 }
 
@@ -170,7 +176,8 @@ static __always_inline void xlb_ct_flag_victim(const struct xlb_ct_key *rk, __u3
 	};
 	struct xlb_ct_val *fv;
 
-	if (!(old_flags & XLB_CT_F_REVERSE) || !old_nat_addr)
+	/* (a tunnel NAT entry's frontend is another node's flow) */
+	if (!(old_flags & XLB_CT_F_REVERSE) || !old_nat_addr || (old_flags & XLB_CT_F_TNAT))
 		return;
 	if (old_nat_addr == keep_addr && old_nat_port == keep_port)
 		return;
@@ -206,11 +213,13 @@ static __always_inline void xlb_ct_rkey(const struct xlb_ct_key *t, const struct
 /*
  * Writes the forward entry (client -> frontend, as on the wire) and the
  * reverse entry (backend -> client, nat = frontend). With tunnel_peer, the
- * flow arrived by tunnel from that node and replies go back through it.
+ * flow arrived by tunnel from that node and replies go back through it. With
+ * tnat (a remote backend whose node reverse-NATs the replies: the frames
+ * carry the frontend, vxlan.h), the forward entry only, flagged XLB_CT_F_TNAT.
  */
 static __always_inline int xlb_ct_create(const struct xlb_ct_key *t, const struct xlb_choice *ch,
-					 __u32 svc_id, __be32 tunnel_peer, __u8 tcp_flags,
-					 __u64 now)
+					 __u32 svc_id, __be32 tunnel_peer, int tnat,
+					 __u8 tcp_flags, __u64 now)
 {
 	__u32 state = xlb_ct_state_new(t->proto, tcp_flags);
 	struct xlb_ct_key rk = {};
@@ -219,15 +228,17 @@ static __always_inline int xlb_ct_create(const struct xlb_ct_key *t, const struc
 		.generation = ch->generation,
 		.svc_id = svc_id,
 		.flags = (ch->node ? XLB_CT_F_REMOTE : 0) | (tunnel_peer ? XLB_CT_F_TUNNEL : 0) |
-			 state,
+			 (tnat ? XLB_CT_F_TNAT : 0) | state,
 		.tunnel_peer = tunnel_peer,
 		.last_seen = now,
 	};
 	struct xlb_ct_val *old;
 	int err, rerr;
 
-	xlb_ct_rkey(t, ch, &rk);
 	err = bpf_map_update_elem(&ct, t, &v, BPF_ANY);
+	if (tnat)
+		return err ? XLB_R_EVENT_CT_FULL : XLB_OK;
+	xlb_ct_rkey(t, ch, &rk);
 	v.flags = XLB_CT_F_REVERSE | (tunnel_peer ? XLB_CT_F_TUNNEL : 0) |
 		  (xlb_hairpin(t, ch) ? XLB_CT_F_HAIRPIN : 0) | state;
 	v.nat_addr = t->daddr;
@@ -340,7 +351,9 @@ static __always_inline int xlb_ct_reverse_live(struct xlb_ct_val *v, const struc
 		nf = xlb_ct_state_next(f, tcp_flags, XLB_CT_F_FIN_REV);
 		if (nf != f)
 			v->flags = nf;
-		if ((nf & XLB_CT_F_CLOSING) != (f & XLB_CT_F_CLOSING) && v->nat_addr) {
+		/* (a tunnel NAT entry's forward entry is on another node) */
+		if ((nf & XLB_CT_F_CLOSING) != (f & XLB_CT_F_CLOSING) && v->nat_addr &&
+		    !(f & XLB_CT_F_TNAT)) {
 			struct xlb_ct_key fk = {
 				.saddr = (f & XLB_CT_F_HAIRPIN) ? rk->saddr : rk->daddr,
 				.daddr = v->nat_addr, .sport = rk->dport, .dport = v->nat_port,

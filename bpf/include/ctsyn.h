@@ -10,7 +10,8 @@
  *   - the backend's replies before the client's ACK (SYN-ACK, RST): reverse
  *     NAT to the frontend dialled, or the way back through the tunnel;
  *   - the client's first packet without SYN (its ACK): the flow is promoted
- *     into ct (xlb_ct_create: forward and reverse entries, established) with
+ *     into ct (xlb_ct_create: forward and reverse entries, or the forward
+ *     one only under tunnel NAT; established) with
  *     the backend the SYN went to, whatever the Maglev table says by then;
  *   - ICMP errors about the half-open connection (xlb_syn_view).
  * A slot lives XLB_CT_TCP_SYN_S without a packet, config.ct_tcp_close after a

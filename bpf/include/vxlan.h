@@ -5,10 +5,15 @@
  * Service traffic xlb encapsulates to a remote backend carries XLB_VXLAN_F_SVC,
  * a reserved flag bit: the backend node's xlb decapsulates it itself and
  * records "tunnel return" for the flow, so the backend's replies go back to
- * the node that chose it (and holds the NAT pair). Tunnel-return frames are
- * not marked: the receiving node finds them by their reverse ct entry. Plain flannel
- * pod-to-pod traffic is not marked and stays untouched for the kernel's
- * VXLAN device unless it matches a Service or a reverse-NAT entry.
+ * the node that chose it. A flow balanced from the uplink also carries
+ * XLB_VXLAN_F_FE and, between the VXLAN header and the inner Ethernet header,
+ * the frontend it was balanced from (struct xlb_vxlan_fe, 8 bytes): the
+ * backend's node reverse-NATs the replies itself and sends them back marked
+ * XLB_VXLAN_F_XLATED, which the balancing node decapsulates and passes. Other
+ * tunnel-return frames are not marked: the receiving node finds them by
+ * their reverse ct entry. Plain flannel pod-to-pod traffic is not marked and
+ * stays untouched for the kernel's VXLAN device unless it matches a Service
+ * or a reverse-NAT entry.
  */
 #ifndef XLB_VXLAN_H
 #define XLB_VXLAN_H
@@ -34,14 +39,25 @@ struct xlb_vxlanhdr {
 /* outer IPv4 + UDP + VXLAN + inner Ethernet */
 #define XLB_ENCAP_LEN	(sizeof(struct iphdr) + sizeof(struct udphdr) + \
 			 sizeof(struct xlb_vxlanhdr) + sizeof(struct ethhdr))
+/* ... with the frontend trailer (XLB_VXLAN_F_FE) */
+#define XLB_ENCAP_FE_LEN	(XLB_ENCAP_LEN + sizeof(struct xlb_vxlan_fe))
 #define XLB_TTL		64
 
 /* What the outer headers of a decapsulated frame said. */
 struct xlb_tun {
 	__be32 peer;		/* outer source: the node that sent it; 0 = not tunneled */
 	__u32 outer_len;	/* bytes before the inner Ethernet header; 0 once stripped */
+	__be32 fe_addr;		/* XLB_VXLAN_F_FE: the frontend of the flow; 0 = none */
+	__be16 fe_port;
 	__u8 marked;		/* XLB_VXLAN_F_SVC */
-	__u8 pad[3];
+	__u8 xlated;		/* XLB_VXLAN_F_XLATED */
+};
+
+/* The VXLAN flags (beside XLB_VXLAN_F_I) and the trailer an encapsulated
+ * frame carries. */
+struct xlb_vx_out {
+	__u32 flags;		/* XLB_VXLAN_F_SVC, _FE, _XLATED */
+	struct xlb_vxlan_fe fe;	/* with XLB_VXLAN_F_FE */
 };
 
 /*
@@ -69,6 +85,19 @@ static __always_inline int xlb_vxlan_in(void *data, void *data_end, struct xlb_c
 		return XLB_R_PASS_VXLAN_OTHER;
 	tun->peer = p->saddr;
 	tun->marked = !!(vx->flags & bpf_htonl(XLB_VXLAN_F_SVC));
+	tun->xlated = !!(vx->flags & bpf_htonl(XLB_VXLAN_F_XLATED));
+	if (vx->flags & bpf_htonl(XLB_VXLAN_F_FE)) {
+		struct xlb_vxlan_fe *fe;
+
+		/* the frontend trailer comes only with the Service mark */
+		if (!tun->marked)
+			return XLB_R_PASS_VXLAN_OTHER;
+		fe = xlb_pull(&c, struct xlb_vxlan_fe, sizeof(struct xlb_vxlan_fe));
+		if (!fe)
+			return XLB_R_PASS_TRUNC_VXLAN;
+		tun->fe_addr = fe->addr;
+		tun->fe_port = fe->port;
+	}
 	tun->outer_len = c.pos - data;
 	return xlb_parse(c.pos, data_end, p);
 }
@@ -95,10 +124,11 @@ static __always_inline int xlb_decap_xdp(struct xdp_md *ctx, struct xlb_config *
 	return XLB_OK;
 }
 
-/* Outer headers (IPv4, UDP, VXLAN) for a frame of `len` bytes after encap. */
+/* Outer headers (IPv4, UDP, VXLAN with flags XLB_VXLAN_F_I | vflags) for a
+ * frame of `len` bytes after encap. */
 static __always_inline void xlb_vxlan_hdrs(struct iphdr *ip, struct udphdr *uh,
 					   struct xlb_vxlanhdr *vx, struct xlb_config *cfg,
-					   __be32 peer, __u32 len, __u32 hash, int mark)
+					   __be32 peer, __u32 len, __u32 hash, __u32 vflags)
 {
 	ip->version = 4;
 	ip->ihl = 5;
@@ -117,7 +147,7 @@ static __always_inline void xlb_vxlan_hdrs(struct iphdr *ip, struct udphdr *uh,
 	uh->dest = cfg->vxlan_port;
 	uh->len = bpf_htons(len - ETH_HLEN - sizeof(struct iphdr));
 	uh->check = 0;
-	vx->flags = bpf_htonl(XLB_VXLAN_F_I | (mark ? XLB_VXLAN_F_SVC : 0));
+	vx->flags = bpf_htonl(XLB_VXLAN_F_I | vflags);
 	vx->vni = bpf_htonl((cfg->vni & 0xffffff) << 8);
 }
 
@@ -135,16 +165,24 @@ static __always_inline int xlb_fib_xdp(struct xdp_md *ctx, struct xlb_config *cf
 	return bpf_fib_lookup(ctx, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT);
 }
 
+/* The bytes in front of the inner Ethernet header of a frame sent with vo. */
+static __always_inline __u32 xlb_encap_len(const struct xlb_vx_out *vo)
+{
+	return (vo->flags & XLB_VXLAN_F_FE) ? XLB_ENCAP_FE_LEN : XLB_ENCAP_LEN;
+}
+
 /*
  * Writes the outer headers towards `peer` (next hop: a successful fib
- * lookup) into the XLB_ENCAP_LEN bytes in front of the inner Ethernet header,
- * which starts at data + XLB_ENCAP_LEN; inner_dmac (NULL: config.mac) becomes
- * the inner destination MAC. Returns XDP_TX when the next hop is out of the
+ * lookup) into the xlb_encap_len(vo) bytes in front of the inner Ethernet
+ * header, which starts there: VXLAN flags vo->flags, then the frontend
+ * trailer with XLB_VXLAN_F_FE. inner_dmac (NULL: config.mac) becomes the
+ * inner destination MAC. Returns XDP_TX when the next hop is out of the
  * ingress interface, else a redirect; *reason is set on failure.
  */
 static __always_inline int xlb_encap_hdrs_xdp(struct xdp_md *ctx, struct xlb_config *cfg,
 					      __be32 peer, const __u8 *inner_dmac, __u32 hash,
-					      int mark, struct bpf_fib_lookup *fib, int *reason)
+					      const struct xlb_vx_out *vo,
+					      struct bpf_fib_lookup *fib, int *reason)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -152,15 +190,26 @@ static __always_inline int xlb_encap_hdrs_xdp(struct xdp_md *ctx, struct xlb_con
 	struct iphdr *ip = data + sizeof(struct ethhdr);
 	struct udphdr *uh = (void *)(ip + 1);
 	struct xlb_vxlanhdr *vx = (void *)(uh + 1);
+	struct xlb_vxlan_fe *fe = (void *)(vx + 1);
 
+	if ((void *)(fe + 1) > data_end) {
+		*reason = XLB_R_DROP_ADJUST;
+		return XDP_DROP;
+	}
 	ieth = (void *)(vx + 1);
+	if (vo->flags & XLB_VXLAN_F_FE) {
+		fe->addr = vo->fe.addr;
+		fe->port = vo->fe.port;
+		fe->pad = 0;
+		ieth = (void *)(fe + 1);
+	}
 	if ((void *)(ieth + 1) > data_end) {
 		*reason = XLB_R_DROP_ADJUST;
 		return XDP_DROP;
 	}
 	xlb_mac_copy(ieth->h_dest, inner_dmac ? inner_dmac : cfg->mac);
 	xlb_mac_copy(ieth->h_source, cfg->mac);
-	xlb_vxlan_hdrs(ip, uh, vx, cfg, peer, data_end - data, hash, mark);
+	xlb_vxlan_hdrs(ip, uh, vx, cfg, peer, data_end - data, hash, vo->flags);
 	xlb_mac_copy(oeth->h_dest, fib->dmac);
 	xlb_mac_copy(oeth->h_source, fib->smac);
 	oeth->h_proto = bpf_htons(ETH_P_IP);
@@ -172,20 +221,22 @@ static __always_inline int xlb_encap_hdrs_xdp(struct xdp_md *ctx, struct xlb_con
 /* Encapsulates the frame (Ethernet first): room for the outer headers, then
  * xlb_encap_hdrs_xdp. */
 static __always_inline int xlb_encap_xdp(struct xdp_md *ctx, struct xlb_config *cfg,
-					 __be32 peer, const __u8 *inner_dmac, __u32 hash, int mark,
-					 struct bpf_fib_lookup *fib, int *reason)
+					 __be32 peer, const __u8 *inner_dmac, __u32 hash,
+					 const struct xlb_vx_out *vo, struct bpf_fib_lookup *fib,
+					 int *reason)
 {
-	if (bpf_xdp_adjust_head(ctx, -(int)XLB_ENCAP_LEN)) {
+	if (bpf_xdp_adjust_head(ctx, -(int)xlb_encap_len(vo))) {
 		*reason = XLB_R_DROP_ADJUST;
 		return XDP_DROP;
 	}
-	return xlb_encap_hdrs_xdp(ctx, cfg, peer, inner_dmac, hash, mark, fib, reason);
+	return xlb_encap_hdrs_xdp(ctx, cfg, peer, inner_dmac, hash, vo, fib, reason);
 }
 
-/* tc (tunnel return, unmarked): pushes outer IPv4/UDP/VXLAN after the
- * Ethernet header; the caller redirects with bpf_redirect_neigh (which fills the outer MACs). */
+/* tc (tunnel return: unmarked, or XLB_VXLAN_F_XLATED in vflags): pushes outer
+ * IPv4/UDP/VXLAN after the Ethernet header; the caller redirects with
+ * bpf_redirect_neigh (which fills the outer MACs). */
 static __always_inline int xlb_encap_skb(struct __sk_buff *skb, struct xlb_config *cfg,
-					 __be32 peer, __u32 hash)
+					 __be32 peer, __u32 hash, __u32 vflags)
 {
 	struct {
 		struct iphdr ip;
@@ -202,7 +253,7 @@ static __always_inline int xlb_encap_skb(struct __sk_buff *skb, struct xlb_confi
 	if (bpf_skb_adjust_room(skb, XLB_ENCAP_LEN, BPF_ADJ_ROOM_MAC, flags))
 		return -1;
 	xlb_mac_copy(h.eth.h_source, cfg->mac);
-	xlb_vxlan_hdrs(&h.ip, &h.udp, &h.vx, cfg, peer, skb->len, hash, 0);
+	xlb_vxlan_hdrs(&h.ip, &h.udp, &h.vx, cfg, peer, skb->len, hash, vflags);
 	if (bpf_skb_store_bytes(skb, ETH_HLEN, &h, XLB_ENCAP_LEN, 0))
 		return -1;
 	return 0;

@@ -10,6 +10,7 @@
 #define XLB_XDP_RELATED_H
 
 #include "xdp_send.h"
+#include "xdp_flow.h"
 #include "ct.h"
 #include "ctsyn.h"
 #include "filter.h"
@@ -36,7 +37,9 @@ static __always_inline int xlb_untranslated(struct xlb_ctx *x, int reason)
 
 /* An ICMP error about a balanced flow (icmperr.h): translated, then to the
  * client (reverse entry) or the backend (forward entry) like the flow's own
- * packets. Anything else not TCP/UDP passes (pass_l4_other). */
+ * packets (under tunnel NAT: to the backend's node with the frontend trailer;
+ * from it marked XLB_VXLAN_F_XLATED). Anything else not TCP/UDP passes
+ * (pass_l4_other). */
 static __always_inline int xlb_icmp_in(struct xlb_ctx *x)
 {
 	void *data_end = (void *)(long)x->ctx->data_end;
@@ -67,6 +70,9 @@ static __always_inline int xlb_icmp_in(struct xlb_ctx *x)
 	if (flags & XLB_CT_F_REVERSE) {
 		nat_addr = v->nat_addr;
 		s.peer = (flags & XLB_CT_F_TUNNEL) ? v->tunnel_peer : 0;
+		/* tunnel NAT: translated here, marked as such for the peer */
+		if (flags & XLB_CT_F_TNAT)
+			s.vo.flags = XLB_VXLAN_F_XLATED;
 		if ((!nat_addr && !s.peer) || (flags & XLB_CT_F_HAIRPIN))
 			return xlb_untranslated(x, XLB_R_PASS_L4_OTHER);
 		if (nat_addr) {
@@ -86,7 +92,13 @@ static __always_inline int xlb_icmp_in(struct xlb_ctx *x)
 				return xlb_done(XLB_R_DROP_NO_TUNNEL, x->bytes, XDP_DROP);
 			s.peer = ch.node;
 			s.inner_dmac = vtep;
-			s.mark = 1;
+			s.vo.flags = XLB_VXLAN_F_SVC;
+			/* tunnel NAT: with the frontend, like the flow's frames */
+			if (xlb_tnat(x, &ch)) {
+				s.vo.flags = XLB_VXLAN_F_SVC | XLB_VXLAN_F_FE;
+				s.vo.fe.addr = e.flow.daddr;
+				s.vo.fe.port = e.flow.dport;
+			}
 			return xlb_to_peer(x, &s);
 		}
 	}

@@ -5,7 +5,8 @@
  * back to the sender; a Service without usable endpoint answers TCP RST /
  * ICMP port unreachable), or VXLAN to a peer node (xlb_to_peer: next hop
  * from the flow cache, the next-hop cache or the fib; ICMP fragmentation
- * needed when the encapsulated frame would not fit the MTU). Separate from
+ * needed when the encapsulated frame would not fit the MTU; the VXLAN flags
+ * and the frontend trailer of xlb_send.vo). Separate from
  * the flow steps (xdp_flow.h) that decide where a frame goes.
  */
 #ifndef XLB_XDP_SEND_H
@@ -74,7 +75,7 @@ struct xlb_send {
 	int nat_dir;			/* XLB_NAT_SRC / XLB_NAT_DST */
 	__be32 nat_addr;		/* address to NAT to; 0: no NAT */
 	__be16 nat_port;
-	int mark;			/* set XLB_VXLAN_F_SVC */
+	struct xlb_vx_out vo;		/* VXLAN flags (SVC, FE, XLATED) and the frontend trailer */
 	const struct xlb_choice *be;	/* the backend a forwarded frame counts on; NULL: a reply */
 };
 
@@ -104,10 +105,14 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, const struct xlb_send 
 	void *data_end = (void *)(long)x->ctx->data_end;
 	__u32 inner_l3 = data_end - (void *)x->p.eth - ETH_HLEN;
 	__u32 mtu = x->cfg->mtu ? x->cfg->mtu : 1500;
+	__u32 enc_len = xlb_encap_len(&s->vo);
 	__be32 peer = s->peer;
 	int reason = s->ok_reason, verdict, rc, r;
 
-	if (inner_l3 + XLB_ENCAP_LEN > mtu) {
+	/* (a scalar from here: the compiler would otherwise add enc_len to
+	 * data_end, which the verifier refuses) */
+	asm volatile("" : "+r"(inner_l3));
+	if (inner_l3 + enc_len > mtu) {
 		__u8 to[ETH_ALEN], from[ETH_ALEN];
 
 		xlb_answer_macs(x, to, from);
@@ -115,7 +120,7 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, const struct xlb_send 
 		if (r != XLB_OK)
 			return xlb_end(x, r, XDP_DROP);
 		verdict = xlb_icmp_xdp(x->ctx, &x->p, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED,
-				       mtu - XLB_ENCAP_LEN, to, from, &reason);
+				       mtu - enc_len, to, from, &reason);
 		return xlb_end(x, reason, verdict);
 	}
 	in_ifindex = xlb_in_ifindex(x);
@@ -129,7 +134,7 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, const struct xlb_send 
 		if (xlb_nh_get(nh, peer, in_ifindex, x->now, &fib)) {
 			rc = BPF_FIB_LKUP_RET_SUCCESS;
 		} else {
-			rc = xlb_fib_xdp(x->ctx, x->cfg, peer, inner_l3 + XLB_ENCAP_LEN, &fib);
+			rc = xlb_fib_xdp(x->ctx, x->cfg, peer, inner_l3 + enc_len, &fib);
 			if (rc == BPF_FIB_LKUP_RET_SUCCESS)
 				xlb_nh_put(nh, peer, in_ifindex, x->now, mtu, &fib);
 		}
@@ -139,13 +144,13 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, const struct xlb_send 
 	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return xlb_end(x, XLB_R_DROP_FIB, XDP_DROP);
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS && x->tun.outer_len == XLB_ENCAP_LEN) {
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS && x->tun.outer_len == enc_len) {
 		/* Arrived by tunnel and leaves by tunnel, with outer headers of
 		 * the size it needs (no IPv4 options): they are rewritten where
 		 * they are, without stripping and pushing them again. */
 		if (s->nat_addr)
 			xlb_nat_xdp(&x->p, s->nat_dir, s->nat_addr, s->nat_port);
-		verdict = xlb_encap_hdrs_xdp(x->ctx, x->cfg, peer, s->inner_dmac, s->hash, s->mark,
+		verdict = xlb_encap_hdrs_xdp(x->ctx, x->cfg, peer, s->inner_dmac, s->hash, &s->vo,
 					     &fib, &reason);
 		return xlb_sent(x, s, reason, verdict);
 	}
@@ -159,7 +164,7 @@ static __always_inline int xlb_to_peer(struct xlb_ctx *x, const struct xlb_send 
 		 * that resolves the neighbour; the next frames take the fast path. */
 		return xlb_sent(x, s, XLB_R_PASS_FIB_NO_NEIGH, XDP_PASS);
 	}
-	verdict = xlb_encap_xdp(x->ctx, x->cfg, peer, s->inner_dmac, s->hash, s->mark, &fib,
+	verdict = xlb_encap_xdp(x->ctx, x->cfg, peer, s->inner_dmac, s->hash, &s->vo, &fib,
 				&reason);
 	return xlb_sent(x, s, reason, verdict);
 }
