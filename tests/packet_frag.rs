@@ -147,7 +147,11 @@ fn remote_backend_fragments_go_in_the_tunnel_like_the_first() {
         assert_eq!(rc, XDP_TX, "fragment {i}");
         let v = check_vxlan(&out, "encap");
         assert_eq!(std::net::Ipv4Addr::from(v.ip.destination), PEER);
-        assert_eq!(v.flags, 0x0800_0001, "marked like the first fragment");
+        assert_eq!(
+            v.flags, 0x0800_0003,
+            "marked, with the frontend, like the first fragment"
+        );
+        assert_eq!(v.fe, Some(sa("10.96.0.20:53")), "frontend trailer");
         assert_eq!(v.sport, 0xc000 | (h & 0x3fff) as u16, "same outer port");
         assert_eq!(v.inner, want[i], "fragment {i}: inner bytes");
         inners.push(v.inner);
@@ -158,12 +162,11 @@ fn remote_backend_fragments_go_in_the_tunnel_like_the_first() {
 #[test]
 fn reply_fragments_by_tunnel_are_reverse_natted() {
     let Some(env) = fresh() else { return };
-    // the flow client -> 10.96.0.20:53 -> BE_REMOTE (node PEER)
-    let (rc, _) = env.xdp_in(
-        &Frame::udp(sa(CLIENT_SA), sa("10.96.0.20:53")).build(),
-        Some(env.uplink),
-    );
-    assert_eq!(rc, XDP_TX);
+    // the flow client -> 10.96.0.20:53 -> BE_REMOTE (node PEER), balanced
+    // by tc (a pod's flow: this node keeps the reverse entry; the uplink's
+    // flows to remote backends are reverse-NATed by the backend's node)
+    let (rc, _) = env.tc(&Frame::udp(sa(CLIENT_SA), sa("10.96.0.20:53")).build());
+    assert_eq!(rc, TC_ACT_OK);
     let r = big_udp(BE_REMOTE, CLIENT_SA).macs(PEER_MAC, NODE_MAC);
     let train = fragments(&r.build(), &CUTS);
     let want_frame = Frame {

@@ -1,13 +1,16 @@
 //! # XDP packet tests: tunnels and the MTU
 //!
 //! The uplink program through BPF_PROG_RUN (table rows as in `packet_xdp.rs`):
-//! remote backends (DNAT + VXLAN encap, the MTU and ICMP fragmentation
+//! remote backends (DNAT + VXLAN encap with the frontend trailer, the
+//! balancing node's forward-only ct entry, the MTU and ICMP fragmentation
 //! needed), replies and VXLAN from the underlay (decap, reverse NAT,
-//! re-encapsulation), and the next-hop and VTEP caches that feed the encap.
+//! re-encapsulation; the backend's node's tunnel NAT entry; translated
+//! replies), and the next-hop and VTEP caches that feed the encap.
 mod packet_util;
 
 use std::net::Ipv4Addr;
 
+use packet_util::tnat::*;
 use packet_util::xdp::*;
 use packet_util::*;
 use xlb_bpf::consts::*;
@@ -42,7 +45,69 @@ fn cases() -> Vec<Case> {
             reason: XLB_R_TX_REMOTE,
             check: |env, _, out| {
                 let f = Frame::udp(sa(CLIENT_SA), sa("10.96.0.20:53"));
-                check_encap_to_peer(env, f, BE_REMOTE, out)
+                check_encap_to_peer(env, f, BE_REMOTE, out);
+                assert_forward_only(env, CLIENT_SA, "10.96.0.20:53", BE_REMOTE, UDP);
+            },
+        },
+        Case {
+            name: "remote backend, ct hit: the frontend trailer again, still no reverse entry",
+            setup: |env| {
+                let (rc, _) = env.xdp(&Frame::udp(sa(CLIENT_SA), sa("10.96.0.20:53")).build());
+                assert_eq!(rc, XDP_REDIRECT);
+            },
+            frame: || Frame::udp(sa(CLIENT_SA), sa("10.96.0.20:53")).build(),
+            on_uplink: false,
+            rc: XDP_REDIRECT,
+            reason: XLB_R_TX_REMOTE,
+            check: |env, _, out| {
+                let f = Frame::udp(sa(CLIENT_SA), sa("10.96.0.20:53"));
+                check_encap_to_peer(env, f, BE_REMOTE, out);
+                assert_forward_only(env, CLIENT_SA, "10.96.0.20:53", BE_REMOTE, UDP);
+            },
+        },
+        Case {
+            name: "remote backend, the client's ACK promotes the half-open flow: forward entry only",
+            setup: |env| {
+                let (rc, _) = env.xdp(&syn("10.96.0.20:80").build());
+                assert_eq!(rc, XDP_REDIRECT);
+            },
+            frame: || ack("10.96.0.20:80").build(),
+            on_uplink: false,
+            rc: XDP_REDIRECT,
+            reason: XLB_R_TX_REMOTE,
+            check: |env, _, out| {
+                check_encap_to_peer(env, ack("10.96.0.20:80"), BE_REMOTE, out);
+                let fwd = assert_forward_only(env, CLIENT_SA, "10.96.0.20:80", BE_REMOTE, TCP);
+                assert_eq!(fwd.flags, XLB_CT_F_REMOTE | XLB_CT_F_TNAT, "established");
+                assert!(env.half_open(CLIENT_SA).is_none(), "promoted: slot emptied");
+            },
+        },
+        Case {
+            name: "remote backend, FIN and the once-a-second check: no reverse entry is written",
+            setup: |env| {
+                open(env, "10.96.0.20:80");
+                // as if the last packet were 2 s ago: the next one checks
+                // (and would restore) the reverse entry of a flow that has one
+                let k = xlb_ct_key::new(sa(CLIENT_SA), sa("10.96.0.20:80"), TCP);
+                let mut v = env.maps().ct_entry(&k).unwrap().unwrap();
+                v.last_seen -= 2_000_000_000;
+                v.flags |= XLB_CT_F_REV_CHECK;
+                env.maps().put_ct(&k, &v).unwrap();
+            },
+            frame: || {
+                let mut f = ack("10.96.0.20:80");
+                f.tcp_flags = 0x11;
+                f.build()
+            },
+            on_uplink: false,
+            rc: XDP_REDIRECT,
+            reason: XLB_R_TX_REMOTE,
+            check: |env, _, out| {
+                let mut f = ack("10.96.0.20:80");
+                f.tcp_flags = 0x11;
+                check_encap_to_peer(env, f, BE_REMOTE, out);
+                let fwd = assert_forward_only(env, CLIENT_SA, "10.96.0.20:80", BE_REMOTE, TCP);
+                assert_eq!(fwd.flags, XLB_CT_F_REMOTE | XLB_CT_F_TNAT | XLB_CT_F_FIN_FWD);
             },
         },
         Case {
@@ -64,14 +129,14 @@ fn cases() -> Vec<Case> {
             check: |_, _, _| {},
         },
         Case {
-            name: "remote backend, frame fits the MTU exactly after encap",
+            name: "remote backend, frame fits the MTU exactly after encap (58 bytes with the trailer)",
             setup: no_setup,
-            frame: || syn("10.96.0.20:80").payload(&vec![0xab; 1450 - 40]).build(),
+            frame: || syn("10.96.0.20:80").payload(&vec![0xab; 1500 - ENCAP_FE - 40]).build(),
             on_uplink: true,
             rc: XDP_TX,
             reason: XLB_R_TX_REMOTE,
             check: |env, _, out| {
-                let f = syn("10.96.0.20:80").payload(&vec![0xab; 1450 - 40]);
+                let f = syn("10.96.0.20:80").payload(&vec![0xab; 1500 - ENCAP_FE - 40]);
                 check_encap_to_peer(env, f, BE_REMOTE, out);
                 assert_eq!(check_vxlan(out, "encap").ip.total_len, 1500);
             },
@@ -90,7 +155,11 @@ fn cases() -> Vec<Case> {
                 assert_eq!(Ipv4Addr::from(p.ip.destination), CLIENT);
                 assert_eq!(p.ip.protocol.0, 1);
                 assert_eq!(&p.l4[..2], &[3, 4], "type 3 code 4");
-                assert_eq!(u16::from_be_bytes([p.l4[6], p.l4[7]]), 1450, "next-hop MTU");
+                assert_eq!(
+                    u16::from_be_bytes([p.l4[6], p.l4[7]]),
+                    1442,
+                    "next-hop MTU: 1500 - 58"
+                );
                 assert_eq!(
                     &p.l4[8..],
                     &input[14..14 + 20 + 8],
@@ -116,8 +185,16 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
-            name: "VXLAN decap + reverse NAT of a remote backend's reply",
-            setup: |env| open(env, "10.96.0.20:80"),
+            name: "VXLAN decap + reverse NAT of a remote backend's reply (a flow tc balanced)",
+            setup: |env| {
+                // A pod's flow (tc) keeps its reverse entry here: its replies
+                // come back unmarked through the overlay.
+                for flags in [0x02, 0x10] {
+                    let mut f = syn("10.96.0.20:80");
+                    f.tcp_flags = flags;
+                    assert_eq!(env.tc(&f.build()).0, TC_ACT_OK);
+                }
+            },
             frame: || vxlan(&reply_from(BE_REMOTE).build(), PEER, NODE, VNI, true),
             on_uplink: true,
             rc: XDP_PASS,
@@ -255,7 +332,27 @@ fn cases() -> Vec<Case> {
             on_uplink: true,
             rc: XDP_TX,
             reason: XLB_R_TX_REMOTE,
-            check: |env, _, out| check_encap_to_peer(env, syn("10.96.0.20:80"), BE_REMOTE, out),
+            check: |env, _, out| {
+                // arrived by tunnel: no trailer, both ct entries here
+                check_reencap_to_peer(env, syn("10.96.0.20:80"), BE_REMOTE, out);
+                let h = env.half_open(CLIENT_SA).expect("half-open");
+                assert_eq!(h.flags, XLB_CT_F_REMOTE | XLB_CT_F_TUNNEL | XLB_CT_F_SYN);
+            },
+        },
+        Case {
+            name: "VXLAN inner ACK to a remote backend: re-encapsulated, both ct entries",
+            setup: |env| {
+                let f = vxlan(&syn("10.96.0.20:80").build(), PEER, NODE, VNI, false);
+                assert_eq!(env.xdp(&f).0, XDP_REDIRECT);
+            },
+            frame: || vxlan(&ack("10.96.0.20:80").build(), PEER, NODE, VNI, false),
+            on_uplink: true,
+            rc: XDP_TX,
+            reason: XLB_R_TX_REMOTE,
+            check: |env, _, out| {
+                check_reencap_to_peer(env, ack("10.96.0.20:80"), BE_REMOTE, out);
+                assert_ct_pair(env, CLIENT_SA, "10.96.0.20:80", 3, BE_REMOTE);
+            },
         },
         Case {
             name: "VXLAN inner frame to a Service without endpoints: RST on the underlay",
@@ -274,14 +371,133 @@ fn cases() -> Vec<Case> {
                 assert_eq!(p.dst(), sa(CLIENT_SA));
             },
         },
+        // --- tunnel NAT: the backend's node (C) ----------------------------------
+        Case {
+            name: "VXLAN with the frontend trailer: decap (trailer stripped), tunnel NAT entry",
+            setup: no_setup,
+            frame: || vxlan_fe(&ack(BE_LOCAL).build(), PEER, NODE, sa("10.96.0.20:80")),
+            on_uplink: true,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_DECAP,
+            check: |env, _, out| {
+                let want = Frame {
+                    dst_mac: NODE_MAC,
+                    ..ack(BE_LOCAL)
+                };
+                assert_eq!(out, want.build().as_slice());
+                assert_tnat_entry(env, BE_LOCAL, CLIENT_SA, "10.96.0.20:80", PEER, TCP);
+            },
+        },
+        Case {
+            name: "VXLAN with another frontend (or none before): the tunnel NAT entry is rewritten",
+            setup: |env| {
+                let plain = vxlan(&ack(BE_LOCAL).build(), PEER, NODE, VNI, true);
+                assert_eq!(env.xdp(&plain).0, XDP_PASS);
+                let f = vxlan_fe(&ack(BE_LOCAL).build(), PEER, NODE, sa("10.96.0.20:80"));
+                assert_eq!(env.xdp(&f).0, XDP_PASS);
+                assert_tnat_entry(env, BE_LOCAL, CLIENT_SA, "10.96.0.20:80", PEER, TCP);
+            },
+            frame: || vxlan_fe(&ack(BE_LOCAL).build(), PEER, NODE, sa("198.18.0.1:30080")),
+            on_uplink: true,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_DECAP,
+            check: |env, _, _| {
+                assert_tnat_entry(env, BE_LOCAL, CLIENT_SA, "198.18.0.1:30080", PEER, TCP);
+            },
+        },
+        Case {
+            name: "VXLAN with the frontend flag but a truncated trailer: counted, untouched",
+            setup: no_setup,
+            frame: || vxlan_with(&[], PEER, NODE, VX_SVC_FE, &[10, 96, 0, 20]),
+            on_uplink: true,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_TRUNC_VXLAN,
+            check: unchanged,
+        },
+        Case {
+            name: "VXLAN with the frontend flag but no Service mark: not xlb's",
+            setup: no_setup,
+            frame: || {
+                let t = fe_trailer(sa("10.96.0.20:80"));
+                vxlan_with(&ack(BE_LOCAL).build(), PEER, NODE, 0x0800_0002, &t)
+            },
+            on_uplink: true,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_VXLAN_OTHER,
+            check: unchanged,
+        },
+        // --- tunnel NAT: translated replies back at the balancing node (B) -------
+        Case {
+            name: "translated reply (XLATED): decap and pass, the forward entry untouched",
+            setup: |env| open(env, "10.96.0.20:80"),
+            frame: || vxlan_xlated(&ack_from("10.96.0.20:80").build(), PEER, NODE),
+            on_uplink: true,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_DECAP,
+            check: |env, _, out| {
+                let want = Frame {
+                    dst_mac: NODE_MAC,
+                    ..ack_from("10.96.0.20:80")
+                };
+                assert_eq!(out, want.build().as_slice());
+                let fwd = assert_forward_only(env, CLIENT_SA, "10.96.0.20:80", BE_REMOTE, TCP);
+                assert_eq!(fwd.flags, XLB_CT_F_REMOTE | XLB_CT_F_TNAT);
+            },
+        },
+        Case {
+            name: "translated FIN: the forward entry records the backend's FIN",
+            setup: |env| open(env, "10.96.0.20:80"),
+            frame: || {
+                let mut f = ack_from("10.96.0.20:80");
+                f.tcp_flags = 0x11;
+                vxlan_xlated(&f.build(), PEER, NODE)
+            },
+            on_uplink: true,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_DECAP,
+            check: |env, _, _| {
+                let fwd = assert_forward_only(env, CLIENT_SA, "10.96.0.20:80", BE_REMOTE, TCP);
+                assert_eq!(fwd.flags, XLB_CT_F_REMOTE | XLB_CT_F_TNAT | XLB_CT_F_FIN_REV);
+            },
+        },
+        Case {
+            name: "translated RST: the forward entry is closed",
+            setup: |env| open(env, "10.96.0.20:80"),
+            frame: || {
+                let mut f = ack_from("10.96.0.20:80");
+                f.tcp_flags = 0x04;
+                vxlan_xlated(&f.build(), PEER, NODE)
+            },
+            on_uplink: true,
+            rc: XDP_PASS,
+            reason: XLB_R_PASS_DECAP,
+            check: |env, _, _| {
+                let fwd = assert_forward_only(env, CLIENT_SA, "10.96.0.20:80", BE_REMOTE, TCP);
+                assert_eq!(fwd.flags, XLB_CT_F_REMOTE | XLB_CT_F_TNAT | XLB_CT_F_RST);
+            },
+        },
     ]
+}
+
+/// The client's segment with ACK only.
+fn ack(dst: &str) -> Frame {
+    let mut f = syn(dst);
+    f.tcp_flags = 0x10;
+    f
+}
+
+/// A reply segment (ACK) from `src` to the client, as the client receives it.
+fn ack_from(src: &str) -> Frame {
+    let mut f = Frame::tcp(sa(src), sa(CLIENT_SA)).macs(PEER_MAC, NODE_MAC);
+    f.tcp_flags = 0x10;
+    f
 }
 
 #[test]
 fn xdp_encap_table() {
     let Some(env) = Env::new() else { return };
     let cases = cases();
-    assert!(cases.len() >= 16, "{} cases", cases.len());
+    assert!(cases.len() >= 27, "{} cases", cases.len());
     run_table(&env, Prog::Xdp, &cases);
 }
 

@@ -87,7 +87,8 @@ pub fn check_eth_ipv4(f: &[u8], what: &str) -> ([u8; 6], [u8; 6], Parsed) {
 }
 
 /// A VXLAN frame: checks outer headers and returns (outer eth dst, outer eth src,
-/// outer ip, outer udp source port, vxlan flags word, vni, inner frame).
+/// outer ip, outer udp source port, vxlan flags word, vni, the frontend
+/// trailer when the flags carry XLB_VXLAN_F_FE, inner frame).
 pub struct Vxlan {
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
@@ -95,6 +96,7 @@ pub struct Vxlan {
     pub sport: u16,
     pub flags: u32,
     pub vni: u32,
+    pub fe: Option<SocketAddrV4>,
     pub inner: Vec<u8>,
 }
 
@@ -112,6 +114,15 @@ pub fn check_vxlan(f: &[u8], what: &str) -> Vxlan {
     assert_eq!(&udp[6..8], &[0, 0], "{what}: outer UDP checksum 0");
     let flags = u32::from_be_bytes(udp[8..12].try_into().unwrap());
     let vni = u32::from_be_bytes(udp[12..16].try_into().unwrap()) >> 8;
+    let (fe, inner_at) = if flags & 0x0000_0002 != 0 {
+        assert!(udp.len() >= 24, "{what}: frontend trailer");
+        let a: [u8; 4] = udp[16..20].try_into().unwrap();
+        let port = u16::from_be_bytes([udp[20], udp[21]]);
+        assert_eq!(&udp[22..24], &[0, 0], "{what}: trailer padding");
+        (Some(SocketAddrV4::new(a.into(), port)), 24)
+    } else {
+        (None, 16)
+    };
     Vxlan {
         dst_mac,
         src_mac,
@@ -119,7 +130,8 @@ pub fn check_vxlan(f: &[u8], what: &str) -> Vxlan {
         ip: p.ip,
         flags,
         vni,
-        inner: udp[16..].to_vec(),
+        fe,
+        inner: udp[inner_at..].to_vec(),
     }
 }
 

@@ -18,6 +18,7 @@ mod checks;
 mod fixture;
 pub mod related;
 mod table;
+pub mod tnat;
 pub mod v6;
 pub mod xdp;
 

@@ -99,8 +99,14 @@ pub fn open(env: &Env, vip: &str) {
     }
 }
 
+/// Encapsulation overhead of a frame B sends with the frontend trailer:
+/// outer IPv4 + UDP + VXLAN + trailer + inner Ethernet.
+pub const ENCAP_FE: usize = 20 + 8 + 8 + 8 + 14;
+
+/// A SYN to the remote Service one byte too big for the MTU (1500) once
+/// encapsulated with the trailer.
 pub fn big_remote() -> Frame {
-    syn("10.96.0.20:80").payload(&vec![0xab; 1450 - 40 + 1])
+    syn("10.96.0.20:80").payload(&vec![0xab; 1500 - ENCAP_FE - 40 + 1])
 }
 
 pub fn options(n_words: usize) -> Vec<u8> {
@@ -115,15 +121,30 @@ pub fn with_options(mut f: Frame, words: usize) -> Frame {
     f
 }
 
+/// `out` is `input_frame` (from the uplink, untunneled) DNATed to `backend`
+/// on node PEER: VXLAN marked with the frontend trailer (tunnel NAT), the
+/// frontend being the frame's destination before DNAT.
 pub fn check_encap_to_peer(env: &Env, input_frame: Frame, backend: &str, out: &[u8]) {
+    let fe = input_frame.dst;
+    check_encap(env, input_frame, backend, out, Some(fe));
+}
+
+/// The same for a frame that arrived by tunnel: marked, no trailer.
+pub fn check_reencap_to_peer(env: &Env, input_frame: Frame, backend: &str, out: &[u8]) {
+    check_encap(env, input_frame, backend, out, None);
+}
+
+fn check_encap(env: &Env, input_frame: Frame, backend: &str, out: &[u8], fe: Option<SocketAddrV4>) {
     let _ = env;
     let v = check_vxlan(out, "encap");
+    assert_eq!(v.fe, fe, "frontend trailer");
     assert_eq!(v.dst_mac, PEER_MAC, "outer dst = next hop");
     assert_eq!(v.src_mac, NODE_MAC, "outer src = uplink");
     assert_eq!(Ipv4Addr::from(v.ip.source), NODE);
     assert_eq!(Ipv4Addr::from(v.ip.destination), PEER);
     assert_eq!(v.vni, VNI);
-    assert_eq!(v.flags, 0x0800_0001, "I flag + xlb mark");
+    let flags = if fe.is_some() { 0x0800_0003 } else { 0x0800_0001 };
+    assert_eq!(v.flags, flags, "I flag + xlb mark (+ frontend trailer)");
     let h = flow_hash(input_frame.src, input_frame.dst, input_frame.proto, false);
     assert_eq!(
         v.sport,
