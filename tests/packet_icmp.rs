@@ -122,7 +122,11 @@ fn xdp_time_exceeded_toward_the_client_short_quote() {
 #[test]
 fn xdp_port_unreachable_from_a_remote_backend_by_tunnel() {
     let Some(env) = fresh() else { return };
-    open_udp(&env, "10.96.0.20:53");
+    // a pod's flow (tc): this node keeps its reverse entry (the uplink's
+    // flows to remote backends are translated at the backend's node: see
+    // tnat_backend_error_is_translated_at_its_node)
+    let (rc, _) = env.tc(&Frame::udp(sa(CLIENT_SA), sa("10.96.0.20:53")).build());
+    assert_eq!(rc, TC_ACT_OK);
     let sent = Frame::udp(sa(CLIENT_SA), sa("10.96.0.20:53"));
     let dnated = Frame {
         dst: sa(BE_REMOTE),
@@ -177,7 +181,8 @@ fn xdp_frag_needed_from_the_client_toward_a_remote_backend() {
     let out = step(&env, Prog::Xdp, &input, XDP_TX, XLB_R_TX_ICMP_RELATED);
     let v = check_vxlan(&out, "encap");
     assert_eq!(Ipv4Addr::from(v.ip.destination), PEER);
-    assert_eq!(v.flags, 0x0800_0001);
+    assert_eq!(v.flags, 0x0800_0003, "marked, with the frontend");
+    assert_eq!(v.fe, Some(sa("10.96.0.20:80")), "the flow's frontend");
     check_icmp(&v.inner, "inner");
     let backend_sent = Frame::tcp(sa(BE_REMOTE), sa(CLIENT_SA)).build();
     let want = with_macs(
@@ -265,3 +270,41 @@ fn tc_error_of_a_tunneled_flow_returns_through_the_tunnel() {
     assert_eq!(v.flags, 0x0800_0000, "unmarked");
     assert_eq!(&v.inner[14..], &input[14..], "untranslated");
 }
+
+/// Tunnel NAT (two data planes: B balances, C holds the backend): the
+/// backend's error about the client's packet is translated by C's tc (the
+/// frontend C got with the flow) and sent back marked translated; B only
+/// decapsulates it, and the client gets the error it would get from the VIP.
+#[test]
+fn tnat_backend_error_is_translated_at_its_node() {
+    let Some(b) = fresh() else { return };
+    let c = Env::second_node(&b);
+    let sent = Frame::udp(sa(CLIENT_SA), sa("10.96.0.20:53"));
+    let (rc, to_c) = b.xdp_in(&sent.build(), Some(b.uplink));
+    assert_eq!(rc, XDP_TX);
+    let (rc, at_c) = c.xdp(&to_c);
+    assert_eq!(rc, XDP_PASS, "C: decap, tunnel NAT entry");
+    let input = with_macs(
+        icmp_error(ip(BE_REMOTE), CLIENT, PORT_UNREACH, 0, &at_c, 576),
+        VETH_OF_POD,
+        POD_MAC,
+    );
+    let out = step(
+        &c,
+        Prog::Tc,
+        &input,
+        TC_ACT_REDIRECT,
+        XLB_R_TX_ICMP_RELATED,
+    );
+    let v = check_vxlan(&out, "C -> B");
+    assert_eq!(Ipv4Addr::from(v.ip.destination), NODE);
+    assert_eq!(v.flags, 0x0800_0004, "translated at C");
+    check_icmp(&v.inner, "inner");
+    let want = icmp_error(ip("10.96.0.20:53"), CLIENT, PORT_UNREACH, 0, &sent.build(), 576);
+    assert_eq!(&v.inner[14..], &want[14..], "translated toward the client at C");
+    let out = step(&b, Prog::Xdp, &out, XDP_PASS, XLB_R_PASS_DECAP);
+    assert_eq!(out, with_macs(want, NODE_MAC, PEER_MAC), "B only decapsulates");
+}
+
+const POD_MAC: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x02, 0x0a];
+const VETH_OF_POD: [u8; 6] = [0xee, 0xee, 0xee, 0xee, 0xee, 0x02];

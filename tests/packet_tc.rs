@@ -430,6 +430,34 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            name: "tunnel NAT: reply of a flow sent here with its frontend: reverse NAT here, back marked translated",
+            setup: |env| {
+                let mut inner = Frame::tcp(sa(CLIENT_SA), sa(BE_LOCAL));
+                inner.tcp_flags = 0x10;
+                let f = tnat::vxlan_fe(&inner.build(), PEER, NODE, sa("10.96.0.20:80"));
+                assert_eq!(env.xdp(&f).0, XDP_PASS);
+            },
+            frame: || reply(BE_LOCAL, CLIENT_SA).build(),
+            on_uplink: false,
+            rc: TC_ACT_REDIRECT,
+            reason: XLB_R_TX_TUNNEL_RETURN,
+            check: |env, _, out| {
+                let v = check_vxlan(out, "tunnel NAT return");
+                assert_eq!(Ipv4Addr::from(v.ip.source), NODE);
+                assert_eq!(Ipv4Addr::from(v.ip.destination), PEER);
+                assert_eq!(v.flags, tnat::VX_XLATED, "I flag + translated, no Service mark");
+                assert_eq!(v.fe, None);
+                let want = Frame {
+                    src: sa("10.96.0.20:80"),
+                    src_mac: NODE_MAC,
+                    ..reply(BE_LOCAL, CLIENT_SA)
+                };
+                assert_eq!(v.inner, want.build(), "source := the frontend, checksums right");
+                check_eth_ipv4(&v.inner, "inner");
+                tnat::assert_tnat_entry(env, BE_LOCAL, CLIENT_SA, "10.96.0.20:80", PEER, TCP);
+            },
+        },
+        Case {
             name: "tunnel return of a flow NATed here: reverse NAT, then back through the tunnel",
             setup: |env| {
                 let inner = Frame::tcp(sa(CLIENT_SA), sa("10.96.0.10:80")).build();
@@ -462,32 +490,84 @@ fn tc_table() {
 
 /// The whole path of a Service flow across two nodes, both running xlb (two
 /// data planes in one namespace): node B balances a client's SYN to a backend
-/// on node C; C decapsulates and remembers the tunnel; C's backend replies
-/// through tc, which returns it to B; B reverse-NATs it, and the client sees
-/// the VIP it dialled.
+/// on node C and sends it with the frontend; C decapsulates it and keeps it
+/// half-open; the backend's SYN-ACK goes back untranslated and B's half-open
+/// slot reverse-NATs it. The client's ACK: B keeps the forward ct entry only,
+/// C the tunnel NAT entry; the backend's data is reverse-NATed by C's tc and
+/// sent back translated, and B only decapsulates it. The client sees the VIP
+/// it dialled every time.
 #[test]
 fn two_nodes_tunnel_return_end_to_end() {
     let Some(b) = Env::new() else { return };
     fixture(&b);
     let c = Env::second_node(&b);
-    let client_syn = Frame::tcp(sa(CLIENT_SA), sa("10.96.0.20:80"));
-    let (rc, out) = b.xdp_in(&client_syn.build(), Some(b.uplink));
-    assert_eq!(rc, XDP_TX);
-    // The frame as C receives it (outer addresses are B -> PEER; C is PEER).
-    let (rc, decapped) = c.xdp(&out);
-    assert_eq!(rc, XDP_PASS);
-    let (_, _, p) = check_eth_ipv4(&decapped, "at C");
-    assert_eq!(p.dst(), sa(BE_REMOTE));
-    // The backend pod on C answers the client.
-    let answer = Frame::tcp(sa(BE_REMOTE), sa(CLIENT_SA)).macs(POD_MAC, VETH_MAC);
+    let vip = "10.96.0.20:80";
+    let seg = |src: &str, dst: &str, flags: u8| {
+        let mut f = Frame::tcp(sa(src), sa(dst));
+        f.tcp_flags = flags;
+        f
+    };
+    // client -> B -> C, twice: the SYN (half-open on both nodes), then the ACK.
+    let mut at_c = Vec::new();
+    for flags in [0x02, 0x10] {
+        let (rc, out) = b.xdp_in(&seg(CLIENT_SA, vip, flags).build(), Some(b.uplink));
+        assert_eq!(rc, XDP_TX);
+        let v = check_vxlan(&out, "B -> C");
+        assert_eq!(v.fe, Some(sa(vip)), "sent with the frontend");
+        // The frame as C receives it (outer addresses are B -> PEER; C is PEER).
+        let (rc, decapped) = c.xdp(&out);
+        assert_eq!(rc, XDP_PASS);
+        let (_, _, p) = check_eth_ipv4(&decapped, "at C");
+        assert_eq!(p.dst(), sa(BE_REMOTE));
+        at_c.push(decapped);
+        if flags == 0x02 {
+            // The backend's SYN-ACK, before the client's ACK: back untranslated.
+            let syn_ack = seg(BE_REMOTE, CLIENT_SA, 0x12).macs(POD_MAC, VETH_MAC);
+            let (rc, back) = c.tc(&syn_ack.build());
+            assert_eq!(rc, TC_ACT_REDIRECT);
+            assert_eq!(check_vxlan(&back, "C -> B").flags, 0x0800_0000, "untranslated");
+            let (rc, to_client) = b.xdp_in(&back, Some(b.uplink));
+            assert_eq!(rc, XDP_PASS);
+            let (_, _, p) = check_eth_ipv4(&to_client, "SYN-ACK to client");
+            assert_eq!(p.src(), sa(vip), "B's half-open slot reverse-NATs it");
+        }
+    }
+    tnat::assert_forward_only(&b, CLIENT_SA, vip, BE_REMOTE, TCP);
+    tnat::assert_tnat_entry(&c, BE_REMOTE, CLIENT_SA, vip, NODE, TCP);
+    // The backend pod on C answers the client: translated at C, marked.
+    let answer = seg(BE_REMOTE, CLIENT_SA, 0x18).macs(POD_MAC, VETH_MAC);
     let (rc, back) = c.tc(&answer.build());
     assert_eq!(rc, TC_ACT_REDIRECT);
     let v = check_vxlan(&back, "C -> B");
     assert_eq!(Ipv4Addr::from(v.ip.destination), NODE);
+    assert_eq!(v.flags, tnat::VX_XLATED, "reverse-NATed at C");
+    let translated = Frame {
+        src: sa(vip),
+        src_mac: PEER_MAC,
+        ..answer.clone()
+    };
+    assert_eq!(v.inner, translated.build(), "source := the VIP, at C");
     // B gets it (the outer Ethernet is filled by redirect_neigh on C; any will do here).
+    let before = b.reasons();
     let (rc, to_client) = b.xdp_in(&back, Some(b.uplink));
     assert_eq!(rc, XDP_PASS);
+    assert_eq!(b.reasons()[XLB_R_PASS_DECAP as usize] - before[XLB_R_PASS_DECAP as usize], 1);
+    let want = Frame {
+        dst_mac: NODE_MAC,
+        ..translated
+    };
+    assert_eq!(to_client, want.build(), "B decapsulates only");
     let (_, _, p) = check_eth_ipv4(&to_client, "to client");
-    assert_eq!(p.src(), sa("10.96.0.20:80"), "client sees the VIP");
+    assert_eq!(p.src(), sa(vip), "client sees the VIP");
     assert_eq!(p.dst(), sa(CLIENT_SA));
+    // The backend closes: C's tc passes the FIN on translated, B's forward
+    // entry records it.
+    let fin = seg(BE_REMOTE, CLIENT_SA, 0x11).macs(POD_MAC, VETH_MAC);
+    let (rc, back) = c.tc(&fin.build());
+    assert_eq!(rc, TC_ACT_REDIRECT);
+    assert_eq!(b.xdp_in(&back, Some(b.uplink)).0, XDP_PASS);
+    let fwd = tnat::assert_forward_only(&b, CLIENT_SA, vip, BE_REMOTE, TCP);
+    assert_eq!(fwd.flags & XLB_CT_F_CLOSING, XLB_CT_F_FIN_REV);
+    let rev = tnat::assert_tnat_entry(&c, BE_REMOTE, CLIENT_SA, vip, NODE, TCP);
+    assert_eq!(rev.flags & XLB_CT_F_CLOSING, XLB_CT_F_FIN_REV);
 }

@@ -577,3 +577,54 @@ fn vtep_cache_follows_tunnel_changes() {
     let r = XLB_R_DROP_NO_TUNNEL as usize;
     assert_eq!(after[r] - before[r], 1, "counted as drop_no_tunnel");
 }
+
+/// Pins this thread to the CPU it runs on: the per-CPU flow cache then sees
+/// every frame of the test.
+fn pin_cpu() {
+    // SAFETY: plain syscalls on this thread with valid arguments.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(cpu >= 0);
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+/// A flow-cache hit (flowcache.h) of a tunnel NAT flow is sent like a ct hit:
+/// with the frontend trailer, its cached encapsulation reused. The hit is
+/// proven by deleting the ct entry behind the cache's back (no ct_epoch
+/// bump): served from the cache, the frame writes no ct entry again.
+#[test]
+fn flow_cache_hit_keeps_the_frontend_trailer() {
+    use libbpf_rs::MapCore;
+    let Some(env) = Env::new() else { return };
+    fixture(&env);
+    pin_cpu();
+    let f = Frame::udp(sa(CLIENT_SA), sa("10.96.0.20:53"));
+    for _ in 0..3 {
+        let (rc, out) = env.xdp(&f.build());
+        assert_eq!(rc, XDP_REDIRECT);
+        check_encap_to_peer(&env, f.clone(), BE_REMOTE, &out);
+    }
+    let key = xlb_ct_key::new(sa(CLIENT_SA), sa("10.96.0.20:53"), UDP);
+    // SAFETY: xlb_ct_key is a plain repr(C) struct of the map's key size.
+    let raw = unsafe {
+        std::slice::from_raw_parts(
+            (&key as *const xlb_ct_key).cast::<u8>(),
+            std::mem::size_of::<xlb_ct_key>(),
+        )
+    };
+    env.dp.xdp.maps.ct.delete(raw).unwrap();
+    let (rc, out) = env.xdp(&f.build());
+    assert_eq!(rc, XDP_REDIRECT);
+    check_encap_to_peer(&env, f.clone(), BE_REMOTE, &out);
+    assert!(
+        ct_at(&env, CLIENT_SA, "10.96.0.20:53", UDP).is_none(),
+        "served from the flow cache (a ct miss would have written the entry again)"
+    );
+    assert!(ct_at(&env, BE_REMOTE, CLIENT_SA, UDP).is_none(), "no reverse entry");
+}
