@@ -70,6 +70,7 @@ static __always_inline int xlb_vxlan_in(void *data, void *data_end, struct xlb_c
 {
 	struct xlb_cursor c = { .pos = p->l4, .end = data_end };
 	struct xlb_vxlanhdr *vx;
+	__u32 skip;
 
 	if (p->daddr != cfg->node_addr && !bpf_map_lookup_elem(&local_addrs, &p->daddr))
 		return XLB_R_PASS_VXLAN_OTHER;
@@ -86,18 +87,24 @@ static __always_inline int xlb_vxlan_in(void *data, void *data_end, struct xlb_c
 	tun->peer = p->saddr;
 	tun->marked = !!(vx->flags & bpf_htonl(XLB_VXLAN_F_SVC));
 	tun->xlated = !!(vx->flags & bpf_htonl(XLB_VXLAN_F_XLATED));
+	/* XLB_VXLAN_F_FE (only with the Service mark): the frontend trailer */
 	if (vx->flags & bpf_htonl(XLB_VXLAN_F_FE)) {
-		struct xlb_vxlan_fe *fe;
+		struct xlb_vxlan_fe *fe = c.pos;
 
-		/* the frontend trailer comes only with the Service mark */
 		if (!tun->marked)
 			return XLB_R_PASS_VXLAN_OTHER;
-		fe = xlb_pull(&c, struct xlb_vxlan_fe, sizeof(struct xlb_vxlan_fe));
-		if (!fe)
+		if ((void *)(fe + 1) > data_end)
 			return XLB_R_PASS_TRUNC_VXLAN;
 		tun->fe_addr = fe->addr;
 		tun->fe_port = fe->port;
 	}
+	/* ... skipped by arithmetic on the flags (0 or 8 bytes), not in the
+	 * branch above: the verifier then walks the inner frame's steps once
+	 * for frames with and without it, as the length is unknown to it */
+	skip = vx->flags;
+	asm volatile("" : "+r"(skip));
+	skip = (bpf_ntohl(skip) & XLB_VXLAN_F_FE) << 2;
+	c.pos += skip;
 	tun->outer_len = c.pos - data;
 	return xlb_parse(c.pos, data_end, p);
 }

@@ -125,10 +125,12 @@ pub(super) fn forward(
     r.tunnel_to = Some(n.into());
     let mtu = if cfg.mtu != 0 { cfg.mtu } else { 1500 };
     r.note = Some(format!(
-        "VXLAN to {n} (UDP source port {:#06x}); sent if the fib finds {n}'s next hop \
-         (else passed once to the stack: pass_fib_no_neigh), and if the frame plus 50 bytes \
-         fits the MTU {mtu} (else tx_frag_needed)",
-        0xc000 | (flow_hash(&xlb_ct_key::new(f.src, f.dst, f.proto.number()), false) & 0x3fff)
+        "VXLAN to {n} (UDP source port {:#06x}) with the frontend {} (tunnel NAT: {n} \
+         reverse-NATs the replies, this node keeps the forward ct entry only); sent if the \
+         fib finds {n}'s next hop (else passed once to the stack: pass_fib_no_neigh), and if \
+         the frame plus 58 bytes fits the MTU {mtu} (else tx_frag_needed)",
+        0xc000 | (flow_hash(&xlb_ct_key::new(f.src, f.dst, f.proto.number()), false) & 0x3fff),
+        f.dst
     ));
     Ok(r)
 }
