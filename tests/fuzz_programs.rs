@@ -155,14 +155,24 @@ fn innermost_ip(f: &[u8]) -> Option<&[u8]> {
     }
     let ip = &f[14..];
     let hl = usize::from(ip[0] & 0xf) * 4;
-    if ip.len() >= hl + 16 + 34
-        && ip[9] == UDP
-        && ip[hl + 2..hl + 4] == VXLAN_PORT.to_be_bytes()
-        && ip[hl + 16 + 12..hl + 16 + 14] == [8, 0]
-    {
-        return Some(&ip[hl + 16 + 14..]);
+    if ip.len() >= hl + 16 + 34 && ip[9] == UDP && ip[hl + 2..hl + 4] == VXLAN_PORT.to_be_bytes() {
+        // the frontend trailer (XLB_VXLAN_F_FE) sits before the inner frame
+        let at = hl + 16 + vxlan_trailer_len(ip[hl + 11]);
+        if ip.len() >= at + 34 && ip[at + 12..at + 14] == [8, 0] {
+            return Some(&ip[at + 14..]);
+        }
     }
     Some(ip)
+}
+
+/// Bytes between the VXLAN header and the inner frame: the frontend trailer
+/// when the flags' last byte carries XLB_VXLAN_F_FE.
+fn vxlan_trailer_len(flags_low: u8) -> usize {
+    if flags_low & 0x02 != 0 {
+        8
+    } else {
+        0
+    }
 }
 
 fn mutate(rng: &mut StdRng, mut f: Vec<u8>) -> Vec<u8> {
@@ -297,10 +307,14 @@ fn check(input: &[u8], out: &[u8]) -> Result<(), String> {
         if udp_len != tot - hl {
             return Err("outer UDP length".into());
         }
-        if ip.len() < hl + 16 + 14 + 20 || ip[hl + 16 + 12..hl + 16 + 14] != [8, 0] {
+        if ip.len() < hl + 16 {
+            return Err("VXLAN header".into());
+        }
+        let at = hl + 16 + vxlan_trailer_len(ip[hl + 11]);
+        if ip.len() < at + 14 + 20 || ip[at + 12..at + 14] != [8, 0] {
             return Err("inner frame".into());
         }
-        &ip[hl + 16 + 14..]
+        &ip[at + 14..]
     } else {
         ip
     };
