@@ -83,9 +83,10 @@
 #define XLB_CT_F_FIN_FWD	(1 << 6)	/* the client sent a FIN */
 #define XLB_CT_F_FIN_REV	(1 << 7)	/* the backend sent a FIN */
 #define XLB_CT_F_RST		(1 << 8)	/* a RST was seen */
-/* tunnel-return entry (REVERSE | TUNNEL) of a flow whose frame carried its frontend
- * (XLB_VXLAN_F_FE): this node reverse-NATs the replies (nat_addr:nat_port) and sends
- * them back translated (XLB_VXLAN_F_XLATED); the balancing node keeps no reverse entry */
+/* tunnel NAT. On a tunnel-return entry (REVERSE | TUNNEL) of a flow whose frame carried
+ * its frontend (XLB_VXLAN_F_FE): this node reverse-NATs the replies (nat_addr:nat_port)
+ * and sends them back translated (XLB_VXLAN_F_XLATED). On the balancing node's forward
+ * entry (with REMOTE): the flow's only entry there, no reverse entry to check or close */
 #define XLB_CT_F_TNAT		(1 << 9)
 #define XLB_CT_F_CLOSING	(XLB_CT_F_FIN_FWD | XLB_CT_F_FIN_REV | XLB_CT_F_RST)
 #define XLB_CT_F_TCP_STATE	(XLB_CT_F_SYN | XLB_CT_F_CLOSING)
