@@ -289,21 +289,30 @@ fn tnat_backend_error_is_translated_at_its_node() {
         VETH_OF_POD,
         POD_MAC,
     );
-    let out = step(
-        &c,
-        Prog::Tc,
-        &input,
-        TC_ACT_REDIRECT,
-        XLB_R_TX_ICMP_RELATED,
-    );
+    let out = step(&c, Prog::Tc, &input, TC_ACT_REDIRECT, XLB_R_TX_ICMP_RELATED);
     let v = check_vxlan(&out, "C -> B");
     assert_eq!(Ipv4Addr::from(v.ip.destination), NODE);
     assert_eq!(v.flags, 0x0800_0004, "translated at C");
     check_icmp(&v.inner, "inner");
-    let want = icmp_error(ip("10.96.0.20:53"), CLIENT, PORT_UNREACH, 0, &sent.build(), 576);
-    assert_eq!(&v.inner[14..], &want[14..], "translated toward the client at C");
+    let want = icmp_error(
+        ip("10.96.0.20:53"),
+        CLIENT,
+        PORT_UNREACH,
+        0,
+        &sent.build(),
+        576,
+    );
+    assert_eq!(
+        &v.inner[14..],
+        &want[14..],
+        "translated toward the client at C"
+    );
     let out = step(&b, Prog::Xdp, &out, XDP_PASS, XLB_R_PASS_DECAP);
-    assert_eq!(out, with_macs(want, NODE_MAC, PEER_MAC), "B only decapsulates");
+    assert_eq!(
+        out,
+        with_macs(want, NODE_MAC, PEER_MAC),
+        "B only decapsulates"
+    );
 }
 
 const POD_MAC: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x02, 0x0a];

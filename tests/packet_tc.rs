@@ -525,7 +525,11 @@ fn two_nodes_tunnel_return_end_to_end() {
             let syn_ack = seg(BE_REMOTE, CLIENT_SA, 0x12).macs(POD_MAC, VETH_MAC);
             let (rc, back) = c.tc(&syn_ack.build());
             assert_eq!(rc, TC_ACT_REDIRECT);
-            assert_eq!(check_vxlan(&back, "C -> B").flags, 0x0800_0000, "untranslated");
+            assert_eq!(
+                check_vxlan(&back, "C -> B").flags,
+                0x0800_0000,
+                "untranslated"
+            );
             let (rc, to_client) = b.xdp_in(&back, Some(b.uplink));
             assert_eq!(rc, XDP_PASS);
             let (_, _, p) = check_eth_ipv4(&to_client, "SYN-ACK to client");
@@ -551,7 +555,10 @@ fn two_nodes_tunnel_return_end_to_end() {
     let before = b.reasons();
     let (rc, to_client) = b.xdp_in(&back, Some(b.uplink));
     assert_eq!(rc, XDP_PASS);
-    assert_eq!(b.reasons()[XLB_R_PASS_DECAP as usize] - before[XLB_R_PASS_DECAP as usize], 1);
+    assert_eq!(
+        b.reasons()[XLB_R_PASS_DECAP as usize] - before[XLB_R_PASS_DECAP as usize],
+        1
+    );
     let want = Frame {
         dst_mac: NODE_MAC,
         ..translated

@@ -66,7 +66,8 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
-            name: "remote backend, the client's ACK promotes the half-open flow: forward entry only",
+            name:
+                "remote backend, the client's ACK promotes the half-open flow: forward entry only",
             setup: |env| {
                 let (rc, _) = env.xdp(&syn("10.96.0.20:80").build());
                 assert_eq!(rc, XDP_REDIRECT);
@@ -107,7 +108,10 @@ fn cases() -> Vec<Case> {
                 f.tcp_flags = 0x11;
                 check_encap_to_peer(env, f, BE_REMOTE, out);
                 let fwd = assert_forward_only(env, CLIENT_SA, "10.96.0.20:80", BE_REMOTE, TCP);
-                assert_eq!(fwd.flags, XLB_CT_F_REMOTE | XLB_CT_F_TNAT | XLB_CT_F_FIN_FWD);
+                assert_eq!(
+                    fwd.flags,
+                    XLB_CT_F_REMOTE | XLB_CT_F_TNAT | XLB_CT_F_FIN_FWD
+                );
             },
         },
         Case {
@@ -129,9 +133,14 @@ fn cases() -> Vec<Case> {
             check: |_, _, _| {},
         },
         Case {
-            name: "remote backend, frame fits the MTU exactly after encap (58 bytes with the trailer)",
+            name:
+                "remote backend, frame fits the MTU exactly after encap (58 bytes with the trailer)",
             setup: no_setup,
-            frame: || syn("10.96.0.20:80").payload(&vec![0xab; 1500 - ENCAP_FE - 40]).build(),
+            frame: || {
+                syn("10.96.0.20:80")
+                    .payload(&vec![0xab; 1500 - ENCAP_FE - 40])
+                    .build()
+            },
             on_uplink: true,
             rc: XDP_TX,
             reason: XLB_R_TX_REMOTE,
@@ -457,7 +466,10 @@ fn cases() -> Vec<Case> {
             reason: XLB_R_PASS_DECAP,
             check: |env, _, _| {
                 let fwd = assert_forward_only(env, CLIENT_SA, "10.96.0.20:80", BE_REMOTE, TCP);
-                assert_eq!(fwd.flags, XLB_CT_F_REMOTE | XLB_CT_F_TNAT | XLB_CT_F_FIN_REV);
+                assert_eq!(
+                    fwd.flags,
+                    XLB_CT_F_REMOTE | XLB_CT_F_TNAT | XLB_CT_F_FIN_REV
+                );
             },
         },
         Case {
@@ -626,5 +638,8 @@ fn flow_cache_hit_keeps_the_frontend_trailer() {
         ct_at(&env, CLIENT_SA, "10.96.0.20:53", UDP).is_none(),
         "served from the flow cache (a ct miss would have written the entry again)"
     );
-    assert!(ct_at(&env, BE_REMOTE, CLIENT_SA, UDP).is_none(), "no reverse entry");
+    assert!(
+        ct_at(&env, BE_REMOTE, CLIENT_SA, UDP).is_none(),
+        "no reverse entry"
+    );
 }

@@ -24,7 +24,13 @@ pub fn fe_trailer(fe: SocketAddrV4) -> Vec<u8> {
 
 /// VXLAN from `src` to `dst` (the fixture's VNI) with flags word `flags`,
 /// `between` the VXLAN header and the inner frame.
-pub fn vxlan_with(inner: &[u8], src: Ipv4Addr, dst: Ipv4Addr, flags: u32, between: &[u8]) -> Vec<u8> {
+pub fn vxlan_with(
+    inner: &[u8],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    flags: u32,
+    between: &[u8],
+) -> Vec<u8> {
     let mut payload = between.to_vec();
     payload.extend_from_slice(inner);
     let mut f = vxlan(&payload, src, dst, VNI, false);
@@ -51,7 +57,13 @@ pub fn ct_at(env: &Env, src: &str, dst: &str, proto: u8) -> Option<xlb_ct_val> {
 
 /// B's state of a tunnel NAT flow `client -> fe` balanced to `backend`: the
 /// forward entry, flagged remote and tunnel NAT, and no reverse entry.
-pub fn assert_forward_only(env: &Env, client: &str, fe: &str, backend: &str, proto: u8) -> xlb_ct_val {
+pub fn assert_forward_only(
+    env: &Env,
+    client: &str,
+    fe: &str,
+    backend: &str,
+    proto: u8,
+) -> xlb_ct_val {
     let fwd = ct_at(env, client, fe, proto).expect("forward ct entry");
     assert!(!fwd.is_reverse());
     assert_eq!(
@@ -69,7 +81,14 @@ pub fn assert_forward_only(env: &Env, client: &str, fe: &str, backend: &str, pro
 
 /// C's tunnel-return entry of `backend -> client`: reverse, tunnel, tunnel
 /// NAT to `fe`, back to `peer`.
-pub fn assert_tnat_entry(env: &Env, backend: &str, client: &str, fe: &str, peer: Ipv4Addr, proto: u8) -> xlb_ct_val {
+pub fn assert_tnat_entry(
+    env: &Env,
+    backend: &str,
+    client: &str,
+    fe: &str,
+    peer: Ipv4Addr,
+    proto: u8,
+) -> xlb_ct_val {
     let rev = ct_at(env, backend, client, proto).expect("tunnel-return entry");
     assert_eq!(
         rev.flags & !XLB_CT_F_TCP_STATE,
@@ -77,6 +96,9 @@ pub fn assert_tnat_entry(env: &Env, backend: &str, client: &str, fe: &str, peer:
     );
     assert_eq!(rev.nat(), sa(fe), "this node reverse-NATs to the frontend");
     assert_eq!(rev.tunnel_peer(), Some(peer));
-    assert_eq!(rev.svc_id, XLB_NO_SVC, "the Service is the peer's: none counted here");
+    assert_eq!(
+        rev.svc_id, XLB_NO_SVC,
+        "the Service is the peer's: none counted here"
+    );
     rev
 }

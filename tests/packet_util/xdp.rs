@@ -143,7 +143,11 @@ fn check_encap(env: &Env, input_frame: Frame, backend: &str, out: &[u8], fe: Opt
     assert_eq!(Ipv4Addr::from(v.ip.source), NODE);
     assert_eq!(Ipv4Addr::from(v.ip.destination), PEER);
     assert_eq!(v.vni, VNI);
-    let flags = if fe.is_some() { 0x0800_0003 } else { 0x0800_0001 };
+    let flags = if fe.is_some() {
+        0x0800_0003
+    } else {
+        0x0800_0001
+    };
     assert_eq!(v.flags, flags, "I flag + xlb mark (+ frontend trailer)");
     let h = flow_hash(input_frame.src, input_frame.dst, input_frame.proto, false);
     assert_eq!(
