@@ -4,8 +4,9 @@
 //! remote backends (DNAT + VXLAN encap with the frontend trailer, the
 //! balancing node's forward-only ct entry, the MTU and ICMP fragmentation
 //! needed), replies and VXLAN from the underlay (decap, reverse NAT,
-//! re-encapsulation; the backend's node's tunnel NAT entry; translated
-//! replies), and the next-hop and VTEP caches that feed the encap.
+//! re-encapsulation), and the next-hop and VTEP caches that feed the encap.
+//! The tunnel NAT frames' other end (the backend's node, translated
+//! replies) is `packet_xdp_tnat.rs`.
 mod packet_util;
 
 use std::net::Ipv4Addr;
@@ -380,114 +381,6 @@ fn cases() -> Vec<Case> {
                 assert_eq!(p.dst(), sa(CLIENT_SA));
             },
         },
-        // --- tunnel NAT: the backend's node (C) ----------------------------------
-        Case {
-            name: "VXLAN with the frontend trailer: decap (trailer stripped), tunnel NAT entry",
-            setup: no_setup,
-            frame: || vxlan_fe(&ack(BE_LOCAL).build(), PEER, NODE, sa("10.96.0.20:80")),
-            on_uplink: true,
-            rc: XDP_PASS,
-            reason: XLB_R_PASS_DECAP,
-            check: |env, _, out| {
-                let want = Frame {
-                    dst_mac: NODE_MAC,
-                    ..ack(BE_LOCAL)
-                };
-                assert_eq!(out, want.build().as_slice());
-                assert_tnat_entry(env, BE_LOCAL, CLIENT_SA, "10.96.0.20:80", PEER, TCP);
-            },
-        },
-        Case {
-            name: "VXLAN with another frontend (or none before): the tunnel NAT entry is rewritten",
-            setup: |env| {
-                let plain = vxlan(&ack(BE_LOCAL).build(), PEER, NODE, VNI, true);
-                assert_eq!(env.xdp(&plain).0, XDP_PASS);
-                let f = vxlan_fe(&ack(BE_LOCAL).build(), PEER, NODE, sa("10.96.0.20:80"));
-                assert_eq!(env.xdp(&f).0, XDP_PASS);
-                assert_tnat_entry(env, BE_LOCAL, CLIENT_SA, "10.96.0.20:80", PEER, TCP);
-            },
-            frame: || vxlan_fe(&ack(BE_LOCAL).build(), PEER, NODE, sa("198.18.0.1:30080")),
-            on_uplink: true,
-            rc: XDP_PASS,
-            reason: XLB_R_PASS_DECAP,
-            check: |env, _, _| {
-                assert_tnat_entry(env, BE_LOCAL, CLIENT_SA, "198.18.0.1:30080", PEER, TCP);
-            },
-        },
-        Case {
-            name: "VXLAN with the frontend flag but a truncated trailer: counted, untouched",
-            setup: no_setup,
-            frame: || vxlan_with(&[], PEER, NODE, VX_SVC_FE, &[10, 96, 0, 20]),
-            on_uplink: true,
-            rc: XDP_PASS,
-            reason: XLB_R_PASS_TRUNC_VXLAN,
-            check: unchanged,
-        },
-        Case {
-            name: "VXLAN with the frontend flag but no Service mark: not xlb's",
-            setup: no_setup,
-            frame: || {
-                let t = fe_trailer(sa("10.96.0.20:80"));
-                vxlan_with(&ack(BE_LOCAL).build(), PEER, NODE, 0x0800_0002, &t)
-            },
-            on_uplink: true,
-            rc: XDP_PASS,
-            reason: XLB_R_PASS_VXLAN_OTHER,
-            check: unchanged,
-        },
-        // --- tunnel NAT: translated replies back at the balancing node (B) -------
-        Case {
-            name: "translated reply (XLATED): decap and pass, the forward entry untouched",
-            setup: |env| open(env, "10.96.0.20:80"),
-            frame: || vxlan_xlated(&ack_from("10.96.0.20:80").build(), PEER, NODE),
-            on_uplink: true,
-            rc: XDP_PASS,
-            reason: XLB_R_PASS_DECAP,
-            check: |env, _, out| {
-                let want = Frame {
-                    dst_mac: NODE_MAC,
-                    ..ack_from("10.96.0.20:80")
-                };
-                assert_eq!(out, want.build().as_slice());
-                let fwd = assert_forward_only(env, CLIENT_SA, "10.96.0.20:80", BE_REMOTE, TCP);
-                assert_eq!(fwd.flags, XLB_CT_F_REMOTE | XLB_CT_F_TNAT);
-            },
-        },
-        Case {
-            name: "translated FIN: the forward entry records the backend's FIN",
-            setup: |env| open(env, "10.96.0.20:80"),
-            frame: || {
-                let mut f = ack_from("10.96.0.20:80");
-                f.tcp_flags = 0x11;
-                vxlan_xlated(&f.build(), PEER, NODE)
-            },
-            on_uplink: true,
-            rc: XDP_PASS,
-            reason: XLB_R_PASS_DECAP,
-            check: |env, _, _| {
-                let fwd = assert_forward_only(env, CLIENT_SA, "10.96.0.20:80", BE_REMOTE, TCP);
-                assert_eq!(
-                    fwd.flags,
-                    XLB_CT_F_REMOTE | XLB_CT_F_TNAT | XLB_CT_F_FIN_REV
-                );
-            },
-        },
-        Case {
-            name: "translated RST: the forward entry is closed",
-            setup: |env| open(env, "10.96.0.20:80"),
-            frame: || {
-                let mut f = ack_from("10.96.0.20:80");
-                f.tcp_flags = 0x04;
-                vxlan_xlated(&f.build(), PEER, NODE)
-            },
-            on_uplink: true,
-            rc: XDP_PASS,
-            reason: XLB_R_PASS_DECAP,
-            check: |env, _, _| {
-                let fwd = assert_forward_only(env, CLIENT_SA, "10.96.0.20:80", BE_REMOTE, TCP);
-                assert_eq!(fwd.flags, XLB_CT_F_REMOTE | XLB_CT_F_TNAT | XLB_CT_F_RST);
-            },
-        },
     ]
 }
 
@@ -498,18 +391,11 @@ fn ack(dst: &str) -> Frame {
     f
 }
 
-/// A reply segment (ACK) from `src` to the client, as the client receives it.
-fn ack_from(src: &str) -> Frame {
-    let mut f = Frame::tcp(sa(src), sa(CLIENT_SA)).macs(PEER_MAC, NODE_MAC);
-    f.tcp_flags = 0x10;
-    f
-}
-
 #[test]
 fn xdp_encap_table() {
     let Some(env) = Env::new() else { return };
     let cases = cases();
-    assert!(cases.len() >= 27, "{} cases", cases.len());
+    assert!(cases.len() >= 20, "{} cases", cases.len());
     run_table(&env, Prog::Xdp, &cases);
 }
 
@@ -588,58 +474,4 @@ fn vtep_cache_follows_tunnel_changes() {
     assert_eq!(rc, XDP_DROP, "no tunnel entry any more");
     let r = XLB_R_DROP_NO_TUNNEL as usize;
     assert_eq!(after[r] - before[r], 1, "counted as drop_no_tunnel");
-}
-
-/// Pins this thread to the CPU it runs on: the per-CPU flow cache then sees
-/// every frame of the test.
-fn pin_cpu() {
-    // SAFETY: plain syscalls on this thread with valid arguments.
-    unsafe {
-        let cpu = libc::sched_getcpu();
-        assert!(cpu >= 0);
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0
-        );
-    }
-}
-
-/// A flow-cache hit (flowcache.h) of a tunnel NAT flow is sent like a ct hit:
-/// with the frontend trailer, its cached encapsulation reused. The hit is
-/// proven by deleting the ct entry behind the cache's back (no ct_epoch
-/// bump): served from the cache, the frame writes no ct entry again.
-#[test]
-fn flow_cache_hit_keeps_the_frontend_trailer() {
-    use libbpf_rs::MapCore;
-    let Some(env) = Env::new() else { return };
-    fixture(&env);
-    pin_cpu();
-    let f = Frame::udp(sa(CLIENT_SA), sa("10.96.0.20:53"));
-    for _ in 0..3 {
-        let (rc, out) = env.xdp(&f.build());
-        assert_eq!(rc, XDP_REDIRECT);
-        check_encap_to_peer(&env, f.clone(), BE_REMOTE, &out);
-    }
-    let key = xlb_ct_key::new(sa(CLIENT_SA), sa("10.96.0.20:53"), UDP);
-    // SAFETY: xlb_ct_key is a plain repr(C) struct of the map's key size.
-    let raw = unsafe {
-        std::slice::from_raw_parts(
-            (&key as *const xlb_ct_key).cast::<u8>(),
-            std::mem::size_of::<xlb_ct_key>(),
-        )
-    };
-    env.dp.xdp.maps.ct.delete(raw).unwrap();
-    let (rc, out) = env.xdp(&f.build());
-    assert_eq!(rc, XDP_REDIRECT);
-    check_encap_to_peer(&env, f.clone(), BE_REMOTE, &out);
-    assert!(
-        ct_at(&env, CLIENT_SA, "10.96.0.20:53", UDP).is_none(),
-        "served from the flow cache (a ct miss would have written the entry again)"
-    );
-    assert!(
-        ct_at(&env, BE_REMOTE, CLIENT_SA, UDP).is_none(),
-        "no reverse entry"
-    );
 }
