@@ -271,8 +271,17 @@ int xlb_pg_sink(struct xdp_md *ctx)
 		return XDP_DROP;
 	if (proto == IPPROTO_UDP &&
 	    (dport == bpf_htons(PG_VXLAN_PORT) || dport == bpf_htons(PG_VXLAN_IANA))) {
-		/* outer UDP, 8 bytes of VXLAN, inner Ethernet */
-		if (pg_l4(l4 + sizeof(struct udphdr) + 8, data_end, &proto, &l4, &dport))
+		/* outer UDP, 8 bytes of VXLAN (then xlb's 8-byte frontend
+		 * trailer when the flags carry XLB_VXLAN_F_FE, vxlan.h), inner
+		 * Ethernet */
+		__u8 *vx = l4 + sizeof(struct udphdr);
+		__u32 skip = 8;
+
+		if ((void *)(vx + 8) > data_end)
+			return XDP_DROP;
+		if (vx[3] & 0x02)
+			skip += 8;
+		if (pg_l4(vx + skip, data_end, &proto, &l4, &dport))
 			return XDP_DROP;
 		vxlan = 1;
 	}
