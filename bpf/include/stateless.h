@@ -42,12 +42,13 @@ static __always_inline struct xlb_svc_stable *xlb_stable_of(__u32 svc_id)
 }
 
 /* No ct entry of the Service can be live: window closed, and none hit or
- * written within the UDP timeout. */
+ * written within the UDP timeout (plus the second ct_seen and an entry's
+ * last_seen may each lag behind the last hit). */
 static __always_inline int xlb_stable_no_ct(const struct xlb_svc_stable *st,
 					    const struct xlb_config *cfg, __u64 now)
 {
 	return now >= st->window_end &&
-	       xlb_age(now, st->ct_seen) > xlb_ct_timeout(cfg, 0, IPPROTO_UDP);
+	       xlb_age(now, st->ct_seen) > xlb_ct_timeout(cfg, 0, IPPROTO_UDP) + XLB_CT_TOUCH_NS;
 }
 
 /* A ct entry of the Service was hit or written: its flows must look ct up
