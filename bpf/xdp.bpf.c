@@ -45,6 +45,7 @@ int xlb_xdp6(struct xdp_md *ctx);
 #include "include/lb.h"
 #include "include/ct.h"
 #include "include/ctsyn.h"
+#include "include/stateless.h"
 #include "include/nat.h"
 #include "include/vxlan.h"
 #include "include/icmp.h"
@@ -65,12 +66,13 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		.dport = x->p.dport, .proto = x->p.proto,
 	};
 	struct xlb_choice ch = {};
-	struct xlb_svc_val *svc;
+	struct xlb_svc_stable *st = NULL;
+	struct xlb_svc_val *svc = NULL;
 	struct xlb_ct_val *v, *rv, sv;
 	struct xlb_syn hs, *s;
 	struct xlb_fc_ref fc;
 	struct xlb_fc *c;
-	int r, event = XLB_OK;
+	int r, event = XLB_OK, skip_ct = 0;
 	__u64 now;
 
 	x->t = &t;
@@ -107,7 +109,16 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	if (!x->tun.peer && !xlb_be_maybe(t.saddr) &&
 	    !xlb_frontend_maybe(t.daddr, t.dport, t.proto))
 		return xlb_done(XLB_R_PASS_NOT_SERVICE, x->bytes, XDP_PASS);
-	v = bpf_map_lookup_elem(&ct, &t);
+	/* UDP from the uplink, from no backend: its Service first, and no ct
+	 * lookup when no ct entry of the Service can be live (stateless.h) */
+	if (t.proto == IPPROTO_UDP && !x->tun.peer && !xlb_be_maybe(t.saddr)) {
+		svc = xlb_service(t.daddr, t.dport, t.proto, x->cfg->node_addr);
+		if (!svc)
+			return xlb_done(XLB_R_PASS_NOT_SERVICE, x->bytes, XDP_PASS);
+		st = xlb_stable_of(svc->svc_id);
+		skip_ct = st && xlb_stable_no_ct(st, x->cfg, xlb_now_of(x));
+	}
+	v = skip_ct ? NULL : bpf_map_lookup_elem(&ct, &t);
 	if (v) {
 		now = xlb_now_of(x);
 		if (v->flags & XLB_CT_F_REVERSE) {
@@ -125,12 +136,15 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		} else if ((r = xlb_ct_backend(v, x->cfg, t.proto, x->p.tcp_flags, now, &ch))) {
 			xlb_count_svc(v->svc_id, x->bytes);
 			x->svc_id = v->svc_id;
+			if (st)
+				xlb_stable_seen(st, now);
 			if (r & XLB_CT_CHECK)
 				xlb_ct_reverse_keep(&t, &ch, v, now);
 			if (xlb_tcp_open(x->p.tcp_flags))
 				xlb_syn_end_flow(&t, &ch);	/* the newest flow of its ports */
 			if (r & XLB_CT_SYNC)
 				xlb_ct_sync_reverse(&t, &ch, v->flags & XLB_CT_F_CLOSING);
+cache:
 			if (xlb_fc_put(&fc, &t, v, now, xlb_hash_of(x, &t)))
 				x->fc = fc.slot;
 			goto forward;
@@ -152,7 +166,8 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 			goto forward;
 		}
 	}
-	svc = xlb_service(t.daddr, t.dport, t.proto, x->cfg->node_addr);
+	if (!svc)
+		svc = xlb_service(t.daddr, t.dport, t.proto, x->cfg->node_addr);
 	if (!svc) {
 		/* a backend's reply to a half-open connection (its SYN-ACK) */
 		if (t.proto == IPPROTO_TCP && (s = xlb_syn_rev(&t, &hs)) &&
@@ -177,6 +192,17 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		return xlb_reject(x);
 	if (r != XLB_OK)
 		return xlb_end(x, r, XDP_DROP);
+	/* A UDP flow of a Service with a stateless path: none in ct when the
+	 * table names its remote backend (stateless.h) */
+	if (st) {
+		if (xlb_stable_choice(st, xlb_hash_of(x, &t), now, &ch) == XLB_STABLE_FREE && !v) {
+			/* cached as a ct hit would be (one call site) */
+			xlb_stable_val(&ch, svc->svc_id, now, &sv);
+			v = &sv;
+			goto cache;
+		}
+		xlb_stable_seen(st, now);
+	}
 	/* A new connection's SYN: half-open, one ct_syn slot (ctsyn.h); a
 	 * SYN on the ports of a dead ct entry, and everything else, opens ct
 	 * entries. */

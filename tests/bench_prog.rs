@@ -6,11 +6,13 @@ use std::process::Command;
 use serde_json::Value;
 use xlb_testkit::privileged;
 
-const PATHS: [&str; 12] = [
+const PATHS: [&str; 14] = [
     "not_ours_pass",
     "ct_hit_local_dnat",
     "ct_miss_maglev_choice",
     "remote_vxlan_encap",
+    "udp_new_flow_stateless",
+    "udp_new_flow_ct",
     "vxlan_decap_reverse_nat",
     "drop_src_range",
     "drop_monitor_on",

@@ -66,6 +66,9 @@ fn reset(env: &Env) {
         m.delete_service(&k).unwrap();
     }
     env.clear_state();
+    for svc_id in 1..=16 {
+        m.put_svc_stable(svc_id, &Default::default()).unwrap();
+    }
     for k in m.src_ranges().unwrap() {
         m.delete_src_range(&k).unwrap();
     }
@@ -164,6 +167,29 @@ fn fill(env: &Env, r: &mut Rng) -> Vec<SocketAddrV4> {
             },
         )
         .unwrap();
+        // a stateless path (stateless.h) for some UDP Services without
+        // affinity: the window closed, or open with a stable table of its own
+        if k.proto == Proto::Udp.number()
+            && flags & XLB_SVC_F_AFFINITY == 0
+            && size > 0
+            && r.chance(60)
+        {
+            let window = r.chance(50);
+            let stable: Vec<u32> = (0..size)
+                .map(|_| 1 + r.below(u64::from(NBACKENDS) + 1) as u32)
+                .collect();
+            m.write_maglev(off + 16, &stable).unwrap();
+            m.put_svc_stable(
+                svc_id,
+                &xlb_svc_stable {
+                    table_off: if window { off + 16 } else { off },
+                    table_size: size,
+                    window_end: if window { now + 60 * 1_000_000_000 } else { 0 },
+                    ct_seen: 0,
+                },
+            )
+            .unwrap();
+        }
         if flags & XLB_SVC_F_SRC_RANGES != 0 {
             m.put_src_range(&xlb_src_range_key::new(
                 svc_id,
@@ -340,6 +366,14 @@ fn explain_outcome_equals_the_programs() {
             if e.steps.iter().any(|s| s.found.contains("another node's")) {
                 *seen.entry("other node's NodePort".into()).or_default() += 1;
             }
+            for (what, text) in [
+                ("stateless", "no ct entry"),
+                ("stable table kept", "stable table"),
+            ] {
+                if e.steps.iter().any(|s| s.found.contains(text)) {
+                    *seen.entry(what.into()).or_default() += 1;
+                }
+            }
             cases += 1;
         }
     }
@@ -354,6 +388,8 @@ fn explain_outcome_equals_the_programs() {
         "drop_src_range",
         "drop_itp_local",
         "other node's NodePort",
+        "stateless",
+        "stable table kept",
     ] {
         assert!(seen.contains_key(r), "no case reached {r}: {seen:?}");
     }

@@ -170,6 +170,27 @@ fn tcp_frame(
     f
 }
 
+/// Ethernet / IPv4 / UDP with 18 bytes of payload and no UDP checksum (valid
+/// over IPv4).
+fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: SocketAddrV4, dst: SocketAddrV4) -> Vec<u8> {
+    let mut udp = vec![0u8; 26];
+    udp[0..2].copy_from_slice(&src.port().to_be_bytes());
+    udp[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    udp[4..6].copy_from_slice(&26u16.to_be_bytes());
+    let mut ip = vec![0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    ip.extend_from_slice(&src.ip().octets());
+    ip.extend_from_slice(&dst.ip().octets());
+    let c = fold(sum16(&ip));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&udp);
+    f
+}
+
 fn vxlan(inner: &[u8], src: Ipv4Addr, dst: Ipv4Addr, vni: u32) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&NODE_MAC);
@@ -414,6 +435,33 @@ pub fn measure(calls: u32) -> Result<Report> {
             ..Default::default()
         },
     )?;
+    // Two UDP Services on the remote backend: one with a stateless path
+    // (svc_stable; brand new, so no ct entry of it can exist), one without.
+    for (vip, id, off, stateless) in [
+        ([10, 96, 0, 21], 5, 2048, true),
+        ([10, 96, 0, 22], 6, 2304, false),
+    ] {
+        m.write_maglev(off, &[4; 251])?;
+        m.put_service(
+            &xlb_svc_key::addr(sa(vip, 53), Proto::Udp),
+            &xlb_svc_val {
+                svc_id: id,
+                table_off: off,
+                table_size: 251,
+                ..Default::default()
+            },
+        )?;
+        if stateless {
+            m.put_svc_stable_new(
+                id,
+                &xlb_svc_stable {
+                    table_off: off,
+                    table_size: 251,
+                    ..Default::default()
+                },
+            )?;
+        }
+    }
     let mon = xlb_bpf::monitor::MonitorMaps::from_skel(&dp.xdp)?;
     let mut rb = libbpf_rs::RingBufferBuilder::new();
     rb.add(&mon.events, |_: &[u8]| 0)?;
@@ -443,6 +491,17 @@ pub fn measure(calls: u32) -> Result<Report> {
             tcp_frame(cmac, NODE_MAC, src, sa([10, 96, 0, 11], 80), SYN)
         })
         .collect();
+    let udp_new = |vip: [u8; 4]| -> Vec<Vec<u8>> {
+        (0..flows_needed)
+            .map(|i| {
+                let src = sa(
+                    [198, 18, 1 + (i / 60000) as u8, (i % 250) as u8 + 1],
+                    1024 + (i % 60000) as u16,
+                );
+                udp_frame(cmac, NODE_MAC, src, sa(vip, 53))
+            })
+            .collect()
+    };
     let not_ours = tcp_frame(cmac, NODE_MAC, client, sa([198, 18, 0, 99], 80), ACK);
     let f6 = v6::setup(&dp, flows_needed)?;
     for (f, want) in [(&f6.hit, XDP_PASS), (&f6.remote, XDP_TX)] {
@@ -489,6 +548,14 @@ pub fn measure(calls: u32) -> Result<Report> {
         Path::new("ct_hit_local_dnat", xdp, vec![hit], up, XDP_PASS),
         Path::new("ct_miss_maglev_choice", xdp, miss.clone(), up, XDP_PASS),
         Path::new("remote_vxlan_encap", xdp, vec![remote], up, XDP_TX),
+        Path::new(
+            "udp_new_flow_stateless",
+            xdp,
+            udp_new([10, 96, 0, 21]),
+            up,
+            XDP_TX,
+        ),
+        Path::new("udp_new_flow_ct", xdp, udp_new([10, 96, 0, 22]), up, XDP_TX),
         Path::new("vxlan_decap_reverse_nat", xdp, vec![decap], up, XDP_PASS),
         Path::new("drop_src_range", xdp, vec![denied.clone()], up, XDP_DROP),
         Path::new("drop_src_range", xdp, vec![denied.clone()], up, XDP_DROP)

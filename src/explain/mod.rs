@@ -62,6 +62,8 @@ pub trait View {
     fn tunnel(&self, addr: Ipv4Addr) -> anyhow::Result<Option<xlb_tunnel_val>>;
     /// CLOCK_MONOTONIC ns (the clock of `last_seen`).
     fn now(&self) -> u64;
+    /// `svc_stable[svc_id]` when the Service has a stateless path.
+    fn svc_stable(&self, svc_id: u32) -> anyhow::Result<Option<xlb_svc_stable>>;
 }
 
 /// The data plane's flow hash (hash.h `xlb_flow_hash`): words as stored
@@ -210,8 +212,11 @@ fn walk(v: &dyn View, f: &Flow, steps: &mut Vec<Step>) -> anyhow::Result<Outcome
     let t = xlb_ct_key::new(f.src, f.dst, f.proto.number());
     let xdp = f.iface == Iface::Uplink;
     let (pass, drop) = (Verdict::Pass, Verdict::Drop);
+    // whether the source may be a backend's address (XDP's be_filter)
+    let mut from_backend = true;
     if xdp {
         let be = v.be_filter(*f.src.ip())? != Some(0);
+        from_backend = be;
         let fe = v.fe_filter(&xlb_svc_key::addr(f.dst, f.proto))? != Some(0)
             || v.fe_filter(&xlb_svc_key::nodeport(f.dst.port(), f.proto))? != Some(0);
         steps.push(Step {
@@ -391,7 +396,67 @@ fn walk(v: &dyn View, f: &Flow, steps: &mut Vec<Step>) -> anyhow::Result<Outcome
         ),
     });
     match (id, b) {
-        (Some(id), Some(b)) => Ok(with_svc(forward(v, &cfg, f, id, &b, steps)?)),
+        (Some(id), Some(b)) => {
+            let (id, b) = if xdp && f.proto == Proto::Udp && !aff && !from_backend {
+                stateless(v, svc.svc_id, h, now, (id, b), steps)?
+            } else {
+                (id, b)
+            };
+            Ok(with_svc(forward(v, &cfg, f, id, &b, steps)?))
+        }
         _ => Ok(with_svc(Outcome::new(drop, "drop_bad_maglev"))),
     }
+}
+
+/// A new UDP flow from the uplink of a Service with a stateless path
+/// (stateless.h): in a window, the stable table's backend while it lives;
+/// whether the flow gets a ct entry.
+fn stateless(
+    v: &dyn View,
+    svc_id: u32,
+    h: u32,
+    now: u64,
+    (id, b): (u32, xlb_backend),
+    steps: &mut Vec<Step>,
+) -> anyhow::Result<(u32, xlb_backend)> {
+    let Some(st) = v.svc_stable(svc_id)? else {
+        return Ok((id, b));
+    };
+    let mut chosen = (id, b);
+    let mut kept = false;
+    let window = now < st.window_end;
+    if window {
+        let slot = st.table_off.wrapping_add(h % st.table_size);
+        if let Some(sid) = v.maglev(slot)? {
+            if sid != id {
+                kept = true;
+                if let Some(sb) = active_backend(v, sid)? {
+                    chosen = (sid, sb);
+                }
+            }
+        }
+    }
+    let remote = chosen.1.node != 0;
+    let what = if window {
+        format!(
+            "a window for {} s more (the table changed): the stable table (at {}) names backend {}",
+            (st.window_end - now) / XLB_NSEC,
+            st.table_off,
+            chosen.0
+        )
+    } else {
+        "the table is stable".to_string()
+    };
+    steps.push(Step {
+        step: "stateless",
+        found: format!(
+            "{what}; {}",
+            if kept || !remote {
+                "the flow is kept in ct"
+            } else {
+                "no ct entry (the backend's node reverse-NATs the replies)"
+            }
+        ),
+    });
+    Ok(chosen)
 }

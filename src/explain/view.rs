@@ -83,6 +83,13 @@ impl View for MapsView<'_> {
         let k = xlb_tunnel_key::new(addr, 32);
         lookup(&self.0.tunnel, "tunnel", &k)
     }
+    fn svc_stable(&self, svc_id: u32) -> anyhow::Result<Option<xlb_svc_stable>> {
+        if !self.0.has_svc_stable() {
+            return Ok(None);
+        }
+        let st = self.0.svc_stable(svc_id)?;
+        Ok((st.table_size != 0).then_some(st))
+    }
     fn now(&self) -> u64 {
         let mut ts = libc::timespec {
             tv_sec: 0,

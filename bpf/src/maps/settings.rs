@@ -77,6 +77,13 @@ impl Maps {
         };
         put(self.svc_stable_map()?, "svc_stable", &svc_id, &v)
     }
+    /// Writes `svc_stable[svc_id]` of a Service no ct entry can exist of
+    /// (a frontend just created: nothing was balanced to it yet), `ct_seen`
+    /// 0: the data plane skips the ct lookup for its UDP flows from the start.
+    pub fn put_svc_stable_new(&self, svc_id: u32, v: &xlb_svc_stable) -> Result<()> {
+        let v = xlb_svc_stable { ct_seen: 0, ..*v };
+        put(self.svc_stable_map()?, "svc_stable", &svc_id, &v)
+    }
 
     /// `remote_addrs`, or [`Error::MissingMap`] for pins of an older xlb.
     fn remote_map(&self) -> Result<&libbpf_rs::MapHandle> {

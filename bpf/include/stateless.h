@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * xlb: stateless UDP flows (XDP, uplink). While a Service's Maglev table
+ * stays unchanged, a flow's backend is the table's choice for its hash at
+ * every packet: a ct entry would only repeat it. So a new UDP flow of an
+ * eligible Service (svc_stable, written by the agent: UDP, no affinity,
+ * Cluster traffic policy) from the uplink to a remote backend gets no ct
+ * entry; its replies are reverse-NATed by the backend's node (tunnel NAT,
+ * vxlan.h), so this node keeps nothing of it.
+ *
+ * A table change opens a window of ct_udp (window_end): a flow without a ct
+ * entry may then be one that followed the table in force before (the stable
+ * table). It keeps that table's backend while the backend lives, in a ct
+ * entry when it differs from the current table's choice; new flows cannot be
+ * told apart from those and are treated the same, which is why the window
+ * lasts as long as an idle UDP flow would keep its ct entry. After the window
+ * every flow without a ct entry follows the current table again.
+ *
+ * ct is not even looked up for such a frame when no ct entry of its Service
+ * can exist: the window is closed and no ct entry of the Service was hit or
+ * written within ct_udp (ct_seen; entries pinned in a window stay live only
+ * while their flows send, and each real hit refreshes ct_seen).
+ * docs/dp.md, "Stateless UDP flows".
+ */
+#ifndef XLB_STATELESS_H
+#define XLB_STATELESS_H
+
+#include "maps.h"
+#include "clock.h"
+#include "lb.h"
+#include "ct.h"
+
+#define XLB_STABLE_CT		0	/* keep the flow in ct, with the backend in ch */
+#define XLB_STABLE_FREE		1	/* no ct entry: the flow follows the table */
+
+/* svc_id's svc_stable entry when the Service has a stateless path, or NULL. */
+static __always_inline struct xlb_svc_stable *xlb_stable_of(__u32 svc_id)
+{
+	struct xlb_svc_stable *st = bpf_map_lookup_elem(&svc_stable, &svc_id);
+
+	return st && st->table_size ? st : NULL;
+}
+
+/* No ct entry of the Service can be live: window closed, and none hit or
+ * written within the UDP timeout (plus the second ct_seen and an entry's
+ * last_seen may each lag behind the last hit). */
+static __always_inline int xlb_stable_no_ct(const struct xlb_svc_stable *st,
+					    const struct xlb_config *cfg, __u64 now)
+{
+	return now >= st->window_end &&
+	       xlb_age(now, st->ct_seen) > xlb_ct_timeout(cfg, 0, IPPROTO_UDP) + XLB_CT_TOUCH_NS;
+}
+
+/* A ct entry of the Service was hit or written: its flows must look ct up
+ * for one more UDP timeout. A write at most once a second. */
+static __always_inline void xlb_stable_seen(struct xlb_svc_stable *st, __u64 now)
+{
+	if (xlb_age(now, st->ct_seen) > XLB_CT_TOUCH_NS)
+		st->ct_seen = now;
+}
+
+static __always_inline void xlb_stable_seen_id(__u32 svc_id, __u64 now)
+{
+	struct xlb_svc_stable *st = xlb_stable_of(svc_id);
+
+	if (st)
+		xlb_stable_seen(st, now);
+}
+
+/*
+ * A UDP flow from the uplink without a ct entry, of a Service with svc_stable
+ * st; ch: the current table's choice for hash. XLB_STABLE_FREE when the flow
+ * needs no ct entry (a remote backend that the stable table names too, or any
+ * remote choice once the window is closed); else XLB_STABLE_CT, with ch the
+ * stable table's backend when it lives and differs.
+ */
+static __always_inline int xlb_stable_choice(const struct xlb_svc_stable *st, __u32 hash,
+					     __u64 now, struct xlb_choice *ch)
+{
+	__u32 slot, *id;
+
+	if (now < st->window_end) {
+		slot = st->table_off + hash % st->table_size;
+		id = bpf_map_lookup_elem(&maglev, &slot);
+		/* its backend gone (xlb_backend_get leaves ch as it is when the
+		 * slot names none): the current choice, kept */
+		if (!id)
+			return XLB_STABLE_CT;
+		if (*id != ch->backend_id) {
+			xlb_backend_get(*id, ch);
+			return XLB_STABLE_CT;
+		}
+	}
+	return ch->node ? XLB_STABLE_FREE : XLB_STABLE_CT;
+}
+
+/* What the flow cache keeps of a stateless flow: its choice, as a forward
+ * ct entry would say it (the same checks on a cached hit: backend active at
+ * the same generation). */
+static __always_inline void xlb_stable_val(const struct xlb_choice *ch, __u32 svc_id, __u64 now,
+					   struct xlb_ct_val *v)
+{
+	*v = (struct xlb_ct_val){
+		.backend_id = ch->backend_id,
+		.generation = ch->generation,
+		.svc_id = svc_id,
+		.flags = XLB_CT_F_REMOTE,
+		.last_seen = now,
+	};
+}
+
+#endif /* XLB_STATELESS_H */
