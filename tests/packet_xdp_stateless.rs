@@ -65,10 +65,10 @@ fn send(env: &Env, c: SocketAddrV4) -> SocketAddrV4 {
     let inner = match rc {
         XDP_TX | XDP_REDIRECT => {
             let v = check_vxlan(&out, "encap");
-            assert!(v.flags & 1 != 0, "xlb mark");
-            // the frontend trailer (XLB_VXLAN_F_FE) when present
-            let skip = if v.flags & 2 != 0 { 8 } else { 0 };
-            v.inner[skip..].to_vec()
+            assert_eq!(v.flags, 0x0800_0003, "xlb mark + frontend trailer");
+            // the backend's node reverse-NATs the replies to the frontend
+            assert_eq!(v.fe, Some(sa(VIP)), "the frontend trailer");
+            v.inner
         }
         XDP_PASS => out,
         rc => panic!("{c}: verdict {rc}"),
