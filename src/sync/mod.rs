@@ -49,6 +49,7 @@
 //! [`SyncReport::failed`] with the reason; the other ports go on.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub mod fake;
 mod ops;
@@ -100,6 +101,40 @@ pub struct SyncOptions {
     /// Where svc_id -> name is persisted (and read back on adopt); `None`:
     /// not persisted. See [`crate::names`].
     pub names_file: Option<PathBuf>,
+    /// The data plane's UDP ct timeout in seconds (`config.ct_udp`; 0: the
+    /// default `XLB_CT_UDP_S`): the length of a stable-table window.
+    pub ct_udp: u32,
+    /// The clock of `svc_stable` windows (CLOCK_MONOTONIC ns; tests drive
+    /// their own).
+    pub clock: Clock,
+}
+
+/// A CLOCK_MONOTONIC-ns clock: the real one, or a test's.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl Clock {
+    /// A clock reading `f`.
+    pub fn new(f: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+    /// Now, in ns.
+    pub fn now(&self) -> u64 {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    /// CLOCK_MONOTONIC, the data plane's.
+    fn default() -> Self {
+        Self::new(xlb_bpf::maps::monotonic_ns)
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
 }
 
 /// Occupancy of the agent-owned maps, for metrics.
