@@ -443,3 +443,64 @@ fn older_pins_without_svc_stable() {
     drop(s);
     assert!(!fake.ops.iter().any(|o| matches!(o, Op::PutSvcStable(..))));
 }
+
+/// Random changes of UDP Services (backends, affinity, policy, deletes),
+/// the clock moving, ticks and restarts: the fake fails any write over a
+/// region `svc_stable` names and any reuse of an id it names; after each
+/// step the maps hold the desired state and every entry is consistent.
+#[test]
+fn churn_with_windows_and_restarts_fake() {
+    let mut fake = FakeMaps::new(1024, 64, 1 << 16);
+    let (t, opts) = clock(10 * S);
+    let mut rng = xlb_testkit::XorShift(0x5eed_57ab);
+    let mut want: Vec<Option<(Kind, Vec<u8>)>> = vec![None; 6];
+    let mut s = Syncer::adopt(&mut fake, opts.clone()).unwrap();
+    for step in 0..400 {
+        let n = rng.below(6) as usize;
+        want[n] = match rng.below(8) {
+            0 => None,
+            1 => Some((Kind::Affinity, want[n].take().map(|w| w.1).unwrap_or_default())),
+            2 => Some((Kind::Local, want[n].take().map(|w| w.1).unwrap_or_default())),
+            _ => {
+                let k = rng.below(5) as usize;
+                let mut h: Vec<u8> = (0..k).map(|_| 1 + rng.below(12) as u8).collect();
+                h.sort();
+                h.dedup();
+                Some((Kind::Udp, h))
+            }
+        };
+        t.fetch_add(rng.below(20) * S, Ordering::Relaxed);
+        if rng.below(4) == 0 {
+            s.tick();
+        }
+        if step % 50 == 49 {
+            drop(s);
+            s = Syncer::adopt(&mut fake, opts.clone()).unwrap();
+        }
+        let list: Vec<(u8, Kind, &[u8])> = want
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| w.as_ref().map(|(k, h)| (i as u8 + 1, *k, &h[..])))
+            .collect();
+        let d = state(&list);
+        let r = s.apply(&d).unwrap();
+        assert!(r.failed.is_empty(), "step {step}: {:?}", r.failed);
+        let bad = verify(s.maps(), &d, s.service_names());
+        assert!(bad.is_empty(), "step {step}: {bad:#?}");
+        let now = t.load(Ordering::Relaxed);
+        for (id, v) in s.maps().svc_stables().unwrap() {
+            let name = s.service_names().get(&id).cloned().unwrap_or_default();
+            let n: usize = name["default/u".len()..name.find(':').unwrap()].parse().unwrap();
+            let (kind, hosts) = want[n - 1].clone().expect("an entry of a deleted Service");
+            assert!(kind == Kind::Udp && !hosts.is_empty(), "step {step}: {name} {v:?}");
+            let cur = live(s.maps(), id);
+            if v.window_end == 0 {
+                assert_eq!((v.table_off, v.table_size), cur, "step {step}: {name}");
+            } else {
+                // Open (or ended, not yet ticked): the table before a change.
+                assert_ne!((v.table_off, v.table_size), cur, "step {step}: {name}");
+                assert!(v.window_end <= now + W, "step {step}: {name}");
+            }
+        }
+    }
+}
