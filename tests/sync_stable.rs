@@ -504,3 +504,35 @@ fn churn_with_windows_and_restarts_fake() {
         }
     }
 }
+
+/// Growing the maps (a larger `maglev`) keeps `svc_stable`: the grown data
+/// plane shares the very map, so an open window survives a grow.
+#[test]
+fn grow_shares_svc_stable() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    let dp = real_maps(4096);
+    let v = xlb_svc_stable {
+        table_off: 1009,
+        table_size: 1009,
+        window_end: 12345 * S,
+        ..Default::default()
+    };
+    dp.maps.put_svc_stable(7, &v).unwrap();
+    let cur = dp.sizes();
+    let want = xlb_loader::grow::Sizes {
+        maglev: cur.maglev * 2,
+        ..cur
+    };
+    let grown = dp.grow(&want).unwrap().expect("grown");
+    assert_eq!(grown.sizes().maglev, cur.maglev * 2);
+    let got = grown.maps.svc_stable(7).unwrap();
+    assert_eq!(
+        (got.table_off, got.table_size, got.window_end),
+        (1009, 1009, 12345 * S)
+    );
+    // One map: a write through the grown data plane is the running one's.
+    grown.maps.put_svc_stable(7, &xlb_svc_stable::default()).unwrap();
+    assert_eq!(dp.maps.svc_stable(7).unwrap().table_size, 0);
+}
