@@ -42,8 +42,10 @@ fn svc(n: u8, kind: Kind) -> Service {
         Kind::Local => spec["externalTrafficPolicy"] = json!("Local"),
         _ => {}
     }
-    serde_json::from_value(json!({"metadata": {"name": format!("u{n}"), "namespace": "default"},
-        "spec": spec}))
+    serde_json::from_value(
+        json!({"metadata": {"name": format!("u{n}"), "namespace": "default"},
+        "spec": spec}),
+    )
     .unwrap()
 }
 
@@ -131,7 +133,10 @@ fn window<M: MapOps>(m: &mut M) {
     let id = s.svc_id(NAME).unwrap();
     let first = live(s.maps(), id);
     let v = stable(s.maps(), id);
-    assert_eq!((v.table_off, v.table_size, v.window_end), (first.0, first.1, 0));
+    assert_eq!(
+        (v.table_off, v.table_size, v.window_end),
+        (first.0, first.1, 0)
+    );
     assert_eq!(s.next_window_end(), None);
     let first_ids = s.maps().read_maglev(first.0, first.1).unwrap();
 
@@ -188,7 +193,10 @@ fn window<M: MapOps>(m: &mut M) {
     let r = s.tick();
     assert_eq!((r.writes, r.regions_freed), (1, 1), "{r:?}");
     let v = stable(s.maps(), id);
-    assert_eq!((v.table_off, v.table_size, v.window_end), (third.0, third.1, 0));
+    assert_eq!(
+        (v.table_off, v.table_size, v.window_end),
+        (third.0, third.1, 0)
+    );
     assert_eq!(s.retained_slots(), 0);
     assert_eq!(s.next_window_end(), None);
     // A table change now (window closed) holds the live table again.
@@ -239,7 +247,9 @@ fn window_opens_keeps_first_table_and_ends_fake() {
     let switched = fake
         .ops
         .iter()
-        .position(|o| matches!(o, Op::PutService(_, v) if v.svc_id == switch && v.table_off != first_off))
+        .position(
+            |o| matches!(o, Op::PutService(_, v) if v.svc_id == switch && v.table_off != first_off),
+        )
         .unwrap();
     assert!(opened < switched);
 }
@@ -289,7 +299,10 @@ fn ineligible<M: MapOps>(m: &mut M) {
     // Eligible again: first programming (every flow is in ct).
     apply(&mut s, &u4(Kind::Udp, &[1, 2, 4]));
     let v = stable(s.maps(), id);
-    assert_eq!((v.table_off, v.table_size, v.window_end), (live(s.maps(), id).0, live(s.maps(), id).1, 0));
+    assert_eq!(
+        (v.table_off, v.table_size, v.window_end),
+        (live(s.maps(), id).0, live(s.maps(), id).1, 0)
+    );
 }
 
 #[test]
@@ -340,7 +353,10 @@ fn restart<M: MapOps>(m: &mut M) {
     let r = apply(&mut s, &d2);
     assert_eq!(r.writes, 0, "{r:?}");
     let v = stable(s.maps(), id);
-    assert_eq!((v.table_off, v.table_size, v.window_end), (first.0, first.1, t0 + W));
+    assert_eq!(
+        (v.table_off, v.table_size, v.window_end),
+        (first.0, first.1, t0 + W)
+    );
     assert_eq!(s.retained_slots(), u64::from(first.1));
     assert_eq!(s.next_window_end(), Some(t0 + W + S + 1));
     // Room for a table of the held region's size: not the held region.
@@ -356,7 +372,10 @@ fn restart<M: MapOps>(m: &mut M) {
     let r = s.tick();
     assert_eq!((r.writes, r.regions_freed), (1, 1), "{r:?}");
     let v = stable(s.maps(), id);
-    assert_eq!((v.table_off, v.table_size, v.window_end), (second.0, second.1, 0));
+    assert_eq!(
+        (v.table_off, v.table_size, v.window_end),
+        (second.0, second.1, 0)
+    );
 }
 
 #[test]
@@ -388,10 +407,15 @@ fn quarantine<M: MapOps>(m: &mut M) {
         &mut s,
         &state(&[(1, Kind::Udp, &[1, 2, 3]), (2, Kind::Udp, &rest)]),
     );
-    let gone = s.backend_id(NAME, "10.244.1.3:5353".parse().unwrap()).unwrap();
+    let gone = s
+        .backend_id(NAME, "10.244.1.3:5353".parse().unwrap())
+        .unwrap();
     // Endpoint 3 leaves u1: its id retired, but the window names it.
     t.store(t0 + S, Ordering::Relaxed);
-    apply(&mut s, &state(&[(1, Kind::Udp, &[1, 2]), (2, Kind::Udp, &rest)]));
+    apply(
+        &mut s,
+        &state(&[(1, Kind::Udp, &[1, 2]), (2, Kind::Udp, &rest)]),
+    );
     assert_ne!(stable(s.maps(), s.svc_id(NAME).unwrap()).window_end, 0);
     // u3 needs an id: the only free one is quarantined.
     let d3 = state(&[
@@ -401,7 +425,9 @@ fn quarantine<M: MapOps>(m: &mut M) {
     ]);
     let r = s.apply(&d3).unwrap();
     assert!(
-        r.failed.iter().any(|(w, e)| w.contains("u3") && e.contains("full")),
+        r.failed
+            .iter()
+            .any(|(w, e)| w.contains("u3") && e.contains("full")),
         "{r:?}"
     );
     // The window over: the id is free, u3 gets it.
@@ -459,7 +485,10 @@ fn churn_with_windows_and_restarts_fake() {
         let n = rng.below(6) as usize;
         want[n] = match rng.below(8) {
             0 => None,
-            1 => Some((Kind::Affinity, want[n].take().map(|w| w.1).unwrap_or_default())),
+            1 => Some((
+                Kind::Affinity,
+                want[n].take().map(|w| w.1).unwrap_or_default(),
+            )),
             2 => Some((Kind::Local, want[n].take().map(|w| w.1).unwrap_or_default())),
             _ => {
                 let k = rng.below(5) as usize;
@@ -490,9 +519,14 @@ fn churn_with_windows_and_restarts_fake() {
         let now = t.load(Ordering::Relaxed);
         for (id, v) in s.maps().svc_stables().unwrap() {
             let name = s.service_names().get(&id).cloned().unwrap_or_default();
-            let n: usize = name["default/u".len()..name.find(':').unwrap()].parse().unwrap();
+            let n: usize = name["default/u".len()..name.find(':').unwrap()]
+                .parse()
+                .unwrap();
             let (kind, hosts) = want[n - 1].clone().expect("an entry of a deleted Service");
-            assert!(kind == Kind::Udp && !hosts.is_empty(), "step {step}: {name} {v:?}");
+            assert!(
+                kind == Kind::Udp && !hosts.is_empty(),
+                "step {step}: {name} {v:?}"
+            );
             let cur = live(s.maps(), id);
             if v.window_end == 0 {
                 assert_eq!((v.table_off, v.table_size), cur, "step {step}: {name}");
@@ -533,6 +567,9 @@ fn grow_shares_svc_stable() {
         (1009, 1009, 12345 * S)
     );
     // One map: a write through the grown data plane is the running one's.
-    grown.maps.put_svc_stable(7, &xlb_svc_stable::default()).unwrap();
+    grown
+        .maps
+        .put_svc_stable(7, &xlb_svc_stable::default())
+        .unwrap();
     assert_eq!(dp.maps.svc_stable(7).unwrap().table_size, 0);
 }

@@ -174,7 +174,10 @@ impl FakeMaps {
     fn stable_overlap(&self, off: u32, len: u32) -> Option<u32> {
         let (s, e) = (u64::from(off), u64::from(off) + u64::from(len));
         self.svc_stable.iter().find_map(|(id, v)| {
-            let (vs, ve) = (u64::from(v.table_off), u64::from(v.table_off) + u64::from(v.table_size));
+            let (vs, ve) = (
+                u64::from(v.table_off),
+                u64::from(v.table_off) + u64::from(v.table_size),
+            );
             (v.table_size > 0 && vs < e && s < ve).then_some(*id)
         })
     }
@@ -281,7 +284,10 @@ impl MapOps for FakeMaps {
         }
         if self.check {
             if let Some(id) = self.stable_overlap(off, table.len() as u32) {
-                panic!("maglev write at {off}+{} over the stable table of svc_id {id}", table.len());
+                panic!(
+                    "maglev write at {off}+{} over the stable table of svc_id {id}",
+                    table.len()
+                );
             }
         }
         self.maglev[off as usize..end].copy_from_slice(table);

@@ -283,7 +283,10 @@ impl<M: MapOps> Syncer<M> {
             return true;
         };
         if self.st.on {
-            if let Err(e) = self.maps.put_svc_stable(st.svc_id, &xlb_svc_stable::default()) {
+            if let Err(e) = self
+                .maps
+                .put_svc_stable(st.svc_id, &xlb_svc_stable::default())
+            {
                 rep.failed.push((name.to_string(), e.to_string()));
                 return false;
             }
@@ -333,16 +336,18 @@ impl<M: MapOps> Syncer<M> {
             return Ok(());
         }
         let now = self.st.clock.now();
-        let by_id: HashMap<u32, String> =
-            self.ports.iter().map(|(n, p)| (p.svc_id, n.clone())).collect();
+        let by_id: HashMap<u32, String> = self
+            .ports
+            .iter()
+            .map(|(n, p)| (p.svc_id, n.clone()))
+            .collect();
         let cap = u64::from(self.maps.maglev_capacity());
         for (svc_id, v) in self.maps.svc_stables()? {
             let Some(st) = by_id.get(&svc_id).and_then(|n| self.ports.get_mut(n)) else {
                 self.st.stray.push(svc_id);
                 continue;
             };
-            let fits = v.table_size > 0
-                && u64::from(v.table_off) + u64::from(v.table_size) <= cap;
+            let fits = v.table_size > 0 && u64::from(v.table_off) + u64::from(v.table_size) <= cap;
             if !fits {
                 self.st.stray.push(svc_id);
                 continue;
