@@ -13,15 +13,24 @@
 //!    draining: the flows that use them keep them);
 //! 2. each frontend group's Maglev table into a *free* region of the `maglev`
 //!    slot array (frontends of a port with the same backend set share one);
+//! 2b. `svc_stable` (stateless UDP flows, docs/ctl.md): an eligible port's
+//!    entry names its new table (window closed) before its first switch, or,
+//!    at a table change, the table in force (window open for `ct_udp`; the
+//!    region held); a port turning ineligible is zeroed;
 //! 3. source ranges to add;
 //! 4. one `services` update per frontend switches it to the new region (one
 //!    map update = one atomic switch);
 //! 5. removed frontends' `services` entries deleted;
 //! 6. source ranges to remove;
-//! 7. regions no frontend points at any more freed (reusable);
+//! 7. regions no frontend points at any more freed (reusable), except a
+//!    region `svc_stable` holds (freed when its window ends, [`Syncer::tick`]);
 //! 8. backends neither a region nor the port's list names any more: ACTIVE
 //!    cleared and the generation bumped (connection-tracking entries pointing
-//!    at them are re-chosen: TCP at once, UDP at the next datagram).
+//!    at them are re-chosen: TCP at once, UDP at the next datagram); an id
+//!    a held region names is not reused until that region is freed.
+//!
+//! A deleted port's `svc_stable` entry is zeroed after its `services`
+//! entries are gone.
 //!
 //! ## Ids
 //! svc_id is stable per Service port name (`"ns/name:port/PROTO"`) while the
