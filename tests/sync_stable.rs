@@ -573,3 +573,44 @@ fn grow_shares_svc_stable() {
         .unwrap();
     assert_eq!(dp.maps.svc_stable(7).unwrap().table_size, 0);
 }
+
+/// A port whose frontends could not be written (services map full) keeps
+/// no entry naming its freed table: the next table allocated there (the
+/// fake fails a write over a region an entry names) is fine, and the port
+/// is programmed, entry first, once there is room.
+#[test]
+fn failed_switch_leaves_no_entry_on_a_freed_region_fake() {
+    // Room for u1's two frontends (ClusterIP, NodePort) only.
+    let mut fake = FakeMaps::new(2, 64, 1 << 14);
+    let (_t, opts) = clock(S);
+    let mut s = Syncer::adopt(&mut fake, opts).unwrap();
+    apply(&mut s, &state(&[(1, Kind::Udp, &[1, 2])]));
+    let d = state(&[
+        (1, Kind::Udp, &[1, 2]),
+        (2, Kind::Udp, &[3, 4]),
+        (3, Kind::Udp, &[5, 6]),
+    ]);
+    let r = s.apply(&d).unwrap();
+    assert!(r.failed.iter().any(|(w, _)| w.contains("u2")), "{r:?}");
+    let u1 = s.svc_id(NAME).unwrap();
+    let entries: Vec<u32> = s
+        .maps()
+        .svc_stables()
+        .unwrap()
+        .iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(entries, [u1]);
+    drop(s);
+    fake.frontend_capacity = 6;
+    let mut s = Syncer::adopt(&mut fake, clock(2 * S).1).unwrap();
+    apply(&mut s, &d);
+    for n in ["default/u2:53/UDP", "default/u3:53/UDP"] {
+        let id = s.svc_id(n).unwrap();
+        let v = stable(s.maps(), id);
+        assert_eq!(
+            (v.table_off, v.table_size, v.window_end),
+            (live(s.maps(), id).0, live(s.maps(), id).1, 0)
+        );
+    }
+}

@@ -42,6 +42,8 @@ impl<M: MapOps> Syncer<M> {
         if new.is_none() && st.frontends.is_empty() {
             // Its services entries gone: no stable table either.
             touched |= st.stable.is_some() && self.stable_clear(&mut st, name, rep);
+        } else {
+            self.stable_settle(&mut st, name, rep);
         }
         let keep = match new {
             Some(n) if !st.frontends.is_empty() => &n.backends[..],
@@ -419,6 +421,7 @@ impl<M: MapOps> Syncer<M> {
                 table_unref(&mut vst, fs.val.table_off, fs.val.table_size);
             }
             self.gc_tables(&mut vst, rep);
+            self.stable_settle(&mut vst, victim, rep);
             self.ports.insert(victim.to_string(), vst);
         }
     }

@@ -326,6 +326,20 @@ impl<M: MapOps> Syncer<M> {
         }
     }
 
+    /// After a port's switches and frees: an entry that names neither the
+    /// live table nor a held region (a switch that failed part-way, every
+    /// IPv4 frontend gone to another port) is zeroed: every flow to ct
+    /// until the port's next first programming.
+    pub(super) fn stable_settle(&mut self, st: &mut PortState, name: &str, rep: &mut SyncReport) {
+        let stale = st
+            .stable
+            .as_ref()
+            .is_some_and(|s| s.retained.is_none() && live_region(st) != Some((s.off, s.size)));
+        if stale {
+            self.stable_clear(st, name, rep);
+        }
+    }
+
     /// At adopt, after the frontends and their tables: each port's
     /// `svc_stable` entry as it is. A region an open window names (or one
     /// whose end is within the margin) that is not the live table is held
