@@ -411,7 +411,11 @@ impl<M: MapOps> Syncer<M> {
 
     /// When the next window ends (CLOCK_MONOTONIC ns of the clock in
     /// [`crate::sync::SyncOptions`]): call [`Syncer::tick`] then.
+    /// `None` until the first apply after adopt (nothing is written before).
     pub fn next_window_end(&self) -> Option<u64> {
+        if self.adopting {
+            return None;
+        }
         self.st
             .deadlines
             .first()
@@ -422,6 +426,9 @@ impl<M: MapOps> Syncer<M> {
     /// table again (window closed), then the region it held is freed.
     pub fn tick(&mut self) -> SyncReport {
         let mut rep = SyncReport::default();
+        if self.adopting {
+            return rep; // the first apply ends them
+        }
         self.end_windows(&mut rep);
         for (what, why) in &rep.failed {
             tracing::warn!(what = %what, "stable tables: {why}");
