@@ -103,9 +103,7 @@ fn agent_opens_and_ends_windows_and_keeps_one_across_a_restart() {
     // An endpoint added: a window on the first table...
     write(&dir, &manifests(&[1, 2, 3]));
     let (off2, size2) = wait_for("the frontend on a new table", || {
-        frontend(&maps)
-            .filter(|f| f.1 != off1)
-            .map(|f| (f.1, f.2))
+        frontend(&maps).filter(|f| f.1 != off1).map(|f| (f.1, f.2))
     });
     let v = entry(&maps, id);
     // (unless the window already ended and the tick ran: 2 s + 1 s margin)

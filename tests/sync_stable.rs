@@ -614,3 +614,68 @@ fn failed_switch_leaves_no_entry_on_a_freed_region_fake() {
         );
     }
 }
+
+/// A dual-stack UDP Service: the entry names the IPv4 table; a change of
+/// its IPv6 endpoints only opens no window, one of its IPv4 endpoints does.
+#[test]
+fn dual_stack_follows_the_ipv4_table_fake() {
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "u1", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.1.1", "clusterIPs": ["10.96.1.1", "fd00:96::1:1"],
+            "ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "PreferDualStack",
+            "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}}))
+    .unwrap();
+    let slice = |fam: &str, hosts: &[u8]| -> EndpointSlice {
+        let eps: Vec<_> = hosts
+            .iter()
+            .map(|h| {
+                let a = if fam == "IPv4" {
+                    format!("10.244.1.{h}")
+                } else {
+                    format!("fd00:244:1::{h:x}")
+                };
+                json!({"addresses": [a], "nodeName": "n1", "conditions": {"ready": true}})
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("u1-{fam}"), "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "u1"}},
+            "addressType": fam,
+            "ports": [{"name": "dns", "port": 5353, "protocol": "UDP"}],
+            "endpoints": eps}))
+        .unwrap()
+    };
+    let d = |v4: &[u8], v6: &[u8]| {
+        desired6(
+            vec![svc.clone()],
+            vec![slice("IPv4", v4), slice("IPv6", v6)],
+        )
+    };
+    let mut fake = FakeMaps::small();
+    let (t, opts) = clock(S);
+    let mut s = Syncer::adopt(&mut fake, opts).unwrap();
+    apply(&mut s, &d(&[1, 2], &[1, 2]));
+    let id = s.svc_id(NAME).unwrap();
+    let first = live(s.maps(), id);
+    let v = stable(s.maps(), id);
+    assert_eq!(
+        (v.table_off, v.table_size, v.window_end),
+        (first.0, first.1, 0)
+    );
+    assert!(!s.maps().services6().unwrap().is_empty());
+    t.store(2 * S, Ordering::Relaxed);
+    apply(&mut s, &d(&[1, 2], &[1, 2, 3]));
+    let v = stable(s.maps(), id);
+    assert_eq!(
+        (v.table_off, v.table_size, v.window_end),
+        (first.0, first.1, 0)
+    );
+    assert_eq!(s.retained_slots(), 0);
+    apply(&mut s, &d(&[1, 2, 3], &[1, 2, 3]));
+    let v = stable(s.maps(), id);
+    assert_eq!(
+        (v.table_off, v.table_size, v.window_end),
+        (first.0, first.1, 2 * S + W)
+    );
+    assert_ne!(live(s.maps(), id), first);
+}
