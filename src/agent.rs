@@ -252,7 +252,7 @@ impl Agent {
         health_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
             let retry_at = retry;
-            // The next stable-table window to end (docs/agent.md, "Stateless
+            // The next stable-table window to end (docs/ctl.md, "Stateless
             // UDP flows"): one deadline, whatever the number of Services.
             let window_at = agent.syncer.next_window_end().map(|end| {
                 let now = xlb_bpf::maps::monotonic_ns();

@@ -66,7 +66,7 @@ pub struct SyncArgs {
     pub agent_path: bool,
     /// UDP Services instead of TCP: each is eligible for stateless flows,
     /// so the sync also keeps its `svc_stable` entry, and every change opens
-    /// a window that holds the previous table's region (docs/agent.md,
+    /// a window that holds the previous table's region (docs/ctl.md,
     /// "Stateless UDP flows").
     #[arg(long)]
     pub udp: bool,

@@ -62,7 +62,7 @@ fn svc_val(i: u32, fe: xlb_bpf::Kind) -> xlb_svc_val {
 
 /// The `svc_stable` entry of bench Service `i` when it is UDP (IPv4): its
 /// own table, window closed (a brand-new Service has no flows to protect),
-/// written before its `services` entries as the agent does (docs/agent.md,
+/// written before its `services` entries as the agent does (docs/ctl.md,
 /// "Stateless UDP flows").
 fn put_stable(m: &Maps, i: u32, p: xlb_bpf::Proto) -> Result<()> {
     if p == xlb_bpf::Proto::Udp && m.has_svc_stable() {

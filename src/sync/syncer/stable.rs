@@ -1,4 +1,4 @@
-//! Stable tables of stateless UDP flows (docs/agent.md, "Stateless UDP
+//! Stable tables of stateless UDP flows (docs/ctl.md, "Stateless UDP
 //! flows"): per eligible Service port, `svc_stable[svc_id]` names the Maglev
 //! table a UDP flow without a ct entry follows. While the port's table has
 //! not changed within a window (`ct_udp`), that is the live table (window
