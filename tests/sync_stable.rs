@@ -1,5 +1,5 @@
 //! The stable tables of stateless UDP flows (`svc_stable`, docs/ctl.md
-//! "Stateless UDP flows", in docs/ctl.md), through the sync: against the in-memory fake
+//! "Stateless UDP flows"), through the sync: against the in-memory fake
 //! (which also fails any maglev write over a region `svc_stable` names and
 //! any reuse of a backend id such a region names) and against real BPF maps
 //! (root). The window's clock is the test's: nothing waits.
