@@ -13,10 +13,10 @@
 //!    draining: the flows that use them keep them);
 //! 2. each frontend group's Maglev table into a *free* region of the `maglev`
 //!    slot array (frontends of a port with the same backend set share one);
-//! 2b. `svc_stable` (stateless UDP flows, docs/ctl.md): an eligible port's
-//!    entry names its new table (window closed) before its first switch, or,
-//!    at a table change, the table in force (window open for `ct_udp`; the
-//!    region held); a port turning ineligible is zeroed;
+//!    then `svc_stable` (stateless UDP flows, docs/ctl.md): an eligible
+//!    port's entry names its new table (window closed) before its first
+//!    switch, or, at a table change, the table in force (window open for
+//!    `ct_udp`; the region held); a port turning ineligible is zeroed;
 //! 3. source ranges to add;
 //! 4. one `services` update per frontend switches it to the new region (one
 //!    map update = one atomic switch);
