@@ -172,6 +172,8 @@ impl Agent {
             Maps::from_pin_dir(&pin_dir)?,
             SyncOptions {
                 names_file: Some(crate::names::path(&pin_dir)),
+                ct_udp: args.ct_timeouts.udp,
+                ..Default::default()
             },
         )
         .context("adopting the pinned maps")?;
@@ -250,9 +252,18 @@ impl Agent {
         health_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
             let retry_at = retry;
+            // The next stable-table window to end (docs/ctl.md, "Stateless
+            // UDP flows"): one deadline, whatever the number of Services.
+            let window_at = agent.syncer.next_window_end().map(|end| {
+                let now = xlb_bpf::maps::monotonic_ns();
+                tokio::time::Instant::now() + Duration::from_nanos(end.saturating_sub(now))
+            });
             tokio::select! {
                 _ = term.recv() => break Ok(()),
                 _ = int.recv() => break Ok(()),
+                _ = async { tokio::time::sleep_until(window_at.unwrap()).await }, if window_at.is_some() => {
+                    tokio::task::block_in_place(|| agent.syncer.tick());
+                }
                 _ = health_retry.tick(), if agent.health_checks.has_failed() => {
                     agent.health_checks.sync(&agent.health_wanted).await;
                 }

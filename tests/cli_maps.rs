@@ -180,7 +180,18 @@ fn maps_tables_and_json_match_what_was_written() {
     let r = rows(&out);
     assert_eq!(
         r[0],
-        ["ID", "NAME", "FRONTEND", "PROTO", "TYPE", "TABLE", "LOCAL", "FLAGS", "AFFINITY"]
+        [
+            "ID",
+            "NAME",
+            "FRONTEND",
+            "PROTO",
+            "TYPE",
+            "TABLE",
+            "LOCAL",
+            "FLAGS",
+            "AFFINITY",
+            "STATELESS"
+        ]
     );
     assert_eq!(
         r[1],
@@ -193,7 +204,8 @@ fn maps_tables_and_json_match_what_was_written() {
             "0+251",
             "1",
             "affinity",
-            "10800s"
+            "10800s",
+            "-"
         ]
     );
     assert_eq!(
@@ -207,6 +219,7 @@ fn maps_tables_and_json_match_what_was_written() {
             "251+7",
             "1",
             "local,src-ranges",
+            "-",
             "-"
         ]
     );
@@ -220,6 +233,53 @@ fn maps_tables_and_json_match_what_was_written() {
     assert_eq!(j["rows"][0]["name"], "default/web:80/TCP");
     assert_eq!(j["rows"][1]["nodeport"], true);
     assert_eq!(j["rows"][1]["addr"], Value::Null);
+    assert_eq!(j["rows"][1]["stateless"], Value::Null);
+    // Stateless UDP flows (svc_stable): on the live table, then a window.
+    dp.maps
+        .put_svc_stable(
+            9,
+            &xlb_svc_stable {
+                table_off: 251,
+                table_size: 7,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let r = rows(&stdout(&ok(xlb(None, p, &["maps", "services"]))));
+    assert_eq!(r[1][9], "-");
+    assert_eq!(r[2][9], "yes");
+    let now = xlb_bpf::maps::monotonic_ns();
+    dp.maps
+        .put_svc_stable(
+            9,
+            &xlb_svc_stable {
+                table_off: 0,
+                table_size: 251,
+                window_end: now + 3600 * 1_000_000_000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let r = rows(&stdout(&ok(xlb(None, p, &["maps", "services"]))));
+    let w: u64 = r[2][9]
+        .strip_prefix("window:")
+        .and_then(|w| w.strip_suffix('s'))
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{:?}", r[2]));
+    assert!(w > 0 && w <= 3600, "{w}");
+    let j = json(&ok(xlb(None, p, &["maps", "services", "--json"])));
+    let st = &j["rows"][1]["stateless"];
+    assert_eq!(
+        (st["table_off"].as_u64(), st["table_size"].as_u64()),
+        (Some(0), Some(251))
+    );
+    assert!(
+        st["window_s"].as_u64().is_some_and(|w| w > 0 && w <= 3600),
+        "{st}"
+    );
+    dp.maps
+        .put_svc_stable(9, &xlb_svc_stable::default())
+        .unwrap();
     // filters and limit
     let out = stdout(&ok(xlb(
         None,

@@ -214,6 +214,7 @@ fn adopt_then_apply_same_desired_writes_nothing() {
     let names = TempFile::new("names");
     let opts = SyncOptions {
         names_file: Some(names.0.clone()),
+        ..Default::default()
     };
     let (d, _) = before_and_after();
     let mut fake = FakeMaps::small();

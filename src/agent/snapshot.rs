@@ -86,7 +86,9 @@ impl Agent {
         self.shadows = shadows;
         // Room for the desired state first; once more when a sync still
         // finds a map full (a fragmented slot array), and the sync again.
-        let need = sizing::need(desired);
+        let mut need = sizing::need(desired);
+        // Stable tables held for their windows take slots too.
+        need.maglev += self.syncer.retained_slots();
         self.grow_maps(&need, &[]);
         let model = self.model.as_ref().expect("set above");
         let mut res = self.syncer.apply(model.desired());

@@ -64,7 +64,13 @@ pub struct SyncArgs {
     /// whole snapshot in memory (raises `rss_mb`).
     #[arg(long)]
     pub agent_path: bool,
-    /// Print one JSON object: {"services", "full_sync_ms", "change_p50_us", "change_p99_us", "change_cpu_p50_us", "change_cpu_p99_us", "rss_mb", "model_ms", "apply_ms", "adopt_ms", "rss_with_maps_mb", "full_sync_cpu_ms", "grow_ms", "maglev_slots", "max_frontends", "max_backends"}.
+    /// UDP Services instead of TCP: each is eligible for stateless flows,
+    /// so the sync also keeps its `svc_stable` entry, and every change opens
+    /// a window that holds the previous table's region (docs/ctl.md,
+    /// "Stateless UDP flows").
+    #[arg(long)]
+    pub udp: bool,
+    /// Print one JSON object: {"services", "full_sync_ms", "change_p50_us", "change_p99_us", "change_cpu_p50_us", "change_cpu_p99_us", "rss_mb", "model_ms", "apply_ms", "adopt_ms", "rss_with_maps_mb", "full_sync_cpu_ms", "grow_ms", "maglev_slots", "max_frontends", "max_backends", "udp", "stable_retained_slots" (Maglev slots held by open stable-table windows at the end)}.
     #[arg(long)]
     pub json: bool,
 }
@@ -80,16 +86,25 @@ fn ep_ip(serial: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 1)) + serial)
 }
 
-fn service(i: u32) -> Service {
+/// The protocol of every Service port.
+fn proto(udp: bool) -> &'static str {
+    if udp {
+        "UDP"
+    } else {
+        "TCP"
+    }
+}
+
+fn service(i: u32, udp: bool) -> Service {
     serde_json::from_value(json!({
         "metadata": {"name": format!("svc-{i}"), "namespace": "bench"},
         "spec": {"clusterIP": svc_ip(i).to_string(),
-                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": proto(udp)}]}
     }))
     .expect("static Service")
 }
 
-fn slice(i: u32, serials: &[u32]) -> EndpointSlice {
+fn slice(i: u32, serials: &[u32], udp: bool) -> EndpointSlice {
     let eps: Vec<_> = serials
         .iter()
         .map(|s| {
@@ -101,7 +116,7 @@ fn slice(i: u32, serials: &[u32]) -> EndpointSlice {
         "metadata": {"name": format!("svc-{i}-abcde"), "namespace": "bench",
                      "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
         "addressType": "IPv4",
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "ports": [{"name": "http", "port": 8080, "protocol": proto(udp)}],
         "endpoints": eps,
     }))
     .expect("static EndpointSlice")
@@ -194,6 +209,7 @@ fn agent_path(
     rng: &mut Rng,
     next_serial: &mut u32,
     changes: u32,
+    udp: bool,
 ) -> anyhow::Result<AgentPath> {
     let n = serials.len() as u32;
     // As the API server hands them over: every object with a resourceVersion.
@@ -202,9 +218,9 @@ fn agent_path(
         std::sync::Arc::new(o)
     }
     let mut snap = crate::model::Snapshot {
-        services: (0..n).map(|i| rv(service(i), 1)).collect(),
+        services: (0..n).map(|i| rv(service(i, udp), 1)).collect(),
         slices: (0..n)
-            .map(|i| rv(slice(i, &serials[i as usize]), 1))
+            .map(|i| rv(slice(i, &serials[i as usize], udp), 1))
             .collect(),
         nodes: (0..NODES).map(|i| rv(node(i), 1)).collect(),
     };
@@ -232,7 +248,7 @@ fn agent_path(
             s[j] = *next_serial;
             *next_serial += 1;
         }
-        snap.slices[index[&format!("svc-{i}-abcde")]] = rv(slice(i, s), *next_serial);
+        snap.slices[index[&format!("svc-{i}-abcde")]] = rv(slice(i, s, udp), *next_serial);
     };
     // The agent's way: diff the snapshot into the model, sync.
     for _ in 0..changes {
@@ -330,7 +346,7 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
     let mut serials: Vec<Vec<u32>> = Vec::with_capacity(n as usize);
     for i in 0..n {
         let s: Vec<u32> = (0..m).map(|j| i * m + j).collect();
-        let (svc, sl) = (Arc::new(service(i)), Arc::new(slice(i, &s)));
+        let (svc, sl) = (Arc::new(service(i, a.udp)), Arc::new(slice(i, &s, a.udp)));
         let (t, c) = (Instant::now(), cpu_time());
         model.upsert_service_shared(svc);
         model.upsert_slice_shared(sl);
@@ -384,7 +400,7 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
             s[j] = next_serial;
             next_serial += 1;
         }
-        let obj = Arc::new(slice(i, s));
+        let obj = Arc::new(slice(i, s, a.udp));
         let (t, c) = (Instant::now(), process_cpu());
         model.upsert_slice_shared(obj);
         let r = syncer.apply(model.desired())?;
@@ -403,11 +419,13 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
             &mut rng,
             &mut next_serial,
             a.changes.min(500),
+            a.udp,
         )?)
     } else {
         None
     };
 
+    let retained = syncer.retained_slots();
     let rss_all = peak_rss_mb()?;
     let mapped = mapped_bpf_maps_mb()?;
     let rss = rss_all - mapped;
@@ -427,7 +445,8 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
                "grow_ms": grow_ms, "maglev_slots": sizes.maglev, "max_frontends": sizes.services,
                "max_backends": sizes.backends,
                "full_sync_cpu_ms": cpu.as_secs_f64() * 1e3,
-               "change_cpu_p50_us": cpu50, "change_cpu_p99_us": cpu99});
+               "change_cpu_p50_us": cpu50, "change_cpu_p99_us": cpu99,
+               "udp": a.udp, "stable_retained_slots": retained});
         if let Some(ag) = &agent {
             out["agent_change_p50_us"] = json!(ag.incr_p50);
             out["agent_change_p99_us"] = json!(ag.incr_p99);

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use xlb_bpf::types::{
     xlb_backend, xlb_backend6, xlb_src_range6_key, xlb_src_range_key, xlb_svc6_key, xlb_svc_key,
-    xlb_svc_val, xlb_tunnel6_key, xlb_tunnel6_val, xlb_tunnel_key, xlb_tunnel_val,
+    xlb_svc_stable, xlb_svc_val, xlb_tunnel6_key, xlb_tunnel6_val, xlb_tunnel_key, xlb_tunnel_val,
 };
 
 use super::MapOps;
@@ -34,6 +34,7 @@ pub enum Op {
     DeleteSrcRange6(xlb_src_range6_key),
     PutTunnel6(xlb_tunnel6_key, xlb_tunnel6_val),
     DeleteTunnel6(xlb_tunnel6_key),
+    PutSvcStable(u32, xlb_svc_stable),
 }
 
 /// A Plain struct's bytes as a map key.
@@ -75,6 +76,10 @@ pub struct FakeMaps {
     pub src_ranges6: BTreeMap<Vec<u8>, xlb_src_range6_key>,
     pub tunnels6: BTreeMap<Vec<u8>, (xlb_tunnel6_key, xlb_tunnel6_val)>,
     pub frontend6_capacity: u32,
+    /// `svc_stable` (entries not all zero), and whether the map exists (an
+    /// older xlb's pins have none).
+    pub svc_stable: BTreeMap<u32, xlb_svc_stable>,
+    pub has_svc_stable: bool,
     /// Every write, in order.
     pub ops: Vec<Op>,
     /// Record writes in `ops` (off for big benchmarks).
@@ -102,6 +107,8 @@ impl FakeMaps {
             src_ranges6: BTreeMap::new(),
             tunnels6: BTreeMap::new(),
             frontend6_capacity: frontends,
+            svc_stable: BTreeMap::new(),
+            has_svc_stable: true,
             ops: Vec::new(),
             record: true,
             check: true,
@@ -161,6 +168,38 @@ impl FakeMaps {
             }
         }
         out
+    }
+
+    /// Whether a region `svc_stable` names overlaps `[off, off + len)`.
+    fn stable_overlap(&self, off: u32, len: u32) -> Option<u32> {
+        let (s, e) = (u64::from(off), u64::from(off) + u64::from(len));
+        self.svc_stable.iter().find_map(|(id, v)| {
+            let (vs, ve) = (
+                u64::from(v.table_off),
+                u64::from(v.table_off) + u64::from(v.table_size),
+            );
+            (v.table_size > 0 && vs < e && s < ve).then_some(*id)
+        })
+    }
+
+    /// Whether a region `svc_stable` names holds backend id `id`.
+    fn stable_names(&self, id: u32) -> bool {
+        self.svc_stable.values().any(|v| {
+            let end = (v.table_off as usize + v.table_size as usize).min(self.maglev.len());
+            self.maglev[(v.table_off as usize).min(end)..end].contains(&id)
+        })
+    }
+
+    /// A backend id given to another endpoint (active at a new generation)
+    /// while a stable table names it: its stateless flows would go to an
+    /// unrelated endpoint.
+    fn check_reuse(&self, id: u32, was_gen: u32, active: bool, generation: u32) {
+        if self.check && active && generation != was_gen && was_gen != 0 {
+            assert!(
+                !self.stable_names(id),
+                "backend id {id} reused while a svc_stable table names it"
+            );
+        }
     }
 
     fn assert_ok(&self, after: &str) {
@@ -227,7 +266,9 @@ impl MapOps for FakeMaps {
                 index: id.into(),
                 max,
             })?;
+        let was = slot.generation;
         *slot = *v;
+        self.check_reuse(id, was, v.is_active(), v.generation);
         self.rec(Op::PutBackend(id, *v));
         self.assert_ok("put_backend");
         Ok(())
@@ -240,6 +281,14 @@ impl MapOps for FakeMaps {
                 index: end as u64 - 1,
                 max: self.maglev.len() as u32,
             });
+        }
+        if self.check {
+            if let Some(id) = self.stable_overlap(off, table.len() as u32) {
+                panic!(
+                    "maglev write at {off}+{} over the stable table of svc_id {id}",
+                    table.len()
+                );
+            }
         }
         self.maglev[off as usize..end].copy_from_slice(table);
         self.written[off as usize..end]
@@ -380,5 +429,27 @@ impl MapOps for FakeMaps {
         let had = self.tunnels6.remove(&kb(k)).is_some();
         self.rec(Op::DeleteTunnel6(*k));
         Ok(had)
+    }
+    fn has_svc_stable(&self) -> bool {
+        self.has_svc_stable
+    }
+    fn svc_stables(&self) -> xlb_bpf::Result<Vec<(u32, xlb_svc_stable)>> {
+        Ok(self.svc_stable.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn put_svc_stable(&mut self, svc_id: u32, v: &xlb_svc_stable) -> xlb_bpf::Result<()> {
+        if !self.has_svc_stable {
+            return Err(xlb_bpf::Error::MissingMap {
+                name: "svc_stable",
+                dir: Default::default(),
+                feature: "stateless UDP flows",
+            });
+        }
+        if v.table_size == 0 && v.table_off == 0 && v.window_end == 0 {
+            self.svc_stable.remove(&svc_id);
+        } else {
+            self.svc_stable.insert(svc_id, *v);
+        }
+        self.rec(Op::PutSvcStable(svc_id, *v));
+        Ok(())
     }
 }

@@ -13,15 +13,24 @@
 //!    draining: the flows that use them keep them);
 //! 2. each frontend group's Maglev table into a *free* region of the `maglev`
 //!    slot array (frontends of a port with the same backend set share one);
+//!    then `svc_stable` (stateless UDP flows, docs/ctl.md): an eligible
+//!    port's entry names its new table (window closed) before its first
+//!    switch, or, at a table change, the table in force (window open for
+//!    `ct_udp`; the region held); a port turning ineligible is zeroed;
 //! 3. source ranges to add;
 //! 4. one `services` update per frontend switches it to the new region (one
 //!    map update = one atomic switch);
 //! 5. removed frontends' `services` entries deleted;
 //! 6. source ranges to remove;
-//! 7. regions no frontend points at any more freed (reusable);
+//! 7. regions no frontend points at any more freed (reusable), except a
+//!    region `svc_stable` holds (freed when its window ends, [`Syncer::tick`]);
 //! 8. backends neither a region nor the port's list names any more: ACTIVE
 //!    cleared and the generation bumped (connection-tracking entries pointing
-//!    at them are re-chosen: TCP at once, UDP at the next datagram).
+//!    at them are re-chosen: TCP at once, UDP at the next datagram); an id
+//!    a held region names is not reused until that region is freed.
+//!
+//! A deleted port's `svc_stable` entry is zeroed after its `services`
+//! entries are gone.
 //!
 //! ## Ids
 //! svc_id is stable per Service port name (`"ns/name:port/PROTO"`) while the
@@ -49,6 +58,7 @@
 //! [`SyncReport::failed`] with the reason; the other ports go on.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub mod fake;
 mod ops;
@@ -100,6 +110,40 @@ pub struct SyncOptions {
     /// Where svc_id -> name is persisted (and read back on adopt); `None`:
     /// not persisted. See [`crate::names`].
     pub names_file: Option<PathBuf>,
+    /// The data plane's UDP ct timeout in seconds (`config.ct_udp`; 0: the
+    /// default `XLB_CT_UDP_S`): the length of a stable-table window.
+    pub ct_udp: u32,
+    /// The clock of `svc_stable` windows (CLOCK_MONOTONIC ns; tests drive
+    /// their own).
+    pub clock: Clock,
+}
+
+/// A CLOCK_MONOTONIC-ns clock: the real one, or a test's.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl Clock {
+    /// A clock reading `f`.
+    pub fn new(f: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+    /// Now, in ns.
+    pub fn now(&self) -> u64 {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    /// CLOCK_MONOTONIC, the data plane's.
+    fn default() -> Self {
+        Self::new(xlb_bpf::maps::monotonic_ns)
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
 }
 
 /// Occupancy of the agent-owned maps, for metrics.

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use libbpf_rs::MapCore;
 use xlb_bpf::types::{
     xlb_backend, xlb_backend6, xlb_src_range6_key, xlb_src_range_key, xlb_svc6_key, xlb_svc_key,
-    xlb_svc_val, xlb_tunnel6_key, xlb_tunnel6_val, xlb_tunnel_key, xlb_tunnel_val,
+    xlb_svc_stable, xlb_svc_val, xlb_tunnel6_key, xlb_tunnel6_val, xlb_tunnel_key, xlb_tunnel_val,
 };
 use xlb_bpf::Maps;
 
@@ -59,6 +59,13 @@ pub trait MapOps {
     fn tunnels6(&self) -> xlb_bpf::Result<Vec<(xlb_tunnel6_key, xlb_tunnel6_val)>>;
     fn put_tunnel6(&mut self, k: &xlb_tunnel6_key, v: &xlb_tunnel6_val) -> xlb_bpf::Result<()>;
     fn delete_tunnel6(&mut self, k: &xlb_tunnel6_key) -> xlb_bpf::Result<bool>;
+
+    // Stateless UDP flows (docs/ctl.md): `svc_stable`, absent in the pins
+    // of an older xlb (then no stable tables are kept).
+    fn has_svc_stable(&self) -> bool;
+    /// Every entry not all zero, by svc_id.
+    fn svc_stables(&self) -> xlb_bpf::Result<Vec<(u32, xlb_svc_stable)>>;
+    fn put_svc_stable(&mut self, svc_id: u32, v: &xlb_svc_stable) -> xlb_bpf::Result<()>;
 }
 
 impl MapOps for Maps {
@@ -182,6 +189,15 @@ impl MapOps for Maps {
     fn delete_tunnel6(&mut self, k: &xlb_tunnel6_key) -> xlb_bpf::Result<bool> {
         Maps::delete_tunnel6(self, k)
     }
+    fn has_svc_stable(&self) -> bool {
+        Maps::has_svc_stable(self)
+    }
+    fn svc_stables(&self) -> xlb_bpf::Result<Vec<(u32, xlb_svc_stable)>> {
+        Maps::svc_stables(self)
+    }
+    fn put_svc_stable(&mut self, svc_id: u32, v: &xlb_svc_stable) -> xlb_bpf::Result<()> {
+        Maps::put_svc_stable(self, svc_id, v)
+    }
 }
 
 /// A syncer may also borrow the maps (`Syncer<&mut Maps>`).
@@ -287,5 +303,14 @@ impl<T: MapOps> MapOps for &mut T {
     }
     fn delete_tunnel6(&mut self, k: &xlb_tunnel6_key) -> xlb_bpf::Result<bool> {
         (**self).delete_tunnel6(k)
+    }
+    fn has_svc_stable(&self) -> bool {
+        (**self).has_svc_stable()
+    }
+    fn svc_stables(&self) -> xlb_bpf::Result<Vec<(u32, xlb_svc_stable)>> {
+        (**self).svc_stables()
+    }
+    fn put_svc_stable(&mut self, svc_id: u32, v: &xlb_svc_stable) -> xlb_bpf::Result<()> {
+        (**self).put_svc_stable(svc_id, v)
     }
 }

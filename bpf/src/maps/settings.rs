@@ -3,7 +3,9 @@
 
 use std::net::Ipv4Addr;
 
-use super::access::{del, entries, get, put};
+use libbpf_rs::{MapCore, MapFlags};
+
+use super::access::{del, entries, from_bytes, get, map_err, put};
 use super::{Error, Maps, Result};
 use crate::types::*;
 use crate::wire::be32;
@@ -83,6 +85,24 @@ impl Maps {
     pub fn put_svc_stable_new(&self, svc_id: u32, v: &xlb_svc_stable) -> Result<()> {
         let v = xlb_svc_stable { ct_seen: 0, ..*v };
         put(self.svc_stable_map()?, "svc_stable", &svc_id, &v)
+    }
+    /// Every `svc_stable` entry that is not all zero (`ct_seen` aside), by
+    /// svc_id (one batched read of the array: a restarted agent adopts them).
+    pub fn svc_stables(&self) -> Result<Vec<(u32, xlb_svc_stable)>> {
+        let map = self.svc_stable_map()?;
+        let mut out = Vec::new();
+        for (kb, vb) in map
+            .lookup_batch(4096, MapFlags::ANY, MapFlags::ANY)
+            .map_err(map_err("lookup_batch", "svc_stable"))?
+        {
+            let id: u32 = from_bytes("svc_stable", &kb)?;
+            let v: xlb_svc_stable = from_bytes("svc_stable", &vb)?;
+            if v.table_size != 0 || v.table_off != 0 || v.window_end != 0 {
+                out.push((id, v));
+            }
+        }
+        out.sort_by_key(|(id, _)| *id);
+        Ok(out)
     }
 
     /// `remote_addrs`, or [`Error::MissingMap`] for pins of an older xlb.

@@ -60,6 +60,28 @@ fn svc_val(i: u32, fe: xlb_bpf::Kind) -> xlb_svc_val {
     }
 }
 
+/// The `svc_stable` entry of bench Service `i` when it is UDP (IPv4): its
+/// own table, window closed (a brand-new Service has no flows to protect),
+/// written before its `services` entries as the agent does (docs/ctl.md,
+/// "Stateless UDP flows"); no ct entry of it can exist yet (`ct_seen` 0: the
+/// data plane skips the ct lookup from the first packet, as it does for an
+/// agent's Service once ct_udp has passed).
+fn put_stable(m: &Maps, i: u32, p: xlb_bpf::Proto) -> Result<()> {
+    if p == xlb_bpf::Proto::Udp && m.has_svc_stable() {
+        let v = svc_val(i, xlb_bpf::Kind::ClusterIp);
+        m.put_svc_stable_new(
+            v.svc_id,
+            &xlb_svc_stable {
+                table_off: v.table_off,
+                table_size: v.table_size,
+                window_end: 0,
+                ..Default::default()
+            },
+        )?;
+    }
+    Ok(())
+}
+
 /// Fills the data plane's maps: config, local addresses, tunnel, backends on
 /// the remote node, K ClusterIP Services (each with its own Maglev region; the
 /// target one also as NodePort) and, for reply-revnat, a reverse ct entry per flow.
@@ -109,6 +131,7 @@ pub(super) fn fill_maps(
     let mut table = vec![0u32; TABLE as usize];
     for i in 0..services {
         put_table(m, &mut table, i)?;
+        put_stable(m, i, p)?;
         m.put_service(
             &xlb_svc_key::addr(svc_addr(i), p),
             &svc_val(i, xlb_bpf::Kind::ClusterIp),
@@ -125,6 +148,7 @@ pub(super) fn fill_maps(
         // more ClusterIP after the K, with a Maglev region of its own
         let i = services;
         put_table(m, &mut table, i)?;
+        put_stable(m, i, p)?;
         m.put_service(
             &xlb_svc_key::addr(svc_addr(i), p),
             &svc_val(i, xlb_bpf::Kind::ClusterIp),

@@ -14,10 +14,26 @@ pub(super) fn services(
     let mut t = Table::new(
         "frontends",
         &[
-            "ID", "NAME", "FRONTEND", "PROTO", "TYPE", "TABLE", "LOCAL", "FLAGS", "AFFINITY",
+            "ID",
+            "NAME",
+            "FRONTEND",
+            "PROTO",
+            "TYPE",
+            "TABLE",
+            "LOCAL",
+            "FLAGS",
+            "AFFINITY",
+            "STATELESS",
         ],
     );
     let backends = backends_by_id(maps)?;
+    // svc_stable (absent in an older xlb's pins: no stateless flows).
+    let stable: BTreeMap<u32, xlb_svc_stable> = if maps.has_svc_stable() {
+        maps.svc_stables()?.into_iter().collect()
+    } else {
+        BTreeMap::new()
+    };
+    let now = xlb_bpf::maps::monotonic_ns();
     for k in svcs {
         let v = k.val;
         if sel.is_some_and(|s| !s.frontend_matches(v.svc_id, &k)) {
@@ -40,6 +56,9 @@ pub(super) fn services(
         } else {
             "-".into()
         };
+        // IPv4 frontends only: the IPv6 path keeps every flow in ct.
+        let st = stable.get(&v.svc_id).filter(|s| s.table_size > 0 && !k.v6);
+        let (stateless, stateless_json) = stateless(st, now);
         t.push(
             vec![
                 v.svc_id.to_string(),
@@ -51,6 +70,7 @@ pub(super) fn services(
                 v.n_local.to_string(),
                 dash(&flags),
                 aff,
+                stateless,
             ],
             json!({
                 "svc_id": v.svc_id,
@@ -67,10 +87,37 @@ pub(super) fn services(
                 "n_local": v.n_local,
                 "flags": flags,
                 "affinity_timeout": v.affinity_timeout,
+                "stateless": stateless_json,
             }),
         );
     }
     Ok(t)
+}
+
+/// The STATELESS cell and JSON of a frontend whose Service has the
+/// `svc_stable` entry `st` (docs/ctl.md, "Stateless UDP flows"): `-`
+/// (none: every flow in ct), `yes` (flows without a ct entry follow the
+/// frontend's table), `window:87s` (the table changed: until the window
+/// ends, they follow the stable table, `stable:OFF+SIZE` in the JSON).
+fn stateless(st: Option<&xlb_svc_stable>, now: u64) -> (String, Value) {
+    let Some(s) = st else {
+        return ("-".into(), Value::Null);
+    };
+    let left = s.window_end.saturating_sub(now);
+    let window_s = (left > 0).then(|| left.div_ceil(1_000_000_000));
+    let cell = match window_s {
+        Some(w) => format!("window:{w}s"),
+        None => "yes".into(),
+    };
+    (
+        cell,
+        json!({
+            "table_off": s.table_off,
+            "table_size": s.table_size,
+            "window_end": s.window_end,
+            "window_s": window_s,
+        }),
+    )
 }
 
 /// What the agent wants in the maps and could not put there

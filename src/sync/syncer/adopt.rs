@@ -48,6 +48,11 @@ impl<M: MapOps> Syncer<M> {
             stray_services: Vec::new(),
             stray_src: Vec::new(),
             prebuilt: HashMap::new(),
+            st: super::stable::StableBook::new(
+                maps.has_svc_stable(),
+                opts.ct_udp,
+                opts.clock.clone(),
+            ),
             opts,
             maps,
         };
@@ -176,6 +181,7 @@ impl<M: MapOps> Syncer<M> {
                         backends: if complete { backends } else { Vec::new() },
                         refs: 1,
                         adopted_hash: Some(if complete { hash_ids(&ids) } else { 0 }),
+                        held: false,
                     });
                 }
             }
@@ -193,6 +199,8 @@ impl<M: MapOps> Syncer<M> {
                 }
             }
         }
+        // Stable tables: open windows keep running, their regions and ids held.
+        s.adopt_stable(&mut used_regions)?;
         // Active slots no complete table names: orphans (a port listing the
         // address takes one over), and ids whose tables turned out stale.
         let named: HashSet<u32> = s.backends.values().map(|b| b.id).collect();
@@ -203,7 +211,9 @@ impl<M: MapOps> Syncer<M> {
             match active(id) {
                 Some(b) => s.orphans.entry(b.sockaddr()).or_default().push((id, b)),
                 None => {
-                    s.free_be.insert(id);
+                    if !s.st.quarantine(id) {
+                        s.free_be.insert(id);
+                    }
                 }
             }
         }

@@ -165,7 +165,10 @@ impl<M: MapOps> Syncer<M> {
         match dead.put(&mut self.maps, id) {
             Ok(()) => {
                 self.gens[id as usize] = dead.generation();
-                self.free_be.insert(id);
+                // Named by a stable table: reused once its window ended.
+                if !self.st.quarantine(id) {
+                    self.free_be.insert(id);
+                }
                 rep.writes += 1;
                 rep.backends_removed += 1;
             }

@@ -22,6 +22,7 @@ mod family;
 mod nodes;
 mod port;
 mod prebuild;
+mod stable;
 
 /// A backend's identity: the svc_id of its Service port and its address. A
 /// backend id belongs to one Service port, so an endpoint that leaves one
@@ -51,6 +52,9 @@ struct Table {
     refs: u32,
     /// Adopted from the maps and not yet verified: hash of its content.
     adopted_hash: Option<u64>,
+    /// The port's stable table (`svc_stable`): its region outlives the
+    /// table (freed at the window's end, [`stable`]).
+    held: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -66,6 +70,8 @@ struct PortState {
     src_ranges: BTreeSet<(IpAddr, u8)>,
     /// Backends the port lists (each holds one ref): in a table or draining.
     listed: BTreeSet<SocketAddr>,
+    /// What `svc_stable[svc_id]` holds; `None`: all zero.
+    stable: Option<stable::Stable>,
 }
 
 fn val_bytes(v: &xlb_svc_val) -> &[u8] {
@@ -134,6 +140,8 @@ pub struct Syncer<M: MapOps> {
     /// by the address of their backend list in the borrowed desired state
     /// ([`prebuild::job_key`]); emptied after every batch.
     prebuilt: HashMap<(usize, usize, u32), Vec<u32>>,
+    /// Stable tables of stateless UDP flows ([`stable`]).
+    st: stable::StableBook,
 }
 
 impl<M: MapOps> Syncer<M> {
@@ -170,6 +178,13 @@ impl<M: MapOps> Syncer<M> {
         self.backends.get(&(svc_id, addr)).map(|b| b.id)
     }
 
+    /// Maglev slots held by stable tables no frontend points at any more
+    /// (freed when their windows end): room the array needs beyond the
+    /// desired state's tables.
+    pub fn retained_slots(&self) -> u64 {
+        self.st.retained_slots
+    }
+
     /// How full the agent-owned maps are.
     pub fn occupancy(&self) -> Occupancy {
         Occupancy {
@@ -190,6 +205,10 @@ impl<M: MapOps> Syncer<M> {
     /// the maps cannot be used at all.
     pub fn apply(&mut self, d: &Desired) -> Result<SyncReport> {
         let mut rep = SyncReport::default();
+        if self.adopting {
+            self.zero_stray_stable(&mut rep);
+        }
+        self.end_windows(&mut rep);
         self.add_tunnels_and_addrs(d, &mut rep);
 
         // Merge-join desired and applied Services (both sorted by key).

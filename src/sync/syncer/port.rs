@@ -39,6 +39,12 @@ impl<M: MapOps> Syncer<M> {
         // region nor the port's list names.
         // A port left without any frontend (all failed) holds nothing.
         touched |= self.gc_tables(&mut st, rep);
+        if new.is_none() && st.frontends.is_empty() {
+            // Its services entries gone: no stable table either.
+            touched |= st.stable.is_some() && self.stable_clear(&mut st, name, rep);
+        } else {
+            self.stable_settle(&mut st, name, rep);
+        }
         let keep = match new {
             Some(n) if !st.frontends.is_empty() => &n.backends[..],
             _ => &[],
@@ -49,6 +55,7 @@ impl<M: MapOps> Syncer<M> {
             && st.frontends.is_empty()
             && st.src_ranges.is_empty()
             && st.tables.is_empty()
+            && st.stable.is_none()
         {
             self.free_svc_id(name);
             rep.ports_removed += 1;
@@ -143,6 +150,24 @@ impl<M: MapOps> Syncer<M> {
             group_off.push(off);
         }
 
+        // 2, end. The stable table of stateless UDP flows, before any frontend
+        // switches (module docs of `stable`).
+        let regions: Vec<Option<Option<(u32, u32)>>> = new
+            .frontends
+            .iter()
+            .map(|f| {
+                if f.table_size == 0 {
+                    return Some(None);
+                }
+                let i = groups
+                    .iter()
+                    .position(|g| *g == (&f.backends[..], f.table_size))?;
+                group_off[i].map(|o| Some((o, f.table_size)))
+            })
+            .collect();
+        let want = super::stable::want(new, &regions);
+        let switch = self.stable_before_switch(st, name, want, rep);
+
         // 3. Source ranges to add.
         let want_ranges: BTreeSet<(IpAddr, u8)> = new.src_ranges.iter().copied().collect();
         for r in want_ranges.difference(&st.src_ranges.clone()) {
@@ -168,8 +193,8 @@ impl<M: MapOps> Syncer<M> {
                     .position(|g| *g == (&f.backends[..], f.table_size))
                     .and_then(|i| group_off[i])
             };
-            let Some(off) = off else {
-                continue; // its table failed: keeps what it had
+            let Some(off) = off.filter(|_| switch) else {
+                continue; // its table (or stable table) failed: keeps what it had
             };
             let val = frontend_val(f, st.svc_id, off);
             let old = st.frontends.get(&f.key).map(|fs| fs.val);
@@ -327,6 +352,7 @@ impl<M: MapOps> Syncer<M> {
             backends: backends.to_vec(),
             refs: 0,
             adopted_hash: None,
+            held: false,
         });
         Ok(off)
     }
@@ -395,6 +421,7 @@ impl<M: MapOps> Syncer<M> {
                 table_unref(&mut vst, fs.val.table_off, fs.val.table_size);
             }
             self.gc_tables(&mut vst, rep);
+            self.stable_settle(&mut vst, victim, rep);
             self.ports.insert(victim.to_string(), vst);
         }
     }
@@ -405,8 +432,11 @@ impl<M: MapOps> Syncer<M> {
         while i < st.tables.len() {
             if st.tables[i].refs == 0 {
                 let t = st.tables.swap_remove(i);
-                self.regions.free(t.off, t.size);
-                rep.regions_freed += 1;
+                // A stable table's region stays until its window ends.
+                if !t.held {
+                    self.regions.free(t.off, t.size);
+                    rep.regions_freed += 1;
+                }
                 self.release_all(st.svc_id, &t.backends, rep);
                 any = true;
             } else {
