@@ -290,3 +290,35 @@ fn ct_is_looked_up_while_an_entry_of_the_service_may_be_live() {
         "no ct lookup: the table's choice"
     );
 }
+
+/// The client's ICMP port unreachable about a stateless flow's reply (no ct
+/// entry here) reaches the backend's node like the flow's own frames: the
+/// quote translated back to the backend, with the frontend trailer.
+#[test]
+fn an_icmp_error_about_a_stateless_flow_goes_to_its_backend() {
+    use packet_util::related::*;
+    let Some(env) = Env::new() else { return };
+    setup(&env, &NEW);
+    let c = client(48000);
+    let be = addr_of(pick(&NEW, c));
+    assert_eq!(send(&env, c), be);
+    assert!(ct_fwd(&env, c).is_none());
+    let reply = Frame::udp(sa(VIP), c).build();
+    let input = icmp_error(*c.ip(), *sa(VIP).ip(), PORT_UNREACH, 0, &reply, 576);
+    let before = env.reasons();
+    let (rc, out) = env.xdp(&input);
+    assert!(rc == XDP_TX || rc == XDP_REDIRECT, "verdict {rc}");
+    assert_eq!(
+        moved(&before, &env.reasons()),
+        [("tx_icmp_related".to_string(), 1)]
+    );
+    let v = check_vxlan(&out, "encap");
+    assert_eq!(v.fe, Some(sa(VIP)));
+    let backend_sent = Frame::udp(be, c).build();
+    let want = with_macs(
+        icmp_error(*c.ip(), *be.ip(), PORT_UNREACH, 0, &backend_sent, 576),
+        VTEP_MAC,
+        NODE_MAC,
+    );
+    assert_eq!(v.inner, want);
+}

@@ -109,4 +109,37 @@ static __always_inline void xlb_stable_val(const struct xlb_choice *ch, __u32 sv
 	};
 }
 
+/*
+ * The backend a stateless flow t from the uplink has now, as its forward ct
+ * entry would say it (for an ICMP error about the flow: icmperr.h,
+ * xdp_related.h): 1 and *out filled when t is such a flow (a UDP Service
+ * with a stateless path whose table choice needs no ct entry), else 0.
+ */
+static __always_inline int xlb_stable_view(const struct xlb_ct_key *t,
+					   const struct xlb_config *cfg, __u64 now,
+					   struct xlb_ct_val *out)
+{
+	struct xlb_choice ch = {};
+	struct xlb_svc_stable *st;
+	struct xlb_svc_val *svc;
+	__u32 h, slot, *id;
+
+	if (t->proto != IPPROTO_UDP)
+		return 0;
+	svc = xlb_service(t->daddr, t->dport, t->proto, cfg->node_addr);
+	if (!svc || !svc->table_size || (svc->flags & XLB_SVC_F_AFFINITY))
+		return 0;
+	st = xlb_stable_of(svc->svc_id);
+	if (!st)
+		return 0;
+	h = xlb_flow_hash(t, 0);
+	slot = svc->table_off + h % svc->table_size;
+	id = bpf_map_lookup_elem(&maglev, &slot);
+	if (!id || !xlb_backend_get(*id, &ch) ||
+	    xlb_stable_choice(st, h, now, &ch) != XLB_STABLE_FREE)
+		return 0;
+	xlb_stable_val(&ch, svc->svc_id, now, out);
+	return 1;
+}
+
 #endif /* XLB_STATELESS_H */

@@ -13,6 +13,7 @@
 #include "xdp_flow.h"
 #include "ct.h"
 #include "ctsyn.h"
+#include "stateless.h"
 #include "filter.h"
 #include "icmperr.h"
 #include "nh.h"
@@ -60,8 +61,10 @@ static __always_inline int xlb_icmp_in(struct xlb_ctx *x)
 		return xlb_done(XLB_R_PASS_L4_OTHER, x->bytes, XDP_PASS);
 	v = bpf_map_lookup_elem(&ct, &e.flow);
 	if (!v) {
-		/* about a half-open connection (ctsyn.h) */
-		if (!xlb_syn_view(&e.flow, &sv))
+		/* about a half-open connection (ctsyn.h), or a stateless flow
+		 * (stateless.h) */
+		if (!xlb_syn_view(&e.flow, &sv) &&
+		    (x->tun.peer || !xlb_stable_view(&e.flow, x->cfg, xlb_now_of(x), &sv)))
 			return xlb_untranslated(x, XLB_R_PASS_L4_OTHER);
 		v = &sv;
 	}
