@@ -6,7 +6,8 @@
 //!    the incremental model one object at a time as a watcher's initial list
 //!    would, then one [`Syncer::apply`] into empty maps. `full_sync_ms` covers
 //!    both (objects -> maps); each object is made (deserialized) off the
-//!    clock, as a source hands it over, and [`Syncer::adopt`] of the empty
+//!    clock, as a source hands it over (an EndpointSlice's conversion to the
+//!    compact [`Slice`] the sources keep is timed), and [`Syncer::adopt`] of the empty
 //!    maps is timed on its own (`adopt_ms`: reading the backend slots).
 //! 2. Changes: `--changes` times, one random Service's slice gets one
 //!    endpoint replaced by a new address; the latency of model update + apply
@@ -40,7 +41,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 
 use crate::agent::sizing;
-use crate::model::{MaglevConfig, Model, ModelConfig};
+use crate::model::{MaglevConfig, Model, ModelConfig, Slice};
 use crate::sync::{SyncOptions, Syncer};
 
 const NODES: u32 = 8;
@@ -204,7 +205,7 @@ fn agent_path(
     let mut snap = crate::model::Snapshot {
         services: (0..n).map(|i| rv(service(i), 1)).collect(),
         slices: (0..n)
-            .map(|i| rv(slice(i, &serials[i as usize]), 1))
+            .map(|i| Arc::new(Slice::from(&*rv(slice(i, &serials[i as usize]), 1))))
             .collect(),
         nodes: (0..NODES).map(|i| rv(node(i), 1)).collect(),
     };
@@ -232,7 +233,8 @@ fn agent_path(
             s[j] = *next_serial;
             *next_serial += 1;
         }
-        snap.slices[index[&format!("svc-{i}-abcde")]] = rv(slice(i, s), *next_serial);
+        snap.slices[index[&format!("svc-{i}-abcde")]] =
+            Arc::new(Slice::from(&*rv(slice(i, s), *next_serial)));
     };
     // The agent's way: diff the snapshot into the model, sync.
     for _ in 0..changes {
@@ -316,7 +318,8 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
         .context("loading the data plane (needs root)")?;
 
     // Full sync: each object is made (deserialized) off the clock, as a
-    // source hands it over, and fed to the model on it.
+    // source hands it over, and fed to the model on it (an EndpointSlice
+    // converted to the compact Slice on the clock, as the sources do).
     let mut model = Model::new(mcfg);
     let mut t_model = std::time::Duration::ZERO;
     let mut cpu = std::time::Duration::ZERO;
@@ -330,10 +333,10 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
     let mut serials: Vec<Vec<u32>> = Vec::with_capacity(n as usize);
     for i in 0..n {
         let s: Vec<u32> = (0..m).map(|j| i * m + j).collect();
-        let (svc, sl) = (Arc::new(service(i)), Arc::new(slice(i, &s)));
+        let (svc, sl) = (Arc::new(service(i)), slice(i, &s));
         let (t, c) = (Instant::now(), cpu_time());
         model.upsert_service_shared(svc);
-        model.upsert_slice_shared(sl);
+        model.upsert_slice_shared(Arc::new(Slice::from(sl)));
         t_model += t.elapsed();
         cpu += cpu_time().saturating_sub(c);
         serials.push(s);
@@ -384,9 +387,9 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
             s[j] = next_serial;
             next_serial += 1;
         }
-        let obj = Arc::new(slice(i, s));
+        let obj = slice(i, s);
         let (t, c) = (Instant::now(), process_cpu());
-        model.upsert_slice_shared(obj);
+        model.upsert_slice_shared(Arc::new(Slice::from(obj)));
         let r = syncer.apply(model.desired())?;
         let us = t.elapsed().as_micros() as u64;
         hist_cpu.record((process_cpu().saturating_sub(c).as_micros() as u64).max(1))?;
