@@ -15,7 +15,8 @@
 //!    old backend retired) goes into an HDR histogram: `change_p50_us`,
 //!    `change_p99_us`; the CPU time the process spent on each (every
 //!    thread) into another: `change_cpu_p50_us`, `change_cpu_p99_us` (what
-//!    a busy machine does not inflate).
+//!    a busy machine does not inflate); the model's part of each (wall):
+//!    `change_model_p50_us`, `change_model_p99_us`.
 //! 3. `full_sync_cpu_ms`: the CPU time (user + system, every thread of the
 //!    process) spent in the timed parts of the full sync: the work, which a
 //!    busy machine does not inflate as it does the wall-clock figures.
@@ -65,7 +66,7 @@ pub struct SyncArgs {
     /// whole snapshot in memory (raises `rss_mb`).
     #[arg(long)]
     pub agent_path: bool,
-    /// Print one JSON object: {"services", "full_sync_ms", "change_p50_us", "change_p99_us", "change_cpu_p50_us", "change_cpu_p99_us", "rss_mb", "model_ms", "apply_ms", "adopt_ms", "rss_with_maps_mb", "full_sync_cpu_ms", "grow_ms", "maglev_slots", "max_frontends", "max_backends"}.
+    /// Print one JSON object: {"services", "full_sync_ms", "change_p50_us", "change_p99_us", "change_cpu_p50_us", "change_cpu_p99_us", "change_model_p50_us", "change_model_p99_us", "rss_mb", "model_ms", "apply_ms", "adopt_ms", "rss_with_maps_mb", "full_sync_cpu_ms", "grow_ms", "maglev_slots", "max_frontends", "max_backends"}.
     #[arg(long)]
     pub json: bool,
 }
@@ -377,6 +378,7 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
     // Single-slice changes.
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut hist_cpu = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut hist_model = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut next_serial = n * m;
     for _ in 0..a.changes {
@@ -390,6 +392,7 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
         let obj = slice(i, s);
         let (t, c) = (Instant::now(), process_cpu());
         model.upsert_slice_shared(Arc::new(Slice::from(obj)));
+        hist_model.record((t.elapsed().as_micros() as u64).max(1))?;
         let r = syncer.apply(model.desired())?;
         let us = t.elapsed().as_micros() as u64;
         hist_cpu.record((process_cpu().saturating_sub(c).as_micros() as u64).max(1))?;
@@ -430,7 +433,9 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
                "grow_ms": grow_ms, "maglev_slots": sizes.maglev, "max_frontends": sizes.services,
                "max_backends": sizes.backends,
                "full_sync_cpu_ms": cpu.as_secs_f64() * 1e3,
-               "change_cpu_p50_us": cpu50, "change_cpu_p99_us": cpu99});
+               "change_cpu_p50_us": cpu50, "change_cpu_p99_us": cpu99,
+               "change_model_p50_us": hist_model.value_at_quantile(0.50),
+               "change_model_p99_us": hist_model.value_at_quantile(0.99)});
         if let Some(ag) = &agent {
             out["agent_change_p50_us"] = json!(ag.incr_p50);
             out["agent_change_p99_us"] = json!(ag.incr_p99);
