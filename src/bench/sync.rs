@@ -16,7 +16,9 @@
 //!    `change_p99_us`; the CPU time the process spent on each (every
 //!    thread) into another: `change_cpu_p50_us`, `change_cpu_p99_us` (what
 //!    a busy machine does not inflate); the model's part of each (wall):
-//!    `change_model_p50_us`, `change_model_p99_us`.
+//!    `change_model_p50_us`, `change_model_p99_us`, of which the
+//!    conversion of the EndpointSlice to a [`Slice`] (the source's work in
+//!    the agent): `change_convert_p50_us`.
 //! 3. `full_sync_cpu_ms`: the CPU time (user + system, every thread of the
 //!    process) spent in the timed parts of the full sync: the work, which a
 //!    busy machine does not inflate as it does the wall-clock figures.
@@ -24,7 +26,9 @@
 //!    model, the syncer and the generated objects, minus the memory-mapped
 //!    `maglev` array (kernel memory that exists whether or not it is mapped;
 //!    it is mapped before the run so that it is resident throughout);
-//!    `rss_with_maps_mb` is VmHWM itself.
+//!    `rss_with_maps_mb` is VmHWM itself; `rss_model_mb` the same as
+//!    `rss_mb` once every object is in the model (before the maps are
+//!    grown and the syncer writes them).
 //!
 //! The maps are the agent's: the compiled-in sizes, grown by the agent's
 //! rule ([`crate::agent::sizing`]) for the desired state before the apply
@@ -66,7 +70,7 @@ pub struct SyncArgs {
     /// whole snapshot in memory (raises `rss_mb`).
     #[arg(long)]
     pub agent_path: bool,
-    /// Print one JSON object: {"services", "full_sync_ms", "change_p50_us", "change_p99_us", "change_cpu_p50_us", "change_cpu_p99_us", "change_model_p50_us", "change_model_p99_us", "rss_mb", "model_ms", "apply_ms", "adopt_ms", "rss_with_maps_mb", "full_sync_cpu_ms", "grow_ms", "maglev_slots", "max_frontends", "max_backends"}.
+    /// Print one JSON object: {"services", "full_sync_ms", "change_p50_us", "change_p99_us", "change_cpu_p50_us", "change_cpu_p99_us", "change_model_p50_us", "change_model_p99_us", "change_convert_p50_us", "rss_mb", "rss_model_mb", "model_ms", "apply_ms", "adopt_ms", "rss_with_maps_mb", "full_sync_cpu_ms", "grow_ms", "maglev_slots", "max_frontends", "max_backends"}.
     #[arg(long)]
     pub json: bool,
 }
@@ -342,6 +346,8 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
         cpu += cpu_time().saturating_sub(c);
         serials.push(s);
     }
+    // What the objects and the model hold, before the maps and the syncer.
+    let rss_model = peak_rss_mb()? - mapped_bpf_maps_mb()?;
     let table = model.config().maglev.table_size(m as usize);
     let t_grow = Instant::now();
     let want = sizing::plan(
@@ -379,6 +385,7 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut hist_cpu = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut hist_model = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut hist_convert = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut next_serial = n * m;
     for _ in 0..a.changes {
@@ -391,7 +398,9 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
         }
         let obj = slice(i, s);
         let (t, c) = (Instant::now(), process_cpu());
-        model.upsert_slice_shared(Arc::new(Slice::from(obj)));
+        let obj = Arc::new(Slice::from(obj));
+        hist_convert.record((t.elapsed().as_micros() as u64).max(1))?;
+        model.upsert_slice_shared(obj);
         hist_model.record((t.elapsed().as_micros() as u64).max(1))?;
         let r = syncer.apply(model.desired())?;
         let us = t.elapsed().as_micros() as u64;
@@ -434,8 +443,10 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
                "max_backends": sizes.backends,
                "full_sync_cpu_ms": cpu.as_secs_f64() * 1e3,
                "change_cpu_p50_us": cpu50, "change_cpu_p99_us": cpu99,
+               "rss_model_mb": rss_model,
                "change_model_p50_us": hist_model.value_at_quantile(0.50),
-               "change_model_p99_us": hist_model.value_at_quantile(0.99)});
+               "change_model_p99_us": hist_model.value_at_quantile(0.99),
+               "change_convert_p50_us": hist_convert.value_at_quantile(0.50)});
         if let Some(ag) = &agent {
             out["agent_change_p50_us"] = json!(ag.incr_p50);
             out["agent_change_p99_us"] = json!(ag.incr_p99);

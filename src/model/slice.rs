@@ -104,17 +104,31 @@ fn port(p: &EndpointPort) -> EndpointPort {
     }
 }
 
-/// Node names of one slice, one shared string each.
+/// Node names of one slice, one shared string each: looked up in a list
+/// while there are few (a slice's endpoints are on a handful of nodes),
+/// in a map past [`Names::LIST`].
 #[derive(Default)]
-struct Names(HashMap<Box<str>, Arc<str>>);
+struct Names {
+    list: Vec<Arc<str>>,
+    map: HashMap<Arc<str>, ()>,
+}
 
 impl Names {
+    const LIST: usize = 16;
+
     fn get(&mut self, n: &str) -> Arc<str> {
-        if let Some(a) = self.0.get(n) {
+        if let Some(a) = self.list.iter().find(|a| &***a == n) {
+            return a.clone();
+        }
+        if let Some((a, _)) = self.map.get_key_value(n) {
             return a.clone();
         }
         let a: Arc<str> = n.into();
-        self.0.insert(n.into(), a.clone());
+        if self.list.len() < Self::LIST {
+            self.list.push(a.clone());
+        } else {
+            self.map.insert(a.clone(), ());
+        }
         a
     }
 }
@@ -215,6 +229,22 @@ mod tests {
         );
         assert_eq!(e[2].node_name, None);
         assert_eq!(e[3].address, None);
+    }
+
+    #[test]
+    fn node_names_shared_past_the_list() {
+        let eps: Vec<serde_json::Value> = (0..100)
+            .map(|i| serde_json::json!({"addresses": [format!("10.0.{}.{}", i / 50, i % 50 + 1)],
+                                        "nodeName": format!("n{}", i % 40)}))
+            .collect();
+        let s = Slice::from(es(serde_json::json!({
+            "metadata": {"name": "a"}, "addressType": "IPv4", "endpoints": eps
+        })));
+        for (i, e) in s.endpoints.iter().enumerate() {
+            let n = e.node_name.as_ref().unwrap();
+            assert_eq!(&**n, format!("n{}", i % 40));
+            assert!(Arc::ptr_eq(n, s.endpoints[i % 40].node_name.as_ref().unwrap()));
+        }
     }
 
     #[test]
