@@ -196,7 +196,11 @@ mod tests {
         assert_eq!(s.metadata.namespace.as_deref(), Some("ns"));
         assert_eq!(s.metadata.resource_version.as_deref(), Some("7"));
         let labels = s.metadata.labels.as_ref().unwrap();
-        assert_eq!(labels.len(), 2, "only the labels the model reads: {labels:?}");
+        assert_eq!(
+            labels.len(),
+            2,
+            "only the labels the model reads: {labels:?}"
+        );
         assert_eq!(labels[SERVICE_NAME_LABEL], "web");
         assert!(labels.contains_key(HEADLESS_LABEL));
         assert!(s.metadata.annotations.is_none());
@@ -215,7 +219,10 @@ mod tests {
             (e[0].ready, e[0].serving, e[0].terminating),
             (Some(false), Some(true), Some(true))
         );
-        assert_eq!((e[1].ready, e[1].serving, e[1].terminating), (None, None, None));
+        assert_eq!(
+            (e[1].ready, e[1].serving, e[1].terminating),
+            (None, None, None)
+        );
         // one string per node name within the slice
         assert!(Arc::ptr_eq(
             e[0].node_name.as_ref().unwrap(),
@@ -234,8 +241,10 @@ mod tests {
     #[test]
     fn node_names_shared_past_the_list() {
         let eps: Vec<serde_json::Value> = (0..100)
-            .map(|i| serde_json::json!({"addresses": [format!("10.0.{}.{}", i / 50, i % 50 + 1)],
-                                        "nodeName": format!("n{}", i % 40)}))
+            .map(|i| {
+                serde_json::json!({"addresses": [format!("10.0.{}.{}", i / 50, i % 50 + 1)],
+                                        "nodeName": format!("n{}", i % 40)})
+            })
             .collect();
         let s = Slice::from(es(serde_json::json!({
             "metadata": {"name": "a"}, "addressType": "IPv4", "endpoints": eps
@@ -243,7 +252,10 @@ mod tests {
         for (i, e) in s.endpoints.iter().enumerate() {
             let n = e.node_name.as_ref().unwrap();
             assert_eq!(&**n, format!("n{}", i % 40));
-            assert!(Arc::ptr_eq(n, s.endpoints[i % 40].node_name.as_ref().unwrap()));
+            assert!(Arc::ptr_eq(
+                n,
+                s.endpoints[i % 40].node_name.as_ref().unwrap()
+            ));
         }
     }
 

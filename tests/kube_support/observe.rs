@@ -27,7 +27,12 @@ pub fn digest(s: &Snapshot) -> (Vec<String>, Vec<String>, Vec<String>) {
             let addrs: Vec<String> = o
                 .endpoints
                 .iter()
-                .map(|e| e.address.as_ref().map(|a| a.to_string()).unwrap_or_default())
+                .map(|e| {
+                    e.address
+                        .as_ref()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default()
+                })
                 .collect();
             format!("{}={}", o.metadata.name.as_ref().unwrap(), addrs.join(","))
         })
