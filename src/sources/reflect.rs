@@ -110,13 +110,11 @@ impl<V: Kept> Store<V> {
         }
     }
 
-    /// Replaces everything with a complete list (each object converted as
-    /// it is taken, and dropped).
-    fn replace<K: Into<V>>(&self, items: Vec<K>) {
+    /// Replaces everything with a complete list.
+    fn replace(&self, items: Vec<V>) {
         let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let mut next = HashMap::with_capacity(items.len());
         for o in items {
-            let o: V = o.into();
             let k = key(&o);
             let rv = &o.kept_meta().resource_version;
             let keep =
@@ -200,7 +198,7 @@ pub async fn run<K, V>(
     status.register(what, opts.progress);
     loop {
         // 1. List.
-        let (items, mut version) = match list(&api, labels.as_deref(), &opts).await {
+        let (items, mut version) = match list::<K, V>(&api, labels.as_deref(), &opts).await {
             Ok(r) => r,
             Err(e) => {
                 status.error(what, format!("list failed: {e}"));
@@ -256,14 +254,16 @@ pub async fn run<K, V>(
     }
 }
 
-/// A complete paged list: the items and the list's resourceVersion.
-async fn list<K>(
+/// A complete paged list: the items (each kept as `V`, converted as its
+/// page arrives: a relist of EndpointSlices holds one page of API objects
+/// at a time) and the list's resourceVersion.
+async fn list<K, V>(
     api: &Api<K>,
     labels: Option<&str>,
     opts: &KubeOptions,
-) -> Result<(Vec<K>, String), String>
+) -> Result<(Vec<V>, String), String>
 where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Into<V>,
 {
     let mut items = Vec::new();
     let mut token: Option<String> = None;
@@ -280,7 +280,7 @@ where
             Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => return Err(format!("no complete page within {:?}", opts.list_timeout)),
         };
-        items.extend(page.items);
+        items.extend(page.items.into_iter().map(Into::into));
         token = page.metadata.continue_.filter(|c| !c.is_empty());
         if token.is_none() {
             let version = page
