@@ -137,15 +137,19 @@ fn snapshot_slices_compared_by_what_the_model_reads() {
     assert!(Arc::ptr_eq(&arc, &m.desired().services["default/web"]));
 
     // What the model reads: each edit is a change, and the result is a build's.
-    let edits: Vec<Box<dyn Fn(&mut Vec<serde_json::Value>)>> = vec![
-        Box::new(|e| e[1]["conditions"]["ready"] = json!(false)),
-        Box::new(|e| e[1]["conditions"]["terminating"] = json!(true)),
-        Box::new(|e| e[0]["addresses"] = json!(["10.244.1.9"])),
-        Box::new(|e| e[1]["nodeName"] = json!("n1")),
+    let edits: [(usize, &[&str], serde_json::Value); 4] = [
+        (1, &["conditions", "ready"], json!(false)),
+        (1, &["conditions", "terminating"], json!(true)),
+        (0, &["addresses"], json!(["10.244.1.9"])),
+        (1, &["nodeName"], json!("n1")),
     ];
-    for (i, edit) in edits.iter().enumerate() {
+    for (i, (at, path, value)) in edits.into_iter().enumerate() {
         let mut eps = plain.clone();
-        edit(&mut eps);
+        let mut v = &mut eps[at];
+        for k in path {
+            v = &mut v[*k];
+        }
+        *v = value;
         let s = snap(base(eps, false, false));
         let mut m = Model::from_snapshot(&snap(base(plain.clone(), false, false)), cfg());
         let d = m.apply_snapshot(&s);
