@@ -1,7 +1,8 @@
 //! # Model: Kubernetes objects -> desired map contents
 //!
 //! Pure Rust, no I/O. Services, EndpointSlices and Nodes (the k8s-openapi
-//! types the sources hand over, see [`Snapshot`]) become a [`Desired`]: per
+//! Service and Node, and the compact [`Slice`] each EndpointSlice becomes,
+//! as the sources hand them over, see [`Snapshot`]) become a [`Desired`]: per
 //! Service, its ports, each with its frontends (what the `services` map
 //! matches), the backends they balance over (Maglev identity `addr:port`) and
 //! its source ranges; plus the tunnel entries (other nodes' pod CIDRs) and
@@ -84,8 +85,9 @@
 //!
 //! Files: this one holds [`Model`] and its per-object updates; `types` what
 //! the model reads and hands out, `compute` and `endpoints` one Service,
-//! `claims` frontend ownership, `nodes` the Node-derived state, `snapshot`
-//! [`Model::apply_snapshot`], `diff` the object comparison it uses.
+//! `claims` frontend ownership, `nodes` the Node-derived state, `slice` the
+//! compact EndpointSlice, `snapshot` [`Model::apply_snapshot`], `diff` the
+//! object comparison it uses.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
