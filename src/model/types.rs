@@ -14,7 +14,7 @@ use super::{MaglevConfig, Slice};
 /// EndpointSlices as [`Slice`]s (what the model reads of them, converted as
 /// they arrive). Both sources (API watchers, manifest directory) produce
 /// this; the model turns it into desired map contents. Objects are shared
-/// (`Arc`): the sources' stores, every snapshot and the [`Model`] hold one
+/// (`Arc`): the sources' stores, every snapshot and the [`super::Model`] hold one
 /// copy of each object between them, and a snapshot costs one reference
 /// count per object.
 #[derive(Clone, Debug, Default)]
