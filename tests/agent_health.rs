@@ -94,7 +94,7 @@ fn slice(
 fn snap(services: Vec<Service>, slices: Vec<EndpointSlice>) -> Snapshot {
     Snapshot {
         services: services.into_iter().map(Arc::new).collect(),
-        slices: slices.into_iter().map(Arc::new).collect(),
+        slices: slices.into_iter().map(|s| Arc::new(s.into())).collect(),
         nodes: vec![],
     }
 }

@@ -374,8 +374,8 @@ mod tests {
             &crate::model::Snapshot {
                 services: vec![Arc::new(svc)],
                 slices: vec![
-                    Arc::new(sl("IPv4", "10.244.0.5")),
-                    Arc::new(sl("IPv6", "fd00:244::5")),
+                    Arc::new(sl("IPv4", "10.244.0.5").into()),
+                    Arc::new(sl("IPv6", "fd00:244::5").into()),
                 ],
                 nodes: Vec::new(),
             },

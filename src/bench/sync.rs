@@ -6,7 +6,8 @@
 //!    the incremental model one object at a time as a watcher's initial list
 //!    would, then one [`Syncer::apply`] into empty maps. `full_sync_ms` covers
 //!    both (objects -> maps); each object is made (deserialized) off the
-//!    clock, as a source hands it over, and [`Syncer::adopt`] of the empty
+//!    clock, as a source hands it over (an EndpointSlice's conversion to the
+//!    compact [`Slice`] the sources keep is timed), and [`Syncer::adopt`] of the empty
 //!    maps is timed on its own (`adopt_ms`: reading the backend slots).
 //! 2. Changes: `--changes` times, one random Service's slice gets one
 //!    endpoint replaced by a new address; the latency of model update + apply
@@ -14,7 +15,10 @@
 //!    old backend retired) goes into an HDR histogram: `change_p50_us`,
 //!    `change_p99_us`; the CPU time the process spent on each (every
 //!    thread) into another: `change_cpu_p50_us`, `change_cpu_p99_us` (what
-//!    a busy machine does not inflate).
+//!    a busy machine does not inflate); the model's part of each (wall):
+//!    `change_model_p50_us`, `change_model_p99_us`, of which the
+//!    conversion of the EndpointSlice to a [`Slice`] (the source's work in
+//!    the agent): `change_convert_p50_us`.
 //! 3. `full_sync_cpu_ms`: the CPU time (user + system, every thread of the
 //!    process) spent in the timed parts of the full sync: the work, which a
 //!    busy machine does not inflate as it does the wall-clock figures.
@@ -22,7 +26,9 @@
 //!    model, the syncer and the generated objects, minus the memory-mapped
 //!    `maglev` array (kernel memory that exists whether or not it is mapped;
 //!    it is mapped before the run so that it is resident throughout);
-//!    `rss_with_maps_mb` is VmHWM itself.
+//!    `rss_with_maps_mb` is VmHWM itself; `rss_model_mb` the same as
+//!    `rss_mb` once every object is in the model (before the maps are
+//!    grown and the syncer writes them).
 //!
 //! The maps are the agent's: the compiled-in sizes, grown by the agent's
 //! rule ([`crate::agent::sizing`]) for the desired state before the apply
@@ -40,7 +46,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 
 use crate::agent::sizing;
-use crate::model::{MaglevConfig, Model, ModelConfig};
+use crate::model::{MaglevConfig, Model, ModelConfig, Slice};
 use crate::sync::{SyncOptions, Syncer};
 
 const NODES: u32 = 8;
@@ -70,7 +76,7 @@ pub struct SyncArgs {
     /// "Stateless UDP flows").
     #[arg(long)]
     pub udp: bool,
-    /// Print one JSON object: {"services", "full_sync_ms", "change_p50_us", "change_p99_us", "change_cpu_p50_us", "change_cpu_p99_us", "rss_mb", "model_ms", "apply_ms", "adopt_ms", "rss_with_maps_mb", "full_sync_cpu_ms", "grow_ms", "maglev_slots", "max_frontends", "max_backends", "udp", "stable_retained_slots" (Maglev slots held by open stable-table windows at the end)}.
+    /// Print one JSON object: {"services", "full_sync_ms", "change_p50_us", "change_p99_us", "change_cpu_p50_us", "change_cpu_p99_us", "change_model_p50_us", "change_model_p99_us", "change_convert_p50_us", "rss_mb", "rss_model_mb", "model_ms", "apply_ms", "adopt_ms", "rss_with_maps_mb", "full_sync_cpu_ms", "grow_ms", "maglev_slots", "max_frontends", "max_backends", "udp", "stable_retained_slots" (Maglev slots held by open stable-table windows at the end)}.
     #[arg(long)]
     pub json: bool,
 }
@@ -220,7 +226,7 @@ fn agent_path(
     let mut snap = crate::model::Snapshot {
         services: (0..n).map(|i| rv(service(i, udp), 1)).collect(),
         slices: (0..n)
-            .map(|i| rv(slice(i, &serials[i as usize], udp), 1))
+            .map(|i| Arc::new(Slice::from(&*rv(slice(i, &serials[i as usize], udp), 1))))
             .collect(),
         nodes: (0..NODES).map(|i| rv(node(i), 1)).collect(),
     };
@@ -248,7 +254,8 @@ fn agent_path(
             s[j] = *next_serial;
             *next_serial += 1;
         }
-        snap.slices[index[&format!("svc-{i}-abcde")]] = rv(slice(i, s, udp), *next_serial);
+        snap.slices[index[&format!("svc-{i}-abcde")]] =
+            Arc::new(Slice::from(&*rv(slice(i, s, udp), *next_serial)));
     };
     // The agent's way: diff the snapshot into the model, sync.
     for _ in 0..changes {
@@ -332,7 +339,8 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
         .context("loading the data plane (needs root)")?;
 
     // Full sync: each object is made (deserialized) off the clock, as a
-    // source hands it over, and fed to the model on it.
+    // source hands it over, and fed to the model on it (an EndpointSlice
+    // converted to the compact Slice on the clock, as the sources do).
     let mut model = Model::new(mcfg);
     let mut t_model = std::time::Duration::ZERO;
     let mut cpu = std::time::Duration::ZERO;
@@ -346,14 +354,16 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
     let mut serials: Vec<Vec<u32>> = Vec::with_capacity(n as usize);
     for i in 0..n {
         let s: Vec<u32> = (0..m).map(|j| i * m + j).collect();
-        let (svc, sl) = (Arc::new(service(i, a.udp)), Arc::new(slice(i, &s, a.udp)));
+        let (svc, sl) = (Arc::new(service(i, a.udp)), slice(i, &s, a.udp));
         let (t, c) = (Instant::now(), cpu_time());
         model.upsert_service_shared(svc);
-        model.upsert_slice_shared(sl);
+        model.upsert_slice_shared(Arc::new(Slice::from(sl)));
         t_model += t.elapsed();
         cpu += cpu_time().saturating_sub(c);
         serials.push(s);
     }
+    // What the objects and the model hold, before the maps and the syncer.
+    let rss_model = peak_rss_mb()? - mapped_bpf_maps_mb()?;
     let table = model.config().maglev.table_size(m as usize);
     let t_grow = Instant::now();
     let want = sizing::plan(
@@ -390,6 +400,8 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
     // Single-slice changes.
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut hist_cpu = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut hist_model = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut hist_convert = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut next_serial = n * m;
     for _ in 0..a.changes {
@@ -400,9 +412,12 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
             s[j] = next_serial;
             next_serial += 1;
         }
-        let obj = Arc::new(slice(i, s, a.udp));
+        let obj = slice(i, s, a.udp);
         let (t, c) = (Instant::now(), process_cpu());
+        let obj = Arc::new(Slice::from(obj));
+        hist_convert.record((t.elapsed().as_micros() as u64).max(1))?;
         model.upsert_slice_shared(obj);
+        hist_model.record((t.elapsed().as_micros() as u64).max(1))?;
         let r = syncer.apply(model.desired())?;
         let us = t.elapsed().as_micros() as u64;
         hist_cpu.record((process_cpu().saturating_sub(c).as_micros() as u64).max(1))?;
@@ -446,7 +461,11 @@ pub fn run(a: SyncArgs) -> anyhow::Result<()> {
                "max_backends": sizes.backends,
                "full_sync_cpu_ms": cpu.as_secs_f64() * 1e3,
                "change_cpu_p50_us": cpu50, "change_cpu_p99_us": cpu99,
-               "udp": a.udp, "stable_retained_slots": retained});
+               "udp": a.udp, "stable_retained_slots": retained,
+               "rss_model_mb": rss_model,
+               "change_model_p50_us": hist_model.value_at_quantile(0.50),
+               "change_model_p99_us": hist_model.value_at_quantile(0.99),
+               "change_convert_p50_us": hist_convert.value_at_quantile(0.50)});
         if let Some(ag) = &agent {
             out["agent_change_p50_us"] = json!(ag.incr_p50);
             out["agent_change_p99_us"] = json!(ag.incr_p99);

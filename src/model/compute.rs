@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::{Service, ServicePort as K8sServicePort};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use xlb_bpf::consts::{
     XLB_SVC_F_AFFINITY, XLB_SVC_F_EXT_LOCAL, XLB_SVC_F_LOCAL, XLB_SVC_F_SRC_RANGES,
 };
@@ -16,7 +15,7 @@ use super::endpoints::{
 };
 use super::{
     Backend, Family, Frontend, FrontendKey, ModelConfig, NodeInfo, ServiceDesired, ServicePort,
-    DEFAULT_AFFINITY_TIMEOUT, HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL,
+    Slice, DEFAULT_AFFINITY_TIMEOUT, HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL,
 };
 
 type Reasons = Vec<(String, String)>;
@@ -46,13 +45,13 @@ fn local_policy(v: Option<&str>, field: &str, obj: &str, reasons: &mut Reasons) 
 pub(crate) fn service<'a>(
     svc: &Service,
     key: &str,
-    slices: impl Iterator<Item = &'a EndpointSlice>,
+    slices: impl Iterator<Item = &'a Slice>,
     nodes: &BTreeMap<String, NodeInfo>,
     cfg: &ModelConfig,
     reasons: &mut Reasons,
 ) -> Option<ServiceDesired> {
     let obj = format!("Service {key}");
-    let slices: Vec<&EndpointSlice> = slices.collect();
+    let slices: Vec<&Slice> = slices.collect();
     if let Some(why) = not_ours(svc, &slices) {
         reasons.push((obj, why));
         return None;
@@ -280,7 +279,7 @@ pub(crate) fn service<'a>(
 /// these labels): `service.kubernetes.io/service-proxy-name` (any value: a
 /// proxy of that name serves it), `service.kubernetes.io/headless` on the
 /// Service or on one of its EndpointSlices.
-fn not_ours(svc: &Service, slices: &[&EndpointSlice]) -> Option<String> {
+fn not_ours(svc: &Service, slices: &[&Slice]) -> Option<String> {
     let labels = svc.metadata.labels.as_ref();
     if let Some(v) = labels.and_then(|l| l.get(SERVICE_PROXY_NAME_LABEL)) {
         return Some(format!(

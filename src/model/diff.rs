@@ -4,44 +4,61 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::Slice;
+
+/// An object the model holds: its metadata, and content to compare.
+pub(super) trait Object: PartialEq {
+    fn object_meta(&self) -> &ObjectMeta;
+}
+
+impl Object for Service {
+    fn object_meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+}
+
+impl Object for Node {
+    fn object_meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+}
+
+impl Object for Slice {
+    fn object_meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+}
+
 /// Whether a source's object is the one the model holds: the same `Arc`,
 /// or else by resourceVersion / content. Objects from the
 /// API server both carry a resourceVersion, which changes on every write of
 /// the object: equal means unchanged, without comparing content (a deep
 /// comparison of 20k objects costs tens of ms). Without one on either side
 /// (manifest files) the content decides.
-pub(super) fn same_object<
-    K: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
-        + PartialEq,
->(
-    old: &Arc<K>,
-    new: &Arc<K>,
-) -> bool {
+pub(super) fn same_object<K: Object>(old: &Arc<K>, new: &Arc<K>) -> bool {
     if Arc::ptr_eq(old, new) {
         return true; // the very object (kube-rs stores keep unchanged ones)
     }
     match (
-        &old.metadata().resource_version,
-        &new.metadata().resource_version,
+        &old.object_meta().resource_version,
+        &new.object_meta().resource_version,
     ) {
         (Some(a), Some(b)) => a == b,
         _ => old == new,
     }
 }
 
-pub(super) fn key_of(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Option<String> {
+pub(super) fn key_of(meta: &ObjectMeta) -> Option<String> {
     let name = meta.name.as_deref().filter(|n| !n.is_empty())?;
     let ns = meta.namespace.as_deref().unwrap_or("default");
     Some(format!("{ns}/{name}"))
 }
 
 /// Writes [`key_of`] into `buf`; false when the object has no name.
-fn key_into(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    buf: &mut String,
-) -> bool {
+fn key_into(meta: &ObjectMeta, buf: &mut String) -> bool {
     let Some(name) = meta.name.as_deref().filter(|n| !n.is_empty()) else {
         return false;
     };
@@ -72,8 +89,7 @@ pub(super) fn diff_kind<'a, T, S>(
     objs: &'a [Arc<T>],
 ) -> KindDiff<'a, T>
 where
-    T: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
-        + PartialEq,
+    T: Object,
     S: std::hash::BuildHasher,
 {
     let mut d = KindDiff {
@@ -85,7 +101,7 @@ where
     let mut sorted = true;
     let mut matched = 0;
     for o in objs {
-        if !key_into(o.metadata(), &mut buf) {
+        if !key_into(o.object_meta(), &mut buf) {
             d.nameless += 1;
             continue;
         }
@@ -108,7 +124,7 @@ where
         if matched != have.len() {
             let mut present: HashSet<String> = HashSet::with_capacity(objs.len());
             for o in objs {
-                if key_into(o.metadata(), &mut buf) {
+                if key_into(o.object_meta(), &mut buf) {
                     present.insert(buf.clone());
                 }
             }
@@ -129,7 +145,7 @@ where
     let mut last: HashMap<String, &'a Arc<T>> = HashMap::with_capacity(objs.len());
     let mut order: Vec<String> = Vec::new();
     for o in objs {
-        match key_of(o.metadata()) {
+        match key_of(o.object_meta()) {
             Some(k) => {
                 if last.insert(k.clone(), o).is_none() {
                     order.push(k);

@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use xlb_bpf::Proto;
 
 use super::{
-    in_cidr, Family, ModelConfig, NodeInfo, FLANNEL_PUBLIC_IPV6_ANNOTATION,
+    in_cidr, EndpointAddr, Family, ModelConfig, NodeInfo, Slice, FLANNEL_PUBLIC_IPV6_ANNOTATION,
     FLANNEL_VTEP6_ANNOTATION, XLB_VTEP_ANNOTATION,
 };
 
@@ -306,7 +305,7 @@ pub(super) type Candidates = BTreeMap<(String, Proto), Vec<Candidate>>;
 /// allocation per node, which dominates a recompute of thousands of
 /// endpoints.)
 pub(super) fn candidates<'a>(
-    slices: impl Iterator<Item = &'a EndpointSlice>,
+    slices: impl Iterator<Item = &'a Slice>,
     nodes: &BTreeMap<String, NodeInfo>,
     cfg: &ModelConfig,
     reasons: &mut Reasons,
@@ -327,7 +326,7 @@ pub(super) fn candidates<'a>(
             }
         };
         let mut ports = Vec::new();
-        for p in s.ports.iter().flatten() {
+        for p in &s.ports {
             let pname = p.name.clone().unwrap_or_default();
             let proto = match parse_proto(p.protocol.as_deref()) {
                 Ok(pr) => pr,
@@ -366,11 +365,15 @@ pub(super) fn candidates<'a>(
             port_map.push(i);
         }
         for e in &s.endpoints {
-            let Some(first) = e.addresses.first() else {
-                reasons.push((sname.clone(), "endpoint without addresses".into()));
-                continue;
+            let ip = match &e.address {
+                None => {
+                    reasons.push((sname.clone(), "endpoint without addresses".into()));
+                    continue;
+                }
+                Some(EndpointAddr::Ip(ip)) => Ok(*ip),
+                Some(EndpointAddr::Bad(first)) => Err(first),
             };
-            let ip = match parse_ip(first) {
+            let ip = match ip {
                 Ok(ip) if Family::of(ip) != fam => {
                     reasons.push((
                         sname.clone(),
@@ -382,7 +385,8 @@ pub(super) fn candidates<'a>(
                     continue;
                 }
                 Ok(ip) => ip,
-                Err(why) => {
+                Err(first) => {
+                    let why = parse_ip(first).err().unwrap_or_default();
                     reasons.push((
                         sname.clone(),
                         format!("bad endpoint address {first:?}: {why}"),
@@ -401,10 +405,9 @@ pub(super) fn candidates<'a>(
                     continue;
                 }
             };
-            let c = e.conditions.as_ref();
-            let ready = c.and_then(|c| c.ready).unwrap_or(true);
-            let serving = c.and_then(|c| c.serving).unwrap_or(ready);
-            let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+            let ready = e.ready.unwrap_or(true);
+            let serving = e.serving.unwrap_or(ready);
+            let terminating = e.terminating.unwrap_or(false);
             for ((_, _, port), &i) in ports.iter().zip(&port_map) {
                 let addr = SocketAddr::new(ip, *port);
                 let cand = Candidate {

@@ -1,7 +1,8 @@
 //! # Model: Kubernetes objects -> desired map contents
 //!
 //! Pure Rust, no I/O. Services, EndpointSlices and Nodes (the k8s-openapi
-//! types the sources hand over, see [`Snapshot`]) become a [`Desired`]: per
+//! Service and Node, and the compact [`Slice`] each EndpointSlice becomes,
+//! as the sources hand them over, see [`Snapshot`]) become a [`Desired`]: per
 //! Service, its ports, each with its frontends (what the `services` map
 //! matches), the backends they balance over (Maglev identity `addr:port`) and
 //! its source ranges; plus the tunnel entries (other nodes' pod CIDRs) and
@@ -84,8 +85,9 @@
 //!
 //! Files: this one holds [`Model`] and its per-object updates; `types` what
 //! the model reads and hands out, `compute` and `endpoints` one Service,
-//! `claims` frontend ownership, `nodes` the Node-derived state, `snapshot`
-//! [`Model::apply_snapshot`], `diff` the object comparison it uses.
+//! `claims` frontend ownership, `nodes` the Node-derived state, `slice` the
+//! compact EndpointSlice, `snapshot` [`Model::apply_snapshot`], `diff` the
+//! object comparison it uses.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -94,12 +96,14 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 pub use crate::maglev::MaglevConfig;
+pub use slice::{EndpointAddr, Slice, SliceEndpoint};
 
 mod claims;
 mod compute;
 mod diff;
 mod endpoints;
 mod nodes;
+mod slice;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -133,7 +137,7 @@ pub fn build(snap: &Snapshot, cfg: &ModelConfig) -> Desired {
 pub struct Model {
     cfg: ModelConfig,
     services: HashMap<String, Arc<Service>>,
-    slices: HashMap<String, Arc<EndpointSlice>>,
+    slices: HashMap<String, Arc<Slice>>,
     /// slice key -> owning Service key (from its label).
     slice_owner: HashMap<String, String>,
     /// Service key -> its slices' keys.
@@ -245,12 +249,12 @@ impl Model {
 
     /// Adds or replaces an EndpointSlice.
     pub fn upsert_slice(&mut self, slice: &EndpointSlice) -> bool {
-        self.upsert_slice_shared(Arc::new(slice.clone()))
+        self.upsert_slice_shared(Arc::new(Slice::from(slice)))
     }
 
-    /// [`Model::upsert_slice`] of an object handed over as a source holds
-    /// it (shared, not copied).
-    pub fn upsert_slice_shared(&mut self, slice: Arc<EndpointSlice>) -> bool {
+    /// [`Model::upsert_slice`] of a slice handed over as a source holds it
+    /// (shared, not copied).
+    pub fn upsert_slice_shared(&mut self, slice: Arc<Slice>) -> bool {
         let Some(k) = key_of(&slice.metadata) else {
             self.skip_one("EndpointSlice ?", "EndpointSlice", "metadata.name missing");
             self.rebuild_skipped();
@@ -321,7 +325,7 @@ impl Model {
     }
 
     /// Indexes a slice under its Service; returns the owner key.
-    fn index_slice(&mut self, slice: Arc<EndpointSlice>) -> Option<String> {
+    fn index_slice(&mut self, slice: Arc<Slice>) -> Option<String> {
         let k = key_of(&slice.metadata)?;
         if let Some(old) = self.slice_owner.remove(&k) {
             if let Some(set) = self.slices_by_svc.get_mut(&old) {

@@ -76,8 +76,8 @@ pub(super) fn cfg() -> ModelConfig {
 }
 
 /// Objects as a snapshot holds them.
-pub(super) fn a<T>(v: Vec<T>) -> Vec<Arc<T>> {
-    v.into_iter().map(Arc::new).collect()
+pub(super) fn a<T, U: From<T>>(v: Vec<T>) -> Vec<Arc<U>> {
+    v.into_iter().map(|o| Arc::new(U::from(o))).collect()
 }
 
 pub(super) fn run(services: Vec<Service>, slices: Vec<EndpointSlice>) -> Desired {

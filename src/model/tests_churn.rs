@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{json, Value};
 use xlb_testkit::XorShift;
 
@@ -211,7 +210,7 @@ impl Churn {
 }
 
 /// Replaces the object of the same name (or adds it), or removes one.
-fn churn_list<T: Clone + k8s_openapi::Metadata<Ty = ObjectMeta>>(
+fn churn_list<T: Clone + super::diff::Object>(
     r: &mut Churn,
     list: &mut Vec<Arc<T>>,
     make: impl FnOnce(&mut Churn) -> T,
@@ -223,7 +222,8 @@ fn churn_list<T: Clone + k8s_openapi::Metadata<Ty = ObjectMeta>>(
     }
     let o = Arc::new(make(r));
     let same = |x: &Arc<T>| {
-        x.metadata().name == o.metadata().name && x.metadata().namespace == o.metadata().namespace
+        x.object_meta().name == o.object_meta().name
+            && x.object_meta().namespace == o.object_meta().namespace
     };
     match list.iter().position(same) {
         // Now and then a duplicate name (two manifest files): the last one wins.
@@ -305,7 +305,7 @@ fn apply_snapshot_equals_build_under_random_churn() {
                 match r.below(10) {
                     0 => churn_list(&mut r, &mut snap.nodes, Churn::node),
                     1..=4 => churn_list(&mut r, &mut snap.services, Churn::service),
-                    _ => churn_list(&mut r, &mut snap.slices, Churn::slice),
+                    _ => churn_list(&mut r, &mut snap.slices, |r| r.slice().into()),
                 }
             }
             if r.chance(10) {
@@ -410,14 +410,17 @@ fn apply_snapshot_recomputes_only_what_changed() {
         snap.services.push(Arc::new(s));
     }
     snap.services.push(Arc::new(web(json!({}))));
-    snap.slices.push(Arc::new(two_eps()));
+    snap.slices.push(Arc::new(two_eps().into()));
     let mut m = Model::new(cfg());
     m.apply_snapshot(&snap);
     let arcs = m.desired().services.clone();
     // One endpoint more in web's slice: only web changes.
     let mut s = (*snap.slices[0]).clone();
     s.endpoints.push(
-        slice(json!({"addressType": "IPv4", "endpoints": [ep("10.244.2.77", "n2")]})).endpoints[0]
+        Slice::from(slice(
+            json!({"addressType": "IPv4", "endpoints": [ep("10.244.2.77", "n2")]}),
+        ))
+        .endpoints[0]
             .clone(),
     );
     snap.slices[0] = Arc::new(s);

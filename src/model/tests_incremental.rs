@@ -97,3 +97,63 @@ fn slice_moving_to_another_service() {
         2
     );
 }
+
+/// Manifest files carry no resourceVersion: a slice is compared by its
+/// compact form, so an edit of a field the model does not read (targetRef,
+/// hostname, zone, another label, appProtocol, a second address) is no
+/// change, and an edit of one it reads (a condition, an address, a node) is.
+#[test]
+fn snapshot_slices_compared_by_what_the_model_reads() {
+    let base = |eps: Vec<serde_json::Value>, extra_label: bool, app_protocol: bool| {
+        let mut s = web_slice("web-a", eps);
+        if extra_label {
+            s.metadata
+                .labels
+                .as_mut()
+                .unwrap()
+                .insert("app".into(), "web".into());
+        }
+        if app_protocol {
+            s.ports.as_mut().unwrap()[0].app_protocol = Some("http".into());
+        }
+        s
+    };
+    let snap = |s: k8s_openapi::api::discovery::v1::EndpointSlice| Snapshot {
+        services: a(vec![web(json!({}))]),
+        slices: a(vec![s]),
+        nodes: a(nodes()),
+    };
+    let plain = vec![ep("10.244.1.5", "n1"), ep("10.244.2.6", "n2")];
+    let mut m = Model::from_snapshot(&snap(base(plain.clone(), false, false)), cfg());
+    let arc = m.desired().services["default/web"].clone();
+
+    let mut decorated = plain.clone();
+    decorated[0]["targetRef"] = json!({"kind": "Pod", "name": "web-1", "namespace": "default"});
+    decorated[0]["hostname"] = json!("web-1");
+    decorated[1]["zone"] = json!("z1");
+    decorated[1]["addresses"] = json!(["10.244.2.6", "10.244.2.7"]);
+    let d = m.apply_snapshot(&snap(base(decorated, true, true)));
+    assert_eq!((d.upserted, d.changed), (0, false), "{d:?}");
+    assert!(Arc::ptr_eq(&arc, &m.desired().services["default/web"]));
+
+    // What the model reads: each edit is a change, and the result is a build's.
+    let edits: [(usize, &[&str], serde_json::Value); 4] = [
+        (1, &["conditions", "ready"], json!(false)),
+        (1, &["conditions", "terminating"], json!(true)),
+        (0, &["addresses"], json!(["10.244.1.9"])),
+        (1, &["nodeName"], json!("n1")),
+    ];
+    for (i, (at, path, value)) in edits.into_iter().enumerate() {
+        let mut eps = plain.clone();
+        let mut v = &mut eps[at];
+        for k in path {
+            v = &mut v[*k];
+        }
+        *v = value;
+        let s = snap(base(eps, false, false));
+        let mut m = Model::from_snapshot(&snap(base(plain.clone(), false, false)), cfg());
+        let d = m.apply_snapshot(&s);
+        assert_eq!(d.upserted, 1, "edit {i}: {d:?}");
+        assert_eq!(m.desired(), &build(&s, &cfg()), "edit {i}");
+    }
+}

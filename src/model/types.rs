@@ -6,20 +6,21 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use xlb_bpf::{Kind, Proto};
 
-use super::MaglevConfig;
+use super::{MaglevConfig, Slice};
 
-/// Everything the sources know, as the Kubernetes objects themselves. Both
-/// sources (API watchers, manifest directory) produce this; the model turns it
-/// into desired map contents. Objects are shared (`Arc`): the kube-rs stores,
-/// every snapshot and the [`Model`] hold one copy of each object between
-/// them, and a snapshot costs one reference count per object.
+/// Everything the sources know: the Kubernetes objects themselves, and the
+/// EndpointSlices as [`Slice`]s (what the model reads of them, converted as
+/// they arrive). Both sources (API watchers, manifest directory) produce
+/// this; the model turns it into desired map contents. Objects are shared
+/// (`Arc`): the sources' stores, every snapshot and the [`super::Model`] hold one
+/// copy of each object between them, and a snapshot costs one reference
+/// count per object.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub services: Vec<Arc<Service>>,
-    pub slices: Vec<Arc<EndpointSlice>>,
+    pub slices: Vec<Arc<Slice>>,
     pub nodes: Vec<Arc<Node>>,
 }
 

@@ -36,6 +36,7 @@ use tokio::sync::{watch, Notify};
 pub use super::kube_client::{client_from_config, KubeOptions};
 use super::reflect::{self, Store};
 use super::{sort_snapshot, Error, Result, Snapshot, SnapshotRx, SourceOptions};
+use crate::model::Slice;
 
 /// (API group, resource plural) of everything this source watches, taken
 /// from the same k8s-openapi types the watchers use. The RBAC rules in
@@ -70,14 +71,14 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client> {
     client_from_config(config, &KubeOptions::default())
 }
 
-/// Starts one list/watch loop into a new store.
-fn drive<K>(
+/// Starts one list/watch loop into a new store (objects kept as `V`).
+fn drive<K, V>(
     api: Api<K>,
     what: &'static str,
     labels: Option<String>,
     changed: Arc<Notify>,
     opts: &SourceOptions,
-) -> Arc<Store<K>>
+) -> Arc<Store<V>>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -85,7 +86,9 @@ where
         + serde::de::DeserializeOwned
         + Send
         + Sync
+        + Into<V>
         + 'static,
+    V: reflect::Kept,
 {
     let store = Arc::new(Store::default());
     tokio::spawn(reflect::run(
@@ -105,7 +108,8 @@ where
 #[derive(Clone)]
 pub struct Stores {
     pub services: Arc<Store<Service>>,
-    pub slices: Arc<Store<EndpointSlice>>,
+    /// EndpointSlices, kept compact ([`Slice`]).
+    pub slices: Arc<Store<Slice>>,
     pub nodes: Arc<Store<Node>>,
     opts: SourceOptions,
 }

@@ -41,6 +41,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use tokio::sync::{watch, Notify};
 
 use super::{object_key, sort_snapshot, Error, Result, Snapshot, SnapshotRx, SourceOptions};
+use crate::model::Slice;
 
 /// This source's name in [`super::SourceStatus`].
 pub const WHAT: &str = "manifests";
@@ -82,7 +83,11 @@ impl Collector {
     fn finish(self) -> Parsed {
         let mut snapshot = Snapshot {
             services: self.services.into_values().map(Arc::new).collect(),
-            slices: self.slices.into_values().map(Arc::new).collect(),
+            slices: self
+                .slices
+                .into_values()
+                .map(|s| Arc::new(Slice::from(s)))
+                .collect(),
             nodes: self.nodes.into_values().map(Arc::new).collect(),
         };
         sort_snapshot(&mut snapshot);

@@ -27,6 +27,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ListParams, WatchEvent, WatchParams};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
@@ -34,14 +36,41 @@ use tokio::sync::Notify;
 
 use super::kube_client::KubeOptions;
 use super::SourceStatus;
+use crate::model::Slice;
 
-/// One resource's objects by `namespace/name`, and whether a list completed.
-pub struct Store<K> {
-    inner: RwLock<(HashMap<String, Arc<K>>, bool)>,
+/// What a store keeps of an object: its metadata. A store keeps the objects
+/// themselves (Services, Nodes) or a compact form made as each arrives
+/// ([`Slice`] for an EndpointSlice: the object is dropped once converted).
+pub trait Kept: Send + Sync + 'static {
+    fn kept_meta(&self) -> &ObjectMeta;
+}
+
+impl Kept for Service {
+    fn kept_meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+}
+
+impl Kept for Node {
+    fn kept_meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+}
+
+impl Kept for Slice {
+    fn kept_meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+}
+
+/// One resource's objects (as `V`) by `namespace/name`, and whether a list
+/// completed.
+pub struct Store<V> {
+    inner: RwLock<(HashMap<String, Arc<V>>, bool)>,
     ready: Notify,
 }
 
-impl<K> Default for Store<K> {
+impl<V> Default for Store<V> {
     fn default() -> Self {
         Self {
             inner: RwLock::new((HashMap::new(), false)),
@@ -50,9 +79,9 @@ impl<K> Default for Store<K> {
     }
 }
 
-impl<K: Resource> Store<K> {
+impl<V: Kept> Store<V> {
     /// Every object (shared, unordered).
-    pub fn state(&self) -> Vec<Arc<K>> {
+    pub fn state(&self) -> Vec<Arc<V>> {
         let g = self.inner.read().unwrap_or_else(|e| e.into_inner());
         g.0.values().cloned().collect()
     }
@@ -82,17 +111,15 @@ impl<K: Resource> Store<K> {
     }
 
     /// Replaces everything with a complete list.
-    fn replace(&self, items: Vec<K>) {
+    fn replace(&self, items: Vec<V>) {
         let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let mut next = HashMap::with_capacity(items.len());
         for o in items {
             let k = key(&o);
+            let rv = &o.kept_meta().resource_version;
             let keep =
                 g.0.get(&k)
-                    .filter(|old| {
-                        old.meta().resource_version.is_some()
-                            && old.meta().resource_version == o.meta().resource_version
-                    })
+                    .filter(|old| rv.is_some() && old.kept_meta().resource_version == *rv)
                     .cloned();
             next.insert(k, keep.unwrap_or_else(|| Arc::new(o)));
         }
@@ -101,19 +128,21 @@ impl<K: Resource> Store<K> {
         self.ready.notify_waiters();
     }
 
-    fn apply(&self, o: K) {
+    fn apply(&self, o: V) {
+        let k = key(&o);
         let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        g.0.insert(key(&o), Arc::new(o));
+        g.0.insert(k, Arc::new(o));
     }
 
-    fn delete(&self, o: &K) {
+    fn delete(&self, meta: &ObjectMeta) {
+        let k = super::object_key(meta);
         let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        g.0.remove(&key(o));
+        g.0.remove(&k);
     }
 }
 
-fn key<K: Resource>(o: &K) -> String {
-    super::object_key(o.meta())
+fn key<V: Kept>(o: &V) -> String {
+    super::object_key(o.kept_meta())
 }
 
 /// Why a watch ended, and what comes next.
@@ -151,23 +180,25 @@ impl Backoff {
 }
 
 /// Keeps `store` in sync with the API server's `api` objects until the task
-/// is dropped. `changed` is notified after every change of the store.
-pub async fn run<K>(
+/// is dropped (each object kept as `V`). `changed` is notified after every
+/// change of the store.
+pub async fn run<K, V>(
     api: Api<K>,
     what: &'static str,
     labels: Option<String>,
-    store: Arc<Store<K>>,
+    store: Arc<Store<V>>,
     changed: Arc<Notify>,
     status: SourceStatus,
     opts: KubeOptions,
 ) where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + Into<V> + 'static,
+    V: Kept,
 {
     let mut backoff = Backoff::new(&opts);
     status.register(what, opts.progress);
     loop {
         // 1. List.
-        let (items, mut version) = match list(&api, labels.as_deref(), &opts).await {
+        let (items, mut version) = match list::<K, V>(&api, labels.as_deref(), &opts).await {
             Ok(r) => r,
             Err(e) => {
                 status.error(what, format!("list failed: {e}"));
@@ -223,14 +254,16 @@ pub async fn run<K>(
     }
 }
 
-/// A complete paged list: the items and the list's resourceVersion.
-async fn list<K>(
+/// A complete paged list: the items (each kept as `V`, converted as its
+/// page arrives: a relist of EndpointSlices holds one page of API objects
+/// at a time) and the list's resourceVersion.
+async fn list<K, V>(
     api: &Api<K>,
     labels: Option<&str>,
     opts: &KubeOptions,
-) -> Result<(Vec<K>, String), String>
+) -> Result<(Vec<V>, String), String>
 where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Into<V>,
 {
     let mut items = Vec::new();
     let mut token: Option<String> = None;
@@ -247,7 +280,7 @@ where
             Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => return Err(format!("no complete page within {:?}", opts.list_timeout)),
         };
-        items.extend(page.items);
+        items.extend(page.items.into_iter().map(Into::into));
         token = page.metadata.continue_.filter(|c| !c.is_empty());
         if token.is_none() {
             let version = page
@@ -262,18 +295,19 @@ where
 
 /// One watch request, until it ends. `Err`: it could not be opened.
 #[allow(clippy::too_many_arguments)]
-async fn watch<K>(
+async fn watch<K, V>(
     api: &Api<K>,
     what: &'static str,
     labels: Option<&str>,
     version: &mut String,
-    store: &Store<K>,
+    store: &Store<V>,
     changed: &Notify,
     status: &SourceStatus,
     opts: &KubeOptions,
 ) -> Result<Next, String>
 where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Into<V> + 'static,
+    V: Kept,
 {
     let mut wp = WatchParams::default().timeout(opts.watch_timeout.as_secs().clamp(1, 290) as u32);
     if let Some(l) = labels {
@@ -327,14 +361,14 @@ where
                 if let Some(v) = o.meta().resource_version.clone() {
                     *version = v;
                 }
-                store.apply(o);
+                store.apply(o.into());
                 changed.notify_one();
             }
             WatchEvent::Deleted(o) => {
                 if let Some(v) = o.meta().resource_version.clone() {
                     *version = v;
                 }
-                store.delete(&o);
+                store.delete(o.meta());
                 changed.notify_one();
             }
             WatchEvent::Bookmark(b) => {

@@ -24,10 +24,15 @@ pub fn digest(s: &Snapshot) -> (Vec<String>, Vec<String>, Vec<String>) {
         .slices
         .iter()
         .map(|o| {
-            let addrs: Vec<&str> = o
+            let addrs: Vec<String> = o
                 .endpoints
                 .iter()
-                .map(|e| e.addresses[0].as_str())
+                .map(|e| {
+                    e.address
+                        .as_ref()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default()
+                })
                 .collect();
             format!("{}={}", o.metadata.name.as_ref().unwrap(), addrs.join(","))
         })

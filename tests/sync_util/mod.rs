@@ -114,7 +114,7 @@ pub fn desired(services: Vec<Service>, slices: Vec<EndpointSlice>) -> Desired {
     build(
         &Snapshot {
             services: services.into_iter().map(Arc::new).collect(),
-            slices: slices.into_iter().map(Arc::new).collect(),
+            slices: slices.into_iter().map(|s| Arc::new(s.into())).collect(),
             nodes: nodes().into_iter().map(Arc::new).collect(),
         },
         &cfg(),
@@ -385,7 +385,7 @@ pub fn desired6(services: Vec<Service>, slices: Vec<EndpointSlice>) -> Desired {
     build(
         &Snapshot {
             services: services.into_iter().map(Arc::new).collect(),
-            slices: slices.into_iter().map(Arc::new).collect(),
+            slices: slices.into_iter().map(|s| Arc::new(s.into())).collect(),
             nodes: nodes6().into_iter().map(Arc::new).collect(),
         },
         &cfg6(),
