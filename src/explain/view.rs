@@ -91,12 +91,6 @@ impl View for MapsView<'_> {
         Ok((st.table_size != 0).then_some(st))
     }
     fn now(&self) -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid out pointer.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+        xlb_bpf::maps::monotonic_ns()
     }
 }

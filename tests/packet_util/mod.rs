@@ -383,15 +383,7 @@ impl Env {
 }
 
 /// CLOCK_MONOTONIC in ns (what bpf_ktime_get_ns returns).
-pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub use xlb_bpf::maps::monotonic_ns as now_ns;
 
 impl Env {
     /// A second data plane in the same namespace configured as node PEER
