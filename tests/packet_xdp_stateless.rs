@@ -11,7 +11,6 @@ mod packet_util;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use packet_util::xdp::*;
 use packet_util::*;
 use xlb_bpf::consts::*;
 use xlb_bpf::types::*;

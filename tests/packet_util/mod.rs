@@ -383,6 +383,7 @@ impl Env {
 }
 
 /// CLOCK_MONOTONIC in ns (what bpf_ktime_get_ns returns).
+#[allow(unused_imports)] // not every test binary reads the clock
 pub use xlb_bpf::maps::monotonic_ns as now_ns;
 
 impl Env {
