@@ -195,7 +195,8 @@ cache:
 	/* A UDP flow of a Service with a stateless path: none in ct when the
 	 * table names its remote backend (stateless.h) */
 	if (st) {
-		if (xlb_stable_choice(st, xlb_hash_of(x, &t), now, &ch) == XLB_STABLE_FREE && !v) {
+		if (xlb_stable_choice(st, xlb_hash_of(x, &t), now, &ch,
+				      x->cfg->flags & XLB_CFG_F_TNAT) == XLB_STABLE_FREE && !v) {
 			/* cached as a ct hit would be (one call site) */
 			xlb_stable_val(&ch, svc->svc_id, now, &sv);
 			v = &sv;

@@ -50,22 +50,33 @@ fn udp_flows_to_remote_backends_leave_no_ct_entry_and_keep_their_backend_across_
     let maps = xlb_bpf::Maps::from_pin_dir(&g.lab.pin_dir(1)).expect("node1's maps");
     let np = xlb_svc_key::nodeport(30080, Proto::Udp);
     let svc = maps.service(&np).unwrap().expect("web's UDP NodePort");
-    assert_ne!(maps.svc_stable(svc.svc_id).unwrap().table_size, 0, "a stateless path");
+    assert_ne!(
+        maps.svc_stable(svc.svc_id).unwrap().table_size,
+        0,
+        "a stateless path"
+    );
 
     let first = backends(&g);
     let fwd = |peer: SocketAddr| {
         let SocketAddr::V4(c) = peer else {
             panic!("{peer}")
         };
-        maps.ct_entry(&xlb_ct_key::new(c, node(1, 30080), 17)).unwrap()
+        maps.ct_entry(&xlb_ct_key::new(c, node(1, 30080), 17))
+            .unwrap()
     };
     let mut remote = 0;
     for (p, (name, peer)) in &first {
         if name.starts_with("n2") {
             remote += 1;
-            assert!(fwd(*peer).is_none(), "port {p} ({name}): no ct entry on node1");
+            assert!(
+                fwd(*peer).is_none(),
+                "port {p} ({name}): no ct entry on node1"
+            );
         } else {
-            assert!(fwd(*peer).is_some(), "port {p} ({name}): a local backend's flow");
+            assert!(
+                fwd(*peer).is_some(),
+                "port {p} ({name}): a local backend's flow"
+            );
         }
     }
     assert!(remote > 10, "{first:?}");

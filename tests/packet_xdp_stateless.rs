@@ -321,3 +321,31 @@ fn an_icmp_error_about_a_stateless_flow_goes_to_its_backend() {
     );
     assert_eq!(v.inner, want);
 }
+
+/// With tunnel NAT off (`xlb agent --no-tunnel-nat`, for a rolling upgrade
+/// from a build without it) a remote flow goes as before it: no frontend
+/// trailer, both ct entries here, so no stateless flow either.
+#[test]
+fn without_tunnel_nat_a_remote_flow_keeps_both_entries_and_no_trailer() {
+    let Some(env) = Env::new() else { return };
+    setup(&env, &NEW);
+    let mut cfg = env.config();
+    cfg.flags &= !XLB_CFG_F_TNAT;
+    env.maps().put_config(&cfg).unwrap();
+    let c = client(49000);
+    let be = addr_of(pick(&NEW, c));
+    let (rc, out) = env.xdp(&Frame::udp(c, sa(VIP)).build());
+    assert!(rc == XDP_TX || rc == XDP_REDIRECT, "verdict {rc}");
+    let v = check_vxlan(&out, "encap");
+    assert_eq!(v.flags, 0x0800_0001, "the xlb mark, no trailer");
+    assert_eq!(v.fe, None);
+    assert_eq!(check_eth_ipv4(&v.inner, "inner").2.dst(), be);
+    let fwd = ct_fwd(&env, c).expect("the forward entry");
+    assert_eq!(fwd.flags & XLB_CT_F_TNAT, 0, "{fwd:?}");
+    let rev = env
+        .maps()
+        .ct_entry(&xlb_ct_key::new(be, c, UDP))
+        .unwrap()
+        .expect("the reverse entry");
+    assert_eq!(rev.nat(), sa(VIP));
+}

@@ -98,6 +98,10 @@
 /* config flags */
 #define XLB_CFG_F_VXLAN		(1 << 0)	/* decap VXLAN addressed to this node */
 #define XLB_CFG_F_REJECT	(1 << 1)	/* answer RST / ICMP unreachable for Services w/o endpoints */
+/* tunnel NAT (vxlan.h): send the frontend with remote flows from the uplink, keep only their forward
+ * entry; clear: the tunnel format of xlb builds before it (both entries here, no trailer), for a
+ * rolling upgrade from one. Frames of either format are understood whatever this says. */
+#define XLB_CFG_F_TNAT		(1 << 2)
 
 /* sock_config flags (socket hooks, sock.bpf.c) */
 #define XLB_SOCK_F_LOOPBACK	(1 << 0)	/* NodePort on 127.0.0.0/8 for node processes */

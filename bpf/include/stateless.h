@@ -71,11 +71,12 @@ static __always_inline void xlb_stable_seen_id(__u32 svc_id, __u64 now)
  * A UDP flow from the uplink without a ct entry, of a Service with svc_stable
  * st; ch: the current table's choice for hash. XLB_STABLE_FREE when the flow
  * needs no ct entry (a remote backend that the stable table names too, or any
- * remote choice once the window is closed); else XLB_STABLE_CT, with ch the
+ * remote choice once the window is closed; only under tunnel NAT, tnat: the
+ * backend's node must reverse-NAT the replies); else XLB_STABLE_CT, with ch the
  * stable table's backend when it lives and differs.
  */
 static __always_inline int xlb_stable_choice(const struct xlb_svc_stable *st, __u32 hash,
-					     __u64 now, struct xlb_choice *ch)
+					     __u64 now, struct xlb_choice *ch, int tnat)
 {
 	__u32 slot, *id;
 
@@ -91,7 +92,7 @@ static __always_inline int xlb_stable_choice(const struct xlb_svc_stable *st, __
 			return XLB_STABLE_CT;
 		}
 	}
-	return ch->node ? XLB_STABLE_FREE : XLB_STABLE_CT;
+	return ch->node && tnat ? XLB_STABLE_FREE : XLB_STABLE_CT;
 }
 
 /* What the flow cache keeps of a stateless flow: its choice, as a forward
@@ -136,7 +137,7 @@ static __always_inline int xlb_stable_view(const struct xlb_ct_key *t,
 	slot = svc->table_off + h % svc->table_size;
 	id = bpf_map_lookup_elem(&maglev, &slot);
 	if (!id || !xlb_backend_get(*id, &ch) ||
-	    xlb_stable_choice(st, h, now, &ch) != XLB_STABLE_FREE)
+	    xlb_stable_choice(st, h, now, &ch, cfg->flags & XLB_CFG_F_TNAT) != XLB_STABLE_FREE)
 		return 0;
 	xlb_stable_val(&ch, svc->svc_id, now, out);
 	return 1;

@@ -23,11 +23,12 @@
  * backend. Its frames go with the frontend trailer (XLB_VXLAN_F_FE, vxlan.h),
  * the backend's node reverse-NATs its replies and sends them back marked
  * XLB_VXLAN_F_XLATED (xlb_xlated_in), and this node keeps its forward ct entry
- * only (XLB_CT_F_TNAT). Flows that came by tunnel keep the reverse entry here.
+ * only (XLB_CT_F_TNAT). Flows that came by tunnel keep the reverse entry here,
+ * and so does every flow while config says XLB_CFG_F_TNAT is off.
  */
 static __always_inline int xlb_tnat(const struct xlb_ctx *x, const struct xlb_choice *ch)
 {
-	return !x->tun.peer && ch->node;
+	return !x->tun.peer && ch->node && (x->cfg->flags & XLB_CFG_F_TNAT);
 }
 
 /* Forward to the chosen backend: DNAT, then pass (local) or encap (remote;

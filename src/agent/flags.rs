@@ -156,6 +156,14 @@ pub struct AgentArgs {
     #[arg(long, env = "XLB_NO_SOCKET_LB")]
     pub no_socket_lb: bool,
 
+    /// No tunnel NAT: flows sent to another node's backend keep both ct
+    /// entries here and go without the frontend trailer, the tunnel format of
+    /// xlb builds before it (and no stateless UDP flows). For a rolling
+    /// upgrade from such a build: roll out with this set, then without it
+    /// (docs/dp.md, "Who reverse-NATs").
+    #[arg(long, env = "XLB_NO_TUNNEL_NAT")]
+    pub no_tunnel_nat: bool,
+
     /// Root of the host's cgroup v2 hierarchy for the socket hooks (in a
     /// container: a hostPath mount of the host's /sys/fs/cgroup). Default:
     /// the cgroup2 mount in /proc/self/mountinfo.
@@ -218,6 +226,7 @@ impl AgentArgs {
             "debounce_ms": self.debounce_ms,
             "nodeport_addresses": self.nodeport_addresses.to_string(),
             "socket_lb": !self.no_socket_lb,
+            "tunnel_nat": !self.no_tunnel_nat,
             "cgroup_root": self.cgroup_root,
             "ct_entries": self.ct_entries,
             "ct6_entries": self.ct6_entries,

@@ -94,6 +94,11 @@ impl Agent {
             c.mtu = i.mtu;
         }
         c.flags |= xlb_bpf::consts::XLB_CFG_F_REJECT;
+        if self.args.no_tunnel_nat {
+            c.flags &= !xlb_bpf::consts::XLB_CFG_F_TNAT;
+        } else {
+            c.flags |= xlb_bpf::consts::XLB_CFG_F_TNAT;
+        }
         self.args.ct_timeouts.apply(&mut c);
         if node.addr.is_some() {
             c.flags |= xlb_bpf::consts::XLB_CFG_F_VXLAN;

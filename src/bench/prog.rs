@@ -381,7 +381,7 @@ pub fn measure(calls: u32) -> Result<Report> {
         vni: 1,
         ifindex: uplink,
         mac: NODE_MAC,
-        flags: XLB_CFG_F_VXLAN | XLB_CFG_F_REJECT,
+        flags: XLB_CFG_F_VXLAN | XLB_CFG_F_REJECT | XLB_CFG_F_TNAT,
         ..Default::default()
     })?;
     m.put_local_addr(NODE)?;

@@ -124,13 +124,23 @@ pub(super) fn forward(
     let mut r = o(Verdict::Tx, "tx_remote");
     r.tunnel_to = Some(n.into());
     let mtu = if cfg.mtu != 0 { cfg.mtu } else { 1500 };
-    r.note = Some(format!(
-        "VXLAN to {n} (UDP source port {:#06x}) with the frontend {} (tunnel NAT: {n} \
-         reverse-NATs the replies, this node keeps the forward ct entry only); sent if the \
-         fib finds {n}'s next hop (else passed once to the stack: pass_fib_no_neigh), and if \
-         the frame plus 58 bytes fits the MTU {mtu} (else tx_frag_needed)",
-        0xc000 | (flow_hash(&xlb_ct_key::new(f.src, f.dst, f.proto.number()), false) & 0x3fff),
-        f.dst
-    ));
+    let sport =
+        0xc000 | (flow_hash(&xlb_ct_key::new(f.src, f.dst, f.proto.number()), false) & 0x3fff);
+    r.note = Some(if cfg.flags & XLB_CFG_F_TNAT != 0 {
+        format!(
+            "VXLAN to {n} (UDP source port {sport:#06x}) with the frontend {} (tunnel NAT: {n} \
+             reverse-NATs the replies, this node keeps the forward ct entry only); sent if the \
+             fib finds {n}'s next hop (else passed once to the stack: pass_fib_no_neigh), and if \
+             the frame plus 58 bytes fits the MTU {mtu} (else tx_frag_needed)",
+            f.dst
+        )
+    } else {
+        format!(
+            "VXLAN to {n} (UDP source port {sport:#06x}; tunnel NAT off: this node reverse-NATs \
+             the replies {n} returns); sent if the fib finds {n}'s next hop (else passed once to \
+             the stack: pass_fib_no_neigh), and if the frame plus 50 bytes fits the MTU {mtu} \
+             (else tx_frag_needed)"
+        )
+    });
     Ok(r)
 }

@@ -398,7 +398,7 @@ fn walk(v: &dyn View, f: &Flow, steps: &mut Vec<Step>) -> anyhow::Result<Outcome
     match (id, b) {
         (Some(id), Some(b)) => {
             let (id, b) = if xdp && f.proto == Proto::Udp && !aff && !from_backend {
-                stateless(v, svc.svc_id, h, now, (id, b), steps)?
+                stateless(v, &cfg, svc.svc_id, h, now, (id, b), steps)?
             } else {
                 (id, b)
             };
@@ -413,6 +413,7 @@ fn walk(v: &dyn View, f: &Flow, steps: &mut Vec<Step>) -> anyhow::Result<Outcome
 /// whether the flow gets a ct entry.
 fn stateless(
     v: &dyn View,
+    cfg: &xlb_config,
     svc_id: u32,
     h: u32,
     now: u64,
@@ -436,7 +437,8 @@ fn stateless(
             }
         }
     }
-    let remote = chosen.1.node != 0;
+    // no ct entry only under tunnel NAT (the backend's node reverse-NATs)
+    let remote = chosen.1.node != 0 && cfg.flags & XLB_CFG_F_TNAT != 0;
     let what = if window {
         format!(
             "a window for {} s more (the table changed): the stable table (at {}) names backend {}",

@@ -144,7 +144,7 @@ impl Env {
             vni: VNI,
             ifindex: self.uplink,
             mac: NODE_MAC,
-            flags: XLB_CFG_F_VXLAN | XLB_CFG_F_REJECT,
+            flags: XLB_CFG_F_VXLAN | XLB_CFG_F_REJECT | XLB_CFG_F_TNAT,
             ..Default::default()
         }
     }

@@ -104,7 +104,7 @@ pub(super) fn fill_maps(
         },
         // decapsulated frames are passed up on the node's port: its MAC
         mac: t.mac_n0,
-        flags: XLB_CFG_F_VXLAN,
+        flags: XLB_CFG_F_VXLAN | XLB_CFG_F_TNAT,
         ..Default::default()
     })?;
     m.put_local_addr(NODE)?;
