@@ -59,14 +59,6 @@ static __always_inline void xlb_stable_seen(struct xlb_svc_stable *st, __u64 now
 		st->ct_seen = now;
 }
 
-static __always_inline void xlb_stable_seen_id(__u32 svc_id, __u64 now)
-{
-	struct xlb_svc_stable *st = xlb_stable_of(svc_id);
-
-	if (st)
-		xlb_stable_seen(st, now);
-}
-
 /*
  * A UDP flow from the uplink without a ct entry, of a Service with svc_stable
  * st; ch: the current table's choice for hash. XLB_STABLE_FREE when the flow

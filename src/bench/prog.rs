@@ -482,24 +482,19 @@ pub fn measure(calls: u32) -> Result<Report> {
         );
     }
     // New flows for the CT-miss path: one per call.
+    // the client of new flow i (a source never seen before)
+    let new_src = |i: usize| {
+        sa(
+            [198, 18, 1 + (i / 60000) as u8, (i % 250) as u8 + 1],
+            1024 + (i % 60000) as u16,
+        )
+    };
     let miss: Vec<Vec<u8>> = (0..flows_needed)
-        .map(|i| {
-            let src = sa(
-                [198, 18, 1 + (i / 60000) as u8, (i % 250) as u8 + 1],
-                1024 + (i % 60000) as u16,
-            );
-            tcp_frame(cmac, NODE_MAC, src, sa([10, 96, 0, 11], 80), SYN)
-        })
+        .map(|i| tcp_frame(cmac, NODE_MAC, new_src(i), sa([10, 96, 0, 11], 80), SYN))
         .collect();
     let udp_new = |vip: [u8; 4]| -> Vec<Vec<u8>> {
         (0..flows_needed)
-            .map(|i| {
-                let src = sa(
-                    [198, 18, 1 + (i / 60000) as u8, (i % 250) as u8 + 1],
-                    1024 + (i % 60000) as u16,
-                );
-                udp_frame(cmac, NODE_MAC, src, sa(vip, 53))
-            })
+            .map(|i| udp_frame(cmac, NODE_MAC, new_src(i), sa(vip, 53)))
             .collect()
     };
     let not_ours = tcp_frame(cmac, NODE_MAC, client, sa([198, 18, 0, 99], 80), ACK);
