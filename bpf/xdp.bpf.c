@@ -109,14 +109,14 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	if (!x->tun.peer && !xlb_be_maybe(t.saddr) &&
 	    !xlb_frontend_maybe(t.daddr, t.dport, t.proto))
 		return xlb_done(XLB_R_PASS_NOT_SERVICE, x->bytes, XDP_PASS);
-	/* UDP from the uplink, from no backend: its Service first, and no ct
-	 * lookup when no ct entry of the Service can be live (stateless.h) */
-	if (t.proto == IPPROTO_UDP && !x->tun.peer && !xlb_be_maybe(t.saddr)) {
+	/* From the uplink, from no backend: its Service first, and no ct (or
+	 * ct_syn) lookup when no entry of the Service can be live (stateless.h) */
+	if (!x->tun.peer && !xlb_be_maybe(t.saddr)) {
 		svc = xlb_service(t.daddr, t.dport, t.proto, x->cfg->node_addr);
 		if (!svc)
 			return xlb_done(XLB_R_PASS_NOT_SERVICE, x->bytes, XDP_PASS);
 		st = xlb_stable_of(svc->svc_id);
-		skip_ct = st && xlb_stable_no_ct(st, x->cfg, xlb_now_of(x));
+		skip_ct = st && xlb_stable_no_ct(st, x->cfg, t.proto, xlb_now_of(x));
 	}
 	v = skip_ct ? NULL : bpf_map_lookup_elem(&ct, &t);
 	if (v) {
@@ -149,7 +149,7 @@ cache:
 				x->fc = fc.slot;
 			goto forward;
 		}
-	} else if (t.proto == IPPROTO_TCP && (s = xlb_syn_fwd(&t, &hs))) {
+	} else if (t.proto == IPPROTO_TCP && !skip_ct && (s = xlb_syn_fwd(&t, &hs))) {
 		/* the client of a half-open connection: a retransmitted SYN, or
 		 * its ACK, which promotes the flow into ct (ctsyn.h) */
 		now = xlb_now_of(x);
@@ -192,11 +192,12 @@ cache:
 		return xlb_reject(x);
 	if (r != XLB_OK)
 		return xlb_end(x, r, XDP_DROP);
-	/* A UDP flow of a Service with a stateless path: none in ct when the
+	/* A flow of a Service with a stateless path: none in ct when the
 	 * table names its remote backend (stateless.h) */
 	if (st) {
-		if (xlb_stable_choice(st, xlb_hash_of(x, &t), now, &ch,
-				      x->cfg->flags & XLB_CFG_F_TNAT) == XLB_STABLE_FREE && !v) {
+		if (xlb_stable_choice(st, xlb_hash_of(x, &t), now, &ch, x->cfg->flags & XLB_CFG_F_TNAT,
+				      t.proto == IPPROTO_TCP && xlb_tcp_open(x->p.tcp_flags)) ==
+			    XLB_STABLE_FREE && !v) {
 			/* cached as a ct hit would be (one call site) */
 			xlb_stable_val(&ch, svc->svc_id, now, &sv);
 			v = &sv;

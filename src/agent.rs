@@ -173,6 +173,7 @@ impl Agent {
             SyncOptions {
                 names_file: Some(crate::names::path(&pin_dir)),
                 ct_udp: args.ct_timeouts.udp,
+                ct_tcp_established: args.ct_timeouts.tcp_established,
                 ..Default::default()
             },
         )
@@ -253,7 +254,7 @@ impl Agent {
         let result = loop {
             let retry_at = retry;
             // The next stable-table window to end (docs/ctl.md, "Stateless
-            // UDP flows"): one deadline, whatever the number of Services.
+            // flows"): one deadline, whatever the number of Services.
             let window_at = agent.syncer.next_window_end().map(|end| {
                 let now = xlb_bpf::maps::monotonic_ns();
                 tokio::time::Instant::now() + Duration::from_nanos(end.saturating_sub(now))

@@ -234,7 +234,7 @@ fn maps_tables_and_json_match_what_was_written() {
     assert_eq!(j["rows"][1]["nodeport"], true);
     assert_eq!(j["rows"][1]["addr"], Value::Null);
     assert_eq!(j["rows"][1]["stateless"], Value::Null);
-    // Stateless UDP flows (svc_stable): on the live table, then a window.
+    // Stateless flows (svc_stable): on the live table, then a window.
     dp.maps
         .put_svc_stable(
             9,

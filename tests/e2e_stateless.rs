@@ -1,5 +1,5 @@
 //! Stateless UDP flows through the lab's real agents (docs/dp.md, "Stateless
-//! UDP flows" and "Who reverse-NATs"): the UDP port of `web` (NodePort
+//! flows" and "Who reverse-NATs"): the UDP port of `web` (NodePort
 //! 30080, Cluster policy, no affinity) has a stateless path, so node1 keeps
 //! no ct entry of the flows it sends to node2's pods, whose replies node2
 //! reverse-NATs. A backend removed, then added back within the window:

@@ -167,13 +167,9 @@ fn fill(env: &Env, r: &mut Rng) -> Vec<SocketAddrV4> {
             },
         )
         .unwrap();
-        // a stateless path (stateless.h) for some UDP Services without
+        // a stateless path (stateless.h) for some Services without
         // affinity: the window closed, or open with a stable table of its own
-        if k.proto == Proto::Udp.number()
-            && flags & XLB_SVC_F_AFFINITY == 0
-            && size > 0
-            && r.chance(60)
-        {
+        if flags & XLB_SVC_F_AFFINITY == 0 && size > 0 && r.chance(60) {
             let window = r.chance(50);
             let stable: Vec<u32> = (0..size)
                 .map(|_| 1 + r.below(u64::from(NBACKENDS) + 1) as u32)

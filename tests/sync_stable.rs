@@ -1,5 +1,5 @@
-//! The stable tables of stateless UDP flows (`svc_stable`, docs/ctl.md
-//! "Stateless UDP flows"), through the sync: against the in-memory fake
+//! The stable tables of stateless flows (`svc_stable`, docs/ctl.md
+//! "Stateless flows"), through the sync: against the in-memory fake
 //! (which also fails any maglev write over a region `svc_stable` names and
 //! any reuse of a backend id such a region names) and against real BPF maps
 //! (root). The window's clock is the test's: nothing waits.
@@ -154,12 +154,67 @@ fn window_opens_keeps_first_table_and_ends_maps() {
     window(&mut dp.maps);
 }
 
-/// TCP, affinity, Local: all zero, through changes; a Service turning
-/// ineligible is zeroed before its frontends switch.
-fn ineligible<M: MapOps>(m: &mut M) {
+/// A TCP port is eligible too; its window is ct_tcp_established long, a UDP
+/// port's beside it ct_udp.
+fn tcp_window<M: MapOps>(m: &mut M) {
+    let t0 = 1000 * S;
+    let (t, opts) = clock(t0);
+    let mut s = Syncer::adopt(&mut *m, opts).unwrap();
+    let d = |h: &'static [u8]| state(&[(1, Kind::Tcp, h), (2, Kind::Udp, h)]);
+    apply(&mut s, &d(&[1, 2]));
+    let tcp = s.svc_id("default/u1:53/TCP").unwrap();
+    let udp = s.svc_id("default/u2:53/UDP").unwrap();
+    let first = live(s.maps(), tcp);
+    let v = stable(s.maps(), tcp);
+    assert_eq!(
+        (v.table_off, v.table_size, v.window_end),
+        (first.0, first.1, 0)
+    );
+    t.store(t0 + 5 * S, Ordering::Relaxed);
+    apply(&mut s, &d(&[1, 2, 3]));
+    let v = stable(s.maps(), tcp);
+    assert_eq!(
+        (v.table_off, v.table_size, v.window_end),
+        (first.0, first.1, t0 + 5 * S + WT)
+    );
+    assert_eq!(stable(s.maps(), udp).window_end, t0 + 5 * S + W);
+    // The UDP window ends first; the TCP one stays open.
+    t.store(t0 + 5 * S + W + 2 * S, Ordering::Relaxed);
+    s.tick();
+    assert_eq!(stable(s.maps(), udp).window_end, 0);
+    assert_eq!(stable(s.maps(), tcp).window_end, t0 + 5 * S + WT);
+    assert_eq!(s.next_window_end(), Some(t0 + 5 * S + WT + S + 1));
+    t.store(t0 + 5 * S + WT + 2 * S, Ordering::Relaxed);
+    s.tick();
+    let v = stable(s.maps(), tcp);
+    assert_eq!(
+        (v.table_off, v.table_size, v.window_end),
+        (live(s.maps(), tcp).0, live(s.maps(), tcp).1, 0)
+    );
+    assert_eq!(s.retained_slots(), 0);
+}
+
+#[test]
+fn tcp_window_is_ct_tcp_established_fake() {
+    tcp_window(&mut FakeMaps::small());
+}
+
+#[test]
+fn tcp_window_is_ct_tcp_established_maps() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    let mut dp = real_maps(4096);
+    tcp_window(&mut dp.maps);
+}
+
+/// Affinity, Local: all zero, through changes; a Service turning
+/// ineligible is zeroed before its frontends switch. Returns the svc_id of
+/// the one that turns ineligible.
+fn ineligible<M: MapOps>(m: &mut M) -> u32 {
     let (t, opts) = clock(50 * S);
     let mut s = Syncer::adopt(&mut *m, opts).unwrap();
-    let kinds = [(1, Kind::Tcp), (2, Kind::Affinity), (3, Kind::Local)];
+    let kinds = [(2, Kind::Affinity), (3, Kind::Local)];
     for hosts in [&[1u8, 2][..], &[1, 2, 3][..]] {
         let d: Vec<(u8, Kind, &[u8])> = kinds.iter().map(|(n, k)| (*n, *k, hosts)).collect();
         apply(&mut s, &state(&d));
@@ -185,12 +240,13 @@ fn ineligible<M: MapOps>(m: &mut M) {
         (v.table_off, v.table_size, v.window_end),
         (live(s.maps(), id).0, live(s.maps(), id).1, 0)
     );
+    id
 }
 
 #[test]
 fn ineligible_services_stay_zero_fake() {
     let mut fake = FakeMaps::small();
-    ineligible(&mut fake);
+    let id = ineligible(&mut fake);
     // Turning ineligible: zeroed before the switch to the new table.
     let zero = fake
         .ops
@@ -200,7 +256,7 @@ fn ineligible_services_stay_zero_fake() {
     let aff = fake
         .ops
         .iter()
-        .position(|o| matches!(o, Op::PutService(_, v) if v.flags & xlb_bpf::consts::XLB_SVC_F_AFFINITY != 0 && v.svc_id == 4))
+        .position(|o| matches!(o, Op::PutService(_, v) if v.flags & xlb_bpf::consts::XLB_SVC_F_AFFINITY != 0 && v.svc_id == id))
         .unwrap();
     assert!(zero < aff);
 }

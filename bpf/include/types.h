@@ -32,7 +32,7 @@ struct xlb_svc_val {
 
 /*
  * svc_stable: svc_id -> the Maglev table the Service's stateless UDP flows
- * follow (docs/dp.md, "Stateless UDP flows"). Written by the agent (sync),
+ * follow (docs/dp.md, "Stateless flows"). Written by the agent (sync),
  * read by the XDP program; ct_seen is the data plane's.
  */
 struct xlb_svc_stable {

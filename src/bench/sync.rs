@@ -73,7 +73,7 @@ pub struct SyncArgs {
     /// UDP Services instead of TCP: each is eligible for stateless flows,
     /// so the sync also keeps its `svc_stable` entry, and every change opens
     /// a window that holds the previous table's region (docs/ctl.md,
-    /// "Stateless UDP flows").
+    /// "Stateless flows").
     #[arg(long)]
     pub udp: bool,
     /// Print one JSON object: {"services", "full_sync_ms", "change_p50_us", "change_p99_us", "change_cpu_p50_us", "change_cpu_p99_us", "change_model_p50_us", "change_model_p99_us", "change_convert_p50_us", "rss_mb", "rss_model_mb", "model_ms", "apply_ms", "adopt_ms", "rss_with_maps_mb", "full_sync_cpu_ms", "grow_ms", "maglev_slots", "max_frontends", "max_backends", "udp", "stable_retained_slots" (Maglev slots held by open stable-table windows at the end)}.

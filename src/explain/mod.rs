@@ -397,7 +397,7 @@ fn walk(v: &dyn View, f: &Flow, steps: &mut Vec<Step>) -> anyhow::Result<Outcome
     });
     match (id, b) {
         (Some(id), Some(b)) => {
-            let (id, b) = if xdp && f.proto == Proto::Udp && !aff && !from_backend {
+            let (id, b) = if xdp && !aff && !from_backend {
                 stateless(v, &cfg, svc.svc_id, h, now, (id, b), steps)?
             } else {
                 (id, b)
@@ -408,9 +408,10 @@ fn walk(v: &dyn View, f: &Flow, steps: &mut Vec<Step>) -> anyhow::Result<Outcome
     }
 }
 
-/// A new UDP flow from the uplink of a Service with a stateless path
-/// (stateless.h): in a window, the stable table's backend while it lives;
-/// whether the flow gets a ct entry.
+/// A UDP or TCP flow from the uplink without a ct entry, of a Service with a
+/// stateless path (stateless.h): in a window, the stable table's backend
+/// while it lives; whether the flow gets a ct entry. The frame is any but a
+/// TCP SYN without ACK, which opens its connection on the current table.
 fn stateless(
     v: &dyn View,
     cfg: &xlb_config,

@@ -441,7 +441,7 @@ impl MapOps for FakeMaps {
             return Err(xlb_bpf::Error::MissingMap {
                 name: "svc_stable",
                 dir: Default::default(),
-                feature: "stateless UDP flows",
+                feature: "stateless flows",
             });
         }
         if v.table_size == 0 && v.table_off == 0 && v.window_end == 0 {

@@ -13,10 +13,10 @@
 //!    draining: the flows that use them keep them);
 //! 2. each frontend group's Maglev table into a *free* region of the `maglev`
 //!    slot array (frontends of a port with the same backend set share one);
-//!    then `svc_stable` (stateless UDP flows, docs/ctl.md): an eligible
+//!    then `svc_stable` (stateless flows, docs/ctl.md): an eligible
 //!    port's entry names its new table (window closed) before its first
 //!    switch, or, at a table change, the table in force (window open for
-//!    `ct_udp`; the region held); a port turning ineligible is zeroed;
+//!    `ct_udp` or `ct_tcp_established`; the region held); a port turning ineligible is zeroed;
 //! 3. source ranges to add;
 //! 4. one `services` update per frontend switches it to the new region (one
 //!    map update = one atomic switch);
@@ -113,6 +113,10 @@ pub struct SyncOptions {
     /// The data plane's UDP ct timeout in seconds (`config.ct_udp`; 0: the
     /// default `XLB_CT_UDP_S`): the length of a stable-table window.
     pub ct_udp: u32,
+    /// The data plane's established-TCP ct timeout in seconds
+    /// (`config.ct_tcp_established`; 0: `XLB_CT_TCP_ESTABLISHED_S`): the
+    /// length of a TCP port's window.
+    pub ct_tcp_established: u32,
     /// The clock of `svc_stable` windows (CLOCK_MONOTONIC ns; tests drive
     /// their own).
     pub clock: Clock,

@@ -60,7 +60,7 @@ pub trait MapOps {
     fn put_tunnel6(&mut self, k: &xlb_tunnel6_key, v: &xlb_tunnel6_val) -> xlb_bpf::Result<()>;
     fn delete_tunnel6(&mut self, k: &xlb_tunnel6_key) -> xlb_bpf::Result<bool>;
 
-    // Stateless UDP flows (docs/ctl.md): `svc_stable`, absent in the pins
+    // Stateless flows (docs/ctl.md): `svc_stable`, absent in the pins
     // of an older xlb (then no stable tables are kept).
     fn has_svc_stable(&self) -> bool;
     /// Every entry not all zero, by svc_id.

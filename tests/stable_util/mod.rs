@@ -1,5 +1,5 @@
-//! Shared by the `svc_stable` tests (tests/sync_stable*.rs): UDP Services of
-//! each eligibility, a clock the test moves, reading entries and regions.
+//! Shared by the `svc_stable` tests (tests/sync_stable*.rs): UDP and TCP
+//! Services of each eligibility, a clock the test moves, reading entries and regions.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +15,10 @@ use xlb_bpf::types::xlb_svc_stable;
 use crate::sync_util::{desired, verify};
 
 pub const S: u64 = 1_000_000_000;
-/// The window: a configured ct_udp of 30 s.
+/// The window of a UDP port: a configured ct_udp of 30 s.
 pub const W: u64 = 30 * S;
+/// The window of a TCP port: a configured ct_tcp_established of 90 s.
+pub const WT: u64 = 90 * S;
 
 #[derive(Clone, Copy, PartialEq)]
 pub enum Kind {
@@ -78,6 +80,7 @@ pub fn clock(start: u64) -> (Arc<AtomicU64>, SyncOptions) {
     let c = t.clone();
     let opts = SyncOptions {
         ct_udp: (W / S) as u32,
+        ct_tcp_established: (WT / S) as u32,
         clock: Clock::new(move || c.load(Ordering::Relaxed)),
         ..Default::default()
     };

@@ -65,7 +65,7 @@ impl Maps {
         self.svc_stable.is_some()
     }
     /// The table Service port `svc_id`'s stateless UDP flows follow
-    /// (docs/dp.md, "Stateless UDP flows"); all zero when it has none.
+    /// (docs/dp.md, "Stateless flows"); all zero when it has none.
     pub fn svc_stable(&self, svc_id: u32) -> Result<xlb_svc_stable> {
         Ok(get(self.svc_stable_map()?, "svc_stable", &svc_id)?.unwrap_or_default())
     }

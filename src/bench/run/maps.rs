@@ -60,14 +60,14 @@ fn svc_val(i: u32, fe: xlb_bpf::Kind) -> xlb_svc_val {
     }
 }
 
-/// The `svc_stable` entry of bench Service `i` when it is UDP (IPv4): its
-/// own table, window closed (a brand-new Service has no flows to protect),
+/// The `svc_stable` entry of bench Service `i` (IPv4, UDP or TCP): its own
+/// table, window closed (a brand-new Service has no flows to protect),
 /// written before its `services` entries as the agent does (docs/ctl.md,
-/// "Stateless UDP flows"); no ct entry of it can exist yet (`ct_seen` 0: the
+/// "Stateless flows"); no ct entry of it can exist yet (`ct_seen` 0: the
 /// data plane skips the ct lookup from the first packet, as it does for an
-/// agent's Service once ct_udp has passed).
-fn put_stable(m: &Maps, i: u32, p: xlb_bpf::Proto) -> Result<()> {
-    if p == xlb_bpf::Proto::Udp && m.has_svc_stable() {
+/// agent's Service once its protocol's timeout has passed).
+fn put_stable(m: &Maps, i: u32) -> Result<()> {
+    if m.has_svc_stable() {
         let v = svc_val(i, xlb_bpf::Kind::ClusterIp);
         m.put_svc_stable_new(
             v.svc_id,
@@ -131,7 +131,7 @@ pub(super) fn fill_maps(
     let mut table = vec![0u32; TABLE as usize];
     for i in 0..services {
         put_table(m, &mut table, i)?;
-        put_stable(m, i, p)?;
+        put_stable(m, i)?;
         m.put_service(
             &xlb_svc_key::addr(svc_addr(i), p),
             &svc_val(i, xlb_bpf::Kind::ClusterIp),
@@ -148,7 +148,7 @@ pub(super) fn fill_maps(
         // more ClusterIP after the K, with a Maglev region of its own
         let i = services;
         put_table(m, &mut table, i)?;
-        put_stable(m, i, p)?;
+        put_stable(m, i)?;
         m.put_service(
             &xlb_svc_key::addr(svc_addr(i), p),
             &svc_val(i, xlb_bpf::Kind::ClusterIp),

@@ -95,7 +95,7 @@ pub(super) fn services(
 }
 
 /// The STATELESS cell and JSON of a frontend whose Service has the
-/// `svc_stable` entry `st` (docs/ctl.md, "Stateless UDP flows"): `-`
+/// `svc_stable` entry `st` (docs/ctl.md, "Stateless flows"): `-`
 /// (none: every flow in ct), `yes` (flows without a ct entry follow the
 /// frontend's table), `window:87s` (the table changed: until the window
 /// ends, they follow the stable table, `stable:OFF+SIZE` in the JSON).

@@ -51,6 +51,7 @@ impl<M: MapOps> Syncer<M> {
             st: super::stable::StableBook::new(
                 maps.has_svc_stable(),
                 opts.ct_udp,
+                opts.ct_tcp_established,
                 opts.clock.clone(),
             ),
             opts,

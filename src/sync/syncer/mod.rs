@@ -140,7 +140,7 @@ pub struct Syncer<M: MapOps> {
     /// by the address of their backend list in the borrowed desired state
     /// ([`prebuild::job_key`]); emptied after every batch.
     prebuilt: HashMap<(usize, usize, u32), Vec<u32>>,
-    /// Stable tables of stateless UDP flows ([`stable`]).
+    /// Stable tables of stateless flows ([`stable`]).
     st: stable::StableBook,
 }
 

@@ -150,7 +150,7 @@ impl<M: MapOps> Syncer<M> {
             group_off.push(off);
         }
 
-        // 2, end. The stable table of stateless UDP flows, before any frontend
+        // 2, end. The stable table of stateless flows, before any frontend
         // switches (module docs of `stable`).
         let regions: Vec<Option<Option<(u32, u32)>>> = new
             .frontends

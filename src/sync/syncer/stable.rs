@@ -1,18 +1,22 @@
-//! Stable tables of stateless UDP flows (docs/ctl.md, "Stateless UDP
-//! flows"): per eligible Service port, `svc_stable[svc_id]` names the Maglev
-//! table a UDP flow without a ct entry follows. While the port's table has
-//! not changed within a window (`ct_udp`), that is the live table (window
-//! closed, `window_end` 0); at a change it names the table in force before
-//! it until `window_end`, and that region (and the backend ids it names)
-//! stays the port's until the window has ended.
+//! Stable tables of stateless flows (docs/ctl.md, "Stateless flows"): per
+//! eligible Service port, `svc_stable[svc_id]` names the Maglev table a flow
+//! without a ct entry follows. While the port's table has not changed within
+//! a window (the protocol's idle timeout: `ct_udp`, `ct_tcp_established`),
+//! that is the live table (window closed, `window_end` 0); at a change it
+//! names the table in force before it until `window_end`, and that region
+//! (and the backend ids it names) stays the port's until the window has
+//! ended.
 //!
-//! Eligible: UDP, no sessionAffinity, no Local traffic policy
+//! Eligible: UDP or TCP, no sessionAffinity, no Local traffic policy
 //! (`XLB_SVC_F_LOCAL` / `XLB_SVC_F_EXT_LOCAL`) on any frontend, and every
 //! IPv4 frontend on one region. Anything else keeps the entry all zero.
 
 use std::collections::{BTreeSet, HashMap};
 
-use xlb_bpf::consts::{XLB_CT_UDP_S, XLB_SVC_F_AFFINITY, XLB_SVC_F_EXT_LOCAL, XLB_SVC_F_LOCAL};
+use xlb_bpf::consts::{
+    XLB_CT_TCP_ESTABLISHED_S, XLB_CT_UDP_S, XLB_SVC_F_AFFINITY, XLB_SVC_F_EXT_LOCAL,
+    XLB_SVC_F_LOCAL,
+};
 use xlb_bpf::types::xlb_svc_stable;
 use xlb_bpf::Proto;
 
@@ -43,7 +47,9 @@ pub(super) struct Stable {
 pub(super) struct StableBook {
     /// `svc_stable` exists (pins of an older xlb have none: nothing is kept).
     pub on: bool,
-    pub window_ns: u64,
+    /// Window lengths: UDP ports, TCP ports.
+    pub window_udp_ns: u64,
+    pub window_tcp_ns: u64,
     pub clock: Clock,
     /// `(window_end, svc_id)` of every open window.
     pub deadlines: BTreeSet<(u64, u32)>,
@@ -58,17 +64,30 @@ pub(super) struct StableBook {
 }
 
 impl StableBook {
-    pub fn new(on: bool, ct_udp: u32, clock: Clock) -> Self {
-        let secs = if ct_udp == 0 { XLB_CT_UDP_S } else { ct_udp };
+    /// `ct_udp`, `ct_tcp_established`: the data plane's timeouts in
+    /// seconds (0: the defaults, as ct.h).
+    pub fn new(on: bool, ct_udp: u32, ct_tcp_established: u32, clock: Clock) -> Self {
+        let ns = |s: u32, d: u32| u64::from(if s == 0 { d } else { s }) * 1_000_000_000;
         Self {
             on,
-            window_ns: u64::from(secs) * 1_000_000_000,
+            window_udp_ns: ns(ct_udp, XLB_CT_UDP_S),
+            window_tcp_ns: ns(ct_tcp_established, XLB_CT_TCP_ESTABLISHED_S),
             clock,
             deadlines: BTreeSet::new(),
             ids: HashMap::new(),
             quarantined: BTreeSet::new(),
             retained_slots: 0,
             stray: Vec::new(),
+        }
+    }
+
+    /// The window of a port of protocol `p` (as long as an idle flow keeps
+    /// its ct entry).
+    pub fn window_ns(&self, p: Proto) -> u64 {
+        if p == Proto::Tcp {
+            self.window_tcp_ns
+        } else {
+            self.window_udp_ns
         }
     }
 
@@ -105,11 +124,7 @@ pub(super) enum Want {
 /// table failed; frontends without a table: `Some(None)`).
 pub(super) fn want(new: &ServicePort, regions: &[Option<Option<(u32, u32)>>]) -> Want {
     let flags = XLB_SVC_F_AFFINITY | XLB_SVC_F_LOCAL | XLB_SVC_F_EXT_LOCAL;
-    if new
-        .frontends
-        .iter()
-        .any(|f| f.key.proto != Proto::Udp || f.flags & flags != 0)
-    {
+    if new.frontends.iter().any(|f| f.flags & flags != 0) {
         return Want::Zero;
     }
     let mut at: Option<Option<(u32, u32)>> = None;
@@ -194,7 +209,8 @@ impl<M: MapOps> Syncer<M> {
         // A table change: the stable table is the one in force until now
         // (window closed), or the one an open window already names.
         let now = self.st.clock.now();
-        let end = now.saturating_add(self.st.window_ns);
+        let proto = st.frontends.keys().next().map_or(Proto::Udp, |k| k.proto);
+        let end = now.saturating_add(self.st.window_ns(proto));
         if now < s.window_end && s.retained.is_some() {
             return self.stable_put(st, name, entry(s.off, s.size, end), s.retained, rep);
         }
