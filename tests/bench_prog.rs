@@ -6,13 +6,14 @@ use std::process::Command;
 use serde_json::Value;
 use xlb_testkit::privileged;
 
-const PATHS: [&str; 14] = [
+const PATHS: [&str; 15] = [
     "not_ours_pass",
     "ct_hit_local_dnat",
     "ct_miss_maglev_choice",
     "remote_vxlan_encap",
     "udp_new_flow_stateless",
     "udp_new_flow_ct",
+    "tcp_syn_stateless",
     "vxlan_decap_reverse_nat",
     "drop_src_range",
     "drop_monitor_on",

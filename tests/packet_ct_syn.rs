@@ -373,3 +373,38 @@ fn a_syn_ack_of_a_flow_opened_in_ct_is_not_taken_by_an_older_half_open_flow() {
         assert_eq!(synack(), sa(node_port), "{name}: B's SYN-ACK");
     }
 }
+
+/// Tunnel NAT (the frontend trailer): the backend's node keeps the SYN
+/// half-open with the frontend and reverse-NATs the SYN-ACK itself, marked
+/// XLB_VXLAN_F_XLATED, since the balancing node may keep nothing of the
+/// connection (a Service with a stateless path); the client's ACK then writes
+/// the tunnel-return entry, with the frontend, and empties the slot.
+#[test]
+fn a_tunnel_nat_syn_ack_is_reverse_natted_by_the_backends_node() {
+    use packet_util::tnat::*;
+    let Some(env) = fresh() else { return };
+    let fe = "198.18.0.9:30080";
+    let mut syn = Frame::tcp(sa(CLIENT_SA), sa(BE_LOCAL));
+    syn.tcp_flags = SYN;
+    let (rc, _) = env.xdp(&vxlan_fe(&syn.build(), PEER, NODE, sa(fe)));
+    assert_eq!(rc, XDP_PASS);
+    assert!(ct_of(&env, BE_LOCAL, CLIENT_SA).is_none(), "half-open: no ct entry");
+    let mut synack = Frame::tcp(sa(BE_LOCAL), sa(CLIENT_SA));
+    synack.tcp_flags = SYN | ACK;
+    let (rc, out) = env.tc(&synack.build());
+    assert_eq!(rc, TC_ACT_REDIRECT, "back through the tunnel");
+    let v = check_vxlan(&out, "tunnel return");
+    assert_eq!(std::net::Ipv4Addr::from(v.ip.destination), PEER);
+    assert_eq!(v.flags, VX_XLATED, "reverse-NATed here");
+    let p = check_eth_ipv4(&v.inner, "inner").2;
+    assert_eq!((p.src(), p.dst()), (sa(fe), sa(CLIENT_SA)));
+    // the client's ACK: the tunnel-return entry, with the frontend
+    let mut ack = Frame::tcp(sa(CLIENT_SA), sa(BE_LOCAL));
+    ack.tcp_flags = ACK;
+    let (rc, _) = env.xdp(&vxlan_fe(&ack.build(), PEER, NODE, sa(fe)));
+    assert_eq!(rc, XDP_PASS);
+    let rev = ct_of(&env, BE_LOCAL, CLIENT_SA).expect("tunnel-return entry");
+    assert_eq!(rev.nat(), sa(fe));
+    assert_ne!(rev.flags & XLB_CT_F_TNAT, 0, "{rev:?}");
+    assert!(env.half_open(CLIENT_SA).is_none(), "the slot is over");
+}

@@ -491,8 +491,9 @@ fn tc_table() {
 /// The whole path of a Service flow across two nodes, both running xlb (two
 /// data planes in one namespace): node B balances a client's SYN to a backend
 /// on node C and sends it with the frontend; C decapsulates it and keeps it
-/// half-open; the backend's SYN-ACK goes back untranslated and B's half-open
-/// slot reverse-NATs it. The client's ACK: B keeps the forward ct entry only,
+/// half-open, with the frontend; the backend's SYN-ACK is reverse-NATed by C
+/// and sent back translated (B may keep nothing of the connection: a Service
+/// with a stateless path), and B only decapsulates it. The client's ACK: B keeps the forward ct entry only,
 /// C the tunnel NAT entry; the backend's data is reverse-NATed by C's tc and
 /// sent back translated, and B only decapsulates it. The client sees the VIP
 /// it dialled every time.
@@ -521,19 +522,24 @@ fn two_nodes_tunnel_return_end_to_end() {
         assert_eq!(p.dst(), sa(BE_REMOTE));
         at_c.push(decapped);
         if flags == 0x02 {
-            // The backend's SYN-ACK, before the client's ACK: back untranslated.
+            // The backend's SYN-ACK, before the client's ACK: reverse-NATed
+            // by C's half-open slot.
             let syn_ack = seg(BE_REMOTE, CLIENT_SA, 0x12).macs(POD_MAC, VETH_MAC);
             let (rc, back) = c.tc(&syn_ack.build());
             assert_eq!(rc, TC_ACT_REDIRECT);
-            assert_eq!(
-                check_vxlan(&back, "C -> B").flags,
-                0x0800_0000,
-                "untranslated"
-            );
+            let v = check_vxlan(&back, "C -> B");
+            assert_eq!(v.flags, tnat::VX_XLATED, "translated at C");
+            assert_eq!(check_eth_ipv4(&v.inner, "inner").2.src(), sa(vip));
+            let before = b.reasons();
             let (rc, to_client) = b.xdp_in(&back, Some(b.uplink));
             assert_eq!(rc, XDP_PASS);
             let (_, _, p) = check_eth_ipv4(&to_client, "SYN-ACK to client");
-            assert_eq!(p.src(), sa(vip), "B's half-open slot reverse-NATs it");
+            assert_eq!(p.src(), sa(vip), "as C translated it");
+            assert_eq!(
+                moved(&before, &b.reasons()),
+                [("pass_decap".to_string(), 1)],
+                "B only decapsulates"
+            );
         }
     }
     tnat::assert_forward_only(&b, CLIENT_SA, vip, BE_REMOTE, TCP);

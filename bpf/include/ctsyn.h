@@ -168,18 +168,26 @@ static __always_inline void xlb_syn_create(const struct xlb_ct_key *t, const str
 /*
  * A pure SYN that came marked by tunnel from node peer, whose backend (this
  * node's) is the reply rk's source: a half-open tunnel-return connection. Its
- * replies go back through the tunnel untranslated (no frontend: the peer
- * reverse-NATs); the client's ACK, marked too, writes the tunnel-return ct
- * entry (xlb_tunnel_in). Never matched by a client's packet (no frontend).
+ * replies go back through the tunnel: untranslated (no frontend: the peer
+ * reverse-NATs), or under tunnel NAT (the frontend trailer: fe_addr, fe_port)
+ * reverse-NATed here and marked XLB_VXLAN_F_XLATED, as the tunnel-return ct
+ * entry's will be (the peer may keep nothing of the connection: stateless.h).
+ * The client's ACK, marked too, writes that ct entry (xlb_tunnel_in). A
+ * client's own packet never uses the slot: it names no backend id, so
+ * xlb_syn_backend chooses again.
  */
-static __always_inline void xlb_syn_tunnel(const struct xlb_ct_key *rk, __be32 peer, __u64 now)
+static __always_inline void xlb_syn_tunnel(const struct xlb_ct_key *rk, __be32 peer,
+					   __be32 fe_addr, __be16 fe_port, __u64 now)
 {
 	struct xlb_syn *s = xlb_syn_at(rk->daddr, rk->dport);
 	struct xlb_syn v = {
-		.flags = XLB_CT_F_SYN | XLB_CT_F_TUNNEL,
+		.flags = XLB_CT_F_SYN | XLB_CT_F_TUNNEL | (fe_addr ? XLB_CT_F_TNAT : 0),
 		.client = rk->daddr, .client_port = rk->dport,
+		.fe_addr = fe_addr, .fe_port = fe_port,
 		.be_addr = rk->saddr, .be_port = rk->sport,
 		.tunnel_peer = peer,
+		/* the Service is the peer's: none counted here */
+		.svc_id = fe_addr ? XLB_NO_SVC : 0,
 		.last_seen = now,
 	};
 
@@ -235,7 +243,8 @@ static __always_inline void xlb_syn_as_ct(const struct xlb_syn *hs, int reverse,
 	v->tunnel_peer = hs->tunnel_peer;
 	v->last_seen = hs->last_seen;
 	if (reverse) {
-		v->flags = XLB_CT_F_REVERSE | (hs->flags & (XLB_CT_F_TUNNEL | XLB_CT_F_TCP_STATE));
+		v->flags = XLB_CT_F_REVERSE |
+			   (hs->flags & (XLB_CT_F_TUNNEL | XLB_CT_F_TNAT | XLB_CT_F_TCP_STATE));
 		v->nat_addr = hs->fe_addr;
 		v->nat_port = hs->fe_port;
 	} else {

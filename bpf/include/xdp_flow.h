@@ -131,7 +131,7 @@ static __always_inline int xlb_tunnel_in(struct xlb_ctx *x, __u64 now)
 	 * client reusing its source port towards another node's NodePort) would
 	 * reverse-NAT the replies to the wrong frontend. */
 	if (!v && x->p.proto == IPPROTO_TCP && xlb_tcp_open(x->p.tcp_flags)) {
-		xlb_syn_tunnel(&rk, x->tun.peer, now);
+		xlb_syn_tunnel(&rk, x->tun.peer, x->tun.fe_addr, x->tun.fe_port, now);
 		goto decap;
 	}
 	/* ct holds the flow from here: an older half-open slot of these ports

@@ -436,14 +436,16 @@ pub fn measure(calls: u32) -> Result<Report> {
         },
     )?;
     // Two UDP Services on the remote backend: one with a stateless path
-    // (svc_stable; brand new, so no ct entry of it can exist), one without.
-    for (vip, id, off, stateless) in [
-        ([10, 96, 0, 21], 5, 2048, true),
-        ([10, 96, 0, 22], 6, 2304, false),
+    // (svc_stable; brand new, so no ct entry of it can exist), one without;
+    // a TCP one with a stateless path.
+    for (vip, id, off, stateless, p) in [
+        ([10, 96, 0, 21], 5, 2048, true, Proto::Udp),
+        ([10, 96, 0, 22], 6, 2304, false, Proto::Udp),
+        ([10, 96, 0, 23], 7, 2560, true, Proto::Tcp),
     ] {
         m.write_maglev(off, &[4; 251])?;
         m.put_service(
-            &xlb_svc_key::addr(sa(vip, 53), Proto::Udp),
+            &xlb_svc_key::addr(sa(vip, 53), p),
             &xlb_svc_val {
                 svc_id: id,
                 table_off: off,
@@ -497,6 +499,9 @@ pub fn measure(calls: u32) -> Result<Report> {
             .map(|i| udp_frame(cmac, NODE_MAC, new_src(i), sa(vip, 53)))
             .collect()
     };
+    let syn_stateless: Vec<Vec<u8>> = (0..flows_needed)
+        .map(|i| tcp_frame(cmac, NODE_MAC, new_src(i), sa([10, 96, 0, 23], 53), SYN))
+        .collect();
     let not_ours = tcp_frame(cmac, NODE_MAC, client, sa([198, 18, 0, 99], 80), ACK);
     let f6 = v6::setup(&dp, flows_needed)?;
     for (f, want) in [(&f6.hit, XDP_PASS), (&f6.remote, XDP_TX)] {
@@ -551,6 +556,7 @@ pub fn measure(calls: u32) -> Result<Report> {
             XDP_TX,
         ),
         Path::new("udp_new_flow_ct", xdp, udp_new([10, 96, 0, 22]), up, XDP_TX),
+        Path::new("tcp_syn_stateless", xdp, syn_stateless, up, XDP_TX),
         Path::new("vxlan_decap_reverse_nat", xdp, vec![decap], up, XDP_PASS),
         Path::new("drop_src_range", xdp, vec![denied.clone()], up, XDP_DROP),
         Path::new("drop_src_range", xdp, vec![denied.clone()], up, XDP_DROP)
