@@ -159,8 +159,9 @@ pub struct AgentArgs {
     /// No tunnel NAT: flows sent to another node's backend keep both ct
     /// entries here and go without the frontend trailer, the tunnel format of
     /// xlb builds before it (and no stateless flows). For a rolling
-    /// upgrade from such a build: roll out with this set, then without it
-    /// (docs/dp.md, "Who reverse-NATs").
+    /// upgrade from such a build, or from one without stateless TCP
+    /// connections: roll out with this set, then without it (docs/dp.md,
+    /// "Who reverse-NATs").
     #[arg(long, env = "XLB_NO_TUNNEL_NAT")]
     pub no_tunnel_nat: bool,
 
