@@ -72,7 +72,7 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	struct xlb_syn hs, *s;
 	struct xlb_fc_ref fc;
 	struct xlb_fc *c;
-	int r, event = XLB_OK, skip_ct = 0;
+	int r, event = XLB_OK, skip_ct = 0, skip_syn = 0;
 	__u64 now;
 
 	x->t = &t;
@@ -116,7 +116,10 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		if (!svc)
 			return xlb_done(XLB_R_PASS_NOT_SERVICE, x->bytes, XDP_PASS);
 		st = xlb_stable_of(svc->svc_id);
-		skip_ct = st && xlb_stable_no_ct(st, x->cfg, t.proto, xlb_now_of(x));
+		if (st) {
+			skip_ct = xlb_stable_no_ct(st, x->cfg, t.proto, xlb_now_of(x));
+			skip_syn = xlb_stable_no_syn(st, xlb_now_of(x));
+		}
 	}
 	v = skip_ct ? NULL : bpf_map_lookup_elem(&ct, &t);
 	if (v) {
@@ -149,7 +152,7 @@ cache:
 				x->fc = fc.slot;
 			goto forward;
 		}
-	} else if (t.proto == IPPROTO_TCP && !skip_ct && (s = xlb_syn_fwd(&t, &hs))) {
+	} else if (t.proto == IPPROTO_TCP && !skip_syn && (s = xlb_syn_fwd(&t, &hs))) {
 		/* the client of a half-open connection: a retransmitted SYN, or
 		 * its ACK, which promotes the flow into ct (ctsyn.h) */
 		now = xlb_now_of(x);
@@ -162,6 +165,8 @@ cache:
 						  xlb_tnat(x, &ch), x->p.tcp_flags, now) != XLB_OK)
 					xlb_count(XLB_R_EVENT_CT_FULL, x->bytes);
 				xlb_syn_end(s, &hs);
+				if (st)
+					xlb_stable_seen(st, now);
 			}
 			goto forward;
 		}

@@ -25,7 +25,8 @@
  * can exist: the window is closed and no ct entry of the Service was hit or
  * written within the protocol's longest timeout (ct_seen; entries pinned in
  * a window stay live only while their flows send, and each real hit
- * refreshes ct_seen).
+ * refreshes ct_seen); nor ct_syn when no half-open slot of it was written
+ * within a slot's timeout.
  * docs/dp.md, "Stateless flows".
  */
 #ifndef XLB_STATELESS_H
@@ -47,15 +48,29 @@ static __always_inline struct xlb_svc_stable *xlb_stable_of(__u32 svc_id)
 	return st && st->table_size ? st : NULL;
 }
 
+/* No entry of the Service hit or written within timeout (plus the second
+ * ct_seen and an entry's last_seen may each lag behind the last hit); a
+ * ct_seen of 0: none ever (the data plane's now is never 0). */
+static __always_inline int xlb_stable_quiet(const struct xlb_svc_stable *st, __u64 timeout,
+					    __u64 now)
+{
+	return !st->ct_seen || xlb_age(now, st->ct_seen) > timeout + XLB_CT_TOUCH_NS;
+}
+
 /* No ct entry of the Service (protocol proto) can be live: window closed,
  * and none hit or written within the longest timeout of proto (an
- * established TCP entry's; plus the second ct_seen and an entry's last_seen
- * may each lag behind the last hit). A half-open ct_syn slot lives shorter. */
+ * established TCP entry's). */
 static __always_inline int xlb_stable_no_ct(const struct xlb_svc_stable *st,
 					    const struct xlb_config *cfg, __u8 proto, __u64 now)
 {
-	return now >= st->window_end &&
-	       xlb_age(now, st->ct_seen) > xlb_ct_timeout(cfg, 0, proto) + XLB_CT_TOUCH_NS;
+	return now >= st->window_end && xlb_stable_quiet(st, xlb_ct_timeout(cfg, 0, proto), now);
+}
+
+/* No half-open ct_syn slot of the Service can be live: none written (each
+ * write refreshes ct_seen) within a slot's timeout. */
+static __always_inline int xlb_stable_no_syn(const struct xlb_svc_stable *st, __u64 now)
+{
+	return xlb_stable_quiet(st, (__u64)XLB_CT_TCP_SYN_S * XLB_NSEC, now);
 }
 
 /* A ct (or ct_syn) entry of the Service was hit or written: its flows must
