@@ -388,7 +388,10 @@ fn a_tunnel_nat_syn_ack_is_reverse_natted_by_the_backends_node() {
     syn.tcp_flags = SYN;
     let (rc, _) = env.xdp(&vxlan_fe(&syn.build(), PEER, NODE, sa(fe)));
     assert_eq!(rc, XDP_PASS);
-    assert!(ct_of(&env, BE_LOCAL, CLIENT_SA).is_none(), "half-open: no ct entry");
+    assert!(
+        ct_of(&env, BE_LOCAL, CLIENT_SA).is_none(),
+        "half-open: no ct entry"
+    );
     let mut synack = Frame::tcp(sa(BE_LOCAL), sa(CLIENT_SA));
     synack.tcp_flags = SYN | ACK;
     let (rc, out) = env.tc(&synack.build());
