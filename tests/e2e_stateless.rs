@@ -1,10 +1,14 @@
-//! Stateless UDP flows through the lab's real agents (docs/dp.md, "Stateless
+//! Stateless flows through the lab's real agents (docs/dp.md, "Stateless
 //! flows" and "Who reverse-NATs"): the UDP port of `web` (NodePort
 //! 30080, Cluster policy, no affinity) has a stateless path, so node1 keeps
 //! no ct entry of the flows it sends to node2's pods, whose replies node2
 //! reverse-NATs. A backend removed, then added back within the window:
 //! only the removed backend's flows move, and nobody moves again when it
-//! returns (the window keeps the flows that followed the old table).
+//! returns (the window keeps the flows that followed the old table). The
+//! same for TCP connections held open on web's TCP port: no ct entry on
+//! node1 for those on node2's pods (their handshake's SYN-ACK was
+//! reverse-NATed by node2), and every connection whose backend stays keeps
+//! talking to it through both changes.
 
 mod e2e_support;
 
@@ -16,6 +20,7 @@ use e2e_support::*;
 use xlb_bpf::types::{xlb_ct_key, xlb_svc_key};
 use xlb_bpf::Proto;
 use xlb_lab::probe;
+use xlb_lab::probe::Conn;
 
 const T: Duration = Duration::from_secs(2);
 const PORTS: std::ops::Range<u16> = 51000..51060;
@@ -42,7 +47,7 @@ fn names(m: &BTreeMap<u16, (String, SocketAddr)>) -> BTreeMap<u16, String> {
 }
 
 #[test]
-fn udp_flows_to_remote_backends_leave_no_ct_entry_and_keep_their_backend_across_changes() {
+fn udp_flows_and_tcp_connections_to_remote_backends_leave_no_ct_entry_and_keep_their_backend() {
     if !xlb_testkit::privileged() {
         return;
     }
@@ -55,6 +60,48 @@ fn udp_flows_to_remote_backends_leave_no_ct_entry_and_keep_their_backend_across_
         0,
         "a stateless path"
     );
+
+    // TCP: connections held open from the start (window closed).
+    let tcp_np = xlb_svc_key::nodeport(30080, Proto::Tcp);
+    let tsvc = maps.service(&tcp_np).unwrap().expect("web's TCP NodePort");
+    assert_ne!(maps.svc_stable(tsvc.svc_id).unwrap().table_size, 0);
+    let to = node(1, 30080);
+    let mut conns: Vec<Conn> = g.client(move || {
+        (0..40)
+            .map(|i| Conn::open(None, to, T).unwrap_or_else(|e| panic!("connection {i}: {e}")))
+            .collect()
+    });
+    let mut remote_tcp = 0;
+    for c in &conns {
+        let SocketAddr::V4(local) = c.local_addr().unwrap() else {
+            panic!("v4")
+        };
+        // the backend saw the client's address: the same tuple as node1's key
+        assert_eq!(c.greeting.peer, SocketAddr::from(local));
+        let e = maps.ct_entry(&xlb_ct_key::new(local, to, 6)).unwrap();
+        if c.greeting.name.starts_with("n2") {
+            remote_tcp += 1;
+            assert!(
+                e.is_none(),
+                "{}: no ct entry on node1: {e:?}",
+                c.greeting.name
+            );
+        } else {
+            assert!(
+                e.is_some(),
+                "{}: a local backend's connection",
+                c.greeting.name
+            );
+        }
+    }
+    assert!(remote_tcp > 5, "{remote_tcp} of 40 on node2");
+    let talk = |conns: &mut Vec<Conn>, what: &str| {
+        for c in conns.iter_mut().filter(|c| c.greeting.name != "n1p2") {
+            c.exchange(what)
+                .unwrap_or_else(|e| panic!("{} {what}: {e}\n{}", c.greeting.name, g.logs()));
+        }
+    };
+    talk(&mut conns, "before");
 
     let first = backends(&g);
     let fwd = |peer: SocketAddr| {
@@ -99,10 +146,13 @@ fn udp_flows_to_remote_backends_leave_no_ct_entry_and_keep_their_backend_across_
         "a window is open: {st:?}"
     );
 
+    talk(&mut conns, "n1p2 out");
+
     // n1p2 comes back within the window: nobody moves.
     g.set_endpoints("web", &[(1, 1), (1, 2), (2, 1), (2, 2)]);
     eventually("the table with n1p2", Duration::from_secs(20), || {
         (maps.service(&np).unwrap().unwrap().table_size != small).then_some(())
     });
     assert_eq!(names(&backends(&g)), removed, "\n{}", g.logs());
+    talk(&mut conns, "n1p2 back");
 }
