@@ -141,9 +141,27 @@ pub(super) fn age(last_seen: u64, now: u64) -> (String, Option<u64>) {
     (format!("{s}s"), Some(s))
 }
 
+/// `-`: no Service of this node (`XLB_NO_SVC`: a tunnel NAT entry, whose
+/// Service is the balancing node's).
 pub(super) fn svc_label(names: &BTreeMap<u32, String>, id: u32) -> String {
+    if id == xlb_bpf::consts::XLB_NO_SVC {
+        return "-".into();
+    }
     match names.get(&id) {
         Some(n) => format!("{id} ({n})"),
         None => id.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn svc_labels() {
+        let names = BTreeMap::from([(3, "default/web:80/TCP".to_string())]);
+        assert_eq!(svc_label(&names, 3), "3 (default/web:80/TCP)");
+        assert_eq!(svc_label(&names, 4), "4");
+        assert_eq!(svc_label(&names, xlb_bpf::consts::XLB_NO_SVC), "-");
     }
 }
