@@ -224,11 +224,7 @@ impl<M: MapOps> Syncer<M> {
         let Some(t) = st.tables.iter().find(|t| t.off == off) else {
             return Vec::new();
         };
-        let mut ids: Vec<u32> = t
-            .backends
-            .iter()
-            .filter_map(|b| st.backend_id(b))
-            .collect();
+        let mut ids: Vec<u32> = t.backends.iter().filter_map(|b| st.backend_id(b)).collect();
         ids.sort_unstable();
         ids.dedup();
         ids
