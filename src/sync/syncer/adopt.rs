@@ -1,7 +1,9 @@
 //! Taking over the maps a previous agent left (restart), and reconciling
 //! them at the first apply.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{HashMap, HashSet};
 
 use xlb_bpf::consts::XLB_MAX_SVC;
 
@@ -33,14 +35,14 @@ impl<M: MapOps> Syncer<M> {
             gens: vec![0; be_cap as usize],
             next_be: 1,
             free_be: BTreeSet::new(),
-            orphans: HashMap::new(),
-            svc_ids: HashMap::new(),
+            orphans: HashMap::default(),
+            svc_ids: HashMap::default(),
             names: BTreeMap::new(),
             next_svc: 1,
             free_svc: BTreeSet::new(),
             names_dirty: false,
-            ports: HashMap::new(),
-            fe_owner: HashMap::new(),
+            ports: HashMap::default(),
+            fe_owner: HashMap::default(),
             applied: BTreeMap::new(),
             retry: BTreeSet::new(),
             tunnels: BTreeMap::new(),
@@ -49,7 +51,7 @@ impl<M: MapOps> Syncer<M> {
             adopting: true,
             stray_services: Vec::new(),
             stray_src: Vec::new(),
-            prebuilt: HashMap::new(),
+            prebuilt: HashMap::default(),
             st: super::stable::StableBook::new(
                 maps.has_svc_stable(),
                 opts.ct_udp,
@@ -94,10 +96,10 @@ impl<M: MapOps> Syncer<M> {
         // Active in either (an id is active in one array at most; IPv4 first).
         let active = |id: u32| active_in(id, Family::V4).or_else(|| active_in(id, Family::V6));
         // id -> the Service port it is adopted for.
-        let mut owner_of: HashMap<u32, BeKey> = HashMap::new();
+        let mut owner_of: HashMap<u32, BeKey> = HashMap::default();
         // The backend ids adopted, by port and address (moved into their
         // ports' lists below).
-        let mut adopted: HashMap<BeKey, BeState> = HashMap::new();
+        let mut adopted: HashMap<BeKey, BeState> = HashMap::default();
 
         // Frontends, their regions and the backends their tables name.
         let mut used_regions = Vec::new();

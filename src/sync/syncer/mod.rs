@@ -4,7 +4,7 @@
 //! [`backends`] (backend ids per Service port), [`nodes`] (tunnels, local
 //! and remote node addresses).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -25,6 +25,11 @@ mod prebuild;
 mod stable;
 
 pub(crate) use family::BeVal;
+
+/// The syncer's hash maps and sets: foldhash, seeded per process (keys
+/// come from the cluster's objects).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// A backend id in use, of one Service port (in its [`PortState::bes`]): a
 /// backend's identity is its port and its address, so an endpoint that

@@ -1,7 +1,9 @@
 //! One Service port: its backends, Maglev tables, source ranges and
 //! frontends, in the order of the module docs of [`crate::sync`].
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
+
+use super::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
 use xlb_bpf::consts::XLB_MAX_SVC;
@@ -182,7 +184,7 @@ impl<M: MapOps> Syncer<M> {
         }
 
         // 4. One services update per frontend.
-        let mut want_keys = HashSet::new();
+        let mut want_keys = HashSet::default();
         for f in &new.frontends {
             want_keys.insert(f.key);
             let off = if f.table_size == 0 {
