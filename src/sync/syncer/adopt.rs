@@ -1,15 +1,20 @@
 //! Taking over the maps a previous agent left (restart), and reconciling
 //! them at the first apply.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{HashMap, HashSet};
 
 use xlb_bpf::consts::XLB_MAX_SVC;
 
 use super::family::{delete_service, delete_src_range, key_of_svc6, src_ranges, tunnels};
 use super::{
-    hash_ids, key_of_svc, BeKey, BeState, BeVal, FeState, MapOps, PortState, Result, SyncOptions,
+    hash_ids, key_of_svc, BeState, BeVal, FeState, MapOps, PortState, Result, SyncOptions,
     SyncReport, Syncer, Table,
 };
+
+/// An adopted backend's identity: its port's svc_id and its address.
+type BeKey = (u32, std::net::SocketAddr);
 use crate::model::{Desired, Family, SvcKey};
 use crate::sync::Regions;
 
@@ -27,18 +32,17 @@ impl<M: MapOps> Syncer<M> {
         let be_cap = maps.backend_capacity();
         let mut s = Self {
             regions: Regions::new(0),
-            backends: HashMap::new(),
             gens: vec![0; be_cap as usize],
             next_be: 1,
             free_be: BTreeSet::new(),
-            orphans: HashMap::new(),
-            svc_ids: HashMap::new(),
+            orphans: HashMap::default(),
+            svc_ids: HashMap::default(),
             names: BTreeMap::new(),
             next_svc: 1,
             free_svc: BTreeSet::new(),
             names_dirty: false,
-            ports: HashMap::new(),
-            fe_owner: HashMap::new(),
+            ports: HashMap::default(),
+            fe_owner: HashMap::default(),
             applied: BTreeMap::new(),
             retry: BTreeSet::new(),
             tunnels: BTreeMap::new(),
@@ -47,7 +51,7 @@ impl<M: MapOps> Syncer<M> {
             adopting: true,
             stray_services: Vec::new(),
             stray_src: Vec::new(),
-            prebuilt: HashMap::new(),
+            prebuilt: HashMap::default(),
             st: super::stable::StableBook::new(
                 maps.has_svc_stable(),
                 opts.ct_udp,
@@ -93,7 +97,10 @@ impl<M: MapOps> Syncer<M> {
         // Active in either (an id is active in one array at most; IPv4 first).
         let active = |id: u32| active_in(id, Family::V4).or_else(|| active_in(id, Family::V6));
         // id -> the Service port it is adopted for.
-        let mut owner_of: HashMap<u32, BeKey> = HashMap::new();
+        let mut owner_of: HashMap<u32, BeKey> = HashMap::default();
+        // The backend ids adopted, by port and address (moved into their
+        // ports' lists below).
+        let mut adopted: HashMap<BeKey, BeState> = HashMap::default();
 
         // Frontends, their regions and the backends their tables name.
         let mut used_regions = Vec::new();
@@ -155,18 +162,19 @@ impl<M: MapOps> Syncer<M> {
                                 break;
                             }
                             Some(_) => {}
-                            None if s.backends.contains_key(&bk) => {
+                            None if adopted.contains_key(&bk) => {
                                 // another id for the same address: stale
                                 complete = false;
                                 break;
                             }
                             None => {
                                 owner_of.insert(*id, bk);
-                                s.backends.insert(
+                                adopted.insert(
                                     bk,
                                     BeState {
                                         id: *id,
                                         refs: 0,
+                                        listed: false,
                                         val: b,
                                     },
                                 );
@@ -194,17 +202,29 @@ impl<M: MapOps> Syncer<M> {
         for p in s.ports.values() {
             for t in &p.tables {
                 for b in &t.backends {
-                    if let Some(be) = s.backends.get_mut(&(p.svc_id, *b)) {
+                    if let Some(be) = adopted.get_mut(&(p.svc_id, *b)) {
                         be.refs += 1;
                     }
                 }
+            }
+        }
+        let named: HashSet<u32> = adopted.values().map(|b| b.id).collect();
+        {
+            let mut by_svc: HashMap<u32, &mut PortState> =
+                s.ports.values_mut().map(|p| (p.svc_id, p)).collect();
+            for ((svc_id, _), be) in adopted {
+                if let Some(p) = by_svc.get_mut(&svc_id) {
+                    p.bes.push(be);
+                }
+            }
+            for p in by_svc.into_values() {
+                p.bes.sort_by_key(|b| b.addr());
             }
         }
         // Stable tables: open windows keep running, their regions and ids held.
         s.adopt_stable(&mut used_regions)?;
         // Active slots no complete table names: orphans (a port listing the
         // address takes one over), and ids whose tables turned out stale.
-        let named: HashSet<u32> = s.backends.values().map(|b| b.id).collect();
         for id in 1..s.next_be {
             if named.contains(&id) {
                 continue;
@@ -279,15 +299,17 @@ impl<M: MapOps> Syncer<M> {
                     .push(("stale src_ranges entry".into(), e.to_string())),
             }
         }
-        let unref: Vec<(BeKey, u32, BeVal)> = self
-            .backends
-            .iter()
-            .filter(|(_, b)| b.refs == 0)
-            .map(|(k, b)| (*k, b.id, b.val))
-            .collect();
-        for (k, id, v) in unref {
+        let mut unref: Vec<(u32, BeVal)> = Vec::new();
+        for p in self.ports.values_mut() {
+            p.bes.retain(|b| {
+                if b.refs == 0 {
+                    unref.push((b.id, b.val));
+                }
+                b.refs > 0
+            });
+        }
+        for (id, v) in unref {
             self.retire(id, v, rep);
-            self.backends.remove(&k);
         }
         let orphans: Vec<(u32, BeVal)> = self.orphans.drain().flat_map(|(_, v)| v).collect();
         for (id, v) in orphans {

@@ -4,7 +4,7 @@
 //! [`backends`] (backend ids per Service port), [`nodes`] (tunnels, local
 //! and remote node addresses).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -24,21 +24,32 @@ mod port;
 mod prebuild;
 mod stable;
 
-/// A backend's identity: the svc_id of its Service port and its address. A
-/// backend id belongs to one Service port, so an endpoint that leaves one
-/// Service retires only that Service's id: its flows there are re-chosen,
-/// whatever other Services still use the same address.
-type BeKey = (u32, SocketAddr);
-
 pub(crate) use family::BeVal;
 
-/// A backend id in use.
+/// The syncer's hash maps and sets: foldhash, seeded per process (keys
+/// come from the cluster's objects).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
+/// A backend id in use, of one Service port (in its [`PortState::bes`]): a
+/// backend's identity is its port and its address, so an endpoint that
+/// leaves one Service retires only that Service's id: its flows there are
+/// re-chosen, whatever other Services still use the same address.
 #[derive(Clone, Debug)]
 struct BeState {
     id: u32,
     /// Tables naming it, plus one while its port lists it.
     refs: u32,
+    /// The port lists it (holds one of `refs`).
+    listed: bool,
+    /// What its slot holds (the address is the backend's).
     val: BeVal,
+}
+
+impl BeState {
+    fn addr(&self) -> SocketAddr {
+        self.val.sockaddr()
+    }
 }
 
 /// A Maglev region owned by one Service port.
@@ -68,8 +79,9 @@ struct PortState {
     frontends: HashMap<FrontendKey, FeState>,
     tables: Vec<Table>,
     src_ranges: BTreeSet<(IpAddr, u8)>,
-    /// Backends the port lists (each holds one ref): in a table or draining.
-    listed: BTreeSet<SocketAddr>,
+    /// Its backend ids, sorted by address: the ones it lists and the ones
+    /// its tables still name (draining).
+    bes: Vec<BeState>,
     /// What `svc_stable[svc_id]` holds; `None`: all zero.
     stable: Option<stable::Stable>,
 }
@@ -108,7 +120,6 @@ pub struct Syncer<M: MapOps> {
     maps: M,
     opts: SyncOptions,
     regions: Regions,
-    backends: HashMap<BeKey, BeState>,
     /// Generation of every backend slot.
     gens: Vec<u32>,
     /// Never-used ids from here up.
@@ -174,8 +185,7 @@ impl<M: MapOps> Syncer<M> {
 
     /// The backend id of an endpoint of a Service port.
     pub fn backend_id(&self, port_name: &str, addr: SocketAddr) -> Option<u32> {
-        let svc_id = self.svc_id(port_name)?;
-        self.backends.get(&(svc_id, addr)).map(|b| b.id)
+        self.ports.get(port_name)?.backend_id(&addr)
     }
 
     /// Maglev slots held by stable tables no frontend points at any more
@@ -189,7 +199,7 @@ impl<M: MapOps> Syncer<M> {
     pub fn occupancy(&self) -> Occupancy {
         Occupancy {
             frontends: self.fe_owner.len(),
-            backends: self.backends.len(),
+            backends: self.ports.values().map(|p| p.bes.len()).sum(),
             backend_capacity: self.maps.backend_capacity(),
             maglev_used: self.regions.used(),
             maglev_capacity: self.maps.maglev_capacity(),

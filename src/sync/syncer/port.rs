@@ -1,7 +1,9 @@
 //! One Service port: its backends, Maglev tables, source ranges and
 //! frontends, in the order of the module docs of [`crate::sync`].
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
+
+use super::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
 use xlb_bpf::consts::XLB_MAX_SVC;
@@ -182,7 +184,7 @@ impl<M: MapOps> Syncer<M> {
         }
 
         // 4. One services update per frontend.
-        let mut want_keys = HashSet::new();
+        let mut want_keys = HashSet::default();
         for f in &new.frontends {
             want_keys.insert(f.key);
             let off = if f.table_size == 0 {
@@ -273,13 +275,13 @@ impl<M: MapOps> Syncer<M> {
             .iter()
             .position(|t| t.size == size && t.backends == backends)?;
         if let Some(h) = st.tables[i].adopted_hash {
-            let ids = self.table_ids(st.svc_id, backends, size)?;
+            let ids = self.table_ids(st, backends, size)?;
             if hash_ids(&ids) != h {
                 // Stale content: not reusable; freed once unreferenced.
                 let t = &mut st.tables[i];
                 let stale = std::mem::take(&mut t.backends);
                 t.adopted_hash = Some(0);
-                self.release_all(st.svc_id, &stale, rep);
+                self.release_all(st, &stale, rep);
                 return None;
             }
             st.tables[i].adopted_hash = None;
@@ -288,11 +290,13 @@ impl<M: MapOps> Syncer<M> {
     }
 
     /// The Maglev table as backend ids (all backends must have ids).
-    fn table_ids(&mut self, svc_id: u32, backends: &[SocketAddr], size: u32) -> Option<Vec<u32>> {
-        let ids: Vec<u32> = backends
-            .iter()
-            .map(|b| self.backends.get(&(svc_id, *b)).map(|s| s.id))
-            .collect::<Option<_>>()?;
+    fn table_ids(
+        &mut self,
+        st: &PortState,
+        backends: &[SocketAddr],
+        size: u32,
+    ) -> Option<Vec<u32>> {
+        let ids = st.ids_of(backends)?;
         // Indexes into `backends` become their ids in place (one table-sized
         // allocation per build).
         let mut t = self.index_table(backends, size);
@@ -312,22 +316,11 @@ impl<M: MapOps> Syncer<M> {
         size: u32,
         rep: &mut SyncReport,
     ) -> std::result::Result<u32, String> {
-        let svc_id = st.svc_id;
-        let mut taken = Vec::with_capacity(backends.len());
-        for b in backends {
-            match self.backends.get_mut(&(svc_id, *b)) {
-                Some(be) => {
-                    be.refs += 1;
-                    taken.push(*b);
-                }
-                None => {
-                    self.release_all(svc_id, &taken, rep);
-                    return Err(format!("backend {b} has no id"));
-                }
-            }
+        if let Err(b) = Self::ref_all(st, backends) {
+            return Err(format!("backend {b} has no id"));
         }
         let Some(off) = self.regions.alloc(size) else {
-            self.release_all(svc_id, &taken, rep);
+            self.release_all(st, backends, rep);
             return Err(format!(
                 "maglev slot array full: no free region of {size} slots ({} of {} used, largest free {})",
                 self.regions.used(),
@@ -336,11 +329,11 @@ impl<M: MapOps> Syncer<M> {
             ));
         };
         let ids = self
-            .table_ids(svc_id, backends, size)
+            .table_ids(st, backends, size)
             .expect("backends have ids");
         if let Err(e) = self.maps.write_maglev(off, &ids) {
             self.regions.free(off, size);
-            self.release_all(svc_id, &taken, rep);
+            self.release_all(st, backends, rep);
             return Err(e.to_string());
         }
         rep.writes += 1;
@@ -437,7 +430,7 @@ impl<M: MapOps> Syncer<M> {
                     self.regions.free(t.off, t.size);
                     rep.regions_freed += 1;
                 }
-                self.release_all(st.svc_id, &t.backends, rep);
+                self.release_all(st, &t.backends, rep);
                 any = true;
             } else {
                 i += 1;

@@ -7,7 +7,7 @@
 //! them when its writes are done). Batches are small, so the tables held at
 //! once (the batch being written and the next) stay a few MiB.
 
-use std::collections::HashSet;
+use super::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -125,7 +125,7 @@ impl<M: MapOps> Syncer<M> {
         if threads < 2 {
             return (changed.len().min(BATCH), Vec::new());
         }
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         let mut jobs: Vec<Job<'a>> = Vec::new();
         let mut slots = 0u64;
         let mut len = 0;

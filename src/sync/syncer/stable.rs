@@ -214,13 +214,23 @@ impl<M: MapOps> Syncer<M> {
         if now < s.window_end && s.retained.is_some() {
             return self.stable_put(st, name, entry(s.off, s.size, end), s.retained, rep);
         }
-        let ids = match self.maps.read_maglev(loff, lsize) {
-            Ok(mut ids) => {
-                ids.sort_unstable();
-                ids.dedup();
-                ids
-            }
-            Err(_) => self.live_ids(st, loff),
+        // A table the syncer wrote names each of its backends (M >= N: every
+        // backend takes a slot in the fill's first round); an adopted one
+        // not yet verified is read.
+        let known = st
+            .tables
+            .iter()
+            .any(|t| t.off == loff && t.adopted_hash.is_none() && !t.backends.is_empty());
+        let ids = match known {
+            true => self.live_ids(st, loff),
+            false => match self.maps.read_maglev(loff, lsize) {
+                Ok(mut ids) => {
+                    ids.sort_unstable();
+                    ids.dedup();
+                    ids
+                }
+                Err(_) => self.live_ids(st, loff),
+            },
         };
         self.stable_put(st, name, entry(loff, lsize, end), Some(ids), rep)
     }
@@ -230,11 +240,7 @@ impl<M: MapOps> Syncer<M> {
         let Some(t) = st.tables.iter().find(|t| t.off == off) else {
             return Vec::new();
         };
-        let mut ids: Vec<u32> = t
-            .backends
-            .iter()
-            .filter_map(|b| self.backends.get(&(st.svc_id, *b)).map(|s| s.id))
-            .collect();
+        let mut ids: Vec<u32> = t.backends.iter().filter_map(|b| st.backend_id(b)).collect();
         ids.sort_unstable();
         ids.dedup();
         ids
