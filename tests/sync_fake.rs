@@ -163,17 +163,19 @@ fn fake_ops_clear_and_apply(mut s: Syncer<&mut FakeMaps>, d: &xlb::model::Desire
 fn regions_are_reused() {
     let mut fake = FakeMaps::small();
     let mut s = syncer(&mut fake);
-    let d1 = desired(vec![service(1, false)], vec![slice(1, &[(1, 5)])]);
+    // (externalTrafficPolicy Local: no stateless path, whose window would
+    // hold the old region: sync_stable.rs)
+    let d1 = desired(vec![service(1, true)], vec![slice(1, &[(1, 5)])]);
     s.apply(&d1).unwrap();
     let off1 = s.maps().services().unwrap()[0].1.table_off;
     // A change writes a new region, then frees the old one...
-    let d2 = desired(vec![service(1, false)], vec![slice(1, &[(1, 6)])]);
+    let d2 = desired(vec![service(1, true)], vec![slice(1, &[(1, 6)])]);
     let r = s.apply(&d2).unwrap();
     assert_eq!((r.regions_written, r.regions_freed), (1, 1));
     let off2 = s.maps().services().unwrap()[0].1.table_off;
     assert_ne!(off1, off2);
     // ...which the next change takes again.
-    let d3 = desired(vec![service(1, false)], vec![slice(1, &[(1, 7)])]);
+    let d3 = desired(vec![service(1, true)], vec![slice(1, &[(1, 7)])]);
     s.apply(&d3).unwrap();
     assert_eq!(s.maps().services().unwrap()[0].1.table_off, off1);
     check(&s, &d3);
