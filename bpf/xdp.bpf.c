@@ -106,17 +106,20 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 	 * entries the uplink sees by a backend), and no Service matches. The
 	 * node's own traffic and everything else not ours ends here, without a
 	 * ct lookup. (A deleted Service's flows end with it, as in Cilium.) */
-	if (!x->tun.peer && !xlb_be_maybe(t.saddr) &&
-	    !xlb_frontend_maybe(t.daddr, t.dport, t.proto))
-		return xlb_done(XLB_R_PASS_NOT_SERVICE, x->bytes, XDP_PASS);
-	/* UDP from the uplink, from no backend: its Service first, and no ct
-	 * lookup when no ct entry of the Service can be live (stateless.h) */
-	if (t.proto == IPPROTO_UDP && !x->tun.peer && !xlb_be_maybe(t.saddr)) {
-		svc = xlb_service(t.daddr, t.dport, t.proto, x->cfg->node_addr);
-		if (!svc)
+	if (!x->tun.peer && !xlb_be_maybe(t.saddr)) {
+		/* UDP from the uplink, from no backend: its Service first
+		 * (whose lookup probes fe_filter: no frontend, no Service), and
+		 * no ct lookup when no ct entry of the Service can be live
+		 * (stateless.h) */
+		if (t.proto == IPPROTO_UDP) {
+			svc = xlb_service(t.daddr, t.dport, t.proto, x->cfg->node_addr);
+			if (!svc)
+				return xlb_done(XLB_R_PASS_NOT_SERVICE, x->bytes, XDP_PASS);
+			st = xlb_stable_of(svc->svc_id);
+			skip_ct = st && xlb_stable_no_ct(st, x->cfg, xlb_now_of(x));
+		} else if (!xlb_frontend_maybe(t.daddr, t.dport, t.proto)) {
 			return xlb_done(XLB_R_PASS_NOT_SERVICE, x->bytes, XDP_PASS);
-		st = xlb_stable_of(svc->svc_id);
-		skip_ct = st && xlb_stable_no_ct(st, x->cfg, xlb_now_of(x));
+		}
 	}
 	v = skip_ct ? NULL : bpf_map_lookup_elem(&ct, &t);
 	if (v) {
