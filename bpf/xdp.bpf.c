@@ -101,16 +101,14 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		xlb_fc_drop(&fc);
 		x->fc = NULL;
 	}
-	/* Untunneled, to no frontend and from no backend: no ct entry can be
-	 * this frame's (forward entries are keyed by a frontend, the reverse
-	 * entries the uplink sees by a backend), and no Service matches. The
-	 * node's own traffic and everything else not ours ends here, without a
-	 * ct lookup. (A deleted Service's flows end with it, as in Cilium.) */
-	if (!x->tun.peer && !xlb_be_maybe(t.saddr) &&
-	    !xlb_frontend_maybe(t.daddr, t.dport, t.proto))
-		return xlb_done(XLB_R_PASS_NOT_SERVICE, x->bytes, XDP_PASS);
-	/* From the uplink, from no backend: its Service first, and no ct (or
-	 * ct_syn) lookup when no entry of the Service can be live (stateless.h) */
+	/* Untunneled and from no backend: a ct entry can be this frame's only
+	 * when it goes to a frontend (forward entries are keyed by a frontend,
+	 * the reverse entries the uplink sees by a backend). Its Service first
+	 * (the lookup probes fe_filter): without one, the node's own traffic
+	 * and everything else not ours ends here, without a ct lookup (a
+	 * deleted Service's flows end with it, as in Cilium); with one, no ct
+	 * (or ct_syn) lookup when no entry of the Service can be live
+	 * (stateless.h). */
 	if (!x->tun.peer && !xlb_be_maybe(t.saddr)) {
 		svc = xlb_service(t.daddr, t.dport, t.proto, x->cfg->node_addr);
 		if (!svc)

@@ -11,6 +11,26 @@
 #include "maps.h"
 #include "hash.h"
 
+/* A services key with the words the filter and the map hash it by, each
+ * written whole: a key assembled by 16- and 8-bit stores and read back as
+ * 32-bit words (xlb_fe_slot here, the map's jhash) waits for those stores
+ * (no store-to-load forwarding), at every probe of a frame that misses the
+ * flow cache. */
+union xlb_svc_key_w {
+	struct xlb_svc_key k;
+	__u32 w[2];
+};
+
+/* The second word of a services key as stored: port, proto, kind. */
+static __always_inline __u32 xlb_svc_key_w1(__be16 port, __u8 proto, __u8 kind)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return (__u32)port | ((__u32)proto << 16) | ((__u32)kind << 24);
+#else
+	return ((__u32)port << 16) | ((__u32)proto << 8) | kind;
+#endif
+}
+
 /* fe_filter slot of a services key: its two words as stored. */
 static __always_inline __u32 xlb_fe_slot(const struct xlb_svc_key *k)
 {
@@ -41,15 +61,13 @@ static __always_inline int xlb_be_maybe(__be32 addr)
  * nor a NodePort (fe_filter); 1 = it may be one. */
 static __always_inline int xlb_frontend_maybe(__be32 daddr, __be16 dport, __u8 proto)
 {
-	struct xlb_svc_key k = {
-		.addr = daddr, .port = dport, .proto = proto, .kind = XLB_KIND_ADDR,
-	};
+	union xlb_svc_key_w u = { .w = { daddr, xlb_svc_key_w1(dport, proto, XLB_KIND_ADDR) } };
 
-	if (xlb_fe_maybe(&k))
+	if (xlb_fe_maybe(&u.k))
 		return 1;
-	k.addr = 0;
-	k.kind = XLB_KIND_NODEPORT;
-	return xlb_fe_maybe(&k);
+	u.w[0] = 0;
+	u.w[1] = xlb_svc_key_w1(dport, proto, XLB_KIND_NODEPORT);
+	return xlb_fe_maybe(&u.k);
 }
 
 #endif /* XLB_FILTER_H */

@@ -36,21 +36,20 @@ struct xlb_choice {
 static __always_inline struct xlb_svc_val *xlb_service_of(__be32 daddr, __be16 dport, __u8 proto,
 							  __be32 node_addr, int remote)
 {
-	struct xlb_svc_key k = {
-		.addr = daddr, .port = dport, .proto = proto, .kind = XLB_KIND_ADDR,
-	};
+	/* (whole-word stores: filter.h, xlb_svc_key_w) */
+	union xlb_svc_key_w u = { .w = { daddr, xlb_svc_key_w1(dport, proto, XLB_KIND_ADDR) } };
 	struct xlb_svc_val *v;
 
-	if (xlb_fe_maybe(&k)) {
-		v = bpf_map_lookup_elem(&services, &k);
+	if (xlb_fe_maybe(&u.k)) {
+		v = bpf_map_lookup_elem(&services, &u.k);
 		if (v)
 			return v;
 	}
-	k.addr = 0;
-	k.kind = XLB_KIND_NODEPORT;
-	if (!xlb_fe_maybe(&k))
+	u.w[0] = 0;
+	u.w[1] = xlb_svc_key_w1(dport, proto, XLB_KIND_NODEPORT);
+	if (!xlb_fe_maybe(&u.k))
 		return NULL;
-	v = bpf_map_lookup_elem(&services, &k);
+	v = bpf_map_lookup_elem(&services, &u.k);
 	if (!v)
 		return NULL;
 	if ((!node_addr || daddr != node_addr) && !bpf_map_lookup_elem(&local_addrs, &daddr) &&
