@@ -28,9 +28,13 @@ build: deps
 
 # The image test (tests/image.rs) builds and runs the agent image: the test
 # set-up installs what it needs, so CI never skips it.
+# `cargo test --workspace --no-fail-fast`, with the test executables run
+# TEST_JOBS at a time, longest first (testkit/src/bin/xlb-test-run).
+# TEST_ARGS: cargo test arguments (`--test e2e_services`, `-- --nocapture`).
+TEST_JOBS ?= 3
 test: deps
 	@$(call apt_install,$(IMAGE_PKGS))
-	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) run -q -p xlb-testkit --bin xlb-test-run -- -j $(TEST_JOBS) $(TEST_ARGS)
 
 lint: deps
 	$(CARGO) fmt --all -- --check
