@@ -31,10 +31,14 @@ build: deps
 # `cargo test --workspace --no-fail-fast`, with the test executables run
 # TEST_JOBS at a time, longest first (testkit/src/bin/xlb-test-run).
 # TEST_ARGS: cargo test arguments (`--test e2e_services`, `-- --nocapture`).
+# Not `cargo run`: the variables it sets would make cargo rebuild the crates
+# whose build scripts watch them (ring: CARGO_PKG_NAME).
 TEST_JOBS ?= 3
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 test: deps
 	@$(call apt_install,$(IMAGE_PKGS))
-	$(CARGO) run -q -p xlb-testkit --bin xlb-test-run -- -j $(TEST_JOBS) $(TEST_ARGS)
+	$(CARGO) build -q -p xlb-testkit --bin xlb-test-run
+	CARGO=$(CARGO) $(TARGET_DIR)/debug/xlb-test-run -j $(TEST_JOBS) $(TEST_ARGS)
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -21,7 +21,9 @@ pub struct Binary {
 /// Builds the tests (`cargo test --no-run ARGS`; diagnostics and progress go
 /// to stderr as usual) and returns the executables, or why it failed.
 pub fn build(cargo: &str, args: &[String]) -> Result<Vec<Binary>, String> {
-    let mut child = Command::new(cargo)
+    let mut cmd = Command::new(cargo);
+    clean_env(&mut cmd);
+    let mut child = cmd
         .args([
             "test",
             "--no-run",
@@ -45,6 +47,30 @@ pub fn build(cargo: &str, args: &[String]) -> Result<Vec<Binary>, String> {
         return Err(format!("cargo test --no-run: {st}"));
     }
     Ok(bins)
+}
+
+/// Removes what `cargo run` sets for the program it runs (when this runner
+/// is started that way): cargo compares the variables build scripts watch
+/// (`rerun-if-env-changed`, ring: `CARGO_PKG_NAME`) with their last run's
+/// and would rebuild those crates and everything above them.
+pub fn clean_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        let set_by_run = k.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_MANIFEST_LINKS",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "OUT_DIR",
+            ]
+            .contains(&&*k);
+        if set_by_run {
+            cmd.env_remove(&*k);
+        }
+    }
 }
 
 /// A test executable from one JSON message line, if it is one.

@@ -85,6 +85,7 @@ fn main() {
     if runs_doc_tests(&args) {
         let key = "doc-tests".to_string();
         let mut cmd = Command::new(&cargo);
+        cargo::clean_env(&mut cmd);
         cmd.args(["test", "--doc"]).args(&args);
         if !pass.is_empty() {
             cmd.arg("--").args(&pass);
