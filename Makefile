@@ -28,9 +28,17 @@ build: deps
 
 # The image test (tests/image.rs) builds and runs the agent image: the test
 # set-up installs what it needs, so CI never skips it.
+# `cargo test --workspace --no-fail-fast`, with the test executables run
+# TEST_JOBS at a time, longest first (testkit/src/bin/xlb-test-run).
+# TEST_ARGS: cargo test arguments (`--test e2e_services`, `-- --nocapture`).
+# Not `cargo run`: the variables it sets would make cargo rebuild the crates
+# whose build scripts watch them (ring: CARGO_PKG_NAME).
+TEST_JOBS ?= 3
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 test: deps
 	@$(call apt_install,$(IMAGE_PKGS))
-	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) build -q -p xlb-testkit --bin xlb-test-run
+	CARGO=$(CARGO) $(TARGET_DIR)/debug/xlb-test-run -j $(TEST_JOBS) $(TEST_ARGS)
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -67,16 +67,21 @@ pub fn unique_name(prefix: &str) -> String {
     s
 }
 
-/// Polls `f` (at most ~10 s) until it holds; for kernel objects freed
-/// asynchronously.
+/// Polls `f` every 50 ms until it holds (true) or 60 s have passed (false);
+/// for kernel objects freed asynchronously and child processes' work. The
+/// limit is a hang guard, wide enough for a loaded machine running several
+/// test executables at once: a condition that holds returns at once.
 pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    for _ in 0..200 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
         if f() {
             return true;
         }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    false
 }
 
 /// Whether more than one CPU is online (tests that pin two threads need it).
