@@ -44,6 +44,20 @@ fn sink(
         let s = UdpSocket::bind((addr, PORT)).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
+        // Room for seconds of the stream: on a loaded machine (test
+        // executables run side by side) this thread may not run for a while,
+        // and a datagram the socket had no room for would count as lost.
+        let size: libc::c_int = 16 << 20;
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
         r.store(true, Ordering::SeqCst);
         let mut buf = [0u8; 64];
         loop {
