@@ -141,7 +141,7 @@ static __always_inline int xlb_tc_reply(struct __sk_buff *skb, struct xlb_config
 	if ((flags & XLB_CT_F_TUNNEL) && peer) {
 		/* tunnel NAT: reverse-NATed above, marked as such for the peer */
 		if (xlb_encap_skb(skb, cfg, peer, xlb_flow_hash(t, 0),
-				  (flags & XLB_CT_F_TNAT) ? XLB_VXLAN_F_XLATED : 0))
+				  xlb_vx_reply_flags(flags)))
 			return xlb_tc_end(skb, t, svc_id, XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
 		xlb_count(XLB_R_TX_TUNNEL_RETURN, bytes);
 		return bpf_redirect_neigh(cfg->ifindex, NULL, 0, 0);
@@ -251,7 +251,7 @@ static __always_inline int xlb_tc_icmp(struct __sk_buff *skb, struct xlb_config 
 		}
 		if (peer) {
 			if (xlb_encap_skb(skb, cfg, peer, xlb_flow_hash(&e.flow, 0),
-					  (flags & XLB_CT_F_TNAT) ? XLB_VXLAN_F_XLATED : 0))
+					  xlb_vx_reply_flags(flags)))
 				return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
 			xlb_count(XLB_R_TX_ICMP_RELATED, bytes);
 			return bpf_redirect_neigh(cfg->ifindex, NULL, 0, 0);

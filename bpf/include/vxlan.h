@@ -172,6 +172,14 @@ static __always_inline int xlb_fib_xdp(struct xdp_md *ctx, struct xlb_config *cf
 	return bpf_fib_lookup(ctx, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT);
 }
 
+/* The VXLAN flags of a tunnel-return frame whose reverse entry (or half-open
+ * slot) has ct_flags: under tunnel NAT (XLB_CT_F_TNAT) reverse-NATed here,
+ * marked XLB_VXLAN_F_XLATED for the peer; else unmarked. */
+static __always_inline __u32 xlb_vx_reply_flags(__u32 ct_flags)
+{
+	return (ct_flags & XLB_CT_F_TNAT) ? XLB_VXLAN_F_XLATED : 0;
+}
+
 /* The bytes in front of the inner Ethernet header of a frame sent with vo. */
 static __always_inline __u32 xlb_encap_len(const struct xlb_vx_out *vo)
 {

@@ -31,6 +31,20 @@ static __always_inline int xlb_tnat(const struct xlb_ctx *x, const struct xlb_ch
 	return !x->tun.peer && ch->node && (x->cfg->flags & XLB_CFG_F_TNAT);
 }
 
+/* The VXLAN flags and trailer of a frame to remote backend ch of the flow to
+ * frontend (fe_addr, fe_port): the Service mark, and under tunnel NAT the
+ * frontend. */
+static __always_inline void xlb_vx_fwd(const struct xlb_ctx *x, const struct xlb_choice *ch,
+				       __be32 fe_addr, __be16 fe_port, struct xlb_vx_out *vo)
+{
+	vo->flags = XLB_VXLAN_F_SVC;
+	if (xlb_tnat(x, ch)) {
+		vo->flags |= XLB_VXLAN_F_FE;
+		vo->fe.addr = fe_addr;
+		vo->fe.port = fe_port;
+	}
+}
+
 /* Forward to the chosen backend: DNAT, then pass (local) or encap (remote;
  * with the frontend trailer under tunnel NAT: t's destination, pre-DNAT). */
 static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
@@ -40,7 +54,6 @@ static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
 	struct xlb_send s = {
 		.peer = ch->node, .ok_reason = XLB_R_TX_REMOTE, .nat_dir = XLB_NAT_DST,
 		.nat_addr = ch->addr, .nat_port = ch->port, .be = ch,
-		.vo = { .flags = XLB_VXLAN_F_SVC },
 	};
 	struct xlb_fc_enc *enc;
 	__u64 vtep_expires;
@@ -56,11 +69,7 @@ static __always_inline int xlb_forward(struct xlb_ctx *x, struct xlb_choice *ch,
 		xlb_count_backend(ch->backend_id, x->bytes);
 		return xlb_done(XLB_R_PASS_LOCAL, x->bytes, XDP_PASS);
 	}
-	if (xlb_tnat(x, ch)) {
-		s.vo.flags = XLB_VXLAN_F_SVC | XLB_VXLAN_F_FE;
-		s.vo.fe.addr = t->daddr;
-		s.vo.fe.port = t->dport;
-	}
+	xlb_vx_fwd(x, ch, t->daddr, t->dport, &s.vo);
 	enc = xlb_fc_enc_get(x->fc, ch->node, xlb_in_ifindex(x), x->now);
 	if (enc) {
 		s.inner_dmac = enc->vtep;
@@ -93,7 +102,7 @@ static __always_inline int xlb_reply(struct xlb_ctx *x, struct xlb_ct_val *v,
 		struct xlb_send s = {
 			.peer = peer, .hash = xlb_hash_of(x, t), .ok_reason = XLB_R_TX_TUNNEL_RETURN,
 			.nat_dir = XLB_NAT_SRC, .nat_addr = nat_addr, .nat_port = nat_port,
-			.vo = { .flags = (flags & XLB_CT_F_TNAT) ? XLB_VXLAN_F_XLATED : 0 },
+			.vo = { .flags = xlb_vx_reply_flags(flags) },
 		};
 
 		return xlb_to_peer(x, &s);

@@ -74,8 +74,7 @@ static __always_inline int xlb_icmp_in(struct xlb_ctx *x)
 		nat_addr = v->nat_addr;
 		s.peer = (flags & XLB_CT_F_TUNNEL) ? v->tunnel_peer : 0;
 		/* tunnel NAT: translated here, marked as such for the peer */
-		if (flags & XLB_CT_F_TNAT)
-			s.vo.flags = XLB_VXLAN_F_XLATED;
+		s.vo.flags = xlb_vx_reply_flags(flags);
 		if ((!nat_addr && !s.peer) || (flags & XLB_CT_F_HAIRPIN))
 			return xlb_untranslated(x, XLB_R_PASS_L4_OTHER);
 		if (nat_addr) {
@@ -95,13 +94,8 @@ static __always_inline int xlb_icmp_in(struct xlb_ctx *x)
 				return xlb_done(XLB_R_DROP_NO_TUNNEL, x->bytes, XDP_DROP);
 			s.peer = ch.node;
 			s.inner_dmac = vtep;
-			s.vo.flags = XLB_VXLAN_F_SVC;
 			/* tunnel NAT: with the frontend, like the flow's frames */
-			if (xlb_tnat(x, &ch)) {
-				s.vo.flags = XLB_VXLAN_F_SVC | XLB_VXLAN_F_FE;
-				s.vo.fe.addr = e.flow.daddr;
-				s.vo.fe.port = e.flow.dport;
-			}
+			xlb_vx_fwd(x, &ch, e.flow.daddr, e.flow.dport, &s.vo);
 			return xlb_to_peer(x, &s);
 		}
 	}
