@@ -11,6 +11,7 @@ mod packet_util;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
+use packet_util::stateless::*;
 use packet_util::*;
 use xlb_bpf::consts::*;
 use xlb_bpf::types::*;
@@ -22,11 +23,6 @@ const SVC: u32 = 20;
 const BE_A: (u32, &str) = (30, "10.244.2.30:5353");
 const BE_B: (u32, &str) = (31, "10.244.2.31:5353");
 const BE_L: (u32, &str) = (32, "10.244.1.32:5353");
-/// Maglev regions of the old and the new table.
-const OLD_OFF: u32 = 512;
-const NEW_OFF: u32 = 600;
-const OLD: [u32; 13] = [30; 13];
-const NEW: [u32; 13] = [30, 31, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31, 31];
 
 fn setup(env: &Env, table: &[u32]) {
     fixture(env);
@@ -38,17 +34,7 @@ fn setup(env: &Env, table: &[u32]) {
 }
 
 fn stable(env: &Env, off: u32, size: u32, window_end: u64) {
-    env.maps()
-        .put_svc_stable(
-            SVC,
-            &xlb_svc_stable {
-                table_off: off,
-                table_size: size,
-                window_end,
-                ct_seen: 0,
-            },
-        )
-        .unwrap();
+    put_stable(env, SVC, off, size, window_end);
 }
 
 fn client(port: u16) -> SocketAddrV4 {
@@ -87,12 +73,6 @@ fn pick(table: &[u32], c: SocketAddrV4) -> u32 {
 
 fn addr_of(id: u32) -> SocketAddrV4 {
     sa([BE_A, BE_B, BE_L].iter().find(|b| b.0 == id).unwrap().1)
-}
-
-/// Lets every flow-cache copy lapse (50 ms), so the next packet takes the
-/// real path.
-fn cache_lapse() {
-    std::thread::sleep(Duration::from_millis(80));
 }
 
 #[test]

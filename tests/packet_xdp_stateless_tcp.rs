@@ -14,6 +14,7 @@ mod packet_util;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
+use packet_util::stateless::*;
 use packet_util::*;
 use xlb_bpf::consts::*;
 use xlb_bpf::types::*;
@@ -23,10 +24,6 @@ const VIP: &str = "10.96.0.91:80";
 const SVC: u32 = 21;
 const BE_A: (u32, &str) = (30, "10.244.2.30:8080");
 const BE_B: (u32, &str) = (31, "10.244.2.31:8080");
-const OLD_OFF: u32 = 512;
-const NEW_OFF: u32 = 600;
-const OLD: [u32; 13] = [30; 13];
-const NEW: [u32; 13] = [30, 31, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31, 31];
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 const FIN: u8 = 0x01;
@@ -41,13 +38,7 @@ fn setup(env: &Env, table: &[u32]) {
 }
 
 fn stable(env: &Env, off: u32, size: u32, window_end: u64) {
-    let v = xlb_svc_stable {
-        table_off: off,
-        table_size: size,
-        window_end,
-        ct_seen: 0,
-    };
-    env.maps().put_svc_stable(SVC, &v).unwrap();
+    put_stable(env, SVC, off, size, window_end);
 }
 
 fn client(port: u16) -> SocketAddrV4 {
@@ -87,11 +78,6 @@ fn clients(from: u16, differ: bool, n: usize) -> Vec<SocketAddrV4> {
         .filter(|&c| (pick(&NEW, c) != pick(&OLD, c)) == differ)
         .take(n)
         .collect()
-}
-
-/// Lets every flow-cache copy lapse (50 ms).
-fn cache_lapse() {
-    std::thread::sleep(Duration::from_millis(80));
 }
 
 #[test]

@@ -17,6 +17,7 @@
 mod checks;
 mod fixture;
 pub mod related;
+pub mod stateless;
 mod table;
 pub mod tnat;
 pub mod v6;
