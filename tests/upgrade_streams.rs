@@ -18,7 +18,12 @@
 //! - `private_layout`: SIGTERM, the pinned private caches (`flow_cache`,
 //!   `nh_cache`, `vtep_cache`) swapped for maps of another layout, as a build
 //!   whose caches changed leaves them, then the agents started from the copy
-//!   of the binary, which replace those caches and attach.
+//!   of the binary, which replace those caches and attach;
+//! - `tunnel_nat_rollout`: the two rollouts of docs/dp.md ("Mixed versions"),
+//!   backwards and forwards, one node at a time: each agent restarted with
+//!   `XLB_NO_TUNNEL_NAT`, then each without it, so flows cross every mix of
+//!   a node sending the frontend trailer (and flows with no state on it) and
+//!   one sending without (both ct entries).
 //!
 //! Every case asserts: no TCP connection reset, closed, stalled or moved to
 //! another backend; no UDP datagram lost (the count per flow is printed),
@@ -135,10 +140,16 @@ fn new_binary(l: &Lab) -> PathBuf {
 }
 
 fn lab_up(g: &LabGuard, xlb_bin: Option<&Path>) {
+    lab_up_env(g, xlb_bin, &[]);
+}
+
+/// `xlb lab up` with `env` set for the agents it starts (those not running).
+fn lab_up_env(g: &LabGuard, xlb_bin: Option<&Path>, env: &[(&str, &str)]) {
     let mut c = Command::new(XLB);
     // Info logs: the agents' logs tell how they stopped and started.
     c.args(["lab", "up", "--prefix", g.prefix()])
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied());
     if let Some(b) = xlb_bin {
         c.arg("--xlb-bin").arg(b);
     }
@@ -159,8 +170,12 @@ fn agents_up(g: &LabGuard) {
 }
 
 fn signal_agents(g: &LabGuard, sig: i32) {
+    signal_agents_of(g, &[1, 2], sig);
+}
+
+fn signal_agents_of(g: &LabGuard, nodes: &[u8], sig: i32) {
     let mut pids = Vec::new();
-    for n in 1..=2 {
+    for &n in nodes {
         let d = daemons::agent_daemon(&g.lab, n);
         let pid = d.running().expect("agent running");
         // SAFETY: plain kill(2) of a process of our lab.
@@ -344,6 +359,46 @@ fn new_binary_with_another_private_layout_keeps_every_flow() {
             assert_eq!(size, *old_size, "{}: layout", p.display());
             assert_ne!(id, *decoy, "{}: the decoy was kept", p.display());
             assert_ne!(id, *old_id, "{}: not a fresh map", p.display());
+        }
+    });
+}
+
+/// Whether node `n`'s data plane sends remote flows with tunnel NAT.
+fn tunnel_nat(l: &Lab, n: u8) -> bool {
+    let m = xlb_bpf::Maps::from_pin_dir(&l.pin_dir(n)).unwrap();
+    m.config().unwrap().flags & xlb_bpf::consts::XLB_CFG_F_TNAT != 0
+}
+
+#[test]
+fn tunnel_nat_rollout_node_by_node_keeps_every_flow() {
+    case("tunnel_nat_rollout", |g, s| {
+        for no_tnat in [true, false] {
+            for n in 1..=2 {
+                signal_agents_of(g, &[n], libc::SIGTERM);
+                let env: &[(&str, &str)] = if no_tnat {
+                    &[("XLB_NO_TUNNEL_NAT", "true")]
+                } else {
+                    &[]
+                };
+                lab_up_env(g, None, env);
+                let mode = if no_tnat { "off" } else { "on" };
+                let other = 3 - n;
+                // The step really took (and the other node kept its mode):
+                // node1 first, so the mixes are (off, on) and (on, off).
+                assert_eq!(
+                    tunnel_nat(&g.lab, n),
+                    !no_tnat,
+                    "node{n}: tunnel NAT {mode}"
+                );
+                assert_eq!(
+                    tunnel_nat(&g.lab, other),
+                    (other < n) != no_tnat,
+                    "node{other} kept its mode"
+                );
+                s.advance(STEP / 2).unwrap_or_else(|e| {
+                    panic!("node{n} with tunnel NAT {mode}: {e}\n{}", g.logs())
+                });
+            }
         }
     });
 }
