@@ -219,6 +219,51 @@ fn a_flow_whose_old_backend_left_takes_the_new_choice_in_the_window() {
     assert_eq!(ct_fwd(&env, c).expect("kept in ct").backend_id, BE_B.0);
 }
 
+/// be_filter takes a client for a backend when their addresses share a slot
+/// (or when it is one: a host-network endpoint's node reaching a NodePort).
+/// Its frames look ct up first; a miss still takes the stateless path (no
+/// ct entry, as for any client), and a ct hit of a flow of it pinned in ct
+/// refreshes the Service's ct_seen, as any flow's does.
+#[test]
+fn a_client_that_be_filter_takes_for_a_backend_is_stateless_too() {
+    let Some(env) = Env::new() else { return };
+    setup(&env, &NEW);
+    // A backend (of no Service here) at the client's address.
+    env.backend(33, "198.18.0.100:8080", Some(PEER));
+    for port in 43000..43010 {
+        let c = client(port);
+        for _ in 0..3 {
+            assert_eq!(send(&env, c), addr_of(pick(&NEW, c)), "{c}");
+        }
+        assert!(ct_fwd(&env, c).is_none(), "{c}: no forward entry");
+    }
+    // A flow of the client pinned in ct to B (the table would pick another).
+    let d = (43100..)
+        .map(client)
+        .find(|d| pick(&NEW, *d) != BE_B.0)
+        .unwrap();
+    let pin = xlb_ct_val {
+        backend_id: BE_B.0,
+        generation: 1,
+        svc_id: SVC,
+        flags: XLB_CT_F_REMOTE,
+        last_seen: now_ns(),
+        ..Default::default()
+    };
+    env.maps()
+        .put_ct(&xlb_ct_key::new(d, sa(VIP), UDP), &pin)
+        .unwrap();
+    let before = env.maps().svc_stable(SVC).unwrap().ct_seen;
+    // ct_seen is written at most once a second.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(send(&env, d), sa(BE_B.1), "the pinned flow");
+    let after = env.maps().svc_stable(SVC).unwrap().ct_seen;
+    assert!(
+        after > before,
+        "a ct hit refreshes ct_seen ({before} -> {after})"
+    );
+}
+
 /// With ct_udp = 2 s (the shortest that outlives the once-a-second refresh): once no ct entry of the Service was hit for ct_udp
 /// and the one second ct_seen may lag,
 /// ct is not looked up (an entry written behind the data plane's back is not
