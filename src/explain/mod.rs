@@ -212,11 +212,8 @@ fn walk(v: &dyn View, f: &Flow, steps: &mut Vec<Step>) -> anyhow::Result<Outcome
     let t = xlb_ct_key::new(f.src, f.dst, f.proto.number());
     let xdp = f.iface == Iface::Uplink;
     let (pass, drop) = (Verdict::Pass, Verdict::Drop);
-    // whether the source may be a backend's address (XDP's be_filter)
-    let mut from_backend = true;
     if xdp {
         let be = v.be_filter(*f.src.ip())? != Some(0);
-        from_backend = be;
         let fe = v.fe_filter(&xlb_svc_key::addr(f.dst, f.proto))? != Some(0)
             || v.fe_filter(&xlb_svc_key::nodeport(f.dst.port(), f.proto))? != Some(0);
         steps.push(Step {
@@ -397,7 +394,7 @@ fn walk(v: &dyn View, f: &Flow, steps: &mut Vec<Step>) -> anyhow::Result<Outcome
     });
     match (id, b) {
         (Some(id), Some(b)) => {
-            let (id, b) = if xdp && !aff && !from_backend {
+            let (id, b) = if xdp && !aff {
                 stateless(v, &cfg, svc.svc_id, h, now, (id, b), steps)?
             } else {
                 (id, b)
