@@ -289,6 +289,34 @@ fn agent_syncs_manifests_serves_metrics_restarts_and_cleans_up() {
         .parse()
         .unwrap();
     assert_eq!(maglev_used, u64::from(web.table_size + api.table_size));
+    // The filters' fill: slots with a count (of the backends' addresses,
+    // of the services keys) out of 65,536.
+    let entries = |map: &str| -> u64 {
+        let p = format!("xlb_map_entries{{map=\"{map}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(p.as_str()))
+            .unwrap_or_else(|| panic!("no {p} in\n{m}"))
+            .parse()
+            .unwrap()
+    };
+    let be_slots: std::collections::BTreeSet<u32> = maps
+        .backends()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| xlb_bpf::wire::be_slot(b.addr))
+        .collect();
+    let fe_slots: std::collections::BTreeSet<u32> = maps
+        .services()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| xlb_bpf::wire::fe_slot(k))
+        .collect();
+    assert_eq!(entries("be_filter"), be_slots.len() as u64, "{m}");
+    assert_eq!(entries("fe_filter"), fe_slots.len() as u64, "{m}");
+    for f in ["be_filter", "fe_filter"] {
+        let line = format!("xlb_map_max_entries{{map=\"{f}\"}} 65536\n");
+        assert!(m.contains(&line), "missing {line:?} in\n{m}");
+    }
 
     // A change in the directory reaches the maps.
     env.write(

@@ -154,13 +154,16 @@ impl super::Metrics {
             .chain(v6)
             .map(|(n, h)| (n, h.max_entries()))
             .collect();
-        let sample = MapSample {
+        let mut sample = MapSample {
             at_unix: unix_now(),
             maps: usage
                 .into_iter()
                 .map(|(n, used)| (n, used, max.get(n).copied().unwrap_or(0)))
                 .collect(),
         };
+        // The filters' slots with a count: their fill is the share of
+        // frontends / source addresses they cannot rule out.
+        sample.maps.extend(maps.filter_usage()?);
         *self.map_sample.lock().unwrap_or_else(|e| e.into_inner()) = Some(sample);
         self.sample_backend_rows(maps)
     }

@@ -55,4 +55,10 @@ impl Counts<'_> {
     pub(super) fn is_empty(&self) -> bool {
         (0..self.0.entries()).all(|i| self.get(i) == 0)
     }
+
+    /// (slots with a count, slots).
+    pub(super) fn used(&self) -> (u64, u32) {
+        let n = self.0.entries();
+        ((0..n).filter(|&i| self.get(i) != 0).count() as u64, n)
+    }
 }

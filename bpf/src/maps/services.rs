@@ -76,6 +76,22 @@ impl Maps {
         }
         Ok(done)
     }
+    /// (filter, slots with a count, slots) of `fe_filter` and `be_filter`,
+    /// those pinned: the share of frontends / source addresses each cannot
+    /// rule out (such frames take the Service / ct lookup), for the metrics.
+    pub fn filter_usage(&self) -> Result<Vec<(&'static str, u64, u32)>> {
+        let mut out = Vec::new();
+        for (name, f) in [
+            ("fe_filter", &self.fe_filter),
+            ("be_filter", &self.be_filter),
+        ] {
+            if let Some(c) = f.counts()? {
+                let (used, slots) = c.used();
+                out.push((name, used, slots));
+            }
+        }
+        Ok(out)
+    }
     /// The `fe_filter` count of k's slot (tests); `None` without the filter.
     pub fn fe_filter_count(&self, k: &xlb_svc_key) -> Result<Option<u32>> {
         Ok(self
