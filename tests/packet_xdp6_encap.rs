@@ -190,3 +190,78 @@ fn tunnel_return_reencapsulates_to_the_peer() {
     assert_eq!(out, encap6(&want, hash, false, NODE_MAC), "re-encapsulated");
     check_frame6(&out).unwrap();
 }
+
+/// The IPv6 encapsulation keeps the fib's next hop per CPU for 50 ms
+/// (nh6.h): a changed neighbour MAC, and a neighbour that disappeared, reach
+/// the fast path once that has passed. (The sleeps only let the cache
+/// expire; nothing here asserts on speed.)
+#[test]
+fn next_hop_cache_follows_neighbour_changes() {
+    let Some(env) = env6() else { return };
+    let f = Frame6::udp(client6(), vip6_n(0x20, 53));
+    let outer_dst = |env: &Env| -> [u8; 6] {
+        let (rc, r, out) = run6(env, &f.build());
+        assert_eq!((rc, r), (XDP_TX, XLB_R_TX_REMOTE), "encapsulated");
+        out[0..6].try_into().unwrap()
+    };
+    assert_eq!(outer_dst(&env), PEER_MAC, "first frame: the fib's next hop");
+    assert_eq!(outer_dst(&env), PEER_MAC, "cached next hop");
+    let moved = [0x02, 0, 0xc6, 0x12, 0, 0x22];
+    let neigh = |op: &str, mac: Option<&str>| {
+        let mut a = vec!["-6", "neigh", op, "2001:db8:18::2"];
+        if let Some(m) = mac {
+            a.extend_from_slice(&["lladdr", m]);
+        }
+        a.extend_from_slice(&["dev", "v0"]);
+        if mac.is_some() {
+            a.extend_from_slice(&["nud", "permanent"]);
+        }
+        sh(&a);
+    };
+    neigh("replace", Some("02:00:c6:12:00:22"));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        outer_dst(&env),
+        moved,
+        "the neighbour's new MAC after the TTL"
+    );
+    neigh("del", None);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (rc, r, _) = run6(&env, &f.build());
+    assert_eq!(
+        (rc, r),
+        (XDP_PASS, XLB_R_PASS_FIB_NO_NEIGH),
+        "no neighbour any more: passed to the stack"
+    );
+}
+
+/// A remote IPv6 backend's VTEP MAC (tunnel6) is kept per CPU for 50 ms
+/// too: a changed and a removed tunnel entry reach the fast path after that.
+#[test]
+fn vtep_cache_follows_tunnel_changes() {
+    let Some(env) = env6() else { return };
+    let f = Frame6::udp(client6(), vip6_n(0x20, 53));
+    let inner_dst = |env: &Env| -> [u8; 6] {
+        let (rc, r, out) = run6(env, &f.build());
+        assert_eq!((rc, r), (XDP_TX, XLB_R_TX_REMOTE), "encapsulated");
+        // outer Ethernet 14 + IPv6 40 + UDP 8 + VXLAN 8: the inner frame
+        out[70..76].try_into().unwrap()
+    };
+    assert_eq!(inner_dst(&env), VTEP_MAC);
+    assert_eq!(inner_dst(&env), VTEP_MAC, "cached");
+    let new_vtep = [0x02, 0xee, 0, 0, 0, 0x22];
+    let prefix: std::net::Ipv6Addr = "fd00:244:2::".parse().unwrap();
+    tunnel6(&env, prefix, 64, PEER6, new_vtep);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(inner_dst(&env), new_vtep, "the new VTEP MAC after the TTL");
+    let mut k = 64u32.to_ne_bytes().to_vec();
+    k.extend_from_slice(&prefix.octets());
+    libbpf_rs::MapCore::delete(&env.dp.xdp.maps.tunnel6, &k).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (rc, r, _) = run6(&env, &f.build());
+    assert_eq!(
+        (rc, r),
+        (XDP_DROP, XLB_R_DROP_NO_TUNNEL),
+        "no tunnel entry any more"
+    );
+}

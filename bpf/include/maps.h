@@ -357,6 +357,41 @@ struct {
 	__type(value, struct xlb_vtep);
 } vtep_cache SEC(".maps");
 
+/* nh6_cache / vtep6_cache: nh_cache and vtep_cache for the IPv6 program's
+ * encapsulation (nh6.h): an IPv6 outer destination, an IPv6 backend. */
+struct xlb_nh6 {
+	__u64 expires;		/* xlb_now() + XLB_NH_TTL_NS; 0 = empty */
+	__be32 peer[4];		/* outer destination */
+	__u32 in_ifindex;	/* fib input ifindex the answer is for */
+	__u32 out_ifindex;	/* fib output ifindex */
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u32 pad;
+};
+_Static_assert(sizeof(struct xlb_nh6) == 48, "nh6_cache slot size (docs/dp.md)");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XLB_NH_SLOTS);
+	__type(key, __u32);
+	__type(value, struct xlb_nh6);
+} nh6_cache SEC(".maps");
+
+struct xlb_vtep6 {
+	__u64 expires;		/* 0 = empty */
+	__be32 addr[4];		/* backend address */
+	__u8 vtep_mac[6];
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct xlb_vtep6) == 32, "vtep6_cache slot size (docs/dp.md)");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XLB_VTEP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct xlb_vtep6);
+} vtep6_cache SEC(".maps");
+
 /* The timer-driven clock (clock.h). */
 struct xlb_clock {
 	struct bpf_timer timer;

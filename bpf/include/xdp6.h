@@ -34,6 +34,7 @@
 #include "icmp6.h"
 #include "icmperr6.h"
 #include "stats6.h"
+#include "nh6.h"
 
 struct xlb_ctx6 {
 	struct xdp_md *ctx;
@@ -158,8 +159,9 @@ static __always_inline int xlb6_sent(struct xlb_ctx6 *x, const struct xlb_send6 
 static __noinline int xlb6_to_peer(struct xlb_ctx6 *x)
 {
 	struct xlb_send6 *s = &x->sc->s;
-	__u32 mtu = x->cfg->mtu ? x->cfg->mtu : 1500, inner_l3;
+	__u32 mtu = x->cfg->mtu ? x->cfg->mtu : 1500, inner_l3, in_ifindex;
 	struct bpf_fib_lookup fib;
+	struct xlb_nh6 *nh;
 	int reason = s->ok_reason, verdict, rc, r;
 
 	if (xlb6_rebind(x) != XLB_OK)
@@ -178,7 +180,15 @@ static __noinline int xlb6_to_peer(struct xlb_ctx6 *x)
 					mtu - XLB_ENCAP6_LEN, to, from, &reason);
 		return xlb6_end(x, reason, verdict);
 	}
-	rc = xlb_fib6_xdp(x->ctx, x->cfg, x->cfg6, s->peer, inner_l3 + XLB_ENCAP6_LEN, &fib);
+	in_ifindex = x->cfg->ifindex ? x->cfg->ifindex : x->ctx->ingress_ifindex;
+	nh = xlb_nh6_slot(s->peer, in_ifindex);
+	if (xlb_nh6_get(nh, s->peer, in_ifindex, xlb6_now(x), &fib)) {
+		rc = BPF_FIB_LKUP_RET_SUCCESS;
+	} else {
+		rc = xlb_fib6_xdp(x->ctx, x->cfg, x->cfg6, s->peer, inner_l3 + XLB_ENCAP6_LEN, &fib);
+		if (rc == BPF_FIB_LKUP_RET_SUCCESS)
+			xlb_nh6_put(nh, s->peer, in_ifindex, xlb6_now(x), mtu, &fib);
+	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return xlb6_end(x, XLB_R_DROP_FIB, XDP_DROP);
 	r = xlb_decap6_xdp(x->ctx, x->cfg, &x->p, &x->tun);
@@ -195,24 +205,11 @@ static __noinline int xlb6_to_peer(struct xlb_ctx6 *x)
 	return xlb6_sent(x, s, reason, verdict);
 }
 
-/* The VTEP MAC of the node holding IPv6 pod address addr (tunnel6). */
-static __always_inline int xlb_vtep6_mac(const __be32 *addr, __u8 *mac)
-{
-	struct xlb_tunnel6_key tk = { .prefixlen = 128 };
-	struct xlb_tunnel6_val *tv;
-
-	xlb_addr6_copy(tk.addr, addr);
-	tv = bpf_map_lookup_elem(&tunnel6, &tk);
-	if (!tv)
-		return 0;
-	__builtin_memcpy(mac, tv->vtep_mac, ETH_ALEN);
-	return 1;
-}
-
 /* sc->s for a frame to the remote backend ch (DNAT, marked). */
-static __always_inline int xlb6_send_to_backend(struct xlb_send6 *s, const struct xlb_choice6 *ch)
+static __always_inline int xlb6_send_to_backend(struct xlb_send6 *s, const struct xlb_choice6 *ch,
+						__u64 now)
 {
-	if (!xlb_vtep6_mac(ch->addr, s->inner_dmac))
+	if (!xlb_vtep6_mac(ch->addr, now, s->inner_dmac))
 		return 0;
 	s->has_dmac = 1;
 	xlb_addr6_copy(s->peer, ch->node);
@@ -244,7 +241,7 @@ static __noinline int xlb6_forward(struct xlb_ctx6 *x)
 		return xlb6_done(x, XLB_R_PASS_LOCAL, XDP_PASS);
 	}
 	__builtin_memset(s, 0, sizeof(*s));
-	if (!xlb6_send_to_backend(s, ch))
+	if (!xlb6_send_to_backend(s, ch, xlb6_now(x)))
 		return xlb6_end(x, XLB_R_DROP_NO_TUNNEL, XDP_DROP);
 	s->has_be = 1;
 	s->backend_id = ch->backend_id;
@@ -403,7 +400,7 @@ static __noinline int xlb6_icmp_in(struct xlb_ctx6 *x)
 		xlb_count_svc(v->svc_id, x->bytes);
 		xlb_icmp6_err_nat(&x->p, &e, XLB_NAT_SRC, ch->addr, ch->port);
 		if (!xlb_addr6_zero(ch->node)) {
-			if (!xlb_vtep6_mac(ch->addr, s->inner_dmac))
+			if (!xlb_vtep6_mac(ch->addr, xlb6_now(x), s->inner_dmac))
 				return xlb6_done(x, XLB_R_DROP_NO_TUNNEL, XDP_DROP);
 			s->has_dmac = 1;
 			xlb_addr6_copy(s->peer, ch->node);

@@ -81,10 +81,12 @@ pub const CONTRACT_MAPS: [&str; 31] = [
 /// map timer runs only while a pin or file descriptor holds its map; reused
 /// while the layout matches, replaced without complaint when it does not
 /// ([`replace_stale_private`]).
-pub const PRIVATE_MAPS: [&str; 11] = [
+pub const PRIVATE_MAPS: [&str; 13] = [
     "flow_cache",
     "nh_cache",
     "vtep_cache",
+    "nh6_cache",
+    "vtep6_cache",
     "clock",
     "clock_reads",
     "frag",

@@ -332,13 +332,14 @@ impl Env {
             .expect("ct_syn update");
     }
 
-    /// Empties the XDP program's per-CPU next-hop and VTEP caches (they
-    /// keep an answer for 50 ms, also after its tunnel entry is gone).
+    /// Empties the XDP program's per-CPU next-hop and VTEP caches, IPv4 and
+    /// IPv6 (they keep an answer for 50 ms, also after its tunnel entry is
+    /// gone).
     pub fn clear_caches(&self) {
         use libbpf_rs::{MapCore, MapFlags};
         let cpus = libbpf_rs::num_possible_cpus().unwrap();
         let m = &self.dp.xdp.maps;
-        for map in [&m.nh_cache, &m.vtep_cache] {
+        for map in [&m.nh_cache, &m.vtep_cache, &m.nh6_cache, &m.vtep6_cache] {
             let zero = vec![vec![0u8; map.value_size() as usize]; cpus];
             for slot in 0..map.max_entries() {
                 map.update_percpu(&slot.to_ne_bytes(), &zero, MapFlags::ANY)
