@@ -240,6 +240,26 @@ fn ipv6_entries_print_canonically_and_filter() {
     ] {
         assert!(out.contains(want), "{want}: {out}");
     }
+    // The filters' fill (IPv4 only: one backend address, 10.244.1.5, and
+    // one services key, here).
+    let j = json(&ok(xlb(None, p, &["maps", "config", "--json"])));
+    let setting = |k: &str| {
+        j["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["setting"] == k)
+            .unwrap_or_else(|| panic!("no {k} in {j}"))["value"]
+            .clone()
+    };
+    assert_eq!(
+        setting("be_filter"),
+        serde_json::json!({"used": 1, "slots": 65536})
+    );
+    assert_eq!(
+        setting("fe_filter"),
+        serde_json::json!({"used": 1, "slots": 65536})
+    );
 
     // Metrics: the IPv6 backends under their Service (labels carry the
     // canonical address), the IPv6 maps' occupancy under their own names.

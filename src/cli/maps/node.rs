@@ -41,6 +41,18 @@ pub(super) fn config(maps: &Maps) -> anyhow::Result<Table> {
     kv("local_addrs", addrs.join(","), json!(addrs));
     let addrs: Vec<String> = maps.remote_addrs()?.iter().map(|a| a.to_string()).collect();
     kv("remote_addrs", addrs.join(","), json!(addrs));
+    // the filters' fill: the share of frontends / source addresses that
+    // cannot be ruled out without a lookup (docs/dp.md, "Filters")
+    for (name, used, slots) in maps.filter_usage()? {
+        kv(
+            name,
+            format!(
+                "{used} of {slots} slots ({:.1}%)",
+                100.0 * used as f64 / f64::from(slots.max(1))
+            ),
+            json!({"used": used, "slots": slots}),
+        );
+    }
     // IPv6 (pins of an xlb without IPv6: none)
     if maps.v6().is_some() {
         let c6 = maps.config6().context("reading config6")?;
