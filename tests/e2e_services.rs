@@ -384,3 +384,26 @@ fn source_port_reuse_across_nodes_is_answered_by_the_right_frontend() {
     });
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+/// `xlb lab spread` whose reader goes away (`... | grep -q n1p2`, as the demo
+/// does) ends quietly by SIGPIPE, as `xlb maps` does; no panic on stderr.
+#[test]
+fn lab_spread_ends_quietly_when_its_reader_goes_away() {
+    if !xlb_testkit::privileged() {
+        return;
+    }
+    let g = lab();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = std::process::Command::new(XLB)
+        .args(["lab", "spread", "--prefix", g.prefix(), "--count", "4"])
+        .arg("--to")
+        .arg(node(1, 30080).to_string())
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(o.status.signal(), Some(libc::SIGPIPE), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -140,8 +140,15 @@ pub fn run(a: LabArgs, _pin: &Path) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        LabCommand::Check(c) => check(c),
-        LabCommand::Spread(s) => spread(s),
+        // They only probe and print (`xlb lab spread ... | grep -q n1p2`).
+        LabCommand::Check(c) => {
+            super::die_on_closed_stdout();
+            check(c)
+        }
+        LabCommand::Spread(s) => {
+            super::die_on_closed_stdout();
+            spread(s)
+        }
         LabCommand::Backend(b) => lab::backend::run(b),
         LabCommand::SetEndpoints(s) => {
             let pods = lab::manifests::parse_pods(&s.pods)?;

@@ -114,7 +114,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Commands that only print (`maps`, `doctor`) end quietly when their reader
+/// Commands that only print (`maps`, `explain`, `doctor`, `lab check`, `lab spread`) end quietly when their reader
 /// goes away (`xlb maps ct | head`), as `ls` or `ipvsadm` do, instead of
 /// panicking in `println!`. Rust ignores SIGPIPE by default; the long-running
 /// commands keep that, so a closed metrics socket never kills the agent.
