@@ -74,7 +74,11 @@ fn returned(env: &Env, f: &Frame, flags: u32, inner: &Frame) {
     assert_eq!(rc, TC_ACT_REDIRECT, "back through the tunnel");
     let v = check_vxlan(&out, "tunnel return");
     assert_eq!(Ipv4Addr::from(v.ip.source), NODE);
-    assert_eq!(Ipv4Addr::from(v.ip.destination), PEER, "to the node that balanced it");
+    assert_eq!(
+        Ipv4Addr::from(v.ip.destination),
+        PEER,
+        "to the node that balanced it"
+    );
     assert_eq!(v.vni, VNI);
     assert_eq!(v.flags, flags);
     assert_eq!(v.fe, None);
@@ -121,7 +125,10 @@ fn a_half_open_tunnel_flows_syn_ack_is_returned() {
     let Some(env) = Env::new() else { return };
     setup(&env);
     from_peer(&env, SYN, true);
-    assert!(tnat::ct_at(&env, API, CLIENT_SA, TCP).is_none(), "half-open: no ct entry");
+    assert!(
+        tnat::ct_at(&env, API, CLIENT_SA, TCP).is_none(),
+        "half-open: no ct entry"
+    );
     let h = env.half_open(CLIENT_SA).expect("half-open slot");
     assert_ne!(h.flags & XLB_CT_F_TNAT, 0);
     let r = reply(SYN | ACK);
@@ -195,14 +202,24 @@ fn the_nodes_other_traffic_passes_untouched_and_uncounted() {
     let to_peer = vxlan(&reply(ACK).build(), NODE, PEER, VNI, false);
     let frames = vec![
         // the same endpoint to the same client on another port (a direct connection)
-        seg(API, "198.18.0.100:40001", PSH_ACK).macs(NODE_MAC, CLIENT_MAC).build(),
+        seg(API, "198.18.0.100:40001", PSH_ACK)
+            .macs(NODE_MAC, CLIENT_MAC)
+            .build(),
         // another local port of the node to the client
-        seg("198.18.0.1:22", CLIENT_SA, PSH_ACK).macs(NODE_MAC, CLIENT_MAC).build(),
+        seg("198.18.0.1:22", CLIENT_SA, PSH_ACK)
+            .macs(NODE_MAC, CLIENT_MAC)
+            .build(),
         // UDP on the entry's ports
-        Frame::udp(sa(API), sa(CLIENT_SA)).macs(NODE_MAC, CLIENT_MAC).build(),
+        Frame::udp(sa(API), sa(CLIENT_SA))
+            .macs(NODE_MAC, CLIENT_MAC)
+            .build(),
         // the node's traffic to elsewhere, and from an address that is no backend
-        seg("198.18.0.1:50000", "203.0.113.9:443", SYN).macs(NODE_MAC, CLIENT_MAC).build(),
-        seg("198.18.0.5:6443", CLIENT_SA, PSH_ACK).macs(NODE_MAC, CLIENT_MAC).build(),
+        seg("198.18.0.1:50000", "203.0.113.9:443", SYN)
+            .macs(NODE_MAC, CLIENT_MAC)
+            .build(),
+        seg("198.18.0.5:6443", CLIENT_SA, PSH_ACK)
+            .macs(NODE_MAC, CLIENT_MAC)
+            .build(),
         // fragments of the entry's flow: untranslated (docs/dp.md)
         frag.build(),
         later.build(),
@@ -282,7 +299,11 @@ fn two_nodes(tnat: bool) {
         assert_eq!(rc, XDP_TX, "B -> C");
         let v = check_vxlan(&out, "B -> C");
         assert_eq!(Ipv4Addr::from(v.ip.destination), PEER);
-        assert_eq!(v.fe, tnat.then(|| sa(FE)), "the frontend only under tunnel NAT");
+        assert_eq!(
+            v.fe,
+            tnat.then(|| sa(FE)),
+            "the frontend only under tunnel NAT"
+        );
         let (rc, at_c) = c.xdp(&out);
         assert_eq!(rc, XDP_PASS);
         assert_eq!(check_eth_ipv4(&at_c, "at C").2.dst(), sa(API_PEER));
@@ -304,7 +325,9 @@ fn two_nodes(tnat: bool) {
         );
         let reason = if tnat { "pass_decap" } else { "pass_revnat" };
         assert!(
-            moved(&before, &b.reasons()).iter().any(|(n, k)| n == reason && *k == 1),
+            moved(&before, &b.reasons())
+                .iter()
+                .any(|(n, k)| n == reason && *k == 1),
             "B: {reason}"
         );
     }

@@ -30,8 +30,11 @@ impl Agent {
         tracing::info!(iface = %a.iface, hook = %a.hook.describe(), replaced = a.replaced, "uplink attached");
         // Replies of this node's host-network endpoints leave through the
         // uplink's egress (reverse NAT, tunnel return: docs/dp.md).
-        match attach::attach_pod_egress(&self.pin_dir, self.dp.tc_egress_prog().as_fd(), &iface.name)
-        {
+        match attach::attach_pod_egress(
+            &self.pin_dir,
+            self.dp.tc_egress_prog().as_fd(),
+            &iface.name,
+        ) {
             Ok(Some(_)) => {}
             Ok(None) => tracing::warn!(
                 iface = %iface.name,
