@@ -10,7 +10,9 @@
 //! them (node1) or returns them through the tunnel (node2: reverse-NATed and
 //! marked under tunnel NAT, untranslated for node1 to translate without).
 //! The connection must work, from the frontend's address, with the client's
-//! own address seen by the endpoint, for a reply of several segments too;
+//! own address seen by the endpoint, for a reply of several segments too,
+//! and for one full-size segment (too big for the tunnel: the sender gets
+//! fragmentation needed and sends it again smaller);
 //! with tunnel NAT (the default), then with the agents restarted with
 //! `XLB_NO_TUNNEL_NAT`.
 mod e2e_support;
@@ -65,7 +67,8 @@ fn config_flags(g: &LabGuard, n: u8) -> u32 {
 }
 
 /// The client's connection to `to` is answered by `want`, which saw the
-/// client's own address; a 4000-byte line comes back whole.
+/// client's own address; a line whose echo is one segment of nearly the
+/// uplink's MTU (too big for the tunnel) and a 4000-byte line come back whole.
 fn reaches(g: &LabGuard, to: SocketAddrV4, want: String) {
     let logs = g.logs();
     g.client(move || {
@@ -74,6 +77,8 @@ fn reaches(g: &LabGuard, to: SocketAddrV4, want: String) {
         assert_eq!(c.greeting.name, want, "{to}");
         let me = c.local_addr().unwrap();
         assert_eq!(c.greeting.peer, me, "{to}: the endpoint sees the client");
+        c.exchange(&"y".repeat(1400))
+            .unwrap_or_else(|e| panic!("{to}: a reply of one full segment: {e}"));
         let big = "x".repeat(4000); // (the lab backend takes lines of up to 4096 bytes)
         c.exchange(&big)
             .unwrap_or_else(|e| panic!("{to}: a reply of several segments: {e}"));
@@ -112,13 +117,26 @@ fn uplink_client_reaches_host_network_endpoints_with_and_without_tunnel_nat() {
                 "node{n}: tunnel NAT {tnat}"
             );
         }
-        let (ret, xlated) = (stat(&g, 2, "tx_tunnel_return"), stat(&g, 1, "pass_decap"));
+        let (ret, xlated, too_big) = (
+            stat(&g, 2, "tx_tunnel_return"),
+            stat(&g, 1, "pass_decap"),
+            stat(&g, 2, "tx_frag_needed"),
+        );
         let revnat = stat(&g, 1, "pass_revnat");
         reaches(&g, kubernetes, daemons::host_backend_name(2));
         assert!(
             stat(&g, 2, "tx_tunnel_return") > ret,
             "node2's tc egress returned the replies through the tunnel"
         );
+        // (first phase only: node2 has no path MTU to the client yet; in the
+        // second the client advertises a smaller MSS, having learned a path
+        // MTU to the frontend from node1 for its own 4000-byte line)
+        if tnat {
+            assert!(
+                stat(&g, 2, "tx_frag_needed") > too_big,
+                "node2's tc egress answered a reply too big for the tunnel"
+            );
+        }
         if tnat {
             assert!(
                 stat(&g, 1, "pass_decap") > xlated,
