@@ -19,7 +19,8 @@
  *     encapsulated (and is not GSO, whose segments the encapsulation shrinks)
  *     is answered with ICMP fragmentation needed, delivered to this node's
  *     stack as if from the client (tx_frag_needed), so the sender lowers its
- *     path MTU and sends again.
+ *     path MTU and sends again. A frame bpf_skb_adjust_room does not take (UDP
+ *     GSO) is a counted drop (drop_adjust).
  *
  * Hairpin entries, fragments and every other frame pass untouched and
  * uncounted.
@@ -50,7 +51,7 @@
 struct xlb_egress {
 	struct xlb_ct_key t;
 	__u32 ihl_len;
-	__u8 tcp_flags;
+	__u8 tcp_flags;		/* read once the frame may match */
 };
 
 /* The 5-tuple of an unfragmented IPv4 TCP/UDP frame; 0 = not one. */
@@ -66,9 +67,6 @@ static __always_inline int xlb_egress_key(struct __sk_buff *skb, struct xlb_egre
 		return 0;
 	e->ihl_len = ip.ihl * 4;
 	if (bpf_skb_load_bytes(skb, ETH_HLEN + e->ihl_len, ports, sizeof(ports)))
-		return 0;
-	if (ip.protocol == IPPROTO_TCP &&
-	    bpf_skb_load_bytes(skb, ETH_HLEN + e->ihl_len + 13, &e->tcp_flags, 1))
 		return 0;
 	e->t.saddr = ip.saddr;
 	e->t.daddr = ip.daddr;
@@ -158,6 +156,9 @@ static __always_inline int xlb_tc_egress4(struct __sk_buff *skb, struct xlb_conf
 	__u64 now;
 
 	if (!xlb_egress_key(skb, &e) || !xlb_be_maybe(e.t.saddr))
+		return TC_ACT_OK;
+	if (e.t.proto == IPPROTO_TCP &&
+	    bpf_skb_load_bytes(skb, ETH_HLEN + e.ihl_len + 13, &e.tcp_flags, 1))
 		return TC_ACT_OK;
 	v = bpf_map_lookup_elem(&ct, &e.t);
 	if (v) {
