@@ -54,7 +54,8 @@ struct xlb_egress {
 	__u8 tcp_flags;		/* read once the frame may match */
 };
 
-/* The 5-tuple of an unfragmented IPv4 TCP/UDP frame; 0 = not one. */
+/* The 5-tuple of an unfragmented IPv4 TCP/UDP frame whose lengths hold
+ * together; 0 = not one. */
 static __always_inline int xlb_egress_key(struct __sk_buff *skb, struct xlb_egress *e)
 {
 	struct iphdr ip;
@@ -66,6 +67,10 @@ static __always_inline int xlb_egress_key(struct __sk_buff *skb, struct xlb_egre
 	    (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP))
 		return 0;
 	e->ihl_len = ip.ihl * 4;
+	/* the whole L4 header inside the IPv4 packet, the packet inside the frame */
+	if (bpf_ntohs(ip.tot_len) < e->ihl_len + (ip.protocol == IPPROTO_TCP ? 20 : 8) ||
+	    bpf_ntohs(ip.tot_len) > skb->len - ETH_HLEN)
+		return 0;
 	if (bpf_skb_load_bytes(skb, ETH_HLEN + e->ihl_len, ports, sizeof(ports)))
 		return 0;
 	e->t.saddr = ip.saddr;
