@@ -40,13 +40,6 @@
 #include "vxlan.h"
 #include "icmp.h"
 
-#ifndef IP_MF
-#define IP_MF		0x2000
-#endif
-#ifndef IP_OFFSET
-#define IP_OFFSET	0x1fff
-#endif
-
 /* What the headers of an egress frame say (read with bpf_skb_load_bytes). */
 struct xlb_egress {
 	struct xlb_ct_key t;
@@ -63,7 +56,7 @@ static __always_inline int xlb_egress_key(struct __sk_buff *skb, struct xlb_egre
 
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)))
 		return 0;
-	if (ip.version != 4 || ip.ihl < 5 || (ip.frag_off & bpf_htons(IP_MF | IP_OFFSET)) ||
+	if (ip.version != 4 || ip.ihl < 5 || (ip.frag_off & bpf_htons(XLB_IP_MF | XLB_IP_OFFSET)) ||
 	    (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP))
 		return 0;
 	e->ihl_len = ip.ihl * 4;
