@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * xlb pod-veth tc programs (xlb_tc: ingress of the host side = traffic leaving a pod).
+ * xlb tc programs (xlb_tc: ingress of a pod veth's host side = traffic leaving a pod;
+ * xlb_tc_egress: egress of the uplink and of the pod veths, see the end).
  *
  *   1. ct hit, reverse entry: a reply of a local backend.
  *      - nat_addr set: this node chose the backend -> reverse NAT (source back
@@ -34,8 +35,10 @@
  * XLB_HAIRPIN_ADDR and the frame sent straight back into the veth; the pod's
  * replies to that address are reverse-NATed (source := frontend, destination
  * := the pod) and sent back in the same way.
- * xlb_tc_egress (egress of the same veth): replies of host-network endpoints
- * of this node, which the stack sends straight into the pod.
+ * xlb_tc_egress (egress of the same veth and of the uplink): replies of
+ * host-network endpoints of this node, which the stack sends straight into
+ * the pod or out of the uplink (tc_egress.h): reverse NAT, and back through
+ * the tunnel for a flow another node balanced here.
  * IPv6 frames go to xlb_tc6 (tail call) / xlb_tc6_egress (subprogram):
  * tc6.h, tc6_flow.h, the same rules over the IPv6 maps.
  */
@@ -54,6 +57,7 @@
 #include "include/frag.h"
 #include "include/icmperr.h"
 #include "include/tc6_flow.h"
+#include "include/tc_egress.h"
 
 /* IPv6 frames leave xlb_tc for xlb_tc6 (tc6_flow.h), a program of its own
  * reached by a tail call on the not-IPv4 exit: xlb_tc's IPv4 locals fill
@@ -391,77 +395,27 @@ int xlb_tc6(struct __sk_buff *skb)
 }
 
 /*
- * Egress of the pod veth's host side (frames entering the pod): replies of a
- * host-network endpoint on this node. A pod's flow to a Service whose chosen
- * endpoint is a process in the node's own namespace (the `kubernetes`
- * Service on an API server's node, a hostNetwork pod) is DNATed at ingress
- * and delivered to the local stack; the process answers straight into this
- * veth, so its reverse NAT happens here. Only an exact reverse entry of
- * such a flow is translated: replies of pods and of remote backends have been
- * translated before they get here (their source is the frontend already),
- * and hairpin and tunnel flows are turned around elsewhere. Everything else
- * passes untouched and uncounted.
+ * Egress of the uplink and of each pod veth's host side: what the node's own
+ * stack sends, where replies of its host-network endpoints are translated
+ * (tc_egress.h; IPv6: tc6_flow.h). The node's other traffic passes untouched
+ * and uncounted, its data never pulled into the linear area.
  */
 SEC("tc")
 int xlb_tc_egress(struct __sk_buff *skb)
 {
-	void *data, *data_end;
-	__u64 bytes = skb->len;
-	struct xlb_pkt p = {};
-	struct xlb_ct_key t = {};
 	struct xlb_config *cfg;
-	struct xlb_ct_val *v, sv;
-	struct xlb_syn hs, *s;
-	__be32 nat_addr;
-	__be16 nat_port;
-	__u32 svc_id, zero = 0;
-	int r;
+	__u32 zero = 0;
 
 	cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg)
 		return TC_ACT_OK;
+	if (skb->protocol == bpf_htons(ETH_P_IP))
+		return xlb_tc_egress4(skb, cfg);
+	if (skb->protocol != bpf_htons(ETH_P_IPV6) || !xlb_tc6_egress_maybe(skb))
+		return TC_ACT_OK;
 	if (skb->len > (long)skb->data_end - (long)skb->data)
 		bpf_skb_pull_data(skb, skb->len);
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
-	/* whole TCP/UDP headers only: fragments and ICMP pass untouched */
-	r = xlb_parse(data, data_end, &p);
-	if (r == XLB_R_PASS_NOT_IP && skb->protocol == bpf_htons(ETH_P_IPV6))
-		return xlb_tc6_egress(skb);	/* tc6_flow.h */
-	if (r != XLB_OK || !p.l4)
-		return TC_ACT_OK;
-	t.saddr = p.saddr;
-	t.daddr = p.daddr;
-	t.sport = p.sport;
-	t.dport = p.dport;
-	t.proto = p.proto;
-	v = bpf_map_lookup_elem(&ct, &t);
-	if (v && (v->flags & XLB_CT_F_REVERSE) &&
-	    xlb_syn_reply_newer(&t, v, cfg, p.tcp_flags, xlb_now(), &sv)) {
-		/* a SYN-ACK or RST of a newer half-open flow (ctsyn.h) */
-		v = &sv;
-	} else if (v) {
-		if ((v->flags & (XLB_CT_F_REVERSE | XLB_CT_F_TUNNEL | XLB_CT_F_HAIRPIN)) !=
-			    XLB_CT_F_REVERSE || !v->nat_addr ||
-		    !xlb_ct_reverse_live(v, &t, cfg, p.tcp_flags, xlb_now()))
-			return TC_ACT_OK;
-	} else {
-		/* a reply to a half-open connection (its SYN-ACK; ctsyn.h) */
-		if (p.proto != IPPROTO_TCP || !(s = xlb_syn_rev(&t, &hs)) ||
-		    !xlb_syn_reply(s, &hs, cfg, p.tcp_flags, xlb_now(), &sv))
-			return TC_ACT_OK;
-		v = &sv;
-	}
-	if (v == &sv && (sv.flags & XLB_CT_F_TUNNEL))
-		return TC_ACT_OK;
-	nat_addr = v->nat_addr;
-	nat_port = v->nat_port;
-	svc_id = v->svc_id;
-	xlb_count_svc(svc_id, bytes);
-	if (xlb_nat_skb(skb, ETH_HLEN, ETH_HLEN + p.ihl_len, p.proto, XLB_NAT_SRC, p.saddr,
-			nat_addr, p.sport, nat_port))
-		return xlb_tc_done(XLB_R_DROP_ADJUST, bytes, TC_ACT_SHOT);
-	return xlb_tc_done(XLB_R_PASS_REVNAT, bytes, TC_ACT_OK);
+	return xlb_tc6_egress(skb);	/* tc6_flow.h */
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

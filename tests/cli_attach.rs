@@ -34,6 +34,7 @@ fn attach_upgrade_detach_leave_nothing_behind() {
     assert_ne!(first, 0, "an XDP program on up0");
     for f in [
         "links/xdp_up0",
+        "links/tcxe_up0",
         "links/tcx_vethpod0",
         "progs/xdp",
         "progs/tc",

@@ -223,8 +223,9 @@ fn source_ranges_tunnels_and_addresses_go_to_their_familys_maps() {
             assert!(v.flags & XLB_SVC_F_SRC_RANGES != 0);
         }
     }
-    // Each family's tunnel entries and addresses.
-    assert_eq!(s.maps().tunnels.len(), 2);
+    // Each family's tunnel entries and addresses (IPv4: the other nodes'
+    // pod CIDRs and their IPv4 addresses, for host-network endpoints).
+    assert_eq!(s.maps().tunnels.len(), 4);
     assert_eq!(s.maps().tunnels6.len(), 2);
     assert!(s
         .maps()

@@ -126,7 +126,8 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } src_ranges SEC(".maps");
 
-/* pod CIDR -> node underlay address and VTEP MAC */
+/* pod CIDR (or a node's IPv4 address/32: its host-network endpoints) -> node underlay address
+ * and VTEP MAC */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, XLB_TUNNEL_ENTRIES);

@@ -288,9 +288,38 @@ out:
 	return r;
 }
 
+/* Before xlb_tc_egress pulls an IPv6 frame into the linear area for
+ * xlb_tc6_egress: 0 when its headers, read in place, show it cannot match
+ * (TCP or UDP right after the fixed header without a ct6 entry, or another
+ * upper layer); extension headers go on to the full parse. */
+static __always_inline int xlb_tc6_egress_maybe(struct __sk_buff *skb)
+{
+	struct ipv6hdr ip6;
+	struct xlb_ct6_key t = {};
+	__be16 ports[2];
+	__u8 nh;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)))
+		return 0;
+	nh = ip6.nexthdr;
+	if (nh == XLB_NH_HOP || nh == XLB_NH_DEST || nh == XLB_NH_ROUTING || nh == XLB_NH_FRAGMENT)
+		return 1;
+	if ((nh != IPPROTO_TCP && nh != IPPROTO_UDP) ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(ip6), ports, sizeof(ports)))
+		return 0;
+	__builtin_memcpy(t.saddr, &ip6.saddr, 16);
+	__builtin_memcpy(t.daddr, &ip6.daddr, 16);
+	t.sport = ports[0];
+	t.dport = ports[1];
+	t.proto = nh;
+	return bpf_map_lookup_elem(&ct6, &t) != NULL;
+}
+
 /* xlb_tc_egress for an IPv6 frame: the reply of a host-network endpoint of
- * this node into the pod, reverse-NATed from its exact ct6 reverse entry
- * (not a tunnel or hairpin one); everything else untouched, uncounted. */
+ * this node (into a pod, or out of the uplink to a client XDP balanced to
+ * it), reverse-NATed from its exact ct6 reverse entry (not a tunnel or
+ * hairpin one: IPv6 has no tunnel return from here); everything else
+ * untouched, uncounted. */
 static __noinline int xlb_tc6_egress(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;

@@ -102,8 +102,8 @@ pub enum Hook {
     Xdp(AttachMode),
     /// tcx ingress bpf_link.
     Tcx,
-    /// tcx egress bpf_link of a pod interface (reverse NAT of replies from
-    /// host-network endpoints on the node).
+    /// tcx egress bpf_link of a pod interface or the uplink (replies of
+    /// host-network endpoints on the node: reverse NAT, tunnel return).
     TcxEgress,
     /// Classic tc filter on a clsact qdisc (`created_qdisc`: xlb made the qdisc).
     TcClsact { created_qdisc: bool },

@@ -1,6 +1,6 @@
 //! # Attaching the data plane
 //!
-//! At the first snapshot that names the uplink: XDP on it, tc on the pod veths
+//! At the first snapshot that names the uplink: XDP and tcx egress on it, tc on the pod veths
 //! (and a thread that follows new ones), the cgroup socket hooks (or their
 //! removal with `--no-socket-lb`), and the programs pinned.
 
@@ -28,6 +28,20 @@ impl Agent {
             tracing::warn!("{w}");
         }
         tracing::info!(iface = %a.iface, hook = %a.hook.describe(), replaced = a.replaced, "uplink attached");
+        // Replies of this node's host-network endpoints leave through the
+        // uplink's egress (reverse NAT, tunnel return: docs/dp.md).
+        match attach::attach_pod_egress(
+            &self.pin_dir,
+            self.dp.tc_egress_prog().as_fd(),
+            &iface.name,
+        ) {
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::warn!(
+                iface = %iface.name,
+                "no tcx egress on the uplink (tcx unavailable or turned off): replies of host-network endpoints to clients balanced by XDP leave untranslated"
+            ),
+            Err(e) => tracing::warn!("uplink {} (egress): {e}", iface.name),
+        }
         for (_, name) in xlb_loader::sys::interfaces() {
             if name != iface.name && self.args.pod_ifaces.matches(&name) {
                 match attach::attach_pod(&self.pin_dir, self.dp.tc_prog().as_fd(), &name) {

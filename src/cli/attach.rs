@@ -212,6 +212,15 @@ pub fn run_attach(a: AttachArgs, pin_dir: &Path) -> anyhow::Result<()> {
     )
     // (the loader's errors name the interface and the way out already)
     ?];
+    // its egress: replies of this node's host-network endpoints (docs/dp.md)
+    match attach::attach_pod_egress(pin_dir, dp.tc_egress_prog().as_fd(), &a.iface) {
+        Ok(Some(_)) => {}
+        Ok(None) => eprintln!(
+            "warning: {}: no tcx egress (tcx unavailable or turned off): replies of host-network endpoints to clients balanced by XDP leave untranslated",
+            a.iface
+        ),
+        Err(e) => eprintln!("warning: {} (egress): {e}", a.iface),
+    }
 
     let mut failures = Vec::new();
     let pods: Vec<String> = xlb_loader::sys::interfaces()

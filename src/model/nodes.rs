@@ -1,6 +1,6 @@
 //! The nodes as the model keeps them ([`NodeInfo`], read from a Node by
 //! `endpoints::node_info`) and the state derived from all of them together:
-//! tunnel entries (other nodes' pod CIDRs), this node's and the other nodes'
+//! tunnel entries (other nodes' pod CIDRs and IPv4 addresses), this node's and the other nodes'
 //! addresses. Apart from the per-Service computation (`compute`) because a
 //! change of what the model uses of a Node recomputes every Service.
 
@@ -87,14 +87,23 @@ impl Model {
                     reasons.push((format!("Node {name}"), why));
                     continue;
                 };
+                let entry = TunnelEntry {
+                    node: addr,
+                    vtep_mac: mac,
+                };
                 for c in cidrs {
-                    tunnels.insert(
-                        c,
-                        TunnelEntry {
-                            node: addr,
-                            vtep_mac: mac,
-                        },
-                    );
+                    tunnels.insert(c, entry.clone());
+                }
+                // Its own IPv4 addresses too: a host-network endpoint there is
+                // reached through its tunnel, and its xlb returns the replies
+                // (tc egress, docs/dp.md "Who reverse-NATs"). IPv6 has no such
+                // tunnel return: without an entry, XDP drops those flows
+                // (`drop_no_tunnel`) rather than have them answered from the
+                // endpoint's own address.
+                if fam == Family::V4 {
+                    for a in n.addrs.iter().filter(|a| a.is_ipv4()) {
+                        tunnels.entry((*a, 32)).or_insert_with(|| entry.clone());
+                    }
                 }
             }
         }

@@ -362,8 +362,16 @@ fn node_name_local_remote_and_unknown() {
 #[test]
 fn tunnels_and_local_addrs() {
     let d = run(vec![], vec![]);
-    // n2's CIDRs (each to its family's underlay and VTEP); not our own node's
-    assert_eq!(d.tunnels.len(), 2);
+    // n2's CIDRs (each to its family's underlay and VTEP) and its IPv4
+    // address (host-network endpoints); not our own node's
+    assert_eq!(d.tunnels.len(), 3);
+    let h = &d.tunnels[&(Ipv4Addr::new(198, 18, 0, 12).into(), 32)];
+    assert_eq!(h.node, Ipv4Addr::new(198, 18, 0, 12));
+    assert_eq!(h.vtep_mac, [2, 0, 0, 0, 0, 2]);
+    assert!(
+        !d.tunnels.keys().any(|(a, l)| a.is_ipv6() && *l == 128),
+        "no IPv6 address entries (no IPv6 tunnel return)"
+    );
     let t = &d.tunnels[&(Ipv4Addr::new(10, 244, 2, 0).into(), 24)];
     assert_eq!(t.node, Ipv4Addr::new(198, 18, 0, 12));
     assert_eq!(t.vtep_mac, [2, 0, 0, 0, 0, 2]);
@@ -403,7 +411,11 @@ fn vtep_annotation_configurable_and_bad() {
         },
         &c,
     );
-    assert_eq!(d.tunnels.len(), 1);
+    // n3's pod CIDR and address; n4 (bad MAC) none
+    assert_eq!(d.tunnels.len(), 2);
+    assert!(d
+        .tunnels
+        .contains_key(&(Ipv4Addr::new(198, 18, 0, 13).into(), 32)));
     assert_eq!(
         d.tunnels[&(Ipv4Addr::new(10, 244, 3, 0).into(), 24)].vtep_mac,
         [2, 0, 0, 0, 0, 3]

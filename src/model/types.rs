@@ -308,7 +308,8 @@ pub struct FrontendConflict {
     pub owner: String,
 }
 
-/// A tunnel entry: another node's pod CIDR.
+/// A tunnel entry: another node's pod CIDR, or one of its IPv4 addresses (a
+/// host-network endpoint there).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TunnelEntry {
     /// The node's underlay address, of the pod CIDR's family.

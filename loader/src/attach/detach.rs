@@ -64,11 +64,18 @@ pub fn detach(pin_dir: &Path, iface: &str) -> Result<Vec<Attachment>> {
     Ok(mine)
 }
 
-/// Removes the hooks of every pod interface (tcx and tc), keeping the uplink.
+/// Removes the hooks of every pod interface (tcx and tc), keeping the
+/// uplink's (XDP, and its tcx egress).
 pub fn detach_pods(pin_dir: &Path) -> Result<Vec<Attachment>> {
-    let pods: Vec<_> = list(pin_dir)?
+    let all = list(pin_dir)?;
+    let uplinks: Vec<String> = all
+        .iter()
+        .filter(|a| matches!(a.hook, Hook::Xdp(_)))
+        .map(|a| a.iface.clone())
+        .collect();
+    let pods: Vec<_> = all
         .into_iter()
-        .filter(|a| !matches!(a.hook, Hook::Xdp(_)))
+        .filter(|a| !uplinks.contains(&a.iface))
         .collect();
     for a in &pods {
         detach_one(a)?;
