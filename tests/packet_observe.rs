@@ -18,22 +18,6 @@ use xlb_bpf::monitor::{Event, Hook, MonitorMaps};
 use xlb_bpf::types::*;
 use xlb_bpf::Reason;
 
-/// Pins this thread to the CPU it runs on: the per-CPU rate limiter and
-/// caches then see one CPU.
-fn pin_cpu() {
-    // SAFETY: plain syscalls on this thread with valid arguments.
-    unsafe {
-        let cpu = libc::sched_getcpu();
-        assert!(cpu >= 0);
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0
-        );
-    }
-}
-
 #[test]
 fn backend_counters_count_every_forwarded_frame() {
     let Some(env) = Env::new() else { return };

@@ -374,3 +374,36 @@ fn without_tunnel_nat_a_remote_flow_keeps_both_entries_and_no_trailer() {
         .expect("the reverse entry");
     assert_eq!(rev.nat(), sa(VIP));
 }
+
+/// Tunnel NAT turned off (an agent restarted with `--no-tunnel-nat`, the
+/// first rollout of an upgrade) under a live stateless flow whose copy is in
+/// the flow cache: its next frame gets the ct entries the node now needs
+/// (the backend's node returns the replies untranslated, for this node to
+/// reverse-NAT), not the cached stateless decision. The config write voids
+/// the cache; without that the flow's replies would reach the client
+/// untranslated for up to the copy's 50 ms.
+#[test]
+fn turning_tunnel_nat_off_voids_the_cached_stateless_flows() {
+    let Some(env) = Env::new() else { return };
+    setup(&env, &NEW);
+    pin_cpu();
+    let c = client(49100);
+    let be = addr_of(pick(&NEW, c));
+    for _ in 0..3 {
+        assert_eq!(send(&env, c), be);
+    }
+    assert!(ct_fwd(&env, c).is_none(), "stateless, cached");
+    let mut cfg = env.config();
+    cfg.flags &= !XLB_CFG_F_TNAT;
+    env.maps().put_config(&cfg).unwrap();
+    let (rc, out) = env.xdp(&Frame::udp(c, sa(VIP)).build());
+    assert!(rc == XDP_TX || rc == XDP_REDIRECT, "verdict {rc}");
+    assert_eq!(check_vxlan(&out, "encap").flags, 0x0800_0001, "no trailer");
+    assert!(ct_fwd(&env, c).is_some(), "the forward entry, not the cached copy");
+    let rev = env
+        .maps()
+        .ct_entry(&xlb_ct_key::new(be, c, UDP))
+        .unwrap()
+        .expect("the reverse entry: this node reverse-NATs the replies now");
+    assert_eq!(rev.nat(), sa(VIP));
+}

@@ -150,22 +150,6 @@ fn xdp_tnat_table() {
     run_table(&env, Prog::Xdp, &cases);
 }
 
-/// Pins this thread to the CPU it runs on: the per-CPU flow cache then sees
-/// every frame of the test.
-fn pin_cpu() {
-    // SAFETY: plain syscalls on this thread with valid arguments.
-    unsafe {
-        let cpu = libc::sched_getcpu();
-        assert!(cpu >= 0);
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0
-        );
-    }
-}
-
 /// A flow-cache hit (flowcache.h) of a tunnel NAT flow is sent like a ct hit:
 /// with the frontend trailer, its cached encapsulation reused. The hit is
 /// proven by deleting the ct entry behind the cache's back (no ct_epoch

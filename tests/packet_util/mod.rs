@@ -62,6 +62,22 @@ pub fn sh(args: &[&str]) {
     xlb_testkit::sh(&v);
 }
 
+/// Pins this thread to the CPU it runs on: the per-CPU flow cache, rate
+/// limiter and caches then see every frame of the test.
+pub fn pin_cpu() {
+    // SAFETY: plain syscalls on this thread with valid arguments.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(cpu >= 0);
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
 /// A loaded data plane in a network namespace private to this thread.
 pub struct Env {
     pub dp: DataPlane,

@@ -144,7 +144,11 @@ impl Maps {
     pub fn config(&self) -> Result<xlb_config> {
         Ok(get(&self.config, "config", &0u32)?.unwrap_or_default())
     }
+    /// Writes `config`, then voids the XDP flow cache's copies (`ct_epoch`):
+    /// a copy may carry a decision the old settings made (a flow kept out of
+    /// ct under tunnel NAT, which must get its ct entries once it is off).
     pub fn put_config(&self, c: &xlb_config) -> Result<()> {
-        put(&self.config, "config", &0u32, c)
+        put(&self.config, "config", &0u32, c)?;
+        self.bump_ct_epoch()
     }
 }
