@@ -220,7 +220,8 @@ pub fn sigma_exponent(m: u32) -> Option<u32> {
 
 /// `σ` for one table size: `fwd[k] = σ(k mod m)` for `k < 2m`, and `inv`
 /// its inverse when `m` is prime (what [`tail::finish`] needs). Cached per
-/// `m` (a process uses a handful of table sizes, each at most a few MiB).
+/// `m` (a process uses a handful of table sizes; 12 bytes per slot: 768 KiB
+/// for the default ceiling of 65,537).
 struct Sigma {
     fwd: Vec<u32>,
     inv: Option<Vec<u32>>,
