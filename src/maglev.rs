@@ -218,9 +218,10 @@ pub fn sigma_exponent(m: u32) -> Option<u32> {
         .find(|&e| !(m - 1).is_multiple_of(e))
 }
 
-/// `σ` for one table size: `fwd[k] = σ(k)`, and `inv` its inverse when `m`
-/// is prime (what [`tail::finish`] needs). Cached per `m` (a process uses a
-/// handful of table sizes, each at most a few MiB).
+/// `σ` for one table size: `fwd[k] = σ(k mod m)` for `k < 2m`, and `inv`
+/// its inverse when `m` is prime (what [`tail::finish`] needs). Cached per
+/// `m` (a process uses a handful of table sizes; 12 bytes per slot: 768 KiB
+/// for the default ceiling of 65,537).
 struct Sigma {
     fwd: Vec<u32>,
     inv: Option<Vec<u32>>,
@@ -257,6 +258,8 @@ fn sigma(m: u32) -> std::sync::Arc<Sigma> {
         }
         inv
     });
+    // Two periods: a probe run from any k < m reads on without wrapping.
+    let fwd = [&fwd[..], &fwd[..]].concat();
     let s = Arc::new(Sigma { fwd, inv });
     cache
         .lock()
@@ -337,21 +340,54 @@ pub fn table<B: Identity>(backends: &[B], m: u32) -> Vec<u32> {
     };
     let mut left = m_us;
     let mut j = 0;
+    let at = |j: usize, k: usize| {
+        red.rem(u64::from(perm[j].0) + u64::from(perm[j].1) * u64::from(sig.fwd[k]))
+    };
+    if sig.inv.is_none() {
+        // m not prime (σ is the identity): a backend's list may not visit
+        // every slot; probed plainly.
+        while left > 0 {
+            let mut k = next[j];
+            while entry[at(j, k)] != EMPTY {
+                k = if k + 1 == m_us { 0 } else { k + 1 };
+            }
+            entry[at(j, k)] = order[j];
+            next[j] = if k + 1 == m_us { 0 } else { k + 1 };
+            left -= 1;
+            j = if j + 1 == n { 0 } else { j + 1 };
+        }
+        return entry;
+    }
+    // (position, slot) of the next claim's first probe.
+    let mut pre = (next[0], at(0, next[0]));
     while left > tail_at {
         let (offset, skip) = (u64::from(perm[j].0), u64::from(perm[j].1));
+        let j1 = if j + 1 == n { 0 } else { j + 1 };
+        // The first probe of the claim after this one, made before this
+        // claim's probe loop, whose exit branch mispredicts often: work
+        // before a mispredicted branch is kept, so that claim starts with
+        // its slot known (the position is checked: with one backend the
+        // claim after is this one's, from further on).
+        let pre1 = (next[j1], at(j1, next[j1]));
+        let from = next[j];
+        let (mut k, mut c) = if pre.0 == from {
+            pre
+        } else {
+            (from, at(j, from))
+        };
         // Next slot in j's preference list that is still empty. With m
         // prime, the list visits every slot (σ and k -> offset + skip * k
-        // are both bijections), so this ends.
-        let mut k = next[j];
-        let mut c = red.rem(offset + skip * u64::from(sig.fwd[k]));
+        // are both bijections), so one period from next[j] holds one (σ is
+        // stored twice over: no wrap inside the run).
         while entry[c] != EMPTY {
-            k = if k + 1 == m_us { 0 } else { k + 1 };
+            k += 1;
             c = red.rem(offset + skip * u64::from(sig.fwd[k]));
         }
         entry[c] = order[j];
-        next[j] = if k + 1 == m_us { 0 } else { k + 1 };
+        next[j] = if k + 1 >= m_us { k + 1 - m_us } else { k + 1 };
         left -= 1;
-        j = if j + 1 == n { 0 } else { j + 1 };
+        pre = pre1;
+        j = j1;
     }
     if let (Some(inv), true) = (&sig.inv, left > 0) {
         tail::finish(
@@ -371,3 +407,5 @@ pub fn table<B: Identity>(backends: &[B], m: u32) -> Vec<u32> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_golden;

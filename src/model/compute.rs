@@ -543,13 +543,29 @@ fn service_port(
     in_table.extend(frontends.iter().flat_map(|f| f.backends.iter().copied()));
     in_table.sort_unstable();
     in_table.dedup();
+    // A port's candidates are sorted by address (`candidates`), as is
+    // `in_table`: one merge-join, with a search for any candidate out of
+    // order.
+    let mut rest = &in_table[..];
+    let mut prev: Option<SocketAddr> = None;
     let backends = all
-        .map(|c| Backend {
-            addr: c.addr,
-            node: c.place.node,
-            terminating: c.terminating,
-            draining: in_table.binary_search(&c.addr).is_err(),
-            host_network: c.place.host_network,
+        .map(|c| {
+            let listed = if prev.is_some_and(|p| c.addr < p) {
+                in_table.binary_search(&c.addr).is_ok()
+            } else {
+                while rest.first().is_some_and(|a| *a < c.addr) {
+                    rest = &rest[1..];
+                }
+                prev = Some(c.addr);
+                rest.first() == Some(&c.addr)
+            };
+            Backend {
+                addr: c.addr,
+                node: c.place.node,
+                terminating: c.terminating,
+                draining: !listed,
+                host_network: c.place.host_network,
+            }
         })
         .collect();
     // Ranges of the families whose LoadBalancer frontends check them.

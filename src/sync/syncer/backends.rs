@@ -43,6 +43,20 @@ impl PortState {
         find(&self.bes, 0, a).map(|i| self.bes[i].id)
     }
 
+    /// The ids of those of `addrs` (sorted by address, as a table's
+    /// backends) that have one, in their order.
+    pub(super) fn ids_present(&self, addrs: &[SocketAddr]) -> Vec<u32> {
+        let mut at = 0;
+        addrs
+            .iter()
+            .filter_map(|a| {
+                let i = find(&self.bes, at, a)?;
+                at = i + 1;
+                Some(self.bes[i].id)
+            })
+            .collect()
+    }
+
     /// The ids of `addrs` (sorted by address, as a table's backends), in
     /// their order; `None` when one has none.
     pub(super) fn ids_of(&self, addrs: &[SocketAddr]) -> Option<Vec<u32>> {
@@ -331,5 +345,16 @@ mod tests {
         for from in [0, 4, 5, 9] {
             assert_eq!(find(&bes, from, &missing), None);
         }
+        // ids_present: the ids of the listed addresses that have one, in
+        // their order (sorted or not), the others skipped
+        let st = PortState {
+            bes,
+            ..Default::default()
+        };
+        let some = [addrs[1], missing, addrs[4], addrs[8]];
+        assert_eq!(st.ids_present(&some), vec![2, 5, 9]);
+        let unsorted = [addrs[7], addrs[2], missing, addrs[3]];
+        assert_eq!(st.ids_present(&unsorted), vec![8, 3, 4]);
+        assert_eq!(st.ids_present(&addrs), (1..=9).collect::<Vec<u32>>());
     }
 }

@@ -240,7 +240,7 @@ impl<M: MapOps> Syncer<M> {
         let Some(t) = st.tables.iter().find(|t| t.off == off) else {
             return Vec::new();
         };
-        let mut ids: Vec<u32> = t.backends.iter().filter_map(|b| st.backend_id(b)).collect();
+        let mut ids = st.ids_present(&t.backends);
         ids.sort_unstable();
         ids.dedup();
         ids
