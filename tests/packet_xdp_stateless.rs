@@ -399,7 +399,10 @@ fn turning_tunnel_nat_off_voids_the_cached_stateless_flows() {
     let (rc, out) = env.xdp(&Frame::udp(c, sa(VIP)).build());
     assert!(rc == XDP_TX || rc == XDP_REDIRECT, "verdict {rc}");
     assert_eq!(check_vxlan(&out, "encap").flags, 0x0800_0001, "no trailer");
-    assert!(ct_fwd(&env, c).is_some(), "the forward entry, not the cached copy");
+    assert!(
+        ct_fwd(&env, c).is_some(),
+        "the forward entry, not the cached copy"
+    );
     let rev = env
         .maps()
         .ct_entry(&xlb_ct_key::new(be, c, UDP))
