@@ -33,20 +33,6 @@ fn svc(name: &str, ip: Ipv4Addr) -> ServiceDef {
     ServiceDef::cluster_ip(name, ip).port("http", "TCP", 80, 8080, None)
 }
 
-/// `xlb lab up` on the running lab: restarts what is not running.
-fn lab_up(g: &LabGuard) {
-    let out = std::process::Command::new(XLB)
-        .args(["lab", "up", "--prefix", g.prefix()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        g.logs()
-    );
-}
-
 /// Row 8: node1's agent is killed; its Services keep working; a Service
 /// changed and one created while it is down are applied once it is back.
 fn row08(c: Client, prefix: &str, base: u8) {
@@ -72,7 +58,7 @@ fn row08(c: Client, prefix: &str, base: u8) {
     std::thread::sleep(Duration::from_secs(1));
     assert!(agent.running().is_none(), "the agent came back on its own");
 
-    lab_up(&g);
+    g.up_again(&[]);
     assert!(agent.running().is_some_and(|p| p != pid));
     serves(&g, c, to_a, false, &["n2p2"]);
     serves(&g, c, SocketAddrV4::new(ipb, 80), false, &["n1p2"]);

@@ -98,17 +98,7 @@ fn uplink_client_reaches_host_network_endpoints_with_and_without_tunnel_nat() {
             for n in [1, 2] {
                 daemons::agent_daemon(&g.lab, n).kill();
             }
-            let out = Command::new(XLB)
-                .args(["lab", "up", "--prefix", g.prefix()])
-                .env("XLB_NO_TUNNEL_NAT", "true")
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                g.logs()
-            );
+            g.up_again(&[("XLB_NO_TUNNEL_NAT", "true")]);
         }
         for n in [1, 2] {
             assert_eq!(

@@ -143,16 +143,7 @@ fn agent_killed_under_traffic_then_restarted_changes_nothing() {
     }
 
     // Restart it (an idempotent `up` restarts what is not running).
-    let out = std::process::Command::new(XLB)
-        .args(["lab", "up", "--prefix", g.prefix()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        g.logs()
-    );
+    g.up_again(&[]);
     let new_pid = agent.running().expect("agent restarted");
     assert_ne!(new_pid, pid);
 

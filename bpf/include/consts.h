@@ -69,7 +69,8 @@
 #define XLB_BE_F_DRAINING	(1 << 2)	/* in no table of its Service port: flows that use it keep it,
 						 * new ones (affinity included) never choose it */
 #define XLB_BE_F_HOST_NETWORK	(1 << 3)	/* a host-network endpoint (its address is a Node's): a remote
-						 * one is reached over the underlay, not the pod-CIDR tunnel */
+						 * one is reached through the tunnel entry of that address
+						 * (/32), its node's tc egress returns the replies */
 
 /* ct value flags */
 #define XLB_CT_F_REVERSE	(1 << 0)	/* reply direction entry: reverse NAT */

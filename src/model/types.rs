@@ -263,7 +263,8 @@ pub struct Backend {
     /// while the EndpointSlices list it; new flows never choose it.
     pub draining: bool,
     /// Its address is its node's own (a hostNetwork endpoint): a remote one
-    /// is reached over the underlay, not the pod-CIDR tunnel
+    /// is reached through the tunnel entry of that node address (`/32`,
+    /// nodes.rs), and that node's uplink tc egress returns the replies
     /// (`XLB_BE_F_HOST_NETWORK`).
     pub host_network: bool,
 }

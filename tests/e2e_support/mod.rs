@@ -65,6 +65,22 @@ impl LabGuard {
         &self.lab.prefix
     }
 
+    /// `xlb lab up` on the running lab, with `env` for what it starts: it
+    /// restarts only what is not running (an agent killed or stopped).
+    pub fn up_again(&self, env: &[(&str, &str)]) {
+        let out = Command::new(XLB)
+            .args(["lab", "up", "--prefix", self.prefix()])
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "xlb lab up: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+    }
+
     /// Every log file of the lab, for failure messages.
     pub fn logs(&self) -> String {
         let mut s = String::new();
