@@ -88,7 +88,7 @@ pub fn run(a: DoctorArgs, pin_dir: &Path) -> anyhow::Result<()> {
             &mut c,
             "kernel",
             Level::Warn,
-            format!("{rel}: no tcx before 6.6, pod veths use classic tc (clsact)"),
+            format!("{rel}: no tcx before 6.6, pod veths use classic tc (clsact) and the uplink gets no egress program (replies of host-network endpoints to clients XDP balanced leave untranslated)"),
             Some("upgrade to a 6.6+ kernel for tcx".into()),
         ),
         Some((rel, _, _)) => check(
@@ -553,7 +553,7 @@ fn probe_tcx_check(c: &mut Vec<Check>, iface: &str, ifindex: u32) {
             c,
             "tcx",
             Level::Warn,
-            format!("tcx unavailable ({e}): pod veths will use classic tc (clsact)"),
+            format!("tcx unavailable ({e}): pod veths will use classic tc (clsact), and the uplink gets no egress program (replies of host-network endpoints to clients XDP balanced leave untranslated)"),
             Some("kernel 6.6+ has tcx".into()),
         ),
     }
