@@ -137,8 +137,8 @@ static __always_inline int xlb_balance(struct xlb_ctx *x)
 		} else if ((r = xlb_ct_backend(v, x->cfg, t.proto, x->p.tcp_flags, now, &ch))) {
 			xlb_count_svc(v->svc_id, x->bytes);
 			x->svc_id = v->svc_id;
-			if (!st && !x->tun.peer)
-				st = xlb_stable_of(v->svc_id);	/* a source be_filter passed */
+			if (!svc && !x->tun.peer)	/* no Service yet: be_filter passed the source */
+				st = xlb_stable_of(v->svc_id);
 			if (st)
 				xlb_stable_seen(st, now);
 			if (r & XLB_CT_CHECK)
@@ -165,7 +165,7 @@ cache:
 						  xlb_tnat(x, &ch), x->p.tcp_flags, now) != XLB_OK)
 					xlb_count(XLB_R_EVENT_CT_FULL, x->bytes);
 				xlb_syn_end(s, &hs);
-				if (!st && !x->tun.peer)
+				if (!svc && !x->tun.peer)
 					st = xlb_stable_of(hs.svc_id);
 				if (st)
 					xlb_stable_seen(st, now);
@@ -173,8 +173,14 @@ cache:
 			goto forward;
 		}
 	}
-	if (!svc)
+	if (!svc) {
 		svc = xlb_service(t.daddr, t.dport, t.proto, x->cfg->node_addr);
+		/* untunneled from a source be_filter passed: its svc_stable
+		 * entry here (the ct lookup was made, and missed or found a
+		 * dead entry) */
+		if (svc && !x->tun.peer)
+			st = xlb_stable_of(svc->svc_id);
+	}
 	if (!svc) {
 		/* a backend's reply to a half-open connection (its SYN-ACK) */
 		if (t.proto == IPPROTO_TCP && (s = xlb_syn_rev(&t, &hs)) &&
@@ -200,11 +206,7 @@ cache:
 	if (r != XLB_OK)
 		return xlb_end(x, r, XDP_DROP);
 	/* A flow of a Service with a stateless path: none in ct when the
-	 * table names its remote backend (stateless.h). Its svc_stable entry
-	 * is read here when be_filter took the source for a backend's (the ct
-	 * lookup was made, and missed or found a dead entry). */
-	if (!st && !x->tun.peer)
-		st = xlb_stable_of(svc->svc_id);
+	 * table names its remote backend (stateless.h) */
 	if (st) {
 		if (xlb_stable_choice(st, xlb_hash_of(x, &t), now, &ch, x->cfg->flags & XLB_CFG_F_TNAT,
 				      t.proto == IPPROTO_TCP && xlb_tcp_open(x->p.tcp_flags)) ==
