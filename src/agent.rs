@@ -38,7 +38,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
-use xlb_bpf::types::xlb_config;
 use xlb_bpf::Maps;
 use xlb_loader::attach;
 use xlb_loader::DataPlane;
@@ -111,7 +110,6 @@ struct Agent {
     syncer: Syncer<Maps>,
     metrics: Arc<Metrics>,
     node: Option<NodeNet>,
-    config: Option<xlb_config>,
     attached: bool,
     pods: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
     names: BTreeMap<u32, String>,
@@ -220,7 +218,6 @@ impl Agent {
             syncer,
             metrics,
             node: None,
-            config: None,
             attached: false,
             pods: None,
             names: BTreeMap::new(),

@@ -82,7 +82,8 @@ impl Agent {
     /// The `config` map: node address, VXLAN, uplink; written when it changes.
     pub(super) fn write_config(&mut self, node: &NodeNet) -> anyhow::Result<()> {
         let maps = &self.dp.maps;
-        let mut c = maps.config().context("reading the config map")?;
+        let old = maps.config().context("reading the config map")?;
+        let mut c = old;
         if let Some(a) = node.addr {
             c.node_addr = be32(a);
         }
@@ -103,7 +104,8 @@ impl Agent {
         if node.addr.is_some() {
             c.flags |= xlb_bpf::consts::XLB_CFG_F_VXLAN;
         }
-        if self.config.as_ref().map(plain_bytes) != Some(plain_bytes(&c)) {
+        // Written only when it changes: a write voids the XDP flow cache.
+        if plain_bytes(&old) != plain_bytes(&c) {
             maps.put_config(&c).context("writing the config map")?;
             tracing::info!(
                 node_addr = %c.node_addr(),
@@ -112,7 +114,6 @@ impl Agent {
                 ifindex = c.ifindex,
                 "data-plane config written"
             );
-            self.config = Some(c);
         }
         // config6: the IPv6 underlay address (pins of an xlb without IPv6
         // have no config6: nothing to write there).
