@@ -12,16 +12,7 @@ use e2e_support::*;
 use xlb_lab::{self as lab, probe, v6};
 
 fn ip_json(ns: &str, args: &[&str]) -> serde_json::Value {
-    let out = Command::new("ip")
-        .args(["-n", ns, "-j"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = xlb_testkit::run_ok(Command::new("ip").args(["-n", ns, "-j"]).args(args));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 

@@ -284,18 +284,13 @@ fn daemonset_flags_and_environment_are_known_to_the_agent() {
 fn daemonset_configuration_is_accepted() {
     let c = agent_container();
     let data = config_data();
-    let out = Command::new(env!("CARGO_BIN_EXE_xlb"))
-        .args(c.args.unwrap())
-        .arg("--print-config")
-        .env_clear()
-        .envs(&data)
-        .env("NODE_NAME", "node-a")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = xlb_testkit::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_xlb"))
+            .args(c.args.unwrap())
+            .arg("--print-config")
+            .env_clear()
+            .envs(&data)
+            .env("NODE_NAME", "node-a"),
     );
     let cfg: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cfg["node_name"], "node-a");

@@ -26,16 +26,11 @@ use xlb_lab::{daemons, probe::Conn};
 
 /// A counter of `xlb maps stats` on node `n` (0 when not listed).
 fn stat(g: &LabGuard, n: u8, reason: &str) -> u64 {
-    let out = Command::new(XLB)
-        .arg("--pin-dir")
-        .arg(g.lab.pin_dir(n))
-        .args(["maps", "stats"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = xlb_testkit::run_ok(
+        Command::new(XLB)
+            .arg("--pin-dir")
+            .arg(g.lab.pin_dir(n))
+            .args(["maps", "stats"]),
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -357,18 +357,13 @@ fn agent_balances_node_processes_and_follows_nodeport_addresses() {
     unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
     assert!(agent.0.wait().unwrap().success());
     drop(maps);
-    let out = Command::new("nsenter")
-        .arg(format!("--net={}", ns.path().display()))
-        .arg(BIN)
-        .arg("--pin-dir")
-        .arg(&pins.0)
-        .args(["agent", "--cleanup"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    xlb_testkit::run_ok(
+        Command::new("nsenter")
+            .arg(format!("--net={}", ns.path().display()))
+            .arg(BIN)
+            .arg("--pin-dir")
+            .arg(&pins.0)
+            .args(["agent", "--cleanup"]),
     );
     for (h, id) in &ids {
         assert!(

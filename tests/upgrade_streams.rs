@@ -36,7 +36,6 @@ mod stream_support;
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
@@ -143,23 +142,12 @@ fn lab_up(g: &LabGuard, xlb_bin: Option<&Path>) {
     lab_up_env(g, xlb_bin, &[]);
 }
 
-/// `xlb lab up` with `env` set for the agents it starts (those not running).
+/// `xlb lab up` with `env` set for the agents it starts (those not running),
+/// with info logs: the agents' logs tell how they stopped and started.
 fn lab_up_env(g: &LabGuard, xlb_bin: Option<&Path>, env: &[(&str, &str)]) {
-    let mut c = Command::new(XLB);
-    // Info logs: the agents' logs tell how they stopped and started.
-    c.args(["lab", "up", "--prefix", g.prefix()])
-        .env("RUST_LOG", "info")
-        .envs(env.iter().copied());
-    if let Some(b) = xlb_bin {
-        c.arg("--xlb-bin").arg(b);
-    }
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "lab up: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        g.logs()
-    );
+    let mut all = vec![("RUST_LOG", "info")];
+    all.extend_from_slice(env);
+    g.up_with(xlb_bin, &all);
 }
 
 /// Agents of both nodes running (an earlier case may have failed half-way).

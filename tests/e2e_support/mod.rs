@@ -68,11 +68,19 @@ impl LabGuard {
     /// `xlb lab up` on the running lab, with `env` for what it starts: it
     /// restarts only what is not running (an agent killed or stopped).
     pub fn up_again(&self, env: &[(&str, &str)]) {
-        let out = Command::new(XLB)
-            .args(["lab", "up", "--prefix", self.prefix()])
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
+        self.up_with(None, env);
+    }
+
+    /// [`Self::up_again`], starting `xlb_bin` (a copy of the binary: "a new
+    /// build") instead of the test's own when given.
+    pub fn up_with(&self, xlb_bin: Option<&std::path::Path>, env: &[(&str, &str)]) {
+        let mut c = Command::new(XLB);
+        c.args(["lab", "up", "--prefix", self.prefix()])
+            .envs(env.iter().copied());
+        if let Some(b) = xlb_bin {
+            c.arg("--xlb-bin").arg(b);
+        }
+        let out = c.output().unwrap();
         assert!(
             out.status.success(),
             "xlb lab up: {}\n{}",
