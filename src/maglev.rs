@@ -303,6 +303,19 @@ impl Reducer {
     }
 }
 
+/// The fill order (indices into `backends` by ascending identity,
+/// duplicates dropped) and each one's (offset, skip) for `m` slots.
+fn fill_order<B: Identity>(backends: &[B], m: u32) -> (Vec<u32>, Vec<(u32, u32)>) {
+    let mut order: Vec<u32> = (0..backends.len() as u32).collect();
+    order.sort_by_key(|&i| identity(&backends[i as usize]));
+    order.dedup_by_key(|i| identity(&backends[*i as usize]));
+    let perm = order
+        .iter()
+        .map(|&i| permutation(&backends[i as usize], m))
+        .collect();
+    (order, perm)
+}
+
 /// Builds a table of `m` slots for `backends` (duplicates are ignored).
 /// Each slot holds an index into `backends` (as given). Empty when there are
 /// no backends or `m` is 0. `m` should be prime (see
@@ -311,16 +324,8 @@ pub fn table<B: Identity>(backends: &[B], m: u32) -> Vec<u32> {
     if backends.is_empty() || m == 0 {
         return Vec::new();
     }
-    // Fill order: ascending identity, duplicates dropped.
-    let mut order: Vec<u32> = (0..backends.len() as u32).collect();
-    order.sort_by_key(|&i| identity(&backends[i as usize]));
-    order.dedup_by_key(|i| identity(&backends[*i as usize]));
-
+    let (order, perm) = fill_order(backends, m);
     let n = order.len();
-    let perm: Vec<(u32, u32)> = order
-        .iter()
-        .map(|&i| permutation(&backends[i as usize], m))
-        .collect();
     // Where each backend is along σ: its k-th preference is
     // (offset + skip * σ((k + shift) mod m)) mod m.
     let sig = sigma(m);
@@ -363,8 +368,8 @@ pub fn table<B: Identity>(backends: &[B], m: u32) -> Vec<u32> {
     while left > tail_at {
         let (offset, skip) = (u64::from(perm[j].0), u64::from(perm[j].1));
         let j1 = if j + 1 == n { 0 } else { j + 1 };
-        // The first probe of the claim after this one, made before this
-        // claim's probe loop, whose exit branch mispredicts often: work
+        // The first probe of the claim after this one, computed ahead of
+        // this claim's probe loop, whose exit branch mispredicts often: work
         // before a mispredicted branch is kept, so that claim starts with
         // its slot known (the position is checked: with one backend the
         // claim after is this one's, from further on).

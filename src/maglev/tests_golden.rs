@@ -1,26 +1,21 @@
-//! Golden checks of the fill: the tables of many random backend sets, as
-//! the previous fill built them (each data plane, `xlb explain` and the
+//! Golden checks of the fill: the tables of many random backend sets, as a
+//! plain reference fill builds them (each data plane, `xlb explain` and the
 //! stateless flows of running nodes depend on the exact table: a faster
 //! fill must give the same one, slot for slot).
 
 use super::*;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// The fill before the next claim's first probe was made ahead, written
-/// out whole (one probe at a time, every slot by probing, σ from a table):
-/// kept as the reference a changed fill is checked against.
-fn previous_table<B: Identity>(backends: &[B], m: u32) -> Vec<u32> {
+/// The fill written out plainly (one probe at a time, every slot by
+/// probing, σ from a table, no probe made ahead, no tail): the reference a
+/// faster fill is checked against. The order and permutations are the
+/// fill's own (`fill_order`); the pinned digests check those.
+fn reference_table<B: Identity>(backends: &[B], m: u32) -> Vec<u32> {
     if backends.is_empty() || m == 0 {
         return Vec::new();
     }
-    let mut order: Vec<u32> = (0..backends.len() as u32).collect();
-    order.sort_by_key(|&i| identity(&backends[i as usize]));
-    order.dedup_by_key(|i| identity(&backends[*i as usize]));
+    let (order, perm) = fill_order(backends, m);
     let n = order.len();
-    let perm: Vec<(u32, u32)> = order
-        .iter()
-        .map(|&i| permutation(&backends[i as usize], m))
-        .collect();
     let m64 = u64::from(m);
     let sigma: Vec<u64> = match sigma_exponent(m) {
         None => (0..m64).collect(),
@@ -89,7 +84,7 @@ fn digest(tables: &[Vec<u32>]) -> u64 {
     h
 }
 
-/// (sets, backends per set, table size, digest of the previous fill's
+/// (sets, backends per set, table size, digest of the reference fill's
 /// tables): sizes the agent uses (the default config's bands) and odd ones.
 const GOLDEN: [(usize, usize, u32, u64); 9] = [
     (400, 1, 251, 0x416635cd6dc1b7a5),
@@ -104,11 +99,11 @@ const GOLDEN: [(usize, usize, u32, u64); 9] = [
 ];
 
 #[test]
-fn same_tables_as_the_previous_fill() {
+fn same_tables_as_the_reference_fill() {
     let mut rng = Xorshift(0x2545_f491_4f6c_dd1d);
     for (count, n, m, _) in GOLDEN {
         for bs in sets_v4(&mut rng, count, n) {
-            assert_eq!(table(&bs, m), previous_table(&bs, m), "n {n} m {m}");
+            assert_eq!(table(&bs, m), reference_table(&bs, m), "n {n} m {m}");
         }
     }
     // IPv6 backends (their identity is a hash of the address and port)
@@ -126,7 +121,7 @@ fn same_tables_as_the_previous_fill() {
                     )
                 })
                 .collect();
-            assert_eq!(table(&bs, m), previous_table(&bs, m), "v6 n {n} m {m}");
+            assert_eq!(table(&bs, m), reference_table(&bs, m), "v6 n {n} m {m}");
         }
     }
 }
